@@ -1,0 +1,95 @@
+"""What an NLHF algorithm is made of, and the mirror-descent step they share.
+
+Every algorithm here is a few choices around one regression (DESIGN.md): the Online IPO loss
+
+    L(θ) = E_{(y,y')~μ} [ (ℓ_θ(y) − ℓ_θ(y') − [P(y ≻ σ) − P(y' ≻ σ)]/β)² ],   ℓ_θ = log π_θ − log π_anchor,
+
+whose one SGD step from θ_t (uniform pairs, rate lr) is the mirror-descent step
+
+    MD(π_t; σ):  log π_{t+1} ≐ (1 − ηβ) log π_t + ηβ log π_anchor + η P(· ≻ σ),   ηβ = 4·lr/N.
+
+An :class:`Algorithm` declares its choices (loss family, opponent σ, anchor, scheme) and its exact
+tabular update in closed form; the simulator kernel, the torch losses and the LM trainer all read
+the same declaration.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Callable, Literal
+
+import numpy as np
+from scipy.special import log_softmax
+
+LossFamily = Literal["ipo", "ipo2", "pg"]
+Opponent = Literal["current", "mixture", "optimistic", "pairwise"]
+Anchor = Literal["reference", "current", "magnet"]
+Scheme = Literal["single", "extragradient"]
+
+__all__ = [
+    "Algorithm",
+    "mirror_descent_step",
+    "geometric_mixture_logits",
+    "preference_vector",
+    "center",
+]
+
+
+@dataclass(frozen=True)
+class Algorithm:
+    """Declaration of one NLHF algorithm.
+
+    Attributes:
+        name: registry key, e.g. ``"egpo"``.
+        label: display name used in figures and tables, e.g. ``"EGPO"``.
+        loss: ``"ipo"`` (regression with uniform pairs and an opponent σ in the target),
+            ``"ipo2"`` (pairs y, y' ~ π_t, target (P(y ≻ y') − ½)/β), or ``"pg"`` (policy gradient on
+            E_{y~π}[P(y ≻ σ) − β log(π/π_ref)(y)]).
+        opponent: σ in the target: ``"current"`` (π_t), ``"mixture"`` (geometric mixture
+            π_t^{1−c} π_ref^c), ``"optimistic"`` (2·P(·≻π_t) − P(·≻π_{t−1})), ``"pairwise"`` (y' itself).
+        anchor: the policy inside ℓ_θ: ``"reference"`` (π_ref), ``"current"`` (π_t), ``"magnet"``
+            (a magnet policy reset to π_t every ``magnet_period`` steps).
+        scheme: ``"single"`` (one step) or ``"extragradient"`` (half step against π_t, return to θ_t,
+            full step from θ_t against π_{t+½}).
+        closed_form: exact tabular update ``f(theta, ref_logits, P, eta, beta, **state) -> theta'``.
+        loss_weight: multiplier of the loss as a function of ηβ (MPO's proximal step needs 1/(1+ηβ)).
+        reference: the paper that introduced it.
+    """
+
+    name: str
+    label: str
+    loss: LossFamily
+    opponent: Opponent
+    anchor: Anchor
+    scheme: Scheme
+    closed_form: Callable[..., np.ndarray] = field(repr=False)
+    loss_weight: Callable[[float], float] = field(default=lambda eta_beta: 1.0, repr=False)
+    reference: str = ""
+
+
+def center(x: np.ndarray) -> np.ndarray:
+    """Subtract the mean over actions: logits are defined up to a constant, this fixes one."""
+    return x - x.mean(axis=-1, keepdims=True)
+
+
+def preference_vector(P: np.ndarray, pi: np.ndarray) -> np.ndarray:
+    """(Pσ)_y = P(y ≻ σ) = Σ_y' P(y, y') σ(y'), batched over leading axes."""
+    return np.einsum("...ij,...j->...i", P, pi)
+
+
+def geometric_mixture_logits(logits: np.ndarray, ref_logits: np.ndarray, c: float) -> np.ndarray:
+    """Logits of the geometric mixture π^c ∝ π^{1−c} π_ref^{c}: (1 − c) log π + c log π_ref."""
+    return (1.0 - c) * log_softmax(logits, axis=-1) + c * log_softmax(ref_logits, axis=-1)
+
+
+def mirror_descent_step(
+    logits: np.ndarray, anchor_logits: np.ndarray, preference: np.ndarray, eta: float, beta: float
+) -> np.ndarray:
+    """MD(π_t; σ): log π_{t+1} ≐ (1 − ηβ) log π_t + ηβ log π_anchor + η P(· ≻ σ).
+
+    ``preference`` is the vector P(· ≻ σ) (or any target potential, e.g. the optimistic one).
+    Returns centered logits of π_{t+1}.
+    """
+    log_pi = log_softmax(logits, axis=-1)
+    log_anchor = log_softmax(anchor_logits, axis=-1)
+    return center((1.0 - eta * beta) * log_pi + eta * beta * log_anchor + eta * preference)

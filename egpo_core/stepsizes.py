@@ -1,0 +1,56 @@
+"""Step sizes: the mirror-descent step η and the SGD learning rate of the reference implementation.
+
+One plain SGD step with rate lr on the exact Online IPO 1 loss (mean over all N² pairs) is the
+mirror-descent step with
+
+    ηβ = 4·lr/N        (SPEC §3; derivation: ∇_θ L = (4/N)·center(θ − θ_ref − Pπ/β)).
+
+The Nash-MD mixture coefficient c is ηβ in theory (default). The reference implementation used
+c = 2·lr/N, half of that; ``conventions="reference"`` reproduces it.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+Conventions = Literal["default", "reference"]
+CONVENTIONS = ("default", "reference")
+
+__all__ = ["Conventions", "CONVENTIONS", "eta_from_lr", "lr_from_eta", "mixture_coefficient", "check_conventions"]
+
+
+def _check_positive(name: str, value: float) -> None:
+    if not value > 0:
+        raise ValueError(f"{name} must be positive, got {name}={value!r}")
+
+
+def eta_from_lr(lr: float, beta: float, num_actions: int) -> float:
+    """η = 4·lr / (N β): the mirror-descent step one SGD step of rate ``lr`` takes."""
+    _check_positive("lr", lr)
+    _check_positive("beta", beta)
+    return 4.0 * lr / (num_actions * beta)
+
+
+def lr_from_eta(eta: float, beta: float, num_actions: int) -> float:
+    """lr = η β N / 4: the SGD rate whose step on the exact Online IPO 1 loss is MD with step η."""
+    _check_positive("eta", eta)
+    _check_positive("beta", beta)
+    return eta * beta * num_actions / 4.0
+
+
+def check_conventions(conventions: str) -> Conventions:
+    """Validate a ``conventions`` value ("default" or "reference")."""
+    if conventions not in CONVENTIONS:
+        raise ValueError(f"conventions must be one of {CONVENTIONS}, got {conventions!r}")
+    return conventions  # type: ignore[return-value]
+
+
+def mixture_coefficient(lr: float, beta: float, num_actions: int, conventions: Conventions = "default") -> float:
+    """Nash-MD mixture coefficient c of π_t^c ∝ π_t^{1−c} π_ref^c.
+
+    ``"default"``: c = ηβ = 4·lr/N (the theory's choice). ``"reference"``: c = 2·lr/N, as the
+    reference implementation computed it (its ``true_lr·β`` with ``true_lr = 2·lr/(βN)``).
+    """
+    check_conventions(conventions)
+    eta = eta_from_lr(lr, beta, num_actions)
+    return eta * beta if conventions == "default" else 2.0 * lr / num_actions
