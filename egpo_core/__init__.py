@@ -9,3 +9,4 @@ from .metrics import duality_gap, exploitability, game_value, kl_divergence
 from .stepsizes import eta_from_lr, lr_from_eta, mixture_coefficient
 
 __version__ = "0.1.0"
+from .simulate import SimulationResult, simulate, sweep

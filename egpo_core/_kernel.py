@@ -1,0 +1,474 @@
+"""The simulator's compiled inner loop (numba).
+
+This is the fast path of the algorithm definitions in ``egpo_core.algorithms`` and
+``egpo_core.losses``: the same losses, differentiated by hand with respect to the logits. Tests
+check that one kernel step equals each algorithm's ``closed_form`` (exact gradients) and that the
+sampled gradients are those of ``losses.sampled_loss`` in expectation.
+
+Layout. A *trajectory* is one (algorithm, hyper-parameters, game) triple and owns a flat parameter
+vector: the logits (tabular) or the network [v, (W, b) × hidden layers, W_out, b_out] (neural).
+Trajectories are processed in *groups* that advance in lockstep; a group is one trajectory, except
+under the reference implementation's conventions, where all runs of an algorithm form a group
+because they share the network weights or normalize the Nash-MD mixture over runs.
+
+For every trajectory the kernel computes the gradient g = ∂L/∂z of the algorithm's loss with
+respect to the logits z (closed form for exact expectations, sample averages otherwise) and
+back-propagates it into the parameters; then plain SGD with rate lr. With exact gradients:
+
+    ipo : g = w·(4/N)·center(log π − log π_anchor − T/β)        T = P(· ≻ σ) (optimistic: 2Pπ_t − Pπ_{t−1})
+    ipo2: g = 4 π ⊙ (D − πᵀD − (Pπ − ½)/β)                       D = log π − log π_ref
+    pg  : g = −π ⊙ (A − πᵀA)                                     A = Pσ − β D
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from numba import njit, prange
+
+# Codes of the Algorithm fields (see algorithms/base.py).
+LOSS_CODES = {"ipo": 0, "ipo2": 1, "pg": 2}
+OPPONENT_CODES = {"current": 0, "mixture": 1, "optimistic": 2, "pairwise": 3}
+ANCHOR_CODES = {"reference": 0, "current": 1, "magnet": 2}
+SCHEME_CODES = {"single": 0, "extragradient": 1}
+
+_LOSS_IPO, _LOSS_IPO2, _LOSS_PG = 0, 1, 2
+_OPP_CURRENT, _OPP_MIXTURE, _OPP_OPTIMISTIC = 0, 1, 2
+_ANCHOR_REF, _ANCHOR_CURRENT, _ANCHOR_MAGNET = 0, 1, 2
+
+# Reassociation lets LLVM vectorize dot products; no other fast-math liberties (NaN/inf stay exact).
+_FAST = {"reassoc", "contract"}
+
+
+# ---------------------------------------------------------------- random numbers (splitmix64)
+@njit(cache=True)
+def _next_uniform(state, k):
+    """Uniform in [0, 1) from trajectory k's splitmix64 stream (deterministic, thread-independent)."""
+    s = state[k] + np.uint64(0x9E3779B97F4A7C15)
+    state[k] = s
+    z = s
+    z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+    z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+    z = z ^ (z >> np.uint64(31))
+    return (z >> np.uint64(11)) * (1.0 / 9007199254740992.0)
+
+
+@njit(cache=True)
+def _next_pair(state, k, n):
+    """Two independent uniform integers in [0, n) from one 64-bit draw (multiply-shift on 32-bit halves)."""
+    s = state[k] + np.uint64(0x9E3779B97F4A7C15)
+    state[k] = s
+    z = s
+    z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+    z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+    z = z ^ (z >> np.uint64(31))
+    hi = ((z >> np.uint64(32)) * np.uint64(n)) >> np.uint64(32)
+    lo = ((z & np.uint64(0xFFFFFFFF)) * np.uint64(n)) >> np.uint64(32)
+    return np.int64(hi), np.int64(lo)
+
+
+@njit(cache=True, fastmath=_FAST)
+def _sample(cdf, u):
+    """Index y with cdf[y−1] ≤ u·cdf[−1] < cdf[y] (cdf need not end at 1)."""
+    n = cdf.shape[0]
+    target = u * cdf[n - 1]
+    if n <= 32:
+        # Branch-free count: cheaper than a mispredicted binary search for small N.
+        count = 0
+        for i in range(n):
+            count += np.int64(cdf[i] <= target)
+        return min(count, n - 1)
+    lo, hi = 0, n - 1
+    while lo < hi:
+        mid = (lo + hi) // 2
+        if cdf[mid] > target:
+            hi = mid
+        else:
+            lo = mid + 1
+    return lo
+
+
+# ---------------------------------------------------------------- small dense helpers
+@njit(cache=True)
+def _log_softmax(z, out):
+    m = z.max()
+    acc = 0.0
+    for i in range(z.shape[0]):
+        acc += np.exp(z[i] - m)
+    lse = m + np.log(acc)
+    for i in range(z.shape[0]):
+        out[i] = z[i] - lse
+
+
+@njit(cache=True)
+def _softmax_pair(z, logp, p):
+    """log_softmax(z) into ``logp`` and softmax(z) into ``p`` with one exponential per entry."""
+    m = z.max()
+    acc = 0.0
+    for i in range(z.shape[0]):
+        p[i] = np.exp(z[i] - m)
+        acc += p[i]
+    lse = m + np.log(acc)
+    inv = 1.0 / acc
+    for i in range(z.shape[0]):
+        logp[i] = z[i] - lse
+        p[i] *= inv
+
+
+@njit(cache=True, fastmath=_FAST)
+def _matvec(P, x, out):
+    n = P.shape[0]
+    for i in range(n):
+        acc = 0.0
+        for j in range(n):
+            acc += P[i, j] * x[j]
+        out[i] = acc
+
+
+@njit(cache=True)
+def _cumsum(w, out):
+    acc = 0.0
+    for i in range(w.shape[0]):
+        acc += w[i]
+        out[i] = acc
+
+
+# ---------------------------------------------------------------- policy parametrizations
+@njit(cache=True, fastmath=_FAST)
+def _forward(params, neural, d, n_hidden, n, acts, pre, z):
+    """Logits z of a parameter vector: the logits themselves, or the MLP's output."""
+    if not neural:
+        for y in range(n):
+            z[y] = params[y]
+        return
+    for i in range(d):
+        acts[0, i] = params[i]
+    off = d
+    for layer in range(n_hidden):
+        for o in range(d):
+            acc = params[off + d * d + o]
+            for i in range(d):
+                acc += params[off + o * d + i] * acts[layer, i]
+            pre[layer, o] = acc
+            acts[layer + 1, o] = acc if acc > 0.0 else 0.0
+        off += d * d + d
+    for y in range(n):
+        acc = params[off + n * d + y]
+        for i in range(d):
+            acc += params[off + y * d + i] * acts[n_hidden, i]
+        z[y] = acc
+
+
+@njit(cache=True, fastmath=_FAST)
+def _backward(params, neural, d, n_hidden, n, acts, pre, g, grad, delta, delta_next):
+    """grad = (∂z/∂params)ᵀ g: back-propagation of the logit gradient g."""
+    if not neural:
+        for y in range(n):
+            grad[y] = g[y]
+        return
+    off = d + n_hidden * (d * d + d)
+    for i in range(d):
+        delta[i] = 0.0
+    for y in range(n):
+        grad[off + n * d + y] = g[y]
+        for i in range(d):
+            grad[off + y * d + i] = g[y] * acts[n_hidden, i]
+            delta[i] += params[off + y * d + i] * g[y]
+    for layer in range(n_hidden - 1, -1, -1):
+        off = d + layer * (d * d + d)
+        for o in range(d):
+            if pre[layer, o] <= 0.0:
+                delta[o] = 0.0
+        for i in range(d):
+            delta_next[i] = 0.0
+        for o in range(d):
+            grad[off + d * d + o] = delta[o]
+            for i in range(d):
+                grad[off + o * d + i] = delta[o] * acts[layer, i]
+                delta_next[i] += params[off + o * d + i] * delta[o]
+        for i in range(d):
+            delta[i] = delta_next[i]
+    for i in range(d):
+        grad[i] = delta[i]
+
+
+# ---------------------------------------------------------------- logit gradients of the losses
+@njit(cache=True)
+def _exact_gradient(loss, P, logp, pi, s, logp_ref, logp_anchor, target, beta, weight, g):
+    """∂L/∂z of the exact (all-pairs) loss; ``target`` is T = P(· ≻ σ) (ipo) or Pσ (pg)."""
+    n = logp.shape[0]
+    if loss == _LOSS_IPO:
+        mean = 0.0
+        for y in range(n):
+            g[y] = logp[y] - logp_anchor[y] - target[y] / beta
+            mean += g[y]
+        mean /= n
+        for y in range(n):
+            g[y] = weight * 4.0 / n * (g[y] - mean)
+    elif loss == _LOSS_IPO2:
+        mean = 0.0
+        for y in range(n):
+            mean += pi[y] * (logp[y] - logp_ref[y])
+        for y in range(n):
+            g[y] = 4.0 * pi[y] * (logp[y] - logp_ref[y] - mean - (s[y] - 0.5) / beta)
+    else:
+        base = 0.0
+        for y in range(n):
+            g[y] = target[y] - beta * (logp[y] - logp_ref[y])
+            base += pi[y] * g[y]
+        for y in range(n):
+            g[y] = -pi[y] * (g[y] - base)
+
+
+@njit(cache=True)
+def _sampled_gradient(
+    loss, optimistic, pair_from_policy, num_samples, P, logp, pi, logp_ref, logp_anchor,
+    cdf_pi, cdf_sigma, cdf_prev, beta, weight, rng, k, g,
+):
+    """∂L/∂z of the sampled loss (mean over ``num_samples`` draws), an unbiased estimate of the exact one."""
+    n = logp.shape[0]
+    for y in range(n):
+        g[y] = 0.0
+    scale = 1.0 / num_samples
+    inv_beta = 1.0 / beta
+    coef = 2.0 * weight * scale
+    if loss == _LOSS_PG:
+        total = 0.0
+        for _ in range(num_samples):
+            y = _sample(cdf_pi, _next_uniform(rng, k))
+            yp = _sample(cdf_sigma, _next_uniform(rng, k))
+            adv = P[y, yp] - beta * (logp[y] - logp_ref[y])
+            g[y] -= adv * scale
+            total += adv * scale
+        for y in range(n):
+            g[y] += total * pi[y]
+        return
+    for _ in range(num_samples):
+        if loss == _LOSS_IPO2 or pair_from_policy:
+            y = _sample(cdf_pi, _next_uniform(rng, k))
+            yp = _sample(cdf_pi, _next_uniform(rng, k))
+        else:
+            y, yp = _next_pair(rng, k, n)
+        if loss == _LOSS_IPO2:
+            t = (P[y, yp] - 0.5) * inv_beta
+        else:
+            ypp = _sample(cdf_sigma, _next_uniform(rng, k))
+            t = (P[y, ypp] - P[yp, ypp]) * inv_beta
+            if optimistic:
+                yppp = _sample(cdf_prev, _next_uniform(rng, k))
+                t = 2.0 * t - (P[y, yppp] - P[yp, yppp]) * inv_beta
+        r = coef * ((logp[y] - logp_anchor[y]) - (logp[yp] - logp_anchor[yp]) - t)
+        g[y] += r
+        g[yp] -= r
+
+
+# ---------------------------------------------------------------- metrics
+@njit(cache=True)
+def _record(logp, pi, s, logp_ref, beta, star_logp, with_extra, out_gap, out_expl, out_kl, k, r, work):
+    """Gap_β(π) = 2β KL(π ‖ BR_β(π)), BR_β(π) ∝ π_ref e^{Pπ/β}; exploitability max Pπ − ½; KL(π*_β‖π)."""
+    n = logp.shape[0]
+    for y in range(n):
+        work[y] = logp_ref[y] + s[y] / beta
+    m = work.max()
+    acc = 0.0
+    for y in range(n):
+        acc += np.exp(work[y] - m)
+    lse = m + np.log(acc)
+    kl = 0.0
+    for y in range(n):
+        kl += pi[y] * (logp[y] - work[y] + lse)
+    out_gap[k, r] = max(2.0 * beta * kl, 0.0)  # ≥ 0 in exact arithmetic; clip rounding
+    if with_extra:
+        out_expl[k, r] = s.max() - 0.5
+        kl_star = 0.0
+        for y in range(n):
+            kl_star += np.exp(star_logp[k, y]) * (star_logp[k, y] - logp[y])
+        out_kl[k, r] = kl_star
+
+
+# ---------------------------------------------------------------- the loop
+@njit(cache=True, parallel=True)
+def run_chunk(
+    t_start, t_end, record_every, total_steps,
+    P, logp_ref_games, game, params, prev_logp, magnet_logp, rng,
+    loss, opponent, anchor, scheme, beta, lr, mixture, weight, magnet_period,
+    group_ptr, members, neural, d, n_hidden, shared, mixture_over_runs,
+    sampled, num_samples, pair_from_policy,
+    star_logp, with_extra, out_gap, out_expl, out_kl,
+):
+    """Advance every trajectory from step ``t_start`` to ``t_end`` (state arrays are updated in place).
+
+    Metrics of π_t are stored at column t // record_every when t % record_every == 0, and those of
+    the final policy (t = total_steps) in the last column.
+    """
+    n = P.shape[1]
+    npar = params.shape[1]
+    n_groups = group_ptr.shape[0] - 1
+    for gi in prange(n_groups):
+        g0 = group_ptr[gi]
+        size = group_ptr[gi + 1] - g0
+        z = np.empty((size, n))
+        logp = np.empty((size, n))
+        pi = np.empty((size, n))
+        s = np.empty((size, n))
+        target = np.empty((size, n))
+        sigma = np.empty((size, n))
+        cdf_pi = np.empty((size, n))
+        cdf_sigma = np.empty((size, n))
+        cdf_prev = np.empty((size, n))
+        logp_half = np.empty((size, n))
+        grad_logits = np.empty((size, n))
+        grads = np.empty((size, npar))
+        half = np.empty((size, npar))
+        acts = np.zeros((size, n_hidden + 1, d))
+        pre = np.zeros((size, max(n_hidden, 1), d))
+        acts_h = np.zeros((size, n_hidden + 1, d))
+        pre_h = np.zeros((size, max(n_hidden, 1), d))
+        delta = np.empty(d)
+        delta_next = np.empty(d)
+        work = np.empty(n)
+        for t in range(t_start, t_end + 1):
+            final = t == total_steps
+            # --- π_t, P(· ≻ π_t) and the metrics
+            for m in range(size):
+                k = members[g0 + m]
+                _forward(params[k], neural, d, n_hidden, n, acts[m], pre[m], z[m])
+                _softmax_pair(z[m], logp[m], pi[m])
+                _matvec(P[game[k]], pi[m], s[m])
+                if t % record_every == 0 or final:
+                    col = out_gap.shape[1] - 1 if final else t // record_every
+                    _record(logp[m], pi[m], s[m], logp_ref_games[game[k]], beta[k], star_logp,
+                            with_extra, out_gap, out_expl, out_kl, k, col, work)
+                if t == 0:
+                    for y in range(n):
+                        prev_logp[k, y] = logp[m, y]
+                if magnet_period[k] > 0 and t > 0 and t % magnet_period[k] == 0:
+                    for y in range(n):
+                        magnet_logp[k, y] = logp[m, y]
+            if t == t_end:
+                break
+            # --- the opponent σ_t: π_t, or the geometric mixture π_t^{1−c} π_ref^c
+            for m in range(size):
+                k = members[g0 + m]
+                if opponent[k] != _OPP_MIXTURE:
+                    for y in range(n):
+                        sigma[m, y] = pi[m, y]
+                    continue
+                lref = logp_ref_games[game[k]]
+                for y in range(n):
+                    work[y] = (1.0 - mixture[k]) * logp[m, y] + mixture[k] * lref[y]
+                if mixture_over_runs[k]:
+                    for y in range(n):
+                        sigma[m, y] = work[y]  # log-weights, normalized over runs below
+                else:
+                    _softmax_pair(work, target[m], sigma[m])
+            if mixture_over_runs[members[g0]]:
+                # The reference implementation's softmax over the runs axis: σ[m, y] = e^{w[m, y]} / Σ_runs e^{w[·, y]}
+                # (the sampler then renormalizes each run's row).
+                for y in range(n):
+                    col_max = -np.inf
+                    for m in range(size):
+                        col_max = max(col_max, sigma[m, y])
+                    total = 0.0
+                    for m in range(size):
+                        total += np.exp(sigma[m, y] - col_max)
+                    for m in range(size):
+                        sigma[m, y] = np.exp(sigma[m, y] - col_max) / total
+            # --- first (or only) gradient
+            for m in range(size):
+                k = members[g0 + m]
+                _step_gradient(
+                    m, k, loss[k], opponent[k], anchor[k], P[game[k]], logp[m], pi[m], s[m],
+                    logp_ref_games[game[k]], magnet_logp[k], prev_logp[k], sigma[m], target[m],
+                    cdf_pi[m], cdf_sigma[m], cdf_prev[m], beta[k], weight[k], sampled, num_samples,
+                    pair_from_policy, rng, grad_logits[m], work,
+                )
+                _backward(params[k], neural, d, n_hidden, n, acts[m], pre[m], grad_logits[m], grads[m],
+                          delta, delta_next)
+            _share(grads, members, g0, size, shared, d)
+            for m in range(size):
+                k = members[g0 + m]
+                if scheme[k] == 0:
+                    for p in range(npar):
+                        params[k, p] -= lr[k] * grads[m, p]
+                    for y in range(n):
+                        prev_logp[k, y] = logp[m, y]
+                    continue
+                # --- extragradient: θ_{t+½} = θ_t − lr·∇L(θ_t; π_t), then θ_{t+1} = θ_t − lr·∇L(θ_t; π_{t+½})
+                for p in range(npar):
+                    half[m, p] = params[k, p] - lr[k] * grads[m, p]
+                _forward(half[m], neural, d, n_hidden, n, acts_h[m], pre_h[m], z[m])
+                _softmax_pair(z[m], logp_half[m], sigma[m])
+            any_eg = False
+            for m in range(size):
+                if scheme[members[g0 + m]] == 1:
+                    any_eg = True
+            if not any_eg:
+                continue
+            for m in range(size):
+                k = members[g0 + m]
+                if scheme[k] == 0:
+                    continue
+                _step_gradient(
+                    m, k, loss[k], 0, anchor[k], P[game[k]], logp[m], pi[m], s[m],
+                    logp_ref_games[game[k]], magnet_logp[k], prev_logp[k], sigma[m], target[m],
+                    cdf_pi[m], cdf_sigma[m], cdf_prev[m], beta[k], weight[k], sampled, num_samples,
+                    pair_from_policy, rng, grad_logits[m], work,
+                )
+                _backward(params[k], neural, d, n_hidden, n, acts[m], pre[m], grad_logits[m], grads[m],
+                          delta, delta_next)
+            _share(grads, members, g0, size, shared, d)
+            for m in range(size):
+                k = members[g0 + m]
+                if scheme[k] == 1:
+                    for p in range(npar):
+                        params[k, p] -= lr[k] * grads[m, p]
+                    for y in range(n):
+                        prev_logp[k, y] = logp[m, y]
+
+
+@njit(cache=True)
+def _share(grads, members, g0, size, shared, d):
+    """Shared network weights (reference conventions): every run gets the sum of the group's weight
+    gradients; the per-run input v (the first d entries) keeps its own gradient."""
+    if not shared or size == 1:
+        return
+    for p in range(d, grads.shape[1]):
+        acc = 0.0
+        for m in range(size):
+            acc += grads[m, p]
+        for m in range(size):
+            grads[m, p] = acc
+
+
+@njit(cache=True)
+def _step_gradient(
+    m, k, loss, opponent, anchor, P, logp, pi, s, logp_ref, magnet, prev, sigma, target,
+    cdf_pi, cdf_sigma, cdf_prev, beta, weight, sampled, num_samples, pair_from_policy, rng, g, work,
+):
+    """Logit gradient of trajectory k's loss against the opponent distribution ``sigma``."""
+    n = logp.shape[0]
+    if anchor == _ANCHOR_REF:
+        logp_anchor = logp_ref
+    elif anchor == _ANCHOR_CURRENT:
+        logp_anchor = logp
+    else:
+        logp_anchor = magnet
+    optimistic = opponent == _OPP_OPTIMISTIC
+    if not sampled:
+        _matvec(P, sigma, target)
+        if optimistic:
+            for y in range(n):
+                work[y] = np.exp(prev[y])
+            _matvec(P, work, cdf_prev)
+            for y in range(n):
+                target[y] = 2.0 * target[y] - cdf_prev[y]
+        _exact_gradient(loss, P, logp, pi, s, logp_ref, logp_anchor, target, beta, weight, g)
+        return
+    _cumsum(pi, cdf_pi)
+    _cumsum(sigma, cdf_sigma)
+    if optimistic:
+        for y in range(n):
+            work[y] = np.exp(prev[y])
+        _cumsum(work, cdf_prev)
+    _sampled_gradient(loss, optimistic, pair_from_policy, num_samples, P, logp, pi, logp_ref, logp_anchor,
+                      cdf_pi, cdf_sigma, cdf_prev, beta, weight, rng, k, g)
