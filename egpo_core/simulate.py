@@ -31,6 +31,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable, Literal, Sequence
 
+import numba
 import numpy as np
 import pandas as pd
 from scipy.special import log_softmax
@@ -310,15 +311,13 @@ def _run(
     rng = np.array([_trajectory_seed(int(cfg["seed"]), a.name, r, c) for c, a, r, cfg in rows], dtype=np.uint64)
 
     # --- groups: coupled runs (shared network, mixture over runs) advance in lockstep
-    # Independent trajectories are listed run-major so that the threads' contiguous shares of
-    # groups mix cheap and expensive algorithms.
-    coupled = [list(range(b, b + runs)) for b in range(0, K, runs) if shared or over_runs[b]]
-    single = sorted(
-        ([k] for b in range(0, K, runs) if not (shared or over_runs[b]) for k in range(b, b + runs)),
-        key=lambda ks: (game[ks[0]], ks[0]),
-    )
+    # Threads take groups one at a time (chunk size 1), costliest first (extragradient steps twice).
+    blocks = [list(range(b, b + runs)) for b in range(0, K, runs)]
+    groups = [ks for ks in blocks if shared or over_runs[ks[0]]]
+    groups += [[k] for ks in blocks if not (shared or over_runs[ks[0]]) for k in ks]
+    groups.sort(key=lambda ks: -len(ks) * (1 + scheme[ks[0]]))
     members, group_ptr = [], [0]
-    for group in coupled + single:
+    for group in groups:
         members += group
         group_ptr.append(len(members))
     members_arr = np.array(members, dtype=np.int64)
@@ -348,14 +347,15 @@ def _run(
     with tqdm(total=iterations, disable=not progress, desc=f"{policy}/{gradient}", unit="step") as bar:
         for t0 in range(0, iterations, chunk):
             t1 = min(iterations, t0 + chunk)
-            _kernel.run_chunk(
-                t0, t1, record_every, iterations,
-                P, logp_ref, game, params, prev, magnet, rng,
-                loss, opponent, anchor, scheme, beta, lr, mixture, weight, period,
-                group_ptr_arr, members_arr, neural, d, n_hidden, shared, over_runs,
-                sampled, num_samples, pair_sampling == "policy",
-                star, with_extra, out_gap, out_expl, out_kl,
-            )
+            with numba.parallel_chunksize(1):
+                _kernel.run_chunk(
+                    t0, t1, record_every, iterations,
+                    P, logp_ref, game, params, prev, magnet, rng,
+                    loss, opponent, anchor, scheme, beta, lr, mixture, weight, period,
+                    group_ptr_arr, members_arr, neural, d, n_hidden, shared, over_runs,
+                    sampled, num_samples, pair_sampling == "policy",
+                    star, with_extra, out_gap, out_expl, out_kl,
+                )
             bar.update(t1 - t0)
 
     values = {}
