@@ -1,0 +1,459 @@
+"""Tests of egpo_core.games: validation, generators, the reference draws and the file format."""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+from scipy import stats
+from scipy.special import expit
+
+from egpo_core import games
+from egpo_core.games import (
+    GAME_KINDS,
+    bradley_terry_games,
+    cyclic_games,
+    load_games,
+    lower_win_games,
+    make_games,
+    mix_games,
+    network_logits,
+    random_games,
+    reference_instances,
+    rock_paper_scissors,
+    save_games,
+    tie_games,
+    validate_preference_matrix,
+)
+
+
+def assert_constant_sum(P: np.ndarray, atol: float = 0.0) -> None:
+    """P + Pᵀ = 1 (exactly by default), entries in [0, 1], diagonal ½."""
+    assert P.dtype == np.float64
+    assert np.max(np.abs(P + np.swapaxes(P, -1, -2) - 1.0)) <= atol
+    assert P.min() >= 0.0 and P.max() <= 1.0
+    assert np.all(np.diagonal(P, axis1=-2, axis2=-1) == 0.5)
+
+
+# ----------------------------------------------------------------------------------------------------
+# validation
+
+
+class TestValidation:
+    def test_returns_float64_same_shape(self):
+        single = [[0.5, 1], [0, 0.5]]
+        out = validate_preference_matrix(single)
+        assert out.dtype == np.float64 and out.shape == (2, 2)
+        np.testing.assert_array_equal(out, np.array(single, dtype=float))
+        batch = lower_win_games(3, 4).astype(np.float32)  # exactly representable: converted as is
+        out = validate_preference_matrix(batch)
+        assert out.dtype == np.float64 and out.shape == (3, 4, 4)
+        np.testing.assert_array_equal(out, lower_win_games(3, 4))
+
+    @pytest.mark.parametrize("shape", [(3,), (2, 2, 2, 2)])
+    def test_bad_ndim(self, shape):
+        with pytest.raises(ValueError, match=re.escape(f"got shape {shape}")):
+            validate_preference_matrix(np.full(shape, 0.5))
+
+    def test_not_square(self):
+        with pytest.raises(ValueError, match=r"square.*\(2, 3\)"):
+            validate_preference_matrix(np.full((2, 3), 0.5))
+
+    def test_non_finite_entry_named(self):
+        P = random_games(3, 4, 0)
+        P[1, 2, 0] = np.nan
+        with pytest.raises(ValueError, match=re.escape("P[run 1, 2, 0] = nan is not finite")):
+            validate_preference_matrix(P)
+
+    def test_out_of_range_entry_named(self):
+        P = random_games(3, 5, 0)
+        P[0, 4, 2], P[0, 2, 4] = 1.7, -0.7  # P + Pᵀ = 1 still holds; the range check fires
+        with pytest.raises(ValueError, match=re.escape("P[run 0, 2, 4] = -0.7 is outside [0, 1]")):
+            validate_preference_matrix(P)
+        single = P[0].copy()
+        single[2, 4] = 0.3
+        with pytest.raises(ValueError, match=re.escape("P[4, 2] = 1.7 is outside [0, 1]")):
+            validate_preference_matrix(single)
+
+    def test_constant_sum_violation_named(self):
+        P = random_games(3, 5, 0)
+        P[2, 3, 1], P[2, 1, 3] = 0.9, 0.3
+        msg = "P[run 2, 1, 3] + P[run 2, 3, 1] = 1.2, must be 1 (within 1e-9)"  # first in C order
+        with pytest.raises(ValueError, match=re.escape(msg)):
+            validate_preference_matrix(P)
+        diag = np.full((3, 3), 0.5)
+        diag[1, 1] = 0.6
+        with pytest.raises(ValueError, match=re.escape("P[1, 1] + P[1, 1] = 1.2, must be 1")):
+            validate_preference_matrix(diag)
+
+    def test_atol(self):
+        P = random_games(1, 4, 0)
+        P[0, 1, 0] += 1e-10
+        validate_preference_matrix(P)  # within the default 1e-9
+        P[0, 1, 0] += 1e-8
+        with pytest.raises(ValueError, match=r"P\[run 0, 0, 1\] \+ P\[run 0, 1, 0\]"):
+            validate_preference_matrix(P)
+        validate_preference_matrix(P, atol=1e-7)
+
+    def test_non_numeric(self):
+        with pytest.raises(ValueError, match="numeric"):
+            validate_preference_matrix([["a", "b"], ["c", "d"]])
+
+
+# ----------------------------------------------------------------------------------------------------
+# generators
+
+
+class TestGenerators:
+    @pytest.mark.parametrize("kind", GAME_KINDS)
+    def test_every_kind_is_a_preference_matrix(self, kind):
+        P = make_games(kind, runs=4, num_actions=7, seed=3)
+        assert P.shape == (4, 7, 7)
+        assert_constant_sum(P)
+
+    @pytest.mark.parametrize("kind", GAME_KINDS)
+    def test_deterministic_for_a_seed(self, kind):
+        np.testing.assert_array_equal(make_games(kind, 3, 6, seed=11), make_games(kind, 3, 6, seed=11))
+
+    @pytest.mark.parametrize("kind", ["random", "bradley_terry"])
+    def test_seed_matters(self, kind):
+        assert not np.array_equal(make_games(kind, 3, 6, seed=1), make_games(kind, 3, 6, seed=2))
+
+    def test_random_games_accepts_generator(self):
+        a = random_games(2, 5, np.random.default_rng(7))
+        np.testing.assert_array_equal(a, random_games(2, 5, 7))
+        rng = np.random.default_rng(7)
+        first, second = random_games(2, 5, rng), random_games(2, 5, rng)
+        assert not np.array_equal(first, second)  # the generator advances
+
+    def test_random_lower_triangle_is_uniform(self):
+        P = random_games(200, 50, 2018011309)
+        rows, cols = np.tril_indices(50, k=-1)
+        lower = P[:, rows, cols].ravel()  # 245,000 draws
+        assert abs(lower.mean() - 0.5) < 3e-3  # std of the mean: 5.8e-4
+        assert abs(lower.var() - 1 / 12) < 2e-3
+        assert stats.kstest(lower, "uniform").pvalue > 1e-3
+        np.testing.assert_array_equal(P[:, cols, rows].ravel(), 1.0 - lower)
+        # runs are independent draws
+        assert abs(np.corrcoef(P[0, rows, cols], P[1, rows, cols])[0, 1]) < 0.15
+
+    @pytest.mark.parametrize(
+        "args, message",
+        [((0, 5, 1), "runs must be at least 1, got runs=0"),
+         ((2, 2.5, 1), "num_actions must be an integer, got num_actions=2.5"),
+         ((2, 5, "x"), "seed_or_rng must be an int seed or a numpy Generator"),
+         ((2, 5, None), "seed_or_rng must be an int seed or a numpy Generator"),
+         ((2, 5, -3), "seed must be non-negative, got seed=-3")],
+    )
+    def test_random_games_bad_arguments(self, args, message):
+        with pytest.raises(ValueError, match=re.escape(message)):
+            random_games(*args)
+
+    def test_tie_and_lower_win(self):
+        np.testing.assert_array_equal(tie_games(2, 4), np.full((2, 4, 4), 0.5))
+        L = lower_win_games(2, 4)
+        expected = np.array([[0.5, 0, 0, 0], [1, 0.5, 0, 0], [1, 1, 0.5, 0], [1, 1, 1, 0.5]])
+        np.testing.assert_array_equal(L, np.stack([expected, expected]))
+
+    def test_rock_paper_scissors(self):
+        P = rock_paper_scissors(runs=2)
+        assert P.shape == (2, 3, 3)
+        rock, paper, scissors = 0, 1, 2
+        assert P[0, rock, scissors] == 1.0 and P[0, paper, rock] == 1.0 and P[0, scissors, paper] == 1.0
+        assert P[0, scissors, rock] == 0.0
+        np.testing.assert_array_equal(P @ np.full(3, 1 / 3), np.full((2, 3), 0.5))
+        half = rock_paper_scissors(strength=0.5)
+        assert half[0, rock, scissors] == 0.75 and half[0, scissors, rock] == 0.25
+        np.testing.assert_array_equal(rock_paper_scissors(strength=0.0), tie_games(1, 3))
+        with pytest.raises(ValueError, match=re.escape("strength must be in [0, 1], got strength=2")):
+            rock_paper_scissors(strength=2)
+
+    @pytest.mark.parametrize("n", [3, 4, 5, 8, 9])
+    def test_cyclic(self, n):
+        P = cyclic_games(2, n, strength=0.8)
+        assert_constant_sum(P)
+        k = (n - 1) // 2
+        for i in range(n):
+            for d in range(1, k + 1):
+                assert P[0, i, (i + d) % n] == pytest.approx(0.9, abs=1e-15)
+        # every column of P − ½ sums to 0: the uniform policy gets ½ against everything
+        np.testing.assert_allclose(P @ np.full(n, 1 / n), 0.5, atol=1e-15)
+        if n % 2 == 0:
+            assert P[0, 0, n // 2] == 0.5
+        if n == 3:
+            np.testing.assert_array_equal(cyclic_games(1, 3), np.swapaxes(rock_paper_scissors(), 1, 2))
+
+    def test_bradley_terry_is_sigmoid_and_transitive(self):
+        rng = np.random.default_rng(0)
+        scores = rng.standard_normal((5, 8))
+        P = bradley_terry_games(scores)
+        assert_constant_sum(P)
+        np.testing.assert_allclose(P, expit(scores[:, :, None] - scores[:, None, :]), rtol=0, atol=1e-15)
+        # P_ij > ½ exactly when s_i > s_j, and strong stochastic transitivity:
+        # P_ij ≥ ½ and P_jk ≥ ½  ⇒  P_ik ≥ max(P_ij, P_jk)
+        assert np.array_equal(P > 0.5, scores[:, :, None] > scores[:, None, :])
+        ij, jk, ik = P[:, :, :, None], P[:, None, :, :], P[:, :, None, :]
+        ij, jk, ik = np.broadcast_arrays(ij, jk, ik)
+        premise = (ij >= 0.5) & (jk >= 0.5)
+        assert premise.sum() > 100
+        assert np.all(ik[premise] >= np.maximum(ij, jk)[premise] - 1e-15)
+        assert bradley_terry_games(scores[0]).shape == (1, 8, 8)
+        with pytest.raises(ValueError, match=re.escape("scores[0, 1] = inf is not finite")):
+            bradley_terry_games([[0.0, np.inf]])
+
+    def test_mix_games(self):
+        A, B = random_games(3, 4, 0), lower_win_games(3, 4)
+        M = mix_games([A, B], [0.25, 0.75])
+        np.testing.assert_allclose(M, 0.25 * A + 0.75 * B, rtol=0, atol=1e-16)
+        assert_constant_sum(M, atol=1e-15)
+        np.testing.assert_array_equal(mix_games([A], [1.0]), A)
+        with pytest.raises(ValueError, match=re.escape("weights[1] = -0.5 must be finite and non-negative")):
+            mix_games([A, B], [1.5, -0.5])
+        with pytest.raises(ValueError, match="weights must sum to 1"):
+            mix_games([A, B], [0.5, 0.6])
+        with pytest.raises(ValueError, match="one per game"):
+            mix_games([A, B], [1.0])
+        message = "games[1] has shape (2, 4, 4), but games[0] has shape (3, 4, 4)"
+        with pytest.raises(ValueError, match=re.escape(message)):
+            mix_games([A, B[:2]], [0.5, 0.5])
+        bad = A.copy()
+        bad[1, 2, 3] = 2.0
+        with pytest.raises(ValueError, match=re.escape("games[1]: P[run 1, 2, 3] = 2 is outside [0, 1]")):
+            mix_games([A, bad], [0.5, 0.5])
+
+    def test_make_games_dispatch_and_errors(self):
+        np.testing.assert_array_equal(make_games("random", 2, 5, 4), random_games(2, 5, 4))
+        np.testing.assert_array_equal(make_games("tie", 2, 5), tie_games(2, 5))
+        np.testing.assert_array_equal(make_games("lower_win", 2, 5), lower_win_games(2, 5))
+        np.testing.assert_array_equal(make_games("cyclic", 2, 5), cyclic_games(2, 5))
+        with pytest.raises(ValueError, match=r"unknown game kind 'rps'; expected one of random, tie"):
+            make_games("rps", 2, 5, 0)
+        with pytest.raises(ValueError, match="needs a seed"):
+            make_games("random", 2, 5)
+
+
+# ----------------------------------------------------------------------------------------------------
+# the reference implementation's draws
+
+class TestReferenceInstances:
+    def test_tabular_draw_order(self):
+        seed, runs, n = 2018011309, 10, 10
+        inst = reference_instances(seed, runs=runs, num_actions=n)
+        assert inst.network is None
+        assert inst.P.shape == (runs, n, n) and inst.ref_logits.shape == (runs, n)
+        assert inst.P.dtype == np.float64 and inst.ref_logits.dtype == np.float64
+        # re-derive with the global RNG, as the reference does
+        state = torch.get_rng_state()
+        try:
+            torch.manual_seed(seed)
+            logits = torch.zeros(runs, n, 1).normal_(0, 1)
+            lower = torch.rand((runs, n, n))
+        finally:
+            torch.set_rng_state(state)
+        np.testing.assert_array_equal(inst.ref_logits, logits[..., 0].numpy().astype(np.float64))
+        rows, cols = np.tril_indices(n, k=-1)
+        low = lower.numpy().astype(np.float64)
+        np.testing.assert_array_equal(inst.P[:, rows, cols], low[:, rows, cols])
+        np.testing.assert_array_equal(inst.P[:, cols, rows], 1.0 - low[:, rows, cols])
+        assert_constant_sum(inst.P)
+
+    def test_pinned_values_of_the_paper_seed(self):
+        # regression guard on the draw order (torch's CPU Mersenne Twister stream is stable)
+        inst = reference_instances(2018011309)
+        assert inst.ref_logits[0, :3] == pytest.approx([-1.04087865, 1.27532756, 1.84473431], abs=1e-7)
+        assert inst.P[0, 1, 0] == pytest.approx(0.74345791, abs=1e-7)
+        assert inst.P[0, 2, 0] == pytest.approx(0.08542973, abs=1e-7)
+
+    @pytest.mark.parametrize("policy", ["tabular", "neural"])
+    def test_caller_rng_untouched_and_deterministic(self, policy):
+        torch.manual_seed(99)
+        expected = torch.rand(3)
+        torch.manual_seed(99)
+        a = reference_instances(5, runs=3, num_actions=6, policy=policy)
+        np.testing.assert_array_equal(torch.rand(3).numpy(), expected.numpy())
+        b = reference_instances(5, runs=3, num_actions=6, policy=policy)
+        c = reference_instances(6, runs=3, num_actions=6, policy=policy)
+        np.testing.assert_array_equal(a.P, b.P)
+        np.testing.assert_array_equal(a.ref_logits, b.ref_logits)
+        assert not np.array_equal(a.P, c.P)
+
+    def test_neural_draw_order_and_forward_pass(self):
+        seed, runs, n, hidden = 2018011309, 10, 100, 10
+        inst = reference_instances(seed, runs=runs, num_actions=n, policy="neural", hidden_dim=hidden, depth=3)
+        net = inst.network
+        assert net["input"].shape == (runs, hidden)
+        assert [w.shape for w in net["weights"]] == [(hidden, hidden), (hidden, hidden), (n, hidden)]
+        assert [b.shape for b in net["biases"]] == [(hidden,), (hidden,), (n,)]
+        assert all(np.all(b == 0.0) for b in net["biases"])
+        assert all(a.dtype == np.float64 for a in [net["input"], *net["weights"], *net["biases"]])
+        # ref_logits are a forward pass of the returned network (computed independently here)
+        h = np.maximum(net["input"] @ net["weights"][0].T, 0.0)
+        h = np.maximum(h @ net["weights"][1].T, 0.0)
+        np.testing.assert_allclose(inst.ref_logits, h @ net["weights"][2].T, rtol=0, atol=1e-13)
+        np.testing.assert_array_equal(inst.ref_logits, network_logits(net))
+        # re-derive the reference's construction with the global RNG
+        state = torch.get_rng_state()
+        try:
+            torch.manual_seed(seed)
+            model = torch.nn.Sequential(
+                torch.nn.Linear(hidden, hidden), torch.nn.ReLU(),
+                torch.nn.Linear(hidden, hidden), torch.nn.ReLU(),
+                torch.nn.Linear(hidden, n),
+            )
+            v = torch.normal(0, 1, (runs, hidden))
+            linears = [m for m in model if isinstance(m, torch.nn.Linear)]
+            for layer in linears:
+                torch.nn.init.xavier_normal_(layer.weight)
+                torch.nn.init.zeros_(layer.bias)
+            lower = torch.rand((runs, n, n))
+            with torch.no_grad():
+                out32 = model(v).numpy()
+        finally:
+            torch.set_rng_state(state)
+        np.testing.assert_array_equal(net["input"], v.numpy().astype(np.float64))
+        for layer, w in zip(linears, net["weights"]):
+            np.testing.assert_array_equal(w, layer.weight.detach().numpy().astype(np.float64))
+        # the reference's float32 forward pass agrees with our float64 one to float32 rounding
+        np.testing.assert_allclose(inst.ref_logits, out32, rtol=0, atol=1e-5)
+        rows, cols = np.tril_indices(n, k=-1)
+        np.testing.assert_array_equal(inst.P[:, rows, cols], lower.numpy()[:, rows, cols].astype(np.float64))
+        assert_constant_sum(inst.P)
+
+    def test_shared_weights_xavier_scale(self):
+        inst = reference_instances(1, runs=4, num_actions=100, policy="neural", hidden_dim=10)
+        w = inst.network["weights"][2]
+        # xavier normal: std = sqrt(2 / (fan_in + fan_out)) = sqrt(2/110) ≈ 0.135
+        assert abs(w.std() - np.sqrt(2 / 110)) < 0.015
+        assert len({r.tobytes() for r in inst.ref_logits}) == 4  # runs differ through the input only
+
+    def test_bad_arguments(self):
+        with pytest.raises(ValueError, match="policy must be 'tabular' or 'neural', got policy='cnn'"):
+            reference_instances(0, policy="cnn")
+        with pytest.raises(ValueError, match="runs must be at least 1"):
+            reference_instances(0, runs=0)
+        with pytest.raises(ValueError, match="seed must be an integer"):
+            reference_instances(1.5)
+
+
+# ----------------------------------------------------------------------------------------------------
+# files
+
+
+class TestFiles:
+    def test_text_round_trip_exact(self, tmp_path):
+        P = random_games(3, 5, 1)
+        ref = np.random.default_rng(0).standard_normal((3, 5)) * 1e-3
+        names = ["a", "seed 2 run 1", "c"]
+        path = tmp_path / "games.txt"
+        save_games(path, P, ref, names)
+        P2, ref2, names2 = load_games(path)
+        np.testing.assert_array_equal(P2, P)
+        np.testing.assert_array_equal(ref2, ref)
+        assert names2 == names
+        lines = path.read_text().splitlines()
+        assert lines[0] == "3 5" and lines[1] == "run a" and lines[7] == "run seed 2 run 1"
+        assert lines[-4] == "ref_logits" and len(lines) == 1 + 3 * 6 + 1 + 3
+        assert os.listdir(tmp_path) == ["games.txt"]  # no temporary file left behind
+
+    def test_text_without_ref_and_default_names(self, tmp_path):
+        P = rock_paper_scissors()[0]  # a single (N, N) matrix is one run
+        save_games(tmp_path / "g.txt", P)
+        P2, ref2, names2 = load_games(str(tmp_path / "g.txt"))
+        np.testing.assert_array_equal(P2, P[None])
+        assert ref2 is None and names2 == ["0"]
+
+    def test_overwrite_is_atomic_replacement(self, tmp_path):
+        path = tmp_path / "g.txt"
+        save_games(path, random_games(2, 3, 0))
+        save_games(path, random_games(1, 4, 1))
+        assert load_games(path)[0].shape == (1, 4, 4)
+        with pytest.raises(ValueError):
+            save_games(path, np.full((2, 3), 0.5))  # invalid: nothing written
+        assert load_games(path)[0].shape == (1, 4, 4)
+        assert os.listdir(tmp_path) == ["g.txt"]
+
+    def test_npz_round_trip_exact(self, tmp_path):
+        P = random_games(4, 6, 2)
+        ref = np.random.default_rng(1).standard_normal((4, 6))
+        path = tmp_path / "games.npz"
+        save_games(path, P, ref, ["w", "x", "y", "z"])
+        P2, ref2, names2 = load_games(path)
+        np.testing.assert_array_equal(P2, P)
+        np.testing.assert_array_equal(ref2, ref)
+        assert names2 == ["w", "x", "y", "z"]
+        with np.load(path) as data:
+            assert set(data.files) == {"P", "ref_logits", "names"}
+        save_games(path, P)
+        assert load_games(path)[1] is None
+        assert os.listdir(tmp_path) == ["games.npz"]
+
+    def test_save_rejects_bad_arguments(self, tmp_path):
+        P = random_games(2, 3, 0)
+        with pytest.raises(ValueError, match=re.escape("ref_logits has shape (2, 4), but P has shape (2, 3, 3)")):
+            save_games(tmp_path / "g.txt", P, np.zeros((2, 4)))
+        with pytest.raises(ValueError, match="names must have one entry per run"):
+            save_games(tmp_path / "g.txt", P, names=["a"])
+        with pytest.raises(ValueError, match=re.escape("names[1] = 'b\\nc'")):
+            save_games(tmp_path / "g.txt", P, names=["a", "b\nc"])
+        assert os.listdir(tmp_path) == []
+
+    @pytest.mark.parametrize(
+        "content, message",
+        [
+            ("", "empty file"),
+            ("2\n", "line 1: expected a header"),
+            ("1 2\nrun a\n0.5 0.5\n", "line 4: unexpected end of file, expected row 1 of run 0"),
+            ("1 2\nrunner a\n0.5 0.5\n0.5 0.5\n", "line 2: expected 'run <name>' for run 0"),
+            ("1 2\nrun a\n0.5 0.5 0.5\n0.5 0.5\n", "line 3: expected 2 numbers, got 3"),
+            ("1 2\nrun a\n0.5 x\n0.5 0.5\n", "line 3: not a row of numbers"),
+            ("1 2\nrun a\n0.5 0.9\n0.5 0.5\n", "lines 3-4 (run 0): P[0, 1] + P[1, 0] = 1.4, must be 1"),
+            ("1 2\nrun a\n0.5 0.5\n0.5 0.5\nextra\n", "line 5: expected 'ref_logits' or end of file"),
+            ("1 2\nrun a\n0.5 0.5\n0.5 0.5\nref_logits\n1 nan\n", "line 6: ref_logits must be finite"),
+            ("1 2\nrun a\n0.5 0.5\n0.5 0.5\nref_logits\n1 2\n3 4\n", "line 7: unexpected content"),
+        ],
+    )
+    def test_malformed_text_raises(self, tmp_path, content, message):
+        path = tmp_path / "bad.txt"
+        path.write_text(content)
+        with pytest.raises(ValueError, match=re.escape(message)) as info:
+            load_games(path)
+        assert str(path) in str(info.value)
+
+    def test_malformed_npz_raises(self, tmp_path):
+        path = tmp_path / "bad.npz"
+        np.savez(path, Q=np.zeros(3))
+        with pytest.raises(ValueError, match="missing array 'P'"):
+            load_games(path)
+        P = random_games(1, 3, 0)
+        P[0, 0, 1] = 0.9
+        np.savez(path, P=P)
+        with pytest.raises(ValueError, match=re.escape(f"{path}: P[run 0, 0, 1] + P[run 0, 1, 0]")):
+            load_games(path)
+        path.write_bytes(b"not a zip")
+        with pytest.raises(ValueError, match="bad.npz"):
+            load_games(path)
+
+
+def test_import_stays_light():
+    """games.py imports torch lazily (inside reference_instances only): with torch made unimportable,
+    the module still loads and its numpy generators work."""
+    code = (
+        "import sys, importlib.util\n"
+        "sys.modules['torch'] = None\n"
+        f"spec = importlib.util.spec_from_file_location('games_alone', {games.__file__!r})\n"
+        "mod = importlib.util.module_from_spec(spec); sys.modules[spec.name] = mod\n"
+        "spec.loader.exec_module(mod)\n"
+        "assert mod.random_games(2, 3, 0).shape == (2, 3, 3)\n"
+        "try:\n"
+        "    mod.reference_instances(0)\n"
+        "except ImportError:\n"
+        "    print('lazy')\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "lazy"
