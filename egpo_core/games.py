@@ -331,14 +331,16 @@ def network_logits(network: dict) -> np.ndarray:
 
         h_0 = v,  h_l = ReLU(W_l h_{l−1} + b_l) (l < depth),  logits = W_depth h_{depth−1} + b_depth,
 
-    batched over the rows of ``network["input"]`` (runs, hidden). Returns (runs, N).
+    batched over the rows of ``network["input"]`` (runs, hidden); the weights are shared by all runs
+    (W of shape (out, in)) or given per run ((runs, out, in)). Returns (runs, N).
     """
     h = np.asarray(network["input"], dtype=np.float64)
     weights, biases = network["weights"], network["biases"]
     if len(weights) != len(biases) or not weights:
         raise ValueError(f"network needs as many biases as weights, got {len(weights)} and {len(biases)}")
     for layer, (W, b) in enumerate(zip(weights, biases)):
-        h = h @ np.asarray(W, dtype=np.float64).T + np.asarray(b, dtype=np.float64)
+        # W is (out, in), shared by all runs, or (runs, out, in), one per run.
+        h = np.einsum("...oi,...i->...o", np.asarray(W, dtype=np.float64), h) + np.asarray(b, dtype=np.float64)
         if layer < len(weights) - 1:
             h = np.maximum(h, 0.0)
     return h

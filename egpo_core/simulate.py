@@ -39,6 +39,7 @@ from tqdm.auto import tqdm
 
 from . import _kernel
 from .algorithms import PAPER_ALGORITHMS, Algorithm, get_algorithm
+from .games import network_logits, validate_preference_matrix
 from .stepsizes import check_conventions, eta_from_lr, lr_from_eta, mixture_coefficient
 
 METRICS = ("duality_gap", "exploitability", "kl_to_equilibrium")
@@ -197,23 +198,7 @@ def _network_params(network: dict, runs: int, num_actions: int) -> tuple[np.ndar
     return np.concatenate(pieces, axis=1), d, len(weights) - 1
 
 
-def _network_logits(params: np.ndarray, d: int, n_hidden: int, num_actions: int) -> np.ndarray:
-    """Forward pass of flattened networks (runs, npar) → logits (runs, N), in numpy."""
-    x = params[:, :d]
-    off = d
-    for _ in range(n_hidden):
-        w = params[:, off : off + d * d].reshape(-1, d, d)
-        b = params[:, off + d * d : off + d * d + d]
-        x = np.maximum(np.einsum("rij,rj->ri", w, x) + b, 0.0)
-        off += d * d + d
-    w = params[:, off : off + num_actions * d].reshape(-1, num_actions, d)
-    b = params[:, off + num_actions * d :]
-    return np.einsum("rij,rj->ri", w, x) + b
-
-
 def _validate_games(P: np.ndarray, ref_logits: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    from .games import validate_preference_matrix
-
     P = validate_preference_matrix(P)
     if P.ndim == 2:
         P = P[None]
@@ -272,7 +257,7 @@ def _run(
                 )
             network = neural_init(runs, n, hidden_dim, depth, seed=int(configs["seed"].iloc[0]))
         params0, d, n_hidden = _network_params(network, runs, n)
-        output = _network_logits(params0, d, n_hidden, n)
+        output = network_logits(network)
         start = ref_logits if init_logits is None else init_logits
         if shared:
             if not np.allclose(log_softmax(output, axis=-1), logp_ref, atol=1e-5):

@@ -8,7 +8,7 @@ from scipy.special import log_softmax, softmax
 
 from egpo_core import _kernel, simulate, sweep
 from egpo_core.algorithms import ALGORITHMS, PAPER_ALGORITHMS, get_algorithm
-from egpo_core.games import random_games, reference_instances
+from egpo_core.games import network_logits, random_games, reference_instances
 from egpo_core.losses import exact_loss
 from egpo_core.metrics import duality_gap
 from egpo_core.policies import NeuralPolicy
@@ -86,9 +86,7 @@ def test_exact_neural_kernel_equals_torch_autograd(name, shared):
     if not shared:  # per-run weights that differ between runs
         network = neural_init(3, 8, hidden_dim=4, depth=3, seed=11)
         network["biases"] = [b + 0.1 for b in network["biases"]]
-    from egpo_core.simulate import _network_logits, _network_params
-
-    ref = _network_logits(*_network_params(network, 3, 8)[:1], 4, 2, 8)
+    ref = network_logits(network)
     beta, lr = 0.1, 0.05
     res = simulate(
         inst.P, ref, [name], beta=beta, lr=lr, iterations=1, policy="neural", network=network,
