@@ -373,57 +373,34 @@ def run_chunk(
                         total += np.exp(sigma[m, y] - col_max)
                     for m in range(size):
                         sigma[m, y] = np.exp(sigma[m, y] - col_max) / total
-            # --- first (or only) gradient
-            for m in range(size):
-                k = members[g0 + m]
-                _step_gradient(
-                    m, k, loss[k], opponent[k], anchor[k], P[game[k]], logp[m], pi[m], s[m],
-                    logp_ref_games[game[k]], magnet_logp[k], prev_logp[k], sigma[m], target[m],
-                    cdf_pi[m], cdf_sigma[m], cdf_prev[m], beta[k], weight[k], sampled, num_samples,
-                    pair_from_policy, rng, grad_logits[m], work,
-                )
-                _backward(params[k], neural, d, n_hidden, n, acts[m], pre[m], grad_logits[m], grads[m],
-                          delta, delta_next)
-            _share(grads, members, g0, size, shared, d)
-            for m in range(size):
-                k = members[g0 + m]
-                if scheme[k] == 0:
-                    for p in range(npar):
-                        params[k, p] -= lr[k] * grads[m, p]
-                    for y in range(n):
-                        prev_logp[k, y] = logp[m, y]
-                    continue
-                # --- extragradient: θ_{t+½} = θ_t − lr·∇L(θ_t; π_t), then θ_{t+1} = θ_t − lr·∇L(θ_t; π_{t+½})
-                for p in range(npar):
-                    half[m, p] = params[k, p] - lr[k] * grads[m, p]
-                _forward(half[m], neural, d, n_hidden, n, acts_h[m], pre_h[m], z[m])
-                _softmax_pair(z[m], logp_half[m], sigma[m])
-            any_eg = False
-            for m in range(size):
-                if scheme[members[g0 + m]] == 1:
-                    any_eg = True
-            if not any_eg:
-                continue
-            for m in range(size):
-                k = members[g0 + m]
-                if scheme[k] == 0:
-                    continue
-                _step_gradient(
-                    m, k, loss[k], 0, anchor[k], P[game[k]], logp[m], pi[m], s[m],
-                    logp_ref_games[game[k]], magnet_logp[k], prev_logp[k], sigma[m], target[m],
-                    cdf_pi[m], cdf_sigma[m], cdf_prev[m], beta[k], weight[k], sampled, num_samples,
-                    pair_from_policy, rng, grad_logits[m], work,
-                )
-                _backward(params[k], neural, d, n_hidden, n, acts[m], pre[m], grad_logits[m], grads[m],
-                          delta, delta_next)
-            _share(grads, members, g0, size, shared, d)
-            for m in range(size):
-                k = members[g0 + m]
-                if scheme[k] == 1:
-                    for p in range(npar):
-                        params[k, p] -= lr[k] * grads[m, p]
-                    for y in range(n):
-                        prev_logp[k, y] = logp[m, y]
+            # --- gradient step(s); a group holds one algorithm, so its members share the scheme.
+            # Extragradient: θ_{t+½} = θ_t − lr·∇L(θ_t; π_t), then θ_{t+1} = θ_t − lr·∇L(θ_t; π_{t+½}).
+            passes = 2 if scheme[members[g0]] == 1 else 1
+            for step_pass in range(passes):
+                final_pass = step_pass == passes - 1
+                for m in range(size):
+                    k = members[g0 + m]
+                    _step_gradient(
+                        m, k, loss[k], opponent[k] if step_pass == 0 else _OPP_CURRENT, anchor[k], P[game[k]],
+                        logp[m], pi[m], s[m], logp_ref_games[game[k]], magnet_logp[k], prev_logp[k], sigma[m],
+                        target[m], cdf_pi[m], cdf_sigma[m], cdf_prev[m], beta[k], weight[k], sampled, num_samples,
+                        pair_from_policy, rng, grad_logits[m], work,
+                    )
+                    _backward(params[k], neural, d, n_hidden, n, acts[m], pre[m], grad_logits[m], grads[m],
+                              delta, delta_next)
+                _share(grads, members, g0, size, shared, d)
+                for m in range(size):
+                    k = members[g0 + m]
+                    if final_pass:
+                        for p in range(npar):
+                            params[k, p] -= lr[k] * grads[m, p]
+                        for y in range(n):
+                            prev_logp[k, y] = logp[m, y]
+                    else:  # the half step; its policy is the next pass's opponent
+                        for p in range(npar):
+                            half[m, p] = params[k, p] - lr[k] * grads[m, p]
+                        _forward(half[m], neural, d, n_hidden, n, acts_h[m], pre_h[m], z[m])
+                        _softmax_pair(z[m], logp_half[m], sigma[m])
 
 
 @njit(cache=True)
