@@ -383,8 +383,9 @@ def run_chunk(
                     _step_gradient(
                         m, k, loss[k], opponent[k] if step_pass == 0 else _OPP_CURRENT, anchor[k], P[game[k]],
                         logp[m], pi[m], s[m], logp_ref_games[game[k]], magnet_logp[k], prev_logp[k], sigma[m],
-                        target[m], cdf_pi[m], cdf_sigma[m], cdf_prev[m], beta[k], weight[k], sampled, num_samples,
-                        pair_from_policy, rng, grad_logits[m], work,
+                        step_pass == 0 and opponent[k] != _OPP_MIXTURE, target[m], cdf_pi[m], cdf_sigma[m],
+                        cdf_prev[m], beta[k], weight[k], sampled, num_samples, pair_from_policy, rng,
+                        grad_logits[m], work,
                     )
                     _backward(params[k], neural, d, n_hidden, n, acts[m], pre[m], grad_logits[m], grads[m],
                               delta, delta_next)
@@ -419,10 +420,11 @@ def _share(grads, members, g0, size, shared, d):
 
 @njit(cache=True)
 def _step_gradient(
-    m, k, loss, opponent, anchor, P, logp, pi, s, logp_ref, magnet, prev, sigma, target,
+    m, k, loss, opponent, anchor, P, logp, pi, s, logp_ref, magnet, prev, sigma, sigma_is_pi, target,
     cdf_pi, cdf_sigma, cdf_prev, beta, weight, sampled, num_samples, pair_from_policy, rng, g, work,
 ):
-    """Logit gradient of trajectory k's loss against the opponent distribution ``sigma``."""
+    """Logit gradient of trajectory k's loss against the opponent distribution ``sigma``
+    (``sigma_is_pi``: σ = π_t, whose preference vector s = Pπ_t is already known)."""
     n = logp.shape[0]
     if anchor == _ANCHOR_REF:
         logp_anchor = logp_ref
@@ -432,7 +434,11 @@ def _step_gradient(
         logp_anchor = magnet
     optimistic = opponent == _OPP_OPTIMISTIC
     if not sampled:
-        _matvec(P, sigma, target)
+        if sigma_is_pi:
+            for y in range(n):
+                target[y] = s[y]
+        elif loss != _LOSS_IPO2:  # ipo2's target is P(y ≻ y') itself
+            _matvec(P, sigma, target)
         if optimistic:
             for y in range(n):
                 work[y] = np.exp(prev[y])
