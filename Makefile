@@ -29,8 +29,10 @@ test: $(STAMP)
 test-fast: $(STAMP)
 	$(PY) -m pytest -q -m "not slow"
 
+# Every notebook under papermill into notebooks/_executed/ (figures into figures/<notebook>/; with FAST=1
+# the fast variants, whose figures go to notebooks/_executed/figures/ instead).
 reproduce: $(STAMP)
-	$(PY) -m egpo_core reproduce --out $(OUT) $(if $(filter 1,$(FAST)),--fast,)
+	$(PY) notebooks/run_all.py $(if $(filter 1,$(FAST)),--fast,)
 
 bench: $(STAMP)
 	$(PY) benchmarks/bench_simulate.py

@@ -1,0 +1,93 @@
+"""Execute the notebooks of this folder with papermill (what `make reproduce` runs).
+
+    python notebooks/run_all.py                      # every notebook, default parameters
+    python notebooks/run_all.py --fast               # fast=True: seconds per notebook
+    python notebooks/run_all.py --only theory_checks --only benchmarks
+    python notebooks/run_all.py --out-dir /tmp/executed --figures-dir /tmp/figures
+
+Executed copies go to --out-dir (default notebooks/_executed/, ignored by git). Figures and tidy data
+go where each notebook's ``out_dir`` parameter says: by default figures/<notebook>/ at full size; with
+--fast (and no --figures-dir) <out-dir>/figures/<notebook>/, so a quick run never overwrites the
+committed figures. One line per notebook with its time; the first failure stops the run with the
+notebook's name and the path of its partly executed copy (exit status 1).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+
+#: Execution order: the paper settings first, then the comparisons, theory and timings.
+NOTEBOOKS = (
+    "sim_exact_tabular",
+    "sim_exact_neural",
+    "sim_sampled_tabular",
+    "sim_sampled_neural",
+    "sim_reference_vs_correct",
+    "theory_checks",
+    "benchmarks",
+)
+
+
+def _parse(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--fast", action="store_true", help="pass fast=True to every notebook")
+    parser.add_argument("--only", action="append", metavar="NAME", choices=NOTEBOOKS,
+                        help="run only this notebook (repeatable); names: " + ", ".join(NOTEBOOKS))
+    parser.add_argument("--out-dir", type=Path, default=HERE / "_executed", help="folder of the executed copies")
+    parser.add_argument("--figures-dir", type=Path, default=None,
+                        help="base folder of the figures (each notebook writes to <figures-dir>/<name>)")
+    parser.add_argument("--kernel", default="python3", help="Jupyter kernel name")
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parse(argv)
+    import papermill as pm  # imported late: --help works without it
+
+    from traitlets.config import Config
+
+    # Talk to the kernels over local sockets in a private folder (the TCP default makes every kernel
+    # print an encryption warning, and its connection files would land in the current directory).
+    sockets = tempfile.TemporaryDirectory(prefix="egpo-kernels-")
+    config = Config()
+    config.KernelManager.transport = "ipc"
+    config.KernelManager.ip = str(Path(sockets.name) / "kernel")
+
+    names = [n for n in NOTEBOOKS if not args.only or n in args.only]
+    out_dir = args.out_dir.resolve()
+    out_dir.mkdir(parents=True, exist_ok=True)
+    figures = args.figures_dir.resolve() if args.figures_dir else (out_dir / "figures" if args.fast else None)
+    mode = "fast" if args.fast else "full"
+    print(f"executing {len(names)} notebook(s) ({mode}) into {out_dir}", flush=True)
+    started = time.perf_counter()
+    for k, name in enumerate(names, 1):
+        parameters = {"fast": True} if args.fast else {}
+        if figures is not None:
+            parameters["out_dir"] = str(figures / name)
+        source, target = HERE / f"{name}.ipynb", out_dir / f"{name}.ipynb"
+        t0 = time.perf_counter()
+        print(f"[{k}/{len(names)}] {name} ...", end=" ", flush=True)
+        try:
+            pm.execute_notebook(
+                str(source), str(target), parameters=parameters, kernel_name=args.kernel, cwd=str(HERE),
+                progress_bar=False, log_output=False, config=config,
+            )
+        except Exception as err:  # papermill raises PapermillExecutionError for a failing cell
+            print(f"FAILED after {time.perf_counter() - t0:.1f} s", flush=True)
+            print(f"\nnotebook {name} failed: {type(err).__name__}: {str(err).strip()[:2000]}", file=sys.stderr)
+            print(f"the partly executed copy is {target}", file=sys.stderr)
+            print(f"stopped after {time.perf_counter() - started:.1f} s", file=sys.stderr)
+            return 1
+        print(f"ok ({time.perf_counter() - t0:.1f} s)", flush=True)
+    print(f"all {len(names)} notebook(s) ran in {time.perf_counter() - started:.1f} s", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,302 @@
+"""The notebooks: each runs under papermill with fast=True and writes its figures and tidy data; the data
+hold the expected algorithms, runs and steps and agree with each other; committed notebooks carry no
+outputs; notebooks/run_all.py (make reproduce) stops with the failing notebook's name.
+
+Each notebook runs once per session, with ``out_dir`` inside pytest's tmp folder (the committed
+figures are never touched). Tolerances: medians recomputed from the tidy data match the summary
+tables to 1e-12 (relative); measured slopes within [0.8, 1.4]× the linearized prediction for β ≥ 0.03
+in the fast grid (300 steps still hold some transient).
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import re
+from pathlib import Path
+
+import nbformat
+import numpy as np
+import pandas as pd
+import pytest
+
+from egpo_core.algorithms import PAPER_ALGORITHMS
+from egpo_core.analysis import CLASSES
+from egpo_core.presets import PRESETS, REFERENCE_MEDIANS
+
+pm = pytest.importorskip("papermill")
+
+ROOT = Path(__file__).resolve().parents[1]
+NOTEBOOK_DIR = ROOT / "notebooks"
+ALL_ALGORITHMS = list(PAPER_ALGORITHMS) + ["mpo", "sppo", "omwu"]
+TABULAR = [name for name, p in PRESETS.items() if p.policy == "tabular"]
+
+
+def _load_run_all():
+    spec = importlib.util.spec_from_file_location("run_all", NOTEBOOK_DIR / "run_all.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+RUN_ALL = _load_run_all()
+
+
+@pytest.fixture(scope="session")
+def executed(tmp_path_factory):
+    """run(name) -> the figures folder of the notebook executed with fast=True (once per session)."""
+    base = tmp_path_factory.mktemp("notebooks")
+    cache: dict[str, tuple[Path, Exception | None]] = {}
+
+    def run(name: str) -> Path:
+        if name not in cache:
+            out = base / "figures" / name
+            try:
+                pm.execute_notebook(
+                    str(NOTEBOOK_DIR / f"{name}.ipynb"), str(base / f"{name}.ipynb"),
+                    parameters={"fast": True, "out_dir": str(out)}, kernel_name="python3",
+                    cwd=str(NOTEBOOK_DIR), progress_bar=False,
+                )
+                cache[name] = (out, None)
+            except Exception as err:  # noqa: BLE001 - reported by every test of this notebook
+                cache[name] = (out, err)
+        out, err = cache[name]
+        if err is not None:
+            pytest.fail(f"notebook {name} failed under papermill: {err}")
+        executed_nb = nbformat.read(base / f"{name}.ipynb", as_version=4)
+        injected = [c for c in executed_nb.cells if "injected-parameters" in c.metadata.get("tags", [])]
+        assert injected and "fast = True" in injected[0].source
+        return out
+
+    return run
+
+
+def _figures(folder: Path, stems: list[str]) -> None:
+    for stem in stems:
+        png, pdf = folder / f"{stem}.png", folder / f"{stem}.pdf"
+        assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", png
+        assert pdf.read_bytes()[:5] == b"%PDF-", pdf
+        assert png.stat().st_size > 10_000  # something was drawn
+
+
+def _check_tidy(folder: Path, preset: str) -> pd.DataFrame:
+    """The thinned metrics of one preset: algorithms, runs, steps and values as expected."""
+    p = PRESETS[preset]
+    tidy = pd.read_parquet(folder / f"metrics_{preset}.parquet")
+    assert list(tidy["algorithm"].cat.categories) == list(PAPER_ALGORITHMS)
+    assert set(tidy["algorithm"]) == set(PAPER_ALGORITHMS)
+    assert sorted(tidy["run"].unique()) == list(range(p.runs))
+    steps = np.sort(tidy["step"].unique())
+    assert steps[0] == 0 and steps[-1] == p.fast_iterations
+    assert steps.size <= 501  # max_steps = 500 evenly spaced, plus t = 0
+    assert len(tidy) == len(PAPER_ALGORITHMS) * p.runs * steps.size
+    assert set(tidy["metric"]) == {"duality_gap"} and set(tidy["preset"]) == {preset}
+    assert np.allclose(tidy["beta"], p.beta) and np.allclose(tidy["lr"], p.lr)
+    assert np.isfinite(tidy["value"]).all() and (tidy["value"] >= -1e-15).all()
+    return tidy
+
+
+def _check_summary(summary: pd.DataFrame, tidy: pd.DataFrame, preset: str) -> None:
+    """Medians of the summary = medians over runs of the tidy data's last step; reference columns."""
+    part = summary[summary["preset"] == preset].set_index("algorithm")
+    assert list(part.index) == list(PAPER_ALGORITHMS)
+    last = tidy[tidy["step"] == tidy["step"].max()]
+    for alg in PAPER_ALGORITHMS:
+        median = float(np.median(last.loc[last["algorithm"] == alg, "value"]))
+        assert part.loc[alg, "median_final"] == pytest.approx(median, rel=1e-12, abs=1e-300)
+        assert part.loc[alg, "reference_median"] == REFERENCE_MEDIANS[preset][alg]
+        assert 0 <= part.loc[alg, "reached"] <= PRESETS[preset].runs
+    assert (part["conventions"] == "reference").all()
+    assert (part["iterations"] == PRESETS[preset].fast_iterations).all()
+
+
+# ----------------------------------------------------------------------------------------------------
+# the simulation notebooks
+
+
+def test_sim_exact_tabular(executed):
+    out = executed("sim_exact_tabular")
+    presets = ["exact-tabular-beta0.1", "exact-tabular-beta0.01", "exact-tabular-beta0.001"]
+    _figures(out, ["picked"] + [f"panels_{p}".replace(".", "_") for p in presets])
+    summary = pd.read_csv(out / "summary.csv")
+    assert list(summary["preset"].unique()) == presets
+    for preset in presets:
+        _check_summary(summary, _check_tidy(out, preset), preset)
+        part = summary[summary["preset"] == preset].set_index("algorithm")["median_final"]
+        # the paper's claim, already visible on the short horizons: EGPO ends lowest at every β
+        assert part.idxmin() == "egpo", preset
+    beta01 = summary[summary["preset"] == "exact-tabular-beta0.1"].set_index("algorithm")
+    assert beta01.loc["egpo", "reached"] == 10  # linear convergence: all runs below 1e-6 in 200 steps
+
+
+@pytest.mark.parametrize(
+    "name,preset",
+    [("sim_exact_neural", "exact-neural-beta0.01"), ("sim_sampled_tabular", "sampled-tabular-beta0.01"),
+     ("sim_sampled_neural", "sampled-neural-beta0.1")],
+)
+def test_setting_notebooks(executed, name, preset):
+    out = executed(name)
+    _figures(out, [f"panels_{preset}".replace(".", "_")])
+    tidy = _check_tidy(out, preset)
+    summary = pd.read_csv(out / "summary.csv")
+    assert set(summary["preset"]) == {preset}
+    _check_summary(summary, tidy, preset)
+    # every algorithm moved away from π_0 = π_ref
+    first = tidy[tidy["step"] == 0].groupby("algorithm", observed=True)["value"].median()
+    last = tidy[tidy["step"] == tidy["step"].max()].groupby("algorithm", observed=True)["value"].median()
+    assert (last != first).all()
+
+
+def test_sim_reference_vs_correct(executed):
+    out = executed("sim_reference_vs_correct")
+    _figures(out, ["median_gap_grid", "median_final_dumbbell"])
+    table = pd.read_csv(out / "conventions_table.csv")
+    assert list(table["setting"].unique()) == list(PRESETS)
+    assert len(table) == len(PRESETS) * len(PAPER_ALGORITHMS)
+    # the conventions touch only Nash-MD(-PG) in the tabular settings: the others are the same runs
+    same = table[table["setting"].isin(TABULAR) & table["algorithm"].isin(["oipo1", "oipo2", "egpo"])]
+    assert len(same) == 3 * len(TABULAR)
+    assert (same["median_reference"] == same["median_default"]).all()
+    np.testing.assert_allclose(table["ratio"], table["median_reference"] / table["median_default"], rtol=1e-12)
+    # the neural runs differ (shared vs per-run networks)
+    neural = table[~table["setting"].isin(TABULAR)]
+    assert (neural["median_reference"] != neural["median_default"]).any()
+    curves = pd.read_parquet(out / "median_curves.parquet")
+    assert set(curves["label"]) == {"reference", "default"}
+    assert set(curves["algorithm"]) == set(PAPER_ALGORITHMS)
+    for setting, part in curves.groupby("setting"):
+        assert part["step"].max() == PRESETS[setting].fast_iterations
+        assert set(part["gradient"]) == {PRESETS[setting].gradient}
+    assert (curves["q25"] <= curves["median"] + 1e-15).all() and (curves["median"] <= curves["q75"] + 1e-15).all()
+
+
+def test_theory_checks(executed):
+    out = executed("theory_checks")
+    _figures(out, ["rate_map", "slopes_vs_theory", "beta_to_zero", "extra_algorithms"])
+    rates = pd.read_parquet(out / "rate_table.parquet")
+    assert set(rates["algorithm"]) == set(ALL_ALGORITHMS)
+    assert sorted(rates["run"].unique()) == [0, 1, 2]
+    assert set(rates["eta"]) == {0.3, 3.0, 30.0} and set(rates["beta"]) == {0.3, 0.03, 0.003}
+    assert len(rates) == 3 * 3 * len(ALL_ALGORITHMS) * 3
+    assert set(rates["class"]) <= set(CLASSES)
+    assert rates.loc[rates["eta"] * rates["beta"] >= 1, "theory_slope"].isna().all()
+    conv = rates[(rates["class"] == "converges") & rates["predicted_slope"].notna() & (rates["beta"] >= 0.03)]
+    assert {"egpo", "oipo1", "omwu"} <= set(conv["algorithm"])
+    ratio = conv["slope"] / conv["predicted_slope"]
+    assert ratio.between(0.8, 1.4).all(), conv.assign(ratio=ratio)
+    cells = pd.read_csv(out / "rate_map.csv")
+    assert len(cells) == 3 * 3 * len(ALL_ALGORITHMS)
+    # EGPO converges wherever OMD does on this grid
+    by = cells.pivot_table(index=["beta", "eta"], columns="algorithm", values="class", aggfunc="first")
+    assert (by.loc[by["oipo1"] == "converges", "egpo"] == "converges").all()
+
+    by_beta = pd.read_csv(out / "exploitability_vs_beta.csv")
+    assert set(by_beta["algorithm"]) == set(ALL_ALGORITHMS)
+    assert by_beta["nash_exploitability"].abs().max() < 1e-9
+    bias = by_beta.groupby("beta")["equilibrium_exploitability"].median().sort_index()
+    assert (np.diff(bias.to_numpy()) > 0).all()  # the bias of π*_β grows with β
+    by_horizon = pd.read_csv(out / "exploitability_vs_horizon.csv")
+    assert sorted(by_horizon["horizon"].unique()) == [100, 300]
+    np.testing.assert_allclose(by_horizon["beta"], 5.0 / by_horizon["horizon"], rtol=1e-12)
+    egpo = by_horizon[by_horizon["algorithm"] == "egpo"].groupby("horizon")["exploitability"].median()
+    assert egpo[300] < egpo[100]
+
+    final = pd.read_csv(out / "extra_algorithms_final.csv").set_index("algorithm")
+    assert set(final.index) == set(ALL_ALGORITHMS) | {"mpo (reset every 50)"}
+    # MPO's magnet resets move it toward the original game's equilibrium, past the bias of π*_β
+    others = final.drop(index="mpo (reset every 50)")["exploitability"]
+    assert final.loc["mpo (reset every 50)", "exploitability"] < others.min()
+    curves = pd.read_parquet(out / "extra_algorithms_curves.parquet")
+    assert set(curves["metric"]) == {"duality gap", "exploitability"}
+    assert curves["step"].max() == 200
+
+
+def test_benchmarks(executed):
+    out = executed("benchmarks")
+    _figures(out, ["benchmarks"])
+    presets = pd.read_csv(out / "presets_timing.csv")
+    assert list(presets["preset"]) == list(PRESETS)
+    assert list(presets["iterations"]) == [p.fast_iterations for p in PRESETS.values()]
+    assert (presets["seconds"] > 0).all()
+    np.testing.assert_array_equal(presets["trajectory_steps"], presets["iterations"] * presets["runs"] * 5)
+    scaling = pd.read_csv(out / "scaling.csv")
+    assert list(scaling["vary"].unique()) == ["N", "runs", "steps"]
+    assert (scaling.groupby("vary").size() == 3).all() and (scaling["seconds"] > 0).all()
+    assert list(scaling.loc[scaling["vary"] == "N", "num_actions"]) == [10, 30, 100]
+
+
+# ----------------------------------------------------------------------------------------------------
+# committed notebooks, the generator and run_all.py
+
+
+def _committed() -> list[Path]:
+    return sorted(NOTEBOOK_DIR.glob("*.ipynb"))
+
+
+def test_every_notebook_is_run_by_make_reproduce():
+    assert sorted(p.stem for p in _committed()) == sorted(RUN_ALL.NOTEBOOKS)
+
+
+@pytest.mark.parametrize("path", _committed(), ids=lambda p: p.stem)
+def test_committed_notebook_has_no_outputs_and_a_parameters_cell(path):
+    nb = nbformat.read(path, as_version=4)
+    nbformat.validate(nb)
+    code = [c for c in nb.cells if c.cell_type == "code"]
+    for cell in code:
+        assert cell.outputs == [], f"{path.name}: a code cell carries outputs"
+        assert cell.execution_count is None, f"{path.name}: a code cell carries an execution count"
+    first = code[0]
+    assert "parameters" in first.metadata.get("tags", [])
+    assert re.search(r"^fast = False\b", first.source, re.M)
+    assert re.search(r"^out_dir = None\b", first.source, re.M)
+    assert nb.metadata["kernelspec"]["name"] == "python3"
+    assert any(c.cell_type == "markdown" for c in nb.cells)
+
+
+def test_the_no_outputs_check_can_fail(tmp_path):
+    nb = nbformat.read(_committed()[0], as_version=4)
+    code = next(c for c in nb.cells if c.cell_type == "code")
+    code.execution_count = 1
+    code.outputs = [nbformat.v4.new_output("stream", name="stdout", text="hi")]
+    bad = tmp_path / "bad.ipynb"
+    nbformat.write(nb, bad)
+    with pytest.raises(AssertionError, match="carries outputs"):
+        test_committed_notebook_has_no_outputs_and_a_parameters_cell(bad)
+
+
+def test_committed_notebooks_match_their_generator():
+    spec = importlib.util.spec_from_file_location("build_notebooks", NOTEBOOK_DIR / "build_notebooks.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    assert module.main(["--check"]) == 0
+
+
+def _tiny_notebook(path: Path, source: str) -> None:
+    nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell("fast = False\nout_dir = None"),
+                                         nbformat.v4.new_code_cell(source)])
+    nb.cells[0].metadata["tags"] = ["parameters"]
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    nbformat.write(nb, path)
+
+
+def test_run_all_reports_progress_and_stops_at_a_failing_notebook(tmp_path, monkeypatch, capsys):
+    source = tmp_path / "src"
+    source.mkdir()
+    _tiny_notebook(source / "sim_exact_tabular.ipynb", "import json, pathlib\n"
+                   "pathlib.Path(out_dir).mkdir(parents=True, exist_ok=True)\n"
+                   "(pathlib.Path(out_dir) / 'p.json').write_text(json.dumps({'fast': fast}))")
+    _tiny_notebook(source / "sim_exact_neural.ipynb", "1 / 0")
+    monkeypatch.setattr(RUN_ALL, "HERE", source)
+    executed_dir = tmp_path / "executed"
+    code = RUN_ALL.main(["--fast", "--only", "sim_exact_tabular", "--only", "sim_exact_neural",
+                         "--only", "sim_sampled_tabular", "--out-dir", str(executed_dir)])
+    captured = capsys.readouterr()
+    assert code == 1
+    assert re.search(r"\[1/3\] sim_exact_tabular \.\.\. ok \(\d+\.\d s\)", captured.out)
+    assert "[2/3] sim_exact_neural ... FAILED" in captured.out
+    assert "sim_sampled_tabular" not in captured.out  # stopped at the failure
+    assert "notebook sim_exact_neural failed" in captured.err and "ZeroDivisionError" in captured.err
+    # with --fast and no --figures-dir the figures go under the executed folder, not figures/
+    written = executed_dir / "figures" / "sim_exact_tabular" / "p.json"
+    assert json.loads(written.read_text()) == {"fast": True}
+    assert (executed_dir / "sim_exact_neural.ipynb").exists()
