@@ -122,12 +122,14 @@ def plot_picked(
 
 
 def save_figure(fig: plt.Figure, stem: str | os.PathLike, formats: Sequence[str] = ("png", "pdf"), dpi: int = 110) -> list[Path]:
-    """Write ``stem.png`` and ``stem.pdf`` atomically (temp file + rename); returns the paths."""
+    """Write ``stem.png`` and ``stem.pdf`` atomically (temp file + rename); returns the paths.
+
+    ``stem`` is a path without extension; dots in it are kept (``gap_beta0.1`` → ``gap_beta0.1.png``)."""
     stem = Path(stem)
     stem.parent.mkdir(parents=True, exist_ok=True)
     written = []
     for fmt in formats:
-        target = stem.with_suffix(f".{fmt}")
+        target = stem.parent / f"{stem.name}.{fmt}"
         with tempfile.NamedTemporaryFile(dir=stem.parent, suffix=f".{fmt}", delete=False) as tmp:
             fig.savefig(tmp, format=fmt, dpi=dpi)
         os.replace(tmp.name, target)
