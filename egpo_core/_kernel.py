@@ -66,25 +66,53 @@ def _next_pair(state, k, n):
     return np.int64(hi), np.int64(lo)
 
 
-@njit(cache=True, fastmath=_FAST)
-def _sample(cdf, u):
-    """Index y with cdf[y−1] ≤ u·cdf[−1] < cdf[y] (cdf need not end at 1)."""
-    n = cdf.shape[0]
-    target = u * cdf[n - 1]
-    if n <= 32:
-        # Branch-free count: cheaper than a mispredicted binary search for small N.
-        count = 0
-        for i in range(n):
-            count += np.int64(cdf[i] <= target)
-        return min(count, n - 1)
-    lo, hi = 0, n - 1
-    while lo < hi:
-        mid = (lo + hi) // 2
-        if cdf[mid] > target:
-            hi = mid
+@njit(cache=True)
+def _build_alias(w, table, stack):
+    """Walker's alias table of the distribution ∝ w (Vose's construction, O(N)).
+
+    table[0, i] is the probability of keeping column i, table[1, i] the column it otherwise yields;
+    ``stack`` is int64 scratch of length N (small entries grow from the front, large from the back).
+    """
+    n = w.shape[0]
+    total = 0.0
+    for i in range(n):
+        total += w[i]
+    n_small, n_large = 0, n
+    for i in range(n):
+        q = w[i] * n / total
+        table[0, i] = q
+        table[1, i] = i
+        if q < 1.0:
+            stack[n_small] = i
+            n_small += 1
         else:
-            lo = mid + 1
-    return lo
+            n_large -= 1
+            stack[n_large] = i
+    while n_small > 0 and n_large < n:
+        n_small -= 1
+        small = stack[n_small]
+        large = stack[n_large]
+        table[1, small] = large
+        table[0, large] += table[0, small] - 1.0
+        if table[0, large] < 1.0:
+            n_large += 1
+            stack[n_small] = large
+            n_small += 1
+    for j in range(n_large, n):  # left over from rounding: keep them
+        table[0, stack[j]] = 1.0
+    for j in range(n_small):
+        table[0, stack[j]] = 1.0
+
+
+@njit(cache=True)
+def _sample(table, u):
+    """One draw from an alias table with a uniform u ∈ [0, 1): column ⌊uN⌋, kept with its probability."""
+    n = table.shape[1]
+    x = u * n
+    i = min(np.int64(x), n - 1)
+    if x - i < table[0, i]:
+        return i
+    return np.int64(table[1, i])
 
 
 # ---------------------------------------------------------------- small dense helpers
@@ -121,14 +149,6 @@ def _matvec(P, x, out):
         acc = 0.0
         for j in range(n):
             acc += P[i, j] * x[j]
-        out[i] = acc
-
-
-@njit(cache=True)
-def _cumsum(w, out):
-    acc = 0.0
-    for i in range(w.shape[0]):
-        acc += w[i]
         out[i] = acc
 
 
@@ -222,7 +242,7 @@ def _exact_gradient(loss, P, logp, pi, s, logp_ref, logp_anchor, target, beta, w
 @njit(cache=True)
 def _sampled_gradient(
     loss, optimistic, pair_from_policy, num_samples, P, logp, pi, logp_ref, logp_anchor,
-    cdf_pi, cdf_sigma, cdf_prev, beta, weight, rng, k, g,
+    table_pi, table_sigma, table_prev, beta, weight, rng, k, g,
 ):
     """∂L/∂z of the sampled loss (mean over ``num_samples`` draws), an unbiased estimate of the exact one."""
     n = logp.shape[0]
@@ -234,8 +254,8 @@ def _sampled_gradient(
     if loss == _LOSS_PG:
         total = 0.0
         for _ in range(num_samples):
-            y = _sample(cdf_pi, _next_uniform(rng, k))
-            yp = _sample(cdf_sigma, _next_uniform(rng, k))
+            y = _sample(table_pi, _next_uniform(rng, k))
+            yp = _sample(table_sigma, _next_uniform(rng, k))
             adv = P[y, yp] - beta * (logp[y] - logp_ref[y])
             g[y] -= adv * scale
             total += adv * scale
@@ -244,17 +264,17 @@ def _sampled_gradient(
         return
     for _ in range(num_samples):
         if loss == _LOSS_IPO2 or pair_from_policy:
-            y = _sample(cdf_pi, _next_uniform(rng, k))
-            yp = _sample(cdf_pi, _next_uniform(rng, k))
+            y = _sample(table_pi, _next_uniform(rng, k))
+            yp = _sample(table_pi, _next_uniform(rng, k))
         else:
             y, yp = _next_pair(rng, k, n)
         if loss == _LOSS_IPO2:
             t = (P[y, yp] - 0.5) * inv_beta
         else:
-            ypp = _sample(cdf_sigma, _next_uniform(rng, k))
+            ypp = _sample(table_sigma, _next_uniform(rng, k))
             t = (P[y, ypp] - P[yp, ypp]) * inv_beta
             if optimistic:
-                yppp = _sample(cdf_prev, _next_uniform(rng, k))
+                yppp = _sample(table_prev, _next_uniform(rng, k))
                 t = 2.0 * t - (P[y, yppp] - P[yp, yppp]) * inv_beta
         r = coef * ((logp[y] - logp_anchor[y]) - (logp[yp] - logp_anchor[yp]) - t)
         g[y] += r
@@ -312,9 +332,10 @@ def run_chunk(
         s = np.empty((size, n))
         target = np.empty((size, n))
         sigma = np.empty((size, n))
-        cdf_pi = np.empty((size, n))
-        cdf_sigma = np.empty((size, n))
-        cdf_prev = np.empty((size, n))
+        table_pi = np.empty((size, 2, n))
+        table_sigma = np.empty((size, 2, n))
+        table_prev = np.empty((size, 2, n))
+        stack = np.empty(n, dtype=np.int64)
         logp_half = np.empty((size, n))
         grad_logits = np.empty((size, n))
         grads = np.empty((size, npar))
@@ -383,8 +404,8 @@ def run_chunk(
                     _step_gradient(
                         m, k, loss[k], opponent[k] if step_pass == 0 else _OPP_CURRENT, anchor[k], P[game[k]],
                         logp[m], pi[m], s[m], logp_ref_games[game[k]], magnet_logp[k], prev_logp[k], sigma[m],
-                        step_pass == 0 and opponent[k] != _OPP_MIXTURE, target[m], cdf_pi[m], cdf_sigma[m],
-                        cdf_prev[m], beta[k], weight[k], sampled, num_samples, pair_from_policy, rng,
+                        step_pass == 0 and opponent[k] != _OPP_MIXTURE, target[m], table_pi[m], table_sigma[m],
+                        table_prev[m], stack, beta[k], weight[k], sampled, num_samples, pair_from_policy, rng,
                         grad_logits[m], work,
                     )
                     _backward(params[k], neural, d, n_hidden, n, acts[m], pre[m], grad_logits[m], grads[m],
@@ -421,7 +442,7 @@ def _share(grads, members, g0, size, shared, d):
 @njit(cache=True)
 def _step_gradient(
     m, k, loss, opponent, anchor, P, logp, pi, s, logp_ref, magnet, prev, sigma, sigma_is_pi, target,
-    cdf_pi, cdf_sigma, cdf_prev, beta, weight, sampled, num_samples, pair_from_policy, rng, g, work,
+    table_pi, table_sigma, table_prev, stack, beta, weight, sampled, num_samples, pair_from_policy, rng, g, work,
 ):
     """Logit gradient of trajectory k's loss against the opponent distribution ``sigma``
     (``sigma_is_pi``: σ = π_t, whose preference vector s = Pπ_t is already known)."""
@@ -442,16 +463,18 @@ def _step_gradient(
         if optimistic:
             for y in range(n):
                 work[y] = np.exp(prev[y])
-            _matvec(P, work, cdf_prev)
+            _matvec(P, work, g)
             for y in range(n):
-                target[y] = 2.0 * target[y] - cdf_prev[y]
+                target[y] = 2.0 * target[y] - g[y]
         _exact_gradient(loss, P, logp, pi, s, logp_ref, logp_anchor, target, beta, weight, g)
         return
-    _cumsum(pi, cdf_pi)
-    _cumsum(sigma, cdf_sigma)
+    if loss != _LOSS_IPO or pair_from_policy:
+        _build_alias(pi, table_pi, stack)
+    if loss != _LOSS_IPO2:
+        _build_alias(sigma, table_sigma, stack)
     if optimistic:
         for y in range(n):
             work[y] = np.exp(prev[y])
-        _cumsum(work, cdf_prev)
+        _build_alias(work, table_prev, stack)
     _sampled_gradient(loss, optimistic, pair_from_policy, num_samples, P, logp, pi, logp_ref, logp_anchor,
-                      cdf_pi, cdf_sigma, cdf_prev, beta, weight, rng, k, g)
+                      table_pi, table_sigma, table_prev, beta, weight, rng, k, g)

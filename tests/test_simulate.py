@@ -143,14 +143,32 @@ def test_sampled_kernel_gradient_is_unbiased(name, pair_from_policy):
     state = np.array([np.uint64(12345)], dtype=np.uint64)
     grads = np.empty((draws, n))
     g = np.empty(n)
-    cdf_pi, cdf_sigma, cdf_prev = np.cumsum(pi), np.cumsum(sigma), np.cumsum(prev_pi)
+    tables = [np.empty((2, n)) for _ in range(3)]
+    for table, dist in zip(tables, (pi, sigma, prev_pi)):
+        _kernel._build_alias(dist, table, np.empty(n, dtype=np.int64))
     for i in range(draws):
         _kernel._sampled_gradient(loss_code, optimistic, pair_from_policy, samples, P, logp, pi, logp_ref, anchor,
-                                  cdf_pi, cdf_sigma, cdf_prev, beta, weight, state, 0, g)
+                                  *tables, beta, weight, state, 0, g)
         grads[i] = g
     mean, se = grads.mean(0), grads.std(0, ddof=1) / np.sqrt(draws)
     assert np.all(np.abs(mean - exact) <= 5 * se + 1e-12), (mean, exact, se)
     assert np.max(se) < 0.1 * np.max(np.abs(exact))  # the test has power
+
+
+@pytest.mark.parametrize("weights", [[0.5, 0.5], [1.0, 0.0, 3.0], list(np.arange(1.0, 40.0) ** 2), [0.0] * 6 + [2.0]])
+def test_alias_sampler_draws_the_distribution(weights):
+    """Frequencies of 200k alias-table draws match w / Σw within 5 standard errors; zero weights never drawn."""
+    w = np.array(weights)
+    p = w / w.sum()
+    table = np.empty((2, w.size))
+    _kernel._build_alias(w, table, np.empty(w.size, dtype=np.int64))
+    state = np.array([np.uint64(99)], dtype=np.uint64)
+    draws = 200_000
+    counts = np.bincount([_kernel._sample(table, _kernel._next_uniform(state, 0)) for _ in range(draws)], minlength=w.size)
+    freq = counts / draws
+    se = np.sqrt(p * (1 - p) / draws)
+    assert np.all(np.abs(freq - p) <= 5 * se + 1e-12)
+    assert np.all(counts[p == 0] == 0)
 
 
 def test_sampled_runs_are_deterministic_and_independent_of_other_algorithms(games):
@@ -169,7 +187,8 @@ def test_sampled_gradient_tracks_exact_with_many_samples(games):
     exact = simulate(P, ref, ["egpo", "oipo2"], **kw)
     sampled = simulate(P, ref, ["egpo", "oipo2"], gradient="sampled", num_samples=20000, **kw)
     for name in ("egpo", "oipo2"):
-        np.testing.assert_allclose(sampled.duality_gap[name], exact.duality_gap[name], rtol=0.05)
+        # Sampling noise with 20k samples per step: about 2e-4 in the gap, whose scale here is 1e-3 to 1e-1.
+        np.testing.assert_allclose(sampled.duality_gap[name], exact.duality_gap[name], rtol=0.05, atol=5e-4)
 
 
 def test_sweep_equals_separate_runs(games):
