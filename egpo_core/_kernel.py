@@ -66,17 +66,26 @@ def _next_pair(state, k, n):
     return np.int64(hi), np.int64(lo)
 
 
-@njit(cache=True)
-def _build_alias(w, table, stack):
-    """Walker's alias table of the distribution ∝ w (Vose's construction, O(N)).
+# Below this many actions a branch-free scan of the cumulative sum beats building an alias table.
+_SCAN_MAX = 32
 
-    table[0, i] is the probability of keeping column i, table[1, i] the column it otherwise yields;
-    ``stack`` is int64 scratch of length N (small entries grow from the front, large from the back).
+
+@njit(cache=True)
+def _build_sampler(w, table, stack):
+    """Prepare ``table`` (2, N) for drawing from the distribution ∝ w.
+
+    N ≤ 32: table[0] is the cumulative sum of w. Larger N: Walker's alias table (Vose's O(N)
+    construction): table[0, i] is the probability of keeping column i, table[1, i] the column it
+    otherwise yields; ``stack`` is int64 scratch of length N (small entries grow from the front,
+    large ones from the back).
     """
     n = w.shape[0]
     total = 0.0
     for i in range(n):
         total += w[i]
+        table[0, i] = total
+    if n <= _SCAN_MAX:
+        return
     n_small, n_large = 0, n
     for i in range(n):
         q = w[i] * n / total
@@ -104,10 +113,17 @@ def _build_alias(w, table, stack):
         table[0, stack[j]] = 1.0
 
 
-@njit(cache=True)
+@njit(cache=True, fastmath=_FAST)
 def _sample(table, u):
-    """One draw from an alias table with a uniform u ∈ [0, 1): column ⌊uN⌋, kept with its probability."""
+    """One draw with a uniform u ∈ [0, 1) from a table of :func:`_build_sampler`."""
     n = table.shape[1]
+    if n <= _SCAN_MAX:
+        # The index of the first cumulative sum above u·total: count the ones at or below it.
+        target = u * table[0, n - 1]
+        count = 0
+        for i in range(n):
+            count += np.int64(table[0, i] <= target)
+        return min(count, n - 1)
     x = u * n
     i = min(np.int64(x), n - 1)
     if x - i < table[0, i]:
@@ -469,12 +485,12 @@ def _step_gradient(
         _exact_gradient(loss, P, logp, pi, s, logp_ref, logp_anchor, target, beta, weight, g)
         return
     if loss != _LOSS_IPO or pair_from_policy:
-        _build_alias(pi, table_pi, stack)
+        _build_sampler(pi, table_pi, stack)
     if loss != _LOSS_IPO2:
-        _build_alias(sigma, table_sigma, stack)
+        _build_sampler(sigma, table_sigma, stack)
     if optimistic:
         for y in range(n):
             work[y] = np.exp(prev[y])
-        _build_alias(work, table_prev, stack)
+        _build_sampler(work, table_prev, stack)
     _sampled_gradient(loss, optimistic, pair_from_policy, num_samples, P, logp, pi, logp_ref, logp_anchor,
                       table_pi, table_sigma, table_prev, beta, weight, rng, k, g)
