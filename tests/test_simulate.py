@@ -159,7 +159,7 @@ def test_sampled_kernel_gradient_is_unbiased(name, pair_from_policy):
     "weights",
     [[0.5, 0.5], [1.0, 0.0, 3.0], [0.0] * 6 + [2.0], list(np.arange(1.0, 40.0) ** 2), [0.0] * 40 + [1.0, 3.0]],
 )
-def test_alias_sampler_draws_the_distribution(weights):
+def test_categorical_sampler_draws_the_distribution(weights):
     """Frequencies of 200k draws (cumulative-sum scan for N ≤ 32, alias table above) match w / Σw within
     5 standard errors; zero weights are never drawn."""
     w = np.array(weights)
