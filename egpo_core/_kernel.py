@@ -133,17 +133,6 @@ def _sample(table, u):
 
 # ---------------------------------------------------------------- small dense helpers
 @njit(cache=True)
-def _log_softmax(z, out):
-    m = z.max()
-    acc = 0.0
-    for i in range(z.shape[0]):
-        acc += np.exp(z[i] - m)
-    lse = m + np.log(acc)
-    for i in range(z.shape[0]):
-        out[i] = z[i] - lse
-
-
-@njit(cache=True)
 def _softmax_pair(z, logp, p):
     """log_softmax(z) into ``logp`` and softmax(z) into ``p`` with one exponential per entry."""
     m = z.max()

@@ -345,7 +345,7 @@ def theory_notebook() -> nbformat.NotebookNode:
         new_code_cell(
             'NOTEBOOK = "theory_checks"\n' + SETUP + "\n"
             "import numpy as np\n"
-            "from egpo_core.algorithms import ALGORITHMS, PAPER_ALGORITHMS\n"
+            "from egpo_core.algorithms import PAPER_ALGORITHMS\n"
             "from egpo_core.games import random_games\n\n"
             "ALL = list(PAPER_ALGORITHMS) + [\"mpo\", \"sppo\", \"omwu\"]\n"
             "runs = runs or (3 if fast else 10)\n"
