@@ -314,3 +314,29 @@ def test_reference_neural_needs_the_shared_network(games):
 def test_paper_algorithms_are_registered():
     assert set(PAPER_ALGORITHMS) <= set(ALGORITHMS)
     assert {"mpo", "sppo", "omwu"} <= set(ALGORITHMS)
+
+
+def test_results_do_not_depend_on_the_thread_count(tmp_path):
+    """Per-trajectory random streams: one thread and two threads give bit-identical sampled runs."""
+    import subprocess
+    import sys
+
+    script = (
+        "import numpy as np, sys\n"
+        "from egpo_core import simulate\n"
+        "from egpo_core.games import random_games\n"
+        "rng = np.random.default_rng(5)\n"
+        "P, ref = random_games(6, 8, rng), rng.normal(size=(6, 8))\n"
+        "r = simulate(P, ref, ['egpo', 'nash_md', 'oipo2'], beta=0.1, lr=0.05, iterations=50,\n"
+        "             gradient='sampled', num_samples=30, conventions='reference', seed=3, progress=False)\n"
+        "np.save(sys.argv[1], r.values['duality_gap'])\n"
+    )
+    outputs = []
+    for threads in ("1", "2"):
+        path = tmp_path / f"gap{threads}.npy"
+        env = {**__import__("os").environ, "NUMBA_NUM_THREADS": threads}
+        done = subprocess.run([sys.executable, "-c", script, str(path)], env=env, capture_output=True, text=True, timeout=300)
+        assert done.returncode == 0, done.stderr
+        outputs.append(np.load(path))
+    np.testing.assert_array_equal(outputs[0], outputs[1])
+    assert np.all(np.isfinite(outputs[0]))
