@@ -202,11 +202,10 @@ def _validate_games(P: np.ndarray, ref_logits: np.ndarray) -> tuple[np.ndarray, 
     P = validate_preference_matrix(P)
     if P.ndim == 2:
         P = P[None]
-    ref_logits = np.asarray(ref_logits, dtype=np.float64)
-    if ref_logits.ndim == 1:
-        ref_logits = ref_logits[None]
+    given = np.asarray(ref_logits, dtype=np.float64)
+    ref_logits = given[None] if given.ndim == 1 else given
     if ref_logits.shape != P.shape[:2]:
-        raise ValueError(f"ref_logits has shape {ref_logits.shape}, expected (runs, N) = {P.shape[:2]} to match P")
+        raise ValueError(f"ref_logits has shape {given.shape}, expected (runs, N) = {P.shape[:2]} to match P")
     if not np.all(np.isfinite(ref_logits)):
         raise ValueError("ref_logits contains non-finite values")
     return P, ref_logits
