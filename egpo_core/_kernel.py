@@ -288,8 +288,8 @@ def _sampled_gradient(
 
 # ---------------------------------------------------------------- metrics
 @njit(cache=True)
-def _record(logp, pi, s, logp_ref, beta, star_logp, with_extra, out_gap, out_expl, out_kl, k, r, work):
-    """Gap_β(π) = 2β KL(π ‖ BR_β(π)), BR_β(π) ∝ π_ref e^{Pπ/β}; exploitability max Pπ − ½; KL(π*_β‖π)."""
+def _duality_gap(logp, pi, s, logp_ref, beta, work):
+    """Gap_β(π) = 2β KL(π ‖ BR_β(π)), BR_β(π) ∝ π_ref e^{Pπ/β}, given s = Pπ."""
     n = logp.shape[0]
     for y in range(n):
         work[y] = logp_ref[y] + s[y] / beta
@@ -301,11 +301,17 @@ def _record(logp, pi, s, logp_ref, beta, star_logp, with_extra, out_gap, out_exp
     kl = 0.0
     for y in range(n):
         kl += pi[y] * (logp[y] - work[y] + lse)
-    out_gap[k, r] = max(2.0 * beta * kl, 0.0)  # ≥ 0 in exact arithmetic; clip rounding
+    return max(2.0 * beta * kl, 0.0)  # ≥ 0 in exact arithmetic; clip rounding
+
+
+@njit(cache=True)
+def _record(logp, pi, s, logp_ref, beta, star_logp, with_extra, out_gap, out_expl, out_kl, k, r, work):
+    """The metrics of π_t: duality gap; exploitability max Pπ − ½ and KL(π*_β‖π) with ``with_extra``."""
+    out_gap[k, r] = _duality_gap(logp, pi, s, logp_ref, beta, work)
     if with_extra:
         out_expl[k, r] = s.max() - 0.5
         kl_star = 0.0
-        for y in range(n):
+        for y in range(logp.shape[0]):
             kl_star += np.exp(star_logp[k, y]) * (star_logp[k, y] - logp[y])
         out_kl[k, r] = kl_star
 
@@ -319,11 +325,15 @@ def run_chunk(
     group_ptr, members, neural, d, n_hidden, shared, mixture_over_runs,
     sampled, num_samples, pair_from_policy,
     star_logp, with_extra, out_gap, out_expl, out_kl,
+    avg_sum, with_average, out_avg_gap, out_avg_expl,
 ):
     """Advance every trajectory from step ``t_start`` to ``t_end`` (state arrays are updated in place).
 
     Metrics of π_t are stored at column t // record_every when t % record_every == 0, and those of
-    the final policy (t = total_steps) in the last column.
+    the final policy (t = total_steps) in the last column. With ``with_average``, ``avg_sum``
+    accumulates Σ_{s≤t} π_s and the gap and exploitability of the average iterate
+    π̄_t = Σ_{s≤t} π_s / (t + 1) are recorded too. (A chunk's last step is recorded again, complete,
+    by the next chunk.)
     """
     n = P.shape[1]
     npar = params.shape[1]
@@ -352,6 +362,9 @@ def run_chunk(
         delta = np.empty(d)
         delta_next = np.empty(d)
         work = np.empty(n)
+        avg_pi = np.empty(n)
+        avg_logp = np.empty(n)
+        avg_s = np.empty(n)
         for t in range(t_start, t_end + 1):
             final = t == total_steps
             # --- π_t, P(· ≻ π_t) and the metrics
@@ -360,10 +373,21 @@ def run_chunk(
                 _forward(params[k], neural, d, n_hidden, n, acts[m], pre[m], z[m])
                 _softmax_pair(z[m], logp[m], pi[m])
                 _matvec(P[game[k]], pi[m], s[m])
+                if with_average and (t < t_end or final):
+                    for y in range(n):
+                        avg_sum[k, y] += pi[m, y]
                 if t % record_every == 0 or final:
                     col = out_gap.shape[1] - 1 if final else t // record_every
                     _record(logp[m], pi[m], s[m], logp_ref_games[game[k]], beta[k], star_logp,
                             with_extra, out_gap, out_expl, out_kl, k, col, work)
+                    if with_average:
+                        for y in range(n):
+                            avg_pi[y] = avg_sum[k, y] / (t + 1)
+                            avg_logp[y] = np.log(avg_pi[y])
+                        _matvec(P[game[k]], avg_pi, avg_s)
+                        out_avg_gap[k, col] = _duality_gap(avg_logp, avg_pi, avg_s, logp_ref_games[game[k]],
+                                                           beta[k], work)
+                        out_avg_expl[k, col] = avg_s.max() - 0.5
                 if t == 0:
                     for y in range(n):
                         prev_logp[k, y] = logp[m, y]

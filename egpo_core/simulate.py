@@ -42,7 +42,7 @@ from .algorithms import PAPER_ALGORITHMS, Algorithm, get_algorithm
 from .games import network_logits, validate_preference_matrix
 from .stepsizes import check_conventions, eta_from_lr, lr_from_eta, mixture_coefficient
 
-METRICS = ("duality_gap", "exploitability", "kl_to_equilibrium")
+METRICS = ("duality_gap", "exploitability", "kl_to_equilibrium", "average_duality_gap", "average_exploitability")
 
 __all__ = ["simulate", "sweep", "SimulationResult", "METRICS", "neural_init"]
 
@@ -91,6 +91,11 @@ class SimulationResult:
     def kl_to_equilibrium(self) -> dict[str, np.ndarray]:
         """KL(π*_β ‖ π_t)."""
         return self.metric("kl_to_equilibrium")
+
+    @property
+    def average_duality_gap(self) -> dict[str, np.ndarray]:
+        """Gap_β(π̄_t) of the average iterate π̄_t = Σ_{s≤t} π_s / (t + 1)."""
+        return self.metric("average_duality_gap")
 
     def to_dataframe(self) -> pd.DataFrame:
         """Tidy data: one row per (config, algorithm, run, step, metric) with columns
@@ -315,6 +320,10 @@ def _run(
     out_expl = np.full((K, n_rec) if with_extra else (1, 1), np.nan)
     out_kl = np.full((K, n_rec) if with_extra else (1, 1), np.nan)
     star = np.zeros((K, n) if with_extra else (1, 1))
+    with_average = "average_duality_gap" in metrics or "average_exploitability" in metrics
+    avg_sum = np.zeros((K, n) if with_average else (1, 1))
+    out_avg_gap = np.full((K, n_rec) if with_average else (1, 1), np.nan)
+    out_avg_expl = np.full((K, n_rec) if with_average else (1, 1), np.nan)
     if with_extra:
         from .equilibria import regularized_equilibrium
 
@@ -339,12 +348,17 @@ def _run(
                     group_ptr_arr, members_arr, neural, d, n_hidden, shared, over_runs,
                     sampled, num_samples, pair_sampling == "policy",
                     star, with_extra, out_gap, out_expl, out_kl,
+                    avg_sum, with_average, out_avg_gap, out_avg_expl,
                 )
             bar.update(t1 - t0)
 
     values = {}
     shape = (len(configs), len(algorithms), runs, n_rec)
-    for name, data in (("duality_gap", out_gap), ("exploitability", out_expl), ("kl_to_equilibrium", out_kl)):
+    recorded = {
+        "duality_gap": out_gap, "exploitability": out_expl, "kl_to_equilibrium": out_kl,
+        "average_duality_gap": out_avg_gap, "average_exploitability": out_avg_expl,
+    }
+    for name, data in recorded.items():
         if name in metrics:
             values[name] = data.reshape(shape)
     settings = {
@@ -485,7 +499,8 @@ def simulate(
         pair_sampling: sampled ipo-family pairs y, y' "uniform" or from π_t ("policy").
         magnet_period: MPO's magnet reset period (0: the magnet stays π_ref).
         record_every: record every k-th step (and always the last).
-        metrics: subset of ("duality_gap", "exploitability", "kl_to_equilibrium").
+        metrics: subset of ``METRICS``: "duality_gap" (always), "exploitability", "kl_to_equilibrium",
+            and the average iterate's "average_duality_gap", "average_exploitability".
         progress: show a tqdm progress bar.
     """
     if (lr is None) == (eta is None):

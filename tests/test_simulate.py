@@ -340,3 +340,39 @@ def test_results_do_not_depend_on_the_thread_count(tmp_path):
         outputs.append(np.load(path))
     np.testing.assert_array_equal(outputs[0], outputs[1])
     assert np.all(np.isfinite(outputs[0]))
+
+
+def test_average_iterate_metrics_match_the_closed_form_average(games):
+    """π̄_t = Σ_{s≤t} π_s/(t+1) from the closed form; its gap and exploitability as recorded (the run
+    spans many chunks, and records every 7th step)."""
+    from egpo_core.metrics import exploitability
+
+    P, ref = games
+    beta, lr, steps = 0.1, 0.05, 250
+    eta = eta_from_lr(lr, beta, P.shape[1])
+    res = simulate(P, ref, ["sppo"], beta=beta, lr=lr, iterations=steps, record_every=7,
+                   metrics=("duality_gap", "average_duality_gap", "average_exploitability"), progress=False)
+    theta, total = ref.copy(), softmax(ref, axis=-1)
+    expected_gap, expected_expl = {0: duality_gap(P, ref, ref, beta)}, {0: exploitability(P, ref)}
+    for t in range(1, steps + 1):
+        theta = ALGORITHMS["sppo"].closed_form(theta, ref, P, eta, beta)
+        total = total + softmax(theta, axis=-1)
+        if t in res.steps:
+            avg_logits = np.log(total / (t + 1))
+            expected_gap[t] = duality_gap(P, avg_logits, ref, beta)
+            expected_expl[t] = exploitability(P, avg_logits)
+    np.testing.assert_allclose(res.average_duality_gap["sppo"], np.array([expected_gap[t] for t in res.steps]).T, rtol=1e-9, atol=1e-14)
+    np.testing.assert_allclose(res.metric("average_exploitability")["sppo"], np.array([expected_expl[t] for t in res.steps]).T, rtol=1e-9, atol=1e-14)
+
+
+def test_sppo_average_iterate_approaches_the_nash_equilibrium():
+    """On rock–paper–scissors multiplicative weights cycles in the last iterate while its average
+    converges to the uniform Nash equilibrium (exploitability → 0)."""
+    from egpo_core.games import rock_paper_scissors
+
+    P = rock_paper_scissors(1)
+    ref = np.array([[1.0, 0.0, -1.0]])
+    res = simulate(P, ref, ["sppo"], beta=1e-3, eta=0.5, iterations=4000, record_every=100,
+                   metrics=("duality_gap", "exploitability", "average_exploitability"), progress=False)
+    last, average = res.exploitability["sppo"][0], res.metric("average_exploitability")["sppo"][0]
+    assert average[-1] < 0.02 < np.min(last[-10:])
