@@ -262,14 +262,15 @@ def _run(
             network = neural_init(runs, n, hidden_dim, depth, seed=int(configs["seed"].iloc[0]))
         params0, d, n_hidden = _network_params(network, runs, n)
         output = network_logits(network)
-        start = ref_logits if init_logits is None else init_logits
         if shared:
+            if init_logits is not None:
+                raise ValueError("init_logits cannot be used with a shared network: π_0 is the network's output")
             if not np.allclose(log_softmax(output, axis=-1), logp_ref, atol=1e-5):
                 raise ValueError("with a shared network, ref_logits must be the network's output")
             logp_ref = log_softmax(output, axis=-1)
         else:
             # Start exactly at π_0 (= π_ref unless init_logits): shift the output bias per run.
-            params0[:, -n:] += start - output
+            params0[:, -n:] += (ref_logits if init_logits is None else init_logits) - output
     else:
         d, n_hidden = 1, 0
         params0 = np.array(ref_logits if init_logits is None else init_logits, dtype=np.float64)

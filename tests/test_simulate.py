@@ -310,6 +310,10 @@ def test_reference_neural_needs_the_shared_network(games):
     P, ref = games
     with pytest.raises(ValueError, match="share"):
         simulate(P, ref, ["egpo"], beta=0.1, lr=0.05, iterations=3, policy="neural", conventions="reference", progress=False)
+    inst = reference_instances(3, runs=2, num_actions=5, policy="neural", hidden_dim=4)
+    with pytest.raises(ValueError, match="init_logits"):
+        simulate(inst.P, inst.ref_logits, ["egpo"], beta=0.1, lr=0.05, iterations=3, policy="neural",
+                 conventions="reference", network=inst.network, init_logits=np.zeros((2, 5)), progress=False)
 
 
 def test_paper_algorithms_are_registered():
