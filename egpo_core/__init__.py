@@ -2,28 +2,70 @@
 
 Games and preference matrices, equilibria, metrics, every algorithm's update and loss, samplers and
 a fast batched simulator. See README.md for a tour.
+
+The package root is lazy: ``import egpo_core.losses`` or ``egpo_core.schemes`` (what the language-model
+driver needs) loads neither numba, pandas nor the simulator; ``egpo_core.simulate`` and the other
+names below are imported on first access.
 """
 
-from .algorithms import ALGORITHMS, PAPER_ALGORITHMS, Algorithm, get_algorithm
-from .metrics import duality_gap, exploitability, game_value, kl_divergence
-from .simulate import SimulationResult, simulate, sweep
-from .stepsizes import eta_from_lr, lr_from_eta, mixture_coefficient
+from __future__ import annotations
+
+import importlib
+import sys
+import types
+from typing import TYPE_CHECKING, Any
 
 __version__ = "0.1.0"
 
-__all__ = [
-    "ALGORITHMS",
-    "PAPER_ALGORITHMS",
-    "Algorithm",
-    "get_algorithm",
-    "duality_gap",
-    "exploitability",
-    "game_value",
-    "kl_divergence",
-    "SimulationResult",
-    "simulate",
-    "sweep",
-    "eta_from_lr",
-    "lr_from_eta",
-    "mixture_coefficient",
-]
+# public name -> submodule that defines it (imported on first attribute access)
+_LAZY = {
+    "ALGORITHMS": "algorithms",
+    "PAPER_ALGORITHMS": "algorithms",
+    "Algorithm": "algorithms",
+    "get_algorithm": "algorithms",
+    "duality_gap": "metrics",
+    "exploitability": "metrics",
+    "game_value": "metrics",
+    "kl_divergence": "metrics",
+    "SimulationResult": "simulate",
+    "simulate": "simulate",
+    "sweep": "simulate",
+    "eta_from_lr": "stepsizes",
+    "lr_from_eta": "stepsizes",
+    "mixture_coefficient": "stepsizes",
+}
+
+__all__ = list(_LAZY)
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'egpo_core' has no attribute {name!r}")
+    value = getattr(importlib.import_module(f".{module}", __name__), name)
+    globals()[name] = value  # later accesses skip this hook
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_LAZY))
+
+
+class _Package(types.ModuleType):
+    """Keeps ``egpo_core.simulate`` the function: importing the submodule ``egpo_core.simulate``
+    (e.g. through ``egpo_core.plotting``) would otherwise rebind the package attribute to the module."""
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        if isinstance(value, types.ModuleType) and _LAZY.get(name) == name:
+            return
+        super().__setattr__(name, value)
+
+
+sys.modules[__name__].__class__ = _Package
+
+
+if TYPE_CHECKING:  # for type checkers and IDEs
+    from .algorithms import ALGORITHMS, PAPER_ALGORITHMS, Algorithm, get_algorithm
+    from .metrics import duality_gap, exploitability, game_value, kl_divergence
+    from .simulate import SimulationResult, simulate, sweep
+    from .stepsizes import eta_from_lr, lr_from_eta, mixture_coefficient

@@ -1,6 +1,6 @@
 """Every NLHF algorithm as a loss on a parametrized policy: the one regression and the PG loss.
 
-Notation (SPEC §3, DESIGN.md): log-probabilities ``logp`` of shape (runs, N) from a policy module
+Notation (the EGPO paper's §3, as losses): log-probabilities ``logp`` of shape (runs, N) from a policy module
 (with gradient), π_t = exp(logp) detached, an anchor policy π_A, preferences P (runs, N, N) with
 P[r, y, y'] = P(y ≻ y'), and
 
@@ -42,12 +42,14 @@ import numpy as np
 import torch
 from torch.nn import functional as F
 
-from .algorithms import Algorithm, get_algorithm
+from .algorithms import OPPONENT_TERMS, Algorithm, get_algorithm
 from .samplers import NormalizeOver, categorical_indices, geometric_mixture_log_probs, uniform_indices
 
 __all__ = [
     "ipo_regression_loss",
     "policy_gradient_loss",
+    "regression_target",
+    "policy_gradient_advantage",
     "exact_loss",
     "sampled_loss",
     "PairDistribution",
@@ -55,7 +57,7 @@ __all__ = [
 
 PairDistribution = Literal["uniform", "policy"]
 _LOSSES = ("ipo", "ipo2", "pg")
-_OPPONENTS = ("current", "mixture", "optimistic", "pairwise")
+_OPPONENTS = tuple(OPPONENT_TERMS)
 _ANCHORS = ("reference", "current", "magnet")
 
 
@@ -64,13 +66,25 @@ _ANCHORS = ("reference", "current", "magnet")
 # ---------------------------------------------------------------------------------------------
 
 
-def _broadcast_shape(**tensors: torch.Tensor) -> torch.Size:
+def _check_same_shape(**tensors: torch.Tensor) -> torch.Size:
+    """Per-pair/per-sequence inputs must agree exactly: broadcasting a (B,) log-probability against a
+    (B, 1) target would silently build a (B, B) loss."""
     shapes = {name: tuple(t.shape) for name, t in tensors.items()}
-    try:
-        return torch.broadcast_shapes(*shapes.values())
-    except RuntimeError:
+    if len(set(shapes.values())) > 1:
         described = ", ".join(f"{name} {shape}" for name, shape in shapes.items())
-        raise ValueError(f"shapes do not broadcast: {described}") from None
+        raise ValueError(f"inputs must have one shape (no broadcasting), got {described}")
+    return next(iter(tensors.values())).shape
+
+
+def _loss_dtype(tensor: torch.Tensor) -> torch.dtype:
+    """At least float32: a bf16/fp16 model's log-probabilities are upcast before squaring."""
+    return torch.promote_types(tensor.dtype, torch.float32)
+
+
+def _as_like(value: torch.Tensor | float, like: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    if isinstance(value, torch.Tensor):
+        return value.to(dtype)
+    return torch.full(like.shape, float(value), dtype=dtype, device=like.device)
 
 
 def ipo_regression_loss(
@@ -84,26 +98,81 @@ def ipo_regression_loss(
 
         (log π_θ(y) − log π_θ(y') − log π_A(y) + log π_A(y') − target)².
 
-    Inputs broadcast together (e.g. per-sequence log-probabilities of shape (batch,)); the anchor
-    log-probabilities and the target are used as given (pass them detached). A shape mismatch
-    raises ``ValueError`` naming the shapes.
+    All tensors have one shape (e.g. per-sequence log-probabilities of shape (batch,)); a float
+    target stands for a constant. No broadcasting: a shape mismatch raises ``ValueError`` naming the
+    shapes. Computed in at least float32. The anchor log-probabilities and the target are used as
+    given (pass them detached).
     """
-    target = torch.as_tensor(target, dtype=logp_y.dtype, device=logp_y.device)
-    _broadcast_shape(
+    dtype = _loss_dtype(logp_y)
+    target = _as_like(target, logp_y, dtype)
+    _check_same_shape(
         logp_y=logp_y, logp_yp=logp_yp, anchor_logp_y=anchor_logp_y, anchor_logp_yp=anchor_logp_yp, target=target
     )
-    return (logp_y - logp_yp - anchor_logp_y + anchor_logp_yp - target) ** 2
+    contrast = logp_y.to(dtype) - logp_yp.to(dtype) - anchor_logp_y.to(dtype) + anchor_logp_yp.to(dtype)
+    return (contrast - target) ** 2
 
 
 def policy_gradient_loss(logp_y: torch.Tensor, advantage: torch.Tensor | float) -> torch.Tensor:
     """Per-sample REINFORCE surrogate, not reduced: −advantage.detach() · log π_θ(y).
 
     Its gradient is −A(y) ∇_θ log π_θ(y); averaged over y ~ π_θ it is −∇_θ E_{y~π_θ}[A(y)] for a
-    fixed advantage A.
+    fixed advantage A. Same shapes required (no broadcasting); computed in at least float32.
     """
-    advantage = torch.as_tensor(advantage, dtype=logp_y.dtype, device=logp_y.device)
-    _broadcast_shape(logp_y=logp_y, advantage=advantage)
-    return -advantage.detach() * logp_y
+    dtype = _loss_dtype(logp_y)
+    advantage = _as_like(advantage, logp_y, dtype)
+    _check_same_shape(logp_y=logp_y, advantage=advantage)
+    return -advantage.detach() * logp_y.to(dtype)
+
+
+def _check_wins(algorithm: Algorithm, **wins: torch.Tensor) -> torch.Tensor:
+    """The coefficients c_k of the algorithm's opponent terms, checked against wins[..., k]."""
+    terms = algorithm.opponent_terms
+    for name, tensor in wins.items():
+        if not isinstance(tensor, torch.Tensor) or tensor.ndim < 1 or tensor.shape[-1] != len(terms):
+            shape = tuple(tensor.shape) if isinstance(tensor, torch.Tensor) else type(tensor).__name__
+            raise ValueError(
+                f"{name} must have a last axis of {len(terms)} (one per opponent term of {algorithm.name!r}: "
+                f"{', '.join(t.source for t in terms)}), got shape {shape}"
+            )
+    _check_same_shape(**wins)
+    like = next(iter(wins.values()))
+    return torch.tensor([t.coefficient for t in terms], dtype=_loss_dtype(like), device=like.device)
+
+
+def regression_target(
+    algorithm: Algorithm | str, wins_y: torch.Tensor, wins_yp: torch.Tensor, beta: float
+) -> torch.Tensor:
+    """The algorithm's regression target from per-response preference estimates:
+
+        target = Σ_k c_k [P(y ≻ z_k) − P(y′ ≻ z_k)] / β,
+
+    with (c_k, source of z_k) = ``algorithm.opponent_terms`` and ``wins_y[..., k]`` = P(y ≻ z_k)
+    (exact expectations over z_k, or one sampled z_k), likewise ``wins_yp``. For a ``"pair"`` term
+    z = y′, so pass P(y ≻ y′) and ½. Examples: Online IPO 1 / EGPO / Nash-MD [P(y≻y″) − P(y′≻y″)]/β;
+    Online IPO 2 (P(y≻y′) − ½)/β; OMWU [2(P(y≻y″) − P(y′≻y″)) − (P(y≻y‴) − P(y′≻y‴))]/β.
+    Returns shape ``wins_y.shape[:-1]``, in at least float32.
+    """
+    algorithm = get_algorithm(algorithm)
+    beta = _check_positive("beta", beta)
+    coefficients = _check_wins(algorithm, wins_y=wins_y, wins_yp=wins_yp)
+    dtype = coefficients.dtype
+    return ((wins_y.to(dtype) - wins_yp.to(dtype)) * coefficients).sum(dim=-1) / beta
+
+
+def policy_gradient_advantage(
+    algorithm: Algorithm | str, wins_y: torch.Tensor, log_ratio_y: torch.Tensor, beta: float
+) -> torch.Tensor:
+    """The policy-gradient family's advantage: A(y) = Σ_k c_k P(y ≻ z_k) − β (log π_t − log π_A)(y).
+
+    ``wins_y[..., k]`` = P(y ≻ z_k) for the opponent terms (Nash-MD-PG: one z ~ π_t^c);
+    ``log_ratio_y`` = log π_t(y) − log π_A(y), shape ``wins_y.shape[:-1]``. Detached inputs expected.
+    """
+    algorithm = get_algorithm(algorithm)
+    beta = _check_positive("beta", beta)
+    coefficients = _check_wins(algorithm, wins_y=wins_y)
+    dtype = coefficients.dtype
+    _check_same_shape(value=wins_y[..., 0], log_ratio_y=log_ratio_y)
+    return (wins_y.to(dtype) * coefficients).sum(dim=-1) - beta * log_ratio_y.to(dtype)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -176,8 +245,8 @@ class _Setup:
     P: torch.Tensor  # (runs, N, N)
     beta: float
     weight: float
-    # opponent as a signed combination Σ_k coef_k · σ_k (σ_k distributions over actions); empty for pairwise
-    opponents: list[tuple[float, torch.Tensor]]
+    # σ_k of each of the algorithm's opponent terms (distributions over actions); None for a "pair" term
+    opponents: list[torch.Tensor | None]
 
 
 def _loss_weight(algorithm: Algorithm, eta_beta: float | None) -> float:
@@ -236,21 +305,24 @@ def _setup(
     else:
         now = _as_probs("opponent_probs", opponent_probs, logp)
         log_now = now.log()
-    if algorithm.opponent == "current":
-        opponents = [(1.0, now)]
-    elif algorithm.opponent == "mixture":
-        if mixture is None and eta_beta is None:
-            raise ValueError(f"algorithm {algorithm.name!r} mixes with π_ref: pass mixture=c or eta_beta")
-        c = eta_beta if mixture is None else float(mixture)
-        if not 0.0 <= c <= 1.0:
-            raise ValueError(f"mixture coefficient must lie in [0, 1], got mixture={c!r}")
-        mix = geometric_mixture_log_probs(log_now, ref, c, normalize_over=mixture_normalize_over).exp()
-        opponents = [(1.0, mix / mix.sum(dim=-1, keepdim=True))]
-    elif algorithm.opponent == "optimistic":
-        previous = now if previous_probs is None else _as_probs("previous_probs", previous_probs, logp)
-        opponents = [(2.0, now), (-1.0, previous)]
-    else:  # pairwise
-        opponents = []
+
+    def distribution(source: str) -> torch.Tensor | None:
+        """σ of one opponent term; None for "pair" (z = y' itself)."""
+        if source == "current":
+            return now
+        if source == "mixture":
+            if mixture is None and eta_beta is None:
+                raise ValueError(f"algorithm {algorithm.name!r} mixes with π_ref: pass mixture=c or eta_beta")
+            c = eta_beta if mixture is None else float(mixture)
+            if not 0.0 <= c <= 1.0:
+                raise ValueError(f"mixture coefficient must lie in [0, 1], got mixture={c!r}")
+            mix = geometric_mixture_log_probs(log_now, ref, c, normalize_over=mixture_normalize_over).exp()
+            return mix / mix.sum(dim=-1, keepdim=True)
+        if source == "previous":
+            return now if previous_probs is None else _as_probs("previous_probs", previous_probs, logp)
+        return None
+
+    opponents = [distribution(term.source) for term in algorithm.opponent_terms]
     return _Setup(
         algorithm=algorithm,
         logp=logp,
@@ -279,10 +351,13 @@ def _pair_distribution(setup: _Setup, pair_distribution: str | None) -> str:
     return pair_distribution
 
 
-def _potential(setup: _Setup) -> torch.Tensor:
-    """T = Σ_k coef_k · P σ_k, shape (runs, N); for "pairwise", T = P π_t (used by "pg" only)."""
-    opponents = setup.opponents or [(1.0, setup.pi)]
-    return sum(coef * torch.einsum("rij,rj->ri", setup.P, sigma) for coef, sigma in opponents)
+def _term_potentials(setup: _Setup) -> torch.Tensor:
+    """(P σ_k)_y for every opponent term k, shape (runs, N, K); a "pair" term (z = y') contributes
+    P π_t, its meaning for the policy-gradient loss (the opponent sample z ~ π_t)."""
+    return torch.stack(
+        [torch.einsum("rij,rj->ri", setup.P, setup.pi if sigma is None else sigma) for sigma in setup.opponents],
+        dim=-1,
+    )
 
 
 # ---------------------------------------------------------------------------------------------
@@ -353,18 +428,29 @@ def exact_loss(
         mixture_normalize_over=mixture_normalize_over,
     )
     pairs = _pair_distribution(setup, pair_distribution)
-    if setup.algorithm.loss == "pg":
-        advantage = _potential(setup) - setup.beta * (setup.log_pi - setup.anchor)
+    alg = setup.algorithm
+    if alg.loss == "pg":
+        advantage = policy_gradient_advantage(alg, _term_potentials(setup), setup.log_pi - setup.anchor, setup.beta)
         per_response = policy_gradient_loss(logp, advantage)
         return setup.weight * (setup.pi * per_response).sum()
 
-    if setup.algorithm.opponent == "pairwise":
-        target = (setup.P - 0.5) / setup.beta
-    else:
-        potential = _potential(setup)
-        target = (potential[:, :, None] - potential[:, None, :]) / setup.beta
+    runs, n = logp.shape
+    grid = (runs, n, n, len(setup.opponents))
+    potentials = _term_potentials(setup)
+    wins_y = potentials[:, :, None, :].expand(grid).clone()  # [r, y, y', k] = P(y ≻ σ_k)
+    wins_yp = potentials[:, None, :, :].expand(grid).clone()  # [r, y, y', k] = P(y' ≻ σ_k)
+    for k, term in enumerate(alg.opponent_terms):
+        if term.source == "pair":  # z = y': P(y ≻ y') and P(y' ≻ y') = ½
+            wins_y[..., k] = setup.P
+            wins_yp[..., k] = 0.5
+    target = regression_target(alg, wins_y, wins_yp, setup.beta)
+    pairs_shape = grid[:3]
     per_pair = ipo_regression_loss(
-        logp[:, :, None], logp[:, None, :], setup.anchor[:, :, None], setup.anchor[:, None, :], target
+        logp[:, :, None].expand(pairs_shape),
+        logp[:, None, :].expand(pairs_shape),
+        setup.anchor[:, :, None].expand(pairs_shape),
+        setup.anchor[:, None, :].expand(pairs_shape),
+        target,
     )
     if pairs == "uniform":
         n = logp.shape[-1]
@@ -435,16 +521,18 @@ def sampled_loss(
     if isinstance(num_samples, bool) or not isinstance(num_samples, (int, np.integer)) or num_samples < 1:
         raise ValueError(f"num_samples must be a positive integer, got num_samples={num_samples!r}")
 
-    if setup.algorithm.loss == "pg":
+    alg = setup.algorithm
+    if alg.loss == "pg":
         y = categorical_indices(setup.pi, num_samples, generator)
-        if setup.opponents:
-            value = sum(
-                coef * _pick(setup.P, y, categorical_indices(sigma, num_samples, generator))
-                for coef, sigma in setup.opponents
-            )
-        else:  # pairwise: the opponent sample y' ~ π_t
-            value = _pick(setup.P, y, categorical_indices(setup.pi, num_samples, generator))
-        advantage = value - setup.beta * (setup.log_pi - setup.anchor).gather(1, y)
+        # one opponent sample per term; a "pair" term's opponent is y' ~ π_t
+        wins = torch.stack(
+            [
+                _pick(setup.P, y, categorical_indices(setup.pi if sigma is None else sigma, num_samples, generator))
+                for sigma in setup.opponents
+            ],
+            dim=-1,
+        )
+        advantage = policy_gradient_advantage(alg, wins, (setup.log_pi - setup.anchor).gather(1, y), setup.beta)
         per_sample = policy_gradient_loss(logp.gather(1, y), advantage)
         return setup.weight * per_sample.mean(dim=1).sum()
 
@@ -454,14 +542,16 @@ def sampled_loss(
     else:
         y = categorical_indices(setup.pi, num_samples, generator)
         yp = categorical_indices(setup.pi, num_samples, generator)
-    if setup.opponents:
-        target = 0.0
-        for coef, sigma in setup.opponents:
+    wins_y, wins_yp = [], []
+    for sigma in setup.opponents:
+        if sigma is None:  # z = y': P(y ≻ y') and P(y' ≻ y') = ½
+            wins_y.append(_pick(setup.P, y, yp))
+            wins_yp.append(torch.full_like(wins_y[-1], 0.5))
+        else:
             z = categorical_indices(sigma, num_samples, generator)
-            target = target + coef * (_pick(setup.P, y, z) - _pick(setup.P, yp, z))
-        target = target / setup.beta
-    else:
-        target = (_pick(setup.P, y, yp) - 0.5) / setup.beta
+            wins_y.append(_pick(setup.P, y, z))
+            wins_yp.append(_pick(setup.P, yp, z))
+    target = regression_target(alg, torch.stack(wins_y, dim=-1), torch.stack(wins_yp, dim=-1), setup.beta)
     per_sample = ipo_regression_loss(
         logp.gather(1, y), logp.gather(1, yp), setup.anchor.gather(1, y), setup.anchor.gather(1, yp), target
     )

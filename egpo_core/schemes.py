@@ -1,7 +1,11 @@
 """Update schemes around any torch module and optimizer: a single step, and extragradient.
 
 * :func:`single_step`: θ_{t+1} = optimizer step on ∇L(θ_t; σ = π_t).
-* :func:`extragradient_step` (EGPO):
+* :class:`ExtragradientState`: extragradient as resumable state — the snapshot of θ_t (trainable
+  parameters only) with the optimizer's and scheduler's state, and the phase ("half" or "full") —
+  so that a training loop that owns the optimizer step (a ``transformers.Trainer``, DeepSpeed) can
+  take the two steps of an update in two of its own steps and checkpoint between them.
+* :func:`extragradient_step` (EGPO), built on it:
       θ_{t+½} = optimizer step from θ_t on ∇L(θ_t; π_t)
       θ_{t+1} = optimizer step from θ_t (parameters *and optimizer state* restored) on ∇L(θ_t; π_{t+½})
   With plain SGD on the exact Online IPO loss this is the closed form π_{t+1} = MD(π_t; MD(π_t; π_t)).
@@ -22,15 +26,14 @@ Learning-rate schedulers and gradient clipping are not applied here: step a sche
 from __future__ import annotations
 
 import copy
-import itertools
-from typing import Any, Callable
+from typing import Any, Callable, Iterable, Literal, Protocol
 
 import torch
 from torch import nn
 
 from .algorithms import Algorithm, get_algorithm
 
-__all__ = ["single_step", "extragradient_step", "step"]
+__all__ = ["ExtragradientState", "OptimizerStateIO", "TorchOptimizerStateIO", "single_step", "extragradient_step", "step"]
 
 
 def _loss_value(loss: Any) -> float:
@@ -59,45 +62,159 @@ def _current_probs(module: nn.Module) -> torch.Tensor:
         return module().detach().exp()
 
 
+class OptimizerStateIO(Protocol):
+    """How to copy an optimizer's state out and put it back. The state must hold everything the next
+    ``step()`` reads — for a mixed-precision or ZeRO optimizer that includes its fp32 master weights,
+    which it copies into the module at every step (restoring the module alone would be undone)."""
+
+    def save(self, optimizer: Any) -> Any: ...
+
+    def load(self, optimizer: Any, state: Any) -> None: ...
+
+
+class TorchOptimizerStateIO:
+    """A ``torch.optim.Optimizer``: a deep copy of ``state_dict()`` (moments, step counts, and the
+    param groups' hyperparameters such as the learning rate), loaded back with ``load_state_dict``."""
+
+    def save(self, optimizer: torch.optim.Optimizer) -> dict:
+        return copy.deepcopy(optimizer.state_dict())
+
+    def load(self, optimizer: torch.optim.Optimizer, state: dict) -> None:
+        optimizer.load_state_dict(state)
+
+
+Phase = Literal["half", "full"]
+
+
+class ExtragradientState:
+    """One extragradient (EGPO) update split into its two steps, as state that survives a checkpoint.
+
+        phase "half":  save(θ_t, optimizer, scheduler)        # → phase "full"
+                       step on ∇L(θ_t; π_t)                    # the caller's optimizer step → θ_{t+½}
+        phase "full":  sample the opponent at θ_{t+½}
+                       restore(θ_t, optimizer, scheduler)      # → phase "half", updates += 1
+                       step on ∇L(θ_t; π_{t+½})                # the caller's optimizer step → θ_{t+1}
+
+    The snapshot holds the *trainable* parameters only (those with ``requires_grad``; a frozen base
+    model is never copied), the optimizer state through ``optimizer_io`` (default
+    :class:`TorchOptimizerStateIO`), and the scheduler's ``state_dict()`` when one is given, so the
+    half step leaves no trace: the learning rate schedule ticks once per update and θ_{t+1} is one
+    optimizer step from (θ_t, state_t). The phase is kept here, never derived from a step counter.
+    :meth:`state_dict` / :meth:`load_state_dict` carry the phase, the update count and the snapshot,
+    so a run checkpointed between the two steps resumes into the full step.
+
+    Args:
+        optimizer_io: how to save and load the optimizer's state.
+        offload: keep the snapshot on the CPU (saves accelerator memory; costs two copies per update).
+    """
+
+    def __init__(self, optimizer_io: OptimizerStateIO | None = None, *, offload: bool = False) -> None:
+        self.optimizer_io = TorchOptimizerStateIO() if optimizer_io is None else optimizer_io
+        self.offload = offload
+        self.updates = 0
+        self._parameters: list[torch.Tensor] | None = None
+        self._optimizer: Any = None
+        self._scheduler: dict | None = None
+
+    @property
+    def phase(self) -> Phase:
+        """"half" when the next step is a half step (nothing saved), "full" when θ_t is saved."""
+        return "half" if self._parameters is None else "full"
+
+    @staticmethod
+    def _trainable(parameters: Iterable[torch.Tensor]) -> list[torch.Tensor]:
+        return [p for p in parameters if p.requires_grad]
+
+    def save(self, parameters: Iterable[torch.Tensor], optimizer: Any, scheduler: Any | None = None) -> None:
+        """Snapshot θ_t (trainable ``parameters``), the optimizer's and the scheduler's state."""
+        if self._parameters is not None:
+            raise RuntimeError("ExtragradientState.save() called in the 'full' phase: restore() must come first")
+        device = "cpu" if self.offload else None
+        trainable = self._trainable(parameters)
+        if not trainable:
+            raise ValueError("no trainable parameters (requires_grad=True) to snapshot")
+        self._parameters = [p.detach().to(device, copy=True) for p in trainable]
+        self._optimizer = self.optimizer_io.save(optimizer)
+        self._scheduler = None if scheduler is None else copy.deepcopy(scheduler.state_dict())
+
+    def restore(self, parameters: Iterable[torch.Tensor], optimizer: Any, scheduler: Any | None = None) -> None:
+        """Put θ_t and the saved optimizer/scheduler state back; the update's full step comes next."""
+        if self._parameters is None:
+            raise RuntimeError("ExtragradientState.restore() called in the 'half' phase: nothing was saved")
+        trainable = self._trainable(parameters)
+        shapes = [tuple(p.shape) for p in trainable]
+        saved = [tuple(p.shape) for p in self._parameters]
+        if shapes != saved:
+            raise ValueError(
+                f"the trainable parameters changed since save(): saved {len(saved)} tensors of shapes "
+                f"{saved[:4]}..., given {len(shapes)} of shapes {shapes[:4]}..."
+            )
+        with torch.no_grad():
+            for parameter, value in zip(trainable, self._parameters):
+                parameter.copy_(value)
+        self.optimizer_io.load(optimizer, self._optimizer)
+        if scheduler is not None:
+            if self._scheduler is None:
+                raise ValueError("restore() got a scheduler but save() did not")
+            scheduler.load_state_dict(self._scheduler)
+        self._parameters = self._optimizer = self._scheduler = None
+        self.updates += 1
+
+    def state_dict(self) -> dict:
+        """Phase, update count and snapshot (tensors on the CPU), for a checkpoint."""
+        return {
+            "phase": self.phase,
+            "updates": self.updates,
+            "parameters": None if self._parameters is None else [p.cpu() for p in self._parameters],
+            "optimizer": self._optimizer,
+            "scheduler": self._scheduler,
+        }
+
+    def load_state_dict(self, state: dict, device: torch.device | str | None = None) -> None:
+        """Resume from :meth:`state_dict`; ``device`` is where the parameters go (default: CPU if
+        ``offload`` else as saved)."""
+        if state.get("phase") not in ("half", "full"):
+            raise ValueError(f"not an ExtragradientState state dict: phase={state.get('phase')!r}")
+        self.updates = int(state["updates"])
+        parameters = state["parameters"]
+        if state["phase"] == "full" and parameters is None:
+            raise ValueError("an ExtragradientState in the 'full' phase must carry its saved parameters")
+        target = "cpu" if self.offload else device
+        self._parameters = None if parameters is None else [p.to(target) for p in parameters]
+        self._optimizer = state["optimizer"]
+        self._scheduler = state["scheduler"]
+
+
 def extragradient_step(
     module: nn.Module,
     optimizer: torch.optim.Optimizer,
     loss_fn: Callable[[Any], torch.Tensor],
     opponent_fn: Callable[[nn.Module], Any] | None = None,
+    state: ExtragradientState | None = None,
 ) -> float:
     """One extragradient (EGPO) update. Returns the full step's loss L(θ_t; π_{t+½}).
 
-    1. save θ_t (a copy of every parameter and buffer) and a deep copy of ``optimizer.state_dict()``;
+    1. ``state.save``: θ_t (the module's trainable parameters) and the optimizer's state;
     2. half step: ``loss_fn(None)`` (the opponent is the current policy π_t), backward, step → θ_{t+½};
     3. opponent π_{t+½} = ``opponent_fn(module)`` at θ_{t+½} (default: exp(module()) detached);
-    4. restore θ_t and the optimizer state saved in 1;
+    4. ``state.restore``: θ_t and the optimizer state saved in 1;
     5. full step: ``loss_fn(π_{t+½})`` at θ_t, backward, step → θ_{t+1}.
 
     Args:
-        module: the policy; parameters and buffers are restored in place (the optimizer keeps
-            references to the same parameter tensors).
+        module: the policy; parameters are restored in place (the optimizer keeps references to
+            the same parameter tensors).
         optimizer: any ``torch.optim.Optimizer`` over (some of) the module's parameters.
         loss_fn: ``loss_fn(opponent)`` builds the loss at the module's current parameters against
             ``opponent`` (``None`` = the current policy).
         opponent_fn: what to hand ``loss_fn`` after the half step (e.g. samples generated at θ_{t+½}
             for a language model); default the probabilities exp(module()).
+        state: an :class:`ExtragradientState` to use (default a fresh one); it must be in the "half" phase.
     """
-    tensors = list(itertools.chain(module.parameters(), module.buffers()))
-    saved_tensors = [t.detach().clone() for t in tensors]
-    saved_optimizer = copy.deepcopy(optimizer.state_dict())
-
-    optimizer.zero_grad(set_to_none=True)
-    half_loss = loss_fn(None)
-    _loss_value(half_loss)
-    half_loss.backward()
-    optimizer.step()
+    state = ExtragradientState() if state is None else state
+    state.save(module.parameters(), optimizer)
+    single_step(module, optimizer, lambda: loss_fn(None))
     opponent = _current_probs(module) if opponent_fn is None else opponent_fn(module)
-
-    with torch.no_grad():
-        for tensor, saved in zip(tensors, saved_tensors):
-            tensor.copy_(saved)
-    optimizer.load_state_dict(saved_optimizer)
-
+    state.restore(module.parameters(), optimizer)
     return single_step(module, optimizer, lambda: loss_fn(opponent))
 
 

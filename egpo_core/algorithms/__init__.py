@@ -8,7 +8,15 @@
 from __future__ import annotations
 
 from . import egpo, mpo, nash_md, nash_md_pg, omwu, online_ipo1, online_ipo2, sppo
-from .base import Algorithm, center, geometric_mixture_logits, mirror_descent_step, preference_vector
+from .base import (
+    OPPONENT_TERMS,
+    Algorithm,
+    OpponentTerm,
+    center,
+    geometric_mixture_logits,
+    mirror_descent_step,
+    preference_vector,
+)
 
 #: The five algorithms of the EGPO paper, in its order.
 PAPER_ALGORITHMS = ("oipo1", "oipo2", "nash_md", "nash_md_pg", "egpo")
@@ -31,6 +39,8 @@ def get_algorithm(name: str | Algorithm) -> Algorithm:
 
 __all__ = [
     "Algorithm",
+    "OpponentTerm",
+    "OPPONENT_TERMS",
     "ALGORITHMS",
     "PAPER_ALGORITHMS",
     "get_algorithm",

@@ -1,6 +1,6 @@
 """What an NLHF algorithm is made of, and the mirror-descent step they share.
 
-Every algorithm here is a few choices around one regression (DESIGN.md): the Online IPO loss
+Every algorithm here is a few choices around one regression, the Online IPO loss
 
     L(θ) = E_{(y,y')~μ} [ (ℓ_θ(y) − ℓ_θ(y') − [P(y ≻ σ) − P(y' ≻ σ)]/β)² ],   ℓ_θ = log π_θ − log π_anchor,
 
@@ -25,14 +25,43 @@ LossFamily = Literal["ipo", "ipo2", "pg"]
 Opponent = Literal["current", "mixture", "optimistic", "pairwise"]
 Anchor = Literal["reference", "current", "magnet"]
 Scheme = Literal["single", "extragradient"]
+OpponentSource = Literal["current", "mixture", "previous", "pair"]
 
 __all__ = [
     "Algorithm",
+    "OpponentTerm",
+    "OPPONENT_TERMS",
     "mirror_descent_step",
     "geometric_mixture_logits",
     "preference_vector",
     "center",
 ]
+
+
+@dataclass(frozen=True)
+class OpponentTerm:
+    """One term c·[P(y ≻ z) − P(y′ ≻ z)] of the regression target, with z drawn from ``source``:
+
+    * ``"current"``: the policy the opponent is taken at (π_t; π_{t+½} in EGPO's full step);
+    * ``"mixture"``: the geometric mixture π^c ∝ π^{1−c} π_ref^c of that policy and π_ref;
+    * ``"previous"``: the policy of the previous update, π_{t−1};
+    * ``"pair"``: z = y′ itself, so the term is c·[P(y ≻ y′) − ½] (P(y′ ≻ y′) = ½).
+    """
+
+    coefficient: float
+    source: OpponentSource
+
+
+#: The opponent of each declared ``Algorithm.opponent`` as target terms. The regression target is
+#: Σ_k c_k [P(y ≻ z_k) − P(y′ ≻ z_k)]/β (:func:`egpo_core.losses.regression_target`); the policy
+#: gradient's advantage uses Σ_k c_k P(y ≻ z_k). Tabular losses take expectations over each z_k,
+#: sampled losses and language models draw one z_k per term.
+OPPONENT_TERMS: dict[str, tuple[OpponentTerm, ...]] = {
+    "current": (OpponentTerm(1.0, "current"),),
+    "mixture": (OpponentTerm(1.0, "mixture"),),
+    "optimistic": (OpponentTerm(2.0, "current"), OpponentTerm(-1.0, "previous")),
+    "pairwise": (OpponentTerm(1.0, "pair"),),
+}
 
 
 @dataclass(frozen=True)
@@ -65,6 +94,16 @@ class Algorithm:
     closed_form: Callable[..., np.ndarray] = field(repr=False)
     loss_weight: Callable[[float], float] = field(default=lambda eta_beta: 1.0, repr=False)
     reference: str = ""
+
+    @property
+    def opponent_terms(self) -> tuple[OpponentTerm, ...]:
+        """The target's opponent terms (see :data:`OPPONENT_TERMS`)."""
+        try:
+            return OPPONENT_TERMS[self.opponent]
+        except KeyError:
+            raise ValueError(
+                f"unknown opponent {self.opponent!r} of algorithm {self.name!r}; known: {', '.join(OPPONENT_TERMS)}"
+            ) from None
 
 
 def center(x: np.ndarray) -> np.ndarray:
