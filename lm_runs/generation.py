@@ -1,0 +1,564 @@
+"""Sampling completions for NLHF: per-row sampling distributions, π_ref, and the geometric mixture.
+
+Three pieces the trainer needs:
+
+* :func:`generate_completions` samples one completion per prompt row, row ``r`` from its own
+  :class:`SamplingParams` (temperature, top-k, top-p, min-p), all rows in ONE ``model.generate`` call,
+  so that y, y′ and y″ drawn with different distributions share one batched decode.
+* :class:`ReferenceModel` is π_ref: a separate frozen model, or the policy's own module with its peft
+  adapter disabled (no second copy of the weights).
+* :func:`generate_mixture` samples from the token-level geometric mixture of Nash-MD,
+
+      log π_c(· | x, y_<t) ∝ (1 − c)·log π(· | x, y_<t) + c·log π_ref(· | x, y_<t),
+
+  with its own decoding loop keeping one KV cache per model.
+
+Every function takes left-padded prompts (``prompt_mask[:, -1] == 1`` on every row) and returns
+:class:`Completions`: generated ids with pad after the first EOS, a mask that is 1 up to and including
+the first EOS, and a ``truncated`` flag for rows that never produced EOS.
+"""
+
+from __future__ import annotations
+
+import inspect
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Iterator, Sequence
+
+import torch
+import transformers
+from transformers import DynamicCache, GenerationConfig, LogitsProcessorList
+
+__all__ = [
+    "SamplingParams",
+    "Completions",
+    "PerRowSampling",
+    "ReferenceModel",
+    "generate_completions",
+    "generate_mixture",
+    "position_ids_from_mask",
+]
+
+
+# --------------------------------------------------------------------------------------------------
+# Sampling parameters and the per-row logits processor
+# --------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class SamplingParams:
+    """One sampling distribution. temperature > 0; top_k ≥ 0 (0 = off); 0 < top_p ≤ 1; 0 ≤ min_p < 1.
+
+    Applied to next-token logits z in HF ``generate``'s order: z / temperature, then keep the top_k
+    largest, then the smallest set of most likely tokens whose probability reaches top_p, then drop
+    tokens with probability < min_p · max probability. Each filter keeps at least one token.
+    """
+
+    temperature: float = 1.0
+    top_k: int = 0
+    top_p: float = 1.0
+    min_p: float = 0.0
+
+    def __post_init__(self) -> None:
+        # bool is an int subclass: reject it explicitly, top_k=True is surely a mistake.
+        if isinstance(self.temperature, bool) or not isinstance(self.temperature, (int, float)):
+            raise ValueError(f"temperature must be a number, got temperature={self.temperature!r}")
+        if not self.temperature > 0 or self.temperature == float("inf"):
+            raise ValueError(f"temperature must be > 0 and finite, got temperature={self.temperature!r}")
+        if isinstance(self.top_k, bool) or not isinstance(self.top_k, int):
+            raise ValueError(f"top_k must be an int, got top_k={self.top_k!r}")
+        if self.top_k < 0:
+            raise ValueError(f"top_k must be >= 0 (0 = off), got top_k={self.top_k!r}")
+        if isinstance(self.top_p, bool) or not isinstance(self.top_p, (int, float)):
+            raise ValueError(f"top_p must be a number, got top_p={self.top_p!r}")
+        if not 0.0 < self.top_p <= 1.0:  # also rejects NaN
+            raise ValueError(f"top_p must be in (0, 1], got top_p={self.top_p!r}")
+        if isinstance(self.min_p, bool) or not isinstance(self.min_p, (int, float)):
+            raise ValueError(f"min_p must be a number, got min_p={self.min_p!r}")
+        if not 0.0 <= self.min_p < 1.0:
+            raise ValueError(f"min_p must be in [0, 1), got min_p={self.min_p!r}")
+
+
+def _broadcast_params(params: SamplingParams | Sequence[SamplingParams], batch: int) -> list[SamplingParams]:
+    """One SamplingParams per row: a single one is repeated; a sequence must have one per row."""
+    if isinstance(params, SamplingParams):
+        return [params] * batch
+    params = list(params)
+    if len(params) != batch:
+        raise ValueError(f"need one SamplingParams per prompt row: got {len(params)} for {batch} rows")
+    for i, p in enumerate(params):
+        if not isinstance(p, SamplingParams):
+            raise TypeError(f"params[{i}] must be a SamplingParams, got {type(p).__name__}")
+    return params
+
+
+class PerRowSampling(transformers.LogitsProcessor):
+    """Applies row r's temperature, then top-k, then top-p, then min-p (the order HF's generate uses).
+
+    Row by row this equals HF's ``TemperatureLogitsWarper``, ``TopKLogitsWarper``, ``TopPLogitsWarper``
+    and ``MinPLogitsWarper`` (``min_tokens_to_keep=1``, filter value −inf) chained, a filter being
+    skipped on rows where it is off (top_k = 0, top_p = 1, min_p = 0), but vectorised over the batch:
+
+    * temperature: z ← z / T_r;
+    * top-k: drop z_v < (k_r-th largest z);
+    * top-p: sort z ascending, p = softmax, drop tokens whose ascending cumulative probability is
+      ≤ 1 − top_p_r (the most likely token is always kept);
+    * min-p: p = softmax(z), drop p_v < min_p_r · max_v p_v (the most likely token is always kept).
+
+    ``scores`` must have one row per SamplingParams (and, inside ``generate``, num_return_sequences=1).
+    """
+
+    def __init__(self, params: Sequence[SamplingParams], device: torch.device | str | None = None):
+        params = list(params)
+        if not params:
+            raise ValueError("PerRowSampling needs at least one SamplingParams")
+        self.params = tuple(params)
+        # float32 per-row constants: the scores HF hands to processors are float32.
+        self.temperature = torch.tensor([p.temperature for p in params], dtype=torch.float32, device=device)
+        self.top_k = torch.tensor([p.top_k for p in params], dtype=torch.long, device=device)
+        self.top_p = torch.tensor([p.top_p for p in params], dtype=torch.float32, device=device)
+        self.min_p = torch.tensor([p.min_p for p in params], dtype=torch.float32, device=device)
+        self._any_temperature = any(p.temperature != 1.0 for p in params)
+        self._any_top_k = any(p.top_k > 0 for p in params)
+        self._any_top_p = any(p.top_p < 1.0 for p in params)
+        self._any_min_p = any(p.min_p > 0.0 for p in params)
+
+    def __call__(self, input_ids: torch.LongTensor | None, scores: torch.Tensor) -> torch.Tensor:
+        if scores.dim() != 2 or scores.shape[0] != len(self.params):
+            raise ValueError(
+                f"PerRowSampling built for {len(self.params)} rows got scores of shape {tuple(scores.shape)}"
+            )
+        dev = scores.device
+        neg_inf = float("-inf")
+        if self._any_temperature:
+            scores = scores / self.temperature.to(dev, scores.dtype)[:, None]
+        if self._any_top_k:
+            vocab = scores.shape[-1]
+            k = self.top_k.to(dev).clamp(1, vocab)  # rows with top_k = 0 are re-enabled below as "keep all"
+            top_values = torch.topk(scores, int(k.max()), dim=-1).values
+            kth = top_values.gather(-1, (k - 1)[:, None])
+            remove = (scores < kth) & (self.top_k.to(dev) > 0)[:, None]
+            scores = scores.masked_fill(remove, neg_inf)
+        if self._any_top_p:
+            sorted_logits, sorted_idx = torch.sort(scores, descending=False)
+            cum = sorted_logits.softmax(dim=-1).cumsum(dim=-1)
+            threshold = (1.0 - self.top_p.double()).to(dev, cum.dtype)[:, None]
+            sorted_remove = cum <= threshold
+            sorted_remove[:, -1] = False  # the most likely token always stays
+            sorted_remove &= (self.top_p.to(dev) < 1.0)[:, None]
+            remove = sorted_remove.scatter(1, sorted_idx, sorted_remove)
+            scores = scores.masked_fill(remove, neg_inf)
+        if self._any_min_p:
+            probs = scores.softmax(dim=-1)
+            top = probs.amax(dim=-1, keepdim=True)
+            remove = probs < self.min_p.to(dev, probs.dtype)[:, None] * top
+            remove.scatter_(-1, probs.argmax(dim=-1, keepdim=True), False)
+            scores = scores.masked_fill(remove, neg_inf)
+        return scores
+
+
+# --------------------------------------------------------------------------------------------------
+# Completions
+# --------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class Completions:
+    """Sampled completions of a batch of prompts.
+
+    ids: (B, T) generated tokens; positions after the first EOS hold pad_token_id. T is the number of
+        decoding steps actually taken (≤ max_new_tokens: decoding stops once every row has its EOS);
+        :meth:`padded_to` pads to a common length.
+    mask: (B, T) long, 1 on generated tokens up to AND including the first EOS, 0 after.
+    truncated: (B,) bool, True where no EOS was produced within max_new_tokens.
+    scores: only with ``output_scores=True``: (B, T, V) float32 log-probabilities of the distribution
+        each position was sampled from (after mixing and the sampling filters; −inf on filtered tokens).
+    """
+
+    ids: torch.LongTensor
+    mask: torch.Tensor
+    truncated: torch.BoolTensor
+    scores: torch.Tensor | None = None
+
+    @property
+    def lengths(self) -> torch.LongTensor:
+        """(B,) number of completion tokens (those in mask, the EOS included)."""
+        return self.mask.long().sum(-1)
+
+    def padded_to(self, length: int, pad_token_id: int) -> "Completions":
+        """The same completions right-padded (ids with pad_token_id, mask with 0) to ``length`` columns."""
+        T = self.ids.shape[1]
+        if length < T:
+            raise ValueError(f"cannot pad {T} generated columns down to length={length}")
+        extra = length - T
+        ids = torch.nn.functional.pad(self.ids, (0, extra), value=pad_token_id)
+        mask = torch.nn.functional.pad(self.mask, (0, extra), value=0)
+        scores = None
+        if self.scores is not None:
+            # Padding positions sample nothing: a point mass on pad keeps every row a distribution.
+            pad_rows = torch.full(
+                (self.scores.shape[0], extra, self.scores.shape[2]), float("-inf"), dtype=self.scores.dtype,
+                device=self.scores.device,
+            )
+            pad_rows[..., pad_token_id] = 0.0
+            scores = torch.cat([self.scores, pad_rows], dim=1)
+        return Completions(ids=ids, mask=mask, truncated=self.truncated, scores=scores)
+
+
+def _eos_tensor(eos_token_id: int | Sequence[int], device: torch.device) -> torch.Tensor:
+    ids = [eos_token_id] if isinstance(eos_token_id, int) else list(eos_token_id)
+    if not ids or not all(isinstance(i, int) and not isinstance(i, bool) and i >= 0 for i in ids):
+        raise ValueError(f"eos_token_id must be a non-negative int or a non-empty list of them, got {eos_token_id!r}")
+    return torch.tensor(ids, dtype=torch.long, device=device)
+
+
+def _finalize(tokens: torch.Tensor, eos: torch.Tensor, pad_token_id: int, scores: torch.Tensor | None) -> Completions:
+    """Mask up to and including the first EOS, pad after it, flag rows without EOS."""
+    T = tokens.shape[1]
+    is_eos = torch.isin(tokens, eos)
+    has_eos = is_eos.any(dim=-1)
+    # argmax returns the first maximal index: the first EOS. Rows without EOS keep all T tokens.
+    first = torch.where(has_eos, is_eos.long().argmax(dim=-1), torch.full_like(has_eos, T, dtype=torch.long))
+    keep = torch.arange(T, device=tokens.device)[None, :] <= first[:, None]
+    ids = tokens.masked_fill(~keep, pad_token_id)
+    return Completions(ids=ids, mask=keep.long(), truncated=~has_eos, scores=scores)
+
+
+# --------------------------------------------------------------------------------------------------
+# Small helpers
+# --------------------------------------------------------------------------------------------------
+
+
+def position_ids_from_mask(attention_mask: torch.Tensor) -> torch.LongTensor:
+    """Positions for left-padded rows: cumsum(mask) − 1 (pad positions, which are masked, get 0)."""
+    return (attention_mask.long().cumsum(-1) - 1).clamp_min(0)
+
+
+def _check_prompts(prompt_ids: torch.Tensor, prompt_mask: torch.Tensor) -> None:
+    if prompt_ids.dim() != 2 or prompt_ids.shape != prompt_mask.shape:
+        raise ValueError(
+            f"prompt_ids and prompt_mask must be (B, P) of the same shape, got {tuple(prompt_ids.shape)} "
+            f"and {tuple(prompt_mask.shape)}"
+        )
+    if prompt_ids.shape[0] == 0 or prompt_ids.shape[1] == 0:
+        raise ValueError(f"empty prompt batch of shape {tuple(prompt_ids.shape)}")
+    right_padded = (prompt_mask[:, -1] == 0).nonzero().flatten().tolist()
+    if right_padded:
+        raise ValueError(f"prompts must be left-padded (mask 1 in the last column); rows {right_padded} end with padding")
+
+
+def _check_max_new_tokens(max_new_tokens: int) -> None:
+    if isinstance(max_new_tokens, bool) or not isinstance(max_new_tokens, int) or max_new_tokens < 1:
+        raise ValueError(f"max_new_tokens must be an int >= 1, got max_new_tokens={max_new_tokens!r}")
+
+
+def _hf_model(model: torch.nn.Module) -> torch.nn.Module:
+    """The transformers model inside a peft wrapper (the model itself otherwise)."""
+    get_base = getattr(model, "get_base_model", None)
+    return get_base() if callable(get_base) else model
+
+
+def _accepts_kwarg(model: torch.nn.Module, name: str) -> bool:
+    try:
+        return name in inspect.signature(_hf_model(model).forward).parameters
+    except (TypeError, ValueError):
+        return False
+
+
+@contextmanager
+def _eval_mode(module: torch.nn.Module) -> Iterator[torch.nn.Module]:
+    """Eval mode inside the context; every submodule's own training flag restored after (the caller trains)."""
+    modes = [(m, m.training) for m in module.modules()]
+    module.eval()
+    try:
+        yield module
+    finally:
+        for m, training in modes:
+            m.training = training
+
+
+@contextmanager
+def _seeded_global_rng(generator: torch.Generator | None, device: torch.device) -> Iterator[None]:
+    """``generate`` samples with the global RNG: seed it from ``generator`` inside a fork, restored after.
+
+    Without a generator the global RNG is used as is (so ``torch.manual_seed`` before the call reproduces it).
+    """
+    if generator is None:
+        yield
+        return
+    seed = int(torch.randint(0, 2**62, (1,), generator=generator, device=generator.device))
+    if device.type == "cuda":
+        index = device.index if device.index is not None else torch.cuda.current_device()
+        with torch.random.fork_rng(devices=[index], device_type="cuda"):
+            torch.default_generator.manual_seed(seed)
+            with torch.cuda.device(index):
+                torch.cuda.manual_seed(seed)
+            yield
+    else:
+        with torch.random.fork_rng(devices=[]):
+            torch.default_generator.manual_seed(seed)
+            yield
+
+
+# --------------------------------------------------------------------------------------------------
+# generate_completions: one model.generate call, per-row distributions
+# --------------------------------------------------------------------------------------------------
+
+
+def _neutral_generation_config(
+    max_new_tokens: int, eos: list[int], pad_token_id: int, output_scores: bool
+) -> GenerationConfig:
+    """Plain multinomial sampling: every built-in warper neutral, the distribution is PerRowSampling's alone."""
+    return GenerationConfig(
+        do_sample=True,
+        num_beams=1,
+        num_return_sequences=1,
+        temperature=1.0,
+        top_k=0,
+        top_p=1.0,
+        typical_p=1.0,
+        repetition_penalty=1.0,
+        no_repeat_ngram_size=0,
+        min_length=0,
+        max_new_tokens=max_new_tokens,
+        eos_token_id=eos,
+        pad_token_id=pad_token_id,
+        use_cache=True,
+        return_dict_in_generate=True,
+        output_scores=output_scores,
+    )
+
+
+@contextmanager
+def _blank_model_generation_config(model: torch.nn.Module) -> Iterator[None]:
+    """``generate`` fills unset fields from ``model.generation_config`` (a checkpoint's top_k=20,
+    repetition_penalty=1.05, suppress_tokens, ...): swap in a blank one so none leaks into the distribution."""
+    hf = _hf_model(model)
+    saved = getattr(hf, "generation_config", None)
+    hf.generation_config = GenerationConfig()
+    try:
+        yield
+    finally:
+        hf.generation_config = saved
+
+
+@torch.no_grad()
+def generate_completions(
+    model: torch.nn.Module,
+    prompt_ids: torch.LongTensor,
+    prompt_mask: torch.Tensor,
+    params: SamplingParams | Sequence[SamplingParams],
+    *,
+    max_new_tokens: int,
+    eos_token_id: int | Sequence[int],
+    pad_token_id: int,
+    generator: torch.Generator | None = None,
+    output_scores: bool = False,
+) -> Completions:
+    """Sample one completion per row, row r from params[r], in ONE ``model.generate`` call.
+
+    ``generate`` runs with do_sample=True, every built-in warper neutral (temperature 1, top_k 0,
+    top_p 1, no repetition penalty; the model's own generation_config is ignored) and
+    :class:`PerRowSampling` as the only logits processor, so row r's token t is drawn from
+    softmax(warp_r(z_t)). Rows of y, y′ and y″ with different SamplingParams go side by side.
+
+    Prompts must be left-padded; ``generate`` derives position ids from the attention mask.
+    ``generate`` draws with the global torch RNG: with ``generator`` given, a seed drawn from it seeds
+    the global RNG inside ``torch.random.fork_rng`` (the caller's global RNG state is left unchanged);
+    without it the global RNG is used directly (``torch.manual_seed(s)`` before the call reproduces it).
+    The model runs in eval mode (every module's training flag restored after), without gradients.
+    ``output_scores=True`` also returns each step's sampling log-probabilities in ``Completions.scores``.
+    """
+    _check_prompts(prompt_ids, prompt_mask)
+    _check_max_new_tokens(max_new_tokens)
+    rows = _broadcast_params(params, prompt_ids.shape[0])
+    eos = _eos_tensor(eos_token_id, prompt_ids.device)
+    processor = PerRowSampling(rows, device=prompt_ids.device)
+    config = _neutral_generation_config(max_new_tokens, eos.tolist(), pad_token_id, output_scores)
+    with _eval_mode(model), _blank_model_generation_config(model), _seeded_global_rng(generator, prompt_ids.device):
+        out = model.generate(
+            input_ids=prompt_ids,
+            attention_mask=prompt_mask,
+            generation_config=config,
+            logits_processor=LogitsProcessorList([processor]),
+        )
+    tokens = out.sequences[:, prompt_ids.shape[1]:]
+    scores = None
+    if output_scores:
+        scores = torch.stack([s.float().log_softmax(-1) for s in out.scores], dim=1)
+    return _finalize(tokens, eos, pad_token_id, scores)
+
+
+# --------------------------------------------------------------------------------------------------
+# π_ref
+# --------------------------------------------------------------------------------------------------
+
+
+def _has_peft_adapter(model: torch.nn.Module) -> bool:
+    try:
+        from peft import PeftModel
+    except ImportError:  # peft not installed: no model can be a PeftModel
+        return False
+    return isinstance(model, PeftModel) and len(getattr(model, "peft_config", {})) > 0
+
+
+class ReferenceModel:
+    """π_ref: a separate frozen model, or the policy's peft module with its adapter disabled.
+
+    * ``ReferenceModel(policy, frozen=ref_model)``: ``ref_model`` is π_ref (put in eval mode, its
+      parameters' requires_grad set to False).
+    * ``ReferenceModel(policy)`` with ``policy`` a peft ``PeftModel``: π_ref is the base model, computed by
+      the same module inside ``policy.disable_adapter()`` (no second copy of the weights in memory).
+
+    A plain transformers policy needs ``frozen``. Calls run under ``torch.no_grad()`` and in eval mode
+    (training flags restored after).
+    """
+
+    def __init__(self, policy: torch.nn.Module, frozen: torch.nn.Module | None = None):
+        if frozen is None:
+            if not _has_peft_adapter(policy):
+                raise ValueError(
+                    f"ReferenceModel(policy) needs a peft PeftModel with an adapter (π_ref = adapter disabled); "
+                    f"got a {type(policy).__name__}: pass the reference explicitly, ReferenceModel(policy, frozen=ref_model)"
+                )
+        else:
+            if frozen is policy:
+                raise ValueError("frozen is the policy itself: π_ref must be a separate model (or omit frozen for a peft policy)")
+            frozen.eval()
+            frozen.requires_grad_(False)
+        self.policy = policy
+        self.frozen = frozen
+
+    @property
+    def shares_policy(self) -> bool:
+        """True when π_ref is the policy's module with the adapter disabled."""
+        return self.frozen is None
+
+    @contextmanager
+    def as_module(self) -> Iterator[torch.nn.Module]:
+        """Yields a module computing π_ref (for a shared peft policy, the adapter is disabled inside the
+        context), in eval mode and under torch.no_grad()."""
+        with torch.no_grad():
+            if self.frozen is not None:
+                with _eval_mode(self.frozen):
+                    yield self.frozen
+            else:
+                with self.policy.disable_adapter(), _eval_mode(self.policy):
+                    yield self.policy
+
+    def forward(self, **model_kwargs):
+        """The model output (logits, past_key_values, ...) with the reference weights."""
+        with self.as_module() as module:
+            return module(**model_kwargs)
+
+    __call__ = forward
+
+
+# --------------------------------------------------------------------------------------------------
+# generate_mixture: geometric mixture of π and π_ref, two KV caches
+# --------------------------------------------------------------------------------------------------
+
+
+def _last_logits(module: torch.nn.Module, input_ids, attention_mask, position_ids, cache, keep_last: bool) -> torch.Tensor:
+    """Next-token logits (B, V) in float32 from one cached forward step."""
+    kwargs = dict(
+        input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids,
+        past_key_values=cache, use_cache=True,
+    )
+    if keep_last:  # the prefill needs only the last position's logits, not a B×P×V tensor
+        kwargs["logits_to_keep"] = 1
+    return module(**kwargs).logits[:, -1].float()
+
+
+@torch.no_grad()
+def generate_mixture(
+    policy: torch.nn.Module,
+    reference: ReferenceModel,
+    prompt_ids: torch.LongTensor,
+    prompt_mask: torch.Tensor,
+    mixture_coef: float,
+    params: SamplingParams,
+    *,
+    max_new_tokens: int,
+    eos_token_id: int | Sequence[int],
+    pad_token_id: int,
+    generator: torch.Generator | None = None,
+    output_scores: bool = False,
+) -> Completions:
+    """Sample from the token-level geometric mixture of the policy π and the reference π_ref.
+
+    At every step the next-token scores are
+
+        s = (1 − c)·log_softmax(z_π) + c·log_softmax(z_ref),     c = mixture_coef ∈ [0, 1],
+
+    i.e. log π_c ∝ (1 − c)·log π + c·log π_ref (softmax renormalises), then ``params``' temperature,
+    top-k, top-p and min-p (:class:`PerRowSampling`), then one multinomial draw per row with
+    ``generator`` (global RNG when None). Rows stop at their first EOS (pad after); decoding ends when
+    every row has stopped or after max_new_tokens.
+
+    Its own decoding loop keeps TWO KV caches (``DynamicCache``), one per model: the policy's computed
+    with the adapter on, the reference's through ``reference.as_module()``. Position ids are
+    cumsum(attention_mask) − 1 at the prefill and for each new token. With c = 0 the reference is not
+    run (and with c = 1 the policy is not), which also avoids 0·(−inf). Eval mode for both (training
+    flags restored after), no gradients.
+    """
+    if isinstance(mixture_coef, bool) or not isinstance(mixture_coef, (int, float)) or not 0.0 <= mixture_coef <= 1.0:
+        raise ValueError(f"mixture_coef must be a number in [0, 1], got mixture_coef={mixture_coef!r}")
+    if not isinstance(reference, ReferenceModel):
+        raise TypeError(f"reference must be a ReferenceModel, got {type(reference).__name__}")
+    if not isinstance(params, SamplingParams):
+        raise TypeError(f"params must be a SamplingParams, got {type(params).__name__}")
+    _check_prompts(prompt_ids, prompt_mask)
+    _check_max_new_tokens(max_new_tokens)
+    c = float(mixture_coef)
+    device = prompt_ids.device
+    batch = prompt_ids.shape[0]
+    eos = _eos_tensor(eos_token_id, device)
+    processor = PerRowSampling([params] * batch, device=device)
+    use_policy, use_reference = c < 1.0, c > 0.0
+
+    attention_mask = prompt_mask.long()
+    position_ids = position_ids_from_mask(attention_mask)
+    step_tokens: list[torch.Tensor] = []
+    step_scores: list[torch.Tensor] = []
+    finished = torch.zeros(batch, dtype=torch.bool, device=device)
+
+    with _eval_mode(policy):
+        # Separate caches: the two models see the same tokens but have different keys/values.
+        policy_cache = DynamicCache(config=_hf_model(policy).config) if use_policy else None
+        with reference.as_module() as ref_module:
+            ref_cache = DynamicCache(config=_hf_model(ref_module).config) if use_reference else None
+        keep_policy = _accepts_kwarg(policy, "logits_to_keep")
+        keep_ref = keep_policy if reference.shares_policy else _accepts_kwarg(reference.frozen, "logits_to_keep")
+
+        def next_scores(input_ids: torch.Tensor, pos: torch.Tensor, prefill: bool) -> torch.Tensor:
+            mixed = 0.0
+            if use_policy:
+                logits = _last_logits(policy, input_ids, attention_mask, pos, policy_cache, prefill and keep_policy)
+                mixed = (1.0 - c) * logits.log_softmax(-1)
+            if use_reference:
+                with reference.as_module() as ref_module:
+                    logits = _last_logits(ref_module, input_ids, attention_mask, pos, ref_cache, prefill and keep_ref)
+                mixed = mixed + c * logits.log_softmax(-1)
+            return mixed
+
+        scores = next_scores(prompt_ids, position_ids, prefill=True)
+        for step in range(max_new_tokens):
+            warped = processor(None, scores)
+            probs = warped.softmax(-1)
+            tokens = torch.multinomial(probs, num_samples=1, generator=generator).squeeze(1)
+            tokens = torch.where(finished, torch.full_like(tokens, pad_token_id), tokens)
+            step_tokens.append(tokens)
+            if output_scores:
+                step_scores.append(warped.log_softmax(-1))
+            finished |= torch.isin(tokens, eos)
+            if bool(finished.all()) or step == max_new_tokens - 1:
+                break
+            # The new token is attended to by every row (finished rows' pads are masked out later by
+            # Completions.mask); its position is one past the row's last real position.
+            attention_mask = torch.cat([attention_mask, attention_mask.new_ones(batch, 1)], dim=1)
+            new_pos = attention_mask.sum(-1, keepdim=True) - 1
+            scores = next_scores(tokens[:, None], new_pos, prefill=False)
+
+    out_scores = torch.stack(step_scores, dim=1) if output_scores else None
+    return _finalize(torch.stack(step_tokens, dim=1), eos, pad_token_id, out_scores)
