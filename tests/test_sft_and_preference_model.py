@@ -1,0 +1,195 @@
+"""lm_runs.sft and lm_runs.train_preference_model on tiny local models (CPU, a few seconds each)."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+
+import pytest
+
+torch = pytest.importorskip("torch")
+pytest.importorskip("transformers")
+pytest.importorskip("datasets")
+
+from transformers import AutoModelForCausalLM, AutoTokenizer, TrainingArguments  # noqa: E402
+
+from lm_runs import sft  # noqa: E402
+from lm_runs.cli import parse_config  # noqa: E402
+from lm_runs.data import encode_prompt, render_prompt  # noqa: E402
+from lm_runs.tiny import build_tiny_lm  # noqa: E402
+
+PROMPTS = [
+    "tell me about the cat", "why is the sun red", "write a poem about water", "who eats the fish",
+    "how big is the moon", "explain the tree please", "what is a star", "tell me a story about the dog",
+]
+ANSWER = " the cat sleeps"
+COMMON = ["--report_to", "none", "--use_cpu", "true", "--save_strategy", "no", "--disable_tqdm", "true",
+          "--logging_steps", "1000", "--seed", "0", "--dataloader_num_workers", "0"]
+
+
+def write_jsonl(path, rows):
+    path.write_text("".join(json.dumps(row) + "\n" for row in rows))
+    return str(path)
+
+
+@pytest.fixture(scope="module")
+def tiny_lm(tmp_path_factory):
+    return build_tiny_lm(tmp_path_factory.mktemp("tiny_lm"))
+
+
+@pytest.fixture(scope="module")
+def tiny_lm_pad_is_eos(tmp_path_factory):
+    """The tiny LM with a tokenizer whose pad token IS the EOS token (as for many hub models)."""
+    path = build_tiny_lm(tmp_path_factory.mktemp("tiny_lm_pad_eos"))
+    tokenizer = AutoTokenizer.from_pretrained(path)
+    tokenizer.pad_token = tokenizer.eos_token
+    tokenizer.save_pretrained(path)
+    reloaded = AutoTokenizer.from_pretrained(path)
+    assert reloaded.pad_token_id == reloaded.eos_token_id
+    return path
+
+
+def completion_logprobs(model, tokenizer, prompt, completion):
+    """Per-token log-probabilities of ``completion`` + EOS after the rendered prompt."""
+    prompt_ids = encode_prompt(tokenizer, prompt)
+    target = tokenizer(completion, add_special_tokens=False)["input_ids"] + [tokenizer.eos_token_id]
+    ids = torch.tensor([prompt_ids + target])
+    with torch.no_grad():
+        logits = model(input_ids=ids).logits[0, :-1].float()
+    logp = torch.log_softmax(logits, dim=-1)
+    positions = torch.arange(len(prompt_ids) - 1, ids.shape[1] - 1)
+    return logp[positions, torch.tensor(target)]
+
+
+# ------------------------------------------------------------------------------------------ SFT
+
+
+def test_sft_config_defaults_and_help():
+    (config,) = parse_config([sft.SFTConfig], ["--output_dir", "x"])
+    assert config.learning_rate == 1e-5 and config.num_train_epochs == 5
+    assert config.weight_decay == 0.1 and config.warmup_steps == 100 and config.max_length == 512
+    assert config.use_peft is False and config.lora_target_modules is None
+    base = {f.name for f in dataclasses.fields(TrainingArguments)}
+    own = [f for f in dataclasses.fields(sft.SFTConfig) if f.name not in base]
+    assert {f.name for f in own} >= {"model_name_or_path", "dataset", "max_length", "use_peft", "lora_r",
+                                     "lora_alpha", "lora_dropout", "lora_target_modules"}
+    for f in dataclasses.fields(sft.SFTConfig):
+        if f.name not in base or f.name in ("learning_rate", "num_train_epochs", "weight_decay", "warmup_steps"):
+            assert f.metadata.get("help"), f.name
+    (config,) = parse_config([sft.SFTConfig], ["--output_dir", "x", "--lora_target_modules", "q_proj", "v_proj"])
+    assert config.lora_target_modules == ["q_proj", "v_proj"]
+
+
+@pytest.mark.parametrize("pad_is_eos", [False, True])
+def test_sft_labels_mask_prompt_and_padding_by_position(tiny_lm, tiny_lm_pad_is_eos, pad_is_eos):
+    tokenizer = AutoTokenizer.from_pretrained(tiny_lm_pad_is_eos if pad_is_eos else tiny_lm)
+    assert (tokenizer.pad_token_id == tokenizer.eos_token_id) is pad_is_eos
+    eos = tokenizer.eos_token_id
+    examples = [("cat", " the cat sleeps"), ("tell me a long story about the big red dog", " no")]
+    rows = [sft.sft_example(tokenizer, p, c, max_length=None) for p, c in examples]
+    batch = sft.SFTCollator(tokenizer.pad_token_id)(rows)
+    width = batch["input_ids"].shape[1]
+    for i, (prompt, completion) in enumerate(examples):
+        prompt_ids = encode_prompt(tokenizer, prompt)
+        completion_ids = tokenizer(completion, add_special_tokens=False)["input_ids"] + [eos]
+        n = len(prompt_ids) + len(completion_ids)
+        pad = width - n
+        assert batch["input_ids"][i].tolist() == prompt_ids + completion_ids + [tokenizer.pad_token_id] * pad
+        assert batch["attention_mask"][i].tolist() == [1] * n + [0] * pad
+        assert batch["labels"][i].tolist() == [-100] * len(prompt_ids) + completion_ids + [-100] * pad
+        assert batch["labels"][i, n - 1] == eos  # the EOS is learned, even when it is also the pad id
+    assert tokenizer.decode(rows[0]["input_ids"]) == render_prompt(tokenizer, "cat") + ANSWER + tokenizer.eos_token
+    # Right truncation keeps the prompt and the start of the completion; a prompt filling max_length is dropped.
+    n_prompt = len(encode_prompt(tokenizer, "cat"))
+    cut = sft.sft_example(tokenizer, "cat", " the cat sleeps", max_length=n_prompt + 1)
+    assert len(cut["input_ids"]) == n_prompt + 1 and cut["labels"][:n_prompt] == [-100] * n_prompt
+    assert cut["labels"][-1] != -100 and cut["labels"][-1] != eos
+    assert sft.sft_example(tokenizer, "cat", " the cat sleeps", max_length=n_prompt) is None
+
+
+def test_sft_dataset_from_messages_and_errors(tiny_lm, tmp_path):
+    import datasets
+
+    tokenizer = AutoTokenizer.from_pretrained(tiny_lm)
+    conversations = [
+        [{"role": "user", "content": "cat"}, {"role": "assistant", "content": ANSWER}],
+        [{"role": "system", "content": "be happy"}, {"role": "user", "content": "dog"},
+         {"role": "assistant", "content": " yes"}],
+    ]
+    built = sft.build_sft_dataset(datasets.Dataset.from_dict({"messages": conversations}), tokenizer, 512)
+    expected = sft.sft_example(tokenizer, conversations[1][:2], " yes")
+    assert built[1]["input_ids"] == expected["input_ids"] and built[1]["labels"] == expected["labels"]
+    with pytest.raises(ValueError, match=r"columns: \['text'\]"):
+        sft.build_sft_dataset(datasets.Dataset.from_dict({"text": ["x"]}), tokenizer, 512)
+    with pytest.raises(ValueError, match="row 1: a conversation .* must end with an assistant message"):
+        sft.build_sft_dataset(datasets.Dataset.from_dict({"messages": [conversations[0], conversations[1][:2]]}),
+                              tokenizer, 512)
+    with pytest.raises(ValueError, match="row 1: empty completion"):
+        sft.build_sft_dataset(datasets.Dataset.from_dict({"prompt": ["a", "b"], "completion": ["x", ""]}),
+                              tokenizer, 512)
+    with pytest.raises(ValueError, match="row 0: empty prompt string"):
+        sft.build_sft_dataset(datasets.Dataset.from_dict({"prompt": [""], "completion": ["x"]}), tokenizer, 512)
+
+
+def test_sft_weight_decay_in_optimizer_groups(tiny_lm, tmp_path):
+    data = write_jsonl(tmp_path / "sft.jsonl", [{"prompt": p, "completion": ANSWER} for p in PROMPTS])
+    (config,) = parse_config([sft.SFTConfig], ["--model_name_or_path", str(tiny_lm), "--dataset", data,
+                                               "--output_dir", str(tmp_path / "out"), *COMMON])
+    trainer = sft.build_trainer(config)
+    optimizer = trainer.create_optimizer()
+    names = {id(p): n for n, p in trainer.model.named_parameters()}
+    decay = {names[id(p)] for g in optimizer.param_groups if g["weight_decay"] == 0.1 for p in g["params"]}
+    no_decay = {names[id(p)] for g in optimizer.param_groups if g["weight_decay"] == 0.0 for p in g["params"]}
+    assert decay and no_decay and decay | no_decay == set(names.values())
+    assert "transformer.h.0.attn.c_attn.weight" in decay and "transformer.h.1.mlp.c_fc.weight" in decay
+    assert all(not n.endswith(".bias") and "ln_" not in n for n in decay)
+    assert "transformer.h.0.attn.c_attn.bias" in no_decay and "transformer.ln_f.weight" in no_decay
+
+
+def test_sft_warns_about_deepspeed_optimizer_block(tmp_path, caplog):
+    args = TrainingArguments(output_dir=str(tmp_path), weight_decay=0.1)
+    assert sft.warn_deepspeed_optimizer(args) is False
+    args.deepspeed = {"optimizer": {"type": "AdamW", "params": {"weight_decay": 0.1}}, "zero_optimization": {}}
+    with caplog.at_level("WARNING", logger="lm_runs.sft"):
+        assert sft.warn_deepspeed_optimizer(args) is True
+    assert "optimizer" in caplog.text
+    args.deepspeed = {"zero_optimization": {"stage": 2}}
+    assert sft.warn_deepspeed_optimizer(args) is False
+
+
+def test_sft_run_teaches_the_completion_and_its_eos(tiny_lm_pad_is_eos, tmp_path):
+    """pad = EOS: the trained model must still learn to emit EOS after the answer."""
+    data = write_jsonl(tmp_path / "sft.jsonl", [{"prompt": p, "completion": ANSWER} for p in PROMPTS])
+    out = tmp_path / "sft_out"
+    tokenizer = AutoTokenizer.from_pretrained(tiny_lm_pad_is_eos)
+    held_out = "what does the bird eat"
+    before_model = AutoModelForCausalLM.from_pretrained(tiny_lm_pad_is_eos)
+    before = completion_logprobs(before_model, tokenizer, held_out, ANSWER)
+    sft.main(["--model_name_or_path", str(tiny_lm_pad_is_eos), "--dataset", data, "--output_dir", str(out),
+              "--learning_rate", "3e-3", "--max_steps", "40", "--warmup_steps", "0", "--weight_decay", "0.0",
+              "--per_device_train_batch_size", "8", "--lr_scheduler_type", "constant", *COMMON])
+    assert (out / "model.safetensors").is_file()
+    trained = AutoModelForCausalLM.from_pretrained(out)
+    reloaded_tokenizer = AutoTokenizer.from_pretrained(out)
+    assert reloaded_tokenizer.pad_token_id == reloaded_tokenizer.eos_token_id
+    after = completion_logprobs(trained, reloaded_tokenizer, held_out, ANSWER)
+    assert after.sum() > before.sum() + 10.0
+    assert after[-1] > before[-1] + 2.0
+    assert after[-1].exp() > 0.5, f"P(EOS after the answer) = {after[-1].exp():.3f}"
+    assert after.exp().min() > 0.5
+
+
+def test_sft_lora_run_saves_a_merged_model(tiny_lm, tmp_path):
+    data = write_jsonl(tmp_path / "sft.jsonl", [{"prompt": p, "completion": ANSWER} for p in PROMPTS])
+    out = tmp_path / "lora_out"
+    sft.main(["--model_name_or_path", str(tiny_lm), "--dataset", data, "--output_dir", str(out),
+              "--use_peft", "true", "--lora_r", "4", "--lora_alpha", "8", "--lora_dropout", "0.0",
+              "--learning_rate", "1e-2", "--max_steps", "3", "--warmup_steps", "0",
+              "--per_device_train_batch_size", "4", *COMMON])
+    assert not (out / "adapter_config.json").exists()
+    base = AutoModelForCausalLM.from_pretrained(tiny_lm)
+    merged = AutoModelForCausalLM.from_pretrained(out)
+    w0 = base.transformer.h[0].attn.c_attn.weight
+    w1 = merged.transformer.h[0].attn.c_attn.weight
+    assert not torch.allclose(w0, w1)                 # the adapter was merged into c_attn
+    assert torch.equal(base.transformer.wte.weight, merged.transformer.wte.weight)  # nothing else trained
