@@ -1,0 +1,159 @@
+"""A judge behind HTTP: the client of ``python -m lm_runs.judge_server`` (and of compatible servers).
+
+Protocol: ``POST {url}/v1/classifications`` with ``{"prompts": [...], "completions": [[a, b], ...],
+"shuffle_order": bool}`` answers ``{"results": [P(a ≻ b), ...], ...}``; errors answer
+``{"error": "<message>"}`` with a 4xx/5xx status.
+
+Retries: connection errors, timeouts, 429 and 5xx are retried up to ``max_retries`` times with
+exponential backoff and full jitter (sleep ~ U(0, min(backoff_max, backoff_base · 2^attempt)));
+a 4xx other than 429 is never retried.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import time
+from typing import Any, Callable, Sequence
+
+from .base import JudgeError, check_judgements, check_pairs
+
+__all__ = ["HTTPJudge", "TOKEN_ENV"]
+
+#: Environment variable holding the bearer token (client and server).
+TOKEN_ENV = "EGPO_JUDGE_TOKEN"
+
+_ENDPOINT = "/v1/classifications"
+
+
+def _error_message(response: Any) -> str:
+    try:
+        body = response.json()
+    except ValueError:
+        body = None
+    if isinstance(body, dict) and isinstance(body.get("error"), str):
+        return body["error"]
+    text = response.text.strip()
+    return text[:200] if text else response.reason_phrase
+
+
+class HTTPJudge:
+    """P(a ≻ b) from a judge server at ``url`` (``http://host:port``, with or without the endpoint path).
+
+    * ``token``: bearer token; ``None`` reads ``EGPO_JUDGE_TOKEN`` (no header when unset or empty).
+    * ``timeout``: seconds per HTTP request (connect, read, write and pool).
+    * ``max_retries``: retries after the first attempt (so at most ``max_retries + 1`` attempts).
+    * ``backoff_base`` / ``backoff_max``: full-jitter exponential backoff, in seconds.
+    * ``chunk_size``: pairs per HTTP request; longer calls are split and the answers concatenated.
+    * ``shuffle_order``: default sent to the server when a call does not pass one.
+    * ``seed``: seeds the jitter generator (reproducible sleeps in tests).
+
+    One ``httpx.Client`` is kept for connection reuse; it is thread-safe. Raises :class:`JudgeError`.
+    """
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        token: str | None = None,
+        timeout: float = 60.0,
+        max_retries: int = 5,
+        backoff_base: float = 0.5,
+        backoff_max: float = 10.0,
+        chunk_size: int = 1024,
+        shuffle_order: bool = True,
+        seed: int | None = None,
+        sleep: Callable[[float], None] = time.sleep,
+        transport: Any = None,
+    ) -> None:
+        import httpx
+
+        if not url.startswith(("http://", "https://")):
+            raise ValueError(f"judge server URL must start with http:// or https://, got {url!r}")
+        if max_retries < 0:
+            raise ValueError(f"max_retries must be >= 0, got {max_retries}")
+        if chunk_size < 1:
+            raise ValueError(f"chunk_size must be >= 1, got {chunk_size}")
+        base = url.rstrip("/")
+        self.endpoint = base if base.endswith(_ENDPOINT) else base + _ENDPOINT
+        self.url = base[: -len(_ENDPOINT)] if base.endswith(_ENDPOINT) else base
+        self.name = self.url
+        self.max_retries = max_retries
+        self.backoff_base = backoff_base
+        self.backoff_max = backoff_max
+        self.chunk_size = chunk_size
+        self.shuffle_order = shuffle_order
+        self._rng = random.Random(seed)
+        self._sleep = sleep
+        token = os.environ.get(TOKEN_ENV) if token is None else token
+        headers = {"Authorization": f"Bearer {token}"} if token else {}
+        self._client = httpx.Client(timeout=httpx.Timeout(timeout), headers=headers, transport=transport)
+        self.model: str | None = None  # the server's model name, after the first answer
+
+    def backoff(self, attempt: int) -> float:
+        """Seconds to sleep before retry ``attempt`` (0-based): U(0, min(max, base · 2^attempt))."""
+        return self._rng.uniform(0.0, min(self.backoff_max, self.backoff_base * (2.0**attempt)))
+
+    def _post(self, payload: dict) -> list:
+        import httpx
+
+        attempts = self.max_retries + 1
+        last_failure = "no attempt made"
+        for attempt in range(attempts):
+            retry_after: float | None = None
+            try:
+                response = self._client.post(self.endpoint, json=payload)
+            except httpx.TransportError as error:  # connection refused/reset, timeouts, protocol errors
+                last_failure = f"{type(error).__name__}: {error}" if str(error) else type(error).__name__
+            else:
+                status = response.status_code
+                if status == 200:
+                    try:
+                        body = response.json()
+                    except ValueError:
+                        raise JudgeError(f"judge server {self.url} answered 200 with a body that is not JSON") from None
+                    if not isinstance(body, dict) or "results" not in body:
+                        raise JudgeError(f"judge server {self.url} answered 200 without a 'results' field")
+                    if isinstance(body.get("model"), str):
+                        self.model = body["model"]
+                    return body["results"]
+                message = _error_message(response)
+                if status == 429 or status >= 500:
+                    last_failure = f"HTTP {status}: {message}"
+                    header = response.headers.get("Retry-After")
+                    if status == 429 and header:
+                        try:
+                            retry_after = min(float(header), self.backoff_max)
+                        except ValueError:
+                            retry_after = None
+                else:
+                    raise JudgeError(f"judge server {self.url} rejected the request (HTTP {status}): {message}")
+            if attempt + 1 < attempts:
+                self._sleep(retry_after if retry_after is not None else self.backoff(attempt))
+        raise JudgeError(f"judge server {self.url} failed after {attempts} attempts; last failure: {last_failure}")
+
+    def __call__(
+        self, prompts: Sequence[str], completions: Sequence[Sequence[str]], *, shuffle_order: bool | None = None
+    ) -> list[float]:
+        """P(a ≻ b) per pair from the server, in order; long calls go as several requests."""
+        prompts, completions = check_pairs(prompts, completions)
+        shuffle = self.shuffle_order if shuffle_order is None else bool(shuffle_order)
+        out: list[float] = []
+        for start in range(0, len(prompts), self.chunk_size):
+            stop = start + self.chunk_size
+            payload = {"prompts": prompts[start:stop], "completions": completions[start:stop], "shuffle_order": shuffle}
+            out += check_judgements(self._post(payload), len(payload["prompts"]), f"server {self.url}")
+        return out
+
+    def close(self) -> None:
+        """Close the pooled connections."""
+        self._client.close()
+
+    def __enter__(self) -> "HTTPJudge":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"HTTPJudge({self.url!r})"

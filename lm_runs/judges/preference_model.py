@@ -1,0 +1,133 @@
+"""A pairwise preference model (2-label sequence classifier) as a judge.
+
+The model reads :func:`~lm_runs.judges.pair_format.render_pair` (prompt, first, second) and
+P(first ≻ second) = softmax(logits)[FIRST_IS_BETTER]. With ``shuffle_order`` each pair is shown in
+a random order (a seeded generator owned by the judge) and the answer un-flipped:
+
+    P(a ≻ b) = p(render(a, b))          when shown as (a, b),
+    P(a ≻ b) = 1 − p(render(b, a))      when shown as (b, a),
+
+so the result is always P(original a ≻ original b) and position bias averages out over calls.
+"""
+
+from __future__ import annotations
+
+import random
+from pathlib import Path
+from typing import Sequence
+
+from .base import check_pairs
+from .pair_format import FIRST_IS_BETTER, render_pair
+
+__all__ = ["PreferenceModelJudge"]
+
+
+class PreferenceModelJudge:
+    """Load ``AutoModelForSequenceClassification`` + tokenizer from ``path`` and judge pairs with it.
+
+    * ``device``: ``None`` picks CUDA when available, else CPU.
+    * ``batch_size``: sequences per forward pass; pairs are sorted by token length (longest first)
+      and padded on the right within a micro-batch, the attention mask hiding the padding.
+    * ``max_length``: token limit per rendered pair, capped by the model's position limit.
+      Longer texts are cut with the tokenizer's ``truncation=True`` (on its ``truncation_side``,
+      the right by default: the question and possibly the second response are lost), so choose
+      ``max_length`` above the longest pair you expect.
+    * ``shuffle_order``: default for calls that do not pass ``shuffle_order``.
+    * ``seed``: seeds the judge's own ``random.Random`` that draws the flips.
+
+    ``last_flips`` holds, after each call, which pairs were shown as (b, a).
+    """
+
+    def __init__(
+        self,
+        path: str | Path,
+        *,
+        device: str | None = None,
+        batch_size: int = 16,
+        max_length: int = 1024,
+        shuffle_order: bool = True,
+        seed: int = 0,
+        dtype: str | None = None,
+    ) -> None:
+        import torch
+        from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+        path = Path(path)
+        if not path.is_dir():
+            raise ValueError(f"preference model directory {str(path)!r} does not exist")
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        if max_length < 1:
+            raise ValueError(f"max_length must be >= 1, got {max_length}")
+        self.path = path
+        self.name = path.resolve().name
+        self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+        self.batch_size = batch_size
+        self.shuffle_order = shuffle_order
+        self.seed = seed
+        self._rng = random.Random(seed)
+        self.last_flips: list[bool] = []
+
+        self.tokenizer = AutoTokenizer.from_pretrained(path)
+        kwargs = {"dtype": getattr(torch, dtype)} if dtype else {}
+        self.model = AutoModelForSequenceClassification.from_pretrained(path, **kwargs)
+        if self.model.config.num_labels != 2:
+            raise ValueError(f"preference model {str(path)!r} has {self.model.config.num_labels} labels, expected 2")
+        pad_id = self.tokenizer.pad_token_id
+        if pad_id is None:
+            pad_id = self.tokenizer.eos_token_id
+        if self.model.config.pad_token_id is None:
+            if pad_id is None:
+                raise ValueError(f"preference model {str(path)!r}: neither the config nor the tokenizer has a pad token")
+            self.model.config.pad_token_id = pad_id
+        self.pad_token_id = pad_id if pad_id is not None else self.model.config.pad_token_id
+        limit = getattr(self.model.config, "max_position_embeddings", None)
+        self.max_length = min(max_length, limit) if isinstance(limit, int) and limit > 0 else max_length
+        self.model.to(self.device)
+        self.model.eval()
+
+    def _draw_flips(self, count: int, shuffle: bool) -> list[bool]:
+        if not shuffle:
+            return [False] * count
+        return [self._rng.random() < 0.5 for _ in range(count)]
+
+    def first_preferences(self, texts: Sequence[str]) -> list[float]:
+        """softmax(logits)[FIRST_IS_BETTER] for each already-rendered pair text, in input order."""
+        import torch
+
+        encoded = self.tokenizer(list(texts), truncation=True, max_length=self.max_length, add_special_tokens=True)
+        ids = encoded["input_ids"]
+        order = sorted(range(len(ids)), key=lambda i: len(ids[i]), reverse=True)
+        out = [0.0] * len(ids)
+        with torch.inference_mode():
+            for start in range(0, len(order), self.batch_size):
+                rows = order[start : start + self.batch_size]
+                width = max(len(ids[i]) for i in rows)
+                input_ids = torch.full((len(rows), width), self.pad_token_id, dtype=torch.long)
+                mask = torch.zeros((len(rows), width), dtype=torch.long)
+                for r, i in enumerate(rows):
+                    input_ids[r, : len(ids[i])] = torch.tensor(ids[i], dtype=torch.long)
+                    mask[r, : len(ids[i])] = 1
+                logits = self.model(input_ids=input_ids.to(self.device), attention_mask=mask.to(self.device)).logits
+                probs = logits.float().softmax(dim=-1)[:, FIRST_IS_BETTER].cpu().tolist()
+                for r, i in enumerate(rows):
+                    out[i] = probs[r]
+        return out
+
+    def __call__(
+        self, prompts: Sequence[str], completions: Sequence[Sequence[str]], *, shuffle_order: bool | None = None
+    ) -> list[float]:
+        """P(completions[i][0] ≻ completions[i][1] | prompts[i]) for each i (see the module formula)."""
+        prompts, completions = check_pairs(prompts, completions)
+        shuffle = self.shuffle_order if shuffle_order is None else bool(shuffle_order)
+        flips = self._draw_flips(len(prompts), shuffle)
+        texts = [
+            render_pair(prompt, b, a) if flip else render_pair(prompt, a, b)
+            for prompt, (a, b), flip in zip(prompts, completions, flips)
+        ]
+        shown = self.first_preferences(texts)
+        self.last_flips = flips
+        return [1.0 - p if flip else p for p, flip in zip(shown, flips)]
+
+    def __repr__(self) -> str:
+        return f"PreferenceModelJudge({str(self.path)!r}, device={str(self.device)!r})"

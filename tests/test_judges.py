@@ -1,0 +1,286 @@
+"""Judges: output/input validation, load_judge's spec forms, and the preference-model judge."""
+
+from __future__ import annotations
+
+import math
+import textwrap
+
+import numpy as np
+import pytest
+
+from lm_runs.judges import (
+    CallableJudge,
+    CheckedJudge,
+    JudgeError,
+    check_judgements,
+    check_pairs,
+    load_judge,
+)
+from lm_runs.judges.pair_format import FIRST_IS_BETTER, render_pair
+
+# ----------------------------------------------------------------------------- check_judgements
+
+
+def test_check_judgements_returns_python_floats():
+    out = check_judgements(np.array([0.0, 0.25, 1.0], dtype=np.float32), 3, "src")
+    assert out == [0.0, 0.25, 1.0]
+    assert all(type(v) is float for v in out)
+    assert check_judgements((np.float64(0.5), 1, 0), 3, "src") == [0.5, 1.0, 0.0]
+
+
+@pytest.mark.parametrize(
+    "values, count, fragments",
+    [
+        ([0.1, 0.2, float("nan")], 3, ["my-judge", "NaN", "index 2"]),
+        ([0.1, 1.5], 2, ["my-judge", "1.5", "index 1", "outside [0, 1]"]),
+        ([-0.01], 1, ["my-judge", "-0.01", "index 0"]),
+        ([0.3, "0.5"], 2, ["my-judge", "'0.5'", "index 1", "non-number"]),
+        ([None], 1, ["my-judge", "None", "index 0"]),
+        ([True, 0.5], 2, ["my-judge", "True", "index 0"]),
+        ([0.5, [0.5]], 2, ["my-judge", "[0.5]", "index 1"]),
+        ([0.5, float("inf")], 2, ["my-judge", "inf", "index 1"]),
+        ([0.5, 0.5], 3, ["my-judge", "2 values for 3 pairs"]),
+        (0.5, 1, ["my-judge", "float", "expected a list of 1"]),
+        ("0.5", 1, ["my-judge", "str"]),
+    ],
+)
+def test_check_judgements_names_source_value_and_index(values, count, fragments):
+    with pytest.raises(JudgeError) as info:
+        check_judgements(values, count, "my-judge")
+    for fragment in fragments:
+        assert fragment in str(info.value)
+
+
+def test_check_judgements_reports_the_first_bad_value():
+    with pytest.raises(JudgeError, match=r"index 1"):
+        check_judgements([0.5, 2.0, float("nan")], 3, "s")
+
+
+# ------------------------------------------------------------------------------------ check_pairs
+
+
+def test_check_pairs_normalizes_to_lists():
+    prompts, pairs = check_pairs(("p", "q"), [("a", "b"), ["c", "d"]])
+    assert prompts == ["p", "q"] and pairs == [["a", "b"], ["c", "d"]]
+    assert check_pairs([], []) == ([], [])
+
+
+@pytest.mark.parametrize(
+    "prompts, completions, fragment",
+    [
+        (["p", "q"], [["a", "b"]], "prompts has 2 items but completions has 1"),
+        (["p", "q"], [["a", "b"], ["a", "b", "c"]], "completions[1] must hold exactly 2 responses, got 3"),
+        (["p"], [["a"]], "completions[0] must hold exactly 2 responses, got 1"),
+        (["p"], ["ab"], "completions[0] must be a pair"),
+        (["p", "q"], [["a", "b"], ["a", 3]], "completions[1][1] must be a string, got int"),
+        (["p", 7], [["a", "b"], ["a", "b"]], "prompts[1] must be a string, got int"),
+        ("pq", [["a", "b"], ["c", "d"]], "prompts must be a sequence"),
+        (["p"], None, "completions must be a sequence"),
+    ],
+)
+def test_check_pairs_names_the_index(prompts, completions, fragment):
+    with pytest.raises(ValueError) as info:
+        check_pairs(prompts, completions)
+    assert fragment in str(info.value)
+
+
+# ------------------------------------------------------------------------------------- load_judge
+
+
+@pytest.fixture
+def judge_module(tmp_path, monkeypatch):
+    (tmp_path / "egpo_test_judges_mod.py").write_text(
+        textwrap.dedent(
+            """
+            NOT_CALLABLE = 3
+
+            def by_length(prompts, completions):
+                return [len(a) / (len(a) + len(b)) for a, b in completions]
+
+            def out_of_range(prompts, completions):
+                return [1.5 for _ in prompts]
+
+            def too_few(prompts, completions):
+                return [0.5]
+
+            SEEN = []
+
+            def shuffle_aware(prompts, completions, shuffle_order=True):
+                SEEN.append(shuffle_order)
+                return [0.25 if shuffle_order else 0.75 for _ in prompts]
+
+            class Holder:
+                @staticmethod
+                def constant(prompts, completions):
+                    return [0.5] * len(prompts)
+            """
+        )
+    )
+    monkeypatch.syspath_prepend(str(tmp_path))
+    import importlib
+
+    importlib.invalidate_caches()
+    return "egpo_test_judges_mod"
+
+
+def test_load_judge_callable(judge_module):
+    judge = load_judge(f"{judge_module}:by_length")
+    assert isinstance(judge, CheckedJudge) and isinstance(judge.inner, CallableJudge)
+    assert judge.name == f"{judge_module}:by_length"
+    assert judge(["p", "q"], [["aaa", "b"], ["a", "bbb"]]) == [0.75, 0.25]
+    assert judge([], []) == []
+    assert load_judge(f"{judge_module}:Holder.constant")(["p"], [["a", "b"]]) == [0.5]
+
+
+def test_loaded_judges_validate_their_output(judge_module):
+    with pytest.raises(JudgeError, match=rf"{judge_module}:out_of_range.*1\.5.*index 0"):
+        load_judge(f"{judge_module}:out_of_range")(["p"], [["a", "b"]])
+    with pytest.raises(JudgeError, match=r"too_few returned 1 values for 2 pairs"):
+        load_judge(f"{judge_module}:too_few")(["p", "q"], [["a", "b"], ["c", "d"]])
+    with pytest.raises(ValueError, match=r"completions\[0\] must hold exactly 2"):
+        load_judge(f"{judge_module}:by_length")(["p"], [["a", "b", "c"]])
+
+
+def test_shuffle_order_reaches_only_judges_that_take_it(judge_module):
+    import egpo_test_judges_mod as mod
+
+    aware = load_judge(f"{judge_module}:shuffle_aware")
+    assert aware(["p"], [["a", "b"]], shuffle_order=False) == [0.75]
+    assert aware(["p"], [["a", "b"]], shuffle_order=True) == [0.25]
+    assert aware(["p"], [["a", "b"]]) == [0.25]  # not passed: the callable's own default
+    assert mod.SEEN == [False, True, True]
+    plain = load_judge(f"{judge_module}:by_length")
+    assert plain(["p"], [["aaa", "b"]], shuffle_order=False) == [0.75]  # ignored, no TypeError
+
+
+@pytest.mark.parametrize(
+    "spec, fragments",
+    [
+        ("no_such_module_xyz:fn", ["'no_such_module_xyz:fn'", "cannot import module 'no_such_module_xyz'"]),
+        ("{mod}:missing", ["'{mod}:missing'", "no attribute 'missing'"]),
+        ("{mod}:NOT_CALLABLE", ["'{mod}:NOT_CALLABLE'", "int, not callable"]),
+        ("/no/such/directory", ["'/no/such/directory'", "not an existing directory", "module:function", "http://"]),
+        ("just words", ["'just words'", "accepted forms"]),
+        ("", ["accepted forms"]),
+    ],
+)
+def test_load_judge_rejects_bad_specs(judge_module, spec, fragments):
+    spec = spec.format(mod=judge_module)
+    with pytest.raises(ValueError) as info:
+        load_judge(spec)
+    for fragment in fragments:
+        assert fragment.format(mod=judge_module) in str(info.value)
+
+
+def test_load_judge_http_builds_a_client():
+    judge = load_judge("http://127.0.0.1:9/")
+    from lm_runs.judges.http import HTTPJudge
+
+    assert isinstance(judge, CheckedJudge) and isinstance(judge.inner, HTTPJudge)
+    assert judge.inner.endpoint == "http://127.0.0.1:9/v1/classifications"
+    judge.close()
+
+
+# ------------------------------------------------------------------------------ preference model
+
+
+@pytest.fixture(scope="module")
+def tiny_pm(tmp_path_factory):
+    from lm_runs.tiny import build_tiny_lm
+
+    return build_tiny_lm(tmp_path_factory.mktemp("tiny_pm"), num_labels=2, seed=3)
+
+
+def _pairs(n: int, seed: int = 0):
+    rng = np.random.default_rng(seed)
+    words = "the cat dog runs fast slow red blue why how tell me a story yes no".split()
+
+    def text(k):
+        return " ".join(rng.choice(words, size=k))
+
+    prompts = [text(int(rng.integers(1, 12))) for _ in range(n)]
+    completions = [[text(int(rng.integers(1, 30))), text(int(rng.integers(1, 30)))] for _ in range(n)]
+    return prompts, completions
+
+
+def _direct(pm_dir, prompts, completions):
+    """softmax(logits)[FIRST_IS_BETTER] for render_pair(p, a, b), one unpadded example at a time."""
+    import torch
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(pm_dir)
+    model = AutoModelForSequenceClassification.from_pretrained(pm_dir).eval()
+    out = []
+    with torch.no_grad():
+        for p, (a, b) in zip(prompts, completions):
+            enc = tokenizer(render_pair(p, a, b), return_tensors="pt")
+            out.append(model(**enc).logits.float().softmax(-1)[0, FIRST_IS_BETTER].item())
+    return out
+
+
+def test_preference_model_unshuffled_matches_direct_forward(tiny_pm):
+    from lm_runs.judges.preference_model import PreferenceModelJudge
+
+    prompts, completions = _pairs(13)
+    judge = PreferenceModelJudge(tiny_pm, batch_size=4, shuffle_order=False)  # padded, length-sorted batches
+    got = judge(prompts, completions)
+    expected = _direct(tiny_pm, prompts, completions)
+    assert judge.last_flips == [False] * 13
+    np.testing.assert_allclose(got, expected, atol=1e-6, rtol=0)
+
+
+def test_preference_model_unflips_shuffled_pairs(tiny_pm):
+    from lm_runs.judges.preference_model import PreferenceModelJudge
+
+    prompts, completions = _pairs(24, seed=1)
+    judge = PreferenceModelJudge(tiny_pm, batch_size=5, seed=11)
+    got = judge(prompts, completions)
+    flips = judge.last_flips
+    assert 0 < sum(flips) < len(flips)
+    forward = _direct(tiny_pm, prompts, completions)  # P(a ≻ b) read as (a, b)
+    backward = _direct(tiny_pm, prompts, [[b, a] for a, b in completions])  # P(b ≻ a) read as (b, a)
+    expected = [1.0 - bw if flip else fw for fw, bw, flip in zip(forward, backward, flips)]
+    np.testing.assert_allclose(got, expected, atol=1e-6, rtol=0)
+    # the two readings differ for this random model, so the un-flip was really exercised
+    assert max(abs(fw - (1.0 - bw)) for fw, bw, flip in zip(forward, backward, flips) if flip) > 1e-4
+    assert all(0.0 <= v <= 1.0 for v in got)
+    # per-call override: no shuffle gives the (a, b) reading everywhere
+    np.testing.assert_allclose(judge(prompts, completions, shuffle_order=False), forward, atol=1e-6, rtol=0)
+
+
+def test_preference_model_seeded_reproducibility(tiny_pm):
+    from lm_runs.judges.preference_model import PreferenceModelJudge
+
+    prompts, completions = _pairs(20, seed=2)
+    first = PreferenceModelJudge(tiny_pm, seed=7)
+    second = PreferenceModelJudge(tiny_pm, seed=7)
+    other = PreferenceModelJudge(tiny_pm, seed=8)
+    r1, r2 = first(prompts, completions), second(prompts, completions)
+    assert r1 == r2 and first.last_flips == second.last_flips
+    other(prompts, completions)
+    assert other.last_flips != first.last_flips
+    # a judge's stream moves on: the next call draws new flips
+    earlier = first.last_flips
+    first(prompts, completions)
+    assert first.last_flips != earlier
+
+
+def test_load_judge_directory_gives_a_checked_preference_model(tiny_pm):
+    from lm_runs.judges.preference_model import PreferenceModelJudge
+
+    judge = load_judge(str(tiny_pm), seed=5, batch_size=3)
+    assert isinstance(judge.inner, PreferenceModelJudge)
+    assert judge.inner.batch_size == 3 and judge.name == tiny_pm.name
+    prompts, completions = _pairs(6, seed=4)
+    got = judge(prompts, completions, shuffle_order=False)
+    np.testing.assert_allclose(got, _direct(tiny_pm, prompts, completions), atol=1e-6, rtol=0)
+    assert all(isinstance(v, float) and not math.isnan(v) for v in judge(prompts, completions))
+
+
+def test_preference_model_rejects_wrong_label_count(tmp_path):
+    from lm_runs.judges.preference_model import PreferenceModelJudge
+    from lm_runs.tiny import build_tiny_lm
+
+    path = build_tiny_lm(tmp_path / "three", num_labels=3, n_layer=1, n_embd=16)
+    with pytest.raises(ValueError, match=r"3 labels, expected 2"):
+        PreferenceModelJudge(path)
