@@ -1,0 +1,529 @@
+"""lm_runs.generation: per-row sampling, generate_completions, ReferenceModel, generate_mixture.
+
+Tiny random-init GPT-2s (lm_runs.tiny) with an untied N(0, 0.3²) output head so that next-token
+distributions are peaked (a freshly initialised GPT-2 is almost uniform, which would make the
+filters and the statistical checks vacuous). Tolerances are stated at each assertion.
+"""
+
+from __future__ import annotations
+
+import math
+from contextlib import contextmanager
+
+import pytest
+import torch
+
+pytest.importorskip("transformers")
+peft = pytest.importorskip("peft")
+
+from scipy.stats import chi2  # noqa: E402
+from transformers import (  # noqa: E402
+    AutoModelForCausalLM,
+    AutoTokenizer,
+    MinPLogitsWarper,
+    TemperatureLogitsWarper,
+    TopKLogitsWarper,
+    TopPLogitsWarper,
+)
+
+from lm_runs.generation import (  # noqa: E402
+    Completions,
+    PerRowSampling,
+    ReferenceModel,
+    SamplingParams,
+    _finalize,
+    generate_completions,
+    generate_mixture,
+)
+from lm_runs.tiny import build_tiny_lm  # noqa: E402
+
+PROMPTS = ["the cat runs", "tell me a story about the big red dog please", "why", "one two three four"]
+
+
+def _spread_head_and_save(path, seed: int):
+    """Untie the output head and give it random N(0, 0.3²) weights: peaked, but not one-hot, next-token
+    distributions (top token ≈ 0.3, top 20 ≈ 0.8 of the mass)."""
+    model = AutoModelForCausalLM.from_pretrained(path)
+    model.config.tie_word_embeddings = False
+    g = torch.Generator().manual_seed(seed)
+    model.lm_head.weight = torch.nn.Parameter(torch.randn(model.lm_head.weight.shape, generator=g) * 0.3)
+    model.save_pretrained(path)
+
+
+@pytest.fixture(scope="module")
+def dirs(tmp_path_factory):
+    root = tmp_path_factory.mktemp("tiny_generation")
+    policy_dir = build_tiny_lm(root / "policy", seed=0)
+    ref_dir = build_tiny_lm(root / "ref", seed=1)
+    _spread_head_and_save(policy_dir, seed=100)
+    _spread_head_and_save(ref_dir, seed=101)
+    return policy_dir, ref_dir
+
+
+@pytest.fixture(scope="module")
+def tok(dirs):
+    return AutoTokenizer.from_pretrained(dirs[0])
+
+
+def load(path):
+    return AutoModelForCausalLM.from_pretrained(path).eval()
+
+
+@pytest.fixture
+def policy(dirs):
+    return load(dirs[0])
+
+
+@pytest.fixture
+def ref_model(dirs):
+    return load(dirs[1])
+
+
+def lora_policy(path):
+    """A peft LoRA policy over the base at ``path`` with non-zero LoRA weights (B ≠ 0)."""
+    config = peft.LoraConfig(r=4, lora_alpha=8, target_modules=["c_attn"], fan_in_fan_out=True,
+                             lora_dropout=0.0, init_lora_weights=False)
+    torch.manual_seed(3)
+    return peft.get_peft_model(load(path), config)
+
+
+def encode(tok, texts):
+    enc = tok(texts, return_tensors="pt", padding=True)
+    assert tok.padding_side == "left"
+    return enc.input_ids, enc.attention_mask
+
+
+def kw(tok, **extra):
+    return dict(eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id, **extra)
+
+
+def hf_warp(logits_row: torch.Tensor, p: SamplingParams) -> torch.Tensor:
+    """HF's own warpers, chained in generate's order, on one row (1, V)."""
+    x = logits_row
+    if p.temperature != 1.0:
+        x = TemperatureLogitsWarper(float(p.temperature))(None, x)
+    if p.top_k > 0:
+        x = TopKLogitsWarper(p.top_k)(None, x)
+    if p.top_p < 1.0:
+        x = TopPLogitsWarper(p.top_p)(None, x)
+    if p.min_p > 0.0:
+        x = MinPLogitsWarper(p.min_p)(None, x)
+    return x
+
+
+def next_logits(model, ids, mask):
+    pos = (mask.cumsum(-1) - 1).clamp_min(0)
+    with torch.no_grad():
+        return model(input_ids=ids, attention_mask=mask, position_ids=pos).logits[:, -1].float()
+
+
+@contextmanager
+def eos_rate(model, tok, q: float):
+    """Make ``model`` put probability exactly ``q`` on EOS at every position (a hook on its output
+    embedding sets z_eos = logsumexp(other logits) + log(q / (1 − q)))."""
+    eos = tok.eos_token_id
+
+    def hook(module, inputs, out):
+        others = out.clone()
+        others[..., eos] = float("-inf")
+        out = out.clone()
+        out[..., eos] = torch.logsumexp(others, dim=-1) + math.log(q / (1 - q))
+        return out
+
+    handle = model.get_output_embeddings().register_forward_hook(hook)
+    try:
+        yield
+    finally:
+        handle.remove()
+
+
+# ----------------------------------------------------------------------------------------------
+# SamplingParams and PerRowSampling
+# ----------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "kwargs, field",
+    [
+        (dict(temperature=0.0), "temperature"),
+        (dict(temperature=-1.0), "temperature"),
+        (dict(temperature=float("nan")), "temperature"),
+        (dict(temperature=float("inf")), "temperature"),
+        (dict(temperature="1"), "temperature"),
+        (dict(top_k=-1), "top_k"),
+        (dict(top_k=2.5), "top_k"),
+        (dict(top_k=True), "top_k"),
+        (dict(top_p=0.0), "top_p"),
+        (dict(top_p=1.5), "top_p"),
+        (dict(top_p=float("nan")), "top_p"),
+        (dict(min_p=-0.1), "min_p"),
+        (dict(min_p=1.0), "min_p"),
+    ],
+)
+def test_sampling_params_rejects_bad_values(kwargs, field):
+    value = kwargs[field]
+    with pytest.raises(ValueError, match=f"{field}=") as err:
+        SamplingParams(**kwargs)
+    assert repr(value) in str(err.value)
+
+
+def test_sampling_params_accepts_edges():
+    SamplingParams(temperature=1e-3, top_k=0, top_p=1.0, min_p=0.0)
+    SamplingParams(temperature=2, top_k=1, top_p=1e-6, min_p=0.999)
+
+
+ROW_PARAMS = [
+    SamplingParams(),
+    SamplingParams(temperature=0.7),
+    SamplingParams(top_k=5),
+    SamplingParams(top_k=1000),  # larger than the vocabulary: keeps everything
+    SamplingParams(top_p=0.6),
+    SamplingParams(min_p=0.1),
+    SamplingParams(temperature=1.3, top_k=20, top_p=0.9, min_p=0.05),
+    SamplingParams(temperature=0.5, top_k=3, top_p=0.3),
+]
+
+
+def test_per_row_sampling_equals_hf_warpers_row_by_row():
+    torch.manual_seed(0)
+    logits = torch.randn(len(ROW_PARAMS), 64) * 3.0
+    ours = PerRowSampling(ROW_PARAMS)(None, logits.clone())
+    filtered_rows = 0
+    for r, p in enumerate(ROW_PARAMS):
+        expected = hf_warp(logits[r:r + 1].clone(), p)[0]
+        # The same −inf masks exactly; finite values equal up to 1e-6.
+        assert torch.equal(torch.isinf(ours[r]), torch.isinf(expected)), f"row {r} {p}"
+        finite = torch.isfinite(expected)
+        torch.testing.assert_close(ours[r][finite], expected[finite], rtol=0, atol=1e-6)
+        filtered_rows += int(torch.isinf(expected).any())
+    assert filtered_rows >= 5  # the filters actually removed tokens on most rows
+
+
+def test_per_row_sampling_rejects_wrong_batch():
+    with pytest.raises(ValueError, match="2 rows"):
+        PerRowSampling([SamplingParams()] * 2)(None, torch.zeros(3, 10))
+
+
+# ----------------------------------------------------------------------------------------------
+# generate_completions
+# ----------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "p", [SamplingParams(), SamplingParams(temperature=0.8, top_k=20, top_p=0.9, min_p=0.05)]
+)
+def test_generate_completions_reproduces_hf_generate(policy, tok, p):
+    ids, mask = encode(tok, PROMPTS)
+    hf_kwargs = dict(temperature=p.temperature, top_k=p.top_k, top_p=p.top_p)
+    if p.min_p > 0:
+        hf_kwargs["min_p"] = p.min_p
+    torch.manual_seed(123)
+    with torch.no_grad():
+        expected = policy.generate(input_ids=ids, attention_mask=mask, do_sample=True, max_new_tokens=10,
+                                   pad_token_id=tok.pad_token_id, eos_token_id=tok.eos_token_id, **hf_kwargs)
+    torch.manual_seed(123)
+    out = generate_completions(policy, ids, mask, [p] * len(PROMPTS), max_new_tokens=10, **kw(tok))
+    assert torch.equal(out.ids, expected[:, ids.shape[1]:])  # token for token
+
+
+def _chi2_ok(counts: torch.Tensor, probs: torch.Tensor, alpha: float = 1e-4) -> tuple[float, float]:
+    """Pearson chi-square of counts against probs, tail bins merged until each expects ≥ 5."""
+    n = counts.sum().item()
+    order = torch.argsort(probs, descending=True)
+    bins_obs, bins_exp, acc_o, acc_e = [], [], 0.0, 0.0
+    for v in order.tolist():
+        acc_o += counts[v].item()
+        acc_e += n * probs[v].item()
+        if acc_e >= 5:
+            bins_obs.append(acc_o), bins_exp.append(acc_e)
+            acc_o = acc_e = 0.0
+    if acc_e > 0:
+        bins_obs[-1] += acc_o
+        bins_exp[-1] += acc_e
+    stat = sum((o - e) ** 2 / e for o, e in zip(bins_obs, bins_exp))
+    df = max(len(bins_obs) - 1, 1)
+    return stat, chi2.ppf(1 - alpha, df)
+
+
+def test_mixed_rows_each_follow_their_own_distribution(policy, tok):
+    groups = [
+        SamplingParams(top_k=8),
+        SamplingParams(temperature=0.5, top_p=0.8),
+        SamplingParams(temperature=1.5, min_p=0.2),
+    ]
+    n = 300
+    ids, mask = encode(tok, ["tell me about the sun"])
+    logits = next_logits(policy, ids, mask)
+    params = [g for g in groups for _ in range(n)]
+    out = generate_completions(policy, ids.repeat(len(params), 1), mask.repeat(len(params), 1), params,
+                               max_new_tokens=1, generator=torch.Generator().manual_seed(7), **kw(tok))
+    first = out.ids[:, 0]
+    supports = []
+    for g_index, g in enumerate(groups):
+        probs = hf_warp(logits.clone(), g)[0].softmax(-1)
+        counts = torch.bincount(first[g_index * n:(g_index + 1) * n], minlength=probs.numel()).double()
+        # Exact: never a token the filters removed. Statistical: chi-square at level 1e-4.
+        assert counts[probs == 0].sum() == 0, g
+        stat, threshold = _chi2_ok(counts, probs.double())
+        assert stat < threshold, (g, stat, threshold)
+        supports.append(set((probs > 0).nonzero().flatten().tolist()))
+    assert len({frozenset(s) for s in supports}) == 3  # the groups really are different distributions
+
+
+def test_scores_are_the_per_row_distributions_and_ignore_model_generation_config(policy, tok):
+    ids, mask = encode(tok, PROMPTS)
+    params = [SamplingParams(), SamplingParams(temperature=0.6, top_k=7), SamplingParams(top_p=0.7),
+              SamplingParams(min_p=0.3)]
+    # A checkpoint's generation_config must not leak into the distribution.
+    policy.generation_config.top_k = 2
+    policy.generation_config.repetition_penalty = 3.0
+    policy.generation_config.suppress_tokens = [5, 6, 7]
+    out = generate_completions(policy, ids, mask, params, max_new_tokens=3, output_scores=True, **kw(tok))
+    assert policy.generation_config.top_k == 2  # restored
+    assert out.scores.shape == (4, out.ids.shape[1], len(tok)) and out.scores.dtype == torch.float32
+    logits = next_logits(policy, ids, mask)
+    for r, p in enumerate(params):
+        expected = hf_warp(logits[r:r + 1].clone(), p)[0].log_softmax(-1)
+        assert torch.equal(torch.isinf(out.scores[r, 0]), torch.isinf(expected))
+        finite = torch.isfinite(expected)
+        torch.testing.assert_close(out.scores[r, 0][finite], expected[finite], rtol=0, atol=1e-5)
+
+
+def test_left_padding_gives_the_unpadded_distribution(policy, tok):
+    ids, mask = encode(tok, PROMPTS)
+    assert (mask == 0).any()  # some rows are padded
+    out = generate_completions(policy, ids, mask, SamplingParams(), max_new_tokens=1, output_scores=True,
+                               **kw(tok))
+    for r, text in enumerate(PROMPTS):
+        alone = tok([text], return_tensors="pt").input_ids
+        with torch.no_grad():
+            expected = policy(alone).logits[0, -1].float().log_softmax(-1)
+        torch.testing.assert_close(out.scores[r, 0], expected, rtol=0, atol=1e-5)
+
+
+def test_generator_reproducible_and_global_rng_untouched(policy, tok):
+    ids, mask = encode(tok, PROMPTS)
+    state = torch.get_rng_state()
+    a = generate_completions(policy, ids, mask, SamplingParams(), max_new_tokens=6,
+                             generator=torch.Generator().manual_seed(5), **kw(tok))
+    assert torch.equal(torch.get_rng_state(), state)
+    b = generate_completions(policy, ids, mask, SamplingParams(), max_new_tokens=6,
+                             generator=torch.Generator().manual_seed(5), **kw(tok))
+    c = generate_completions(policy, ids, mask, SamplingParams(), max_new_tokens=6,
+                             generator=torch.Generator().manual_seed(6), **kw(tok))
+    assert torch.equal(a.ids, b.ids)
+    assert not torch.equal(a.ids, c.ids)
+
+
+def test_training_mode_restored(policy, tok):
+    ids, mask = encode(tok, PROMPTS)
+    policy.train()
+    policy.transformer.h[0].eval()  # a mixed state must come back as it was
+    generate_completions(policy, ids, mask, SamplingParams(), max_new_tokens=2, **kw(tok))
+    assert policy.training and policy.transformer.h[1].training and not policy.transformer.h[0].training
+
+
+def test_finalize_masks_up_to_first_eos():
+    eos, pad = 9, 8
+    tokens = torch.tensor([[1, 9, 2, 9], [3, 4, 5, 6], [9, 1, 1, 1], [2, 3, 4, 9]])
+    out = _finalize(tokens, torch.tensor([eos]), pad, None)
+    assert out.ids.tolist() == [[1, 9, 8, 8], [3, 4, 5, 6], [9, 8, 8, 8], [2, 3, 4, 9]]
+    assert out.mask.tolist() == [[1, 1, 0, 0], [1, 1, 1, 1], [1, 0, 0, 0], [1, 1, 1, 1]]
+    assert out.truncated.tolist() == [False, True, False, False]
+    assert out.lengths.tolist() == [2, 4, 1, 4]
+
+
+def _check_eos_layout(out: Completions, eos: int, pad: int, max_new_tokens: int):
+    saw_eos = saw_truncated = False
+    for r in range(out.ids.shape[0]):
+        row, m = out.ids[r].tolist(), out.mask[r].tolist()
+        if eos in row:
+            k = row.index(eos)
+            assert m == [1] * (k + 1) + [0] * (len(row) - k - 1)
+            assert all(t == pad for t in row[k + 1:])
+            assert not out.truncated[r]
+            saw_eos = True
+        else:
+            assert m == [1] * len(row) and len(row) == max_new_tokens
+            assert out.truncated[r]
+            saw_truncated = True
+    assert saw_eos and saw_truncated  # both cases occurred
+
+
+def test_generate_completions_eos_handling(policy, tok):
+    ids, mask = encode(tok, PROMPTS * 4)
+    with eos_rate(policy, tok, 0.25):  # EOS likely but not certain at each step
+        out = generate_completions(policy, ids, mask, SamplingParams(), max_new_tokens=6,
+                                   generator=torch.Generator().manual_seed(1), **kw(tok))
+    _check_eos_layout(out, tok.eos_token_id, tok.pad_token_id, 6)
+
+
+def test_generate_completions_rejects_bad_inputs(policy, tok):
+    ids, mask = encode(tok, PROMPTS)
+    with pytest.raises(ValueError, match="one SamplingParams per prompt row"):
+        generate_completions(policy, ids, mask, [SamplingParams()], max_new_tokens=2, **kw(tok))
+    with pytest.raises(ValueError, match="left-padded"):
+        generate_completions(policy, ids, mask.flip(1), SamplingParams(), max_new_tokens=2, **kw(tok))
+    with pytest.raises(ValueError, match="max_new_tokens=0"):
+        generate_completions(policy, ids, mask, SamplingParams(), max_new_tokens=0, **kw(tok))
+
+
+# ----------------------------------------------------------------------------------------------
+# ReferenceModel
+# ----------------------------------------------------------------------------------------------
+
+
+def test_reference_over_peft_is_the_base_model(dirs, tok):
+    policy = lora_policy(dirs[0])
+    base = load(dirs[0])
+    ref = ReferenceModel(policy)
+    assert ref.shares_policy
+    ids, mask = encode(tok, PROMPTS)
+    policy.train()
+    ref_logits = ref(input_ids=ids, attention_mask=mask).logits
+    assert policy.training  # restored
+    assert not ref_logits.requires_grad
+    with torch.no_grad():
+        base_logits = base(input_ids=ids, attention_mask=mask).logits
+        policy_logits = policy(input_ids=ids, attention_mask=mask).logits
+    torch.testing.assert_close(ref_logits, base_logits, rtol=0, atol=1e-6)
+    assert (policy_logits - base_logits).abs().max() > 1e-2  # the adapter is on again after the call
+    with ref.as_module() as module:
+        with torch.no_grad():
+            torch.testing.assert_close(module(input_ids=ids, attention_mask=mask).logits, base_logits,
+                                       rtol=0, atol=1e-6)
+
+
+def test_reference_frozen_and_errors(policy, ref_model, tok):
+    ref = ReferenceModel(policy, frozen=ref_model)
+    assert not ref.shares_policy
+    assert not any(p.requires_grad for p in ref_model.parameters())
+    ids, mask = encode(tok, PROMPTS)
+    with torch.no_grad():
+        expected = ref_model(input_ids=ids, attention_mask=mask).logits
+    torch.testing.assert_close(ref(input_ids=ids, attention_mask=mask).logits, expected, rtol=0, atol=0)
+    with pytest.raises(ValueError, match="frozen"):
+        ReferenceModel(policy)  # a plain transformers model has no adapter to disable
+    with pytest.raises(ValueError, match="policy itself"):
+        ReferenceModel(policy, frozen=policy)
+
+
+# ----------------------------------------------------------------------------------------------
+# generate_mixture
+# ----------------------------------------------------------------------------------------------
+
+MIX_PARAMS = SamplingParams(temperature=0.9, top_k=40)
+
+
+def test_mixture_endpoints_and_midpoint_distributions(policy, ref_model, tok):
+    ref = ReferenceModel(policy, frozen=ref_model)
+    ids, mask = encode(tok, PROMPTS)
+    lp = next_logits(policy, ids, mask).log_softmax(-1)
+    lr = next_logits(ref_model, ids, mask).log_softmax(-1)
+    assert (lp - lr).abs().max() > 1.0  # the two models really differ
+    for c, mixed in [(0.0, lp), (1.0, lr), (0.4, 0.6 * lp + 0.4 * lr)]:
+        out = generate_mixture(policy, ref, ids, mask, c, MIX_PARAMS, max_new_tokens=1, output_scores=True,
+                               **kw(tok))
+        expected = PerRowSampling([MIX_PARAMS] * len(PROMPTS))(None, mixed).log_softmax(-1)
+        assert torch.equal(torch.isinf(out.scores[:, 0]), torch.isinf(expected)), c
+        finite = torch.isfinite(expected)
+        torch.testing.assert_close(out.scores[:, 0][finite], expected[finite], rtol=0, atol=1e-5)
+
+
+def slow_mixture(policy_fn, ref_fn, ids, mask, c, params, max_new_tokens, eos, pad, generator):
+    """No cache at all: both models recompute the full [prompt; generated] prefix at every step."""
+    batch = ids.shape[0]
+    proc = PerRowSampling([params] * batch)
+    finished = torch.zeros(batch, dtype=torch.bool)
+    tokens, scores = [], []
+    with torch.no_grad():
+        for _ in range(max_new_tokens):
+            pos = (mask.cumsum(-1) - 1).clamp_min(0)
+            inputs = dict(input_ids=ids, attention_mask=mask, position_ids=pos, use_cache=False)
+            lp = policy_fn(**inputs).logits[:, -1].float().log_softmax(-1)
+            lr = ref_fn(**inputs).logits[:, -1].float().log_softmax(-1)
+            warped = proc(None, (1 - c) * lp + c * lr)
+            tok = torch.multinomial(warped.softmax(-1), 1, generator=generator).squeeze(1)
+            tok = torch.where(finished, torch.full_like(tok, pad), tok)
+            tokens.append(tok)
+            scores.append(warped.log_softmax(-1))
+            finished |= tok == eos
+            if finished.all():
+                break
+            ids = torch.cat([ids, tok[:, None]], dim=1)
+            mask = torch.cat([mask, torch.ones_like(mask[:, :1])], dim=1)
+    return torch.stack(tokens, 1), torch.stack(scores, 1)
+
+
+@pytest.mark.parametrize("kind", ["frozen", "peft"])
+def test_mixture_equals_uncached_reference_implementation(dirs, tok, kind):
+    if kind == "frozen":
+        policy, frozen = load(dirs[0]), load(dirs[1])
+        ref = ReferenceModel(policy, frozen=frozen)
+        ref_fn = frozen
+    else:
+        policy = lora_policy(dirs[0])
+        ref = ReferenceModel(policy)
+
+        def ref_fn(**inputs):
+            with policy.disable_adapter():
+                return policy(**inputs)
+
+    ids, mask = encode(tok, PROMPTS * 4)
+    eos, pad, steps = tok.eos_token_id, tok.pad_token_id, 8
+    # Geometric mixing of two disagreeing models inflates EOS (Σ_v p_v^(1−c) r_v^c < 1 on the other
+    # tokens): the separate random reference needs a small per-model EOS rate to leave truncated rows.
+    q = 0.02 if kind == "frozen" else 0.15
+    with eos_rate(policy, tok, q), (eos_rate(frozen, tok, q) if kind == "frozen" else _nothing()):
+        fast = generate_mixture(policy, ref, ids, mask, 0.3, MIX_PARAMS, max_new_tokens=steps,
+                                output_scores=True, generator=torch.Generator().manual_seed(11), **kw(tok))
+        slow_tokens, slow_scores = slow_mixture(policy, ref_fn, ids, mask, 0.3, MIX_PARAMS, steps, eos, pad,
+                                                torch.Generator().manual_seed(11))
+    expected = _finalize(slow_tokens, torch.tensor([eos]), pad, slow_scores)
+    assert torch.equal(fast.ids, expected.ids)  # token for token
+    assert torch.equal(fast.mask, expected.mask) and torch.equal(fast.truncated, expected.truncated)
+    live = expected.mask.bool()
+    assert fast.ids.shape[1] >= 3  # several cached steps were exercised
+    torch.testing.assert_close(fast.scores[live].exp(), expected.scores[live].exp(), rtol=0, atol=1e-5)
+    _check_eos_layout(fast, eos, pad, steps)
+
+
+@contextmanager
+def _nothing():
+    yield
+
+
+def test_mixture_with_lora_mixes_policy_with_base(dirs, tok):
+    policy = lora_policy(dirs[0])
+    base = load(dirs[0])
+    ref = ReferenceModel(policy)
+    ids, mask = encode(tok, PROMPTS)
+    params = SamplingParams()
+    lp = next_logits(policy, ids, mask).log_softmax(-1)
+    lb = next_logits(base, ids, mask).log_softmax(-1)
+    assert (lp - lb).abs().max() > 0.1  # the adapter changes the distribution
+
+    def first_step(c):
+        out = generate_mixture(policy, ref, ids, mask, c, params, max_new_tokens=1, output_scores=True, **kw(tok))
+        return out.scores[:, 0]
+
+    mid, at_one = first_step(0.5), first_step(1.0)
+    torch.testing.assert_close(at_one, lb, rtol=0, atol=1e-5)  # c = 1: the base model, adapter off
+    torch.testing.assert_close(mid, (0.5 * lp + 0.5 * lb).log_softmax(-1), rtol=0, atol=1e-5)
+    assert (mid - lp).abs().max() > 0.05  # not the policy mixed with itself
+    # The adapter is back on after the call.
+    torch.testing.assert_close(next_logits(policy, ids, mask).log_softmax(-1), lp, rtol=0, atol=0)
+
+
+def test_mixture_restores_training_and_validates(policy, ref_model, tok):
+    ref = ReferenceModel(policy, frozen=ref_model)
+    ids, mask = encode(tok, PROMPTS)
+    policy.train()
+    out = generate_mixture(policy, ref, ids, mask, 0.5, SamplingParams(), max_new_tokens=3, **kw(tok))
+    assert policy.training and out.ids.shape == (len(PROMPTS), 3)
+    for bad in (-0.1, 1.5, float("nan")):
+        with pytest.raises(ValueError, match="mixture_coef"):
+            generate_mixture(policy, ref, ids, mask, bad, SamplingParams(), max_new_tokens=2, **kw(tok))
+    with pytest.raises(TypeError, match="ReferenceModel"):
+        generate_mixture(policy, ref_model, ids, mask, 0.5, SamplingParams(), max_new_tokens=2, **kw(tok))
+    assert math.isfinite(out.lengths.float().mean().item())
