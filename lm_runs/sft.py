@@ -50,6 +50,7 @@ __all__ = [
     "warn_deepspeed_optimizer",
     "save_final_model",
     "load_tokenizer",
+    "require_options",
     "resume_argument",
     "main",
 ]
@@ -258,7 +259,8 @@ class SFTCollator:
 # --------------------------------------------------------------------------------------- training
 
 
-def _require(config: Any, *names: str) -> None:
+def require_options(config: Any, *names: str) -> None:
+    """``SystemExit`` naming the first of ``names`` that ``config`` leaves unset."""
     for name in names:
         if not getattr(config, name, None):
             raise SystemExit(f"error: --{name} is required")
@@ -283,7 +285,7 @@ def build_trainer(config: SFTConfig):
     before any model weights are loaded."""
     from transformers import AutoModelForCausalLM, Trainer
 
-    _require(config, "model_name_or_path", "dataset", "output_dir")
+    require_options(config, "model_name_or_path", "dataset", "output_dir")
     if config.max_length < 2:
         raise SystemExit(f"error: --max_length must be at least 2, got {config.max_length}")
     warn_deepspeed_optimizer(config)

@@ -193,3 +193,126 @@ def test_sft_lora_run_saves_a_merged_model(tiny_lm, tmp_path):
     w1 = merged.transformer.h[0].attn.c_attn.weight
     assert not torch.allclose(w0, w1)                 # the adapter was merged into c_attn
     assert torch.equal(base.transformer.wte.weight, merged.transformer.wte.weight)  # nothing else trained
+
+
+# ------------------------------------------------------------------------------- preference model
+
+from lm_runs import train_preference_model as tpm  # noqa: E402
+from lm_runs.judges.pair_format import render_pair  # noqa: E402
+
+
+def preference_rows(count, seed, chosen="yes yes yes", rejected="no no no"):
+    import random
+
+    rng = random.Random(seed)
+    words = "the a cat dog bird fish runs jumps sleeps eats red blue green small big fast slow".split()
+    return [{"prompt": " ".join(rng.choice(words) for _ in range(rng.randint(2, 6))), "chosen": chosen,
+             "rejected": rejected} for _ in range(count)]
+
+
+@pytest.fixture(scope="module")
+def tiny_classifier(tmp_path_factory):
+    return build_tiny_lm(tmp_path_factory.mktemp("tiny_pm"), num_labels=2)
+
+
+def test_preference_config_defaults():
+    (config,) = parse_config([tpm.PreferenceModelConfig], ["--output_dir", "x"])
+    assert config.learning_rate == 1e-5 and config.num_train_epochs == 3 and config.weight_decay == 0.1
+    assert config.warmup_steps == 1000 and config.max_length == 1024 and config.use_peft is False
+    base = {f.name for f in dataclasses.fields(TrainingArguments)}
+    for f in dataclasses.fields(tpm.PreferenceModelConfig):
+        if f.name not in base:
+            assert f.metadata.get("help"), f.name
+
+
+def test_pair_dataset_has_both_orders_with_labels():
+    import datasets
+
+    table = datasets.Dataset.from_dict({
+        "prompt": ["why is the sun red", "p2", "tell me about the cat"],
+        "chosen": ["because", "same", "it sleeps"],
+        "rejected": ["no idea", "same", "it is a dog"],  # row 1 is a tie: left out
+        "extra": [1, 2, 3],
+    })
+    pairs = tpm.build_pair_dataset(table)
+    assert len(pairs) == 4
+    assert pairs["label"] == [0, 1, 0, 1]
+    assert pairs["text"] == [
+        render_pair("why is the sun red", "because", "no idea"),
+        render_pair("why is the sun red", "no idea", "because"),
+        render_pair("tell me about the cat", "it sleeps", "it is a dog"),
+        render_pair("tell me about the cat", "it is a dog", "it sleeps"),
+    ]
+    assert pairs["text"][0].index("Response 0: because") < pairs["text"][0].index("Response 1: no idea")
+    # A message-list prompt is shown to the model as the judge's prompt text.
+    chat = datasets.Dataset.from_dict({"prompt": [[{"role": "system", "content": "be brief"},
+                                                   {"role": "user", "content": "tell me about the cat"}]],
+                                       "chosen": ["it sleeps"], "rejected": ["it is a dog"]})
+    assert tpm.build_pair_dataset(chat)["text"] == [
+        render_pair("be brief\ntell me about the cat", "it sleeps", "it is a dog"),
+        render_pair("be brief\ntell me about the cat", "it is a dog", "it sleeps"),
+    ]
+
+
+def test_pair_dataset_errors_and_length_filter(tiny_classifier):
+    import datasets
+
+    with pytest.raises(ValueError, match=r"missing column\(s\) \['rejected'\]; columns: \['prompt', 'chosen'\]"):
+        tpm.build_pair_dataset(datasets.Dataset.from_dict({"prompt": ["p"], "chosen": ["a"]}))
+    with pytest.raises(ValueError, match=r"row 1: 'rejected' must be a non-empty string"):
+        tpm.build_pair_dataset(datasets.Dataset.from_dict({"prompt": ["p", "q"], "chosen": ["a", "b"],
+                                                           "rejected": ["c", " "]}))
+    with pytest.raises(ValueError, match=r"row 0: empty prompt string"):
+        tpm.build_pair_dataset(datasets.Dataset.from_dict({"prompt": [""], "chosen": ["a"], "rejected": ["b"]}))
+    tokenizer = AutoTokenizer.from_pretrained(tiny_classifier)
+    pairs = tpm.build_pair_dataset(datasets.Dataset.from_dict({
+        "prompt": ["cat", "cat"], "chosen": ["yes", "yes " * 60], "rejected": ["no", "no"]}))
+    short = len(tokenizer(pairs["text"][0])["input_ids"])
+    tokenized = tpm.tokenize_pairs(pairs, tokenizer, max_length=short + 2)
+    assert tokenized["labels"] == [0, 1]  # the long pair is left out in both orders
+    assert tokenized["input_ids"][0] == tokenizer(pairs["text"][0])["input_ids"]
+    batch = tpm.PairCollator(tokenizer.pad_token_id)([tokenized[0], tokenized[1]])
+    assert batch["labels"].tolist() == [0, 1]
+    assert batch["attention_mask"].sum(dim=1).tolist() == [len(ids) for ids in tokenized["input_ids"]]
+    with pytest.raises(ValueError, match="no pair text fits in max_length=3"):
+        tpm.tokenize_pairs(pairs, tokenizer, max_length=3)
+
+
+def test_preference_model_learns_the_preference_in_both_orders(tiny_classifier, tmp_path):
+    from lm_runs.judges import PreferenceModelJudge
+
+    data = write_jsonl(tmp_path / "pairs.jsonl", preference_rows(256, seed=0))
+    out = tmp_path / "pm_out"
+    tpm.main(["--model_name_or_path", str(tiny_classifier), "--dataset", data, "--output_dir", str(out),
+              "--learning_rate", "2e-3", "--max_steps", "100", "--warmup_steps", "0", "--weight_decay", "0.0",
+              "--per_device_train_batch_size", "16", "--lr_scheduler_type", "constant", *COMMON])
+    assert (out / "model.safetensors").is_file()
+    judge = PreferenceModelJudge(out, device="cpu", shuffle_order=False)
+    assert judge.model.config.num_labels == 2 and judge.model.config.pad_token_id == judge.tokenizer.pad_token_id
+    held_out = preference_rows(50, seed=1)  # prompts unseen in training
+    prompts = [r["prompt"] for r in held_out]
+    first_chosen = judge(prompts, [(r["chosen"], r["rejected"]) for r in held_out])
+    second_chosen = judge(prompts, [(r["rejected"], r["chosen"]) for r in held_out])
+    # The tiny model gets a stray held-out prompt wrong now and then (about 1 in 100): judge by the
+    # share of correct calls in each order — a position bias or swapped labels would fail one order outright.
+    assert sum(p > 0.5 for p in first_chosen) >= 45, first_chosen
+    assert sum(p < 0.5 for p in second_chosen) >= 45, second_chosen
+    assert sum(first_chosen) / 50 > 0.85 and sum(second_chosen) / 50 < 0.15
+
+
+def test_preference_model_lora_run_saves_a_plain_classifier(tiny_classifier, tmp_path):
+    from transformers import AutoModelForSequenceClassification
+
+    data = write_jsonl(tmp_path / "pairs.jsonl", preference_rows(16, seed=0))
+    out = tmp_path / "pm_lora"
+    tpm.main(["--model_name_or_path", str(tiny_classifier), "--dataset", data, "--output_dir", str(out),
+              "--use_peft", "true", "--lora_r", "4", "--lora_alpha", "8", "--lora_dropout", "0.0",
+              "--learning_rate", "1e-2", "--max_steps", "3", "--warmup_steps", "0",
+              "--per_device_train_batch_size", "8", *COMMON])
+    assert not (out / "adapter_config.json").exists()
+    base = AutoModelForSequenceClassification.from_pretrained(tiny_classifier)
+    merged = AutoModelForSequenceClassification.from_pretrained(out)
+    assert merged.config.num_labels == 2
+    assert not torch.allclose(base.score.weight, merged.score.weight)  # the head is trained with LoRA
+    assert not torch.allclose(base.transformer.h[0].attn.c_attn.weight, merged.transformer.h[0].attn.c_attn.weight)
+    assert torch.equal(base.transformer.wte.weight, merged.transformer.wte.weight)

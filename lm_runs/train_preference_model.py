@@ -1,0 +1,238 @@
+"""Train the ground-truth pairwise preference model: ``python -m lm_runs.train_preference_model``.
+
+    python -m lm_runs.train_preference_model --model_name_or_path google/gemma-2-2b \\
+        --dataset pairs.jsonl --output_dir runs/preference_model
+
+The dataset has string columns ``prompt``, ``chosen`` and ``rejected`` (a chat message list in
+``prompt`` is accepted and turned into the judge's text with :func:`lm_runs.data.prompt_text`).
+Every pair is used **in both orders**, so the model cannot learn a position preference:
+
+    render_pair(prompt, chosen, rejected)  → label 0 (FIRST_IS_BETTER)
+    render_pair(prompt, rejected, chosen)  → label 1 (SECOND_IS_BETTER)
+
+with :func:`lm_runs.judges.pair_format.render_pair`, the layout
+:class:`lm_runs.judges.PreferenceModelJudge` queries. The model is
+``AutoModelForSequenceClassification.from_pretrained(model_name_or_path, num_labels=2)`` (a causal
+LM directory gets a fresh classification head), its ``config.pad_token_id`` set from the tokenizer,
+trained with the model's own cross-entropy on ``labels``. Texts are tokenized as the judge does
+(``add_special_tokens=True``) and padded on the right; a pair whose text exceeds ``max_length``
+tokens is left out of training (the count is logged) rather than cut, since a cut would hide the
+second response or the question from the model and make its label noise. Rows whose ``chosen``
+equals ``rejected`` carry no preference and are left out too.
+
+Training is ``transformers.Trainer`` (``--deepspeed``, ``--report_to``, ``--save_steps``,
+``--resume_from_checkpoint`` ... as usual); weight decay comes from the Trainer's AdamW (no
+DeepSpeed ``optimizer`` block is needed, see :func:`lm_runs.sft.warn_deepspeed_optimizer`). The
+final model (LoRA merged) and tokenizer are saved to ``output_dir`` for ``PreferenceModelJudge``.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from typing import Any, Mapping, Sequence
+
+from transformers import TrainingArguments
+
+from lm_runs.data import check_prompt, load_table, prompt_text
+from lm_runs.judges.pair_format import FIRST_IS_BETTER, SECOND_IS_BETTER, render_pair
+from lm_runs.sft import (
+    load_tokenizer,
+    require_options,
+    lora_config,
+    resume_argument,
+    save_final_model,
+    warn_deepspeed_optimizer,
+)
+
+__all__ = [
+    "PreferenceModelConfig",
+    "build_pair_dataset",
+    "tokenize_pairs",
+    "PairCollator",
+    "build_trainer",
+    "main",
+]
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class PreferenceModelConfig(TrainingArguments):
+    """Options of ``python -m lm_runs.train_preference_model``: the fields below plus every
+    ``transformers.TrainingArguments`` option. Defaults follow the paper (lr 1e-5, 3 epochs,
+    weight decay 0.1, 1000 warmup steps, sequences up to 1024 tokens)."""
+
+    model_name_or_path: str | None = field(
+        default=None,
+        metadata={
+            "help": "Base model (required): a causal LM or sequence-classifier directory or hub name, loaded with "
+            "AutoModelForSequenceClassification(num_labels=2)."
+        },
+    )
+    dataset: str | None = field(
+        default=None,
+        metadata={
+            "help": "Preference pairs (required): a .jsonl/.json, .csv or .parquet file or a save_to_disk directory "
+            "with string columns 'prompt', 'chosen', 'rejected'."
+        },
+    )
+    dataset_split: str = field(
+        default="train", metadata={"help": "Split to read from a DatasetDict directory or a hub dataset."}
+    )
+    max_length: int = field(
+        default=1024, metadata={"help": "Longest rendered pair in tokens (paper: 1024); longer pairs are left out."}
+    )
+    use_peft: bool = field(default=False, metadata={"help": "Train LoRA adapters (plus the head) instead of all weights."})
+    lora_r: int = field(default=16, metadata={"help": "LoRA rank."})
+    lora_alpha: int = field(default=32, metadata={"help": "LoRA scaling numerator (scale = lora_alpha / lora_r)."})
+    lora_dropout: float = field(default=0.05, metadata={"help": "Dropout on the LoRA branch."})
+    lora_target_modules: list[str] | None = field(
+        default=None,
+        metadata={
+            "help": "Module names LoRA wraps (e.g. q_proj v_proj), or 'all-linear'; default: PEFT's choice "
+            "for the architecture."
+        },
+    )
+    # Paper defaults (overriding TrainingArguments').
+    learning_rate: float = field(default=1e-5, metadata={"help": "Peak AdamW learning rate (paper: 1e-5)."})
+    num_train_epochs: float = field(default=3.0, metadata={"help": "Epochs over the pairs, both orders (paper: 3)."})
+    weight_decay: float = field(
+        default=0.1,
+        metadata={"help": "AdamW weight decay on all weights but biases and norms, applied by the Trainer (paper: 0.1)."},
+    )
+    warmup_steps: float = field(
+        default=1000, metadata={"help": "Linear warmup steps (paper: 1000); a value below 1 is a fraction of training."}
+    )
+
+
+def _response(value: Any, column: str, where: str) -> str:
+    if not isinstance(value, str) or not value.strip():
+        raise ValueError(f"{where}: {column!r} must be a non-empty string, got {value!r:.60}")
+    return value
+
+
+def build_pair_dataset(table, name: str = "dataset"):
+    """Both orders of every pair: a ``datasets.Dataset`` with ``text`` and ``label`` columns.
+
+    Row i of ``table`` becomes rows 2i (``render_pair(prompt, chosen, rejected)``, label
+    ``FIRST_IS_BETTER`` = 0) and 2i+1 (``render_pair(prompt, rejected, chosen)``, label
+    ``SECOND_IS_BETTER`` = 1). Raises ``ValueError`` naming the missing columns or the bad row;
+    rows with ``chosen == rejected`` are dropped with a log line.
+    """
+    import datasets
+
+    missing = [c for c in ("prompt", "chosen", "rejected") if c not in table.column_names]
+    if missing:
+        raise ValueError(f"{name}: missing column(s) {missing}; columns: {table.column_names}")
+    if len(table) == 0:
+        raise ValueError(f"{name}: no pairs (the dataset is empty)")
+    texts: list[str] = []
+    labels: list[int] = []
+    ties = 0
+    for index, (prompt, chosen, rejected) in enumerate(zip(table["prompt"], table["chosen"], table["rejected"])):
+        where = f"{name}: row {index}"
+        check_prompt(prompt, where)
+        prompt = prompt_text(prompt)
+        chosen = _response(chosen, "chosen", where)
+        rejected = _response(rejected, "rejected", where)
+        if chosen == rejected:
+            ties += 1
+            continue
+        texts += [render_pair(prompt, chosen, rejected), render_pair(prompt, rejected, chosen)]
+        labels += [FIRST_IS_BETTER, SECOND_IS_BETTER]
+    if ties:
+        logger.warning("%s: left out %d pair(s) whose chosen and rejected responses are identical", name, ties)
+    if not texts:
+        raise ValueError(f"{name}: every pair has chosen == rejected; nothing to train on")
+    return datasets.Dataset.from_dict({"text": texts, "label": labels})
+
+
+def tokenize_pairs(pairs, tokenizer, max_length: int | None, name: str = "dataset"):
+    """Tokenize :func:`build_pair_dataset` rows as the judge does (``add_special_tokens=True``):
+    ``input_ids``, ``attention_mask``, ``labels``. Texts over ``max_length`` tokens are left out
+    (logged); raises ``ValueError`` when none fits."""
+    import datasets
+
+    encoded = tokenizer(list(pairs["text"]), add_special_tokens=True)["input_ids"]
+    keep = [i for i, ids in enumerate(encoded) if max_length is None or len(ids) <= max_length]
+    if len(keep) < len(encoded):
+        logger.warning("%s: left out %d of %d pair texts longer than max_length=%s tokens", name,
+                       len(encoded) - len(keep), len(encoded), max_length)
+    if not keep:
+        raise ValueError(f"{name}: no pair text fits in max_length={max_length} tokens")
+    labels = pairs["label"]
+    return datasets.Dataset.from_dict({
+        "input_ids": [encoded[i] for i in keep],
+        "attention_mask": [[1] * len(encoded[i]) for i in keep],
+        "labels": [labels[i] for i in keep],
+    })
+
+
+class PairCollator:
+    """Right-pad tokenized pair texts: ``input_ids`` (pad id on the right), ``attention_mask``
+    (0 on padding) and ``labels`` (B,) as LongTensors — the layout the judge scores."""
+
+    def __init__(self, pad_token_id: int) -> None:
+        self.pad_token_id = int(pad_token_id)
+
+    def __call__(self, rows: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+        import torch
+
+        width = max(len(row["input_ids"]) for row in rows)
+        input_ids = torch.full((len(rows), width), self.pad_token_id, dtype=torch.long)
+        attention_mask = torch.zeros((len(rows), width), dtype=torch.long)
+        for i, row in enumerate(rows):
+            n = len(row["input_ids"])
+            input_ids[i, :n] = torch.tensor(row["input_ids"], dtype=torch.long)
+            attention_mask[i, :n] = 1
+        labels = torch.tensor([int(row["labels"]) for row in rows], dtype=torch.long)
+        return {"input_ids": input_ids, "attention_mask": attention_mask, "labels": labels}
+
+
+def build_trainer(config: PreferenceModelConfig):
+    """The tokenizer, the both-orders tokenized dataset, the 2-label classifier (LoRA-wrapped with
+    ``use_peft``) and a ``transformers.Trainer``; data errors surface before the model loads."""
+    from transformers import AutoModelForSequenceClassification, Trainer
+
+    require_options(config, "model_name_or_path", "dataset", "output_dir")
+    warn_deepspeed_optimizer(config)
+    tokenizer = load_tokenizer(config.model_name_or_path)
+    pairs = build_pair_dataset(load_table(config.dataset, split=config.dataset_split), name=config.dataset)
+    train_dataset = tokenize_pairs(pairs, tokenizer, config.max_length, name=config.dataset)
+    model = AutoModelForSequenceClassification.from_pretrained(
+        config.model_name_or_path,
+        num_labels=2,
+        id2label={FIRST_IS_BETTER: "first_is_better", SECOND_IS_BETTER: "second_is_better"},
+        label2id={"first_is_better": FIRST_IS_BETTER, "second_is_better": SECOND_IS_BETTER},
+    )
+    model.config.pad_token_id = tokenizer.pad_token_id
+    if config.use_peft:
+        from peft import get_peft_model
+
+        if config.gradient_checkpointing:
+            model.enable_input_require_grads()
+        model = get_peft_model(model, lora_config(config, "SEQ_CLS"))
+    return Trainer(
+        model=model,
+        args=config,
+        train_dataset=train_dataset,
+        data_collator=PairCollator(tokenizer.pad_token_id),
+        processing_class=tokenizer,
+    )
+
+
+def main(argv: Sequence[str] | None = None) -> str:
+    """Parse ``argv`` (default ``sys.argv[1:]``), train, save model + tokenizer to ``output_dir``; returns it."""
+    from lm_runs.cli import parse_config
+
+    (config,) = parse_config([PreferenceModelConfig], argv)
+    logging.basicConfig(level=logging.INFO if config.should_log else logging.WARNING)
+    trainer = build_trainer(config)
+    trainer.train(resume_from_checkpoint=resume_argument(config.resume_from_checkpoint))
+    save_final_model(trainer, config.output_dir, config.use_peft)
+    return config.output_dir
+
+
+if __name__ == "__main__":
+    main()
