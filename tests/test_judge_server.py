@@ -493,3 +493,16 @@ def test_cli_rejects_bad_flags(flags, fragment):
         [sys.executable, "-m", "lm_runs.judge_server", *flags], capture_output=True, text=True, env=_cli_env(), timeout=60
     )
     assert out.returncode == 2 and fragment in out.stderr, out.stderr
+
+
+def test_small_requests_are_answered_without_nagle_delays():
+    """Regression: the pre-bound socket must be TCP-typed so asyncio sets TCP_NODELAY (else ~40 ms each)."""
+    with serve_in_thread(create_app(crc_judge, name="fast", max_wait_ms=0)) as server:
+        with httpx.Client(base_url=server.url) as session:
+            session.get("/health")
+            times = []
+            for _ in range(21):
+                t0 = time.perf_counter()
+                assert session.post("/v1/classifications", json=GOOD).status_code == 200
+                times.append(time.perf_counter() - t0)
+    assert sorted(times)[10] < 0.025, sorted(times)
