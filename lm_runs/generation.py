@@ -244,7 +244,9 @@ def _check_prompts(prompt_ids: torch.Tensor, prompt_mask: torch.Tensor) -> None:
         raise ValueError(f"empty prompt batch of shape {tuple(prompt_ids.shape)}")
     right_padded = (prompt_mask[:, -1] == 0).nonzero().flatten().tolist()
     if right_padded:
-        raise ValueError(f"prompts must be left-padded (mask 1 in the last column); rows {right_padded} end with padding")
+        raise ValueError(
+            f"prompts must be left-padded (mask 1 in the last column); rows {right_padded} end with padding"
+        )
 
 
 def _check_max_new_tokens(max_new_tokens: int) -> None:
@@ -378,7 +380,7 @@ def generate_completions(
     with _eval_mode(model), _blank_model_generation_config(model), _seeded_global_rng(generator, prompt_ids.device):
         out = model.generate(
             input_ids=prompt_ids,
-            attention_mask=prompt_mask,
+            attention_mask=prompt_mask.long(),
             generation_config=config,
             logits_processor=LogitsProcessorList([processor]),
         )
@@ -419,11 +421,14 @@ class ReferenceModel:
             if not _has_peft_adapter(policy):
                 raise ValueError(
                     f"ReferenceModel(policy) needs a peft PeftModel with an adapter (π_ref = adapter disabled); "
-                    f"got a {type(policy).__name__}: pass the reference explicitly, ReferenceModel(policy, frozen=ref_model)"
+                    f"got a {type(policy).__name__}: pass the reference explicitly, "
+                    "ReferenceModel(policy, frozen=ref_model)"
                 )
         else:
             if frozen is policy:
-                raise ValueError("frozen is the policy itself: π_ref must be a separate model (or omit frozen for a peft policy)")
+                raise ValueError(
+                    "frozen is the policy itself: π_ref must be a separate model (or omit frozen for a peft policy)"
+                )
             frozen.eval()
             frozen.requires_grad_(False)
         self.policy = policy
@@ -459,7 +464,9 @@ class ReferenceModel:
 # --------------------------------------------------------------------------------------------------
 
 
-def _last_logits(module: torch.nn.Module, input_ids, attention_mask, position_ids, cache, keep_last: bool) -> torch.Tensor:
+def _last_logits(
+    module: torch.nn.Module, input_ids, attention_mask, position_ids, cache, keep_last: bool
+) -> torch.Tensor:
     """Next-token logits (B, V) in float32 from one cached forward step."""
     kwargs = dict(
         input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids,

@@ -35,7 +35,9 @@ def _check_inputs(prompt_ids, prompt_mask, completion_ids, completion_mask) -> N
         )
     right_padded = (prompt_mask[:, -1] == 0).nonzero().flatten().tolist()
     if right_padded:
-        raise ValueError(f"prompts must be left-padded (mask 1 in the last column); rows {right_padded} end with padding")
+        raise ValueError(
+            f"prompts must be left-padded (mask 1 in the last column); rows {right_padded} end with padding"
+        )
 
 
 def completion_logprobs(

@@ -199,6 +199,18 @@ def test_per_row_sampling_equals_hf_warpers_row_by_row():
     assert filtered_rows >= 5  # the filters actually removed tokens on most rows
 
 
+def test_per_row_sampling_ties_like_hf():
+    """Boundary cases: tied top-k values are all kept; top-p drops tokens whose ascending cumulative
+    probability equals 1 − top_p exactly (0.25 + 0.25 = 0.5 is exact in float32)."""
+    logits = torch.tensor([[0.0, 0.0, 0.0, 0.0], [2.0, 1.0, 1.0, 0.0], [0.0, 0.0, 0.0, 0.0]])
+    params = [SamplingParams(top_p=0.5), SamplingParams(top_k=2), SamplingParams(min_p=0.999)]
+    ours = PerRowSampling(params)(None, logits.clone())
+    for r, p in enumerate(params):
+        expected = hf_warp(logits[r:r + 1].clone(), p)[0]
+        assert torch.equal(torch.isinf(ours[r]), torch.isinf(expected)), (r, ours[r], expected)
+    assert torch.isinf(ours[0]).sum() == 2 and torch.isinf(ours[1]).sum() == 1 and torch.isinf(ours[2]).sum() == 0
+
+
 def test_per_row_sampling_rejects_wrong_batch():
     with pytest.raises(ValueError, match="2 rows"):
         PerRowSampling([SamplingParams()] * 2)(None, torch.zeros(3, 10))
@@ -287,6 +299,17 @@ def test_scores_are_the_per_row_distributions_and_ignore_model_generation_config
         assert torch.equal(torch.isinf(out.scores[r, 0]), torch.isinf(expected))
         finite = torch.isfinite(expected)
         torch.testing.assert_close(out.scores[r, 0][finite], expected[finite], rtol=0, atol=1e-5)
+
+
+def test_peft_policy_samples_with_its_adapter(dirs, tok):
+    policy = lora_policy(dirs[0])
+    policy.get_base_model().generation_config.top_k = 2  # must not leak through peft's generate either
+    ids, mask = encode(tok, PROMPTS)
+    p = SamplingParams(temperature=0.8)
+    out = generate_completions(policy, ids, mask, p, max_new_tokens=2, output_scores=True, **kw(tok))
+    expected = (next_logits(policy, ids, mask) / 0.8).log_softmax(-1)
+    torch.testing.assert_close(out.scores[:, 0], expected, rtol=0, atol=1e-5)
+    assert policy.get_base_model().generation_config.top_k == 2
 
 
 def test_left_padding_gives_the_unpadded_distribution(policy, tok):
@@ -455,6 +478,11 @@ def slow_mixture(policy_fn, ref_fn, ids, mask, c, params, max_new_tokens, eos, p
     return torch.stack(tokens, 1), torch.stack(scores, 1)
 
 
+@contextmanager
+def _nothing():
+    yield
+
+
 @pytest.mark.parametrize("kind", ["frozen", "peft"])
 def test_mixture_equals_uncached_reference_implementation(dirs, tok, kind):
     if kind == "frozen":
@@ -486,11 +514,6 @@ def test_mixture_equals_uncached_reference_implementation(dirs, tok, kind):
     assert fast.ids.shape[1] >= 3  # several cached steps were exercised
     torch.testing.assert_close(fast.scores[live].exp(), expected.scores[live].exp(), rtol=0, atol=1e-5)
     _check_eos_layout(fast, eos, pad, steps)
-
-
-@contextmanager
-def _nothing():
-    yield
 
 
 def test_mixture_with_lora_mixes_policy_with_base(dirs, tok):
@@ -526,4 +549,3 @@ def test_mixture_restores_training_and_validates(policy, ref_model, tok):
             generate_mixture(policy, ref, ids, mask, bad, SamplingParams(), max_new_tokens=2, **kw(tok))
     with pytest.raises(TypeError, match="ReferenceModel"):
         generate_mixture(policy, ref_model, ids, mask, 0.5, SamplingParams(), max_new_tokens=2, **kw(tok))
-    assert math.isfinite(out.lengths.float().mean().item())
