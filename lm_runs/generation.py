@@ -484,7 +484,7 @@ def generate_mixture(
     prompt_ids: torch.LongTensor,
     prompt_mask: torch.Tensor,
     mixture_coef: float,
-    params: SamplingParams,
+    params: SamplingParams | Sequence[SamplingParams],
     *,
     max_new_tokens: int,
     eos_token_id: int | Sequence[int],
@@ -499,8 +499,9 @@ def generate_mixture(
         s = (1 − c)·log_softmax(z_π) + c·log_softmax(z_ref),     c = mixture_coef ∈ [0, 1],
 
     i.e. log π_c ∝ (1 − c)·log π + c·log π_ref (softmax renormalises), then ``params``' temperature,
-    top-k, top-p and min-p (:class:`PerRowSampling`), then one multinomial draw per row with
-    ``generator`` (global RNG when None). Rows stop at their first EOS (pad after); decoding ends when
+    top-k, top-p and min-p (:class:`PerRowSampling`; one SamplingParams for all rows, or one per row),
+    then one multinomial draw per row with ``generator`` (on the prompts' device; the global RNG when
+    None). Rows stop at their first EOS (pad after); decoding ends when
     every row has stopped or after max_new_tokens.
 
     Its own decoding loop keeps TWO KV caches (``DynamicCache``), one per model: the policy's computed
@@ -513,15 +514,17 @@ def generate_mixture(
         raise ValueError(f"mixture_coef must be a number in [0, 1], got mixture_coef={mixture_coef!r}")
     if not isinstance(reference, ReferenceModel):
         raise TypeError(f"reference must be a ReferenceModel, got {type(reference).__name__}")
-    if not isinstance(params, SamplingParams):
-        raise TypeError(f"params must be a SamplingParams, got {type(params).__name__}")
+    if reference.shares_policy and reference.policy is not policy:
+        raise ValueError(
+            "reference disables the adapter of a different module than `policy`: build it as ReferenceModel(policy)"
+        )
     _check_prompts(prompt_ids, prompt_mask)
     _check_max_new_tokens(max_new_tokens)
     c = float(mixture_coef)
     device = prompt_ids.device
     batch = prompt_ids.shape[0]
     eos = _eos_tensor(eos_token_id, device)
-    processor = PerRowSampling([params] * batch, device=device)
+    processor = PerRowSampling(_broadcast_params(params, batch), device=device)
     use_policy, use_reference = c < 1.0, c > 0.0
 
     attention_mask = prompt_mask.long()

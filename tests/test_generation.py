@@ -354,6 +354,12 @@ def test_finalize_masks_up_to_first_eos():
     assert out.mask.tolist() == [[1, 1, 0, 0], [1, 1, 1, 1], [1, 0, 0, 0], [1, 1, 1, 1]]
     assert out.truncated.tolist() == [False, True, False, False]
     assert out.lengths.tolist() == [2, 4, 1, 4]
+    padded = out.padded_to(6, pad)
+    assert padded.ids[:, 4:].eq(pad).all() and padded.mask[:, 4:].eq(0).all()
+    assert torch.equal(padded.ids[:, :4], out.ids) and torch.equal(padded.lengths, out.lengths)
+    # Several EOS ids (chat models often have two): the first of either ends the row.
+    two = _finalize(tokens, torch.tensor([eos, 5]), pad, None)
+    assert two.ids.tolist()[1] == [3, 4, 5, 8] and two.truncated.tolist() == [False, False, False, False]
 
 
 def _check_eos_layout(out: Completions, eos: int, pad: int, max_new_tokens: int):
@@ -549,3 +555,10 @@ def test_mixture_restores_training_and_validates(policy, ref_model, tok):
             generate_mixture(policy, ref, ids, mask, bad, SamplingParams(), max_new_tokens=2, **kw(tok))
     with pytest.raises(TypeError, match="ReferenceModel"):
         generate_mixture(policy, ref_model, ids, mask, 0.5, SamplingParams(), max_new_tokens=2, **kw(tok))
+
+
+def test_mixture_rejects_a_reference_over_another_policy(dirs, tok):
+    ids, mask = encode(tok, PROMPTS)
+    ref = ReferenceModel(lora_policy(dirs[0]))
+    with pytest.raises(ValueError, match="different module"):
+        generate_mixture(lora_policy(dirs[0]), ref, ids, mask, 0.5, SamplingParams(), max_new_tokens=2, **kw(tok))
