@@ -40,6 +40,8 @@ ALGORITHM_ALIASES = {
     "nash_md_pg": "nash_md_pg",
     "nmdpg": "nash_md_pg",
     "sppo": "sppo",
+    "mpo": "mpo",
+    "omwu": "omwu",
 }
 
 #: The egpo_core algorithms whose language-model form is well defined here. MPO (its loss weight

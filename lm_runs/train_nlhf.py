@@ -25,7 +25,7 @@ def _fail(message: str) -> None:
 def build_trainer(config):
     """Load tokenizer, policy (+ LoRA), π_ref, judge and prompts as ``config`` says; return the trainer.
 
-    The judge is probed with one pair first, so a judge that returns a wrong count or a value outside
+    The judge is probed with two pairs first, so a judge that returns a wrong count or a value outside
     [0, 1] fails here, before training.
     """
     import torch
@@ -43,7 +43,8 @@ def build_trainer(config):
         max_chars=config.max_prompt_chars,
     )
     judge = load_judge(config.judge, seed=config.seed, device=str(config.device), batch_size=config.judge_batch_size)
-    judge([prompt_text(prompts[0]["prompt"])], [["Yes.", "No."]])
+    probe = prompt_text(prompts[0]["prompt"])
+    judge([probe, probe], [["Yes.", "No."], ["No.", "Yes."]])  # two pairs: a wrong count shows
 
     tokenizer = AutoTokenizer.from_pretrained(config.model_name_or_path)
     tokenizer.padding_side = "left"
@@ -81,9 +82,11 @@ def main(argv: Sequence[str] | None = None) -> None:
         (config,) = parse_config([NLHFConfig], argv)
     except ValueError as error:
         _fail(str(error))
+    from .judges import JudgeError
+
     try:
         trainer = build_trainer(config)
-    except (ValueError, FileNotFoundError) as error:
+    except (ValueError, FileNotFoundError, JudgeError) as error:
         _fail(str(error))
     trainer.train(resume_from_checkpoint=config.resume_from_checkpoint)
     trainer.save_model(config.output_dir)

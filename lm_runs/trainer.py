@@ -80,7 +80,8 @@ class _EpochModels(TrainerCallback):
     def on_epoch_end(self, args, state, control, **kwargs):
         passes = round(state.epoch or 0)
         per_update = args.steps_per_update
-        if passes > 0 and passes % per_update == 0:
+        complete = abs((state.epoch or 0) - passes) < 1e-6  # not a run stopped mid-epoch by max_steps
+        if complete and passes > 0 and passes % per_update == 0:
             self.trainer.save_model(os.path.join(args.output_dir, "epochs", f"epoch-{passes // per_update}"))
         return control
 

@@ -1,0 +1,315 @@
+"""NLHFTrainer on a tiny local GPT-2: every algorithm, EGPO's two steps against a manual computation,
+LoRA and full fine-tuning, kill-and-resume, and configuration errors.
+
+Tolerances: parameters within 1e-6 (float32, the same operations in the same order up to batching);
+losses within 1e-6.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import math
+
+import pytest
+import torch
+import toy_judges
+from transformers import AutoModelForCausalLM, AutoTokenizer, TrainerCallback
+
+from lm_runs.config import NLHFConfig
+from lm_runs.data import load_prompts
+from lm_runs.logprobs import completion_logprobs
+from lm_runs.tiny import build_tiny_lm
+from lm_runs.trainer import NLHFTrainer
+
+WORDS = "cat dog bird fish sun moon star tree rock water fire stone".split()
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    root = tmp_path_factory.mktemp("nlhf")
+    model_dir = build_tiny_lm(root / "model")
+    prompts = root / "prompts.jsonl"
+    prompts.write_text("".join(json.dumps({"prompt": f"tell me about the {w}"}) + "\n" for w in WORDS))
+    return {"model": str(model_dir), "prompts": str(prompts), "root": root}
+
+
+def config(tiny, out, **overrides) -> NLHFConfig:
+    options = dict(
+        output_dir=str(out),
+        model_name_or_path=tiny["model"],
+        prompts=tiny["prompts"],
+        judge="toy_judges:prefer_shorter",
+        alg="egpo",
+        max_steps=2,
+        per_device_train_batch_size=2,
+        learning_rate=1e-3,
+        max_new_tokens=6,
+        use_cpu=True,
+        report_to="none",
+        seed=0,
+        weight_decay=0.0,
+        max_grad_norm=0.0,
+        lr_scheduler_type="linear",
+        disable_tqdm=True,
+    )
+    options.update(overrides)
+    return NLHFConfig(**options)
+
+
+def make_trainer(tiny, cfg, judge=toy_judges.prefer_shorter, cls=NLHFTrainer, peft=False):
+    tokenizer = AutoTokenizer.from_pretrained(tiny["model"])
+    model = AutoModelForCausalLM.from_pretrained(tiny["model"])
+    ref = None
+    if peft:
+        from peft import LoraConfig, get_peft_model
+
+        model = get_peft_model(model, LoraConfig(r=4, lora_alpha=8, lora_dropout=0.0, target_modules=["c_attn"], task_type="CAUSAL_LM"))
+    else:
+        ref = AutoModelForCausalLM.from_pretrained(tiny["model"])
+    return cls(model=model, args=cfg, judge=judge, train_dataset=load_prompts(tiny["prompts"]), processing_class=tokenizer, ref_model=ref)
+
+
+def trainable(model) -> dict[str, torch.Tensor]:
+    return {n: p.detach().clone() for n, p in model.named_parameters() if p.requires_grad}
+
+
+class RecordingTrainer(NLHFTrainer):
+    """Records each rollout with the trainable parameters it was generated at."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.records: list[tuple[dict, dict]] = []
+
+    def _rollout(self, batch):
+        at = trainable(self.model)
+        rollout = super()._rollout(batch)
+        self.records.append((at, {k: v.clone() for k, v in rollout.items()}))
+        return rollout
+
+
+# ---------------------------------------------------------------------------------------------
+# every algorithm
+# ---------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("alg", ["egpo", "oipo1", "oipo2", "nashmd", "nashmdpg", "sppo"])
+def test_every_algorithm_updates_the_trainable_parameters(tiny, tmp_path, alg):
+    trainer = make_trainer(tiny, config(tiny, tmp_path, alg=alg, max_steps=2), peft=True)
+    before = trainable(trainer.model)
+    frozen = {n: p.detach().clone() for n, p in trainer.model.named_parameters() if not p.requires_grad}
+    result = trainer.train()
+    assert math.isfinite(result.training_loss)
+    after = trainable(trainer.model)
+    assert all(n.find("lora_") >= 0 for n in after)  # only the adapter is trainable
+    assert max(float((after[n] - before[n]).abs().max()) for n in after) > 1e-5
+    assert all(torch.equal(p, frozen[n]) for n, p in trainer.model.named_parameters() if not p.requires_grad)
+    assert trainer.updates == 2
+    assert trainer.state.global_step == (4 if alg == "egpo" else 2)
+
+
+def _expected_first_token_vowels(model, tokenizer, prompts) -> float:
+    """E over prompts and the first response token t ~ π(· | prompt) of the vowels in t's text (exact)."""
+    from lm_runs.data import PromptCollator
+
+    counts = torch.tensor([toy_judges.vowels(tokenizer.decode([t])) for t in range(len(tokenizer))], dtype=torch.float32)
+    batch = PromptCollator(tokenizer)([{"prompt": p} for p in prompts])
+    with torch.no_grad():
+        logits = model(input_ids=batch["prompt_ids"], attention_mask=batch["prompt_mask"]).logits[:, -1]
+    return float((logits.softmax(-1) @ counts).mean())
+
+
+@pytest.mark.parametrize("alg", ["oipo1", "egpo", "nashmd"])
+def test_preferred_tokens_become_more_likely(tiny, tmp_path, alg):
+    """A judge that prefers responses with more vowels raises the expected vowels of the first token."""
+    cfg = config(tiny, tmp_path, alg=alg, max_steps=10, per_device_train_batch_size=4, learning_rate=2e-2,
+                 max_new_tokens=3, lr_scheduler_type="constant")
+    trainer = make_trainer(tiny, cfg, judge=toy_judges.prefer_vowels)
+    prompts = [f"tell me about the {w}" for w in WORDS]
+    before = _expected_first_token_vowels(trainer.model, trainer.processing_class, prompts)
+    trainer.train()
+    after = _expected_first_token_vowels(trainer.model, trainer.processing_class, prompts)
+    assert after > 1.5 * before, (before, after)  # measured here: 0.24 → 0.82–0.97
+
+
+# ---------------------------------------------------------------------------------------------
+# EGPO against a manual computation
+# ---------------------------------------------------------------------------------------------
+
+
+def manual_ipo_loss(model, rollout, beta) -> torch.Tensor:
+    """(ℓθ(y) − ℓθ(y′) − ℓref(y) + ℓref(y′) − [P(y≻y″) − P(y′≻y″)]/β)², mean; ℓ length-normalized."""
+    mask = rollout["completion_mask"]
+    lengths = mask.sum(-1).float()
+    logp = completion_logprobs(model, rollout["prompt_ids"], rollout["prompt_mask"], rollout["completion_ids"], mask) / lengths
+    ref = rollout["ref_logp"] / lengths
+    n = logp.shape[0] // 2
+    target = (rollout["wins_y"][:, 0] - rollout["wins_yp"][:, 0]) / beta
+    return ((logp[:n] - logp[n:] - ref[:n] + ref[n:] - target) ** 2).mean()
+
+
+def test_egpo_update_is_the_step_from_theta_t_with_samples_at_the_half_step(tiny, tmp_path):
+    """Two EGPO updates (four optimizer steps): samples of the half step at θ_t, of the full step at
+    θ_{t+½} = AdamW step from (θ_t, state_t); θ_{t+1} = AdamW step from (θ_t, state_t) on the full step's
+    samples; the learning rate follows the linear schedule over updates (lr₀, then lr₀/2)."""
+    lr = 1e-3
+    cfg = config(tiny, tmp_path, alg="egpo", max_steps=2, learning_rate=lr)
+    trainer = make_trainer(tiny, cfg, cls=RecordingTrainer)
+    theta = trainable(trainer.model)
+    trainer.train()
+    assert len(trainer.records) == 4
+
+    manual = AutoModelForCausalLM.from_pretrained(tiny["model"])
+    params = dict(manual.named_parameters())
+    optimizer = torch.optim.AdamW([params[n] for n in theta], lr=lr, weight_decay=0.0)
+
+    def step_from(start, opt, rollout, rate):
+        with torch.no_grad():
+            for name, value in start.items():
+                params[name].copy_(value)
+        for group in opt.param_groups:
+            group["lr"] = rate
+        opt.zero_grad()
+        manual_ipo_loss(manual, rollout, cfg.beta).backward()
+        opt.step()
+        return {n: params[n].detach().clone() for n in start}
+
+    def close(a, b):
+        return max(float((a[n] - b[n]).abs().max()) for n in a)
+
+    # Adam divides by √v + ε: float32 rounding in near-zero gradient entries moves an entry by up to
+    # ~1e-6 here, while a step from the wrong point or with the wrong state moves entries by ~lr = 1e-3.
+    tol = 1e-2 * lr
+
+    for update, rate in enumerate([lr, lr / 2]):
+        (at_half, half_rollout), (at_full, full_rollout) = trainer.records[2 * update : 2 * update + 2]
+        assert close(at_half, theta) < tol, "half-step samples are drawn at θ_t"
+        scratch = torch.optim.AdamW([params[n] for n in theta], lr=lr, weight_decay=0.0)
+        scratch.load_state_dict(copy.deepcopy(optimizer.state_dict()))  # load_state_dict shares tensors
+        theta_half = step_from(theta, scratch, half_rollout, rate)
+        assert close(at_full, theta_half) < tol, "full-step samples are drawn at θ_{t+½}"
+        theta = step_from(theta, optimizer, full_rollout, rate)
+    assert close(trainable(trainer.model), theta) < tol
+
+
+def test_trainer_loss_is_egpo_core_regression_on_the_rollout(tiny, tmp_path):
+    trainer = make_trainer(tiny, config(tiny, tmp_path, alg="oipo1", max_steps=1), cls=RecordingTrainer)
+    trainer.train()
+    _, rollout = trainer.records[0]
+    model = AutoModelForCausalLM.from_pretrained(tiny["model"])  # θ_0, where the step was taken
+    got = trainer.compute_loss(model, rollout)
+    torch.testing.assert_close(got, manual_ipo_loss(model, rollout, 0.1), rtol=0, atol=1e-6)
+
+
+def test_reference_logprobs_with_the_adapter_disabled_are_the_base_models(tiny, tmp_path):
+    trainer = make_trainer(tiny, config(tiny, tmp_path, alg="oipo1", max_steps=2), cls=RecordingTrainer, peft=True)
+    trainer.train()
+    _, rollout = trainer.records[-1]  # after one update the adapter is non-zero
+    base = AutoModelForCausalLM.from_pretrained(tiny["model"])
+    with torch.no_grad():
+        expected = completion_logprobs(base, rollout["prompt_ids"], rollout["prompt_mask"], rollout["completion_ids"], rollout["completion_mask"])
+        policy = completion_logprobs(trainer.model, rollout["prompt_ids"], rollout["prompt_mask"], rollout["completion_ids"], rollout["completion_mask"])
+    torch.testing.assert_close(rollout["ref_logp"], expected, rtol=0, atol=1e-5)
+    assert float((policy - expected).abs().max()) > 1e-4  # the adapter changed the policy
+
+
+# ---------------------------------------------------------------------------------------------
+# kill and resume
+# ---------------------------------------------------------------------------------------------
+
+
+class StopAt(TrainerCallback):
+    def __init__(self, step):
+        self.step = step
+
+    def on_step_end(self, args, state, control, **kwargs):
+        if state.global_step == self.step:
+            control.should_training_stop = True
+        return control
+
+
+@pytest.mark.parametrize("alg,stop_at", [("egpo", 3), ("oipo1", 2)])
+def test_resume_from_a_checkpoint_equals_the_uninterrupted_run(tiny, tmp_path, alg, stop_at):
+    """EGPO stopped after 3 optimizer steps (between the half and the full step of update 2) and
+    resumed ends where the uninterrupted run does; likewise Online IPO 1."""
+    steps = dict(max_steps=3, save_strategy="steps", save_steps=1)
+    straight = make_trainer(tiny, config(tiny, tmp_path / "straight", alg=alg, **steps))
+    straight.train()
+
+    killed = make_trainer(tiny, config(tiny, tmp_path / "killed", alg=alg, **steps))
+    killed.add_callback(StopAt(stop_at))
+    killed.train()
+    assert killed.state.global_step == stop_at
+    checkpoint = tmp_path / "killed" / f"checkpoint-{stop_at}"
+    if alg == "egpo":
+        saved = torch.load(checkpoint / "extragradient_state_rank0.pt", weights_only=False)
+        assert saved["phase"] == "full" and saved["updates"] == 1
+
+    resumed = make_trainer(tiny, config(tiny, tmp_path / "killed", alg=alg, **steps))
+    resumed.train(resume_from_checkpoint=str(checkpoint))
+    assert resumed.updates == straight.updates == 3
+    a, b = trainable(resumed.model), trainable(straight.model)
+    assert max(float((a[n] - b[n]).abs().max()) for n in a) < 1e-6
+
+
+def test_resume_of_an_egpo_run_needs_its_snapshot(tiny, tmp_path):
+    trainer = make_trainer(tiny, config(tiny, tmp_path, alg="oipo1", max_steps=1, save_strategy="steps", save_steps=1))
+    trainer.train()
+    egpo = make_trainer(tiny, config(tiny, tmp_path, alg="egpo", max_steps=1))
+    with pytest.raises(ValueError, match="extragradient_state_rank0.pt"):
+        egpo.train(resume_from_checkpoint=str(tmp_path / "checkpoint-1"))
+
+
+def test_epoch_folders_count_updates(tiny, tmp_path):
+    """12 prompts, 2 per step: EGPO's epoch 1 is after 12 optimizer steps (two passes)."""
+    trainer = make_trainer(tiny, config(tiny, tmp_path, alg="egpo", max_steps=-1, num_train_epochs=1))
+    trainer.train()
+    assert trainer.state.global_step == 12 and trainer.updates == 6
+    assert sorted(p.name for p in (tmp_path / "epochs").iterdir()) == ["epoch-1"]
+    assert (tmp_path / "epochs" / "epoch-1" / "model.safetensors").is_file()
+
+
+# ---------------------------------------------------------------------------------------------
+# configuration errors, before training
+# ---------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "flags,message",
+    [
+        (["--alg", "magic"], "unknown algorithm --alg 'magic'"),
+        (["--beta", "0"], "--beta must be > 0"),
+        (["--beta", "-0.1"], "--beta must be > 0"),
+        (["--pair_temperature", "0"], "--pair_temperature must be > 0"),
+        (["--opponent_temperature", "-1"], "--opponent_temperature must be > 0"),
+        (["--mixture_coef", "1.5"], "--mixture_coef must lie in [0, 1]"),
+        (["--alg", "omwu"], "no language-model form"),
+        (["--judge", "toy_judges:out_of_range"], "1.5"),
+        (["--judge", "toy_judges:wrong_count"], "returned 1 values for 2 pairs"),
+        (["--prompt_column", "question"], "no column 'question'"),
+        (["--judge", "no_such_module:f"], "cannot import module"),
+    ],
+)
+def test_bad_configuration_fails_before_training_with_one_message(tiny, tmp_path, capsys, flags, message):
+    from lm_runs.train_nlhf import main
+
+    base = ["--model_name_or_path", tiny["model"], "--prompts", tiny["prompts"], "--judge", "toy_judges:prefer_shorter",
+            "--output_dir", str(tmp_path / "out"), "--use_cpu", "true", "--report_to", "none", "--max_steps", "1"]
+    with pytest.raises(SystemExit) as exit_info:
+        main(base + flags)
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert message in err, err
+    assert "Traceback" not in err
+    assert not (tmp_path / "out" / "checkpoint-1").exists()
+
+
+def test_yaml_config_with_flag_override(tiny, tmp_path):
+    from lm_runs.cli import parse_config
+
+    path = tmp_path / "run.yaml"
+    path.write_text(f"alg: nmd\nbeta: 0.05\nmodel_name_or_path: {tiny['model']}\nprompts: {tiny['prompts']}\n"
+                    f"judge: toy_judges:prefer_shorter\noutput_dir: {tmp_path}\nuse_cpu: true\n")
+    (cfg,) = parse_config([NLHFConfig], ["--config", str(path), "--beta", "0.2"])
+    assert cfg.algorithm.name == "nash_md" and cfg.beta == 0.2 and cfg.mixture_coef == 0.125
+    assert cfg.pair_sampling.temperature == 2.0 and cfg.pair_sampling.top_k == 10
