@@ -17,6 +17,8 @@ from pathlib import Path
 
 import httpx
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from prometheus_client.parser import text_string_to_metric_families
 
 from lm_runs.judge_server import ApiError, BatchingWorker, create_app, serve_in_thread
@@ -133,6 +135,56 @@ def test_worker_isolates_a_failing_request_from_the_batch():
         assert info.value.status == 500 and "boomer" in info.value.message and "kaboom" in info.value.message
     finally:
         worker.stop()
+
+
+def test_worker_answers_429_when_the_queue_is_full_and_503_after_stop():
+    release = threading.Event()
+
+    def slow(prompts, completions):
+        release.wait(10)
+        return crc_judge(prompts, completions)
+
+    worker = BatchingWorker(slow, name="slow", max_batch_size=2, max_wait_ms=0, max_queued_pairs=5)
+    worker.start()
+    try:
+        first = worker.submit(*make_request(2, "a"), True)
+        time.sleep(0.2)  # the worker is now blocked inside the judge with those 2 pairs
+        second = worker.submit(*make_request(4, "b"), True)
+        with pytest.raises(ApiError) as info:
+            worker.submit(*make_request(2, "c"), True)
+        assert info.value.status == 429 and "4 pairs queued, limit 5" in info.value.message
+        release.set()
+        assert first.result(timeout=10) == crc_judge(*make_request(2, "a"))
+        assert second.result(timeout=10) == crc_judge(*make_request(4, "b"))
+    finally:
+        release.set()
+        worker.stop()
+    with pytest.raises(ApiError) as info:
+        worker.submit(*make_request(1, "d"), True)
+    assert info.value.status == 503
+
+
+@settings(max_examples=25, deadline=None)
+@given(
+    sizes=st.lists(st.integers(1, 12), min_size=1, max_size=8),
+    max_batch_size=st.integers(1, 10),
+    shuffles=st.lists(st.booleans(), min_size=8, max_size=8),
+)
+def test_worker_routing_property(sizes, max_batch_size, shuffles):
+    """Any mix of sizes, batch limits and shuffle flags: every request gets exactly its own answers."""
+    judge = Recorder()
+    worker = BatchingWorker(judge, name="rec", max_batch_size=max_batch_size, max_wait_ms=2)
+    worker.start()
+    try:
+        requests = [make_request(n, f"h{i}") for i, n in enumerate(sizes)]
+        futures = [worker.submit(p, c, shuffles[i]) for i, (p, c) in enumerate(requests)]
+        for (p, c), future in zip(requests, futures):
+            assert future.result(timeout=10) == crc_judge(p, c)
+    finally:
+        worker.stop()
+    assert all(n <= max_batch_size for n, _ in judge.calls)
+    for flag in (True, False):
+        assert sum(n for n, s in judge.calls if s is flag) == sum(n for i, n in enumerate(sizes) if shuffles[i] is flag)
 
 
 # ------------------------------------------------------------------------------- load, end to end
