@@ -14,26 +14,29 @@ from typing import Any
 
 import torch
 
-__all__ = ["TrainerOptimizerStateIO", "unwrap_optimizer"]
+__all__ = ["TrainerOptimizerStateIO", "clone_state", "unwrap_optimizer"]
 
 
 def unwrap_optimizer(optimizer: Any) -> Any:
-    """The optimizer that owns the state: accelerate's wrappers hold it as ``.optimizer``."""
-    while not isinstance(optimizer, torch.optim.Optimizer) and hasattr(optimizer, "optimizer"):
-        inner = optimizer.optimizer
-        if inner is optimizer:
-            break
-        optimizer = inner
-    if isinstance(getattr(optimizer, "optimizer", None), torch.optim.Optimizer) and not _has_list_api(optimizer):
-        return optimizer.optimizer
+    """The optimizer that owns the state: accelerate's wrappers (``AcceleratedOptimizer``, its DeepSpeed
+    wrapper) hold it as ``.optimizer``; a DeepSpeed ZeRO optimizer is kept (its own ``.optimizer`` is
+    the base optimizer over the fp32 partitions, whose state alone is not enough)."""
+    while type(optimizer).__module__.startswith("accelerate") and hasattr(optimizer, "optimizer"):
+        optimizer = optimizer.optimizer
     return optimizer
 
 
-def _has_list_api(optimizer: Any) -> bool:
-    """DeepSpeed's ZeRO / bf16 optimizers: ``load_state_dict(state_dict_list, ..., load_from_fp32_weights)``."""
-    return not isinstance(optimizer, torch.optim.Optimizer) and hasattr(optimizer, "load_state_dict") and hasattr(
-        optimizer, "state_dict"
-    )
+def clone_state(value: Any) -> Any:
+    """A copy of an optimizer state that shares no tensor with it: tensors are detached and cloned
+    (DeepSpeed's fp32 partitions are views, which ``copy.deepcopy`` refuses), containers are rebuilt,
+    other objects (a loss scaler) are deep-copied."""
+    if isinstance(value, torch.Tensor):
+        return value.detach().clone()
+    if isinstance(value, dict):
+        return type(value)((key, clone_state(item)) for key, item in value.items())
+    if isinstance(value, (list, tuple)):
+        return type(value)(clone_state(item) for item in value)
+    return copy.deepcopy(value)
 
 
 class TrainerOptimizerStateIO:
@@ -47,7 +50,7 @@ class TrainerOptimizerStateIO:
     """
 
     def save(self, optimizer: Any) -> Any:
-        return copy.deepcopy(unwrap_optimizer(optimizer).state_dict())
+        return clone_state(unwrap_optimizer(optimizer).state_dict())
 
     def load(self, optimizer: Any, state: Any) -> None:
         owner = unwrap_optimizer(optimizer)

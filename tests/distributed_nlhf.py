@@ -1,0 +1,88 @@
+"""Worker of the multi-process tests (run by torchrun): trains EGPO for a few updates with NLHFTrainer
+and saves, per rank, every rollout with the parameters it was generated at and the final parameters.
+
+    torchrun --nproc_per_node=2 tests/distributed_nlhf.py MODEL PROMPTS OUT [--deepspeed CONFIG] [--judge SPEC]
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import torch
+from transformers import AutoModelForCausalLM, AutoTokenizer
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from lm_runs.config import NLHFConfig  # noqa: E402
+from lm_runs.data import load_prompts  # noqa: E402
+from lm_runs.judges import load_judge  # noqa: E402
+from lm_runs.trainer import NLHFTrainer  # noqa: E402
+
+
+class RecordingTrainer(NLHFTrainer):
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.records = []
+
+    def _rollout(self, batch):
+        at = {n: p.detach().clone() for n, p in self.model.named_parameters() if p.requires_grad}
+        rollout = super()._rollout(batch)
+        self.records.append({"params": at, "prompts": list(batch["prompts"]), "rollout": {k: v.clone() for k, v in rollout.items()}})
+        return rollout
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("model")
+    parser.add_argument("prompts")
+    parser.add_argument("out")
+    parser.add_argument("--deepspeed", default=None)
+    parser.add_argument("--judge", default="toy_judges:prefer_shorter")
+    parser.add_argument("--alg", default="egpo")
+    args = parser.parse_args()
+    config = NLHFConfig(
+        output_dir=args.out,
+        model_name_or_path=args.model,
+        prompts=args.prompts,
+        judge=args.judge,
+        alg=args.alg,
+        max_steps=2,
+        per_device_train_batch_size=2,
+        learning_rate=1e-3,
+        max_new_tokens=6,
+        use_cpu=True,
+        report_to="none",
+        seed=0,
+        weight_decay=0.0,
+        max_grad_norm=0.0,
+        lr_scheduler_type="linear",
+        disable_tqdm=True,
+        deepspeed=args.deepspeed,
+    )
+    tokenizer = AutoTokenizer.from_pretrained(args.model)
+    model = AutoModelForCausalLM.from_pretrained(args.model)
+    ref = AutoModelForCausalLM.from_pretrained(args.model)
+    inner = load_judge(args.judge)
+    calls = []
+
+    def judge(prompts, pairs):  # records what this rank asked and got back
+        results = inner(prompts, pairs)
+        calls.append({"prompts": list(prompts), "pairs": [list(p) for p in pairs], "results": list(results)})
+        return results
+
+    trainer = RecordingTrainer(
+        model=model, args=config, judge=judge, train_dataset=load_prompts(args.prompts), processing_class=tokenizer, ref_model=ref
+    )
+    trainer.train()
+    final = {n: p.detach().clone() for n, p in trainer.model.named_parameters() if p.requires_grad}
+    rank = trainer.args.process_index
+    torch.save(
+        {"records": trainer.records, "calls": calls, "final": final, "world": trainer.args.world_size},
+        Path(args.out) / f"records_rank{rank}.pt",
+    )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,125 @@
+"""EGPO in two processes (torchrun, gloo, use_cpu=True): DeepSpeed ZeRO-2 and plain DDP, with an HTTP
+judge server on loopback. Checks that the ranks see different prompts, that each rank receives the
+preferences of its own pairs (the reference client handed every rank rank 0's), and that the
+parameters follow the extragradient update computed by hand from both ranks' rollouts — in particular
+that the full step starts from θ_t, not from θ_{t+½} (under ZeRO the fp32 master partition must be
+restored with the optimizer state).
+
+Tolerance: parameters within 1e-2·lr (float32 rounding in Adam's √v + ε; a wrong starting point or
+optimizer state moves entries by ~lr).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+import toy_judges
+from test_nlhf_trainer import WORDS, manual_ipo_loss
+from transformers import AutoModelForCausalLM, AutoTokenizer
+
+from lm_runs.judge_server import create_app, serve_in_thread
+from lm_runs.tiny import build_tiny_lm
+
+ROOT = Path(__file__).resolve().parents[1]
+LR = 1e-3
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    root = tmp_path_factory.mktemp("dist")
+    model_dir = build_tiny_lm(root / "model")
+    prompts = root / "prompts.jsonl"
+    prompts.write_text("".join(json.dumps({"prompt": f"tell me about the {w}"}) + "\n" for w in WORDS))
+    return {"model": str(model_dir), "prompts": str(prompts)}
+
+
+@pytest.fixture(scope="module")
+def judge_url():
+    with serve_in_thread(create_app(toy_judges.prefer_shorter, max_wait_ms=2.0)) as server:
+        yield server.url
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def launch(tiny, out: Path, judge: str, deepspeed: str | None) -> list[dict]:
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": f"{ROOT / 'tests'}{os.pathsep}{ROOT}"}
+    command = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--master_addr=127.0.0.1",
+               f"--master_port={free_port()}",
+               str(ROOT / "tests" / "distributed_nlhf.py"), tiny["model"], tiny["prompts"], str(out), "--judge", judge]
+    if deepspeed:
+        command += ["--deepspeed", str(ROOT / "lm_runs" / "configs" / deepspeed)]
+    done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-4000:]
+    return [torch.load(out / f"records_rank{r}.pt", weights_only=False) for r in range(2)]
+
+
+def largest_difference(a: dict, b: dict) -> float:
+    return max(float((a[n] - b[n]).abs().max()) for n in a)
+
+
+@pytest.mark.parametrize("deepspeed", ["zero2.json", None], ids=["zero2", "ddp"])
+def test_two_ranks_egpo(tiny, tmp_path, judge_url, deepspeed):
+    ranks = launch(tiny, tmp_path, judge_url, deepspeed)
+    assert all(r["world"] == 2 for r in ranks)
+    steps = len(ranks[0]["records"])
+    assert steps == len(ranks[1]["records"]) == 4  # 2 updates × (half, full)
+
+    # every step: different prompts on the two ranks; each rank got the judge's answer to its own pairs
+    tokenizer = AutoTokenizer.from_pretrained(tiny["model"])
+    for step in range(steps):
+        seen = [set(r["records"][step]["prompts"]) for r in ranks]
+        assert not seen[0] & seen[1], f"step {step}: both ranks got {seen[0] & seen[1]}"
+    for rank in ranks:
+        for record, call in zip(rank["records"], rank["calls"][1:] if len(rank["calls"]) > steps else rank["calls"]):
+            assert set(call["prompts"]) == set(record["prompts"])
+            assert call["results"] == pytest.approx(toy_judges.prefer_shorter(call["prompts"], call["pairs"]), abs=1e-12)
+            rollout = record["rollout"]
+            n = rollout["wins_y"].shape[0]
+            responses = tokenizer.batch_decode(rollout["completion_ids"], skip_special_tokens=True)
+            assert [p[0] for p in call["pairs"]] == responses[:n] + responses[n:]  # y's pairs, then y′'s
+            got = torch.cat([rollout["wins_y"][:, 0], rollout["wins_yp"][:, 0]])
+            torch.testing.assert_close(got, torch.tensor(call["results"], dtype=torch.float32), rtol=0, atol=1e-6)
+
+    # the extragradient update by hand: the gradient is the mean of the two ranks' mean-loss gradients
+    manual = AutoModelForCausalLM.from_pretrained(tiny["model"])
+    params = dict(manual.named_parameters())
+    theta = {n: v.clone() for n, v in ranks[0]["records"][0]["params"].items()}
+    optimizer = torch.optim.AdamW([params[n] for n in theta], lr=LR, weight_decay=0.0)
+
+    def step_from(start, opt, rollouts, rate):
+        with torch.no_grad():
+            for name, value in start.items():
+                params[name].copy_(value)
+        for group in opt.param_groups:
+            group["lr"] = rate
+        opt.zero_grad()
+        (sum(manual_ipo_loss(manual, r, 0.1) for r in rollouts) / len(rollouts)).backward()
+        opt.step()
+        return {n: params[n].detach().clone() for n in start}
+
+    import copy
+
+    tol = 1e-2 * LR
+    for update, rate in enumerate([LR, LR / 2]):
+        half, full = 2 * update, 2 * update + 1
+        for rank in ranks:
+            assert largest_difference(rank["records"][half]["params"], theta) < tol, "half step sampled at θ_t"
+        scratch = torch.optim.AdamW([params[n] for n in theta], lr=LR, weight_decay=0.0)
+        scratch.load_state_dict(copy.deepcopy(optimizer.state_dict()))
+        theta_half = step_from(theta, scratch, [r["records"][half]["rollout"] for r in ranks], rate)
+        for rank in ranks:
+            assert largest_difference(rank["records"][full]["params"], theta_half) < tol, "full step sampled at θ_{t+½}"
+        theta = step_from(theta, optimizer, [r["records"][full]["rollout"] for r in ranks], rate)
+    for rank in ranks:
+        assert largest_difference(rank["final"], theta) < tol
