@@ -292,7 +292,7 @@ class NLHFTrainer(Trainer):
         loss = per_sample.mean()
         if self._is_update_step:
             self._record(
-                "train",
+                "",
                 loss=float(loss.detach()),
                 win_rate=float(inputs["wins_y"].mean()),
                 kl_ref=float((logp.detach() - ref_logp).mean()),
@@ -306,7 +306,7 @@ class NLHFTrainer(Trainer):
 
     def _record(self, prefix: str, **values: float) -> None:
         for name, value in values.items():
-            self._metrics[f"{prefix}/{name}"].append(value)
+            self._metrics[f"{prefix}/{name}" if prefix else name].append(value)
 
     def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
         """Add the rollout and loss metrics (means since the last log, over ranks) to a training log.
@@ -323,8 +323,8 @@ class NLHFTrainer(Trainer):
             merged.pop("generation/new_tokens", None)
             if seconds > 0:
                 merged["generation/tokens_per_second"] = tokens / seconds
-            if "train/loss" in merged:
-                logs["loss"] = merged.pop("train/loss")  # the update's loss (EGPO: the full step's)
+            if "loss" in merged:
+                logs["loss"] = merged.pop("loss")  # the update's loss (EGPO: the full step's)
             now, updates = time.perf_counter(), self.updates
             last_time, last_updates = self._last_log
             if updates > last_updates:

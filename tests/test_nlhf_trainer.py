@@ -313,3 +313,46 @@ def test_yaml_config_with_flag_override(tiny, tmp_path):
     (cfg,) = parse_config([NLHFConfig], ["--config", str(path), "--beta", "0.2"])
     assert cfg.algorithm.name == "nash_md" and cfg.beta == 0.2 and cfg.mixture_coef == 0.125
     assert cfg.pair_sampling.temperature == 2.0 and cfg.pair_sampling.top_k == 10
+
+
+@pytest.mark.parametrize("preset", ["nlhf_qwen_paper.yaml", "sft_qwen_paper.yaml", "preference_model_gemma_paper.yaml"])
+def test_paper_presets_parse(preset):
+    """Every key of a shipped preset is an option of its entry point, with the paper's values."""
+    from pathlib import Path
+
+    import yaml
+    from transformers import HfArgumentParser
+
+    from lm_runs.cli import config_flags
+    from lm_runs.sft import SFTConfig
+    from lm_runs.train_preference_model import PreferenceModelConfig
+
+    path = Path(__file__).resolve().parents[1] / "lm_runs" / "configs" / preset
+    cls = {"nlhf": NLHFConfig, "sft_": SFTConfig, "pref": PreferenceModelConfig}[preset[:4]]
+    values = yaml.safe_load(path.read_text())
+    assert set(values) <= {f.name for f in __import__("dataclasses").fields(cls)}
+    flags = config_flags(path) + ["--bf16", "false", "--deepspeed", "", "--use_cpu", "true"]
+    (parsed,) = HfArgumentParser([cls]).parse_args_into_dataclasses(flags, look_for_args_file=False)
+    assert parsed.learning_rate == values["learning_rate"]
+    if cls is NLHFConfig:
+        assert (parsed.beta, parsed.lora_r, parsed.lora_alpha, parsed.warmup_steps) == (0.1, 256, 512, 1000)
+        assert parsed.pair_sampling.temperature == 2.0 and parsed.pair_sampling.top_k == 10
+
+
+def test_metrics_reach_tensorboard(tiny, tmp_path, monkeypatch):
+    """report_to=tensorboard writes the documented metrics, one point per update (EGPO: per pair)."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    monkeypatch.setenv("TENSORBOARD_LOGGING_DIR", str(tmp_path / "tb"))  # transformers 5: the run folder
+    cfg = config(tiny, tmp_path / "out", alg="egpo", max_steps=3, report_to=["tensorboard"])
+    make_trainer(tiny, cfg).train()
+    events = EventAccumulator(str(tmp_path / "tb"))
+    events.Reload()
+    tags = set(events.Tags()["scalars"])
+    for tag in ("train/loss", "train/win_rate", "train/kl_ref", "train/target", "train/contrast", "train/learning_rate",
+                "train/generation/mean_length", "train/generation/truncated_fraction",
+                "train/generation/tokens_per_second", "train/seconds_per_update", "train/update"):
+        assert tag in tags, (tag, sorted(tags))
+    updates = [event.value for event in events.Scalars("train/update")]
+    assert updates == [1.0, 2.0, 3.0]
+    assert all(0.0 <= e.value <= 1.0 for e in events.Scalars("train/win_rate"))
