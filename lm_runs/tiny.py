@@ -15,7 +15,7 @@ from __future__ import annotations
 import random
 from pathlib import Path
 
-__all__ = ["CHAT_TEMPLATE", "build_tiny_tokenizer", "build_tiny_lm", "tiny_corpus"]
+__all__ = ["CHAT_TEMPLATE", "build_tiny_tokenizer", "build_tiny_lm", "tiny_corpus", "main"]
 
 #: A minimal chat template: "User: ...\nAssistant:" turns, the assistant's turns closed by EOS.
 CHAT_TEMPLATE = (
@@ -120,3 +120,19 @@ def build_tiny_lm(
         model = GPT2ForSequenceClassification(config)
     model.save_pretrained(out_dir)
     return out_dir
+
+
+def main(argv: list[str] | None = None) -> None:
+    """``python -m lm_runs.tiny DIR [--num_labels 2]``: build a tiny model (and tokenizer) into DIR."""
+    import argparse
+
+    parser = argparse.ArgumentParser(description="Build a tiny local tokenizer + random-init GPT-2.")
+    parser.add_argument("out_dir")
+    parser.add_argument("--num_labels", type=int, default=None, help="a sequence classifier with this many labels")
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args(argv)
+    print(build_tiny_lm(args.out_dir, num_labels=args.num_labels, seed=args.seed))
+
+
+if __name__ == "__main__":
+    main()
