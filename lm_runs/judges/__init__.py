@@ -1,11 +1,11 @@
 """Judges: callables from (prompt, [a, b]) pairs to P(a ≻ b) ∈ [0, 1].
 
     >>> from lm_runs.judges import load_judge
-    >>> judge = load_judge("my_module:my_judge")        # or "http://127.0.0.1:8000", or a model dir
+    >>> judge = load_judge("my_module:my_judge")        # or "http://127.0.0.1:8000", a model dir, "openai:MODEL"
     >>> judge(["2+2?"], [["4", "5"]])                    # [P("4" ≻ "5")]
 
-``PreferenceModelJudge`` and ``HTTPJudge`` are imported on first use (torch / httpx stay unloaded
-until needed).
+``PreferenceModelJudge``, ``HTTPJudge`` and ``OpenAIJudge`` are imported on first use (torch / httpx /
+openai stay unloaded until needed).
 """
 
 from __future__ import annotations
@@ -30,6 +30,7 @@ __all__ = [
     "CallableJudge",
     "CheckedJudge",
     "HTTPJudge",
+    "OpenAIJudge",
     "PreferenceModelJudge",
     "accepts_shuffle_order",
     "check_judgements",
@@ -48,4 +49,8 @@ def __getattr__(name: str) -> Any:
         from .http import HTTPJudge
 
         return HTTPJudge
+    if name == "OpenAIJudge":
+        from .openai_judge import OpenAIJudge
+
+        return OpenAIJudge
     raise AttributeError(f"module 'lm_runs.judges' has no attribute {name!r}")

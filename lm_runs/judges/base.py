@@ -37,6 +37,7 @@ __all__ = [
 _CALLABLE_SPEC = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_][\w.]*$")
 
 ACCEPTED_SPECS = (
+    "'openai:MODEL' (a chat model behind an OpenAI-compatible endpoint, from OPENAI_BASE_URL / OPENAI_API_KEY), "
     "'module:function' (a Python callable judge), "
     "'http://host:port' or 'https://...' (a judge server), "
     "or an existing directory (a 2-label sequence-classification preference model)"
@@ -222,6 +223,8 @@ def _import_callable(spec: str) -> Callable[..., Any]:
 def load_judge(spec: str, *, seed: int = 0, device: str | None = None, batch_size: int = 16) -> CheckedJudge:
     """Build the judge a spec names, wrapped in :class:`CheckedJudge`.
 
+    * ``"openai:MODEL"`` → :class:`~lm_runs.judges.openai_judge.OpenAIJudge` (an LLM-as-judge; base URL
+      and key from ``OPENAI_BASE_URL`` / ``OPENAI_API_KEY``; ``seed`` seeds the order flips and jitter);
     * ``"http://host:port"`` / ``"https://..."`` → :class:`~lm_runs.judges.http.HTTPJudge`
       (bearer token from ``EGPO_JUDGE_TOKEN`` when set; ``seed`` seeds the retry jitter);
     * an existing directory → :class:`~lm_runs.judges.preference_model.PreferenceModelJudge`
@@ -233,6 +236,13 @@ def load_judge(spec: str, *, seed: int = 0, device: str | None = None, batch_siz
     if not isinstance(spec, str) or not spec.strip():
         raise ValueError(f"judge spec {spec!r} is empty; accepted forms: {ACCEPTED_SPECS}")
     spec = spec.strip()
+    if spec.startswith("openai:"):
+        from .openai_judge import OpenAIJudge
+
+        model = spec[len("openai:") :].strip()
+        if not model:
+            raise ValueError(f"judge spec {spec!r} names no model; expected 'openai:MODEL'")
+        return CheckedJudge(OpenAIJudge(model, seed=seed))
     if spec.startswith(("http://", "https://")):
         from .http import HTTPJudge
 
