@@ -1,0 +1,180 @@
+"""The evaluation's two tables in the paper's layout, as Markdown and LaTeX.
+
+* **vs reference, by epoch** — one row per algorithm, one column per epoch ``k`` (the folder
+  ``epochs/epoch-k``, 1-based: the model after k epochs of updates), entry = win rate of that
+  model against π_ref in percent.
+* **pairwise** — rows and columns are models (the best two epochs of each algorithm); entry
+  ``(r, c)`` = win rate of the *row* model against the *column* model, in percent.
+
+Entries are ``100 · win_rate`` with one decimal; an entry is bold where the row wins, i.e. where the
+*displayed* value exceeds 50.0 (so a win rate of 0.50004, shown as 50.0, is not bold). A missing
+entry (no judgement, or the diagonal) is shown as an en dash (``--`` in LaTeX). With ``ci`` given,
+each entry is followed by its 95% interval ``[low, high]`` in percent.
+
+The functions take plain dicts, so a hand-written comparison renders the same way as a computed one:
+
+    >>> print(render_vs_reference({"egpo": {1: 0.55, 2: 0.481}}))
+    | Algorithm | 1 | 2 |
+    |---|---:|---:|
+    | egpo | **55.0** | 48.1 |
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from typing import Mapping, Sequence
+
+__all__ = ["format_percent", "epoch_number", "render_vs_reference", "render_pairwise", "latex_escape"]
+
+_EPOCH = re.compile(r"^(?:.*/)?epoch-(\d+)$")
+
+#: What a missing entry shows.
+MISSING_MD = "–"
+MISSING_TEX = "--"
+
+Interval = tuple[float, float]
+
+
+def epoch_number(key: int | str) -> int:
+    """1-based epoch number of a column key: an int ``k`` or a name ending in ``epoch-k`` (``"run/epoch-3"`` → 3)."""
+    if isinstance(key, bool):
+        raise ValueError(f"not an epoch: {key!r}")
+    if isinstance(key, int):
+        if key < 1:
+            raise ValueError(f"epochs are 1-based (epochs/epoch-k, k >= 1), got {key}")
+        return key
+    match = _EPOCH.match(str(key))
+    if not match:
+        raise ValueError(f"not an epoch key (an int or a name ending in 'epoch-k'): {key!r}")
+    return epoch_number(int(match.group(1)))
+
+
+def _valid(value: float | None) -> bool:
+    return value is not None and not (isinstance(value, float) and math.isnan(value))
+
+
+def format_percent(value: float | None, *, latex: bool = False, ci: Interval | None = None) -> str:
+    """``100·value`` with one decimal, bold when that displayed number is above 50.0; the missing mark for None/NaN."""
+    if not _valid(value):
+        return MISSING_TEX if latex else MISSING_MD
+    text = f"{100.0 * float(value):.1f}"
+    if float(text) > 50.0:
+        text = rf"\textbf{{{text}}}" if latex else f"**{text}**"
+    if ci is not None and _valid(ci[0]) and _valid(ci[1]):
+        text += f" [{100.0 * ci[0]:.1f}, {100.0 * ci[1]:.1f}]"
+    return text
+
+
+def latex_escape(text: str) -> str:
+    """Escape LaTeX's special characters in a label (``online_ipo`` → ``online\\_ipo``)."""
+    out = []
+    for char in str(text):
+        if char in "&%$#_{}":
+            out.append("\\" + char)
+        elif char == "~":
+            out.append(r"\textasciitilde{}")
+        elif char == "^":
+            out.append(r"\textasciicircum{}")
+        elif char == "\\":
+            out.append(r"\textbackslash{}")
+        else:
+            out.append(char)
+    return "".join(out)
+
+
+def _markdown(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
+    lines = ["| " + " | ".join(header) + " |", "|---|" + "---:|" * (len(header) - 1)]
+    lines += ["| " + " | ".join(row) + " |" for row in rows]
+    return "\n".join(lines) + "\n"
+
+
+def _latex(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
+    lines = [
+        r"\begin{tabular}{l" + "r" * (len(header) - 1) + "}",
+        r"\toprule",
+        " & ".join(header) + r" \\",
+        r"\midrule",
+    ]
+    lines += [" & ".join(row) + r" \\" for row in rows]
+    lines += [r"\bottomrule", r"\end{tabular}"]
+    return "\n".join(lines) + "\n"
+
+
+def _check_format(fmt: str) -> bool:
+    if fmt not in ("markdown", "latex"):
+        raise ValueError(f"fmt must be 'markdown' or 'latex', got {fmt!r}")
+    return fmt == "latex"
+
+
+def render_vs_reference(
+    win_rates: Mapping[str, Mapping[int | str | None, float | None]],
+    *,
+    fmt: str = "markdown",
+    ci: Mapping[str, Mapping[int | str | None, Interval]] | None = None,
+    corner: str = "Algorithm",
+) -> str:
+    """Win rate against π_ref by epoch: ``win_rates[algorithm][epoch]`` in [0, 1].
+
+    Rows follow the dict's order; columns are the epochs present in any row, ascending, labelled by
+    their 1-based number (an epoch key is ``k`` or a name ending in ``epoch-k``). A model without an
+    epoch (key ``None``: an extra ``--models`` entry) goes into a first column headed by the missing mark.
+    """
+    latex = _check_format(fmt)
+    no_epoch = any(None in row for row in win_rates.values())
+    epochs = sorted({epoch_number(k) for row in win_rates.values() for k in row if k is not None})
+    keyed = {alg: {(None if k is None else epoch_number(k)): v for k, v in row.items()} for alg, row in win_rates.items()}
+    keyed_ci = {
+        alg: {(None if k is None else epoch_number(k)): v for k, v in row.items()} for alg, row in (ci or {}).items()
+    }
+    columns: list[int | None] = ([None] if no_epoch else []) + list(epochs)
+    blank = MISSING_TEX if latex else MISSING_MD
+    header = [latex_escape(corner) if latex else corner] + [blank if c is None else str(c) for c in columns]
+    rows = []
+    for alg, row in keyed.items():
+        cells = [
+            format_percent(row.get(c), latex=latex, ci=keyed_ci.get(alg, {}).get(c) if ci is not None else None)
+            for c in columns
+        ]
+        rows.append([latex_escape(alg) if latex else alg] + cells)
+    return _latex(header, rows) if latex else _markdown(header, rows)
+
+
+def render_pairwise(
+    labels: Sequence[str],
+    win_rates: Mapping[tuple[str, str], float | None],
+    *,
+    fmt: str = "markdown",
+    ci: Mapping[tuple[str, str], Interval] | None = None,
+    display: Mapping[str, str] | None = None,
+    corner: str = "",
+) -> str:
+    """Row-beats-column table: entry (r, c) = ``win_rates[(r, c)]``, or ``1 − win_rates[(c, r)]``
+    when only the reverse direction is given (its interval mirrored likewise). Rows and columns are
+    ``labels`` in order (``display`` maps a label to the text shown); the diagonal is the missing mark."""
+    latex = _check_format(fmt)
+    display = dict(display or {})
+
+    def entry(r: str, c: str) -> tuple[float | None, Interval | None]:
+        if r == c:
+            return None, None
+        if (r, c) in win_rates:
+            return win_rates[(r, c)], (ci or {}).get((r, c))
+        if (c, r) in win_rates and _valid(win_rates[(c, r)]):
+            reverse = (ci or {}).get((c, r))
+            return 1.0 - float(win_rates[(c, r)]), (None if reverse is None else (1.0 - reverse[1], 1.0 - reverse[0]))
+        return None, None
+
+    def shown(label: str) -> str:
+        text = display.get(label, label)
+        return latex_escape(text) if latex else text
+
+    header = [latex_escape(corner) if latex else corner] + [shown(c) for c in labels]
+    rows = []
+    for r in labels:
+        cells = []
+        for c in labels:
+            value, interval = entry(r, c)
+            cells.append(format_percent(value, latex=latex, ci=interval if ci is not None else None))
+        rows.append([shown(r)] + cells)
+    return _latex(header, rows) if latex else _markdown(header, rows)
