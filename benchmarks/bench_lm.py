@@ -1,0 +1,303 @@
+"""Seconds per NLHF update of ``lm_runs.trainer.NLHFTrainer``, per algorithm, with where the time goes.
+
+One update = one optimizer step (EGPO: the pair of half and full steps), full fine-tuning of a causal
+LM against a separate frozen π_ref, 8 prompts per optimizer step, 16 new tokens, fp32, one process,
+a callable judge (the shorter response wins softly, defined below), one torch thread (``--threads``). Every algorithm runs in its own
+subprocess, so its peak RSS (``ru_maxrss``) is its own; the time per update is the median over
+``--updates`` updates after ``--warmup`` warm-up updates.
+
+    python benchmarks/bench_lm.py --json bench_lm.json                     # tiny GPT-2 built here
+    python benchmarks/bench_lm.py --model DIR --prompts FILE --json out.json
+
+With no ``--model`` a tiny random-init GPT-2 (``lm_runs.tiny.build_tiny_lm``: 2 layers × 64 dims,
+vocabulary 320) and ``--num-prompts`` prompts ("tell me about the cat and the moon", ...) are built in a
+temporary directory. The device is CUDA when available, else the CPU (``--device`` overrides).
+
+Breakdown of an update (the phases are timed from a subclass of the trainer, which changes nothing
+it computes; on CUDA each boundary synchronizes):
+
+* ``generation``: sampling (``generate_completions`` and, for Nash-MD, ``generate_mixture``);
+* ``judging``: decoding the responses to text and calling the judge;
+* ``forward_backward``: π_ref's log-probabilities of the pair, and the policy's forward and backward
+  passes (``Trainer.training_step`` → ``compute_loss`` → backward);
+* ``other``: the rest of the update — the optimizer step (also reported alone as
+  ``detail.optimizer_step``), EGPO's snapshot and restore (``detail.extragradient_snapshot``), data
+  loading, logging and the Trainer's loop.
+
+Each phase is the median over the measured updates; ``other`` is the median of (update − the three
+phases), so the four add up to about ``seconds_per_update``. The trainer's epoch-end model saving
+is switched off (it is not part of an update).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import resource
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+ALGORITHMS = ("egpo", "oipo1", "oipo2", "nashmd", "nashmdpg")
+ANCHORS = REPO / "benchmarks" / "lm_anchors.json"
+PHASES = ("generation", "judging", "forward_backward", "other")
+WORDS = "cat dog bird fish sun moon star tree rock water fire stone".split()
+
+
+def shorter_wins(prompts, completions):
+    """P(a ≻ b) = ½ + (len b − len a) / (2 (len a + len b + 1)): the benchmark's trivial judge."""
+    return [0.5 + (len(b) - len(a)) / (2.0 * (len(a) + len(b) + 1)) for a, b in completions]
+
+
+def write_prompts(path: Path, count: int) -> Path:
+    lines = [
+        json.dumps({"prompt": f"tell me about the {WORDS[i % len(WORDS)]} and the {WORDS[(i // len(WORDS)) % len(WORDS)]}"})
+        for i in range(count)
+    ]
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def peak_rss_mib() -> float:
+    """This process's peak resident set size (Linux reports ru_maxrss in KiB)."""
+    kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return kib / 1024.0 if sys.platform != "darwin" else kib / 2**20
+
+
+# --------------------------------------------------------------------------------------------------
+# one algorithm, in this process
+# --------------------------------------------------------------------------------------------------
+
+
+def measure(alg: str, model_dir: str, prompts: str, device: str, warmup: int, updates: int, batch: int,
+            new_tokens: int, out_dir: str) -> dict:
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer, TrainerCallback
+
+    from lm_runs.config import NLHFConfig
+    from lm_runs.data import load_prompts
+    from lm_runs.trainer import NLHFTrainer, _EpochModels
+
+    cuda = device.startswith("cuda")
+    sync = torch.cuda.synchronize if cuda else (lambda: None)
+
+    def clock() -> float:
+        sync()
+        return time.perf_counter()
+
+    class Timed(NLHFTrainer):
+        """Adds up, per optimizer step, the seconds spent in each phase of the step."""
+
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+            self.phase_seconds: dict[str, float] = {}
+
+        def _add(self, name: str, seconds: float) -> None:
+            self.phase_seconds[name] = self.phase_seconds.get(name, 0.0) + seconds
+
+        def _record(self, prefix, **values):
+            if prefix == "generation":  # the trainer's own timers of its rollout
+                self._add("generation", values["seconds"])
+                self._add("judging", values["judge_seconds"])
+            super()._record(prefix, **values)
+
+        def _rollout(self, batch):
+            start = clock()
+            out = super()._rollout(batch)
+            self._add("rollout", clock() - start)
+            return out
+
+        def _rollout_window(self, batches):
+            start = clock()
+            out = super()._rollout_window(batches)
+            self._add("window", clock() - start)
+            return out
+
+        def training_step(self, model, inputs, num_items_in_batch=None):
+            start = clock()
+            out = super().training_step(model, inputs, num_items_in_batch)
+            self._add("training_step", clock() - start)
+            return out
+
+    class Clock(TrainerCallback):
+        """Wall time of every optimizer step, and of its optimizer.step()."""
+
+        def __init__(self):
+            self.steps: list[tuple[float, dict]] = []
+            self._last = None
+            self._pre = None
+
+        def on_step_begin(self, args, state, control, **kwargs):
+            if self._last is None:
+                self._last = clock()
+
+        def on_pre_optimizer_step(self, args, state, control, **kwargs):
+            self._pre = clock()
+
+        def on_optimizer_step(self, args, state, control, **kwargs):
+            trainer._add("optimizer_step", clock() - self._pre)
+
+        def on_step_end(self, args, state, control, **kwargs):
+            now = clock()
+            self.steps.append((now - self._last, dict(trainer.phase_seconds)))
+            trainer.phase_seconds.clear()
+            self._last = now
+
+    args = NLHFConfig(
+        output_dir=out_dir,
+        model_name_or_path=model_dir,
+        prompts=prompts,
+        judge="bench_lm:shorter_wins",  # informative only: the trainer is handed the callable
+        alg=alg,
+        max_steps=warmup + updates,
+        per_device_train_batch_size=batch,
+        max_new_tokens=new_tokens,
+        use_cpu=not cuda,
+        report_to="none",
+        disable_tqdm=True,
+        seed=0,
+        learning_rate=1e-4,
+        save_strategy="no",
+    )
+    tokenizer = AutoTokenizer.from_pretrained(model_dir)
+    model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32)
+    ref = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32)
+    trainer = Timed(model=model, args=args, judge=shorter_wins, train_dataset=load_prompts(prompts),
+                    processing_class=tokenizer, ref_model=ref)
+    trainer.remove_callback(_EpochModels)
+    timer = Clock()
+    trainer.add_callback(timer)
+    trainer.train()
+
+    per_update = args.steps_per_update
+    rows = []  # one per update: total seconds and phases
+    for u in range(len(timer.steps) // per_update):
+        steps = timer.steps[u * per_update : (u + 1) * per_update]
+        total = sum(s for s, _ in steps)
+        phases: dict[str, float] = {}
+        for _, p in steps:
+            for k, v in p.items():
+                phases[k] = phases.get(k, 0.0) + v
+        gen, judge = phases.get("generation", 0.0), phases.get("judging", 0.0)
+        reference = phases.get("rollout", 0.0) - gen - judge  # π_ref's log-probabilities of the pair
+        fwd_bwd = phases.get("training_step", 0.0) - phases.get("window", 0.0) + reference
+        snapshot = phases.get("window", 0.0) - phases.get("rollout", 0.0)  # EGPO's save / restore
+        rows.append(dict(total=total, generation=gen, judging=judge, forward_backward=fwd_bwd,
+                         other=total - gen - judge - fwd_bwd, reference_logprobs=reference,
+                         optimizer_step=phases.get("optimizer_step", 0.0), extragradient_snapshot=snapshot))
+    measured = rows[warmup:]
+    med = lambda key: statistics.median(r[key] for r in measured)  # noqa: E731
+    return {
+        "seconds_per_update": med("total"),
+        "peak_rss_mib": peak_rss_mib(),
+        "breakdown": {k: med(k) for k in PHASES},
+        "detail": {k: med(k) for k in ("reference_logprobs", "optimizer_step", "extragradient_snapshot")},
+        "updates_measured": len(measured),
+        "seconds_per_update_min": min(r["total"] for r in measured),
+        "seconds_per_update_mean": statistics.fmean(r["total"] for r in measured),
+        "optimizer_steps_per_update": per_update,
+        "device": device,
+        "torch_threads": torch.get_num_threads(),
+    }
+
+
+# --------------------------------------------------------------------------------------------------
+# driver: one subprocess per algorithm
+# --------------------------------------------------------------------------------------------------
+
+
+def default_device() -> str:
+    import torch
+
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def run_worker(alg: str, ns: argparse.Namespace, model: str, prompts: str, device: str) -> dict:
+    with tempfile.TemporaryDirectory() as out, tempfile.NamedTemporaryFile(suffix=".json") as result:
+        cmd = [sys.executable, __file__, "--worker", alg, "--model", model, "--prompts", prompts,
+               "--device", device, "--warmup", str(ns.warmup), "--updates", str(ns.updates),
+               "--batch", str(ns.batch), "--new-tokens", str(ns.new_tokens), "--result", result.name, "--out", out]
+        if ns.threads:
+            cmd += ["--threads", str(ns.threads)]
+        env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(REPO / "benchmarks"), str(REPO), os.environ.get("PYTHONPATH", "")]))
+        subprocess.run(cmd, check=True, env=env, stdout=subprocess.DEVNULL)  # the Trainer prints its logs
+        return json.loads(Path(result.name).read_text())
+
+
+def table(results: dict, anchors: dict) -> str:
+    head = f"{'algorithm':<10} {'s/update':>9} {'anchor':>11} {'peak MiB':>9} {'gen':>7} {'judge':>7} {'fwd+bwd':>8} {'other':>7}  (opt step, ref log-p, EGPO snapshot)"
+    lines = [head, "-" * len(head)]
+    for alg, r in results.items():
+        b, d = r["breakdown"], r["detail"]
+        anchor = anchors.get(alg, {})
+        anchor = "/".join(f"{anchor[k]:.3f}" for k in ("reference_trainer", "trl") if k in anchor) or "—"
+        lines.append(
+            f"{alg:<10} {r['seconds_per_update']:>9.4f} {anchor:>11} {r['peak_rss_mib']:>9.0f} {b['generation']:>7.4f} "
+            f"{b['judging']:>7.4f} {b['forward_backward']:>8.4f} {b['other']:>7.4f}  "
+            f"({d['optimizer_step']:.4f}, {d['reference_logprobs']:.4f}, {d['extragradient_snapshot']:.4f})"
+        )
+    return "\n".join(lines)
+
+
+def main(argv=None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--model", help="causal LM directory (default: a tiny GPT-2 built here)")
+    parser.add_argument("--prompts", help="prompt file for lm_runs.data.load_prompts (default: generated)")
+    parser.add_argument("--algorithms", nargs="+", default=list(ALGORITHMS), choices=ALGORITHMS)
+    parser.add_argument("--device", help="cpu, cuda, cuda:1, ... (default: cuda if available, else cpu)")
+    parser.add_argument("--warmup", type=int, default=3, help="updates not timed (default 3)")
+    parser.add_argument("--updates", type=int, default=25, help="timed updates (default 25; the median is reported)")
+    parser.add_argument("--batch", type=int, default=8, help="prompts per optimizer step (default 8)")
+    parser.add_argument("--new-tokens", type=int, default=16, help="max_new_tokens (default 16)")
+    parser.add_argument("--num-prompts", type=int, default=512, help="generated prompts, without --prompts (default 512)")
+    parser.add_argument("--threads", type=int, default=1,
+                        help="torch.set_num_threads in each worker (default 1; 0 = torch's default, one per core)")
+    parser.add_argument("--json", help="write the results here")
+    parser.add_argument("--worker", help=argparse.SUPPRESS)
+    parser.add_argument("--result", help=argparse.SUPPRESS)
+    parser.add_argument("--out", help=argparse.SUPPRESS)
+    ns = parser.parse_args(argv)
+
+    if ns.worker:
+        if ns.threads:
+            import torch
+
+            torch.set_num_threads(ns.threads)
+        result = measure(ns.worker, ns.model, ns.prompts, ns.device, ns.warmup, ns.updates, ns.batch, ns.new_tokens, ns.out)
+        Path(ns.result).write_text(json.dumps(result))
+        return
+
+    if (ns.model is None) != (ns.prompts is None) and ns.model is not None:
+        parser.error("--model needs --prompts")
+    device = ns.device or default_device()
+    with tempfile.TemporaryDirectory() as tmp:
+        model = ns.model
+        prompts = ns.prompts or str(write_prompts(Path(tmp) / "prompts.jsonl", ns.num_prompts))
+        if model is None:
+            from lm_runs.tiny import build_tiny_lm
+
+            model = str(build_tiny_lm(Path(tmp) / "model"))
+        results = {}
+        for alg in ns.algorithms:
+            results[alg] = run_worker(alg, ns, model, prompts, device)
+            print(f"{alg}: {results[alg]['seconds_per_update']:.4f} s/update", flush=True)
+    anchors = json.loads(ANCHORS.read_text()) if ANCHORS.is_file() else {}
+    print()
+    print(table(results, anchors.get("seconds_per_update", {})))
+    load = os.getloadavg() if hasattr(os, "getloadavg") else None
+    print(f"\ndevice {device}, {os.cpu_count()} CPUs, load average {load}, torch threads {results[next(iter(results))]['torch_threads']}, "
+          f"{platform.python_version()}")
+    if ns.json:
+        Path(ns.json).write_text(json.dumps(results, indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    main()
