@@ -1011,20 +1011,33 @@ class _Evaluation:
             return [done[k] for k in keys]
         first = {k: gens[a][k]["text"] for k in keys}
         second = {k: gens[b][k]["text"] for k in keys}
-        records = judge_pairs(
-            self.judge, self.prompt_texts, first, second, keys,
-            both_orders=self.settings.both_orders, batch_size=self.settings.judge_batch_size, done=done,
-            on_batch=lambda rows: _write_jsonl(path, rows), progress=self.progress, desc=f"judge {a} vs {b}",
-        )
+        def is_missing(r: Mapping[str, Any]) -> bool:
+            return r["p_ab"] is None or (self.settings.both_orders and r["p_ba"] is None)
+
+        def keep_judged_only() -> None:
+            # a judge that failed wholesale: forget its missing answers so that a rerun asks them again
+            if path.is_file():
+                _write_jsonl(path, [r for r in _read_jsonl(path) if not is_missing(r)])
+
+        try:
+            records = judge_pairs(
+                self.judge, self.prompt_texts, first, second, keys,
+                both_orders=self.settings.both_orders, batch_size=self.settings.judge_batch_size, done=done,
+                on_batch=lambda rows: _write_jsonl(path, rows), progress=self.progress, desc=f"judge {a} vs {b}",
+            )
+        except EvaluationError:
+            keep_judged_only()
+            raise
         wanted = set(keys)
         chosen = [r for r in records if (r["prompt"], r["sample"]) in wanted]
-        missing = sum(1 for r in chosen if r["p_ab"] is None or (self.settings.both_orders and r["p_ba"] is None))
+        missing = sum(1 for r in chosen if is_missing(r))
         if keys and missing / len(keys) > self.settings.max_missing_fraction:
+            keep_judged_only()
             reasons = Counter(r["error"] for r in chosen if r["error"]).most_common(3)
             raise EvaluationError(
                 f"{a} vs {b}: the judge gave no judgement for {missing} of {len(keys)} pairs "
                 f"(more than --max_missing_fraction {self.settings.max_missing_fraction}); reasons: {reasons}. "
-                f"Delete {path} to re-ask them"
+                "Fix the judge and rerun: those pairs will be asked again"
             )
         return chosen
 
