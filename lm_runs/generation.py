@@ -3,15 +3,16 @@
 Three pieces the trainer needs:
 
 * :func:`generate_completions` samples one completion per prompt row, row ``r`` from its own
-  :class:`SamplingParams` (temperature, top-k, top-p, min-p), all rows in ONE ``model.generate`` call,
-  so that y, y′ and y″ drawn with different distributions share one batched decode.
+  :class:`SamplingParams` (temperature, top-k, top-p, min-p), all rows in ONE batched decoding loop
+  that draws token for token what ``model.generate`` draws, so that y, y′ and y″ drawn with different
+  distributions share one batched decode.
 * :class:`ReferenceModel` is π_ref: a separate frozen model, or the policy's own module with its peft
   adapter disabled (no second copy of the weights).
 * :func:`generate_mixture` samples from the token-level geometric mixture of Nash-MD,
 
       log π_c(· | x, y_<t) ∝ (1 − c)·log π(· | x, y_<t) + c·log π_ref(· | x, y_<t),
 
-  with its own decoding loop keeping one KV cache per model.
+  with the same decoding loop keeping one KV cache per model.
 
 Every function takes left-padded prompts (``prompt_mask[:, -1] == 1`` on every row) and returns
 :class:`Completions`: generated ids with pad after the first EOS, a mask that is 1 up to and including
@@ -20,6 +21,8 @@ the first EOS, and a ``truncated`` flag for rows that never produced EOS.
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import inspect
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -27,7 +30,7 @@ from typing import Iterator, Sequence
 
 import torch
 import transformers
-from transformers import DynamicCache, GenerationConfig, LogitsProcessorList
+from transformers import DynamicCache
 
 __all__ = [
     "SamplingParams",
@@ -260,23 +263,33 @@ def _hf_model(model: torch.nn.Module) -> torch.nn.Module:
     return get_base() if callable(get_base) else model
 
 
-def _accepts_kwarg(model: torch.nn.Module, name: str) -> bool:
+@functools.lru_cache(maxsize=None)
+def _forward_parameters(forward_function) -> frozenset[str]:
     try:
-        return name in inspect.signature(_hf_model(model).forward).parameters
+        return frozenset(inspect.signature(forward_function).parameters)
     except (TypeError, ValueError):
-        return False
+        return frozenset()
+
+
+def _accepts_kwarg(model: torch.nn.Module, name: str) -> bool:
+    """Whether the transformers model's ``forward`` takes ``name`` (its signature read once per class)."""
+    forward = getattr(type(_hf_model(model)), "forward", None)
+    return forward is not None and name in _forward_parameters(forward)
 
 
 @contextmanager
 def _eval_mode(module: torch.nn.Module) -> Iterator[torch.nn.Module]:
     """Eval mode inside the context; every submodule's own training flag restored after (the caller trains)."""
-    modes = [(m, m.training) for m in module.modules()]
+    training = [m for m in module.modules() if m.training]
+    if not training:  # already in eval mode (a frozen reference): nothing to switch or restore
+        yield module
+        return
     module.eval()
     try:
         yield module
     finally:
-        for m, training in modes:
-            m.training = training
+        for m in training:
+            m.training = True
 
 
 @contextmanager
@@ -303,45 +316,105 @@ def _seeded_global_rng(generator: torch.Generator | None, device: torch.device) 
 
 
 # --------------------------------------------------------------------------------------------------
-# generate_completions: one model.generate call, per-row distributions
+# The decoding loop shared by generate_completions and generate_mixture
 # --------------------------------------------------------------------------------------------------
 
 
-def _neutral_generation_config(
-    max_new_tokens: int, eos: list[int], pad_token_id: int, output_scores: bool
-) -> GenerationConfig:
-    """Plain multinomial sampling: every built-in warper neutral, the distribution is PerRowSampling's alone."""
-    return GenerationConfig(
-        do_sample=True,
-        num_beams=1,
-        num_return_sequences=1,
-        temperature=1.0,
-        top_k=0,
-        top_p=1.0,
-        typical_p=1.0,
-        repetition_penalty=1.0,
-        no_repeat_ngram_size=0,
-        min_length=0,
-        max_new_tokens=max_new_tokens,
-        eos_token_id=eos,
-        pad_token_id=pad_token_id,
-        use_cache=True,
-        return_dict_in_generate=True,
-        output_scores=output_scores,
+def _last_logits(module: torch.nn.Module, input_ids, attention_mask, position_ids, cache, keep_last: bool) -> torch.Tensor:
+    """Next-token logits (B, V) in float32 from one cached forward step."""
+    kwargs = dict(
+        input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids,
+        past_key_values=cache, use_cache=True,
     )
+    if keep_last:  # only the last position's logits, never a B×P×V tensor at the prefill
+        kwargs["logits_to_keep"] = 1
+    return module(**kwargs).logits[:, -1].float()
 
 
-@contextmanager
-def _blank_model_generation_config(model: torch.nn.Module) -> Iterator[None]:
-    """``generate`` fills unset fields from ``model.generation_config`` (a checkpoint's top_k=20,
-    repetition_penalty=1.05, suppress_tokens, ...): swap in a blank one so none leaks into the distribution."""
-    hf = _hf_model(model)
-    saved = getattr(hf, "generation_config", None)
-    hf.generation_config = GenerationConfig()
+def _synced_gpus(model: torch.nn.Module) -> bool:
+    """Whether every rank must run each forward pass (ZeRO-3 or FSDP shards, several processes), as
+    ``generate`` decides it."""
+    import torch.distributed as dist
+
+    if not (dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1):
+        return False
+    from transformers.integrations.deepspeed import is_deepspeed_zero3_enabled
+
     try:
-        yield
-    finally:
-        hf.generation_config = saved
+        from transformers.distributed.fsdp import is_fsdp_managed_module
+    except ImportError:  # older transformers
+        from transformers.integrations.fsdp import is_fsdp_managed_module
+    return is_deepspeed_zero3_enabled() or is_fsdp_managed_module(_hf_model(model))
+
+
+def _all_peers_finished(finished_here: bool, device: torch.device) -> bool:
+    import torch.distributed as dist
+
+    flag = torch.tensor(0.0 if finished_here else 1.0, device=device)
+    dist.all_reduce(flag, op=dist.ReduceOp.SUM)
+    return flag.item() == 0.0
+
+
+def _decode(
+    next_scores,
+    processor: PerRowSampling,
+    prompt_ids: torch.LongTensor,
+    prompt_mask: torch.Tensor,
+    *,
+    max_new_tokens: int,
+    eos: torch.Tensor,
+    pad_token_id: int,
+    generator: torch.Generator | None,
+    output_scores: bool,
+    synced_gpus: bool = False,
+) -> Completions:
+    """Multinomial sampling step by step, as ``generate``'s sampling loop does it.
+
+    ``next_scores(input_ids, attention_mask, position_ids)`` runs the model(s) on the prompts (the
+    prefill) or on the (B, 1) new tokens, over their KV caches, and returns (B, V) float32 scores. Each
+    step: ``processor`` warps them, one ``torch.multinomial`` draw per row from their softmax
+    (``generator``; the global RNG when None), finished rows get pad; a row finishes at its first EOS.
+    Decoding ends when every row has finished or after max_new_tokens tokens. With ``synced_gpus``
+    (ZeRO-3 / FSDP), a rank whose rows have all finished keeps running forward passes, without
+    sampling, until every rank has finished (like ``generate``).
+    """
+    batch, device = prompt_ids.shape[0], prompt_ids.device
+    attention_mask = prompt_mask.long()
+    position_ids = position_ids_from_mask(attention_mask)
+    finished = torch.zeros(batch, dtype=torch.bool, device=device)
+    step_tokens: list[torch.Tensor] = []
+    step_scores: list[torch.Tensor] = []
+    finished_here = False
+
+    scores = next_scores(prompt_ids, attention_mask, position_ids)
+    tokens = torch.full((batch,), pad_token_id, dtype=torch.long, device=device)
+    for step in range(max_new_tokens):
+        if not finished_here:
+            warped = processor(None, scores)
+            tokens = torch.multinomial(warped.softmax(-1), num_samples=1, generator=generator).squeeze(1)
+            tokens = tokens.masked_fill(finished, pad_token_id)
+            step_tokens.append(tokens)
+            if output_scores:
+                step_scores.append(warped.log_softmax(-1))
+            finished |= torch.isin(tokens, eos)
+            finished_here = bool(finished.all())
+        if step == max_new_tokens - 1:
+            break
+        if _all_peers_finished(finished_here, device) if synced_gpus else finished_here:
+            break
+        # The new token is attended to by every row (finished rows' pads are masked out later by
+        # Completions.mask); its position is one past the row's last real position.
+        attention_mask = torch.cat([attention_mask, attention_mask.new_ones(batch, 1)], dim=1)
+        position_ids = position_ids[:, -1:] + 1
+        scores = next_scores(tokens[:, None], attention_mask, position_ids)
+
+    out_scores = torch.stack(step_scores, dim=1) if output_scores else None
+    return _finalize(torch.stack(step_tokens, dim=1), eos, pad_token_id, out_scores)
+
+
+# --------------------------------------------------------------------------------------------------
+# generate_completions: one batched decode, per-row distributions
+# --------------------------------------------------------------------------------------------------
 
 
 @torch.no_grad()
@@ -357,15 +430,17 @@ def generate_completions(
     generator: torch.Generator | None = None,
     output_scores: bool = False,
 ) -> Completions:
-    """Sample one completion per row, row r from params[r], in ONE ``model.generate`` call.
+    """Sample one completion per row, row r from params[r], in ONE batched decoding loop.
 
-    ``generate`` runs with do_sample=True, every built-in warper neutral (temperature 1, top_k 0,
-    top_p 1, no repetition penalty; the model's own generation_config is ignored) and
-    :class:`PerRowSampling` as the only logits processor, so row r's token t is drawn from
-    softmax(warp_r(z_t)). Rows of y, y′ and y″ with different SamplingParams go side by side.
+    The loop (:func:`_decode`, over one ``DynamicCache``) is ``model.generate``'s sampling loop with
+    do_sample=True, every built-in warper neutral (temperature 1, top_k 0, top_p 1, no repetition
+    penalty; the model's own generation_config is never read) and :class:`PerRowSampling` as the only
+    logits processor, so row r's token t is drawn from softmax(warp_r(z_t)) — token for token what
+    ``generate`` draws from the same RNG state, without its per-step overhead. Rows of y, y′ and y″
+    with different SamplingParams go side by side.
 
-    Prompts must be left-padded; ``generate`` derives position ids from the attention mask.
-    ``generate`` draws with the global torch RNG: with ``generator`` given, a seed drawn from it seeds
+    Prompts must be left-padded; position ids are cumsum(attention_mask) − 1.
+    Sampling uses the global torch RNG: with ``generator`` given, a seed drawn from it seeds
     the global RNG inside ``torch.random.fork_rng`` (the caller's global RNG state is left unchanged);
     without it the global RNG is used directly (``torch.manual_seed(s)`` before the call reproduces it).
     The model runs in eval mode (every module's training flag restored after), without gradients.
@@ -376,19 +451,17 @@ def generate_completions(
     rows = _broadcast_params(params, prompt_ids.shape[0])
     eos = _eos_tensor(eos_token_id, prompt_ids.device)
     processor = PerRowSampling(rows, device=prompt_ids.device)
-    config = _neutral_generation_config(max_new_tokens, eos.tolist(), pad_token_id, output_scores)
-    with _eval_mode(model), _blank_model_generation_config(model), _seeded_global_rng(generator, prompt_ids.device):
-        out = model.generate(
-            input_ids=prompt_ids,
-            attention_mask=prompt_mask.long(),
-            generation_config=config,
-            logits_processor=LogitsProcessorList([processor]),
+    keep_last = _accepts_kwarg(model, "logits_to_keep")
+    with _eval_mode(model), _seeded_global_rng(generator, prompt_ids.device):
+        cache = DynamicCache(config=_hf_model(model).config)
+
+        def next_scores(input_ids, attention_mask, position_ids):
+            return _last_logits(model, input_ids, attention_mask, position_ids, cache, keep_last)
+
+        return _decode(
+            next_scores, processor, prompt_ids, prompt_mask, max_new_tokens=max_new_tokens, eos=eos,
+            pad_token_id=pad_token_id, generator=None, output_scores=output_scores, synced_gpus=_synced_gpus(model),
         )
-    tokens = out.sequences[:, prompt_ids.shape[1]:]
-    scores = None
-    if output_scores:
-        scores = torch.stack([s.float().log_softmax(-1) for s in out.scores], dim=1)
-    return _finalize(tokens, eos, pad_token_id, scores)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -464,19 +537,6 @@ class ReferenceModel:
 # --------------------------------------------------------------------------------------------------
 
 
-def _last_logits(
-    module: torch.nn.Module, input_ids, attention_mask, position_ids, cache, keep_last: bool
-) -> torch.Tensor:
-    """Next-token logits (B, V) in float32 from one cached forward step."""
-    kwargs = dict(
-        input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids,
-        past_key_values=cache, use_cache=True,
-    )
-    if keep_last:  # the prefill needs only the last position's logits, not a B×P×V tensor
-        kwargs["logits_to_keep"] = 1
-    return module(**kwargs).logits[:, -1].float()
-
-
 @torch.no_grad()
 def generate_mixture(
     policy: torch.nn.Module,
@@ -527,48 +587,33 @@ def generate_mixture(
     processor = PerRowSampling(_broadcast_params(params, batch), device=device)
     use_policy, use_reference = c < 1.0, c > 0.0
 
-    attention_mask = prompt_mask.long()
-    position_ids = position_ids_from_mask(attention_mask)
-    step_tokens: list[torch.Tensor] = []
-    step_scores: list[torch.Tensor] = []
-    finished = torch.zeros(batch, dtype=torch.bool, device=device)
-
-    with _eval_mode(policy):
+    with _eval_mode(policy), contextlib.ExitStack() as stack:
+        # A frozen reference is entered once; a shared peft policy disables its adapter at every step.
+        frozen_ref = None if reference.shares_policy else stack.enter_context(reference.as_module())
         # Separate caches: the two models see the same tokens but have different keys/values.
         policy_cache = DynamicCache(config=_hf_model(policy).config) if use_policy else None
-        with reference.as_module() as ref_module:
-            ref_cache = DynamicCache(config=_hf_model(ref_module).config) if use_reference else None
+        ref_model = policy if reference.shares_policy else reference.frozen
+        ref_cache = DynamicCache(config=_hf_model(ref_model).config) if use_reference else None
         keep_policy = _accepts_kwarg(policy, "logits_to_keep")
         keep_ref = keep_policy if reference.shares_policy else _accepts_kwarg(reference.frozen, "logits_to_keep")
 
-        def next_scores(input_ids: torch.Tensor, pos: torch.Tensor, prefill: bool) -> torch.Tensor:
+        def reference_logits(input_ids, attention_mask, position_ids) -> torch.Tensor:
+            if frozen_ref is not None:
+                return _last_logits(frozen_ref, input_ids, attention_mask, position_ids, ref_cache, keep_ref)
+            with reference.as_module() as ref_module:
+                return _last_logits(ref_module, input_ids, attention_mask, position_ids, ref_cache, keep_ref)
+
+        def next_scores(input_ids, attention_mask, position_ids) -> torch.Tensor:
             mixed = 0.0
             if use_policy:
-                logits = _last_logits(policy, input_ids, attention_mask, pos, policy_cache, prefill and keep_policy)
+                logits = _last_logits(policy, input_ids, attention_mask, position_ids, policy_cache, keep_policy)
                 mixed = (1.0 - c) * logits.log_softmax(-1)
             if use_reference:
-                with reference.as_module() as ref_module:
-                    logits = _last_logits(ref_module, input_ids, attention_mask, pos, ref_cache, prefill and keep_ref)
-                mixed = mixed + c * logits.log_softmax(-1)
+                mixed = mixed + c * reference_logits(input_ids, attention_mask, position_ids).log_softmax(-1)
             return mixed
 
-        scores = next_scores(prompt_ids, position_ids, prefill=True)
-        for step in range(max_new_tokens):
-            warped = processor(None, scores)
-            probs = warped.softmax(-1)
-            tokens = torch.multinomial(probs, num_samples=1, generator=generator).squeeze(1)
-            tokens = torch.where(finished, torch.full_like(tokens, pad_token_id), tokens)
-            step_tokens.append(tokens)
-            if output_scores:
-                step_scores.append(warped.log_softmax(-1))
-            finished |= torch.isin(tokens, eos)
-            if bool(finished.all()) or step == max_new_tokens - 1:
-                break
-            # The new token is attended to by every row (finished rows' pads are masked out later by
-            # Completions.mask); its position is one past the row's last real position.
-            attention_mask = torch.cat([attention_mask, attention_mask.new_ones(batch, 1)], dim=1)
-            new_pos = attention_mask.sum(-1, keepdim=True) - 1
-            scores = next_scores(tokens[:, None], new_pos, prefill=False)
-
-    out_scores = torch.stack(step_scores, dim=1) if output_scores else None
-    return _finalize(torch.stack(step_tokens, dim=1), eos, pad_token_id, out_scores)
+        return _decode(
+            next_scores, processor, prompt_ids, prompt_mask, max_new_tokens=max_new_tokens, eos=eos,
+            pad_token_id=pad_token_id, generator=generator, output_scores=output_scores,
+            synced_gpus=_synced_gpus(policy),
+        )
