@@ -25,15 +25,18 @@ from __future__ import annotations
 import numpy as np
 from numba import njit, prange
 
-# Codes of the Algorithm fields (see algorithms/base.py).
-LOSS_CODES = {"ipo": 0, "ipo2": 1, "pg": 2}
-OPPONENT_CODES = {"current": 0, "mixture": 1, "optimistic": 2, "pairwise": 3}
-ANCHOR_CODES = {"reference": 0, "current": 1, "magnet": 2}
-SCHEME_CODES = {"single": 0, "extragradient": 1}
+from .algorithms.base import Anchor, LossFamily, Opponent, Scheme
 
-_LOSS_IPO, _LOSS_IPO2, _LOSS_PG = 0, 1, 2
-_OPP_CURRENT, _OPP_MIXTURE, _OPP_OPTIMISTIC = 0, 1, 2
-_ANCHOR_REF, _ANCHOR_CURRENT, _ANCHOR_MAGNET = 0, 1, 2
+# Integer codes of the Algorithm fields: each member's position in its vocabulary (algorithms/base.py).
+LOSS_CODES = {member: code for code, member in enumerate(LossFamily)}
+OPPONENT_CODES = {member: code for code, member in enumerate(Opponent)}
+ANCHOR_CODES = {member: code for code, member in enumerate(Anchor)}
+SCHEME_CODES = {member: code for code, member in enumerate(Scheme)}
+
+# numba reads these module globals as compile-time constants
+_LOSS_IPO, _LOSS_IPO2, _LOSS_PG = (LOSS_CODES[f] for f in (LossFamily.IPO, LossFamily.IPO2, LossFamily.PG))
+_OPP_CURRENT, _OPP_MIXTURE, _OPP_OPTIMISTIC = (OPPONENT_CODES[o] for o in (Opponent.CURRENT, Opponent.MIXTURE, Opponent.OPTIMISTIC))
+_ANCHOR_REF, _ANCHOR_CURRENT, _ANCHOR_MAGNET = (ANCHOR_CODES[a] for a in (Anchor.REFERENCE, Anchor.CURRENT, Anchor.MAGNET))
 
 # Reassociation lets LLVM vectorize dot products; no other fast-math liberties (NaN/inf stay exact).
 _FAST = {"reassoc", "contract"}

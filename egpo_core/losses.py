@@ -42,7 +42,7 @@ import numpy as np
 import torch
 from torch.nn import functional as F
 
-from .algorithms import OPPONENT_TERMS, Algorithm, get_algorithm
+from .algorithms import Algorithm, get_algorithm
 from .samplers import NormalizeOver, categorical_indices, geometric_mixture_log_probs, uniform_indices
 
 __all__ = [
@@ -56,9 +56,6 @@ __all__ = [
 ]
 
 PairDistribution = Literal["uniform", "policy"]
-_LOSSES = ("ipo", "ipo2", "pg")
-_OPPONENTS = tuple(OPPONENT_TERMS)
-_ANCHORS = ("reference", "current", "magnet")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -191,14 +188,7 @@ def _check_positive(name: str, value: float) -> float:
 
 
 def _check_algorithm(algorithm: Algorithm | str) -> Algorithm:
-    algorithm = get_algorithm(algorithm)
-    if algorithm.loss not in _LOSSES:
-        raise ValueError(f"unknown loss family {algorithm.loss!r} of algorithm {algorithm.name!r}; known: {_LOSSES}")
-    if algorithm.opponent not in _OPPONENTS:
-        raise ValueError(f"unknown opponent {algorithm.opponent!r} of algorithm {algorithm.name!r}; known: {_OPPONENTS}")
-    if algorithm.anchor not in _ANCHORS:
-        raise ValueError(f"unknown anchor {algorithm.anchor!r} of algorithm {algorithm.name!r}; known: {_ANCHORS}")
-    return algorithm
+    return get_algorithm(algorithm)  # its fields were checked against the vocabulary when it was declared
 
 
 def _as_log_probs(name: str, value, like: torch.Tensor) -> torch.Tensor:

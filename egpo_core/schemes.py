@@ -31,7 +31,7 @@ from typing import Any, Callable, Iterable, Literal, Protocol
 import torch
 from torch import nn
 
-from .algorithms import Algorithm, get_algorithm
+from .algorithms import Algorithm, Scheme, get_algorithm
 
 __all__ = ["ExtragradientState", "OptimizerStateIO", "TorchOptimizerStateIO", "single_step", "extragradient_step", "step"]
 
@@ -230,8 +230,6 @@ def step(
     policy). "single": one step on ``make_loss(None)``; "extragradient": :func:`extragradient_step`.
     """
     algorithm = get_algorithm(algorithm)
-    if algorithm.scheme == "single":
-        return single_step(policy, optimizer, lambda: make_loss(None))
-    if algorithm.scheme == "extragradient":
+    if algorithm.scheme == Scheme.EXTRAGRADIENT:
         return extragradient_step(policy, optimizer, make_loss)
-    raise ValueError(f"unknown scheme {algorithm.scheme!r} of algorithm {algorithm.name!r}; known: single, extragradient")
+    return single_step(policy, optimizer, lambda: make_loss(None))

@@ -11,6 +11,10 @@ from . import egpo, mpo, nash_md, nash_md_pg, omwu, online_ipo1, online_ipo2, sp
 from .base import (
     OPPONENT_TERMS,
     Algorithm,
+    Anchor,
+    LossFamily,
+    Opponent,
+    Scheme,
     OpponentTerm,
     center,
     geometric_mixture_logits,
@@ -39,6 +43,10 @@ def get_algorithm(name: str | Algorithm) -> Algorithm:
 
 __all__ = [
     "Algorithm",
+    "LossFamily",
+    "Opponent",
+    "Anchor",
+    "Scheme",
     "OpponentTerm",
     "OPPONENT_TERMS",
     "ALGORITHMS",

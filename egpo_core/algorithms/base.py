@@ -16,18 +16,56 @@ the same declaration.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from enum import StrEnum
 from typing import Callable, Literal
 
 import numpy as np
 from scipy.special import log_softmax
 
-LossFamily = Literal["ipo", "ipo2", "pg"]
-Opponent = Literal["current", "mixture", "optimistic", "pairwise"]
-Anchor = Literal["reference", "current", "magnet"]
-Scheme = Literal["single", "extragradient"]
+# The vocabulary of algorithm choices, defined once. Members are strings ("ipo" == LossFamily.IPO),
+# so declarations, configs and tables may use either; the simulator kernel's integer codes are the
+# members' positions (egpo_core._kernel).
+
+
+class LossFamily(StrEnum):
+    """The loss: the IPO regression with uniform pairs, with pairs ~ π_t, or the policy gradient."""
+
+    IPO = "ipo"
+    IPO2 = "ipo2"
+    PG = "pg"
+
+
+class Opponent(StrEnum):
+    """σ in the target (see :data:`OPPONENT_TERMS` for each as target terms)."""
+
+    CURRENT = "current"
+    MIXTURE = "mixture"
+    OPTIMISTIC = "optimistic"
+    PAIRWISE = "pairwise"
+
+
+class Anchor(StrEnum):
+    """The policy inside ℓ_θ = log π_θ − log π_anchor."""
+
+    REFERENCE = "reference"
+    CURRENT = "current"
+    MAGNET = "magnet"
+
+
+class Scheme(StrEnum):
+    """The update scheme around the step."""
+
+    SINGLE = "single"
+    EXTRAGRADIENT = "extragradient"
+
+
 OpponentSource = Literal["current", "mixture", "previous", "pair"]
 
 __all__ = [
+    "LossFamily",
+    "Opponent",
+    "Anchor",
+    "Scheme",
     "Algorithm",
     "OpponentTerm",
     "OPPONENT_TERMS",
@@ -56,11 +94,11 @@ class OpponentTerm:
 #: Σ_k c_k [P(y ≻ z_k) − P(y′ ≻ z_k)]/β (:func:`egpo_core.losses.regression_target`); the policy
 #: gradient's advantage uses Σ_k c_k P(y ≻ z_k). Tabular losses take expectations over each z_k,
 #: sampled losses and language models draw one z_k per term.
-OPPONENT_TERMS: dict[str, tuple[OpponentTerm, ...]] = {
-    "current": (OpponentTerm(1.0, "current"),),
-    "mixture": (OpponentTerm(1.0, "mixture"),),
-    "optimistic": (OpponentTerm(2.0, "current"), OpponentTerm(-1.0, "previous")),
-    "pairwise": (OpponentTerm(1.0, "pair"),),
+OPPONENT_TERMS: dict[Opponent, tuple[OpponentTerm, ...]] = {
+    Opponent.CURRENT: (OpponentTerm(1.0, "current"),),
+    Opponent.MIXTURE: (OpponentTerm(1.0, "mixture"),),
+    Opponent.OPTIMISTIC: (OpponentTerm(2.0, "current"), OpponentTerm(-1.0, "previous")),
+    Opponent.PAIRWISE: (OpponentTerm(1.0, "pair"),),
 }
 
 
@@ -95,15 +133,20 @@ class Algorithm:
     loss_weight: Callable[[float], float] = field(default=lambda eta_beta: 1.0, repr=False)
     reference: str = ""
 
+    def __post_init__(self) -> None:
+        # each choice is checked (and stored as its enum member) when the algorithm is declared
+        for name, vocabulary in (("loss", LossFamily), ("opponent", Opponent), ("anchor", Anchor), ("scheme", Scheme)):
+            value = getattr(self, name)
+            try:
+                object.__setattr__(self, name, vocabulary(value))
+            except ValueError:
+                known = ", ".join(member.value for member in vocabulary)
+                raise ValueError(f"algorithm {self.name!r}: unknown {name} {value!r}; known: {known}") from None
+
     @property
     def opponent_terms(self) -> tuple[OpponentTerm, ...]:
         """The target's opponent terms (see :data:`OPPONENT_TERMS`)."""
-        try:
-            return OPPONENT_TERMS[self.opponent]
-        except KeyError:
-            raise ValueError(
-                f"unknown opponent {self.opponent!r} of algorithm {self.name!r}; known: {', '.join(OPPONENT_TERMS)}"
-            ) from None
+        return OPPONENT_TERMS[self.opponent]
 
 
 def center(x: np.ndarray) -> np.ndarray:
