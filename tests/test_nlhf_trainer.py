@@ -148,48 +148,61 @@ def manual_ipo_loss(model, rollout, beta) -> torch.Tensor:
     return ((logp[:n] - logp[n:] - ref[:n] + ref[n:] - target) ** 2).mean()
 
 
-def test_egpo_update_is_the_step_from_theta_t_with_samples_at_the_half_step(tiny, tmp_path):
-    """Two EGPO updates (four optimizer steps): samples of the half step at θ_t, of the full step at
-    θ_{t+½} = AdamW step from (θ_t, state_t); θ_{t+1} = AdamW step from (θ_t, state_t) on the full step's
-    samples; the learning rate follows the linear schedule over updates (lr₀, then lr₀/2)."""
-    lr = 1e-3
-    cfg = config(tiny, tmp_path, alg="egpo", max_steps=2, learning_rate=lr)
-    trainer = make_trainer(tiny, cfg, cls=RecordingTrainer)
-    theta = trainable(trainer.model)
-    trainer.train()
-    assert len(trainer.records) == 4
+def largest_difference(a: dict, b: dict) -> float:
+    return max(float((a[n] - b[n]).abs().max()) for n in a)
 
-    manual = AutoModelForCausalLM.from_pretrained(tiny["model"])
+
+def check_extragradient_by_hand(model_dir, theta, steps, final, lr, rates, beta=0.1) -> None:
+    """Replay EGPO updates by hand and compare with what the trainer did.
+
+    ``steps[s]`` lists, for optimizer step s, (parameters at generation, rollout) of every rank; the
+    gradient of a step is that of the mean over ranks of the manual loss. For update u (rate
+    ``rates[u]``): the half-step samples were drawn at θ_t; θ_{t+½} = AdamW step from (θ_t, state_t)
+    on them; the full-step samples were drawn at θ_{t+½}; θ_{t+1} = AdamW step from (θ_t, state_t) on
+    the full step's samples. Tolerance 1e-2·lr: Adam divides by √v + ε, so float32 rounding in
+    near-zero gradient entries moves an entry by up to ~1e-6 here, while a step from the wrong point
+    or with the wrong optimizer state moves entries by ~lr.
+    """
+    manual = AutoModelForCausalLM.from_pretrained(model_dir)
     params = dict(manual.named_parameters())
     optimizer = torch.optim.AdamW([params[n] for n in theta], lr=lr, weight_decay=0.0)
+    tol = 1e-2 * lr
 
-    def step_from(start, opt, rollout, rate):
+    def step_from(start, opt, rollouts, rate):
         with torch.no_grad():
             for name, value in start.items():
                 params[name].copy_(value)
         for group in opt.param_groups:
             group["lr"] = rate
         opt.zero_grad()
-        manual_ipo_loss(manual, rollout, cfg.beta).backward()
+        (sum(manual_ipo_loss(manual, r, beta) for r in rollouts) / len(rollouts)).backward()
         opt.step()
         return {n: params[n].detach().clone() for n in start}
 
-    def close(a, b):
-        return max(float((a[n] - b[n]).abs().max()) for n in a)
-
-    # Adam divides by √v + ε: float32 rounding in near-zero gradient entries moves an entry by up to
-    # ~1e-6 here, while a step from the wrong point or with the wrong state moves entries by ~lr = 1e-3.
-    tol = 1e-2 * lr
-
-    for update, rate in enumerate([lr, lr / 2]):
-        (at_half, half_rollout), (at_full, full_rollout) = trainer.records[2 * update : 2 * update + 2]
-        assert close(at_half, theta) < tol, "half-step samples are drawn at θ_t"
+    for update, rate in enumerate(rates):
+        half, full = steps[2 * update], steps[2 * update + 1]
+        for at, _ in half:
+            assert largest_difference(at, theta) < tol, "half-step samples are drawn at θ_t"
         scratch = torch.optim.AdamW([params[n] for n in theta], lr=lr, weight_decay=0.0)
         scratch.load_state_dict(copy.deepcopy(optimizer.state_dict()))  # load_state_dict shares tensors
-        theta_half = step_from(theta, scratch, half_rollout, rate)
-        assert close(at_full, theta_half) < tol, "full-step samples are drawn at θ_{t+½}"
-        theta = step_from(theta, optimizer, full_rollout, rate)
-    assert close(trainable(trainer.model), theta) < tol
+        theta_half = step_from(theta, scratch, [r for _, r in half], rate)
+        for at, _ in full:
+            assert largest_difference(at, theta_half) < tol, "full-step samples are drawn at θ_{t+½}"
+        theta = step_from(theta, optimizer, [r for _, r in full], rate)
+    for parameters in final:
+        assert largest_difference(parameters, theta) < tol
+
+
+def test_egpo_update_is_the_step_from_theta_t_with_samples_at_the_half_step(tiny, tmp_path):
+    """Two EGPO updates (four optimizer steps) against :func:`check_extragradient_by_hand`; the
+    learning rate follows the linear schedule over updates (lr₀, then lr₀/2)."""
+    lr = 1e-3
+    trainer = make_trainer(tiny, config(tiny, tmp_path, alg="egpo", max_steps=2, learning_rate=lr), cls=RecordingTrainer)
+    theta = trainable(trainer.model)
+    trainer.train()
+    assert len(trainer.records) == 4
+    steps = [[record] for record in trainer.records]
+    check_extragradient_by_hand(tiny["model"], theta, steps, [trainable(trainer.model)], lr, [lr, lr / 2])
 
 
 def test_trainer_loss_is_egpo_core_regression_on_the_rollout(tiny, tmp_path):
