@@ -578,10 +578,10 @@ class BenchmarkSettings:
     length_bonus: float = 0.0
     seeds: tuple[int, ...] = (0, 1, 2)
     algorithms: tuple[str, ...] = tuple(ALGORITHMS)
-    updates: int = 60
+    updates: int = 80
     eval_every: int = 5
-    batch_size: int = 8
-    samples_per_prompt: int = 1
+    batch_size: int = 16
+    samples_per_prompt: int = 2
     learning_rate: float = 1e-3
     lr_scheduler: str = "linear"
     max_new_tokens: int = 4
@@ -595,7 +595,7 @@ class BenchmarkSettings:
     n_embd: int = 64
     train_nouns: int = len(TRAIN_NOUNS)
     eval_nouns: int = len(EVAL_NOUNS)
-    sim_etas: tuple[float, ...] = tuple(float(x) for x in np.geomspace(0.01, 3.0, 25))
+    sim_etas: tuple[float, ...] = tuple(float(x) for x in np.geomspace(0.01, 10.0, 31))
     keep_checkpoints: bool = False
 
     def check(self) -> None:
@@ -627,7 +627,7 @@ class BenchmarkSettings:
 
 DEFAULT = BenchmarkSettings()
 FAST = BenchmarkSettings(
-    seeds=(0, 1), updates=4, eval_every=2, batch_size=4, kl_samples=4, length_normalized_seeds=(0,),
+    seeds=(0, 1), updates=4, eval_every=2, batch_size=4, samples_per_prompt=1, kl_samples=4, length_normalized_seeds=(0,),
     sft_examples=256, sft_epochs=2.0, train_nouns=4, eval_nouns=2,
     sim_etas=tuple(float(x) for x in np.geomspace(0.03, 3.0, 5)),
 )
