@@ -41,6 +41,7 @@ def main() -> None:
     parser.add_argument("--deepspeed", default=None)
     parser.add_argument("--judge", default="toy_judges:prefer_shorter")
     parser.add_argument("--alg", default="egpo")
+    parser.add_argument("--bf16", action="store_true")
     args = parser.parse_args()
     config = NLHFConfig(
         output_dir=args.out,
@@ -60,6 +61,7 @@ def main() -> None:
         lr_scheduler_type="linear",
         disable_tqdm=True,
         deepspeed=args.deepspeed,
+        bf16=args.bf16,
     )
     tokenizer = AutoTokenizer.from_pretrained(args.model)
     model = AutoModelForCausalLM.from_pretrained(args.model)

@@ -21,7 +21,7 @@ from pathlib import Path
 import pytest
 import torch
 import toy_judges
-from test_nlhf_trainer import WORDS, check_extragradient_by_hand
+from test_nlhf_trainer import WORDS, check_extragradient_by_hand, replay_extragradient
 from transformers import AutoTokenizer
 
 from lm_runs.judge_server import create_app, serve_in_thread
@@ -52,13 +52,15 @@ def free_port() -> int:
         return probe.getsockname()[1]
 
 
-def launch(tiny, out: Path, judge: str, deepspeed: str | None) -> list[dict]:
+def launch(tiny, out: Path, judge: str, deepspeed: str | None, bf16: bool = False) -> list[dict]:
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": f"{ROOT / 'tests'}{os.pathsep}{ROOT}"}
     command = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--master_addr=127.0.0.1",
                f"--master_port={free_port()}",
                str(ROOT / "tests" / "distributed_nlhf.py"), tiny["model"], tiny["prompts"], str(out), "--judge", judge]
     if deepspeed:
         command += ["--deepspeed", str(ROOT / "lm_runs" / "configs" / deepspeed)]
+    if bf16:
+        command.append("--bf16")
     done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-4000:]
     return [torch.load(out / f"records_rank{r}.pt", weights_only=False) for r in range(2)]
@@ -91,3 +93,23 @@ def test_two_ranks_egpo(tiny, tmp_path, judge_url, deepspeed):
     theta = ranks[0]["records"][0]["params"]
     by_step = [[(r["records"][s]["params"], r["records"][s]["rollout"]) for r in ranks] for s in range(steps)]
     check_extragradient_by_hand(tiny["model"], theta, by_step, [r["final"] for r in ranks], LR, [LR, LR / 2])
+
+
+def test_two_ranks_egpo_zero2_bf16_restores_the_fp32_master(tiny, tmp_path, judge_url):
+    """bf16 under ZeRO-2: the engine steps an fp32 master partition and writes it into the bf16
+    module, so the full step starts from θ_t only if the master is restored with the optimizer
+    state. The bf16 run is compared with float32 replays from θ_t (right) and from θ_{t+½} (the
+    reference code's bug) by the median entry difference: bf16 rounding of the gradients moves a few
+    entries by ~lr, the wrong starting point moves the typical entry by ~lr."""
+    ranks = launch(tiny, tmp_path, judge_url, "zero2.json", bf16=True)
+    final = {n: v.float() for n, v in ranks[0]["final"].items()}
+    assert next(iter(ranks[0]["final"].values())).dtype == torch.bfloat16
+    theta = ranks[0]["records"][0]["params"]
+    steps = [[r["records"][s]["rollout"] for r in ranks] for s in range(4)]
+
+    def median_difference(expected):
+        return float(torch.cat([(final[n] - expected[n]).abs().flatten() for n in expected]).median())
+
+    right = median_difference(replay_extragradient(tiny["model"], theta, steps, LR, [LR, LR / 2])[1])
+    wrong = median_difference(replay_extragradient(tiny["model"], theta, steps, LR, [LR, LR / 2], full_step_from_half=True)[1])
+    assert right < 0.1 * LR < 0.5 * LR < wrong, (right, wrong)  # measured: 1.3e-5 vs 9.7e-4

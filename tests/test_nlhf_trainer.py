@@ -152,21 +152,20 @@ def largest_difference(a: dict, b: dict) -> float:
     return max(float((a[n] - b[n]).abs().max()) for n in a)
 
 
-def check_extragradient_by_hand(model_dir, theta, steps, final, lr, rates, beta=0.1) -> None:
-    """Replay EGPO updates by hand and compare with what the trainer did.
+def replay_extragradient(model_dir, theta, steps, lr, rates, beta=0.1, full_step_from_half=False):
+    """Replay EGPO updates by hand in float32 with torch's AdamW.
 
-    ``steps[s]`` lists, for optimizer step s, (parameters at generation, rollout) of every rank; the
-    gradient of a step is that of the mean over ranks of the manual loss. For update u (rate
-    ``rates[u]``): the half-step samples were drawn at θ_t; θ_{t+½} = AdamW step from (θ_t, state_t)
-    on them; the full-step samples were drawn at θ_{t+½}; θ_{t+1} = AdamW step from (θ_t, state_t) on
-    the full step's samples. Tolerance 1e-2·lr: Adam divides by √v + ε, so float32 rounding in
-    near-zero gradient entries moves an entry by up to ~1e-6 here, while a step from the wrong point
-    or with the wrong optimizer state moves entries by ~lr.
+    ``steps[s]`` lists, for optimizer step s, the rollouts of every rank; a step's gradient is that of
+    the mean over ranks of :func:`manual_ipo_loss`. Update u (rate ``rates[u]``): θ_{t+½} = AdamW step
+    from (θ_t, state_t) on the half step's rollouts; θ_{t+1} = AdamW step from (θ_t, state_t) on the
+    full step's rollouts (``full_step_from_half``: from θ_{t+½} instead — the reference code's bug
+    under mixed precision, to show that the checks can tell the two apart). Returns the list of
+    (θ_t, θ_{t+½}) per update and the final parameters.
     """
     manual = AutoModelForCausalLM.from_pretrained(model_dir)
     params = dict(manual.named_parameters())
+    theta = {n: v.float() for n, v in theta.items()}
     optimizer = torch.optim.AdamW([params[n] for n in theta], lr=lr, weight_decay=0.0)
-    tol = 1e-2 * lr
 
     def step_from(start, opt, rollouts, rate):
         with torch.no_grad():
@@ -179,18 +178,31 @@ def check_extragradient_by_hand(model_dir, theta, steps, final, lr, rates, beta=
         opt.step()
         return {n: params[n].detach().clone() for n in start}
 
+    points = []
     for update, rate in enumerate(rates):
-        half, full = steps[2 * update], steps[2 * update + 1]
-        for at, _ in half:
-            assert largest_difference(at, theta) < tol, "half-step samples are drawn at θ_t"
         scratch = torch.optim.AdamW([params[n] for n in theta], lr=lr, weight_decay=0.0)
         scratch.load_state_dict(copy.deepcopy(optimizer.state_dict()))  # load_state_dict shares tensors
-        theta_half = step_from(theta, scratch, [r for _, r in half], rate)
-        for at, _ in full:
+        theta_half = step_from(theta, scratch, steps[2 * update], rate)
+        points.append((theta, theta_half))
+        theta = step_from(theta_half if full_step_from_half else theta, optimizer, steps[2 * update + 1], rate)
+    return points, theta
+
+
+def check_extragradient_by_hand(model_dir, theta, steps, final, lr, rates) -> None:
+    """The trainer's EGPO against :func:`replay_extragradient`: the half-step samples drawn at θ_t, the
+    full-step samples at θ_{t+½}, and the final parameters. ``steps[s]`` lists (parameters at
+    generation, rollout) of every rank. Tolerance 1e-2·lr: Adam divides by √v + ε, so float32
+    rounding in near-zero gradient entries moves an entry by up to ~1e-6 here, while a step from the
+    wrong point or with the wrong optimizer state moves entries by ~lr."""
+    points, expected = replay_extragradient(model_dir, theta, [[r for _, r in step] for step in steps], lr, rates)
+    tol = 1e-2 * lr
+    for update, (theta_t, theta_half) in enumerate(points):
+        for at, _ in steps[2 * update]:
+            assert largest_difference(at, theta_t) < tol, "half-step samples are drawn at θ_t"
+        for at, _ in steps[2 * update + 1]:
             assert largest_difference(at, theta_half) < tol, "full-step samples are drawn at θ_{t+½}"
-        theta = step_from(theta, optimizer, [r for _, r in full], rate)
     for parameters in final:
-        assert largest_difference(parameters, theta) < tol
+        assert largest_difference(parameters, expected) < tol
 
 
 def test_egpo_update_is_the_step_from_theta_t_with_samples_at_the_half_step(tiny, tmp_path):
