@@ -217,6 +217,23 @@ def test_egpo_update_is_the_step_from_theta_t_with_samples_at_the_half_step(tiny
     check_extragradient_by_hand(tiny["model"], theta, steps, [trainable(trainer.model)], lr, [lr, lr / 2])
 
 
+def test_egpo_with_gradient_accumulation_and_a_partial_last_window(tiny, tmp_path):
+    """12 prompts, 2 per micro-batch, 4 micro-batches per window: every pass is a window of 4 and a
+    partial window of 2. Each optimizer step's gradient is the mean of its micro-batches' (the Trainer
+    scales by the window's length); two EGPO updates = four windows (half 4, full 2, half 4, full 2)."""
+    lr = 1e-3
+    cfg = config(tiny, tmp_path, alg="egpo", max_steps=2, learning_rate=lr, gradient_accumulation_steps=4)
+    trainer = make_trainer(tiny, cfg, cls=RecordingTrainer)
+    theta = trainable(trainer.model)
+    trainer.train()
+    assert trainer.updates == 2 and trainer.state.global_step == 4
+    sizes = [4, 2, 4, 2]
+    assert len(trainer.records) == sum(sizes)
+    bounds = [sum(sizes[:i]) for i in range(len(sizes) + 1)]
+    steps = [trainer.records[bounds[i] : bounds[i + 1]] for i in range(len(sizes))]
+    check_extragradient_by_hand(tiny["model"], theta, steps, [trainable(trainer.model)], lr, [lr, lr / 2])
+
+
 def test_trainer_loss_is_egpo_core_regression_on_the_rollout(tiny, tmp_path):
     trainer = make_trainer(tiny, config(tiny, tmp_path, alg="oipo1", max_steps=1), cls=RecordingTrainer)
     trainer.train()
