@@ -113,3 +113,23 @@ def test_two_ranks_egpo_zero2_bf16_restores_the_fp32_master(tiny, tmp_path, judg
     right = median_difference(replay_extragradient(tiny["model"], theta, steps, LR, [LR, LR / 2])[1])
     wrong = median_difference(replay_extragradient(tiny["model"], theta, steps, LR, [LR, LR / 2], full_step_from_half=True)[1])
     assert right < 0.1 * LR < 0.5 * LR < wrong, (right, wrong)  # measured: 1.3e-5 vs 9.7e-4
+
+
+def test_the_entry_point_under_the_deepspeed_launcher(tiny, tmp_path):
+    """`deepspeed --num_gpus 2 --module lm_runs.train_nlhf ...` on CPU: two ranks, ZeRO-2, EGPO."""
+    out = tmp_path / "run"
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": f"{ROOT / 'tests'}{os.pathsep}{ROOT}"}
+    command = [str(Path(sys.executable).with_name("deepspeed")), "--num_gpus", "2", "--master_port", str(free_port()),
+               "--module", "lm_runs.train_nlhf", "--alg", "egpo", "--model_name_or_path", tiny["model"],
+               "--judge", "toy_judges:prefer_shorter", "--prompts", tiny["prompts"], "--output_dir", str(out),
+               "--max_steps", "2", "--per_device_train_batch_size", "2", "--max_new_tokens", "6", "--use_cpu", "true",
+               "--report_to", "none", "--save_strategy", "steps", "--save_steps", "1",
+               "--deepspeed", str(ROOT / "lm_runs" / "configs" / "zero2.json")]
+    done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300, cwd=tmp_path)
+    assert done.returncode == 0, (done.stdout + done.stderr)[-4000:]
+    state = json.loads((out / "checkpoint-4" / "trainer_state.json").read_text())
+    assert state["global_step"] == 4  # two EGPO updates
+    for rank in range(2):  # each rank's snapshot of its own optimizer partition, in the mid-pair checkpoint
+        saved = torch.load(out / "checkpoint-3" / f"extragradient_state_rank{rank}.pt", weights_only=False)
+        assert saved["phase"] == "full" and saved["updates"] == 1
+    assert (out / "model.safetensors").is_file()
