@@ -138,6 +138,11 @@ class NLHFConfig(TrainingArguments):
     """The preference oracle (see ``lm_runs.judges.load_judge``)."""
     judge_batch_size: int = field(default=16, metadata=_help("Pairs per forward pass of a local preference model."))
     """Batch size of a local preference-model judge."""
+    judge_gather: bool = field(
+        default=False,
+        metadata=_help("Distributed runs: rank 0 judges all ranks' pairs and sends each its own (default: each rank judges its own)."),
+    )
+    """Whether rank 0 alone calls the judge (``lm_runs.judges.GatheringJudge``)."""
 
     # --- LoRA ---------------------------------------------------------------------------------------
     use_peft: bool = field(default=False, metadata=_help("Train a LoRA adapter instead of all weights."))

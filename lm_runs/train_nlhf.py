@@ -33,6 +33,7 @@ def build_trainer(config):
 
     from .data import load_prompts, prompt_text
     from .judges import load_judge
+    from .judges.gathering import GatheringJudge
     from .trainer import NLHFTrainer
 
     prompts = load_prompts(
@@ -42,9 +43,13 @@ def build_trainer(config):
         max_prompts=config.max_prompts,
         max_chars=config.max_prompt_chars,
     )
-    judge = load_judge(config.judge, seed=config.seed, device=str(config.device), batch_size=config.judge_batch_size)
-    probe = prompt_text(prompts[0]["prompt"])
-    judge([probe, probe], [["Yes.", "No."], ["No.", "Yes."]])  # two pairs: a wrong count shows
+    judge = None
+    if not config.judge_gather or config.process_index == 0:
+        judge = load_judge(config.judge, seed=config.seed, device=str(config.device), batch_size=config.judge_batch_size)
+        probe = prompt_text(prompts[0]["prompt"])
+        judge([probe, probe], [["Yes.", "No."], ["No.", "Yes."]])  # two pairs: a wrong count shows
+    if config.judge_gather:
+        judge = GatheringJudge(judge)
 
     tokenizer = AutoTokenizer.from_pretrained(config.model_name_or_path)
     tokenizer.padding_side = "left"

@@ -42,6 +42,7 @@ def main() -> None:
     parser.add_argument("--judge", default="toy_judges:prefer_shorter")
     parser.add_argument("--alg", default="egpo")
     parser.add_argument("--bf16", action="store_true")
+    parser.add_argument("--judge_gather", action="store_true")
     args = parser.parse_args()
     config = NLHFConfig(
         output_dir=args.out,
@@ -67,6 +68,10 @@ def main() -> None:
     model = AutoModelForCausalLM.from_pretrained(args.model)
     ref = AutoModelForCausalLM.from_pretrained(args.model)
     inner = load_judge(args.judge)
+    if args.judge_gather:
+        from lm_runs.judges.gathering import GatheringJudge
+
+        inner = GatheringJudge(inner)
     calls = []
 
     def judge(prompts, pairs):  # records what this rank asked and got back

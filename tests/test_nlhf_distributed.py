@@ -52,7 +52,7 @@ def free_port() -> int:
         return probe.getsockname()[1]
 
 
-def launch(tiny, out: Path, judge: str, deepspeed: str | None, bf16: bool = False) -> list[dict]:
+def launch(tiny, out: Path, judge: str, deepspeed: str | None, bf16: bool = False, gather: bool = False) -> list[dict]:
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": f"{ROOT / 'tests'}{os.pathsep}{ROOT}"}
     command = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--master_addr=127.0.0.1",
                f"--master_port={free_port()}",
@@ -61,14 +61,19 @@ def launch(tiny, out: Path, judge: str, deepspeed: str | None, bf16: bool = Fals
         command += ["--deepspeed", str(ROOT / "lm_runs" / "configs" / deepspeed)]
     if bf16:
         command.append("--bf16")
+    if gather:
+        command.append("--judge_gather")
     done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-4000:]
     return [torch.load(out / f"records_rank{r}.pt", weights_only=False) for r in range(2)]
 
 
-@pytest.mark.parametrize("deepspeed", ["zero2.json", None], ids=["zero2", "ddp"])
-def test_two_ranks_egpo(tiny, tmp_path, judge_url, deepspeed):
-    ranks = launch(tiny, tmp_path, judge_url, deepspeed)
+@pytest.mark.parametrize(
+    "deepspeed,gather", [("zero2.json", False), (None, False), (None, True)], ids=["zero2", "ddp", "ddp-rank0-judges"]
+)
+def test_two_ranks_egpo(tiny, tmp_path, judge_url, deepspeed, gather):
+    """Each rank its own HTTP client, or (gather) rank 0 judging everyone's pairs."""
+    ranks = launch(tiny, tmp_path, judge_url, deepspeed, gather=gather)
     assert all(r["world"] == 2 for r in ranks)
     steps = len(ranks[0]["records"])
     assert steps == len(ranks[1]["records"]) == 4  # 2 updates × (half, full)

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from .gathering import GatheringJudge
 from .base import (
     CallableJudge,
     CheckedJudge,
@@ -29,6 +30,7 @@ __all__ = [
     "JudgeError",
     "CallableJudge",
     "CheckedJudge",
+    "GatheringJudge",
     "HTTPJudge",
     "OpenAIJudge",
     "PreferenceModelJudge",
