@@ -1,11 +1,15 @@
 """Execute the notebooks of this folder with papermill (what `make reproduce` runs).
 
+Each notebook is kept as a jupytext percent-format source, ``notebooks/<name>.py`` (``# %%`` code
+cells, ``# %% [markdown]`` text cells, ``# %% tags=["parameters"]`` the papermill parameters); the
+``.ipynb`` that papermill runs is generated from it into the executed folder and executed in place.
+
     python notebooks/run_all.py                      # every notebook, default parameters
     python notebooks/run_all.py --fast               # fast=True: seconds per notebook
     python notebooks/run_all.py --only theory_checks --only benchmarks
     python notebooks/run_all.py --out-dir /tmp/executed --figures-dir /tmp/figures
 
-Executed copies go to --out-dir (default notebooks/_executed/, ignored by git). Figures and tidy data
+Executed notebooks go to --out-dir (default notebooks/_executed/, ignored by git). Figures and tidy data
 go where each notebook's ``out_dir`` parameter says: by default figures/<notebook>/ at full size; with
 --fast (and no --figures-dir) <out-dir>/figures/<notebook>/, so a quick run never overwrites the
 committed figures. One line per notebook with its time; the first failure stops the run with the
@@ -32,6 +36,27 @@ NOTEBOOKS = (
     "theory_checks",
     "benchmarks",
 )
+
+KERNELSPEC = {"name": "python3", "display_name": "Python 3", "language": "python"}
+
+
+def source_path(name: str) -> Path:
+    """The percent-format source of notebook ``name``."""
+    return HERE / f"{name}.py"
+
+
+def write_notebook(source: Path, target: Path) -> Path:
+    """Write the notebook of a jupytext percent-format source (no outputs) to ``target`` (.ipynb)."""
+    import jupytext  # imported late: --help works without them
+    import nbformat
+
+    nb = jupytext.read(source, fmt="py:percent")
+    nb.metadata.setdefault("kernelspec", dict(KERNELSPEC))
+    nb.metadata.pop("jupytext", None)  # the generated copy is not paired with its source
+    nbformat.validate(nb)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    nbformat.write(nb, target)
+    return target
 
 
 def _parse(argv: list[str] | None) -> argparse.Namespace:
@@ -70,15 +95,16 @@ def main(argv: list[str] | None = None) -> int:
         parameters = {"fast": True} if args.fast else {}
         if figures is not None:
             parameters["out_dir"] = str(figures / name)
-        source, target = HERE / f"{name}.ipynb", out_dir / f"{name}.ipynb"
+        target = out_dir / f"{name}.ipynb"
         t0 = time.perf_counter()
         print(f"[{k}/{len(names)}] {name} ...", end=" ", flush=True)
         try:
+            write_notebook(source_path(name), target)  # executed in place below
             pm.execute_notebook(
-                str(source), str(target), parameters=parameters, kernel_name=args.kernel, cwd=str(HERE),
+                str(target), str(target), parameters=parameters, kernel_name=args.kernel, cwd=str(HERE),
                 progress_bar=False, log_output=False, config=config,
             )
-        except Exception as err:  # papermill raises PapermillExecutionError for a failing cell
+        except Exception as err:  # PapermillExecutionError for a failing cell
             print(f"FAILED after {time.perf_counter() - t0:.1f} s", flush=True)
             print(f"\nnotebook {name} failed: {type(err).__name__}: {str(err).strip()[:2000]}", file=sys.stderr)
             print(f"the partly executed copy is {target}", file=sys.stderr)

@@ -1,11 +1,13 @@
 """The notebooks: each runs under papermill with fast=True and writes its figures and tidy data; the data
-hold the expected algorithms, runs and steps and agree with each other; committed notebooks carry no
-outputs; notebooks/run_all.py (make reproduce) stops with the failing notebook's name.
+hold the expected algorithms, runs and steps and agree with each other; every notebook source (a
+jupytext percent-format ``notebooks/<name>.py``) has a parameters cell and is run by make reproduce;
+committed ``.ipynb`` files carry no outputs (and, in notebooks/, match their source);
+notebooks/run_all.py (make reproduce) stops with the failing notebook's name.
 
-Each notebook runs once per session, with ``out_dir`` inside pytest's tmp folder (the committed
-figures are never touched). Tolerances: medians recomputed from the tidy data match the summary
-tables to 1e-12 (relative); measured slopes within [0.8, 1.4]× the linearized prediction for β ≥ 0.03
-in the fast grid (300 steps still hold some transient).
+Each notebook runs once per session, generated from its source into pytest's tmp folder, with
+``out_dir`` there too (the committed figures are never touched). Tolerances: medians recomputed from
+the tidy data match the summary tables to 1e-12 (relative); measured slopes within [0.8, 1.4]× the
+linearized prediction for β ≥ 0.03 in the fast grid (300 steps still hold some transient).
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ from __future__ import annotations
 import importlib.util
 import json
 import re
+import subprocess
 from pathlib import Path
 
 import nbformat
@@ -25,6 +28,7 @@ from egpo_core.analysis import CLASSES
 from egpo_core.presets import PRESETS, REFERENCE_MEDIANS
 
 pm = pytest.importorskip("papermill")
+jupytext = pytest.importorskip("jupytext")
 
 ROOT = Path(__file__).resolve().parents[1]
 NOTEBOOK_DIR = ROOT / "notebooks"
@@ -52,8 +56,9 @@ def executed(tmp_path_factory):
         if name not in cache:
             out = base / "figures" / name
             try:
+                notebook = RUN_ALL.write_notebook(NOTEBOOK_DIR / f"{name}.py", base / f"{name}.ipynb")
                 pm.execute_notebook(
-                    str(NOTEBOOK_DIR / f"{name}.ipynb"), str(base / f"{name}.ipynb"),
+                    str(notebook), str(notebook),
                     parameters={"fast": True, "out_dir": str(out)}, kernel_name="python3",
                     cwd=str(NOTEBOOK_DIR), progress_bar=False,
                 )
@@ -226,66 +231,97 @@ def test_benchmarks(executed):
 
 
 # ----------------------------------------------------------------------------------------------------
-# committed notebooks, the generator and run_all.py
+# notebook sources, committed notebooks and run_all.py
 
 
-def _committed() -> list[Path]:
-    return sorted(NOTEBOOK_DIR.glob("*.ipynb"))
+def _sources() -> list[Path]:
+    """The notebook sources of notebooks/: the .py files in jupytext's percent format."""
+    return sorted(p for p in NOTEBOOK_DIR.glob("*.py") if re.search(r"^# %%", p.read_text(), re.M))
+
+
+def _committed_ipynb() -> list[Path]:
+    """Every .ipynb that git tracks in the repository (none at all when git cannot tell)."""
+    try:
+        listed = subprocess.run(["git", "ls-files", "-z", "--", "*.ipynb"], cwd=ROOT, capture_output=True,
+                                text=True, check=True).stdout
+    except (OSError, subprocess.CalledProcessError):
+        return []
+    return sorted(ROOT / name for name in listed.split("\0") if name)
 
 
 def test_every_notebook_is_run_by_make_reproduce():
-    assert sorted(p.stem for p in _committed()) == sorted(RUN_ALL.NOTEBOOKS)
+    assert sorted(p.stem for p in _sources()) == sorted(RUN_ALL.NOTEBOOKS)
+    assert all(RUN_ALL.source_path(name).is_file() for name in RUN_ALL.NOTEBOOKS)
 
 
-@pytest.mark.parametrize("path", _committed(), ids=lambda p: p.stem)
-def test_committed_notebook_has_no_outputs_and_a_parameters_cell(path):
-    nb = nbformat.read(path, as_version=4)
+def _check_notebook(nb: nbformat.NotebookNode, name: str) -> None:
+    """No outputs, a first code cell tagged ``parameters`` with fast = False and out_dir = None, text."""
     nbformat.validate(nb)
     code = [c for c in nb.cells if c.cell_type == "code"]
     for cell in code:
-        assert cell.outputs == [], f"{path.name}: a code cell carries outputs"
-        assert cell.execution_count is None, f"{path.name}: a code cell carries an execution count"
+        assert cell.outputs == [], f"{name}: a code cell carries outputs"
+        assert cell.execution_count is None, f"{name}: a code cell carries an execution count"
     first = code[0]
-    assert "parameters" in first.metadata.get("tags", [])
-    assert re.search(r"^fast = False\b", first.source, re.M)
-    assert re.search(r"^out_dir = None\b", first.source, re.M)
-    assert nb.metadata["kernelspec"]["name"] == "python3"
-    assert any(c.cell_type == "markdown" for c in nb.cells)
+    assert "parameters" in first.metadata.get("tags", []), f"{name}: the first code cell is not tagged parameters"
+    assert re.search(r"^fast = False\b", first.source, re.M), name
+    assert re.search(r"^out_dir = None\b", first.source, re.M), name
+    assert nb.metadata["kernelspec"]["name"] == "python3", name
+    assert any(c.cell_type == "markdown" for c in nb.cells), name
+
+
+@pytest.mark.parametrize("path", _sources(), ids=lambda p: p.stem)
+def test_notebook_source_has_a_parameters_cell(path, tmp_path):
+    source = path.read_text()
+    assert re.search(r'^# %% tags=\["parameters"\]$', source, re.M), f"{path.name}: no parameters cell"
+    assert re.search(r"^# %% \[markdown\]$", source, re.M), f"{path.name}: no markdown cell"
+    # the notebook run_all.py generates from it: one parameters cell, first among the code cells
+    nb = nbformat.read(RUN_ALL.write_notebook(path, tmp_path / f"{path.stem}.ipynb"), as_version=4)
+    _check_notebook(nb, path.name)
+    assert sum("parameters" in c.metadata.get("tags", []) for c in nb.cells) == 1
+
+
+def _check_committed_ipynb(path: Path) -> None:
+    """A committed notebook carries no outputs; one in notebooks/ has the cells of its source."""
+    nb = nbformat.read(path, as_version=4)
+    _check_notebook(nb, path.name)
+    if path.parent == NOTEBOOK_DIR:
+        source = NOTEBOOK_DIR / f"{path.stem}.py"
+        assert source.is_file(), f"{path.name}: committed without its source {source.name}"
+        expected = jupytext.read(source, fmt="py:percent")
+        assert [(c.cell_type, c.source) for c in nb.cells] == [(c.cell_type, c.source) for c in expected.cells], (
+            f"{path.name} differs from {source.name}")
+
+
+def test_committed_notebooks_have_no_outputs():
+    for path in _committed_ipynb():
+        _check_committed_ipynb(path)
 
 
 def test_the_no_outputs_check_can_fail(tmp_path):
-    nb = nbformat.read(_committed()[0], as_version=4)
+    good = RUN_ALL.write_notebook(_sources()[0], tmp_path / "good.ipynb")
+    _check_committed_ipynb(good)  # outside notebooks/: no source to match
+    nb = nbformat.read(good, as_version=4)
     code = next(c for c in nb.cells if c.cell_type == "code")
     code.execution_count = 1
     code.outputs = [nbformat.v4.new_output("stream", name="stdout", text="hi")]
     bad = tmp_path / "bad.ipynb"
     nbformat.write(nb, bad)
     with pytest.raises(AssertionError, match="carries outputs"):
-        test_committed_notebook_has_no_outputs_and_a_parameters_cell(bad)
-
-
-def test_committed_notebooks_match_their_generator():
-    spec = importlib.util.spec_from_file_location("build_notebooks", NOTEBOOK_DIR / "build_notebooks.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    assert module.main(["--check"]) == 0
+        _check_committed_ipynb(bad)
 
 
 def _tiny_notebook(path: Path, source: str) -> None:
-    nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell("fast = False\nout_dir = None"),
-                                         nbformat.v4.new_code_cell(source)])
-    nb.cells[0].metadata["tags"] = ["parameters"]
-    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
-    nbformat.write(nb, path)
+    """A two-cell percent-format source: the parameters, then ``source``."""
+    path.write_text('# %% tags=["parameters"]\nfast = False\nout_dir = None\n\n# %%\n' + source + "\n")
 
 
 def test_run_all_reports_progress_and_stops_at_a_failing_notebook(tmp_path, monkeypatch, capsys):
     source = tmp_path / "src"
     source.mkdir()
-    _tiny_notebook(source / "sim_exact_tabular.ipynb", "import json, pathlib\n"
+    _tiny_notebook(source / "sim_exact_tabular.py", "import json, pathlib\n"
                    "pathlib.Path(out_dir).mkdir(parents=True, exist_ok=True)\n"
                    "(pathlib.Path(out_dir) / 'p.json').write_text(json.dumps({'fast': fast}))")
-    _tiny_notebook(source / "sim_exact_neural.ipynb", "1 / 0")
+    _tiny_notebook(source / "sim_exact_neural.py", "1 / 0")
     monkeypatch.setattr(RUN_ALL, "HERE", source)
     executed_dir = tmp_path / "executed"
     code = RUN_ALL.main(["--fast", "--only", "sim_exact_tabular", "--only", "sim_exact_neural",

@@ -1,0 +1,190 @@
+# ---
+# jupyter:
+#   jupytext:
+#     text_representation:
+#       extension: .py
+#       format_name: percent
+#       format_version: '1.3'
+#       jupytext_version: 1.19.6
+#   kernelspec:
+#     display_name: Python 3
+#     language: python
+#     name: python3
+# ---
+
+# %% [markdown]
+# # Theory checks
+#
+# Three numerical checks of what the papers claim (SPEC §2), on random games (exact tabular gradients, N =
+# 10):
+#
+# - **(a) Rates over the (η, β) plane.** EGPO converges linearly in the last iterate to π*_β at a rate about
+#   (1 − ηβ)^t for η small enough; OMD (Online IPO 1) oscillates when β is small. For each algorithm and each
+#   (η, β) we measure the slope of log Gap_β(π_t) and classify the run as converging, plateauing at a biased
+#   point, slowly falling, oscillating or diverging — a map none of the papers draws. The measured slopes are
+#   compared with the theory's log(1 − ηβ) and with the exact local rate 2·log ρ, ρ the spectral radius of the
+#   linearized update at π*_β (the gap is quadratic in the distance to π*_β, hence the factor 2).
+# - **(b) β → 0.** With β tuned to the horizon T, the last iterate should approach a Nash equilibrium of the
+#   original game; exploitability max_y (Pπ)_y − ½ measures how far (0 exactly at an equilibrium; the LP gives
+#   one).
+# - **(c) More algorithms.** MPO (magnetic mirror descent, with and without magnet resets), SPPO
+#   (multiplicative weights, unregularized) and OMWU (optimistic) beside the paper's five.
+
+# %% tags=["parameters"]
+fast = False           # True: a small grid and short horizons (tests, quick looks)
+seed = 0               # random games for (a) and (b)
+num_actions = 10
+runs = None            # games per cell (None: 10, or 3 when fast)
+# (a) rate map
+etas = None            # None: 0.1 … 1000 (3 values when fast)
+betas = None           # None: 1 … 0.001 (3 values when fast)
+rate_iterations = None # None: 2000 (300 when fast)
+# (b) beta -> 0
+b_eta = 1.0
+b_iterations = None    # horizon of the beta sweep (None: 3000, 300 when fast)
+b_betas = None         # None: 1 … 1e-4
+horizons = None        # None: 100 … 10000 (100, 300 when fast)
+beta_horizon = 5.0     # beta_T is beta_horizon over T
+# (c) extra algorithms
+extra_preset = "exact-tabular-beta0.1"
+extra_iterations = None  # None: 5000 (200 when fast)
+magnet_period = 50
+dpi = 100
+out_dir = None         # None: <repository>/figures/theory_checks
+
+# %%
+NOTEBOOK = "theory_checks"
+import pandas as pd
+from IPython.display import Image, display
+
+from egpo_core import analysis, plotting
+
+out = plotting.figure_dir(NOTEBOOK, out_dir)
+pd.set_option("display.float_format", "{:.3g}".format)
+print(f"writing figures and data to {out}")
+
+
+def show(paths):
+    """Display a figure written by plotting.save_figure (its PNG)."""
+    display(Image(filename=str(paths[0])))
+
+import numpy as np
+from egpo_core.algorithms import PAPER_ALGORITHMS
+from egpo_core.games import random_games
+
+ALL = list(PAPER_ALGORITHMS) + ["mpo", "sppo", "omwu"]
+runs = runs or (3 if fast else 10)
+etas = etas or ([0.3, 3.0, 30.0] if fast else [0.1, 0.3, 1, 3, 10, 30, 100, 300, 1000])
+betas = betas or ([0.3, 0.03, 0.003] if fast else [1, 0.3, 0.1, 0.03, 0.01, 0.003, 0.001])
+rate_iterations = rate_iterations or (300 if fast else 2000)
+b_iterations = b_iterations or (300 if fast else 3000)
+b_betas = b_betas or ([0.1, 0.01, 0.001] if fast else [1, 0.3, 0.1, 0.03, 0.01, 0.003, 0.001, 3e-4, 1e-4])
+horizons = horizons or ([100, 300] if fast else [100, 300, 1000, 3000, 10000])
+extra_iterations = extra_iterations or (200 if fast else 5000)
+
+rng = np.random.default_rng(seed)
+P = random_games(runs, num_actions, rng)
+ref_logits = rng.normal(size=(runs, num_actions))
+
+# %% [markdown]
+# ## (a) Measured rates over the (η, β) plane
+#
+# `analysis.rate_sweep` runs every cell of the grid (one batched `sweep` per β), measures each run's log-gap
+# slope (`analysis.log_gap_slope`: least squares over the second half of the decay) and class
+# (`analysis.classify_trajectories`), and adds the linearized prediction. Runs that overflow (NaN/inf gaps,
+# typically ηβ > 2) are classed as diverging. Right of the black staircase ηβ > 1: the theory's step has no
+# meaning there, Nash-MD's mixture is capped at c = 1.
+
+# %%
+rates = analysis.rate_sweep(P, ref_logits, ALL, etas=etas, betas=betas, iterations=rate_iterations)
+rates.to_parquet(out / "rate_table.parquet", index=False)
+cells = analysis.rate_map(rates)
+cells.to_csv(out / "rate_map.csv", index=False)
+fig = plotting.plot_rate_map(cells, ALL)
+show(plotting.save_figure(fig, out / "rate_map", dpi=dpi))
+
+# %% [markdown]
+# Numbers in the cells: measured slope / log(1 − ηβ) for the converging cells. About 2 for EGPO, OMWU, OMD and
+# MPO at small ηβ and β ≥ 0.03: the gap is quadratic in the distance to π*_β, which contracts like (1 − ηβ)^t,
+# so the theory's rate holds as a bound with room to spare. Larger at small β, where the fit still catches the
+# faster nonlinear start; smaller where ηβ approaches 1 or the step is not a mirror-descent step (Online IPO
+# 2). EGPO and OMWU converge in a much larger region than OMD, Nash-MD and Online IPO 2 as β shrinks; Nash-MD
+# plateaus at its biased fixed point; MPO's proximal step never overflows; SPPO, unregularized, does not
+# converge to π*_β at all. "Oscillates" also covers runs too slow to tell at this horizon (tiny ηβ).
+#
+# Measured against predicted slopes, cell by cell (median over runs):
+
+# %%
+fig = plotting.plot_slope_comparison(cells)
+show(plotting.save_figure(fig, out / "slopes_vs_theory", dpi=dpi))
+conv = cells[(cells["class"] == "converges") & np.isfinite(cells["predicted_slope"])]
+display(conv.assign(measured_over_predicted=conv["slope"] / conv["predicted_slope"])
+       .groupby("algorithm")["measured_over_predicted"].describe()[["count", "min", "50%", "max"]])
+
+# %% [markdown]
+# ## (b) β → 0: the original game's Nash equilibrium
+#
+# Left: final exploitability after a fixed horizon for a range of β (step η fixed). The black line is the
+# exploitability of π*_β itself — the bias a method converging to π*_β cannot beat; it shrinks roughly in
+# proportion to β. Right: β tuned to the horizon, β_T = `beta_horizon`/T, so that (1 − ηβ_T)^T is the same at
+# every T; a last-iterate-convergent method then follows the bias line down, polynomially in T. The LP Nash
+# equilibrium (`equilibria.nash_equilibrium`) has exploitability ≈ 0 (column `nash_exploitability`).
+
+# %%
+by_beta = analysis.final_metrics_vs_beta(P, ref_logits, ALL, betas=b_betas, eta=b_eta,
+                                         iterations=b_iterations)
+by_beta.to_csv(out / "exploitability_vs_beta.csv", index=False)
+by_horizon = analysis.horizon_tuned_exploitability(P, ref_logits, ALL, horizons=horizons, eta=b_eta,
+                                                   beta_horizon=beta_horizon)
+by_horizon.to_csv(out / "exploitability_vs_horizon.csv", index=False)
+import matplotlib.pyplot as plt
+fig, axes = plt.subplots(1, 2, figsize=(12, 4.5))
+plotting.plot_final_metric(by_beta, "beta", ax=axes[0],
+                           title=f"T = {b_iterations}, η = {b_eta:g}")
+plotting.plot_final_metric(by_horizon, "horizon", ax=axes[1], power=-1.0,
+                           title=f"β = {beta_horizon:g}/T, η = {b_eta:g}")
+show(plotting.save_figure(fig, out / "beta_to_zero", dpi=dpi))
+print("largest LP exploitability:", by_beta["nash_exploitability"].abs().max())
+display(by_horizon.groupby(["horizon", "algorithm"])["exploitability"].median().unstack())
+
+# %% [markdown]
+# EGPO and OMWU track the bias of π*_β all the way down (exploitability ∝ 1/T with β ∝ 1/T); the single-step
+# methods do for large β only and start to cycle once β is small, so their exploitability stops improving.
+#
+# ## (c) MPO, SPPO and OMWU beside the paper's five
+#
+# The games and step of a paper preset (`extra_preset`), a longer horizon, and both the regularized gap and
+# the original game's exploitability. MPO runs twice: with the magnet fixed at π_ref (it then converges to
+# π*_β like the others) and with the magnet reset to π_t every `magnet_period` steps, which moves its limit
+# toward the original game's Nash equilibrium — lower exploitability than π*_β, at the price of a large
+# regularized gap. SPPO is drawn twice too: its last iterate and its average iterate π̄_t = Σ_{s≤t} π_s/(t+1)
+# (metrics `average_duality_gap`, `average_exploitability`), the one its no-regret guarantee is about.
+
+# %%
+metrics = ("duality_gap", "exploitability")
+base = analysis.run_preset(extra_preset, algorithms=ALL, fast=fast, iterations=extra_iterations,
+                           metrics=metrics + tuple(f"average_{m}" for m in metrics))
+reset = analysis.run_preset(extra_preset, algorithms=["mpo"], fast=fast, iterations=extra_iterations,
+                            metrics=metrics, magnet_period=magnet_period)
+frames = []
+for metric in metrics:
+    part = analysis.median_curves({"": base, f"reset every {magnet_period}": reset}, metric)
+    part["metric"] = metric.replace("_", " ")
+    part["series"] = [a if not lab else f"MPO ({lab})" for a, lab in zip(part["algorithm"], part["label"])]
+    # SPPO's guarantee is about its average iterate: draw it beside the last one.
+    average = analysis.median_curves({"": base}, f"average_{metric}", algorithms=["sppo"])
+    average["metric"] = metric.replace("_", " ")
+    average["series"] = "SPPO (average iterate)"
+    frames += [part, average]
+extra = pd.concat(frames, ignore_index=True)
+extra.to_parquet(out / "extra_algorithms_curves.parquet", index=False)
+fig = plotting.plot_median_grid(extra, col="metric", series="series", ylabel="", sharey=False,
+                                panel_width=6.0, panel_height=4.2)
+plotting.add_title(fig, f"{extra_preset} games, {base.settings['iterations']} updates")
+show(plotting.save_figure(fig, out / "extra_algorithms", dpi=dpi))
+final = pd.concat([base.summary(m).assign(metric=m) for m in metrics] +
+                  [reset.summary(m).assign(metric=m, algorithm=f"mpo (reset every {magnet_period})")
+                   for m in metrics], ignore_index=True)
+final = final.pivot(index="algorithm", columns="metric", values="median_final")
+final.to_csv(out / "extra_algorithms_final.csv")
+display(final)
