@@ -170,6 +170,10 @@ class NLHFConfig(TrainingArguments):
     def __post_init__(self) -> None:
         self._check()
         super().__post_init__()
+        deepspeed = getattr(self, "hf_deepspeed_config", None)
+        if self.steps_per_update > 1 and deepspeed is not None and deepspeed.is_zero3():
+            # ZeRO-3 partitions the parameters themselves: the snapshot of θ_t would hold shards only
+            raise ValueError(f"--alg {self.alg} (extragradient) supports DeepSpeed ZeRO stages 0-2, not stage 3 ({self.deepspeed})")
 
     @property
     def algorithm(self) -> Algorithm:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import copy
 import json
 import math
+from pathlib import Path
 
 import pytest
 import torch
@@ -23,6 +24,7 @@ from lm_runs.tiny import build_tiny_lm
 from lm_runs.trainer import NLHFTrainer
 
 WORDS = "cat dog bird fish sun moon star tree rock water fire stone".split()
+CONFIGS = Path(__file__).resolve().parents[1] / "lm_runs" / "configs"
 
 
 @pytest.fixture(scope="module")
@@ -330,6 +332,7 @@ def test_epoch_folders_count_updates(tiny, tmp_path):
         (["--judge", "toy_judges:wrong_count"], "returned 1 values for 2 pairs"),
         (["--prompt_column", "question"], "no column 'question'"),
         (["--judge", "no_such_module:f"], "cannot import module"),
+        (["--deepspeed", str(CONFIGS / "zero3.json")], "supports DeepSpeed ZeRO stages 0-2"),
     ],
 )
 def test_bad_configuration_fails_before_training_with_one_message(tiny, tmp_path, capsys, flags, message):
