@@ -86,6 +86,11 @@ class _EpochModels(TrainerCallback):
         return control
 
 
+def _rows(completions: Completions, start: int, stop: int) -> Completions:
+    """Rows start:stop of a batch of completions (one role of a joint generate call)."""
+    return Completions(completions.ids[start:stop], completions.mask[start:stop], completions.truncated[start:stop])
+
+
 def _pad_cat(parts: Sequence[Completions], pad_token_id: int) -> tuple[torch.Tensor, torch.Tensor]:
     """Completions of several roles stacked row-wise, right-padded to one length."""
     width = max(part.ids.shape[1] for part in parts)
@@ -216,16 +221,14 @@ class NLHFTrainer(Trainer):
         rows = pair_roles + len(policy_terms)
         params = [args.pair_sampling] * (pair_roles * n) + [args.opponent_sampling] * (len(policy_terms) * n)
         sampled = generate_completions(policy, prompt_ids.repeat(rows, 1), prompt_mask.repeat(rows, 1), params, **gen)
-        parts = [Completions(sampled.ids[i * n : (i + 1) * n], sampled.mask[i * n : (i + 1) * n], sampled.truncated[i * n : (i + 1) * n]) for i in range(rows)]
+        parts = [_rows(sampled, i * n, (i + 1) * n) for i in range(rows)]
         responses = parts[:pair_roles]
         opponents: dict[int, Completions] = {k: parts[pair_roles + j] for j, k in enumerate(policy_terms)}
-        for k, term in enumerate(terms):
-            if term.source == "mixture":
-                opponents[k] = generate_mixture(
-                    policy, self.reference, prompt_ids, prompt_mask, args.mixture_coef, args.opponent_sampling, **gen
-                )
-            elif term.source == "previous":
-                raise ValueError(f"{self.algorithm.name}: samples from the previous iterate are not available")
+        mixtures = [k for k, t in enumerate(terms) if t.source == "mixture"]  # LM_ALGORITHMS have no "previous"
+        for k in mixtures:
+            opponents[k] = generate_mixture(
+                policy, self.reference, prompt_ids, prompt_mask, args.mixture_coef, args.opponent_sampling, **gen
+            )
         generated = time.perf_counter()
 
         # 2. judge: P(y ≻ z_k), P(y′ ≻ z_k); a "pair" term is P(y ≻ y′) against P(y′ ≻ y′) = ½
@@ -255,7 +258,7 @@ class NLHFTrainer(Trainer):
             "generation",
             seconds=generated - started,
             judge_seconds=judged_at - generated,
-            new_tokens=float(sampled.lengths.sum() + sum(c.lengths.sum() for k, c in opponents.items() if k not in policy_terms)),
+            new_tokens=float(sampled.lengths.sum() + sum(opponents[k].lengths.sum() for k in mixtures)),
             mean_length=float(completion_mask.sum(-1).float().mean()),
             truncated_fraction=float(torch.cat([c.truncated for c in responses]).float().mean()),
         )
