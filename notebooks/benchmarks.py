@@ -13,7 +13,12 @@
 # ---
 
 # %% [markdown]
-# # Simulator speed
+# # Simulator and language-model speed
+#
+# Two parts: the matrix-game simulator, and the language-model trainer's seconds per NLHF update beside the
+# anchors we were handed (last section).
+#
+# ## Simulator speed
 #
 # How long the batched simulator (`egpo_core.simulate`, one compiled loop over every trajectory, parallel over
 # trajectories) takes for each paper preset — all five algorithms on all ten runs — and how the time scales
@@ -26,6 +31,10 @@ fast = False               # True: the presets' short horizons and a small scali
 conventions = "reference"
 repeats = 1                # best of this many calls per measurement
 dpi = 100
+lm_algorithms = None       # bench_lm's --algorithms (None: all five)
+lm_updates = None          # timed updates per algorithm (None: bench_lm's 25; 2 when fast)
+lm_warmup = None           # untimed updates first (None: bench_lm's 3; 1 when fast)
+lm_dpi = 150
 out_dir = None             # None: <repository>/figures/benchmarks
 
 # %%
@@ -79,3 +88,59 @@ scaling.to_csv(out / "scaling.csv", index=False)
 display(scaling)
 fig = plotting.plot_benchmarks(presets, scaling)
 show(plotting.save_figure(fig, out / "benchmarks", dpi=dpi))
+
+# %% [markdown]
+# ## Language-model updates
+#
+# `benchmarks/bench_lm.py` times `lm_runs.trainer.NLHFTrainer`: one update (EGPO: its half and full step)
+# of full fine-tuning of a tiny random-init GPT-2 (2 layers × 64 dims) against a frozen π_ref, 8 prompts
+# per update, 16 new tokens, fp32, one process, one torch thread, each algorithm in its own subprocess;
+# the median over the timed updates, split into generation, judging, forward + backward (π_ref's and the
+# policy's) and the rest. Beside it, the anchors of `benchmarks/lm_anchors.json`: the paper's reference
+# trainer and TRL on the same tiny setup (measured once on the 2-core development machine and handed to
+# us, not re-measured here). With `fast = True` only 2 updates are timed: the numbers are then rough.
+
+# %%
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import egpo_core
+from lm_runs import plots as lm_plots
+
+repo = Path(egpo_core.__file__).resolve().parents[1]
+command = [sys.executable, str(repo / "benchmarks" / "bench_lm.py"), "--json", str(out / "lm_bench.json"),
+           "--updates", str(lm_updates or (2 if fast else 25)), "--warmup", str(lm_warmup or (1 if fast else 3))]
+if fast:
+    command += ["--num-prompts", "16"]
+if lm_algorithms:
+    command += ["--algorithms", *lm_algorithms]
+finished = subprocess.run(command, capture_output=True, text=True)
+print(finished.stdout)
+if finished.returncode:
+    raise RuntimeError(f"bench_lm.py failed ({finished.returncode}):\n{finished.stderr[-3000:]}")
+results = json.loads((out / "lm_bench.json").read_text())
+anchors = json.loads((repo / "benchmarks" / "lm_anchors.json").read_text())
+lm = lm_plots.bench_frame(results, anchors["seconds_per_update"])
+lm.to_csv(out / "lm_seconds_per_update.csv", index=False)
+display(lm.pivot_table(index="algorithm", columns=["source", "phase"], values="seconds", sort=False))
+fig = lm_plots.plot_bench(lm)
+show(plotting.save_figure(fig, out / "lm_seconds_per_update", dpi=lm_dpi))
+
+# %% [markdown]
+# Goals set with the anchors (`lm_anchors.json`, `goals`), against this run:
+
+# %%
+nan = float("nan")
+ours = {alg: r["seconds_per_update"] for alg, r in results.items()}
+goals = anchors["goals"]
+checks = pd.DataFrame([
+    ("oipo1 seconds per update", ours.get("oipo1", nan), goals["oipo1_seconds_per_update_max"]),
+    ("egpo / oipo1", ours["egpo"] / ours["oipo1"] if {"egpo", "oipo1"} <= set(ours) else nan,
+     goals["egpo_over_oipo1_max"]),
+    ("nashmd seconds per update", ours.get("nashmd", nan), goals["nashmd_seconds_per_update_max"]),
+    ("largest peak RSS (MiB)", max(r["peak_rss_mib"] for r in results.values()), goals["peak_rss_mib_max"]),
+], columns=["quantity", "measured", "goal (at most)"])
+checks["met"] = checks["measured"] <= checks["goal (at most)"]
+display(checks)

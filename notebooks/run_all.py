@@ -26,7 +26,7 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 
-#: Execution order: the paper settings first, then the comparisons, theory and timings.
+#: Execution order: the paper settings first, then the comparisons, theory and timings, then the language model.
 NOTEBOOKS = (
     "sim_exact_tabular",
     "sim_exact_neural",
@@ -35,6 +35,8 @@ NOTEBOOKS = (
     "sim_reference_vs_correct",
     "theory_checks",
     "benchmarks",
+    "lm_synthetic_benchmark",  # before lm_winrates, which evaluates its checkpoints
+    "lm_winrates",
 )
 
 KERNELSPEC = {"name": "python3", "display_name": "Python 3", "language": "python"}

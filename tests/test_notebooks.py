@@ -336,3 +336,99 @@ def test_run_all_reports_progress_and_stops_at_a_failing_notebook(tmp_path, monk
     written = executed_dir / "figures" / "sim_exact_tabular" / "p.json"
     assert json.loads(written.read_text()) == {"fast": True}
     assert (executed_dir / "sim_exact_neural.ipynb").exists()
+
+
+# ----------------------------------------------------------------------------------------------------
+# the language-model notebooks
+
+LM_ALGORITHMS = {"egpo", "oipo1", "oipo2", "nashmd", "nashmdpg"}
+
+
+def test_benchmarks_language_model_section(executed):
+    out = executed("benchmarks")
+    _figures(out, ["lm_seconds_per_update"])
+    assert (out / "lm_seconds_per_update.png").stat().st_size < 450_000
+    raw = json.loads((out / "lm_bench.json").read_text())
+    assert set(raw) == LM_ALGORITHMS
+    assert {r["updates_measured"] for r in raw.values()} == {2}  # fast: 2 timed updates
+    frame = pd.read_csv(out / "lm_seconds_per_update.csv")
+    ours = frame[frame["source"] == "this repository"]
+    assert set(ours["algorithm"]) == LM_ALGORITHMS
+    phases = ["forward_backward", "generation", "judging", "other", "total"]
+    assert ours.groupby("algorithm")["phase"].apply(sorted).to_dict() == {a: phases for a in LM_ALGORITHMS}
+    totals = ours[ours["phase"] == "total"].set_index("algorithm")
+    for alg, r in raw.items():
+        assert totals.loc[alg, "seconds"] == pytest.approx(r["seconds_per_update"], rel=1e-12)
+        assert totals.loc[alg, "peak_rss_mib"] == pytest.approx(r["peak_rss_mib"], rel=1e-12)
+    assert (ours["seconds"] >= 0).all() and (totals["seconds"] > 0).all()
+    anchors = frame[frame["source"] != "this repository"].set_index(["algorithm", "source"])["seconds"]
+    assert anchors.to_dict() == {("oipo1", "reference trainer"): 0.077, ("oipo1", "TRL"): 0.048,
+                                 ("nashmd", "TRL"): 0.109, ("egpo", "reference trainer"): 0.152}
+
+
+def test_lm_synthetic_benchmark(executed):
+    out = executed("lm_synthetic_benchmark")
+    _figures(out, ["gap_exploitability", "vs_simulation"])
+    for stem in ("gap_exploitability", "vs_simulation"):
+        assert (out / f"{stem}.png").stat().st_size < 450_000
+    curves = pd.read_csv(out / "curves.csv")
+    assert set(curves["algorithm"]) == LM_ALGORITHMS
+    assert set(curves["metric"]) == {"duality_gap", "exploitability"}
+    assert sorted(curves["update"].unique()) == [0, 2, 4]  # FAST: 4 updates, evaluated every 2
+    assert set(curves["seeds"]) == {2}
+    assert (curves["low"] <= curves["median"] + 1e-15).all() and (curves["median"] <= curves["high"] + 1e-15).all()
+    # the medians are those of the benchmark's own tidy metrics
+    metrics = pd.read_csv(out / "run" / "metrics.csv")
+    summary = json.loads((out / "run" / "summary.json").read_text())
+    for (metric, alg, update), median in curves.set_index(["metric", "algorithm", "update"])["median"].items():
+        rows = (metrics["metric"] == metric) & (metrics["algorithm"] == alg) & (metrics["update"] == update)
+        assert rows.sum() == 2  # one per seed
+        values = metrics.loc[rows, "value"]
+        assert median == pytest.approx(float(np.median(values)), rel=1e-12)
+    # update 0 is π_ref for every algorithm and seed (float32 forward passes: equal to 1e-6)
+    start = curves[curves["update"] == 0]
+    for metric in ("duality_gap", "exploitability"):
+        part = start[start["metric"] == metric]
+        np.testing.assert_allclose(part[["low", "median", "high"]], summary["reference"][metric], rtol=1e-6)
+    final = pd.read_csv(out / "final.csv", index_col=0)
+    assert set(final.index) == LM_ALGORITHMS | {"π_ref"}
+    comparison = pd.read_csv(out / "comparison.csv")
+    assert set(comparison["algorithm"]) == LM_ALGORITHMS
+    # the checkpoints the lm_winrates notebook evaluates were kept
+    assert sorted(p.name for p in (out / "run" / "runs" / "egpo_sum_seed0" / "epochs").iterdir()) == ["epoch-1", "epoch-2"]
+
+
+def test_paper_lm_winrates_data():
+    paper = pd.read_csv(NOTEBOOK_DIR / "data" / "paper_lm_winrates.csv")
+    assert list(paper.columns) == ["algorithm", "epoch", "win_rate_percent", "source"]
+    assert len(paper) == 50 and set(paper["algorithm"]) == LM_ALGORITHMS
+    assert paper.groupby("algorithm")["epoch"].apply(sorted).to_dict() == {a: list(range(1, 11)) for a in LM_ALGORITHMS}
+    by = paper.set_index(["algorithm", "epoch"])["win_rate_percent"]
+    assert by["egpo", 10] == 55.0 and by["oipo1", 1] == 50.2 and by["nashmdpg", 10] == 48.5
+    assert by.between(47, 56).all()
+
+
+def test_lm_winrates(executed):
+    executed("lm_synthetic_benchmark")  # lm_winrates evaluates this notebook's run
+    out = executed("lm_winrates")
+    assert not (out / "benchmark").exists()  # it found the sibling run instead of training its own
+    _figures(out, ["winrate_by_epoch"])
+    assert (out / "winrate_by_epoch.png").stat().st_size < 450_000
+    by_epoch = pd.read_csv(out / "winrate_by_epoch.csv")
+    ours = by_epoch[by_epoch["source"] == "this repository: synthetic benchmark"]
+    paper = by_epoch[by_epoch["source"] == "paper (Qwen run)"]
+    assert len(ours) + len(paper) == len(by_epoch) and len(paper) == 50
+    assert set(ours["algorithm"]) == LM_ALGORITHMS
+    assert ours.groupby("algorithm")["epoch"].apply(sorted).to_dict() == {a: [1, 2] for a in LM_ALGORITHMS}
+    assert ours["win_rate_percent"].between(0, 100).all()
+    assert (ours["ci_low_percent"] <= ours["win_rate_percent"] + 1e-9).all()
+    assert (ours["win_rate_percent"] <= ours["ci_high_percent"] + 1e-9).all()
+    assert (ours["n_pairs"] == 2 * 2 * 4).all()  # FAST: 2 × 2 evaluation prompts, 4 samples each
+    winrates = pd.read_csv(out / "winrates.csv")
+    vs_ref = winrates[(winrates.comparison == "vs_reference") & (winrates.split == "all")]
+    np.testing.assert_allclose(np.sort(vs_ref["win_rate"] * 100), np.sort(ours["win_rate_percent"]), rtol=1e-12)
+    tables = {p.name: p.read_text() for p in (out / "tables").iterdir()}
+    assert set(tables) == {"vs_reference.md", "vs_reference_ci.md", "pairwise.md", "pairwise_ci.md"}
+    assert all(f"| {alg} |" in tables["vs_reference.md"] for alg in LM_ALGORITHMS)
+    header = tables["pairwise.md"].splitlines()[0]
+    assert all(f"{alg} (epoch {k})" in header for alg in LM_ALGORITHMS for k in (1, 2))  # best 2 of 2 epochs

@@ -1,0 +1,234 @@
+"""Tidy frames and figures of the language-model notebooks (``notebooks/benchmarks.py``,
+``notebooks/lm_synthetic_benchmark.py``, ``notebooks/lm_winrates.py``).
+
+Only reshaping and drawing: the numbers come from ``benchmarks/bench_lm.py``'s JSON,
+``lm_runs.synthetic_benchmark``'s ``metrics.csv`` / ``simulation.csv`` / ``comparison.csv`` and
+``lm_runs.evaluate``'s ``winrates.csv``. Algorithms are named as on the command line (``egpo``,
+``oipo1``, ``oipo2``, ``nashmd``, ``nashmdpg``) and drawn in ``egpo_core.plotting``'s colours.
+"""
+
+from __future__ import annotations
+
+from typing import Mapping, Sequence
+
+import matplotlib.pyplot as plt
+import numpy as np
+from matplotlib.ticker import FuncFormatter
+import pandas as pd
+
+__all__ = [
+    "LM_ALGORITHMS",
+    "label",
+    "color",
+    "bench_frame",
+    "plot_bench",
+    "seed_bands",
+    "plot_seed_bands",
+    "vs_reference_percent",
+    "plot_winrates_by_epoch",
+]
+
+#: The five algorithms in the order of the paper's tables.
+LM_ALGORITHMS = ("oipo1", "oipo2", "nashmd", "nashmdpg", "egpo")
+
+#: bench_lm phases, bottom to top of a stacked bar.
+PHASES = ("generation", "judging", "forward_backward", "other")
+_PHASE_LABELS = {"generation": "generation", "judging": "judging", "forward_backward": "forward + backward",
+                 "other": "other (optimizer, snapshot, loop)"}
+#: The anchors' keys in benchmarks/lm_anchors.json and how they are labelled.
+ANCHOR_SOURCES = {"reference_trainer": "reference trainer", "trl": "TRL"}
+OURS = "this repository"
+
+
+def _core_name(alg: str) -> str | None:
+    from lm_runs.config import ALGORITHM_ALIASES
+
+    return ALGORITHM_ALIASES.get(alg)
+
+
+def label(alg: str) -> str:
+    """The paper's name of an algorithm (``nashmdpg`` → ``Nash-MD-PG``); unknown names unchanged."""
+    from egpo_core.algorithms import get_algorithm
+
+    name = _core_name(alg)
+    return get_algorithm(name).label if name else alg
+
+
+def color(alg: str):
+    """The colour ``egpo_core.plotting`` gives the algorithm (grey for an unknown one)."""
+    from egpo_core.plotting import algorithm_colors
+
+    return algorithm_colors().get(_core_name(alg) or "", (0.5, 0.5, 0.5))
+
+
+def _ordered(names) -> list[str]:
+    names = list(dict.fromkeys(names))
+    return [a for a in LM_ALGORITHMS if a in names] + [a for a in names if a not in LM_ALGORITHMS]
+
+
+# --------------------------------------------------------------------------------------------------
+# bench_lm: seconds per update beside the anchors
+# --------------------------------------------------------------------------------------------------
+
+
+def bench_frame(results: Mapping[str, Mapping], anchors: Mapping[str, Mapping[str, float]]) -> pd.DataFrame:
+    """Tidy: one row per (algorithm, source, phase) — source ``this repository`` with bench_lm's four
+    phases (their medians) and ``total`` (the median seconds per update), each anchor source with its
+    ``total`` only; ``seconds`` and, for our rows, ``peak_rss_mib``.
+
+    ``results``: bench_lm's ``--json`` (algorithm → seconds_per_update, peak_rss_mib, breakdown);
+    ``anchors``: ``lm_anchors.json``'s ``seconds_per_update`` (algorithm → source → seconds)."""
+    rows = []
+    for alg in _ordered(list(results) + list(anchors)):
+        if alg in results:
+            r = results[alg]
+            rows.append(dict(algorithm=alg, source=OURS, phase="total", seconds=float(r["seconds_per_update"]),
+                             peak_rss_mib=float(r["peak_rss_mib"])))
+            rows += [dict(algorithm=alg, source=OURS, phase=p, seconds=float(r["breakdown"][p]),
+                          peak_rss_mib=float(r["peak_rss_mib"])) for p in PHASES]
+        for key, source in ANCHOR_SOURCES.items():
+            if key in anchors.get(alg, {}):
+                rows.append(dict(algorithm=alg, source=source, phase="total", seconds=float(anchors[alg][key]),
+                                 peak_rss_mib=np.nan))
+    return pd.DataFrame(rows, columns=["algorithm", "source", "phase", "seconds", "peak_rss_mib"])
+
+
+def plot_bench(frame: pd.DataFrame, title: str = "") -> plt.Figure:
+    """Per algorithm: our seconds per update as a bar stacked by phase, the anchors' bars beside it
+    (hatched, labelled with their value); the peak RSS above our bar."""
+    algs = _ordered(frame["algorithm"])
+    sources = [OURS] + [s for s in ANCHOR_SOURCES.values() if s in set(frame["source"])]
+    width = 0.8 / len(sources)
+    phase_colors = dict(zip(PHASES, plt.get_cmap("tab20c")([0, 4, 8, 12])))
+    fig, ax = plt.subplots(figsize=(2.0 + 1.5 * len(algs), 4.4))
+    ours = frame[frame["source"] == OURS]
+    for j, source in enumerate(sources):
+        offset = (j - (len(sources) - 1) / 2) * width
+        for i, alg in enumerate(algs):
+            x = i + offset
+            if source == OURS:
+                part = ours[ours["algorithm"] == alg].set_index("phase")
+                if part.empty:
+                    continue
+                bottom = 0.0
+                for p in PHASES:
+                    value = float(part.loc[p, "seconds"])
+                    ax.bar(x, value, width, bottom=bottom, color=phase_colors[p], edgecolor=color(alg), linewidth=1.2,
+                           label=_PHASE_LABELS[p] if i == 0 else None)
+                    bottom += value
+                total, rss = float(part.loc["total", "seconds"]), float(part.loc["total", "peak_rss_mib"])
+                ax.text(x, max(total, bottom), f"{total:.3f}\n{rss:.0f} MiB", ha="center", va="bottom", fontsize=7)
+            else:
+                hit = frame[(frame["source"] == source) & (frame["algorithm"] == alg) & (frame["phase"] == "total")]
+                if hit.empty:
+                    continue
+                value = float(hit["seconds"].iloc[0])
+                ax.bar(x, value, width, color="white", edgecolor="0.35", hatch="//" if j == 1 else "..",
+                       label=source if not ax.get_legend_handles_labels()[1].count(source) else None)
+                ax.text(x, value, f"{value:.3f}", ha="center", va="bottom", fontsize=7)
+    ax.set_xticks(range(len(algs)), [label(a) for a in algs])
+    for tick, alg in zip(ax.get_xticklabels(), algs):
+        tick.set_color(color(alg))
+    ax.set_ylabel("seconds per update")
+    ax.set_ylim(0, frame["seconds"].max() * 1.3)
+    ax.legend(fontsize=7, ncol=2, loc="upper left")
+    ax.set_title(title or f"seconds per NLHF update: {OURS} (left, by phase) beside the anchors", fontsize=10)
+    fig.tight_layout()
+    return fig
+
+
+# --------------------------------------------------------------------------------------------------
+# synthetic benchmark: curves per algorithm over seeds
+# --------------------------------------------------------------------------------------------------
+
+
+def seed_bands(metrics: pd.DataFrame, names: Sequence[str] = ("duality_gap", "exploitability")) -> pd.DataFrame:
+    """From the benchmark's tidy ``metrics.csv`` (algorithm, seed, update, metric, value): per
+    (metric, algorithm, update) the median, minimum and maximum over seeds and the number of seeds."""
+    part = metrics[metrics["metric"].isin(names)]
+    grouped = part.groupby(["metric", "algorithm", "update"])["value"]
+    out = grouped.agg(median="median", low="min", high="max", seeds="count").reset_index()
+    order = {a: k for k, a in enumerate(_ordered(out["algorithm"]))}
+    out = out.sort_values(["metric", "algorithm", "update"], key=lambda s: s.map(order) if s.name == "algorithm" else s)
+    return out.reset_index(drop=True)
+
+
+def plot_seed_bands(bands: pd.DataFrame, simulation: pd.DataFrame | None = None, eta: float | None = None,
+                    reference: Mapping[str, float] | None = None, title: str = "") -> plt.Figure:
+    """One panel per metric of ``bands`` (log axis): median over seeds (line) and min–max (band) per
+    algorithm; with ``simulation`` (the benchmark's simulation.csv) and ``eta``, the simulated curve of
+    the same class games at the grid's η nearest to ``eta`` (on a log scale), dashed; ``reference``:
+    metric → π_ref's value (grey line)."""
+    metrics = list(dict.fromkeys(bands["metric"]))
+    if simulation is not None and eta is not None:
+        grid = np.unique(simulation["eta"].to_numpy(dtype=float))
+        eta = float(grid[np.argmin(np.abs(np.log(grid) - np.log(eta)))])
+    fig, axes = plt.subplots(1, len(metrics), figsize=(5.6 * len(metrics), 4.0), squeeze=False)
+    for ax, metric in zip(axes[0], metrics):
+        part = bands[bands["metric"] == metric]
+        for alg in _ordered(part["algorithm"]):
+            d = part[part["algorithm"] == alg]
+            ax.plot(d["update"], d["median"], color=color(alg), label=label(alg))
+            ax.fill_between(d["update"], d["low"], d["high"], color=color(alg), alpha=0.15, lw=0)
+            if simulation is not None and eta is not None:
+                sim = simulation[(simulation["metric"] == metric) & (simulation["algorithm"] == alg)
+                                 & np.isclose(simulation["eta"], eta)]
+                ax.plot(sim["update"], sim["value"], "--", color=color(alg), lw=1)
+        if reference and metric in reference:
+            ax.axhline(reference[metric], color="0.5", lw=0.8, ls=":", label="π_ref")
+        ax.set_yscale("log")
+        low, high = ax.get_ylim()
+        if high < 10 * low:  # less than a decade: label the minor ticks too, in plain numbers
+            ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:.3g}"))
+            ax.yaxis.set_minor_formatter(FuncFormatter(lambda v, _: f"{v:.3g}"))
+            ax.tick_params(axis="y", which="minor", labelsize=7)
+        ax.set_xlabel("update")
+        ax.set_title(metric.replace("_", " ") + (f" (dashed: simulation, η = {eta:.3g})" if eta is not None
+                                                  and simulation is not None else ""), fontsize=10)
+    axes[0, 0].legend(fontsize=8)
+    seeds = int(bands["seeds"].max()) if len(bands) else 0
+    fig.suptitle(title or f"class-level metrics, median and min–max over {seeds} seeds", fontsize=11)
+    fig.tight_layout()
+    return fig
+
+
+# --------------------------------------------------------------------------------------------------
+# win rates against π_ref by epoch, beside the paper's
+# --------------------------------------------------------------------------------------------------
+
+
+def vs_reference_percent(winrates: pd.DataFrame, source: str, split: str = "all") -> pd.DataFrame:
+    """Tidy rows of ``lm_runs.evaluate``'s ``winrates.csv`` against π_ref on ``split``: algorithm, epoch,
+    win_rate_percent, ci_low_percent, ci_high_percent, n_pairs, source."""
+    part = winrates[(winrates["comparison"] == "vs_reference") & (winrates["split"] == split)]
+    out = pd.DataFrame({
+        "algorithm": part["algorithm"], "epoch": part["epoch"].astype(int),
+        "win_rate_percent": 100 * part["win_rate"], "ci_low_percent": 100 * part["ci_low"],
+        "ci_high_percent": 100 * part["ci_high"], "n_pairs": part["n_pairs"], "source": source,
+    })
+    return out.sort_values(["algorithm", "epoch"]).reset_index(drop=True)
+
+
+def plot_winrates_by_epoch(frame: pd.DataFrame, sources: Sequence[str] | None = None) -> plt.Figure:
+    """One panel per ``source`` of a tidy frame (algorithm, epoch, win_rate_percent, optional
+    ci_low_percent / ci_high_percent, source): win rate against π_ref by epoch per algorithm, with
+    the bootstrap interval as a band where given; 50 % dashed."""
+    sources = list(sources or dict.fromkeys(frame["source"]))
+    fig, axes = plt.subplots(1, len(sources), figsize=(5.8 * len(sources), 4.0), squeeze=False)
+    for ax, source in zip(axes[0], sources):
+        part = frame[frame["source"] == source]
+        for alg in _ordered(part["algorithm"]):
+            d = part[part["algorithm"] == alg].sort_values("epoch")
+            ax.plot(d["epoch"], d["win_rate_percent"], "o-", ms=3, color=color(alg), label=label(alg))
+            if "ci_low_percent" in d and d["ci_low_percent"].notna().any():
+                ax.fill_between(d["epoch"], d["ci_low_percent"], d["ci_high_percent"], color=color(alg), alpha=0.12, lw=0)
+        ax.axhline(50, color="0.5", lw=0.8, ls="--")
+        ax.set_xlabel("epoch")
+        ax.set_ylabel("win rate against π_ref (%)")
+        ax.set_title(source, fontsize=10)
+        epochs = sorted(part["epoch"].unique())
+        if len(epochs) <= 12:
+            ax.set_xticks(epochs)
+        ax.legend(fontsize=8)
+    fig.tight_layout()
+    return fig

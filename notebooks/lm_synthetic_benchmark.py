@@ -1,0 +1,131 @@
+# ---
+# jupyter:
+#   jupytext:
+#     text_representation:
+#       extension: .py
+#       format_name: percent
+#       format_version: '1.3'
+#       jupytext_version: 1.19.6
+#   kernelspec:
+#     display_name: Python 3
+#     language: python
+#     name: python3
+# ---
+
+# %% [markdown]
+# # A tiny language model on a game with an exactly known equilibrium
+#
+# `lm_runs.synthetic_benchmark` fine-tunes a random-init 2-layer GPT-2 (local BPE tokenizer) into π_ref
+# and trains every NLHF algorithm of `lm_runs.trainer` on it, with the unchanged trainer, against a
+# programmatic oracle: a response's class is the class of its first character (K contiguous letter
+# ranges; anything else is class 0), and classes beat each other cyclically ("forward" prompts use the
+# matrix M, "backward" prompts its transpose). The sequence game's regularized equilibrium then has the
+# class marginal π*_β of the K×K class game with π_ref's marginal as reference, so the class-level duality
+# gap, the exploitability and KL(π*_β ‖ π_t) are computed exactly from one forward pass during training
+# (the module's docstring derives it).
+#
+# This notebook runs the benchmark through its public entry point (`run_benchmark` with `FAST` or
+# `DEFAULT` settings), draws the curves per algorithm over seeds from its tidy `metrics.csv`, and sets them
+# beside egpo_core's simulation of the same class games (`simulation.csv`, `comparison.csv`). The
+# benchmark's own figures (`gap_curves.png`, `simulation.png`, `length_normalized.png`) stay in its run
+# folder.
+
+# %% tags=["parameters"]
+fast = False                # True: the module's FAST settings (seconds; tests, quick looks)
+seeds = None                # training seeds (None: the settings' own, 0 1 2; 0 1 when fast)
+updates = None              # NLHF updates per run (None: the settings' own, 80; 4 when fast)
+num_classes = None          # K, 3 to 5 (None: 3)
+beta = None                 # β of the game (None: 0.1)
+keep_checkpoints = True     # keep every run's epochs/epoch-k (the lm_winrates notebook evaluates them)
+run = True                  # False: only draw a finished run already in benchmark_dir
+benchmark_dir = None        # None: <out_dir>/run (the benchmark's whole output, models included; ignored by git)
+sim_eta = None              # η of the dashed simulated curves (None: the common fitted η; nearest grid value)
+dpi = 150
+out_dir = None              # None: <repository>/figures/lm_synthetic_benchmark
+
+# %%
+NOTEBOOK = "lm_synthetic_benchmark"
+import json
+from dataclasses import replace
+from pathlib import Path
+
+import pandas as pd
+from IPython.display import Image, display
+
+from egpo_core import plotting
+from lm_runs import plots as lm_plots
+from lm_runs import synthetic_benchmark as sb
+
+out = plotting.figure_dir(NOTEBOOK, out_dir)
+bench = Path(benchmark_dir) if benchmark_dir is not None else out / "run"
+pd.set_option("display.float_format", "{:.3g}".format)
+print(f"writing figures and data to {out}; the benchmark's run in {bench}")
+
+
+def show(paths):
+    """Display a figure written by plotting.save_figure (its PNG)."""
+    display(Image(filename=str(paths[0])))
+
+# %% [markdown]
+# ## Run the benchmark
+#
+# Every algorithm × seed with summed sequence log-probabilities (the exact correspondence), plus the
+# length-normalized variant on the settings' `length_normalized_seeds`. `DEFAULT` takes about 7 minutes on
+# 2 busy CPU cores, `FAST` about 10 seconds.
+
+# %%
+if run:
+    chosen = dict(seeds=tuple(seeds) if seeds is not None else None, updates=updates, num_classes=num_classes,
+                  beta=beta)
+    settings = replace(sb.FAST if fast else sb.DEFAULT, keep_checkpoints=keep_checkpoints,
+                       **{k: v for k, v in chosen.items() if v is not None})
+    summary = sb.run_benchmark(bench, settings, overwrite=True, progress=False)
+else:
+    summary = json.loads((bench / "summary.json").read_text())
+print({k: summary["settings"][k] for k in ("num_classes", "beta", "seeds", "updates", "eval_every", "learning_rate")})
+print({k: round(v, 1) for k, v in summary["timings"].items()}, "seconds")
+print("π_ref:", {k: round(v, 4) for k, v in summary["reference"].items()})
+
+# %% [markdown]
+# ## Class-level duality gap and exploitability per algorithm
+#
+# Mean over the held-out evaluation prompts at every evaluation point (update 0 is π_ref, dotted grey),
+# then the median over seeds (line) and the min–max over seeds (band). The gap is Gap_β of the class
+# marginal; the exploitability is that of the unregularized class game (β = 0).
+
+# %%
+metrics = pd.read_csv(bench / "metrics.csv")
+bands = lm_plots.seed_bands(metrics, ("duality_gap", "exploitability"))
+bands.to_csv(out / "curves.csv", index=False)
+fig = lm_plots.plot_seed_bands(bands, reference=summary["reference"])
+show(plotting.save_figure(fig, out / "gap_exploitability", dpi=dpi))
+
+# %% [markdown]
+# Final values (the last update), median over seeds, beside π_ref's:
+
+# %%
+last = bands[bands["update"] == bands["update"].max()]
+final = last.pivot(index="algorithm", columns="metric", values="median").loc[
+    [a for a in lm_plots.LM_ALGORITHMS if a in set(last["algorithm"])]]
+final.loc["π_ref"] = [summary["reference"][m] for m in final.columns]
+final.to_csv(out / "final.csv")
+display(final)
+
+# %% [markdown]
+# ## Beside the matrix-game simulation
+#
+# egpo_core simulates every algorithm on the same class games (exact expected updates, tabular softmax
+# policies, the trainer's Nash-MD mixture) over a grid of mirror-descent steps η. The LM's step is Adam's,
+# not an η, so the benchmark fits an effective η per algorithm and one common η by least squares on the
+# log gaps (`comparison.csv`); the comparison is about orderings, not about curves that coincide. Dashed:
+# the simulation at `sim_eta` (default the common fitted η).
+
+# %%
+simulation = pd.read_csv(bench / "simulation.csv")
+comparison = pd.read_csv(bench / "comparison.csv")
+comparison.to_csv(out / "comparison.csv", index=False)
+display(comparison.set_index("algorithm"))
+eta = summary["common_eta"] if sim_eta is None else sim_eta
+fig = lm_plots.plot_seed_bands(bands, simulation=simulation, eta=eta, reference=summary["reference"],
+                               title="LM (median and min–max over seeds) and simulation of the class games (dashed)")
+show(plotting.save_figure(fig, out / "vs_simulation", dpi=dpi))
