@@ -90,7 +90,7 @@ if eval_dir is None:
     last = max(spec.epoch for spec in models)
     kept = set(np.unique(np.linspace(1, last, min(max_epochs, last)).round().astype(int)))
     models = [spec for spec in models if spec.epoch in kept]
-    print(f"benchmark run {bench}: seed {seed}, epochs {sorted(kept)} of {last}")
+    print(f"benchmark run {bench}: seed {seed}, epochs {sorted(int(k) for k in kept)} of {last}")
     oracle = sb.ClassOracle(sb.class_matrices(settings["num_classes"], settings["strength"]),
                             settings["num_classes"], settings["length_bonus"])
     prompts = load_prompts(str(bench / "data" / "eval_prompts.jsonl"))
