@@ -27,8 +27,8 @@
 # This notebook runs the benchmark through its public entry point (`run_benchmark` with `FAST` or
 # `DEFAULT` settings), draws the curves per algorithm over seeds from its tidy `metrics.csv`, and sets them
 # beside egpo_core's simulation of the same class games (`simulation.csv`, `comparison.csv`). The
-# benchmark's own figures (`gap_curves.png`, `simulation.png`, `length_normalized.png`) stay in its run
-# folder.
+# benchmark's own figures (`gap_curves.png`, `simulation.png`, `length_normalized.png`) and tidy files are
+# copied beside this notebook's.
 
 # %% tags=["parameters"]
 fast = False                # True: the module's FAST settings (seconds; tests, quick looks)
@@ -46,6 +46,7 @@ out_dir = None              # None: <repository>/figures/lm_synthetic_benchmark
 # %%
 NOTEBOOK = "lm_synthetic_benchmark"
 import json
+import shutil
 from dataclasses import replace
 from pathlib import Path
 
@@ -85,6 +86,13 @@ else:
 print({k: summary["settings"][k] for k in ("num_classes", "beta", "seeds", "updates", "eval_every", "learning_rate")})
 print({k: round(v, 1) for k, v in summary["timings"].items()}, "seconds")
 print("π_ref:", {k: round(v, 4) for k, v in summary["reference"].items()})
+
+# the run's tidy files and own figures sit beside this notebook's (the run folder, models included, is
+# not committed)
+for name in ("game.json", "metrics.csv", "metrics_length_normalized.csv", "simulation.csv", "comparison.csv",
+             "summary.json", "gap_curves.png", "simulation.png", "length_normalized.png"):
+    if (bench / name).exists():
+        shutil.copyfile(bench / name, out / name)
 
 # %% [markdown]
 # ## Class-level duality gap and exploitability per algorithm
