@@ -15,10 +15,10 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from lm_runs.config import NLHFConfig  # noqa: E402
 from lm_runs.data import load_prompts  # noqa: E402
 from lm_runs.judges import load_judge  # noqa: E402
 from lm_runs.trainer import NLHFTrainer  # noqa: E402
+from test_nlhf_trainer import config as nlhf_config  # noqa: E402
 
 
 class RecordingTrainer(NLHFTrainer):
@@ -44,26 +44,9 @@ def main() -> None:
     parser.add_argument("--bf16", action="store_true")
     parser.add_argument("--judge_gather", action="store_true")
     args = parser.parse_args()
-    config = NLHFConfig(
-        output_dir=args.out,
-        model_name_or_path=args.model,
-        prompts=args.prompts,
-        judge=args.judge,
-        alg=args.alg,
-        max_steps=2,
-        per_device_train_batch_size=2,
-        learning_rate=1e-3,
-        max_new_tokens=6,
-        use_cpu=True,
-        report_to="none",
-        seed=0,
-        weight_decay=0.0,
-        max_grad_norm=0.0,
-        lr_scheduler_type="linear",
-        disable_tqdm=True,
-        deepspeed=args.deepspeed,
-        bf16=args.bf16,
-    )
+    # the single-process tests' settings (tests/test_nlhf_trainer.py), so both replay the same way
+    tiny = {"model": args.model, "prompts": args.prompts}
+    config = nlhf_config(tiny, args.out, judge=args.judge, alg=args.alg, deepspeed=args.deepspeed, bf16=args.bf16)
     tokenizer = AutoTokenizer.from_pretrained(args.model)
     model = AutoModelForCausalLM.from_pretrained(args.model)
     ref = AutoModelForCausalLM.from_pretrained(args.model)
