@@ -12,11 +12,11 @@ a 4xx other than 429 is never retried.
 from __future__ import annotations
 
 import os
-import random
 import time
 from typing import Any, Callable, Sequence
 
 from .base import JudgeError, check_judgements, check_pairs
+from .retry import RetryPolicy, TransientFailure, retry_after_seconds
 
 __all__ = ["HTTPJudge", "TOKEN_ENV"]
 
@@ -70,8 +70,6 @@ class HTTPJudge:
 
         if not url.startswith(("http://", "https://")):
             raise ValueError(f"judge server URL must start with http:// or https://, got {url!r}")
-        if max_retries < 0:
-            raise ValueError(f"max_retries must be >= 0, got {max_retries}")
         if chunk_size < 1:
             raise ValueError(f"chunk_size must be >= 1, got {chunk_size}")
         base = url.rstrip("/")
@@ -83,54 +81,43 @@ class HTTPJudge:
         self.backoff_max = backoff_max
         self.chunk_size = chunk_size
         self.shuffle_order = shuffle_order
-        self._rng = random.Random(seed)
-        self._sleep = sleep
+        self.retry = RetryPolicy(max_retries, backoff_base, backoff_max, seed=seed, sleep=sleep)
         token = os.environ.get(TOKEN_ENV) if token is None else token
         headers = {"Authorization": f"Bearer {token}"} if token else {}
         self._client = httpx.Client(timeout=httpx.Timeout(timeout), headers=headers, transport=transport)
         self.model: str | None = None  # the server's model name, after the first answer
 
     def backoff(self, attempt: int) -> float:
-        """Seconds to sleep before retry ``attempt`` (0-based): U(0, min(max, base · 2^attempt))."""
-        return self._rng.uniform(0.0, min(self.backoff_max, self.backoff_base * (2.0**attempt)))
+        """Seconds to sleep before retry ``attempt`` (see :class:`~lm_runs.judges.retry.RetryPolicy`)."""
+        return self.retry.backoff(attempt)
 
     def _post(self, payload: dict) -> list:
+        return self.retry.run(lambda: self._post_once(payload), f"judge server {self.url}")
+
+    def _post_once(self, payload: dict) -> list:
+        """One POST: the results, a :class:`TransientFailure` to retry, or a :class:`JudgeError`."""
         import httpx
 
-        attempts = self.max_retries + 1
-        last_failure = "no attempt made"
-        for attempt in range(attempts):
-            retry_after: float | None = None
+        try:
+            response = self._client.post(self.endpoint, json=payload)
+        except httpx.TransportError as error:  # connection refused/reset, timeouts, protocol errors
+            raise TransientFailure(f"{type(error).__name__}: {error}" if str(error) else type(error).__name__) from None
+        status = response.status_code
+        if status == 200:
             try:
-                response = self._client.post(self.endpoint, json=payload)
-            except httpx.TransportError as error:  # connection refused/reset, timeouts, protocol errors
-                last_failure = f"{type(error).__name__}: {error}" if str(error) else type(error).__name__
-            else:
-                status = response.status_code
-                if status == 200:
-                    try:
-                        body = response.json()
-                    except ValueError:
-                        raise JudgeError(f"judge server {self.url} answered 200 with a body that is not JSON") from None
-                    if not isinstance(body, dict) or "results" not in body:
-                        raise JudgeError(f"judge server {self.url} answered 200 without a 'results' field")
-                    if isinstance(body.get("model"), str):
-                        self.model = body["model"]
-                    return body["results"]
-                message = _error_message(response)
-                if status == 429 or status >= 500:
-                    last_failure = f"HTTP {status}: {message}"
-                    header = response.headers.get("Retry-After")
-                    if status == 429 and header:
-                        try:
-                            retry_after = min(float(header), self.backoff_max)
-                        except ValueError:
-                            retry_after = None
-                else:
-                    raise JudgeError(f"judge server {self.url} rejected the request (HTTP {status}): {message}")
-            if attempt + 1 < attempts:
-                self._sleep(retry_after if retry_after is not None else self.backoff(attempt))
-        raise JudgeError(f"judge server {self.url} failed after {attempts} attempts; last failure: {last_failure}")
+                body = response.json()
+            except ValueError:
+                raise JudgeError(f"judge server {self.url} answered 200 with a body that is not JSON") from None
+            if not isinstance(body, dict) or "results" not in body:
+                raise JudgeError(f"judge server {self.url} answered 200 without a 'results' field")
+            if isinstance(body.get("model"), str):
+                self.model = body["model"]
+            return body["results"]
+        message = _error_message(response)
+        if status == 429 or status >= 500:
+            wait = retry_after_seconds(response.headers.get("Retry-After"), self.backoff_max) if status == 429 else None
+            raise TransientFailure(f"HTTP {status}: {message}", retry_after=wait)
+        raise JudgeError(f"judge server {self.url} rejected the request (HTTP {status}): {message}")
 
     def __call__(
         self, prompts: Sequence[str], completions: Sequence[Sequence[str]], *, shuffle_order: bool | None = None

@@ -109,6 +109,7 @@ from pathlib import Path
 from typing import Any, Callable, Sequence
 
 from .base import JudgeError, check_pairs
+from .retry import RetryPolicy, TransientFailure, retry_after_seconds
 
 __all__ = [
     "OpenAIJudge",
@@ -350,9 +351,7 @@ class OpenAIJudge:
         self.seed = seed
         self.system_prompt = system_prompt
         self.user_template = user_template
-        self._sleep = sleep
-        self._rng = random.Random(seed)
-        self._rng_lock = threading.Lock()
+        self.retry = RetryPolicy(max_retries, backoff_base, backoff_max, seed=seed, sleep=sleep)
         self.server = self.base_url or "https://api.openai.com/v1"
         self.name = f"openai:{self.model}@{self.server}"
         self.cache: _AnswerCache | None = (
@@ -468,9 +467,8 @@ class OpenAIJudge:
     # ------------------------------------------------------------------ internals
 
     def backoff(self, attempt: int) -> float:
-        """Seconds to sleep before retry ``attempt`` (0-based): U(0, min(max, base · 2^attempt))."""
-        with self._rng_lock:
-            return self._rng.uniform(0.0, min(self.backoff_max, self.backoff_base * (2.0**attempt)))
+        """Seconds to sleep before retry ``attempt`` (see :class:`~lm_runs.judges.retry.RetryPolicy`)."""
+        return self.retry.backoff(attempt)
 
     def _flip(self, prompt: str, a: str, b: str) -> bool:
         digest = hashlib.sha256(json.dumps([prompt, a, b]).encode("utf-8")).hexdigest()
@@ -502,37 +500,35 @@ class OpenAIJudge:
 
     def _request(self, messages: list[dict[str, str]]) -> Any:
         """One chat completion, with the retry policy; raises :class:`JudgeError` when it gives up."""
+        return self.retry.run(lambda: self._request_once(messages), f"judge {self.name}")
+
+    def _request_once(self, messages: list[dict[str, str]]) -> Any:
+        """One attempt: the completion, a :class:`TransientFailure` to retry, or a :class:`JudgeError`."""
         import openai
 
         options: dict[str, Any] = {"max_tokens": 1, "temperature": 0}
         if self.logprobs:
             options.update(logprobs=True, top_logprobs=self.top_logprobs)
-        tries = self.max_retries + 1
-        last_failure = "no attempt made"
-        for attempt in range(tries):
-            retry_after: float | None = None
-            with self._count_lock:
-                self.requests_made += 1
-            try:
-                return self._client.chat.completions.create(model=self.model, messages=messages, **options)
-            except openai.APIStatusError as error:
-                status = error.status_code
-                message = _status_message(error)
-                if status != 429 and status < 500:
-                    raise JudgeError(
-                        f"judge {self.name}: the server rejected the request (HTTP {status}): {message}"
-                    ) from None
-                last_failure = f"HTTP {status}: {message}"
-                if status == 429:
-                    retry_after = _retry_after(error, self.backoff_max)
-            except openai.APIConnectionError as error:  # includes APITimeoutError
-                cause = error.__cause__
-                last_failure = f"{type(error).__name__}: {error}" + (f" ({cause})" if cause else "")
-            except openai.APIResponseValidationError as error:
-                raise JudgeError(f"judge {self.name}: the server answered something unreadable: {error}") from None
-            if attempt + 1 < tries:
-                self._sleep(retry_after if retry_after is not None else self.backoff(attempt))
-        raise JudgeError(f"judge {self.name} failed after {tries} attempts; last failure: {last_failure}")
+        with self._count_lock:
+            self.requests_made += 1
+        try:
+            return self._client.chat.completions.create(model=self.model, messages=messages, **options)
+        except openai.APIStatusError as error:
+            status = error.status_code
+            message = _status_message(error)
+            if status != 429 and status < 500:
+                raise JudgeError(f"judge {self.name}: the server rejected the request (HTTP {status}): {message}") from None
+            wait = None
+            if status == 429:
+                response = getattr(error, "response", None)
+                header = response.headers.get("retry-after") if response is not None else None
+                wait = retry_after_seconds(header, self.backoff_max)
+            raise TransientFailure(f"HTTP {status}: {message}", retry_after=wait) from None
+        except openai.APIConnectionError as error:  # includes APITimeoutError
+            cause = error.__cause__
+            raise TransientFailure(f"{type(error).__name__}: {error}" + (f" ({cause})" if cause else "")) from None
+        except openai.APIResponseValidationError as error:
+            raise JudgeError(f"judge {self.name}: the server answered something unreadable: {error}") from None
 
 
 def _status_message(error: Any) -> str:
@@ -549,16 +545,3 @@ def _status_message(error: Any) -> str:
     if isinstance(body, str) and body.strip():
         return body.strip()[:_MAX_ERROR_CHARS]
     return str(getattr(error, "message", error))[:_MAX_ERROR_CHARS]
-
-
-def _retry_after(error: Any, cap: float) -> float | None:
-    """A 429's ``Retry-After`` seconds, capped at ``cap``; ``None`` when absent or not a number."""
-    response = getattr(error, "response", None)
-    header = response.headers.get("retry-after") if response is not None else None
-    if not header:
-        return None
-    try:
-        seconds = float(header)
-    except ValueError:
-        return None
-    return min(max(seconds, 0.0), cap) if math.isfinite(seconds) else None

@@ -1,0 +1,83 @@
+"""The retry policy of the remote judges (HTTP judge server, OpenAI-compatible endpoints).
+
+A request is tried at most ``max_retries + 1`` times. Only transient failures are retried —
+connection errors, timeouts, HTTP 429 and 5xx — each after a full-jitter exponential backoff,
+sleep ~ U(0, min(backoff_max, backoff_base · 2^attempt)), or a 429's ``Retry-After`` capped at
+``backoff_max``. Anything else (a 4xx) fails at once. When the tries are used up, one
+:class:`~lm_runs.judges.base.JudgeError` names the service and the last failure.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+import threading
+import time
+from typing import Callable, TypeVar
+
+from .base import JudgeError
+
+__all__ = ["RetryPolicy", "TransientFailure", "retry_after_seconds"]
+
+T = TypeVar("T")
+
+
+class TransientFailure(Exception):
+    """A failure worth retrying; ``retry_after`` is the server's requested wait in seconds, if any."""
+
+    def __init__(self, message: str, retry_after: float | None = None) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+def retry_after_seconds(header: str | None, cap: float) -> float | None:
+    """A ``Retry-After`` header in seconds, clipped to [0, cap]; ``None`` when absent or not a number."""
+    if not header:
+        return None
+    try:
+        seconds = float(header)
+    except ValueError:
+        return None
+    return min(max(seconds, 0.0), cap) if math.isfinite(seconds) else None
+
+
+class RetryPolicy:
+    """Bounded retries with full-jitter exponential backoff (thread-safe; seeded jitter)."""
+
+    def __init__(
+        self,
+        max_retries: int = 5,
+        backoff_base: float = 0.5,
+        backoff_max: float = 10.0,
+        *,
+        seed: int | None = None,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
+        if max_retries < 0:
+            raise ValueError(f"max_retries must be >= 0, got {max_retries}")
+        self.max_retries = max_retries
+        self.backoff_base = backoff_base
+        self.backoff_max = backoff_max
+        self.sleep = sleep
+        self._rng = random.Random(seed)
+        self._lock = threading.Lock()
+
+    def backoff(self, attempt: int) -> float:
+        """Seconds to sleep before retry ``attempt`` (0-based): U(0, min(max, base · 2^attempt))."""
+        with self._lock:
+            return self._rng.uniform(0.0, min(self.backoff_max, self.backoff_base * (2.0**attempt)))
+
+    def run(self, attempt: Callable[[], T], service: str) -> T:
+        """``attempt()`` until it returns; it raises :class:`TransientFailure` for what may be retried
+        (anything else propagates at once). ``service`` names what failed in the final error."""
+        tries = self.max_retries + 1
+        last_failure = "no attempt made"
+        for index in range(tries):
+            try:
+                return attempt()
+            except TransientFailure as failure:
+                last_failure = str(failure)
+                wait = failure.retry_after
+            if index + 1 < tries:
+                self.sleep(wait if wait is not None else self.backoff(index))
+        raise JudgeError(f"{service} failed after {tries} attempts; last failure: {last_failure}")
