@@ -34,8 +34,10 @@ def build_trainer(config):
     from .data import load_prompts, prompt_text
     from .judges import load_judge
     from .judges.gathering import GatheringJudge
+    from .sft import lora_config, warn_deepspeed_optimizer
     from .trainer import NLHFTrainer
 
+    warn_deepspeed_optimizer(config)
     prompts = load_prompts(
         config.prompts,
         column=config.prompt_column,
@@ -59,16 +61,9 @@ def build_trainer(config):
     model = AutoModelForCausalLM.from_pretrained(config.model_name_or_path, dtype=dtype)
     ref_model = None
     if config.use_peft:
-        from peft import LoraConfig, get_peft_model
+        from peft import get_peft_model
 
-        lora = LoraConfig(
-            r=config.lora_r,
-            lora_alpha=config.lora_alpha,
-            lora_dropout=config.lora_dropout,
-            target_modules=config.lora_target_modules,
-            task_type="CAUSAL_LM",
-        )
-        model = get_peft_model(model, lora)
+        model = get_peft_model(model, lora_config(config, "CAUSAL_LM"))
         if config.ref_model_name_or_path:
             ref_model = AutoModelForCausalLM.from_pretrained(config.ref_model_name_or_path, dtype=dtype)
     else:

@@ -401,3 +401,21 @@ def test_metrics_reach_tensorboard(tiny, tmp_path, monkeypatch):
     updates = [event.value for event in events.Scalars("train/update")]
     assert updates == [1.0, 2.0, 3.0]
     assert all(0.0 <= e.value <= 1.0 for e in events.Scalars("train/win_rate"))
+
+
+def test_the_entry_point_trains_a_lora_adapter(tiny, tmp_path):
+    """`python -m lm_runs.train_nlhf --use_peft ...` in-process: the saved output is the adapter."""
+    from lm_runs.train_nlhf import main
+
+    out = tmp_path / "lora"
+    main(["--alg", "nashmd", "--model_name_or_path", tiny["model"], "--prompts", tiny["prompts"],
+          "--judge", "toy_judges:prefer_shorter", "--output_dir", str(out), "--use_cpu", "true", "--report_to", "none",
+          "--max_steps", "2", "--per_device_train_batch_size", "2", "--max_new_tokens", "4", "--learning_rate", "1e-2",
+          "--use_peft", "true", "--lora_r", "4", "--lora_alpha", "8", "--lora_target_modules", "c_attn"])
+    adapter = json.loads((out / "adapter_config.json").read_text())
+    assert adapter["r"] == 4 and adapter["lora_alpha"] == 8 and adapter["target_modules"] == ["c_attn"]
+    assert not (out / "model.safetensors").exists()  # no full copy of the weights
+    from safetensors.torch import load_file
+
+    weights = load_file(out / "adapter_model.safetensors")
+    assert any("lora_B" in k and float(v.abs().max()) > 0 for k, v in weights.items())  # trained away from B = 0
