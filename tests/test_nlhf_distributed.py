@@ -69,7 +69,9 @@ def launch(tiny, out: Path, judge: str, deepspeed: str | None, bf16: bool = Fals
 
 
 @pytest.mark.parametrize(
-    "deepspeed,gather", [("zero2.json", False), (None, False), (None, True)], ids=["zero2", "ddp", "ddp-rank0-judges"]
+    "deepspeed,gather",
+    [("zero2.json", False), ("zero1.json", False), ("zero0.json", False), (None, False), (None, True)],
+    ids=["zero2", "zero1", "zero0", "ddp", "ddp-rank0-judges"],
 )
 def test_two_ranks_egpo(tiny, tmp_path, judge_url, deepspeed, gather):
     """Each rank its own HTTP client, or (gather) rank 0 judging everyone's pairs."""
