@@ -22,7 +22,9 @@ from dataclasses import dataclass, field
 
 from transformers import TrainingArguments
 
-from egpo_core.algorithms import Algorithm, get_algorithm
+from egpo_core.algorithms import Algorithm, Scheme, get_algorithm
+
+from .generation import SamplingParams
 
 __all__ = ["NLHFConfig", "ALGORITHM_ALIASES", "LM_ALGORITHMS", "resolve_algorithm"]
 
@@ -208,31 +210,26 @@ class NLHFConfig(TrainingArguments):
         return self.algorithm.loss in ("ipo2", "pg") or self.algorithm.anchor == "current"
 
     @property
-    def pair_sampling(self):
+    def pair_sampling(self) -> SamplingParams:
         """SamplingParams of y, y′ (the algorithm's paper default where a field is None)."""
-        from .generation import SamplingParams
-
         temperature = self.pair_temperature if self.pair_temperature is not None else (1.0 if self.on_policy_pair else 2.0)
         top_k = self.pair_top_k if self.pair_top_k is not None else (0 if self.on_policy_pair else 10)
-        return _sampling(SamplingParams, "pair", temperature, top_k, self.pair_top_p, self.pair_min_p)
+        return _sampling("pair", temperature, top_k, self.pair_top_p, self.pair_min_p)
 
     @property
-    def opponent_sampling(self):
+    def opponent_sampling(self) -> SamplingParams:
         """SamplingParams of the opponent y″ (from the policy or from the mixture)."""
-        from .generation import SamplingParams
-
-        return _sampling(
-            SamplingParams, "opponent", self.opponent_temperature, self.opponent_top_k, self.opponent_top_p, self.opponent_min_p
-        )
+        return _sampling("opponent", self.opponent_temperature, self.opponent_top_k, self.opponent_top_p, self.opponent_min_p)
 
     @property
     def steps_per_update(self) -> int:
         """Optimizer steps per update of the algorithm: 2 for extragradient (EGPO), else 1."""
-        return 2 if self.algorithm.scheme == "extragradient" else 1
+        return 2 if self.algorithm.scheme == Scheme.EXTRAGRADIENT else 1
 
 
-def _sampling(cls, role: str, temperature, top_k, top_p, min_p):
+def _sampling(role: str, temperature, top_k, top_p, min_p) -> SamplingParams:
+    """SamplingParams of one role; an invalid value is reported under its flag (``--pair_temperature``)."""
     try:
-        return cls(temperature=float(temperature), top_k=int(top_k), top_p=float(top_p), min_p=float(min_p))
+        return SamplingParams(temperature=float(temperature), top_k=int(top_k), top_p=float(top_p), min_p=float(min_p))
     except ValueError as error:  # name the flag, not the dataclass field
         raise ValueError(f"--{role}_{error}") from None
