@@ -88,8 +88,12 @@ Outputs (in ``--out``)
 ``simulation.csv``      egpo_core's simulation of the same class games (tidy: algorithm, eta, update, metric, value).
 ``comparison.csv``      per algorithm: the LM's final gaps, the fitted η and the simulation's predictions.
 ``gap_curves.png/.pdf``, ``simulation.png/.pdf``, ``length_normalized.png/.pdf``  figures.
-``summary.json``        timings, settings and the headline numbers.
-``model/``, ``sft/``, ``runs/<run>/final``  the tiny model, π_ref and every run's final policy.
+``summary.json``        timings, settings, the headline numbers and ``runs``: one entry per training run
+                        {algorithm, seed, variant ("summed" or "length_normalized"), path} with the
+                        run's folder relative to ``--out`` (:func:`run_name`:
+                        ``runs/<algorithm>_<sum|ln>_seed<seed>``); read the folders from there.
+``model/``, ``sft/``, ``runs/<run>/final``  the tiny model, π_ref and every run's final policy
+                        (``runs/<run>/epochs/epoch-k`` too with ``keep_checkpoints``).
 
 How the simulation is compared (the LM's step is not η): egpo_core simulates every algorithm on
 the class games from q₀ = r with exact expected updates and tabular (softmax) policies over a grid of
@@ -140,6 +144,7 @@ __all__ = [
     "FAST",
     "DEFAULT",
     "run_benchmark",
+    "run_name",
     "win_rate_tables_hook",
     "main",
 ]
@@ -573,7 +578,10 @@ class BenchmarkSettings:
     """Sizes and hyper-parameters of one benchmark run (``DEFAULT``, ``FAST``)."""
 
     num_classes: int = 3
-    beta: float = 0.1
+    #: β = 0.05: the matrix-game theory predicts a visible EGPO advantage there (with exact gradients
+    #: Online IPO 1 / Nash-MD cycle for mirror-descent steps η ≈ 1–3 while EGPO converges linearly);
+    #: at β = 0.1 the algorithms separate only near η ≈ 3 (figures/README.md, the pilots).
+    beta: float = 0.05
     strength: float = 1.0
     length_bonus: float = 0.0
     seeds: tuple[int, ...] = (0, 1, 2)
@@ -582,8 +590,15 @@ class BenchmarkSettings:
     eval_every: int = 5
     batch_size: int = 16
     samples_per_prompt: int = 2
-    learning_rate: float = 1e-3
+    learning_rate: float = 2e-3
     lr_scheduler: str = "linear"
+    #: the NLHF runs' optimizer (TrainingArguments ``optim``), Adam's first-moment coefficient and the
+    #: gradient-clipping norm. adam_beta1 = 0 (no momentum, RMSProp-like): with the usual 0.9 the
+    #: momentum is a ~10-update lag, and a lagged step in a cyclic game spirals — every algorithm's
+    #: gap fell and rose again (the β1 = 0.9 pilots); without it they settle.
+    optimizer: str = "adamw_torch"
+    adam_beta1: float = 0.0
+    max_grad_norm: float = 1.0
     max_new_tokens: int = 4
     kl_samples: int = 8
     length_normalized_seeds: tuple[int, ...] = (0,)
@@ -619,6 +634,10 @@ class BenchmarkSettings:
             raise ValueError(f"kl_samples must be 0 (off) or at least 2, got {self.kl_samples}")
         if not 0 < self.learning_rate < 1:
             raise ValueError(f"learning_rate must be in (0, 1), got {self.learning_rate}")
+        if not 0 <= self.adam_beta1 < 1:
+            raise ValueError(f"adam_beta1 must be in [0, 1), got {self.adam_beta1}")
+        if not self.max_grad_norm > 0:
+            raise ValueError(f"max_grad_norm must be > 0, got {self.max_grad_norm}")
         if not 1 / self.num_classes < self.favoured_prob < 1:
             raise ValueError(f"favoured_prob must be in (1/K, 1), got {self.favoured_prob}")
         if self.train_nouns > len(TRAIN_NOUNS) or self.eval_nouns > len(EVAL_NOUNS):
@@ -706,6 +725,13 @@ def _run_sft(model_dir: Path, data: Path, out_dir: Path, s: BenchmarkSettings) -
     save_final_model(trainer, str(out_dir), use_peft=False)
 
 
+def run_name(alg: str, seed: int, length_normalize: bool = False) -> str:
+    """The folder of one training run under ``<out>/runs``: ``<alg>_sum_seed<seed>`` (summed
+    log-probabilities) or ``<alg>_ln_seed<seed>`` (length-normalized). ``summary.json`` lists them
+    (``runs``), so readers need not rebuild the name."""
+    return f"{alg}_{'ln' if length_normalize else 'sum'}_seed{seed}"
+
+
 def _train_run(
     alg: str, seed: int, length_normalize: bool, s: BenchmarkSettings, paths: dict[str, Path], game: ClassGame,
     oracle: ClassOracle, token_class: np.ndarray, bar,
@@ -719,8 +745,7 @@ def _train_run(
     from lm_runs.data import load_prompts
     from lm_runs.trainer import NLHFTrainer
 
-    name = f"{alg}_{'ln' if length_normalize else 'sum'}_seed{seed}"
-    run_dir = paths["runs"] / name
+    run_dir = paths["runs"] / run_name(alg, seed, length_normalize)
     started = time.perf_counter()
     config = NLHFConfig(
         output_dir=str(run_dir), model_name_or_path=str(paths["sft"]), prompts=str(paths["train_prompts"]),
@@ -728,6 +753,7 @@ def _train_run(
         max_steps=s.updates, per_device_train_batch_size=s.batch_size, samples_per_prompt=s.samples_per_prompt, learning_rate=s.learning_rate,
         max_new_tokens=s.max_new_tokens, length_normalize=length_normalize, use_cpu=True, report_to="none",
         seed=seed, data_seed=seed, weight_decay=0.0, lr_scheduler_type=s.lr_scheduler, warmup_steps=0,
+        optim=s.optimizer, adam_beta1=s.adam_beta1, max_grad_norm=s.max_grad_norm,
         logging_steps=10**6, disable_tqdm=True, save_strategy="no",
     )
     tokenizer = AutoTokenizer.from_pretrained(paths["sft"])
@@ -1020,6 +1046,11 @@ def run_benchmark(out: str | Path, settings: BenchmarkSettings = DEFAULT, *, ove
         "common_eta": fits["common_eta"],
         "win_rates": None if win_rates is None else str(win_rates),
         "judge_calls": oracle.calls,
+        "runs": [
+            {"algorithm": alg, "seed": seed, "variant": "length_normalized" if ln else "summed",
+             "path": f"runs/{run_name(alg, seed, ln)}"}
+            for alg, seed, ln in runs
+        ],
     }
     if len(metrics_ln):
         fl = metrics_ln[(metrics_ln["update"] == s.updates) & (metrics_ln.metric == "duality_gap")]
@@ -1047,6 +1078,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--updates", type=int, help="Updates per run (every algorithm gets the same number).")
     p.add_argument("--eval_every", type=int, help="Evaluate every n updates.")
     p.add_argument("--learning_rate", type=float, help="AdamW learning rate of the NLHF runs.")
+    p.add_argument("--lr_scheduler", help="Learning-rate schedule of the NLHF runs (a TrainingArguments lr_scheduler_type).")
+    p.add_argument("--adam_beta1", type=float, help="Adam's first-moment coefficient (0: no momentum, the default).")
     p.add_argument("--length_bonus", type=float, help="ε of the within-class length term (default 0: off).")
     p.add_argument("--length_normalized_seeds", type=int, nargs="*", help="Seeds of the length-normalized runs (none: skip).")
     p.add_argument("--keep_checkpoints", action="store_true", help="Keep every run's epochs/epoch-k checkpoints.")
@@ -1061,7 +1094,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     args = parser.parse_args(argv)
     base = FAST if args.fast else DEFAULT
     overrides = {}
-    for name in ("num_classes", "beta", "updates", "eval_every", "learning_rate", "length_bonus"):
+    for name in ("num_classes", "beta", "updates", "eval_every", "learning_rate", "lr_scheduler", "adam_beta1", "length_bonus"):
         if getattr(args, name) is not None:
             overrides[name] = getattr(args, name)
     if args.seeds is not None:

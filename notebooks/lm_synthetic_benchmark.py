@@ -35,7 +35,7 @@ fast = False                # True: the module's FAST settings (seconds; tests, 
 seeds = None                # training seeds (None: the settings' own, 0 1 2; 0 1 when fast)
 updates = None              # NLHF updates per run (None: the settings' own, 80; 4 when fast)
 num_classes = None          # K, 3 to 5 (None: 3)
-beta = None                 # β of the game (None: 0.1)
+beta = None                 # β of the game (None: the settings' own, 0.05)
 keep_checkpoints = True     # keep every run's epochs/epoch-k (the lm_winrates notebook evaluates them)
 run = True                  # False: only draw a finished run already in benchmark_dir
 benchmark_dir = None        # None: <out_dir>/run (the benchmark's whole output, models included; ignored by git)
@@ -71,8 +71,9 @@ def show(paths):
 # ## Run the benchmark
 #
 # Every algorithm × seed with summed sequence log-probabilities (the exact correspondence), plus the
-# length-normalized variant on the settings' `length_normalized_seeds`. `DEFAULT` takes about 7 minutes on
-# 2 busy CPU cores, `FAST` about 10 seconds.
+# length-normalized variant on the settings' `length_normalized_seeds`. `DEFAULT` takes about 5 minutes on
+# 2 CPU cores (4.7 measured; more when they are shared), `FAST` about 10 seconds. The run folders are listed in
+# `summary.json` (`runs`), which the `lm_winrates` notebook reads.
 
 # %%
 if run:

@@ -84,8 +84,14 @@ if eval_dir is None:
         bench = out / "benchmark"
         base = sb.FAST if fast else sb.DEFAULT
         sb.run_benchmark(bench, replace(base, keep_checkpoints=True), overwrite=True, progress=False)
-    settings = json.loads((bench / "summary.json").read_text())["settings"]
-    runs = [f"{alg}={bench / 'runs' / f'{alg}_sum_seed{seed}'}" for alg in settings["algorithms"]]
+    bench_summary = json.loads((bench / "summary.json").read_text())
+    settings = bench_summary["settings"]
+    # the benchmark lists its run folders (summary.json "runs"): the summed-log-probability run of
+    # every algorithm for the chosen training seed
+    runs = [f"{r['algorithm']}={bench / r['path']}" for r in bench_summary["runs"]
+            if r["variant"] == "summed" and r["seed"] == seed]
+    if not runs:
+        raise ValueError(f"{bench} has no summed run for seed {seed}; its runs: {bench_summary['runs']}")
     models = ev.discover_runs(runs)
     last = max(spec.epoch for spec in models)
     kept = set(np.unique(np.linspace(1, last, min(max_epochs, last)).round().astype(int)))

@@ -258,6 +258,16 @@ def test_fast_pipeline_writes_everything(fast_run):
     ln = pd.read_csv(out / "metrics_length_normalized.csv")
     assert set(ln.algorithm) == {"egpo", "oipo1", "oipo2", "nashmd"}  # Nash-MD-PG always sums
     assert summary["timings"]["total_s"] > 0
+    # summary.json lists every run's folder (what lm_winrates reads instead of rebuilding the names)
+    listed = json.loads((out / "summary.json").read_text())["runs"]
+    assert listed == summary["runs"]
+    expected = {(a, seed, "summed") for a in sb.FAST.algorithms for seed in sb.FAST.seeds}
+    expected |= {(a, seed, "length_normalized") for a in sb.FAST.algorithms if a != "nashmdpg" for seed in sb.FAST.length_normalized_seeds}
+    assert {(r["algorithm"], r["seed"], r["variant"]) for r in listed} == expected and len(listed) == len(expected)
+    for r in listed:
+        assert r["path"] == f"runs/{sb.run_name(r['algorithm'], r['seed'], r['variant'] == 'length_normalized')}"
+        assert (out / r["path"] / "final").is_dir(), r
+    assert sorted(p.name for p in (out / "runs").iterdir()) == sorted(r["path"].split("/")[1] for r in listed)
 
 
 def test_update_zero_is_the_reference_computed_independently(fast_run):
