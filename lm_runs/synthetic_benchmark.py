@@ -94,6 +94,8 @@ Outputs (in ``--out``)
                         ``runs/<algorithm>_<sum|ln>_seed<seed>``); read the folders from there.
 ``model/``, ``sft/``, ``runs/<run>/final``  the tiny model, π_ref and every run's final policy
                         (``runs/<run>/epochs/epoch-k`` too with ``keep_checkpoints``).
+``win_rates/``          with ``keep_checkpoints``: :func:`win_rate_tables`, the ``lm_runs.evaluate`` output
+                        (win rates vs π_ref by epoch, the pairwise table, tidy CSV) with the oracle judge.
 
 How the simulation is compared (the LM's step is not η): egpo_core simulates every algorithm on
 the class games from q₀ = r with exact expected updates and tabular (softmax) policies over a grid of
@@ -145,7 +147,7 @@ __all__ = [
     "DEFAULT",
     "run_benchmark",
     "run_name",
-    "win_rate_tables_hook",
+    "win_rate_tables",
     "main",
 ]
 
@@ -612,6 +614,8 @@ class BenchmarkSettings:
     eval_nouns: int = len(EVAL_NOUNS)
     sim_etas: tuple[float, ...] = tuple(float(x) for x in np.geomspace(0.01, 10.0, 31))
     keep_checkpoints: bool = False
+    eval_samples_per_prompt: int = 10
+    eval_bootstrap: int = 1000
 
     def check(self) -> None:
         """``ValueError`` naming the first bad setting."""
@@ -649,12 +653,14 @@ FAST = BenchmarkSettings(
     seeds=(0, 1), updates=4, eval_every=2, batch_size=4, samples_per_prompt=1, kl_samples=4, length_normalized_seeds=(0,),
     sft_examples=256, sft_epochs=2.0, train_nouns=4, eval_nouns=2,
     sim_etas=tuple(float(x) for x in np.geomspace(0.03, 3.0, 5)),
+    eval_samples_per_prompt=4, eval_bootstrap=200,
 )
 
 _WRITTEN = (
     "game.json", "metrics.csv", "metrics_length_normalized.csv", "simulation.csv", "comparison.csv",
     "summary.json", "gap_curves.png", "gap_curves.pdf", "simulation.png", "simulation.pdf",
     "length_normalized.png", "length_normalized.pdf", "class_probs.csv", "model", "sft", "runs", "data",
+    "win_rates",
 )
 
 
@@ -774,7 +780,6 @@ def _train_run(
     )
     _quiet(trainer)
     trainer.train()
-    # HOOK(lm_runs.evaluate): the win-rate tables read the per-epoch checkpoints and the final model.
     trainer.save_model(str(run_dir / "final"))
     if not s.keep_checkpoints:
         shutil.rmtree(run_dir / "epochs", ignore_errors=True)
@@ -783,14 +788,47 @@ def _train_run(
     return evaluation.records, evaluation.class_probs, time.perf_counter() - started
 
 
-def win_rate_tables_hook(out: Path, run_dirs: Sequence[Path]) -> Path | None:
-    """HOOK(lm_runs.evaluate): where the win-rate tables of the trained policies will be produced.
+def win_rate_tables(
+    bench: Path,
+    out: Path | None = None,
+    *,
+    seed: int = 0,
+    samples_per_prompt: int = 10,
+    max_epochs: int = 10,
+    bootstrap: int = 1000,
+    overwrite: bool = True,
+) -> Path:
+    """The evaluation issue's win-rate tables of a finished run with ``keep_checkpoints``.
 
-    ``lm_runs.evaluate`` is being written; once it exists, call it here on ``run_dirs`` (each holds
-    ``final/`` and, with ``keep_checkpoints``, ``epochs/epoch-k``) with :class:`ClassOracle` as the
-    judge and write ``out/win_rates.csv``. Until then nothing is produced and ``None`` is returned.
+    ``lm_runs.evaluate.evaluate`` on the epoch checkpoints of every algorithm's summed-log-probability
+    run of training seed ``seed`` (at most ``max_epochs`` epochs, evenly spaced, the last included),
+    against π_ref (the SFT model), on the benchmark's held-out prompts, with :class:`ClassOracle` as
+    the judge and responses as long as in training. Writes into ``out`` (default ``bench/win_rates``)
+    and returns it. Raises ``ValueError`` when the run kept no checkpoints for that seed.
     """
-    return None
+    from lm_runs import evaluate as ev
+    from lm_runs.data import load_prompts
+
+    bench = Path(bench)
+    summary = json.loads((bench / "summary.json").read_text())
+    settings = summary["settings"]
+    runs = [f"{r['algorithm']}={bench / r['path']}" for r in summary["runs"] if r["variant"] == "summed" and r["seed"] == seed]
+    if not runs or not any(bench.glob("runs/*/epochs/epoch-*")):
+        raise ValueError(f"{bench}: no epoch checkpoints of training seed {seed} (run with keep_checkpoints)")
+    models = ev.discover_runs(runs)
+    last = max(spec.epoch for spec in models)
+    kept = set(np.unique(np.linspace(1, last, min(max_epochs, last)).round().astype(int)))
+    models = [spec for spec in models if spec.epoch in kept]
+    oracle = ClassOracle(class_matrices(settings["num_classes"], settings["strength"]), settings["num_classes"],
+                         settings["length_bonus"])
+    prompts = load_prompts(str(bench / "data" / "eval_prompts.jsonl"))
+    evaluation = ev.EvaluationSettings(
+        num_prompts=len(prompts), samples_per_prompt=samples_per_prompt, max_new_tokens=settings["max_new_tokens"],
+        bootstrap=bootstrap,
+    )
+    out = bench / "win_rates" if out is None else Path(out)
+    ev.evaluate(models, str(bench / "sft"), prompts, oracle, evaluation, out, overwrite=overwrite)
+    return out
 
 
 def _simulate(game: ClassGame, s: BenchmarkSettings, mixture: float):
@@ -1028,7 +1066,6 @@ def run_benchmark(out: str | Path, settings: BenchmarkSettings = DEFAULT, *, ove
     comparison, fits = compare_with_simulation(metrics, sim, list(s.algorithms))
     _atomic_csv(out / "comparison.csv", comparison)
     _figures(out, metrics, metrics_ln, sim, comparison, s, game)
-    win_rates = win_rate_tables_hook(out, sorted(p for p in paths["runs"].iterdir() if p.is_dir()))
     timings["simulation_and_figures_s"] = time.perf_counter() - t0
     timings["total_s"] = time.perf_counter() - started
 
@@ -1044,7 +1081,7 @@ def run_benchmark(out: str | Path, settings: BenchmarkSettings = DEFAULT, *, ove
             for a in s.algorithms
         },
         "common_eta": fits["common_eta"],
-        "win_rates": None if win_rates is None else str(win_rates),
+        "win_rates": "win_rates" if s.keep_checkpoints else None,
         "judge_calls": oracle.calls,
         "runs": [
             {"algorithm": alg, "seed": seed, "variant": "length_normalized" if ln else "summed",
@@ -1056,6 +1093,11 @@ def run_benchmark(out: str | Path, settings: BenchmarkSettings = DEFAULT, *, ove
         fl = metrics_ln[(metrics_ln["update"] == s.updates) & (metrics_ln.metric == "duality_gap")]
         summary["final_median_length_normalized_gap"] = {a: float(g["value"].median()) for a, g in fl.groupby("algorithm")}
     _atomic_write_text(out / "summary.json", json.dumps(summary, indent=1))
+    if s.keep_checkpoints:  # the win-rate tables need the epoch checkpoints
+        t0 = time.perf_counter()
+        win_rate_tables(out, samples_per_prompt=s.eval_samples_per_prompt, bootstrap=s.eval_bootstrap)
+        summary["timings"]["win_rates_s"] = time.perf_counter() - t0
+        _atomic_write_text(out / "summary.json", json.dumps(summary, indent=1))
     return summary
 
 

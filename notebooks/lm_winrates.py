@@ -42,20 +42,16 @@ out_dir = None              # None: <repository>/figures/lm_winrates
 
 # %%
 NOTEBOOK = "lm_winrates"
-import json
 import shutil
 from dataclasses import replace
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 from IPython.display import Image, Markdown, display
 
 from egpo_core import plotting
-from lm_runs import evaluate as ev
 from lm_runs import plots as lm_plots
 from lm_runs import synthetic_benchmark as sb
-from lm_runs.data import load_prompts
 from transformers.utils import logging as hf_logging
 
 hf_logging.disable_progress_bar()  # no weight-loading bars in the outputs
@@ -84,28 +80,11 @@ if eval_dir is None:
         bench = out / "benchmark"
         base = sb.FAST if fast else sb.DEFAULT
         sb.run_benchmark(bench, replace(base, keep_checkpoints=True), overwrite=True, progress=False)
-    bench_summary = json.loads((bench / "summary.json").read_text())
-    settings = bench_summary["settings"]
-    # the benchmark lists its run folders (summary.json "runs"): the summed-log-probability run of
-    # every algorithm for the chosen training seed
-    runs = [f"{r['algorithm']}={bench / r['path']}" for r in bench_summary["runs"]
-            if r["variant"] == "summed" and r["seed"] == seed]
-    if not runs:
-        raise ValueError(f"{bench} has no summed run for seed {seed}; its runs: {bench_summary['runs']}")
-    models = ev.discover_runs(runs)
-    last = max(spec.epoch for spec in models)
-    kept = set(np.unique(np.linspace(1, last, min(max_epochs, last)).round().astype(int)))
-    models = [spec for spec in models if spec.epoch in kept]
-    print(f"benchmark run {bench}: seed {seed}, epochs {sorted(int(k) for k in kept)} of {last}")
-    oracle = sb.ClassOracle(sb.class_matrices(settings["num_classes"], settings["strength"]),
-                            settings["num_classes"], settings["length_bonus"])
-    prompts = load_prompts(str(bench / "data" / "eval_prompts.jsonl"))
-    evaluation = ev.EvaluationSettings(
-        num_prompts=len(prompts), samples_per_prompt=samples_per_prompt or (4 if fast else 10),
-        max_new_tokens=settings["max_new_tokens"], bootstrap=bootstrap or (200 if fast else 1000),
-    )
-    eval_dir = out / "eval"
-    ev.evaluate(models, str(bench / "sft"), prompts, oracle, evaluation, eval_dir, overwrite=True)
+    # the benchmark's own evaluation (lm_runs.synthetic_benchmark.win_rate_tables): the summed-log-probability
+    # run of every algorithm for the chosen training seed, the oracle as judge
+    eval_dir = sb.win_rate_tables(bench, out / "eval", seed=seed, max_epochs=max_epochs,
+                                  samples_per_prompt=samples_per_prompt or (4 if fast else 10),
+                                  bootstrap=bootstrap or (200 if fast else 1000))
 eval_dir = Path(eval_dir)
 winrates = pd.read_csv(eval_dir / "winrates.csv")
 winrates.to_csv(out / "winrates.csv", index=False)

@@ -392,6 +392,12 @@ def test_lm_synthetic_benchmark(executed):
         np.testing.assert_allclose(part[["low", "median", "high"]], summary["reference"][metric], rtol=1e-6)
     final = pd.read_csv(out / "final.csv", index_col=0)
     assert set(final.index) == LM_ALGORITHMS | {"π_ref"}
+    # with keep_checkpoints the benchmark also writes the win-rate tables (oracle judge, vs π_ref by epoch)
+    assert summary["win_rates"] == "win_rates"
+    winrates = pd.read_csv(out / "run" / "win_rates" / "winrates.csv")
+    assert LM_ALGORITHMS <= set(winrates["algorithm"].dropna())
+    assert ((winrates["win_rate"] >= 0) & (winrates["win_rate"] <= 1)).all()
+    assert (out / "run" / "win_rates" / "tables" / "vs_reference.md").is_file()
     comparison = pd.read_csv(out / "comparison.csv")
     assert set(comparison["algorithm"]) == LM_ALGORITHMS
     # the checkpoints the lm_winrates notebook evaluates were kept
