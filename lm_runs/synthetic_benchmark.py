@@ -94,8 +94,8 @@ Outputs (in ``--out``)
                         ``runs/<algorithm>_<sum|ln>_seed<seed>``); read the folders from there.
 ``model/``, ``sft/``, ``runs/<run>/final``  the tiny model, π_ref and every run's final policy
                         (``runs/<run>/epochs/epoch-k`` too with ``keep_checkpoints``).
-``win_rates/``          with ``keep_checkpoints``: :func:`win_rate_tables`, the ``lm_runs.evaluate`` output
-                        (win rates vs π_ref by epoch, the pairwise table, tidy CSV) with the oracle judge.
+``win_rates/``          :func:`win_rate_tables` on the first seed's epoch checkpoints: the ``lm_runs.evaluate``
+                        output (win rates vs π_ref by epoch, the pairwise table, tidy CSV), oracle judge.
 
 How the simulation is compared (the LM's step is not η): egpo_core simulates every algorithm on
 the class games from q₀ = r with exact expected updates and tabular (softmax) policies over a grid of
@@ -781,7 +781,8 @@ def _train_run(
     _quiet(trainer)
     trainer.train()
     trainer.save_model(str(run_dir / "final"))
-    if not s.keep_checkpoints:
+    # the win-rate tables evaluate the epochs of the first seed's summed runs; they go after the tables
+    if not s.keep_checkpoints and (length_normalize or seed != s.seeds[0]):
         shutil.rmtree(run_dir / "epochs", ignore_errors=True)
     for r in evaluation.records:
         r.update(algorithm=alg, seed=seed)
@@ -798,7 +799,8 @@ def win_rate_tables(
     bootstrap: int = 1000,
     overwrite: bool = True,
 ) -> Path:
-    """The evaluation issue's win-rate tables of a finished run with ``keep_checkpoints``.
+    """The evaluation issue's win-rate tables of a finished run (``run_benchmark`` writes them into
+    ``bench/win_rates``; with ``keep_checkpoints`` they can be recomputed for any seed).
 
     ``lm_runs.evaluate.evaluate`` on the epoch checkpoints of every algorithm's summed-log-probability
     run of training seed ``seed`` (at most ``max_epochs`` epochs, evenly spaced, the last included),
@@ -1081,7 +1083,7 @@ def run_benchmark(out: str | Path, settings: BenchmarkSettings = DEFAULT, *, ove
             for a in s.algorithms
         },
         "common_eta": fits["common_eta"],
-        "win_rates": "win_rates" if s.keep_checkpoints else None,
+        "win_rates": "win_rates",
         "judge_calls": oracle.calls,
         "runs": [
             {"algorithm": alg, "seed": seed, "variant": "length_normalized" if ln else "summed",
@@ -1093,11 +1095,15 @@ def run_benchmark(out: str | Path, settings: BenchmarkSettings = DEFAULT, *, ove
         fl = metrics_ln[(metrics_ln["update"] == s.updates) & (metrics_ln.metric == "duality_gap")]
         summary["final_median_length_normalized_gap"] = {a: float(g["value"].median()) for a, g in fl.groupby("algorithm")}
     _atomic_write_text(out / "summary.json", json.dumps(summary, indent=1))
-    if s.keep_checkpoints:  # the win-rate tables need the epoch checkpoints
-        t0 = time.perf_counter()
-        win_rate_tables(out, samples_per_prompt=s.eval_samples_per_prompt, bootstrap=s.eval_bootstrap)
-        summary["timings"]["win_rates_s"] = time.perf_counter() - t0
-        _atomic_write_text(out / "summary.json", json.dumps(summary, indent=1))
+
+    # 6. the evaluation issue's win-rate tables (oracle judge) on the first seed's epoch checkpoints
+    t0 = time.perf_counter()
+    win_rate_tables(out, seed=s.seeds[0], samples_per_prompt=s.eval_samples_per_prompt, bootstrap=s.eval_bootstrap)
+    if not s.keep_checkpoints:
+        for alg in s.algorithms:
+            shutil.rmtree(paths["runs"] / run_name(alg, s.seeds[0], False) / "epochs", ignore_errors=True)
+    summary["timings"]["win_rates_s"] = time.perf_counter() - t0
+    _atomic_write_text(out / "summary.json", json.dumps(summary, indent=1))
     return summary
 
 

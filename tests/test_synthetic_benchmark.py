@@ -268,6 +268,12 @@ def test_fast_pipeline_writes_everything(fast_run):
         assert r["path"] == f"runs/{sb.run_name(r['algorithm'], r['seed'], r['variant'] == 'length_normalized')}"
         assert (out / r["path"] / "final").is_dir(), r
     assert sorted(p.name for p in (out / "runs").iterdir()) == sorted(r["path"].split("/")[1] for r in listed)
+    # the win-rate tables of the first seed's epochs, whose checkpoints are then removed (no keep_checkpoints)
+    winrates = pd.read_csv(out / "win_rates" / "winrates.csv")
+    assert set(sb.FAST.algorithms) <= set(winrates["algorithm"].dropna())
+    assert ((winrates["win_rate"] >= 0) & (winrates["win_rate"] <= 1)).all()
+    assert (out / "win_rates" / "tables" / "vs_reference.md").is_file()
+    assert not any((out / "runs").glob("*/epochs"))
 
 
 def test_update_zero_is_the_reference_computed_independently(fast_run):
