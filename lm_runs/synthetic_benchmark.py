@@ -123,6 +123,8 @@ from typing import Any, Callable, Iterable, Mapping, Sequence
 
 import numpy as np
 
+from lm_runs.tiny import CHAT_TEMPLATE  # the same "User:/Assistant:" turns as every tiny model
+
 __all__ = [
     "PROMPT_TYPES",
     "ALGORITHMS",
@@ -182,14 +184,6 @@ TRAIN_NOUNS = (
 EVAL_NOUNS = "lake cave field road farm park shop hill".split()
 
 EOS_TOKEN = "<|endoftext|>"
-CHAT_TEMPLATE = (
-    "{% for message in messages %}"
-    "{% if message['role'] == 'user' %}User: {{ message['content'] }}\n"
-    "{% elif message['role'] == 'system' %}System: {{ message['content'] }}\n"
-    "{% else %}Assistant: {{ message['content'] }}{{ eos_token }}\n{% endif %}"
-    "{% endfor %}"
-    "{% if add_generation_prompt %}Assistant:{% endif %}"
-)
 
 
 # ======================================================================================================
