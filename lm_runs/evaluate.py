@@ -61,9 +61,9 @@ Outputs under ``--output_dir``::
     summary.json                       settings, models, splits, selection, per-comparison counts and bias
     tables/vs_reference.{md,tex}, tables/pairwise.{md,tex}   (and *_ci.* with the intervals)
 
-Every file is written to a temporary name and moved into place (``os.replace``): generations after
-each batch, judgements after each judge call, so a killed evaluation resumes where it stopped,
-regenerating no finished model and re-asking no recorded judgement. A rerun whose settings differ
+Every file is written atomically (``egpo_core.files.atomic_write``: a temporary file, then
+``os.replace``): generations after each batch, judgements after each judge call, so a killed
+evaluation resumes where it stopped, regenerating no finished model and re-asking no recorded judgement. A rerun whose settings differ
 from ``settings.json`` is refused (use a new ``--output_dir`` or ``--overwrite``), as is a model
 name whose saved generations came from different weights.
 
@@ -90,6 +90,8 @@ from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping, Sequence
 
 import numpy as np
+
+from egpo_core.files import atomic_write
 
 from .generation import SamplingParams, generate_completions
 from .judges import CheckedJudge, JudgeError, accepts_shuffle_order, judge_name, load_judge
@@ -253,7 +255,7 @@ class EvaluationResult:
 
 
 # --------------------------------------------------------------------------------------------------
-# Small helpers: seeds, hashes, atomic files
+# Small helpers: seeds, hashes, JSONL files
 # --------------------------------------------------------------------------------------------------
 
 
@@ -267,19 +269,8 @@ def _prompts_hash(prompts: Sequence[Any]) -> str:
     return hashlib.sha256(json.dumps(list(prompts), sort_keys=True, ensure_ascii=False, default=str).encode()).hexdigest()
 
 
-def _atomic_write(path: Path, text: str) -> None:
-    """Write ``text`` to ``path`` through a temporary file in the same folder and ``os.replace``."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with open(tmp, "w", encoding="utf-8") as handle:
-        handle.write(text)
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(tmp, path)
-
-
 def _write_jsonl(path: Path, rows: Iterable[Mapping[str, Any]]) -> None:
-    _atomic_write(path, "".join(json.dumps(row, ensure_ascii=False) + "\n" for row in rows))
+    atomic_write(path, "".join(json.dumps(row, ensure_ascii=False) + "\n" for row in rows))
 
 
 def _read_jsonl(path: Path) -> list[dict[str, Any]]:
@@ -932,6 +923,8 @@ class _Evaluation:
                 shutil.rmtree(out / sub, ignore_errors=True)
             for name in ("settings.json", "summary.json", "winrates.csv", "winrates.parquet"):
                 (out / name).unlink(missing_ok=True)
+        for sub in ("generations", "judgements", "tables"):
+            (out / sub).mkdir(parents=True, exist_ok=True)
         if settings_file.is_file():
             try:
                 old = json.loads(settings_file.read_text())
@@ -960,7 +953,7 @@ class _Evaluation:
             "best_per_algorithm": self.settings.best_per_algorithm,
             "bootstrap": self.settings.bootstrap,
         }
-        _atomic_write(settings_file, json.dumps({"fingerprint": self.fingerprint, "analysis": analysis}, indent=2) + "\n")
+        atomic_write(settings_file, json.dumps({"fingerprint": self.fingerprint, "analysis": analysis}, indent=2) + "\n")
 
     # -- generation ----------------------------------------------------------------------------
 
@@ -980,7 +973,7 @@ class _Evaluation:
         if len(done) == self.n * self.K:
             return done
         meta = self.gen_path(spec.name).with_suffix(".meta.json")
-        _atomic_write(meta, json.dumps({"model": spec.name, "identity": self.identities[spec.name]}, indent=2) + "\n")
+        atomic_write(meta, json.dumps({"model": spec.name, "identity": self.identities[spec.name]}, indent=2) + "\n")
         if isinstance(spec.source, (str, Path)):
             ref = self.reference.source if isinstance(self.reference.source, (str, Path)) else None
             model, tokenizer = load_causal_lm(spec.source, reference=ref, device=_device(self.settings), dtype=self.settings.dtype)
@@ -1146,13 +1139,11 @@ class _Evaluation:
             },
         }
         out = self.output_dir
-        winrates.to_csv(out / "winrates.csv.tmp", index=False)
-        os.replace(out / "winrates.csv.tmp", out / "winrates.csv")
-        winrates.to_parquet(out / "winrates.parquet.tmp", index=False)
-        os.replace(out / "winrates.parquet.tmp", out / "winrates.parquet")
-        _atomic_write(out / "summary.json", json.dumps(summary, indent=2, default=_json_default) + "\n")
+        atomic_write(out / "winrates.csv", winrates.to_csv(index=False))
+        atomic_write(out / "winrates.parquet", lambda handle: winrates.to_parquet(handle, index=False))
+        atomic_write(out / "summary.json", json.dumps(summary, indent=2, default=_json_default) + "\n")
         for name, text in tables.items():
-            _atomic_write(out / "tables" / name, text)
+            atomic_write(out / "tables" / name, text)
         return EvaluationResult(
             winrates=winrates,
             summary=summary,
