@@ -115,7 +115,6 @@ import os
 import random
 import shutil
 import sys
-import tempfile
 import time
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
@@ -123,6 +122,7 @@ from typing import Any, Callable, Iterable, Mapping, Sequence
 
 import numpy as np
 
+from egpo_core.files import atomic_path, atomic_write
 from lm_runs.tiny import CHAT_TEMPLATE  # the same "User:/Assistant:" turns as every tiny model
 
 __all__ = [
@@ -658,24 +658,11 @@ _WRITTEN = (
 )
 
 
-def _atomic_write_text(path: Path, text: str) -> None:
-    with tempfile.NamedTemporaryFile("w", dir=path.parent, prefix=f".{path.name}.", suffix=".tmp", delete=False) as tmp:
-        tmp.write(text)
-        name = tmp.name
-    os.replace(name, path)
-
-
-def _atomic_csv(path: Path, frame) -> None:
-    _atomic_write_text(path, frame.to_csv(index=False))
-
-
-def _atomic_figure(fig, path_png: Path) -> None:
+def _save_figure(fig, path_png: Path) -> None:
+    """``path_png`` and the same name with ``.pdf``, each written atomically."""
     for suffix in (".png", ".pdf"):
-        target = path_png.with_suffix(suffix)
-        with tempfile.NamedTemporaryFile(dir=target.parent, prefix=f".{target.name}.", suffix=suffix, delete=False) as tmp:
-            name = tmp.name
-        fig.savefig(name, dpi=130, bbox_inches="tight", format=suffix[1:])
-        os.replace(name, target)
+        with atomic_path(path_png.with_suffix(suffix)) as temporary:
+            fig.savefig(temporary, dpi=130, bbox_inches="tight", format=suffix[1:])
 
 
 def prepare_out(out: str | Path, overwrite: bool) -> Path:
@@ -698,7 +685,7 @@ def prepare_out(out: str | Path, overwrite: bool) -> Path:
 
 
 def _write_jsonl(path: Path, rows: Iterable[Mapping[str, Any]]) -> None:
-    _atomic_write_text(path, "".join(json.dumps(dict(r)) + "\n" for r in rows))
+    atomic_write(path, "".join(json.dumps(dict(r)) + "\n" for r in rows))
 
 
 def _quiet(trainer) -> None:
@@ -919,7 +906,7 @@ def _figures(out: Path, metrics, metrics_ln, sim, comparison, s: BenchmarkSettin
     axes[0].legend(fontsize=8)
     fig.suptitle(f"Tiny GPT-2, K = {s.num_classes} classes, β = {s.beta}: median and min–max over {seeds} seeds "
                  f"(mean over {len(game.prompts)} evaluation prompts; update 0 = π_ref)", fontsize=9)
-    _atomic_figure(fig, out / "gap_curves.png")
+    _save_figure(fig, out / "gap_curves.png")
     plt.close(fig)
 
     fig, axes = plt.subplots(1, 2, figsize=(11, 3.8))
@@ -936,7 +923,7 @@ def _figures(out: Path, metrics, metrics_ln, sim, comparison, s: BenchmarkSettin
                      if mode == "common" else "simulation (dashed) at each algorithm's fitted η", fontsize=9)
     axes[0].legend(fontsize=8)
     axes[0].set_ylabel("class-level duality gap")
-    _atomic_figure(fig, out / "simulation.png")
+    _save_figure(fig, out / "simulation.png")
     plt.close(fig)
 
     if metrics_ln is not None and len(metrics_ln):
@@ -949,7 +936,7 @@ def _figures(out: Path, metrics, metrics_ln, sim, comparison, s: BenchmarkSettin
             ax.set_xlabel("update")
             ax.set_title(metric.replace("_", " "))
         axes[0].legend(fontsize=7)
-        _atomic_figure(fig, out / "length_normalized.png")
+        _save_figure(fig, out / "length_normalized.png")
         plt.close(fig)
 
 
@@ -1022,7 +1009,7 @@ def run_benchmark(out: str | Path, settings: BenchmarkSettings = DEFAULT, *, ove
         "metrics_prompts": "the prompts with split == 'eval'",
         "tokens": {str(t): tokenizer.decode([t]) for t in range(len(tokenizer))},
     }
-    _atomic_write_text(out / "game.json", json.dumps(game_json, indent=1))
+    atomic_write(out / "game.json", json.dumps(game_json, indent=1))
     del reference
 
     # 4. NLHF training: every algorithm × seed, then the length-normalized variant
@@ -1045,12 +1032,12 @@ def run_benchmark(out: str | Path, settings: BenchmarkSettings = DEFAULT, *, ove
     timings["nlhf_s"] = sum(sum(v) for v in run_seconds.values())
     columns = ["algorithm", "seed", "update", "metric", "value"]
     metrics = pd.DataFrame(records[False])[columns].sort_values(["algorithm", "seed", "metric", "update"], kind="stable")
-    _atomic_csv(out / "metrics.csv", metrics)
+    atomic_write(out / "metrics.csv", metrics.to_csv(index=False))
     metrics_ln = pd.DataFrame(records[True], columns=columns)
     if len(metrics_ln):
         metrics_ln = metrics_ln.sort_values(["algorithm", "seed", "metric", "update"], kind="stable")
-    _atomic_csv(out / "metrics_length_normalized.csv", metrics_ln)
-    _atomic_csv(out / "class_probs.csv", pd.DataFrame(class_rows))
+    atomic_write(out / "metrics_length_normalized.csv", metrics_ln.to_csv(index=False))
+    atomic_write(out / "class_probs.csv", pd.DataFrame(class_rows).to_csv(index=False))
 
     # 5. the simulation of the same class games, the comparison and the figures
     t0 = time.perf_counter()
@@ -1058,9 +1045,9 @@ def run_benchmark(out: str | Path, settings: BenchmarkSettings = DEFAULT, *, ove
 
     mixture = NLHFConfig.__dataclass_fields__["mixture_coef"].default
     sim = _simulate(game, s, mixture)
-    _atomic_csv(out / "simulation.csv", sim)
+    atomic_write(out / "simulation.csv", sim.to_csv(index=False))
     comparison, fits = compare_with_simulation(metrics, sim, list(s.algorithms))
-    _atomic_csv(out / "comparison.csv", comparison)
+    atomic_write(out / "comparison.csv", comparison.to_csv(index=False))
     _figures(out, metrics, metrics_ln, sim, comparison, s, game)
     timings["simulation_and_figures_s"] = time.perf_counter() - t0
     timings["total_s"] = time.perf_counter() - started
@@ -1088,7 +1075,7 @@ def run_benchmark(out: str | Path, settings: BenchmarkSettings = DEFAULT, *, ove
     if len(metrics_ln):
         fl = metrics_ln[(metrics_ln["update"] == s.updates) & (metrics_ln.metric == "duality_gap")]
         summary["final_median_length_normalized_gap"] = {a: float(g["value"].median()) for a, g in fl.groupby("algorithm")}
-    _atomic_write_text(out / "summary.json", json.dumps(summary, indent=1))
+    atomic_write(out / "summary.json", json.dumps(summary, indent=1))
 
     # 6. the evaluation issue's win-rate tables (oracle judge) on the first seed's epoch checkpoints
     t0 = time.perf_counter()
@@ -1097,7 +1084,7 @@ def run_benchmark(out: str | Path, settings: BenchmarkSettings = DEFAULT, *, ove
         for alg in s.algorithms:
             shutil.rmtree(paths["runs"] / run_name(alg, s.seeds[0], False) / "epochs", ignore_errors=True)
     summary["timings"]["win_rates_s"] = time.perf_counter() - t0
-    _atomic_write_text(out / "summary.json", json.dumps(summary, indent=1))
+    atomic_write(out / "summary.json", json.dumps(summary, indent=1))
     return summary
 
 
