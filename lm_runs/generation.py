@@ -12,7 +12,8 @@ Three pieces the trainer needs:
 
       log π_c(· | x, y_<t) ∝ (1 − c)·log π(· | x, y_<t) + c·log π_ref(· | x, y_<t),
 
-  with the same decoding loop keeping one KV cache per model.
+  with the same decoding loop keeping one KV cache per model; c is per row, so plain policy rows
+  (c = 0) and mixture rows are drawn together.
 
 Every function takes left-padded prompts (``prompt_mask[:, -1] == 1`` on every row) and returns
 :class:`Completions`: generated ids with pad after the first EOS, a mask that is 1 up to and including
@@ -537,13 +538,24 @@ class ReferenceModel:
 # --------------------------------------------------------------------------------------------------
 
 
+def _mixture_coefficients(mixture_coef: float | Sequence[float], batch: int) -> list[float]:
+    """One coefficient per row, each a number in [0, 1]; a single number is repeated."""
+    values = [mixture_coef] * batch if isinstance(mixture_coef, (int, float)) else list(mixture_coef)
+    if len(values) != batch:
+        raise ValueError(f"need one mixture_coef per prompt row: got {len(values)} for {batch} rows")
+    for c in values:
+        if isinstance(c, bool) or not isinstance(c, (int, float)) or not 0.0 <= c <= 1.0:
+            raise ValueError(f"mixture_coef must be a number in [0, 1], got mixture_coef={c!r}")
+    return [float(c) for c in values]
+
+
 @torch.no_grad()
 def generate_mixture(
     policy: torch.nn.Module,
     reference: ReferenceModel,
     prompt_ids: torch.LongTensor,
     prompt_mask: torch.Tensor,
-    mixture_coef: float,
+    mixture_coef: float | Sequence[float],
     params: SamplingParams | Sequence[SamplingParams],
     *,
     max_new_tokens: int,
@@ -554,24 +566,27 @@ def generate_mixture(
 ) -> Completions:
     """Sample from the token-level geometric mixture of the policy π and the reference π_ref.
 
-    At every step the next-token scores are
+    At every step the next-token scores of row r are
 
-        s = (1 − c)·log_softmax(z_π) + c·log_softmax(z_ref),     c = mixture_coef ∈ [0, 1],
+        s_r = (1 − c_r)·log_softmax(z_π) + c_r·log_softmax(z_ref),     c_r = mixture_coef[r] ∈ [0, 1],
 
     i.e. log π_c ∝ (1 − c)·log π + c·log π_ref (softmax renormalises), then ``params``' temperature,
     top-k, top-p and min-p (:class:`PerRowSampling`; one SamplingParams for all rows, or one per row),
     then one multinomial draw per row with ``generator`` (on the prompts' device; the global RNG when
-    None). Rows stop at their first EOS (pad after); decoding ends when
-    every row has stopped or after max_new_tokens.
+    None). Rows stop at their first EOS (pad after); decoding ends when every row has stopped or after
+    max_new_tokens.
+
+    ``mixture_coef`` is one number for every row or one per row: rows with c_r = 0 are plain policy
+    rows (their scores are the policy's logits z_π, exactly as :func:`generate_completions` samples
+    them), so a trainer draws y, y′ and the Nash-MD opponent y″ in ONE decoding loop. π_ref runs only
+    on the rows with c_r > 0, and the policy only if some c_r < 1 (rows with c_r = 1 take π_ref alone,
+    which also avoids 0·(−inf)).
 
     Its own decoding loop keeps TWO KV caches (``DynamicCache``), one per model: the policy's computed
-    with the adapter on, the reference's through ``reference.as_module()``. Position ids are
-    cumsum(attention_mask) − 1 at the prefill and for each new token. With c = 0 the reference is not
-    run (and with c = 1 the policy is not), which also avoids 0·(−inf). Eval mode for both (training
-    flags restored after), no gradients.
+    with the adapter on, the reference's (over the mixed rows only) through ``reference.as_module()``.
+    Position ids are cumsum(attention_mask) − 1 at the prefill and for each new token. Eval mode for
+    both (training flags restored after), no gradients.
     """
-    if isinstance(mixture_coef, bool) or not isinstance(mixture_coef, (int, float)) or not 0.0 <= mixture_coef <= 1.0:
-        raise ValueError(f"mixture_coef must be a number in [0, 1], got mixture_coef={mixture_coef!r}")
     if not isinstance(reference, ReferenceModel):
         raise TypeError(f"reference must be a ReferenceModel, got {type(reference).__name__}")
     if reference.shares_policy and reference.policy is not policy:
@@ -580,12 +595,16 @@ def generate_mixture(
         )
     _check_prompts(prompt_ids, prompt_mask)
     _check_max_new_tokens(max_new_tokens)
-    c = float(mixture_coef)
     device = prompt_ids.device
     batch = prompt_ids.shape[0]
+    coefs = _mixture_coefficients(mixture_coef, batch)
     eos = _eos_tensor(eos_token_id, device)
     processor = PerRowSampling(_broadcast_params(params, batch), device=device)
-    use_policy, use_reference = c < 1.0, c > 0.0
+    c = torch.tensor(coefs, dtype=torch.float32, device=device)
+    mixed_rows = (c > 0).nonzero().flatten()  # the rows π_ref runs on
+    c_mixed = c[mixed_rows][:, None]
+    use_policy, use_reference = bool((c < 1).any()), mixed_rows.numel() > 0
+    only_reference = (c_mixed == 1.0).squeeze(1)  # mixed rows that take π_ref alone
 
     with _eval_mode(policy), contextlib.ExitStack() as stack:
         # A frozen reference is entered once; a shared peft policy disables its adapter at every step.
@@ -604,13 +623,17 @@ def generate_mixture(
                 return _last_logits(ref_module, input_ids, attention_mask, position_ids, ref_cache, keep_ref)
 
         def next_scores(input_ids, attention_mask, position_ids) -> torch.Tensor:
-            mixed = 0.0
+            scores = None
             if use_policy:
-                logits = _last_logits(policy, input_ids, attention_mask, position_ids, policy_cache, keep_policy)
-                mixed = (1.0 - c) * logits.log_softmax(-1)
+                scores = _last_logits(policy, input_ids, attention_mask, position_ids, policy_cache, keep_policy)
             if use_reference:
-                mixed = mixed + c * reference_logits(input_ids, attention_mask, position_ids).log_softmax(-1)
-            return mixed
+                rows = (input_ids[mixed_rows], attention_mask[mixed_rows], position_ids[mixed_rows])
+                ref_part = c_mixed * reference_logits(*rows).log_softmax(-1)
+                if scores is None:
+                    return ref_part
+                pol_part = (1.0 - c_mixed) * scores[mixed_rows].log_softmax(-1)
+                scores = scores.index_copy(0, mixed_rows, torch.where(only_reference[:, None], ref_part, pol_part + ref_part))
+            return scores
 
         return _decode(
             next_scores, processor, prompt_ids, prompt_mask, max_new_tokens=max_new_tokens, eos=eos,

@@ -214,21 +214,23 @@ class NLHFTrainer(Trainer):
         policy = self.accelerator.unwrap_model(self.model_wrapped)
         gen = dict(max_new_tokens=args.max_new_tokens, eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id)
 
-        # 1. generate: every policy row (y, y′, policy opponents) side by side in one call
+        # 1. generate: every row (y, y′, policy opponents, mixture opponents) side by side in ONE decoding
+        #    loop; mixture rows mix in π_ref, the others are plain policy rows (mixture coefficient 0)
         started = time.perf_counter()
         pair_roles = 1 if self.algorithm.loss == "pg" else 2
-        policy_terms = [k for k, t in enumerate(terms) if t.source == "current"]
-        rows = pair_roles + len(policy_terms)
-        params = [args.pair_sampling] * (pair_roles * n) + [args.opponent_sampling] * (len(policy_terms) * n)
-        sampled = generate_completions(policy, prompt_ids.repeat(rows, 1), prompt_mask.repeat(rows, 1), params, **gen)
+        opponent_terms = [k for k, t in enumerate(terms) if t.source in ("current", "mixture")]  # LM_ALGORITHMS have no "previous"
+        mixtures = [k for k in opponent_terms if terms[k].source == "mixture"]
+        rows = pair_roles + len(opponent_terms)
+        params = [args.pair_sampling] * (pair_roles * n) + [args.opponent_sampling] * (len(opponent_terms) * n)
+        ids, mask = prompt_ids.repeat(rows, 1), prompt_mask.repeat(rows, 1)
+        if mixtures:
+            coefs = [0.0] * (pair_roles * n) + [args.mixture_coef if k in mixtures else 0.0 for k in opponent_terms for _ in range(n)]
+            sampled = generate_mixture(policy, self.reference, ids, mask, coefs, params, **gen)
+        else:
+            sampled = generate_completions(policy, ids, mask, params, **gen)
         parts = [_rows(sampled, i * n, (i + 1) * n) for i in range(rows)]
         responses = parts[:pair_roles]
-        opponents: dict[int, Completions] = {k: parts[pair_roles + j] for j, k in enumerate(policy_terms)}
-        mixtures = [k for k, t in enumerate(terms) if t.source == "mixture"]  # LM_ALGORITHMS have no "previous"
-        for k in mixtures:
-            opponents[k] = generate_mixture(
-                policy, self.reference, prompt_ids, prompt_mask, args.mixture_coef, args.opponent_sampling, **gen
-            )
+        opponents: dict[int, Completions] = {k: parts[pair_roles + j] for j, k in enumerate(opponent_terms)}
         generated = time.perf_counter()
 
         # 2. judge: P(y ≻ z_k), P(y′ ≻ z_k); a "pair" term is P(y ≻ y′) against P(y′ ≻ y′) = ½
@@ -258,7 +260,7 @@ class NLHFTrainer(Trainer):
             "generation",
             seconds=generated - started,
             judge_seconds=judged_at - generated,
-            new_tokens=float(sampled.lengths.sum() + sum(opponents[k].lengths.sum() for k in mixtures)),
+            new_tokens=float(sampled.lengths.sum()),
             mean_length=float(completion_mask.sum(-1).float().mean()),
             truncated_fraction=float(torch.cat([c.truncated for c in responses]).float().mean()),
         )

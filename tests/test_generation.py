@@ -459,6 +459,35 @@ def test_mixture_endpoints_and_midpoint_distributions(policy, ref_model, tok):
         torch.testing.assert_close(out.scores[:, 0][finite], expected[finite], rtol=0, atol=1e-5)
 
 
+def test_mixture_coefficients_per_row(policy, ref_model, tok):
+    """Plain policy rows (c = 0) and mixture rows in one call: each block follows its own distribution,
+    and with every c = 0 the call draws what generate_completions draws, token for token."""
+    ref = ReferenceModel(policy, frozen=ref_model)
+    ids, mask = encode(tok, PROMPTS)
+    B = len(PROMPTS)
+    lp = next_logits(policy, ids, mask)
+    lr = next_logits(ref_model, ids, mask).log_softmax(-1)
+    coefs = [0.0] * B + [0.4] * B + [1.0] * B
+    out = generate_mixture(policy, ref, ids.repeat(3, 1), mask.repeat(3, 1), coefs, MIX_PARAMS, max_new_tokens=1,
+                           output_scores=True, **kw(tok))
+    proc = PerRowSampling([MIX_PARAMS] * B)
+    for block, mixed in enumerate([lp, 0.6 * lp.log_softmax(-1) + 0.4 * lr, lr]):
+        got, expected = out.scores[block * B : (block + 1) * B, 0], proc(None, mixed).log_softmax(-1)
+        assert torch.equal(torch.isinf(got), torch.isinf(expected)), block
+        finite = torch.isfinite(expected)
+        torch.testing.assert_close(got[finite], expected[finite], rtol=0, atol=1e-5)
+
+    torch.manual_seed(5)  # both draw from the global RNG without a generator
+    plain = generate_completions(policy, ids, mask, MIX_PARAMS, max_new_tokens=8, **kw(tok))
+    torch.manual_seed(5)
+    zero = generate_mixture(policy, ref, ids, mask, [0.0] * B, MIX_PARAMS, max_new_tokens=8, **kw(tok))
+    assert torch.equal(zero.ids, plain.ids) and zero.ids.shape[1] >= 3
+    with pytest.raises(ValueError, match="one mixture_coef per prompt row"):
+        generate_mixture(policy, ref, ids, mask, [0.5] * (B - 1), MIX_PARAMS, max_new_tokens=2, **kw(tok))
+    with pytest.raises(ValueError, match="mixture_coef=1.5"):
+        generate_mixture(policy, ref, ids, mask, [0.5] * (B - 1) + [1.5], MIX_PARAMS, max_new_tokens=2, **kw(tok))
+
+
 def slow_mixture(policy_fn, ref_fn, ids, mask, c, params, max_new_tokens, eos, pad, generator):
     """No cache at all: both models recompute the full [prompt; generated] prefix at every step."""
     batch = ids.shape[0]
