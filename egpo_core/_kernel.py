@@ -13,11 +13,16 @@ because they share the network weights or normalize the Nash-MD mixture over run
 
 For every trajectory the kernel computes the gradient g = ∂L/∂z of the algorithm's loss with
 respect to the logits z (closed form for exact expectations, sample averages otherwise) and
-back-propagates it into the parameters; then plain SGD with rate lr. With exact gradients:
+back-propagates it into the parameters; then plain SGD with rate lr. With exact gradients, with
+ℓ = log π − log π_anchor, T = P(· ≻ σ) (optimistic: 2Pσ − Pπ_{t−1}) and w the loss weight:
 
-    ipo : g = w·(4/N)·center(log π − log π_anchor − T/β)        T = P(· ≻ σ) (optimistic: 2Pπ_t − Pπ_{t−1})
-    ipo2: g = 4 π ⊙ (D − πᵀD − (Pπ − ½)/β)                       D = log π − log π_ref
-    pg  : g = −π ⊙ (A − πᵀA)                                     A = Pσ − β D
+    regression, uniform pairs (ipo): g = w·(4/N)·center(ℓ − T/β)
+    regression, pairs ~ π (ipo2, or ipo with policy pairs): g = 4w·π ⊙ (ℓ − πᵀℓ − (T − πᵀT)/β)
+    pg: g = −w·π ⊙ (A − πᵀA),   A = T − β ℓ
+
+(both regression gradients are 4w·μ ⊙ (a − μᵀa), a = ℓ − T/β, for the pair weights μ; the
+derivative through log-softmax adds nothing since Σ_y g_y = 0). The "pairwise" opponent's target
+(P(y ≻ y′) − ½)/β has the gradient of σ = μ itself: T = Pμ, whose μ-mean is ½ exactly (P + Pᵀ = 1).
 """
 
 from __future__ import annotations
@@ -35,8 +40,9 @@ SCHEME_CODES = {member: code for code, member in enumerate(Scheme)}
 
 # numba reads these module globals as compile-time constants
 _LOSS_IPO, _LOSS_IPO2, _LOSS_PG = (LOSS_CODES[f] for f in (LossFamily.IPO, LossFamily.IPO2, LossFamily.PG))
-_OPP_CURRENT, _OPP_MIXTURE, _OPP_OPTIMISTIC = (OPPONENT_CODES[o] for o in (Opponent.CURRENT, Opponent.MIXTURE, Opponent.OPTIMISTIC))
-_ANCHOR_REF, _ANCHOR_CURRENT, _ANCHOR_MAGNET = (ANCHOR_CODES[a] for a in (Anchor.REFERENCE, Anchor.CURRENT, Anchor.MAGNET))
+_OPP_MIXTURE, _OPP_OPTIMISTIC, _OPP_PAIRWISE = (OPPONENT_CODES[o] for o in (Opponent.MIXTURE, Opponent.OPTIMISTIC, Opponent.PAIRWISE))
+_ANCHOR_REF, _ANCHOR_CURRENT = (ANCHOR_CODES[a] for a in (Anchor.REFERENCE, Anchor.CURRENT))
+_SCHEME_EXTRAGRADIENT = SCHEME_CODES[Scheme.EXTRAGRADIENT]
 
 # Reassociation lets LLVM vectorize dot products; no other fast-math liberties (NaN/inf stay exact).
 _FAST = {"reassoc", "contract"}
@@ -221,10 +227,25 @@ def _backward(params, neural, d, n_hidden, n, acts, pre, g, grad, delta, delta_n
 
 # ---------------------------------------------------------------- logit gradients of the losses
 @njit(cache=True)
-def _exact_gradient(loss, P, logp, pi, s, logp_ref, logp_anchor, target, beta, weight, g):
-    """∂L/∂z of the exact (all-pairs) loss; ``target`` is T = P(· ≻ σ) (ipo) or Pσ (pg)."""
+def _exact_gradient(loss, policy_pairs, logp, pi, logp_anchor, target, target_mean, beta, weight, g):
+    """∂L/∂z of the exact loss against the target potential T = ``target`` (module docstring):
+    the regression with uniform pairs or, with ``policy_pairs``, pairs ~ π (``target_mean`` = πᵀT),
+    or the policy gradient (``loss`` pg)."""
     n = logp.shape[0]
-    if loss == _LOSS_IPO:
+    if loss == _LOSS_PG:
+        base = 0.0
+        for y in range(n):
+            g[y] = target[y] - beta * (logp[y] - logp_anchor[y])
+            base += pi[y] * g[y]
+        for y in range(n):
+            g[y] = -weight * pi[y] * (g[y] - base)
+    elif policy_pairs:
+        mean = 0.0
+        for y in range(n):
+            mean += pi[y] * (logp[y] - logp_anchor[y])
+        for y in range(n):
+            g[y] = weight * 4.0 * pi[y] * (logp[y] - logp_anchor[y] - mean - (target[y] - target_mean) / beta)
+    else:
         mean = 0.0
         for y in range(n):
             g[y] = logp[y] - logp_anchor[y] - target[y] / beta
@@ -232,27 +253,21 @@ def _exact_gradient(loss, P, logp, pi, s, logp_ref, logp_anchor, target, beta, w
         mean /= n
         for y in range(n):
             g[y] = weight * 4.0 / n * (g[y] - mean)
-    elif loss == _LOSS_IPO2:
-        mean = 0.0
-        for y in range(n):
-            mean += pi[y] * (logp[y] - logp_ref[y])
-        for y in range(n):
-            g[y] = 4.0 * pi[y] * (logp[y] - logp_ref[y] - mean - (s[y] - 0.5) / beta)
-    else:
-        base = 0.0
-        for y in range(n):
-            g[y] = target[y] - beta * (logp[y] - logp_ref[y])
-            base += pi[y] * g[y]
-        for y in range(n):
-            g[y] = -pi[y] * (g[y] - base)
 
 
 @njit(cache=True)
 def _sampled_gradient(
-    loss, optimistic, pair_from_policy, num_samples, P, logp, pi, logp_ref, logp_anchor,
+    loss, pairwise, optimistic, policy_pairs, num_samples, P, logp, pi, logp_anchor,
     table_pi, table_sigma, table_prev, beta, weight, rng, k, g,
 ):
-    """∂L/∂z of the sampled loss (mean over ``num_samples`` draws), an unbiased estimate of the exact one."""
+    """∂L/∂z of the sampled loss (mean over ``num_samples`` draws), an unbiased estimate of the exact one.
+
+    Per draw, in this order from trajectory k's stream: pg: y ~ π, y′ ~ σ (then y″ ~ π_{t−1} when
+    ``optimistic``), advantage [P(y,y′) (optimistic: 2P(y,y′) − P(y,y″))] − β ℓ(y). Regression: y, y′
+    ~ π (``policy_pairs``) or uniform (one draw); target (P(y,y′) − ½)/β when ``pairwise``, else
+    y″ ~ σ (then y‴ ~ π_{t−1} when ``optimistic``) and [P(y,y″) − P(y′,y″)]/β (optimistic: twice it
+    minus [P(y,y‴) − P(y′,y‴)]/β).
+    """
     n = logp.shape[0]
     for y in range(n):
         g[y] = 0.0
@@ -260,23 +275,28 @@ def _sampled_gradient(
     inv_beta = 1.0 / beta
     coef = 2.0 * weight * scale
     if loss == _LOSS_PG:
+        weighted_scale = weight * scale
         total = 0.0
         for _ in range(num_samples):
             y = _sample(table_pi, _next_uniform(rng, k))
             yp = _sample(table_sigma, _next_uniform(rng, k))
-            adv = P[y, yp] - beta * (logp[y] - logp_ref[y])
-            g[y] -= adv * scale
-            total += adv * scale
+            wins = P[y, yp]
+            if optimistic:
+                ypp = _sample(table_prev, _next_uniform(rng, k))
+                wins = 2.0 * wins - P[y, ypp]
+            adv = wins - beta * (logp[y] - logp_anchor[y])
+            g[y] -= adv * weighted_scale
+            total += adv * weighted_scale
         for y in range(n):
             g[y] += total * pi[y]
         return
     for _ in range(num_samples):
-        if loss == _LOSS_IPO2 or pair_from_policy:
+        if policy_pairs:
             y = _sample(table_pi, _next_uniform(rng, k))
             yp = _sample(table_pi, _next_uniform(rng, k))
         else:
             y, yp = _next_pair(rng, k, n)
-        if loss == _LOSS_IPO2:
+        if pairwise:
             t = (P[y, yp] - 0.5) * inv_beta
         else:
             ypp = _sample(table_sigma, _next_uniform(rng, k))
@@ -405,36 +425,18 @@ def run_chunk(
                 if opponent[k] != _OPP_MIXTURE:
                     for y in range(n):
                         sigma[m, y] = pi[m, y]
-                    continue
-                lref = logp_ref_games[game[k]]
-                for y in range(n):
-                    work[y] = (1.0 - mixture[k]) * logp[m, y] + mixture[k] * lref[y]
-                if mixture_over_runs[k]:
-                    for y in range(n):
-                        sigma[m, y] = work[y]  # log-weights, normalized over runs below
-                else:
-                    _softmax_pair(work, target[m], sigma[m])
-            if mixture_over_runs[members[g0]]:
-                # The reference implementation's softmax over the runs axis: σ[m, y] = e^{w[m, y]} / Σ_runs e^{w[·, y]}
-                # (the sampler then renormalizes each run's row).
-                for y in range(n):
-                    col_max = -np.inf
-                    for m in range(size):
-                        col_max = max(col_max, sigma[m, y])
-                    total = 0.0
-                    for m in range(size):
-                        total += np.exp(sigma[m, y] - col_max)
-                    for m in range(size):
-                        sigma[m, y] = np.exp(sigma[m, y] - col_max) / total
+            _mixture_opponents(g0, size, members, game, opponent, mixture, mixture_over_runs, logp, logp_ref_games,
+                               sigma, target, work)
             # --- gradient step(s); a group holds one algorithm, so its members share the scheme.
-            # Extragradient: θ_{t+½} = θ_t − lr·∇L(θ_t; π_t), then θ_{t+1} = θ_t − lr·∇L(θ_t; π_{t+½}).
-            passes = 2 if scheme[members[g0]] == 1 else 1
+            # Extragradient: θ_{t+½} = θ_t − lr·∇L(θ_t; σ(π_t)), then θ_{t+1} = θ_t − lr·∇L(θ_t; σ(π_{t+½})),
+            # σ(·) the declared opponent of that policy (itself, its mixture, optimistic against π_{t−1}).
+            passes = 2 if scheme[members[g0]] == _SCHEME_EXTRAGRADIENT else 1
             for step_pass in range(passes):
                 final_pass = step_pass == passes - 1
                 for m in range(size):
                     k = members[g0 + m]
                     _step_gradient(
-                        m, k, loss[k], opponent[k] if step_pass == 0 else _OPP_CURRENT, anchor[k], P[game[k]],
+                        k, loss[k], opponent[k], anchor[k], P[game[k]],
                         logp[m], pi[m], s[m], logp_ref_games[game[k]], magnet_logp[k], prev_logp[k], sigma[m],
                         step_pass == 0 and opponent[k] != _OPP_MIXTURE, target[m], table_pi[m], table_sigma[m],
                         table_prev[m], stack, beta[k], weight[k], sampled, num_samples, pair_from_policy, rng,
@@ -450,11 +452,48 @@ def run_chunk(
                             params[k, p] -= lr[k] * grads[m, p]
                         for y in range(n):
                             prev_logp[k, y] = logp[m, y]
-                    else:  # the half step; its policy is the next pass's opponent
+                    else:  # the half step; its policy (or that policy's mixture) is the next pass's opponent
                         for p in range(npar):
                             half[m, p] = params[k, p] - lr[k] * grads[m, p]
                         _forward(half[m], neural, d, n_hidden, n, acts_h[m], pre_h[m], z[m])
                         _softmax_pair(z[m], logp_half[m], sigma[m])
+                if not final_pass:
+                    _mixture_opponents(g0, size, members, game, opponent, mixture, mixture_over_runs, logp_half,
+                                       logp_ref_games, sigma, target, work)
+
+
+@njit(cache=True)
+def _mixture_opponents(g0, size, members, game, opponent, mixture, mixture_over_runs, logp_now, logp_ref_games,
+                       sigma, scratch, work):
+    """σ[m] = the geometric mixture π^c ∝ π^{1−c} π_ref^c of the policy with log-probabilities
+    ``logp_now[m]``, for the group's members with the mixture opponent (others are left as they are).
+    Normalized over actions, or, with ``mixture_over_runs`` (the reference implementation's sampled
+    Nash-MD), over the group's runs. ``scratch`` (size, N) and ``work`` (N) are overwritten."""
+    n = sigma.shape[1]
+    for m in range(size):
+        k = members[g0 + m]
+        if opponent[k] != _OPP_MIXTURE:
+            continue
+        lref = logp_ref_games[game[k]]
+        for y in range(n):
+            work[y] = (1.0 - mixture[k]) * logp_now[m, y] + mixture[k] * lref[y]
+        if mixture_over_runs[k]:
+            for y in range(n):
+                sigma[m, y] = work[y]  # log-weights, normalized over runs below
+        else:
+            _softmax_pair(work, scratch[m], sigma[m])
+    if mixture_over_runs[members[g0]]:
+        # The reference implementation's softmax over the runs axis: σ[m, y] = e^{w[m, y]} / Σ_runs e^{w[·, y]}
+        # (the sampler then renormalizes each run's row).
+        for y in range(n):
+            col_max = -np.inf
+            for m in range(size):
+                col_max = max(col_max, sigma[m, y])
+            total = 0.0
+            for m in range(size):
+                total += np.exp(sigma[m, y] - col_max)
+            for m in range(size):
+                sigma[m, y] = np.exp(sigma[m, y] - col_max) / total
 
 
 @njit(cache=True)
@@ -473,7 +512,7 @@ def _share(grads, members, g0, size, shared, d):
 
 @njit(cache=True)
 def _step_gradient(
-    m, k, loss, opponent, anchor, P, logp, pi, s, logp_ref, magnet, prev, sigma, sigma_is_pi, target,
+    k, loss, opponent, anchor, P, logp, pi, s, logp_ref, magnet, prev, sigma, sigma_is_pi, target,
     table_pi, table_sigma, table_prev, stack, beta, weight, sampled, num_samples, pair_from_policy, rng, g, work,
 ):
     """Logit gradient of trajectory k's loss against the opponent distribution ``sigma``
@@ -486,11 +525,21 @@ def _step_gradient(
     else:
         logp_anchor = magnet
     optimistic = opponent == _OPP_OPTIMISTIC
+    # ipo2's pairs are y, y′ ~ π_t by definition; ipo's are uniform unless pair_from_policy
+    policy_pairs = loss == _LOSS_IPO2 or (loss == _LOSS_IPO and pair_from_policy)
+    # the regression's pairwise opponent is y′ itself; the policy gradient's is z ~ π_t (σ = π_t)
+    pairwise = opponent == _OPP_PAIRWISE and loss != _LOSS_PG
     if not sampled:
-        if sigma_is_pi:
+        if pairwise and not policy_pairs:  # σ = the uniform pair weights: T = P·(1/N), the row means
+            for y in range(n):
+                acc = 0.0
+                for j in range(n):
+                    acc += P[y, j]
+                target[y] = acc / n
+        elif sigma_is_pi:
             for y in range(n):
                 target[y] = s[y]
-        elif loss != _LOSS_IPO2:  # ipo2's target is P(y ≻ y') itself
+        else:
             _matvec(P, sigma, target)
         if optimistic:
             for y in range(n):
@@ -498,15 +547,20 @@ def _step_gradient(
             _matvec(P, work, g)
             for y in range(n):
                 target[y] = 2.0 * target[y] - g[y]
-        _exact_gradient(loss, P, logp, pi, s, logp_ref, logp_anchor, target, beta, weight, g)
+        target_mean = 0.5  # πᵀPπ = ½ for the pairwise target T = Pπ (P + Pᵀ = 1)
+        if policy_pairs and not pairwise:
+            target_mean = 0.0
+            for y in range(n):
+                target_mean += pi[y] * target[y]
+        _exact_gradient(loss, policy_pairs, logp, pi, logp_anchor, target, target_mean, beta, weight, g)
         return
-    if loss != _LOSS_IPO or pair_from_policy:
+    if loss == _LOSS_PG or policy_pairs:
         _build_sampler(pi, table_pi, stack)
-    if loss != _LOSS_IPO2:
+    if not pairwise:
         _build_sampler(sigma, table_sigma, stack)
     if optimistic:
         for y in range(n):
             work[y] = np.exp(prev[y])
         _build_sampler(work, table_prev, stack)
-    _sampled_gradient(loss, optimistic, pair_from_policy, num_samples, P, logp, pi, logp_ref, logp_anchor,
+    _sampled_gradient(loss, pairwise, optimistic, policy_pairs, num_samples, P, logp, pi, logp_anchor,
                       table_pi, table_sigma, table_prev, beta, weight, rng, k, g)

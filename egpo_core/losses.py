@@ -338,6 +338,11 @@ def _pair_distribution(setup: _Setup, pair_distribution: str | None) -> str:
         return "policy" if setup.algorithm.loss == "ipo2" else "uniform"
     if pair_distribution not in ("uniform", "policy"):
         raise ValueError(f"pair_distribution must be 'uniform' or 'policy', got pair_distribution={pair_distribution!r}")
+    if setup.algorithm.loss == "ipo2" and pair_distribution == "uniform":
+        raise ValueError(
+            f"pair_distribution='uniform' contradicts loss 'ipo2' of {setup.algorithm.name!r}, whose pairs are "
+            "y, y′ ~ π_t by definition (uniform pairs are loss 'ipo')"
+        )
     return pair_distribution
 
 
@@ -398,8 +403,8 @@ def exact_loss(
         beta: β > 0.
         opponent_probs, mixture, eta_beta, magnet_logp, previous_probs: see above; options the
             algorithm does not use are ignored (``opponent_probs`` with a "pairwise" opponent raises).
-        pair_distribution: override the pair weights of the regression ("uniform" or "policy");
-            default "uniform" for "ipo" and "policy" for "ipo2".
+        pair_distribution: the pair weights of the regression: "uniform" (the default of "ipo") or
+            "policy" (the definition of "ipo2"; "uniform" with "ipo2" raises). Not for "pg".
 
     Raises:
         ValueError: β ≤ 0, unknown algorithm or field, mismatched shapes, missing ηβ/mixture.

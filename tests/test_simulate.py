@@ -126,7 +126,8 @@ def test_sampled_kernel_gradient_is_unbiased(name, pair_from_policy):
     if optimistic:
         target = 2 * target - P @ prev_pi
     exact = np.empty(n)
-    _kernel._exact_gradient(loss_code, P, logp, pi, s, logp_ref, anchor, target, beta, weight, exact)
+    policy_pairs, pairwise = alg.loss == "ipo2", alg.opponent == "pairwise"
+    _kernel._exact_gradient(loss_code, policy_pairs, logp, pi, anchor, s if pairwise else target, 0.5, beta, weight, exact)
 
     if not pair_from_policy:  # torch oracle for the exact gradient
         theta_t = torch.tensor(theta, requires_grad=True)
@@ -148,7 +149,7 @@ def test_sampled_kernel_gradient_is_unbiased(name, pair_from_policy):
     for table, dist in zip(tables, (pi, sigma, prev_pi)):
         _kernel._build_sampler(dist, table, np.empty(n, dtype=np.int64))
     for i in range(draws):
-        _kernel._sampled_gradient(loss_code, optimistic, pair_from_policy, samples, P, logp, pi, logp_ref, anchor,
+        _kernel._sampled_gradient(loss_code, pairwise, optimistic, policy_pairs or pair_from_policy, samples, P, logp, pi, anchor,
                                   *tables, beta, weight, state, 0, g)
         grads[i] = g
     mean, se = grads.mean(0), grads.std(0, ddof=1) / np.sqrt(draws)

@@ -109,15 +109,19 @@ class Algorithm:
     Attributes:
         name: registry key, e.g. ``"egpo"``.
         label: display name used in figures and tables, e.g. ``"EGPO"``.
-        loss: ``"ipo"`` (regression with uniform pairs and an opponent σ in the target),
-            ``"ipo2"`` (pairs y, y' ~ π_t, target (P(y ≻ y') − ½)/β), or ``"pg"`` (policy gradient on
-            E_{y~π}[P(y ≻ σ) − β log(π/π_ref)(y)]).
+        loss: the regression with uniform pairs, ``"ipo"`` (pairs ~ π_t where a simulation or loss
+            asks for policy pairs), or with pairs y, y' ~ π_t, ``"ipo2"``; or ``"pg"``, the policy
+            gradient on E_{y~π}[P(y ≻ σ) − β log(π/π_anchor)(y)].
         opponent: σ in the target: ``"current"`` (π_t), ``"mixture"`` (geometric mixture
             π_t^{1−c} π_ref^c), ``"optimistic"`` (2·P(·≻π_t) − P(·≻π_{t−1})), ``"pairwise"`` (y' itself).
         anchor: the policy inside ℓ_θ: ``"reference"`` (π_ref), ``"current"`` (π_t), ``"magnet"``
             (a magnet policy reset to π_t every ``magnet_period`` steps).
         scheme: ``"single"`` (one step) or ``"extragradient"`` (half step against π_t, return to θ_t,
-            full step from θ_t against π_{t+½}).
+            full step from θ_t against π_{t+½}: the opponent built from π_{t+½} instead of π_t, e.g.
+            its mixture). Not with the ``"pairwise"`` opponent, which has no policy to replace.
+
+    Every combination of the four choices that is not refused here runs the same math in the
+    simulator kernel as in :mod:`egpo_core.losses` (tests/test_field_combinations.py).
         closed_form: exact tabular update ``f(theta, ref_logits, P, eta, beta, **state) -> theta'``.
         loss_weight: multiplier of the loss as a function of ηβ (MPO's proximal step needs 1/(1+ηβ)).
         reference: the paper that introduced it.
@@ -142,6 +146,12 @@ class Algorithm:
             except ValueError:
                 known = ", ".join(member.value for member in vocabulary)
                 raise ValueError(f"algorithm {self.name!r}: unknown {name} {value!r}; known: {known}") from None
+        # extragradient's full step replaces the opponent's policy π_t by π_{t+½}; y′ itself has no policy to replace
+        if self.scheme is Scheme.EXTRAGRADIENT and self.opponent is Opponent.PAIRWISE:
+            raise ValueError(
+                f"algorithm {self.name!r}: scheme 'extragradient' steps against the opponent at π_{{t+½}}, "
+                "but opponent 'pairwise' (y′ itself) is no policy; use scheme 'single' or another opponent"
+            )
 
     @property
     def opponent_terms(self) -> tuple[OpponentTerm, ...]:
