@@ -3,22 +3,36 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
+# The exact set the tests ran on; pyproject.toml states only compatible ranges.
+CONSTRAINTS := constraints.txt
+EXTRAS := notebooks,lm,dev
 FAST ?= 0
 PRESET ?= exact-tabular-beta0.01
 OUT ?= runs
+LAB_PORT ?= 8888
+LAB_ARGS ?=
 
-.PHONY: setup test test-fast reproduce bench clean
+.PHONY: setup test test-fast reproduce bench lab constraints clean
 
 setup: $(STAMP)
 
-# Reinstall only when the dependency list changes; a second `make` reuses the venv in seconds.
-$(STAMP): pyproject.toml
+# Reinstall only when the dependency ranges or the tested set change; a second `make` reuses the venv in seconds.
+$(STAMP): pyproject.toml $(CONSTRAINTS)
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	# torch first and pinned: the CPU build on disk; an unpinned torch would pull a CUDA build.
-	$(PY) -m pip install --quiet torch==2.13.0
-	$(PY) -m pip install --quiet -e ".[notebooks,lm,dev]"
+	# torch first, at the tested version: the CPU build on disk; an unconstrained torch would pull a CUDA build.
+	$(PY) -m pip install --quiet -c $(CONSTRAINTS) torch
+	$(PY) -m pip install --quiet -c $(CONSTRAINTS) -e ".[$(EXTRAS)]"
 	$(PY) -m ipykernel install --sys-prefix --name python3 >/dev/null
+	touch $(STAMP)
+
+# Record what .venv holds now as the tested set (after changing a dependency in pyproject.toml and testing).
+# egpo itself is left out, and local version labels (torch's "+cpu") are dropped so the pins match any build.
+constraints: $(STAMP)
+	{ echo "# The tested set: pip install -c constraints.txt -e \".[$(EXTRAS)]\" (make setup does)."; \
+	  echo "# Regenerate with make constraints; Python $$($(PY) -c 'import sys; print(*sys.version_info[:2], sep=".")')."; \
+	  $(PY) -m pip freeze --exclude-editable | sed -E 's/\+[A-Za-z0-9.]+$$//'; } > $(CONSTRAINTS).new
+	mv $(CONSTRAINTS).new $(CONSTRAINTS)
 	touch $(STAMP)
 
 # pytest exits 5 when it collects no test: treat that as a broken setup, not a pass.
@@ -33,6 +47,14 @@ test-fast: $(STAMP)
 # the fast variants, whose figures go to notebooks/_executed/figures/ instead).
 reproduce: $(STAMP)
 	$(PY) notebooks/run_all.py $(if $(filter 1,$(FAST)),--fast,)
+
+# JupyterLab on notebooks/ with the venv's kernel (JUPYTER_PREFER_ENV_PATH: the venv's kernelspec before any
+# user-level one). Each notebook is its percent-format source: right-click notebooks/<name>.py → Open With →
+# Jupytext Notebook; saving writes the .py back. Serves on 127.0.0.1 only, with a token (printed at start);
+# `make lab LAB_ARGS=--no-browser` on a machine without a display.
+lab: $(STAMP)
+	JUPYTER_PREFER_ENV_PATH=1 $(VENV)/bin/jupyter lab --ServerApp.ip=127.0.0.1 --ServerApp.port=$(LAB_PORT) \
+	  --ServerApp.root_dir=. --LabApp.default_url=/lab/tree/notebooks $(LAB_ARGS)
 
 bench: $(STAMP)
 	$(PY) benchmarks/bench_simulate.py

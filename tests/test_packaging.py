@@ -1,51 +1,133 @@
-"""The dependency lists agree: pyproject.toml (pip), environment.yml (conda) and the Makefile's torch pin."""
+"""The packaging files agree: pyproject.toml states ranges, constraints.txt the tested set inside them,
+and the Makefile (hence CI) and environment.yml install through that set."""
 
 import re
 import tomllib
+from importlib.metadata import version
 from pathlib import Path
 
+import pytest
+from packaging.requirements import Requirement
+from packaging.specifiers import SpecifierSet
+from packaging.utils import canonicalize_name
+from packaging.version import Version
+
+import egpo_core
+
 ROOT = Path(__file__).resolve().parents[1]
+PYPROJECT = tomllib.loads((ROOT / "pyproject.toml").read_text())
+PROJECT = PYPROJECT["project"]
+MAKEFILE = (ROOT / "Makefile").read_text()
+CONSTRAINT_LINES = (ROOT / "constraints.txt").read_text().splitlines()
 
 
-def _pyproject_requirements() -> set[str]:
-    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
-    reqs = set(project["dependencies"])
-    for extra in project["optional-dependencies"].values():
-        reqs |= set(extra)
-    return reqs
+def _requirements() -> list[Requirement]:
+    listed = list(PROJECT["dependencies"])
+    for extra in PROJECT["optional-dependencies"].values():
+        listed += extra
+    return [Requirement(r) for r in listed]
 
 
-def _environment_pip_requirements() -> set[str]:
+def _pins() -> dict[str, str]:
+    """constraints.txt as {canonical name: version}."""
+    pins = {}
+    for line in CONSTRAINT_LINES:
+        if line.startswith("#") or not line.strip():
+            continue
+        name, _, pinned = line.partition("==")
+        pins[canonicalize_name(name)] = pinned
+    return pins
+
+
+def _make_variable(name: str) -> str:
+    match = re.search(rf"^{name}\s*:?=\s*(\S+)\s*$", MAKEFILE, re.M)
+    assert match, f"the Makefile defines no {name}"
+    return match.group(1)
+
+
+def _environment_pip_lines() -> list[str]:
     lines = (ROOT / "environment.yml").read_text().splitlines()
     start = next(i for i, line in enumerate(lines) if line.strip() == "- pip:")
-    reqs = set()
+    entries = []
     for line in lines[start + 1 :]:
-        match = re.match(r"^\s+-\s+(\S+)\s*$", line)
+        match = re.match(r"^\s+-\s+(.+?)\s*$", line)
         if not match:
             break
-        reqs.add(match.group(1))
-    return reqs
+        entries.append(match.group(1))
+    return entries
 
 
-def test_environment_yml_matches_pyproject():
-    pyproject, environment = _pyproject_requirements(), _environment_pip_requirements()
-    assert pyproject == environment, {
-        "only in pyproject.toml": sorted(pyproject - environment),
-        "only in environment.yml": sorted(environment - pyproject),
-    }
+def _tested_python() -> str:
+    """The "Python X.Y" that constraints.txt's header names."""
+    header = " ".join(line for line in CONSTRAINT_LINES if line.startswith("#"))
+    match = re.search(r"Python (\d+\.\d+)", header)
+    assert match, "constraints.txt's header names no Python version"
+    return match.group(1)
 
 
-def test_every_requirement_is_pinned():
-    unpinned = [r for r in _pyproject_requirements() if "==" not in r]
-    assert not unpinned, f"unpinned requirements: {unpinned}"
+def test_constraints_are_exact_public_pins():
+    # a local label (torch's "+cpu") or a URL would tie the set to one build or one machine
+    lines = [line for line in CONSTRAINT_LINES if line and not line.startswith("#")]
+    bad = [line for line in lines if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]*==[0-9][0-9A-Za-z.!]*", line)]
+    assert not bad, f"not of the form name==version: {bad}"
+    assert "egpo" not in _pins(), "egpo itself does not belong in its constraints"
 
 
-def test_makefile_installs_the_pinned_torch_first():
-    makefile = (ROOT / "Makefile").read_text()
-    torch_pin = next(r for r in _pyproject_requirements() if r.startswith("torch=="))
-    first_install = makefile.index("pip install")
-    assert makefile.index(torch_pin) < makefile.index('-e ".[', first_install)
+def test_constraints_name_each_package_once():
+    names = [canonicalize_name(line.partition("==")[0]) for line in CONSTRAINT_LINES if line and not line.startswith("#")]
+    assert len(names) == len(set(names)), sorted({n for n in names if names.count(n) > 1})
 
 
-def test_environment_names_python_311():
-    assert re.search(r"^\s+-\s+python=3\.11\s*$", (ROOT / "environment.yml").read_text(), re.M)
+@pytest.mark.parametrize("requirement", _requirements(), ids=str)
+def test_pyproject_states_a_range_and_the_tested_version_lies_in_it(requirement):
+    operators = {spec.operator for spec in requirement.specifier}
+    assert ">=" in operators and "==" not in operators, f"{requirement}: state a lower bound, not a pin"
+    pinned = _pins().get(canonicalize_name(requirement.name))
+    assert pinned is not None, f"{requirement.name} is required but constraints.txt has no version for it"
+    assert requirement.specifier.contains(Version(pinned), prereleases=True), (
+        f"constraints.txt tests {requirement.name}=={pinned}, outside pyproject's {requirement.specifier}"
+    )
+
+
+def test_requires_python_admits_the_tested_python_and_environment_yml_uses_it():
+    tested = _tested_python()
+    assert SpecifierSet(PROJECT["requires-python"]).contains(f"{tested}.0")
+    assert re.search(rf"^\s+-\s+python={re.escape(tested)}\s*$", (ROOT / "environment.yml").read_text(), re.M)
+
+
+def test_environment_yml_installs_every_extra_through_the_constraints():
+    extras = ",".join(PROJECT["optional-dependencies"])
+    assert _environment_pip_lines() == ["-c constraints.txt", f"-e .[{extras}]"]
+
+
+def test_makefile_installs_torch_first_and_everything_through_the_constraints():
+    assert _make_variable("CONSTRAINTS") == "constraints.txt"
+    assert _make_variable("EXTRAS") == ",".join(PROJECT["optional-dependencies"])
+    installs = [line.strip() for line in MAKEFILE.splitlines() if "$(PY) -m pip install" in line and "--upgrade pip" not in line]
+    assert installs, "the Makefile installs nothing"
+    assert all("-c $(CONSTRAINTS)" in line for line in installs), installs
+    assert installs[0].endswith(" torch"), f"torch is not installed first: {installs[0]}"
+    assert installs[-1].endswith('-e ".[$(EXTRAS)]"'), installs[-1]
+
+
+def test_makefile_reinstalls_when_the_ranges_or_the_tested_set_change():
+    match = re.search(r"^\$\(STAMP\):(.*)$", MAKEFILE, re.M)
+    assert match and set(match.group(1).split()) >= {"pyproject.toml", "$(CONSTRAINTS)"}, match
+
+
+def test_ci_runs_the_makefile_tests():
+    assert re.search(r"^make test\s*$", (ROOT / ".ci" / "run").read_text(), re.M)
+
+
+def test_version_is_written_once_and_installed():
+    assert "version" in PROJECT["dynamic"] and "version" not in PROJECT
+    assert PYPROJECT["tool"]["setuptools"]["dynamic"]["version"] == {"attr": "egpo_core.__version__"}
+    # a stale editable install (make setup not rerun after a bump) would report the old version
+    assert version("egpo") == egpo_core.__version__
+
+
+def test_license_file_matches_pyproject_and_changelog_has_this_version():
+    assert PROJECT["license"] == "MIT" and PROJECT["license-files"] == ["LICENSE"]
+    assert (ROOT / "LICENSE").read_text().startswith("MIT License\n")
+    changelog = (ROOT / "CHANGELOG.md").read_text()
+    assert re.search(rf"^## \[{re.escape(egpo_core.__version__)}\]", changelog, re.M)
