@@ -3,7 +3,7 @@
 One plain SGD step with rate lr on the exact Online IPO 1 loss (mean over all N² pairs) is the
 mirror-descent step with
 
-    ηβ = 4·lr/N        (SPEC §3; derivation: ∇_θ L = (4/N)·center(θ − θ_ref − Pπ/β)).
+    ηβ = 4·lr/N        (derivation: ∇_θ L = (4/N)·center(θ − θ_ref − Pπ/β)).
 
 The Nash-MD mixture coefficient c is ηβ in theory (default). The reference implementation used
 c = 2·lr/N, half of that; ``conventions="reference"`` reproduces it.

@@ -1,6 +1,7 @@
 """Held-out win rates of NLHF checkpoints: ``python -m lm_runs.evaluate``.
 
-The paper's protocol (EGPO, Zhou, Fazel & Du, §5), with its reference code's defects removed.
+The paper's protocol (EGPO, Zhou, Fazel & Du, language-model evaluation), with its reference code's
+defects removed.
 
 Protocol
 --------

@@ -1,5 +1,5 @@
-"""The paper's reference table (SPEC §4), regenerated under conventions="reference" on the reference
-implementation's own games (float64 here, float32 there)."""
+"""The reference implementation's table of median final gaps (re-run on CPU), regenerated under
+conventions="reference" on the reference implementation's own games (float64 here, float32 there)."""
 
 import numpy as np
 import pytest

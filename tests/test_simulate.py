@@ -1,5 +1,5 @@
 """The batched simulator: its compiled steps against the closed forms and the torch losses, its
-determinism, conventions, convergence claims of SPEC §4, outputs and errors."""
+determinism, conventions, the paper's convergence claims, outputs and errors."""
 
 import numpy as np
 import pytest
@@ -220,7 +220,7 @@ def test_egpo_gap_falls_at_least_linearly():
 
 
 def test_paper_preset_egpo_converges_and_nash_md_pg_does_not():
-    """SPEC §4, exact tabular β = 0.01: EGPO reaches 1e-6 in 10/10 runs within 5k steps; Nash-MD-PG stays above 1e-2."""
+    """The paper's exact tabular β = 0.01 setting: EGPO reaches 1e-6 in 10/10 runs within 5k steps; Nash-MD-PG stays above 1e-2."""
     res = get_preset("exact-tabular-beta0.01").run(["egpo", "nash_md_pg"], progress=False)
     assert res.duality_gap["egpo"].shape == (10, 5001)
     assert np.all(np.min(res.duality_gap["egpo"], axis=1) < 1e-6)
@@ -240,7 +240,7 @@ def test_reference_conventions_change_only_what_they_document(games):
 
 def test_reference_sampled_nash_md_stalls():
     """The reference implementation's mixture normalized over runs stalls sampled Nash-MD at a gap
-    ≈ 0.2; correctly normalized it reaches ≈ 2e-3 (SPEC §3, full 100k-step preset)."""
+    ≈ 0.2; correctly normalized it reaches ≈ 2e-3 (the reference implementation re-run, full 100k-step preset)."""
     preset = get_preset("sampled-tabular-beta0.01")
     kw = dict(progress=False, record_every=1000)
     correct = preset.run(["nash_md"], **kw).duality_gap["nash_md"][:, -1]
