@@ -1,6 +1,6 @@
 """Equilibria of the preference game: the regularized equilibrium π*_β and a Nash equilibrium (β = 0).
 
-Regularized (β > 0, SPEC §1): π*_β is the unique fixed point
+Regularized (β > 0): π*_β is the unique fixed point
 
     π = softmax(θ_ref + Pπ/β),   i.e. in centered logits θ:   F(θ) = center(θ − θ_ref − P softmax(θ)/β) = 0.
 
@@ -24,8 +24,8 @@ import numpy as np
 from scipy.optimize import linprog
 from scipy.special import softmax
 
-from .games import validate_preference_matrix
 from .metrics import duality_gap
+from .validation import check_beta, check_count, check_logits, check_positive, validate_preference_matrix
 
 __all__ = [
     "RegularizedEquilibrium",
@@ -42,7 +42,8 @@ class RegularizedEquilibrium:
     Attributes:
         logits: (runs, N) centered logits θ* of π*_β.
         policy: (runs, N) π*_β = softmax θ*.
-        gap: (runs,) duality gap Gap_β(π*_β) (``metrics.duality_gap``), a certificate: ≥ 0, = 0 only at π*_β.
+        gap: (runs,) duality gap Gap_β(π*_β) (``metrics.duality_gap``), a certificate: ≥ 0, = 0 only at
+            π*_β, and gap/(2β) ≥ KL(π‖π*_β) for the returned π.
         residual: (runs,) ‖center(θ* − θ_ref − Pπ*_β/β)‖_∞.
         iterations: Newton iterations taken, summed over continuation stages (the maximum over runs
             in each stage).
@@ -68,6 +69,11 @@ class NashEquilibrium:
     exploitability: np.ndarray
 
 
+# Below this β the fixed point's logits (of size 1/β) exceed what damped Newton resolves in float64
+# (measured: random games with N ≤ 100 converge for β ≥ 1e-7; at β = 1e-8 the solve stalls).
+SMALLEST_REACHABLE_BETA = 1e-7
+
+
 def _center(x: np.ndarray) -> np.ndarray:
     return x - x.mean(axis=-1, keepdims=True)
 
@@ -76,14 +82,6 @@ def _residual(P: np.ndarray, theta: np.ndarray, ref: np.ndarray, beta: float) ->
     """F(θ) = center(θ − θ_ref − P softmax(θ)/β), batched."""
     pi = softmax(theta, axis=-1)
     return _center(theta - ref - np.einsum("rij,rj->ri", P, pi) / beta)
-
-
-def _check_beta(beta: float) -> float:
-    if isinstance(beta, bool) or not isinstance(beta, (int, float, np.integer, np.floating)):
-        raise ValueError(f"beta must be a positive number, got beta={beta!r}")
-    if not np.isfinite(beta) or beta <= 0:
-        raise ValueError(f"beta must be positive, got beta={beta}")
-    return float(beta)
 
 
 def _beta_schedule(beta: float, start: float = 0.1, ratio: float = 10.0) -> list[float]:
@@ -167,41 +165,46 @@ def regularized_equilibrium(
     or when the line search finds no decrease. For β < 0.1 the solve follows a continuation path
     β_0 = 0.1 > β_1 > … > β (ratio ≤ 10), each stage warm-started at the previous solution: from θ_ref
     directly, damped Newton needs hundreds of iterations once β ≲ 10⁻⁴ (softmax saturates), along the
-    path it needs a few dozen per decade. A run has converged if Gap_β(π) < ``tol``.
+    path it needs a few dozen per decade.
+
+    Certificate (in π, not only in the gap). For any π, Gap_β(π) ≥ J_β(π*_β, π) − J_β(π, π*_β)
+    = 2β KL(π‖π*_β), and Gap_β(π) = 2β KL(π‖BR_β(π)), so
+
+        KL(π‖π*_β) ≤ KL(π‖BR_β(π)) = Gap_β(π)/(2β)        and   ‖π − π*_β‖₁ ≤ √(2 KL(π‖π*_β)).
+
+    A run has converged when Gap_β(π)/(2β) < ``tol``: the tolerance bounds the distance to π*_β
+    whatever β (a fixed bound on the gap alone would allow KL(π‖π*_β) up to tol/(2β)).
 
     Args:
         P: (runs, N, N) or (N, N) preference matrices.
-        ref_logits: (runs, N) or (N,) logits of π_ref (a single (N,) is shared by all runs).
-        beta: regularization β > 0.
-        tol: required duality gap.
-        max_iter: maximum total number of Newton iterations (over all continuation stages).
+        ref_logits: (runs, N) or (N,) finite logits of π_ref (a single (N,) is shared by all runs).
+        beta: regularization β > 0 (finite). Below about 10⁻⁷ the fixed point is beyond float64
+            (BR_β's logits are of size 1/β); use ``nash_equilibrium`` for the β → 0 limit.
+        tol: required KL(π‖BR_β(π)) = Gap_β(π)/(2β), an upper bound on KL(π‖π*_β) (positive).
+        max_iter: maximum total number of Newton iterations over all continuation stages
+            (a positive integer).
 
     Returns a :class:`RegularizedEquilibrium` with (runs, ·) arrays ((N,)-shaped fields if both P and
-    ref_logits were unbatched). Raises RuntimeError naming the first run whose gap is ≥ ``tol``.
+    ref_logits were unbatched). Raises ValueError on invalid arguments (before solving) and
+    RuntimeError naming the first run whose certificate is ≥ ``tol`` and what to change.
     """
-    beta = _check_beta(beta)
+    beta = check_beta(beta)
+    tol = check_positive(tol, "tol")
+    max_iter = check_count(max_iter, "max_iter")
     P_in = validate_preference_matrix(P)
-    ref_in = np.asarray(ref_logits, dtype=np.float64)
-    single = P_in.ndim == 2 and ref_in.ndim == 1
     P3 = P_in[None] if P_in.ndim == 2 else P_in
     runs, n = P3.shape[0], P3.shape[-1]
+    ref_in = check_logits(ref_logits, "ref_logits", n)
+    single = P_in.ndim == 2 and ref_in.ndim == 1
     if ref_in.ndim == 1:
-        ref_in = np.broadcast_to(ref_in, (runs, ref_in.shape[0]))
-    if ref_in.ndim != 2 or ref_in.shape[-1] != n:
-        raise ValueError(
-            f"ref_logits has shape {np.shape(ref_logits)}, which does not match P with shape {np.shape(P)}"
-        )
-    if P_in.ndim == 2 and ref_in.shape[0] != 1:
-        P3 = np.broadcast_to(P3, (ref_in.shape[0], n, n))
+        ref_in = np.broadcast_to(ref_in, (runs, n))
+    if P_in.ndim == 2 and ref_in.ndim == 2:
         runs = ref_in.shape[0]
-    if ref_in.shape[0] != runs:
+        P3 = np.broadcast_to(P3, (runs, n, n))
+    if ref_in.shape != (runs, n):
         raise ValueError(
             f"ref_logits has shape {np.shape(ref_logits)}, which does not match P with shape {np.shape(P)}"
         )
-    if not np.all(np.isfinite(ref_in)):
-        raise ValueError("ref_logits must be finite")
-    if not (isinstance(tol, (int, float, np.floating)) and tol > 0):
-        raise ValueError(f"tol must be positive, got tol={tol!r}")
 
     ref = _center(np.array(ref_in, dtype=np.float64))
     theta = ref.copy()
@@ -213,12 +216,24 @@ def regularized_equilibrium(
     theta = _center(theta)
     residual = np.max(np.abs(_residual(P3, theta, ref, beta)), axis=-1)
     gap = duality_gap(P3, theta, ref, beta)
-    bad = np.flatnonzero(~(gap < tol))
+    kl_to_best_response = gap / (2.0 * beta)
+    bad = np.flatnonzero(~(kl_to_best_response < tol))
     if bad.size:
         r = int(bad[0])
+        if beta < SMALLEST_REACHABLE_BETA:
+            advice = (
+                f"beta={beta:g} is below the range float64 resolves (about beta ≥ {SMALLEST_REACHABLE_BETA:g}: "
+                "the best response's logits are of size 1/beta); use a larger beta, or nash_equilibrium(P) "
+                "for the beta → 0 limit"
+            )
+        elif iterations >= max_iter:
+            advice = f"raise max_iter (all {max_iter} iterations were used)"
+        else:
+            advice = f"the solver reached float64's rounding floor; use tol > {kl_to_best_response[r]:.1e}"
         raise RuntimeError(
-            f"regularized_equilibrium did not converge for run {r}: gap={gap[r]:.3e} ≥ tol={tol:g} "
-            f"(residual {residual[r]:.3e}, beta={beta:g}, {iterations} iterations)"
+            f"regularized_equilibrium did not converge for run {r}: KL(π‖BR_β(π)) = gap/(2β) = "
+            f"{kl_to_best_response[r]:.3e} ≥ tol={tol:g} (gap {gap[r]:.3e}, residual {residual[r]:.3e}, "
+            f"beta={beta:g}, {iterations} iterations): {advice}"
         )
     pi = softmax(theta, axis=-1)
     if single:

@@ -1,18 +1,25 @@
 """Metrics of a policy in the (KL-regularized) preference game.
 
 All functions are batched: ``P`` has shape (runs, N, N) (or (N, N)), policies are given by logits of
-shape (runs, N) (or (N,)). Logits are unnormalized log-probabilities; every metric first applies
-``log_softmax``. Notation follows SPEC §1:
+shape (runs, N) (or (N,); any leading axes that broadcast against P's). Logits are unnormalized
+log-probabilities; every metric first applies ``log_softmax``. Notation (Zhou, Fazel, Du, EGPO, 2025):
 
     J_β(π, π') = πᵀ P π' − β KL(π‖π_ref) + β KL(π'‖π_ref)
     BR_β(π)    = softmax(θ_ref + Pπ/β)                        (best response in the regularized game)
     Gap_β(π)   = max_π' J_β(π', π) − min_π' J_β(π, π') = 2 β KL(π ‖ BR_β(π))
+
+Every public function validates its inputs first (``egpo_core.validation``): P is a preference
+matrix, β > 0 and finite (β ≥ 0 for ``game_value``, whose β = 0 case is the original game), logits
+are finite with N entries on the last axis and batch shapes that broadcast against P's. An invalid
+input raises one ValueError naming it.
 """
 
 from __future__ import annotations
 
 import numpy as np
 from scipy.special import log_softmax
+
+from .validation import check_beta, check_logits, validate_preference_matrix
 
 __all__ = [
     "policy",
@@ -25,32 +32,73 @@ __all__ = [
 ]
 
 
+def _check_batch_shapes(named_shapes: dict[str, tuple[int, ...]]) -> None:
+    """The leading (batch) shapes of the arguments must broadcast together."""
+    try:
+        np.broadcast_shapes(*named_shapes.values())
+    except ValueError:
+        listed = ", ".join(f"{name} {shape}" for name, shape in named_shapes.items())
+        raise ValueError(f"the batch shapes do not broadcast: {listed}") from None
+
+
+def _game(P: np.ndarray, **logits: np.ndarray) -> tuple[np.ndarray, ...]:
+    """Validated (P, logits…): P a preference matrix, every logits array finite with N = P.shape[-1]
+    entries on its last axis, and batch shapes broadcasting with P's."""
+    P = validate_preference_matrix(P)
+    n = P.shape[-1]
+    arrays = {name: check_logits(value, name, n) for name, value in logits.items()}
+    _check_batch_shapes({"P": P.shape[:-2], **{name: a.shape[:-1] for name, a in arrays.items()}})
+    return (P, *arrays.values())
+
+
+def _policy(logits: np.ndarray) -> np.ndarray:
+    return np.exp(log_softmax(logits, axis=-1))
+
+
+def _kl(logits_p: np.ndarray, logits_q: np.ndarray) -> np.ndarray:
+    log_p = log_softmax(logits_p, axis=-1)
+    log_q = log_softmax(logits_q, axis=-1)
+    return np.sum(np.exp(log_p) * (log_p - log_q), axis=-1)
+
+
+def _best_response(P: np.ndarray, logits: np.ndarray, ref: np.ndarray, beta: float) -> np.ndarray:
+    return ref + np.einsum("...ij,...j->...i", P, _policy(logits)) / beta
+
+
+def _game_value(P, logits_1, logits_2, ref, beta):
+    win = np.einsum("...i,...ij,...j->...", _policy(logits_1), P, _policy(logits_2))
+    return win - beta * _kl(logits_1, ref) + beta * _kl(logits_2, ref)
+
+
 def policy(logits: np.ndarray) -> np.ndarray:
-    """π = softmax(θ) along the last axis."""
-    return np.exp(log_softmax(np.asarray(logits, dtype=np.float64), axis=-1))
+    """π = softmax(θ) along the last axis (θ finite)."""
+    return _policy(check_logits(logits, "logits"))
 
 
 def kl_divergence(logits_p: np.ndarray, logits_q: np.ndarray) -> np.ndarray:
     """KL(p‖q) = Σ_y p(y) [log p(y) − log q(y)], p = softmax(logits_p), q = softmax(logits_q)."""
-    log_p = log_softmax(np.asarray(logits_p, dtype=np.float64), axis=-1)
-    log_q = log_softmax(np.asarray(logits_q, dtype=np.float64), axis=-1)
-    return np.sum(np.exp(log_p) * (log_p - log_q), axis=-1)
+    p = check_logits(logits_p, "logits_p")
+    q = check_logits(logits_q, "logits_q", p.shape[-1])
+    _check_batch_shapes({"logits_p": p.shape[:-1], "logits_q": q.shape[:-1]})
+    return _kl(p, q)
 
 
 def game_value(
     P: np.ndarray, logits_1: np.ndarray, logits_2: np.ndarray, ref_logits: np.ndarray, beta: float
 ) -> np.ndarray:
-    """J_β(π₁, π₂) = π₁ᵀ P π₂ − β KL(π₁‖π_ref) + β KL(π₂‖π_ref): the payoff of π₁ against π₂."""
-    pi_1, pi_2 = policy(logits_1), policy(logits_2)
-    win = np.einsum("...i,...ij,...j->...", pi_1, P, pi_2)
-    return win - beta * kl_divergence(logits_1, ref_logits) + beta * kl_divergence(logits_2, ref_logits)
+    """J_β(π₁, π₂) = π₁ᵀ P π₂ − β KL(π₁‖π_ref) + β KL(π₂‖π_ref): the payoff of π₁ against π₂ (β ≥ 0)."""
+    P, logits_1, logits_2, ref = _game(P, logits_1=logits_1, logits_2=logits_2, ref_logits=ref_logits)
+    beta = check_beta(beta, allow_zero=True)
+    return _game_value(P, logits_1, logits_2, ref, beta)
 
 
 def best_response_logits(
     P: np.ndarray, logits: np.ndarray, ref_logits: np.ndarray, beta: float
 ) -> np.ndarray:
     """Logits of BR_β(π) = argmax_π' J_β(π', π): θ_ref + Pπ/β."""
-    return np.asarray(ref_logits, dtype=np.float64) + np.einsum("...ij,...j->...i", P, policy(logits)) / beta
+    P, logits, ref = _game(P, logits=logits, ref_logits=ref_logits)
+    beta = check_beta(beta)
+    return _best_response(P, logits, ref, beta)
 
 
 def duality_gap(P: np.ndarray, logits: np.ndarray, ref_logits: np.ndarray, beta: float) -> np.ndarray:
@@ -61,22 +109,25 @@ def duality_gap(P: np.ndarray, logits: np.ndarray, ref_logits: np.ndarray, beta:
     The KL form (using πᵀPπ = ½) avoids the cancellation of the first form; it is ≥ 0 and zero
     only at the regularized equilibrium π*_β.
     """
-    return 2.0 * beta * kl_divergence(logits, best_response_logits(P, logits, ref_logits, beta))
+    P, logits, ref = _game(P, logits=logits, ref_logits=ref_logits)
+    beta = check_beta(beta)
+    return 2.0 * beta * _kl(logits, _best_response(P, logits, ref, beta))
 
 
 def duality_gap_brute_force(
     P: np.ndarray, logits: np.ndarray, ref_logits: np.ndarray, beta: float
 ) -> np.ndarray:
     """Gap_β(π) = max_π' J_β(π', π) − min_π' J_β(π, π'), each optimum taken from its first-order
-    condition (θ_ref + Pπ/β and θ_ref − Pᵀπ/β) and evaluated with :func:`game_value`.
+    condition (θ_ref + Pπ/β and θ_ref − Pᵀπ/β) and evaluated with :func:`game_value`'s J_β.
 
     Independent of the constant-sum identity used by :func:`duality_gap`; tests compare the two.
     """
-    pi = policy(logits)
-    attacker = best_response_logits(P, logits, ref_logits, beta)
+    P, logits, ref = _game(P, logits=logits, ref_logits=ref_logits)
+    beta = check_beta(beta)
+    attacker = _best_response(P, logits, ref, beta)
     # min over π' of J_β(π, π') = πᵀPπ' + β KL(π'‖π_ref) + const: logits θ_ref − Pᵀπ/β.
-    defender = np.asarray(ref_logits, dtype=np.float64) - np.einsum("...ji,...j->...i", P, pi) / beta
-    return game_value(P, attacker, logits, ref_logits, beta) - game_value(P, logits, defender, ref_logits, beta)
+    defender = ref - np.einsum("...ji,...j->...i", P, _policy(logits)) / beta
+    return _game_value(P, attacker, logits, ref, beta) - _game_value(P, logits, defender, ref, beta)
 
 
 def exploitability(P: np.ndarray, logits: np.ndarray) -> np.ndarray:
@@ -84,5 +135,5 @@ def exploitability(P: np.ndarray, logits: np.ndarray) -> np.ndarray:
 
     Zero exactly at a Nash equilibrium of P; the symmetric duality gap of the original game is twice it.
     """
-    return np.max(np.einsum("...ij,...j->...i", P, policy(logits)), axis=-1) - 0.5
-
+    P, logits = _game(P, logits=logits)
+    return np.max(np.einsum("...ij,...j->...i", P, _policy(logits)), axis=-1) - 0.5

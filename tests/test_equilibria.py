@@ -65,7 +65,7 @@ def test_gap_formula_matches_brute_force_at_random_policies(instance, beta):
     np.testing.assert_allclose(gap, brute, rtol=0, atol=1e-12)
     assert np.all(gap >= 0.0)
     assert np.all(gap > 1e-6)  # a random policy is not the equilibrium
-    # and the closed form of SPEC §1: 2[β log Σ π_ref e^{(Pπ)/β} + β KL(π‖π_ref)] − 1
+    # and the closed form of the regularized game: 2[β log Σ π_ref e^{(Pπ)/β} + β KL(π‖π_ref)] − 1
     payoff = np.einsum("rij,rj->ri", P, softmax(logits, axis=-1))
     lse = logsumexp(payoff / beta, b=softmax(ref, axis=-1), axis=-1)
     formula = 2.0 * (beta * lse + beta * metrics.kl_divergence(logits, ref)) - 1.0
@@ -154,24 +154,76 @@ def test_single_game_and_broadcasting():
     np.testing.assert_allclose(shared_P.policy[1], batch.policy[1], rtol=0, atol=1e-14)
 
 
-def test_errors():
-    P = random_games(2, 4, 0)
-    ref = np.zeros((2, 4))
-    with pytest.raises(ValueError, match=re.escape("beta must be positive, got beta=0")):
-        regularized_equilibrium(P, ref, 0)
-    with pytest.raises(ValueError, match=re.escape("beta must be positive, got beta=-0.1")):
-        regularized_equilibrium(P, ref, -0.1)
-    mismatch = "ref_logits has shape {}, which does not match P with shape (2, 4, 4)"
-    with pytest.raises(ValueError, match=re.escape(mismatch.format((2, 5)))):
-        regularized_equilibrium(P, np.zeros((2, 5)), 0.1)
-    with pytest.raises(ValueError, match=re.escape(mismatch.format((3, 4)))):
-        regularized_equilibrium(P, np.zeros((3, 4)), 0.1)
-    bad = P.copy()
-    bad[1, 0, 2] = 1.5
-    with pytest.raises(ValueError, match=re.escape("P[run 1, 0, 2] = 1.5 is outside [0, 1]")):
-        regularized_equilibrium(bad, ref, 0.1)
-    with pytest.raises(RuntimeError, match=r"did not converge for run \d+: gap=\S+ ≥ tol=1e-12"):
-        regularized_equilibrium(random_games(3, 10, 1), np.zeros(10), 0.001, max_iter=2)
+P_ERR = random_games(2, 4, 0)
+REF_ERR = np.zeros((2, 4))
+MISMATCH = "ref_logits has shape {}, which does not match P with shape (2, 4, 4)"
+BAD_P = P_ERR.copy()
+BAD_P[1, 0, 2] = 1.5
+
+
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        (dict(beta=0), "beta must be positive and finite, got beta=0"),
+        (dict(beta=-0.1), "beta must be positive and finite, got beta=-0.1"),
+        (dict(beta=np.inf), "beta must be positive and finite, got beta=inf"),
+        (dict(beta="0.1"), "beta must be a positive finite number, got beta='0.1'"),
+        (dict(beta=None), "beta must be a positive finite number, got beta=None"),
+        (dict(ref_logits=np.zeros((2, 5))), "ref_logits has 5 entries on its last axis (shape (2, 5)), but the game has N = 4"),
+        (dict(ref_logits=np.zeros((3, 4))), MISMATCH.format((3, 4))),
+        (dict(ref_logits=np.zeros((1, 2, 4))), MISMATCH.format((1, 2, 4))),
+        (dict(ref_logits=np.array([[0, 0, np.nan, 0], [0, 0, 0, 0]])), "ref_logits[0, 2] = nan is not finite"),
+        (dict(P=BAD_P), "P[run 1, 0, 2] = 1.5 is outside [0, 1]"),
+        (dict(max_iter=0), "max_iter must be at least 1, got max_iter=0"),
+        (dict(max_iter=10.5), "max_iter must be an integer, got max_iter=10.5"),
+        (dict(max_iter=True), "max_iter must be an integer, got max_iter=True"),
+        (dict(tol=0.0), "tol must be positive and finite, got tol=0"),
+        (dict(tol=-1e-9), "tol must be positive and finite, got tol=-1e-9"),
+    ],
+)
+def test_bad_arguments_are_refused_before_solving(kwargs, message):
+    arguments = dict(P=P_ERR, ref_logits=REF_ERR, beta=0.1) | kwargs
+    with pytest.raises(ValueError, match=re.escape(message)):
+        regularized_equilibrium(**arguments)
+
+
+def test_failure_messages_say_what_to_do():
+    P = random_games(10, 10, 0)
+    ref = np.random.default_rng(0).standard_normal((10, 10))
+    with pytest.raises(RuntimeError, match=r"did not converge for run \d+: KL\(π‖BR_β\(π\)\) = gap/\(2β\) = \S+ "
+                       r"≥ tol=1e-12 .*raise max_iter \(all 2 iterations were used\)"):
+        regularized_equilibrium(P, ref, 0.001, max_iter=2)
+    # β = 1e-8: the logits of BR_β are of size 1e8, beyond float64's resolution for this solver
+    with pytest.raises(RuntimeError, match=r"beta=1e-08 is below the range float64 resolves.*nash_equilibrium\(P\)"):
+        regularized_equilibrium(P, ref, 1e-8)
+    # β = 1e-7 reaches KL ≈ 1e-9 only: the message names a tolerance that is reachable, and it is
+    with pytest.raises(RuntimeError, match=r"rounding floor; use tol > (\S+)") as info:
+        regularized_equilibrium(P, ref, 1e-7)
+    reachable = 10 * float(re.search(r"use tol > (\S+)", str(info.value)).group(1))
+    eq = regularized_equilibrium(P, ref, 1e-7, tol=reachable)
+    assert np.all(eq.gap / 2e-7 < reachable)
+
+
+def test_certificate_is_in_pi_for_small_beta():
+    """tol bounds KL(π‖BR_β(π)) = Gap_β(π)/(2β) ≥ KL(π‖π*_β), not the gap: stopped after k iterations,
+    the solver either raises or returns a π with KL(π‖π*_β) < tol. With tol = 1e-8 and β = 1e-3 a
+    gap-only rule would accept iterates whose gap is below tol although KL(π‖BR_β(π)) is ~100× larger."""
+    beta, tol = 1e-3, 1e-8
+    P = random_games(1, 50, 0)
+    ref = np.random.default_rng(0).standard_normal((1, 50))
+    star = regularized_equilibrium(P, ref, beta)
+    refused_with_small_gap = 0
+    for max_iter in range(1, 30):
+        try:
+            eq = regularized_equilibrium(P, ref, beta, tol=tol, max_iter=max_iter)
+        except RuntimeError:
+            early = regularized_equilibrium(P, ref, beta, tol=1e3, max_iter=max_iter)  # the same iterate
+            refused_with_small_gap += int(np.all(early.gap < tol))
+            continue
+        assert np.all(eq.gap / (2 * beta) < tol)
+        assert np.all(metrics.kl_divergence(eq.logits, star.logits) < tol)
+        assert np.all(np.abs(eq.policy - star.policy).sum(axis=-1) <= np.sqrt(2 * tol))  # Pinsker
+    assert refused_with_small_gap >= 1
 
 
 # ----------------------------------------------------------------------------------------------------

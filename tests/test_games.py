@@ -1,4 +1,4 @@
-"""Tests of egpo_core.games: validation, generators, the reference draws and the file format."""
+"""Tests of egpo_core.games (validation, generators), egpo_core.reference_draws and egpo_core.game_io."""
 
 from __future__ import annotations
 
@@ -13,23 +13,21 @@ import torch
 from scipy import stats
 from scipy.special import expit
 
-from egpo_core import games
+from egpo_core.game_io import load_games, save_games
 from egpo_core.games import (
     GAME_KINDS,
     bradley_terry_games,
     cyclic_games,
-    load_games,
     lower_win_games,
     make_games,
     mix_games,
-    network_logits,
     random_games,
-    reference_instances,
     rock_paper_scissors,
-    save_games,
     tie_games,
     validate_preference_matrix,
 )
+from egpo_core.network import network_logits
+from egpo_core.reference_draws import reference_instances
 
 
 def assert_constant_sum(P: np.ndarray, atol: float = 0.0) -> None:
@@ -216,7 +214,7 @@ class TestGenerators:
             mix_games([A, B], [1.5, -0.5])
         with pytest.raises(ValueError, match="weights must sum to 1"):
             mix_games([A, B], [0.5, 0.6])
-        with pytest.raises(ValueError, match="one per game"):
+        with pytest.raises(ValueError, match=re.escape("weights must be a list of 2 numbers, got shape (1,)")):
             mix_games([A, B], [1.0])
         message = "games[1] has shape (2, 4, 4), but games[0] has shape (3, 4, 4)"
         with pytest.raises(ValueError, match=re.escape(message)):
@@ -394,7 +392,7 @@ class TestFiles:
 
     def test_save_rejects_bad_arguments(self, tmp_path):
         P = random_games(2, 3, 0)
-        with pytest.raises(ValueError, match=re.escape("ref_logits has shape (2, 4), but P has shape (2, 3, 3)")):
+        with pytest.raises(ValueError, match=re.escape("ref_logits has 4 entries on its last axis (shape (2, 4)), but the game has N = 3")):
             save_games(tmp_path / "g.txt", P, np.zeros((2, 4)))
         with pytest.raises(ValueError, match="names must have one entry per run"):
             save_games(tmp_path / "g.txt", P, names=["a"])
@@ -406,10 +404,11 @@ class TestFiles:
         "content, message",
         [
             ("", "empty file"),
-            ("2\n", "line 1: expected a header"),
+            ("2\n", "(a plain 1 × 1 matrix): P[0, 0] = 2 is outside [0, 1]"),
+            ("0 5\n", "line 1: expected a header '<runs> <N>' of positive integers"),
             ("1 2\nrun a\n0.5 0.5\n", "line 4: unexpected end of file, expected row 1 of run 0"),
             ("1 2\nrunner a\n0.5 0.5\n0.5 0.5\n", "line 2: expected 'run <name>' for run 0"),
-            ("1 2\nrun a\n0.5 0.5 0.5\n0.5 0.5\n", "line 3: expected 2 numbers, got 3"),
+            ("1 2\nrun a\n0.5 0.5 0.5\n0.5 0.5\n", "line 3: expected 2 numbers (row 0 of run 0), got 3"),
             ("1 2\nrun a\n0.5 x\n0.5 0.5\n", "line 3: not a row of numbers"),
             ("1 2\nrun a\n0.5 0.9\n0.5 0.5\n", "lines 3-4 (run 0): P[0, 1] + P[1, 0] = 1.4, must be 1"),
             ("1 2\nrun a\n0.5 0.5\n0.5 0.5\nextra\n", "line 5: expected 'ref_logits' or end of file"),
@@ -432,7 +431,7 @@ class TestFiles:
         P = random_games(1, 3, 0)
         P[0, 0, 1] = 0.9
         np.savez(path, P=P)
-        with pytest.raises(ValueError, match=re.escape(f"{path}: P[run 0, 0, 1] + P[run 0, 1, 0]")):
+        with pytest.raises(ValueError, match=re.escape(f"{path} (.npz): P[run 0, 0, 1] + P[run 0, 1, 0]")):
             load_games(path)
         path.write_bytes(b"not a zip")
         with pytest.raises(ValueError, match="bad.npz"):
@@ -440,17 +439,15 @@ class TestFiles:
 
 
 def test_import_stays_light():
-    """games.py imports torch lazily (inside reference_instances only): with torch made unimportable,
-    the module still loads and its numpy generators work."""
+    """The game modules import torch lazily (inside reference_instances only): with torch made
+    unimportable, they still load and the numpy generators and file I/O work."""
     code = (
-        "import sys, importlib.util\n"
+        "import sys\n"
         "sys.modules['torch'] = None\n"
-        f"spec = importlib.util.spec_from_file_location('games_alone', {games.__file__!r})\n"
-        "mod = importlib.util.module_from_spec(spec); sys.modules[spec.name] = mod\n"
-        "spec.loader.exec_module(mod)\n"
-        "assert mod.random_games(2, 3, 0).shape == (2, 3, 3)\n"
+        "from egpo_core import games, game_io, reference_draws\n"
+        "assert games.random_games(2, 3, 0).shape == (2, 3, 3)\n"
         "try:\n"
-        "    mod.reference_instances(0)\n"
+        "    reference_draws.reference_instances(0)\n"
         "except ImportError:\n"
         "    print('lazy')\n"
     )
