@@ -1,19 +1,16 @@
-"""Tests of egpo_core.games (validation, generators), egpo_core.reference_draws and egpo_core.game_io."""
+"""Tests of egpo_core.games: validation of preference matrices and the generators."""
 
 from __future__ import annotations
 
-import os
 import re
 import subprocess
 import sys
 
 import numpy as np
 import pytest
-import torch
 from scipy import stats
 from scipy.special import expit
 
-from egpo_core.game_io import load_games, save_games
 from egpo_core.games import (
     GAME_KINDS,
     bradley_terry_games,
@@ -26,8 +23,6 @@ from egpo_core.games import (
     tie_games,
     validate_preference_matrix,
 )
-from egpo_core.network import network_logits
-from egpo_core.reference_draws import reference_instances
 
 
 def assert_constant_sum(P: np.ndarray, atol: float = 0.0) -> None:
@@ -233,209 +228,6 @@ class TestGenerators:
             make_games("rps", 2, 5, 0)
         with pytest.raises(ValueError, match="needs a seed"):
             make_games("random", 2, 5)
-
-
-# ----------------------------------------------------------------------------------------------------
-# the reference implementation's draws
-
-class TestReferenceInstances:
-    def test_tabular_draw_order(self):
-        seed, runs, n = 2018011309, 10, 10
-        inst = reference_instances(seed, runs=runs, num_actions=n)
-        assert inst.network is None
-        assert inst.P.shape == (runs, n, n) and inst.ref_logits.shape == (runs, n)
-        assert inst.P.dtype == np.float64 and inst.ref_logits.dtype == np.float64
-        # re-derive with the global RNG, as the reference does
-        state = torch.get_rng_state()
-        try:
-            torch.manual_seed(seed)
-            logits = torch.zeros(runs, n, 1).normal_(0, 1)
-            lower = torch.rand((runs, n, n))
-        finally:
-            torch.set_rng_state(state)
-        np.testing.assert_array_equal(inst.ref_logits, logits[..., 0].numpy().astype(np.float64))
-        rows, cols = np.tril_indices(n, k=-1)
-        low = lower.numpy().astype(np.float64)
-        np.testing.assert_array_equal(inst.P[:, rows, cols], low[:, rows, cols])
-        np.testing.assert_array_equal(inst.P[:, cols, rows], 1.0 - low[:, rows, cols])
-        assert_constant_sum(inst.P)
-
-    def test_pinned_values_of_the_paper_seed(self):
-        # regression guard on the draw order (torch's CPU Mersenne Twister stream is stable)
-        inst = reference_instances(2018011309)
-        assert inst.ref_logits[0, :3] == pytest.approx([-1.04087865, 1.27532756, 1.84473431], abs=1e-7)
-        assert inst.P[0, 1, 0] == pytest.approx(0.74345791, abs=1e-7)
-        assert inst.P[0, 2, 0] == pytest.approx(0.08542973, abs=1e-7)
-
-    @pytest.mark.parametrize("policy", ["tabular", "neural"])
-    def test_caller_rng_untouched_and_deterministic(self, policy):
-        torch.manual_seed(99)
-        expected = torch.rand(3)
-        torch.manual_seed(99)
-        a = reference_instances(5, runs=3, num_actions=6, policy=policy)
-        np.testing.assert_array_equal(torch.rand(3).numpy(), expected.numpy())
-        b = reference_instances(5, runs=3, num_actions=6, policy=policy)
-        c = reference_instances(6, runs=3, num_actions=6, policy=policy)
-        np.testing.assert_array_equal(a.P, b.P)
-        np.testing.assert_array_equal(a.ref_logits, b.ref_logits)
-        assert not np.array_equal(a.P, c.P)
-
-    def test_neural_draw_order_and_forward_pass(self):
-        seed, runs, n, hidden = 2018011309, 10, 100, 10
-        inst = reference_instances(seed, runs=runs, num_actions=n, policy="neural", hidden_dim=hidden, depth=3)
-        net = inst.network
-        assert net["input"].shape == (runs, hidden)
-        assert [w.shape for w in net["weights"]] == [(hidden, hidden), (hidden, hidden), (n, hidden)]
-        assert [b.shape for b in net["biases"]] == [(hidden,), (hidden,), (n,)]
-        assert all(np.all(b == 0.0) for b in net["biases"])
-        assert all(a.dtype == np.float64 for a in [net["input"], *net["weights"], *net["biases"]])
-        # ref_logits are a forward pass of the returned network (computed independently here)
-        h = np.maximum(net["input"] @ net["weights"][0].T, 0.0)
-        h = np.maximum(h @ net["weights"][1].T, 0.0)
-        np.testing.assert_allclose(inst.ref_logits, h @ net["weights"][2].T, rtol=0, atol=1e-13)
-        np.testing.assert_array_equal(inst.ref_logits, network_logits(net))
-        # re-derive the reference's construction with the global RNG
-        state = torch.get_rng_state()
-        try:
-            torch.manual_seed(seed)
-            model = torch.nn.Sequential(
-                torch.nn.Linear(hidden, hidden), torch.nn.ReLU(),
-                torch.nn.Linear(hidden, hidden), torch.nn.ReLU(),
-                torch.nn.Linear(hidden, n),
-            )
-            v = torch.normal(0, 1, (runs, hidden))
-            linears = [m for m in model if isinstance(m, torch.nn.Linear)]
-            for layer in linears:
-                torch.nn.init.xavier_normal_(layer.weight)
-                torch.nn.init.zeros_(layer.bias)
-            lower = torch.rand((runs, n, n))
-            with torch.no_grad():
-                out32 = model(v).numpy()
-        finally:
-            torch.set_rng_state(state)
-        np.testing.assert_array_equal(net["input"], v.numpy().astype(np.float64))
-        for layer, w in zip(linears, net["weights"]):
-            np.testing.assert_array_equal(w, layer.weight.detach().numpy().astype(np.float64))
-        # the reference's float32 forward pass agrees with our float64 one to float32 rounding
-        np.testing.assert_allclose(inst.ref_logits, out32, rtol=0, atol=1e-5)
-        rows, cols = np.tril_indices(n, k=-1)
-        np.testing.assert_array_equal(inst.P[:, rows, cols], lower.numpy()[:, rows, cols].astype(np.float64))
-        assert_constant_sum(inst.P)
-
-    def test_shared_weights_xavier_scale(self):
-        inst = reference_instances(1, runs=4, num_actions=100, policy="neural", hidden_dim=10)
-        w = inst.network["weights"][2]
-        # xavier normal: std = sqrt(2 / (fan_in + fan_out)) = sqrt(2/110) ≈ 0.135
-        assert abs(w.std() - np.sqrt(2 / 110)) < 0.015
-        assert len({r.tobytes() for r in inst.ref_logits}) == 4  # runs differ through the input only
-
-    def test_bad_arguments(self):
-        with pytest.raises(ValueError, match="policy must be 'tabular' or 'neural', got policy='cnn'"):
-            reference_instances(0, policy="cnn")
-        with pytest.raises(ValueError, match="runs must be at least 1"):
-            reference_instances(0, runs=0)
-        with pytest.raises(ValueError, match="seed must be an integer"):
-            reference_instances(1.5)
-
-
-# ----------------------------------------------------------------------------------------------------
-# files
-
-
-class TestFiles:
-    def test_text_round_trip_exact(self, tmp_path):
-        P = random_games(3, 5, 1)
-        ref = np.random.default_rng(0).standard_normal((3, 5)) * 1e-3
-        names = ["a", "seed 2 run 1", "c"]
-        path = tmp_path / "games.txt"
-        save_games(path, P, ref, names)
-        P2, ref2, names2 = load_games(path)
-        np.testing.assert_array_equal(P2, P)
-        np.testing.assert_array_equal(ref2, ref)
-        assert names2 == names
-        lines = path.read_text().splitlines()
-        assert lines[0] == "3 5" and lines[1] == "run a" and lines[7] == "run seed 2 run 1"
-        assert lines[-4] == "ref_logits" and len(lines) == 1 + 3 * 6 + 1 + 3
-        assert os.listdir(tmp_path) == ["games.txt"]  # no temporary file left behind
-
-    def test_text_without_ref_and_default_names(self, tmp_path):
-        P = rock_paper_scissors()[0]  # a single (N, N) matrix is one run
-        save_games(tmp_path / "g.txt", P)
-        P2, ref2, names2 = load_games(str(tmp_path / "g.txt"))
-        np.testing.assert_array_equal(P2, P[None])
-        assert ref2 is None and names2 == ["0"]
-
-    def test_overwrite_is_atomic_replacement(self, tmp_path):
-        path = tmp_path / "g.txt"
-        save_games(path, random_games(2, 3, 0))
-        save_games(path, random_games(1, 4, 1))
-        assert load_games(path)[0].shape == (1, 4, 4)
-        with pytest.raises(ValueError):
-            save_games(path, np.full((2, 3), 0.5))  # invalid: nothing written
-        assert load_games(path)[0].shape == (1, 4, 4)
-        assert os.listdir(tmp_path) == ["g.txt"]
-
-    def test_npz_round_trip_exact(self, tmp_path):
-        P = random_games(4, 6, 2)
-        ref = np.random.default_rng(1).standard_normal((4, 6))
-        path = tmp_path / "games.npz"
-        save_games(path, P, ref, ["w", "x", "y", "z"])
-        P2, ref2, names2 = load_games(path)
-        np.testing.assert_array_equal(P2, P)
-        np.testing.assert_array_equal(ref2, ref)
-        assert names2 == ["w", "x", "y", "z"]
-        with np.load(path) as data:
-            assert set(data.files) == {"P", "ref_logits", "names"}
-        save_games(path, P)
-        assert load_games(path)[1] is None
-        assert os.listdir(tmp_path) == ["games.npz"]
-
-    def test_save_rejects_bad_arguments(self, tmp_path):
-        P = random_games(2, 3, 0)
-        with pytest.raises(ValueError, match=re.escape("ref_logits has 4 entries on its last axis (shape (2, 4)), but the game has N = 3")):
-            save_games(tmp_path / "g.txt", P, np.zeros((2, 4)))
-        with pytest.raises(ValueError, match="names must have one entry per run"):
-            save_games(tmp_path / "g.txt", P, names=["a"])
-        with pytest.raises(ValueError, match=re.escape("names[1] = 'b\\nc'")):
-            save_games(tmp_path / "g.txt", P, names=["a", "b\nc"])
-        assert os.listdir(tmp_path) == []
-
-    @pytest.mark.parametrize(
-        "content, message",
-        [
-            ("", "empty file"),
-            ("2\n", "(a plain 1 × 1 matrix): P[0, 0] = 2 is outside [0, 1]"),
-            ("0 5\n", "line 1: expected a header '<runs> <N>' of positive integers"),
-            ("1 2\nrun a\n0.5 0.5\n", "line 4: unexpected end of file, expected row 1 of run 0"),
-            ("1 2\nrunner a\n0.5 0.5\n0.5 0.5\n", "line 2: expected 'run <name>' for run 0"),
-            ("1 2\nrun a\n0.5 0.5 0.5\n0.5 0.5\n", "line 3: expected 2 numbers (row 0 of run 0), got 3"),
-            ("1 2\nrun a\n0.5 x\n0.5 0.5\n", "line 3: not a row of numbers"),
-            ("1 2\nrun a\n0.5 0.9\n0.5 0.5\n", "lines 3-4 (run 0): P[0, 1] + P[1, 0] = 1.4, must be 1"),
-            ("1 2\nrun a\n0.5 0.5\n0.5 0.5\nextra\n", "line 5: expected 'ref_logits' or end of file"),
-            ("1 2\nrun a\n0.5 0.5\n0.5 0.5\nref_logits\n1 nan\n", "line 6: ref_logits must be finite"),
-            ("1 2\nrun a\n0.5 0.5\n0.5 0.5\nref_logits\n1 2\n3 4\n", "line 7: unexpected content"),
-        ],
-    )
-    def test_malformed_text_raises(self, tmp_path, content, message):
-        path = tmp_path / "bad.txt"
-        path.write_text(content)
-        with pytest.raises(ValueError, match=re.escape(message)) as info:
-            load_games(path)
-        assert str(path) in str(info.value)
-
-    def test_malformed_npz_raises(self, tmp_path):
-        path = tmp_path / "bad.npz"
-        np.savez(path, Q=np.zeros(3))
-        with pytest.raises(ValueError, match="missing array 'P'"):
-            load_games(path)
-        P = random_games(1, 3, 0)
-        P[0, 0, 1] = 0.9
-        np.savez(path, P=P)
-        with pytest.raises(ValueError, match=re.escape(f"{path} (.npz): P[run 0, 0, 1] + P[run 0, 1, 0]")):
-            load_games(path)
-        path.write_bytes(b"not a zip")
-        with pytest.raises(ValueError, match="bad.npz"):
-            load_games(path)
 
 
 def test_import_stays_light():
