@@ -10,7 +10,7 @@ half step and the full step, each on its own batch), so the Trainer's ``global_s
 ``max_steps`` and "epoch k" of EGPO is after 2k passes over the prompts; the learning-rate schedule,
 warm-up included, counts updates for every algorithm.
 
-Sampling defaults follow the EGPO paper (§5): the pair y, y′ at temperature 2 with top-k 10 and the
+Sampling defaults follow the EGPO paper's language-model runs: the pair y, y′ at temperature 2 with top-k 10 and the
 opponent y″ at temperature 1 for Online IPO 1, EGPO and Nash-MD; y, y′ at temperature 1 for Online
 IPO 2 and y at temperature 1 for Nash-MD-PG (policy-gradient samples must be on-policy). Leave a
 ``pair_*`` field unset (None) for the algorithm's default.
@@ -176,6 +176,12 @@ class NLHFConfig(TrainingArguments):
         if self.steps_per_update > 1 and deepspeed is not None and deepspeed.is_zero3():
             # ZeRO-3 partitions the parameters themselves: the snapshot of θ_t would hold shards only
             raise ValueError(f"--alg {self.alg} (extragradient) supports DeepSpeed ZeRO stages 0-2, not stage 3 ({self.deepspeed})")
+        if deepspeed is not None and deepspeed.is_zero3() and self.use_cpu and self.world_size > 1:
+            # ZeRO-3 partitions each model while it loads (deepspeed.zero.Init), which needs DeepSpeed's
+            # process group; on GPUs accelerate creates it, on CPU only torch's gloo group exists yet.
+            import deepspeed as ds
+
+            ds.comm.init_distributed(dist_backend="gloo", verbose=False)
 
     @property
     def algorithm(self) -> Algorithm:

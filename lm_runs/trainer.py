@@ -141,7 +141,7 @@ class NLHFTrainer(Trainer):
             callbacks=callbacks,
         )
         if ref_model is not None:
-            ref_model.to(self.args.device)
+            ref_model = self._place_reference(ref_model)
         self.reference = ReferenceModel(model, frozen=ref_model)
         self.extragradient = (
             ExtragradientState(TrainerOptimizerStateIO(), offload=args.extragradient_offload)
@@ -151,6 +151,20 @@ class NLHFTrainer(Trainer):
         self.add_callback(_EpochModels(self))
         self._metrics: dict[str, list[float]] = defaultdict(list)
         self._last_log = (time.perf_counter(), 0)
+
+    def _place_reference(self, ref_model: torch.nn.Module) -> torch.nn.Module:
+        """π_ref on the training device; under ZeRO-3, where loading partitioned it like the policy, inside
+        an inference engine of its own (no optimizer) whose hooks gather each layer for its forward pass."""
+        if not (self.is_deepspeed_enabled and self.accelerator.state.deepspeed_plugin.zero_stage == 3):
+            return ref_model.to(self.args.device)
+        import deepspeed
+
+        ds_config = self.accelerator.state.deepspeed_plugin.deepspeed_config
+        inference = {key: ds_config[key] for key in ("zero_optimization", "bf16", "fp16") if key in ds_config}
+        inference["train_micro_batch_size_per_gpu"] = ds_config["train_micro_batch_size_per_gpu"]
+        engine, *_ = deepspeed.initialize(model=ref_model, config=inference)
+        engine.eval()
+        return engine.module
 
     # ------------------------------------------------------------------------------------------
     # counting

@@ -1,5 +1,6 @@
-"""Worker of the multi-process tests (run by torchrun): trains EGPO for a few updates with NLHFTrainer
-and saves, per rank, every rollout with the parameters it was generated at and the final parameters.
+"""Worker of the multi-process tests (run by torchrun): trains an algorithm (EGPO by default) for a few
+updates with NLHFTrainer and saves, per rank, every rollout with the parameters it was generated at and
+the final parameters (under ZeRO-3, whose parameters are partitioned, only the gathered final ones).
 
     torchrun --nproc_per_node=2 tests/distributed_nlhf.py MODEL PROMPTS OUT [--deepspeed CONFIG] [--judge SPEC]
 """
@@ -7,6 +8,7 @@ and saves, per rank, every rollout with the parameters it was generated at and t
 from __future__ import annotations
 
 import argparse
+import contextlib
 import sys
 from pathlib import Path
 
@@ -66,7 +68,15 @@ def main() -> None:
         model=model, args=config, judge=judge, train_dataset=load_prompts(args.prompts), processing_class=tokenizer, ref_model=ref
     )
     trainer.train()
-    final = {n: p.detach().clone() for n, p in trainer.model.named_parameters() if p.requires_grad}
+    trained = [p for p in trainer.model.parameters() if p.requires_grad]
+    if trainer.is_deepspeed_enabled and trainer.accelerator.deepspeed_plugin.zero_stage == 3:
+        import deepspeed
+
+        gathered = deepspeed.zero.GatheredParameters(trained)  # the full tensors, on every rank
+    else:
+        gathered = contextlib.nullcontext()
+    with gathered:
+        final = {n: p.detach().clone() for n, p in trainer.model.named_parameters() if p.requires_grad}
     rank = trainer.args.process_index
     torch.save(
         {"records": trainer.records, "calls": calls, "final": final, "world": trainer.args.world_size},

@@ -21,8 +21,14 @@ from pathlib import Path
 import pytest
 import torch
 import toy_judges
-from test_nlhf_trainer import WORDS, check_extragradient_by_hand, replay_extragradient
-from transformers import AutoTokenizer
+from test_nlhf_trainer import (
+    WORDS,
+    check_extragradient_by_hand,
+    largest_difference,
+    manual_ipo_loss,
+    replay_extragradient,
+)
+from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from lm_runs.judge_server import create_app, serve_in_thread
 from lm_runs.tiny import build_tiny_lm
@@ -52,11 +58,12 @@ def free_port() -> int:
         return probe.getsockname()[1]
 
 
-def launch(tiny, out: Path, judge: str, deepspeed: str | None, bf16: bool = False, gather: bool = False) -> list[dict]:
+def launch(tiny, out: Path, judge: str, deepspeed: str | None, bf16: bool = False, gather: bool = False,
+           alg: str = "egpo") -> list[dict]:
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": f"{ROOT / 'tests'}{os.pathsep}{ROOT}"}
     command = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--master_addr=127.0.0.1",
                f"--master_port={free_port()}",
-               str(ROOT / "tests" / "distributed_nlhf.py"), tiny["model"], tiny["prompts"], str(out), "--judge", judge]
+               str(ROOT / "tests" / "distributed_nlhf.py"), tiny["model"], tiny["prompts"], str(out), "--judge", judge, "--alg", alg]
     if deepspeed:
         command += ["--deepspeed", str(ROOT / "lm_runs" / "configs" / deepspeed)]
     if bf16:
@@ -100,6 +107,34 @@ def test_two_ranks_egpo(tiny, tmp_path, judge_url, deepspeed, gather):
     theta = ranks[0]["records"][0]["params"]
     by_step = [[(r["records"][s]["params"], r["records"][s]["rollout"]) for r in ranks] for s in range(steps)]
     check_extragradient_by_hand(tiny["model"], theta, by_step, [r["final"] for r in ranks], LR, [LR, LR / 2])
+
+
+@pytest.mark.parametrize("alg", ["oipo1", "nashmd"])
+def test_two_ranks_under_zero3(tiny, tmp_path, judge_url, alg):
+    """Online IPO 1 and Nash-MD under ZeRO-3 (policy and π_ref partitioned over the ranks, generation
+    with synced forward passes; Nash-MD's mixture runs both): the ranks see different prompts, and the
+    gathered final parameters are two AdamW steps from θ_0 on the mean over ranks of the hand-written
+    loss (the same for both: y″ from the policy or the mixture), at the linear schedule's rates lr₀ and
+    lr₀/2."""
+    ranks = launch(tiny, tmp_path, judge_url, "zero3.json", alg=alg)
+    assert all(len(r["records"]) == 2 for r in ranks)
+    for step in range(2):
+        seen = [set(r["records"][step]["prompts"]) for r in ranks]
+        assert not seen[0] & seen[1], f"step {step}: both ranks got {seen[0] & seen[1]}"
+    manual = AutoModelForCausalLM.from_pretrained(tiny["model"])
+    params = dict(manual.named_parameters())
+    theta_0 = {n: params[n].detach().clone() for n in ranks[0]["final"]}
+    optimizer = torch.optim.AdamW(manual.parameters(), lr=LR, weight_decay=0.0)
+    for step, rate in enumerate([LR, LR / 2]):
+        for group in optimizer.param_groups:
+            group["lr"] = rate
+        optimizer.zero_grad()
+        (sum(manual_ipo_loss(manual, r["records"][step]["rollout"], 0.1) for r in ranks) / 2).backward()
+        optimizer.step()
+    expected = {n: params[n].detach() for n in ranks[0]["final"]}
+    assert largest_difference(ranks[0]["final"], theta_0) > 0.5 * LR  # the run moved the parameters
+    for rank in ranks:
+        assert largest_difference(rank["final"], expected) < 1e-2 * LR
 
 
 def test_two_ranks_egpo_zero2_bf16_restores_the_fp32_master(tiny, tmp_path, judge_url):
