@@ -48,54 +48,59 @@ class TestValidation:
         assert out.dtype == np.float64 and out.shape == (3, 4, 4)
         np.testing.assert_array_equal(out, lower_win_games(3, 4))
 
-    @pytest.mark.parametrize("shape", [(3,), (2, 2, 2, 2)])
-    def test_bad_ndim(self, shape):
-        with pytest.raises(ValueError, match=re.escape(f"got shape {shape}")):
-            validate_preference_matrix(np.full(shape, 0.5))
-
-    def test_not_square(self):
-        with pytest.raises(ValueError, match=r"square.*\(2, 3\)"):
-            validate_preference_matrix(np.full((2, 3), 0.5))
-
-    def test_non_finite_entry_named(self):
-        P = random_games(3, 4, 0)
-        P[1, 2, 0] = np.nan
-        with pytest.raises(ValueError, match=re.escape("P[run 1, 2, 0] = nan is not finite")):
-            validate_preference_matrix(P)
-
-    def test_out_of_range_entry_named(self):
-        P = random_games(3, 5, 0)
-        P[0, 4, 2], P[0, 2, 4] = 1.7, -0.7  # P + Pᵀ = 1 still holds; the range check fires
-        with pytest.raises(ValueError, match=re.escape("P[run 0, 2, 4] = -0.7 is outside [0, 1]")):
-            validate_preference_matrix(P)
-        single = P[0].copy()
-        single[2, 4] = 0.3
-        with pytest.raises(ValueError, match=re.escape("P[4, 2] = 1.7 is outside [0, 1]")):
-            validate_preference_matrix(single)
-
-    def test_constant_sum_violation_named(self):
-        P = random_games(3, 5, 0)
-        P[2, 3, 1], P[2, 1, 3] = 0.9, 0.3
-        msg = "P[run 2, 1, 3] + P[run 2, 3, 1] = 1.2, must be 1 (within 1e-9)"  # first in C order
-        with pytest.raises(ValueError, match=re.escape(msg)):
-            validate_preference_matrix(P)
-        diag = np.full((3, 3), 0.5)
-        diag[1, 1] = 0.6
-        with pytest.raises(ValueError, match=re.escape("P[1, 1] + P[1, 1] = 1.2, must be 1")):
-            validate_preference_matrix(diag)
-
     def test_atol(self):
         P = random_games(1, 4, 0)
         P[0, 1, 0] += 1e-10
         validate_preference_matrix(P)  # within the default 1e-9
         P[0, 1, 0] += 1e-8
-        with pytest.raises(ValueError, match=r"P\[run 0, 0, 1\] \+ P\[run 0, 1, 0\]"):
+        with pytest.raises(ValueError, match=re.escape("P[run 0, 0, 1] + P[run 0, 1, 0]")):
             validate_preference_matrix(P)
         validate_preference_matrix(P, atol=1e-7)
+        P[0, 1, 0] -= 2e-8  # now below 1 by 1e-8 − 1e-10
+        with pytest.raises(ValueError, match=re.escape("P[run 0, 0, 1] + P[run 0, 1, 0]")):
+            validate_preference_matrix(P)
 
-    def test_non_numeric(self):
-        with pytest.raises(ValueError, match="numeric"):
-            validate_preference_matrix([["a", "b"], ["c", "d"]])
+
+def _edited(P: np.ndarray, **entries: float) -> np.ndarray:
+    """A copy of P with entries set, named like "r0_4_2" (run 0, row 4, column 2) or "4_2" for (N, N)."""
+    P = P.copy()
+    for name, value in entries.items():
+        P[tuple(int(i) for i in name.lstrip("r").split("_"))] = value
+    return P
+
+
+BATCH = random_games(3, 5, 0)
+RANGE_ERROR = _edited(BATCH, r0_4_2=1.7, r0_2_4=-0.7)  # P + Pᵀ = 1 still holds; the range check fires
+
+INVALID_MATRICES = [
+    (np.full(3, 0.5), "P must have shape (N, N) or (runs, N, N), got shape (3,)"),
+    (np.full((2, 2, 2, 2), 0.5), "P must have shape (N, N) or (runs, N, N), got shape (2, 2, 2, 2)"),
+    (np.full((2, 3), 0.5), "P must be square in its last two axes, got shape (2, 3)"),
+    (np.full((0, 2, 2), 0.5), "P must have at least one run and one action, got shape (0, 2, 2)"),
+    ([["a", "b"], ["c", "d"]], "P must be a numeric array, got list"),
+    (_edited(BATCH, r1_2_0=np.nan), "P[run 1, 2, 0] = nan is not finite"),
+    (_edited(BATCH, r2_0_0=np.inf), "P[run 2, 0, 0] = inf is not finite"),
+    (RANGE_ERROR, "P[run 0, 2, 4] = -0.7 is outside [0, 1]"),
+    (_edited(RANGE_ERROR[0], **{"2_4": 0.3}), "P[4, 2] = 1.7 is outside [0, 1]"),
+    # sums above 1 and below 1; the first violation in C order is named
+    (_edited(BATCH, r2_3_1=0.9, r2_1_3=0.3), "P[run 2, 1, 3] + P[run 2, 3, 1] = 1.2, must be 1 (within 1e-9)"),
+    (_edited(BATCH, r1_3_1=0.1, r1_1_3=0.3), "P[run 1, 1, 3] + P[run 1, 3, 1] = 0.4, must be 1 (within 1e-9)"),
+    (np.zeros((2, 2)), "P[0, 0] + P[0, 0] = 0, must be 1"),
+    (_edited(np.full((3, 3), 0.5), **{"1_1": 0.6}), "P[1, 1] + P[1, 1] = 1.2, must be 1"),
+    (_edited(np.full((3, 3), 0.5), **{"2_2": 0.4}), "P[2, 2] + P[2, 2] = 0.8, must be 1"),
+]
+
+
+@pytest.mark.parametrize("P, message", INVALID_MATRICES)
+def test_invalid_matrix_is_refused_naming_the_entry(P, message):
+    with pytest.raises(ValueError, match=re.escape(message)):
+        validate_preference_matrix(P)
+
+
+@pytest.mark.parametrize("atol", [-1e-9, np.nan, "1e-9", True])
+def test_invalid_atol_is_refused(atol):
+    with pytest.raises(ValueError, match=re.escape("atol must be a finite non-negative number")):
+        validate_preference_matrix(np.full((2, 2), 0.5), atol=atol)
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -135,17 +140,20 @@ class TestGenerators:
         # runs are independent draws
         assert abs(np.corrcoef(P[0, rows, cols], P[1, rows, cols])[0, 1]) < 0.15
 
-    @pytest.mark.parametrize(
-        "args, message",
-        [((0, 5, 1), "runs must be at least 1, got runs=0"),
-         ((2, 2.5, 1), "num_actions must be an integer, got num_actions=2.5"),
-         ((2, 5, "x"), "seed_or_rng must be an int seed or a numpy Generator"),
-         ((2, 5, None), "seed_or_rng must be an int seed or a numpy Generator"),
-         ((2, 5, -3), "seed must be non-negative, got seed=-3")],
-    )
-    def test_random_games_bad_arguments(self, args, message):
-        with pytest.raises(ValueError, match=re.escape(message)):
-            random_games(*args)
+    def test_random_games_draw_order(self):
+        """Run r's k-th uniform draw of rng.random((runs, N(N−1)/2)) goes to the k-th entry below the
+        diagonal in row-major order, (1,0), (2,0), (2,1), (3,0), …; the entry above is its complement."""
+        runs, n, seed = 3, 5, 42
+        draws = np.random.default_rng(seed).random((runs, n * (n - 1) // 2))
+        P = random_games(runs, n, seed)
+        for r in range(runs):
+            k = 0
+            for i in range(n):
+                for j in range(i):
+                    assert P[r, i, j] == draws[r, k], (r, i, j)
+                    assert P[r, j, i] == 1.0 - draws[r, k]
+                    k += 1
+            assert np.all(np.diag(P[r]) == 0.5)
 
     def test_tie_and_lower_win(self):
         np.testing.assert_array_equal(tie_games(2, 4), np.full((2, 4, 4), 0.5))
@@ -163,8 +171,6 @@ class TestGenerators:
         half = rock_paper_scissors(strength=0.5)
         assert half[0, rock, scissors] == 0.75 and half[0, scissors, rock] == 0.25
         np.testing.assert_array_equal(rock_paper_scissors(strength=0.0), tie_games(1, 3))
-        with pytest.raises(ValueError, match=re.escape("strength must be in [0, 1], got strength=2")):
-            rock_paper_scissors(strength=2)
 
     @pytest.mark.parametrize("n", [3, 4, 5, 8, 9])
     def test_cyclic(self, n):
@@ -196,8 +202,6 @@ class TestGenerators:
         assert premise.sum() > 100
         assert np.all(ik[premise] >= np.maximum(ij, jk)[premise] - 1e-15)
         assert bradley_terry_games(scores[0]).shape == (1, 8, 8)
-        with pytest.raises(ValueError, match=re.escape("scores[0, 1] = inf is not finite")):
-            bradley_terry_games([[0.0, np.inf]])
 
     def test_mix_games(self):
         A, B = random_games(3, 4, 0), lower_win_games(3, 4)
@@ -205,29 +209,48 @@ class TestGenerators:
         np.testing.assert_allclose(M, 0.25 * A + 0.75 * B, rtol=0, atol=1e-16)
         assert_constant_sum(M, atol=1e-15)
         np.testing.assert_array_equal(mix_games([A], [1.0]), A)
-        with pytest.raises(ValueError, match=re.escape("weights[1] = -0.5 must be finite and non-negative")):
-            mix_games([A, B], [1.5, -0.5])
-        with pytest.raises(ValueError, match="weights must sum to 1"):
-            mix_games([A, B], [0.5, 0.6])
-        with pytest.raises(ValueError, match=re.escape("weights must be a list of 2 numbers, got shape (1,)")):
-            mix_games([A, B], [1.0])
-        message = "games[1] has shape (2, 4, 4), but games[0] has shape (3, 4, 4)"
-        with pytest.raises(ValueError, match=re.escape(message)):
-            mix_games([A, B[:2]], [0.5, 0.5])
-        bad = A.copy()
-        bad[1, 2, 3] = 2.0
-        with pytest.raises(ValueError, match=re.escape("games[1]: P[run 1, 2, 3] = 2 is outside [0, 1]")):
-            mix_games([A, bad], [0.5, 0.5])
 
-    def test_make_games_dispatch_and_errors(self):
+    def test_make_games_dispatch(self):
         np.testing.assert_array_equal(make_games("random", 2, 5, 4), random_games(2, 5, 4))
         np.testing.assert_array_equal(make_games("tie", 2, 5), tie_games(2, 5))
         np.testing.assert_array_equal(make_games("lower_win", 2, 5), lower_win_games(2, 5))
         np.testing.assert_array_equal(make_games("cyclic", 2, 5), cyclic_games(2, 5))
-        with pytest.raises(ValueError, match=r"unknown game kind 'rps'; expected one of random, tie"):
-            make_games("rps", 2, 5, 0)
-        with pytest.raises(ValueError, match="needs a seed"):
-            make_games("random", 2, 5)
+
+
+A_GAMES, B_GAMES = random_games(3, 4, 0), lower_win_games(3, 4)
+OUT_OF_RANGE = _edited(A_GAMES, r1_2_3=2.0)
+
+GENERATOR_ERRORS = [
+    (lambda: random_games(0, 5, 1), "runs must be at least 1, got runs=0"),
+    (lambda: random_games(2, 2.5, 1), "num_actions must be an integer, got num_actions=2.5"),
+    (lambda: random_games(2, True, 1), "num_actions must be an integer, got num_actions=True"),
+    (lambda: random_games(2, 5, "x"), "seed_or_rng must be an int seed or a numpy Generator"),
+    (lambda: random_games(2, 5, None), "seed_or_rng must be an int seed or a numpy Generator"),
+    (lambda: random_games(2, 5, -3), "seed must be non-negative, got seed=-3"),
+    (lambda: tie_games(2, 0), "num_actions must be at least 1, got num_actions=0"),
+    (lambda: lower_win_games(-1, 3), "runs must be at least 1, got runs=-1"),
+    (lambda: rock_paper_scissors(strength=2), "strength must be in [0, 1], got strength=2"),
+    (lambda: rock_paper_scissors(strength="1"), "strength must be a number in [0, 1], got strength='1'"),
+    (lambda: cyclic_games(2, 5, strength=-0.1), "strength must be in [0, 1], got strength=-0.1"),
+    (lambda: bradley_terry_games([[0.0, np.inf]]), "scores[0, 1] = inf is not finite"),
+    (lambda: bradley_terry_games(np.zeros((2, 2, 2))), "scores must have shape (runs, N) or (N,), got shape (2, 2, 2)"),
+    (lambda: mix_games([], []), "mix_games needs at least one game, got an empty list"),
+    (lambda: mix_games([A_GAMES, B_GAMES], [1.5, -0.5]), "weights[1] = -0.5 must be finite and non-negative"),
+    (lambda: mix_games([A_GAMES, B_GAMES], [0.5, np.nan]), "weights[1] = nan must be finite and non-negative"),
+    (lambda: mix_games([A_GAMES, B_GAMES], [0.5, 0.6]), "weights must sum to 1, got sum(weights) = 1.1"),
+    (lambda: mix_games([A_GAMES, B_GAMES], [1.0]), "weights must be a list of 2 numbers, got shape (1,)"),
+    (lambda: mix_games([A_GAMES, B_GAMES[:2]], [0.5, 0.5]), "games[1] has shape (2, 4, 4), but games[0] has shape (3, 4, 4)"),
+    (lambda: mix_games([A_GAMES, OUT_OF_RANGE], [0.5, 0.5]), "games[1]: P[run 1, 2, 3] = 2 is outside [0, 1]"),
+    (lambda: make_games("rps", 2, 5, 0), "unknown game kind 'rps'; expected one of random, tie"),
+    (lambda: make_games("random", 2, 5), "make_games(kind='random') needs a seed, got seed=None"),
+    (lambda: make_games("bradley_terry", 2, 5), "make_games(kind='bradley_terry') needs a seed, got seed=None"),
+]
+
+
+@pytest.mark.parametrize("call, message", GENERATOR_ERRORS, ids=[m[:40] for _, m in GENERATOR_ERRORS])
+def test_generator_refuses_bad_arguments(call, message):
+    with pytest.raises(ValueError, match=re.escape(message)):
+        call()
 
 
 def test_import_stays_light():
