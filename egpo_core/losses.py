@@ -1,6 +1,6 @@
 """Every NLHF algorithm as a loss on a parametrized policy: the one regression and the PG loss.
 
-Notation (the EGPO paper's §3, as losses): log-probabilities ``logp`` of shape (runs, N) from a policy module
+Notation (the EGPO paper's, as losses): log-probabilities ``logp`` of shape (runs, N) from a policy module
 (with gradient), π_t = exp(logp) detached, an anchor policy π_A, preferences P (runs, N, N) with
 P[r, y, y'] = P(y ≻ y'), and
 
@@ -43,7 +43,7 @@ import torch
 from torch.nn import functional as F
 
 from .algorithms import Algorithm, get_algorithm
-from .samplers import NormalizeOver, categorical_indices, geometric_mixture_log_probs, uniform_indices
+from .samplers import NormalizeOver, categorical_indices, geometric_mixture_log_probs, mixture_normalization, uniform_indices
 
 __all__ = [
     "ipo_regression_loss",
@@ -269,10 +269,7 @@ def _setup(
     if not isinstance(logp, torch.Tensor) or logp.ndim != 2:
         shape = tuple(logp.shape) if isinstance(logp, torch.Tensor) else type(logp).__name__
         raise ValueError(f"logp must be a (runs, N) tensor of log-probabilities, got {shape}")
-    if mixture_normalize_over not in ("actions", "runs"):
-        raise ValueError(
-            f"mixture_normalize_over must be 'actions' or 'runs', got mixture_normalize_over={mixture_normalize_over!r}"
-        )
+    mixture_normalize_over = mixture_normalization("mixture_normalize_over", mixture_normalize_over)
     log_pi = logp.detach()
     pi = log_pi.exp()
     ref = _as_log_probs("ref_logp", ref_logp, logp)

@@ -15,9 +15,20 @@ from typing import Literal
 import numpy as np
 import torch
 
-__all__ = ["uniform_indices", "categorical_indices", "geometric_mixture_log_probs", "NormalizeOver"]
+from .algorithms.base import MixtureNormalization
 
-NormalizeOver = Literal["actions", "runs"]
+__all__ = ["uniform_indices", "categorical_indices", "geometric_mixture_log_probs", "mixture_normalization", "NormalizeOver"]
+
+NormalizeOver = MixtureNormalization | Literal["actions", "runs"]
+
+
+def mixture_normalization(name: str, value: NormalizeOver) -> MixtureNormalization:
+    """``value`` as a :class:`~egpo_core.algorithms.MixtureNormalization`; a ValueError names the
+    argument ``name`` otherwise."""
+    try:
+        return MixtureNormalization(value)
+    except ValueError:
+        raise ValueError(f"{name} must be 'actions' or 'runs', got {name}={value!r}") from None
 
 
 def _check_num_samples(num_samples: int) -> int:
@@ -96,9 +107,6 @@ def geometric_mixture_log_probs(
     c = float(c)
     if not 0.0 <= c <= 1.0:
         raise ValueError(f"mixture coefficient c must lie in [0, 1], got c={c!r}")
+    axis = -1 if mixture_normalization("normalize_over", normalize_over) is MixtureNormalization.ACTIONS else -2
     m = (1.0 - c) * log_pi + c * log_ref
-    if normalize_over == "actions":
-        return m - torch.logsumexp(m, dim=-1, keepdim=True)
-    if normalize_over == "runs":
-        return m - torch.logsumexp(m, dim=-2, keepdim=True)
-    raise ValueError(f"normalize_over must be 'actions' or 'runs', got normalize_over={normalize_over!r}")
+    return m - torch.logsumexp(m, dim=axis, keepdim=True)

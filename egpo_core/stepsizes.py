@@ -13,29 +13,25 @@ from __future__ import annotations
 
 from typing import Literal
 
+from .algorithms.base import ConventionSwitches, MixtureRule
+from .validation import check_beta, check_count, check_positive
+
 Conventions = Literal["default", "reference"]
 CONVENTIONS = ("default", "reference")
 
 __all__ = ["Conventions", "CONVENTIONS", "eta_from_lr", "lr_from_eta", "mixture_coefficient", "check_conventions"]
 
 
-def _check_positive(name: str, value: float) -> None:
-    if not value > 0:
-        raise ValueError(f"{name} must be positive, got {name}={value!r}")
-
-
 def eta_from_lr(lr: float, beta: float, num_actions: int) -> float:
     """η = 4·lr / (N β): the mirror-descent step one SGD step of rate ``lr`` takes."""
-    _check_positive("lr", lr)
-    _check_positive("beta", beta)
-    return 4.0 * lr / (num_actions * beta)
+    lr, beta = check_positive(lr, "lr"), check_beta(beta)
+    return 4.0 * lr / (check_count(num_actions, "num_actions") * beta)
 
 
 def lr_from_eta(eta: float, beta: float, num_actions: int) -> float:
     """lr = η β N / 4: the SGD rate whose step on the exact Online IPO 1 loss is MD with step η."""
-    _check_positive("eta", eta)
-    _check_positive("beta", beta)
-    return eta * beta * num_actions / 4.0
+    eta, beta = check_positive(eta, "eta"), check_beta(beta)
+    return eta * beta * check_count(num_actions, "num_actions") / 4.0
 
 
 def check_conventions(conventions: str) -> Conventions:
@@ -51,6 +47,6 @@ def mixture_coefficient(lr: float, beta: float, num_actions: int, conventions: C
     ``"default"``: c = ηβ = 4·lr/N (the theory's choice). ``"reference"``: c = 2·lr/N, as the
     reference implementation computed it (its ``true_lr·β`` with ``true_lr = 2·lr/(βN)``).
     """
-    check_conventions(conventions)
+    rule = ConventionSwitches.decode(conventions).mixture_rule
     eta = eta_from_lr(lr, beta, num_actions)
-    return eta * beta if conventions == "default" else 2.0 * lr / num_actions
+    return eta * beta if rule is MixtureRule.ETA_BETA else 2.0 * lr / num_actions

@@ -1,12 +1,24 @@
 """The vocabulary of algorithm choices is defined once (enums in algorithms/base.py) and checked
-when an algorithm is declared; the simulator kernel's codes are derived from it."""
+when an algorithm is declared; the simulator kernel's codes are derived from it. Beside it, the
+``conventions`` names decode into their three independent switches."""
 
 import dataclasses
 
 import pytest
 
 from egpo_core import _kernel
-from egpo_core.algorithms import ALGORITHMS, Anchor, LossFamily, Opponent, Scheme, get_algorithm
+from egpo_core.algorithms import (
+    ALGORITHMS,
+    Anchor,
+    ConventionSwitches,
+    LossFamily,
+    MixtureNormalization,
+    MixtureRule,
+    Opponent,
+    Scheme,
+    get_algorithm,
+)
+from egpo_core.stepsizes import eta_from_lr, mixture_coefficient
 
 
 @pytest.mark.parametrize("field,value", [("loss", "dpo"), ("opponent", "future"), ("anchor", "sft"), ("scheme", "triple")])
@@ -32,3 +44,55 @@ def test_kernel_codes_cover_each_vocabulary_once(vocabulary, codes):
     assert set(codes) == set(vocabulary)
     for alg in ALGORITHMS.values():
         assert alg.loss in _kernel.LOSS_CODES and alg.opponent in _kernel.OPPONENT_CODES
+
+
+# ---------------------------------------------------------------------------------------------
+# conventions: a name decoded once into three independent switches
+# ---------------------------------------------------------------------------------------------
+
+
+def test_named_conventions_decode_into_their_switches():
+    assert ConventionSwitches.decode("default") == ConventionSwitches(
+        MixtureRule.ETA_BETA, MixtureNormalization.ACTIONS, shared_network=False
+    )
+    assert ConventionSwitches.decode("reference") == ConventionSwitches(
+        MixtureRule.HALF_ETA_BETA, MixtureNormalization.RUNS, shared_network=True
+    )
+    switches = ConventionSwitches(mixture_rule="half_eta_beta")
+    assert ConventionSwitches.decode(switches) is switches
+    assert switches.mixture_rule is MixtureRule.HALF_ETA_BETA
+
+
+@pytest.mark.parametrize(
+    "make,message",
+    [
+        (lambda: ConventionSwitches.decode("paper"), r"conventions must be one of \('default', 'reference'\), got conventions='paper'"),
+        (lambda: ConventionSwitches.decode(None), "got conventions=None"),
+        (lambda: ConventionSwitches(mixture_rule="third"), "unknown mixture_rule 'third'; known: eta_beta, half_eta_beta"),
+        (lambda: ConventionSwitches(mixture_normalization="games"), "unknown mixture_normalization 'games'"),
+        (lambda: ConventionSwitches(shared_network="yes"), "shared_network must be a bool"),
+    ],
+)
+def test_bad_conventions_name_the_value(make, message):
+    with pytest.raises(ValueError, match=message):
+        make()
+
+
+def test_mixture_rule_alone_sets_the_mixture_coefficient():
+    lr, beta, n = 0.02, 0.01, 10
+    assert mixture_coefficient(lr, beta, n, "default") == eta_from_lr(lr, beta, n) * beta  # ηβ = 4·lr/N = 0.008
+    assert mixture_coefficient(lr, beta, n, "reference") == 2 * lr / n  # 0.004
+    only_rule = ConventionSwitches(mixture_rule=MixtureRule.HALF_ETA_BETA)
+    assert mixture_coefficient(lr, beta, n, only_rule) == 2 * lr / n
+    assert mixture_coefficient(lr, beta, n, ConventionSwitches(shared_network=True)) == mixture_coefficient(lr, beta, n)
+
+
+@pytest.mark.parametrize("name", list(ALGORITHMS))
+@pytest.mark.parametrize("sampled", [False, True])
+def test_runs_normalization_applies_to_the_sampled_nash_md_only(name, sampled):
+    alg = get_algorithm(name)
+    runs = ConventionSwitches(mixture_normalization="runs")
+    sampled_nash_md = sampled and alg.loss == "ipo" and alg.opponent == "mixture"
+    assert runs.normalization_for(alg, sampled) is (MixtureNormalization.RUNS if sampled_nash_md else MixtureNormalization.ACTIONS)
+    assert ConventionSwitches().normalization_for(alg, sampled) is MixtureNormalization.ACTIONS
+    assert sampled_nash_md == (name == "nash_md" and sampled)

@@ -9,10 +9,14 @@ from __future__ import annotations
 
 from . import egpo, mpo, nash_md, nash_md_pg, omwu, online_ipo1, online_ipo2, sppo
 from .base import (
+    NAMED_CONVENTIONS,
     OPPONENT_TERMS,
     Algorithm,
     Anchor,
+    ConventionSwitches,
     LossFamily,
+    MixtureNormalization,
+    MixtureRule,
     Opponent,
     Scheme,
     OpponentTerm,
@@ -47,6 +51,10 @@ __all__ = [
     "Opponent",
     "Anchor",
     "Scheme",
+    "MixtureRule",
+    "MixtureNormalization",
+    "ConventionSwitches",
+    "NAMED_CONVENTIONS",
     "OpponentTerm",
     "OPPONENT_TERMS",
     "ALGORITHMS",

@@ -59,6 +59,23 @@ class Scheme(StrEnum):
     EXTRAGRADIENT = "extragradient"
 
 
+class MixtureRule(StrEnum):
+    """The Nash-MD mixture coefficient c when none is given: ηβ = 4·lr/N (the theory's), or 2·lr/N
+    (what the paper's reference implementation computed, half of that)."""
+
+    ETA_BETA = "eta_beta"
+    HALF_ETA_BETA = "half_eta_beta"
+
+
+class MixtureNormalization(StrEnum):
+    """The axis over which the geometric mixture π^{1−c} π_ref^c is normalized: the actions (a
+    distribution per run), or the runs (the reference implementation's sampled Nash-MD; each run then
+    samples from its renormalized row)."""
+
+    ACTIONS = "actions"
+    RUNS = "runs"
+
+
 OpponentSource = Literal["current", "mixture", "previous", "pair"]
 
 __all__ = [
@@ -66,6 +83,10 @@ __all__ = [
     "Opponent",
     "Anchor",
     "Scheme",
+    "MixtureRule",
+    "MixtureNormalization",
+    "ConventionSwitches",
+    "NAMED_CONVENTIONS",
     "Algorithm",
     "OpponentTerm",
     "OPPONENT_TERMS",
@@ -157,6 +178,60 @@ class Algorithm:
     def opponent_terms(self) -> tuple[OpponentTerm, ...]:
         """The target's opponent terms (see :data:`OPPONENT_TERMS`)."""
         return OPPONENT_TERMS[self.opponent]
+
+
+@dataclass(frozen=True)
+class ConventionSwitches:
+    """What a simulation's ``conventions`` name decides: three independent switches.
+
+    Attributes:
+        mixture_rule: the Nash-MD mixture coefficient c when none is given (:class:`MixtureRule`).
+        mixture_normalization: the axis the sampled Nash-MD's mixture is normalized over (the
+            sampled "ipo" regression against the "mixture" opponent; every other mixture is
+            normalized over actions), see :meth:`normalization_for`.
+        shared_network: neural runs share one network's weights (only the learned input differs
+            per run), so the runs of an algorithm are coupled through the summed gradient.
+    """
+
+    mixture_rule: MixtureRule = MixtureRule.ETA_BETA
+    mixture_normalization: MixtureNormalization = MixtureNormalization.ACTIONS
+    shared_network: bool = False
+
+    def __post_init__(self) -> None:
+        for name, vocabulary in (("mixture_rule", MixtureRule), ("mixture_normalization", MixtureNormalization)):
+            value = getattr(self, name)
+            try:
+                object.__setattr__(self, name, vocabulary(value))
+            except ValueError:
+                known = ", ".join(member.value for member in vocabulary)
+                raise ValueError(f"unknown {name} {value!r}; known: {known}") from None
+        if not isinstance(self.shared_network, bool):
+            raise ValueError(f"shared_network must be a bool, got shared_network={self.shared_network!r}")
+
+    @classmethod
+    def decode(cls, conventions: "str | ConventionSwitches") -> "ConventionSwitches":
+        """The switches of a conventions name (:data:`NAMED_CONVENTIONS`); switches pass through."""
+        if isinstance(conventions, cls):
+            return conventions
+        if isinstance(conventions, str) and conventions in NAMED_CONVENTIONS:
+            return NAMED_CONVENTIONS[conventions]
+        raise ValueError(f"conventions must be one of {tuple(NAMED_CONVENTIONS)}, got conventions={conventions!r}")
+
+    def normalization_for(self, algorithm: Algorithm, sampled: bool) -> MixtureNormalization:
+        """The axis ``algorithm``'s mixture opponent is normalized over: ``mixture_normalization``
+        for the sampled "ipo" regression against the mixture (the reference implementation's sampled
+        Nash-MD, where its bug was), the actions otherwise."""
+        if sampled and algorithm.loss is LossFamily.IPO and algorithm.opponent is Opponent.MIXTURE:
+            return self.mixture_normalization
+        return MixtureNormalization.ACTIONS
+
+
+#: The ``conventions=`` names: "default" is the correct behaviour; "reference" reproduces the paper's
+#: reference implementation (c = 2·lr/N, its sampled Nash-MD's mixture over runs, one shared network).
+NAMED_CONVENTIONS: dict[str, ConventionSwitches] = {
+    "default": ConventionSwitches(),
+    "reference": ConventionSwitches(MixtureRule.HALF_ETA_BETA, MixtureNormalization.RUNS, shared_network=True),
+}
 
 
 def center(x: np.ndarray) -> np.ndarray:
