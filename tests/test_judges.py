@@ -259,10 +259,13 @@ def test_preference_model_seeded_reproducibility(tiny_pm):
     assert r1 == r2 and first.last_flips == second.last_flips
     other(prompts, completions)
     assert other.last_flips != first.last_flips
-    # a judge's stream moves on: the next call draws new flips
-    earlier = first.last_flips
-    first(prompts, completions)
-    assert first.last_flips != earlier
+    # the order is a coin per pair, not a stream: a later call (a resumed run, a retried request, the
+    # pairs in another order or batch) shows each pair as before and gets the same answer
+    earlier = dict(zip(map(tuple, completions), zip(first.last_flips, r1)))
+    reordered = list(range(len(prompts)))[::-1][:13]
+    again = first([prompts[i] for i in reordered], [completions[i] for i in reordered])
+    for i, flip, value in zip(reordered, first.last_flips, again):
+        assert (flip, value) == pytest.approx(earlier[tuple(completions[i])], abs=1e-6)
 
 
 def test_load_judge_directory_gives_a_checked_preference_model(tiny_pm):

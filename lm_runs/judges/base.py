@@ -15,10 +15,13 @@ validates the inputs (:func:`check_pairs`) and the outputs (:func:`check_judgeme
 
 from __future__ import annotations
 
+import hashlib
 import importlib
 import inspect
+import json
 import math
 import os
+import random
 import re
 from typing import Any, Callable, Protocol, Sequence, runtime_checkable
 
@@ -32,6 +35,7 @@ __all__ = [
     "load_judge",
     "accepts_shuffle_order",
     "judge_name",
+    "shown_flipped",
 ]
 
 _CALLABLE_SPEC = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_][\w.]*$")
@@ -118,6 +122,17 @@ def check_pairs(prompts: Sequence[str], completions: Sequence[Sequence[str]]) ->
         out_prompts.append(prompt)
         out_pairs.append([pair[0], pair[1]])
     return out_prompts, out_pairs
+
+
+def shown_flipped(seed: int, prompt: str, a: str, b: str) -> bool:
+    """Whether a judge that shuffles the order shows the pair (a, b) as (b, a): a fair coin from
+    ``random.Random`` seeded with ``seed`` and the SHA-256 of (prompt, a, b).
+
+    The coin depends on the pair alone, not on a stream: the same pair gets the same order on every
+    call, whatever else is in the call, on any rank, in a resumed run and in a retried request.
+    """
+    digest = hashlib.sha256(json.dumps([prompt, a, b]).encode("utf-8")).hexdigest()
+    return random.Random(f"{seed}:{digest}").random() < 0.5
 
 
 def accepts_shuffle_order(fn: Callable[..., Any]) -> bool:

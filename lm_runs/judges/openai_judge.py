@@ -102,13 +102,12 @@ import hashlib
 import json
 import math
 import os
-import random
 import threading
 import time
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
-from .base import JudgeError, check_pairs
+from .base import JudgeError, check_pairs, shown_flipped
 from .retry import RetryPolicy, TransientFailure, retry_after_seconds
 
 __all__ = [
@@ -413,7 +412,7 @@ class OpenAIJudge:
         shown: dict[str, tuple[str, str, str]] = {}
         flips: list[bool] = []
         for index, (prompt, (a, b)) in enumerate(zip(prompts, completions)):
-            flipped = shuffle and self._flip(prompt, a, b)
+            flipped = shuffle and shown_flipped(self.seed, prompt, a, b)
             flips.append(flipped)
             first, second = (b, a) if flipped else (a, b)
             key = self._cache_key(prompt, first, second)
@@ -469,10 +468,6 @@ class OpenAIJudge:
     def backoff(self, attempt: int) -> float:
         """Seconds to sleep before retry ``attempt`` (see :class:`~lm_runs.judges.retry.RetryPolicy`)."""
         return self.retry.backoff(attempt)
-
-    def _flip(self, prompt: str, a: str, b: str) -> bool:
-        digest = hashlib.sha256(json.dumps([prompt, a, b]).encode("utf-8")).hexdigest()
-        return random.Random(f"{self.seed}:{digest}").random() < 0.5
 
     def _cache_key(self, prompt: str, first: str, second: str) -> str:
         text = json.dumps([*self._key_prefix, prompt, first, second], ensure_ascii=False)

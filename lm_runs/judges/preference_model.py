@@ -2,21 +2,21 @@
 
 The model reads :func:`~lm_runs.judges.pair_format.render_pair` (prompt, first, second) and
 P(first ≻ second) = softmax(logits)[FIRST_IS_BETTER]. With ``shuffle_order`` each pair is shown in
-a random order (a seeded generator owned by the judge) and the answer un-flipped:
+a random order (:func:`~lm_runs.judges.base.shown_flipped`: a seeded coin per pair, so a resumed run
+or a retried request sees the same order) and the answer un-flipped:
 
     P(a ≻ b) = p(render(a, b))          when shown as (a, b),
     P(a ≻ b) = 1 − p(render(b, a))      when shown as (b, a),
 
-so the result is always P(original a ≻ original b) and position bias averages out over calls.
+so the result is always P(original a ≻ original b) and position bias averages out over pairs.
 """
 
 from __future__ import annotations
 
-import random
 from pathlib import Path
 from typing import Sequence
 
-from .base import check_pairs
+from .base import check_pairs, shown_flipped
 from .pair_format import FIRST_IS_BETTER, render_pair
 
 __all__ = ["PreferenceModelJudge"]
@@ -33,7 +33,7 @@ class PreferenceModelJudge:
       the right by default: the question and possibly the second response are lost), so choose
       ``max_length`` above the longest pair you expect.
     * ``shuffle_order``: default for calls that do not pass ``shuffle_order``.
-    * ``seed``: seeds the judge's own ``random.Random`` that draws the flips.
+    * ``seed``: seeds the coins that decide the flips (one per pair, from the pair's text).
 
     ``last_flips`` holds, after each call, which pairs were shown as (b, a).
     """
@@ -65,7 +65,6 @@ class PreferenceModelJudge:
         self.batch_size = batch_size
         self.shuffle_order = shuffle_order
         self.seed = seed
-        self._rng = random.Random(seed)
         self.last_flips: list[bool] = []
 
         self.tokenizer = AutoTokenizer.from_pretrained(path)
@@ -85,11 +84,6 @@ class PreferenceModelJudge:
         self.max_length = min(max_length, limit) if isinstance(limit, int) and limit > 0 else max_length
         self.model.to(self.device)
         self.model.eval()
-
-    def _draw_flips(self, count: int, shuffle: bool) -> list[bool]:
-        if not shuffle:
-            return [False] * count
-        return [self._rng.random() < 0.5 for _ in range(count)]
 
     def first_preferences(self, texts: Sequence[str]) -> list[float]:
         """softmax(logits)[FIRST_IS_BETTER] for each already-rendered pair text, in input order."""
@@ -120,7 +114,7 @@ class PreferenceModelJudge:
         """P(completions[i][0] ≻ completions[i][1] | prompts[i]) for each i (see the module formula)."""
         prompts, completions = check_pairs(prompts, completions)
         shuffle = self.shuffle_order if shuffle_order is None else bool(shuffle_order)
-        flips = self._draw_flips(len(prompts), shuffle)
+        flips = [shuffle and shown_flipped(self.seed, prompt, a, b) for prompt, (a, b) in zip(prompts, completions)]
         texts = [
             render_pair(prompt, b, a) if flip else render_pair(prompt, a, b)
             for prompt, (a, b), flip in zip(prompts, completions, flips)
