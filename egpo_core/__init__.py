@@ -27,7 +27,9 @@ _LAZY = {
     "exploitability": "metrics",
     "game_value": "metrics",
     "kl_divergence": "metrics",
-    "SimulationResult": "simulate",
+    "SimulationConfig": "config",
+    "SimulationResult": "results",
+    "load_result": "results",
     "simulate": "simulate",
     "sweep": "simulate",
     "eta_from_lr": "stepsizes",
@@ -67,5 +69,7 @@ sys.modules[__name__].__class__ = _Package
 if TYPE_CHECKING:  # for type checkers and IDEs
     from .algorithms import ALGORITHMS, PAPER_ALGORITHMS, Algorithm, get_algorithm
     from .metrics import duality_gap, exploitability, game_value, kl_divergence
-    from .simulate import SimulationResult, simulate, sweep
+    from .config import SimulationConfig
+    from .results import SimulationResult, load_result
+    from .simulate import simulate, sweep
     from .stepsizes import eta_from_lr, lr_from_eta, mixture_coefficient

@@ -1,96 +1,116 @@
-"""The six simulation settings of the EGPO paper (SPEC §4), with the reference implementation's games.
+"""The six simulation settings of the EGPO paper, as named configurations with the reference
+implementation's games.
 
     >>> from egpo_core.presets import get_preset
-    >>> res = get_preset("exact-tabular-beta0.01").run()
+    >>> preset = get_preset("exact-tabular-beta0.01")
+    >>> preset.config                    # a SimulationConfig: beta=0.01, lr=0.02, iterations=5000, ...
+    >>> res = preset.run()               # or preset.run(["egpo"], conventions="reference", fast=True)
     >>> res.summary()                    # median final gap and runs reaching 1e-6, per algorithm
 
-Each preset draws its games with :func:`egpo_core.games.reference_instances` from the paper's seed,
+Each preset draws its games with :func:`egpo_core.reference_draws.reference_instances` from the paper's seed,
 so results compare run by run with the reference implementation's. ``REFERENCE_MEDIANS`` holds the
-reference implementation's median final gaps (CPU re-run, SPEC §4) for side-by-side tables.
+reference implementation's median final gaps (its CPU re-run) for side-by-side tables.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Sequence
+from typing import Any, Sequence
 
 import pandas as pd
 
-from .algorithms import PAPER_ALGORITHMS
-from .games import GameInstances, reference_instances
-from .simulate import SimulationResult, simulate
+from .config import SimulationConfig
+from .reference_draws import GameInstances, reference_instances
+from .results import SimulationResult
+from .simulate import simulate
+from .stepsizes import eta_from_lr
 
 PAPER_SEED = 2018011309
 
-__all__ = ["Preset", "PRESETS", "PAPER_SEED", "REFERENCE_MEDIANS", "get_preset", "presets_table"]
+__all__ = ["Preset", "PRESETS", "PAPER_SEED", "REFERENCE_MEDIANS", "REFERENCE_REACHED", "get_preset", "presets_table"]
 
 
 @dataclass(frozen=True)
 class Preset:
-    """One paper setting.
+    """One paper setting: a named :class:`~egpo_core.config.SimulationConfig` and its games.
 
     Attributes:
         name: CLI name, e.g. ``"exact-tabular-beta0.01"``.
-        policy: "tabular" (N = 10 logits) or "neural" (N = 100, the SPEC §4 network).
-        gradient: "exact" or "sampled" (``num_samples`` draws per step).
-        beta: regularization β.
-        iterations: number of updates.
-        lr: the reference implementation's SGD learning rate (η = 4·lr/(Nβ)).
+        config: the setting (policy, gradient, beta, lr, iterations, seed = the paper's, num_samples).
         num_actions: N.
-        runs: games per seed.
-        seed: the paper's seed.
-        num_samples: samples per step in sampled mode.
+        runs: games drawn from the seed.
         fast_iterations: the shortened horizon used by ``fast=True`` (tests, quick looks).
     """
 
     name: str
-    policy: str
-    gradient: str
-    beta: float
-    iterations: int
-    lr: float
+    config: SimulationConfig
     num_actions: int
     runs: int = 10
-    seed: int = PAPER_SEED
-    num_samples: int = 100
     fast_iterations: int = 200
+
+    # The config's fields most read about a preset, for tables and loops.
+    policy = property(lambda self: self.config.policy)
+    gradient = property(lambda self: self.config.gradient)
+    beta = property(lambda self: self.config.beta)
+    lr = property(lambda self: self.config.lr)
+    iterations = property(lambda self: self.config.iterations)
+    seed = property(lambda self: self.config.seed)
+    num_samples = property(lambda self: self.config.num_samples)
 
     def instances(self) -> GameInstances:
         """The games and reference policies the reference implementation drew for this setting."""
         return reference_instances(self.seed, self.runs, self.num_actions, self.policy)
 
+    def configure(self, *, fast: bool = False, **changes: Any) -> SimulationConfig:
+        """This preset's config with ``changes`` (config fields; ``None`` values are ignored), or
+        its short horizon when ``fast``. The policy is refused: the games are drawn for it."""
+        changes = {k: v for k, v in changes.items() if v is not None}
+        if fast:
+            if "iterations" in changes:
+                raise ValueError(f"give fast or iterations, not both (fast means iterations={self.fast_iterations})")
+            changes["iterations"] = self.fast_iterations
+        if changes.get("policy", self.policy) != self.policy:
+            raise ValueError(f"preset {self.name} has policy={self.policy!r} (its games are drawn for it), got "
+                             f"policy={changes['policy']!r}: use a games file or other arrays for another policy")
+        return self.config.replace(**changes)
+
     def run(
         self,
-        algorithms: Sequence[str] = PAPER_ALGORITHMS,
+        algorithms: Sequence[str] | str | None = None,
         *,
-        conventions: str = "default",
         fast: bool = False,
-        iterations: int | None = None,
-        **options,
+        progress: bool = True,
+        **changes: Any,
     ) -> SimulationResult:
-        """Simulate this setting; ``options`` go to :func:`egpo_core.simulate.simulate`."""
+        """Simulate this setting; ``changes`` are config fields (conventions, iterations, metrics, ...)."""
+        config = self.configure(fast=fast, algorithms=algorithms, **changes)
         inst = self.instances()
-        horizon = iterations if iterations is not None else (self.fast_iterations if fast else self.iterations)
-        return simulate(
-            inst.P, inst.ref_logits, algorithms, beta=self.beta, lr=self.lr, iterations=horizon,
-            policy=self.policy, gradient=self.gradient, num_samples=self.num_samples,
-            conventions=conventions, seed=self.seed, network=inst.network, **options,
-        )
+        result = simulate(inst.P, inst.ref_logits, config, network=inst.network, progress=progress)
+        result.provenance["games"] = {"source": "preset", "preset": self.name, "seed": self.seed, "runs": self.runs,
+                                      "num_actions": self.num_actions}
+        result.provenance["call"] = f"egpo_core.presets.get_preset({self.name!r}).run(...) with {config!r}"
+        return result
+
+
+def _preset(name: str, policy: str, gradient: str, beta: float, iterations: int, lr: float, num_actions: int,
+            fast_iterations: int = 200) -> Preset:
+    config = SimulationConfig(beta=beta, lr=lr, iterations=iterations, policy=policy, gradient=gradient, seed=PAPER_SEED)
+    return Preset(name, config, num_actions, fast_iterations=fast_iterations)
 
 
 PRESETS: dict[str, Preset] = {
     p.name: p
     for p in [
-        Preset("exact-tabular-beta0.1", "tabular", "exact", 0.1, 1_000, 0.1, 10),
-        Preset("exact-tabular-beta0.01", "tabular", "exact", 0.01, 5_000, 0.02, 10),
-        Preset("exact-tabular-beta0.001", "tabular", "exact", 0.001, 100_000, 2e-4, 10, fast_iterations=2_000),
-        Preset("exact-neural-beta0.01", "neural", "exact", 0.01, 10_000, 0.003, 100),
-        Preset("sampled-tabular-beta0.01", "tabular", "sampled", 0.01, 100_000, 2e-4, 10, fast_iterations=2_000),
-        Preset("sampled-neural-beta0.1", "neural", "sampled", 0.1, 20_000, 1e-3, 100),
+        _preset("exact-tabular-beta0.1", "tabular", "exact", 0.1, 1_000, 0.1, 10),
+        _preset("exact-tabular-beta0.01", "tabular", "exact", 0.01, 5_000, 0.02, 10),
+        _preset("exact-tabular-beta0.001", "tabular", "exact", 0.001, 100_000, 2e-4, 10, fast_iterations=2_000),
+        _preset("exact-neural-beta0.01", "neural", "exact", 0.01, 10_000, 0.003, 100),
+        _preset("sampled-tabular-beta0.01", "tabular", "sampled", 0.01, 100_000, 2e-4, 10, fast_iterations=2_000),
+        _preset("sampled-neural-beta0.1", "neural", "sampled", 0.1, 20_000, 1e-3, 100),
     ]
 }
 
-#: Median final duality gap over the 10 runs, reference implementation on CPU (SPEC §4);
+#: Median final duality gap over the 10 runs, reference implementation on CPU;
 #: 0.0 stands for "~0". In brackets there: runs reaching 1e-6, here ``REFERENCE_REACHED``.
 REFERENCE_MEDIANS: dict[str, dict[str, float]] = {
     "exact-tabular-beta0.1": {"oipo1": 0.0, "oipo2": 9e-8, "nash_md": 1.5e-5, "nash_md_pg": 1.5e-2, "egpo": 0.0},
@@ -122,7 +142,7 @@ def presets_table() -> pd.DataFrame:
         rows.append(
             {
                 "name": p.name, "policy": p.policy, "gradient": p.gradient, "beta": p.beta,
-                "iterations": p.iterations, "lr": p.lr, "eta": 4 * p.lr / (p.num_actions * p.beta),
+                "iterations": p.iterations, "lr": p.lr, "eta": eta_from_lr(p.lr, p.beta, p.num_actions),
                 "N": p.num_actions, "runs": p.runs, "seed": p.seed,
             }
         )

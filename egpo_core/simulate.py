@@ -1,14 +1,18 @@
 """Batched simulation of NLHF algorithms on preference games.
 
-    >>> from egpo_core import simulate
-    >>> res = simulate(P, ref_logits, algorithms=["egpo", "oipo1"], beta=0.01, lr=0.02,
-    ...                iterations=5000, policy="tabular", gradient="exact", seed=0)
+    >>> from egpo_core import simulate, sweep, SimulationConfig
+    >>> res = simulate(P, ref_logits, ["egpo", "oipo1"], beta=0.01, lr=0.02, iterations=5000, seed=0)
     >>> res.duality_gap["egpo"].shape        # (runs, iterations + 1); entry t is Gap_β(π_t)
+    >>> config = SimulationConfig(beta=0.01, lr=0.02, iterations=5000)
+    >>> grid = sweep(P, ref_logits, config, betas=[0.1, 0.01], seeds=[0, 1])
+    >>> grid.duality_gap["egpo"].shape       # (configs, runs, iterations + 1), whatever the grid's size
 
-Every (hyper-parameter setting × algorithm × game) trajectory runs in one compiled loop
-(``egpo_core._kernel``), in parallel over trajectories. ``sweep`` runs a grid of (β, lr or η) × seeds
-the same way. ``lr`` is the reference implementation's SGD learning rate; the mirror-descent step it
-implies is η = 4·lr/(Nβ) (``egpo_core.stepsizes``).
+A run is configured by one :class:`~egpo_core.config.SimulationConfig` (passed, or built from the
+keyword options); the data (games, π_ref, an optional π_0 and network) are arguments. Every
+(setting × algorithm × game) trajectory runs in one compiled loop (``egpo_core._kernel``), in
+parallel over trajectories. ``lr`` is the reference implementation's SGD learning rate; the
+mirror-descent step it implies is η = 4·lr/(Nβ) (``egpo_core.stepsizes``); whichever is given is
+stored exactly and the other derived.
 
 Conventions (``conventions=``):
     "default"   — the correct behaviour: Nash-MD mixture c = ηβ, mixtures normalized over actions,
@@ -21,15 +25,16 @@ Conventions (``conventions=``):
 
 from __future__ import annotations
 
+import dataclasses
+import hashlib
 import itertools
-import json
 import math
-import os
-import tempfile
+import sys
+import time
+import warnings
 import zlib
-from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Iterable, Literal, Sequence
+from datetime import datetime, timezone
+from typing import Any, Sequence
 
 import numba
 import numpy as np
@@ -38,182 +43,32 @@ from scipy.special import log_softmax
 from tqdm.auto import tqdm
 
 from . import _kernel
-from .algorithms import PAPER_ALGORITHMS, Algorithm, get_algorithm
-from .games import network_logits, validate_preference_matrix
-from .stepsizes import check_conventions, eta_from_lr, lr_from_eta, mixture_coefficient
+from .algorithms import Algorithm, ConventionSwitches, MixtureNormalization
+from .config import METRICS, SimulationConfig
+from .network import network_logits, network_parameters, neural_init
+from .results import SimulationResult, load_result
+from .stepsizes import eta_from_lr, lr_from_eta, mixture_coefficient
+from .validation import check_logits, validate_preference_matrix
 
-METRICS = ("duality_gap", "exploitability", "kl_to_equilibrium", "average_duality_gap", "average_exploitability")
+__all__ = ["simulate", "sweep", "SimulationConfig", "SimulationResult", "load_result", "METRICS"]
 
-__all__ = ["simulate", "sweep", "SimulationResult", "METRICS", "neural_init"]
+COMPILE_MESSAGE = "compiling the simulator kernel, ~20 s, once per machine"
 
-
-@dataclass
-class SimulationResult:
-    """Recorded metrics of a batch of simulations.
-
-    Attributes:
-        algorithms: algorithm names, in the order of the second axis of ``values``.
-        configs: one row per hyper-parameter setting (beta, lr, eta, mixture, seed).
-        steps: the recorded update counts t (0 … iterations).
-        values: metric name → array (n_configs, n_algorithms, runs, n_steps).
-        settings: the call's other options (policy, gradient, conventions, …), for provenance.
-    """
-
-    algorithms: tuple[str, ...]
-    configs: pd.DataFrame
-    steps: np.ndarray
-    values: dict[str, np.ndarray]
-    settings: dict = field(default_factory=dict)
-
-    @property
-    def runs(self) -> int:
-        return next(iter(self.values.values())).shape[2]
-
-    def metric(self, name: str) -> dict[str, np.ndarray]:
-        """Algorithm → array (runs, n_steps) for a single config, (n_configs, runs, n_steps) otherwise."""
-        if name not in self.values:
-            raise KeyError(f"metric {name!r} was not recorded; recorded: {', '.join(self.values)}")
-        data = self.values[name]
-        single = data.shape[0] == 1
-        return {alg: (data[0, a] if single else data[:, a]) for a, alg in enumerate(self.algorithms)}
-
-    @property
-    def duality_gap(self) -> dict[str, np.ndarray]:
-        """Gap_β(π_t) for each algorithm (see :meth:`metric` for the shape)."""
-        return self.metric("duality_gap")
-
-    @property
-    def exploitability(self) -> dict[str, np.ndarray]:
-        """max_y (Pπ_t)_y − ½, the exploitability in the original game."""
-        return self.metric("exploitability")
-
-    @property
-    def kl_to_equilibrium(self) -> dict[str, np.ndarray]:
-        """KL(π*_β ‖ π_t)."""
-        return self.metric("kl_to_equilibrium")
-
-    @property
-    def average_duality_gap(self) -> dict[str, np.ndarray]:
-        """Gap_β(π̄_t) of the average iterate π̄_t = Σ_{s≤t} π_s / (t + 1)."""
-        return self.metric("average_duality_gap")
-
-    def to_dataframe(self) -> pd.DataFrame:
-        """Tidy data: one row per (config, algorithm, run, step, metric) with columns
-        algorithm, run, step, metric, value, config (index into ``configs``), beta, lr, eta, mixture, seed."""
-        frames = []
-        n_cfg, n_alg, runs, n_steps = next(iter(self.values.values())).shape
-        idx_cfg, idx_alg, idx_run, idx_step = np.meshgrid(
-            np.arange(n_cfg), np.arange(n_alg), np.arange(runs), np.arange(n_steps), indexing="ij"
-        )
-        base = {
-            "algorithm": pd.Categorical.from_codes(idx_alg.ravel(), categories=list(self.algorithms)),
-            "run": idx_run.ravel(),
-            "step": self.steps[idx_step.ravel()],
-        }
-        for name, data in self.values.items():
-            frame = pd.DataFrame(base)
-            frame["metric"] = name
-            frame["value"] = data.ravel()
-            frame["config"] = idx_cfg.ravel()
-            for column in ("beta", "lr", "eta", "mixture", "seed"):
-                frame[column] = self.configs[column].to_numpy()[idx_cfg.ravel()]
-            frames.append(frame)
-        out = pd.concat(frames, ignore_index=True)
-        out["metric"] = out["metric"].astype("category")
-        return out
-
-    def summary(self, metric: str = "duality_gap", threshold: float = 1e-6) -> pd.DataFrame:
-        """Median final value over runs and the number of runs whose metric fell below ``threshold``
-        (the form of SPEC §4's reference table), one row per (config, algorithm)."""
-        data = self.values[metric]
-        rows = []
-        for c, a in itertools.product(range(data.shape[0]), range(data.shape[1])):
-            curves = data[c, a]
-            rows.append(
-                {
-                    **self.configs.iloc[c].to_dict(),
-                    "algorithm": self.algorithms[a],
-                    "median_final": float(np.median(curves[:, -1])),
-                    "reached": int(np.sum(np.any(curves < threshold, axis=1))),
-                    "runs": curves.shape[0],
-                }
-            )
-        return pd.DataFrame(rows)
-
-    def save(self, directory: str | os.PathLike, fmt: Literal["parquet", "csv"] = "parquet") -> Path:
-        """Write ``metrics.<fmt>`` (tidy data) and ``run.json`` (settings, configs) atomically."""
-        directory = Path(directory)
-        directory.mkdir(parents=True, exist_ok=True)
-        frame = self.to_dataframe()
-        target = directory / f"metrics.{fmt}"
-        with tempfile.NamedTemporaryFile(dir=directory, suffix=f".{fmt}.tmp", delete=False) as tmp:
-            tmp_path = Path(tmp.name)
-        if fmt == "parquet":
-            frame.to_parquet(tmp_path, index=False)
-        elif fmt == "csv":
-            frame.to_csv(tmp_path, index=False)
-        else:
-            tmp_path.unlink()
-            raise ValueError(f"fmt must be 'parquet' or 'csv', got {fmt!r}")
-        os.replace(tmp_path, target)
-        meta = {
-            "algorithms": list(self.algorithms),
-            "configs": self.configs.to_dict(orient="records"),
-            "settings": self.settings,
-        }
-        meta_tmp = directory / "run.json.tmp"
-        meta_tmp.write_text(json.dumps(meta, indent=2, default=str))
-        os.replace(meta_tmp, directory / "run.json")
-        return target
-
-
-def neural_init(
-    runs: int, num_actions: int, hidden_dim: int = 10, depth: int = 3, seed: int = 0
-) -> dict:
-    """A random network per run in the format of ``games.reference_instances(...).network`` but with
-    a leading runs axis: input v ~ N(0, 1), Xavier-normal weights, zero biases."""
-    rng = np.random.default_rng(seed)
-    dims = [hidden_dim] * depth + [num_actions]
-    weights = [
-        rng.normal(0.0, math.sqrt(2.0 / (dims[i] + dims[i + 1])), size=(runs, dims[i + 1], dims[i]))
-        for i in range(depth)
-    ]
-    return {
-        "input": rng.normal(size=(runs, hidden_dim)),
-        "weights": weights,
-        "biases": [np.zeros((runs, w.shape[1])) for w in weights],
-    }
-
-
-def _network_params(network: dict, runs: int, num_actions: int) -> tuple[np.ndarray, int, int]:
-    """Flatten a network (shared: weights without runs axis; or per run) into (runs, npar)."""
-    v = np.asarray(network["input"], dtype=np.float64)
-    weights = [np.asarray(w, dtype=np.float64) for w in network["weights"]]
-    biases = [np.asarray(b, dtype=np.float64) for b in network["biases"]]
-    if v.shape[0] != runs:
-        raise ValueError(f"network input has {v.shape[0]} runs, the games have {runs}")
-    d = v.shape[1]
-    if weights[-1].shape[-2] != num_actions:
-        raise ValueError(f"network output size {weights[-1].shape[-2]} != number of actions {num_actions}")
-    pieces = [v]
-    for w, b in zip(weights, biases):
-        w = np.broadcast_to(w, (runs,) + w.shape[-2:])
-        b = np.broadcast_to(b, (runs,) + b.shape[-1:])
-        pieces += [w.reshape(runs, -1), b]
-    return np.concatenate(pieces, axis=1), d, len(weights) - 1
+def _logits(name: str, logits: Any, shape: tuple[int, int]) -> np.ndarray:
+    """(runs, N) float64 finite logits; a (N,) vector stands for every run."""
+    given = check_logits(logits, name)
+    if given.shape == shape[1:]:
+        return np.broadcast_to(given, shape).copy()
+    if given.shape != shape:
+        raise ValueError(f"{name} has shape {given.shape}, expected (runs, N) = {shape} (or (N,)) to match P")
+    return given
 
 
 def _validate_games(P: np.ndarray, ref_logits: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     P = validate_preference_matrix(P)
     if P.ndim == 2:
         P = P[None]
-    given = np.asarray(ref_logits, dtype=np.float64)
-    ref_logits = given[None] if given.ndim == 1 else given
-    if ref_logits.shape != P.shape[:2]:
-        raise ValueError(f"ref_logits has shape {given.shape}, expected (runs, N) = {P.shape[:2]} to match P")
-    if not np.all(np.isfinite(ref_logits)):
-        raise ValueError("ref_logits contains non-finite values")
-    return P, ref_logits
+    return P, _logits("ref_logits", ref_logits, P.shape[:2])
 
 
 def _trajectory_seed(seed: int, algorithm: str, run: int, config: int) -> np.uint64:
@@ -222,45 +77,129 @@ def _trajectory_seed(seed: int, algorithm: str, run: int, config: int) -> np.uin
     return np.uint64(sequence.generate_state(1, dtype=np.uint64)[0])
 
 
+
+def _kernel_needs_compiling() -> bool:
+    """True before the first call of a process when numba's on-disk cache holds no compiled kernel."""
+    if _kernel.run_chunk.signatures:
+        return False
+    try:  # numba's cache index (private API); its loader returns {} when the source changed
+        return not _kernel.run_chunk._cache._cache_file._load_index()
+    except (AttributeError, OSError):
+        return True
+
+
+def _git_commit() -> str | None:
+    """HEAD of the checkout egpo_core is imported from, or None when it is not in a git checkout."""
+    import subprocess
+    from pathlib import Path
+
+    try:
+        done = subprocess.run(["git", "rev-parse", "HEAD"], cwd=Path(__file__).parent, capture_output=True,
+                              text=True, timeout=5)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    return done.stdout.strip() if done.returncode == 0 else None
+
+
+def _provenance(call: str, games: dict[str, Any]) -> dict[str, Any]:
+    """What produced a result: egpo, Python, numpy, numba, torch versions (torch not imported), the
+    git commit of a checkout, the call (a command line or a Python call), the games' source, the start
+    time (UTC, ISO 8601); ``wall_seconds`` is added when the run ends."""
+    from importlib import metadata
+
+    from . import __version__
+
+    def version(package: str) -> str | None:
+        try:
+            return metadata.version(package)
+        except metadata.PackageNotFoundError:
+            return None
+
+    return {
+        "egpo_version": __version__, "git_commit": _git_commit(), "python": sys.version.split()[0],
+        "numpy": np.__version__, "numba": numba.__version__, "torch": version("torch"),
+        "call": call, "games": games, "started": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+    }
+
+
+def _array_sha256(*arrays: np.ndarray) -> str:
+    digest = hashlib.sha256()
+    for a in arrays:
+        digest.update(np.ascontiguousarray(a, dtype=np.float64).tobytes())
+    return digest.hexdigest()
+
+
+def _config_table(points: list[SimulationConfig], num_actions: int, algorithms: list[Algorithm]) -> pd.DataFrame:
+    """One row per setting: beta, lr, eta (the given one as given, the other derived), mixture, seed,
+    and the kernel's own SGD rate ``kernel_lr`` (the given lr, or lr_from_eta of the given η)."""
+    uses_mixture = any(a.opponent == "mixture" for a in algorithms)
+    rows = []
+    for p in points:
+        kernel_lr = p.lr if p.lr is not None else lr_from_eta(p.eta, p.beta, num_actions)
+        eta = p.eta if p.eta is not None else eta_from_lr(p.lr, p.beta, num_actions)
+        c = mixture_coefficient(kernel_lr, p.beta, num_actions, p.conventions) if p.mixture is None else p.mixture
+        if uses_mixture and not 0.0 <= c <= 1.0:
+            rule = "ηβ" if p.conventions == "default" else "2·lr/N"
+            raise ValueError(f"the Nash-MD mixture coefficient c = {rule} = {c:.4g} at beta={p.beta!r}, "
+                             f"{'lr' if p.lr is not None else 'eta'}={p.lr if p.lr is not None else p.eta!r} is outside "
+                             "[0, 1]: give a smaller step or mixture=")
+        rows.append({"beta": p.beta, "lr": float(kernel_lr), "eta": float(eta),
+                     "mixture": float(c), "seed": p.seed, "kernel_lr": float(kernel_lr)})
+    return pd.DataFrame(rows).astype({"seed": "int64"})
+
+
+def _warn_divergence(values: np.ndarray, steps: np.ndarray, algorithms: Sequence[str], configs: pd.DataFrame) -> None:
+    """One warning for the whole call, naming the first (setting, algorithm) whose gap became non-finite."""
+    bad = ~np.isfinite(values)  # (configs, algorithms, runs, steps)
+    if not bad.any():
+        return
+    c, a, r, s = np.argwhere(bad)[np.argmin(np.argwhere(bad)[:, 3])]
+    others = int(np.any(bad, axis=(2, 3)).sum()) - 1
+    row = configs.iloc[c]
+    warnings.warn(
+        f"{algorithms[a]} diverged (non-finite duality gap by step {int(steps[s])}, run {r}, beta={row['beta']:g}, "
+        f"eta={row['eta']:g})" + (f" and {others} other (setting, algorithm) pair(s)" if others else "")
+        + "; summary() counts the runs in 'diverged'",
+        RuntimeWarning, stacklevel=4,  # the caller of simulate or sweep
+    )
+
+
 def _run(
     P: np.ndarray,
     ref_logits: np.ndarray,
-    algorithms: Sequence[Algorithm],
-    configs: pd.DataFrame,
+    points: list[SimulationConfig],
+    axes: dict[str, list] | None,
     *,
-    iterations: int,
-    policy: str,
-    gradient: str,
-    num_samples: int,
-    conventions: str,
     init_logits: np.ndarray | None,
     network: dict | None,
-    hidden_dim: int,
-    depth: int,
-    pair_sampling: str,
-    magnet_period: int,
-    record_every: int,
-    metrics: Sequence[str],
     progress: bool,
+    call: str,
 ) -> SimulationResult:
+    base = points[0]
+    started = time.perf_counter()
     runs, n = ref_logits.shape
-    neural = policy == "neural"
-    sampled = gradient == "sampled"
-    reference = conventions == "reference"
+    stamp = _provenance(call, {"source": "arrays", "sha256": _array_sha256(P, ref_logits)})
+    algorithms = base.algorithm_objects()
+    configs = _config_table(points, n, algorithms)
+    neural = base.policy == "neural"
+    sampled = base.gradient == "sampled"
+    switches = ConventionSwitches.decode(base.conventions)
     logp_ref = log_softmax(ref_logits, axis=-1)
+    if init_logits is not None:
+        init_logits = _logits("init_logits", init_logits, (runs, n))
 
     # --- initial parameters per run
     shared = False
     if neural:
-        shared = reference
+        shared = switches.shared_network
         if network is None:
             if shared:
                 raise ValueError(
                     "conventions='reference' with policy='neural' needs the reference network (its runs share "
                     "one network): pass network=reference_instances(seed, policy='neural').network"
                 )
-            network = neural_init(runs, n, hidden_dim, depth, seed=int(configs["seed"].iloc[0]))
-        params0, d, n_hidden = _network_params(network, runs, n)
+            network = neural_init(runs, n, base.hidden_dim, base.depth, seed=int(configs["seed"].iloc[0]))
+        params0, d, n_hidden = network_parameters(network, runs, n)
         output = network_logits(network)
         if shared:
             if init_logits is not None:
@@ -274,31 +213,30 @@ def _run(
     else:
         d, n_hidden = 1, 0
         params0 = np.array(ref_logits if init_logits is None else init_logits, dtype=np.float64)
-    if params0.shape[0] != runs or (not neural and params0.shape != (runs, n)):
-        raise ValueError(f"init_logits has shape {params0.shape}, expected {(runs, n)}")
 
     # --- trajectories: config-major, then algorithm, then run
-    rows = []
-    for c, cfg in configs.iterrows():
-        for alg in algorithms:
-            for r in range(runs):
-                rows.append((c, alg, r, cfg))
-    K = len(rows)
-    game = np.array([r for _, _, r, _ in rows], dtype=np.int64)
+    n_cfg, n_alg = len(configs), len(algorithms)
+    K = n_cfg * n_alg * runs
+    cfg_of = np.repeat(np.arange(n_cfg), n_alg * runs)
+    alg_of = np.tile(np.repeat(np.arange(n_alg), runs), n_cfg)
+    game = np.tile(np.arange(runs, dtype=np.int64), n_cfg * n_alg)
     params = np.ascontiguousarray(params0[game])
-    loss = np.array([_kernel.LOSS_CODES[a.loss] for _, a, _, _ in rows], dtype=np.int64)
-    opponent = np.array([_kernel.OPPONENT_CODES[a.opponent] for _, a, _, _ in rows], dtype=np.int64)
-    anchor = np.array([_kernel.ANCHOR_CODES[a.anchor] for _, a, _, _ in rows], dtype=np.int64)
-    scheme = np.array([_kernel.SCHEME_CODES[a.scheme] for _, a, _, _ in rows], dtype=np.int64)
-    beta = np.array([cfg["beta"] for *_, cfg in rows], dtype=np.float64)
-    lr = np.array([cfg["lr"] for *_, cfg in rows], dtype=np.float64)
-    mixture = np.array([cfg["mixture"] for *_, cfg in rows], dtype=np.float64)
-    weight = np.array([a.loss_weight(cfg["eta"] * cfg["beta"]) for _, a, _, cfg in rows], dtype=np.float64)
-    period = np.full(K, magnet_period, dtype=np.int64)
-    over_runs = np.array(
-        [reference and sampled and a.loss == "ipo" and a.opponent == "mixture" for _, a, _, _ in rows], dtype=np.bool_
-    )
-    rng = np.array([_trajectory_seed(int(cfg["seed"]), a.name, r, c) for c, a, r, cfg in rows], dtype=np.uint64)
+    loss = np.array([_kernel.LOSS_CODES[a.loss] for a in algorithms], dtype=np.int64)[alg_of]
+    opponent = np.array([_kernel.OPPONENT_CODES[a.opponent] for a in algorithms], dtype=np.int64)[alg_of]
+    anchor = np.array([_kernel.ANCHOR_CODES[a.anchor] for a in algorithms], dtype=np.int64)[alg_of]
+    scheme = np.array([_kernel.SCHEME_CODES[a.scheme] for a in algorithms], dtype=np.int64)[alg_of]
+    beta = configs["beta"].to_numpy(dtype=np.float64)[cfg_of]
+    lr = configs["kernel_lr"].to_numpy(dtype=np.float64)[cfg_of]
+    mixture = configs["mixture"].to_numpy(dtype=np.float64)[cfg_of]
+    # ηβ from the kernel's lr, as the kernel's step is defined by lr alone
+    eta_beta = [eta_from_lr(row.kernel_lr, row.beta, n) * row.beta for row in configs.itertuples()]
+    weight = np.array([[a.loss_weight(eb) for a in algorithms] for eb in eta_beta], dtype=np.float64)[cfg_of, alg_of]
+    period = np.full(K, base.magnet_period, dtype=np.int64)
+    over_runs = np.array([switches.normalization_for(a, sampled) is MixtureNormalization.RUNS for a in algorithms],
+                         dtype=np.bool_)[alg_of]
+    seeds = configs["seed"].to_numpy()
+    rng = np.array([_trajectory_seed(int(seeds[c]), algorithms[a].name, int(r), int(c))
+                    for c, a, r in zip(cfg_of, alg_of, game)], dtype=np.uint64)
 
     # --- groups: coupled runs (shared network, mixture over runs) advance in lockstep
     # Threads take groups one at a time (chunk size 1), costliest first (extragradient steps twice).
@@ -314,6 +252,7 @@ def _run(
     group_ptr_arr = np.array(group_ptr, dtype=np.int64)
 
     # --- outputs
+    iterations, record_every, metrics = base.iterations, base.record_every, base.metrics
     steps = np.unique(np.append(np.arange(0, iterations, record_every), iterations))
     n_rec = steps.size
     with_extra = "exploitability" in metrics or "kl_to_equilibrium" in metrics
@@ -328,188 +267,155 @@ def _run(
     if with_extra:
         from .equilibria import regularized_equilibrium
 
-        for c, cfg in configs.iterrows():
-            eq = regularized_equilibrium(P, logp_ref, float(cfg["beta"]))
-            logp_star = log_softmax(eq.logits, axis=-1)
-            for k, (ck, _, r, _) in enumerate(rows):
-                if ck == c:
-                    star[k] = logp_star[r]
+        for c, b in enumerate(configs["beta"]):
+            eq = regularized_equilibrium(P, logp_ref, float(b))
+            star[cfg_of == c] = log_softmax(eq.logits, axis=-1)[game[cfg_of == c]]
 
     prev = np.zeros((K, n))
     magnet = np.ascontiguousarray(logp_ref[game])
     chunk = max(1, math.ceil(iterations / 100))
-    with tqdm(total=iterations, disable=not progress, desc=f"{policy}/{gradient}", unit="step") as bar:
-        for t0 in range(0, iterations, chunk):
-            t1 = min(iterations, t0 + chunk)
-            with numba.parallel_chunksize(1):
-                _kernel.run_chunk(
-                    t0, t1, record_every, iterations,
-                    P, logp_ref, game, params, prev, magnet, rng,
-                    loss, opponent, anchor, scheme, beta, lr, mixture, weight, period,
-                    group_ptr_arr, members_arr, neural, d, n_hidden, shared, over_runs,
-                    sampled, num_samples, pair_sampling == "policy",
-                    star, with_extra, out_gap, out_expl, out_kl,
-                    avg_sum, with_average, out_avg_gap, out_avg_expl,
-                )
+    # A first call that compiles says so, and the bar starts after it, so its rate is the run's own.
+    if progress and _kernel_needs_compiling():
+        print(COMPILE_MESSAGE, file=sys.stderr, flush=True)
+    bar = None
+    for t0 in range(0, iterations, chunk):
+        t1 = min(iterations, t0 + chunk)
+        with numba.parallel_chunksize(1):
+            _kernel.run_chunk(
+                t0, t1, record_every, iterations,
+                P, logp_ref, game, params, prev, magnet, rng,
+                loss, opponent, anchor, scheme, beta, lr, mixture, weight, period,
+                group_ptr_arr, members_arr, neural, d, n_hidden, shared, over_runs,
+                sampled, base.num_samples, base.pair_sampling == "policy",
+                star, with_extra, out_gap, out_expl, out_kl,
+                avg_sum, with_average, out_avg_gap, out_avg_expl,
+            )
+        if bar is None:
+            bar = tqdm(total=iterations, initial=t1, disable=not progress,
+                       desc=f"{base.policy}/{base.gradient}", unit="step")
+        else:
             bar.update(t1 - t0)
+    if bar is not None:
+        bar.close()
 
-    values = {}
-    shape = (len(configs), len(algorithms), runs, n_rec)
+    shape = (n_cfg, n_alg, runs, n_rec)
     recorded = {
         "duality_gap": out_gap, "exploitability": out_expl, "kl_to_equilibrium": out_kl,
         "average_duality_gap": out_avg_gap, "average_exploitability": out_avg_expl,
     }
-    for name, data in recorded.items():
-        if name in metrics:
-            values[name] = data.reshape(shape)
-    settings = {
-        "iterations": iterations, "policy": policy, "gradient": gradient, "num_samples": num_samples,
-        "conventions": conventions, "pair_sampling": pair_sampling, "magnet_period": magnet_period,
-        "record_every": record_every, "runs": runs, "num_actions": n,
-    }
-    return SimulationResult(tuple(a.name for a in algorithms), configs.reset_index(drop=True), steps, values, settings)
+    values = {name: data.reshape(shape) for name, data in recorded.items() if name in metrics}
+    names = tuple(a.name for a in algorithms)
+    _warn_divergence(values["duality_gap"], steps, names, configs)
+    settings = {**base.to_dict(), "runs": runs, "num_actions": n}
+    if axes is not None:
+        settings["axes"] = axes
+    stamp["wall_seconds"] = round(time.perf_counter() - started, 3)
+    return SimulationResult(names, configs.drop(columns="kernel_lr"), steps, values, settings, stamp)
 
 
-def _configs(
-    betas: Iterable[float], lrs: Iterable[float] | None, etas: Iterable[float] | None, seeds: Iterable[int],
-    num_actions: int, conventions: str, mixture: float | None,
-) -> pd.DataFrame:
-    rows = []
-    for beta in betas:
-        if not beta > 0:
-            raise ValueError(f"beta must be positive, got beta={beta!r}")
-        steps = [("lr", x) for x in lrs] if lrs is not None else [("eta", x) for x in etas]
-        for kind, value in steps:
-            lr = value if kind == "lr" else lr_from_eta(value, beta, num_actions)
-            eta = eta_from_lr(lr, beta, num_actions)
-            c = mixture_coefficient(lr, beta, num_actions, conventions) if mixture is None else mixture
-            if not 0.0 <= c <= 1.0:
-                raise ValueError(f"the Nash-MD mixture coefficient must be in [0, 1], got {c!r}")
-            for seed in seeds:
-                rows.append({"beta": float(beta), "lr": float(lr), "eta": float(eta), "mixture": float(c), "seed": int(seed)})
-    return pd.DataFrame(rows)
+def _base_config(config: SimulationConfig | Sequence[str | Algorithm] | str | None, options: dict[str, Any]) -> SimulationConfig:
+    """``config`` with ``options`` applied, or a config built from ``options`` (``config`` then being
+    the algorithms, the positional argument of earlier releases)."""
+    if isinstance(config, SimulationConfig):
+        return config.replace(**options) if options else config
+    if config is not None:
+        if "algorithms" in options:
+            raise ValueError("algorithms given twice (positionally and as algorithms=)")
+        options = {**options, "algorithms": config}
+    known = {f.name: f for f in dataclasses.fields(SimulationConfig)}
+    unknown = sorted(set(options) - set(known))
+    if unknown:
+        raise ValueError(f"unknown option(s) {', '.join(unknown)}; options: {', '.join(known)}")
+    missing = [name for name, f in known.items() if f.default is dataclasses.MISSING and name not in options]
+    if missing:
+        raise ValueError(f"missing required option(s) {', '.join(missing)}")
+    return SimulationConfig(**options)
 
 
-def _check_options(policy, gradient, iterations, num_samples, record_every, metrics, pair_sampling, magnet_period):
-    if policy not in ("tabular", "neural"):
-        raise ValueError(f"policy must be 'tabular' or 'neural', got {policy!r}")
-    if gradient not in ("exact", "sampled"):
-        raise ValueError(f"gradient must be 'exact' or 'sampled', got {gradient!r}")
-    if not (isinstance(iterations, (int, np.integer)) and iterations >= 1):
-        raise ValueError(f"iterations must be a positive integer, got {iterations!r}")
-    if not (isinstance(num_samples, (int, np.integer)) and num_samples >= 1):
-        raise ValueError(f"num_samples must be a positive integer, got {num_samples!r}")
-    if not (isinstance(record_every, (int, np.integer)) and record_every >= 1):
-        raise ValueError(f"record_every must be a positive integer, got {record_every!r}")
-    unknown = [m for m in metrics if m not in METRICS]
-    if unknown or "duality_gap" not in metrics:
-        raise ValueError(f"metrics must include 'duality_gap' and come from {METRICS}, got {tuple(metrics)!r}")
-    if pair_sampling not in ("uniform", "policy"):
-        raise ValueError(f"pair_sampling must be 'uniform' or 'policy', got {pair_sampling!r}")
-    if magnet_period < 0:
-        raise ValueError(f"magnet_period must be ≥ 0 (0: never reset), got {magnet_period!r}")
-
-
-def sweep(
-    P: np.ndarray,
-    ref_logits: np.ndarray,
-    algorithms: Sequence[str | Algorithm] = PAPER_ALGORITHMS,
-    *,
-    betas: Sequence[float],
-    lrs: Sequence[float] | None = None,
-    etas: Sequence[float] | None = None,
-    seeds: Sequence[int] = (0,),
-    iterations: int,
-    policy: Literal["tabular", "neural"] = "tabular",
-    gradient: Literal["exact", "sampled"] = "exact",
-    num_samples: int = 100,
-    conventions: str = "default",
-    mixture: float | None = None,
-    init_logits: np.ndarray | None = None,
-    network: dict | None = None,
-    hidden_dim: int = 10,
-    depth: int = 3,
-    pair_sampling: Literal["uniform", "policy"] = "uniform",
-    magnet_period: int = 0,
-    record_every: int = 1,
-    metrics: Sequence[str] = ("duality_gap",),
-    progress: bool = True,
-) -> SimulationResult:
-    """Run the grid betas × (lrs or etas) × seeds × algorithms × games as one batched computation.
-
-    Exactly one of ``lrs`` (SGD rates of the reference implementation) and ``etas`` (mirror-descent
-    steps; lr = ηβN/4) must be given. Other arguments as in :func:`simulate`.
-    """
-    if (lrs is None) == (etas is None):
-        raise ValueError("give exactly one of lr/lrs (SGD learning rate) and eta/etas (mirror-descent step)")
-    check_conventions(conventions)
-    _check_options(policy, gradient, iterations, num_samples, record_every, metrics, pair_sampling, magnet_period)
-    algs = [get_algorithm(a) for a in algorithms]
-    if not algs:
-        raise ValueError("algorithms is empty")
-    P, ref_logits = _validate_games(P, ref_logits)
-    configs = _configs(betas, lrs, etas, seeds, P.shape[1], conventions, mixture)
-    return _run(
-        P, ref_logits, algs, configs, iterations=int(iterations), policy=policy, gradient=gradient,
-        num_samples=int(num_samples), conventions=conventions, init_logits=init_logits, network=network,
-        hidden_dim=hidden_dim, depth=depth, pair_sampling=pair_sampling, magnet_period=int(magnet_period),
-        record_every=int(record_every), metrics=tuple(metrics), progress=progress,
-    )
+def _call(function: str, config: SimulationConfig, axes: dict[str, list] | None = None) -> str:
+    """The Python call that reproduces a run given the same data."""
+    fields = {k: v for k, v in config.to_dict().items() if v != getattr(SimulationConfig, k, dataclasses.MISSING)}
+    args = ", ".join(f"{k}={v!r}" for k, v in {**fields, **{f"{k}s": v for k, v in (axes or {}).items()}}.items())
+    return f"egpo_core.{function}(P, ref_logits, {args})"
 
 
 def simulate(
     P: np.ndarray,
     ref_logits: np.ndarray,
-    algorithms: Sequence[str | Algorithm] = PAPER_ALGORITHMS,
+    config: SimulationConfig | Sequence[str | Algorithm] | str | None = None,
     *,
-    beta: float,
-    lr: float | None = None,
-    eta: float | None = None,
-    iterations: int,
-    policy: Literal["tabular", "neural"] = "tabular",
-    gradient: Literal["exact", "sampled"] = "exact",
-    num_samples: int = 100,
-    conventions: str = "default",
-    seed: int = 0,
-    mixture: float | None = None,
     init_logits: np.ndarray | None = None,
     network: dict | None = None,
-    hidden_dim: int = 10,
-    depth: int = 3,
-    pair_sampling: Literal["uniform", "policy"] = "uniform",
-    magnet_period: int = 0,
-    record_every: int = 1,
-    metrics: Sequence[str] = ("duality_gap",),
     progress: bool = True,
+    **options: Any,
 ) -> SimulationResult:
-    """Simulate ``algorithms`` on the games ``P`` (runs, N, N) from π_0 = π_ref (or ``init_logits``).
+    """Simulate the configured algorithms on the games ``P`` from π_0 = π_ref (or ``init_logits``).
 
     Args:
-        P: preference tensors, P[r, i, j] = P(i ≻ j) in game r (validated).
-        ref_logits: logits of π_ref per game, (runs, N).
-        algorithms: names from ``egpo_core.algorithms.ALGORITHMS`` (or Algorithm objects).
-        beta: KL-regularization β > 0.
-        lr: the reference implementation's SGD learning rate (η = 4·lr/(Nβ)); or give ``eta``.
-        iterations: number of updates T; metrics are recorded for π_0 … π_T.
-        policy: "tabular" (logits are the parameters) or "neural" (SPEC §4 network).
-        gradient: "exact" (expectations over all pairs) or "sampled" (``num_samples`` draws per step).
-        conventions: "default" or "reference" (see module docstring).
-        seed: seeds the sampling streams (and a random network's initialization).
-        mixture: Nash-MD mixture coefficient c; default ηβ ("default") or 2·lr/N ("reference").
+        P: preference tensors (runs, N, N), P[r, i, j] = P(i ≻ j) in game r (validated); (N, N) is one game.
+        ref_logits: logits of π_ref per game, (runs, N), or (N,) for every game.
+        config: a :class:`~egpo_core.config.SimulationConfig`, or the algorithms (names or objects).
+        init_logits: logits of π_0, (runs, N) or (N,); default π_ref.
         network: initial network weights for ``policy="neural"`` (e.g. ``reference_instances(...).network``).
-        pair_sampling: sampled ipo-family pairs y, y' "uniform" or from π_t ("policy").
-        magnet_period: MPO's magnet reset period (0: the magnet stays π_ref).
-        record_every: record every k-th step (and always the last).
-        metrics: subset of ``METRICS``: "duality_gap" (always), "exploitability", "kl_to_equilibrium",
-            and the average iterate's "average_duality_gap", "average_exploitability".
-        progress: show a tqdm progress bar.
+        progress: show a progress bar (a widget in notebooks) and announce a first kernel compilation.
+        **options: fields of :class:`~egpo_core.config.SimulationConfig` (beta, lr or eta,
+            iterations, policy, gradient, seed, metrics, ...), overriding those of ``config``.
+
+    Returns a :class:`~egpo_core.results.SimulationResult` whose curves are (runs, n_steps) per
+    algorithm. A run whose gap becomes non-finite warns once (algorithm and step) and is counted in
+    ``summary()["diverged"]``.
     """
-    if (lr is None) == (eta is None):
-        raise ValueError("give exactly one of lr (SGD learning rate) and eta (mirror-descent step)")
-    return sweep(
-        P, ref_logits, algorithms, betas=[beta], lrs=None if lr is None else [lr], etas=None if eta is None else [eta],
-        seeds=[seed], iterations=iterations, policy=policy, gradient=gradient, num_samples=num_samples,
-        conventions=conventions, mixture=mixture, init_logits=init_logits, network=network, hidden_dim=hidden_dim,
-        depth=depth, pair_sampling=pair_sampling, magnet_period=magnet_period, record_every=record_every,
-        metrics=metrics, progress=progress,
-    )
+    base = _base_config(config, options)
+    P, ref_logits = _validate_games(P, ref_logits)
+    return _run(P, ref_logits, [base], None, init_logits=init_logits, network=network, progress=progress,
+                call=_call("simulate", base))
+
+
+def _axis(name: str, values: Any) -> list:
+    """A sweep axis: a list of numbers; one number is a one-point axis."""
+    if isinstance(values, (str, bytes)) or values is None:
+        raise ValueError(f"{name} must be a list of numbers, got {name}={values!r}")
+    values = [values] if np.ndim(values) == 0 else list(np.asarray(values).ravel().tolist())
+    if not values:
+        raise ValueError(f"{name} is empty: a sweep needs at least one value per axis")
+    return values
+
+
+def sweep(
+    P: np.ndarray,
+    ref_logits: np.ndarray,
+    config: SimulationConfig | Sequence[str | Algorithm] | str | None = None,
+    *,
+    betas: Sequence[float] | float | None = None,
+    lrs: Sequence[float] | float | None = None,
+    etas: Sequence[float] | float | None = None,
+    seeds: Sequence[int] | int | None = None,
+    init_logits: np.ndarray | None = None,
+    network: dict | None = None,
+    progress: bool = True,
+    **options: Any,
+) -> SimulationResult:
+    """Run the grid betas × (lrs or etas) × seeds × algorithms × games as one batched computation.
+
+    Each axis given replaces that field of ``config`` (a one-value axis may be a scalar); an axis not
+    given keeps the config's value, so ``sweep(P, ref, config, betas=[0.1, 0.01])`` varies β alone.
+    At most one of ``lrs`` (SGD rates of the reference implementation) and ``etas`` (mirror-descent
+    steps; lr = ηβN/4). Other arguments as in :func:`simulate`. The curves are (n_configs, runs,
+    n_steps) per algorithm, configs in the order β, then step, then seed.
+    """
+    if lrs is not None and etas is not None:
+        raise ValueError("give at most one of lrs (SGD learning rates) and etas (mirror-descent steps)")
+    axes = {name: _axis(f"{name}s", values) for name, values in
+            (("beta", betas), ("lr", lrs), ("eta", etas), ("seed", seeds)) if values is not None}
+    twice = sorted(name for name in axes if name in options)
+    if twice:
+        raise ValueError(f"give {twice[0]} or {twice[0]}s, not both")
+    base = _base_config(config, {**options, **{name: values[0] for name, values in axes.items()}})
+    step_name = "lr" if "lr" in axes else "eta" if "eta" in axes else ("lr" if base.lr is not None else "eta")
+    betas_ = axes.get("beta", [base.beta])
+    step_values = axes.get(step_name, [getattr(base, step_name)])
+    seeds_ = axes.get("seed", [base.seed])
+    points = [base.replace(beta=b, **{step_name: s}, seed=seed) for b, s, seed in itertools.product(betas_, step_values, seeds_)]
+    P, ref_logits = _validate_games(P, ref_logits)
+    return _run(P, ref_logits, points, axes, init_logits=init_logits, network=network, progress=progress,
+                call=_call("sweep", base, axes))

@@ -1,0 +1,172 @@
+"""One simulation's settings: :class:`SimulationConfig`, validated once when it is built.
+
+    >>> from egpo_core.config import SimulationConfig
+    >>> config = SimulationConfig(algorithms=["egpo", "oipo1"], beta=0.01, lr=0.02, iterations=5000)
+    >>> config.to_dict()["eta"] is None        # stored as given; the simulator derives η = 4·lr/(Nβ)
+    True
+
+Everything a run needs besides its data (the games ``P``, ``ref_logits``, optional ``init_logits`` and
+``network``) is a field here; ``simulate``, ``sweep``, the presets and the command line all build one,
+and ``run.json`` is its :meth:`~SimulationConfig.to_dict`. Each field's documentation is the string
+under it (read by :func:`field_docs`, which the command line uses as help text).
+"""
+
+from __future__ import annotations
+
+import ast
+import dataclasses
+import inspect
+import numbers
+from dataclasses import dataclass, fields
+from functools import cache
+from typing import Any, Literal, Sequence
+
+from .algorithms import PAPER_ALGORITHMS, Algorithm, get_algorithm
+from .stepsizes import check_conventions
+from .validation import check_count, check_positive
+
+METRICS = ("duality_gap", "exploitability", "kl_to_equilibrium", "average_duality_gap", "average_exploitability")
+
+__all__ = ["SimulationConfig", "METRICS", "field_docs"]
+
+
+@dataclass(frozen=True, kw_only=True)
+class SimulationConfig:
+    """The settings of one simulation (data excluded); see each field's documentation."""
+
+    algorithms: tuple[str | Algorithm, ...] = PAPER_ALGORITHMS
+    """Algorithms to run, names from ``egpo_core.algorithms.ALGORITHMS`` (or Algorithm objects); one string is one name."""
+    beta: float
+    """KL-regularization strength β > 0."""
+    lr: float | None = None
+    """SGD learning rate of the reference implementation (η = 4·lr/(Nβ)); give exactly one of lr and eta."""
+    eta: float | None = None
+    """Mirror-descent step η (lr = ηβN/4 is derived); give exactly one of lr and eta."""
+    iterations: int
+    """Number of updates T; metrics are recorded for π_0 … π_T."""
+    policy: Literal["tabular", "neural"] = "tabular"
+    """'tabular' (the logits are the parameters) or 'neural' (the paper's MLP, input → hidden layers → N logits)."""
+    gradient: Literal["exact", "sampled"] = "exact"
+    """'exact' (expectations over all pairs) or 'sampled' (num_samples draws per step)."""
+    num_samples: int = 100
+    """Responses drawn per step with gradient='sampled'."""
+    conventions: Literal["default", "reference"] = "default"
+    """'default' (Nash-MD mixture c = ηβ, mixtures over actions, a network per run) or 'reference' (the paper's code)."""
+    seed: int = 0
+    """Seed (a non-negative integer) of the sampling streams and of a random network's initialization."""
+    mixture: float | None = None
+    """Nash-MD mixture coefficient c in [0, 1]; None: ηβ ('default') or 2·lr/N ('reference')."""
+    hidden_dim: int = 10
+    """Width of a random network's hidden layers (policy='neural' without a given network)."""
+    depth: int = 3
+    """Number of weight matrices of a random network (policy='neural' without a given network)."""
+    pair_sampling: Literal["uniform", "policy"] = "uniform"
+    """Sampled pairs y, y′ of the ipo family: 'uniform' over actions or drawn from π_t ('policy')."""
+    magnet_period: int = 0
+    """MPO's magnet reset period in updates (0: the magnet stays π_ref)."""
+    record_every: int = 1
+    """Record the metrics every k-th update (and always the last)."""
+    metrics: tuple[str, ...] = ("duality_gap",)
+    """Metrics to record, from METRICS; duality_gap is always recorded; one string is one name."""
+
+    def __post_init__(self) -> None:
+        set_field = object.__setattr__.__get__(self)  # frozen: normalize through the base setter
+        set_field("algorithms", _algorithms(self.algorithms))
+        set_field("beta", check_positive(self.beta, "beta"))
+        if (self.lr is None) == (self.eta is None):
+            raise ValueError(
+                f"give exactly one of lr (SGD learning rate) and eta (mirror-descent step), got lr={self.lr!r}, eta={self.eta!r}"
+            )
+        for name in ("lr", "eta"):
+            if getattr(self, name) is not None:
+                set_field(name, check_positive(getattr(self, name), name))
+        if self.mixture is not None:
+            set_field("mixture", _unit_interval("mixture", self.mixture))
+        for name, choices in (("policy", ("tabular", "neural")), ("gradient", ("exact", "sampled")),
+                              ("pair_sampling", ("uniform", "policy"))):
+            if getattr(self, name) not in choices:
+                raise ValueError(f"{name} must be one of {choices}, got {name}={getattr(self, name)!r}")
+        check_conventions(self.conventions)
+        for name, minimum in (("iterations", 1), ("num_samples", 1), ("hidden_dim", 1), ("depth", 1),
+                              ("record_every", 1), ("magnet_period", 0), ("seed", 0)):
+            set_field(name, check_count(getattr(self, name), name, minimum))
+        set_field("metrics", _metrics(self.metrics))
+
+    def replace(self, **changes: Any) -> SimulationConfig:
+        """A copy with ``changes`` applied and validated; giving ``lr`` clears ``eta`` and vice versa."""
+        unknown = sorted(set(changes) - {f.name for f in fields(self)})
+        if unknown:
+            raise ValueError(f"unknown option(s) {', '.join(unknown)}; options: {', '.join(f.name for f in fields(self))}")
+        if changes.get("lr") is not None and "eta" not in changes:
+            changes["eta"] = None
+        if changes.get("eta") is not None and "lr" not in changes:
+            changes["lr"] = None
+        return dataclasses.replace(self, **changes)
+
+    def algorithm_objects(self) -> list[Algorithm]:
+        """The algorithms as :class:`~egpo_core.algorithms.Algorithm` objects, in order."""
+        return [get_algorithm(a) for a in self.algorithms]
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain JSON-ready values (algorithms by name, tuples as lists), the form ``run.json`` stores."""
+        out = {f.name: getattr(self, f.name) for f in fields(self)}
+        out["algorithms"] = [get_algorithm(a).name for a in self.algorithms]
+        out["metrics"] = list(self.metrics)
+        return out
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> SimulationConfig:
+        """Inverse of :meth:`to_dict`; keys that are not fields (e.g. ``runs`` in a saved result) are ignored."""
+        names = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in values.items() if k in names})
+
+
+def _unit_interval(name: str, value: Any) -> float:
+    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not 0.0 <= float(value) <= 1.0:
+        raise ValueError(f"{name} must be a number in [0, 1], got {name}={value!r}")
+    return float(value)
+
+
+def _names(name: str, value: Any) -> tuple:
+    """A string is one name (not its characters); otherwise any non-empty sequence."""
+    if isinstance(value, (str, Algorithm)):
+        return (value,)
+    if not isinstance(value, Sequence) and not hasattr(value, "__iter__"):
+        raise ValueError(f"{name} must be a name or a list of names, got {name}={value!r}")
+    value = tuple(value)
+    if not value:
+        raise ValueError(f"{name} is empty")
+    return value
+
+
+def _algorithms(value: Any) -> tuple[str | Algorithm, ...]:
+    algorithms = _names("algorithms", value)
+    for a in algorithms:
+        if not isinstance(a, (str, Algorithm)):
+            raise ValueError(f"algorithms must hold names or Algorithm objects, got {a!r} ({type(a).__name__})")
+    names = [get_algorithm(a).name for a in algorithms]  # unknown names raise here
+    repeated = sorted({n for n in names if names.count(n) > 1})
+    if repeated:
+        raise ValueError(f"algorithms lists {', '.join(map(repr, repeated))} more than once")
+    return algorithms
+
+
+def _metrics(value: Any) -> tuple[str, ...]:
+    metrics = _names("metrics", value)
+    unknown = [m for m in metrics if m not in METRICS]
+    if unknown:
+        raise ValueError(f"unknown metric(s) {', '.join(map(repr, unknown))}; known: {', '.join(METRICS)}")
+    return tuple(dict.fromkeys(("duality_gap", *metrics)))  # the gap first and always; no repeats
+
+
+@cache
+def field_docs() -> dict[str, str]:
+    """Field name → the documentation string written under it in :class:`SimulationConfig`."""
+    tree = ast.parse(inspect.getsource(SimulationConfig))
+    body = tree.body[0].body
+    docs = {}
+    for stmt, following in zip(body, body[1:]):
+        if (isinstance(stmt, ast.AnnAssign) and isinstance(following, ast.Expr)
+                and isinstance(following.value, ast.Constant) and isinstance(following.value.value, str)):
+            docs[stmt.target.id] = following.value.value
+    return docs

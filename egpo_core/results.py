@@ -1,0 +1,200 @@
+"""What a simulation returns, how it is written to a folder, and how it is read back.
+
+    >>> res = simulate(P, ref_logits, ["egpo"], beta=0.01, lr=0.02, iterations=5000)
+    >>> res.save("runs/mine")                  # metrics.parquet, summary.csv, run.json
+    >>> back = load_result("runs/mine")        # the same arrays, settings and provenance
+
+A folder holds ``metrics.<parquet|csv>`` (tidy: one row per config, algorithm, run, step, metric),
+``summary.csv`` (:meth:`SimulationResult.summary`) and ``run.json``: the configuration's fields
+(``config``), the sweep axes if any, one row per setting (``configs``), the provenance (versions,
+git commit, call, games source, times) and the list of files the run wrote (``files``), which is
+what ``--overwrite`` removes. Every file is written atomically with the user's umask.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import pandas as pd
+
+from .files import atomic_path, atomic_write
+
+__all__ = ["SimulationResult", "load_result", "RUN_FILE"]
+
+#: The file that marks a folder as a saved result.
+RUN_FILE = "run.json"
+_CONFIG_COLUMNS = ("beta", "lr", "eta", "mixture", "seed")
+
+
+@dataclass
+class SimulationResult:
+    """Recorded metrics of a batch of simulations.
+
+    Attributes:
+        algorithms: algorithm names, in the order of the second axis of ``values``.
+        configs: one row per hyper-parameter setting: beta, lr, eta (the one given stored exactly,
+            the other derived by η = 4·lr/(Nβ)), mixture, seed (an integer).
+        steps: the recorded update counts t (0 … iterations).
+        values: metric name → array (n_configs, n_algorithms, runs, n_steps).
+        settings: the configuration's fields (``SimulationConfig.to_dict()``) plus ``runs`` and
+            ``num_actions``; a sweep adds ``axes`` (field → the values varied).
+        provenance: versions, git commit, call, games source, start and wall time.
+    """
+
+    algorithms: tuple[str, ...]
+    configs: pd.DataFrame
+    steps: np.ndarray
+    values: dict[str, np.ndarray]
+    settings: dict = field(default_factory=dict)
+    provenance: dict = field(default_factory=dict)
+
+    @property
+    def runs(self) -> int:
+        """Number of games (runs) per setting and algorithm."""
+        return next(iter(self.values.values())).shape[2]
+
+    @property
+    def is_sweep(self) -> bool:
+        """Whether the result is a grid (from ``sweep``): its curves then keep the configs axis."""
+        return "axes" in self.settings
+
+    def metric(self, name: str) -> dict[str, np.ndarray]:
+        """Algorithm → array (runs, n_steps) for :func:`simulate`, (n_configs, runs, n_steps) for
+        :func:`sweep` whatever the grid's size."""
+        if name not in self.values:
+            raise KeyError(f"metric {name!r} was not recorded; recorded: {', '.join(self.values)} "
+                           f"(ask for it with metrics=(..., {name!r}))")
+        data = self.values[name]
+        return {alg: (data[:, a] if self.is_sweep else data[0, a]) for a, alg in enumerate(self.algorithms)}
+
+    @property
+    def duality_gap(self) -> dict[str, np.ndarray]:
+        """Gap_β(π_t) for each algorithm (see :meth:`metric` for the shape)."""
+        return self.metric("duality_gap")
+
+    @property
+    def exploitability(self) -> dict[str, np.ndarray]:
+        """max_y (Pπ_t)_y − ½, the exploitability in the original game."""
+        return self.metric("exploitability")
+
+    @property
+    def kl_to_equilibrium(self) -> dict[str, np.ndarray]:
+        """KL(π*_β ‖ π_t)."""
+        return self.metric("kl_to_equilibrium")
+
+    @property
+    def average_duality_gap(self) -> dict[str, np.ndarray]:
+        """Gap_β(π̄_t) of the average iterate π̄_t = Σ_{s≤t} π_s / (t + 1)."""
+        return self.metric("average_duality_gap")
+
+    @property
+    def average_exploitability(self) -> dict[str, np.ndarray]:
+        """max_y (Pπ̄_t)_y − ½ of the average iterate."""
+        return self.metric("average_exploitability")
+
+    def _config_row(self, c: int) -> dict[str, Any]:
+        """Row ``c`` of ``configs`` with each column's own type (a seed stays an int)."""
+        return {column: self.configs[column].iloc[c].item() for column in self.configs.columns}
+
+    def to_dataframe(self) -> pd.DataFrame:
+        """Tidy data: one row per (config, algorithm, run, step, metric) with columns
+        algorithm, run, step, metric, value, config (index into ``configs``), beta, lr, eta, mixture, seed."""
+        frames = []
+        n_cfg, n_alg, runs, n_steps = next(iter(self.values.values())).shape
+        idx_cfg, idx_alg, idx_run, idx_step = np.meshgrid(
+            np.arange(n_cfg), np.arange(n_alg), np.arange(runs), np.arange(n_steps), indexing="ij"
+        )
+        base = {
+            "algorithm": pd.Categorical.from_codes(idx_alg.ravel(), categories=list(self.algorithms)),
+            "run": idx_run.ravel(),
+            "step": self.steps[idx_step.ravel()],
+        }
+        for name, data in self.values.items():
+            frame = pd.DataFrame(base)
+            frame["metric"] = name
+            frame["value"] = data.ravel()
+            frame["config"] = idx_cfg.ravel()
+            for column in _CONFIG_COLUMNS:
+                frame[column] = self.configs[column].to_numpy()[idx_cfg.ravel()]
+            frames.append(frame)
+        out = pd.concat(frames, ignore_index=True)
+        out["metric"] = out["metric"].astype("category")
+        return out
+
+    def summary(self, metric: str = "duality_gap", threshold: float = 1e-6) -> pd.DataFrame:
+        """One row per (config, algorithm): ``median_final``, the median over runs of the last recorded
+        value; ``reached``, the number of runs whose metric fell below ``threshold`` at any recorded
+        step; ``diverged``, the number of runs whose metric became non-finite (NaN/inf)."""
+        if metric not in self.values:
+            raise KeyError(f"metric {metric!r} was not recorded; recorded: {', '.join(self.values)} "
+                           f"(ask for it with metrics=(..., {metric!r}))")
+        data = self.values[metric]
+        rows = []
+        for c, a in itertools.product(range(data.shape[0]), range(data.shape[1])):
+            curves = data[c, a]
+            rows.append(
+                {
+                    **self._config_row(c),
+                    "algorithm": self.algorithms[a],
+                    "median_final": float(np.median(curves[:, -1])),
+                    "reached": int(np.sum(np.any(curves < threshold, axis=1))),
+                    "diverged": int(np.sum(~np.all(np.isfinite(curves), axis=1))),
+                    "runs": curves.shape[0],
+                }
+            )
+        return pd.DataFrame(rows)
+
+    def save(self, directory: str | os.PathLike, fmt: Literal["parquet", "csv"] = "parquet",
+             extra_files: tuple[str, ...] = ()) -> Path:
+        """Write ``metrics.<fmt>``, ``summary.csv`` and ``run.json`` into ``directory`` (created if
+        needed), each atomically; returns the metrics file. ``extra_files`` (names inside
+        ``directory``, e.g. figures written beside) are listed in ``run.json`` as written by this run."""
+        if fmt not in ("parquet", "csv"):
+            raise ValueError(f"fmt must be 'parquet' or 'csv', got fmt={fmt!r}")
+        directory = Path(directory)
+        directory.mkdir(parents=True, exist_ok=True)
+        frame = self.to_dataframe()
+        target = directory / f"metrics.{fmt}"
+        with atomic_path(target) as tmp:
+            if fmt == "parquet":
+                frame.to_parquet(tmp, index=False)
+            else:
+                frame.to_csv(tmp, index=False)
+        with atomic_path(directory / "summary.csv") as tmp:
+            self.summary().to_csv(tmp, index=False)
+        meta = {
+            "algorithms": list(self.algorithms),
+            "config": self.settings,
+            "configs": [self._config_row(c) for c in range(len(self.configs))],
+            "provenance": self.provenance,
+            "metrics_file": target.name,
+            "files": [target.name, "summary.csv", *extra_files, RUN_FILE],
+        }
+        atomic_write(directory / RUN_FILE, json.dumps(meta, indent=2, default=str) + "\n")
+        return target
+
+
+def load_result(folder: str | os.PathLike) -> SimulationResult:
+    """Read a result written by :meth:`SimulationResult.save` (or the command line) back."""
+    folder = Path(folder)
+    stamp = folder / RUN_FILE
+    if not stamp.is_file():
+        raise FileNotFoundError(f"{folder} holds no {RUN_FILE}: not a saved simulation result")
+    meta = json.loads(stamp.read_text())
+    metrics_file = folder / meta["metrics_file"]
+    frame = pd.read_parquet(metrics_file) if metrics_file.suffix == ".parquet" else pd.read_csv(metrics_file)
+    algorithms = tuple(meta["algorithms"])
+    configs = pd.DataFrame(meta["configs"])
+    steps = np.sort(frame["step"].unique())
+    order = {name: i for i, name in enumerate(algorithms)}
+    values = {}
+    for metric, part in frame.groupby("metric", observed=True, sort=False):
+        part = part.assign(_alg=part["algorithm"].astype(str).map(order)).sort_values(["config", "_alg", "run", "step"])
+        values[str(metric)] = part["value"].to_numpy().reshape(len(configs), len(algorithms), -1, len(steps))
+    return SimulationResult(algorithms, configs, steps, values, meta["config"], meta.get("provenance", {}))
