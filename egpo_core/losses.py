@@ -389,7 +389,7 @@ def exact_loss(
     2Pσ_now − Pπ_{t−1} with π_{t−1} = ``previous_probs`` (default σ_now). The anchor π_A by
     ``algorithm.anchor``: ``ref_logp``, π_t, or ``magnet_logp`` (default ``ref_logp``).
 
-    One SGD step of rate lr on the "ipo" loss of a :class:`~egpo_core.policies.TabularPolicy` is
+    One SGD step of rate lr on the "ipo" loss of a tabular policy (free logits θ, log π = log_softmax θ) is
     ``algorithm.closed_form`` with ηβ = 4·lr/N: ∇_θ = (4/N)·w·center(log π_t − log π_A − T/β).
 
     Args:

@@ -7,7 +7,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from egpo_core.games import random_games, save_games
+from egpo_core.game_io import save_games
+from egpo_core.games import random_games
 from egpo_core.presets import PRESETS
 
 

@@ -24,7 +24,7 @@ from egpo_core import _kernel, losses, simulate
 from egpo_core.algorithms import Algorithm, Anchor, LossFamily, Opponent, Scheme, get_algorithm
 from egpo_core.games import random_games
 from egpo_core.metrics import duality_gap, exploitability
-from egpo_core.policies import NeuralPolicy, TabularPolicy
+from torch_policies import NeuralPolicy, TabularPolicy
 from egpo_core.schemes import step
 
 F64 = torch.float64

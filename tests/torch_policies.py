@@ -1,4 +1,8 @@
-"""Parametrized policies over N responses, batched over independent runs (games).
+"""Test oracle: torch policies over N responses, batched over independent runs (games).
+
+The library's own network is numpy (``egpo_core.network``) and the simulator's compiled kernel;
+these ``nn.Module`` versions let the tests drive ``egpo_core.losses`` with autograd and compare
+the kernel against them. Nothing in ``egpo_core`` imports this module.
 
 Every policy is an ``nn.Module`` whose ``forward()`` takes no input and returns log-probabilities of
 shape (runs, N):
@@ -25,13 +29,9 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from egpo_core.validation import check_count
+
 __all__ = ["TabularPolicy", "NeuralPolicy"]
-
-
-def _positive_int(name: str, value: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
-        raise ValueError(f"{name} must be a positive integer, got {name}={value!r}")
-    return int(value)
 
 
 class TabularPolicy(nn.Module):
@@ -67,8 +67,8 @@ class TabularPolicy(nn.Module):
         cls, runs: int, num_actions: int, *, dtype: torch.dtype | None = None, device: torch.device | str | None = None
     ) -> "TabularPolicy":
         """The uniform policy: θ = 0 of shape (runs, N)."""
-        runs = _positive_int("runs", runs)
-        num_actions = _positive_int("num_actions", num_actions)
+        runs = check_count(runs, "runs")
+        num_actions = check_count(num_actions, "num_actions")
         dtype = torch.get_default_dtype() if dtype is None else dtype
         return cls(torch.zeros(runs, num_actions, dtype=dtype, device=device))
 
@@ -124,10 +124,10 @@ class NeuralPolicy(nn.Module):
         device: torch.device | str | None = None,
     ) -> None:
         super().__init__()
-        runs = _positive_int("runs", runs)
-        num_actions = _positive_int("num_actions", num_actions)
-        hidden = _positive_int("hidden", hidden)
-        depth = _positive_int("depth", depth)
+        runs = check_count(runs, "runs")
+        num_actions = check_count(num_actions, "num_actions")
+        hidden = check_count(hidden, "hidden")
+        depth = check_count(depth, "depth")
         dtype = torch.get_default_dtype() if dtype is None else dtype
         self.shared = bool(shared)
         factory = dict(dtype=dtype, device=device)
@@ -171,7 +171,7 @@ class NeuralPolicy(nn.Module):
         dtype: torch.dtype = torch.float64,
         device: torch.device | str | None = None,
     ) -> "NeuralPolicy":
-        """Build a network from given arrays (copied), e.g. ``egpo_core.games.reference_instances``'s.
+        """Build a network from given arrays (copied), e.g. ``egpo_core.reference_draws.reference_instances``'s.
 
         Args:
             input: (runs, hidden) inputs v.
