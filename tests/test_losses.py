@@ -17,8 +17,9 @@ import torch
 from scipy.special import log_softmax, logsumexp, softmax
 
 from egpo_core.algorithms import ALGORITHMS, center, geometric_mixture_logits
+from egpo_core.games import random_games
 from egpo_core.losses import exact_loss, ipo_regression_loss, policy_gradient_loss, sampled_loss
-from egpo_core.policies import NeuralPolicy, TabularPolicy
+from torch_policies import NeuralPolicy, TabularPolicy
 from egpo_core.samplers import categorical_indices, geometric_mixture_log_probs, uniform_indices
 from egpo_core.schemes import extragradient_step, single_step, step
 
@@ -27,24 +28,9 @@ CLOSED_FORM_ATOL = 1e-10
 Z_MAX = 5.0  # sampled means must lie within 5 standard errors of the exact gradient
 
 
-def make_games(runs: int, n: int, seed: int) -> np.ndarray:
-    """Random games: lower triangle U(0,1), P_ji = 1 − P_ij, diagonal ½ (egpo_core.games if present)."""
-    try:
-        from egpo_core.games import random_games
-    except ImportError:
-        rng = np.random.default_rng(seed)
-        rows, cols = np.tril_indices(n, k=-1)
-        lower = rng.random((runs, rows.size))
-        P = np.full((runs, n, n), 0.5)
-        P[:, rows, cols] = lower
-        P[:, cols, rows] = 1.0 - lower
-        return P
-    return random_games(runs, n, seed)
-
-
 def game(runs: int = 4, n: int = 7, seed: int = 0):
     rng = np.random.default_rng(seed + 1000)
-    P = make_games(runs, n, seed)
+    P = random_games(runs, n, seed)
     theta = rng.normal(size=(runs, n))
     ref = rng.normal(size=(runs, n))
     return P, theta, ref, rng
@@ -442,10 +428,9 @@ def test_neural_policy_from_arrays(shared):
 
 
 def test_neural_policy_from_reference_instances():
-    games = pytest.importorskip("egpo_core.games")
-    if not hasattr(games, "reference_instances"):
-        pytest.skip("egpo_core.games.reference_instances not available")
-    inst = games.reference_instances(2018011309, runs=3, num_actions=20, policy="neural")
+    from egpo_core.reference_draws import reference_instances
+
+    inst = reference_instances(2018011309, runs=3, num_actions=20, policy="neural")
     net = inst.network
     policy = NeuralPolicy.from_arrays(net["input"], net["weights"], net["biases"], shared=True)
     np.testing.assert_allclose(policy().detach().numpy(), log_softmax(inst.ref_logits, axis=-1), atol=1e-12, rtol=0)
@@ -502,72 +487,91 @@ def _args(runs=2, n=4):
 
 
 @pytest.mark.parametrize("beta", [0.0, -0.1, float("nan"), float("inf")])
-def test_bad_beta(beta):
+@pytest.mark.parametrize(
+    "loss", [exact_loss, lambda *args: sampled_loss(*args, 10)], ids=["exact_loss", "sampled_loss"]
+)
+def test_bad_beta(loss, beta):
     logp, ref, P = _args()
     with pytest.raises(ValueError, match="beta"):
-        exact_loss("oipo1", logp, ref, P, beta)
-    with pytest.raises(ValueError, match="beta"):
-        sampled_loss("oipo1", logp, ref, P, beta, 10)
+        loss("oipo1", logp, ref, P, beta)
 
 
-def test_bad_inputs_raise_value_error():
-    logp, ref, P = _args()
-    with pytest.raises(ValueError, match="unknown algorithm"):
-        exact_loss("no_such_algorithm", logp, ref, P, 0.1)
-    with pytest.raises(ValueError, match=r"\(2, 5\).*\(2, 4\)"):
-        exact_loss("oipo1", logp, torch.zeros(2, 5, dtype=F64), P, 0.1)
-    with pytest.raises(ValueError, match=r"\(3, 4, 4\).*\(2, 4\)"):
-        exact_loss("oipo1", logp, ref, torch.full((3, 4, 4), 0.5, dtype=F64), 0.1)
-    with pytest.raises(ValueError, match=r"\(2, 3\).*\(2, 4\)"):
-        exact_loss("egpo", logp, ref, P, 0.1, opponent_probs=torch.full((2, 3), 1 / 3, dtype=F64))
-    with pytest.raises(ValueError, match="mixture"):
-        exact_loss("nash_md", logp, ref, P, 0.1)  # neither mixture nor eta_beta
-    with pytest.raises(ValueError, match="mixture"):
-        exact_loss("nash_md", logp, ref, P, 0.1, mixture=1.5)
-    with pytest.raises(ValueError, match="eta_beta"):
-        exact_loss("mpo", logp, ref, P, 0.1)
-    with pytest.raises(ValueError, match="eta_beta"):
-        exact_loss("oipo1", logp, ref, P, 0.1, eta_beta=-1.0)
-    with pytest.raises(ValueError, match="pair_distribution"):
-        exact_loss("oipo1", logp, ref, P, 0.1, pair_distribution="nearby")
-    with pytest.raises(ValueError, match="pair_distribution"):
-        exact_loss("nash_md_pg", logp, ref, P, 0.1, eta_beta=0.1, pair_distribution="uniform")
-    with pytest.raises(ValueError, match="mixture_normalize_over"):
-        sampled_loss("nash_md", logp, ref, P, 0.1, 5, eta_beta=0.1, mixture_normalize_over="columns")
-    with pytest.raises(ValueError, match="opponent_probs"):
-        exact_loss("oipo2", logp, ref, P, 0.1, opponent_probs=logp.exp())
-    with pytest.raises(ValueError, match="num_samples"):
-        sampled_loss("oipo1", logp, ref, P, 0.1, 0)
-    with pytest.raises(ValueError, match="logp"):
-        exact_loss("oipo1", logp[0], ref, P, 0.1)
-    # unknown loss/opponent/anchor/scheme values are refused when an Algorithm is declared
-    # (tests/test_algorithm_vocabulary.py)
+_BAD_LOSS_CALLS = {
+    "unknown_algorithm": (lambda logp, ref, P: exact_loss("no_such_algorithm", logp, ref, P, 0.1), "unknown algorithm"),
+    "ref_shape": (lambda logp, ref, P: exact_loss("oipo1", logp, torch.zeros(2, 5, dtype=F64), P, 0.1), r"\(2, 5\).*\(2, 4\)"),
+    "P_shape": (
+        lambda logp, ref, P: exact_loss("oipo1", logp, ref, torch.full((3, 4, 4), 0.5, dtype=F64), 0.1),
+        r"\(3, 4, 4\).*\(2, 4\)",
+    ),
+    "opponent_shape": (
+        lambda logp, ref, P: exact_loss("egpo", logp, ref, P, 0.1, opponent_probs=torch.full((2, 3), 1 / 3, dtype=F64)),
+        r"\(2, 3\).*\(2, 4\)",
+    ),
+    "no_mixture": (lambda logp, ref, P: exact_loss("nash_md", logp, ref, P, 0.1), "mixture"),  # neither mixture nor eta_beta
+    "mixture_above_1": (lambda logp, ref, P: exact_loss("nash_md", logp, ref, P, 0.1, mixture=1.5), "mixture"),
+    "weight_needs_eta_beta": (lambda logp, ref, P: exact_loss("mpo", logp, ref, P, 0.1), "eta_beta"),
+    "negative_eta_beta": (lambda logp, ref, P: exact_loss("oipo1", logp, ref, P, 0.1, eta_beta=-1.0), "eta_beta"),
+    "unknown_pairs": (lambda logp, ref, P: exact_loss("oipo1", logp, ref, P, 0.1, pair_distribution="nearby"), "pair_distribution"),
+    "pairs_for_pg": (
+        lambda logp, ref, P: exact_loss("nash_md_pg", logp, ref, P, 0.1, eta_beta=0.1, pair_distribution="uniform"),
+        "pair_distribution",
+    ),
+    "unknown_axis": (
+        lambda logp, ref, P: sampled_loss("nash_md", logp, ref, P, 0.1, 5, eta_beta=0.1, mixture_normalize_over="columns"),
+        "mixture_normalize_over",
+    ),
+    "opponent_for_pairwise": (lambda logp, ref, P: exact_loss("oipo2", logp, ref, P, 0.1, opponent_probs=logp.exp()), "opponent_probs"),
+    "zero_samples": (lambda logp, ref, P: sampled_loss("oipo1", logp, ref, P, 0.1, 0), "num_samples"),
+    "logp_1d": (lambda logp, ref, P: exact_loss("oipo1", logp[0], ref, P, 0.1), "logp"),
+}
+# unknown loss/opponent/anchor/scheme values are refused when an Algorithm is declared
+# (tests/test_algorithm_vocabulary.py)
 
 
-def test_bad_inputs_building_blocks_and_samplers():
-    with pytest.raises(ValueError, match=r"\(3,\).*\(4,\)"):
-        ipo_regression_loss(torch.zeros(3), torch.zeros(4), torch.zeros(3), torch.zeros(3), 0.0)
-    with pytest.raises(ValueError, match=r"\(2,\).*\(5,\)"):
-        policy_gradient_loss(torch.zeros(2), torch.zeros(5))
-    with pytest.raises(ValueError, match="non-negative"):
-        categorical_indices(torch.tensor([[0.5, -0.1]]), 3)
-    with pytest.raises(ValueError, match="normalize_over"):
-        geometric_mixture_log_probs(torch.zeros(2, 3), torch.zeros(2, 3), 0.5, "diagonal")
-    with pytest.raises(ValueError, match="c="):
-        geometric_mixture_log_probs(torch.zeros(2, 3), torch.zeros(2, 3), -0.5)
-    with pytest.raises(ValueError, match=r"\(2, 3\).*\(2, 4\)"):
-        geometric_mixture_log_probs(torch.zeros(2, 3), torch.zeros(2, 4), 0.5)
+@pytest.mark.parametrize("case", list(_BAD_LOSS_CALLS))
+def test_bad_inputs_raise_value_error(case):
+    call, message = _BAD_LOSS_CALLS[case]
+    with pytest.raises(ValueError, match=message):
+        call(*_args())
 
 
-def test_bad_inputs_policies():
-    with pytest.raises(ValueError, match="shape"):
-        TabularPolicy(np.zeros(5))
-    with pytest.raises(ValueError, match="depth"):
-        NeuralPolicy(2, 5, depth=0)
-    net = _numpy_network()
-    with pytest.raises(ValueError, match="weights\\[1\\]"):
-        NeuralPolicy.from_arrays(net["input"], [net["weights"][0], np.zeros((4, 3)), net["weights"][2]], net["biases"])
-    with pytest.raises(ValueError, match="biases\\[2\\]"):
-        NeuralPolicy.from_arrays(net["input"], net["weights"], net["biases"][:2] + [np.zeros(3)])
-    with pytest.raises(ValueError, match="shared=True"):
-        NeuralPolicy.from_arrays(net["input"], [np.zeros((3, 4, 4))] + net["weights"][1:], net["biases"], shared=True)
+@pytest.mark.parametrize(
+    "call,message",
+    [
+        (lambda: ipo_regression_loss(torch.zeros(3), torch.zeros(4), torch.zeros(3), torch.zeros(3), 0.0), r"\(3,\).*\(4,\)"),
+        (lambda: policy_gradient_loss(torch.zeros(2), torch.zeros(5)), r"\(2,\).*\(5,\)"),
+        (lambda: categorical_indices(torch.tensor([[0.5, -0.1]]), 3), "non-negative"),
+        (lambda: geometric_mixture_log_probs(torch.zeros(2, 3), torch.zeros(2, 3), 0.5, "diagonal"), "normalize_over"),
+        (lambda: geometric_mixture_log_probs(torch.zeros(2, 3), torch.zeros(2, 3), -0.5), "c="),
+        (lambda: geometric_mixture_log_probs(torch.zeros(2, 3), torch.zeros(2, 4), 0.5), r"\(2, 3\).*\(2, 4\)"),
+    ],
+    ids=["ipo_shapes", "pg_shapes", "negative_probs", "unknown_axis", "negative_c", "mixture_shapes"],
+)
+def test_bad_inputs_building_blocks_and_samplers(call, message):
+    with pytest.raises(ValueError, match=message):
+        call()
+
+
+_NET = _numpy_network()
+
+
+@pytest.mark.parametrize(
+    "call,message",
+    [
+        (lambda: TabularPolicy(np.zeros(5)), "shape"),
+        (lambda: NeuralPolicy(2, 5, depth=0), "depth"),
+        (
+            lambda: NeuralPolicy.from_arrays(_NET["input"], [_NET["weights"][0], np.zeros((4, 3)), _NET["weights"][2]], _NET["biases"]),
+            "weights\\[1\\]",
+        ),
+        (lambda: NeuralPolicy.from_arrays(_NET["input"], _NET["weights"], _NET["biases"][:2] + [np.zeros(3)]), "biases\\[2\\]"),
+        (
+            lambda: NeuralPolicy.from_arrays(_NET["input"], [np.zeros((3, 4, 4))] + _NET["weights"][1:], _NET["biases"], shared=True),
+            "shared=True",
+        ),
+    ],
+    ids=["tabular_1d", "depth_0", "weight_shape", "bias_shape", "runs_axis_when_shared"],
+)
+def test_bad_inputs_policies(call, message):
+    with pytest.raises(ValueError, match=message):
+        call()
