@@ -3,10 +3,13 @@ when an algorithm is declared; the simulator kernel's codes are derived from it.
 ``conventions`` names decode into their three independent switches."""
 
 import dataclasses
+import sys
+import textwrap
 
+import numpy as np
 import pytest
 
-from egpo_core import _kernel
+from egpo_core import _kernel, algorithms, simulate
 from egpo_core.algorithms import (
     ALGORITHMS,
     Anchor,
@@ -96,3 +99,53 @@ def test_runs_normalization_applies_to_the_sampled_nash_md_only(name, sampled):
     assert runs.normalization_for(alg, sampled) is (MixtureNormalization.RUNS if sampled_nash_md else MixtureNormalization.ACTIONS)
     assert ConventionSwitches().normalization_for(alg, sampled) is MixtureNormalization.ACTIONS
     assert sampled_nash_md == (name == "nash_md" and sampled)
+
+
+# ---------------------------------------------------------------------------------------------
+# the registry: one module per algorithm, found without a list to edit
+# ---------------------------------------------------------------------------------------------
+
+
+def _extra_module(tmp_path, monkeypatch, name: str, body: str):
+    """Put ``body`` as module ``name`` into the algorithms package (a directory added to its path)."""
+    (tmp_path / f"{name}.py").write_text(textwrap.dedent(body))
+    monkeypatch.setattr(algorithms, "__path__", [*algorithms.__path__, str(tmp_path)])
+    monkeypatch.delitem(sys.modules, f"egpo_core.algorithms.{name}", raising=False)
+
+
+def test_registry_lists_the_eight_modules_in_the_figure_order():
+    assert list(ALGORITHMS) == ["oipo1", "oipo2", "nash_md", "nash_md_pg", "egpo", "mpo", "sppo", "omwu"]
+
+
+def test_a_recombining_module_is_registered_and_simulated_without_other_edits(tmp_path, monkeypatch):
+    _extra_module(tmp_path, monkeypatch, "recombined", '''
+        from egpo_core.algorithms.base import Algorithm
+        from egpo_core.algorithms.nash_md import closed_form
+
+        ALGORITHM = Algorithm(name="recombined", label="Recombined", loss="ipo2", opponent="mixture",
+                              anchor="current", scheme="extragradient", closed_form=closed_form)
+    ''')
+    registry = algorithms._registry()
+    assert list(registry) == [*ALGORITHMS, "recombined"]
+    recombined = registry["recombined"]
+    P = np.array([[[0.5, 0.9, 0.2], [0.1, 0.5, 0.7], [0.8, 0.3, 0.5]]])
+    res = simulate(P, np.zeros((1, 3)), [recombined], beta=0.1, lr=0.05, iterations=3, mixture=0.1, progress=False)
+    gaps = res.duality_gap["recombined"]
+    assert np.all(np.isfinite(gaps)) and gaps[0, -1] != gaps[0, 0]
+
+
+def test_a_module_without_an_algorithm_is_named(tmp_path, monkeypatch):
+    _extra_module(tmp_path, monkeypatch, "helper_without_algorithm", "HELPER = 1\n")
+    with pytest.raises(ImportError, match=r"egpo_core\.algorithms\.helper_without_algorithm must declare ALGORITHM"):
+        algorithms._registry()
+
+
+def test_a_second_module_with_a_taken_name_is_refused(tmp_path, monkeypatch):
+    _extra_module(tmp_path, monkeypatch, "zz_second_egpo", '''
+        import dataclasses
+        from egpo_core.algorithms.egpo import ALGORITHM as EGPO
+
+        ALGORITHM = dataclasses.replace(EGPO)
+    ''')
+    with pytest.raises(ImportError, match="declares the algorithm name 'egpo' a second time"):
+        algorithms._registry()
