@@ -34,14 +34,15 @@ eval_dir = None             # an lm_runs.evaluate output folder to draw (None: e
 benchmark_dir = None        # None: the lm_synthetic_benchmark notebook's run, else a fresh run in <out_dir>/benchmark
 seed = 0                    # the training seed whose runs are evaluated
 max_epochs = 10             # at most this many epochs per run, evenly spaced, the last included
-samples_per_prompt = None   # responses per prompt and model (None: 10; 4 when fast)
-bootstrap = None            # bootstrap resamples of the prompts (None: 1000; 200 when fast)
+samples_per_prompt = None   # responses per prompt and model (None: the benchmark's own setting, 10; 4 when fast)
+bootstrap = None            # bootstrap resamples of the prompts (None: the benchmark's own setting, 1000; 200 when fast)
 paper_csv = "data/paper_lm_winrates.csv"  # the paper's numbers, relative to notebooks/
 dpi = 150
 out_dir = None              # None: <repository>/figures/lm_winrates
 
 # %%
 NOTEBOOK = "lm_winrates"
+import json
 import shutil
 from dataclasses import replace
 from pathlib import Path
@@ -81,10 +82,18 @@ if eval_dir is None:
         base = sb.FAST if fast else sb.DEFAULT
         sb.run_benchmark(bench, replace(base, keep_checkpoints=True), overwrite=True, progress=False)
     # the benchmark's own evaluation (lm_runs.synthetic_benchmark.win_rate_tables): the summed-log-probability
-    # run of every algorithm for the chosen training seed, the oracle as judge
-    eval_dir = sb.win_rate_tables(bench, out / "eval", seed=seed, max_epochs=max_epochs,
-                                  samples_per_prompt=samples_per_prompt or (4 if fast else 10),
-                                  bootstrap=bootstrap or (200 if fast else 1000))
+    # run of every algorithm for the chosen training seed, the oracle as judge. The run already holds it
+    # for its first seed at its own settings (win_rates/): recomputed only for other settings.
+    settings = json.loads((bench / "summary.json").read_text())["settings"]
+    wanted = dict(seed=seed, max_epochs=max_epochs,
+                  samples_per_prompt=samples_per_prompt or settings["eval_samples_per_prompt"],
+                  bootstrap=bootstrap or settings["eval_bootstrap"])
+    own = dict(seed=settings["seeds"][0], max_epochs=10, samples_per_prompt=settings["eval_samples_per_prompt"],
+               bootstrap=settings["eval_bootstrap"])
+    if wanted == own and (bench / "win_rates" / "winrates.csv").is_file():
+        eval_dir = bench / "win_rates"
+    else:
+        eval_dir = sb.win_rate_tables(bench, out / "eval", **wanted)
 eval_dir = Path(eval_dir)
 winrates = pd.read_csv(eval_dir / "winrates.csv")
 winrates.to_csv(out / "winrates.csv", index=False)

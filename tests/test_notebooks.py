@@ -418,6 +418,7 @@ def test_lm_winrates(executed):
     executed("lm_synthetic_benchmark")  # lm_winrates evaluates this notebook's run
     out = executed("lm_winrates")
     assert not (out / "benchmark").exists()  # it found the sibling run instead of training its own
+    assert not (out / "eval").exists()  # and drew that run's own win-rate tables instead of evaluating again
     _figures(out, ["winrate_by_epoch"])
     assert (out / "winrate_by_epoch.png").stat().st_size < 450_000
     by_epoch = pd.read_csv(out / "winrate_by_epoch.csv")
