@@ -1,9 +1,12 @@
 """The simulator's compiled inner loop (numba).
 
 This is the fast path of the algorithm definitions in ``egpo_core.algorithms`` and
-``egpo_core.losses``: the same losses, differentiated by hand with respect to the logits. Tests
-check that one kernel step equals each algorithm's ``closed_form`` (exact gradients) and that the
-sampled gradients are those of ``losses.sampled_loss`` in expectation.
+``egpo_core.losses``: the same losses, differentiated by hand with respect to the logits, chosen by
+an algorithm's declared fields (never its name). Tests check that one kernel step equals each
+algorithm's ``closed_form`` (exact gradients), that the sampled gradients are those of
+``losses.sampled_loss`` in expectation, and that every accepted combination of the fields and of
+the pair distribution gives the torch losses' gradients, exact and on the same draws
+(tests/test_field_combinations.py).
 
 Layout. A *trajectory* is one (algorithm, hyper-parameters, game) triple and owns a flat parameter
 vector: the logits (tabular) or the network [v, (W, b) × hidden layers, W_out, b_out] (neural).
