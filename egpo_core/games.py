@@ -2,8 +2,9 @@
 
 A game is a preference matrix P with P[i, j] = P(i ≻ j) ∈ [0, 1] and P + Pᵀ = 1 (so P[i, i] = ½),
 batched as an array of shape (runs, N, N) in float64. ``validate_preference_matrix`` (defined in
-``egpo_core.validation``) checks one; every generator returns such a batch, already validated. Writing P = ½ 11ᵀ + S, the matrix S = P − ½ 11ᵀ is skew-symmetric; the
-game is the symmetric zero-sum game with payoff S (value 0), i.e. P has value ½.
+``egpo_core.validation``) checks one; every generator returns such a batch, already validated.
+Writing P = ½ 11ᵀ + S, the matrix S is skew-symmetric: the game is the symmetric zero-sum game with
+payoff S (value 0), i.e. P has value ½.
 
 The paper's reference draws are in ``egpo_core.reference_draws``, games files in ``egpo_core.game_io``.
 
@@ -64,10 +65,11 @@ def _as_batch(P: np.ndarray) -> np.ndarray:
 
 
 def random_games(runs: int, num_actions: int, seed_or_rng: int | np.random.Generator) -> np.ndarray:
-    """The paper's random games (Zhou, Fazel, Du 2025): for i > j, P_ij ~ U(0, 1) i.i.d., P_ji = 1 − P_ij, P_ii = ½.
+    """The paper's random games (Zhou, Fazel, Du 2025): for i > j, P_ij ~ U(0, 1) i.i.d.,
+    P_ji = 1 − P_ij, P_ii = ½.
 
-    The strictly lower triangle of each run is filled row by row (``np.tril_indices(N, -1)`` order)
-    from ``rng.random((runs, N(N−1)/2))``. Deterministic for an int seed. Returns (runs, N, N) float64.
+    Draw order: ``rng.random((runs, N(N−1)/2))``; run r's k-th draw is the k-th entry below the
+    diagonal in row-major order, (1,0), (2,0), (2,1), (3,0), … (``np.tril_indices(N, -1)``). Deterministic for an int seed. Returns (runs, N, N) float64.
     """
     runs = check_count(runs, "runs")
     n = check_count(num_actions, "num_actions")
