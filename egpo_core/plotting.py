@@ -1,29 +1,42 @@
-"""Paper-style figures of simulation results (SPEC §4 "Plots").
+"""Figures of simulation results, in the style of the EGPO paper (Zhou, Fazel, Du 2025).
 
-Duality gap on a log axis against the number of updates t; a 10-step moving average; each curve cut
-at its first value below 1e-6; one panel per (β, run); one colour per algorithm, dashed for exact
-and solid for sampled gradients.
+The duality gap on a log axis from 1e-6 to 1 against the number of updates t: each run's gap is
+smoothed by a trailing moving average over 10 steps (steps, not records: with ``record_every`` = k the
+window spans 10/k records), cut where it first falls below 1e-6 (the last point is drawn on the 1e-6
+line, labelled "≤ 1e-6", so a gap of exactly 0 is not drawn as 1e-17), and reduced to at most a
+thousand points by bins of consecutive records whose min–max envelope is drawn as a light band (an
+oscillation faster than the bins shows as a band, not as an aliased zigzag). One colour per
+algorithm; dashed for exact and solid for sampled gradients; EGPO, the paper's algorithm, drawn on
+top with sparse markers.
+
+Importing this module leaves matplotlib's backend alone: figures are made with pyplot under whatever
+backend the caller has (inline in a notebook, Agg on a headless machine) and :func:`save_figure` writes
+them with ``Figure.savefig``, which needs no display.
 """
 
 from __future__ import annotations
 
 import os
-import tempfile
+import warnings
 from pathlib import Path
-from typing import Mapping, Sequence
+from typing import Mapping, NamedTuple, Sequence
 
-import matplotlib
+import matplotlib.pyplot as plt
+import numpy as np
+import seaborn as sns
+from matplotlib.lines import Line2D
 
-matplotlib.use("Agg")  # figures are written to files; no display needed
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import seaborn as sns  # noqa: E402
-
-from .algorithms import ALGORITHMS, get_algorithm  # noqa: E402
-from .simulate import SimulationResult  # noqa: E402
+from .algorithms import ALGORITHMS, get_algorithm
+from .files import atomic_path
+from .rates import CLASSES, DIVERGES_DEFINITION
+from .simulate import SimulationResult
+from .summaries import bin_curve, moving_average, records_per_window
 
 __all__ = [
+    "HIGHLIGHT",
+    "GAP_CUTOFF",
     "algorithm_colors",
+    "GapCurve",
     "gap_curve",
     "plot_gap_panels",
     "plot_picked",
@@ -39,6 +52,16 @@ __all__ = [
     "plot_benchmarks",
 ]
 
+#: The paper's algorithm: drawn last (on top), thicker, with markers.
+HIGHLIGHT = "egpo"
+
+#: Gaps below this are drawn as "≤ 1e-6" (the paper's threshold of a converged run).
+GAP_CUTOFF = 1e-6
+
+_GAP_TOP = 1.0
+_MARKERS_PER_CURVE = 6
+_MAX_POINTS = 250  # bins per curve: fine enough for a panel, coarse enough to average an oscillation
+
 
 def algorithm_colors() -> dict[str, tuple]:
     """A fixed colour per algorithm name, the same in every figure."""
@@ -46,38 +69,97 @@ def algorithm_colors() -> dict[str, tuple]:
     return dict(zip(ALGORITHMS, palette))
 
 
+class GapCurve(NamedTuple):
+    """A plotted curve: ``value`` at ``steps``, with the min–max envelope ``low``–``high`` of each bin."""
+
+    steps: np.ndarray
+    value: np.ndarray
+    low: np.ndarray
+    high: np.ndarray
+
+
 def gap_curve(
-    steps: np.ndarray, values: np.ndarray, window: int = 10, cutoff: float = 1e-6, max_points: int = 1000
-) -> tuple[np.ndarray, np.ndarray]:
-    """The plotted curve of one run: moving average over ``window`` records, cut before the first
-    value below ``cutoff``, thinned to at most ``max_points`` points. Returns (steps, values)."""
-    values = np.asarray(values, dtype=np.float64)
-    steps = np.asarray(steps)
-    if window > 1 and values.size >= window:
-        values = np.convolve(values, np.ones(window) / window, mode="valid")
-        steps = steps[window - 1 :]
-    below = np.flatnonzero(values < cutoff)
+    steps: np.ndarray, values: np.ndarray, window: int = 10, cutoff: float = GAP_CUTOFF, max_points: int = _MAX_POINTS
+) -> GapCurve:
+    """The plotted curve of one run.
+
+    1. Trailing moving average over ``window`` steps (:func:`egpo_core.summaries.moving_average` over
+       round(window / record spacing) records; the curve starts at t = s_0).
+    2. Cut at the first smoothed value below ``cutoff`` (or non-finite): that point is kept, drawn at
+       ``cutoff`` itself when it is a finite value below it, and nothing after it is drawn.
+    3. Bins of consecutive records, at most ``max_points`` (250) (:func:`egpo_core.summaries.bin_curve`): each
+       bin's mean step and mean value, and its minimum and maximum (the envelope).
+    """
+    smoothed = moving_average(values, records_per_window(steps, window))
+    return _cut_and_bin(steps, smoothed, smoothed, smoothed, cutoff, max_points)
+
+
+def _cut_and_bin(steps, value, low, high, cutoff: float, max_points: int) -> GapCurve:
+    """Steps 2 and 3 of :func:`gap_curve` for a curve ``value`` with a band ``low``–``high`` (the band's
+    bins take the lowest ``low`` and the highest ``high``; it is clipped at ``cutoff``)."""
+    x = np.asarray(steps, dtype=np.float64)
+    value, low, high = (np.asarray(v, dtype=np.float64) for v in (value, low, high))
+    below = np.flatnonzero(~(value >= cutoff) | ~np.isfinite(value))
     if below.size:
-        values, steps = values[: below[0]], steps[: below[0]]
-    if values.size > max_points:
-        keep = np.linspace(0, values.size - 1, max_points).astype(int)
-        values, steps = values[keep], steps[keep]
-    return steps, values
+        end = below[0]
+        if np.isfinite(value[end]):  # a converged run ends on the cutoff line
+            end += 1
+            value = np.append(value[: end - 1], cutoff)
+        x, value, low, high = x[:end], value[:end], low[:end], high[:end]
+    low, high = np.clip(low, cutoff, None), np.clip(high, cutoff, None)
+    bx, bvalue, _, _ = bin_curve(x, value, max_points)
+    _, _, blow, _ = bin_curve(x, low, max_points)
+    _, _, _, bhigh = bin_curve(x, high, max_points)
+    return GapCurve(bx, bvalue, blow, bhigh)
 
 
-def _draw(ax, result: SimulationResult, config: int, run: int, metric: str, window: int, cutoff: float) -> None:
-    colors = algorithm_colors()
-    style = "-" if result.settings.get("gradient") == "sampled" else "--"
-    data = result.values[metric]
-    for a, name in enumerate(result.algorithms):
-        x, y = gap_curve(result.steps, data[config, a, run], window, cutoff)
-        ax.plot(x, y, style, color=colors.get(name), label=get_algorithm(name).label, linewidth=1.4)
+def _gap_axis(ax, cutoff: float = GAP_CUTOFF, top: float = _GAP_TOP) -> None:
+    """Log axis from ``cutoff`` to ``top`` (or the next decade above), the bottom tick "≤ cutoff"."""
     ax.set_yscale("log")
-    ax.set_xlabel("# updates $t$")
-    ax.set_ylabel(metric.replace("_", " "))
-    beta = result.configs["beta"].iloc[config]
-    lr = result.configs["lr"].iloc[config]
-    ax.set_title(rf"$\beta={beta:g}$, lr$={lr:g}$, run {run}")
+    low = int(np.floor(np.log10(cutoff)))
+    high = int(np.ceil(np.log10(top)))
+    ax.set_ylim(cutoff, 10.0**high)
+    ticks = [10.0**k for k in range(low, high + 1, 2 if high - low > 4 else 1)]
+    labels = [rf"$10^{{{int(round(np.log10(t)))}}}$" for t in ticks]
+    labels[0] = rf"$\leq 10^{{{low}}}$"
+    ax.set_yticks(ticks, labels)
+    ax.yaxis.set_minor_formatter(plt.NullFormatter())
+
+
+def _draw_series(ax, x, y, low, high, *, color, style: str, label: str, highlight: bool) -> None:
+    """One curve with its band; the highlighted one on top, thicker, with sparse hollow markers."""
+    if len(x) == 0:
+        return
+    zorder = 5 if highlight else 2
+    if np.any(high > low):
+        ax.fill_between(x, low, high, color=color, alpha=0.14, linewidth=0, zorder=zorder - 1)
+    options = dict(color=color, label=label, zorder=zorder, linewidth=2.0 if highlight else 1.2)
+    if highlight:
+        options.update(marker="o", markersize=4.5, markerfacecolor="white", markeredgewidth=1.2,
+                       markevery=max(1, len(x) // _MARKERS_PER_CURVE))
+    ax.plot(x, y, style, **options)
+
+
+def _ordered(names: Sequence[str]) -> list[int]:
+    """Indices of ``names`` with the highlighted algorithm last (drawn on top)."""
+    return sorted(range(len(names)), key=lambda k: names[k] == HIGHLIGHT)
+
+
+def _style_handles(gradients: Sequence[str]) -> list[Line2D]:
+    """Legend entries for the line styles present: dashed = exact, solid = sampled gradients."""
+    styles = {"exact": "--", "sampled": "-"}
+    return [Line2D([], [], color="0.35", linestyle=styles[g], label=f"{g} gradients")
+            for g in ("exact", "sampled") if g in gradients]
+
+
+def _band_note(window: int) -> str:
+    return (f"curves: {window}-step moving average, cut at the first value below {GAP_CUTOFF:g}; "
+            "bands: min–max within each plotted bin")
+
+
+def _config_text(result: SimulationResult, config: int) -> str:
+    cfg = result.configs.iloc[config]
+    return rf"$\beta$ = {cfg['beta']:g}, $\eta$ = {cfg['eta']:.3g} (SGD lr {cfg['lr']:g})"
 
 
 def plot_gap_panels(
@@ -86,21 +168,70 @@ def plot_gap_panels(
     *,
     config: int = 0,
     metric: str = "duality_gap",
-    ncols: int = 2,
+    ncols: int = 4,
     window: int = 10,
-    cutoff: float = 1e-6,
+    cutoff: float = GAP_CUTOFF,
+    max_points: int = _MAX_POINTS,
+    title: str | None = None,
 ) -> plt.Figure:
-    """One panel per run of one configuration (the paper's per-β figure)."""
+    """The paper's per-setting figure: a panel with the median over runs (its band: the runs'
+    inter-quartile range), then one panel per run of configuration ``config``, all on one y-axis
+    [``cutoff``, 1] (:func:`gap_curve` for each curve), axis labels once per row and column, and the
+    legend (algorithms, line styles) in the last panel slot. ``title`` (e.g. the finding) goes above
+    the panels, with the configuration and the smoothing stated below it."""
     runs = list(range(result.runs)) if runs is None else list(runs)
-    nrows = -(-len(runs) // ncols)
-    fig, axes = plt.subplots(nrows, ncols, figsize=(6.5 * ncols, 4.2 * nrows), squeeze=False)
-    for ax, run in zip(axes.flat, runs):
-        _draw(ax, result, config, run, metric, window, cutoff)
-    for ax in list(axes.flat)[len(runs) :]:
+    used = len(runs) + 1  # the median panel and the runs; the legend takes the next slot
+    nrows = -(-(used + 1) // ncols)
+    fig, axes = plt.subplots(nrows, ncols, figsize=(3.3 * ncols, 2.5 * nrows + 0.6), squeeze=False,
+                             sharex=True, sharey=True, layout="constrained")
+    colors = algorithm_colors()
+    gradient = result.settings.get("gradient", "exact")
+    style = "-" if gradient == "sampled" else "--"
+    data = result.values[metric][config]
+    records = records_per_window(result.steps, window)
+    for a in _ordered(result.algorithms):
+        name = result.algorithms[a]
+        options = dict(color=colors.get(name), style=style, label=get_algorithm(name).label,
+                       highlight=name == HIGHLIGHT)
+        smoothed = moving_average(data[a], records)
+        with warnings.catch_warnings():  # a record where every run diverged stays NaN
+            warnings.simplefilter("ignore", RuntimeWarning)
+            q25, median, q75 = np.nanquantile(np.where(np.isfinite(smoothed), smoothed, np.nan),
+                                              [0.25, 0.5, 0.75], axis=0)
+        _draw_series(axes.flat[0], *_cut_and_bin(result.steps, median, q25, q75, cutoff, max_points), **options)
+        for ax, run in zip(axes.flat[1:], runs):
+            _draw_series(ax, *_cut_and_bin(result.steps, smoothed[run], smoothed[run], smoothed[run], cutoff,
+                                           max_points), **options)
+    axes.flat[0].set_title(f"median of {result.runs} runs (band: quartiles)", fontsize=9, fontweight="bold")
+    for ax, run in zip(axes.flat[1:], runs):
+        ax.set_title(f"run {run}", fontsize=9)
+    finite = data[np.isfinite(data)]
+    top = max(_GAP_TOP, float(finite.max()) if finite.size else _GAP_TOP)
+    for k, ax in enumerate(axes.flat[:used]):
+        _gap_axis(ax, cutoff, top)
+        ax.tick_params(labelsize=8, labelleft=k % ncols == 0, labelbottom=k + ncols >= used)
+        if k % ncols == 0:
+            ax.set_ylabel(metric.replace("_", " "), fontsize=9)
+        if k + ncols >= used:  # no run panel below it: label its x axis
+            ax.set_xlabel("# updates $t$", fontsize=9)
+    legend_ax = axes.flat[used]
+    legend_ax.axis("off")
+    handles, labels = axes.flat[0].get_legend_handles_labels()
+    order = _legend_order(labels, result.algorithms)
+    styles = _style_handles([gradient])
+    legend_ax.legend([handles[k] for k in order] + styles, [labels[k] for k in order] + [h.get_label() for h in styles],
+                     loc="center", fontsize=8.5, frameon=False)
+    for ax in list(axes.flat)[used + 1:]:
         ax.remove()
-    axes.flat[0].legend(fontsize=9)
-    fig.tight_layout()
+    subtitle = f"{_config_text(result, config)}, {gradient} gradients; {_band_note(window)}"
+    add_title(fig, subtitle if title is None else f"{title}\n{subtitle}", fontsize=10)
     return fig
+
+
+def _legend_order(labels: Sequence[str], names: Sequence[str]) -> list[int]:
+    """Legend entries in the order of ``names`` (the drawing order puts EGPO last)."""
+    rank = {get_algorithm(n).label if n in ALGORITHMS else n: k for k, n in enumerate(names)}
+    return sorted(range(len(labels)), key=lambda k: rank.get(labels[k], len(rank)))
 
 
 def plot_picked(
@@ -109,59 +240,87 @@ def plot_picked(
     *,
     metric: str = "duality_gap",
     window: int = 10,
-    cutoff: float = 1e-6,
+    cutoff: float = GAP_CUTOFF,
+    max_points: int = _MAX_POINTS,
+    title: str | None = None,
 ) -> plt.Figure:
-    """The paper's one-row "picked" figure: run ``run`` of each result (e.g. each β), side by side."""
-    fig, axes = plt.subplots(1, len(results), figsize=(5.5 * len(results), 4.5), squeeze=False)
-    for ax, (title, result) in zip(axes.flat, results.items()):
-        _draw(ax, result, 0, run, metric, window, cutoff)
-        ax.set_title(title)
-    axes.flat[0].legend(fontsize=9)
-    fig.tight_layout()
+    """The paper's one-row "picked" figure: run ``run`` of each result (e.g. each β), side by side, on
+    one y-axis [``cutoff``, 1]; panel titles are the mapping's keys, each with β and η."""
+    fig, axes = plt.subplots(1, len(results), figsize=(4.6 * len(results), 3.8), squeeze=False, sharey=True,
+                             layout="constrained")
+    colors = algorithm_colors()
+    gradients = set()
+    for ax, (label, result) in zip(axes.flat, results.items()):
+        gradient = result.settings.get("gradient", "exact")
+        gradients.add(gradient)
+        data = result.values[metric][0]
+        for a in _ordered(result.algorithms):
+            name = result.algorithms[a]
+            c = gap_curve(result.steps, data[a, run], window, cutoff, max_points)
+            _draw_series(ax, *c, color=colors.get(name), style="-" if gradient == "sampled" else "--",
+                         label=get_algorithm(name).label, highlight=name == HIGHLIGHT)
+        _gap_axis(ax, cutoff)
+        ax.set_title(f"{label}\n{_config_text(result, 0)}", fontsize=10)
+        ax.set_xlabel("# updates $t$")
+    axes[0, 0].set_ylabel(metric.replace("_", " "))
+    handles, labels = axes[0, 0].get_legend_handles_labels()
+    order = _legend_order(labels, next(iter(results.values())).algorithms)
+    fig.legend([handles[k] for k in order] + _style_handles(sorted(gradients)),
+               [labels[k] for k in order] + [h.get_label() for h in _style_handles(sorted(gradients))],
+               loc="outside lower center", ncol=len(labels) + len(gradients), fontsize=9, frameon=False)
+    note = f"run {run}; {_band_note(window)}"
+    add_title(fig, note if title is None else f"{title}\n{note}", fontsize=10)
     return fig
 
 
-def save_figure(fig: plt.Figure, stem: str | os.PathLike, formats: Sequence[str] = ("png", "pdf"), dpi: int = 110) -> list[Path]:
-    """Write ``stem.png`` and ``stem.pdf`` atomically (temp file + rename); returns the paths.
-
-    ``stem`` is a path without extension; dots in it are kept (``gap_beta0.1`` → ``gap_beta0.1.png``)."""
+def save_figure(fig: plt.Figure, stem: str | os.PathLike, formats: Sequence[str] = ("png", "pdf"),
+                dpi: int = 150) -> list[Path]:
+    """Write ``stem.png`` and ``stem.pdf`` (``formats``) at ``dpi`` through
+    :func:`egpo_core.files.atomic_path` (complete files or none, the user's umask), close the figure,
+    and return the paths. ``stem`` is a path without extension; dots in it are kept
+    (``gap_beta0.1`` → ``gap_beta0.1.png``). PDFs carry no creation date, so a re-run writes the same
+    bytes."""
     stem = Path(stem)
     stem.parent.mkdir(parents=True, exist_ok=True)
     written = []
     for fmt in formats:
         target = stem.parent / f"{stem.name}.{fmt}"
-        with tempfile.NamedTemporaryFile(dir=stem.parent, suffix=f".{fmt}", delete=False) as tmp:
-            fig.savefig(tmp, format=fmt, dpi=dpi)
-        os.replace(tmp.name, target)
+        metadata = {"CreationDate": None} if fmt == "pdf" else None
+        with atomic_path(target) as tmp:
+            fig.savefig(tmp, format=fmt, dpi=dpi, metadata=metadata)
         written.append(target)
     plt.close(fig)
     return written
 
 
 # ----------------------------------------------------------------------------------------------------
-# figures of the notebooks (analysis results; see egpo_core.analysis)
+# figures of the notebooks (results of egpo_core.rates, .experiments and .summaries)
 
 
 def figure_dir(notebook: str, out_dir: str | os.PathLike | None = None) -> Path:
     """Folder for a notebook's figures and tidy data: ``out_dir`` if given (relative to the current
-    directory), else ``<repository>/figures/<notebook>``, the repository being the folder that holds the
-    ``egpo_core`` package when it also has a ``notebooks/`` folder (an editable install), the current
-    directory otherwise. Created if missing."""
+    directory), else the scratch folder ``<repository>/runs/notebooks/<notebook>`` (ignored by git), the
+    repository being the folder that holds the ``egpo_core`` package when it also has a ``notebooks/``
+    folder (an editable install), the current directory otherwise. Only ``make reproduce``
+    (``notebooks/run_all.py``) passes ``out_dir = figures/<notebook>``, the committed gallery. Created if
+    missing."""
     if out_dir is not None:
         folder = Path(out_dir)
     else:
         root = Path(__file__).resolve().parent.parent
         if not (root / "notebooks").is_dir():
             root = Path.cwd()
-        folder = root / "figures" / notebook
+        folder = root / "runs" / "notebooks" / notebook
     folder.mkdir(parents=True, exist_ok=True)
     return folder
 
 
-def add_title(fig: plt.Figure, title: str, fontsize: float = 13) -> plt.Figure:
-    """A figure-wide title above the panels (re-runs tight_layout, which makes room for it)."""
+def add_title(fig: plt.Figure, title: str, fontsize: float = 12) -> plt.Figure:
+    """A figure-wide title above the panels. Under a layout engine (the figures of this module use
+    matplotlib's constrained layout) the panels make room for it; otherwise tight_layout is re-run."""
     fig.suptitle(title, fontsize=fontsize)
-    fig.tight_layout()
+    if fig.get_layout_engine() is None:
+        fig.tight_layout()
     return fig
 
 
@@ -188,48 +347,66 @@ def plot_median_grid(
     ylabel: str = "duality gap",
     panel_width: float = 5.0,
     panel_height: float = 3.6,
-    sharey: str | bool = "row",
-    floor: float = 1e-16,
+    sharey: str | bool = True,
+    floor: float = GAP_CUTOFF,
+    ylim: tuple[float, float] | None = (GAP_CUTOFF, _GAP_TOP),
 ) -> plt.Figure:
     """Median-over-runs curves with their inter-quartile band (a frame from
-    :func:`egpo_core.analysis.median_curves`), one panel per value of ``col`` (and of ``row``), one colour
-    per value of ``series`` (the algorithm's colour when it is an algorithm name); dashed for exact and
-    solid for sampled gradients (``gradient`` column). On a log axis a curve ends where its median falls
-    below ``floor`` (float64 rounding level of the gap) and the band is clipped at ``floor``."""
+    :func:`egpo_core.summaries.median_curves`), one panel per value of ``col`` (and of ``row``), one colour
+    per value of ``series`` (the algorithm's colour when it is an algorithm name; EGPO on top); dashed
+    for exact and solid for sampled gradients (``gradient`` column), both explained in the legend. On a
+    log axis a curve ends at its first median below ``floor``, drawn on the ``floor`` line ("≤ floor"),
+    and the band is clipped at ``floor``; ``ylim`` fixes the y-axis (None: matplotlib's choice)."""
     cols = list(dict.fromkeys(curves[col]))
     rows = [None] if row is None else list(dict.fromkeys(curves[row]))
-    fig, axes = plt.subplots(len(rows), len(cols), figsize=(panel_width * len(cols), panel_height * len(rows)),
-                             squeeze=False, sharey=sharey)
+    fig, axes = plt.subplots(len(rows), len(cols), figsize=(panel_width * len(cols), panel_height * len(rows) + 0.5),
+                             squeeze=False, sharey=sharey, sharex="row", layout="constrained")
     fallback: dict = {}
+    gradients: set[str] = set()
+    entries: dict[str, object] = {}
     for i, rv in enumerate(rows):
         for j, cv in enumerate(cols):
             ax = axes[i, j]
             part = curves[curves[col] == cv] if rv is None else curves[(curves[col] == cv) & (curves[row] == rv)]
-            for name, sub in part.groupby(series, sort=False, observed=True):
-                sub = sub.sort_values("step")
-                y, lo, hi = (sub[k].to_numpy(dtype=float) for k in ("median", "q25", "q75"))
-                x = sub["step"].to_numpy()
+            names = list(dict.fromkeys(part[series]))
+            for k in _ordered(names):
+                name = str(names[k])
+                sub = part[part[series] == names[k]].sort_values("step")
+                y, lo, hi = (sub[c].to_numpy(dtype=float) for c in ("median", "q25", "q75"))
+                x = sub["step"].to_numpy(dtype=float)
                 if logy:
-                    below = np.flatnonzero(~(y >= floor))  # NaN counts as below: the curve ends there
-                    end = below[0] if below.size else y.size
-                    x, y, lo, hi = x[:end], y[:end], np.clip(lo[:end], floor, None), np.clip(hi[:end], floor, None)
-                color = _series_color(str(name), fallback)
-                style = "-" if "gradient" in sub and (sub["gradient"] == "sampled").all() else "--"
-                ax.plot(x, y, style, color=color, label=_series_label(str(name)), linewidth=1.4)
-                ax.fill_between(x, lo, hi, color=color, alpha=0.15, linewidth=0)
-            if logy:
+                    below = np.flatnonzero(~(y >= floor))
+                    if below.size:
+                        end = below[0]
+                        keep = end + 1 if np.isfinite(y[end]) else end
+                        x, y, lo, hi = x[:keep], y[:keep], lo[:keep], hi[:keep]
+                        y = np.maximum(y, floor)
+                    lo, hi = np.clip(lo, floor, None), np.clip(hi, floor, None)
+                gradient = "sampled" if "gradient" in sub and (sub["gradient"] == "sampled").all() else "exact"
+                gradients.add(gradient)
+                _draw_series(ax, x, y, lo, hi, color=_series_color(name, fallback),
+                             style="-" if gradient == "sampled" else "--", label=_series_label(name),
+                             highlight=name == HIGHLIGHT)
+            if logy and ylim is not None:
+                _gap_axis(ax, ylim[0], ylim[1])
+            elif logy:
                 ax.set_yscale("log")
-            title = str(cv) if rv is None else f"{rv} — {cv}"
-            ax.set_title(title, fontsize=10)
-            ax.set_xlabel("# updates $t$")
+            ax.set_title(str(cv) if rv is None else f"{rv} — {cv}", fontsize=10)
+            if i == len(rows) - 1:
+                ax.set_xlabel("# updates $t$")
             if j == 0:
                 ax.set_ylabel(ylabel)
-    axes[0, 0].legend(fontsize=8)
-    fig.tight_layout()
+            for handle, label in zip(*ax.get_legend_handles_labels()):
+                entries.setdefault(label, handle)
+    styles = _style_handles(sorted(gradients))
+    names = list(entries)
+    labels = [names[k] for k in _legend_order(names, [str(n) for n in dict.fromkeys(curves[series])])]
+    fig.legend([entries[k] for k in labels] + styles, labels + [h.get_label() for h in styles],
+               loc="outside lower center", ncol=min(len(entries) + len(styles), 6), fontsize=9, frameon=False)
     return fig
 
 
-#: One colour per convergence class of :data:`egpo_core.analysis.CLASSES`.
+#: One colour per convergence class of :data:`egpo_core.rates.CLASSES`.
 CLASS_COLORS = {
     "converges": "#2ca02c",
     "plateaus": "#9ecae1",
@@ -238,74 +415,97 @@ CLASS_COLORS = {
     "diverges": "#67000d",
 }
 
+_DARK_CLASSES = ("converges", "diverges")  # white text on these
+
 
 def plot_rate_map(rate_map, algorithms: Sequence[str] | None = None, ncols: int = 4) -> plt.Figure:
     """Where each algorithm converges, plateaus, oscillates or diverges over the (η, β) plane.
 
-    ``rate_map`` is a frame from :func:`egpo_core.analysis.rate_map`. Each cell is coloured by its
-    majority class (:data:`CLASS_COLORS`) and, where it converges, annotated with the measured log-gap
-    slope divided by the theory's log(1 − ηβ) (2.0: the gap contracts like (1 − ηβ)^{2t}). The black
-    line is ηβ = 1 (right of it the theory's step makes no sense and Nash-MD's mixture is capped at 1).
+    ``rate_map`` is a frame from :func:`egpo_core.rates.rate_map`. Each cell is coloured by the class
+    of most of its runs (ties: the worse class) and shows how many runs are in that class ("7/10");
+    a converging cell also shows the measured log-gap slope divided by the theory's log(1 − ηβ) above
+    it (2.0: the gap contracts like (1 − ηβ)^{2t}). The black staircase is ηβ = 1 (right of it the
+    theory's step makes no sense and Nash-MD's mixture is capped at 1). The caption under the panels
+    says all of this, and the one definition of "diverges".
     """
     from matplotlib.colors import ListedColormap
     from matplotlib.patches import Patch
-
-    from .analysis import CLASSES
 
     algorithms = list(dict.fromkeys(rate_map["algorithm"])) if algorithms is None else list(algorithms)
     etas = np.sort(rate_map["eta"].unique())
     betas = np.sort(rate_map["beta"].unique())
     cmap = ListedColormap([CLASS_COLORS[c] for c in CLASSES])
     nrows = -(-len(algorithms) // ncols)
-    fig, axes = plt.subplots(nrows, ncols, figsize=(0.55 * len(etas) * ncols + 1.5, 0.5 * len(betas) * nrows + 1.6),
-                             squeeze=False)
+    fig, axes = plt.subplots(nrows, ncols, figsize=(0.62 * len(etas) * ncols + 1.0, 0.58 * len(betas) * nrows + 1.9),
+                             squeeze=False, layout="constrained")
     for ax, alg in zip(axes.flat, algorithms):
         part = rate_map[rate_map["algorithm"] == alg]
         codes = np.full((len(betas), len(etas)), np.nan)
         for _, cell in part.iterrows():
             i, j = np.searchsorted(betas, cell["beta"]), np.searchsorted(etas, cell["eta"])
-            codes[i, j] = CLASSES.index(cell["class"])
+            cls = cell["class"]
+            codes[i, j] = CLASSES.index(cls)
+            count = int(round(cell[f"frac_{cls}"] * cell["runs"]))
+            text = f"{count}/{int(cell['runs'])}"
             ratio = cell["slope_ratio"]
-            if cell["class"] == "converges" and np.isfinite(ratio):
-                ax.text(j, i, f"{ratio:.1f}", ha="center", va="center", fontsize=6.5, color="white")
+            if cls == "converges" and np.isfinite(ratio):
+                text = f"{ratio:.1f}\n{text}"
+            ax.text(j, i, text, ha="center", va="center", fontsize=6.5, linespacing=1.0,
+                    color="white" if cls in _DARK_CLASSES else "black")
         ax.imshow(np.ma.masked_invalid(codes), cmap=cmap, vmin=-0.5, vmax=len(CLASSES) - 0.5, origin="lower",
                   aspect="auto")
-        # the staircase ηβ = 1 between cells
-        xs, ys = [], []
+        xs, ys = [], []  # the staircase ηβ = 1 between cells
         for i, beta in enumerate(betas):
             j = np.searchsorted(etas * beta, 1.0 + 1e-9, side="right")  # cells with ηβ ≤ 1 are left of j
             xs += [j - 0.5, j - 0.5]
             ys += [i - 0.5, i + 0.5]
-        ax.plot(xs, ys, color="black", linewidth=1.2)
-        ax.set_xticks(range(len(etas)), [f"{e:g}" for e in etas], fontsize=7, rotation=90)
-        ax.set_yticks(range(len(betas)), [f"{b:g}" for b in betas], fontsize=7)
-        ax.set_xlabel(r"step $\eta$")
-        ax.set_ylabel(r"$\beta$")
-        ax.set_title(_series_label(alg), fontsize=10)
+        ax.plot(xs, ys, color="black", linewidth=1.6)
+        ax.set_xticks(range(len(etas)), [f"{e:g}" for e in etas], fontsize=7.5, rotation=90)
+        ax.set_yticks(range(len(betas)), [f"{b:g}" for b in betas], fontsize=7.5)
+        ax.set_title(_series_label(alg), fontsize=10, fontweight="bold" if alg == HIGHLIGHT else "normal")
+    for k, ax in enumerate(axes.flat[: len(algorithms)]):
+        if k // ncols == nrows - 1 or k + ncols >= len(algorithms):
+            ax.set_xlabel(r"step $\eta$")
+        if k % ncols == 0:
+            ax.set_ylabel(r"$\beta$")
     for ax in list(axes.flat)[len(algorithms):]:
         ax.remove()
+    runs = int(rate_map["runs"].max())
     handles = [Patch(color=CLASS_COLORS[c], label=c) for c in CLASSES]
-    fig.legend(handles=handles, loc="lower center", ncol=len(CLASSES), fontsize=9, frameon=False)
-    fig.tight_layout(rect=(0, 0.06, 1, 1))
+    handles.append(Line2D([], [], color="black", linewidth=1.6, label=r"$\eta\beta = 1$ (right of it: $\eta\beta > 1$)"))
+    fig.legend(handles=handles, loc="outside lower center", ncol=len(handles), fontsize=9, frameon=False)
+    fig.text(0.5, 0.0,
+             f"Colour: the class of most of the {runs} runs of a cell (ties: the worse class); \"k/{runs}\": the runs "
+             "in that class; above it, for converging cells: measured log-gap slope / log(1 − ηβ).\n"
+             f"converges: gap below 1e-12, or 100× down and still falling; plateaus: 100× down, no longer falling; "
+             f"slow: still falling, less than 100× down; oscillates: neither; diverges: {DIVERGES_DEFINITION}.",
+             ha="center", va="bottom", fontsize=8, wrap=True)
+    fig.get_layout_engine().set(rect=(0, 0.06, 1, 0.94))
     return fig
 
 
 def plot_slope_comparison(rate_map) -> plt.Figure:
-    """Measured log-gap slopes (cells of :func:`egpo_core.analysis.rate_map` whose majority converges)
+    """Measured log-gap slopes (cells of :func:`egpo_core.rates.rate_map` whose majority converges)
     against the theory's log(1 − ηβ) (left; the lines are 1× and 2×) and against the local prediction
-    2·log ρ of the linearized update (right; the line is equality). Axes show the decay per step, −slope."""
-    fig, axes = plt.subplots(1, 2, figsize=(11, 4.6))
+    2·log ρ of the linearized update (right; the line is equality; cells predicted 0 are left out). Axes
+    show the decay per step, −slope; EGPO on top, hollow."""
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4.8), layout="constrained")
     fallback: dict = {}
     ok = (rate_map["class"] == "converges") & (rate_map["slope"] < 0)
     part = rate_map[ok]
-    for alg, sub in part.groupby("algorithm", sort=False):
+    names = list(dict.fromkeys(part["algorithm"]))
+    for k in _ordered(names):
+        alg = names[k]
+        sub = part[part["algorithm"] == alg]
         color = _series_color(alg, fallback)
+        style = dict(s=42, facecolors="none", edgecolors=[color], linewidths=1.4, zorder=5) if alg == HIGHLIGHT \
+            else dict(s=16, color=color, zorder=2)
         theory = sub[np.isfinite(sub["theory_slope"])]
-        axes[0].scatter(-theory["theory_slope"], -theory["slope"], s=18, color=color, label=_series_label(alg))
+        axes[0].scatter(-theory["theory_slope"], -theory["slope"], label=_series_label(alg), **style)
         if "predicted_slope" in sub:
             pred = sub[np.isfinite(sub["predicted_slope"]) & (sub["predicted_slope"] < 0)]
-            axes[1].scatter(-pred["predicted_slope"], -pred["slope"], s=18, color=color, label=_series_label(alg))
-    for ax, title in zip(axes, [r"vs theory: $-\log(1-\eta\beta)$", r"vs linearization: $-2\log\rho$"]):
+            axes[1].scatter(-pred["predicted_slope"], -pred["slope"], label=_series_label(alg), **style)
+    for ax, title in zip(axes, [r"vs theory: $-\log(1-\eta\beta)$", r"vs linearization at $\pi^*_\beta$: $-2\log\rho$"]):
         ax.set_xscale("log")
         ax.set_yscale("log")
         lo, hi = ax.get_xlim()
@@ -315,10 +515,9 @@ def plot_slope_comparison(rate_map) -> plt.Figure:
             ax.plot(grid, 2 * grid, "k:", linewidth=0.8, label="2×")
         ax.set_xlim(lo, hi)
         ax.set_xlabel("predicted decay of log gap per step")
-        ax.set_ylabel("measured decay of log gap per step")
         ax.set_title(title, fontsize=10)
+    axes[0].set_ylabel("measured decay of log gap per step")
     axes[0].legend(fontsize=8)
-    fig.tight_layout()
     return fig
 
 
@@ -335,45 +534,56 @@ def plot_final_metric(
 ) -> plt.Figure:
     """Median over runs of ``y`` against ``x`` per algorithm, log–log, with the median of ``reference``
     (e.g. the exploitability of π*_β, the bias left at β > 0) in black and, if ``power`` is given, a
-    grey guide ∝ x^power. Non-positive values are dropped."""
+    grey guide ∝ x^power through the first reference point. EGPO is drawn on top with hollow markers,
+    so an algorithm it coincides with stays visible inside them. Non-positive values are dropped."""
     if ax is None:
-        fig, ax = plt.subplots(figsize=(5.5, 4.2))
+        fig, ax = plt.subplots(figsize=(5.5, 4.2), layout="constrained")
     else:
         fig = ax.figure
     fallback: dict = {}
-    for alg, sub in frame.groupby("algorithm", sort=False):
-        med = sub.groupby(x)[y].median()
+    names = list(dict.fromkeys(frame["algorithm"]))
+    for k in _ordered(names):
+        alg = names[k]
+        med = frame[frame["algorithm"] == alg].groupby(x)[y].median()
         med = med[med > 0]
+        highlight = alg == HIGHLIGHT
         ax.plot(med.index, med.values, "o-", color=_series_color(alg, fallback), label=_series_label(alg),
-                markersize=3.5, linewidth=1.2)
+                markersize=7 if highlight else 3.5, linewidth=2.0 if highlight else 1.2,
+                markerfacecolor="none" if highlight else None, markeredgewidth=1.5 if highlight else None,
+                zorder=5 if highlight else 2)
     if reference is not None and reference in frame:
         ref = frame.groupby(x)[reference].median()
         ref = ref[ref > 0]
-        ax.plot(ref.index, ref.values, "k--", linewidth=1.6, label=reference_label)
+        ax.plot(ref.index, ref.values, "k--", linewidth=1.6, label=reference_label, zorder=4)
     if power is not None:
         xs = np.sort(frame[x].unique()).astype(float)
         anchor = frame.groupby(x)[reference or y].median().iloc[0]
-        ax.plot(xs, anchor * (xs / xs[0]) ** power, color="grey", linewidth=0.8, label=rf"$\propto$ {x}$^{{{power:g}}}$")
+        ax.plot(xs, anchor * (xs / xs[0]) ** power, color="grey", linewidth=0.8,
+                label=rf"guide $\propto$ {x}$^{{{power:g}}}$")
     ax.set_xscale("log")
     ax.set_yscale("log")
     ax.set_xlabel(x)
-    ax.set_ylabel(f"final {y}")
+    ax.set_ylabel(f"final {y} (median of runs)")
     if title:
         ax.set_title(title, fontsize=10)
-    ax.legend(fontsize=7)
-    fig.tight_layout()
+    handles, labels = ax.get_legend_handles_labels()
+    order = _legend_order(labels, names)
+    ax.legend([handles[k] for k in order], [labels[k] for k in order], fontsize=7)
     return fig
 
 
 def plot_conventions_dumbbell(table, conventions: Sequence[str] = ("reference", "default"), ncols: int = 3,
-                              floor: float = 1e-17) -> plt.Figure:
+                              floor: float = GAP_CUTOFF) -> plt.Figure:
     """Median final gap per algorithm under two conventions, one panel per setting (a frame from
-    :func:`egpo_core.analysis.conventions_table`): circle = first conventions, square = second, joined
-    by a line. Medians below ``floor`` (e.g. exactly 0) are drawn at ``floor``."""
+    :func:`egpo_core.summaries.conventions_table`): circle = first conventions, square = second, joined
+    by a line. Medians below ``floor`` (e.g. exactly 0) are drawn on the ``floor`` line, labelled
+    "≤ floor"."""
     settings = list(dict.fromkeys(table["setting"]))
     nrows = -(-len(settings) // ncols)
-    fig, axes = plt.subplots(nrows, ncols, figsize=(5.0 * ncols, 2.9 * nrows), squeeze=False, sharex=True)
+    fig, axes = plt.subplots(nrows, ncols, figsize=(4.6 * ncols, 2.8 * nrows + 0.5), squeeze=False, sharex=True,
+                             layout="constrained")
     first, second = conventions
+    low = int(np.floor(np.log10(floor)))
     for ax, setting in zip(axes.flat, settings):
         part = table[table["setting"] == setting].reset_index(drop=True)
         for k, row in part.iterrows():
@@ -381,26 +591,35 @@ def plot_conventions_dumbbell(table, conventions: Sequence[str] = ("reference", 
             b = max(row[f"median_{second}"], floor)
             color = algorithm_colors().get(row["algorithm"])
             ax.plot([a, b], [k, k], color=color, linewidth=1.5)
-            ax.plot(a, k, "o", color=color, markersize=6, label=first if k == 0 else None)
-            ax.plot(b, k, "s", color=color, markersize=6, mfc="white", label=second if k == 0 else None)
+            ax.plot(a, k, "o", color=color, markersize=6)
+            ax.plot(b, k, "s", color=color, markersize=6, mfc="white")
         ax.set_yticks(range(len(part)), [_series_label(a) for a in part["algorithm"]], fontsize=8)
         ax.set_xscale("log")
+        ax.set_xlim(10.0 ** (low - 0.3), 1.5)
+        ticks = [10.0**e for e in range(low, 1, 2)]
+        ax.set_xticks(ticks, [rf"$\leq 10^{{{low}}}$"] + [rf"$10^{{{int(np.log10(t))}}}$" for t in ticks[1:]])
+        ax.xaxis.set_minor_formatter(plt.NullFormatter())
         ax.set_title(setting, fontsize=10)
-        ax.set_xlabel("median final duality gap")
         ax.invert_yaxis()
+    for ax in axes[-1, :]:
+        ax.set_xlabel("median final duality gap")
     for ax in list(axes.flat)[len(settings):]:
         ax.remove()
-    axes.flat[0].legend(fontsize=8, loc="lower right")
-    fig.tight_layout()
+    handles = [Line2D([], [], marker="o", color="0.3", linestyle="", label=f"{first} conventions"),
+               Line2D([], [], marker="s", color="0.3", mfc="white", linestyle="", label=f"{second} conventions")]
+    fig.legend(handles=handles, loc="outside lower center", ncol=2, fontsize=9, frameon=False)
     return fig
 
 
 def plot_benchmarks(presets_table, scaling_table) -> plt.Figure:
     """Simulator speed: seconds per paper preset (bars, annotated with µs per trajectory-step) and the
     scaling of the wall time with N, runs and steps (one panel per ``vary`` value of ``scaling_table``,
-    log–log, with grey guides of slope 1 (and 2 for N) through the largest case)."""
+    log–log). The grey guides pass through the largest case (where fixed overheads matter least):
+    solid ∝ size (slope 1: time proportional to the varied size), dotted ∝ N² (slope 2, the O(N²)
+    product Pπ of each step); the legend says so."""
     varies = list(dict.fromkeys(scaling_table["vary"])) if "vary" in scaling_table else []
-    fig, axes = plt.subplots(1, 1 + len(varies), figsize=(5.2 * (1 + len(varies)), 4.2), squeeze=False)
+    fig, axes = plt.subplots(1, 1 + len(varies), figsize=(4.8 * (1 + len(varies)), 4.0), squeeze=False,
+                             layout="constrained")
     ax = axes[0, 0]
     names = list(presets_table["preset"])
     ax.barh(range(len(names)), presets_table["seconds"], color="#4c72b0")
@@ -409,22 +628,23 @@ def plot_benchmarks(presets_table, scaling_table) -> plt.Figure:
     ax.set_yticks(range(len(names)), names, fontsize=8)
     ax.invert_yaxis()
     ax.set_xlabel("seconds (5 algorithms × all runs)")
-    ax.set_xlim(0, presets_table["seconds"].max() * 1.6)
+    ax.set_xlim(0, presets_table["seconds"].max() * 1.7)
     ax.set_title("paper presets", fontsize=10)
     column = {"N": "num_actions", "runs": "runs", "steps": "iterations"}
     for ax, vary in zip(axes[0, 1:], varies):
         part = scaling_table[scaling_table["vary"] == vary].sort_values(column.get(vary, vary))
         xs = part[column.get(vary, vary)].to_numpy(dtype=float)
-        ax.plot(xs, part["seconds"], "o-", color="#c44e52")
-        last = part["seconds"].iloc[-1]  # guides through the largest case, where overheads matter least
-        ax.plot(xs, last * xs / xs[-1], color="grey", linewidth=0.8, label="∝ size")
+        ax.plot(xs, part["seconds"], "o-", color="#c44e52", label="measured")
+        last = part["seconds"].iloc[-1]
+        ax.plot(xs, last * xs / xs[-1], color="grey", linewidth=0.9, label=f"∝ {vary} (slope 1)")
         if vary == "N":
-            ax.plot(xs, last * (xs / xs[-1]) ** 2, color="grey", linestyle=":", linewidth=0.8, label="∝ N²")
+            ax.plot(xs, last * (xs / xs[-1]) ** 2, color="grey", linestyle=":", linewidth=0.9,
+                    label="∝ N² (slope 2)")
         ax.set_xscale("log")
         ax.set_yscale("log")
         ax.set_xlabel(vary)
-        ax.set_ylabel("seconds")
         ax.set_title(f"scaling with {vary}", fontsize=10)
-        ax.legend(fontsize=8)
-    fig.tight_layout()
+        ax.legend(fontsize=8, title="guides through the largest case", title_fontsize=7)
+    if varies:
+        axes[0, 1].set_ylabel("seconds")
     return fig

@@ -24,25 +24,31 @@
 # trajectories) takes for each paper preset — all five algorithms on all ten runs — and how the time scales
 # with the number of responses N, the number of runs and the number of steps. The first call of each kind
 # loads the compiled kernel and is not timed. The reference implementation needs about 15 minutes for the six
-# presets on a 2-core CPU (SPEC's re-run).
+# presets on a 2-core CPU (re-run on this project's development machine). The timing functions live in
+# `benchmarks/bench_simulate.py`, the script that prints the same measurements.
 
 # %% tags=["parameters"]
 fast = False               # True: the presets' short horizons and a small scaling grid
 conventions = "reference"
 repeats = 1                # best of this many calls per measurement
-dpi = 100
+dpi = 150
 lm_algorithms = None       # bench_lm's --algorithms (None: all five)
 lm_updates = None          # timed updates per algorithm (None: bench_lm's 25; 2 when fast)
 lm_warmup = None           # untimed updates first (None: bench_lm's 3; 1 when fast)
 lm_dpi = 150
-out_dir = None             # None: <repository>/figures/benchmarks
+out_dir = None             # None: the scratch folder <repository>/runs/notebooks/benchmarks
+                           # (make reproduce passes <repository>/figures/benchmarks)
 
 # %%
 NOTEBOOK = "benchmarks"
 import pandas as pd
 from IPython.display import Image, display
 
-from egpo_core import analysis, plotting
+import importlib.util
+from pathlib import Path
+
+import egpo_core
+from egpo_core import plotting
 
 out = plotting.figure_dir(NOTEBOOK, out_dir)
 pd.set_option("display.float_format", "{:.3g}".format)
@@ -57,12 +63,16 @@ import os
 import platform
 
 print(platform.processor() or platform.machine(), os.cpu_count(), "cores")
+repo = Path(egpo_core.__file__).resolve().parents[1]
+_spec = importlib.util.spec_from_file_location("bench_simulate", repo / "benchmarks" / "bench_simulate.py")
+bench_simulate = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(bench_simulate)
 
 # %% [markdown]
 # ## The paper presets
 
 # %%
-presets = analysis.time_presets(fast=fast, conventions=conventions, repeats=repeats)
+presets = bench_simulate.time_presets(fast=fast, conventions=conventions, repeats=repeats)
 presets.to_csv(out / "presets_timing.csv", index=False)
 display(presets)
 print(f"all six presets: {presets['seconds'].sum():.1f} s")
@@ -83,10 +93,12 @@ sizes = {
 }
 key = {"N": "num_actions", "runs": "runs", "steps": "iterations"}
 grid = [{**base, key[vary]: size, "vary": vary} for vary, values in sizes.items() for size in values]
-scaling = analysis.time_scaling(grid, repeats=repeats)
+scaling = bench_simulate.time_scaling(grid, repeats=repeats)
 scaling.to_csv(out / "scaling.csv", index=False)
 display(scaling)
 fig = plotting.plot_benchmarks(presets, scaling)
+plotting.add_title(fig, f"The six paper presets (5 algorithms × 10 runs) take {presets['seconds'].sum():.0f} s here; "
+                        "time grows linearly in runs and steps", fontsize=11)
 show(plotting.save_figure(fig, out / "benchmarks", dpi=dpi))
 
 # %% [markdown]

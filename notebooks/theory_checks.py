@@ -15,8 +15,8 @@
 # %% [markdown]
 # # Theory checks
 #
-# Three numerical checks of what the papers claim (SPEC §2), on random games (exact tabular gradients, N =
-# 10):
+# Three numerical checks of what the papers claim (the EGPO paper, Zhou, Fazel, Du 2025, and the Nash-MD and
+# Online IPO papers it builds on), on random games (exact tabular gradients, N = 10):
 #
 # - **(a) Rates over the (η, β) plane.** EGPO converges linearly in the last iterate to π*_β at a rate about
 #   (1 − ηβ)^t for η small enough; OMD (Online IPO 1) oscillates when β is small. For each algorithm and each
@@ -49,15 +49,17 @@ beta_horizon = 5.0     # beta_T is beta_horizon over T
 extra_preset = "exact-tabular-beta0.1"
 extra_iterations = None  # None: 5000 (200 when fast)
 magnet_period = 50
-dpi = 100
-out_dir = None         # None: <repository>/figures/theory_checks
+dpi = 150
+significant_digits = 6 # committed tables keep the digits that do not depend on the machine
+out_dir = None         # None: the scratch folder <repository>/runs/notebooks/theory_checks
+                       # (make reproduce passes <repository>/figures/theory_checks)
 
 # %%
 NOTEBOOK = "theory_checks"
 import pandas as pd
 from IPython.display import Image, display
 
-from egpo_core import analysis, plotting
+from egpo_core import experiments, plotting, rates, summaries
 
 out = plotting.figure_dir(NOTEBOOK, out_dir)
 pd.set_option("display.float_format", "{:.3g}".format)
@@ -89,22 +91,38 @@ ref_logits = rng.normal(size=(runs, num_actions))
 # %% [markdown]
 # ## (a) Measured rates over the (η, β) plane
 #
-# `analysis.rate_sweep` runs every cell of the grid (one batched `sweep` per β), measures each run's log-gap
-# slope (`analysis.log_gap_slope`: least squares over the second half of the decay) and class
-# (`analysis.classify_trajectories`), and adds the linearized prediction. Runs that overflow (NaN/inf gaps,
-# typically ηβ > 2) are classed as diverging. Right of the black staircase ηβ > 1: the theory's step has no
-# meaning there, Nash-MD's mixture is capped at c = 1.
+# `rates.rate_sweep` runs every cell of the grid (one batched `sweep` per β), measures each run's log-gap
+# slope (`rates.log_gap_slope`: least squares over the second half of the decay) and class
+# (`rates.classify_trajectories`), and adds the linearized prediction (reported as 0 where it would change the
+# log gap by less than 1 % over the horizon: indistinguishable from a neutral direction). The classes, with
+# the one definition of "diverges" used here and in the gallery:
+#
+# - converges: the gap fell below 1e-12, or it is 100× down and still falling;
+# - plateaus: 100× down, no longer falling (a biased fixed point);
+# - slow: still falling, less than 100× down;
+# - oscillates: neither (cycles, or too slow to tell at this horizon);
+# - diverges: a non-finite gap (overflow), or a final gap at least 10× the initial one.
+#
+# Each cell is coloured by the class of most of its runs (ties: the worse class) and shows how many runs are in
+# that class. Right of the black staircase ηβ > 1: the theory's step has no meaning there, Nash-MD's mixture is
+# capped at c = 1. The title counts, per algorithm, the cells where most runs converge.
 
 # %%
-rates = analysis.rate_sweep(P, ref_logits, ALL, etas=etas, betas=betas, iterations=rate_iterations)
-rates.to_parquet(out / "rate_table.parquet", index=False)
-cells = analysis.rate_map(rates)
+table = rates.rate_sweep(P, ref_logits, ALL, etas=etas, betas=betas, iterations=rate_iterations)
+table = summaries.round_significant(table, significant_digits)
+table.to_parquet(out / "rate_table.parquet", index=False)
+cells = summaries.round_significant(rates.rate_map(table), significant_digits)
 cells.to_csv(out / "rate_map.csv", index=False)
+converging = (cells[cells["class"] == "converges"].groupby("algorithm").size()
+              .reindex(ALL, fill_value=0).sort_values(ascending=False, kind="stable"))
+finding = ", ".join(f"{summaries.short_label(a)} {n}" for a, n in converging.items())
 fig = plotting.plot_rate_map(cells, ALL)
+plotting.add_title(fig, f"Cells of the {len(betas)}×{len(etas)} (η, β) grid where most runs converge: {finding}",
+                   fontsize=12)
 show(plotting.save_figure(fig, out / "rate_map", dpi=dpi))
 
 # %% [markdown]
-# Numbers in the cells: measured slope / log(1 − ηβ) for the converging cells. About 2 for EGPO, OMWU, OMD and
+# Upper numbers in the converging cells: measured slope / log(1 − ηβ). About 2 for EGPO, OMWU, OMD and
 # MPO at small ηβ and β ≥ 0.03: the gap is quadratic in the distance to π*_β, which contracts like (1 − ηβ)^t,
 # so the theory's rate holds as a bound with room to spare. Larger at small β, where the fit still catches the
 # faster nonlinear start; smaller where ηβ approaches 1 or the step is not a mirror-descent step (Online IPO
@@ -115,11 +133,15 @@ show(plotting.save_figure(fig, out / "rate_map", dpi=dpi))
 # Measured against predicted slopes, cell by cell (median over runs):
 
 # %%
+conv = cells[(cells["class"] == "converges") & (cells["predicted_slope"] < 0)]
+ratios = (conv.assign(measured_over_predicted=conv["slope"] / conv["predicted_slope"])
+          .groupby("algorithm")["measured_over_predicted"].describe()[["count", "min", "50%", "max"]])
 fig = plotting.plot_slope_comparison(cells)
+medians = ", ".join(f"{summaries.short_label(a)} {r:.2f}" for a, r in ratios["50%"].items())
+plotting.add_title(fig, f"Measured decay matches the linearization at π*_β (median measured / predicted: {medians})",
+                   fontsize=11)
 show(plotting.save_figure(fig, out / "slopes_vs_theory", dpi=dpi))
-conv = cells[(cells["class"] == "converges") & np.isfinite(cells["predicted_slope"])]
-display(conv.assign(measured_over_predicted=conv["slope"] / conv["predicted_slope"])
-       .groupby("algorithm")["measured_over_predicted"].describe()[["count", "min", "50%", "max"]])
+display(ratios)
 
 # %% [markdown]
 # ## (b) β → 0: the original game's Nash equilibrium
@@ -131,18 +153,28 @@ display(conv.assign(measured_over_predicted=conv["slope"] / conv["predicted_slop
 # equilibrium (`equilibria.nash_equilibrium`) has exploitability ≈ 0 (column `nash_exploitability`).
 
 # %%
-by_beta = analysis.final_metrics_vs_beta(P, ref_logits, ALL, betas=b_betas, eta=b_eta,
-                                         iterations=b_iterations)
+by_beta = experiments.final_metrics_vs_beta(P, ref_logits, ALL, betas=b_betas, eta=b_eta,
+                                            iterations=b_iterations)
+by_beta = summaries.round_significant(by_beta, significant_digits)
 by_beta.to_csv(out / "exploitability_vs_beta.csv", index=False)
-by_horizon = analysis.horizon_tuned_exploitability(P, ref_logits, ALL, horizons=horizons, eta=b_eta,
-                                                   beta_horizon=beta_horizon)
+by_horizon = experiments.horizon_tuned_exploitability(P, ref_logits, ALL, horizons=horizons, eta=b_eta,
+                                                      beta_horizon=beta_horizon)
+by_horizon = summaries.round_significant(by_horizon, significant_digits)
 by_horizon.to_csv(out / "exploitability_vs_horizon.csv", index=False)
 import matplotlib.pyplot as plt
-fig, axes = plt.subplots(1, 2, figsize=(12, 4.5))
+
+# which algorithms follow the bias of π*_β down (within 10 % of it at the longest horizon)
+longest = by_horizon[by_horizon["horizon"] == max(horizons)].groupby("algorithm")[
+    ["exploitability", "equilibrium_exploitability"]].median()
+tracking = [summaries.short_label(a) for a in ALL
+            if longest.loc[a, "exploitability"] <= 1.1 * longest.loc[a, "equilibrium_exploitability"]]
+fig, axes = plt.subplots(1, 2, figsize=(12, 4.8), layout="constrained")
 plotting.plot_final_metric(by_beta, "beta", ax=axes[0],
-                           title=f"T = {b_iterations}, η = {b_eta:g}")
+                           title=f"fixed horizon T = {b_iterations}, η = {b_eta:g}")
 plotting.plot_final_metric(by_horizon, "horizon", ax=axes[1], power=-1.0,
-                           title=f"β = {beta_horizon:g}/T, η = {b_eta:g}")
+                           title=f"β tuned to the horizon: β = {beta_horizon:g}/T, η = {b_eta:g}")
+plotting.add_title(fig, f"With β = {beta_horizon:g}/T only {' and '.join(tracking) or 'no algorithm'} follow the "
+                        f"bias of π*_β down to the Nash equilibrium (exploitability ∝ 1/T)", fontsize=11)
 show(plotting.save_figure(fig, out / "beta_to_zero", dpi=dpi))
 print("largest LP exploitability:", by_beta["nash_exploitability"].abs().max())
 display(by_horizon.groupby(["horizon", "algorithm"])["exploitability"].median().unstack())
@@ -162,29 +194,32 @@ display(by_horizon.groupby(["horizon", "algorithm"])["exploitability"].median().
 
 # %%
 metrics = ("duality_gap", "exploitability")
-base = analysis.run_preset(extra_preset, algorithms=ALL, fast=fast, iterations=extra_iterations,
+base = experiments.run_preset(extra_preset, algorithms=ALL, iterations=extra_iterations,
                            metrics=metrics + tuple(f"average_{m}" for m in metrics))
-reset = analysis.run_preset(extra_preset, algorithms=["mpo"], fast=fast, iterations=extra_iterations,
+reset = experiments.run_preset(extra_preset, algorithms=["mpo"], iterations=extra_iterations,
                             metrics=metrics, magnet_period=magnet_period)
 frames = []
 for metric in metrics:
-    part = analysis.median_curves({"": base, f"reset every {magnet_period}": reset}, metric)
+    part = summaries.median_curves({"": base, f"reset every {magnet_period}": reset}, metric)
     part["metric"] = metric.replace("_", " ")
     part["series"] = [a if not lab else f"MPO ({lab})" for a, lab in zip(part["algorithm"], part["label"])]
     # SPPO's guarantee is about its average iterate: draw it beside the last one.
-    average = analysis.median_curves({"": base}, f"average_{metric}", algorithms=["sppo"])
+    average = summaries.median_curves({"": base}, f"average_{metric}", algorithms=["sppo"])
     average["metric"] = metric.replace("_", " ")
     average["series"] = "SPPO (average iterate)"
     frames += [part, average]
 extra = pd.concat(frames, ignore_index=True)
 extra.to_parquet(out / "extra_algorithms_curves.parquet", index=False)
-fig = plotting.plot_median_grid(extra, col="metric", series="series", ylabel="", sharey=False,
+fig = plotting.plot_median_grid(extra, col="metric", series="series", ylabel="", sharey=False, ylim=None,
                                 panel_width=6.0, panel_height=4.2)
-plotting.add_title(fig, f"{extra_preset} games, {base.settings['iterations']} updates")
+plotting.add_title(fig, f"{extra_preset} games, {base.settings['iterations']} updates: magnet resets (MPO) and "
+                        "averaging (SPPO) move the limit from π*_β toward the original game's equilibrium",
+                   fontsize=11)
 show(plotting.save_figure(fig, out / "extra_algorithms", dpi=dpi))
 final = pd.concat([base.summary(m).assign(metric=m) for m in metrics] +
                   [reset.summary(m).assign(metric=m, algorithm=f"mpo (reset every {magnet_period})")
                    for m in metrics], ignore_index=True)
-final = final.pivot(index="algorithm", columns="metric", values="median_final")
+final = summaries.round_significant(final.pivot(index="algorithm", columns="metric", values="median_final"),
+                                    significant_digits)
 final.to_csv(out / "extra_algorithms_final.csv")
 display(final)

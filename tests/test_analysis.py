@@ -1,4 +1,5 @@
-"""egpo_core.analysis (and the plotting functions that draw its results).
+"""egpo_core.rates, .experiments and .summaries (and the plotting functions that draw their results), and
+the timing helpers of benchmarks/bench_simulate.py.
 
 Closed forms used as oracles:
 - a geometric sequence g_t = g_0 r^t has log-gap slope log r;
@@ -12,17 +13,32 @@ slopes of simulations against the linearization 3 % (the fit window still holds 
 
 from __future__ import annotations
 
+import importlib.util
 import math
+import re
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
 
-from egpo_core import analysis, plotting, simulate
+from egpo_core import experiments, plotting, rates, simulate, summaries
 from egpo_core.algorithms import PAPER_ALGORITHMS
 from egpo_core.games import random_games, rock_paper_scissors
 from egpo_core.presets import REFERENCE_MEDIANS, REFERENCE_REACHED
 from egpo_core.simulate import SimulationResult
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _load_bench():
+    spec = importlib.util.spec_from_file_location("bench_simulate", ROOT / "benchmarks" / "bench_simulate.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+BENCH = _load_bench()
 
 # ----------------------------------------------------------------------------------------------------
 # helpers
@@ -63,16 +79,16 @@ def test_thin_keeps_first_last_and_exact_values():
     rng = np.random.default_rng(0)
     values = rng.random((2, 3, 4, 1001))
     res = _result(values, algorithms=("a", "b", "c"))
-    small = analysis.thin(res, max_steps=100)
+    small = summaries.thin(res, max_steps=100)
     assert small.steps[0] == 0 and small.steps[-1] == 1000
     assert small.steps.size <= 101
     assert np.all(np.diff(small.steps) > 0)
     np.testing.assert_array_equal(small.values["duality_gap"], values[..., small.steps])
     assert small.settings["thinned_from"] == 1001
-    untouched = analysis.thin(res, max_steps=5000)
+    untouched = summaries.thin(res, max_steps=5000)
     np.testing.assert_array_equal(untouched.steps, res.steps)
     with pytest.raises(ValueError, match="max_steps"):
-        analysis.thin(res, max_steps=0)
+        summaries.thin(res, max_steps=0)
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -82,10 +98,10 @@ def test_thin_keeps_first_last_and_exact_values():
 def test_log_gap_slope_of_geometric_sequences():
     t = np.arange(200)
     g = np.stack([2.0 * 0.95**t, 0.3 * 0.999**t])
-    np.testing.assert_allclose(analysis.log_gap_slope(t, g), np.log([0.95, 0.999]), rtol=1e-10)
+    np.testing.assert_allclose(rates.log_gap_slope(t, g), np.log([0.95, 0.999]), rtol=1e-10)
     # recorded every 10th step: the slope is still per step
     steps = t * 10
-    np.testing.assert_allclose(analysis.log_gap_slope(steps, g), np.log([0.95, 0.999]) / 10, rtol=1e-10)
+    np.testing.assert_allclose(rates.log_gap_slope(steps, g), np.log([0.95, 0.999]) / 10, rtol=1e-10)
 
 
 def test_log_gap_slope_stops_at_the_floor_and_handles_non_finite():
@@ -97,10 +113,10 @@ def test_log_gap_slope_stops_at_the_floor_and_handles_non_finite():
     blowup = 0.9**t
     blowup[70:] = np.inf
     start_below = np.full(100, 1e-14)
-    slopes = analysis.log_gap_slope(t, np.stack([decay, bad, blowup, start_below]))
+    slopes = rates.log_gap_slope(t, np.stack([decay, bad, blowup, start_below]))
     assert slopes[0] == pytest.approx(math.log(0.5), rel=1e-10)
     assert np.isnan(slopes[1:]).all()
-    assert analysis.log_gap_slope(t, np.ones((2, 3, 100))).shape == (2, 3)
+    assert rates.log_gap_slope(t, np.ones((2, 3, 100))).shape == (2, 3)
 
 
 def test_classify_trajectories():
@@ -115,9 +131,9 @@ def test_classify_trajectories():
     nan = 0.9**t
     nan[500:] = np.nan
     values = np.stack(list(cases.values()) + [nan])
-    got = analysis.classify_trajectories(values, t)
+    got = rates.classify_trajectories(values, t)
     assert list(got) == list(cases) + ["diverges"]
-    assert set(analysis.CLASSES) == set(cases)
+    assert set(rates.CLASSES) == set(cases)
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -129,7 +145,7 @@ def test_linearized_rate_matches_rock_paper_scissors_closed_forms(eta, beta, str
     P, ref = _rps(strength)
     expected = _rps_rates(eta, beta, strength)
     for name, rho in expected.items():
-        got = analysis.linearized_rate(P, ref, name, eta=eta, beta=beta)
+        got = rates.linearized_rate(P, ref, name, eta=eta, beta=beta)
         assert got.shape == (1,)
         assert got[0] == pytest.approx(rho, rel=1e-6), name
 
@@ -138,8 +154,8 @@ def test_linearized_rate_is_nan_where_pi_star_is_not_a_fixed_point():
     rng = np.random.default_rng(3)
     P, ref = random_games(4, 6, rng), rng.normal(size=(4, 6))
     for name in ("nash_md", "nash_md_pg", "sppo"):
-        assert np.isnan(analysis.linearized_rate(P, ref, name, eta=1.0, beta=0.1)).all(), name
-    rho = analysis.linearized_rate(P, ref, "egpo", eta=1.0, beta=0.1)
+        assert np.isnan(rates.linearized_rate(P, ref, name, eta=1.0, beta=0.1)).all(), name
+    rho = rates.linearized_rate(P, ref, "egpo", eta=1.0, beta=0.1)
     assert np.all((rho > 0) & (rho < 1))
 
 
@@ -149,7 +165,7 @@ def test_measured_slope_of_a_simulation_matches_the_linearization(name):
     eta, beta = 1.0, 0.1
     start = np.array([[1.0, -0.5, 0.2]])  # π_0 ≠ π*_β = uniform
     res = simulate(P, ref, [name], beta=beta, eta=eta, iterations=400, init_logits=start, progress=False)
-    measured = analysis.log_gap_slope(res.steps, res.duality_gap[name])[0]
+    measured = rates.log_gap_slope(res.steps, res.duality_gap[name])[0]
     predicted = 2 * math.log(_rps_rates(eta, beta, 1.0)[name])
     assert measured == pytest.approx(predicted, rel=0.03)
 
@@ -161,7 +177,7 @@ def test_measured_slope_of_a_simulation_matches_the_linearization(name):
 def test_rate_sweep_classes_slopes_and_divergence():
     rng = np.random.default_rng(5)
     P, ref = random_games(3, 5, rng), rng.normal(size=(3, 5))
-    table = analysis.rate_sweep(P, ref, ["oipo1", "egpo"], etas=[0.5, 100.0], betas=[0.1], iterations=400)
+    table = rates.rate_sweep(P, ref, ["oipo1", "egpo"], etas=[0.5, 100.0], betas=[0.1], iterations=400)
     assert len(table) == 2 * 2 * 3
     assert set(table["eta"]) == {0.5, 100.0}  # grid values exactly, not η recomputed from lr
     small = table[table["eta"] == 0.5]
@@ -174,7 +190,7 @@ def test_rate_sweep_classes_slopes_and_divergence():
     assert (big["class"] == "diverges").all()
     assert big["theory_slope"].isna().all()
     assert big["mixture"].eq(1.0).all()  # Nash-MD's c capped at 1 beyond ηβ = 1
-    cells = analysis.rate_map(table)
+    cells = rates.rate_map(table)
     assert len(cells) == 4
     row = cells[(cells["algorithm"] == "egpo") & (cells["eta"] == 0.5)].iloc[0]
     assert row["class"] == "converges" and row["frac_converges"] == 1.0 and row["runs"] == 3
@@ -187,7 +203,7 @@ def test_rate_map_majority_prefers_the_worse_class_on_ties():
         "slope_ratio": [1.0] * 4, "theory_slope": [-0.1] * 4, "final": [0.0] * 4,
         "class": ["converges", "converges", "oscillates", "oscillates"],
     })
-    cells = analysis.rate_map(table)
+    cells = rates.rate_map(table)
     assert cells["class"].iloc[0] == "oscillates"
     assert cells["frac_converges"].iloc[0] == 0.5
 
@@ -199,7 +215,7 @@ def test_rate_map_majority_prefers_the_worse_class_on_ties():
 def test_final_metrics_vs_beta_reaches_the_bias_of_pi_star():
     rng = np.random.default_rng(11)
     P, ref = random_games(3, 6, rng), rng.normal(size=(3, 6))
-    frame = analysis.final_metrics_vs_beta(P, ref, ["egpo", "oipo1"], betas=[0.3, 0.03], eta=1.0, iterations=3000)
+    frame = experiments.final_metrics_vs_beta(P, ref, ["egpo", "oipo1"], betas=[0.3, 0.03], eta=1.0, iterations=3000)
     assert len(frame) == 2 * 2 * 3
     assert frame["nash_exploitability"].abs().max() < 1e-9
     egpo = frame[frame["algorithm"] == "egpo"]
@@ -215,7 +231,7 @@ def test_final_metrics_vs_beta_reaches_the_bias_of_pi_star():
 def test_horizon_tuned_exploitability_falls_with_the_horizon():
     rng = np.random.default_rng(2)
     P, ref = random_games(3, 6, rng), rng.normal(size=(3, 6))
-    frame = analysis.horizon_tuned_exploitability(P, ref, ["egpo"], horizons=[100, 1000], eta=1.0, beta_horizon=5.0)
+    frame = experiments.horizon_tuned_exploitability(P, ref, ["egpo"], horizons=[100, 1000], eta=1.0, beta_horizon=5.0)
     np.testing.assert_allclose(frame["beta"], 5.0 / frame["horizon"], rtol=1e-12)
     med = frame.groupby("horizon")["exploitability"].median()
     assert med[1000] < 0.5 * med[100]
@@ -226,11 +242,11 @@ def test_horizon_tuned_exploitability_falls_with_the_horizon():
 
 
 def test_run_preset_overrides_and_summary_vs_reference():
-    res = analysis.run_preset("exact-tabular-beta0.01", conventions="reference", iterations=5, runs=3)
+    res = experiments.run_preset("exact-tabular-beta0.01", conventions="reference", iterations=5, runs=3)
     assert res.runs == 3 and res.steps[-1] == 5
-    other = analysis.run_preset("exact-tabular-beta0.01", iterations=5, runs=3, seed=1)
+    other = experiments.run_preset("exact-tabular-beta0.01", iterations=5, runs=3, seed=1)
     assert not np.allclose(other.duality_gap["egpo"][:, 0], res.duality_gap["egpo"][:, 0])
-    table = analysis.summary_vs_reference(res, "exact-tabular-beta0.01")
+    table = summaries.summary_vs_reference(res, "exact-tabular-beta0.01")
     assert list(table["algorithm"]) == list(PAPER_ALGORITHMS)
     for _, row in table.iterrows():
         alg = row["algorithm"]
@@ -243,7 +259,7 @@ def test_run_preset_overrides_and_summary_vs_reference():
 def test_conventions_table_ratio():
     a = _result(np.full((1, 2, 3, 4), 2.0), algorithms=("egpo", "oipo1"))
     b = _result(np.full((1, 2, 3, 4), 0.5), algorithms=("egpo", "oipo1"))
-    table = analysis.conventions_table({"s": {"reference": a, "default": b}})
+    table = summaries.conventions_table({"s": {"reference": a, "default": b}})
     assert list(table.columns) == ["setting", "algorithm", "median_reference", "reached_reference",
                                    "median_default", "reached_default", "ratio"]
     np.testing.assert_allclose(table["ratio"], 4.0)
@@ -255,8 +271,9 @@ def test_median_curves_quantiles_smoothing_and_nan_runs():
     values[0, 0, 1] = 2.0
     values[0, 0, 2] = 3.0
     values[0, 0, 3] = np.nan  # a diverged run is ignored
-    curves = analysis.median_curves({"x": _result(values, gradient="sampled")}, window=10, max_points=400)
-    assert curves["step"].iloc[0] == 9 and curves["step"].iloc[-1] == 29 and len(curves) == 21
+    curves = summaries.median_curves({"x": _result(values, gradient="sampled")}, window=10, max_points=400)
+    # a trailing average: the curve starts at t = 0 and keeps every record
+    assert curves["step"].iloc[0] == 0 and curves["step"].iloc[-1] == 29 and len(curves) == 30
     np.testing.assert_allclose(curves["median"], 2.0)
     np.testing.assert_allclose(curves["q25"], 1.5)
     np.testing.assert_allclose(curves["q75"], 2.5)
@@ -264,7 +281,7 @@ def test_median_curves_quantiles_smoothing_and_nan_runs():
 
 
 def test_time_scaling_rows_and_extra_keys():
-    table = analysis.time_scaling([{"num_actions": 4, "runs": 2, "iterations": 10, "vary": "N"}])
+    table = BENCH.time_scaling([{"num_actions": 4, "runs": 2, "iterations": 10, "vary": "N"}])
     row = table.iloc[0]
     assert row["vary"] == "N" and row["num_actions"] == 4 and row["trajectory_steps"] == 20
     assert row["seconds"] > 0
@@ -278,24 +295,75 @@ def test_time_scaling_rows_and_extra_keys():
 def test_figure_dir(tmp_path):
     assert plotting.figure_dir("x", tmp_path / "a" / "b") == tmp_path / "a" / "b"
     assert (tmp_path / "a" / "b").is_dir()
+    # without out_dir: the ignored scratch folder, never the committed figures/
+    default = plotting.figure_dir("_test_figure_dir")
+    try:
+        assert default == ROOT / "runs" / "notebooks" / "_test_figure_dir"
+    finally:
+        default.rmdir()
 
 
 def test_plot_rate_map_and_slopes():
     rng = np.random.default_rng(5)
     P, ref = random_games(2, 4, rng), rng.normal(size=(2, 4))
-    cells = analysis.rate_map(analysis.rate_sweep(P, ref, ["oipo1", "egpo", "nash_md"], etas=[0.5, 30.0],
+    cells = rates.rate_map(rates.rate_sweep(P, ref, ["oipo1", "egpo", "nash_md"], etas=[0.5, 30.0],
                                                   betas=[0.3, 0.03], iterations=200))
     fig = plotting.plot_rate_map(cells, ncols=2)
     assert sum(1 for ax in fig.axes if ax.images) == 3
+    # every cell shows the runs in its class, "k/2"
+    for ax in fig.axes:
+        if ax.images:
+            counts = [t.get_text().split("\n")[-1] for t in ax.texts]
+            assert len(counts) == 4 and all(re.fullmatch(r"[12]/2", c) for c in counts), counts
+    caption = " ".join(t.get_text() for t in fig.texts)
+    assert rates.DIVERGES_DEFINITION in caption  # the one definition of "diverges", on the figure
+    legend = [t.get_text() for t in fig.legends[0].get_texts()]
+    assert any(r"\eta\beta = 1" in label for label in legend), legend  # the staircase is explained
     fig = plotting.plot_slope_comparison(cells)
     assert len(fig.axes) == 2 and len(fig.axes[1].collections) >= 1
 
 
-def test_plot_median_grid_ends_curves_at_the_floor():
+def test_plot_median_grid_ends_curves_on_the_cutoff_line():
     values = np.stack([np.logspace(0, -20, 41)] * 3)[None, None]
-    curves = analysis.median_curves({"a": _result(values), "b": _result(values)}, window=1)
-    fig = plotting.plot_median_grid(curves, floor=1e-16)
+    values[..., -5:] = 0.0  # an exact zero is drawn as "≤ 1e-6", not at 1e-17
+    curves = summaries.median_curves({"a": _result(values), "b": _result(values)}, window=1)
+    fig = plotting.plot_median_grid(curves)
     assert len(fig.axes) == 2
     line = fig.axes[0].lines[0]
-    assert np.min(line.get_ydata()) >= 1e-16
-    assert len(line.get_ydata()) == 33  # 10^(-k/2) for k = 0 … 32
+    y = np.asarray(line.get_ydata())
+    # 10^(-k/2) for k = 0 … 12 are ≥ 1e-6; k = 13 is the first below it, drawn on the 1e-6 line
+    assert len(y) == 14 and y[-1] == 1e-6 and np.min(y) == 1e-6
+    np.testing.assert_allclose(y[:-1], 10.0 ** (-np.arange(13) / 2), rtol=1e-12)
+    assert fig.axes[0].get_ylim() == (1e-6, 1.0)
+    assert fig.axes[0].get_yticklabels()[0].get_text().startswith(r"$\leq")
+
+
+def test_round_significant_keeps_six_digits_and_non_finite_values():
+    frame = pd.DataFrame({"x": [1 / 3, -2.0e-9 / 3, np.nan, np.inf, 0.0], "n": [1, 2, 3, 4, 5], "s": list("abcde")})
+    out = summaries.round_significant(frame)
+    np.testing.assert_array_equal(out["x"].to_numpy(), [0.333333, -6.66667e-10, np.nan, np.inf, 0.0])
+    assert out["n"].tolist() == [1, 2, 3, 4, 5] and out["s"].tolist() == list("abcde")
+    # a perturbation in the 10th digit (another machine's LAPACK) gives the same stored value
+    again = summaries.round_significant(frame.assign(x=frame["x"] * (1 + 1e-10)))
+    np.testing.assert_array_equal(again["x"].to_numpy(), out["x"].to_numpy())
+
+
+def test_predicted_slope_is_zero_where_no_horizon_could_measure_it():
+    rng = np.random.default_rng(0)
+    P, ref = random_games(10, 10, rng), rng.normal(size=(10, 10))
+    # Online IPO 2 at β = 0.01: ρ within ~1e-10 of 1 (finite-difference noise); EGPO contracts clearly
+    table = rates.rate_sweep(P, ref, ["oipo2", "egpo"], etas=[0.3], betas=[0.01], iterations=2000)
+    oipo2 = table[table["algorithm"] == "oipo2"]["predicted_slope"]
+    egpo = table[table["algorithm"] == "egpo"]["predicted_slope"]
+    assert ((oipo2 == 0) | (oipo2.abs() * 2000 >= 0.01)).all()
+    assert (oipo2 == 0).sum() >= 5
+    assert (egpo < -1e-4).all()
+
+
+def test_gap_finding_names_the_lowest_and_the_counts():
+    summary = pd.DataFrame({"algorithm": ["oipo1", "egpo", "nash_md"], "median_final": [1e-4, 0.0, 3e-3],
+                            "reached": [4, 10, 0], "runs": [10, 10, 10]})
+    assert summaries.gap_finding(summary) == \
+        "EGPO ends lowest (median final gap 0); below 1e-06: EGPO 10/10, OMD 4/10 runs"
+    none = summary.assign(reached=0, median_final=[1e-4, 2e-4, 3e-3])
+    assert summaries.gap_finding(none) == "OMD ends lowest (median final gap 0.0001), EGPO 0.0002; no run falls below 1e-06"

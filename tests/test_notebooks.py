@@ -1,10 +1,12 @@
-"""The notebooks: each runs under papermill with fast=True and writes its figures and tidy data; the data
-hold the expected algorithms, runs and steps and agree with each other; every notebook source (a
-jupytext percent-format ``notebooks/<name>.py``) has a parameters cell and is run by make reproduce;
-committed ``.ipynb`` files carry no outputs (and, in notebooks/, match their source);
-notebooks/run_all.py (make reproduce) stops with the failing notebook's name.
+"""The notebooks: each run (a notebook with its parameters, ``run_all.RUNS``) executes under papermill with
+fast=True and writes its figures and tidy data; the data hold the expected algorithms, runs and steps and
+agree with each other; no import cell prints a warning; every notebook source (a jupytext percent-format
+``notebooks/<name>.py``) has a parameters cell, writes by default into the ignored scratch folder
+runs/notebooks/<run>/, and is run by make reproduce, which alone writes figures/<run>/; committed
+``.ipynb`` files carry no outputs (and, in notebooks/, match their source); notebooks/run_all.py (make
+reproduce) stops with the failing run's name.
 
-Each notebook runs once per session, generated from its source into pytest's tmp folder, with
+Each run executes once per session, generated from its source into pytest's tmp folder, with
 ``out_dir`` there too (the committed figures are never touched). Tolerances: medians recomputed from
 the tidy data match the summary tables to 1e-12 (relative); measured slopes within [0.8, 1.4]× the
 linearized prediction for β ≥ 0.03 in the fast grid (300 steps still hold some transient).
@@ -19,12 +21,13 @@ import subprocess
 from pathlib import Path
 
 import nbformat
+from PIL import Image
 import numpy as np
 import pandas as pd
 import pytest
 
 from egpo_core.algorithms import PAPER_ALGORITHMS
-from egpo_core.analysis import CLASSES
+from egpo_core.rates import CLASSES
 from egpo_core.presets import PRESETS, REFERENCE_MEDIANS
 
 pm = pytest.importorskip("papermill")
@@ -55,11 +58,12 @@ def executed(tmp_path_factory):
     def run(name: str) -> Path:
         if name not in cache:
             out = base / "figures" / name
+            source, fixed = RUN_ALL.RUNS[name]
             try:
-                notebook = RUN_ALL.write_notebook(NOTEBOOK_DIR / f"{name}.py", base / f"{name}.ipynb")
+                notebook = RUN_ALL.write_notebook(NOTEBOOK_DIR / f"{source}.py", base / f"{name}.ipynb")
                 pm.execute_notebook(
                     str(notebook), str(notebook),
-                    parameters={"fast": True, "out_dir": str(out)}, kernel_name="python3",
+                    parameters={**fixed, "fast": True, "out_dir": str(out)}, kernel_name="python3",
                     cwd=str(NOTEBOOK_DIR), progress_bar=False,
                 )
                 cache[name] = (out, None)
@@ -76,12 +80,25 @@ def executed(tmp_path_factory):
     return run
 
 
-def _figures(folder: Path, stems: list[str]) -> None:
+def _assert_quiet_imports(out: Path, name: str) -> None:
+    """The import cell (first code cell after the parameters) of an executed run printed no warning."""
+    nb = nbformat.read(out.parent.parent / f"{name}.ipynb", as_version=4)
+    tags = ("parameters", "injected-parameters")
+    cell = next(c for c in nb.cells if c.cell_type == "code" and not set(tags) & set(c.metadata.get("tags", [])))
+    assert "import" in cell.source
+    stderr = [o.get("text", "") for o in cell.outputs if o.output_type == "stream" and o.name == "stderr"]
+    warnings = [o for o in cell.outputs if "warn" in str(o.get("text", "")).lower()]
+    assert not stderr and not warnings, f"{name}: the import cell printed {stderr or warnings}"
+
+
+def _figures(folder: Path, stems: list[str], dpi: int = 150) -> None:
     for stem in stems:
         png, pdf = folder / f"{stem}.png", folder / f"{stem}.pdf"
         assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", png
         assert pdf.read_bytes()[:5] == b"%PDF-", pdf
         assert png.stat().st_size > 10_000  # something was drawn
+        with Image.open(png) as image:  # readable: at least 150 dots per inch
+            assert min(image.info["dpi"]) >= dpi - 0.5, (png, image.info["dpi"])
 
 
 def _check_tidy(folder: Path, preset: str) -> pd.DataFrame:
@@ -121,6 +138,7 @@ def _check_summary(summary: pd.DataFrame, tidy: pd.DataFrame, preset: str) -> No
 
 def test_sim_exact_tabular(executed):
     out = executed("sim_exact_tabular")
+    _assert_quiet_imports(out, "sim_exact_tabular")
     presets = ["exact-tabular-beta0.1", "exact-tabular-beta0.01", "exact-tabular-beta0.001"]
     _figures(out, ["picked"] + [f"panels_{p}".replace(".", "_") for p in presets])
     summary = pd.read_csv(out / "summary.csv")
@@ -140,7 +158,9 @@ def test_sim_exact_tabular(executed):
      ("sim_sampled_neural", "sampled-neural-beta0.1")],
 )
 def test_setting_notebooks(executed, name, preset):
+    assert RUN_ALL.RUNS[name] == ("sim_setting", {"preset": preset})  # one notebook, one run per setting
     out = executed(name)
+    _assert_quiet_imports(out, name)
     _figures(out, [f"panels_{preset}".replace(".", "_")])
     tidy = _check_tidy(out, preset)
     summary = pd.read_csv(out / "summary.csv")
@@ -154,6 +174,7 @@ def test_setting_notebooks(executed, name, preset):
 
 def test_sim_reference_vs_correct(executed):
     out = executed("sim_reference_vs_correct")
+    _assert_quiet_imports(out, "sim_reference_vs_correct")
     _figures(out, ["median_gap_grid", "median_final_dumbbell"])
     table = pd.read_csv(out / "conventions_table.csv")
     assert list(table["setting"].unique()) == list(PRESETS)
@@ -177,6 +198,7 @@ def test_sim_reference_vs_correct(executed):
 
 def test_theory_checks(executed):
     out = executed("theory_checks")
+    _assert_quiet_imports(out, "theory_checks")
     _figures(out, ["rate_map", "slopes_vs_theory", "beta_to_zero", "extra_algorithms"])
     rates = pd.read_parquet(out / "rate_table.parquet")
     assert set(rates["algorithm"]) == set(ALL_ALGORITHMS)
@@ -189,6 +211,13 @@ def test_theory_checks(executed):
     assert {"egpo", "oipo1", "omwu"} <= set(conv["algorithm"])
     ratio = conv["slope"] / conv["predicted_slope"]
     assert ratio.between(0.8, 1.4).all(), conv.assign(ratio=ratio)
+    # predictions too small to measure on the horizon are exactly 0, the others are not
+    tiny = rates["predicted_slope"].abs() * 300 < 0.01
+    assert (rates.loc[tiny, "predicted_slope"] == 0).all()
+    # committed tables keep 6 significant digits (machine-independent)
+    floats = rates.select_dtypes("float").to_numpy().ravel()
+    floats = floats[np.isfinite(floats)]
+    np.testing.assert_array_equal(floats, [float(f"{v:.6g}") for v in floats])
     cells = pd.read_csv(out / "rate_map.csv")
     assert len(cells) == 3 * 3 * len(ALL_ALGORITHMS)
     # EGPO converges wherever OMD does on this grid
@@ -202,7 +231,8 @@ def test_theory_checks(executed):
     assert (np.diff(bias.to_numpy()) > 0).all()  # the bias of π*_β grows with β
     by_horizon = pd.read_csv(out / "exploitability_vs_horizon.csv")
     assert sorted(by_horizon["horizon"].unique()) == [100, 300]
-    np.testing.assert_allclose(by_horizon["beta"], 5.0 / by_horizon["horizon"], rtol=1e-12)
+    # stored to 6 significant digits (the committed tables do not depend on the machine)
+    np.testing.assert_allclose(by_horizon["beta"], 5.0 / by_horizon["horizon"], rtol=5e-6)
     egpo = by_horizon[by_horizon["algorithm"] == "egpo"].groupby("horizon")["exploitability"].median()
     assert egpo[300] < egpo[100]
 
@@ -218,6 +248,7 @@ def test_theory_checks(executed):
 
 def test_benchmarks(executed):
     out = executed("benchmarks")
+    _assert_quiet_imports(out, "benchmarks")
     _figures(out, ["benchmarks"])
     presets = pd.read_csv(out / "presets_timing.csv")
     assert list(presets["preset"]) == list(PRESETS)
@@ -252,6 +283,23 @@ def _committed_ipynb() -> list[Path]:
 def test_every_notebook_is_run_by_make_reproduce():
     assert sorted(p.stem for p in _sources()) == sorted(RUN_ALL.NOTEBOOKS)
     assert all(RUN_ALL.source_path(name).is_file() for name in RUN_ALL.NOTEBOOKS)
+    assert {source for source, _ in RUN_ALL.RUNS.values()} == set(RUN_ALL.NOTEBOOKS)
+
+
+@pytest.mark.parametrize("path", [p for p in sorted(NOTEBOOK_DIR.glob("*.py")) if p.name != "run_all.py"],
+                         ids=lambda p: p.stem)
+def test_notebook_writes_to_the_scratch_folder_by_default(path):
+    # opened in JupyterLab (out_dir = None) a notebook writes into runs/notebooks/<name>/, ignored by git
+    assert re.search(r"^out = plotting\.figure_dir\(NOTEBOOK, out_dir\)$", path.read_text(), re.M), path.name
+    from egpo_core.plotting import figure_dir
+
+    folder = figure_dir(f"_test_default_{path.stem}")
+    try:
+        assert folder == ROOT / "runs" / "notebooks" / f"_test_default_{path.stem}"
+    finally:
+        folder.rmdir()
+    ignored = subprocess.run(["git", "check-ignore", "-q", str(folder)], cwd=ROOT)
+    assert ignored.returncode == 0, f"{folder} is not ignored by git"
 
 
 def _check_notebook(nb: nbformat.NotebookNode, name: str) -> None:
@@ -321,7 +369,7 @@ def test_run_all_reports_progress_and_stops_at_a_failing_notebook(tmp_path, monk
     _tiny_notebook(source / "sim_exact_tabular.py", "import json, pathlib\n"
                    "pathlib.Path(out_dir).mkdir(parents=True, exist_ok=True)\n"
                    "(pathlib.Path(out_dir) / 'p.json').write_text(json.dumps({'fast': fast}))")
-    _tiny_notebook(source / "sim_exact_neural.py", "1 / 0")
+    _tiny_notebook(source / "sim_setting.py", "1 / 0")
     monkeypatch.setattr(RUN_ALL, "HERE", source)
     executed_dir = tmp_path / "executed"
     code = RUN_ALL.main(["--fast", "--only", "sim_exact_tabular", "--only", "sim_exact_neural",
@@ -336,6 +384,21 @@ def test_run_all_reports_progress_and_stops_at_a_failing_notebook(tmp_path, monk
     written = executed_dir / "figures" / "sim_exact_tabular" / "p.json"
     assert json.loads(written.read_text()) == {"fast": True}
     assert (executed_dir / "sim_exact_neural.ipynb").exists()
+
+
+def test_run_all_full_run_writes_the_committed_figures_folder(tmp_path, monkeypatch, capsys):
+    source = tmp_path / "notebooks"
+    source.mkdir()
+    _tiny_notebook(source / "sim_setting.py", "import json, pathlib\n"
+                   "pathlib.Path(out_dir).mkdir(parents=True, exist_ok=True)\n"
+                   "(pathlib.Path(out_dir) / 'p.json').write_text(json.dumps({'fast': fast, 'preset': preset}))")
+    monkeypatch.setattr(RUN_ALL, "HERE", source)
+    code = RUN_ALL.main(["--only", "sim_setting", "--out-dir", str(tmp_path / "executed")])
+    assert code == 0, capsys.readouterr().err
+    # without --fast every run writes to <repository>/figures/<run>, one run per setting
+    for run in ("sim_exact_neural", "sim_sampled_tabular", "sim_sampled_neural"):
+        written = json.loads((tmp_path / "figures" / run / "p.json").read_text())
+        assert written == {"fast": False, "preset": RUN_ALL.RUNS[run][1]["preset"]}
 
 
 # ----------------------------------------------------------------------------------------------------
