@@ -63,7 +63,7 @@ def _default_text(f: dataclasses.Field) -> str:
     if f.name in ("beta", "iterations"):
         return "required with --games; with --preset: the preset's"
     if f.name in ("lr", "eta"):
-        return "with --games give lr or eta; with --preset: the preset's lr"
+        return "default: none; with --games give lr or eta; with --preset: the preset's lr"
     if f.name == "seed":
         return "default: 0; with --preset: the preset's"
     if f.name == "record_every":
@@ -103,7 +103,7 @@ def _add_config_options(parser: argparse.ArgumentParser, axes: bool) -> None:
 def _add_run_options(parser: argparse.ArgumentParser) -> None:
     source = parser.add_mutually_exclusive_group(required=True)
     source.add_argument("--preset", help="a paper setting (see `presets`)")
-    source.add_argument("--games", help="a games file written by egpo_core.game_io.save_games (text or .npz); "
+    source.add_argument("--games", help="a games file: egpo_core.game_io.save_games text, a plain np.savetxt matrix, .npy or .npz; "
                                         "π_ref is uniform when the file has no ref_logits")
     parser.add_argument("--out", required=True, help="output folder: new, empty, or a previous run's with --overwrite")
     parser.add_argument("--overwrite", action="store_true",
@@ -113,6 +113,8 @@ def _add_run_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--format", choices=["parquet", "csv"], default="parquet",
                         help="format of the tidy metrics file (default: parquet)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar (default: shown)")
+    parser.add_argument("--no-figures", action="store_true",
+                        help="skip the gap figures, the slowest output (default: write duality_gap*.png/.pdf)")
 
 
 def _given(args: argparse.Namespace) -> dict[str, Any]:
@@ -206,17 +208,19 @@ def _check_out(out: Path, overwrite: bool) -> list[Path]:
     return [out / name for name in listed if Path(name).name == name]  # names inside the folder only
 
 
-def _write_outputs(result, out: Path, fmt: str, previous: list[Path], title: str) -> None:
-    """Remove the previous run's files, then write figures, tidy data, summary and run.json (last)."""
-    from .plotting import plot_gap_panels, save_figure
-
+def _write_outputs(result, out: Path, fmt: str, previous: list[Path], title: str | None) -> None:
+    """Remove the previous run's files, then write the figures (unless ``title`` is None), tidy
+    data, summary and run.json (last)."""
     for path in previous:
         path.unlink(missing_ok=True)
     out.mkdir(parents=True, exist_ok=True)
     figures = []
-    for c in range(len(result.configs)):
-        stem = out / (f"duality_gap_config{c}" if len(result.configs) > 1 else "duality_gap")
-        figures += [p.name for p in save_figure(plot_gap_panels(result, config=c, title=title), stem)]
+    if title is not None:
+        from .plotting import plot_gap_panels, save_figure
+
+        for c in range(len(result.configs)):
+            stem = out / (f"duality_gap_config{c}" if len(result.configs) > 1 else "duality_gap")
+            figures += [p.name for p in save_figure(plot_gap_panels(result, config=c, title=title), stem)]
     result.save(out, fmt, extra_files=tuple(figures))
 
 
@@ -237,7 +241,7 @@ def _run_and_write(args: argparse.Namespace, argv: list[str], axes: dict[str, li
     result.provenance.update(call=shlex.join([Path(sys.executable).name, "-m", "egpo_core", *argv]), games=games,
                              overrides=flags if args.preset else {})
     result.provenance["wall_seconds"] = round(time.perf_counter() - started, 3)
-    _write_outputs(result, out, args.format, previous, args.preset or Path(args.games).name)
+    _write_outputs(result, out, args.format, previous, None if args.no_figures else args.preset or Path(args.games).name)
     columns = ["algorithm", "beta", "lr", "eta", "seed", "median_final", "reached", "diverged"]
     print(result.summary()[columns].to_string(index=False))
     print(f"wrote {out}/")
