@@ -81,11 +81,13 @@ def validate_preference_matrix(P: np.ndarray, atol: float = 1e-9) -> np.ndarray:
         raise ValueError(f"P must have at least one run and one action, got shape {arr.shape}")
 
     # Fast path: whole-array reductions; the masks that locate a bad entry are built only on failure.
-    if not np.isfinite(arr).all():
-        idx = _first(~np.isfinite(arr))
-        raise ValueError(f"{_entry(idx)} = {format_number(arr[idx])} is not finite")
-
-    if arr.min() < -atol or arr.max() > 1.0 + atol:
+    # min and max propagate NaN and the comparisons are False for NaN, so passing them also proves
+    # every entry finite.
+    if not (arr.min() >= -atol and arr.max() <= 1.0 + atol):
+        finite = np.isfinite(arr)
+        if not finite.all():
+            idx = _first(~finite)
+            raise ValueError(f"{_entry(idx)} = {format_number(arr[idx])} is not finite")
         idx = _first((arr < -atol) | (arr > 1.0 + atol))
         raise ValueError(f"{_entry(idx)} = {format_number(arr[idx])} is outside [0, 1]")
 
