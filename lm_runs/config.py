@@ -18,13 +18,16 @@ IPO 2 and y at temperature 1 for Nash-MD-PG (policy-gradient samples must be on-
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from transformers import TrainingArguments
 
 from egpo_core.algorithms import Algorithm, Scheme, get_algorithm
 
 from .generation import SamplingParams
+from .lora import LoraArguments
 
 __all__ = ["NLHFConfig", "ALGORITHM_ALIASES", "LM_ALGORITHMS", "resolve_algorithm"]
 
@@ -64,8 +67,21 @@ def _help(text: str) -> dict:
     return {"help": text}
 
 
+def _zero_stage(deepspeed: str | dict | None) -> int | None:
+    """The ZeRO stage of a ``--deepspeed`` config (a JSON file or a dict); None without one or when the
+    file cannot be read (TrainingArguments then reports it)."""
+    if isinstance(deepspeed, str) and deepspeed:
+        try:
+            deepspeed = json.loads(Path(deepspeed).read_text())
+        except (OSError, ValueError):
+            return None
+    if not isinstance(deepspeed, dict):
+        return None
+    return int(deepspeed.get("zero_optimization", {}).get("stage", 0))
+
+
 @dataclass
-class NLHFConfig(TrainingArguments):
+class NLHFConfig(LoraArguments, TrainingArguments):
     """Configuration of NLHF training (see the module docstring for how steps are counted)."""
 
     # --- what to train ---------------------------------------------------------------------------
@@ -146,18 +162,6 @@ class NLHFConfig(TrainingArguments):
     )
     """Whether rank 0 alone calls the judge (``lm_runs.judges.GatheringJudge``)."""
 
-    # --- LoRA ---------------------------------------------------------------------------------------
-    use_peft: bool = field(default=False, metadata=_help("Train a LoRA adapter instead of all weights."))
-    """Train LoRA adapters (π_ref is then the base model with the adapter disabled)."""
-    lora_r: int = field(default=256, metadata=_help("LoRA rank (paper: 256)."))
-    """LoRA rank."""
-    lora_alpha: int = field(default=512, metadata=_help("LoRA α (paper: 512)."))
-    """LoRA scaling α."""
-    lora_dropout: float = field(default=0.1, metadata=_help("LoRA dropout (paper: 0.1; applied in training forward passes)."))
-    """LoRA dropout probability."""
-    lora_target_modules: list[str] | None = field(default=None, metadata=_help("Modules to adapt (default: peft's for the architecture)."))
-    """Names of the adapted modules."""
-
     # --- EGPO ---------------------------------------------------------------------------------------
     extragradient_offload: bool = field(default=False, metadata=_help("Keep EGPO's θ_t snapshot on the CPU."))
     """Offload the extragradient snapshot (trainable parameters + optimizer state) to CPU memory."""
@@ -173,9 +177,6 @@ class NLHFConfig(TrainingArguments):
         self._check()
         super().__post_init__()
         deepspeed = getattr(self, "hf_deepspeed_config", None)
-        if self.steps_per_update > 1 and deepspeed is not None and deepspeed.is_zero3():
-            # ZeRO-3 partitions the parameters themselves: the snapshot of θ_t would hold shards only
-            raise ValueError(f"--alg {self.alg} (extragradient) supports DeepSpeed ZeRO stages 0-2, not stage 3 ({self.deepspeed})")
         if deepspeed is not None and deepspeed.is_zero3() and self.use_cpu and self.world_size > 1:
             # ZeRO-3 partitions each model while it loads (deepspeed.zero.Init), which needs DeepSpeed's
             # process group; on GPUs accelerate creates it, on CPU only torch's gloo group exists yet.
@@ -190,6 +191,10 @@ class NLHFConfig(TrainingArguments):
 
     # Checked before any model is loaded, one message per problem, naming the flag.
     def _check(self) -> None:
+        if self.steps_per_update > 1 and _zero_stage(self.deepspeed) == 3:
+            # ZeRO-3 partitions the parameters themselves: the snapshot of θ_t would hold shards only.
+            # Checked before TrainingArguments registers the DeepSpeed config process-wide.
+            raise ValueError(f"--alg {self.alg} (extragradient) supports DeepSpeed ZeRO stages 0-2, not stage 3 ({self.deepspeed})")
         if self.algorithm.name not in LM_ALGORITHMS:
             raise ValueError(
                 f"--alg {self.alg}: {self.algorithm.name} has no language-model form here; choose one of {', '.join(LM_ALGORITHMS)}"

@@ -39,6 +39,7 @@ from typing import Any, Mapping, Sequence
 from transformers import TrainingArguments
 
 from lm_runs.data import check_prompt, encode_prompt, is_message_list, load_table
+from lm_runs.lora import LoraArguments, lora_config
 
 __all__ = [
     "SFTConfig",
@@ -46,7 +47,6 @@ __all__ = [
     "build_sft_dataset",
     "SFTCollator",
     "build_trainer",
-    "lora_config",
     "warn_deepspeed_optimizer",
     "save_final_model",
     "load_tokenizer",
@@ -61,10 +61,11 @@ IGNORE_INDEX = -100
 
 
 @dataclass
-class SFTConfig(TrainingArguments):
-    """Options of ``python -m lm_runs.sft``: the model, data and LoRA fields below plus every
-    ``transformers.TrainingArguments`` option. Defaults follow the paper's SFT (lr 1e-5, 5 epochs,
-    weight decay 0.1, 100 warmup steps); the per-device batch size is whatever is given."""
+class SFTConfig(LoraArguments, TrainingArguments):
+    """Options of ``python -m lm_runs.sft``: the model and data fields below, the LoRA fields of
+    :class:`~lm_runs.lora.LoraArguments` and every ``transformers.TrainingArguments`` option.
+    Defaults follow the paper's SFT (lr 1e-5, 5 epochs, weight decay 0.1, 100 warmup steps); the
+    per-device batch size is whatever is given."""
 
     model_name_or_path: str | None = field(
         default=None, metadata={"help": "Causal LM to fine-tune: a local directory or a hub name (required)."}
@@ -82,17 +83,6 @@ class SFTConfig(TrainingArguments):
     max_length: int = field(
         default=512, metadata={"help": "Longest tokenized prompt + completion + EOS; longer ones are cut on the right."}
     )
-    use_peft: bool = field(default=False, metadata={"help": "Train LoRA adapters instead of all weights."})
-    lora_r: int = field(default=16, metadata={"help": "LoRA rank."})
-    lora_alpha: int = field(default=32, metadata={"help": "LoRA scaling numerator (scale = lora_alpha / lora_r)."})
-    lora_dropout: float = field(default=0.05, metadata={"help": "Dropout on the LoRA branch."})
-    lora_target_modules: list[str] | None = field(
-        default=None,
-        metadata={
-            "help": "Module names LoRA wraps (e.g. q_proj v_proj), or 'all-linear'; default: PEFT's choice "
-            "for the architecture."
-        },
-    )
     # Paper defaults (overriding TrainingArguments').
     learning_rate: float = field(default=1e-5, metadata={"help": "Peak AdamW learning rate (paper: 1e-5)."})
     num_train_epochs: float = field(default=5.0, metadata={"help": "Epochs over the SFT data (paper: 5)."})
@@ -102,23 +92,6 @@ class SFTConfig(TrainingArguments):
     )
     warmup_steps: float = field(
         default=100, metadata={"help": "Linear warmup steps (paper: 100); a value below 1 is a fraction of training."}
-    )
-
-
-def lora_config(config: Any, task_type: str):
-    """The ``peft.LoraConfig`` for ``config``'s ``lora_*`` fields (``task_type``: ``"CAUSAL_LM"`` or
-    ``"SEQ_CLS"``; for the latter PEFT also trains the classification head)."""
-    from peft import LoraConfig
-
-    targets: Any = config.lora_target_modules
-    if targets is not None and len(targets) == 1 and targets[0] == "all-linear":
-        targets = "all-linear"  # PEFT accepts the keyword only as a plain string
-    return LoraConfig(
-        task_type=task_type,
-        r=config.lora_r,
-        lora_alpha=config.lora_alpha,
-        lora_dropout=config.lora_dropout,
-        target_modules=targets,
     )
 
 

@@ -34,7 +34,8 @@ def build_trainer(config):
     from .data import load_prompts, prompt_text
     from .judges import load_judge
     from .judges.gathering import GatheringJudge
-    from .sft import lora_config, warn_deepspeed_optimizer
+    from .lora import lora_config
+    from .sft import warn_deepspeed_optimizer
     from .trainer import NLHFTrainer
 
     warn_deepspeed_optimizer(config)

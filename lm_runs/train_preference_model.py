@@ -36,10 +36,10 @@ from transformers import TrainingArguments
 
 from lm_runs.data import check_prompt, load_table, prompt_text
 from lm_runs.judges.pair_format import FIRST_IS_BETTER, SECOND_IS_BETTER, render_pair
+from lm_runs.lora import LoraArguments, lora_config
 from lm_runs.sft import (
     load_tokenizer,
     require_options,
-    lora_config,
     resume_argument,
     save_final_model,
     warn_deepspeed_optimizer,
@@ -58,8 +58,9 @@ logger = logging.getLogger(__name__)
 
 
 @dataclass
-class PreferenceModelConfig(TrainingArguments):
-    """Options of ``python -m lm_runs.train_preference_model``: the fields below plus every
+class PreferenceModelConfig(LoraArguments, TrainingArguments):
+    """Options of ``python -m lm_runs.train_preference_model``: the fields below, the LoRA fields of
+    :class:`~lm_runs.lora.LoraArguments` (PEFT also trains the head) and every
     ``transformers.TrainingArguments`` option. Defaults follow the paper (lr 1e-5, 3 epochs,
     weight decay 0.1, 1000 warmup steps, sequences up to 1024 tokens)."""
 
@@ -82,17 +83,6 @@ class PreferenceModelConfig(TrainingArguments):
     )
     max_length: int = field(
         default=1024, metadata={"help": "Longest rendered pair in tokens (paper: 1024); longer pairs are left out."}
-    )
-    use_peft: bool = field(default=False, metadata={"help": "Train LoRA adapters (plus the head) instead of all weights."})
-    lora_r: int = field(default=16, metadata={"help": "LoRA rank."})
-    lora_alpha: int = field(default=32, metadata={"help": "LoRA scaling numerator (scale = lora_alpha / lora_r)."})
-    lora_dropout: float = field(default=0.05, metadata={"help": "Dropout on the LoRA branch."})
-    lora_target_modules: list[str] | None = field(
-        default=None,
-        metadata={
-            "help": "Module names LoRA wraps (e.g. q_proj v_proj), or 'all-linear'; default: PEFT's choice "
-            "for the architecture."
-        },
     )
     # Paper defaults (overriding TrainingArguments').
     learning_rate: float = field(default=1e-5, metadata={"help": "Peak AdamW learning rate (paper: 1e-5)."})

@@ -333,6 +333,8 @@ def test_epoch_folders_count_updates(tiny, tmp_path):
         (["--prompt_column", "question"], "no column 'question'"),
         (["--judge", "no_such_module:f"], "cannot import module"),
         (["--deepspeed", str(CONFIGS / "zero3.json")], "supports DeepSpeed ZeRO stages 0-2"),
+        (["--use_peft", "true", "--lora_r", "0"], "--lora_r must be an integer >= 1"),
+        (["--use_peft", "true", "--lora_dropout", "1.0"], "--lora_dropout must lie in [0, 1)"),
     ],
 )
 def test_bad_configuration_fails_before_training_with_one_message(tiny, tmp_path, capsys, flags, message):
