@@ -194,3 +194,18 @@ def test_sampled_runs_on_the_same_game_draw_different_streams(games):
         gap = res.duality_gap[name]
         assert gap[0, 0] == gap[1, 0]
         assert np.all(gap[0, 1:] != gap[1, 1:]), name
+
+
+def test_a_compiling_first_call_is_announced_once_instead_of_a_bar(games, monkeypatch, capsys):
+    import importlib
+
+    module = importlib.import_module("egpo_core.simulate")
+    P, ref = games
+    monkeypatch.setattr(module, "_kernel_needs_compiling", lambda: True)
+    simulate(P, ref, ["egpo"], beta=0.1, lr=0.05, iterations=6, progress=True)
+    err = capsys.readouterr().err
+    assert err.count(module.COMPILE_MESSAGE) == 1
+    simulate(P, ref, ["egpo"], **KW)  # progress=False: silent
+    assert capsys.readouterr().err == ""
+    monkeypatch.undo()
+    assert not module._kernel_needs_compiling()  # loaded in this process: nothing to announce
