@@ -3,6 +3,10 @@ LoRA and full fine-tuning, kill-and-resume, and configuration errors.
 
 Tolerances: parameters within 1e-6 (float32, the same operations in the same order up to batching);
 losses within 1e-6.
+
+The trainer runs on the CPU unless ``EGPO_TEST_DEVICE=cuda`` (e.g. ``EGPO_TEST_DEVICE=cuda pytest
+tests/test_nlhf_trainer.py -k extragradient`` on a GPU machine); the manual replays always run in float32
+on the CPU, from the rollouts the trainer recorded.
 """
 
 from __future__ import annotations
@@ -10,6 +14,7 @@ from __future__ import annotations
 import copy
 import json
 import math
+import os
 from pathlib import Path
 
 import pytest
@@ -25,6 +30,11 @@ from lm_runs.trainer import NLHFTrainer
 
 WORDS = "cat dog bird fish sun moon star tree rock water fire stone".split()
 CONFIGS = Path(__file__).resolve().parents[1] / "lm_runs" / "configs"
+DEVICE = os.environ.get("EGPO_TEST_DEVICE", "cpu")
+if DEVICE not in ("cpu", "cuda"):
+    raise ValueError(f"EGPO_TEST_DEVICE must be 'cpu' or 'cuda', got {DEVICE!r}")
+if DEVICE == "cuda" and not torch.cuda.is_available():
+    raise RuntimeError("EGPO_TEST_DEVICE=cuda but torch sees no CUDA device")
 
 
 @pytest.fixture(scope="module")
@@ -47,7 +57,7 @@ def config(tiny, out, **overrides) -> NLHFConfig:
         per_device_train_batch_size=2,
         learning_rate=1e-3,
         max_new_tokens=6,
-        use_cpu=True,
+        use_cpu=DEVICE == "cpu",
         report_to="none",
         seed=0,
         weight_decay=0.0,
@@ -73,7 +83,8 @@ def make_trainer(tiny, cfg, judge=toy_judges.prefer_shorter, cls=NLHFTrainer, pe
 
 
 def trainable(model) -> dict[str, torch.Tensor]:
-    return {n: p.detach().clone() for n, p in model.named_parameters() if p.requires_grad}
+    """The trainable parameters, copied to the CPU."""
+    return {n: p.detach().cpu().clone() for n, p in model.named_parameters() if p.requires_grad}
 
 
 class RecordingTrainer(NLHFTrainer):
@@ -86,7 +97,7 @@ class RecordingTrainer(NLHFTrainer):
     def _rollout(self, batch):
         at = trainable(self.model)
         rollout = super()._rollout(batch)
-        self.records.append((at, {k: v.clone() for k, v in rollout.items()}))
+        self.records.append((at, {k: v.cpu().clone() for k, v in rollout.items()}))
         return rollout
 
 
@@ -117,7 +128,7 @@ def _expected_first_token_vowels(model, tokenizer, prompts) -> float:
     counts = torch.tensor([toy_judges.vowels(tokenizer.decode([t])) for t in range(len(tokenizer))], dtype=torch.float32)
     batch = PromptCollator(tokenizer)([{"prompt": p} for p in prompts])
     with torch.no_grad():
-        logits = model(input_ids=batch["prompt_ids"], attention_mask=batch["prompt_mask"]).logits[:, -1]
+        logits = model(input_ids=batch["prompt_ids"].to(model.device), attention_mask=batch["prompt_mask"].to(model.device)).logits[:, -1].cpu()
     return float((logits.softmax(-1) @ counts).mean())
 
 
@@ -252,7 +263,7 @@ def test_reference_logprobs_with_the_adapter_disabled_are_the_base_models(tiny, 
     base = AutoModelForCausalLM.from_pretrained(tiny["model"])
     with torch.no_grad():
         expected = completion_logprobs(base, rollout["prompt_ids"], rollout["prompt_mask"], rollout["completion_ids"], rollout["completion_mask"])
-        policy = completion_logprobs(trainer.model, rollout["prompt_ids"], rollout["prompt_mask"], rollout["completion_ids"], rollout["completion_mask"])
+        policy = completion_logprobs(trainer.model.cpu(), rollout["prompt_ids"], rollout["prompt_mask"], rollout["completion_ids"], rollout["completion_mask"])
     torch.testing.assert_close(rollout["ref_logp"], expected, rtol=0, atol=1e-5)
     assert float((policy - expected).abs().max()) > 1e-4  # the adapter changed the policy
 
