@@ -54,6 +54,7 @@ __all__ = ["simulate", "sweep", "SimulationConfig", "SimulationResult", "load_re
 
 COMPILE_MESSAGE = "compiling the simulator kernel, ~20 s, once per machine"
 
+
 def _logits(name: str, logits: Any, shape: tuple[int, int]) -> np.ndarray:
     """(runs, N) float64 finite logits; a (N,) vector stands for every run."""
     given = check_logits(logits, name)
@@ -88,14 +89,13 @@ def _kernel_needs_compiling() -> bool:
         return True
 
 
-def _git_commit() -> str | None:
-    """HEAD of the checkout egpo_core is imported from, or None when it is not in a git checkout."""
+def _git(*args: str) -> str | None:
+    """Output of a git command run in egpo_core's folder, or None outside a checkout (or without git)."""
     import subprocess
     from pathlib import Path
 
     try:
-        done = subprocess.run(["git", "rev-parse", "HEAD"], cwd=Path(__file__).parent, capture_output=True,
-                              text=True, timeout=5)
+        done = subprocess.run(["git", *args], cwd=Path(__file__).parent, capture_output=True, text=True, timeout=5)
     except (OSError, subprocess.TimeoutExpired):
         return None
     return done.stdout.strip() if done.returncode == 0 else None
@@ -103,8 +103,9 @@ def _git_commit() -> str | None:
 
 def _provenance(call: str, games: dict[str, Any]) -> dict[str, Any]:
     """What produced a result: egpo, Python, numpy, numba, torch versions (torch not imported), the
-    git commit of a checkout, the call (a command line or a Python call), the games' source, the start
-    time (UTC, ISO 8601); ``wall_seconds`` is added when the run ends."""
+    git commit of a checkout and whether tracked files differ from it, the call (a command line or a
+    Python call), the games' source, the start time (UTC, ISO 8601); ``wall_seconds`` is added when
+    the run ends."""
     from importlib import metadata
 
     from . import __version__
@@ -115,8 +116,11 @@ def _provenance(call: str, games: dict[str, Any]) -> dict[str, Any]:
         except metadata.PackageNotFoundError:
             return None
 
+    commit = _git("rev-parse", "HEAD")
+    changes = _git("status", "--porcelain", "--untracked-files=no") if commit else None
     return {
-        "egpo_version": __version__, "git_commit": _git_commit(), "python": sys.version.split()[0],
+        "egpo_version": __version__, "git_commit": commit, "git_modified": None if changes is None else bool(changes),
+        "python": sys.version.split()[0],
         "numpy": np.__version__, "numba": numba.__version__, "torch": version("torch"),
         "call": call, "games": games, "started": datetime.now(timezone.utc).isoformat(timespec="seconds"),
     }
@@ -130,21 +134,20 @@ def _array_sha256(*arrays: np.ndarray) -> str:
 
 
 def _config_table(points: list[SimulationConfig], num_actions: int, algorithms: list[Algorithm]) -> pd.DataFrame:
-    """One row per setting: beta, lr, eta (the given one as given, the other derived), mixture, seed,
-    and the kernel's own SGD rate ``kernel_lr`` (the given lr, or lr_from_eta of the given η)."""
+    """One row per setting: beta, lr, eta (the given one as given, the other derived), mixture, seed.
+    The kernel's step is ``lr`` (the given one, or lr_from_eta of the given η)."""
     uses_mixture = any(a.opponent == "mixture" for a in algorithms)
     rows = []
     for p in points:
-        kernel_lr = p.lr if p.lr is not None else lr_from_eta(p.eta, p.beta, num_actions)
+        lr = p.lr if p.lr is not None else lr_from_eta(p.eta, p.beta, num_actions)
         eta = p.eta if p.eta is not None else eta_from_lr(p.lr, p.beta, num_actions)
-        c = mixture_coefficient(kernel_lr, p.beta, num_actions, p.conventions) if p.mixture is None else p.mixture
+        c = mixture_coefficient(lr, p.beta, num_actions, p.conventions) if p.mixture is None else p.mixture
         if uses_mixture and not 0.0 <= c <= 1.0:
             rule = "ηβ" if p.conventions == "default" else "2·lr/N"
             raise ValueError(f"the Nash-MD mixture coefficient c = {rule} = {c:.4g} at beta={p.beta!r}, "
                              f"{'lr' if p.lr is not None else 'eta'}={p.lr if p.lr is not None else p.eta!r} is outside "
                              "[0, 1]: give a smaller step or mixture=")
-        rows.append({"beta": p.beta, "lr": float(kernel_lr), "eta": float(eta),
-                     "mixture": float(c), "seed": p.seed, "kernel_lr": float(kernel_lr)})
+        rows.append({"beta": p.beta, "lr": float(lr), "eta": float(eta), "mixture": float(c), "seed": p.seed})
     return pd.DataFrame(rows).astype({"seed": "int64"})
 
 
@@ -153,7 +156,8 @@ def _warn_divergence(values: np.ndarray, steps: np.ndarray, algorithms: Sequence
     bad = ~np.isfinite(values)  # (configs, algorithms, runs, steps)
     if not bad.any():
         return
-    c, a, r, s = np.argwhere(bad)[np.argmin(np.argwhere(bad)[:, 3])]
+    where = np.argwhere(bad)
+    c, a, r, s = where[np.argmin(where[:, 3])]  # the earliest recorded step
     others = int(np.any(bad, axis=(2, 3)).sum()) - 1
     row = configs.iloc[c]
     warnings.warn(
@@ -226,10 +230,10 @@ def _run(
     anchor = np.array([_kernel.ANCHOR_CODES[a.anchor] for a in algorithms], dtype=np.int64)[alg_of]
     scheme = np.array([_kernel.SCHEME_CODES[a.scheme] for a in algorithms], dtype=np.int64)[alg_of]
     beta = configs["beta"].to_numpy(dtype=np.float64)[cfg_of]
-    lr = configs["kernel_lr"].to_numpy(dtype=np.float64)[cfg_of]
+    lr = configs["lr"].to_numpy(dtype=np.float64)[cfg_of]
     mixture = configs["mixture"].to_numpy(dtype=np.float64)[cfg_of]
-    # ηβ from the kernel's lr, as the kernel's step is defined by lr alone
-    eta_beta = [eta_from_lr(row.kernel_lr, row.beta, n) * row.beta for row in configs.itertuples()]
+    # ηβ from lr (not from a given η), as in 0.1, so that the kernel's inputs stay bit for bit the same
+    eta_beta = [eta_from_lr(row.lr, row.beta, n) * row.beta for row in configs.itertuples()]
     weight = np.array([[a.loss_weight(eb) for a in algorithms] for eb in eta_beta], dtype=np.float64)[cfg_of, alg_of]
     period = np.full(K, base.magnet_period, dtype=np.int64)
     over_runs = np.array([switches.normalization_for(a, sampled) is MixtureNormalization.RUNS for a in algorithms],
@@ -310,7 +314,7 @@ def _run(
     if axes is not None:
         settings["axes"] = axes
     stamp["wall_seconds"] = round(time.perf_counter() - started, 3)
-    return SimulationResult(names, configs.drop(columns="kernel_lr"), steps, values, settings, stamp)
+    return SimulationResult(names, configs, steps, values, settings, stamp)
 
 
 def _base_config(config: SimulationConfig | Sequence[str | Algorithm] | str | None, options: dict[str, Any]) -> SimulationConfig:

@@ -177,6 +177,7 @@ def test_provenance_records_versions_commit_call_and_times(games):
     assert (prov["numpy"], prov["numba"], prov["torch"]) == (np.__version__, numba.__version__, metadata.version("torch"))
     head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=Path(egpo_core.__file__).parent, capture_output=True, text=True)
     assert prov["git_commit"] == (head.stdout.strip() if head.returncode == 0 else None)
+    assert prov["git_modified"] in ((True, False) if head.returncode == 0 else (None,))
     assert prov["call"].startswith("egpo_core.simulate(P, ref_logits, ") and "seed=3" in prov["call"]
     assert prov["games"]["source"] == "arrays" and len(prov["games"]["sha256"]) == 64
     assert datetime.fromisoformat(prov["started"]).tzinfo is not None
