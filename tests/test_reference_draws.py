@@ -112,14 +112,6 @@ class TestReferenceInstances:
         assert abs(w.std() - np.sqrt(2 / 110)) < 0.015
         assert len({r.tobytes() for r in inst.ref_logits}) == 4  # runs differ through the input only
 
-    def test_bad_arguments(self):
-        with pytest.raises(ValueError, match="policy must be 'tabular' or 'neural', got policy='cnn'"):
-            reference_instances(0, policy="cnn")
-        with pytest.raises(ValueError, match="runs must be at least 1"):
-            reference_instances(0, runs=0)
-        with pytest.raises(ValueError, match="seed must be an integer"):
-            reference_instances(1.5)
-
 
 # ----------------------------------------------------------------------------------------------------
 # the network
@@ -191,8 +183,18 @@ def test_check_network_names_the_bad_array(network, message):
         check_network(network)
 
 
-def test_network_parameters_checks_runs_and_actions():
-    with pytest.raises(ValueError, match=re.escape("network input has 2 runs, the games have 3")):
-        network_parameters(NET, runs=3, num_actions=4)
-    with pytest.raises(ValueError, match=re.escape("network output size 4 != number of actions 5")):
-        network_parameters(NET, runs=2, num_actions=5)
+@pytest.mark.parametrize(
+    "call, message",
+    [
+        (lambda: reference_instances(0, policy="cnn"), "policy must be 'tabular' or 'neural', got policy='cnn'"),
+        (lambda: reference_instances(0, runs=0), "runs must be at least 1, got runs=0"),
+        (lambda: reference_instances(1.5), "seed must be an integer, got seed=1.5"),
+        (lambda: reference_instances(0, policy="neural", depth=0), "depth must be at least 1, got depth=0"),
+        (lambda: network_parameters(NET, runs=3, num_actions=4), "network input has 2 runs, the games have 3"),
+        (lambda: network_parameters(NET, runs=2, num_actions=5), "network output size 4 != number of actions 5"),
+        (lambda: neural_init(2, 4, hidden_dim=0), "hidden_dim must be at least 1, got hidden_dim=0"),
+    ],
+)
+def test_bad_arguments_are_named(call, message):
+    with pytest.raises(ValueError, match=re.escape(message)):
+        call()
