@@ -123,7 +123,7 @@ from typing import Any, Callable, Iterable, Mapping, Sequence
 import numpy as np
 
 from egpo_core.files import atomic_path, atomic_write
-from lm_runs.tiny import CHAT_TEMPLATE  # the same "User:/Assistant:" turns as every tiny model
+from lm_runs.tiny import build_tiny_tokenizer  # the tiny models' BPE and chat template, EOS as the only special token
 
 __all__ = [
     "PROMPT_TYPES",
@@ -139,7 +139,6 @@ __all__ = [
     "class_log_probs",
     "class_metrics",
     "conditional_kl_estimate",
-    "build_benchmark_tokenizer",
     "build_benchmark_model",
     "make_prompts",
     "make_sft_corpus",
@@ -182,8 +181,6 @@ TRAIN_NOUNS = (
     "library school window kitchen harbor meadow valley tower station palace temple canyon"
 ).split()
 EVAL_NOUNS = "lake cave field road farm park shop hill".split()
-
-EOS_TOKEN = "<|endoftext|>"
 
 
 # ======================================================================================================
@@ -416,39 +413,16 @@ def conditional_kl_estimate(
 # ======================================================================================================
 
 
-def build_benchmark_tokenizer(out_dir: str | Path, corpus: Sequence[str], vocab_size: int = 320):
-    """A byte-level BPE tokenizer trained on ``corpus`` whose ONLY special token is EOS (also BOS and
-    pad), with the chat template of ``lm_runs.tiny`` and ``clean_up_tokenization_spaces=False`` —
-    what makes class(response) = token_class[first token] exact (module docstring). Saved; returned loaded."""
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
-    from transformers import AutoTokenizer, PreTrainedTokenizerFast
-
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    bpe = Tokenizer(models.BPE())
-    bpe.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    bpe.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(
-        vocab_size=vocab_size, special_tokens=[EOS_TOKEN],
-        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False,
-    )
-    bpe.train_from_iterator(list(corpus) + ["User: Assistant: System:"], trainer=trainer)
-    tokenizer = PreTrainedTokenizerFast(
-        tokenizer_object=bpe, eos_token=EOS_TOKEN, bos_token=EOS_TOKEN, pad_token=EOS_TOKEN,
-        padding_side="left", clean_up_tokenization_spaces=False,
-    )
-    tokenizer.chat_template = CHAT_TEMPLATE
-    tokenizer.save_pretrained(out_dir)
-    return AutoTokenizer.from_pretrained(out_dir)
-
-
 def build_benchmark_model(out_dir: str | Path, corpus: Sequence[str], *, n_layer: int = 2, n_embd: int = 64, n_head: int = 2, seed: int = 0) -> Path:
-    """The tokenizer (:func:`build_benchmark_tokenizer`) plus a random-init GPT-2 (dropout 0), saved."""
+    """A byte-level BPE tokenizer trained on ``corpus`` whose ONLY special token is EOS (also BOS and pad;
+    ``lm_runs.tiny.build_tiny_tokenizer(pad_is_eos=True)``, no space clean-up on decoding) — what makes
+    class(response) = token_class[first token] exact (module docstring) — plus a random-init GPT-2
+    (dropout 0), saved."""
     import torch
     from transformers import GPT2Config, GPT2LMHeadModel
 
     out_dir = Path(out_dir)
-    tokenizer = build_benchmark_tokenizer(out_dir, corpus)
+    tokenizer = build_tiny_tokenizer(out_dir, corpus=corpus, pad_is_eos=True)
     config = GPT2Config(
         vocab_size=len(tokenizer), n_positions=128, n_embd=n_embd, n_layer=n_layer, n_head=n_head,
         resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0,

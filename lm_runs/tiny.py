@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import random
 from pathlib import Path
+from typing import Sequence
 
 __all__ = ["CHAT_TEMPLATE", "build_tiny_tokenizer", "build_tiny_lm", "tiny_corpus", "main"]
 
@@ -40,23 +41,28 @@ def tiny_corpus(num_lines: int = 400, seed: int = 0) -> list[str]:
     return [" ".join(rng.choice(_WORDS) for _ in range(rng.randint(3, 12))) for _ in range(num_lines)]
 
 
-def build_tiny_tokenizer(out_dir: str | Path, vocab_size: int = 320, corpus: list[str] | None = None):
+def build_tiny_tokenizer(
+    out_dir: str | Path, vocab_size: int = 320, corpus: Sequence[str] | None = None, *, pad_is_eos: bool = False
+):
     """Train a byte-level BPE tokenizer on ``corpus`` (default :func:`tiny_corpus`) and save it.
 
     Special tokens: ``<|endoftext|>`` (EOS and BOS) and ``<|pad|>`` (pad, distinct from EOS so that
-    masking padding never masks the EOS a model must learn). Returns the loaded tokenizer.
+    masking padding never masks the EOS a model must learn); with ``pad_is_eos`` EOS is the only special
+    token and also pads. The chat template is :data:`CHAT_TEMPLATE`; decoding never cleans up spaces.
+    Returns the tokenizer loaded back from ``out_dir``.
     """
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
     from transformers import AutoTokenizer, PreTrainedTokenizerFast
 
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
+    pad = "<|endoftext|>" if pad_is_eos else "<|pad|>"
     bpe = Tokenizer(models.BPE())
     bpe.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     bpe.decoder = decoders.ByteLevel()
     trainer = trainers.BpeTrainer(
         vocab_size=vocab_size,
-        special_tokens=["<|endoftext|>", "<|pad|>"],
+        special_tokens=list(dict.fromkeys(["<|endoftext|>", pad])),
         initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
         show_progress=False,
     )
@@ -67,8 +73,9 @@ def build_tiny_tokenizer(out_dir: str | Path, vocab_size: int = 320, corpus: lis
         tokenizer_object=bpe,
         eos_token="<|endoftext|>",
         bos_token="<|endoftext|>",
-        pad_token="<|pad|>",
+        pad_token=pad,
         padding_side="left",
+        clean_up_tokenization_spaces=False,
     )
     tokenizer.chat_template = CHAT_TEMPLATE
     tokenizer.save_pretrained(out_dir)
