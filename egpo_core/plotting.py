@@ -402,7 +402,7 @@ def plot_median_grid(
     names = list(entries)
     labels = [names[k] for k in _legend_order(names, [str(n) for n in dict.fromkeys(curves[series])])]
     fig.legend([entries[k] for k in labels] + styles, labels + [h.get_label() for h in styles],
-               loc="outside lower center", ncol=min(len(entries) + len(styles), 6), fontsize=9, frameon=False)
+               loc="outside lower center", ncol=min(len(entries) + len(styles), 8), fontsize=9, frameon=False)
     return fig
 
 
@@ -436,7 +436,7 @@ def plot_rate_map(rate_map, algorithms: Sequence[str] | None = None, ncols: int 
     betas = np.sort(rate_map["beta"].unique())
     cmap = ListedColormap([CLASS_COLORS[c] for c in CLASSES])
     nrows = -(-len(algorithms) // ncols)
-    fig, axes = plt.subplots(nrows, ncols, figsize=(0.62 * len(etas) * ncols + 1.0, 0.58 * len(betas) * nrows + 1.9),
+    fig, axes = plt.subplots(nrows, ncols, figsize=(0.5 * len(etas) * ncols + 1.0, 0.5 * len(betas) * nrows + 2.2),
                              squeeze=False, layout="constrained")
     for ax, alg in zip(axes.flat, algorithms):
         part = rate_map[rate_map["algorithm"] == alg]
@@ -473,14 +473,12 @@ def plot_rate_map(rate_map, algorithms: Sequence[str] | None = None, ncols: int 
     runs = int(rate_map["runs"].max())
     handles = [Patch(color=CLASS_COLORS[c], label=c) for c in CLASSES]
     handles.append(Line2D([], [], color="black", linewidth=1.6, label=r"$\eta\beta = 1$ (right of it: $\eta\beta > 1$)"))
-    fig.legend(handles=handles, loc="outside lower center", ncol=len(handles), fontsize=9, frameon=False)
-    fig.text(0.5, 0.0,
-             f"Colour: the class of most of the {runs} runs of a cell (ties: the worse class); \"k/{runs}\": the runs "
-             "in that class; above it, for converging cells: measured log-gap slope / log(1 − ηβ).\n"
-             f"converges: gap below 1e-12, or 100× down and still falling; plateaus: 100× down, no longer falling; "
-             f"slow: still falling, less than 100× down; oscillates: neither; diverges: {DIVERGES_DEFINITION}.",
-             ha="center", va="bottom", fontsize=8, wrap=True)
-    fig.get_layout_engine().set(rect=(0, 0.06, 1, 0.94))
+    caption = (f"Colour: the class of most of the {runs} runs of a cell (ties: the worse class); \"k/{runs}\": the runs "
+               "in that class; above it, in converging cells: measured log-gap slope / log(1 − ηβ).\n"
+               "converges: gap below 1e-12, or 100× down and still falling; plateaus: 100× down, no longer falling; "
+               f"slow: still falling, less than 100× down; oscillates: neither; diverges: {DIVERGES_DEFINITION}.")
+    fig.legend(handles=handles, loc="outside lower center", ncol=len(handles), fontsize=9, frameon=False,
+               title=caption, title_fontsize=8.5)
     return fig
 
 
@@ -554,7 +552,7 @@ def plot_final_metric(
     if reference is not None and reference in frame:
         ref = frame.groupby(x)[reference].median()
         ref = ref[ref > 0]
-        ax.plot(ref.index, ref.values, "k--", linewidth=1.6, label=reference_label, zorder=4)
+        ax.plot(ref.index, ref.values, "k--", linewidth=1.4, label=reference_label, zorder=6)  # visible on EGPO
     if power is not None:
         xs = np.sort(frame[x].unique()).astype(float)
         anchor = frame.groupby(x)[reference or y].median().iloc[0]
@@ -576,8 +574,8 @@ def plot_conventions_dumbbell(table, conventions: Sequence[str] = ("reference", 
                               floor: float = GAP_CUTOFF) -> plt.Figure:
     """Median final gap per algorithm under two conventions, one panel per setting (a frame from
     :func:`egpo_core.summaries.conventions_table`): circle = first conventions, square = second, joined
-    by a line. Medians below ``floor`` (e.g. exactly 0) are drawn on the ``floor`` line, labelled
-    "≤ floor"."""
+    by a line (equal medians: a dot inside a square). Medians below ``floor`` (e.g. exactly 0) are drawn
+    on the ``floor`` line, labelled "≤ floor"."""
     settings = list(dict.fromkeys(table["setting"]))
     nrows = -(-len(settings) // ncols)
     fig, axes = plt.subplots(nrows, ncols, figsize=(4.6 * ncols, 2.8 * nrows + 0.5), squeeze=False, sharex=True,
@@ -591,8 +589,9 @@ def plot_conventions_dumbbell(table, conventions: Sequence[str] = ("reference", 
             b = max(row[f"median_{second}"], floor)
             color = algorithm_colors().get(row["algorithm"])
             ax.plot([a, b], [k, k], color=color, linewidth=1.5)
-            ax.plot(a, k, "o", color=color, markersize=6)
-            ax.plot(b, k, "s", color=color, markersize=6, mfc="white")
+            # the square is larger and under the dot: equal medians show a dot inside a square
+            ax.plot(b, k, "s", color=color, markersize=8, mfc="white")
+            ax.plot(a, k, "o", color=color, markersize=4.5)
         ax.set_yticks(range(len(part)), [_series_label(a) for a in part["algorithm"]], fontsize=8)
         ax.set_xscale("log")
         ax.set_xlim(10.0 ** (low - 0.3), 1.5)
@@ -605,8 +604,9 @@ def plot_conventions_dumbbell(table, conventions: Sequence[str] = ("reference", 
         ax.set_xlabel("median final duality gap")
     for ax in list(axes.flat)[len(settings):]:
         ax.remove()
-    handles = [Line2D([], [], marker="o", color="0.3", linestyle="", label=f"{first} conventions"),
-               Line2D([], [], marker="s", color="0.3", mfc="white", linestyle="", label=f"{second} conventions")]
+    handles = [Line2D([], [], marker="o", color="0.3", markersize=4.5, linestyle="", label=f"{first} conventions"),
+               Line2D([], [], marker="s", color="0.3", markersize=8, mfc="white", linestyle="",
+                      label=f"{second} conventions (a dot inside a square: the same median)")]
     fig.legend(handles=handles, loc="outside lower center", ncol=2, fontsize=9, frameon=False)
     return fig
 

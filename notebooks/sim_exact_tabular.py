@@ -60,7 +60,7 @@ def show(paths):
 # %%
 results = {
     name: experiments.run_preset(name, conventions=conventions, fast=fast, iterations=iterations,
-                              runs=runs, seed=seed)
+                                 runs=runs, seed=seed, progress=True)
     for name in presets
 }
 for name, res in results.items():

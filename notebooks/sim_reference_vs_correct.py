@@ -65,7 +65,7 @@ def show(paths):
 # %%
 results = {
     name: {conv: experiments.run_preset(name, conventions=conv, fast=fast, iterations=iterations,
-                                        runs=runs, seed=seed) for conv in conventions}
+                                        runs=runs, seed=seed, progress=True) for conv in conventions}
     for name in presets
 }
 

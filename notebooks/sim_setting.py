@@ -65,11 +65,11 @@ def show(paths):
 # %% [markdown]
 # ## Simulate
 #
-# All five paper algorithms on all runs, in one batched call.
+# All five paper algorithms on all runs, in one batched call (a progress bar per call).
 
 # %%
 result = experiments.run_preset(preset, conventions=conventions, fast=fast, iterations=iterations,
-                                runs=runs, seed=seed)
+                                runs=runs, seed=seed, progress=True)
 print(result.settings)
 
 # %% [markdown]

@@ -138,8 +138,8 @@ ratios = (conv.assign(measured_over_predicted=conv["slope"] / conv["predicted_sl
           .groupby("algorithm")["measured_over_predicted"].describe()[["count", "min", "50%", "max"]])
 fig = plotting.plot_slope_comparison(cells)
 medians = ", ".join(f"{summaries.short_label(a)} {r:.2f}" for a, r in ratios["50%"].items())
-plotting.add_title(fig, f"Measured decay matches the linearization at π*_β (median measured / predicted: {medians})",
-                   fontsize=11)
+plotting.add_title(fig, r"The measured decay matches the linearization at $\pi^*_\beta$" + "\n"
+                        f"(median measured / predicted over the converging cells: {medians})", fontsize=11)
 show(plotting.save_figure(fig, out / "slopes_vs_theory", dpi=dpi))
 display(ratios)
 
@@ -173,8 +173,10 @@ plotting.plot_final_metric(by_beta, "beta", ax=axes[0],
                            title=f"fixed horizon T = {b_iterations}, η = {b_eta:g}")
 plotting.plot_final_metric(by_horizon, "horizon", ax=axes[1], power=-1.0,
                            title=f"β tuned to the horizon: β = {beta_horizon:g}/T, η = {b_eta:g}")
+axes[0].set_xlabel(r"$\beta$")
+axes[1].set_xlabel("horizon $T$ (updates)")
 plotting.add_title(fig, f"With β = {beta_horizon:g}/T only {' and '.join(tracking) or 'no algorithm'} follow the "
-                        f"bias of π*_β down to the Nash equilibrium (exploitability ∝ 1/T)", fontsize=11)
+                        r"bias of $\pi^*_\beta$ down to the Nash equilibrium (exploitability ∝ 1/T)", fontsize=11)
 show(plotting.save_figure(fig, out / "beta_to_zero", dpi=dpi))
 print("largest LP exploitability:", by_beta["nash_exploitability"].abs().max())
 display(by_horizon.groupby(["horizon", "algorithm"])["exploitability"].median().unstack())
@@ -213,7 +215,7 @@ extra.to_parquet(out / "extra_algorithms_curves.parquet", index=False)
 fig = plotting.plot_median_grid(extra, col="metric", series="series", ylabel="", sharey=False, ylim=None,
                                 panel_width=6.0, panel_height=4.2)
 plotting.add_title(fig, f"{extra_preset} games, {base.settings['iterations']} updates: magnet resets (MPO) and "
-                        "averaging (SPPO) move the limit from π*_β toward the original game's equilibrium",
+                        r"averaging (SPPO) move the limit from $\pi^*_\beta$ toward the original game's equilibrium",
                    fontsize=11)
 show(plotting.save_figure(fig, out / "extra_algorithms", dpi=dpi))
 final = pd.concat([base.summary(m).assign(metric=m) for m in metrics] +

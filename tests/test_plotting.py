@@ -153,6 +153,10 @@ def test_final_metric_draws_egpo_on_top_with_hollow_markers():
                           "exploitability": [0.1, 0.1, 0.01, 0.01], "equilibrium_exploitability": [0.1] * 2 + [0.01] * 2})
     fig = plotting.plot_final_metric(frame)
     ax = fig.axes[0]
-    top = max(ax.lines, key=lambda line: line.get_zorder())
+    # EGPO above every algorithm (the thin dashed reference line of π*_β stays visible above it)
+    algorithms = [line for line in ax.lines if line.get_label() in ("EGPO", "OMWU")]
+    top = max(algorithms, key=lambda line: line.get_zorder())
     assert top.get_label() == "EGPO" and top.get_markerfacecolor() == "none"
+    reference = next(line for line in ax.lines if "itself" in line.get_label())
+    assert reference.get_zorder() > top.get_zorder() and reference.get_linestyle() == "--"
     matplotlib.pyplot.close(fig)
