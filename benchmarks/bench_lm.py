@@ -8,6 +8,7 @@ subprocess, so its peak RSS (``ru_maxrss``) is its own; the time per update is t
 
     python benchmarks/bench_lm.py --json bench_lm.json                     # tiny GPT-2 built here
     python benchmarks/bench_lm.py --model DIR --prompts FILE --json out.json
+    python benchmarks/bench_lm.py --memory-floor     # + the peak RSS of a plain HF Trainer, for comparison
 
 With no ``--model`` a tiny random-init GPT-2 (``lm_runs.tiny.build_tiny_lm``: 2 layers × 64 dims,
 vocabulary 320) and ``--num-prompts`` prompts ("tell me about the cat and the moon", ...) are built in a
@@ -47,6 +48,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 ALGORITHMS = ("egpo", "oipo1", "oipo2", "nashmd", "nashmdpg")
+PLAIN_TRAINER = "plain-trainer"  # the worker measuring measure_plain_trainer
 ANCHORS = REPO / "benchmarks" / "lm_anchors.json"
 PHASES = ("generation", "judging", "forward_backward", "other")
 WORDS = "cat dog bird fish sun moon star tree rock water fire stone".split()
@@ -209,6 +211,37 @@ def measure(alg: str, model_dir: str, prompts: str, device: str, warmup: int, up
     }
 
 
+def measure_plain_trainer(model_dir: str, prompts: str, device: str, updates: int, batch: int, new_tokens: int,
+                          out_dir: str) -> dict:
+    """The memory floor of any Trainer-based NLHF trainer here: a plain ``transformers.Trainer``
+    fine-tuning the same model with its causal-LM loss on the tokenized prompts, after one
+    ``model.generate`` of ``batch`` prompts × ``new_tokens`` tokens — the same libraries imported and
+    the same kinds of kernels warmed up, no NLHF code. Only its peak RSS is comparable."""
+    import torch
+    from datasets import Dataset
+    from transformers import AutoModelForCausalLM, AutoTokenizer, Trainer, TrainingArguments
+
+    from lm_runs.data import load_prompts, prompt_text
+
+    tokenizer = AutoTokenizer.from_pretrained(model_dir)
+    model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32)
+    texts = [prompt_text(row["prompt"]) for row in load_prompts(prompts)]
+    ids = [tokenizer(t)["input_ids"] for t in texts]
+    width = max(map(len, ids))
+    ids = [row + [tokenizer.pad_token_id] * (width - len(row)) for row in ids]
+    data = Dataset.from_dict({"input_ids": ids, "labels": ids})
+    args = TrainingArguments(output_dir=out_dir, max_steps=updates, per_device_train_batch_size=batch,
+                             use_cpu=not device.startswith("cuda"), report_to="none", disable_tqdm=True,
+                             save_strategy="no", logging_steps=10**6)
+    trainer = Trainer(model=model, args=args, train_dataset=data)
+    first = torch.tensor(ids[:batch], device=trainer.args.device)
+    with torch.no_grad():
+        model.to(trainer.args.device).generate(input_ids=first, attention_mask=torch.ones_like(first), do_sample=True,
+                                                max_new_tokens=new_tokens, pad_token_id=tokenizer.pad_token_id)
+    trainer.train()
+    return {"peak_rss_mib": peak_rss_mib(), "device": device, "torch_threads": torch.get_num_threads()}
+
+
 # --------------------------------------------------------------------------------------------------
 # driver: one subprocess per algorithm
 # --------------------------------------------------------------------------------------------------
@@ -261,6 +294,8 @@ def main(argv=None) -> None:
     parser.add_argument("--threads", type=int, default=1,
                         help="torch.set_num_threads in each worker (default 1; 0 = torch's default, one per core)")
     parser.add_argument("--json", help="write the results here")
+    parser.add_argument("--memory-floor", action="store_true",
+                        help="also measure the peak RSS of a plain transformers.Trainer (+ one generate) on the same model")
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     parser.add_argument("--result", help=argparse.SUPPRESS)
     parser.add_argument("--out", help=argparse.SUPPRESS)
@@ -271,7 +306,10 @@ def main(argv=None) -> None:
             import torch
 
             torch.set_num_threads(ns.threads)
-        result = measure(ns.worker, ns.model, ns.prompts, ns.device, ns.warmup, ns.updates, ns.batch, ns.new_tokens, ns.out)
+        if ns.worker == PLAIN_TRAINER:
+            result = measure_plain_trainer(ns.model, ns.prompts, ns.device, ns.updates, ns.batch, ns.new_tokens, ns.out)
+        else:
+            result = measure(ns.worker, ns.model, ns.prompts, ns.device, ns.warmup, ns.updates, ns.batch, ns.new_tokens, ns.out)
         Path(ns.result).write_text(json.dumps(result))
         return
 
@@ -289,6 +327,9 @@ def main(argv=None) -> None:
         for alg in ns.algorithms:
             results[alg] = run_worker(alg, ns, model, prompts, device)
             print(f"{alg}: {results[alg]['seconds_per_update']:.4f} s/update", flush=True)
+        if ns.memory_floor:
+            floor = run_worker(PLAIN_TRAINER, ns, model, prompts, device)["peak_rss_mib"]
+            print(f"plain transformers.Trainer + generate on the same model: peak RSS {floor:.0f} MiB", flush=True)
     anchors = json.loads(ANCHORS.read_text()) if ANCHORS.is_file() else {}
     print()
     print(table(results, anchors.get("seconds_per_update", {})))
