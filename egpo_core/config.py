@@ -19,7 +19,7 @@ import inspect
 import numbers
 from dataclasses import dataclass, fields
 from functools import cache
-from typing import Any, Literal, Sequence
+from typing import Any, Literal
 
 from .algorithms import PAPER_ALGORITHMS, Algorithm, get_algorithm
 from .stepsizes import check_conventions
@@ -61,7 +61,7 @@ class SimulationConfig:
     depth: int = 3
     """Number of weight matrices of a random network (policy='neural' without a given network)."""
     pair_sampling: Literal["uniform", "policy"] = "uniform"
-    """Sampled pairs y, y′ of the ipo family: 'uniform' over actions or drawn from π_t ('policy')."""
+    """Pairs y, y′ of the ipo-family losses: 'uniform' over actions or drawn from π_t ('policy'), exact or sampled."""
     magnet_period: int = 0
     """MPO's magnet reset period in updates (0: the magnet stays π_ref)."""
     record_every: int = 1
@@ -70,7 +70,9 @@ class SimulationConfig:
     """Metrics to record, from METRICS; duality_gap is always recorded; one string is one name."""
 
     def __post_init__(self) -> None:
-        set_field = object.__setattr__.__get__(self)  # frozen: normalize through the base setter
+        def set_field(name: str, value: Any) -> None:  # frozen: normalized values go through object's setter
+            object.__setattr__(self, name, value)
+
         set_field("algorithms", _algorithms(self.algorithms))
         set_field("beta", check_positive(self.beta, "beta"))
         if (self.lr is None) == (self.eta is None):
@@ -131,7 +133,7 @@ def _names(name: str, value: Any) -> tuple:
     """A string is one name (not its characters); otherwise any non-empty sequence."""
     if isinstance(value, (str, Algorithm)):
         return (value,)
-    if not isinstance(value, Sequence) and not hasattr(value, "__iter__"):
+    if not hasattr(value, "__iter__"):
         raise ValueError(f"{name} must be a name or a list of names, got {name}={value!r}")
     value = tuple(value)
     if not value:

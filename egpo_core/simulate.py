@@ -26,6 +26,7 @@ Conventions (``conventions=``):
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
 import itertools
 import math
@@ -101,29 +102,31 @@ def _git(*args: str) -> str | None:
     return done.stdout.strip() if done.returncode == 0 else None
 
 
-def _provenance(call: str, games: dict[str, Any]) -> dict[str, Any]:
-    """What produced a result: egpo, Python, numpy, numba, torch versions (torch not imported), the
-    git commit of a checkout and whether tracked files differ from it, the call (a command line or a
-    Python call), the games' source, the start time (UTC, ISO 8601); ``wall_seconds`` is added when
-    the run ends."""
+@functools.cache  # once per process: simulations in a loop do not each start git or read package metadata
+def _environment() -> dict[str, Any]:
+    """egpo, Python, numpy, numba, torch versions (torch not imported), the git commit of a checkout
+    and whether tracked files differ from it."""
     from importlib import metadata
 
     from . import __version__
 
-    def version(package: str) -> str | None:
-        try:
-            return metadata.version(package)
-        except metadata.PackageNotFoundError:
-            return None
-
+    try:
+        torch_version = metadata.version("torch")
+    except metadata.PackageNotFoundError:
+        torch_version = None
     commit = _git("rev-parse", "HEAD")
     changes = _git("status", "--porcelain", "--untracked-files=no") if commit else None
     return {
         "egpo_version": __version__, "git_commit": commit, "git_modified": None if changes is None else bool(changes),
-        "python": sys.version.split()[0],
-        "numpy": np.__version__, "numba": numba.__version__, "torch": version("torch"),
-        "call": call, "games": games, "started": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "python": sys.version.split()[0], "numpy": np.__version__, "numba": numba.__version__, "torch": torch_version,
     }
+
+
+def _provenance(call: str, games: dict[str, Any]) -> dict[str, Any]:
+    """What produced a result: :func:`_environment`, the call (a command line or a Python call), the
+    games' source, the start time (UTC, ISO 8601); ``wall_seconds`` is added when the run ends."""
+    return {**_environment(), "call": call, "games": games,
+            "started": datetime.now(timezone.utc).isoformat(timespec="seconds")}
 
 
 def _array_sha256(*arrays: np.ndarray) -> str:
