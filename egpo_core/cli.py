@@ -131,7 +131,10 @@ def _games_file(path: str) -> tuple[Any, Any, dict[str, Any]]:
     file = Path(path)
     if not file.is_file():
         raise _Refused(f"games file {path} does not exist" if not file.exists() else f"games file {path} is not a file")
-    P, ref_logits, _ = load_games(file)
+    try:
+        P, ref_logits, _ = load_games(file)
+    except OSError as err:  # unreadable (permissions, a folder, ...): named in one line like any bad input
+        raise _Refused(f"cannot read games file {path}: {err.strerror or err}") from None
     source = {"source": "file", "path": str(file.resolve()), "sha256": hashlib.sha256(file.read_bytes()).hexdigest()}
     if ref_logits is None:
         ref_logits = np.zeros(P.shape[:2])

@@ -88,3 +88,29 @@ def test_every_field_is_documented():
     assert set(docs) == {f.name for f in dataclasses.fields(SimulationConfig)}
     assert all(len(text) > 10 for text in docs.values())
     assert set(METRICS) >= set(SimulationConfig(**BASE).metrics)
+
+
+def test_presets_are_named_configs_with_the_paper_settings():
+    from egpo_core.presets import PAPER_SEED, PRESETS
+
+    paper = {  # (policy, gradient, β, iterations, SGD lr, N): the EGPO paper's six settings
+        "exact-tabular-beta0.1": ("tabular", "exact", 0.1, 1_000, 0.1, 10),
+        "exact-tabular-beta0.01": ("tabular", "exact", 0.01, 5_000, 0.02, 10),
+        "exact-tabular-beta0.001": ("tabular", "exact", 0.001, 100_000, 2e-4, 10),
+        "exact-neural-beta0.01": ("neural", "exact", 0.01, 10_000, 0.003, 100),
+        "sampled-tabular-beta0.01": ("tabular", "sampled", 0.01, 100_000, 2e-4, 10),
+        "sampled-neural-beta0.1": ("neural", "sampled", 0.1, 20_000, 1e-3, 100),
+    }
+    assert set(PRESETS) == set(paper)
+    for name, (policy, gradient, beta, iterations, lr, n) in paper.items():
+        preset = PRESETS[name]
+        assert isinstance(preset.config, SimulationConfig)
+        c = preset.config
+        assert (c.policy, c.gradient, c.beta, c.iterations, c.lr, preset.num_actions) == (policy, gradient, beta, iterations, lr, n)
+        assert c.seed == PAPER_SEED and c.eta is None and c.algorithms == PAPER_ALGORITHMS
+        assert preset.configure(fast=True).iterations == preset.fast_iterations
+        assert preset.configure(gradient="sampled", iterations=None).gradient == "sampled"  # None: keep the preset's
+    with pytest.raises(ValueError, match="policy='tabular'"):
+        PRESETS["exact-tabular-beta0.1"].configure(policy="neural")
+    with pytest.raises(ValueError, match="fast or iterations"):
+        PRESETS["exact-tabular-beta0.1"].configure(fast=True, iterations=5)
