@@ -54,6 +54,11 @@ class SimulationResult:
     settings: dict = field(default_factory=dict)
     provenance: dict = field(default_factory=dict)
 
+    def __repr__(self) -> str:  # the arrays' own repr would fill a notebook cell
+        return (f"SimulationResult({len(self.configs)} setting(s) x {len(self.algorithms)} algorithm(s) "
+                f"{list(self.algorithms)} x {self.runs} runs, steps 0..{int(self.steps[-1])} "
+                f"({self.steps.size} recorded), metrics {list(self.values)})")
+
     @property
     def runs(self) -> int:
         """Number of games (runs) per setting and algorithm."""

@@ -52,6 +52,8 @@ def test_array_shapes_do_not_depend_on_the_grid_size(games):
     assert one.duality_gap["egpo"].shape == (1, 3, 7)
     assert two.duality_gap["egpo"].shape == (2, 3, 7)
     assert single.duality_gap["egpo"].shape == (3, 7)
+    assert repr(two) == ("SimulationResult(2 setting(s) x 1 algorithm(s) ['egpo'] x 3 runs, steps 0..6 (7 recorded), "
+                         "metrics ['duality_gap'])")
     np.testing.assert_array_equal(one.duality_gap["egpo"][0], single.duality_gap["egpo"])
 
 
