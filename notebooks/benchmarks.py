@@ -41,11 +41,12 @@ out_dir = None             # None: the scratch folder <repository>/runs/notebook
 
 # %%
 NOTEBOOK = "benchmarks"
-import pandas as pd
-from IPython.display import Image, display
-
 import importlib.util
 from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from IPython.display import Image, display
 
 import egpo_core
 from egpo_core import plotting
@@ -96,9 +97,13 @@ grid = [{**base, key[vary]: size, "vary": vary} for vary, values in sizes.items(
 scaling = bench_simulate.time_scaling(grid, repeats=repeats)
 scaling.to_csv(out / "scaling.csv", index=False)
 display(scaling)
+# the measured log–log slope between the two largest sizes of each panel (1: linear, 2: quadratic)
+slopes = {vary: np.polyfit(np.log(part[key[vary]].to_numpy(float)[-2:]), np.log(part["seconds"].to_numpy()[-2:]), 1)[0]
+          for vary, part in scaling.groupby("vary", sort=False)}
 fig = plotting.plot_benchmarks(presets, scaling)
 plotting.add_title(fig, f"The six paper presets (5 algorithms × 10 runs) take {presets['seconds'].sum():.0f} s here; "
-                        "time grows linearly in runs and steps", fontsize=11)
+                        "log–log slope between the two largest sizes: "
+                        + ", ".join(f"{vary} {slope:.1f}" for vary, slope in slopes.items()), fontsize=11)
 show(plotting.save_figure(fig, out / "benchmarks", dpi=dpi))
 
 # %% [markdown]
