@@ -38,6 +38,7 @@ __all__ = [
     "algorithm_colors",
     "GapCurve",
     "gap_curve",
+    "format_gap_axis",
     "plot_gap_panels",
     "plot_picked",
     "save_figure",
@@ -113,8 +114,9 @@ def _cut_and_bin(steps, value, low, high, cutoff: float, max_points: int) -> Gap
     return GapCurve(bx, bvalue, blow, bhigh)
 
 
-def _gap_axis(ax, cutoff: float = GAP_CUTOFF, top: float = _GAP_TOP) -> None:
-    """Log axis from ``cutoff`` to ``top`` (or the next decade above), the bottom tick "≤ cutoff"."""
+def format_gap_axis(ax, cutoff: float = GAP_CUTOFF, top: float = _GAP_TOP) -> None:
+    """The gap axis of every figure here: log scale from ``cutoff`` to ``top`` (rounded up to a decade),
+    the bottom tick labelled "≤ cutoff" (a curve ending there fell below it)."""
     ax.set_yscale("log")
     low = int(np.floor(np.log10(cutoff)))
     high = int(np.ceil(np.log10(top)))
@@ -208,7 +210,7 @@ def plot_gap_panels(
     finite = data[np.isfinite(data)]
     top = max(_GAP_TOP, float(finite.max()) if finite.size else _GAP_TOP)
     for k, ax in enumerate(axes.flat[:used]):
-        _gap_axis(ax, cutoff, top)
+        format_gap_axis(ax, cutoff, top)
         ax.tick_params(labelsize=8, labelleft=k % ncols == 0, labelbottom=k + ncols >= used)
         if k % ncols == 0:
             ax.set_ylabel(metric.replace("_", " "), fontsize=9)
@@ -259,7 +261,7 @@ def plot_picked(
             c = gap_curve(result.steps, data[a, run], window, cutoff, max_points)
             _draw_series(ax, *c, color=colors.get(name), style="-" if gradient == "sampled" else "--",
                          label=get_algorithm(name).label, highlight=name == HIGHLIGHT)
-        _gap_axis(ax, cutoff)
+        format_gap_axis(ax, cutoff)
         ax.set_title(f"{label}\n{_config_text(result, 0)}", fontsize=10)
         ax.set_xlabel("# updates $t$")
     axes[0, 0].set_ylabel(metric.replace("_", " "))
@@ -388,7 +390,7 @@ def plot_median_grid(
                              style="-" if gradient == "sampled" else "--", label=_series_label(name),
                              highlight=name == HIGHLIGHT)
             if logy and ylim is not None:
-                _gap_axis(ax, ylim[0], ylim[1])
+                format_gap_axis(ax, ylim[0], ylim[1])
             elif logy:
                 ax.set_yscale("log")
             ax.set_title(str(cv) if rv is None else f"{rv} — {cv}", fontsize=10)

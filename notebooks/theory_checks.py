@@ -214,6 +214,7 @@ extra = pd.concat(frames, ignore_index=True)
 extra.to_parquet(out / "extra_algorithms_curves.parquet", index=False)
 fig = plotting.plot_median_grid(extra, col="metric", series="series", ylabel="", sharey=False, ylim=None,
                                 panel_width=6.0, panel_height=4.2)
+plotting.format_gap_axis(fig.axes[0])  # the duality gap panel on the gallery's [1e-6, 1] axis
 plotting.add_title(fig, f"{extra_preset} games, {base.settings['iterations']} updates: magnet resets (MPO) and "
                         r"averaging (SPPO) move the limit from $\pi^*_\beta$ toward the original game's equilibrium",
                    fontsize=11)
