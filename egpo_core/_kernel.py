@@ -428,8 +428,9 @@ def run_chunk(
                 if opponent[k] != _OPP_MIXTURE:
                     for y in range(n):
                         sigma[m, y] = pi[m, y]
-            _mixture_opponents(g0, size, members, game, opponent, mixture, mixture_over_runs, logp, logp_ref_games,
-                               sigma, target, work)
+            if opponent[members[g0]] == _OPP_MIXTURE:  # a group holds one algorithm
+                _mixture_opponents(g0, size, members, game, mixture, mixture_over_runs, logp, logp_ref_games, sigma,
+                                   target, work)
             # --- gradient step(s); a group holds one algorithm, so its members share the scheme.
             # Extragradient: θ_{t+½} = θ_t − lr·∇L(θ_t; σ(π_t)), then θ_{t+1} = θ_t − lr·∇L(θ_t; σ(π_{t+½})),
             # σ(·) the declared opponent of that policy (itself, its mixture, optimistic against π_{t−1}).
@@ -460,23 +461,21 @@ def run_chunk(
                             half[m, p] = params[k, p] - lr[k] * grads[m, p]
                         _forward(half[m], neural, d, n_hidden, n, acts_h[m], pre_h[m], z[m])
                         _softmax_pair(z[m], logp_half[m], sigma[m])
-                if not final_pass:
-                    _mixture_opponents(g0, size, members, game, opponent, mixture, mixture_over_runs, logp_half,
-                                       logp_ref_games, sigma, target, work)
+                if not final_pass and opponent[members[g0]] == _OPP_MIXTURE:
+                    _mixture_opponents(g0, size, members, game, mixture, mixture_over_runs, logp_half, logp_ref_games,
+                                       sigma, target, work)
 
 
-@njit(cache=True)
-def _mixture_opponents(g0, size, members, game, opponent, mixture, mixture_over_runs, logp_now, logp_ref_games,
-                       sigma, scratch, work):
+@njit(cache=True, inline="always")
+def _mixture_opponents(g0, size, members, game, mixture, mixture_over_runs, logp_now, logp_ref_games, sigma,
+                       scratch, work):
     """σ[m] = the geometric mixture π^c ∝ π^{1−c} π_ref^c of the policy with log-probabilities
-    ``logp_now[m]``, for the group's members with the mixture opponent (others are left as they are).
+    ``logp_now[m]``, for each member m of a group of an algorithm with the mixture opponent.
     Normalized over actions, or, with ``mixture_over_runs`` (the reference implementation's sampled
     Nash-MD), over the group's runs. ``scratch`` (size, N) and ``work`` (N) are overwritten."""
     n = sigma.shape[1]
     for m in range(size):
         k = members[g0 + m]
-        if opponent[k] != _OPP_MIXTURE:
-            continue
         lref = logp_ref_games[game[k]]
         for y in range(n):
             work[y] = (1.0 - mixture[k]) * logp_now[m, y] + mixture[k] * lref[y]

@@ -21,7 +21,7 @@ import torch
 from scipy.special import log_softmax, softmax
 
 from egpo_core import _kernel, losses, simulate
-from egpo_core.algorithms import Algorithm, Anchor, LossFamily, Opponent, Scheme, get_algorithm
+from egpo_core.algorithms import ALGORITHMS, Algorithm, Anchor, LossFamily, Opponent, Scheme, get_algorithm
 from egpo_core.games import random_games
 from egpo_core.metrics import duality_gap, exploitability
 from torch_policies import NeuralPolicy, TabularPolicy
@@ -66,8 +66,6 @@ def _accepted(with_scheme: bool):
 
 def test_every_declared_algorithm_is_a_checked_combination():
     """The registry holds no combination the tests below leave out (pairs: the loss's own)."""
-    from egpo_core.algorithms import ALGORITHMS
-
     checked = {(p.values[0].loss, p.values[0].opponent, p.values[0].anchor, p.values[0].scheme) for p in _accepted(True)}
     for alg in ALGORITHMS.values():
         assert (alg.loss, alg.opponent, alg.anchor, alg.scheme) in checked
