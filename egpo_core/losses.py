@@ -42,7 +42,7 @@ import numpy as np
 import torch
 from torch.nn import functional as F
 
-from .algorithms import Algorithm, get_algorithm
+from .algorithms import Algorithm, Anchor, LossFamily, Opponent, get_algorithm
 from .samplers import NormalizeOver, categorical_indices, geometric_mixture_log_probs, mixture_normalization, uniform_indices
 
 __all__ = [
@@ -275,14 +275,14 @@ def _setup(
     ref = _as_log_probs("ref_logp", ref_logp, logp)
     preferences = _as_preferences(P, logp)
 
-    if algorithm.anchor == "reference":
+    if algorithm.anchor is Anchor.REFERENCE:
         anchor = ref
-    elif algorithm.anchor == "current":
+    elif algorithm.anchor is Anchor.CURRENT:
         anchor = log_pi
     else:  # magnet
         anchor = ref if magnet_logp is None else _as_log_probs("magnet_logp", magnet_logp, logp)
 
-    if opponent_probs is not None and algorithm.opponent == "pairwise":
+    if opponent_probs is not None and algorithm.opponent is Opponent.PAIRWISE:
         raise ValueError(
             f"opponent_probs has no meaning for the 'pairwise' opponent of algorithm {algorithm.name!r} "
             "(its opponent is the pair's own y')"
@@ -324,7 +324,7 @@ def _setup(
 
 
 def _pair_distribution(setup: _Setup, pair_distribution: str | None) -> str:
-    if setup.algorithm.loss == "pg":
+    if setup.algorithm.loss is LossFamily.PG:
         if pair_distribution is not None:
             raise ValueError(
                 f"pair_distribution does not apply to the policy-gradient loss of {setup.algorithm.name!r}, "
@@ -332,10 +332,10 @@ def _pair_distribution(setup: _Setup, pair_distribution: str | None) -> str:
             )
         return "policy"
     if pair_distribution is None:
-        return "policy" if setup.algorithm.loss == "ipo2" else "uniform"
+        return "policy" if setup.algorithm.loss is LossFamily.IPO2 else "uniform"
     if pair_distribution not in ("uniform", "policy"):
         raise ValueError(f"pair_distribution must be 'uniform' or 'policy', got pair_distribution={pair_distribution!r}")
-    if setup.algorithm.loss == "ipo2" and pair_distribution == "uniform":
+    if setup.algorithm.loss is LossFamily.IPO2 and pair_distribution == "uniform":
         raise ValueError(
             f"pair_distribution='uniform' contradicts loss 'ipo2' of {setup.algorithm.name!r}, whose pairs are "
             "y, y′ ~ π_t by definition (uniform pairs are loss 'ipo')"
@@ -421,7 +421,7 @@ def exact_loss(
     )
     pairs = _pair_distribution(setup, pair_distribution)
     alg = setup.algorithm
-    if alg.loss == "pg":
+    if alg.loss is LossFamily.PG:
         advantage = policy_gradient_advantage(alg, _term_potentials(setup), setup.log_pi - setup.anchor, setup.beta)
         per_response = policy_gradient_loss(logp, advantage)
         return setup.weight * (setup.pi * per_response).sum()
@@ -514,7 +514,7 @@ def sampled_loss(
         raise ValueError(f"num_samples must be a positive integer, got num_samples={num_samples!r}")
 
     alg = setup.algorithm
-    if alg.loss == "pg":
+    if alg.loss is LossFamily.PG:
         y = categorical_indices(setup.pi, num_samples, generator)
         # one opponent sample per term; a "pair" term's opponent is y' ~ π_t
         wins = torch.stack(
