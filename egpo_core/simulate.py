@@ -44,7 +44,7 @@ from scipy.special import log_softmax
 from tqdm.auto import tqdm
 
 from . import _kernel
-from .algorithms import Algorithm, ConventionSwitches, MixtureNormalization
+from .algorithms import Algorithm, ConventionSwitches, MixtureNormalization, MixtureRule
 from .config import METRICS, SimulationConfig
 from .network import network_logits, network_parameters, neural_init
 from .results import SimulationResult, load_result
@@ -146,7 +146,7 @@ def _config_table(points: list[SimulationConfig], num_actions: int, algorithms: 
         eta = p.eta if p.eta is not None else eta_from_lr(p.lr, p.beta, num_actions)
         c = mixture_coefficient(lr, p.beta, num_actions, p.conventions) if p.mixture is None else p.mixture
         if uses_mixture and not 0.0 <= c <= 1.0:
-            rule = "ηβ" if p.conventions == "default" else "2·lr/N"
+            rule = "ηβ" if ConventionSwitches.decode(p.conventions).mixture_rule is MixtureRule.ETA_BETA else "2·lr/N"
             raise ValueError(f"the Nash-MD mixture coefficient c = {rule} = {c:.4g} at beta={p.beta!r}, "
                              f"{'lr' if p.lr is not None else 'eta'}={p.lr if p.lr is not None else p.eta!r} is outside "
                              "[0, 1]: give a smaller step or mixture=")
