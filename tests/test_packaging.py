@@ -1,8 +1,17 @@
 """The packaging files agree: pyproject.toml states ranges, constraints.txt the tested set inside them,
 and the Makefile (hence CI) and environment.yml install through that set."""
 
+import json
+import os
 import re
+import secrets
+import signal
+import socket
+import subprocess
+import sys
+import time
 import tomllib
+import urllib.request
 from importlib.metadata import version
 from pathlib import Path
 
@@ -131,3 +140,61 @@ def test_license_file_matches_pyproject_and_changelog_has_this_version():
     assert (ROOT / "LICENSE").read_text().startswith("MIT License\n")
     changelog = (ROOT / "CHANGELOG.md").read_text()
     assert re.search(rf"^## \[{re.escape(egpo_core.__version__)}\]", changelog, re.M)
+
+
+def test_notebooks_extra_installs_jupyterlab_widgets_and_jupytext():
+    names = {canonicalize_name(Requirement(r).name) for r in PROJECT["optional-dependencies"]["notebooks"]}
+    assert {"jupyterlab", "ipywidgets", "jupytext", "ipykernel"} <= names
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def _get(url: str, token: str) -> tuple[int, bytes]:
+    request = urllib.request.Request(url, headers={"Authorization": f"token {token}"})
+    with urllib.request.urlopen(request, timeout=10) as response:
+        return response.status, response.read()
+
+
+def test_make_lab_serves_the_notebooks_with_the_venv_kernel_and_jupytext(tmp_path):
+    """`make lab`'s own command (read with make -n, the setup taken as done) starts JupyterLab: /lab
+    answers, the kernel is this interpreter, and a percent-format source opens as a notebook."""
+    port, token = _free_port(), secrets.token_hex(16)
+    extra = "--no-browser" + (" --allow-root" if os.geteuid() == 0 else "")
+    recipe = subprocess.run(
+        ["make", "-s", "-n", "-o", ".venv/.installed", "lab", f"LAB_PORT={port}", f"LAB_ARGS={extra}"],
+        cwd=ROOT, capture_output=True, text=True, check=True,
+    ).stdout
+    assert "--ServerApp.ip=127.0.0.1" in recipe and "/lab/tree/notebooks" in recipe, recipe
+    env = dict(os.environ, JUPYTER_RUNTIME_DIR=str(tmp_path / "runtime"), JUPYTER_CONFIG_DIR=str(tmp_path / "config"),
+               JUPYTERLAB_WORKSPACES_DIR=str(tmp_path / "workspaces"))
+    command = f"{recipe.strip()} --IdentityProvider.token={token}"
+    with open(tmp_path / "lab.log", "w") as log:
+        server = subprocess.Popen(["bash", "-c", command], cwd=ROOT, env=env, stdout=log,
+                                  stderr=subprocess.STDOUT, start_new_session=True)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 90
+        while True:
+            try:
+                _get(f"{base}/api/status", token)
+                break
+            except OSError:
+                assert server.poll() is None, (tmp_path / "lab.log").read_text()[-2000:]
+                assert time.monotonic() < deadline, "JupyterLab did not answer within 90 s"
+                time.sleep(0.5)
+        status, page = _get(f"{base}/lab/tree/notebooks", token)
+        assert status == 200 and b"JupyterLab" in page
+        specs = json.loads(_get(f"{base}/api/kernelspecs", token)[1])
+        assert specs["default"] == "python3"
+        assert Path(specs["kernelspecs"]["python3"]["spec"]["argv"][0]).resolve() == Path(sys.executable).resolve()
+        source = next(p.name for p in sorted((ROOT / "notebooks").glob("*.py")) if p.name != "run_all.py")
+        model = json.loads(_get(f"{base}/api/contents/notebooks/{source}?type=notebook&content=1", token)[1])
+        assert model["type"] == "notebook" and model["content"]["cells"], source
+    finally:
+        if server.poll() is None:
+            os.killpg(server.pid, signal.SIGTERM)  # the whole session: bash and the server it started
+        server.wait(timeout=30)
