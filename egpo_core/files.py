@@ -51,14 +51,17 @@ def _fsync_file(path: Path) -> None:
 
 
 def _fsync_directory(folder: Path) -> None:
-    """Make the rename itself durable (POSIX; Windows cannot open a folder as a file)."""
+    """Make the rename itself durable (POSIX; Windows cannot open a folder as a file). Some file
+    systems (network mounts) refuse to fsync a folder: the file is in place by then, so that is not
+    an error of the write."""
     if os.name != "posix":
         return
-    fd = os.open(folder, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+    with contextlib.suppress(OSError):
+        fd = os.open(folder, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
 
 
 @contextlib.contextmanager
