@@ -17,6 +17,7 @@ them with ``Figure.savefig``, which needs no display.
 from __future__ import annotations
 
 import os
+import textwrap
 import warnings
 from pathlib import Path
 from typing import Mapping, NamedTuple, Sequence
@@ -318,9 +319,11 @@ def figure_dir(notebook: str, out_dir: str | os.PathLike | None = None) -> Path:
 
 
 def add_title(fig: plt.Figure, title: str, fontsize: float = 12) -> plt.Figure:
-    """A figure-wide title above the panels. Under a layout engine (the figures of this module use
+    """A figure-wide title above the panels, each line wrapped to the figure's width (a character is
+    taken as 0.55 of the font size wide). Under a layout engine (the figures of this module use
     matplotlib's constrained layout) the panels make room for it; otherwise tight_layout is re-run."""
-    fig.suptitle(title, fontsize=fontsize)
+    width = max(20, int(fig.get_figwidth() * 72 / (0.55 * fontsize)))
+    fig.suptitle("\n".join(textwrap.fill(line, width) for line in title.split("\n")), fontsize=fontsize)
     if fig.get_layout_engine() is None:
         fig.tight_layout()
     return fig

@@ -84,8 +84,14 @@ curves = pd.concat(
 )
 curves.to_parquet(out / "median_curves.parquet", index=False)
 fig = plotting.plot_median_grid(curves, col="label", row="setting", panel_width=5.2, panel_height=2.6)
-plotting.add_title(fig, "Only Nash-MD (mixture rule, sampled normalization) and the neural settings (shared network) "
-                        "change with the conventions", fontsize=11)
+table = summaries.conventions_table(results)  # median final gaps, written below
+differs = table["median_reference"] != table["median_default"]
+tabular = table["setting"].str.contains("tabular")
+changed = [summaries.short_label(a) for a in table.loc[tabular & differs, "algorithm"].unique()]
+neural = table.loc[~tabular & differs, "algorithm"].nunique()
+plotting.add_title(fig, f"Tabular policies: only {' and '.join(changed) or 'no algorithm'} change with the conventions "
+                        f"(the mixture); network policies: {neural} of {table['algorithm'].nunique()} algorithms "
+                        "(one network shared by the runs)", fontsize=11)
 show(plotting.save_figure(fig, out / "median_gap_grid", dpi=dpi))
 
 # %% [markdown]
@@ -95,7 +101,6 @@ show(plotting.save_figure(fig, out / "median_gap_grid", dpi=dpi))
 # on the "≤ 1e-6" line.
 
 # %%
-table = summaries.conventions_table(results)
 table.to_csv(out / "conventions_table.csv", index=False)
 display(table)
 fig = plotting.plot_conventions_dumbbell(table, tuple(conventions))

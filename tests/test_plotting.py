@@ -116,13 +116,14 @@ def _overlaps(a, b) -> bool:
 @pytest.mark.parametrize("how", ["title argument", "suptitle afterwards (the CLI)"])
 def test_suptitle_does_not_collide_with_panel_titles(result, how):
     if how == "title argument":
-        fig = plot_gap_panels(result, title="a long finding " * 4)
+        fig = plot_gap_panels(result, title="a long finding " * 20)  # wider than the figure: wrapped
     else:
         fig = plot_gap_panels(result)
         fig.suptitle("runs/mine/games.txt", y=1.0)
     fig.canvas.draw()
     renderer = fig.canvas.get_renderer()
     box = fig._suptitle.get_window_extent(renderer)
+    assert box.x0 >= 0 and box.x1 <= fig.bbox.x1  # nothing cut off at the sides
     for ax in fig.axes:
         assert not _overlaps(box, ax.title.get_window_extent(renderer)), ax.get_title()
     matplotlib.pyplot.close(fig)
