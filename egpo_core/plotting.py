@@ -155,8 +155,8 @@ def _style_handles(gradients: Sequence[str]) -> list[Line2D]:
             for g in ("exact", "sampled") if g in gradients]
 
 
-def _band_note(window: int) -> str:
-    return (f"curves: {window}-step moving average, cut at the first value below {GAP_CUTOFF:g}; "
+def _band_note(window: int, cutoff: float) -> str:
+    return (f"curves: {window}-step moving average, cut at the first value below {cutoff:g}; "
             "bands: min–max within each plotted bin")
 
 
@@ -226,7 +226,7 @@ def plot_gap_panels(
                      loc="center", fontsize=8.5, frameon=False)
     for ax in list(axes.flat)[used + 1:]:
         ax.remove()
-    subtitle = f"{_config_text(result, config)}, {gradient} gradients; {_band_note(window)}"
+    subtitle = f"{_config_text(result, config)}, {gradient} gradients; {_band_note(window, cutoff)}"
     add_title(fig, subtitle if title is None else f"{title}\n{subtitle}", fontsize=10)
     return fig
 
@@ -271,7 +271,7 @@ def plot_picked(
     fig.legend([handles[k] for k in order] + _style_handles(sorted(gradients)),
                [labels[k] for k in order] + [h.get_label() for h in _style_handles(sorted(gradients))],
                loc="outside lower center", ncol=len(labels) + len(gradients), fontsize=9, frameon=False)
-    note = f"run {run}; {_band_note(window)}"
+    note = f"run {run}; {_band_note(window, cutoff)}"
     add_title(fig, note if title is None else f"{title}\n{note}", fontsize=10)
     return fig
 
