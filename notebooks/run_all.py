@@ -30,13 +30,14 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 
 #: Execution order, run name → (notebook source, parameters): the paper settings first, then the comparisons,
-#: theory and timings, then the language model. Each run writes to figures/<run name>/.
+#: theory and timings, then the language model. Each run writes to figures/<run name>/. No progress widgets
+#: under papermill: nobody watches them, and a kernel shut down with one open logs a KeyboardInterrupt.
 RUNS: dict[str, tuple[str, dict]] = {
-    "sim_exact_tabular": ("sim_exact_tabular", {}),
-    "sim_exact_neural": ("sim_setting", {"preset": "exact-neural-beta0.01"}),
-    "sim_sampled_tabular": ("sim_setting", {"preset": "sampled-tabular-beta0.01"}),
-    "sim_sampled_neural": ("sim_setting", {"preset": "sampled-neural-beta0.1"}),
-    "sim_reference_vs_correct": ("sim_reference_vs_correct", {}),
+    "sim_exact_tabular": ("sim_exact_tabular", {"progress": False}),
+    "sim_exact_neural": ("sim_setting", {"preset": "exact-neural-beta0.01", "progress": False}),
+    "sim_sampled_tabular": ("sim_setting", {"preset": "sampled-tabular-beta0.01", "progress": False}),
+    "sim_sampled_neural": ("sim_setting", {"preset": "sampled-neural-beta0.1", "progress": False}),
+    "sim_reference_vs_correct": ("sim_reference_vs_correct", {"progress": False}),
     "theory_checks": ("theory_checks", {}),
     "benchmarks": ("benchmarks", {}),
     "lm_synthetic_benchmark": ("lm_synthetic_benchmark", {}),  # before lm_winrates, which evaluates its checkpoints

@@ -33,6 +33,7 @@ runs = None                  # override the number of games (others than the pap
 seed = None                  # override the paper's seed (other games)
 picked_run = 0               # the run shown in the one-row figure
 max_steps = 500              # steps kept per preset in the tidy data files
+progress = True              # progress bars of the simulation cells (widgets in JupyterLab)
 dpi = 150
 out_dir = None               # None: the scratch folder <repository>/runs/notebooks/sim_exact_tabular
                              # (make reproduce passes <repository>/figures/sim_exact_tabular)
@@ -60,7 +61,7 @@ def show(paths):
 # %%
 results = {
     name: experiments.run_preset(name, conventions=conventions, fast=fast, iterations=iterations,
-                                 runs=runs, seed=seed, progress=True)
+                                 runs=runs, seed=seed, progress=progress)
     for name in presets
 }
 for name, res in results.items():

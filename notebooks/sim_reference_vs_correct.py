@@ -38,6 +38,7 @@ conventions = ["reference", "default"]
 iterations = None            # override every preset's number of updates
 runs = None
 seed = None
+progress = True              # progress bars of the simulation cell (widgets in JupyterLab)
 dpi = 150
 out_dir = None               # None: the scratch folder <repository>/runs/notebooks/sim_reference_vs_correct
                              # (make reproduce passes <repository>/figures/sim_reference_vs_correct)
@@ -65,7 +66,7 @@ def show(paths):
 # %%
 results = {
     name: {conv: experiments.run_preset(name, conventions=conv, fast=fast, iterations=iterations,
-                                        runs=runs, seed=seed, progress=True) for conv in conventions}
+                                        runs=runs, seed=seed, progress=progress) for conv in conventions}
     for name in presets
 }
 

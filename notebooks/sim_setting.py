@@ -39,6 +39,7 @@ iterations = None            # override the preset's number of updates
 runs = None                  # override the number of games (others than the paper's then)
 seed = None                  # override the paper's seed (other games)
 max_steps = 500              # steps kept in the tidy data file (evenly spaced, first and last included)
+progress = True              # a progress bar of the simulation cell (a widget in JupyterLab)
 dpi = 150
 out_dir = None               # None: the scratch folder <repository>/runs/notebooks/sim_<gradient>_<policy>
                              # (make reproduce passes <repository>/figures/sim_<gradient>_<policy>)
@@ -69,7 +70,7 @@ def show(paths):
 
 # %%
 result = experiments.run_preset(preset, conventions=conventions, fast=fast, iterations=iterations,
-                                runs=runs, seed=seed, progress=True)
+                                runs=runs, seed=seed, progress=progress)
 print(result.settings)
 
 # %% [markdown]

@@ -158,7 +158,7 @@ def test_sim_exact_tabular(executed):
      ("sim_sampled_neural", "sampled-neural-beta0.1")],
 )
 def test_setting_notebooks(executed, name, preset):
-    assert RUN_ALL.RUNS[name] == ("sim_setting", {"preset": preset})  # one notebook, one run per setting
+    assert RUN_ALL.RUNS[name] == ("sim_setting", {"preset": preset, "progress": False})  # one run per setting
     out = executed(name)
     _assert_quiet_imports(out, name)
     _figures(out, [f"panels_{preset}".replace(".", "_")])
