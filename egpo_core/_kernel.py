@@ -30,6 +30,8 @@ derivative through log-softmax adds nothing since Σ_y g_y = 0). The "pairwise" 
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import numpy as np
 from numba import njit, prange
 
@@ -49,6 +51,140 @@ _SCHEME_EXTRAGRADIENT = SCHEME_CODES[Scheme.EXTRAGRADIENT]
 
 # Reassociation lets LLVM vectorize dot products; no other fast-math liberties (NaN/inf stay exact).
 _FAST = {"reassoc", "contract"}
+
+
+# ---------------------------------------------------------------- the kernel's inputs
+# run_chunk takes these named tuples (numba compiles a function of tuples like one of their fields):
+# each value is set once by name where the inputs are built (egpo_core._kernel_inputs) and read once by
+# name here, so no two arrays of the same type can trade places unseen. K trajectories, N actions,
+# G games, R recorded steps; an unused output or metric input is a (1, 1) placeholder.
+
+
+class Games(NamedTuple):
+    """The preference games the trajectories play."""
+
+    P: np.ndarray
+    """float64 (G, N, N): P[g, i, j] = P(i ≻ j) in game g."""
+    logp_ref: np.ndarray
+    """float64 (G, N): log π_ref of game g."""
+
+
+class Trajectories(NamedTuple):
+    """What each trajectory runs: its game, its algorithm's codes and its hyper-parameters (length K each)."""
+
+    game: np.ndarray
+    """int64: the game (row of Games.P) trajectory k plays."""
+    loss: np.ndarray
+    """int64: the loss family, LOSS_CODES."""
+    opponent: np.ndarray
+    """int64: the opponent, OPPONENT_CODES."""
+    anchor: np.ndarray
+    """int64: the KL anchor, ANCHOR_CODES."""
+    scheme: np.ndarray
+    """int64: the update scheme, SCHEME_CODES."""
+    beta: np.ndarray
+    """float64: the regularization β."""
+    lr: np.ndarray
+    """float64: the SGD learning rate."""
+    mixture: np.ndarray
+    """float64: the Nash-MD mixture coefficient c (used by the mixture opponent only)."""
+    weight: np.ndarray
+    """float64: the loss weight w = loss_weight(ηβ)."""
+    magnet_period: np.ndarray
+    """int64: the magnet reset period (0: the magnet stays π_ref)."""
+    mixture_over_runs: np.ndarray
+    """bool: the mixture opponent is normalized over the group's runs instead of the actions."""
+
+
+class Groups(NamedTuple):
+    """Trajectories that advance in lockstep: group i is members[group_ptr[i]:group_ptr[i + 1]]."""
+
+    group_ptr: np.ndarray
+    """int64 (groups + 1,): the start of each group in ``members``, then K."""
+    members: np.ndarray
+    """int64 (K,): trajectory indices, group after group (a group holds one algorithm)."""
+
+
+class Policy(NamedTuple):
+    """The parametrization of the policies."""
+
+    neural: bool
+    """The parameters are the MLP [v, (W, b) × hidden layers, W_out, b_out]; else the logits."""
+    width: int
+    """Width d of the network's input and hidden layers (1 for tabular)."""
+    n_hidden: int
+    """Number of hidden layers (0 for tabular)."""
+    shared: bool
+    """A group's runs share the network weights (summed gradients; the input v stays per run)."""
+
+
+class Gradient(NamedTuple):
+    """How the losses' gradients are estimated."""
+
+    sampled: bool
+    """Sample averages (else exact expectations)."""
+    num_samples: int
+    """Draws per step when ``sampled``."""
+    pair_from_policy: bool
+    """The ipo loss draws its pairs from π_t (else uniformly)."""
+
+
+class Recording(NamedTuple):
+    """Which metrics are recorded, and when."""
+
+    record_every: int
+    """Record π_t when t % record_every == 0 (and always the final policy)."""
+    total_steps: int
+    """T, the run's last step (recorded in the last column)."""
+    with_extra: bool
+    """Record exploitability and KL(π*_β ‖ π) besides the duality gap."""
+    star_logp: np.ndarray
+    """float64 (K, N): log π*_β of trajectory k's game and β (with ``with_extra``)."""
+    with_average: bool
+    """Record the duality gap and exploitability of the average iterate."""
+
+
+class State(NamedTuple):
+    """What carries over from one step (and one chunk) to the next; updated in place."""
+
+    params: np.ndarray
+    """float64 (K, parameters): each trajectory's parameter vector."""
+    prev_logp: np.ndarray
+    """float64 (K, N): log π_{t−1} (the optimistic opponent's)."""
+    magnet_logp: np.ndarray
+    """float64 (K, N): the magnet's log-probabilities (anchor "magnet")."""
+    rng: np.ndarray
+    """uint64 (K,): each trajectory's splitmix64 state."""
+    avg_sum: np.ndarray
+    """float64 (K, N): Σ_{s≤t} π_s (with Recording.with_average)."""
+
+
+class Outputs(NamedTuple):
+    """The recorded metrics, float64 (K, R) each, written in place."""
+
+    gap: np.ndarray
+    """Gap_β(π_t)."""
+    exploitability: np.ndarray
+    """max Pπ_t − ½ (with Recording.with_extra)."""
+    kl_to_equilibrium: np.ndarray
+    """KL(π*_β ‖ π_t) (with Recording.with_extra)."""
+    average_gap: np.ndarray
+    """Gap_β(π̄_t) of the average iterate (with Recording.with_average)."""
+    average_exploitability: np.ndarray
+    """max Pπ̄_t − ½ (with Recording.with_average)."""
+
+
+class KernelInputs(NamedTuple):
+    """Everything :func:`run_chunk` needs besides the chunk's steps, in its parameter order."""
+
+    games: Games
+    trajectories: Trajectories
+    groups: Groups
+    policy: Policy
+    gradient: Gradient
+    recording: Recording
+    state: State
+    outputs: Outputs
 
 
 # ---------------------------------------------------------------- random numbers (splitmix64)
@@ -345,15 +481,11 @@ def _record(logp, pi, s, logp_ref, beta, star_logp, with_extra, out_gap, out_exp
 # ---------------------------------------------------------------- the loop
 @njit(cache=True, parallel=True)
 def run_chunk(
-    t_start, t_end, record_every, total_steps,
-    P, logp_ref_games, game, params, prev_logp, magnet_logp, rng,
-    loss, opponent, anchor, scheme, beta, lr, mixture, weight, magnet_period,
-    group_ptr, members, neural, d, n_hidden, shared, mixture_over_runs,
-    sampled, num_samples, pair_from_policy,
-    star_logp, with_extra, out_gap, out_expl, out_kl,
-    avg_sum, with_average, out_avg_gap, out_avg_expl,
-):
-    """Advance every trajectory from step ``t_start`` to ``t_end`` (state arrays are updated in place).
+    t_start: int, t_end: int, games: Games, trajectories: Trajectories, groups: Groups, policy: Policy,
+    gradient: Gradient, recording: Recording, state: State, outputs: Outputs,
+) -> None:
+    """Advance every trajectory from step ``t_start`` to ``t_end`` (``state`` and ``outputs`` are
+    updated in place); the arguments after the steps are the fields of :class:`KernelInputs`.
 
     Metrics of π_t are stored at column t // record_every when t % record_every == 0, and those of
     the final policy (t = total_steps) in the last column. With ``with_average``, ``avg_sum``
@@ -361,6 +493,45 @@ def run_chunk(
     π̄_t = Σ_{s≤t} π_s / (t + 1) are recorded too. (A chunk's last step is recorded again, complete,
     by the next chunk.)
     """
+    # Every field is read once, here, before the parallel loop: numba 0.68 drops stores into an array
+    # reached through a tuple inside prange (out.gap[k, r] = ... is lost), so the loop sees only locals.
+    P = games.P
+    logp_ref_games = games.logp_ref
+    game = trajectories.game
+    loss = trajectories.loss
+    opponent = trajectories.opponent
+    anchor = trajectories.anchor
+    scheme = trajectories.scheme
+    beta = trajectories.beta
+    lr = trajectories.lr
+    mixture = trajectories.mixture
+    weight = trajectories.weight
+    magnet_period = trajectories.magnet_period
+    mixture_over_runs = trajectories.mixture_over_runs
+    group_ptr = groups.group_ptr
+    members = groups.members
+    neural = policy.neural
+    d = policy.width
+    n_hidden = policy.n_hidden
+    shared = policy.shared
+    sampled = gradient.sampled
+    num_samples = gradient.num_samples
+    pair_from_policy = gradient.pair_from_policy
+    record_every = recording.record_every
+    total_steps = recording.total_steps
+    with_extra = recording.with_extra
+    star_logp = recording.star_logp
+    with_average = recording.with_average
+    params = state.params
+    prev_logp = state.prev_logp
+    magnet_logp = state.magnet_logp
+    rng = state.rng
+    avg_sum = state.avg_sum
+    out_gap = outputs.gap
+    out_expl = outputs.exploitability
+    out_kl = outputs.kl_to_equilibrium
+    out_avg_gap = outputs.average_gap
+    out_avg_expl = outputs.average_exploitability
     n = P.shape[1]
     npar = params.shape[1]
     n_groups = group_ptr.shape[0] - 1

@@ -33,7 +33,6 @@ import math
 import sys
 import time
 import warnings
-import zlib
 from datetime import datetime, timezone
 from typing import Any, Sequence
 
@@ -44,7 +43,8 @@ from scipy.special import log_softmax
 from tqdm.auto import tqdm
 
 from . import _kernel
-from .algorithms import Algorithm, ConventionSwitches, MixtureNormalization, MixtureRule
+from ._kernel_inputs import build_kernel_inputs
+from .algorithms import Algorithm, ConventionSwitches, MixtureRule
 from .config import METRICS, SimulationConfig
 from .network import network_logits, network_parameters, neural_init
 from .results import SimulationResult, load_result
@@ -71,13 +71,6 @@ def _validate_games(P: np.ndarray, ref_logits: np.ndarray) -> tuple[np.ndarray, 
     if P.ndim == 2:
         P = P[None]
     return P, _logits("ref_logits", ref_logits, P.shape[:2])
-
-
-def _trajectory_seed(seed: int, algorithm: str, run: int, config: int) -> np.uint64:
-    """A stream per (seed, algorithm, run, config) that does not depend on what else is simulated."""
-    sequence = np.random.SeedSequence(entropy=seed, spawn_key=(zlib.crc32(algorithm.encode()), run, config))
-    return np.uint64(sequence.generate_state(1, dtype=np.uint64)[0])
-
 
 
 def _kernel_needs_compiling() -> bool:
@@ -188,17 +181,14 @@ def _run(
     stamp = _provenance(call, {"source": "arrays", "sha256": _array_sha256(P, ref_logits)})
     algorithms = base.algorithm_objects()
     configs = _config_table(points, n, algorithms)
-    neural = base.policy == "neural"
-    sampled = base.gradient == "sampled"
-    switches = ConventionSwitches.decode(base.conventions)
     logp_ref = log_softmax(ref_logits, axis=-1)
     if init_logits is not None:
         init_logits = _logits("init_logits", init_logits, (runs, n))
 
     # --- initial parameters per run
     shared = False
-    if neural:
-        shared = switches.shared_network
+    if base.policy == "neural":
+        shared = ConventionSwitches.decode(base.conventions).shared_network
         if network is None:
             if shared:
                 raise ValueError(
@@ -221,65 +211,10 @@ def _run(
         d, n_hidden = 1, 0
         params0 = np.array(ref_logits if init_logits is None else init_logits, dtype=np.float64)
 
-    # --- trajectories: config-major, then algorithm, then run
-    n_cfg, n_alg = len(configs), len(algorithms)
-    K = n_cfg * n_alg * runs
-    cfg_of = np.repeat(np.arange(n_cfg), n_alg * runs)
-    alg_of = np.tile(np.repeat(np.arange(n_alg), runs), n_cfg)
-    game = np.tile(np.arange(runs, dtype=np.int64), n_cfg * n_alg)
-    params = np.ascontiguousarray(params0[game])
-    loss = np.array([_kernel.LOSS_CODES[a.loss] for a in algorithms], dtype=np.int64)[alg_of]
-    opponent = np.array([_kernel.OPPONENT_CODES[a.opponent] for a in algorithms], dtype=np.int64)[alg_of]
-    anchor = np.array([_kernel.ANCHOR_CODES[a.anchor] for a in algorithms], dtype=np.int64)[alg_of]
-    scheme = np.array([_kernel.SCHEME_CODES[a.scheme] for a in algorithms], dtype=np.int64)[alg_of]
-    beta = configs["beta"].to_numpy(dtype=np.float64)[cfg_of]
-    lr = configs["lr"].to_numpy(dtype=np.float64)[cfg_of]
-    mixture = configs["mixture"].to_numpy(dtype=np.float64)[cfg_of]
-    # ηβ from lr (not from a given η), as in 0.1, so that the kernel's inputs stay bit for bit the same
-    eta_beta = [eta_from_lr(row.lr, row.beta, n) * row.beta for row in configs.itertuples()]
-    weight = np.array([[a.loss_weight(eb) for a in algorithms] for eb in eta_beta], dtype=np.float64)[cfg_of, alg_of]
-    period = np.full(K, base.magnet_period, dtype=np.int64)
-    over_runs = np.array([switches.normalization_for(a, sampled) is MixtureNormalization.RUNS for a in algorithms],
-                         dtype=np.bool_)[alg_of]
-    seeds = configs["seed"].to_numpy()
-    rng = np.array([_trajectory_seed(int(seeds[c]), algorithms[a].name, int(r), int(c))
-                    for c, a, r in zip(cfg_of, alg_of, game)], dtype=np.uint64)
-
-    # --- groups: coupled runs (shared network, mixture over runs) advance in lockstep
-    # Threads take groups one at a time (chunk size 1), costliest first (extragradient steps twice).
-    blocks = [list(range(b, b + runs)) for b in range(0, K, runs)]
-    groups = [ks for ks in blocks if shared or over_runs[ks[0]]]
-    groups += [[k] for ks in blocks if not (shared or over_runs[ks[0]]) for k in ks]
-    groups.sort(key=lambda ks: -len(ks) * (1 + scheme[ks[0]]))
-    members, group_ptr = [], [0]
-    for group in groups:
-        members += group
-        group_ptr.append(len(members))
-    members_arr = np.array(members, dtype=np.int64)
-    group_ptr_arr = np.array(group_ptr, dtype=np.int64)
-
-    # --- outputs
-    iterations, record_every, metrics = base.iterations, base.record_every, base.metrics
-    steps = np.unique(np.append(np.arange(0, iterations, record_every), iterations))
-    n_rec = steps.size
-    with_extra = "exploitability" in metrics or "kl_to_equilibrium" in metrics
-    out_gap = np.full((K, n_rec), np.nan)
-    out_expl = np.full((K, n_rec) if with_extra else (1, 1), np.nan)
-    out_kl = np.full((K, n_rec) if with_extra else (1, 1), np.nan)
-    star = np.zeros((K, n) if with_extra else (1, 1))
-    with_average = "average_duality_gap" in metrics or "average_exploitability" in metrics
-    avg_sum = np.zeros((K, n) if with_average else (1, 1))
-    out_avg_gap = np.full((K, n_rec) if with_average else (1, 1), np.nan)
-    out_avg_expl = np.full((K, n_rec) if with_average else (1, 1), np.nan)
-    if with_extra:
-        from .equilibria import regularized_equilibrium
-
-        for c, b in enumerate(configs["beta"]):
-            eq = regularized_equilibrium(P, logp_ref, float(b))
-            star[cfg_of == c] = log_softmax(eq.logits, axis=-1)[game[cfg_of == c]]
-
-    prev = np.zeros((K, n))
-    magnet = np.ascontiguousarray(logp_ref[game])
+    iterations, metrics = base.iterations, base.metrics
+    steps = np.unique(np.append(np.arange(0, iterations, base.record_every), iterations))
+    inputs = build_kernel_inputs(P, logp_ref, params0, configs, algorithms, base, width=d, n_hidden=n_hidden,
+                                 shared=shared, n_recorded=steps.size)
     chunk = max(1, math.ceil(iterations / 100))
     # A first call that compiles says so, and the bar starts after it, so its rate is the run's own.
     if progress and _kernel_needs_compiling():
@@ -288,15 +223,7 @@ def _run(
     for t0 in range(0, iterations, chunk):
         t1 = min(iterations, t0 + chunk)
         with numba.parallel_chunksize(1):
-            _kernel.run_chunk(
-                t0, t1, record_every, iterations,
-                P, logp_ref, game, params, prev, magnet, rng,
-                loss, opponent, anchor, scheme, beta, lr, mixture, weight, period,
-                group_ptr_arr, members_arr, neural, d, n_hidden, shared, over_runs,
-                sampled, base.num_samples, base.pair_sampling == "policy",
-                star, with_extra, out_gap, out_expl, out_kl,
-                avg_sum, with_average, out_avg_gap, out_avg_expl,
-            )
+            _kernel.run_chunk(t0, t1, *inputs)
         if bar is None:
             bar = tqdm(total=iterations, initial=t1, disable=not progress,
                        desc=f"{base.policy}/{base.gradient}", unit="step")
@@ -305,10 +232,11 @@ def _run(
     if bar is not None:
         bar.close()
 
-    shape = (n_cfg, n_alg, runs, n_rec)
+    shape = (len(configs), len(algorithms), runs, steps.size)
+    out = inputs.outputs
     recorded = {
-        "duality_gap": out_gap, "exploitability": out_expl, "kl_to_equilibrium": out_kl,
-        "average_duality_gap": out_avg_gap, "average_exploitability": out_avg_expl,
+        "duality_gap": out.gap, "exploitability": out.exploitability, "kl_to_equilibrium": out.kl_to_equilibrium,
+        "average_duality_gap": out.average_gap, "average_exploitability": out.average_exploitability,
     }
     values = {name: data.reshape(shape) for name, data in recorded.items() if name in metrics}
     names = tuple(a.name for a in algorithms)

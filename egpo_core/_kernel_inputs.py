@@ -1,0 +1,137 @@
+"""The simulator kernel's inputs: from a run's settings to the named tuples of ``egpo_core._kernel``.
+
+Trajectories are laid out config-major, then algorithm, then run (= game): trajectory
+k = (c · algorithms + a) · runs + r. Each field of each tuple is set here once, by name.
+"""
+
+from __future__ import annotations
+
+import zlib
+
+import numpy as np
+import pandas as pd
+from scipy.special import log_softmax
+
+from . import _kernel
+from .algorithms import Algorithm, ConventionSwitches, MixtureNormalization
+from .config import SimulationConfig
+from .stepsizes import eta_from_lr
+
+
+def trajectory_seed(seed: int, algorithm: str, run: int, config: int) -> np.uint64:
+    """A stream per (seed, algorithm, run, config) that does not depend on what else is simulated."""
+    sequence = np.random.SeedSequence(entropy=seed, spawn_key=(zlib.crc32(algorithm.encode()), run, config))
+    return np.uint64(sequence.generate_state(1, dtype=np.uint64)[0])
+
+
+def _groups(runs: int, coupled: np.ndarray, scheme: np.ndarray) -> _kernel.Groups:
+    """Coupled runs (shared network, mixture over runs) form one group per (config, algorithm) block,
+    the others one group each. Threads take groups one at a time, costliest first (size × passes:
+    extragradient steps twice)."""
+    blocks = np.arange(coupled.size).reshape(-1, runs)
+    groups = [list(ks) for ks in blocks if coupled[ks[0]]]
+    groups += [[k] for ks in blocks if not coupled[ks[0]] for k in ks]
+    groups.sort(key=lambda ks: -len(ks) * (1 + scheme[ks[0]]))
+    sizes = np.array([len(ks) for ks in groups], dtype=np.int64)
+    return _kernel.Groups(
+        group_ptr=np.concatenate([[0], np.cumsum(sizes)]).astype(np.int64),
+        members=np.array([k for ks in groups for k in ks], dtype=np.int64),
+    )
+
+
+def build_kernel_inputs(
+    P: np.ndarray,
+    logp_ref: np.ndarray,
+    params0: np.ndarray,
+    configs: pd.DataFrame,
+    algorithms: list[Algorithm],
+    config: SimulationConfig,
+    *,
+    width: int,
+    n_hidden: int,
+    shared: bool,
+    n_recorded: int,
+) -> _kernel.KernelInputs:
+    """The kernel's inputs for every (setting × algorithm × game) trajectory, its state at step 0.
+
+    Args:
+        P: games (runs, N, N); logp_ref: log π_ref per game (runs, N).
+        params0: initial parameter vector per run (runs, parameters).
+        configs: one row per setting (beta, lr, mixture, seed), as ``simulate`` tabulates them.
+        algorithms: the algorithms, in result order.
+        config: the run's configuration (policy, gradient, conventions, metrics, ...; its beta, lr and
+            seed are those of ``configs``).
+        width, n_hidden: the network's shape (1, 0 for tabular); shared: runs share the network weights.
+        n_recorded: number of recorded steps R.
+    """
+    runs, n = logp_ref.shape
+    n_cfg, n_alg = len(configs), len(algorithms)
+    K = n_cfg * n_alg * runs
+    cfg_of = np.repeat(np.arange(n_cfg), n_alg * runs)
+    alg_of = np.tile(np.repeat(np.arange(n_alg), runs), n_cfg)
+    game = np.tile(np.arange(runs, dtype=np.int64), n_cfg * n_alg)
+    sampled = config.gradient == "sampled"
+    switches = ConventionSwitches.decode(config.conventions)
+
+    def per_algorithm(codes: dict, field: str) -> np.ndarray:
+        return np.array([codes[getattr(a, field)] for a in algorithms], dtype=np.int64)[alg_of]
+
+    beta = configs["beta"].to_numpy(dtype=np.float64)
+    lr = configs["lr"].to_numpy(dtype=np.float64)
+    # ηβ from lr (not from a given η), as in 0.1, so that the kernel's inputs stay bit for bit the same
+    eta_beta = [eta_from_lr(r, b, n) * b for r, b in zip(lr.tolist(), beta.tolist())]
+    weight = np.array([[a.loss_weight(eb) for a in algorithms] for eb in eta_beta], dtype=np.float64)
+    over_runs = np.array([switches.normalization_for(a, sampled) is MixtureNormalization.RUNS for a in algorithms],
+                         dtype=np.bool_)[alg_of]
+    trajectories = _kernel.Trajectories(
+        game=game,
+        loss=per_algorithm(_kernel.LOSS_CODES, "loss"),
+        opponent=per_algorithm(_kernel.OPPONENT_CODES, "opponent"),
+        anchor=per_algorithm(_kernel.ANCHOR_CODES, "anchor"),
+        scheme=per_algorithm(_kernel.SCHEME_CODES, "scheme"),
+        beta=beta[cfg_of],
+        lr=lr[cfg_of],
+        mixture=configs["mixture"].to_numpy(dtype=np.float64)[cfg_of],
+        weight=weight[cfg_of, alg_of],
+        magnet_period=np.full(K, config.magnet_period, dtype=np.int64),
+        mixture_over_runs=over_runs,
+    )
+
+    seeds = configs["seed"].to_numpy()
+    rng = np.array([trajectory_seed(int(seeds[c]), algorithms[a].name, int(r), int(c))
+                    for c, a, r in zip(cfg_of, alg_of, game)], dtype=np.uint64)
+
+    metrics = config.metrics
+    with_extra = "exploitability" in metrics or "kl_to_equilibrium" in metrics
+    with_average = "average_duality_gap" in metrics or "average_exploitability" in metrics
+    star = np.zeros((K, n) if with_extra else (1, 1))
+    if with_extra:
+        from .equilibria import regularized_equilibrium
+
+        for c, b in enumerate(configs["beta"]):
+            eq = regularized_equilibrium(P, logp_ref, float(b))
+            star[cfg_of == c] = log_softmax(eq.logits, axis=-1)[game[cfg_of == c]]
+
+    def recorded(needed: bool) -> np.ndarray:
+        return np.full((K, n_recorded) if needed else (1, 1), np.nan)
+
+    return _kernel.KernelInputs(
+        games=_kernel.Games(P=P, logp_ref=logp_ref),
+        trajectories=trajectories,
+        groups=_groups(runs, shared | over_runs, trajectories.scheme),
+        policy=_kernel.Policy(neural=config.policy == "neural", width=width, n_hidden=n_hidden, shared=shared),
+        gradient=_kernel.Gradient(sampled=sampled, num_samples=config.num_samples,
+                                  pair_from_policy=config.pair_sampling == "policy"),
+        recording=_kernel.Recording(record_every=config.record_every, total_steps=config.iterations,
+                                    with_extra=with_extra, star_logp=star, with_average=with_average),
+        state=_kernel.State(
+            params=np.ascontiguousarray(params0[game]),
+            prev_logp=np.zeros((K, n)),
+            magnet_logp=np.ascontiguousarray(logp_ref[game]),
+            rng=rng,
+            avg_sum=np.zeros((K, n) if with_average else (1, 1)),
+        ),
+        outputs=_kernel.Outputs(gap=np.full((K, n_recorded), np.nan), exploitability=recorded(with_extra),
+                                kl_to_equilibrium=recorded(with_extra), average_gap=recorded(with_average),
+                                average_exploitability=recorded(with_average)),
+    )
