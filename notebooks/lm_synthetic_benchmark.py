@@ -41,7 +41,7 @@ run = True                  # False: only draw a finished run already in benchma
 benchmark_dir = None        # None: <out_dir>/run (the benchmark's whole output, models included; ignored by git)
 sim_eta = None              # η of the dashed simulated curves (None: the common fitted η; nearest grid value)
 dpi = 150
-out_dir = None              # None: <repository>/figures/lm_synthetic_benchmark
+out_dir = None              # None: the scratch folder <repository>/runs/notebooks/lm_synthetic_benchmark (make reproduce: figures/lm_synthetic_benchmark)
 
 # %%
 NOTEBOOK = "lm_synthetic_benchmark"

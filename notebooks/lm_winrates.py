@@ -38,7 +38,7 @@ samples_per_prompt = None   # responses per prompt and model (None: the benchmar
 bootstrap = None            # bootstrap resamples of the prompts (None: the benchmark's own setting, 1000; 200 when fast)
 paper_csv = "data/paper_lm_winrates.csv"  # the paper's numbers, relative to notebooks/
 dpi = 150
-out_dir = None              # None: <repository>/figures/lm_winrates
+out_dir = None              # None: the scratch folder <repository>/runs/notebooks/lm_winrates (make reproduce: figures/lm_winrates)
 
 # %%
 NOTEBOOK = "lm_winrates"
