@@ -14,6 +14,10 @@ Trajectories are processed in *groups* that advance in lockstep; a group is one 
 under the reference implementation's conventions, where all runs of an algorithm form a group
 because they share the network weights or normalize the Nash-MD mixture over runs.
 
+Interface. :func:`run_chunk` takes the steps of a chunk and the named tuples of :class:`KernelInputs`
+(Games, Trajectories, Groups, Policy, Gradient, Recording, State, Outputs; each field's dtype, shape
+and meaning are documented where the tuple is defined); ``egpo_core._kernel_inputs`` builds them.
+
 For every trajectory the kernel computes the gradient g = ∂L/∂z of the algorithm's loss with
 respect to the logits z (closed form for exact expectations, sample averages otherwise) and
 back-propagates it into the parameters; then plain SGD with rate lr. With exact gradients, with

@@ -9,10 +9,10 @@
 
 A run is configured by one :class:`~egpo_core.config.SimulationConfig` (passed, or built from the
 keyword options); the data (games, π_ref, an optional π_0 and network) are arguments. Every
-(setting × algorithm × game) trajectory runs in one compiled loop (``egpo_core._kernel``), in
-parallel over trajectories. ``lr`` is the reference implementation's SGD learning rate; the
-mirror-descent step it implies is η = 4·lr/(Nβ) (``egpo_core.stepsizes``); whichever is given is
-stored exactly and the other derived.
+(setting × algorithm × game) trajectory runs in one compiled loop (``egpo_core._kernel``, its
+inputs built by ``egpo_core._kernel_inputs``), in parallel over trajectories. ``lr`` is the
+reference implementation's SGD learning rate; the mirror-descent step it implies is
+η = 4·lr/(Nβ) (``egpo_core.stepsizes``); whichever is given is stored exactly and the other derived.
 
 Conventions (``conventions=``):
     "default"   — the correct behaviour: Nash-MD mixture c = ηβ, mixtures normalized over actions,
