@@ -497,8 +497,8 @@ def run_chunk(
     π̄_t = Σ_{s≤t} π_s / (t + 1) are recorded too. (A chunk's last step is recorded again, complete,
     by the next chunk.)
     """
-    # Every field is read once, here, before the parallel loop: numba 0.68 drops stores into an array
-    # reached through a tuple inside prange (out.gap[k, r] = ... is lost), so the loop sees only locals.
+    # Every field is read once, here, before the parallel loop: numba (0.68 still) drops stores into an
+    # array reached through a named tuple inside prange (numba/numba#5872), so the loop sees only locals.
     P = games.P
     logp_ref_games = games.logp_ref
     game = trajectories.game

@@ -5,7 +5,7 @@ kernel and of the code that builds its inputs (``_kernel_inputs``) and check tha
 
 * run_chunk's parameters are the steps and the fields of KernelInputs, each annotated with its type;
 * every field of every tuple is read exactly once, by name, in run_chunk, and the parallel loop sees
-  no tuple (numba 0.68 drops stores into a tuple's arrays inside prange);
+  no tuple (numba drops stores into a named tuple's arrays inside prange, numba/numba#5872);
 * every tuple is built once, with every field named (no positional values);
 * every field has a docstring, and each array holds the dtype and shape its docstring states.
 
