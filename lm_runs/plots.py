@@ -95,12 +95,13 @@ def bench_frame(results: Mapping[str, Mapping], anchors: Mapping[str, Mapping[st
 
 def plot_bench(frame: pd.DataFrame, title: str = "") -> plt.Figure:
     """Per algorithm: our seconds per update as a bar stacked by phase, the anchors' bars beside it
-    (hatched, labelled with their value); the peak RSS above our bar."""
+    (hatched, labelled with their value); the peak RSS above our bar; ``title`` (the finding) above the
+    panel, wrapped to the figure's width."""
     algs = _ordered(frame["algorithm"])
     sources = [OURS] + [s for s in ANCHOR_SOURCES.values() if s in set(frame["source"])]
     width = 0.8 / len(sources)
     phase_colors = dict(zip(PHASES, plt.get_cmap("tab20c")([0, 4, 8, 12])))
-    fig, ax = plt.subplots(figsize=(2.0 + 1.5 * len(algs), 4.4))
+    fig, ax = plt.subplots(figsize=(2.0 + 1.5 * len(algs), 4.4), layout="constrained")
     ours = frame[frame["source"] == OURS]
     for j, source in enumerate(sources):
         offset = (j - (len(sources) - 1) / 2) * width
@@ -132,8 +133,11 @@ def plot_bench(frame: pd.DataFrame, title: str = "") -> plt.Figure:
     ax.set_ylabel("seconds per update")
     ax.set_ylim(0, frame["seconds"].max() * 1.3)
     ax.legend(fontsize=7, ncol=2, loc="upper left")
-    ax.set_title(title or f"seconds per NLHF update: {OURS} (left, by phase) beside the anchors", fontsize=10)
-    fig.tight_layout()
+    ax.set_title(f"seconds per NLHF update: {OURS} (left, by phase) beside the anchors", fontsize=10)
+    if title:
+        from egpo_core.plotting import add_title  # wrapped to the figure's width
+
+        add_title(fig, title, fontsize=11)
     return fig
 
 

@@ -142,7 +142,17 @@ anchors = json.loads((repo / "benchmarks" / "lm_anchors.json").read_text())
 lm = lm_plots.bench_frame(results, anchors["seconds_per_update"])
 lm.to_csv(out / "lm_seconds_per_update.csv", index=False)
 display(lm.pivot_table(index="algorithm", columns=["source", "phase"], values="seconds", sort=False))
-fig = lm_plots.plot_bench(lm)
+# the title states the finding: each algorithm's time against its fastest anchor, and the memory
+names = {"oipo1": "Online IPO 1", "egpo": "EGPO", "nashmd": "Nash-MD"}
+against = []
+for alg, by_source in anchors["seconds_per_update"].items():
+    if alg in results:
+        fastest = min(by_source.values())
+        against.append(f"{names.get(alg, alg)} {results[alg]['seconds_per_update']:.3f} s (anchor {fastest:.3f})")
+rss = [r["peak_rss_mib"] for r in results.values()]
+title = (("Per NLHF update: " + ", ".join(against) + "; ") if against else "") + \
+        f"peak RSS {min(rss):.0f}–{max(rss):.0f} MiB (anchors ≈ {anchors['peak_rss_mib']})"
+fig = lm_plots.plot_bench(lm, title=title)
 show(plotting.save_figure(fig, out / "lm_seconds_per_update", dpi=lm_dpi))
 
 # %% [markdown]
