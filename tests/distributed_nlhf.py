@@ -45,13 +45,22 @@ def main() -> None:
     parser.add_argument("--alg", default="egpo")
     parser.add_argument("--bf16", action="store_true")
     parser.add_argument("--judge_gather", action="store_true")
+    parser.add_argument("--use_peft", action="store_true", help="a LoRA policy; π_ref = its adapter disabled")
     args = parser.parse_args()
     # the single-process tests' settings (tests/test_nlhf_trainer.py), so both replay the same way
     tiny = {"model": args.model, "prompts": args.prompts}
     config = nlhf_config(tiny, args.out, judge=args.judge, alg=args.alg, deepspeed=args.deepspeed, bf16=args.bf16)
     tokenizer = AutoTokenizer.from_pretrained(args.model)
     model = AutoModelForCausalLM.from_pretrained(args.model)
-    ref = AutoModelForCausalLM.from_pretrained(args.model)
+    ref = None
+    if args.use_peft:
+        from peft import LoraConfig, get_peft_model
+
+        torch.manual_seed(0)  # the same adapter initialization on every rank
+        model = get_peft_model(model, LoraConfig(r=4, lora_alpha=8, lora_dropout=0.0, target_modules=["c_attn"],
+                                                 task_type="CAUSAL_LM"))
+    else:
+        ref = AutoModelForCausalLM.from_pretrained(args.model)
     inner = load_judge(args.judge)
     if args.judge_gather:
         from lm_runs.judges.gathering import GatheringJudge

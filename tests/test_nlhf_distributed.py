@@ -31,6 +31,7 @@ from test_nlhf_trainer import (
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from lm_runs.judge_server import create_app, serve_in_thread
+from lm_runs.logprobs import completion_logprobs
 from lm_runs.tiny import build_tiny_lm
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -59,7 +60,7 @@ def free_port() -> int:
 
 
 def launch(tiny, out: Path, judge: str, deepspeed: str | None, bf16: bool = False, gather: bool = False,
-           alg: str = "egpo") -> list[dict]:
+           alg: str = "egpo", peft: bool = False) -> list[dict]:
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": f"{ROOT / 'tests'}{os.pathsep}{ROOT}"}
     command = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--master_addr=127.0.0.1",
                f"--master_port={free_port()}",
@@ -70,6 +71,8 @@ def launch(tiny, out: Path, judge: str, deepspeed: str | None, bf16: bool = Fals
         command.append("--bf16")
     if gather:
         command.append("--judge_gather")
+    if peft:
+        command.append("--use_peft")
     done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-4000:]
     return [torch.load(out / f"records_rank{r}.pt", weights_only=False) for r in range(2)]
@@ -135,6 +138,25 @@ def test_two_ranks_under_zero3(tiny, tmp_path, judge_url, alg):
     assert largest_difference(ranks[0]["final"], theta_0) > 0.5 * LR  # the run moved the parameters
     for rank in ranks:
         assert largest_difference(rank["final"], expected) < 1e-2 * LR
+
+
+def test_two_ranks_lora_under_zero3_reference_is_the_base_model(tiny, tmp_path, judge_url):
+    """A LoRA policy under ZeRO-3: π_ref is the partitioned policy with its adapter disabled. The reference
+    log-probabilities of every rollout equal the base model's (computed here, unpartitioned, within 1e-5),
+    also after the first update has moved the adapter, and both ranks end with the same trained adapter."""
+    ranks = launch(tiny, tmp_path, judge_url, "zero3.json", alg="oipo1", peft=True)
+    base = AutoModelForCausalLM.from_pretrained(tiny["model"])
+    for rank in ranks:
+        assert len(rank["records"]) == 2
+        for record in rank["records"]:
+            r = record["rollout"]
+            with torch.no_grad():
+                expected = completion_logprobs(base, r["prompt_ids"], r["prompt_mask"], r["completion_ids"], r["completion_mask"])
+            torch.testing.assert_close(r["ref_logp"], expected, rtol=0, atol=1e-5)
+    finals = [rank["final"] for rank in ranks]
+    assert set(finals[0]) and all("lora_" in name for name in finals[0])  # only the adapter trains
+    assert largest_difference(finals[0], finals[1]) == 0.0
+    assert max(float(v.abs().max()) for n, v in finals[0].items() if "lora_B" in n) > 1e-4  # B moved from 0
 
 
 def test_two_ranks_egpo_zero2_bf16_restores_the_fp32_master(tiny, tmp_path, judge_url):
