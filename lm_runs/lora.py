@@ -17,7 +17,8 @@ __all__ = ["LoraArguments", "lora_config"]
 @dataclass
 class LoraArguments:
     """The ``--use_peft`` / ``--lora_*`` fields; a mixin of the entry points' ``TrainingArguments``
-    subclasses (the paper's values live in the presets of ``lm_runs/configs/``)."""
+    subclasses, or a dataclass of its own for ``HfArgumentParser`` (the paper's values live in the presets
+    of ``lm_runs/configs/``)."""
 
     use_peft: bool = field(default=False, metadata={"help": "Train LoRA adapters instead of all weights."})
     """Train LoRA adapters (for NLHF, π_ref is then the base model with the adapter disabled)."""
@@ -43,7 +44,9 @@ class LoraArguments:
             raise ValueError(f"--lora_alpha must be > 0, got {self.lora_alpha!r}")
         if not (isinstance(self.lora_dropout, (int, float)) and 0.0 <= self.lora_dropout < 1.0):
             raise ValueError(f"--lora_dropout must lie in [0, 1), got {self.lora_dropout!r}")
-        super().__post_init__()  # TrainingArguments' own checks
+        parent = getattr(super(), "__post_init__", None)
+        if parent is not None:  # TrainingArguments' own checks when mixed into it; none when used alone
+            parent()
 
 
 def lora_config(config: Any, task_type: str):

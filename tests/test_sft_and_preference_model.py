@@ -64,6 +64,20 @@ def completion_logprobs(model, tokenizer, prompt, completion):
 # ------------------------------------------------------------------------------------------ SFT
 
 
+def test_lora_arguments_alone_and_their_checks():
+    """LoraArguments works as a dataclass of its own (HfArgumentParser with several dataclasses) and
+    refuses a bad rank, α or dropout with one message naming the flag."""
+    from lm_runs.lora import LoraArguments, lora_config
+
+    (lora,) = parse_config([LoraArguments], ["--use_peft", "true", "--lora_r", "4", "--lora_target_modules", "all-linear"])
+    assert (lora.use_peft, lora.lora_r, lora.lora_alpha) == (True, 4, 32)
+    peft_config = lora_config(lora, "CAUSAL_LM")
+    assert (peft_config.r, peft_config.lora_alpha, peft_config.target_modules) == (4, 32, "all-linear")
+    for flags, message in [({"lora_r": 0}, "--lora_r"), ({"lora_alpha": 0}, "--lora_alpha"), ({"lora_dropout": 1.0}, "--lora_dropout")]:
+        with pytest.raises(ValueError, match=message):
+            LoraArguments(**flags)
+
+
 def test_sft_config_defaults_and_help():
     (config,) = parse_config([sft.SFTConfig], ["--output_dir", "x"])
     assert config.learning_rate == 1e-5 and config.num_train_epochs == 5
