@@ -1,7 +1,7 @@
 """Atomic file writes: a reader sees either the old file or the complete new one, never a partial one.
 
 Every file egpo writes (results, figures, games, caches) goes through :func:`atomic_path` or
-:func:`atomic_write`:
+:func:`atomic_write` (:func:`write_jsonl` for JSON-lines files):
 
 1. a temporary file is created next to the target (same folder, hence same file system, so the
    final rename is atomic) with ``os.open(..., 0o666)``, so the kernel applies the user's umask
@@ -17,13 +17,14 @@ Standard library only, so importing it costs nothing.
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import secrets
 import stat
 from pathlib import Path
-from typing import BinaryIO, Callable, Iterator
+from typing import Any, BinaryIO, Callable, Iterable, Iterator, Mapping
 
-__all__ = ["atomic_path", "atomic_write"]
+__all__ = ["atomic_path", "atomic_write", "write_jsonl"]
 
 # 0o666 is what open() asks for; the kernel removes the umask's bits from it.
 _PLAIN_OPEN_MODE = 0o666
@@ -123,3 +124,12 @@ def atomic_write(
         else:
             content(handle)
     return target
+
+
+def write_jsonl(path: str | os.PathLike[str], rows: Iterable[Mapping[str, Any]]) -> Path:
+    """Write ``rows`` as JSON lines (one ``json.dumps(row)`` per line, UTF-8, non-ASCII characters
+    kept as they are) to ``path`` atomically (:func:`atomic_write`): a reader sees the previous file
+    or all the rows, never a part. ``rows`` is consumed before anything is written, so a row that is
+    not JSON-serializable raises ``TypeError`` and leaves ``path`` untouched. Returns ``path``."""
+    text = "".join(json.dumps(dict(row), ensure_ascii=False) + "\n" for row in rows)
+    return atomic_write(path, text)

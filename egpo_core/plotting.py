@@ -27,7 +27,7 @@ import numpy as np
 import seaborn as sns
 from matplotlib.lines import Line2D
 
-from .algorithms import ALGORITHMS, get_algorithm
+from .algorithms import ALGORITHMS, algorithm_color, display_name
 from .files import atomic_path
 from .rates import CLASSES, DIVERGES_DEFINITION
 from .simulate import SimulationResult
@@ -65,10 +65,10 @@ _MARKERS_PER_CURVE = 6
 _MAX_POINTS = 250  # bins per curve: fine enough for a panel, coarse enough to average an oscillation
 
 
-def algorithm_colors() -> dict[str, tuple]:
-    """A fixed colour per algorithm name, the same in every figure."""
-    palette = sns.color_palette("tab10", len(ALGORITHMS))
-    return dict(zip(ALGORITHMS, palette))
+def algorithm_colors() -> dict[str, str]:
+    """Registry name → the colour its module declares (:func:`egpo_core.algorithms.algorithm_color`),
+    for every registered algorithm."""
+    return {name: algorithm_color(name) for name in ALGORITHMS}
 
 
 class GapCurve(NamedTuple):
@@ -187,14 +187,13 @@ def plot_gap_panels(
     nrows = -(-(used + 1) // ncols)
     fig, axes = plt.subplots(nrows, ncols, figsize=(3.3 * ncols, 2.5 * nrows + 0.6), squeeze=False,
                              sharex=True, sharey=True, layout="constrained")
-    colors = algorithm_colors()
     gradient = result.settings.get("gradient", "exact")
     style = "-" if gradient == "sampled" else "--"
     data = result.values[metric][config]
     records = records_per_window(result.steps, window)
     for a in _ordered(result.algorithms):
         name = result.algorithms[a]
-        options = dict(color=colors.get(name), style=style, label=get_algorithm(name).label,
+        options = dict(color=algorithm_color(name), style=style, label=display_name(name),
                        highlight=name == HIGHLIGHT)
         smoothed = moving_average(data[a], records)
         with warnings.catch_warnings():  # a record where every run diverged stays NaN
@@ -233,7 +232,7 @@ def plot_gap_panels(
 
 def _legend_order(labels: Sequence[str], names: Sequence[str]) -> list[int]:
     """Legend entries in the order of ``names`` (the drawing order puts EGPO last)."""
-    rank = {get_algorithm(n).label if n in ALGORITHMS else n: k for k, n in enumerate(names)}
+    rank = {_series_label(n): k for k, n in enumerate(names)}
     return sorted(range(len(labels)), key=lambda k: rank.get(labels[k], len(rank)))
 
 
@@ -251,7 +250,6 @@ def plot_picked(
     one y-axis [``cutoff``, 1]; panel titles are the mapping's keys, each with β and η."""
     fig, axes = plt.subplots(1, len(results), figsize=(4.6 * len(results), 3.8), squeeze=False, sharey=True,
                              layout="constrained")
-    colors = algorithm_colors()
     gradients = set()
     for ax, (label, result) in zip(axes.flat, results.items()):
         gradient = result.settings.get("gradient", "exact")
@@ -260,8 +258,8 @@ def plot_picked(
         for a in _ordered(result.algorithms):
             name = result.algorithms[a]
             c = gap_curve(result.steps, data[a, run], window, cutoff, max_points)
-            _draw_series(ax, *c, color=colors.get(name), style="-" if gradient == "sampled" else "--",
-                         label=get_algorithm(name).label, highlight=name == HIGHLIGHT)
+            _draw_series(ax, *c, color=algorithm_color(name), style="-" if gradient == "sampled" else "--",
+                         label=display_name(name), highlight=name == HIGHLIGHT)
         format_gap_axis(ax, cutoff)
         ax.set_title(f"{label}\n{_config_text(result, 0)}", fontsize=10)
         ax.set_xlabel("# updates $t$")
@@ -276,21 +274,26 @@ def plot_picked(
     return fig
 
 
-def save_figure(fig: plt.Figure, stem: str | os.PathLike, formats: Sequence[str] = ("png", "pdf"),
-                dpi: int = 150) -> list[Path]:
-    """Write ``stem.png`` and ``stem.pdf`` (``formats``) at ``dpi`` through
-    :func:`egpo_core.files.atomic_path` (complete files or none, the user's umask), close the figure,
-    and return the paths. ``stem`` is a path without extension; dots in it are kept
-    (``gap_beta0.1`` → ``gap_beta0.1.png``). PDFs carry no creation date, so a re-run writes the same
-    bytes."""
-    stem = Path(stem)
+def save_figure(fig: plt.Figure, path: str | os.PathLike, formats: Sequence[str] = ("png", "pdf"),
+                dpi: int = 150, *, bbox_inches: str | None = None) -> list[Path]:
+    """The one figure-saving routine of the project: write the figure as PNG and PDF (``formats``) side
+    by side at ``dpi``, each through :func:`egpo_core.files.atomic_path` (complete files or none, the
+    user's umask), close the figure, and return the paths written.
+
+    ``path`` is either the PNG's path (``out/gap.png`` → ``out/gap.png`` and ``out/gap.pdf``) or a
+    stem without extension, whose dots are kept (``gap_beta0.1`` → ``gap_beta0.1.png``): a final
+    suffix is dropped only when it names one of ``formats``. The folder is created if missing.
+    ``bbox_inches="tight"`` crops the figure to its drawn content (``Figure.savefig``'s option). PDFs
+    carry no creation date, so a re-run writes the same bytes."""
+    path = Path(path)
+    stem = path.with_suffix("") if path.suffix.lower().lstrip(".") in formats else path
     stem.parent.mkdir(parents=True, exist_ok=True)
     written = []
     for fmt in formats:
         target = stem.parent / f"{stem.name}.{fmt}"
         metadata = {"CreationDate": None} if fmt == "pdf" else None
         with atomic_path(target) as tmp:
-            fig.savefig(tmp, format=fmt, dpi=dpi, metadata=metadata)
+            fig.savefig(tmp, format=fmt, dpi=dpi, metadata=metadata, bbox_inches=bbox_inches)
         written.append(target)
     plt.close(fig)
     return written
@@ -329,17 +332,20 @@ def add_title(fig: plt.Figure, title: str, fontsize: float = 12) -> plt.Figure:
     return fig
 
 
-def _series_color(name: str, fallback: dict) -> tuple:
-    colors = algorithm_colors()
-    if name in colors:
-        return colors[name]
+def _series_color(name: str, fallback: dict) -> str | tuple:
+    """An algorithm's declared colour; a series that is no algorithm takes the next colour of
+    seaborn's "dark" palette, remembered in ``fallback`` for the rest of the figure."""
+    color = algorithm_color(name, default=None)
+    if color is not None:
+        return color
     if name not in fallback:
         fallback[name] = sns.color_palette("dark", 10)[len(fallback) % 10]
     return fallback[name]
 
 
 def _series_label(name: str) -> str:
-    return get_algorithm(name).label if name in ALGORITHMS else name
+    """An algorithm's display name; any other series name unchanged."""
+    return display_name(name, default=name)
 
 
 def plot_median_grid(
@@ -592,7 +598,7 @@ def plot_conventions_dumbbell(table, conventions: Sequence[str] = ("reference", 
         for k, row in part.iterrows():
             a = max(row[f"median_{first}"], floor)
             b = max(row[f"median_{second}"], floor)
-            color = algorithm_colors().get(row["algorithm"])
+            color = algorithm_color(row["algorithm"], default=None)
             ax.plot([a, b], [k, k], color=color, linewidth=1.5)
             # the square is larger and under the dot: equal medians show a dot inside a square
             ax.plot(b, k, "s", color=color, markersize=8, mfc="white")

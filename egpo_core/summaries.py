@@ -194,11 +194,11 @@ def round_significant(frame: pd.DataFrame, digits: int = 6) -> pd.DataFrame:
 
 def short_label(name: str) -> str:
     """The figure label of an algorithm, "OMD" for Online IPO 1 (titles are short)."""
-    from .algorithms import ALGORITHMS, get_algorithm
+    from .algorithms import display_name
 
     if name == "oipo1":
         return "OMD"
-    return get_algorithm(name).label if name in ALGORITHMS else name
+    return display_name(name, default=name)
 
 
 def gap_finding(summary: pd.DataFrame, threshold: float = 1e-6, highlight: str = "egpo") -> str:

@@ -149,3 +149,70 @@ def test_a_second_module_with_a_taken_name_is_refused(tmp_path, monkeypatch):
     ''')
     with pytest.raises(ImportError, match="declares the algorithm name 'egpo' a second time"):
         algorithms._registry()
+
+
+# ---------------------------------------------------------------------------------------------
+# names, aliases, display names and colours: declared once, in each algorithm's module
+# ---------------------------------------------------------------------------------------------
+
+# the colours every figure drew before the algorithms declared them: matplotlib's tab10, listing order
+TAB10 = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f")
+
+
+def test_each_module_declares_its_colour_the_tab10_of_the_listing_order():
+    assert tuple(algorithms.algorithm_color(name) for name in ALGORITHMS) == TAB10
+    # the figures' helper gives the same colours (the eight distinct)
+    assert len(set(TAB10)) == len(ALGORITHMS)
+
+
+@pytest.mark.parametrize("alias,name", [
+    ("eg", "egpo"), ("EGPO", "egpo"), ("nmd", "nash_md"), ("NashMD", "nash_md"), ("nmdpg", "nash_md_pg"),
+    ("nashmdpg", "nash_md_pg"), ("online_ipo1", "oipo1"), ("Online_IPO2", "oipo2"), (" sppo ", "sppo"),
+    ("OMWU", "omwu"),
+])
+def test_get_algorithm_accepts_names_and_aliases_case_insensitively(alias, name):
+    assert get_algorithm(alias).name == name
+    assert algorithms.display_name(alias) == get_algorithm(name).label
+    assert algorithms.algorithm_color(alias) == get_algorithm(name).color
+
+
+def test_an_unknown_name_lists_names_with_their_aliases():
+    with pytest.raises(ValueError, match=r"unknown algorithm 'nashmd2'; known: .*nash_md \(nashmd, nmd\).*egpo \(eg\)"):
+        get_algorithm("nashmd2")
+    with pytest.raises(ValueError, match="unknown algorithm 'x'"):
+        algorithms.algorithm_color("x")
+    assert algorithms.algorithm_color("x", default=None) is None
+    assert algorithms.display_name("conventions", default="conventions") == "conventions"
+
+
+def test_display_names_are_the_labels():
+    assert [algorithms.display_name(n) for n in ("oipo1", "nash_md_pg", "egpo")] == [
+        "Online IPO 1 (OMD)", "Nash-MD-PG", "EGPO"]
+
+
+@pytest.mark.parametrize("changes,message", [
+    (dict(color="red"), "color must be a hex colour '#rrggbb', got 'red'"),
+    (dict(color="#12345"), "color must be a hex colour"),
+    (dict(aliases="eg"), "aliases must be a tuple of non-empty names"),
+    (dict(aliases=("",)), "aliases must be a tuple of non-empty names"),
+])
+def test_a_bad_colour_or_alias_is_refused_when_declared(changes, message):
+    with pytest.raises(ValueError, match=message):
+        dataclasses.replace(get_algorithm("egpo"), name="bad", **changes)
+
+
+def test_an_algorithm_without_a_colour_is_drawn_in_the_undeclared_colour():
+    bare = dataclasses.replace(get_algorithm("egpo"), name="bare", color=None, aliases=("B",))
+    assert bare.aliases == ("b",)
+    assert algorithms.algorithm_color(bare) == algorithms.UNDECLARED_COLOR
+
+
+def test_an_alias_taken_by_another_algorithm_is_refused(tmp_path, monkeypatch):
+    _extra_module(tmp_path, monkeypatch, "zz_alias_clash", '''
+        import dataclasses
+        from egpo_core.algorithms.egpo import ALGORITHM as EGPO
+
+        ALGORITHM = dataclasses.replace(EGPO, name="egpo_again", aliases=("NMD",))
+    ''')
+    with pytest.raises(ImportError, match="the name or alias 'nmd' of 'egpo_again' is already taken by 'nash_md'"):
+        algorithms._registry()

@@ -115,3 +115,20 @@ def test_import_is_light():
     code = "import sys, egpo_core.files; print(sorted({'numpy', 'torch', 'pandas'} & set(sys.modules)))"
     loaded = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip()
     assert loaded == "[]"
+
+
+def test_write_jsonl_writes_one_object_per_line_keeping_unicode(tmp_path):
+    from egpo_core.files import write_jsonl
+
+    path = write_jsonl(tmp_path / "rows.jsonl", ({"prompt": p, "i": i} for i, p in enumerate(["héllo", "x"])))
+    assert path.read_bytes() == '{"prompt": "héllo", "i": 0}\n{"prompt": "x", "i": 1}\n'.encode()
+    assert os.listdir(tmp_path) == ["rows.jsonl"]
+
+
+def test_write_jsonl_leaves_the_old_file_when_a_row_is_not_json(tmp_path):
+    from egpo_core.files import write_jsonl
+
+    path = write_jsonl(tmp_path / "rows.jsonl", [{"a": 1}])
+    with pytest.raises(TypeError):
+        write_jsonl(path, [{"a": 2}, {"b": object()}])
+    assert path.read_text() == '{"a": 1}\n' and os.listdir(tmp_path) == ["rows.jsonl"]

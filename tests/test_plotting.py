@@ -161,3 +161,24 @@ def test_final_metric_draws_egpo_on_top_with_hollow_markers():
     reference = next(line for line in ax.lines if "itself" in line.get_label())
     assert reference.get_zorder() > top.get_zorder() and reference.get_linestyle() == "--"
     matplotlib.pyplot.close(fig)
+
+
+def test_save_figure_takes_the_png_path_and_writes_the_pdf_beside(tmp_path, result):
+    written = save_figure(plot_gap_panels(result), tmp_path / "sub" / "gap_curves.png", dpi=130, bbox_inches="tight")
+    assert [p.name for p in written] == ["gap_curves.png", "gap_curves.pdf"]
+    assert sorted(p.name for p in (tmp_path / "sub").iterdir()) == ["gap_curves.pdf", "gap_curves.png"]
+    with Image.open(written[0]) as image:
+        assert min(image.info["dpi"]) == pytest.approx(130, abs=0.5)
+
+
+def test_every_curve_has_its_algorithms_declared_colour(result):
+    from matplotlib.colors import to_hex
+
+    from egpo_core.algorithms import algorithm_color
+
+    fig = plot_gap_panels(result)
+    by_label = {line.get_label(): to_hex(line.get_color()) for line in fig.axes[0].lines}
+    assert by_label == {"Online IPO 1 (OMD)": algorithm_color("oipo1"), "EGPO": algorithm_color("egpo"),
+                        "Nash-MD": algorithm_color("nash_md")}
+    assert by_label["EGPO"] == "#9467bd"  # tab10's purple, as before the colours were declared
+    matplotlib.pyplot.close(fig)

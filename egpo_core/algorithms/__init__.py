@@ -8,10 +8,13 @@ as ``ALGORITHM``, an :class:`~egpo_core.algorithms.base.Algorithm`, and is regis
 Adding an algorithm that recombines existing choices is one new module here, e.g. ``my_method.py``
 with the equations in its docstring, a numpy ``closed_form`` and
 
-    ALGORITHM = Algorithm(name="my_method", label="My method", loss="ipo", opponent="mixture",
-                          anchor="current", scheme="extragradient", closed_form=closed_form)
+    ALGORITHM = Algorithm(name="my_method", label="My method", aliases=("mm",), color="#17becf",
+                          loss="ipo", opponent="mixture", anchor="current", scheme="extragradient",
+                          closed_form=closed_form)
 
-Nothing else changes: the torch losses, the schemes and the simulator kernel dispatch on the
+The module is the one place its name, aliases, display name and figure colour are declared:
+:func:`get_algorithm` accepts the name or any alias case-insensitively, and every figure and command
+line reads :func:`display_name` and :func:`algorithm_color`. Nothing else changes: the torch losses, the schemes and the simulator kernel dispatch on the
 declared fields, never on names, and every accepted combination of fields runs the same math in the
 kernel as in the losses (tests/test_field_combinations.py); combinations that have no meaning are
 refused when the ``Algorithm`` is built. New modules are listed after the eight below, by module
@@ -27,6 +30,7 @@ import pkgutil
 from .base import (
     NAMED_CONVENTIONS,
     OPPONENT_TERMS,
+    UNDECLARED_COLOR,
     Algorithm,
     Anchor,
     ConventionSwitches,
@@ -61,6 +65,11 @@ def _registry() -> dict[str, Algorithm]:
             raise ImportError(f"{module.__name__} must declare ALGORITHM = Algorithm(...), got {algorithm!r}")
         if algorithm.name in registry:
             raise ImportError(f"{module.__name__} declares the algorithm name {algorithm.name!r} a second time")
+        taken = {key: other.name for other in registry.values() for key in (other.name.lower(), *other.aliases)}
+        for key in (algorithm.name.lower(), *algorithm.aliases):
+            if key in taken:
+                raise ImportError(f"{module.__name__}: the name or alias {key!r} of {algorithm.name!r} is already "
+                                  f"taken by {taken[key]!r}")
         registry[algorithm.name] = algorithm
     return registry
 
@@ -68,14 +77,58 @@ def _registry() -> dict[str, Algorithm]:
 ALGORITHMS: dict[str, Algorithm] = _registry()
 
 
+def _known() -> str:
+    """``oipo1 (online_ipo1), …, egpo (eg), mpo, …``: every name with its aliases, for error messages."""
+    return ", ".join(f"{a.name} ({', '.join(a.aliases)})" if a.aliases else a.name for a in ALGORITHMS.values())
+
+
 def get_algorithm(name: str | Algorithm) -> Algorithm:
-    """Look an algorithm up by name; raises ``ValueError`` listing the known names."""
+    """Look an algorithm up by its registry name or any of its aliases, case-insensitively
+    (``"EGPO"``, ``"eg"``, ``"nmd"``, ``"nashmdpg"``, ``"online_ipo1"`` …); an :class:`Algorithm`
+    passes through. Raises ``ValueError`` listing the names and their aliases."""
     if isinstance(name, Algorithm):
         return name
+    found = ALGORITHMS.get(name)
+    if found is not None:
+        return found
+    key = name.strip().lower() if isinstance(name, str) else None
+    for algorithm in ALGORITHMS.values():
+        if key == algorithm.name.lower() or key in algorithm.aliases:
+            return algorithm
+    raise ValueError(f"unknown algorithm {name!r}; known: {_known()}")
+
+
+_RAISE = object()
+
+
+def _declared(name: str | Algorithm, default: object) -> Algorithm | None:
+    """The algorithm called ``name``; None when it is unknown and a ``default`` was given."""
     try:
-        return ALGORITHMS[name]
-    except KeyError:
-        raise ValueError(f"unknown algorithm {name!r}; known: {', '.join(ALGORITHMS)}") from None
+        return get_algorithm(name)
+    except ValueError:
+        if default is _RAISE:
+            raise
+        return None
+
+
+def algorithm_color(name: str | Algorithm, default: str | object = _RAISE) -> str:
+    """The colour ``"#rrggbb"`` every figure draws the algorithm ``name`` (a name or an alias) in: the
+    one its module declares (:data:`UNDECLARED_COLOR` for an algorithm declared without one). An
+    unknown name raises ``ValueError``, or gives ``default`` when one is passed (figures whose series
+    are not all algorithms)."""
+    algorithm = _declared(name, default)
+    if algorithm is None:
+        return default  # type: ignore[return-value]
+    return algorithm.color or UNDECLARED_COLOR
+
+
+def display_name(name: str | Algorithm, default: str | object = _RAISE) -> str:
+    """The algorithm's display name in figures and tables (its ``label``: ``"nmdpg"`` → ``"Nash-MD-PG"``).
+    An unknown name raises ``ValueError``, or gives ``default`` when one is passed."""
+    algorithm = _declared(name, default)
+    if algorithm is None:
+        return default  # type: ignore[return-value]
+    return algorithm.label
 
 
 __all__ = [
@@ -93,6 +146,9 @@ __all__ = [
     "ALGORITHMS",
     "PAPER_ALGORITHMS",
     "get_algorithm",
+    "algorithm_color",
+    "display_name",
+    "UNDECLARED_COLOR",
     "center",
     "geometric_mixture_logits",
     "mirror_descent_step",

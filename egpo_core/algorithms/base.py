@@ -15,6 +15,7 @@ the same declaration.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Callable, Literal
@@ -78,6 +79,11 @@ class MixtureNormalization(StrEnum):
 
 OpponentSource = Literal["current", "mixture", "previous", "pair"]
 
+_HEX_COLOR = re.compile(r"#[0-9a-fA-F]{6}")
+
+#: The colour of an algorithm that declares none (one built outside the registry, e.g. in a test).
+UNDECLARED_COLOR = "#808080"
+
 __all__ = [
     "LossFamily",
     "Opponent",
@@ -88,6 +94,7 @@ __all__ = [
     "ConventionSwitches",
     "NAMED_CONVENTIONS",
     "Algorithm",
+    "UNDECLARED_COLOR",
     "OpponentTerm",
     "OPPONENT_TERMS",
     "mirror_descent_step",
@@ -146,6 +153,11 @@ class Algorithm:
         closed_form: exact tabular update ``f(theta, ref_logits, P, eta, beta, **state) -> theta'``.
         loss_weight: multiplier of the loss as a function of ηβ (MPO's proximal step needs 1/(1+ηβ)).
         reference: the paper that introduced it.
+        aliases: other names :func:`~egpo_core.algorithms.get_algorithm` accepts for it (the
+            reference script's ``eg``, ``nmd``, …), stored lower-case: names match case-insensitively.
+        color: its colour in every figure, ``"#rrggbb"`` (the registered eight: matplotlib's tab10 in
+            listing order); ``None`` for an algorithm declared outside the registry, drawn in
+            :data:`UNDECLARED_COLOR`.
     """
 
     name: str
@@ -157,8 +169,15 @@ class Algorithm:
     closed_form: Callable[..., np.ndarray] = field(repr=False)
     loss_weight: Callable[[float], float] = field(default=lambda eta_beta: 1.0, repr=False)
     reference: str = ""
+    aliases: tuple[str, ...] = ()
+    color: str | None = None
 
     def __post_init__(self) -> None:
+        if isinstance(self.aliases, str) or not all(isinstance(a, str) and a.strip() for a in self.aliases):
+            raise ValueError(f"algorithm {self.name!r}: aliases must be a tuple of non-empty names, got {self.aliases!r}")
+        object.__setattr__(self, "aliases", tuple(a.strip().lower() for a in self.aliases))
+        if self.color is not None and not _HEX_COLOR.fullmatch(str(self.color)):
+            raise ValueError(f"algorithm {self.name!r}: color must be a hex colour '#rrggbb', got {self.color!r}")
         # each choice is checked (and stored as its enum member) when the algorithm is declared
         for name, vocabulary in (("loss", LossFamily), ("opponent", Opponent), ("anchor", Anchor), ("scheme", Scheme)):
             value = getattr(self, name)

@@ -26,6 +26,8 @@ def closed_form(theta: np.ndarray, ref_logits: np.ndarray, P: np.ndarray, eta: f
 ALGORITHM = Algorithm(
     name="egpo",
     label="EGPO",
+    aliases=("eg",),
+    color="#9467bd",
     loss="ipo",
     opponent="current",
     anchor="reference",

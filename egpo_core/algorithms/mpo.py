@@ -35,6 +35,7 @@ def closed_form(
 ALGORITHM = Algorithm(
     name="mpo",
     label="MPO",
+    color="#8c564b",
     loss="ipo",
     opponent="current",
     anchor="magnet",

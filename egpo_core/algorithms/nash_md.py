@@ -27,6 +27,8 @@ def closed_form(
 ALGORITHM = Algorithm(
     name="nash_md",
     label="Nash-MD",
+    aliases=("nashmd", "nmd"),
+    color="#2ca02c",
     loss="ipo",
     opponent="mixture",
     anchor="reference",

@@ -34,6 +34,8 @@ def closed_form(
 ALGORITHM = Algorithm(
     name="nash_md_pg",
     label="Nash-MD-PG",
+    aliases=("nashmdpg", "nmdpg"),
+    color="#d62728",
     loss="pg",
     opponent="mixture",
     anchor="reference",

@@ -34,6 +34,7 @@ def closed_form(
 ALGORITHM = Algorithm(
     name="omwu",
     label="OMWU",
+    color="#7f7f7f",
     loss="ipo",
     opponent="optimistic",
     anchor="reference",

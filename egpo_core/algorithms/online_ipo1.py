@@ -23,6 +23,8 @@ def closed_form(theta: np.ndarray, ref_logits: np.ndarray, P: np.ndarray, eta: f
 ALGORITHM = Algorithm(
     name="oipo1",
     label="Online IPO 1 (OMD)",
+    aliases=("online_ipo1",),
+    color="#1f77b4",
     loss="ipo",
     opponent="current",
     anchor="reference",

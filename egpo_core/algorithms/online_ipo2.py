@@ -33,6 +33,8 @@ def closed_form(theta: np.ndarray, ref_logits: np.ndarray, P: np.ndarray, eta: f
 ALGORITHM = Algorithm(
     name="oipo2",
     label="Online IPO 2",
+    aliases=("online_ipo2",),
+    color="#ff7f0e",
     loss="ipo2",
     opponent="pairwise",
     anchor="reference",

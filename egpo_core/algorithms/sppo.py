@@ -24,6 +24,7 @@ def closed_form(theta: np.ndarray, ref_logits: np.ndarray, P: np.ndarray, eta: f
 ALGORITHM = Algorithm(
     name="sppo",
     label="SPPO",
+    color="#e377c2",
     loss="ipo",
     opponent="current",
     anchor="current",
