@@ -13,9 +13,10 @@ import pandas as pd
 import pytest
 
 from lm_runs import evaluate as ev
+from lm_runs.evaluate.orchestration import file_stem
 from lm_runs.evaluate import EvaluationError, EvaluationSettings, discover_runs, evaluate, main, win_rate_ci
 from lm_runs.judges import CallableJudge, CheckedJudge, JudgeError
-from lm_runs.tables import render_pairwise, render_vs_reference
+from lm_runs.evaluate.tables import render_pairwise, render_vs_reference
 
 PROMPTS = [
     "tell me about the cat",
@@ -105,7 +106,7 @@ def _with_generations(baseline, tmp_path: Path) -> Path:
 
 
 def _generations(out: Path, name: str) -> dict[tuple[int, int], str]:
-    rows = [json.loads(line) for line in (out / "generations" / f"{ev._stem(name)}.jsonl").read_text().splitlines()]
+    rows = [json.loads(line) for line in (out / "generations" / f"{file_stem(name)}.jsonl").read_text().splitlines()]
     return {(r["prompt"], r["sample"]): r["text"] for r in rows}
 
 
@@ -301,7 +302,7 @@ def test_missing_judgements_are_counted_excluded_and_reported(zoo, baseline, tmp
         row = _entry(result.winrates, m.name, "reference", "all")
         assert row.n_missing == 2 * K and row.n_pairs == 4 * K
         assert row.win_rate == pytest.approx(np.mean([base(gen[i, j], ref[i, j]) for i in kept for j in range(K)]), abs=1e-12)
-        lines = [json.loads(x) for x in (out / "judgements" / f"{ev._stem(m.name)}__vs__reference.jsonl").read_text().splitlines()]
+        lines = [json.loads(x) for x in (out / "judgements" / f"{file_stem(m.name)}__vs__reference.jsonl").read_text().splitlines()]
         missing = [r for r in lines if r["p_ab"] is None]
         assert sorted({r["prompt"] for r in missing}) == [2, 5]
         assert all(r["error"] for r in missing)
@@ -364,7 +365,7 @@ class Killed(Exception):
 def test_killed_evaluation_resumes_to_the_same_tables_without_redoing_work(zoo, baseline, tmp_path, monkeypatch):
     out = tmp_path / "out"
     models = baseline["models"]
-    real_generate = ev.generate_completions
+    real_generate = ev.responses.generate_completions
     generated = {"calls": 0, "rows": 0}
     limit = {"generate": 7, "judge": None}
 
@@ -384,7 +385,7 @@ def test_killed_evaluation_resumes_to_the_same_tables_without_redoing_work(zoo, 
         judged["pairs"] += len(completions)
         return shorter(prompts, completions)
 
-    monkeypatch.setattr(ev, "generate_completions", generate_hook)
+    monkeypatch.setattr(ev.responses, "generate_completions", generate_hook)
     with pytest.raises(Killed):  # dies in the third model's generation (3 batches per model)
         evaluate(models, zoo["ref"], PROMPTS, judge, SETTINGS, out)
     assert generated["calls"] == 7 and judged["calls"] == 0

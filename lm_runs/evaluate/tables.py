@@ -1,5 +1,8 @@
 """The evaluation's two tables in the paper's layout, as Markdown and LaTeX.
 
+:func:`render_tables` picks the entries from the tidy win rates; :func:`render_vs_reference` and
+:func:`render_pairwise` lay out plain dicts.
+
 * **vs reference, by epoch** — one row per algorithm, one column per epoch ``k`` (the folder
   ``epochs/epoch-k``, 1-based: the model after k epochs of updates), entry = win rate of that
   model against π_ref in percent.
@@ -23,9 +26,11 @@ from __future__ import annotations
 
 import math
 import re
-from typing import Mapping, Sequence
+from typing import Any, Mapping, Sequence
 
-__all__ = ["format_percent", "epoch_number", "render_vs_reference", "render_pairwise", "latex_escape"]
+from .settings import ModelSpec
+
+__all__ = ["format_percent", "epoch_number", "render_vs_reference", "render_pairwise", "latex_escape", "render_tables"]
 
 _EPOCH = re.compile(r"^(?:.*/)?epoch-(\d+)$")
 
@@ -178,3 +183,42 @@ def render_pairwise(
             cells.append(format_percent(value, latex=latex, ci=interval if ci is not None else None))
         rows.append([shown(r)] + cells)
     return _latex(header, rows) if latex else _markdown(header, rows)
+
+
+def render_tables(
+    winrates: Any,
+    models: Sequence[ModelSpec],
+    selected: Mapping[str, Sequence[str]],
+    *,
+    vs_reference_split: str = "all",
+    pairwise_split: str = "report",
+) -> dict[str, str]:
+    """The Markdown and LaTeX tables from the tidy win rates (a DataFrame as :func:`evaluate` writes).
+
+    Returns ``{"vs_reference.md", "vs_reference.tex", "pairwise.md", "pairwise.tex"}`` and the same
+    with ``_ci`` (entries followed by their 95% interval). vs reference: row = algorithm, column =
+    epoch, on ``vs_reference_split``; pairwise: the ``selected`` models, row beats column, on ``pairwise_split``.
+    """
+    by_name = {m.name: m for m in models}
+    vs = winrates[(winrates["comparison"] == "vs_reference") & (winrates["split"] == vs_reference_split)]
+    grid: dict[str, dict[int | None, float]] = {}
+    grid_ci: dict[str, dict[int | None, tuple[float, float]]] = {}
+    for m in models:
+        row = vs[vs["model"] == m.name]
+        if row.empty:
+            continue
+        algorithm = m.algorithm or m.name
+        grid.setdefault(algorithm, {})[m.epoch] = float(row["win_rate"].iloc[0])
+        grid_ci.setdefault(algorithm, {})[m.epoch] = (float(row["ci_low"].iloc[0]), float(row["ci_high"].iloc[0]))
+    labels = [name for names in selected.values() for name in names]
+    pw = winrates[(winrates["comparison"] == "pairwise") & (winrates["split"] == pairwise_split)]
+    cells = {(r.model, r.opponent): float(r.win_rate) for r in pw.itertuples()}
+    cells_ci = {(r.model, r.opponent): (float(r.ci_low), float(r.ci_high)) for r in pw.itertuples()}
+    display = {name: by_name[name].label for name in labels}
+    tables: dict[str, str] = {}
+    for fmt, ext in (("markdown", "md"), ("latex", "tex")):
+        tables[f"vs_reference.{ext}"] = render_vs_reference(grid, fmt=fmt)
+        tables[f"vs_reference_ci.{ext}"] = render_vs_reference(grid, fmt=fmt, ci=grid_ci)
+        tables[f"pairwise.{ext}"] = render_pairwise(labels, cells, fmt=fmt, display=display)
+        tables[f"pairwise_ci.{ext}"] = render_pairwise(labels, cells, fmt=fmt, display=display, ci=cells_ci)
+    return tables

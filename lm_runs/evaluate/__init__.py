@@ -1,0 +1,117 @@
+"""Held-out win rates of NLHF checkpoints: ``python -m lm_runs.evaluate``.
+
+The paper's protocol (EGPO, Zhou, Fazel & Du, language-model evaluation), with its reference code's
+defects removed.
+
+Protocol
+--------
+1. **Generation.** Every model (π_ref, every ``epochs/epoch-k`` of every run, extra models) samples
+   K responses (``--samples_per_prompt``, default 10) to each of the n held-out prompts
+   (``--num_prompts``, default 100) at temperature 1, top-k 100, top-p 0.95 (configurable), the
+   prompt rendered with the tokenizer's chat template (:class:`lm_runs.data.PromptCollator`).
+   Batches hold ``prompts_per_batch`` consecutive prompts × K samples, and batch c of model m is
+   seeded with a hash of (seed, m, c), so response (m, i, j) is the same on every rerun and a
+   resumed generation continues exactly where it stopped. Responses are the decoded tokens up to
+   (without) EOS; an empty response is kept as the empty string and counted, never re-sampled or
+   glued to another.
+2. **Judging.** Pair (i, j) of models A and B is A's response j to prompt i against B's response j,
+   judged on :func:`lm_runs.data.prompt_text` (the text the trainer's judge sees). Its preference is
+
+       P_ij = P(a ≻ b)                                  (one order), or
+       P_ij = ½·(P(a ≻ b) + 1 − P(b ≻ a))               (``--both_orders``, Arena-Hard's protocol),
+
+   where P(b ≻ a) is the judge's answer with the two responses swapped (the judge is then asked not
+   to shuffle the order itself). The measured **position bias** is
+
+       bias = mean over pairs of ½·(P(a ≻ b) + P(b ≻ a)) − ½,
+
+   the mean excess probability the judge gives to whichever response is shown first; the averaged
+   P_ij removes any bias of the form P(first ≻ second) = P*(first ≻ second) + δ exactly.
+   A judgement the judge cannot give (it raises :class:`~lm_runs.judges.JudgeError`, or returns
+   None/NaN/a non-probability for that item) is **missing**: it is recorded with its reason, left
+   out of every mean, and counted (``n_missing``). With ``--both_orders`` a pair is missing when either
+   order is. A batch that raises ``JudgeError`` is re-asked pair by pair, so one bad pair does not
+   take its batch with it.
+3. **Win rate and interval.** For prompts S (a split), with m_ij = 1 where P_ij is not missing,
+
+       win_rate(A, B; S) = Σ_{i∈S} Σ_j m_ij·P_ij / Σ_{i∈S} Σ_j m_ij,
+
+   and its 95% interval is the 2.5 / 97.5 percentiles of the same ratio over ``--bootstrap``
+   resamples of S's prompts with replacement (each prompt keeping its K pairs together; the same
+   resamples for every entry of a split, so entries are paired).
+4. **Selection without reuse.** The prompts are split once, by a seeded permutation, into a
+   *selection* split (``--selection_fraction``, default ½) and a *report* split. The best
+   ``best_per_algorithm`` (2) epochs of each algorithm are those with the highest win rate against
+   π_ref on the selection split; the pairwise table compares them on the report split only.
+   (The reference code chose and reported on the same prompts, overstating the winners.)
+
+Tables (:mod:`lm_runs.evaluate.tables`): win rate against π_ref for every epoch of every algorithm (on all
+prompts: nothing is chosen from it) and the pairwise row-beats-column table of the selected models
+(on the report split), in percent, one decimal, bold where the row wins, epochs labelled 1-based
+(``epoch-k`` → ``k``, the model after k epochs). Every entry, with its interval, is also in the tidy
+``winrates.csv``/``.parquet`` (``split`` ∈ all / selection / report).
+
+Outputs under ``--output_dir``::
+
+    settings.json                      the fingerprint of everything that changes a generation or a judgement
+    generations/<model>.jsonl          {"prompt", "sample", "text", "truncated", "num_tokens"} per response
+    generations/<model>.meta.json      which model (path and a hash of its weight files) made them
+    judgements/<A>__vs__<B>.jsonl      {"prompt", "sample", "p_ab", "p_ba", "error"} per pair
+    winrates.csv, winrates.parquet     tidy: model, opponent, algorithm, epoch, win_rate, ci_low, ci_high,
+                                       n_pairs, n_missing, split, comparison, position_bias, ...
+    summary.json                       settings, models, splits, selection, per-comparison counts and bias
+    tables/vs_reference.{md,tex}, tables/pairwise.{md,tex}   (and *_ci.* with the intervals)
+
+Every file is written atomically (``egpo_core.files.atomic_write``: a temporary file, then
+``os.replace``): generations after each batch, judgements after each judge call, so a killed
+evaluation resumes where it stopped, regenerating no finished model and re-asking no recorded judgement. A rerun whose settings differ
+from ``settings.json`` is refused (use a new ``--output_dir`` or ``--overwrite``), as is a model
+name whose saved generations came from different weights.
+
+Python API: :func:`evaluate` (models, reference, prompts, judge, settings, output_dir) →
+:class:`EvaluationResult`; :func:`render_tables`; :func:`discover_runs`; :func:`win_rate_ci`.
+
+Modules: ``settings`` (options, fingerprint, identities) · ``runs`` (finding the epochs of training
+runs) · ``responses`` (generation) · ``judging`` (judgements, missing ones, position bias) ·
+``statistics`` (win rates, bootstrap, split, selection) · ``tables`` (Markdown/LaTeX) ·
+``orchestration`` (the resumable evaluation in one output folder) · ``command`` (flags and checks) ·
+``__main__`` (the entry point).
+
+    python -m lm_runs.evaluate --reference runs/sft --runs runs/egpo runs/oipo1 \\
+        --prompts heldout.jsonl --judge runs/pm --output_dir runs/eval [--both_orders]
+"""
+
+from __future__ import annotations
+
+from .command import EvaluateArguments, main
+from .judging import judge_pairs, position_bias, preferences
+from .orchestration import evaluate
+from .responses import generate_responses, load_causal_lm
+from .runs import discover_runs, read_algorithm
+from .settings import REFERENCE, EvaluationError, EvaluationResult, EvaluationSettings, ModelSpec
+from .statistics import select_best, split_indices, win_rate_ci
+from .tables import render_pairwise, render_tables, render_vs_reference
+
+__all__ = [
+    "REFERENCE",
+    "EvaluationError",
+    "EvaluationSettings",
+    "ModelSpec",
+    "EvaluationResult",
+    "EvaluateArguments",
+    "discover_runs",
+    "read_algorithm",
+    "load_causal_lm",
+    "generate_responses",
+    "judge_pairs",
+    "preferences",
+    "position_bias",
+    "win_rate_ci",
+    "split_indices",
+    "select_best",
+    "render_tables",
+    "render_vs_reference",
+    "render_pairwise",
+    "evaluate",
+    "main",
+]
