@@ -1,0 +1,390 @@
+"""The one home for loading models: tokenizer, policy (+ LoRA), reference, the evaluation's causal LM and
+the preference model — and the place where a model of the wrong kind for its role is refused.
+
+Every entry point asks :func:`check_model_source` first. It reads ``config.json`` (or
+``adapter_config.json``) only, so a mistake costs milliseconds and one line instead of a weight load, a
+minute of hub retries for a path that is clearly local, or — worst — a silently wrong model:
+
+* a missing local path, a file, or a folder without ``config.json``/``adapter_config.json`` is refused;
+* roles ``"policy"`` and ``"reference"`` need a causal LM: an architecture named ``*ForCausalLM`` or
+  ``*LMHeadModel``, or a LoRA adapter folder (``task_type`` ``CAUSAL_LM``) whose base is one;
+* role ``"preference_model"`` (the pairwise judge) needs a sequence classifier
+  (``*ForSequenceClassification``) with exactly 2 labels: a causal LM loaded as a classifier would get
+  a random ``score`` head and serve random preferences;
+* role ``"preference_model_base"`` (what ``train_preference_model`` starts from) takes either a causal LM
+  (it gets a fresh 2-label head) or a 2-label sequence classifier.
+
+A name that is not a local path and looks like a hub id (``org/name``) is checked from the hub's
+``config.json`` (the local cache first); one whose first folder exists here (``runs/sft`` with a
+``runs/`` folder), that starts with ``/``, ``./``, ``../`` or ``~``, or that has more than one ``/`` is a
+local path, and a missing one is refused at once.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from pathlib import Path
+from typing import Any
+
+__all__ = [
+    "ModelRoleError",
+    "ROLES",
+    "check_model_source",
+    "model_kind",
+    "load_tokenizer",
+    "load_policy",
+    "load_reference",
+    "load_causal_lm",
+    "load_preference_model",
+    "load_preference_model_base",
+]
+
+#: The roles :func:`check_model_source` knows, and what each needs (used in messages).
+ROLES: dict[str, str] = {
+    "policy": "a causal language model (…ForCausalLM / …LMHeadModel)",
+    "reference": "a causal language model (…ForCausalLM / …LMHeadModel)",
+    "preference_model": "a sequence classifier with 2 labels (…ForSequenceClassification), "
+    "e.g. one trained by python -m lm_runs.train_preference_model",
+    "preference_model_base": "a causal language model or a sequence classifier with 2 labels",
+}
+
+_CAUSAL = re.compile(r"(ForCausalLM|LMHeadModel)$")
+_CLASSIFIER = re.compile(r"ForSequenceClassification$")
+# Hugging Face hub ids: "name" or "org/name" of letters, digits, '-', '_', '.'.
+_HUB_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*(/[A-Za-z0-9][A-Za-z0-9._-]*)?$")
+
+
+class ModelRoleError(ValueError):
+    """A model source that cannot serve its role: the message (one line) names the path, what it is and
+    what the role needs. Entry points print it and exit with status 2."""
+
+
+# ------------------------------------------------------------------------------------- checking
+
+
+def _looks_local(name: str) -> bool:
+    """Whether ``name`` (which does not exist) can only mean a local path."""
+    if name.startswith(("/", "./", "../", "~", ".")) or "\\" in name or name.endswith("/"):
+        return True
+    if not _HUB_ID.match(name):
+        return True
+    first = name.split("/", 1)[0]
+    return "/" in name and Path(first).is_dir()
+
+
+def _read_json(path: Path) -> dict[str, Any]:
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError) as error:
+        raise ModelRoleError(f"{path}: not a readable JSON file ({' '.join(str(error).split())[:200]})") from None
+    if not isinstance(data, dict):
+        raise ModelRoleError(f"{path}: expected a JSON object, got {type(data).__name__}")
+    return data
+
+
+def _hub_file(repo_id: str, filename: str) -> Path | None:
+    """``filename`` of hub model ``repo_id``: from the local cache, else downloaded; None when the repo
+    has no such file. Raises ModelRoleError (one line) when the hub cannot be asked."""
+    from huggingface_hub import hf_hub_download, try_to_load_from_cache
+
+    cached = try_to_load_from_cache(repo_id, filename)
+    if isinstance(cached, str):
+        return Path(cached)
+    if not _hub_resolves():
+        raise ModelRoleError(f"{repo_id}: no such local folder, and the hub's host cannot be resolved (offline?)")
+    try:
+        return Path(hf_hub_download(repo_id, filename))
+    except Exception as error:  # noqa: BLE001 - every failure becomes one line naming the model
+        kind = type(error).__name__
+        if kind == "EntryNotFoundError":
+            return None
+        if kind in ("RepositoryNotFoundError", "GatedRepoError"):
+            raise ModelRoleError(f"{repo_id}: no such local folder, and no such (accessible) model on the hub") from None
+        raise ModelRoleError(
+            f"{repo_id}: no such local folder, and the hub could not be asked for it ({kind}); "
+            "give a local model folder or check the network"
+        ) from None
+
+
+def _hub_resolves() -> bool:
+    """Whether the hub's host name resolves (True in offline mode, where huggingface_hub answers at once
+    from its cache): without a name server huggingface_hub would retry for about 25 s before failing."""
+    import socket
+    from urllib.parse import urlparse
+
+    from huggingface_hub import constants
+
+    if constants.HF_HUB_OFFLINE:
+        return True
+    host = urlparse(constants.ENDPOINT).hostname
+    try:
+        socket.getaddrinfo(host, 443)
+    except (OSError, UnicodeError):
+        return False
+    return True
+
+
+def _source_configs(name: str) -> tuple[dict[str, Any] | None, dict[str, Any] | None]:
+    """``(config.json, adapter_config.json)`` of a model source as dicts (None where absent); refuses a
+    missing local path, a file, or a folder holding neither."""
+    path = Path(name).expanduser()
+    if path.exists():
+        if not path.is_dir():
+            raise ModelRoleError(f"{name}: a file, not a model folder (expected a folder with config.json)")
+        config, adapter = path / "config.json", path / "adapter_config.json"
+        if not config.is_file() and not adapter.is_file():
+            raise ModelRoleError(f"{name}: no config.json in this folder, so it is not a model folder")
+        return (_read_json(config) if config.is_file() else None, _read_json(adapter) if adapter.is_file() else None)
+    if _looks_local(name):
+        raise ModelRoleError(f"{name}: no such model folder")
+    config = _hub_file(name, "config.json")
+    adapter = _hub_file(name, "adapter_config.json") if config is None else None
+    if config is None and adapter is None:
+        raise ModelRoleError(f"{name}: the hub model has no config.json, so it is not a model transformers can load")
+    return (_read_json(config) if config else None, _read_json(adapter) if adapter else None)
+
+
+def _num_labels(config: dict[str, Any]) -> int:
+    """The label count a config.json declares (transformers' default, 2, when it names none)."""
+    if isinstance(config.get("id2label"), dict):
+        return len(config["id2label"])
+    return int(config.get("num_labels", 2))
+
+
+def model_kind(config: dict[str, Any]) -> str:
+    """``"causal_lm"``, ``"classifier"`` or ``"other"`` from a config.json's ``architectures``
+    (``"unknown"`` when it declares none)."""
+    architectures = config.get("architectures") or []
+    if not architectures:
+        return "unknown"
+    if any(_CAUSAL.search(a) for a in architectures):
+        return "causal_lm"
+    if any(_CLASSIFIER.search(a) for a in architectures):
+        return "classifier"
+    return "other"
+
+
+def _describe(config: dict[str, Any]) -> str:
+    architectures = ", ".join(config.get("architectures") or []) or "no architecture declared"
+    kind = model_kind(config)
+    if kind == "causal_lm":
+        return f"a causal language model ({architectures})"
+    if kind == "classifier":
+        return f"a sequence classifier with {_num_labels(config)} labels ({architectures})"
+    return f"a model of another kind ({architectures})"
+
+
+def check_model_source(name_or_path: str | os.PathLike[str], role: str) -> None:
+    """Refuse, before any weight loads, a model source that cannot serve ``role`` (see the module
+    docstring for what each role needs). Raises :class:`ModelRoleError` with one line naming the path,
+    what it is and what ``role`` needs; returns None when the source fits."""
+    if role not in ROLES:
+        raise ValueError(f"unknown model role {role!r}; roles: {', '.join(ROLES)}")
+    name = str(name_or_path)
+    if not name.strip():
+        raise ModelRoleError(f"an empty model name was given where {ROLES[role]} is needed")
+    needs = ROLES[role]
+    config, adapter = _source_configs(name)
+    if config is None:  # a LoRA adapter folder: judge it by its task and its base model
+        assert adapter is not None
+        task = str(adapter.get("task_type") or "")
+        base = adapter.get("base_model_name_or_path")
+        if role in ("policy", "reference"):
+            if task and task != "CAUSAL_LM":
+                raise ModelRoleError(f"{name} is a LoRA adapter for task {task}; a {role} must be {needs}")
+            if base and Path(str(base)).expanduser().is_dir():  # a hub or moved base is the loader's to find
+                try:
+                    check_model_source(str(base), role)
+                except ModelRoleError as error:
+                    raise ModelRoleError(f"{name}: a LoRA adapter whose base does not fit: {error}") from None
+            return
+        raise ModelRoleError(
+            f"{name} is a LoRA adapter folder; a {role.replace('_', ' ')} must be a full model ({needs}): "
+            "merge the adapter into its base first"
+        )
+    kind = model_kind(config)
+    if role in ("policy", "reference"):
+        if kind in ("causal_lm", "unknown"):
+            return
+    elif role == "preference_model":
+        if kind == "classifier" and _num_labels(config) == 2:
+            return
+    elif kind == "causal_lm" or (kind == "classifier" and _num_labels(config) == 2):  # preference_model_base
+        return
+    raise ModelRoleError(f"{name} is {_describe(config)}; a {role.replace('_', ' ')} must be {needs}")
+
+
+# -------------------------------------------------------------------------------------- loading
+
+
+def _dtype_kwargs(dtype: Any) -> dict[str, Any]:
+    """``from_pretrained`` keywords for ``dtype`` (a torch dtype or its name); none when ``dtype`` is
+    None, so transformers' own default applies."""
+    if dtype is None:
+        return {}
+    if isinstance(dtype, str):
+        import torch
+
+        dtype = getattr(torch, dtype)
+    return {"dtype": dtype}
+
+
+def load_tokenizer(name_or_path: str | os.PathLike[str], *, padding_side: str | None = None):
+    """The tokenizer of ``name_or_path``; one without a pad token gets pad = EOS (safe in this package:
+    every mask is positional). ``padding_side`` overrides the tokenizer's own when given ("left" for
+    generation). Raises ValueError when there is neither a pad nor an EOS token."""
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(name_or_path)
+    if padding_side is not None:
+        tokenizer.padding_side = padding_side
+    if tokenizer.pad_token_id is None:
+        if tokenizer.eos_token is None:
+            raise ValueError(f"{name_or_path}: the tokenizer has neither a pad token nor an EOS token")
+        tokenizer.pad_token = tokenizer.eos_token
+    return tokenizer
+
+
+def load_policy(
+    name_or_path: str | os.PathLike[str],
+    *,
+    dtype: Any = None,
+    lora: Any = None,
+    pad_token_id: int | None = None,
+    gradient_checkpointing: bool = False,
+):
+    """The policy to train: ``AutoModelForCausalLM.from_pretrained(name_or_path)``.
+
+    ``dtype``: a torch dtype or its name (None: transformers' default). ``lora``: an object with the
+    :class:`~lm_runs.lora.LoraArguments` fields; with ``lora.use_peft`` the model is wrapped by
+    ``peft.get_peft_model`` (input embeddings made to require grads first when ``gradient_checkpointing``,
+    so checkpointed LoRA layers get gradients). ``pad_token_id``, when given, is written into the model's
+    config and generation config.
+    """
+    from transformers import AutoModelForCausalLM
+
+    model = AutoModelForCausalLM.from_pretrained(name_or_path, **_dtype_kwargs(dtype))
+    if pad_token_id is not None:
+        model.config.pad_token_id = pad_token_id
+        if getattr(model, "generation_config", None) is not None:
+            model.generation_config.pad_token_id = pad_token_id
+    if lora is not None and getattr(lora, "use_peft", False):
+        from peft import get_peft_model
+
+        from lm_runs.lora import lora_config
+
+        if gradient_checkpointing:
+            model.enable_input_require_grads()
+        model = get_peft_model(model, lora_config(lora, "CAUSAL_LM"))
+    return model
+
+
+def load_reference(
+    policy_name_or_path: str | os.PathLike[str],
+    ref_name_or_path: str | os.PathLike[str] | None = None,
+    *,
+    use_peft: bool = False,
+    dtype: Any = None,
+):
+    """π_ref for NLHF training: ``ref_name_or_path`` when given, else a second copy of the initial policy
+    — except with LoRA (``use_peft``) and no ``ref_name_or_path``, where None is returned: π_ref is then
+    the policy with its adapter disabled, and no second copy is loaded."""
+    from transformers import AutoModelForCausalLM
+
+    if ref_name_or_path:
+        return AutoModelForCausalLM.from_pretrained(ref_name_or_path, **_dtype_kwargs(dtype))
+    if use_peft:
+        return None
+    return AutoModelForCausalLM.from_pretrained(policy_name_or_path, **_dtype_kwargs(dtype))
+
+
+_TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "tokenizer.model")
+
+
+def load_causal_lm(
+    source: str | os.PathLike[str],
+    *,
+    reference: str | os.PathLike[str] | None = None,
+    device: str = "cpu",
+    dtype: str | None = None,
+):
+    """``(model, tokenizer)`` for evaluation, in eval mode on ``device``, from a folder: a full causal LM,
+    or a LoRA adapter folder applied to its ``base_model_name_or_path`` when that is a local folder and to
+    ``reference`` (π_ref, the base of a LoRA run) otherwise, then merged. The tokenizer is the folder's,
+    else ``reference``'s. Raises :class:`ModelRoleError` (one line) for a source that is not a causal LM,
+    an adapter with no usable base, or no tokenizer anywhere."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    source = Path(source)
+    check_model_source(str(source), "policy")
+    kwargs = _dtype_kwargs(dtype)
+    adapter = source / "adapter_config.json"
+    if adapter.is_file():
+        from peft import PeftModel
+
+        base = json.loads(adapter.read_text()).get("base_model_name_or_path")
+        base_dir = Path(base) if base and Path(base).is_dir() else (Path(reference) if reference is not None else None)
+        if base_dir is None:
+            raise ModelRoleError(f"{source}: a LoRA adapter whose base {base!r} is not a local directory, and no reference")
+        model = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(base_dir, **kwargs), source)
+        model = model.merge_and_unload()
+    else:
+        model = AutoModelForCausalLM.from_pretrained(source, **kwargs)
+    has_tokenizer = any((source / name).is_file() for name in _TOKENIZER_FILES)
+    if not has_tokenizer and reference is None:
+        raise ModelRoleError(f"{source}: no tokenizer files and no reference to take them from")
+    tokenizer = AutoTokenizer.from_pretrained(source if has_tokenizer else reference)
+    model.to(device)
+    model.eval()
+    return model, tokenizer
+
+
+def load_preference_model(path: str | os.PathLike[str], *, dtype: str | None = None):
+    """``(model, tokenizer)`` of a pairwise preference model folder (checked for the role first:
+    a 2-label sequence classifier). The model's ``config.pad_token_id`` is filled from the tokenizer
+    (its pad token, else its EOS) when the config has none; ValueError when neither has one. The model
+    is returned in eval mode on the CPU; the caller moves it."""
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    check_model_source(str(path), "preference_model")
+    tokenizer = AutoTokenizer.from_pretrained(path)
+    model = AutoModelForSequenceClassification.from_pretrained(path, **_dtype_kwargs(dtype))
+    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    if model.config.pad_token_id is None:
+        if pad_id is None:
+            raise ValueError(f"preference model {str(path)!r}: neither the config nor the tokenizer has a pad token")
+        model.config.pad_token_id = pad_id
+    model.eval()
+    return model, tokenizer
+
+
+def load_preference_model_base(
+    name_or_path: str | os.PathLike[str], *, pad_token_id: int, lora: Any = None, gradient_checkpointing: bool = False
+):
+    """The model ``train_preference_model`` trains: ``AutoModelForSequenceClassification.from_pretrained``
+    with 2 labels, ``first_is_better`` (:data:`~lm_runs.judges.pair_format.FIRST_IS_BETTER`) and
+    ``second_is_better`` (a causal LM gets a fresh classification head), its
+    ``config.pad_token_id`` set to ``pad_token_id``; LoRA-wrapped (task ``SEQ_CLS``, which also trains the
+    head) when ``lora.use_peft``."""
+    from transformers import AutoModelForSequenceClassification
+
+    from lm_runs.judges.pair_format import FIRST_IS_BETTER, SECOND_IS_BETTER
+
+    model = AutoModelForSequenceClassification.from_pretrained(
+        name_or_path,
+        num_labels=2,
+        id2label={FIRST_IS_BETTER: "first_is_better", SECOND_IS_BETTER: "second_is_better"},
+        label2id={"first_is_better": FIRST_IS_BETTER, "second_is_better": SECOND_IS_BETTER},
+    )
+    model.config.pad_token_id = pad_token_id
+    if lora is not None and getattr(lora, "use_peft", False):
+        from peft import get_peft_model
+
+        from lm_runs.lora import lora_config
+
+        if gradient_checkpointing:
+            model.enable_input_require_grads()
+        model = get_peft_model(model, lora_config(lora, "SEQ_CLS"))
+    return model
