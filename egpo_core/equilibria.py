@@ -75,6 +75,15 @@ class NashEquilibrium:
 SMALLEST_REACHABLE_BETA = 1e-7
 
 
+def _above(value: float) -> str:
+    """The smallest number of two significant digits strictly above ``value`` (finite, > 0), as
+    text: a tolerance quoted from it is met by ``value`` itself (``.1e`` alone may round down)."""
+    mantissa, exponent = (float(part) for part in f"{value:.1e}".split("e"))
+    while float(f"{mantissa:.1f}e{exponent:+03.0f}") <= value:
+        mantissa = round(mantissa + 0.1, 1)
+    return f"{mantissa:.1f}e{exponent:+03.0f}"
+
+
 def _center(x: np.ndarray) -> np.ndarray:
     return x - x.mean(axis=-1, keepdims=True)
 
@@ -189,7 +198,8 @@ def regularized_equilibrium(
 
     Returns a :class:`RegularizedEquilibrium` with (runs, ·) arrays ((N,)-shaped fields if both P and
     ref_logits were unbatched). Raises ValueError on invalid arguments (before solving) and
-    RuntimeError naming the first run whose certificate is ≥ ``tol`` and what to change.
+    RuntimeError naming the worst run whose certificate is ≥ ``tol`` and what to change (the solve
+    does not depend on ``tol``: a tolerance it advises holds for every run of the batch).
     """
     beta = check_beta(beta)
     tol = check_positive(tol, "tol")
@@ -222,7 +232,8 @@ def regularized_equilibrium(
     kl_to_best_response = gap / (2.0 * beta)
     bad = np.flatnonzero(~(kl_to_best_response < tol))
     if bad.size:
-        r = int(bad[0])
+        # the worst run (NaN first): advice that makes it pass makes every run of the batch pass
+        r = int(bad[np.argmax(np.nan_to_num(kl_to_best_response[bad], nan=np.inf))])
         if beta < SMALLEST_REACHABLE_BETA:
             advice = (
                 f"beta={beta:g} is below the range float64 resolves (about beta ≥ {SMALLEST_REACHABLE_BETA:g}: "
@@ -231,10 +242,14 @@ def regularized_equilibrium(
             )
         elif iterations >= max_iter:
             advice = f"raise max_iter (all {max_iter} iterations were used)"
+        elif not np.isfinite(kl_to_best_response[r]):
+            advice = "the solve overflowed (softmax saturated); use a larger beta"
         else:
-            advice = f"the solver reached float64's rounding floor; use tol > {kl_to_best_response[r]:.1e}"
+            advice = (f"the solver reached float64's rounding floor; use tol > "
+                      f"{_above(kl_to_best_response[r])} (the largest KL reached, run {r}'s)")
         raise RuntimeError(
-            f"regularized_equilibrium did not converge for run {r}: KL(π‖BR_β(π)) = gap/(2β) = "
+            f"regularized_equilibrium did not converge for run {r} (the worst of the {bad.size} of {runs} runs "
+            f"that miss tol): KL(π‖BR_β(π)) = gap/(2β) = "
             f"{kl_to_best_response[r]:.3e} ≥ tol={tol:g} (gap {gap[r]:.3e}, residual {residual[r]:.3e}, "
             f"beta={beta:g}, {iterations} iterations): {advice}"
         )
