@@ -5,6 +5,7 @@ import json
 import os
 import re
 import secrets
+import shutil
 import signal
 import socket
 import subprocess
@@ -159,9 +160,24 @@ def _get(url: str, token: str) -> tuple[int, bytes]:
         return response.status, response.read()
 
 
-def test_make_lab_serves_the_notebooks_with_the_venv_kernel_and_jupytext(tmp_path):
-    """`make lab`'s own command (read with make -n, the setup taken as done) starts JupyterLab: /lab
-    answers, the kernel is this interpreter, and a percent-format source opens as a notebook."""
+def _notebook_sources() -> list[Path]:
+    """The notebooks: the percent-format sources of notebooks/ (plain modules there have no ``# %%`` line)."""
+    return sorted(p for p in (ROOT / "notebooks").glob("*.py") if re.search(r"^# %%", p.read_text(), re.M))
+
+
+#: The settings jupyter-config/ gives JupyterLab: plugin id → setting → value served as its default.
+LAB_DEFAULTS = {
+    "@jupyterlab/docmanager-extension:plugin": {"defaultViewers": {"python": "Jupytext Notebook"}},
+    "@jupyterlab/apputils-extension:notification": {"fetchNews": "false"},
+}
+
+
+@pytest.fixture(scope="module")
+def lab(tmp_path_factory):
+    """`make lab`'s own command (read with make -n, the setup taken as done) running on a free loopback port,
+    with an empty user config, runtime and workspace folder of its own: yields (base URL, token, user config
+    folder). Stopped (its whole process group) at the end of the module."""
+    home = tmp_path_factory.mktemp("lab")
     port, token = _free_port(), secrets.token_hex(16)
     extra = "--no-browser" + (" --allow-root" if os.geteuid() == 0 else "")
     recipe = subprocess.run(
@@ -169,10 +185,12 @@ def test_make_lab_serves_the_notebooks_with_the_venv_kernel_and_jupytext(tmp_pat
         cwd=ROOT, capture_output=True, text=True, check=True,
     ).stdout
     assert "--ServerApp.ip=127.0.0.1" in recipe and "/lab/tree/notebooks" in recipe, recipe
-    env = dict(os.environ, JUPYTER_RUNTIME_DIR=str(tmp_path / "runtime"), JUPYTER_CONFIG_DIR=str(tmp_path / "config"),
-               JUPYTERLAB_WORKSPACES_DIR=str(tmp_path / "workspaces"))
+    user_config = home / "config"
+    env = dict(os.environ, JUPYTER_RUNTIME_DIR=str(home / "runtime"), JUPYTER_CONFIG_DIR=str(user_config),
+               JUPYTERLAB_WORKSPACES_DIR=str(home / "workspaces"), JUPYTERLAB_SETTINGS_DIR=str(home / "settings"))
     command = f"{recipe.strip()} --IdentityProvider.token={token}"
-    with open(tmp_path / "lab.log", "w") as log:
+    log_path = home / "lab.log"
+    with open(log_path, "w") as log:
         server = subprocess.Popen(["bash", "-c", command], cwd=ROOT, env=env, stdout=log,
                                   stderr=subprocess.STDOUT, start_new_session=True)
     base = f"http://127.0.0.1:{port}"
@@ -183,18 +201,69 @@ def test_make_lab_serves_the_notebooks_with_the_venv_kernel_and_jupytext(tmp_pat
                 _get(f"{base}/api/status", token)
                 break
             except OSError:
-                assert server.poll() is None, (tmp_path / "lab.log").read_text()[-2000:]
+                assert server.poll() is None, log_path.read_text()[-2000:]
                 assert time.monotonic() < deadline, "JupyterLab did not answer within 90 s"
                 time.sleep(0.5)
-        status, page = _get(f"{base}/lab/tree/notebooks", token)
-        assert status == 200 and b"JupyterLab" in page
-        specs = json.loads(_get(f"{base}/api/kernelspecs", token)[1])
-        assert specs["default"] == "python3"
-        assert Path(specs["kernelspecs"]["python3"]["spec"]["argv"][0]).resolve() == Path(sys.executable).resolve()
-        source = next(p.name for p in sorted((ROOT / "notebooks").glob("*.py")) if p.name != "run_all.py")
-        model = json.loads(_get(f"{base}/api/contents/notebooks/{source}?type=notebook&content=1", token)[1])
-        assert model["type"] == "notebook" and model["content"]["cells"], source
+        yield base, token, user_config
     finally:
         if server.poll() is None:
             os.killpg(server.pid, signal.SIGTERM)  # the whole session: bash and the server it started
         server.wait(timeout=30)
+
+
+def test_make_lab_serves_the_notebooks_with_the_venv_kernel_and_jupytext(lab):
+    """/lab answers, the kernel is this interpreter, and a percent-format source opens as a notebook."""
+    base, token, _ = lab
+    status, page = _get(f"{base}/lab/tree/notebooks", token)
+    assert status == 200 and b"JupyterLab" in page
+    specs = json.loads(_get(f"{base}/api/kernelspecs", token)[1])
+    assert specs["default"] == "python3"
+    assert Path(specs["kernelspecs"]["python3"]["spec"]["argv"][0]).resolve() == Path(sys.executable).resolve()
+    for source in _notebook_sources():
+        # as the Jupytext Notebook viewer asks for it, and as a plain request gets it
+        for query in ("type=notebook&content=1", "content=1"):
+            model = json.loads(_get(f"{base}/api/contents/notebooks/{source.name}?{query}", token)[1])
+            assert model["type"] == "notebook" and model["content"]["cells"], (source.name, query)
+
+
+def test_make_lab_opens_notebooks_as_notebooks_and_asks_no_news(lab):
+    """The settings JupyterLab serves (defaults after the config path's overrides) make Jupytext Notebook the
+    default viewer of .py files and never fetch news (no first-start prompt); jupyter-config/ is what says so,
+    and nothing was written to the user's config folder."""
+    base, token, user_config = lab
+    for plugin, settings in LAB_DEFAULTS.items():
+        served = json.loads(_get(f"{base}/lab/api/settings/{plugin}", token)[1])
+        user_settings = json.loads(served["raw"] or "{}")
+        for key, value in settings.items():
+            assert served["schema"]["properties"][key]["default"] == value, (plugin, key)
+            assert key not in user_settings  # the default, not a user setting
+    overrides = json.loads((ROOT / "jupyter-config" / "labconfig" / "default_setting_overrides.json").read_text())
+    assert overrides == LAB_DEFAULTS
+    assert not (user_config / "labconfig").exists()
+
+
+def _browser() -> str | None:
+    """A Chromium-family browser on PATH (none on CI machines), or None."""
+    return next(filter(None, map(shutil.which, ("chromium", "chromium-browser", "google-chrome"))), None)
+
+
+@pytest.mark.skipif(_browser() is None, reason="no Chromium-family browser on PATH")
+def test_make_lab_shows_a_notebook_url_as_cells_in_a_browser(lab, tmp_path):
+    """Headless Chromium opens /lab/tree/notebooks/<notebook>.py: the page holds a notebook panel whose
+    first markdown cell is rendered (its title as a heading), no text editor, no raw ``# %%`` marker, and no
+    news prompt. (Before jupyter-config/ it held a file editor showing the source, and the prompt.)"""
+    base, token, _ = lab
+    source = _notebook_sources()[0]
+    title = re.search(r"^# # (.+)$", source.read_text(), re.M).group(1)
+    dom = subprocess.run(
+        [_browser(), "--headless", "--no-sandbox", "--disable-gpu", f"--user-data-dir={tmp_path / 'profile'}",
+         "--window-size=1280,900", "--virtual-time-budget=20000", "--dump-dom",
+         f"{base}/lab/tree/notebooks/{source.name}?token={token}"],
+        capture_output=True, text=True, timeout=180,
+    ).stdout
+    editor = bool(re.search(r'class="[^"]*\bjp-FileEditor\b', dom))
+    assert re.search(r'class="[^"]*\bjp-NotebookPanel\b', dom), f"no notebook on the page (a text editor: {editor})"
+    headings = [re.sub(r"<[^>]+>", "", h).strip() for h in re.findall(r"<h1[^>]*>(.*?)</h1>", dom, re.S)]
+    assert f"{title}¶" in headings, f"{title!r} is not rendered as a heading: {headings}"
+    assert not editor and "%% [markdown]" not in dom
+    assert "Jupyter news" not in dom
