@@ -63,7 +63,7 @@ def test_sweep_axes_replace_config_fields_and_scalars_are_one_point_axes(games):
     grid = sweep(P, ref, config, betas=0.2, etas=[0.3, 0.6], progress=False)
     assert grid.configs["beta"].tolist() == [0.2, 0.2]
     assert grid.configs["eta"].tolist() == [0.3, 0.6]  # as given, not recomputed from lr
-    np.testing.assert_allclose(grid.configs["lr"], [lr_from_eta(e, 0.2, 5) for e in (0.3, 0.6)], rtol=1e-15)
+    np.testing.assert_allclose(grid.configs["lr"], [lr_from_eta(e, 0.2, 5) for e in (0.3, 0.6)], rtol=1e-13)
     assert grid.configs["seed"].tolist() == [9, 9]  # the config's seed: no seeds axis given
     assert grid.settings["axes"] == {"beta": [0.2], "eta": [0.3, 0.6]}
     assert list(grid.to_dataframe().query("eta == 0.3")["config"].unique()) == [0]
