@@ -47,7 +47,7 @@ from fastapi.responses import JSONResponse, Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from lm_runs.judges.base import CheckedJudge, JudgeError, accepts_shuffle_order, check_judgements, judge_name
-from lm_runs.judges.http import TOKEN_ENV
+from lm_runs.judges.protocol import TOKEN_ENV
 
 __all__ = [
     "ApiError",
@@ -700,7 +700,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     """Parse flags, load the judge, bind, print the URL, serve until interrupted."""
     import uvicorn
 
-    from lm_runs.judges.base import load_judge
+    from lm_runs.judges.loader import load_judge
 
     parser = build_parser()
     args = parser.parse_args(argv)

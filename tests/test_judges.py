@@ -160,8 +160,8 @@ def test_shuffle_order_reaches_only_judges_that_take_it(judge_module):
         ("{mod}:missing", ["'{mod}:missing'", "no attribute 'missing'"]),
         ("{mod}:NOT_CALLABLE", ["'{mod}:NOT_CALLABLE'", "int, not callable"]),
         ("/no/such/directory", ["'/no/such/directory'", "not an existing directory", "module:function", "http://"]),
-        ("just words", ["'just words'", "accepted forms"]),
-        ("", ["accepted forms"]),
+        ("just words", ["'just words'", "one of four forms"]),
+        ("", ["one of four forms"]),
     ],
 )
 def test_load_judge_rejects_bad_specs(judge_module, spec, fragments):

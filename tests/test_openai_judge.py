@@ -267,8 +267,10 @@ def test_malformed_is_retried_then_missing(fake, tmp_path, directive):
     judge, sleeps = make_judge(fake, tmp_path, malformed_retries=2)
     prompts, completions = pairs(3)
     prompts[1] = f"{directive} bad one"
-    values = judge.judge_with_missing(prompts, completions)
-    assert values[1] is None
+    judgements = CheckedJudge(judge).judge_or_missing(prompts, completions)  # asked through judge_or_missing
+    values = [j.value for j in judgements]
+    assert values[1] is None and "no valid answer after 3 attempts" in judgements[1].error
+    assert judgements[0].error is None and judgements[2].error is None
     assert values[0] == pytest.approx(rule(*completions[0])) and values[2] == pytest.approx(rule(*completions[2]))
     assert fake.seen_per_question["[" + directive[1:-1] + "] bad one"] == 3  # 1 + 2 retries
     assert len(fake.bodies) == 5 and sleeps == []
@@ -445,7 +447,7 @@ def test_error_in_one_pair_aborts_the_call(fake, tmp_path):
     prompts[3] = "[400] q"
     judge, _ = make_judge(fake, tmp_path)
     with pytest.raises(JudgeError, match="HTTP 400"):
-        judge.judge_with_missing(prompts, completions)
+        judge.judge_or_missing(prompts, completions)
 
 
 # ------------------------------------------------------------------------------ load_judge, docs
@@ -485,5 +487,5 @@ def test_docstring_shows_the_exact_prompt():
 
 def test_empty_call_makes_no_request(fake, tmp_path):
     judge, _ = make_judge(fake, tmp_path)
-    assert judge([], []) == [] and judge.judge_with_missing([], []) == []
+    assert judge([], []) == [] and judge.judge_or_missing([], []) == []
     assert fake.bodies == []

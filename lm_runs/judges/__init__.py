@@ -3,6 +3,13 @@
     >>> from lm_runs.judges import load_judge
     >>> judge = load_judge("my_module:my_judge")        # or "http://127.0.0.1:8000", a model dir, "openai:MODEL"
     >>> judge(["2+2?"], [["4", "5"]])                    # [P("4" ≻ "5")]
+    >>> judge.judge_or_missing(["2+2?"], [["4", "5"]])   # [Judgement(value, error)]
+
+Layout: ``base`` (the interface, :class:`CheckedJudge`, validation), ``loader`` (spec string → judge:
+the one module knowing every kind), ``arguments`` (the ``--judge*`` flags), ``protocol`` (the judge
+server's wire format), and one module per kind: ``preference_model``, ``http``, ``openai_judge``
+(plus ``gathering``: rank 0 judges for all ranks; ``toy``: rule-based judges; ``retry``: the remote
+judges' retry policy; ``pair_format``: the preference model's text layout).
 
 ``PreferenceModelJudge``, ``HTTPJudge`` and ``OpenAIJudge`` are imported on first use (torch / httpx /
 openai stay unloaded until needed).
@@ -12,29 +19,33 @@ from __future__ import annotations
 
 from typing import Any
 
-from .gathering import GatheringJudge
 from .base import (
     CallableJudge,
     CheckedJudge,
     Judge,
     JudgeError,
+    Judgement,
     accepts_shuffle_order,
     check_judgements,
     check_pairs,
     judge_name,
-    load_judge,
 )
+from .gathering import GatheringJudge
+from .loader import JUDGE_SPEC_HELP, check_judge_spec, load_judge
 
 __all__ = [
     "Judge",
     "JudgeError",
+    "Judgement",
     "CallableJudge",
     "CheckedJudge",
     "GatheringJudge",
     "HTTPJudge",
+    "JUDGE_SPEC_HELP",
     "OpenAIJudge",
     "PreferenceModelJudge",
     "accepts_shuffle_order",
+    "check_judge_spec",
     "check_judgements",
     "check_pairs",
     "judge_name",

@@ -9,44 +9,36 @@ P(a ≻ b) ∈ [0, 1]. A judge may also accept a keyword ``shuffle_order: bool``
 present each pair in a random order to cancel position bias); :class:`CheckedJudge` passes it on
 only to judges whose signature takes it.
 
-:func:`load_judge` turns a spec string into a judge, always wrapped in :class:`CheckedJudge`, which
-validates the inputs (:func:`check_pairs`) and the outputs (:func:`check_judgements`) of every call.
+:class:`CheckedJudge` is the one interface the trainer, the evaluation and the judge server call: it
+validates the inputs (:func:`check_pairs`) and the outputs (:func:`check_judgements`) of every call,
+and :meth:`CheckedJudge.judge_or_missing` turns what the judge cannot judge into a missing
+:class:`Judgement` instead of failing the batch. This module knows no concrete judge kind (they
+import it); :mod:`lm_runs.judges.loader` builds judges from spec strings.
 """
 
 from __future__ import annotations
 
 import hashlib
-import importlib
 import inspect
 import json
 import math
-import os
 import random
-import re
-from typing import Any, Callable, Protocol, Sequence, runtime_checkable
+from typing import Any, Callable, NamedTuple, Protocol, Sequence, runtime_checkable
 
 __all__ = [
     "Judge",
     "JudgeError",
+    "Judgement",
     "CallableJudge",
     "CheckedJudge",
     "check_judgements",
     "check_pairs",
-    "load_judge",
     "accepts_shuffle_order",
     "judge_name",
+    "one_line",
     "shown_flipped",
+    "source_identity",
 ]
-
-_CALLABLE_SPEC = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_][\w.]*$")
-
-ACCEPTED_SPECS = (
-    "'openai:MODEL' (a chat model behind an OpenAI-compatible endpoint, from OPENAI_BASE_URL / OPENAI_API_KEY), "
-    "'module:function' (a Python callable judge), "
-    "'http://host:port' or 'https://...' (a judge server), "
-    "or an existing directory (a 2-label sequence-classification preference model)"
-)
-
 
 @runtime_checkable
 class Judge(Protocol):
@@ -57,6 +49,14 @@ class Judge(Protocol):
 
 class JudgeError(RuntimeError):
     """A judge failed or answered something that is not one probability in [0, 1] per pair."""
+
+
+class Judgement(NamedTuple):
+    """One pair's outcome from :meth:`CheckedJudge.judge_or_missing`: ``value`` = P(a ≻ b) ∈ [0, 1], or
+    ``None`` with ``error`` saying why the pair is missing."""
+
+    value: float | None
+    error: str | None
 
 
 def _short(value: Any, limit: int = 60) -> str:
@@ -148,6 +148,31 @@ def accepts_shuffle_order(fn: Callable[..., Any]) -> bool:
     )
 
 
+def one_line(error: BaseException | str, limit: int = 300) -> str:
+    """An error's text on one line (whitespace runs collapsed), cut to ``limit`` characters."""
+    text = " ".join(str(error).split()) or type(error).__name__
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def source_identity(fn: Callable[..., Any]) -> dict[str, Any]:
+    """A Python callable by content: its module, qualified name and the SHA-256 of its module's source
+    file (``None`` when the module has no readable source file, e.g. a built-in)."""
+    target = fn if hasattr(fn, "__qualname__") else type(fn)
+    module_name = getattr(target, "__module__", None) or ""
+    digest = None
+    try:
+        source = inspect.getsourcefile(target)
+    except TypeError:
+        source = None
+    if source:
+        try:
+            with open(source, "rb") as handle:
+                digest = hashlib.sha256(handle.read()).hexdigest()
+        except OSError:
+            digest = None
+    return {"module": module_name, "qualname": getattr(target, "__qualname__", type(fn).__name__), "source_sha256": digest}
+
+
 def judge_name(judge: Any) -> str:
     """A human-readable name: the judge's ``name`` attribute, else its qualified name, else its type."""
     name = getattr(judge, "name", None)
@@ -161,40 +186,85 @@ def judge_name(judge: Any) -> str:
 
 
 class CallableJudge:
-    """A plain Python callable used as a judge (``shuffle_order`` is passed only if it takes it)."""
+    """A plain Python callable used as a judge (``shuffle_order`` is passed only if it takes it).
+
+    An ``Exception`` raised by the callable is raised again as :class:`JudgeError` naming the judge
+    (chained to the original), so a failing judge is reported like any other judge failure;
+    ``KeyboardInterrupt`` and other ``BaseException`` pass through.
+    """
+
+    kind = "callable"
 
     def __init__(self, fn: Callable[..., Any], name: str | None = None) -> None:
         if not callable(fn):
             raise TypeError(f"CallableJudge needs a callable, got {type(fn).__name__} {_short(fn)}")
         self.fn = fn
         self.name = name or judge_name(fn)
-        self._takes_shuffle = accepts_shuffle_order(fn)
+        self.shuffles_order = accepts_shuffle_order(fn)
 
     def __call__(
         self, prompts: Sequence[str], completions: Sequence[Sequence[str]], *, shuffle_order: bool | None = None
     ) -> list[float]:
         """``fn(prompts, completions)`` (plus ``shuffle_order=`` when given and ``fn`` takes it)."""
-        if shuffle_order is not None and self._takes_shuffle:
-            return self.fn(prompts, completions, shuffle_order=shuffle_order)
-        return self.fn(prompts, completions)
+        try:
+            if shuffle_order is not None and self.shuffles_order:
+                return self.fn(prompts, completions, shuffle_order=shuffle_order)
+            return self.fn(prompts, completions)
+        except JudgeError:
+            raise
+        except Exception as error:
+            raise JudgeError(f"judge {self.name} raised {type(error).__name__}: {one_line(error)}") from error
+
+    def identity(self) -> dict[str, Any]:
+        """The callable by content: :func:`source_identity` of ``fn``."""
+        return {"kind": self.kind, **source_identity(self.fn)}
 
     def __repr__(self) -> str:
         return f"CallableJudge({self.name!r})"
 
 
-class CheckedJudge:
-    """Wraps a judge: validates inputs with :func:`check_pairs` and outputs with :func:`check_judgements`.
 
-    ``shuffle_order`` (when not ``None``) reaches the inner judge only if its signature takes it;
-    otherwise it is ignored. An exception raised by the inner judge propagates unchanged.
+def _judgement(value: Any) -> Judgement:
+    """One answered value as a :class:`Judgement` (missing, with the reason, unless a number in [0, 1])."""
+    if value is None:
+        return Judgement(None, "judge returned None")
+    if isinstance(value, (str, bytes, bool)) or not hasattr(value, "__float__"):
+        return Judgement(None, f"judge returned a non-number {_short(value, 40)}")
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        return Judgement(None, f"judge returned a non-number {_short(value, 40)}")
+    if math.isnan(number):
+        return Judgement(None, "judge returned NaN")
+    if not 0.0 <= number <= 1.0:
+        return Judgement(None, f"judge returned {number!r}, outside [0, 1]")
+    return Judgement(number, None)
+
+
+class CheckedJudge:
+    """The checked interface to a judge: what the trainer, the evaluation and the judge server call.
+
+    * ``judge(prompts, completions, shuffle_order=None)`` → P(a ≻ b) per pair, inputs validated by
+      :func:`check_pairs`, answers by :func:`check_judgements`; raises :class:`JudgeError`.
+    * :meth:`judge_or_missing` → one :class:`Judgement` per pair, missing ones carrying the reason.
+    * ``name``, ``kind`` (``"preference_model"``, ``"callable"``, ``"http"`` or ``"openai"``),
+      ``shuffles_order`` (whether ``shuffle_order`` reaches the judge; otherwise it is ignored),
+      :meth:`identity` (the judge by content) and :meth:`close`.
+
+    ``inner`` is the wrapped judge, for inspection; callers go through this class.
     """
 
-    def __init__(self, judge: Callable[..., Any], name: str | None = None) -> None:
+    def __init__(self, judge: Callable[..., Any], name: str | None = None, kind: str | None = None) -> None:
         if not callable(judge):
             raise TypeError(f"CheckedJudge needs a callable judge, got {type(judge).__name__}")
         self.inner = judge
         self.name = name or judge_name(judge)
-        self.takes_shuffle_order = accepts_shuffle_order(judge)
+        self.kind: str = kind or getattr(judge, "kind", None) or "callable"
+        self._takes_shuffle = accepts_shuffle_order(judge)
+        own = getattr(judge, "shuffles_order", None)
+        self.shuffles_order: bool = own if isinstance(own, bool) else self._takes_shuffle
+        native = getattr(judge, "judge_or_missing", None)
+        self._native_missing = native if callable(native) else None
 
     def __call__(
         self, prompts: Sequence[str], completions: Sequence[Sequence[str]], *, shuffle_order: bool | None = None
@@ -203,11 +273,56 @@ class CheckedJudge:
         prompts, completions = check_pairs(prompts, completions)
         if not prompts:
             return []
-        if shuffle_order is not None and self.takes_shuffle_order:
-            values = self.inner(prompts, completions, shuffle_order=shuffle_order)
-        else:
-            values = self.inner(prompts, completions)
-        return check_judgements(values, len(prompts), self.name)
+        return check_judgements(self._ask(self.inner, prompts, completions, shuffle_order), len(prompts), self.name)
+
+    def _ask(self, fn: Callable[..., Any], prompts: list[str], completions: list[list[str]], shuffle_order: bool | None) -> Any:
+        if shuffle_order is not None and self._takes_shuffle:
+            return fn(prompts, completions, shuffle_order=shuffle_order)
+        return fn(prompts, completions)
+
+    def judge_or_missing(
+        self, prompts: Sequence[str], completions: Sequence[Sequence[str]], *, shuffle_order: bool | None = None
+    ) -> list[Judgement]:
+        """One :class:`Judgement` per pair, in order, never failing the whole batch for a judge failure.
+
+        A pair is missing when the judge answers None, NaN, a non-number or a number outside [0, 1]
+        for it. A call that raises :class:`JudgeError` (or answers the wrong number of values) is
+        asked again pair by pair, so only the pairs that fail alone are missing, each with the error.
+        A judge that reports missing pairs itself (a ``judge_or_missing`` method: the OpenAI judge) is
+        asked through it. Any other exception (a bug, ``KeyboardInterrupt``) propagates.
+        """
+        prompts, completions = check_pairs(prompts, completions)
+        if not prompts:
+            return []
+        try:
+            if self._native_missing is not None:
+                answers = self._ask(self._native_missing, prompts, completions, shuffle_order)
+                if not isinstance(answers, list) or len(answers) != len(prompts):
+                    raise JudgeError(f"judge {self.name} reported {_short(answers)} for {len(prompts)} pairs")
+                return [a if isinstance(a, Judgement) else _judgement(a) for a in answers]
+            values = self._ask(self.inner, prompts, completions, shuffle_order)
+            if isinstance(values, (str, bytes)) or not hasattr(values, "__iter__"):
+                raise JudgeError(f"judge {self.name} returned {type(values).__name__}, expected a list of {len(prompts)} values")
+            values = list(values)
+            if len(values) != len(prompts):
+                raise JudgeError(f"judge {self.name} returned {len(values)} values for {len(prompts)} pairs")
+        except JudgeError as error:
+            if len(prompts) == 1:
+                return [Judgement(None, f"JudgeError: {one_line(error)}")]
+            out: list[Judgement] = []
+            for k in range(len(prompts)):
+                out += self.judge_or_missing(prompts[k : k + 1], completions[k : k + 1], shuffle_order=shuffle_order)
+            return out
+        return [_judgement(v) for v in values]
+
+    def identity(self) -> dict[str, Any]:
+        """The judge by content (JSON-serialisable): the inner judge's ``identity()`` when it has one
+        (a model folder: digests of its files; http: the URL; openai: base URL and model), else
+        ``{"kind": "callable", **source_identity(inner)}``."""
+        own = getattr(self.inner, "identity", None)
+        if callable(own):
+            return own()
+        return {"kind": self.kind, **source_identity(self.inner)}
 
     def close(self) -> None:
         """Close the inner judge if it has a ``close`` method (an HTTP client's connections)."""
@@ -217,56 +332,3 @@ class CheckedJudge:
 
     def __repr__(self) -> str:
         return f"CheckedJudge({self.inner!r})"
-
-
-def _import_callable(spec: str) -> Callable[..., Any]:
-    module_name, _, attr_path = spec.partition(":")
-    try:
-        module = importlib.import_module(module_name)
-    except ModuleNotFoundError as error:
-        raise ValueError(f"judge spec {spec!r}: cannot import module {module_name!r} ({error})") from None
-    obj: Any = module
-    for part in attr_path.split("."):
-        if not hasattr(obj, part):
-            raise ValueError(f"judge spec {spec!r}: module {module_name!r} has no attribute {attr_path!r}")
-        obj = getattr(obj, part)
-    if not callable(obj):
-        raise ValueError(f"judge spec {spec!r}: {attr_path!r} is a {type(obj).__name__}, not callable")
-    return obj
-
-
-def load_judge(spec: str, *, seed: int = 0, device: str | None = None, batch_size: int = 16) -> CheckedJudge:
-    """Build the judge a spec names, wrapped in :class:`CheckedJudge`.
-
-    * ``"openai:MODEL"`` → :class:`~lm_runs.judges.openai_judge.OpenAIJudge` (an LLM-as-judge; base URL
-      and key from ``OPENAI_BASE_URL`` / ``OPENAI_API_KEY``; ``seed`` seeds the order flips and jitter);
-    * ``"http://host:port"`` / ``"https://..."`` → :class:`~lm_runs.judges.http.HTTPJudge`
-      (bearer token from ``EGPO_JUDGE_TOKEN`` when set; ``seed`` seeds the retry jitter);
-    * an existing directory → :class:`~lm_runs.judges.preference_model.PreferenceModelJudge`
-      (``seed``, ``device`` and ``batch_size`` are passed on);
-    * ``"module:function"`` (or ``"module:obj.attr"``) → :class:`CallableJudge` of that attribute.
-
-    Anything else raises ``ValueError`` naming the spec and listing the accepted forms.
-    """
-    if not isinstance(spec, str) or not spec.strip():
-        raise ValueError(f"judge spec {spec!r} is empty; accepted forms: {ACCEPTED_SPECS}")
-    spec = spec.strip()
-    if spec.startswith("openai:"):
-        from .openai_judge import OpenAIJudge
-
-        model = spec[len("openai:") :].strip()
-        if not model:
-            raise ValueError(f"judge spec {spec!r} names no model; expected 'openai:MODEL'")
-        return CheckedJudge(OpenAIJudge(model, seed=seed))
-    if spec.startswith(("http://", "https://")):
-        from .http import HTTPJudge
-
-        return CheckedJudge(HTTPJudge(spec, seed=seed))
-    if os.path.isdir(spec):
-        from .preference_model import PreferenceModelJudge
-
-        return CheckedJudge(PreferenceModelJudge(spec, seed=seed, device=device, batch_size=batch_size))
-    if _CALLABLE_SPEC.match(spec):
-        return CheckedJudge(CallableJudge(_import_callable(spec), name=spec))
-    hint = " (not an existing directory)" if ":" not in spec else ""
-    raise ValueError(f"judge spec {spec!r} not understood{hint}; accepted forms: {ACCEPTED_SPECS}")

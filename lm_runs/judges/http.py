@@ -1,29 +1,33 @@
 """A judge behind HTTP: the client of ``python -m lm_runs.judge_server`` (and of compatible servers).
 
-Protocol: ``POST {url}/v1/classifications`` with ``{"prompts": [...], "completions": [[a, b], ...],
-"shuffle_order": bool}`` answers ``{"results": [P(a ≻ b), ...], ...}``; errors answer
-``{"error": "<message>"}`` with a 4xx/5xx status.
+Protocol: :mod:`lm_runs.judges.protocol` (``POST {url}/v1/classifications``, JSON both ways).
 
-Retries: connection errors, timeouts, 429 and 5xx are retried up to ``max_retries`` times with
-exponential backoff and full jitter (sleep ~ U(0, min(backoff_max, backoff_base · 2^attempt)));
-a 4xx other than 429 is never retried.
+Deadline: each request (one attempt) has a *total* deadline of ``timeout`` seconds, connecting,
+sending the body and reading the answer together: every socket operation may wait only for what is
+left of it, so a server that never answers, or trickles its answer a byte at a time, fails the
+attempt after ``timeout`` seconds.
+
+Retries: connection errors, deadlines, 429 and 5xx are retried up to ``max_retries`` times
+(:class:`~lm_runs.judges.retry.RetryPolicy`); a 4xx other than 429 is never retried. So one call of
+``n`` pairs takes at most ``ceil(n / chunk_size) · ((max_retries + 1) · timeout + Σ backoffs)``.
+Texts that are not valid Unicode (a lone surrogate) raise :class:`JudgeError` before anything is sent.
 """
 
 from __future__ import annotations
 
 import os
+import threading
 import time
 from typing import Any, Callable, Sequence
 
 from .base import JudgeError, check_judgements, check_pairs
-from .retry import RetryPolicy, TransientFailure, retry_after_seconds
+from .protocol import CLASSIFICATIONS_PATH, TOKEN_ENV, invalid_text
+from .retry import DEFAULT_RETRIES, RetryPolicy, TransientFailure, retry_after_seconds
 
-__all__ = ["HTTPJudge", "TOKEN_ENV"]
+__all__ = ["HTTPJudge", "DEFAULT_TIMEOUT"]
 
-#: Environment variable holding the bearer token (client and server).
-TOKEN_ENV = "EGPO_JUDGE_TOKEN"
-
-_ENDPOINT = "/v1/classifications"
+#: Default total seconds per request.
+DEFAULT_TIMEOUT = 60.0
 
 
 def _error_message(response: Any) -> str:
@@ -37,27 +41,96 @@ def _error_message(response: Any) -> str:
     return text[:200] if text else response.reason_phrase
 
 
+class _Deadlines:
+    """The per-thread deadline of the request in progress, read by every socket operation."""
+
+    def __init__(self) -> None:
+        self._local = threading.local()
+
+    def set(self, deadline: float | None) -> None:
+        self._local.deadline = deadline
+
+    def left(self, timeout: float | None, error: type[Exception]) -> float | None:
+        """``min(timeout, seconds to the deadline)``; raises ``error`` once the deadline has passed."""
+        deadline = getattr(self._local, "deadline", None)
+        if deadline is None:
+            return timeout
+        left = deadline - time.monotonic()
+        if left <= 0:
+            raise error("the request's deadline passed")
+        return left if timeout is None else min(timeout, left)
+
+
+def _deadline_transport(deadlines: _Deadlines) -> Any:
+    """An ``httpx.HTTPTransport`` whose connections wait, in every read, write and connect, at most
+    until the current thread's deadline (httpcore's network-backend hook)."""
+    import httpcore
+    import httpx
+
+    class Stream(httpcore.NetworkStream):
+        def __init__(self, inner: Any) -> None:
+            self.inner = inner
+
+        def read(self, max_bytes: int, timeout: float | None = None) -> bytes:
+            return self.inner.read(max_bytes, deadlines.left(timeout, httpcore.ReadTimeout))
+
+        def write(self, buffer: bytes, timeout: float | None = None) -> None:
+            self.inner.write(buffer, deadlines.left(timeout, httpcore.WriteTimeout))
+
+        def close(self) -> None:
+            self.inner.close()
+
+        def start_tls(self, ssl_context: Any, server_hostname: str | None = None, timeout: float | None = None) -> Any:
+            return Stream(self.inner.start_tls(ssl_context, server_hostname, deadlines.left(timeout, httpcore.ConnectTimeout)))
+
+        def get_extra_info(self, info: str) -> Any:
+            return self.inner.get_extra_info(info)
+
+    class Backend(httpcore.NetworkBackend):
+        def __init__(self) -> None:
+            self.inner = httpcore.SyncBackend()
+
+        def connect_tcp(self, host: str, port: int, timeout: float | None = None, local_address: str | None = None, socket_options: Any = None) -> Any:
+            left = deadlines.left(timeout, httpcore.ConnectTimeout)
+            return Stream(self.inner.connect_tcp(host, port, left, local_address, socket_options))
+
+        def connect_unix_socket(self, path: str, timeout: float | None = None, socket_options: Any = None) -> Any:
+            return Stream(self.inner.connect_unix_socket(path, deadlines.left(timeout, httpcore.ConnectTimeout), socket_options))
+
+        def sleep(self, seconds: float) -> None:
+            self.inner.sleep(seconds)
+
+    transport = httpx.HTTPTransport()
+    # httpx exposes no network-backend option; its transport wraps an httpcore pool, which takes one.
+    transport._pool = httpcore.ConnectionPool(ssl_context=httpx.create_ssl_context(), network_backend=Backend())
+    return transport
+
+
 class HTTPJudge:
     """P(a ≻ b) from a judge server at ``url`` (``http://host:port``, with or without the endpoint path).
 
     * ``token``: bearer token; ``None`` reads ``EGPO_JUDGE_TOKEN`` (no header when unset or empty).
-    * ``timeout``: seconds per HTTP request (connect, read, write and pool).
+    * ``timeout``: total seconds per HTTP request (see the module docstring), default 60.
     * ``max_retries``: retries after the first attempt (so at most ``max_retries + 1`` attempts).
-    * ``backoff_base`` / ``backoff_max``: full-jitter exponential backoff, in seconds.
+    * ``backoff_base`` / ``backoff_max``: exponential backoff with jitter, in seconds.
     * ``chunk_size``: pairs per HTTP request; longer calls are split and the answers concatenated.
     * ``shuffle_order``: default sent to the server when a call does not pass one.
     * ``seed``: seeds the jitter generator (reproducible sleeps in tests).
+    * ``transport``: an ``httpx`` transport to use instead of the network (tests); the deadline then
+      bounds each operation only.
 
     One ``httpx.Client`` is kept for connection reuse; it is thread-safe. Raises :class:`JudgeError`.
     """
+
+    kind = "http"
 
     def __init__(
         self,
         url: str,
         *,
         token: str | None = None,
-        timeout: float = 60.0,
-        max_retries: int = 5,
+        timeout: float = DEFAULT_TIMEOUT,
+        max_retries: int = DEFAULT_RETRIES,
         backoff_base: float = 0.5,
         backoff_max: float = 10.0,
         chunk_size: int = 1024,
@@ -72,10 +145,13 @@ class HTTPJudge:
             raise ValueError(f"judge server URL must start with http:// or https://, got {url!r}")
         if chunk_size < 1:
             raise ValueError(f"chunk_size must be >= 1, got {chunk_size}")
+        if not timeout > 0:
+            raise ValueError(f"timeout must be > 0 seconds, got {timeout!r}")
         base = url.rstrip("/")
-        self.endpoint = base if base.endswith(_ENDPOINT) else base + _ENDPOINT
-        self.url = base[: -len(_ENDPOINT)] if base.endswith(_ENDPOINT) else base
+        self.endpoint = base if base.endswith(CLASSIFICATIONS_PATH) else base + CLASSIFICATIONS_PATH
+        self.url = base[: -len(CLASSIFICATIONS_PATH)] if base.endswith(CLASSIFICATIONS_PATH) else base
         self.name = self.url
+        self.timeout = float(timeout)
         self.max_retries = max_retries
         self.backoff_base = backoff_base
         self.backoff_max = backoff_max
@@ -84,7 +160,12 @@ class HTTPJudge:
         self.retry = RetryPolicy(max_retries, backoff_base, backoff_max, seed=seed, sleep=sleep)
         token = os.environ.get(TOKEN_ENV) if token is None else token
         headers = {"Authorization": f"Bearer {token}"} if token else {}
-        self._client = httpx.Client(timeout=httpx.Timeout(timeout), headers=headers, transport=transport)
+        self._deadlines = _Deadlines()
+        self._client = httpx.Client(
+            timeout=httpx.Timeout(self.timeout),
+            headers=headers,
+            transport=transport if transport is not None else _deadline_transport(self._deadlines),
+        )
         self.model: str | None = None  # the server's model name, after the first answer
 
     def backoff(self, attempt: int) -> float:
@@ -95,13 +176,20 @@ class HTTPJudge:
         return self.retry.run(lambda: self._post_once(payload), f"judge server {self.url}")
 
     def _post_once(self, payload: dict) -> list:
-        """One POST: the results, a :class:`TransientFailure` to retry, or a :class:`JudgeError`."""
+        """One POST within the deadline: the results, a :class:`TransientFailure` to retry, or a
+        :class:`JudgeError`."""
         import httpx
 
+        started = time.monotonic()
+        self._deadlines.set(started + self.timeout)
         try:
             response = self._client.post(self.endpoint, json=payload)
-        except httpx.TransportError as error:  # connection refused/reset, timeouts, protocol errors
+        except httpx.TransportError as error:  # connection refused/reset, deadlines, protocol errors
+            if time.monotonic() - started >= self.timeout:
+                raise TransientFailure(f"no complete answer within the deadline of {self.timeout:g} s ({type(error).__name__})") from None
             raise TransientFailure(f"{type(error).__name__}: {error}" if str(error) else type(error).__name__) from None
+        finally:
+            self._deadlines.set(None)
         status = response.status_code
         if status == 200:
             try:
@@ -124,6 +212,9 @@ class HTTPJudge:
     ) -> list[float]:
         """P(a ≻ b) per pair from the server, in order; long calls go as several requests."""
         prompts, completions = check_pairs(prompts, completions)
+        where = invalid_text(prompts, completions)
+        if where is not None:
+            raise JudgeError(f"judge server {self.url}: {where} is not valid Unicode (a lone surrogate); nothing was sent")
         shuffle = self.shuffle_order if shuffle_order is None else bool(shuffle_order)
         out: list[float] = []
         for start in range(0, len(prompts), self.chunk_size):
@@ -131,6 +222,10 @@ class HTTPJudge:
             payload = {"prompts": prompts[start:stop], "completions": completions[start:stop], "shuffle_order": shuffle}
             out += check_judgements(self._post(payload), len(payload["prompts"]), f"server {self.url}")
         return out
+
+    def identity(self) -> dict[str, Any]:
+        """The judge by what answers: the server's URL."""
+        return {"kind": self.kind, "url": self.url}
 
     def close(self) -> None:
         """Close the pooled connections."""

@@ -67,7 +67,7 @@ The answer is un-flipped: P(a ≻ b) = P(first ≻ second) when shown as (a, b),
 
 Missing pairs
 -------------
-:meth:`OpenAIJudge.judge_with_missing` returns ``None`` for a missing pair (for evaluations, which
+:meth:`OpenAIJudge.judge_or_missing` returns ``Judgement(None, reason)`` for a missing pair (for evaluations, which
 can drop or count them); :meth:`OpenAIJudge.judge_detailed` also reports the order, the answer and
 how it was read; calling the judge (``judge(prompts, completions)``, the interface training uses)
 raises :class:`~lm_runs.judges.base.JudgeError` naming the missing pairs, since training needs a
@@ -77,11 +77,11 @@ Retries
 -------
 The ``openai`` client is built with ``max_retries=0``; retrying is done here, with the policy of
 :class:`~lm_runs.judges.http.HTTPJudge`: connection errors, timeouts, HTTP 429 and 5xx are retried
-up to ``max_retries`` times with full-jitter exponential backoff (sleep ~ U(0, min(backoff_max,
-backoff_base · 2^attempt)); a 429's ``Retry-After``, capped at ``backoff_max``, is used instead
+up to ``max_retries`` times with jittered exponential backoff (sleep ~ U(c/2, c), c = min(backoff_max,
+backoff_base · 2^attempt), see :mod:`lm_runs.judges.retry`; a 429's ``Retry-After``, capped at ``backoff_max``, is used instead
 when given), and then one :class:`JudgeError` names the server and the last failure. Any other
 4xx raises :class:`JudgeError` at once with the server's message. Such a failure aborts the whole
-call (both in ``__call__`` and ``judge_with_missing``); pairs already answered are in the cache.
+call (both in ``__call__`` and ``judge_or_missing``); pairs already answered are in the cache.
 
 Cache
 -----
@@ -107,12 +107,12 @@ import time
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
-from .base import JudgeError, check_pairs, shown_flipped
-from .retry import RetryPolicy, TransientFailure, retry_after_seconds
+from .base import JudgeError, Judgement, check_pairs, shown_flipped
+from .retry import DEFAULT_RETRIES, RetryPolicy, TransientFailure, retry_after_seconds
 
 __all__ = [
     "OpenAIJudge",
-    "Judgement",
+    "DetailedJudgement",
     "SYSTEM_PROMPT",
     "USER_TEMPLATE",
     "default_cache_path",
@@ -207,7 +207,7 @@ def read_answer(response: Any) -> tuple[float | None, str, str]:
 
 
 @dataclasses.dataclass(frozen=True)
-class Judgement:
+class DetailedJudgement:
     """One pair's outcome.
 
     * ``value``: P(original a ≻ original b), or ``None`` when the pair is missing;
@@ -296,6 +296,8 @@ class OpenAIJudge:
     * ``client``: an already-built client with ``client.chat.completions.create`` (tests, proxies).
     """
 
+    kind = "openai"
+
     def __init__(
         self,
         model: str,
@@ -303,7 +305,7 @@ class OpenAIJudge:
         base_url: str | None = None,
         api_key: str | None = None,
         timeout: float = 60.0,
-        max_retries: int = 5,
+        max_retries: int = DEFAULT_RETRIES,
         backoff_base: float = 0.5,
         backoff_max: float = 10.0,
         malformed_retries: int = 2,
@@ -390,16 +392,26 @@ class OpenAIJudge:
             )
         return [j.value for j in judgements]  # type: ignore[misc]
 
-    def judge_with_missing(
+    def judge_or_missing(
         self, prompts: Sequence[str], completions: Sequence[Sequence[str]], *, shuffle_order: bool | None = None
-    ) -> list[float | None]:
-        """P(a ≻ b) per pair, in order, with ``None`` where no attempt gave a valid answer."""
-        return [j.value for j in self.judge_detailed(prompts, completions, shuffle_order=shuffle_order)]
+    ) -> list[Judgement]:
+        """One :class:`~lm_runs.judges.base.Judgement` per pair, in order: the value, or ``None`` with the
+        reason where no attempt gave a valid answer (what ``CheckedJudge.judge_or_missing`` asks)."""
+        out = []
+        for j in self.judge_detailed(prompts, completions, shuffle_order=shuffle_order):
+            reason = None if j.value is not None else f"no valid answer after {j.attempts} attempts; last answer {j.answer!r} ({j.reason})"
+            out.append(Judgement(j.value, reason))
+        return out
+
+    def identity(self) -> dict[str, Any]:
+        """The judge by what answers: the endpoint, the model, the prompt templates' digest and the seed
+        of the order coins."""
+        return {"kind": self.kind, "base_url": self.server, "model": self.model, "templates": self._key_prefix[2], "seed": self.seed}
 
     def judge_detailed(
         self, prompts: Sequence[str], completions: Sequence[Sequence[str]], *, shuffle_order: bool | None = None
-    ) -> list[Judgement]:
-        """One :class:`Judgement` per pair, in input order.
+    ) -> list[DetailedJudgement]:
+        """One :class:`DetailedJudgement` per pair, in input order.
 
         Cached pairs are answered from the cache; identical uncached pairs in one call share one
         request; the rest go out on up to ``max_concurrency`` threads. A transport or HTTP failure
@@ -407,7 +419,7 @@ class OpenAIJudge:
         """
         prompts, completions = check_pairs(prompts, completions)
         shuffle = self.shuffle_order if shuffle_order is None else bool(shuffle_order)
-        results: list[Judgement | None] = [None] * len(prompts)
+        results: list[DetailedJudgement | None] = [None] * len(prompts)
         pending: dict[str, list[int]] = {}  # cache key -> indices shown that way
         shown: dict[str, tuple[str, str, str]] = {}
         flips: list[bool] = []
@@ -418,7 +430,7 @@ class OpenAIJudge:
             key = self._cache_key(prompt, first, second)
             cached = self.cache.get(key) if self.cache is not None else None
             if cached is not None:
-                results[index] = Judgement(self._unflip(cached, flipped), flipped, "cache", None, 0)
+                results[index] = DetailedJudgement(self._unflip(cached, flipped), flipped, "cache", None, 0)
             else:
                 pending.setdefault(key, []).append(index)
                 shown[key] = (prompt, first, second)
@@ -428,9 +440,9 @@ class OpenAIJudge:
             for index in pending[key]:
                 flipped = flips[index]
                 if p_first is None:
-                    results[index] = Judgement(None, flipped, None, answer, attempts, reason=source)
+                    results[index] = DetailedJudgement(None, flipped, None, answer, attempts, reason=source)
                 else:
-                    results[index] = Judgement(self._unflip(p_first, flipped), flipped, source, answer, attempts)
+                    results[index] = DetailedJudgement(self._unflip(p_first, flipped), flipped, source, answer, attempts)
 
         keys = list(pending)
         if len(keys) == 1 or (keys and self.max_concurrency == 1):

@@ -13,8 +13,9 @@ so the result is always P(original a ≻ original b) and position bias averages 
 
 from __future__ import annotations
 
+import hashlib
 from pathlib import Path
-from typing import Sequence
+from typing import Any, Sequence
 
 from .base import check_pairs, shown_flipped
 from .pair_format import FIRST_IS_BETTER, render_pair
@@ -37,6 +38,10 @@ class PreferenceModelJudge:
 
     ``last_flips`` holds, after each call, which pairs were shown as (b, a).
     """
+
+    kind = "preference_model"
+    #: The files that decide the model's answers: configuration, weights and tokenizer.
+    CONTENT_FILES = ("config.json", "*.safetensors", "pytorch_model*.bin", "tokenizer*", "vocab*", "merges.txt", "special_tokens_map.json", "*.model")
 
     def __init__(
         self,
@@ -122,6 +127,20 @@ class PreferenceModelJudge:
         shown = self.first_preferences(texts)
         self.last_flips = flips
         return [1.0 - p if flip else p for p, flip in zip(shown, flips)]
+
+    def identity(self) -> dict[str, Any]:
+        """The judge by content, not by path: SHA-256 of each of its :data:`CONTENT_FILES` (by file name),
+        the seed of the order coins and the token limit."""
+        digests = {}
+        for pattern in self.CONTENT_FILES:
+            for file in sorted(self.path.glob(pattern)):
+                if file.is_file() and file.name not in digests:
+                    digest = hashlib.sha256()
+                    with open(file, "rb") as handle:
+                        for block in iter(lambda: handle.read(1 << 20), b""):
+                            digest.update(block)
+                    digests[file.name] = digest.hexdigest()
+        return {"kind": self.kind, "files": dict(sorted(digests.items())), "seed": self.seed, "max_length": self.max_length}
 
     def __repr__(self) -> str:
         return f"PreferenceModelJudge({str(self.path)!r}, device={str(self.device)!r})"

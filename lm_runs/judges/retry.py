@@ -1,10 +1,17 @@
 """The retry policy of the remote judges (HTTP judge server, OpenAI-compatible endpoints).
 
 A request is tried at most ``max_retries + 1`` times. Only transient failures are retried —
-connection errors, timeouts, HTTP 429 and 5xx — each after a full-jitter exponential backoff,
-sleep ~ U(0, min(backoff_max, backoff_base · 2^attempt)), or a 429's ``Retry-After`` capped at
-``backoff_max``. Anything else (a 4xx) fails at once. When the tries are used up, one
-:class:`~lm_runs.judges.base.JudgeError` names the service and the last failure.
+connection errors, timeouts, HTTP 429 and 5xx — each after an exponential backoff with jitter,
+
+    sleep_k ~ U(c_k / 2, c_k),   c_k = min(backoff_max, backoff_base · 2^k)   (retry k = 0, 1, ...),
+
+or a 429's ``Retry-After`` capped at ``backoff_max``. Anything else (a 4xx) fails at once. When the
+tries are used up, one :class:`~lm_runs.judges.base.JudgeError` names the service and the last failure.
+
+The half-width floor makes the retry window predictable: with the defaults (``max_retries`` =
+:data:`DEFAULT_RETRIES` = 7, base 0.5 s, cap 10 s) a service that stays down is waited for at least
+Σ c_k / 2 = 17.75 s (at most 35.5 s) plus the attempts themselves, longer than a judge server takes to
+start (about 13 s for a preference model).
 """
 
 from __future__ import annotations
@@ -17,7 +24,10 @@ from typing import Callable, TypeVar
 
 from .base import JudgeError
 
-__all__ = ["RetryPolicy", "TransientFailure", "retry_after_seconds"]
+__all__ = ["DEFAULT_RETRIES", "RetryPolicy", "TransientFailure", "retry_after_seconds"]
+
+#: Retries after the first attempt, by default (see the module docstring for the window it gives).
+DEFAULT_RETRIES = 7
 
 T = TypeVar("T")
 
@@ -42,11 +52,11 @@ def retry_after_seconds(header: str | None, cap: float) -> float | None:
 
 
 class RetryPolicy:
-    """Bounded retries with full-jitter exponential backoff (thread-safe; seeded jitter)."""
+    """Bounded retries with jittered exponential backoff (thread-safe; seeded jitter)."""
 
     def __init__(
         self,
-        max_retries: int = 5,
+        max_retries: int = DEFAULT_RETRIES,
         backoff_base: float = 0.5,
         backoff_max: float = 10.0,
         *,
@@ -63,9 +73,10 @@ class RetryPolicy:
         self._lock = threading.Lock()
 
     def backoff(self, attempt: int) -> float:
-        """Seconds to sleep before retry ``attempt`` (0-based): U(0, min(max, base · 2^attempt))."""
+        """Seconds to sleep before retry ``attempt`` (0-based): U(c / 2, c), c = min(max, base · 2^attempt)."""
+        cap = min(self.backoff_max, self.backoff_base * (2.0**attempt))
         with self._lock:
-            return self._rng.uniform(0.0, min(self.backoff_max, self.backoff_base * (2.0**attempt)))
+            return self._rng.uniform(0.5 * cap, cap)
 
     def run(self, attempt: Callable[[], T], service: str) -> T:
         """``attempt()`` until it returns; it raises :class:`TransientFailure` for what may be retried

@@ -1,0 +1,175 @@
+"""The wire format of the judge server, shared by the server (:mod:`lm_runs.judge_server`) and its
+client (:class:`~lm_runs.judges.http.HTTPJudge`).
+
+* ``POST /v1/classifications`` (:data:`CLASSIFICATIONS_PATH`), ``Content-Type: application/json``,
+  body :class:`ClassificationRequest` ``{"prompts": [str, ...], "completions": [[a, b], ...],
+  "shuffle_order": bool}`` (``shuffle_order`` optional, default true; unknown fields ignored)
+  → 200 :class:`ClassificationResponse` ``{"id", "object": "classification", "model", "results":
+  [P(a ≻ b), ...]}``.
+* ``GET /health`` → :class:`HealthResponse` ``{"status": "ok", "model"}`` (never needs the token).
+* Every error → :class:`ErrorResponse` ``{"error": message, "request_id": id}`` with a 4xx/5xx
+  status. 4xx are the client's fault and never retried; 429 and 5xx are transient and retried.
+* Authentication: ``Authorization: Bearer <token>``; both sides read the token from the environment
+  variable :data:`TOKEN_ENV` by default.
+
+Limits a request must respect (the server's defaults, each settable by a flag): at most
+:data:`DEFAULT_MAX_BODY_BYTES` bytes of body, :data:`DEFAULT_MAX_PAIRS_PER_REQUEST` pairs, JSON nested no deeper than
+Python's decoder allows (a few hundred levels; a valid request nests 3), integers of at most
+:data:`MAX_INT_DIGITS` digits, and texts that are valid Unicode (no lone surrogate, which no UTF-8 encoder or tokenizer accepts).
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any, Sequence
+
+from pydantic import BaseModel, ConfigDict, ValidationError
+
+__all__ = [
+    "CLASSIFICATIONS_PATH",
+    "DEFAULT_MAX_BODY_BYTES",
+    "DEFAULT_MAX_PAIRS_PER_REQUEST",
+    "MAX_INT_DIGITS",
+    "TOKEN_ENV",
+    "ClassificationRequest",
+    "ClassificationResponse",
+    "ErrorResponse",
+    "HealthResponse",
+    "ProtocolError",
+    "invalid_text",
+    "parse_classification_request",
+]
+
+#: Environment variable holding the bearer token (client and server).
+TOKEN_ENV = "EGPO_JUDGE_TOKEN"
+#: The classification endpoint.
+CLASSIFICATIONS_PATH = "/v1/classifications"
+#: Largest request body the server reads by default (413 above).
+DEFAULT_MAX_BODY_BYTES = 16 * 1024 * 1024
+#: Most pairs per request the server accepts by default (413 above).
+DEFAULT_MAX_PAIRS_PER_REQUEST = 4096
+#: Longest integer literal accepted, in digits.
+MAX_INT_DIGITS = 100
+
+
+class ClassificationRequest(BaseModel):
+    """A classification request: one prompt and one pair ``[a, b]`` per item; ``shuffle_order``
+    (``None``: true) lets the judge show each pair in a seeded random order."""
+
+    model_config = ConfigDict(strict=True, extra="ignore")
+
+    prompts: list[str]
+    completions: list[list[str]]
+    shuffle_order: bool | None = None
+
+
+class ClassificationResponse(BaseModel):
+    """The answer: ``results[i]`` = P(completions[i][0] ≻ completions[i][1] | prompts[i])."""
+
+    id: str
+    object: str = "classification"
+    model: str
+    results: list[float]
+
+
+class HealthResponse(BaseModel):
+    """``GET /health``: the server is up and serves ``model``."""
+
+    status: str = "ok"
+    model: str
+
+
+class ErrorResponse(BaseModel):
+    """Every error: what was wrong (never a judge's own exception text) and the request's id, which
+    the server's log names beside the details."""
+
+    error: str
+    request_id: str | None = None
+
+
+class ProtocolError(ValueError):
+    """A request the protocol refuses: ``status`` (400 or 413), ``kind`` (the error metric's label)."""
+
+    def __init__(self, status: int, kind: str, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.kind = kind
+        self.message = message
+
+
+def invalid_text(prompts: Sequence[str], completions: Sequence[Sequence[str]]) -> str | None:
+    """The location (``"prompts[i]"`` / ``"completions[i][j]"``) of the first text that is not valid
+    Unicode (a lone surrogate, which cannot be encoded as UTF-8), or ``None`` when all are valid."""
+    for i, prompt in enumerate(prompts):
+        try:
+            prompt.encode("utf-8")
+        except UnicodeEncodeError:
+            return f"prompts[{i}]"
+    for i, pair in enumerate(completions):
+        for j, text in enumerate(pair):
+            try:
+                text.encode("utf-8")
+            except UnicodeEncodeError:
+                return f"completions[{i}][{j}]"
+    return None
+
+
+def _json_type(value: Any) -> str:
+    names = {type(None): "null", bool: "boolean", int: "number", float: "number", str: "string", list: "array", dict: "object"}
+    return names.get(type(value), type(value).__name__)
+
+
+def _limited_int(text: str) -> int:
+    if len(text.lstrip("-")) > MAX_INT_DIGITS:
+        raise ProtocolError(400, "invalid_json", f"invalid JSON: an integer of {len(text.lstrip('-'))} digits (limit {MAX_INT_DIGITS})")
+    return int(text)
+
+
+def _location(loc: Sequence[Any]) -> str:
+    text = str(loc[0]) if loc else "body"
+    for part in loc[1:]:
+        text += f"[{part}]" if isinstance(part, int) else f".{part}"
+    return text
+
+
+def parse_classification_request(body: bytes, max_pairs: int = DEFAULT_MAX_PAIRS_PER_REQUEST) -> ClassificationRequest:
+    """Decode and validate a request body; raise :class:`ProtocolError` (400, or 413 for more than
+    ``max_pairs`` pairs) naming the problem and where it is."""
+    if not body.strip():
+        raise ProtocolError(400, "invalid_json", "empty request body: expected a JSON object")
+    try:
+        text = body.decode("utf-8")
+    except UnicodeDecodeError:
+        raise ProtocolError(400, "invalid_json", "request body is not UTF-8 text") from None
+    try:
+        data = json.loads(text, parse_int=_limited_int)
+    except json.JSONDecodeError as error:
+        raise ProtocolError(400, "invalid_json", f"invalid JSON: {error.msg} at line {error.lineno} column {error.colno}") from None
+    except RecursionError:
+        raise ProtocolError(400, "invalid_json", "invalid JSON: nested too deeply") from None
+    if not isinstance(data, dict):
+        raise ProtocolError(400, "bad_request", f"request body must be a JSON object, got {_json_type(data)}")
+    for key in ("prompts", "completions"):
+        if key not in data:
+            raise ProtocolError(400, "bad_request", f"missing field '{key}'")
+    try:
+        request = ClassificationRequest.model_validate(data)
+    except ValidationError as error:
+        first = error.errors()[0]
+        where = _location(first.get("loc", ()))
+        got = _json_type(first.get("input"))
+        raise ProtocolError(400, "bad_request", f"'{where}': {first.get('msg', 'invalid')}, got {got}") from None
+    prompts, completions = request.prompts, request.completions
+    if len(prompts) != len(completions):
+        raise ProtocolError(400, "bad_request", f"'prompts' has {len(prompts)} items but 'completions' has {len(completions)}")
+    if not prompts:
+        raise ProtocolError(400, "bad_request", "'prompts' and 'completions' are empty: send at least one pair")
+    if len(prompts) > max_pairs:
+        raise ProtocolError(413, "too_large", f"too many pairs: {len(prompts)} > limit {max_pairs} per request")
+    for i, pair in enumerate(completions):
+        if len(pair) != 2:
+            raise ProtocolError(400, "bad_request", f"'completions[{i}]' must hold exactly 2 responses, got {len(pair)}")
+    where = invalid_text(prompts, completions)
+    if where is not None:
+        raise ProtocolError(400, "bad_request", f"'{where}' is not valid Unicode (a lone surrogate)")
+    return request
