@@ -1,7 +1,7 @@
 """Supervised fine-tuning of the reference policy: ``python -m lm_runs.sft``.
 
     python -m lm_runs.sft --model_name_or_path Qwen/Qwen2.5-1.5B --dataset sft.jsonl --output_dir runs/sft
-    python -m lm_runs.sft --config lm_runs/configs/sft.yaml --learning_rate 2e-5   # YAML, flags override
+    python -m lm_runs.sft --config lm_runs/configs/sft_qwen_paper.yaml --learning_rate 2e-5   # YAML, flags override
 
 The dataset holds ``prompt`` + ``completion`` columns (the prompt a string or a chat message list,
 the completion a string or a one-message assistant list) or a ``messages`` column of chat
@@ -20,38 +20,41 @@ an example whose prompt alone fills ``max_length`` has no completion token left 
 (the count is logged).
 
 Training is ``transformers.Trainer`` with this module's :class:`SFTConfig` (a ``TrainingArguments``),
-so ``--deepspeed``, ``--report_to tensorboard``, ``--save_steps``, ``--resume_from_checkpoint``,
-``--use_cpu`` and the rest behave as usual. Weight decay is applied by the Trainer's own AdamW (to
-every weight except biases and normalization weights); a DeepSpeed config needs **no** ``optimizer``
-block — DeepSpeed wraps the Trainer's optimizer — and one is warned about, since it would replace
-that optimizer. The final model (LoRA adapters merged in) and the tokenizer are written to
-``output_dir`` as safetensors, ready for ``from_pretrained``.
+so ``--deepspeed``, ``--report_to tensorboard``, ``--save_steps``, ``--use_cpu`` and the rest behave as
+usual. Weight decay is applied by the Trainer's own AdamW (to every weight except biases and
+normalization weights); a DeepSpeed config needs **no** ``optimizer`` block — DeepSpeed wraps the
+Trainer's optimizer — and one is warned about, since it would replace that optimizer. The final model
+(LoRA adapters merged in) and the tokenizer are written to ``output_dir`` as safetensors, ready for
+``from_pretrained``.
+
+Before anything loads, bad options, a model that is not a causal LM (:func:`lm_runs.models.check_model_source`),
+an ``--output_dir`` that is a file or holds a previous run (:func:`lm_runs.launcher.prepare_output_dir`)
+and bad data rows are refused with one line and exit status 2. Checkpoints appear complete or not at
+all (:mod:`lm_runs.checkpoints`); ``--resume_from_checkpoint true`` resumes from the newest complete one
+and ends bit for bit where an uninterrupted run ends.
 """
 
 from __future__ import annotations
 
-import json
 import logging
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, Mapping, Sequence
 
-from transformers import TrainingArguments
+from transformers import Trainer
 
+from lm_runs.checkpoints import AtomicCheckpoints, save_final_model
 from lm_runs.data import check_prompt, encode_prompt, is_message_list, load_table
-from lm_runs.lora import LoraArguments, lora_config
+from lm_runs.launcher import clear_previous_run, prepare_output_dir, run_entry_point, warn_deepspeed_optimizer
+from lm_runs.models import check_model_source, load_policy, load_tokenizer
+from lm_runs.training_arguments import SupervisedRunArguments
 
 __all__ = [
     "SFTConfig",
+    "SFTTrainer",
     "sft_example",
     "build_sft_dataset",
     "SFTCollator",
     "build_trainer",
-    "warn_deepspeed_optimizer",
-    "save_final_model",
-    "load_tokenizer",
-    "require_options",
-    "resume_argument",
     "main",
 ]
 
@@ -61,15 +64,13 @@ IGNORE_INDEX = -100
 
 
 @dataclass
-class SFTConfig(LoraArguments, TrainingArguments):
-    """Options of ``python -m lm_runs.sft``: the model and data fields below, the LoRA fields of
-    :class:`~lm_runs.lora.LoraArguments` and every ``transformers.TrainingArguments`` option.
-    Defaults follow the paper's SFT (lr 1e-5, 5 epochs, weight decay 0.1, 100 warmup steps); the
-    per-device batch size is whatever is given."""
+class SFTConfig(SupervisedRunArguments):
+    """Options of ``python -m lm_runs.sft``: the fields below, those of
+    :class:`~lm_runs.training_arguments.SupervisedRunArguments` (the model, LoRA, ``--overwrite_output_dir``)
+    and every ``transformers.TrainingArguments`` option. Defaults follow the paper's SFT (lr 1e-5,
+    5 epochs, weight decay 0.1, 100 warmup steps); the per-device batch size is whatever is given.
+    ``--model_name_or_path`` must be a causal LM."""
 
-    model_name_or_path: str | None = field(
-        default=None, metadata={"help": "Causal LM to fine-tune: a local directory or a hub name (required)."}
-    )
     dataset: str | None = field(
         default=None,
         metadata={
@@ -77,50 +78,17 @@ class SFTConfig(LoraArguments, TrainingArguments):
             "with 'prompt' + 'completion' columns or a 'messages' column of chat conversations."
         },
     )
-    dataset_split: str = field(
-        default="train", metadata={"help": "Split to read from a DatasetDict directory or a hub dataset."}
-    )
     max_length: int = field(
         default=512, metadata={"help": "Longest tokenized prompt + completion + EOS; longer ones are cut on the right."}
     )
-    # Paper defaults (overriding TrainingArguments').
-    learning_rate: float = field(default=1e-5, metadata={"help": "Peak AdamW learning rate (paper: 1e-5)."})
     num_train_epochs: float = field(default=5.0, metadata={"help": "Epochs over the SFT data (paper: 5)."})
-    weight_decay: float = field(
-        default=0.1,
-        metadata={"help": "AdamW weight decay on all weights but biases and norms, applied by the Trainer (paper: 0.1)."},
-    )
     warmup_steps: float = field(
         default=100, metadata={"help": "Linear warmup steps (paper: 100); a value below 1 is a fraction of training."}
     )
 
 
-def warn_deepspeed_optimizer(config: TrainingArguments) -> bool:
-    """Warn (and return True) when the DeepSpeed config has an ``optimizer`` block.
-
-    Without one, DeepSpeed wraps the Trainer's AdamW, whose parameter groups apply ``weight_decay``
-    to weights and not to biases/norms; a DeepSpeed optimizer replaces it and treats all parameters
-    alike. Nothing else is needed for weight decay to take effect.
-    """
-    spec = getattr(config, "deepspeed", None)
-    if not spec:
-        return False
-    if isinstance(spec, Mapping):
-        ds = dict(spec)
-    else:
-        text = str(spec)
-        try:
-            ds = json.loads(Path(text).read_text()) if Path(text).is_file() else json.loads(text)
-        except (OSError, ValueError):
-            return False  # the Trainer reports unreadable DeepSpeed configs itself
-    if "optimizer" in ds:
-        logger.warning(
-            "The DeepSpeed config has an 'optimizer' block: it replaces the Trainer's AdamW (whose groups exempt "
-            "biases and norms from weight decay). Drop the block; --weight_decay %s is applied without it.",
-            config.weight_decay,
-        )
-        return True
-    return False
+class SFTTrainer(AtomicCheckpoints, Trainer):
+    """``transformers.Trainer`` whose checkpoints appear complete or not at all (:class:`AtomicCheckpoints`)."""
 
 
 # --------------------------------------------------------------------------------------- examples
@@ -232,51 +200,23 @@ class SFTCollator:
 # --------------------------------------------------------------------------------------- training
 
 
-def require_options(config: Any, *names: str) -> None:
-    """``SystemExit`` naming the first of ``names`` that ``config`` leaves unset."""
-    for name in names:
-        if not getattr(config, name, None):
-            raise SystemExit(f"error: --{name} is required")
-
-
-def load_tokenizer(model_name_or_path: str):
-    """The tokenizer of ``model_name_or_path``; one without a pad token gets pad = EOS (safe here:
-    every mask in this package is positional)."""
-    from transformers import AutoTokenizer
-
-    tokenizer = AutoTokenizer.from_pretrained(model_name_or_path)
-    if tokenizer.pad_token_id is None:
-        if tokenizer.eos_token is None:
-            raise ValueError(f"{model_name_or_path}: the tokenizer has neither a pad token nor an EOS token")
-        tokenizer.pad_token = tokenizer.eos_token
-    return tokenizer
-
-
 def build_trainer(config: SFTConfig):
     """Everything short of training: the tokenizer, the causal LM (LoRA-wrapped with ``use_peft``),
-    the tokenized dataset and a ``transformers.Trainer`` over them. Errors in the data surface here,
-    before any model weights are loaded."""
-    from transformers import AutoModelForCausalLM, Trainer
-
-    require_options(config, "model_name_or_path", "dataset", "output_dir")
-    if config.max_length < 2:
-        raise SystemExit(f"error: --max_length must be at least 2, got {config.max_length}")
+    the tokenized dataset and an :class:`SFTTrainer` over them. A model of the wrong kind and errors in
+    the data surface here, before any model weights are loaded."""
+    check_model_source(config.model_name_or_path, "policy")
     warn_deepspeed_optimizer(config)
     tokenizer = load_tokenizer(config.model_name_or_path)
     train_dataset = build_sft_dataset(
         load_table(config.dataset, split=config.dataset_split), tokenizer, config.max_length, name=config.dataset
     )
-    model = AutoModelForCausalLM.from_pretrained(config.model_name_or_path)
-    model.config.pad_token_id = tokenizer.pad_token_id
-    if getattr(model, "generation_config", None) is not None:
-        model.generation_config.pad_token_id = tokenizer.pad_token_id
-    if config.use_peft:
-        from peft import get_peft_model
-
-        if config.gradient_checkpointing:
-            model.enable_input_require_grads()
-        model = get_peft_model(model, lora_config(config, "CAUSAL_LM"))
-    return Trainer(
+    model = load_policy(
+        config.model_name_or_path,
+        lora=config,
+        pad_token_id=tokenizer.pad_token_id,
+        gradient_checkpointing=config.gradient_checkpointing,
+    )
+    return SFTTrainer(
         model=model,
         args=config,
         train_dataset=train_dataset,
@@ -285,46 +225,20 @@ def build_trainer(config: SFTConfig):
     )
 
 
-def save_final_model(trainer, output_dir: str, use_peft: bool) -> None:
-    """Write the trained model and tokenizer to ``output_dir`` (safetensors) so ``from_pretrained``
-    loads a plain model: LoRA adapters are merged first. Under DeepSpeed ZeRO-3 with LoRA the
-    parameters are sharded and cannot be merged here, so the adapter is saved instead (with a warning)."""
-    from transformers.integrations import is_deepspeed_zero3_enabled
-
-    if use_peft and not is_deepspeed_zero3_enabled():
-        model = trainer.accelerator.unwrap_model(trainer.model)
-        merged = model.merge_and_unload()
-        if trainer.is_world_process_zero():
-            merged.save_pretrained(output_dir)
-            trainer.processing_class.save_pretrained(output_dir)
-        trainer.accelerator.wait_for_everyone()
-        return
-    if use_peft:
-        logger.warning("LoRA under ZeRO-3: saving the adapter to %s; merge it with peft before from_pretrained", output_dir)
-    trainer.save_model(output_dir)
-    if trainer.is_world_process_zero():
-        trainer.processing_class.save_pretrained(output_dir)
-
-
-def resume_argument(value: str | None) -> str | bool | None:
-    """``--resume_from_checkpoint`` for ``Trainer.train``: a checkpoint path, or ``true`` for the
-    latest checkpoint in ``output_dir``."""
-    if value is None or value.lower() in ("", "false", "none"):
-        return None
-    return True if value.lower() == "true" else value
-
-
 def main(argv: Sequence[str] | None = None) -> str:
     """Parse ``argv`` (default ``sys.argv[1:]``), fine-tune, save to ``output_dir``; returns it."""
     from lm_runs.cli import parse_config
 
     (config,) = parse_config([SFTConfig], argv)
     logging.basicConfig(level=logging.INFO if config.should_log else logging.WARNING)
+    resume = prepare_output_dir(config)
     trainer = build_trainer(config)
-    trainer.train(resume_from_checkpoint=resume_argument(config.resume_from_checkpoint))
+    if config.overwrite_output_dir and trainer.args.should_save:
+        clear_previous_run(config.output_dir)
+    trainer.train(resume_from_checkpoint=resume)
     save_final_model(trainer, config.output_dir, config.use_peft)
     return config.output_dir
 
 
 if __name__ == "__main__":
-    main()
+    run_entry_point(main)

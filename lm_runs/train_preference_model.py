@@ -20,10 +20,13 @@ tokens is left out of training (the count is logged) rather than cut, since a cu
 second response or the question from the model and make its label noise. Rows whose ``chosen``
 equals ``rejected`` carry no preference and are left out too.
 
-Training is ``transformers.Trainer`` (``--deepspeed``, ``--report_to``, ``--save_steps``,
-``--resume_from_checkpoint`` ... as usual); weight decay comes from the Trainer's AdamW (no
-DeepSpeed ``optimizer`` block is needed, see :func:`lm_runs.sft.warn_deepspeed_optimizer`). The
-final model (LoRA merged) and tokenizer are saved to ``output_dir`` for ``PreferenceModelJudge``.
+Training is ``transformers.Trainer`` (``--deepspeed``, ``--report_to``, ``--save_steps`` ... as usual);
+weight decay comes from the Trainer's AdamW (no DeepSpeed ``optimizer`` block is needed, see
+:func:`lm_runs.launcher.warn_deepspeed_optimizer`). The final model (LoRA merged) and tokenizer are
+saved to ``output_dir`` for ``PreferenceModelJudge``. Options, the starting model (a causal LM or a
+2-label classifier), the output folder and the pairs are checked before anything loads (one line, exit
+status 2); checkpoints appear complete or not at all and ``--resume_from_checkpoint true`` resumes from
+the newest complete one, as in :mod:`lm_runs.sft`.
 """
 
 from __future__ import annotations
@@ -32,21 +35,18 @@ import logging
 from dataclasses import dataclass, field
 from typing import Any, Mapping, Sequence
 
-from transformers import TrainingArguments
+from transformers import Trainer
 
+from lm_runs.checkpoints import AtomicCheckpoints, save_final_model
 from lm_runs.data import check_prompt, load_table, prompt_text
 from lm_runs.judges.pair_format import FIRST_IS_BETTER, SECOND_IS_BETTER, render_pair
-from lm_runs.lora import LoraArguments, lora_config
-from lm_runs.sft import (
-    load_tokenizer,
-    require_options,
-    resume_argument,
-    save_final_model,
-    warn_deepspeed_optimizer,
-)
+from lm_runs.launcher import clear_previous_run, prepare_output_dir, run_entry_point, warn_deepspeed_optimizer
+from lm_runs.models import check_model_source, load_preference_model_base, load_tokenizer
+from lm_runs.training_arguments import SupervisedRunArguments
 
 __all__ = [
     "PreferenceModelConfig",
+    "PreferenceModelTrainer",
     "build_pair_dataset",
     "tokenize_pairs",
     "PairCollator",
@@ -58,19 +58,14 @@ logger = logging.getLogger(__name__)
 
 
 @dataclass
-class PreferenceModelConfig(LoraArguments, TrainingArguments):
-    """Options of ``python -m lm_runs.train_preference_model``: the fields below, the LoRA fields of
-    :class:`~lm_runs.lora.LoraArguments` (PEFT also trains the head) and every
-    ``transformers.TrainingArguments`` option. Defaults follow the paper (lr 1e-5, 3 epochs,
-    weight decay 0.1, 1000 warmup steps, sequences up to 1024 tokens)."""
+class PreferenceModelConfig(SupervisedRunArguments):
+    """Options of ``python -m lm_runs.train_preference_model``: the fields below, those of
+    :class:`~lm_runs.training_arguments.SupervisedRunArguments` (the model, LoRA — PEFT also trains the
+    head —, ``--overwrite_output_dir``) and every ``transformers.TrainingArguments`` option. Defaults
+    follow the paper (lr 1e-5, 3 epochs, weight decay 0.1, 1000 warmup steps, sequences up to 1024
+    tokens). ``--model_name_or_path`` is a causal LM (it gets a fresh 2-label head) or a 2-label
+    sequence classifier, loaded with ``AutoModelForSequenceClassification(num_labels=2)``."""
 
-    model_name_or_path: str | None = field(
-        default=None,
-        metadata={
-            "help": "Base model (required): a causal LM or sequence-classifier directory or hub name, loaded with "
-            "AutoModelForSequenceClassification(num_labels=2)."
-        },
-    )
     dataset: str | None = field(
         default=None,
         metadata={
@@ -78,22 +73,17 @@ class PreferenceModelConfig(LoraArguments, TrainingArguments):
             "with string columns 'prompt', 'chosen', 'rejected'."
         },
     )
-    dataset_split: str = field(
-        default="train", metadata={"help": "Split to read from a DatasetDict directory or a hub dataset."}
-    )
     max_length: int = field(
         default=1024, metadata={"help": "Longest rendered pair in tokens (paper: 1024); longer pairs are left out."}
     )
-    # Paper defaults (overriding TrainingArguments').
-    learning_rate: float = field(default=1e-5, metadata={"help": "Peak AdamW learning rate (paper: 1e-5)."})
     num_train_epochs: float = field(default=3.0, metadata={"help": "Epochs over the pairs, both orders (paper: 3)."})
-    weight_decay: float = field(
-        default=0.1,
-        metadata={"help": "AdamW weight decay on all weights but biases and norms, applied by the Trainer (paper: 0.1)."},
-    )
     warmup_steps: float = field(
         default=1000, metadata={"help": "Linear warmup steps (paper: 1000); a value below 1 is a fraction of training."}
     )
+
+
+class PreferenceModelTrainer(AtomicCheckpoints, Trainer):
+    """``transformers.Trainer`` whose checkpoints appear complete or not at all (:class:`AtomicCheckpoints`)."""
 
 
 def _response(value: Any, column: str, where: str) -> str:
@@ -182,28 +172,20 @@ class PairCollator:
 
 def build_trainer(config: PreferenceModelConfig):
     """The tokenizer, the both-orders tokenized dataset, the 2-label classifier (LoRA-wrapped with
-    ``use_peft``) and a ``transformers.Trainer``; data errors surface before the model loads."""
-    from transformers import AutoModelForSequenceClassification, Trainer
-
-    require_options(config, "model_name_or_path", "dataset", "output_dir")
+    ``use_peft``) and a :class:`PreferenceModelTrainer`; a starting model of the wrong kind and data errors
+    surface before the model loads."""
+    check_model_source(config.model_name_or_path, "preference_model_base")
     warn_deepspeed_optimizer(config)
     tokenizer = load_tokenizer(config.model_name_or_path)
     pairs = build_pair_dataset(load_table(config.dataset, split=config.dataset_split), name=config.dataset)
     train_dataset = tokenize_pairs(pairs, tokenizer, config.max_length, name=config.dataset)
-    model = AutoModelForSequenceClassification.from_pretrained(
+    model = load_preference_model_base(
         config.model_name_or_path,
-        num_labels=2,
-        id2label={FIRST_IS_BETTER: "first_is_better", SECOND_IS_BETTER: "second_is_better"},
-        label2id={"first_is_better": FIRST_IS_BETTER, "second_is_better": SECOND_IS_BETTER},
+        pad_token_id=tokenizer.pad_token_id,
+        lora=config,
+        gradient_checkpointing=config.gradient_checkpointing,
     )
-    model.config.pad_token_id = tokenizer.pad_token_id
-    if config.use_peft:
-        from peft import get_peft_model
-
-        if config.gradient_checkpointing:
-            model.enable_input_require_grads()
-        model = get_peft_model(model, lora_config(config, "SEQ_CLS"))
-    return Trainer(
+    return PreferenceModelTrainer(
         model=model,
         args=config,
         train_dataset=train_dataset,
@@ -218,11 +200,14 @@ def main(argv: Sequence[str] | None = None) -> str:
 
     (config,) = parse_config([PreferenceModelConfig], argv)
     logging.basicConfig(level=logging.INFO if config.should_log else logging.WARNING)
+    resume = prepare_output_dir(config)
     trainer = build_trainer(config)
-    trainer.train(resume_from_checkpoint=resume_argument(config.resume_from_checkpoint))
+    if config.overwrite_output_dir and trainer.args.should_save:
+        clear_previous_run(config.output_dir)
+    trainer.train(resume_from_checkpoint=resume)
     save_final_model(trainer, config.output_dir, config.use_peft)
     return config.output_dir
 
 
 if __name__ == "__main__":
-    main()
+    run_entry_point(main)

@@ -1,0 +1,210 @@
+"""What the training entry points share around the Trainer: required options, the output folder, resuming,
+the DeepSpeed optimizer warning, and the ``__main__`` wrapper that turns user errors into one line.
+
+Output folder (:func:`prepare_output_dir`, called before any model loads):
+
+* ``--output_dir`` is required; a path that is a file is refused;
+* a folder that is not empty (a previous run: ``checkpoint-N``, ``epochs/``, a final model, logs) is
+  refused unless the run resumes from it (``--resume_from_checkpoint``) or replaces it
+  (``--overwrite_output_dir true``: :func:`clear_previous_run` deletes the previous run's entries, listed
+  in the log, when training starts — never mixed with the new run's);
+* ``--resume_from_checkpoint true`` is the Hugging Face convention for the newest checkpoint in
+  ``output_dir``: the newest *complete* one (:func:`lm_runs.checkpoints.latest_checkpoint`); a named
+  folder that does not exist is "no such checkpoint folder", one that is not a complete checkpoint is
+  refused as such.
+
+:func:`run_entry_point` is every entry point's ``if __name__ == "__main__"``: a ``ValueError`` (bad
+options, :class:`~lm_runs.models.ModelRoleError`, data errors, a malformed ``--config``), a
+``FileNotFoundError``, a ``JudgeError``, or a full disk becomes ``error: <one line>`` on stderr and exit
+status 2; Ctrl-C becomes ``interrupted`` and exit status 130. Nothing here imports transformers, so a
+tool's start-up stays fast.
+"""
+
+from __future__ import annotations
+
+import errno
+import json
+import logging
+import os
+import sys
+from pathlib import Path
+from typing import Any, Callable, Mapping, Sequence
+
+from lm_runs.checkpoints import PARTIAL_PREFIX, is_model_file, latest_checkpoint
+
+__all__ = [
+    "require_options",
+    "warn_deepspeed_optimizer",
+    "resume_argument",
+    "prepare_output_dir",
+    "previous_run_entries",
+    "clear_previous_run",
+    "run_entry_point",
+]
+
+logger = logging.getLogger(__name__)
+
+
+def require_options(config: Any, *names: str) -> None:
+    """``ValueError`` (``--name is required``) for the first of ``names`` that ``config`` leaves unset."""
+    for name in names:
+        if not getattr(config, name, None):
+            raise ValueError(f"--{name} is required")
+
+
+def warn_deepspeed_optimizer(config: Any) -> bool:
+    """Warn (and return True) when the DeepSpeed config has an ``optimizer`` block.
+
+    Without one, DeepSpeed wraps the Trainer's AdamW, whose parameter groups apply ``weight_decay``
+    to weights and not to biases/norms; a DeepSpeed optimizer replaces it and treats all parameters
+    alike. Nothing else is needed for weight decay to take effect.
+    """
+    spec = getattr(config, "deepspeed", None)
+    if not spec:
+        return False
+    if isinstance(spec, Mapping):
+        ds = dict(spec)
+    else:
+        text = str(spec)
+        try:
+            ds = json.loads(Path(text).read_text()) if Path(text).is_file() else json.loads(text)
+        except (OSError, ValueError):
+            return False  # the Trainer reports unreadable DeepSpeed configs itself
+    if "optimizer" in ds:
+        logger.warning(
+            "The DeepSpeed config has an 'optimizer' block: it replaces the Trainer's AdamW (whose groups exempt "
+            "biases and norms from weight decay). Drop the block; --weight_decay %s is applied without it.",
+            getattr(config, "weight_decay", None),
+        )
+        return True
+    return False
+
+
+def resume_argument(value: str | bool | None, output_dir: str | os.PathLike[str] | None) -> str | None:
+    """The checkpoint folder ``--resume_from_checkpoint value`` names, for ``Trainer.train``; None for a
+    fresh run (unset, ``""``, ``false``, ``none``).
+
+    ``true`` (any case) is the newest complete checkpoint in ``output_dir``; ValueError when there is none.
+    A path must be an existing complete checkpoint folder (``trainer_state.json`` inside): ValueError
+    ``no such checkpoint folder: PATH`` otherwise, or naming what is missing.
+    """
+    if value is None or value is False:
+        return None
+    text = str(value).strip()
+    if text.lower() in ("", "false", "none"):
+        return None
+    if text.lower() == "true":
+        latest = latest_checkpoint(output_dir) if output_dir else None
+        if latest is None:
+            raise ValueError(f"--resume_from_checkpoint true: no complete checkpoint-N folder in {output_dir}")
+        return latest
+    path = Path(text).expanduser()
+    if not path.exists():
+        raise ValueError(f"--resume_from_checkpoint: no such checkpoint folder: {text}")
+    if not path.is_dir() or not (path / "trainer_state.json").is_file():
+        raise ValueError(f"--resume_from_checkpoint {text}: not a complete checkpoint folder (no trainer_state.json)")
+    if path.name.startswith(PARTIAL_PREFIX) or path.parent.name.startswith(PARTIAL_PREFIX):
+        raise ValueError(f"--resume_from_checkpoint {text}: a partial save left by an interrupted run, not a checkpoint")
+    return str(path)
+
+
+def previous_run_entries(output_dir: str | os.PathLike[str]) -> list[str]:
+    """The entries of ``output_dir`` a training run writes: ``checkpoint-N`` folders, ``epochs/``,
+    TensorBoard's ``runs/``, the final model's files and partial saves (sorted names)."""
+    folder = Path(output_dir)
+    if not folder.is_dir():
+        return []
+    names = []
+    for entry in folder.iterdir():
+        name = entry.name
+        if (
+            (entry.is_dir() and (name.startswith("checkpoint-") or name in ("epochs", "runs")))
+            or name.startswith((PARTIAL_PREFIX, ".replaced-"))
+            or (entry.is_file() and is_model_file(name))
+        ):
+            names.append(name)
+    return sorted(names)
+
+
+def _shown(names: Sequence[str], limit: int = 5) -> str:
+    return ", ".join(names[:limit]) + (f", … ({len(names)} entries)" if len(names) > limit else "")
+
+
+def prepare_output_dir(args: Any) -> str | None:
+    """Check ``args.output_dir`` against ``args.resume_from_checkpoint`` and ``args.overwrite_output_dir``
+    (see the module docstring) and return the checkpoint to resume from (None for a fresh run). Raises
+    ValueError with one line; changes nothing on disk (:func:`clear_previous_run` does, later)."""
+    output_dir = getattr(args, "output_dir", None)
+    if not output_dir:
+        raise ValueError("--output_dir is required: the folder for checkpoints and the final model")
+    folder = Path(output_dir).expanduser()
+    if folder.exists() and not folder.is_dir():
+        raise ValueError(f"--output_dir {output_dir}: a file, not a folder")
+    resume = resume_argument(getattr(args, "resume_from_checkpoint", None), folder)
+    overwrite = bool(getattr(args, "overwrite_output_dir", False))
+    if resume is not None and overwrite:
+        raise ValueError("--resume_from_checkpoint and --overwrite_output_dir contradict each other: give one")
+    if resume is None and not overwrite and folder.is_dir():
+        entries = sorted(entry.name for entry in folder.iterdir())
+        if entries:
+            run = previous_run_entries(folder)
+            what = f"holds a previous run ({_shown(run)})" if run else f"is not empty ({_shown(entries)})"
+            raise ValueError(
+                f"--output_dir {output_dir} {what}: resume it with --resume_from_checkpoint true, replace it with "
+                "--overwrite_output_dir true, or choose another folder"
+            )
+    return resume
+
+
+def clear_previous_run(output_dir: str | os.PathLike[str]) -> list[str]:
+    """Delete the previous run's entries (:func:`previous_run_entries`) from ``output_dir`` and log them;
+    other files are left. Call it when training starts with ``--overwrite_output_dir``, on the saving
+    process only. Returns the names removed."""
+    import shutil
+
+    names = previous_run_entries(output_dir)
+    for name in names:
+        path = Path(output_dir) / name
+        if path.is_dir() and not path.is_symlink():
+            shutil.rmtree(path)
+        else:
+            path.unlink()
+    if names:
+        logger.warning("--overwrite_output_dir: removed the previous run from %s: %s", output_dir, ", ".join(names))
+    return names
+
+
+def _one_line(error: BaseException) -> str:
+    text = " ".join(str(error).split())
+    return text or type(error).__name__
+
+
+def _is_user_error(error: BaseException) -> bool:
+    if isinstance(error, (ValueError, FileNotFoundError)):
+        return True
+    return type(error).__name__ == "JudgeError"  # lm_runs.judges' error, matched by name: no import here
+
+
+def run_entry_point(main: Callable[[Sequence[str] | None], Any], argv: Sequence[str] | None = None) -> None:
+    """Run ``main(argv)`` as a command: known user errors print ``error: <one line>`` on stderr and exit
+    with status 2, a full disk prints the path and exits 2, Ctrl-C prints ``interrupted`` and exits 130;
+    anything else (a bug) keeps its traceback. ``SystemExit`` (``--help``, argparse errors) passes."""
+    try:
+        main(argv)
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        raise SystemExit(130) from None
+    except OSError as error:
+        if error.errno != errno.ENOSPC and not isinstance(error, FileNotFoundError):
+            raise
+        if error.errno == errno.ENOSPC:
+            where = f" while writing {error.filename}" if error.filename else ""
+            print(f"error: no space left on the device{where}", file=sys.stderr)
+        else:
+            print(f"error: {_one_line(error)}", file=sys.stderr)
+        raise SystemExit(2) from None
+    except Exception as error:  # noqa: BLE001 - user errors become one line, the rest is re-raised
+        if not _is_user_error(error):
+            raise
+        print(f"error: {_one_line(error)}", file=sys.stderr)
+        raise SystemExit(2) from None
