@@ -65,8 +65,8 @@ def load_table(spec: str | Path, *, split: str = "train"):
     directory written by ``Dataset.save_to_disk``/``DatasetDict.save_to_disk`` (``split`` picks the
     split of a ``DatasetDict``), or otherwise a ``datasets`` hub name loaded with
     ``load_dataset(spec, split=split)``. Raises ``FileNotFoundError`` for a path that does not
-    exist and ``ValueError`` for an unknown extension or a missing split, each with a one-line
-    message naming the value.
+    exist and ``ValueError`` for an unknown extension, a missing split or an unreadable file, each with
+    a one-line message naming the value (for a JSON-lines file, the number of the first malformed line).
     """
     import datasets
 
@@ -100,10 +100,46 @@ def load_table(spec: str | Path, *, split: str = "train"):
         except Exception as error:  # noqa: BLE001 - re-raised as one line naming the file
             if "corresponds to no data" in str(error):  # datasets' way of saying "zero rows"
                 raise ValueError(f"{spec_str}: empty file (no rows)") from None
+            if builder == "json":
+                _raise_json_error(path, spec_str)
             raise ValueError(f"{spec_str}: could not read as {builder} ({_one_line(error)})") from None
     if _looks_like_path(spec_str):
         raise FileNotFoundError(f"{spec_str}: no such file or directory")
     return datasets.load_dataset(spec_str, split=split)
+
+
+def _raise_json_error(path: Path, spec: str) -> None:
+    """ValueError naming the first line of a JSON-lines file that is not one JSON object (or, for a file
+    holding a single JSON document, the line and column where it breaks); returns when none is found."""
+    import json
+
+    with path.open(encoding="utf-8", errors="strict") as handle:
+        try:
+            lines = handle.read().splitlines()
+        except UnicodeDecodeError as error:
+            raise ValueError(f"{spec}: not UTF-8 text ({_one_line(error)})") from None
+    whole = "\n".join(lines)
+    try:
+        json.loads(whole)
+        return  # one valid JSON document: datasets' own message stands
+    except ValueError as error:
+        document_error = error
+    if path.suffix.lower() == ".json" and whole.lstrip().startswith(("[", "{")) and len(lines) > 0:
+        try:
+            json.loads(lines[0])
+        except ValueError:  # not JSON lines either: report where the single document breaks
+            raise ValueError(
+                f"{spec}: line {document_error.lineno}, column {document_error.colno}: not valid JSON ({document_error.msg})"
+            ) from None
+    for number, line in enumerate(lines, start=1):
+        if not line.strip():
+            continue
+        try:
+            value = json.loads(line)
+        except ValueError as error:
+            raise ValueError(f"{spec}: line {number}: not valid JSON ({error.msg}, column {error.colno})") from None
+        if not isinstance(value, dict):
+            raise ValueError(f"{spec}: line {number}: expected a JSON object per line, got {type(value).__name__}")
 
 
 def _one_line(error: BaseException) -> str:
