@@ -4,7 +4,8 @@
 Only reshaping and drawing: the numbers come from ``benchmarks/bench_lm.py``'s JSON,
 ``lm_runs.synthetic_benchmark``'s ``metrics.csv`` / ``simulation.csv`` / ``comparison.csv`` and
 ``lm_runs.evaluate``'s ``winrates.csv``. Algorithms are named as on the command line (``egpo``,
-``oipo1``, ``oipo2``, ``nashmd``, ``nashmdpg``) and drawn in ``egpo_core.plotting``'s colours.
+``oipo1``, ``oipo2``, ``nashmd``, ``nashmdpg``), shown by the display names and drawn in the colours
+``egpo_core.algorithms`` declares (the same colour for an algorithm in every figure of the project).
 """
 
 from __future__ import annotations
@@ -13,13 +14,14 @@ from typing import Mapping, Sequence
 
 import matplotlib.pyplot as plt
 import numpy as np
-from matplotlib.ticker import FuncFormatter
 import pandas as pd
+from matplotlib.ticker import FuncFormatter
+
+from egpo_core.algorithms import PAPER_ALGORITHMS, algorithm_color, display_name, get_algorithm
 
 __all__ = [
-    "LM_ALGORITHMS",
-    "label",
-    "color",
+    "ordered",
+    "draw_band",
     "bench_frame",
     "plot_bench",
     "seed_bands",
@@ -28,9 +30,6 @@ __all__ = [
     "plot_winrates_by_epoch",
 ]
 
-#: The five algorithms in the order of the paper's tables.
-LM_ALGORITHMS = ("oipo1", "oipo2", "nashmd", "nashmdpg", "egpo")
-
 #: bench_lm phases, bottom to top of a stacked bar.
 PHASES = ("generation", "judging", "forward_backward", "other")
 _PHASE_LABELS = {"generation": "generation", "judging": "judging", "forward_backward": "forward + backward",
@@ -38,32 +37,41 @@ _PHASE_LABELS = {"generation": "generation", "judging": "judging", "forward_back
 #: The anchors' keys in benchmarks/lm_anchors.json and how they are labelled.
 ANCHOR_SOURCES = {"reference_trainer": "reference trainer", "trl": "TRL"}
 OURS = "this repository"
+#: The colour of a series that is no algorithm of ``egpo_core.algorithms``.
+_OTHER_COLOR = "#808080"
 
 
-def _core_name(alg: str) -> str | None:
-    from lm_runs.config import ALGORITHM_ALIASES
-
-    return ALGORITHM_ALIASES.get(alg)
-
-
-def label(alg: str) -> str:
-    """The paper's name of an algorithm (``nashmdpg`` → ``Nash-MD-PG``); unknown names unchanged."""
-    from egpo_core.algorithms import get_algorithm
-
-    name = _core_name(alg)
-    return get_algorithm(name).label if name else alg
+def _label(alg: str) -> str:
+    """The display name ``egpo_core.algorithms`` declares (``nashmdpg`` → ``Nash-MD-PG``); other names unchanged."""
+    return display_name(alg, default=alg)
 
 
-def color(alg: str):
-    """The colour ``egpo_core.plotting`` gives the algorithm (grey for an unknown one)."""
-    from egpo_core.plotting import algorithm_colors
-
-    return algorithm_colors().get(_core_name(alg) or "", (0.5, 0.5, 0.5))
+def _color(alg: str) -> str:
+    """The colour ``egpo_core.algorithms`` declares for the algorithm (grey for any other name)."""
+    return algorithm_color(alg, default=_OTHER_COLOR)
 
 
-def _ordered(names) -> list[str]:
+def ordered(names) -> list[str]:
+    """``names`` without repeats, the paper's algorithms first in the paper's order
+    (``egpo_core.algorithms.PAPER_ALGORITHMS``, any name or alias), then the others as given."""
     names = list(dict.fromkeys(names))
-    return [a for a in LM_ALGORITHMS if a in names] + [a for a in names if a not in LM_ALGORITHMS]
+
+    def rank(name: str) -> int:
+        try:
+            return PAPER_ALGORITHMS.index(get_algorithm(name).name)
+        except ValueError:  # an unknown name, or an algorithm outside the paper's five
+            return len(PAPER_ALGORITHMS)
+
+    return sorted(names, key=rank)  # stable: the others keep their order
+
+
+def draw_band(ax, curve: pd.DataFrame, alg: str, *, style: str = "-", label_suffix: str = "", band: bool = True) -> None:
+    """One algorithm's curve from :func:`seed_bands` rows (update, median, low, high): the median as a
+    line in the algorithm's colour, labelled with its display name + ``label_suffix``, and with
+    ``band`` the min–max over seeds as a shaded band."""
+    ax.plot(curve["update"], curve["median"], style, color=_color(alg), label=_label(alg) + label_suffix)
+    if band:
+        ax.fill_between(curve["update"], curve["low"], curve["high"], color=_color(alg), alpha=0.15, lw=0)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -79,7 +87,7 @@ def bench_frame(results: Mapping[str, Mapping], anchors: Mapping[str, Mapping[st
     ``results``: bench_lm's ``--json`` (algorithm → seconds_per_update, peak_rss_mib, breakdown);
     ``anchors``: ``lm_anchors.json``'s ``seconds_per_update`` (algorithm → source → seconds)."""
     rows = []
-    for alg in _ordered(list(results) + list(anchors)):
+    for alg in ordered(list(results) + list(anchors)):
         if alg in results:
             r = results[alg]
             rows.append(dict(algorithm=alg, source=OURS, phase="total", seconds=float(r["seconds_per_update"]),
@@ -97,7 +105,7 @@ def plot_bench(frame: pd.DataFrame, title: str = "") -> plt.Figure:
     """Per algorithm: our seconds per update as a bar stacked by phase, the anchors' bars beside it
     (hatched, labelled with their value); the peak RSS above our bar; ``title`` (the finding) above the
     panel, wrapped to the figure's width."""
-    algs = _ordered(frame["algorithm"])
+    algs = ordered(frame["algorithm"])
     sources = [OURS] + [s for s in ANCHOR_SOURCES.values() if s in set(frame["source"])]
     width = 0.8 / len(sources)
     phase_colors = dict(zip(PHASES, plt.get_cmap("tab20c")([0, 4, 8, 12])))
@@ -114,7 +122,7 @@ def plot_bench(frame: pd.DataFrame, title: str = "") -> plt.Figure:
                 bottom = 0.0
                 for p in PHASES:
                     value = float(part.loc[p, "seconds"])
-                    ax.bar(x, value, width, bottom=bottom, color=phase_colors[p], edgecolor=color(alg), linewidth=1.2,
+                    ax.bar(x, value, width, bottom=bottom, color=phase_colors[p], edgecolor=_color(alg), linewidth=1.2,
                            label=_PHASE_LABELS[p] if i == 0 else None)
                     bottom += value
                 total, rss = float(part.loc["total", "seconds"]), float(part.loc["total", "peak_rss_mib"])
@@ -127,9 +135,9 @@ def plot_bench(frame: pd.DataFrame, title: str = "") -> plt.Figure:
                 ax.bar(x, value, width, color="white", edgecolor="0.35", hatch="//" if j == 1 else "..",
                        label=source if not ax.get_legend_handles_labels()[1].count(source) else None)
                 ax.text(x, value, f"{value:.3f}", ha="center", va="bottom", fontsize=7)
-    ax.set_xticks(range(len(algs)), [label(a) for a in algs])
+    ax.set_xticks(range(len(algs)), [_label(a) for a in algs])
     for tick, alg in zip(ax.get_xticklabels(), algs):
-        tick.set_color(color(alg))
+        tick.set_color(_color(alg))
     ax.set_ylabel("seconds per update")
     ax.set_ylim(0, frame["seconds"].max() * 1.3)
     ax.legend(fontsize=7, ncol=2, loc="upper left")
@@ -152,7 +160,7 @@ def seed_bands(metrics: pd.DataFrame, names: Sequence[str] = ("duality_gap", "ex
     part = metrics[metrics["metric"].isin(names)]
     grouped = part.groupby(["metric", "algorithm", "update"])["value"]
     out = grouped.agg(median="median", low="min", high="max", seeds="count").reset_index()
-    order = {a: k for k, a in enumerate(_ordered(out["algorithm"]))}
+    order = {a: k for k, a in enumerate(ordered(out["algorithm"]))}
     out = out.sort_values(["metric", "algorithm", "update"], key=lambda s: s.map(order) if s.name == "algorithm" else s)
     return out.reset_index(drop=True)
 
@@ -170,14 +178,12 @@ def plot_seed_bands(bands: pd.DataFrame, simulation: pd.DataFrame | None = None,
     fig, axes = plt.subplots(1, len(metrics), figsize=(5.6 * len(metrics), 4.0), squeeze=False)
     for ax, metric in zip(axes[0], metrics):
         part = bands[bands["metric"] == metric]
-        for alg in _ordered(part["algorithm"]):
-            d = part[part["algorithm"] == alg]
-            ax.plot(d["update"], d["median"], color=color(alg), label=label(alg))
-            ax.fill_between(d["update"], d["low"], d["high"], color=color(alg), alpha=0.15, lw=0)
+        for alg in ordered(part["algorithm"]):
+            draw_band(ax, part[part["algorithm"] == alg], alg)
             if simulation is not None and eta is not None:
                 sim = simulation[(simulation["metric"] == metric) & (simulation["algorithm"] == alg)
                                  & np.isclose(simulation["eta"], eta)]
-                ax.plot(sim["update"], sim["value"], "--", color=color(alg), lw=1)
+                ax.plot(sim["update"], sim["value"], "--", color=_color(alg), lw=1)
         if reference and metric in reference:
             ax.axhline(reference[metric], color="0.5", lw=0.8, ls=":", label="π_ref")
         ax.set_yscale("log")
@@ -221,11 +227,11 @@ def plot_winrates_by_epoch(frame: pd.DataFrame, sources: Sequence[str] | None = 
     fig, axes = plt.subplots(1, len(sources), figsize=(5.8 * len(sources), 4.0), squeeze=False)
     for ax, source in zip(axes[0], sources):
         part = frame[frame["source"] == source]
-        for alg in _ordered(part["algorithm"]):
+        for alg in ordered(part["algorithm"]):
             d = part[part["algorithm"] == alg].sort_values("epoch")
-            ax.plot(d["epoch"], d["win_rate_percent"], "o-", ms=3, color=color(alg), label=label(alg))
+            ax.plot(d["epoch"], d["win_rate_percent"], "o-", ms=3, color=_color(alg), label=_label(alg))
             if "ci_low_percent" in d and d["ci_low_percent"].notna().any():
-                ax.fill_between(d["epoch"], d["ci_low_percent"], d["ci_high_percent"], color=color(alg), alpha=0.12, lw=0)
+                ax.fill_between(d["epoch"], d["ci_low_percent"], d["ci_high_percent"], color=_color(alg), alpha=0.12, lw=0)
         ax.axhline(50, color="0.5", lw=0.8, ls="--")
         ax.set_xlabel("epoch")
         ax.set_ylabel("win rate against π_ref (%)")

@@ -51,21 +51,16 @@ from dataclasses import replace
 from pathlib import Path
 
 import pandas as pd
-from IPython.display import Image, display
+from IPython.display import display
 
 from egpo_core import plotting
 from lm_runs import plots as lm_plots
 from lm_runs import synthetic_benchmark as sb
+from _setup import show, start
 
-out = plotting.figure_dir(NOTEBOOK, out_dir)
+out = start(NOTEBOOK, out_dir)
 bench = Path(benchmark_dir) if benchmark_dir is not None else out / "run"
-pd.set_option("display.float_format", "{:.3g}".format)
-print(f"writing figures and data to {out}; the benchmark's run in {bench}")
-
-
-def show(paths):
-    """Display a figure written by plotting.save_figure (its PNG)."""
-    display(Image(filename=str(paths[0])))
+print(f"the benchmark's run in {bench}")
 
 # %% [markdown]
 # ## Run the benchmark
@@ -114,8 +109,7 @@ show(plotting.save_figure(fig, out / "gap_exploitability", dpi=dpi))
 
 # %%
 last = bands[bands["update"] == bands["update"].max()]
-final = last.pivot(index="algorithm", columns="metric", values="median").loc[
-    [a for a in lm_plots.LM_ALGORITHMS if a in set(last["algorithm"])]]
+final = last.pivot(index="algorithm", columns="metric", values="median").loc[lm_plots.ordered(last["algorithm"])]
 final.loc["π_ref"] = [summary["reference"][m] for m in final.columns]
 final.to_csv(out / "final.csv")
 display(final)

@@ -102,8 +102,7 @@ def lm(tmp_path_factory):
     (root / "sft.jsonl").write_text("".join(json.dumps(r) + "\n" for r in corpus))
     text = [r["completion"] for r in corpus] + prompts + sb.WORD_POOL
     sb.build_benchmark_model(root / "model", text)
-    settings = sb.BenchmarkSettings(sft_epochs=1.0)
-    sb._run_sft(root / "model", root / "sft.jsonl", root / "sft", settings)
+    sb.sft_reference(root / "model", root / "sft.jsonl", root / "sft", epochs=1.0, learning_rate=sb.DEFAULT.sft_learning_rate)
     tokenizer = AutoTokenizer.from_pretrained(root / "sft")
     model = AutoModelForCausalLM.from_pretrained(root / "sft")
     return {"root": root, "tokenizer": tokenizer, "model": model, "prompts": prompts}

@@ -1,0 +1,86 @@
+"""A CPU-scale language-model benchmark whose Nash equilibrium is known exactly.
+
+    python -m lm_runs.synthetic_benchmark --out DIR            # default size (minutes on 2 CPU cores)
+    python -m lm_runs.synthetic_benchmark --out DIR --fast     # seconds, for tests
+
+A real tiny causal LM (a local byte-level BPE tokenizer and a random-init 2-layer GPT-2, built here,
+fine-tuned by ``lm_runs.sft``) answers prompts, and a programmatic, non-transitive oracle judges
+pairs of its responses. Every NLHF algorithm of ``lm_runs.trainer`` (egpo, oipo1, oipo2, nashmd,
+nashmdpg) is trained on it with the unchanged trainer, and the class-level duality gap is measured
+*exactly* during training.
+
+The package, one job per module (read them in this order):
+
+``game``         the class game: the first-character classes, the cyclic matrices, the oracle judge,
+                 the regularized equilibrium and the class-level metrics — and why the class game's
+                 equilibrium is the sequence game's.
+``measurement``  a model's exact class distribution (one forward pass), the sampled conditional KL,
+                 and :class:`ExactEvaluation`, the Trainer callback that records them during training.
+``corpus``       prompts, the SFT corpus, the tokenizer and random-init GPT-2, π_ref by ``lm_runs.sft``.
+``settings``     :class:`BenchmarkSettings` with its ``DEFAULT`` and ``FAST`` presets.
+``simulation``   egpo_core's simulation of the same class games and the fitted effective η.
+``figures``      the run's figures, in the colours ``egpo_core.algorithms`` declares.
+``pipeline``     :func:`run_benchmark` (every stage, the output folder's rules, the files written) and
+                 :func:`win_rate_tables`.
+``cli``          the command line (``python -m lm_runs.synthetic_benchmark``).
+"""
+
+from .cli import main
+from .corpus import (
+    EVAL_NOUNS,
+    TRAIN_NOUNS,
+    WORD_POOL,
+    build_benchmark_model,
+    lead_words,
+    make_prompts,
+    make_sft_corpus,
+    sft_reference,
+)
+from .game import (
+    PROMPT_TYPES,
+    ClassGame,
+    ClassOracle,
+    char_class,
+    class_matrices,
+    class_metrics,
+    prompt_type,
+    text_class,
+)
+from .measurement import ExactEvaluation, class_log_probs, conditional_kl_estimate, encode_prompts, token_classes
+from .pipeline import check_out, run_benchmark, run_name, win_rate_tables
+from .settings import DEFAULT, FAST, BenchmarkSettings
+from .simulation import compare_with_simulation, simulate_class_games
+
+__all__ = [
+    "PROMPT_TYPES",
+    "WORD_POOL",
+    "TRAIN_NOUNS",
+    "EVAL_NOUNS",
+    "char_class",
+    "text_class",
+    "token_classes",
+    "class_matrices",
+    "prompt_type",
+    "ClassOracle",
+    "ClassGame",
+    "class_metrics",
+    "class_log_probs",
+    "conditional_kl_estimate",
+    "encode_prompts",
+    "build_benchmark_model",
+    "make_prompts",
+    "lead_words",
+    "make_sft_corpus",
+    "sft_reference",
+    "ExactEvaluation",
+    "BenchmarkSettings",
+    "FAST",
+    "DEFAULT",
+    "simulate_class_games",
+    "compare_with_simulation",
+    "check_out",
+    "run_benchmark",
+    "run_name",
+    "win_rate_tables",
+    "main",
+]

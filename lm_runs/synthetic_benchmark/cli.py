@@ -1,0 +1,70 @@
+"""The command line: ``python -m lm_runs.synthetic_benchmark --out DIR [--fast] [options]``.
+
+Every option overrides one field of the preset (``DEFAULT``, or ``FAST`` with ``--fast``); bad values
+and an unusable ``--out`` are one ``error:`` line with exit status 2, before anything is built.
+"""
+
+from __future__ import annotations
+
+import argparse
+from dataclasses import replace
+from typing import Any, Sequence
+
+from .pipeline import check_out, run_benchmark
+from .settings import DEFAULT, FAST
+
+__all__ = ["main"]
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="python -m lm_runs.synthetic_benchmark",
+        description="Tiny-LM NLHF benchmark with an exactly known (class-level) Nash equilibrium.",
+    )
+    p.add_argument("--out", required=True, help="Output directory: absent, empty, or (with --overwrite) a previous run's; "
+                   "the run appears there only once complete.")
+    p.add_argument("--fast", action="store_true", help="A seconds-long version (for tests).")
+    p.add_argument("--overwrite", action="store_true",
+                   help="Replace the previous run in --out, once the new one is complete (a folder holding "
+                   "anything else is refused).")
+    p.add_argument("--num_classes", type=int, help="K, 3 to 5.")
+    p.add_argument("--beta", type=float, help="β of the game.")
+    p.add_argument("--seeds", type=int, nargs="+", help="Training seeds.")
+    p.add_argument("--updates", type=int, help="Updates per run (every algorithm gets the same number).")
+    p.add_argument("--eval_every", type=int, help="Evaluate every n updates.")
+    p.add_argument("--learning_rate", type=float, help="AdamW learning rate of the NLHF runs.")
+    p.add_argument("--lr_scheduler", help="Learning-rate schedule of the NLHF runs (a TrainingArguments lr_scheduler_type).")
+    p.add_argument("--adam_beta1", type=float, help="Adam's first-moment coefficient (0: no momentum, the default).")
+    p.add_argument("--length_bonus", type=float, help="ε of the within-class length term (default 0: off).")
+    p.add_argument("--length_normalized_seeds", type=int, nargs="*", help="Seeds of the length-normalized runs (none: skip).")
+    p.add_argument("--keep_checkpoints", action="store_true", help="Keep every run's epochs/epoch-k checkpoints.")
+    p.add_argument("--no_progress", action="store_true", help="No progress bar.")
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
+    """Parse ``argv``, run the benchmark, print where the results are; one ``error:`` line (exit 2)
+    for a bad option or a non-empty ``--out``."""
+    parser = _parser()
+    args = parser.parse_args(argv)
+    base = FAST if args.fast else DEFAULT
+    overrides = {}
+    for name in ("num_classes", "beta", "updates", "eval_every", "learning_rate", "lr_scheduler", "adam_beta1", "length_bonus"):
+        if getattr(args, name) is not None:
+            overrides[name] = getattr(args, name)
+    if args.seeds is not None:
+        overrides["seeds"] = tuple(args.seeds)
+    if args.length_normalized_seeds is not None:
+        overrides["length_normalized_seeds"] = tuple(args.length_normalized_seeds)
+    if args.keep_checkpoints:
+        overrides["keep_checkpoints"] = True
+    settings = replace(base, **overrides)
+    try:
+        settings.check()
+        check_out(args.out, args.overwrite)
+    except ValueError as error:
+        parser.error(str(error))
+    summary = run_benchmark(args.out, settings, overwrite=args.overwrite, progress=not args.no_progress)
+    print(f"results in {args.out}: metrics.csv, gap_curves.png, comparison.csv ({summary['timings']['total_s']:.0f} s)")
+    return summary
+

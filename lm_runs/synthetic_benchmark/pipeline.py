@@ -1,0 +1,381 @@
+"""The pipeline: build the tiny model, fine-tune π_ref, train every algorithm × seed with the unchanged
+``NLHFTrainer`` while measuring exactly, simulate, compare, draw, and evaluate win rates.
+
+Outputs (in ``--out``)
+----------------------
+----------------------
+``game.json``           β, the classes' token ids, the matrices, every prompt with its type and the
+                        reference's exact class probabilities (recompute q* and the reference's gap
+                        from this file alone), plus the first-character rule and the settings.
+``metrics.csv``         tidy: algorithm, seed, update, metric, value (summed log-probabilities).
+``metrics_length_normalized.csv``  the same for the length-normalized runs.
+``simulation.csv``      egpo_core's simulation of the same class games (tidy: algorithm, eta, update, metric, value).
+``comparison.csv``      per algorithm: the LM's final gaps, the fitted η and the simulation's predictions.
+``gap_curves.png/.pdf``, ``simulation.png/.pdf``, ``length_normalized.png/.pdf``  figures.
+``summary.json``        timings, settings, the headline numbers and ``runs``: one entry per training run
+                        {algorithm, seed, variant ("summed" or "length_normalized"), path} with the
+                        run's folder relative to ``--out`` (:func:`run_name`:
+                        ``runs/<algorithm>_<sum|ln>_seed<seed>``); read the folders from there.
+``model/``, ``sft/``, ``runs/<run>/final``  the tiny model, π_ref and every run's final policy
+                        (``runs/<run>/epochs/epoch-k`` too with ``keep_checkpoints``).
+``win_rates/``          :func:`win_rate_tables` on the first seed's epoch checkpoints: the ``lm_runs.evaluate``
+                        output (win rates vs π_ref by epoch, the pairwise table, tidy CSV), oracle judge.
+
+How the simulation is compared (the LM's step is not η): egpo_core simulates every algorithm on
+
+The output folder
+-----------------
+A run is written into a hidden sibling of ``--out`` (``.<name>.partial-<random>``) and renamed into
+place only once complete, so ``--out`` holds a complete run or none. A non-empty ``--out`` is refused
+before anything is computed, unless ``overwrite``; then it must hold a previous benchmark run (its
+``summary.json``), which is replaced only once the new run is complete — a killed or failed run leaves
+the previous one as it was. Leftovers of interrupted runs into the same ``--out`` are removed when the
+next run starts.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import secrets
+import shutil
+import time
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any, Iterable, Mapping
+
+import numpy as np
+
+from egpo_core.algorithms import get_algorithm
+from egpo_core.files import atomic_write
+
+from .corpus import EVAL_NOUNS, TRAIN_NOUNS, WORD_POOL, build_benchmark_model, make_prompts, make_sft_corpus, quiet, sft_reference
+from .game import ClassGame, ClassOracle, class_matrices, prompt_type
+from .measurement import ExactEvaluation, class_log_probs, encode_prompts, token_classes
+from .settings import DEFAULT, BenchmarkSettings
+
+__all__ = ["check_out", "run_name", "run_benchmark", "win_rate_tables"]
+
+logger = logging.getLogger(__name__)
+
+#: What marks a folder as holding a previous benchmark run (written last).
+_RUN_MARKER = "summary.json"
+_PARTIAL = ".partial-"
+
+
+def check_out(out: str | Path, overwrite: bool) -> Path:
+    """``out`` as a Path, or ``ValueError`` (one line naming it) before anything is computed: a file; a
+    folder whose parent cannot be created or written; a non-empty folder without ``overwrite``; with
+    ``overwrite``, a non-empty folder that holds no previous benchmark run (no ``summary.json``)."""
+    out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise ValueError(f"--out {out} exists and is not a directory")
+    parent = out.absolute().parent
+    while not parent.exists():
+        parent = parent.parent
+    if not parent.is_dir() or not os.access(parent, os.W_OK | os.X_OK):
+        raise ValueError(f"cannot write --out {out}: {parent} is not a writable folder")
+    if out.is_dir() and any(out.iterdir()):
+        if not overwrite:
+            raise ValueError(f"--out {out} is not empty; pass --overwrite to replace the previous run in it "
+                             "(once the new one is complete), or choose another folder")
+        if not (out / _RUN_MARKER).is_file():
+            raise ValueError(f"--out {out} is not empty and holds no {_RUN_MARKER} of a previous benchmark run: "
+                             "refusing to replace it; clear it yourself or choose another folder")
+    return out
+
+
+def _work_folder(out: Path) -> Path:
+    """A new hidden sibling of ``out`` to build the run in; leftovers of interrupted runs are removed."""
+    out.absolute().parent.mkdir(parents=True, exist_ok=True)
+    for leftover in out.absolute().parent.glob(f".{out.name}{_PARTIAL}*"):
+        logger.warning("removing %s, left by an interrupted run", leftover)
+        shutil.rmtree(leftover, ignore_errors=True)
+    work = out.absolute().parent / f".{out.name}{_PARTIAL}{secrets.token_hex(4)}"
+    work.mkdir()
+    return work
+
+
+def _move_into_place(work: Path, out: Path) -> None:
+    """Rename the complete run ``work`` to ``out``; a previous run (or an empty folder) there is moved
+    aside first and removed once the new one is in place."""
+    previous = None
+    if out.exists():
+        previous = out.absolute().parent / f".{out.name}.previous-{secrets.token_hex(4)}"
+        os.replace(out, previous)
+    os.replace(work, out)
+    if previous is not None:
+        shutil.rmtree(previous)
+
+
+def _write_jsonl(path: Path, rows: Iterable[Mapping[str, Any]]) -> None:
+    atomic_write(path, "".join(json.dumps(dict(r)) + "\n" for r in rows))
+
+
+def run_name(alg: str, seed: int, length_normalize: bool = False) -> str:
+    """The folder of one training run under ``<out>/runs``: ``<alg>_sum_seed<seed>`` (summed
+    log-probabilities) or ``<alg>_ln_seed<seed>`` (length-normalized). ``summary.json`` lists them
+    (``runs``), so readers need not rebuild the name."""
+    return f"{alg}_{'ln' if length_normalize else 'sum'}_seed{seed}"
+
+
+def _train_run(
+    alg: str, seed: int, length_normalize: bool, s: BenchmarkSettings, paths: dict[str, Path], game: ClassGame,
+    oracle: ClassOracle, token_class: np.ndarray, bar,
+) -> tuple[list[dict[str, Any]], dict[int, np.ndarray], float]:
+    """One NLHF run with the unchanged ``NLHFTrainer``, judged by ``oracle`` (handed to the trainer as a
+    ``CheckedJudge``; the configuration names no judge spec); returns its records, class probabilities
+    per evaluation point and wall seconds."""
+    from lm_runs.config import NLHFConfig
+    from lm_runs.data import load_prompts
+    from lm_runs.judges import CheckedJudge
+    from lm_runs.models import load_policy, load_reference, load_tokenizer
+    from lm_runs.trainer import NLHFTrainer
+
+    run_dir = paths["runs"] / run_name(alg, seed, length_normalize)
+    started = time.perf_counter()
+    config = NLHFConfig(
+        output_dir=str(run_dir), model_name_or_path=str(paths["sft"]), prompts=str(paths["train_prompts"]),
+        alg=alg, beta=s.beta,
+        max_steps=s.updates, per_device_train_batch_size=s.batch_size, samples_per_prompt=s.samples_per_prompt, learning_rate=s.learning_rate,
+        max_new_tokens=s.max_new_tokens, length_normalize=length_normalize, use_cpu=True, report_to="none",
+        seed=seed, data_seed=seed, weight_decay=0.0, lr_scheduler_type=s.lr_scheduler, warmup_steps=0,
+        optim=s.optimizer, adam_beta1=s.adam_beta1, max_grad_norm=s.max_grad_norm,
+        logging_steps=10**6, disable_tqdm=True, save_strategy="no",
+    )
+    tokenizer = load_tokenizer(paths["sft"])
+    model = load_policy(paths["sft"])
+    reference = load_reference(paths["sft"])
+    reference.eval()
+    for p in reference.parameters():
+        p.requires_grad_(False)
+    evaluation = ExactEvaluation(
+        game, tokenizer, token_class, s.num_classes, eval_every=s.eval_every, max_updates=s.updates,
+        steps_per_update=config.steps_per_update, reference=reference, kl_samples=s.kl_samples,
+        max_new_tokens=s.max_new_tokens, seed=seed, progress=bar.update if bar is not None else None,
+    )
+    trainer = NLHFTrainer(
+        model=model, args=config, judge=CheckedJudge(oracle), train_dataset=load_prompts(str(paths["train_prompts"])),
+        processing_class=tokenizer, ref_model=reference, callbacks=[evaluation],
+    )
+    quiet(trainer)
+    trainer.train()
+    trainer.save_model(str(run_dir / "final"))
+    # the win-rate tables evaluate the epochs of the first seed's summed runs; they go after the tables
+    if not s.keep_checkpoints and (length_normalize or seed != s.seeds[0]):
+        shutil.rmtree(run_dir / "epochs", ignore_errors=True)
+    for r in evaluation.records:
+        r.update(algorithm=alg, seed=seed)
+    return evaluation.records, evaluation.class_probs, time.perf_counter() - started
+
+
+def win_rate_tables(
+    bench: Path,
+    out: Path | None = None,
+    *,
+    seed: int = 0,
+    samples_per_prompt: int = 10,
+    max_epochs: int = 10,
+    bootstrap: int = 1000,
+    overwrite: bool = True,
+) -> Path:
+    """The evaluation issue's win-rate tables of a finished run (``run_benchmark`` writes them into
+    ``bench/win_rates``; with ``keep_checkpoints`` they can be recomputed for any seed).
+
+    ``lm_runs.evaluate.evaluate`` on the epoch checkpoints of every algorithm's summed-log-probability
+    run of training seed ``seed`` (at most ``max_epochs`` epochs, evenly spaced, the last included),
+    against π_ref (the SFT model), on the benchmark's held-out prompts, with :class:`ClassOracle` as
+    the judge and responses as long as in training. Writes into ``out`` (default ``bench/win_rates``)
+    and returns it. Raises ``ValueError`` when the run kept no checkpoints for that seed.
+    """
+    from lm_runs import evaluate as ev
+    from lm_runs.data import load_prompts
+
+    bench = Path(bench)
+    summary = json.loads((bench / "summary.json").read_text())
+    settings = summary["settings"]
+    runs = [f"{r['algorithm']}={bench / r['path']}" for r in summary["runs"] if r["variant"] == "summed" and r["seed"] == seed]
+    if not runs or not any(bench.glob("runs/*/epochs/epoch-*")):
+        raise ValueError(f"{bench}: no epoch checkpoints of training seed {seed} (run with keep_checkpoints)")
+    models = ev.discover_runs(runs)
+    last = max(spec.epoch for spec in models)
+    kept = set(np.unique(np.linspace(1, last, min(max_epochs, last)).round().astype(int)))
+    models = [spec for spec in models if spec.epoch in kept]
+    oracle = ClassOracle(class_matrices(settings["num_classes"], settings["strength"]), settings["num_classes"],
+                         settings["length_bonus"])
+    prompts = load_prompts(str(bench / "data" / "eval_prompts.jsonl"))
+    evaluation = ev.EvaluationSettings(
+        num_prompts=len(prompts), samples_per_prompt=samples_per_prompt, max_new_tokens=settings["max_new_tokens"],
+        bootstrap=bootstrap,
+    )
+    out = bench / "win_rates" if out is None else Path(out)
+    ev.evaluate(models, str(bench / "sft"), prompts, oracle, evaluation, out, overwrite=overwrite)
+    return out
+
+
+def run_benchmark(out: str | Path, settings: BenchmarkSettings = DEFAULT, *, overwrite: bool = False, progress: bool = True) -> dict[str, Any]:
+    """Build tokenizer and model, SFT the reference, train every algorithm × seed (summed
+    log-probabilities) and the length-normalized variant, measure, simulate, plot, evaluate win rates;
+    the run is built aside and moved into ``out`` once complete (module docstring). Returns the summary.
+
+    ``ValueError`` before anything is computed for bad settings or an unusable ``out`` (:func:`check_out`).
+    """
+    settings.check()
+    out = check_out(out, overwrite)
+    work = _work_folder(out)
+    try:
+        summary = _run_into(work, settings, progress)
+        _move_into_place(work, out)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)  # still there only when the run failed
+    return summary
+
+
+def _run_into(out: Path, s: BenchmarkSettings, progress: bool) -> dict[str, Any]:
+    """Every stage of :func:`run_benchmark`, written into the (new, empty) folder ``out``."""
+    import pandas as pd
+    import torch
+    from tqdm.auto import tqdm
+    from transformers.utils import logging as hf_logging
+
+    from lm_runs.models import load_reference, load_tokenizer
+
+    from .figures import benchmark_figures
+    from .simulation import compare_with_simulation, simulate_class_games
+
+    hf_logging.set_verbosity_error()
+    hf_logging.disable_progress_bar()
+    import datasets
+
+    datasets.disable_progress_bars()
+    started = time.perf_counter()
+    timings: dict[str, float] = {}
+    torch.set_num_threads(max(1, int(os.environ.get("OMP_NUM_THREADS", "1"))))
+
+    paths = {"data": out / "data", "model": out / "model", "sft": out / "sft", "runs": out / "runs"}
+    for key in ("data", "runs"):
+        paths[key].mkdir(parents=True, exist_ok=True)
+    train_prompts = make_prompts(TRAIN_NOUNS[: s.train_nouns])
+    eval_prompts = make_prompts(EVAL_NOUNS[: s.eval_nouns])
+    corpus = make_sft_corpus(train_prompts, s.num_classes, s.sft_examples, s.favoured_prob, seed=0)
+    paths["train_prompts"] = paths["data"] / "train_prompts.jsonl"
+    _write_jsonl(paths["train_prompts"], ({"prompt": x} for x in train_prompts))
+    _write_jsonl(paths["data"] / "eval_prompts.jsonl", ({"prompt": x} for x in eval_prompts))
+    _write_jsonl(paths["data"] / "sft.jsonl", corpus)
+
+    # 1. tokenizer + random-init model, 2. SFT → π_ref
+    t0 = time.perf_counter()
+    tokenizer_text = [r["completion"] for r in corpus] + train_prompts + eval_prompts + WORD_POOL
+    build_benchmark_model(paths["model"], tokenizer_text, n_layer=s.n_layer, n_embd=s.n_embd)
+    sft_reference(paths["model"], paths["data"] / "sft.jsonl", paths["sft"], epochs=s.sft_epochs, learning_rate=s.sft_learning_rate)
+    timings["build_and_sft_s"] = time.perf_counter() - t0
+
+    # 3. the class game of the evaluation prompts, from π_ref's exact class distribution
+    tokenizer = load_tokenizer(paths["sft"])
+    token_class = token_classes(tokenizer, s.num_classes)
+    matrices = class_matrices(s.num_classes, s.strength)
+    reference = load_reference(paths["sft"])
+    all_prompts = eval_prompts + train_prompts
+    ids, mask = encode_prompts(tokenizer, all_prompts)
+    ref_probs_all = np.exp(class_log_probs(reference, ids, mask, token_class, s.num_classes))
+    ref_probs_all /= ref_probs_all.sum(-1, keepdims=True)
+    game = ClassGame.build(matrices, eval_prompts, ref_probs_all[: len(eval_prompts)], s.beta)
+    oracle = ClassOracle(matrices, s.num_classes, s.length_bonus)
+    game_json = {
+        "beta": s.beta,
+        "num_classes": s.num_classes,
+        "classes": [np.flatnonzero(token_class == c).tolist() for c in range(s.num_classes)],
+        "matrices": {k: v.tolist() for k, v in matrices.items()},
+        "prompts": [
+            {"text": x, "type": prompt_type(x), "split": "eval" if i < len(eval_prompts) else "train",
+             "reference_class_probs": ref_probs_all[i].tolist()}
+            for i, x in enumerate(all_prompts)
+        ],
+        "equilibrium_class_probs": {x: np.exp(game.star_logp[i]).tolist() for i, x in enumerate(eval_prompts)},
+        "reference_duality_gap": game.metrics(game.ref_logp)["duality_gap"],
+        "class_rule": "class of the response's first character: letter i (a=0..z=25, any case) -> floor(i*K/26); "
+                      "any other character and the empty response (EOS first) -> 0; token t -> class of decode([t])[0], EOS -> 0",
+        "prompt_type_rule": "the prompt text before ' game:'",
+        "length_bonus": s.length_bonus,
+        "metrics_prompts": "the prompts with split == 'eval'",
+        "tokens": {str(t): tokenizer.decode([t]) for t in range(len(tokenizer))},
+    }
+    atomic_write(out / "game.json", json.dumps(game_json, indent=1))
+    del reference
+
+    # 4. NLHF training: every algorithm × seed, then the length-normalized variant
+    runs = [(a, seed, False) for seed in s.seeds for a in s.algorithms]
+    # the policy-gradient loss (Nash-MD-PG) always sums: no length-normalized variant
+    runs += [(a, seed, True) for seed in s.length_normalized_seeds for a in s.algorithms if get_algorithm(a).loss != "pg"]
+    total_steps = sum(s.updates for _ in runs)
+    records: dict[bool, list[dict[str, Any]]] = {False: [], True: []}
+    class_rows = []
+    run_seconds: dict[str, list[float]] = {}
+    with tqdm(total=total_steps, desc="NLHF updates", unit="upd", disable=not progress) as bar:
+        for alg, seed, ln in runs:
+            bar.set_postfix_str(f"{alg} seed {seed}{' ln' if ln else ''}")
+            recs, probs, seconds = _train_run(alg, seed, ln, s, paths, game, oracle, token_class, bar)
+            records[ln] += recs
+            run_seconds.setdefault(f"{alg}{'_ln' if ln else ''}", []).append(seconds)
+            for update, p in probs.items():
+                for i, x in enumerate(eval_prompts):
+                    class_rows.append({"variant": "length_normalized" if ln else "summed", "algorithm": alg, "seed": seed,
+                                       "update": update, "prompt": x, **{f"p{c}": float(p[i, c]) for c in range(s.num_classes)}})
+    timings["nlhf_s"] = sum(sum(v) for v in run_seconds.values())
+    columns = ["algorithm", "seed", "update", "metric", "value"]
+    metrics = pd.DataFrame(records[False])[columns].sort_values(["algorithm", "seed", "metric", "update"], kind="stable")
+    atomic_write(out / "metrics.csv", metrics.to_csv(index=False))
+    metrics_ln = pd.DataFrame(records[True], columns=columns)
+    if len(metrics_ln):
+        metrics_ln = metrics_ln.sort_values(["algorithm", "seed", "metric", "update"], kind="stable")
+    atomic_write(out / "metrics_length_normalized.csv", metrics_ln.to_csv(index=False))
+    atomic_write(out / "class_probs.csv", pd.DataFrame(class_rows).to_csv(index=False))
+
+    # 5. the simulation of the same class games, the comparison and the figures
+    t0 = time.perf_counter()
+    from lm_runs.config import NLHFConfig
+
+    mixture = NLHFConfig.__dataclass_fields__["mixture_coef"].default
+    sim = simulate_class_games(game, s, mixture)
+    atomic_write(out / "simulation.csv", sim.to_csv(index=False))
+    comparison, fits = compare_with_simulation(metrics, sim, list(s.algorithms))
+    atomic_write(out / "comparison.csv", comparison.to_csv(index=False))
+    benchmark_figures(out, metrics, metrics_ln, sim, comparison, s, game)
+    timings["simulation_and_figures_s"] = time.perf_counter() - t0
+    timings["total_s"] = time.perf_counter() - started
+
+    final = metrics[metrics["update"] == s.updates]
+    summary = {
+        "settings": {k: (list(v) if isinstance(v, tuple) else v) for k, v in asdict(s).items()},
+        "timings": timings,
+        "seconds_per_run": {k: float(np.mean(v)) for k, v in run_seconds.items()},
+        "reference": game.metrics(game.ref_logp),
+        "final_median": {
+            a: {m: float(final[(final.algorithm == a) & (final.metric == m)]["value"].median())
+                for m in ("duality_gap", "exploitability", "kl_to_equilibrium", "conditional_kl") if m in set(final.metric)}
+            for a in s.algorithms
+        },
+        "common_eta": fits["common_eta"],
+        "win_rates": "win_rates",
+        "judge_calls": oracle.calls,
+        "runs": [
+            {"algorithm": alg, "seed": seed, "variant": "length_normalized" if ln else "summed",
+             "path": f"runs/{run_name(alg, seed, ln)}"}
+            for alg, seed, ln in runs
+        ],
+    }
+    if len(metrics_ln):
+        fl = metrics_ln[(metrics_ln["update"] == s.updates) & (metrics_ln.metric == "duality_gap")]
+        summary["final_median_length_normalized_gap"] = {a: float(g["value"].median()) for a, g in fl.groupby("algorithm")}
+    atomic_write(out / "summary.json", json.dumps(summary, indent=1))
+
+    # 6. the evaluation issue's win-rate tables (oracle judge) on the first seed's epoch checkpoints
+    t0 = time.perf_counter()
+    win_rate_tables(out, seed=s.seeds[0], samples_per_prompt=s.eval_samples_per_prompt, bootstrap=s.eval_bootstrap)
+    if not s.keep_checkpoints:
+        for alg in s.algorithms:
+            shutil.rmtree(paths["runs"] / run_name(alg, s.seeds[0], False) / "epochs", ignore_errors=True)
+    summary["timings"]["win_rates_s"] = time.perf_counter() - t0
+    atomic_write(out / "summary.json", json.dumps(summary, indent=1))
+    return summary

@@ -1,0 +1,120 @@
+"""Sizes and hyper-parameters of one benchmark run: :class:`BenchmarkSettings`, its ``DEFAULT`` (minutes on
+two CPU cores) and ``FAST`` (seconds, for tests) presets.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Sequence
+
+import numpy as np
+
+from egpo_core.algorithms import PAPER_ALGORITHMS, get_algorithm
+
+from .corpus import EVAL_NOUNS, TRAIN_NOUNS
+from .game import check_classes
+
+__all__ = ["BenchmarkSettings", "DEFAULT", "FAST", "check_algorithms", "core_name"]
+
+
+def core_name(algorithm: str) -> str:
+    """The ``egpo_core`` registry name of an algorithm named by its name or any alias (``nashmd`` → ``nash_md``)."""
+    return get_algorithm(algorithm).name
+
+
+def check_algorithms(algorithms: Sequence[str]) -> None:
+    """``ValueError`` unless ``algorithms`` names at least one of the paper's five algorithms, each once
+    (by its name or an alias)."""
+    names = []
+    for a in algorithms:
+        try:
+            name = core_name(a)
+        except ValueError as error:
+            raise ValueError(f"algorithms: {error}") from None
+        if name not in PAPER_ALGORITHMS:
+            raise ValueError(f"algorithms: {a!r} is not one of the paper's algorithms {list(PAPER_ALGORITHMS)}")
+        names.append(name)
+    if not names or len(set(names)) != len(names):
+        raise ValueError(f"algorithms must name distinct algorithms, at least one, got {list(algorithms)}")
+
+
+@dataclass(frozen=True)
+class BenchmarkSettings:
+    """Sizes and hyper-parameters of one benchmark run (``DEFAULT``, ``FAST``)."""
+
+    num_classes: int = 3
+    #: β = 0.05: the matrix-game theory predicts a visible EGPO advantage there (with exact gradients
+    #: Online IPO 1 / Nash-MD cycle for mirror-descent steps η ≈ 1–3 while EGPO converges linearly);
+    #: at β = 0.1 the algorithms separate only near η ≈ 3 (figures/README.md, the pilots).
+    beta: float = 0.05
+    strength: float = 1.0
+    length_bonus: float = 0.0
+    seeds: tuple[int, ...] = (0, 1, 2)
+    #: the algorithms as the benchmark's files name them (any name or alias ``egpo_core.algorithms``
+    #: accepts for one of the paper's five algorithms)
+    algorithms: tuple[str, ...] = ("egpo", "oipo1", "oipo2", "nashmd", "nashmdpg")
+    updates: int = 80
+    eval_every: int = 5
+    batch_size: int = 16
+    samples_per_prompt: int = 2
+    learning_rate: float = 2e-3
+    lr_scheduler: str = "linear"
+    #: the NLHF runs' optimizer (TrainingArguments ``optim``), Adam's first-moment coefficient and the
+    #: gradient-clipping norm. adam_beta1 = 0 (no momentum, RMSProp-like): with the usual 0.9 the
+    #: momentum is a ~10-update lag, and a lagged step in a cyclic game spirals — every algorithm's
+    #: gap fell and rose again (the β1 = 0.9 pilots); without it they settle.
+    optimizer: str = "adamw_torch"
+    adam_beta1: float = 0.0
+    max_grad_norm: float = 1.0
+    max_new_tokens: int = 4
+    kl_samples: int = 8
+    length_normalized_seeds: tuple[int, ...] = (0,)
+    sft_examples: int = 1600
+    sft_epochs: float = 6.0
+    sft_learning_rate: float = 3e-3
+    favoured_prob: float = 0.8
+    n_layer: int = 2
+    n_embd: int = 64
+    train_nouns: int = len(TRAIN_NOUNS)
+    eval_nouns: int = len(EVAL_NOUNS)
+    sim_etas: tuple[float, ...] = tuple(float(x) for x in np.geomspace(0.01, 10.0, 31))
+    keep_checkpoints: bool = False
+    eval_samples_per_prompt: int = 10
+    eval_bootstrap: int = 1000
+
+    def check(self) -> None:
+        """``ValueError`` naming the first bad setting."""
+        check_classes(self.num_classes)
+        if not self.beta > 0:
+            raise ValueError(f"beta must be > 0, got {self.beta}")
+        if not 0 < self.strength <= 1:
+            raise ValueError(f"strength must be in (0, 1], got {self.strength}")
+        if not 0 <= self.length_bonus <= 0.5:
+            raise ValueError(f"length_bonus must be in [0, 0.5], got {self.length_bonus}")
+        if not self.seeds or len(set(self.seeds)) != len(self.seeds) or min(self.seeds) < 0:
+            raise ValueError(f"seeds must be distinct non-negative integers, got {self.seeds}")
+        check_algorithms(self.algorithms)
+        for name in ("updates", "eval_every", "batch_size", "samples_per_prompt", "max_new_tokens", "sft_examples", "train_nouns", "eval_nouns"):
+            if int(getattr(self, name)) < 1:
+                raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
+        if self.kl_samples < 0 or self.kl_samples == 1:
+            raise ValueError(f"kl_samples must be 0 (off) or at least 2, got {self.kl_samples}")
+        if not 0 < self.learning_rate < 1:
+            raise ValueError(f"learning_rate must be in (0, 1), got {self.learning_rate}")
+        if not 0 <= self.adam_beta1 < 1:
+            raise ValueError(f"adam_beta1 must be in [0, 1), got {self.adam_beta1}")
+        if not self.max_grad_norm > 0:
+            raise ValueError(f"max_grad_norm must be > 0, got {self.max_grad_norm}")
+        if not 1 / self.num_classes < self.favoured_prob < 1:
+            raise ValueError(f"favoured_prob must be in (1/K, 1), got {self.favoured_prob}")
+        if self.train_nouns > len(TRAIN_NOUNS) or self.eval_nouns > len(EVAL_NOUNS):
+            raise ValueError(f"at most {len(TRAIN_NOUNS)} train_nouns and {len(EVAL_NOUNS)} eval_nouns")
+
+
+DEFAULT = BenchmarkSettings()
+FAST = BenchmarkSettings(
+    seeds=(0, 1), updates=4, eval_every=2, batch_size=4, samples_per_prompt=1, kl_samples=4, length_normalized_seeds=(0,),
+    sft_examples=256, sft_epochs=2.0, train_nouns=4, eval_nouns=2,
+    sim_etas=tuple(float(x) for x in np.geomspace(0.03, 3.0, 5)),
+    eval_samples_per_prompt=4, eval_bootstrap=200,
+)
