@@ -78,8 +78,11 @@ def test_lora_arguments_alone_and_their_checks():
             LoraArguments(**flags)
 
 
+REQUIRED = ["--output_dir", "x", "--model_name_or_path", "m", "--dataset", "d.jsonl"]
+
+
 def test_sft_config_defaults_and_help():
-    (config,) = parse_config([sft.SFTConfig], ["--output_dir", "x"])
+    (config,) = parse_config([sft.SFTConfig], REQUIRED)
     assert config.learning_rate == 1e-5 and config.num_train_epochs == 5
     assert config.weight_decay == 0.1 and config.warmup_steps == 100 and config.max_length == 512
     assert config.use_peft is False and config.lora_target_modules is None
@@ -90,7 +93,7 @@ def test_sft_config_defaults_and_help():
     for f in dataclasses.fields(sft.SFTConfig):
         if f.name not in base or f.name in ("learning_rate", "num_train_epochs", "weight_decay", "warmup_steps"):
             assert f.metadata.get("help"), f.name
-    (config,) = parse_config([sft.SFTConfig], ["--output_dir", "x", "--lora_target_modules", "q_proj", "v_proj"])
+    (config,) = parse_config([sft.SFTConfig], [*REQUIRED, "--lora_target_modules", "q_proj", "v_proj"])
     assert config.lora_target_modules == ["q_proj", "v_proj"]
 
 
@@ -161,14 +164,16 @@ def test_sft_weight_decay_in_optimizer_groups(tiny_lm, tmp_path):
 
 
 def test_sft_warns_about_deepspeed_optimizer_block(tmp_path, caplog):
+    from lm_runs.launcher import warn_deepspeed_optimizer
+
     args = TrainingArguments(output_dir=str(tmp_path), weight_decay=0.1)
-    assert sft.warn_deepspeed_optimizer(args) is False
+    assert warn_deepspeed_optimizer(args) is False
     args.deepspeed = {"optimizer": {"type": "AdamW", "params": {"weight_decay": 0.1}}, "zero_optimization": {}}
-    with caplog.at_level("WARNING", logger="lm_runs.sft"):
-        assert sft.warn_deepspeed_optimizer(args) is True
+    with caplog.at_level("WARNING", logger="lm_runs.launcher"):
+        assert warn_deepspeed_optimizer(args) is True
     assert "optimizer" in caplog.text
     args.deepspeed = {"zero_optimization": {"stage": 2}}
-    assert sft.warn_deepspeed_optimizer(args) is False
+    assert warn_deepspeed_optimizer(args) is False
 
 
 def test_sft_run_teaches_the_completion_and_its_eos(tiny_lm_pad_is_eos, tmp_path):
@@ -230,7 +235,7 @@ def tiny_classifier(tmp_path_factory):
 
 
 def test_preference_config_defaults():
-    (config,) = parse_config([tpm.PreferenceModelConfig], ["--output_dir", "x"])
+    (config,) = parse_config([tpm.PreferenceModelConfig], REQUIRED)
     assert config.learning_rate == 1e-5 and config.num_train_epochs == 3 and config.weight_decay == 0.1
     assert config.warmup_steps == 1000 and config.max_length == 1024 and config.use_peft is False
     base = {f.name for f in dataclasses.fields(TrainingArguments)}
