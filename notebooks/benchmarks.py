@@ -42,27 +42,19 @@ out_dir = None             # None: the scratch folder <repository>/runs/notebook
 # %%
 NOTEBOOK = "benchmarks"
 import importlib.util
+import os
+import platform
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from IPython.display import Image, display
+from IPython.display import display
 
 import egpo_core
 from egpo_core import plotting
+from _setup import show, start
 
-out = plotting.figure_dir(NOTEBOOK, out_dir)
-pd.set_option("display.float_format", "{:.3g}".format)
-print(f"writing figures and data to {out}")
-
-
-def show(paths):
-    """Display a figure written by plotting.save_figure (its PNG)."""
-    display(Image(filename=str(paths[0])))
-
-import os
-import platform
-
+out = start(NOTEBOOK, out_dir)
 print(platform.processor() or platform.machine(), os.cpu_count(), "cores")
 repo = Path(egpo_core.__file__).resolve().parents[1]
 _spec = importlib.util.spec_from_file_location("bench_simulate", repo / "benchmarks" / "bench_simulate.py")

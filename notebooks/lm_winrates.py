@@ -48,22 +48,16 @@ from dataclasses import replace
 from pathlib import Path
 
 import pandas as pd
-from IPython.display import Image, Markdown, display
+from IPython.display import Markdown, display
 
 from egpo_core import plotting
 from lm_runs import plots as lm_plots
 from lm_runs import synthetic_benchmark as sb
 from transformers.utils import logging as hf_logging
+from _setup import show, start
 
 hf_logging.disable_progress_bar()  # no weight-loading bars in the outputs
-out = plotting.figure_dir(NOTEBOOK, out_dir)
-pd.set_option("display.float_format", "{:.3g}".format)
-print(f"writing figures and data to {out}")
-
-
-def show(paths):
-    """Display a figure written by plotting.save_figure (its PNG)."""
-    display(Image(filename=str(paths[0])))
+out = start(NOTEBOOK, out_dir)
 
 # %% [markdown]
 # ## The checkpoints and the evaluation

@@ -46,19 +46,12 @@ out_dir = None               # None: the scratch folder <repository>/runs/notebo
 # %%
 NOTEBOOK = "sim_reference_vs_correct"
 import pandas as pd
-from IPython.display import Image, display
+from IPython.display import display
 
 from egpo_core import experiments, plotting, summaries
+from _setup import show, start
 
-out = plotting.figure_dir(NOTEBOOK, out_dir)
-pd.set_option("display.float_format", "{:.3g}".format)
-print(f"writing figures and data to {out}")
-
-
-def show(paths):
-    """Display a figure written by plotting.save_figure (its PNG)."""
-    display(Image(filename=str(paths[0])))
-
+out = start(NOTEBOOK, out_dir)
 
 # %% [markdown]
 # ## Simulate every setting under both conventions

@@ -45,23 +45,15 @@ out_dir = None               # None: the scratch folder <repository>/runs/notebo
                              # (make reproduce passes <repository>/figures/sim_<gradient>_<policy>)
 
 # %%
-import pandas as pd
-from IPython.display import Image, Markdown, display
+from IPython.display import Markdown, display
 
 from egpo_core import experiments, plotting, summaries
 from egpo_core.presets import get_preset
+from _setup import show, start
 
 setting = get_preset(preset)
 NOTEBOOK = f"sim_{setting.gradient}_{setting.policy}"
-out = plotting.figure_dir(NOTEBOOK, out_dir)
-pd.set_option("display.float_format", "{:.3g}".format)
-print(f"{preset}: writing figures and data to {out}")
-
-
-def show(paths):
-    """Display a figure written by plotting.save_figure (its PNG)."""
-    display(Image(filename=str(paths[0])))
-
+out = start(NOTEBOOK, out_dir)
 
 # %% [markdown]
 # ## Simulate

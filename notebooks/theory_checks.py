@@ -56,23 +56,16 @@ out_dir = None         # None: the scratch folder <repository>/runs/notebooks/th
 
 # %%
 NOTEBOOK = "theory_checks"
+import numpy as np
 import pandas as pd
-from IPython.display import Image, display
+from IPython.display import display
 
 from egpo_core import experiments, plotting, rates, summaries
-
-out = plotting.figure_dir(NOTEBOOK, out_dir)
-pd.set_option("display.float_format", "{:.3g}".format)
-print(f"writing figures and data to {out}")
-
-
-def show(paths):
-    """Display a figure written by plotting.save_figure (its PNG)."""
-    display(Image(filename=str(paths[0])))
-
-import numpy as np
 from egpo_core.algorithms import PAPER_ALGORITHMS
 from egpo_core.games import random_games
+from _setup import show, start
+
+out = start(NOTEBOOK, out_dir)
 
 ALL = list(PAPER_ALGORITHMS) + ["mpo", "sppo", "omwu"]
 runs = runs or (3 if fast else 10)

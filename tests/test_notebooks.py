@@ -81,7 +81,8 @@ def executed(tmp_path_factory):
 
 
 def _assert_quiet_imports(out: Path, name: str) -> None:
-    """The import cell (first code cell after the parameters) of an executed run printed no warning."""
+    """The import cell (first code cell after the parameters) of an executed run printed no warning, and
+    the shared start (``_setup.start``) said where this run's outputs go: the out_dir it was given."""
     nb = nbformat.read(out.parent.parent / f"{name}.ipynb", as_version=4)
     tags = ("parameters", "injected-parameters")
     cell = next(c for c in nb.cells if c.cell_type == "code" and not set(tags) & set(c.metadata.get("tags", [])))
@@ -89,6 +90,8 @@ def _assert_quiet_imports(out: Path, name: str) -> None:
     stderr = [o.get("text", "") for o in cell.outputs if o.output_type == "stream" and o.name == "stderr"]
     warnings = [o for o in cell.outputs if "warn" in str(o.get("text", "")).lower()]
     assert not stderr and not warnings, f"{name}: the import cell printed {stderr or warnings}"
+    stdout = "".join(o.get("text", "") for o in cell.outputs if o.output_type == "stream" and o.name == "stdout")
+    assert f"writing figures and data to {out}\n" in stdout, f"{name}: {stdout!r}"
 
 
 def _figures(folder: Path, stems: list[str], dpi: int = 150) -> None:
@@ -286,11 +289,42 @@ def test_every_notebook_is_run_by_make_reproduce():
     assert {source for source, _ in RUN_ALL.RUNS.values()} == set(RUN_ALL.NOTEBOOKS)
 
 
-@pytest.mark.parametrize("path", [p for p in sorted(NOTEBOOK_DIR.glob("*.py")) if p.name != "run_all.py"],
-                         ids=lambda p: p.stem)
+def test_every_python_file_of_notebooks_is_a_notebook_or_a_named_helper():
+    # a new module there must be listed here, or it would silently escape the notebook checks below
+    helpers = {"run_all.py", "_setup.py"}
+    assert sorted(p.name for p in NOTEBOOK_DIR.glob("*.py") if p not in _sources()) == sorted(helpers)
+
+
+@pytest.mark.parametrize("path", _sources(), ids=lambda p: p.stem)
+def test_notebook_starts_with_the_shared_setup(path):
+    # one home for the start: no notebook keeps its own copy of what _setup.py does
+    source = path.read_text()
+    assert re.search(r"^from _setup import show, start$", source, re.M), path.name
+    for own in ("def show(", "figure_dir(", "pd.set_option(", "writing figures and data"):
+        assert own not in source, f"{path.name} has its own {own!r}"
+
+
+def test_shared_setup_makes_the_folder_sets_pandas_and_shows_the_png(tmp_path, monkeypatch, capsys):
+    spec = importlib.util.spec_from_file_location("_setup", NOTEBOOK_DIR / "_setup.py")
+    setup = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(setup)
+    with pd.option_context("display.float_format", None):  # restored afterwards
+        out = setup.start("any", tmp_path / "given" / "folder")
+        assert pd.get_option("display.float_format")(1234.5678) == "1.23e+03"  # 3 significant digits
+    assert out == tmp_path / "given" / "folder" and out.is_dir()
+    assert capsys.readouterr().out == f"writing figures and data to {out}\n"
+    png = tmp_path / "f.png"
+    Image.new("RGB", (3, 2)).save(png)
+    shown = []
+    monkeypatch.setattr(setup, "display", shown.append)
+    setup.show([png, tmp_path / "f.pdf"])  # what plotting.save_figure returns: the PNG first
+    assert len(shown) == 1 and shown[0].data == png.read_bytes()
+
+
+@pytest.mark.parametrize("path", _sources(), ids=lambda p: p.stem)
 def test_notebook_writes_to_the_scratch_folder_by_default(path):
     # opened in JupyterLab (out_dir = None) a notebook writes into runs/notebooks/<name>/, ignored by git
-    assert re.search(r"^out = plotting\.figure_dir\(NOTEBOOK, out_dir\)$", path.read_text(), re.M), path.name
+    assert re.search(r"^out = start\(NOTEBOOK, out_dir\)$", path.read_text(), re.M), path.name
     from egpo_core.plotting import figure_dir
 
     folder = figure_dir(f"_test_default_{path.stem}")

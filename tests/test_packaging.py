@@ -154,8 +154,10 @@ def _free_port() -> int:
         return probe.getsockname()[1]
 
 
-def _get(url: str, token: str) -> tuple[int, bytes]:
-    request = urllib.request.Request(url, headers={"Authorization": f"token {token}"})
+def _get(url: str, token: str, method: str = "GET", body: dict | None = None) -> tuple[int, bytes]:
+    data = None if body is None else json.dumps(body).encode()
+    request = urllib.request.Request(url, data=data, method=method, headers={
+        "Authorization": f"token {token}", "Content-Type": "application/json"})
     with urllib.request.urlopen(request, timeout=10) as response:
         return response.status, response.read()
 
@@ -175,8 +177,8 @@ LAB_DEFAULTS = {
 @pytest.fixture(scope="module")
 def lab(tmp_path_factory):
     """`make lab`'s own command (read with make -n, the setup taken as done) running on a free loopback port,
-    with an empty user config, runtime and workspace folder of its own: yields (base URL, token, user config
-    folder). Stopped (its whole process group) at the end of the module."""
+    with an empty user config, settings, runtime and workspace folder under ``home``: yields (base URL,
+    token, home). Stopped (its whole process group) at the end of the module."""
     home = tmp_path_factory.mktemp("lab")
     port, token = _free_port(), secrets.token_hex(16)
     extra = "--no-browser" + (" --allow-root" if os.geteuid() == 0 else "")
@@ -185,8 +187,7 @@ def lab(tmp_path_factory):
         cwd=ROOT, capture_output=True, text=True, check=True,
     ).stdout
     assert "--ServerApp.ip=127.0.0.1" in recipe and "/lab/tree/notebooks" in recipe, recipe
-    user_config = home / "config"
-    env = dict(os.environ, JUPYTER_RUNTIME_DIR=str(home / "runtime"), JUPYTER_CONFIG_DIR=str(user_config),
+    env = dict(os.environ, JUPYTER_RUNTIME_DIR=str(home / "runtime"), JUPYTER_CONFIG_DIR=str(home / "config"),
                JUPYTERLAB_WORKSPACES_DIR=str(home / "workspaces"), JUPYTERLAB_SETTINGS_DIR=str(home / "settings"))
     command = f"{recipe.strip()} --IdentityProvider.token={token}"
     log_path = home / "lab.log"
@@ -204,7 +205,7 @@ def lab(tmp_path_factory):
                 assert server.poll() is None, log_path.read_text()[-2000:]
                 assert time.monotonic() < deadline, "JupyterLab did not answer within 90 s"
                 time.sleep(0.5)
-        yield base, token, user_config
+        yield base, token, home
     finally:
         if server.poll() is None:
             os.killpg(server.pid, signal.SIGTERM)  # the whole session: bash and the server it started
@@ -230,7 +231,7 @@ def test_make_lab_opens_notebooks_as_notebooks_and_asks_no_news(lab):
     """The settings JupyterLab serves (defaults after the config path's overrides) make Jupytext Notebook the
     default viewer of .py files and never fetch news (no first-start prompt); jupyter-config/ is what says so,
     and nothing was written to the user's config folder."""
-    base, token, user_config = lab
+    base, token, home = lab
     for plugin, settings in LAB_DEFAULTS.items():
         served = json.loads(_get(f"{base}/lab/api/settings/{plugin}", token)[1])
         user_settings = json.loads(served["raw"] or "{}")
@@ -239,7 +240,36 @@ def test_make_lab_opens_notebooks_as_notebooks_and_asks_no_news(lab):
             assert key not in user_settings  # the default, not a user setting
     overrides = json.loads((ROOT / "jupyter-config" / "labconfig" / "default_setting_overrides.json").read_text())
     assert overrides == LAB_DEFAULTS
-    assert not (user_config / "labconfig").exists()
+    assert not (home / "config" / "labconfig").exists()
+
+
+def test_make_lab_runs_a_notebook_in_its_folder_where_the_shared_setup_imports(lab):
+    """The kernel JupyterLab starts for a notebook (a session for notebooks/<name>.py, as opening it does)
+    runs in notebooks/, so the import cell's ``from _setup import show, start`` finds the notebooks' shared
+    start there."""
+    from jupyter_client import BlockingKernelClient
+
+    base, token, home = lab
+    source = _notebook_sources()[0]
+    session = json.loads(_get(f"{base}/api/sessions", token, "POST", {
+        "path": f"notebooks/{source.name}", "name": source.name, "type": "notebook",
+        "kernel": {"name": "python3"}})[1])
+    client = BlockingKernelClient()
+    try:
+        client.load_connection_file(str(home / "runtime" / f"kernel-{session['kernel']['id']}.json"))
+        client.start_channels()
+        client.wait_for_ready(timeout=60)
+        printed = []
+        reply = client.execute_interactive(
+            "import os\nfrom _setup import show, start\nimport _setup\nprint(os.getcwd()); print(_setup.__file__)",
+            timeout=60, output_hook=lambda msg: printed.append(msg["content"].get("text", "")))
+        assert reply["content"]["status"] == "ok", reply["content"]
+        cwd, module = "".join(printed).split()
+        assert Path(cwd).resolve() == ROOT / "notebooks"
+        assert Path(module).resolve() == ROOT / "notebooks" / "_setup.py"
+    finally:
+        client.stop_channels()
+        _get(f"{base}/api/sessions/{session['id']}", token, "DELETE")
 
 
 def _browser() -> str | None:
