@@ -7,8 +7,12 @@ chi-square p-value of a correct distribution must exceed 1e-4; a wrong one must 
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
+import subprocess
+import sys
+from dataclasses import replace
 
 import numpy as np
 import pandas as pd
@@ -308,3 +312,138 @@ def test_refuses_a_non_empty_out_and_bad_options(fast_run, tmp_path, capsys):
     assert info.value.code == 2
     assert "num_classes must be an integer from 3 to 5" in capsys.readouterr().err
     assert not (tmp_path / "x").exists()
+
+
+def _final_digests(out, summary, seed: int) -> dict[str, str]:
+    """algorithm → SHA-256 of its summed run's final weights (training seed ``seed``)."""
+    digests = {}
+    for r in summary["runs"]:
+        if r["variant"] == "summed" and r["seed"] == seed:
+            weights = sorted((out / r["path"] / "final").glob("*.safetensors"))
+            assert weights, r
+            digests[r["algorithm"]] = hashlib.sha256(b"".join(p.read_bytes() for p in weights)).hexdigest()
+    return digests
+
+
+def test_identical_models_tie_in_the_win_rate_tables(fast_run):
+    """Issue 15: two runs with byte-identical weights must tie. In the FAST run Online IPO 1 and Nash-MD
+    end with the same weights at every epoch (their rollouts coincide while the policy is still close
+    to π_ref); the old tables showed one of them beating the other 68.8 [62.5, 75.0]. Identical models
+    draw identical responses (the evaluation seeds sampling by model content) and every pair of
+    identical responses is ½, so the win rate is exactly 50 with a degenerate interval around it, and
+    both have the same win rate against π_ref."""
+    out, summary = fast_run
+    digests = _final_digests(out, summary, sb.FAST.seeds[0])
+    groups: dict[str, list[str]] = {}
+    for alg, digest in digests.items():
+        groups.setdefault(digest, []).append(alg)
+    identical = [g for g in groups.values() if len(g) > 1]
+    assert identical, f"no two algorithms of the FAST run ended with identical weights, the check needs a pair: {digests}"
+    winrates = pd.read_csv(out / "win_rates" / "winrates.csv")
+    last = winrates["epoch"].max()
+    pairwise = winrates[(winrates["comparison"] == "pairwise") & (winrates["epoch"] == last) & (winrates["opponent_epoch"] == last)]
+    vs_ref = winrates[(winrates["comparison"] == "vs_reference") & (winrates["epoch"] == last) & (winrates["split"] == "all")]
+    checked = 0
+    for group in identical:
+        for a in group:
+            for b in group:
+                if a == b:
+                    continue
+                rows = pairwise[(pairwise["algorithm"] == a) & (pairwise["opponent_algorithm"] == b)]
+                assert len(rows) >= 1, (a, b)
+                for _, row in rows.iterrows():
+                    assert abs(row["win_rate"] - 0.5) < 1e-9, row.to_dict()
+                    assert row["ci_low"] <= 0.5 <= row["ci_high"], row.to_dict()
+                    checked += 1
+        ref_rates = vs_ref[vs_ref["algorithm"].isin(group)]["win_rate"]
+        assert len(ref_rates) == len(group) and ref_rates.nunique() == 1, vs_ref[vs_ref["algorithm"].isin(group)]
+    assert checked >= 2
+    table = (out / "win_rates" / "tables" / "pairwise_ci.md").read_text()
+    assert "50.0 [50.0, 50.0]" in table
+
+
+# ----------------------------------------------------------------------------------------------
+# the output folder: refused before any work, replaced only by a complete run
+# ----------------------------------------------------------------------------------------------
+
+
+def _files(folder) -> dict[str, bytes]:
+    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+@pytest.fixture
+def fake_stages(monkeypatch):
+    """``run_benchmark`` with its stages replaced: writes ``summary.json`` and ``metrics.csv`` holding
+    ``label``, or raises when ``fail`` (a run killed or failing half-way, after writing a file)."""
+    calls = {"label": "new", "fail": False}
+
+    def stages(work, settings, progress):
+        (work / "metrics.csv").write_text(calls["label"])
+        if calls["fail"]:
+            raise RuntimeError("stage failed")
+        (work / "summary.json").write_text(json.dumps({"label": calls["label"]}))
+        return {"label": calls["label"]}
+
+    monkeypatch.setattr(sb.pipeline, "_run_into", stages)
+    return calls
+
+
+def test_out_folder_is_checked_before_any_work(tmp_path, fake_stages):
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(ValueError, match="is not a directory"):
+        sb.run_benchmark(tmp_path / "file", sb.FAST)
+    other = tmp_path / "other"
+    other.mkdir()
+    (other / "notes.txt").write_text("mine")
+    with pytest.raises(ValueError, match="not empty; pass --overwrite"):
+        sb.run_benchmark(other, sb.FAST)
+    with pytest.raises(ValueError, match="holds no summary.json of a previous benchmark run"):
+        sb.run_benchmark(other, sb.FAST, overwrite=True)  # never cleared: it is not a benchmark run
+    assert _files(other) == {"notes.txt": b"mine"}
+    with pytest.raises(ValueError, match="algorithms"):
+        sb.run_benchmark(tmp_path / "new", replace(sb.FAST, algorithms=("egpo", "eg")))  # the same algorithm twice
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["file", "other"]  # nothing created
+
+
+def test_out_folder_appears_complete_and_replaces_a_previous_run_only_when_complete(tmp_path, fake_stages):
+    out = tmp_path / "bench"
+    assert sb.run_benchmark(out, sb.FAST) == {"label": "new"}
+    assert _files(out) == {"metrics.csv": b"new", "summary.json": b'{"label": "new"}'}
+    before = _files(out)
+    fake_stages.update(label="second", fail=True)
+    with pytest.raises(RuntimeError, match="stage failed"):
+        sb.run_benchmark(out, sb.FAST, overwrite=True)
+    assert _files(out) == before  # the failed run left the previous one as it was
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["bench"]  # and no partial folder
+    # a run killed outright leaves its hidden work folder: the next run removes it
+    (tmp_path / ".bench.partial-dead").mkdir()
+    (tmp_path / ".bench.partial-dead" / "metrics.csv").write_text("partial")
+    fake_stages.update(label="third", fail=False)
+    sb.run_benchmark(out, sb.FAST, overwrite=True)
+    assert _files(out) == {"metrics.csv": b"third", "summary.json": b'{"label": "third"}'}
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["bench"]
+    # an empty folder is used as if absent
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    sb.run_benchmark(empty, sb.FAST)
+    assert _files(empty) == {"metrics.csv": b"third", "summary.json": b'{"label": "third"}'}
+
+
+def test_cli_refuses_a_file_and_help_runs(tmp_path, capsys):
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(SystemExit) as info:
+        sb.main(["--out", str(tmp_path / "file"), "--fast"])
+    assert info.value.code == 2
+    err = capsys.readouterr().err
+    assert "is not a directory" in err and "Traceback" not in err
+    with pytest.raises(SystemExit) as info:
+        sb.main(["--help"])
+    assert info.value.code == 0
+    assert "--overwrite" in capsys.readouterr().out
+
+
+def test_module_entry_point_help():
+    done = subprocess.run([sys.executable, "-m", "lm_runs.synthetic_benchmark", "--help"], capture_output=True, text=True,
+                          timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert "usage: python -m lm_runs.synthetic_benchmark" in done.stdout and "--fast" in done.stdout
