@@ -1,5 +1,7 @@
-"""lm_runs.evaluate and lm_runs.tables: win rates against a manual computation, bootstrap intervals,
-both-order judging, missing judgements, kill-and-resume, the settings fingerprint, the tables."""
+"""lm_runs.evaluate: win rates against a manual computation, bootstrap intervals, both-order judging,
+missing judgements, kill-and-resume, the settings fingerprint, the tables. The issue-15 guarantees
+(a model ties with its copy, judges known by content, refusals, Ctrl-C, --help) are in
+tests/test_evaluate_guarantees.py."""
 
 from __future__ import annotations
 
@@ -16,6 +18,7 @@ from lm_runs import evaluate as ev
 from lm_runs.evaluate.orchestration import file_stem
 from lm_runs.evaluate import EvaluationError, EvaluationSettings, discover_runs, evaluate, main, win_rate_ci
 from lm_runs.judges import CallableJudge, CheckedJudge, JudgeError
+from lm_runs.models import load_causal_lm
 from lm_runs.evaluate.tables import render_pairwise, render_vs_reference
 
 PROMPTS = [
@@ -84,10 +87,24 @@ def zoo(tmp_path_factory):
         _perturbed(ref, run_b / "epochs" / f"epoch-{k}", seed=20 + k)
     # run_a names its algorithm through the trainer's pickled NLHFConfig, run_b through a YAML config
     args = NLHFConfig(output_dir=str(run_a), alg="egpo", use_cpu=True, report_to="none",
-                      model_name_or_path=str(ref), judge="a:b", prompts="p.jsonl")
+                      model_name_or_path=str(ref), judge="lm_runs.judges.toy:prefer_shorter", prompts="p.jsonl")
     torch.save(args, run_a / "training_args.bin")
     (run_b / "config.yaml").write_text("alg: oipo1\nbeta: 0.1\n")
-    return {"root": root, "ref": ref, "run_a": run_a, "run_b": run_b}
+    return {"root": root, "ref": ref, "run_a": run_a, "run_b": run_b, "pm": _classifier(ref, root / "pm")}
+
+
+def _classifier(ref: Path, out: Path) -> Path:
+    """A 2-label sequence classifier on the tiny LM's body (a preference-model folder, fresh score head)."""
+    import torch
+    from transformers import AutoModelForSequenceClassification
+
+    torch.manual_seed(0)
+    model = AutoModelForSequenceClassification.from_pretrained(ref, num_labels=2)
+    model.save_pretrained(out)
+    for f in ref.iterdir():
+        if f.name.startswith(("tokenizer", "special_tokens", "chat_template")):
+            shutil.copy(f, out)
+    return out
 
 
 @pytest.fixture(scope="module")
@@ -145,9 +162,14 @@ def test_discover_runs_names_epochs_and_algorithms(zoo, tmp_path):
         (["--runs", "/no/such/run"], "no such directory"),
         (["--runs", "EMPTY"], "no epochs/epoch-k folders"),
         (["--runs", "RUN_A", "--samples_per_prompt", "0"], "--samples_per_prompt must be an integer >= 1"),
-        (["--runs", "RUN_A", "--judge", "not a judge"], "--judge not a judge"),
+        (["--runs", "RUN_A", "--judge", "not a judge"], "judge spec 'not a judge'"),
+        (["--runs", "RUN_A", "--judge", "REF"], "causal language model"),  # a causal LM is no judge
+        (["--models", "x=PM"], "a policy must be a causal language model"),  # a classifier is no policy
+        (["--runs", "RUN_A", "--output_dir", "FILE"], "is a file"),
+        (["--runs", "RUN_A", "--judge_batch_size", "0"], "--judge_batch_size"),
+        (["--runs", "RUN_A", "--both_orders", "maybe"], "--both_orders"),
         (["--runs", "RUN_A", "--selection_fraction", "1.0"], "--selection_fraction"),
-        (["--models", "x=/no/such/model"], "not a model directory"),
+        (["--models", "x=/no/such/model"], "no such model folder"),
         (["--runs", "RUN_A", "--prompts", "/no/prompts.jsonl"], "--prompts"),
     ],
 )
@@ -157,10 +179,18 @@ def test_cli_bad_input_is_one_line_and_exit_2(zoo, tmp_path, capsys, flags, mess
     prompts.write_text("".join(json.dumps({"prompt": p}) + "\n" for p in PROMPTS))
     argv = ["--reference", str(zoo["ref"]), "--prompts", str(prompts), "--judge", "lm_runs.judges.toy:prefer_shorter",
             "--output_dir", str(tmp_path / "out"), "--device", "cpu", "--progress", "false"]
-    flags = [str(zoo["run_a"]) if f == "RUN_A" else str(tmp_path / "empty") if f == "EMPTY" else f for f in flags]
-    assert main(argv + flags) == 2
+    (tmp_path / "file").write_text("not a folder")
+    named = {"RUN_A": zoo["run_a"], "EMPTY": tmp_path / "empty", "REF": zoo["ref"], "x=PM": f"x={zoo['pm']}",
+             "FILE": tmp_path / "file"}
+    flags = [str(named.get(f, f)) for f in flags]
+    if "maybe" in flags:  # argparse's own refusal: usage and one error line, exit 2
+        with pytest.raises(SystemExit) as exit_info:
+            main(argv + flags)
+        assert exit_info.value.code == 2
+    else:
+        assert main(argv + flags) == 2
     err = capsys.readouterr().err.strip().splitlines()
-    assert err[-1].startswith("error: ") and message in err[-1]
+    assert message in err[-1] and (err[-1].startswith("error: ") or "maybe" in flags)
     assert not any("Traceback" in line for line in err)
     assert not (tmp_path / "out" / "generations").exists()  # refused before any generation
 
@@ -212,7 +242,9 @@ def test_win_rates_equal_a_manual_computation_from_the_saved_generations(zoo, ba
     md = (out / "tables" / "vs_reference.md").read_text()
     assert md.splitlines()[0] == "| Algorithm | 1 | 2 | 3 |" and "| egpo |" in md and "| oipo1 |" in md
     cell = _entry(df, "run_b/epoch-3", "reference", "all").win_rate
-    assert md.splitlines()[3].split(" | ")[3].strip(" |*") == f"{100 * cell:.1f}"
+    assert md.splitlines()[3].split(" | ")[3].strip(" |*") == f"{100 * cell:.1f}†"  # 6 prompts: flagged, never bold
+    assert "**" not in md and "† from 6 prompts, fewer than 30" in md
+    assert df.few_prompts.all() and result.summary["intervals"]["flagged_entries"] == len(df)
     assert result.tables["pairwise.tex"] == (out / "tables" / "pairwise.tex").read_text()
 
 
@@ -250,8 +282,11 @@ def test_split_is_seeded_and_disjoint():
 # --------------------------------------------------------------------------------------------------
 
 
+def _without_bias_note(tables: dict[str, str]) -> dict[str, str]:
+    return {name: "\n".join(line for line in text.splitlines() if "position bias" not in line) for name, text in tables.items()}
+
+
 def test_both_orders_measures_the_position_bias_and_removes_it(zoo, baseline, tmp_path):
-    settings = EvaluationSettings(**{**SETTINGS.__dict__, "both_orders": True})
     calls = []
 
     def counted(judge):
@@ -261,24 +296,41 @@ def test_both_orders_measures_the_position_bias_and_removes_it(zoo, baseline, tm
         fn.__qualname__ = judge.__qualname__
         return fn
 
-    biased_run = evaluate(baseline["models"], zoo["ref"], PROMPTS, counted(biased), settings, _with_generations(baseline, tmp_path / "b"))
-    fair_run = evaluate(baseline["models"], zoo["ref"], PROMPTS, shorter, settings, _with_generations(baseline, tmp_path / "f"))
-    b, f, one = biased_run.winrates, fair_run.winrates, baseline["result"].winrates
+    # the baseline judged both orders (the default) with the order-symmetric judge
+    biased_run = evaluate(baseline["models"], zoo["ref"], PROMPTS, counted(biased), SETTINGS, _with_generations(baseline, tmp_path / "b"))
+    one_order = EvaluationSettings(**{**SETTINGS.__dict__, "both_orders": False})
+    single_run = evaluate(baseline["models"], zoo["ref"], PROMPTS, shorter, one_order, _with_generations(baseline, tmp_path / "s"))
+    biased_single = evaluate(baseline["models"], zoo["ref"], PROMPTS, biased, one_order, _with_generations(baseline, tmp_path / "bs"))
+    b, f, one = biased_run.winrates, baseline["result"].winrates, single_run.winrates
     vs = b[b.comparison == "vs_reference"]
     assert np.allclose(vs.position_bias, 0.1, atol=1e-9)
     assert (vs.n_bias_pairs == vs.n_pairs).all()
     assert biased_run.summary["position_bias"] == pytest.approx(0.1, abs=1e-9)
     assert np.allclose(f[f.comparison == "vs_reference"].position_bias, 0.0, atol=1e-12)
+    assert one.position_bias.isna().all() and (one.n_bias_pairs == 0).all()
     # the averaged preference of the biased judge equals the unbiased judge's (both orders and one order)
     key = ["model", "opponent", "split"]
     merged = b.merge(f, on=key, suffixes=("_b", "_f")).merge(one, on=key)
     assert len(merged) == len(one) and set(b.model) == set(one.model)
     assert np.abs(merged.win_rate_b - merged.win_rate_f).max() < 1e-9
     assert np.abs(merged.win_rate_b - merged.win_rate).max() < 1e-9
-    assert biased_run.tables == baseline["result"].tables
-    # each pair was asked in both orders: 2 × (5 models + pairwise) × pairs
+    # asked in one order, the biased judge's bias is in every entry: +0.1 on every comparison against π_ref
+    shifted = biased_single.winrates.merge(one, on=key, suffixes=("_b", ""))
+    shifted = shifted[shifted.comparison == "vs_reference"]
+    assert np.allclose(shifted.win_rate_b - shifted.win_rate, 0.1, atol=1e-9)
+    # the tables differ only in the bias they state under each table
+    assert _without_bias_note(biased_run.tables) == _without_bias_note(baseline["result"].tables)
+    assert biased_run.tables != baseline["result"].tables
+    for name in ("vs_reference.md", "vs_reference_ci.md"):
+        assert "Judge position bias: +0.100 (mean of ½·(P(a ≻ b) + P(b ≻ a)) − ½ over the 60 pairs" in biased_run.tables[name]
+        assert "Judge position bias: +0.000" in baseline["result"].tables[name]
+        assert "Judge position bias: not measured (one order per pair)" in single_run.tables[name]
+    assert "Judge position bias: +0.100" in biased_run.tables["pairwise.md"]
+    assert r"Judge position bias: +0.100 (mean of $\frac{1}{2}" in biased_run.tables["vs_reference.tex"]
+    assert biased_run.summary["tables"]["notes"]["vs_reference"][-1].startswith("Judge position bias: +0.100")
+    # each pair was asked in both orders, in one call: 2 × (5 models + pairwise) × pairs
     n_pairs = len(PROMPTS) * K * len(baseline["models"]) + 3 * K * 6  # 6 pairwise comparisons on 3 report prompts
-    assert sum(calls) == 2 * n_pairs
+    assert sum(calls) == 2 * n_pairs and max(calls) == 2 * SETTINGS.judge_batch_size
 
 
 def test_missing_judgements_are_counted_excluded_and_reported(zoo, baseline, tmp_path):
@@ -333,7 +385,7 @@ def test_missing_judgements_are_counted_excluded_and_reported(zoo, baseline, tmp
     # neither kept the failures: once the judge works, a rerun asks every pair
     state["up"] = True
     result = evaluate(baseline["models"][:1], zoo["ref"], PROMPTS, judge, SETTINGS, out)
-    assert state["asked"] == len(PROMPTS) * K and result.summary["missing"] == 0
+    assert state["asked"] == 2 * len(PROMPTS) * K and result.summary["missing"] == 0  # each pair in both orders
 
 
 def test_empty_responses_are_kept_and_counted(zoo, baseline, tmp_path):
@@ -350,7 +402,8 @@ def test_empty_responses_are_kept_and_counted(zoo, baseline, tmp_path):
 
     result = evaluate(baseline["models"][:1], zoo["ref"], PROMPTS, judge, SETTINGS, out)
     assert [m["empty"] for m in result.summary["models"] if m["name"] == "reference"] == [1]
-    assert "" in seen and seen.count("") == 1 and len(seen) == len(PROMPTS) * K
+    # both orders: the empty reference response is shown second once (and first once, in the swapped pair)
+    assert "" in seen and seen.count("") == 1 and len(seen) == 2 * len(PROMPTS) * K
 
 
 # --------------------------------------------------------------------------------------------------
@@ -358,8 +411,8 @@ def test_empty_responses_are_kept_and_counted(zoo, baseline, tmp_path):
 # --------------------------------------------------------------------------------------------------
 
 
-class Killed(Exception):
-    pass
+class Killed(BaseException):
+    """A kill: not an Exception, so no judge wrapper takes it for a failed judgement."""
 
 
 def test_killed_evaluation_resumes_to_the_same_tables_without_redoing_work(zoo, baseline, tmp_path, monkeypatch):
@@ -398,9 +451,9 @@ def test_killed_evaluation_resumes_to_the_same_tables_without_redoing_work(zoo, 
     before = dict(judged)
     result = evaluate(models, zoo["ref"], PROMPTS, judge, SETTINGS, out)
     assert generated["calls"] == 18  # nothing regenerated on the last run
-    total = len(PROMPTS) * K * len(models) + 3 * K * 6
-    assert judged["pairs"] == total  # every pair asked exactly once over the three runs
-    assert judged["pairs"] - before["pairs"] == total - 9 * SETTINGS.judge_batch_size
+    total = 2 * (len(PROMPTS) * K * len(models) + 3 * K * 6)  # both orders
+    assert judged["pairs"] == total  # every pair asked exactly once (in both orders) over the three runs
+    assert judged["pairs"] - before["pairs"] == total - 9 * 2 * SETTINGS.judge_batch_size
     assert result.tables == baseline["result"].tables
     pd.testing.assert_frame_equal(result.winrates, baseline["result"].winrates)
     # a fourth run does nothing new
@@ -451,7 +504,7 @@ def test_lora_adapter_epochs_load_on_the_reference(zoo, tmp_path):
     config["base_model_name_or_path"] = "some-org/not-on-this-machine"  # a hub name: π_ref is used instead
     (folder / "adapter_config.json").write_text(json.dumps(config))
     (spec,) = discover_runs([tmp_path / "run"])
-    loaded, tokenizer = ev.load_causal_lm(spec.source, reference=zoo["ref"])
+    loaded, tokenizer = load_causal_lm(spec.source, reference=zoo["ref"])
     ids = torch.tensor([[5, 6, 7, 8]])
     with torch.no_grad():
         expected = model(input_ids=ids).logits
@@ -473,9 +526,15 @@ def test_cli_end_to_end(zoo, tmp_path, capsys):
     shown = capsys.readouterr().out
     assert "| Algorithm | – |" in shown and "| base |" in shown
     df = pd.read_csv(out / "winrates.csv")
+    # "base" is π_ref's own folder: the same responses, every pair a tie by symmetry, no judge asked
     row = df[(df.model == "base") & (df.split == "all")].iloc[0]
-    assert row.n_pairs == 4 and row.position_bias == pytest.approx(0.0, abs=1e-12)  # the toy judge is order-symmetric
+    assert row.n_pairs == 4 and row.win_rate == 0.5 and row.n_bias_pairs == 0 and np.isnan(row.position_bias)
+    row = df[(df.model == "tuned") & (df.split == "all")].iloc[0]
+    assert row.n_bias_pairs == 4 and row.position_bias == pytest.approx(0.0, abs=1e-12)  # the toy judge is order-symmetric
     assert set(df.comparison) == {"vs_reference", "pairwise"}
+    # the position bias is printed at the end, and stated under the tables
+    assert shown.splitlines()[-2].startswith("judge position bias: +0.000")
+    assert "Judge position bias: +0.000" in (out / "tables" / "vs_reference.md").read_text()
 
 
 # --------------------------------------------------------------------------------------------------

@@ -84,9 +84,9 @@ runs) · ``responses`` (generation) · ``judging`` (judgements, missing ones, po
 from __future__ import annotations
 
 from .command import EvaluateArguments, main
-from .judging import judge_pairs, position_bias, preferences
+from .judging import FailureStreak, judge_pairs, position_bias, preferences
 from .orchestration import evaluate
-from .responses import generate_responses, load_causal_lm
+from .responses import generate_responses
 from .runs import discover_runs, read_algorithm
 from .settings import REFERENCE, EvaluationError, EvaluationResult, EvaluationSettings, ModelSpec
 from .statistics import select_best, split_indices, win_rate_ci
@@ -101,9 +101,9 @@ __all__ = [
     "EvaluateArguments",
     "discover_runs",
     "read_algorithm",
-    "load_causal_lm",
     "generate_responses",
     "judge_pairs",
+    "FailureStreak",
     "preferences",
     "position_bias",
     "win_rate_ci",

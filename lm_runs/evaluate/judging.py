@@ -1,127 +1,99 @@
-"""The judgements: each pair of responses judged (in one or both orders), failures kept as missing.
+"""The judgements: each pair of responses judged (in both orders by default), failures kept as missing.
 
-:func:`judge_pairs` asks the judge in batches and records ``p_ab`` / ``p_ba`` / ``error`` per pair;
-:func:`preferences` turns the records into the matrix P_ij, :func:`position_bias` measures the judge's
-preference for the response shown first (formulas in the package docstring).
+:func:`judge_pairs` asks a :class:`~lm_runs.judges.CheckedJudge` in batches through its
+``judge_or_missing`` (a pair the judge cannot judge comes back missing, with the reason) and records
+``p_ab`` / ``p_ba`` / ``error`` per pair; a pair of identical responses is recorded as ½ without asking
+(P(a ≻ a) = ½ for any judge that is consistent under swapping, so asking could only measure the
+judge's position bias). :class:`FailureStreak` stops a judge that keeps failing.
+:func:`preferences` turns the records into the matrix P_ij and :func:`position_bias` measures the
+judge's preference for the response shown first (formulas in the package docstring).
 """
 
 from __future__ import annotations
 
-import math
 from typing import Any, Callable, Iterable, Mapping, Sequence
 
 import numpy as np
 
-from ..judges import CheckedJudge, JudgeError, accepts_shuffle_order, judge_name
-from .settings import EvaluationError, one_line
+from ..judges import CheckedJudge, Judgement
+from .settings import EvaluationError
 
-__all__ = ["judge_pairs", "preferences", "position_bias"]
+__all__ = ["judge_pairs", "preferences", "position_bias", "FailureStreak"]
 
 
-class _TolerantJudge:
-    """Calls a judge and turns what it cannot judge into missing items instead of failing the batch.
+class FailureStreak:
+    """Counts pairs left without a judgement in a row, over every comparison of an evaluation, and
+    stops the evaluation at ``limit``: a judge that fails on every pair (a server that is down) should
+    not fill the tables with missing entries. Any judged pair resets the count."""
 
-    Returns ``(value, error)`` per pair: ``value`` a probability, or None with ``error`` saying why
-    (the judge raised :class:`JudgeError` on that pair alone, or answered None, NaN, a non-number or
-    a number outside [0, 1]). A batch raising ``JudgeError`` is re-asked pair by pair. Any other
-    exception (an interrupt, a bug) propagates. A judge with ``judge_with_missing`` (the OpenAI judge)
-    is asked through it, so its unparseable answers arrive as None.
-    """
+    def __init__(self, judge_name: str, limit: int = 16) -> None:
+        self.judge_name = judge_name
+        self.limit = limit
+        self.count = 0
 
-    def __init__(self, judge: Callable[..., Any], max_consecutive_errors: int = 16) -> None:
-        self.inner = judge.inner if isinstance(judge, CheckedJudge) else judge
-        self.name = judge_name(judge)
-        self.fn = getattr(self.inner, "judge_with_missing", None) or self.inner
-        self.takes_shuffle = accepts_shuffle_order(self.fn)
-        self.max_consecutive_errors = max_consecutive_errors
-        self.consecutive_errors = 0
-        self.calls = 0
-
-    def _ask(self, prompts: list[str], pairs: list[list[str]], shuffle_order: bool | None) -> list[Any]:
-        self.calls += 1
-        if shuffle_order is not None and self.takes_shuffle:
-            values = self.fn(prompts, pairs, shuffle_order=shuffle_order)
-        else:
-            values = self.fn(prompts, pairs)
-        if isinstance(values, (str, bytes)) or not hasattr(values, "__iter__"):
-            raise JudgeError(f"judge {self.name} returned {type(values).__name__}, expected a list of {len(pairs)} values")
-        values = list(values)
-        if len(values) != len(pairs):
-            raise JudgeError(f"judge {self.name} returned {len(values)} values for {len(pairs)} pairs")
-        return values
-
-    @staticmethod
-    def _value(value: Any) -> tuple[float | None, str | None]:
-        if value is None:
-            return None, "judge returned None"
-        if isinstance(value, (str, bytes, bool)) or not hasattr(value, "__float__"):
-            return None, f"judge returned a non-number {value!r:.40}"
-        number = float(value)
-        if math.isnan(number):
-            return None, "judge returned NaN"
-        if not 0.0 <= number <= 1.0:
-            return None, f"judge returned {number!r}, outside [0, 1]"
-        return number, None
-
-    def __call__(self, prompts: list[str], pairs: list[list[str]], shuffle_order: bool | None = None) -> list[tuple[float | None, str | None]]:
-        if not pairs:
-            return []
-        try:
-            values = self._ask(prompts, pairs, shuffle_order)
-        except JudgeError as error:
-            if len(pairs) > 1:
-                out = []
-                for k in range(len(pairs)):
-                    out += self(prompts[k : k + 1], pairs[k : k + 1], shuffle_order)
-                return out
-            self.consecutive_errors += 1
-            if self.consecutive_errors >= self.max_consecutive_errors:
+    def update(self, errors: Sequence[str | None]) -> None:
+        """Count the pairs of a batch in order (``errors[k]``: why pair k is missing, None when judged);
+        raise :class:`EvaluationError` when ``limit`` missing pairs follow each other."""
+        for error in errors:
+            if error is None:
+                self.count = 0
+                continue
+            self.count += 1
+            if self.count >= self.limit:
                 raise EvaluationError(
-                    f"judge {self.name} failed on {self.consecutive_errors} pairs in a row (last: {one_line(error)}); "
+                    f"judge {self.judge_name} failed on {self.count} pairs in a row (last: {error}); "
                     "is it working? Fix it and rerun: the judgements made so far are kept"
-                ) from None
-            return [(None, f"JudgeError: {one_line(error)}")]
-        self.consecutive_errors = 0
-        return [self._value(v) for v in values]
+                )
 
 
 def judge_pairs(
-    judge: Callable[..., Any],
+    judge: CheckedJudge,
     prompt_texts: Sequence[str],
     first: Mapping[tuple[int, int], str],
     second: Mapping[tuple[int, int], str],
     keys: Sequence[tuple[int, int]],
     *,
-    both_orders: bool = False,
-    batch_size: int = 64,
+    both_orders: bool = True,
+    batch_size: int = 16,
     done: Mapping[tuple[int, int], Mapping[str, Any]] | None = None,
     on_batch: Callable[[list[dict[str, Any]]], None] | None = None,
     progress: bool = False,
     desc: str = "judge",
-    max_consecutive_errors: int = 16,
+    streak: FailureStreak | None = None,
 ) -> list[dict[str, Any]]:
     """Judge pair (i, j) = (first[(i, j)], second[(i, j)]) on ``prompt_texts[i]`` for every key not in ``done``.
 
     Records ``{"prompt": i, "sample": j, "p_ab": P(a ≻ b) | None, "p_ba": P(b ≻ a) | None, "error": str | None}``
     (``p_ba`` only with ``both_orders``, which also asks the judge not to shuffle), ordered by key.
-    ``judge`` is any judge callable (a :class:`~lm_runs.judges.CheckedJudge` is unwrapped so that
-    one bad item does not fail its batch). ``on_batch`` gets all records so far after each call.
+    A pair whose two responses are identical is not asked: it is recorded with ``p_ab`` (and ``p_ba``)
+    ½ and ``"same": True``. ``batch_size`` pairs go into one call (twice as many judgements with
+    ``both_orders``: the pairs, then the same pairs swapped); ``on_batch`` gets all records so far after
+    each call; ``streak`` (default: a fresh one with limit 16) sees every judgement.
     """
     from tqdm.auto import tqdm
 
-    tolerant = judge if isinstance(judge, _TolerantJudge) else _TolerantJudge(judge, max_consecutive_errors)
+    streak = streak or FailureStreak(judge.name)
     records: dict[tuple[int, int], dict[str, Any]] = {k: dict(v) for k, v in (done or {}).items()}
-    todo = [k for k in keys if k not in records]
-    per_call = max(1, batch_size // 2) if both_orders else batch_size
-    batches = [todo[s : s + per_call] for s in range(0, len(todo), per_call)]
+    todo = []
+    for key in keys:
+        if key in records:
+            continue
+        if first[key] == second[key]:
+            records[key] = {"prompt": key[0], "sample": key[1], "p_ab": 0.5, "p_ba": 0.5 if both_orders else None,
+                            "error": None, "same": True}
+        else:
+            todo.append(key)
+    batches = [todo[s : s + batch_size] for s in range(0, len(todo), batch_size)]
     for batch in tqdm(batches, desc=desc, disable=not progress, leave=False):
         prompts = [prompt_texts[i] for i, _ in batch]
         pairs = [[first[k], second[k]] for k in batch]
         if both_orders:
-            answers = tolerant(prompts + prompts, pairs + [[b, a] for a, b in pairs], shuffle_order=False)
+            answers = judge.judge_or_missing(prompts + prompts, pairs + [[b, a] for a, b in pairs], shuffle_order=False)
             forward, backward = answers[: len(batch)], answers[len(batch) :]
         else:
-            forward, backward = tolerant(prompts, pairs), [(None, None)] * len(batch)
+            answers = judge.judge_or_missing(prompts, pairs)
+            forward, backward = answers, [Judgement(None, None)] * len(batch)
+        failures = []
         for (i, j), (p_ab, e_ab), (p_ba, e_ba) in zip(batch, forward, backward):
             errors = [e for e in (e_ab, e_ba) if e]
             records[(i, j)] = {
@@ -131,8 +103,13 @@ def judge_pairs(
                 "p_ba": p_ba if both_orders else None,
                 "error": "; ".join(errors) if errors else None,
             }
+            missing = p_ab is None or (both_orders and p_ba is None)
+            failures.append((records[(i, j)]["error"] or "no answer") if missing else None)
         if on_batch is not None:
             on_batch([records[k] for k in sorted(records)])
+        streak.update(failures)
+    if on_batch is not None and not batches and len(records) > len(done or {}):
+        on_batch([records[k] for k in sorted(records)])
     return [records[k] for k in sorted(records)]
 
 
@@ -152,11 +129,12 @@ def position_bias(records: Iterable[Mapping[str, Any]], prompts: Iterable[int] |
     """(mean over pairs judged in both orders of ½(P(a ≻ b) + P(b ≻ a)) − ½, number of such pairs).
 
     0 for a judge indifferent to order; +δ when the response shown first gets δ more probability.
-    NaN with 0 pairs (single-order judging)."""
+    Pairs of identical responses (not asked) are left out. NaN with 0 pairs (single-order judging)."""
     keep = None if prompts is None else set(int(i) for i in prompts)
     values = [
         0.5 * (r["p_ab"] + r["p_ba"]) - 0.5
         for r in records
-        if r.get("p_ab") is not None and r.get("p_ba") is not None and (keep is None or r["prompt"] in keep)
+        if r.get("p_ab") is not None and r.get("p_ba") is not None and not r.get("same")
+        and (keep is None or r["prompt"] in keep)
     ]
     return (float(np.mean(values)) if values else float("nan")), len(values)

@@ -1,8 +1,9 @@
 """The resumable evaluation: one output folder, generate every model, judge every comparison, summarise.
 
-:func:`evaluate` checks its inputs, then :class:`Evaluation` pins the settings in ``settings.json``,
-reuses whatever generations and judgements the folder already holds (each written atomically after
-every batch), and writes the tidy win rates, ``summary.json`` and the tables.
+:func:`evaluate` checks its inputs, then :class:`Evaluation` pins the settings (with the judge's and
+the prompts' identities) in ``settings.json``, reuses whatever generations and judgements the folder
+already holds (each written atomically after every batch), and writes the tidy win rates,
+``summary.json`` and the tables.
 """
 
 from __future__ import annotations
@@ -14,16 +15,16 @@ import re
 import shutil
 from collections import Counter
 from pathlib import Path
-from typing import Any, Callable, Iterable, Mapping, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 
-from egpo_core.files import atomic_write
+from egpo_core.files import atomic_write, write_jsonl
 
-from ..judges import judge_name, load_judge
-from .judging import _TolerantJudge, judge_pairs, position_bias, preferences
-from .responses import generate_responses, load_causal_lm, policy_device
-from .runs import is_model_dir
+from ..judges import CallableJudge, CheckedJudge, load_judge
+from ..models import ModelRoleError, check_model_source, load_causal_lm
+from .judging import FailureStreak, judge_pairs, position_bias, preferences
+from .responses import generate_responses, policy_device
 from .settings import (
     REFERENCE,
     SETTINGS_VERSION,
@@ -35,19 +36,19 @@ from .settings import (
     model_identity,
     one_line,
     prompts_hash,
+    sampling_stream,
 )
-from .statistics import bootstrap_indices, select_best, split_indices, win_rate_ci
-from .tables import render_tables
+from .statistics import MIN_INTERVAL_PROMPTS, bootstrap_indices, select_best, split_indices, win_rate_ci
+from .tables import render_tables, table_notes
 
-__all__ = ["evaluate", "Evaluation", "file_stem"]
+__all__ = ["evaluate", "Evaluation", "file_stem", "as_checked_judge", "OUTPUT_NAMES"]
 
 #: Between the two model names of a judgement file (``A__vs__B.jsonl``); no model name may hold it.
 SEPARATOR = "__vs__"
-
-
-def _write_jsonl(path: Path, rows: Iterable[Mapping[str, Any]]) -> None:
-    """Rows as JSON lines, written atomically."""
-    atomic_write(path, "".join(json.dumps(row, ensure_ascii=False) + "\n" for row in rows))
+#: What an evaluation writes into its output folder (``--overwrite`` removes exactly these).
+OUTPUT_DIRS = ("generations", "judgements", "tables")
+OUTPUT_FILES = ("settings.json", "summary.json", "winrates.csv", "winrates.parquet")
+OUTPUT_NAMES = OUTPUT_DIRS + OUTPUT_FILES
 
 
 def _read_jsonl(path: Path) -> list[dict[str, Any]]:
@@ -90,15 +91,20 @@ def _diff(old: Any, new: Any, prefix: str = "") -> list[str]:
 
 
 class Evaluation:
-    """One evaluation's state: what is on disk, what is left, and the numbers."""
+    """One evaluation's state: what is on disk, what is left, and the numbers.
+
+    ``judge`` is a :class:`~lm_runs.judges.CheckedJudge` (:func:`as_checked_judge` makes one of any
+    judge callable). Raises :class:`EvaluationError` before anything is generated for bad input, an
+    output folder that is a file or holds files that are not an evaluation's, or a folder holding
+    results of other settings, another judge or other prompts (unless ``overwrite``).
+    """
 
     def __init__(
         self,
         specs: list[ModelSpec],
         reference: ModelSpec,
         prompts: list[Any],
-        judge: Callable[..., Any],
-        judge_spec: str,
+        judge: CheckedJudge,
         settings: EvaluationSettings,
         output_dir: Path,
         *,
@@ -126,16 +132,18 @@ class Evaluation:
             raise EvaluationError(f"model names {names} map to clashing file names; rename them")
         for m in self.all_models:
             if isinstance(m.source, (str, Path)):
-                if not Path(m.source).is_dir() or not is_model_dir(Path(m.source)):
-                    raise EvaluationError(f"model {m.name}: {m.source} is not a model directory (config.json or adapter_config.json)")
+                try:
+                    check_model_source(m.source, "reference" if m is reference else "policy")
+                except ModelRoleError as error:
+                    raise EvaluationError(f"model {m.name}: {one_line(error)}") from None
             elif m.tokenizer is None and tokenizer is None:
                 raise EvaluationError(f"model {m.name} is an in-memory model: give its tokenizer (ModelSpec.tokenizer or tokenizer=)")
         self.prompts = prompts
         from ..data import prompt_text
 
         self.prompt_texts = [prompt_text(p) for p in prompts]
-        self.judge = _TolerantJudge(judge, settings.max_consecutive_judge_errors)
-        self.judge_spec = judge_spec
+        self.judge = judge
+        self.streak = FailureStreak(judge.name, settings.max_consecutive_judge_errors)
         self.settings = settings
         self.output_dir = Path(output_dir)
         self.tokenizer = tokenizer
@@ -145,7 +153,7 @@ class Evaluation:
         self.fingerprint = {
             "version": SETTINGS_VERSION,
             **settings.fingerprint(),
-            "judge": judge_spec,
+            "judge": judge.identity(),
             "prompts": {"count": self.n, "sha256": prompts_hash(prompts)},
         }
         self.generate_calls = 0
@@ -154,21 +162,30 @@ class Evaluation:
     # -- files ---------------------------------------------------------------------------------
 
     def gen_path(self, name: str) -> Path:
+        """Where a model's responses are saved."""
         return self.output_dir / "generations" / f"{file_stem(name)}.jsonl"
 
     def judge_path(self, a: str, b: str) -> Path:
+        """Where the judgements of a's responses against b's are saved."""
         return self.output_dir / "judgements" / f"{file_stem(a)}{SEPARATOR}{file_stem(b)}.jsonl"
 
     def _prepare_dir(self, overwrite: bool) -> None:
         out = self.output_dir
         settings_file = out / "settings.json"
+        if out.exists() and not out.is_dir():
+            raise EvaluationError(f"--output_dir {out} is a file; give a folder (new, or one of an earlier evaluation)")
+        if out.is_dir() and not settings_file.is_file():
+            foreign = sorted(p.name for p in out.iterdir() if p.name not in OUTPUT_NAMES and not p.name.startswith("."))
+            if foreign:
+                raise EvaluationError(
+                    f"--output_dir {out} holds files that are not an evaluation's ({', '.join(foreign[:3])}"
+                    f"{', ...' if len(foreign) > 3 else ''}); give a new or empty folder"
+                )
         if overwrite:
-            for sub in ("generations", "judgements", "tables"):
+            for sub in OUTPUT_DIRS:
                 shutil.rmtree(out / sub, ignore_errors=True)
-            for name in ("settings.json", "summary.json", "winrates.csv", "winrates.parquet"):
+            for name in OUTPUT_FILES:
                 (out / name).unlink(missing_ok=True)
-        for sub in ("generations", "judgements", "tables"):
-            (out / sub).mkdir(parents=True, exist_ok=True)
         if settings_file.is_file():
             try:
                 old = json.loads(settings_file.read_text())
@@ -192,6 +209,8 @@ class Evaluation:
                         f"{self.gen_path(m.name)} was generated by another model than {m.name} = {m.source} "
                         "(its weight files differ); use a new --output_dir, another name, or --overwrite"
                     )
+        for sub in OUTPUT_DIRS:
+            (out / sub).mkdir(parents=True, exist_ok=True)
         analysis = {
             "selection_fraction": self.settings.selection_fraction,
             "best_per_algorithm": self.settings.best_per_algorithm,
@@ -220,15 +239,19 @@ class Evaluation:
         atomic_write(meta, json.dumps({"model": spec.name, "identity": self.identities[spec.name]}, indent=2) + "\n")
         if isinstance(spec.source, (str, Path)):
             ref = self.reference.source if isinstance(self.reference.source, (str, Path)) else None
-            model, tokenizer = load_causal_lm(spec.source, reference=ref, device=policy_device(self.settings), dtype=self.settings.dtype)
+            try:
+                model, tokenizer = load_causal_lm(spec.source, reference=ref, device=policy_device(self.settings), dtype=self.settings.dtype)
+            except ModelRoleError as error:
+                raise EvaluationError(f"model {spec.name}: {one_line(error)}") from None
             loaded = True
         else:
             model, tokenizer, loaded = spec.source, spec.tokenizer or self.tokenizer, False
         try:
             self.generate_calls += 1
             rows = generate_responses(
-                model, tokenizer, self.prompts, self.settings, model_name=spec.name, done=done,
-                on_batch=lambda rows: _write_jsonl(self.gen_path(spec.name), rows), progress=self.progress,
+                model, tokenizer, self.prompts, self.settings, model_name=spec.name,
+                stream=sampling_stream(self.identities[spec.name], spec.name), done=done,
+                on_batch=lambda rows: write_jsonl(self.gen_path(spec.name), rows), progress=self.progress,
             )
         finally:
             if loaded:
@@ -248,19 +271,21 @@ class Evaluation:
             return [done[k] for k in keys]
         first = {k: gens[a][k]["text"] for k in keys}
         second = {k: gens[b][k]["text"] for k in keys}
+
         def is_missing(r: Mapping[str, Any]) -> bool:
             return r["p_ab"] is None or (self.settings.both_orders and r["p_ba"] is None)
 
         def keep_judged_only() -> None:
             # a judge that failed wholesale: forget its missing answers so that a rerun asks them again
             if path.is_file():
-                _write_jsonl(path, [r for r in _read_jsonl(path) if not is_missing(r)])
+                write_jsonl(path, [r for r in _read_jsonl(path) if not is_missing(r)])
 
         try:
             records = judge_pairs(
                 self.judge, self.prompt_texts, first, second, keys,
                 both_orders=self.settings.both_orders, batch_size=self.settings.judge_batch_size, done=done,
-                on_batch=lambda rows: _write_jsonl(path, rows), progress=self.progress, desc=f"judge {a} vs {b}",
+                on_batch=lambda rows: write_jsonl(path, rows), progress=self.progress, desc=f"judge {a} vs {b}",
+                streak=self.streak,
             )
         except EvaluationError:
             keep_judged_only()
@@ -321,12 +346,14 @@ class Evaluation:
                         "n_prompts": len(splits[split]),
                         "position_bias": bias,
                         "n_bias_pairs": n_bias,
+                        "few_prompts": len(splits[split]) < MIN_INTERVAL_PROMPTS,
                     })
             reasons = Counter(r["error"] for r in records if r.get("error"))
             comparisons.append({
                 "model": a, "opponent": b, "comparison": kind,
                 "n_missing": {k: v["n_missing"] for k, v in stats.items()},
                 "position_bias": position_bias(records)[0] if s.both_orders else None,
+                "identical_pairs": sum(1 for r in records if r.get("same")),
                 "missing_reasons": dict(reasons),
             })
             return stats
@@ -347,10 +374,13 @@ class Evaluation:
         winrates = pd.DataFrame(rows, columns=[
             "model", "opponent", "algorithm", "epoch", "win_rate", "ci_low", "ci_high", "n_pairs", "n_missing",
             "split", "comparison", "opponent_algorithm", "opponent_epoch", "n_prompts", "position_bias", "n_bias_pairs",
+            "few_prompts",
         ])
         for column in ("epoch", "opponent_epoch"):
             winrates[column] = winrates[column].astype("Int64")
-        tables = render_tables(winrates, self.models, selected)
+        tables = render_tables(winrates, self.models, selected, both_orders=s.both_orders)
+        vs_rows = winrates[(winrates["comparison"] == "vs_reference") & (winrates["split"] == "all")]
+        pw_rows = winrates[(winrates["comparison"] == "pairwise") & (winrates["split"] == "report")]
         all_bias = [c["position_bias"] for c in comparisons if c["position_bias"] is not None and not math.isnan(c["position_bias"])]
         summary = {
             "settings": {"fingerprint": self.fingerprint, "analysis": {
@@ -374,12 +404,25 @@ class Evaluation:
             "splits": {"selection": self.selection, "report": self.report},
             "selected": selected,
             "comparisons": comparisons,
+            "judge": {"name": self.judge.name, "kind": self.judge.kind, "identity": self.fingerprint["judge"]},
             "position_bias": float(np.mean(all_bias)) if all_bias else None,
+            "intervals": {
+                "level": 0.95,
+                "bootstrap": s.bootstrap,
+                "min_prompts": MIN_INTERVAL_PROMPTS,
+                "flagged_entries": int(winrates["few_prompts"].sum()),
+                "note": f"entries from fewer than {MIN_INTERVAL_PROMPTS} prompts are flagged (few_prompts, a dagger "
+                "in the tables, never bold): a bootstrap over so few prompts understates the uncertainty",
+            },
             "missing": int(sum(c["n_missing"].get("all", c["n_missing"].get("report", 0)) for c in comparisons)),
             "tables": {
                 "vs_reference": f"win rate (%) against {REFERENCE}, all {self.n} prompts × {self.K} samples",
                 "pairwise": f"row beats column (%), the {len(self.report)} report prompts × {self.K} samples; "
                 f"models chosen on the {len(self.selection)} selection prompts",
+                "notes": {
+                    "vs_reference": table_notes(vs_rows, both_orders=s.both_orders, latex=False),
+                    "pairwise": table_notes(pw_rows, both_orders=s.both_orders, latex=False),
+                },
             },
         }
         out = self.output_dir
@@ -429,6 +472,24 @@ def _prompt_list(prompts: Any, num_prompts: int | None) -> list[Any]:
     return out[:num_prompts] if num_prompts is not None else out
 
 
+def as_checked_judge(judge: str | Callable[..., Any], settings: EvaluationSettings) -> CheckedJudge:
+    """The judge as a :class:`~lm_runs.judges.CheckedJudge`: a spec string through
+    :func:`lm_runs.judges.load_judge` (seeded with ``settings.seed``, on ``settings.device``,
+    ``settings.judge_batch_size`` pairs per forward pass); a CheckedJudge as it is; a judge object with
+    its own ``identity()`` (an HTTP, OpenAI or preference-model judge) checked as it is; any other callable
+    as a :class:`~lm_runs.judges.CallableJudge` (whose exceptions count as failed judgements)."""
+    if isinstance(judge, str):
+        try:
+            return load_judge(judge, seed=settings.seed, device=settings.device, batch_size=settings.judge_batch_size)
+        except (ValueError, OSError) as error:
+            raise EvaluationError(f"--judge {judge}: {one_line(error)}") from None
+    if isinstance(judge, CheckedJudge):
+        return judge
+    if not callable(judge):
+        raise EvaluationError(f"judge must be a spec string or a callable, got {type(judge).__name__}")
+    return CheckedJudge(judge if callable(getattr(judge, "identity", None)) else CallableJudge(judge))
+
+
 def evaluate(
     models: Mapping[str, Any] | Sequence[ModelSpec],
     reference: Any,
@@ -441,13 +502,13 @@ def evaluate(
     overwrite: bool = False,
     progress: bool = False,
 ) -> EvaluationResult:
-    """Generate, judge and summarise (see the module docstring for every formula).
+    """Generate, judge and summarise (see the package docstring for every formula).
 
     ``models``: name → model directory / in-memory causal LM / :class:`ModelSpec`, or a list of
     ModelSpec (e.g. from :func:`discover_runs`); ``reference``: π_ref, the same kinds; ``prompts``: a
     list of prompts (strings or message lists) or a ``datasets.Dataset`` with a ``prompt`` column
     (the first ``settings.num_prompts`` are used); ``judge``: a spec for :func:`lm_runs.judges.load_judge`
-    or a judge callable; ``tokenizer``: for in-memory models without their own.
+    or a judge callable (:func:`as_checked_judge`); ``tokenizer``: for in-memory models without their own.
     Writes everything under ``output_dir`` and returns it as an :class:`EvaluationResult`.
     Raises :class:`EvaluationError` for bad input, changed settings or a judge that keeps failing.
     """
@@ -457,16 +518,9 @@ def evaluate(
     ref = reference if isinstance(reference, ModelSpec) else ModelSpec(REFERENCE, reference, algorithm=REFERENCE)
     if ref.name != REFERENCE:
         ref = ModelSpec(REFERENCE, ref.source, algorithm=REFERENCE, tokenizer=ref.tokenizer)
-    if isinstance(judge, str):
-        spec = judge
-        try:
-            judge = load_judge(judge, seed=settings.seed, device=settings.device)
-        except (ValueError, OSError) as error:
-            raise EvaluationError(f"--judge {spec}: {one_line(error)}") from None
-    else:
-        spec = judge_name(judge)
+    prompt_list = _prompt_list(prompts, settings.num_prompts)
     evaluation = Evaluation(
-        specs, ref, _prompt_list(prompts, settings.num_prompts), judge, spec, settings, Path(output_dir),
+        specs, ref, prompt_list, as_checked_judge(judge, settings), settings, Path(output_dir),
         tokenizer=tokenizer, overwrite=overwrite, progress=progress,
     )
     return evaluation.run()

@@ -1,19 +1,18 @@
 """The responses: K samples per prompt from every model, seeded per batch so a rerun continues exactly.
 
-:func:`generate_responses` draws batch c of model m with a generator seeded by hash(seed, m, c);
-:func:`load_causal_lm` loads a model folder (full weights, or a LoRA adapter merged into its base).
+:func:`generate_responses` draws batch c of a model with a generator seeded by hash(seed, stream, c),
+where the stream names the model by content (:func:`~lm_runs.evaluate.settings.sampling_stream`).
+Models are loaded by :func:`lm_runs.models.load_causal_lm`.
 """
 
 from __future__ import annotations
 
-import json
-from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
 
 from ..generation import generate_completions
 from .settings import EvaluationError, EvaluationSettings, derive_seed
 
-__all__ = ["load_causal_lm", "generate_responses", "policy_device"]
+__all__ = ["generate_responses", "policy_device"]
 
 
 def policy_device(settings: EvaluationSettings) -> str:
@@ -23,36 +22,6 @@ def policy_device(settings: EvaluationSettings) -> str:
     import torch
 
     return "cuda" if torch.cuda.is_available() else "cpu"
-
-
-def load_causal_lm(source: str | Path, *, reference: str | Path | None = None, device: str = "cpu", dtype: str | None = None):
-    """(model, tokenizer) from a directory: a full model, or a LoRA adapter folder applied to its
-    ``base_model_name_or_path`` when that is a local directory and to ``reference`` (π_ref, which is
-    the base of a LoRA run) otherwise, then merged. The tokenizer is the folder's, else ``reference``'s."""
-    import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    source = Path(source)
-    kwargs = {"dtype": getattr(torch, dtype)} if dtype else {}
-    adapter = source / "adapter_config.json"
-    if adapter.is_file():
-        from peft import PeftModel
-
-        base = json.loads(adapter.read_text()).get("base_model_name_or_path")
-        base_dir = Path(base) if base and Path(base).is_dir() else (Path(reference) if reference is not None else None)
-        if base_dir is None:
-            raise EvaluationError(f"{source}: a LoRA adapter whose base {base!r} is not a local directory, and no reference")
-        model = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(base_dir, **kwargs), source)
-        model = model.merge_and_unload()
-    else:
-        model = AutoModelForCausalLM.from_pretrained(source, **kwargs)
-    has_tokenizer = any((source / f).is_file() for f in ("tokenizer.json", "tokenizer_config.json", "tokenizer.model"))
-    if not has_tokenizer and reference is None:
-        raise EvaluationError(f"{source}: no tokenizer files and no reference to take them from")
-    tokenizer = AutoTokenizer.from_pretrained(source if has_tokenizer else reference)
-    model.to(device)
-    model.eval()
-    return model, tokenizer
 
 
 def _eos_ids(model: Any, tokenizer: Any) -> list[int]:
@@ -74,6 +43,7 @@ def generate_responses(
     settings: EvaluationSettings,
     *,
     model_name: str,
+    stream: str | None = None,
     done: Mapping[tuple[int, int], Mapping[str, Any]] | None = None,
     on_batch: Callable[[list[dict[str, Any]]], None] | None = None,
     progress: bool = False,
@@ -82,8 +52,9 @@ def generate_responses(
     ordered by (i, j).
 
     Prompts go in batches of ``settings.prompts_per_batch`` consecutive prompts × K rows; batch c
-    (prompts c·P … c·P + P − 1) is drawn with a generator seeded by hash(seed, model_name, c), so a
-    record depends only on (settings, model, i, j). Batches whose records are all in ``done`` are
+    (prompts c·P … c·P + P − 1) is drawn with a generator seeded by hash(seed, stream, c) (``stream``
+    defaults to ``model_name``), so a record depends only on (settings, stream, i, j): two copies of a
+    model given the same stream draw the same responses. Batches whose records are all in ``done`` are
     skipped (resumption); ``on_batch`` receives the records so far after each new batch.
     """
     import torch
@@ -102,7 +73,7 @@ def generate_responses(
     for start in tqdm(todo, desc=f"generate {model_name}", disable=not progress, leave=False):
         indices = list(range(start, min(start + P, len(prompts))))
         batch = collator([{"prompt": prompts[i]} for i in indices for _ in range(K)])
-        generator = torch.Generator().manual_seed(derive_seed(settings.seed, "generate", model_name, start // P))
+        generator = torch.Generator().manual_seed(derive_seed(settings.seed, "generate", stream or model_name, start // P))
         out = generate_completions(
             model,
             batch["prompt_ids"].to(device),

@@ -10,13 +10,15 @@ from __future__ import annotations
 import json
 import os
 import re
+import sys
 from collections import Counter
 from pathlib import Path
 from typing import Sequence
 
-from .settings import EvaluationError, ModelSpec
+from ..models import ModelRoleError, check_model_source
+from .settings import EvaluationError, ModelSpec, one_line
 
-__all__ = ["discover_runs", "read_algorithm", "named_path", "is_model_dir"]
+__all__ = ["discover_runs", "read_algorithm", "named_path"]
 
 _EPOCH_DIR = re.compile(r"^epoch-(\d+)$")
 
@@ -28,11 +30,6 @@ def named_path(item: str) -> tuple[str | None, str]:
         if name and not os.path.exists(item):
             return name, path
     return None, item
-
-
-def is_model_dir(path: Path) -> bool:
-    """Whether ``path`` holds a model: a ``config.json`` or a LoRA ``adapter_config.json``."""
-    return (path / "config.json").is_file() or (path / "adapter_config.json").is_file()
 
 
 def read_algorithm(run_dir: str | Path) -> str | None:
@@ -81,8 +78,12 @@ def discover_runs(runs: Sequence[str | Path]) -> list[ModelSpec]:
 
     An item is ``DIR`` or ``NAME=DIR``; the run name defaults to the folder's name, each model is
     named ``<run name>/epoch-k``, its algorithm is :func:`read_algorithm` (else the run name). Two
-    runs of the same algorithm are told apart as ``"alg (run name)"``. Raises
-    :class:`EvaluationError` for a missing folder, a run without epochs, or an epoch folder without a model.
+    runs of the same algorithm are told apart as ``"alg (run name)"``. An epoch folder whose
+    ``config.json`` is empty (0 bytes: a save killed midway by a trainer older than the atomic saves)
+    is skipped with one warning line on stderr naming it. Raises :class:`EvaluationError` for a
+    missing folder, a run without epochs, or an epoch folder that is not a causal LM
+    (:func:`lm_runs.models.check_model_source` with the role ``"policy"``: no config.json, another kind
+    of model, an unreadable config).
     """
     found: list[tuple[str, str, list[ModelSpec]]] = []
     names: set[str] = set()
@@ -105,11 +106,23 @@ def discover_runs(runs: Sequence[str | Path]) -> list[ModelSpec]:
         if not folders:
             raise EvaluationError(f"--runs {item}: no epochs/epoch-k folders in {run_dir} (is it a training output dir?)")
         folders.sort()
+        complete = []
         for k, child in folders:
             if k < 1:
                 raise EvaluationError(f"--runs {item}: {child.name} is not 1-based (the trainer writes epoch-1, epoch-2, ...)")
-            if not is_model_dir(child):
-                raise EvaluationError(f"--runs {item}: {child} holds no model (no config.json or adapter_config.json)")
+            config = child / "config.json"
+            if config.is_file() and config.stat().st_size == 0:
+                print(f"warning: skipping {child}: its config.json is empty (a save killed midway); "
+                      "delete or re-save that folder", file=sys.stderr)
+                continue
+            try:
+                check_model_source(child, "policy")
+            except ModelRoleError as error:
+                raise EvaluationError(f"--runs {item}: {one_line(error)}") from None
+            complete.append((k, child))
+        if not complete:
+            raise EvaluationError(f"--runs {item}: no complete epochs/epoch-k folder in {run_dir}")
+        folders = complete
         algorithm = read_algorithm(run_dir) or run_name
         specs = [ModelSpec(f"{run_name}/epoch-{k}", child, algorithm=algorithm, epoch=k, run=run_name) for k, child in folders]
         found.append((run_name, algorithm, specs))

@@ -13,7 +13,7 @@ import hashlib
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Mapping, Sequence
 
 from ..generation import SamplingParams
 
@@ -28,11 +28,13 @@ __all__ = [
     "prompts_hash",
     "one_line",
     "model_identity",
+    "sampling_stream",
 ]
 
 #: The name π_ref carries in file names, the tidy table and the summary.
 REFERENCE = "reference"
-SETTINGS_VERSION = 1
+#: Version 2: judges identified by content, generations seeded by the model's content, both orders by default.
+SETTINGS_VERSION = 2
 
 
 class EvaluationError(ValueError):
@@ -45,9 +47,11 @@ class EvaluationSettings:
 
     Fields that change a generation or a judgement (sampling, ``max_new_tokens``,
     ``max_prompt_length``, ``prompts_per_batch``, ``dtype``, ``samples_per_prompt``, ``seed``,
-    ``both_orders``) go into ``settings.json`` and must match on a rerun; the analysis fields
-    (``selection_fraction``, ``best_per_algorithm``, ``bootstrap``) and the execution fields
-    (``device``, ``judge_batch_size``, the missing-judgement guards) may change freely.
+    ``both_orders``), with the judge's identity and the prompts, go into ``settings.json`` and must
+    match on a rerun; the analysis fields (``selection_fraction``, ``best_per_algorithm``,
+    ``bootstrap``) and the execution fields (``device``, ``judge_batch_size``: pairs per judge call and
+    per forward pass of a preference-model judge, the missing-judgement guards) may change freely.
+    ``both_orders`` is on by default: a judge's position bias then cannot pass for a win.
     """
 
     num_prompts: int = 100
@@ -60,13 +64,13 @@ class EvaluationSettings:
     max_prompt_length: int | None = None
     prompts_per_batch: int = 8
     dtype: str | None = None
-    both_orders: bool = False
+    both_orders: bool = True
     selection_fraction: float = 0.5
     best_per_algorithm: int = 2
     bootstrap: int = 1000
     seed: int = 0
     device: str | None = None
-    judge_batch_size: int = 64
+    judge_batch_size: int = 16
     max_missing_fraction: float = 0.5
     max_consecutive_judge_errors: int = 16
 
@@ -176,7 +180,18 @@ def one_line(error: BaseException) -> str:
 
 
 _WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth")
-_IDENTITY_FILES = ("config.json", "adapter_config.json")
+#: Besides the weights, the files that shape a response: the architecture, the adapter, the EOS ids of
+#: the generation config, the tokenizer and its chat template.
+_IDENTITY_FILES = (
+    "config.json",
+    "adapter_config.json",
+    "generation_config.json",
+    "tokenizer.json",
+    "tokenizer_config.json",
+    "tokenizer.model",
+    "special_tokens_map.json",
+    "chat_template.jinja",
+)
 
 
 def _file_digest(path: Path, full_limit: int = 64 << 20, block: int = 1 << 20) -> str:
@@ -196,8 +211,8 @@ def _file_digest(path: Path, full_limit: int = 64 << 20, block: int = 1 << 20) -
 
 
 def model_identity(source: Any) -> dict[str, Any]:
-    """What a model's saved generations are tied to: its weight and config files' digests (a directory,
-    independent of where it lies), or ``{"object": class}`` for an in-memory model."""
+    """What a model's saved generations are tied to: the digests of its weight, config and tokenizer
+    files (a directory, independent of where it lies), or ``{"object": class}`` for an in-memory model."""
     if isinstance(source, (str, Path)):
         folder = Path(source)
         files = {
@@ -208,3 +223,14 @@ def model_identity(source: Any) -> dict[str, Any]:
         }
         return {"directory": folder.name, "files": files}
     return {"object": type(source).__name__}
+
+
+def sampling_stream(identity: Mapping[str, Any], name: str) -> str:
+    """The name of a model's random stream: the SHA-256 of its files' digests for a model folder, so
+    two folders holding the same model draw the same responses (a model then ties with its copy
+    exactly, every pair being identical) while different models draw independently; the model's name
+    for an in-memory model, whose content is not hashed."""
+    files = identity.get("files")
+    if files is None:
+        return name
+    return hashlib.sha256(json.dumps(files, sort_keys=True).encode()).hexdigest()
