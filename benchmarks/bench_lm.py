@@ -82,10 +82,12 @@ def peak_rss_mib() -> float:
 def measure(alg: str, model_dir: str, prompts: str, device: str, warmup: int, updates: int, batch: int,
             new_tokens: int, out_dir: str) -> dict:
     import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer, TrainerCallback
+    from transformers import TrainerCallback
 
     from lm_runs.config import NLHFConfig
     from lm_runs.data import load_prompts
+    from lm_runs.judges import CheckedJudge
+    from lm_runs.models import load_policy, load_reference, load_tokenizer
     from lm_runs.trainer import NLHFTrainer, _EpochModels
 
     cuda = device.startswith("cuda")
@@ -157,7 +159,6 @@ def measure(alg: str, model_dir: str, prompts: str, device: str, warmup: int, up
         output_dir=out_dir,
         model_name_or_path=model_dir,
         prompts=prompts,
-        judge="bench_lm:shorter_wins",  # informative only: the trainer is handed the callable
         alg=alg,
         max_steps=warmup + updates,
         per_device_train_batch_size=batch,
@@ -169,10 +170,10 @@ def measure(alg: str, model_dir: str, prompts: str, device: str, warmup: int, up
         learning_rate=1e-4,
         save_strategy="no",
     )
-    tokenizer = AutoTokenizer.from_pretrained(model_dir)
-    model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32)
-    ref = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32)
-    trainer = Timed(model=model, args=args, judge=shorter_wins, train_dataset=load_prompts(prompts),
+    tokenizer = load_tokenizer(model_dir)
+    model = load_policy(model_dir, dtype=torch.float32)
+    ref = load_reference(model_dir, dtype=torch.float32)
+    trainer = Timed(model=model, args=args, judge=CheckedJudge(shorter_wins), train_dataset=load_prompts(prompts),
                     processing_class=tokenizer, ref_model=ref)
     trainer.remove_callback(_EpochModels)
     timer = Clock()
@@ -219,12 +220,13 @@ def measure_plain_trainer(model_dir: str, prompts: str, device: str, updates: in
     the same kinds of kernels warmed up, no NLHF code. Only its peak RSS is comparable."""
     import torch
     from datasets import Dataset
-    from transformers import AutoModelForCausalLM, AutoTokenizer, Trainer, TrainingArguments
+    from transformers import Trainer, TrainingArguments
 
     from lm_runs.data import load_prompts, prompt_text
+    from lm_runs.models import load_policy, load_tokenizer
 
-    tokenizer = AutoTokenizer.from_pretrained(model_dir)
-    model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32)
+    tokenizer = load_tokenizer(model_dir)
+    model = load_policy(model_dir, dtype=torch.float32)
     texts = [prompt_text(row["prompt"]) for row in load_prompts(prompts)]
     ids = [tokenizer(t)["input_ids"] for t in texts]
     width = max(map(len, ids))
@@ -337,7 +339,9 @@ def main(argv=None) -> None:
     print(f"\ndevice {device}, {os.cpu_count()} CPUs, load average {load}, torch threads {results[next(iter(results))]['torch_threads']}, "
           f"{platform.python_version()}")
     if ns.json:
-        Path(ns.json).write_text(json.dumps(results, indent=2) + "\n")
+        from egpo_core.files import atomic_write
+
+        atomic_write(ns.json, json.dumps(results, indent=2) + "\n")
 
 
 if __name__ == "__main__":

@@ -10,9 +10,11 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import os
 import subprocess
 import sys
 from dataclasses import replace
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -447,3 +449,29 @@ def test_module_entry_point_help():
                           timeout=300)
     assert done.returncode == 0, done.stderr
     assert "usage: python -m lm_runs.synthetic_benchmark" in done.stdout and "--fast" in done.stdout
+
+
+# ----------------------------------------------------------------------------------------------
+# benchmarks/bench_lm.py: its timing hooks still match the trainer
+# ----------------------------------------------------------------------------------------------
+
+
+def test_bench_lm_help_and_one_timed_update(tmp_path):
+    """``--help`` runs; one EGPO update on the tiny model gives a positive time per update whose four
+    phases add up to it (``other`` is the remainder, so each phase must be ≥ 0 for the hooks on the
+    trainer's stages to be measuring what they name)."""
+    script = Path(__file__).resolve().parents[1] / "benchmarks" / "bench_lm.py"
+    done = subprocess.run([sys.executable, str(script), "--help"], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert "--memory-floor" in done.stdout
+    result = tmp_path / "bench.json"
+    done = subprocess.run([sys.executable, str(script), "--algorithms", "egpo", "--warmup", "0", "--updates", "1",
+                           "--num-prompts", "8", "--batch", "2", "--new-tokens", "4", "--json", str(result)],
+                          capture_output=True, text=True, timeout=600, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert done.returncode == 0, done.stderr[-2000:]
+    egpo = json.loads(result.read_text())["egpo"]
+    assert egpo["optimizer_steps_per_update"] == 2 and egpo["updates_measured"] == 1
+    phases = egpo["breakdown"]
+    assert egpo["seconds_per_update"] > 0
+    assert all(phases[p] >= 0 for p in ("generation", "judging", "forward_backward", "other")), phases
+    assert sum(phases.values()) == pytest.approx(egpo["seconds_per_update"], rel=1e-6)

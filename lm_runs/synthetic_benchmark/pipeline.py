@@ -43,12 +43,12 @@ import shutil
 import time
 from dataclasses import asdict
 from pathlib import Path
-from typing import Any, Iterable, Mapping
+from typing import Any
 
 import numpy as np
 
 from egpo_core.algorithms import get_algorithm
-from egpo_core.files import atomic_write
+from egpo_core.files import atomic_write, write_jsonl
 
 from .corpus import EVAL_NOUNS, TRAIN_NOUNS, WORD_POOL, build_benchmark_model, make_prompts, make_sft_corpus, quiet, sft_reference
 from .game import ClassGame, ClassOracle, class_matrices, prompt_type
@@ -107,10 +107,6 @@ def _move_into_place(work: Path, out: Path) -> None:
     os.replace(work, out)
     if previous is not None:
         shutil.rmtree(previous)
-
-
-def _write_jsonl(path: Path, rows: Iterable[Mapping[str, Any]]) -> None:
-    atomic_write(path, "".join(json.dumps(dict(r)) + "\n" for r in rows))
 
 
 def run_name(alg: str, seed: int, length_normalize: bool = False) -> str:
@@ -260,9 +256,9 @@ def _run_into(out: Path, s: BenchmarkSettings, progress: bool) -> dict[str, Any]
     eval_prompts = make_prompts(EVAL_NOUNS[: s.eval_nouns])
     corpus = make_sft_corpus(train_prompts, s.num_classes, s.sft_examples, s.favoured_prob, seed=0)
     paths["train_prompts"] = paths["data"] / "train_prompts.jsonl"
-    _write_jsonl(paths["train_prompts"], ({"prompt": x} for x in train_prompts))
-    _write_jsonl(paths["data"] / "eval_prompts.jsonl", ({"prompt": x} for x in eval_prompts))
-    _write_jsonl(paths["data"] / "sft.jsonl", corpus)
+    write_jsonl(paths["train_prompts"], ({"prompt": x} for x in train_prompts))
+    write_jsonl(paths["data"] / "eval_prompts.jsonl", ({"prompt": x} for x in eval_prompts))
+    write_jsonl(paths["data"] / "sft.jsonl", corpus)
 
     # 1. tokenizer + random-init model, 2. SFT → π_ref
     t0 = time.perf_counter()
