@@ -120,21 +120,23 @@ def test_worker_splits_long_requests_and_keeps_shuffle_groups_apart():
         worker.stop()
 
 
-def test_worker_isolates_a_failing_request_from_the_batch():
+def test_worker_isolates_a_failing_request_from_the_batch(caplog):
     worker = BatchingWorker(boom_judge, name="boomer", max_batch_size=64, max_wait_ms=300)
     worker.start()
     try:
         good1, good2 = make_request(4, "g1"), make_request(6, "g2")
-        f1 = worker.submit(*good1, True)
-        fb = worker.submit(["boom", "x"], [["a", "b"], ["c", "d"]], True)
-        f2 = worker.submit(*good2, True)
+        f1 = worker.submit(*good1, True, "req-good-1")
+        fb = worker.submit(["boom", "x"], [["a", "b"], ["c", "d"]], True, "req-boom")
+        f2 = worker.submit(*good2, True, "req-good-2")
         assert f1.result(timeout=10) == crc_judge(*good1)
         assert f2.result(timeout=10) == crc_judge(*good2)
         with pytest.raises(ApiError) as info:
             fb.result(timeout=10)
-        assert info.value.status == 500 and "boomer" in info.value.message and "kaboom" in info.value.message
+        assert info.value.status == 500 and "boomer" in info.value.message and "kaboom" not in info.value.message
     finally:
         worker.stop()
+    logged = [r for r in caplog.records if r.name == "lm_runs.judge_server"]
+    assert len(logged) == 1 and "req-boom" in logged[0].getMessage() and "kaboom on purpose" in logged[0].getMessage()
 
 
 def test_worker_answers_429_when_the_queue_is_full_and_503_after_stop():
@@ -247,8 +249,13 @@ GOOD = {"prompts": ["p", "q"], "completions": [["a", "b"], ["c", "d"]]}
 
 MALFORMED = [
     ("invalid-json", dict(content=b'{"prompts": [', headers={"content-type": "application/json"}), 400, "invalid JSON"),
-    ("empty-body", dict(content=b""), 400, "empty request body"),
-    ("not-utf8", dict(content=b'{"prompts": ["\xff"]}'), 400, "not UTF-8"),
+    ("empty-body", dict(content=b"", headers={"content-type": "application/json"}), 400, "empty request body"),
+    ("not-utf8", dict(content=b'{"prompts": ["\xff"]}', headers={"content-type": "application/json"}), 400, "not UTF-8"),
+    ("deep-json", dict(content=b"[" * 60_000, headers={"content-type": "application/json"}), 400, "nested too deeply"),
+    ("huge-integer", dict(content=b'{"prompts": [' + b"9" * 5000 + b'], "completions": [["a", "b"]]}', headers={"content-type": "application/json"}), 400, "integer of 5000 digits"),
+    ("lone-surrogate", dict(content=b'{"prompts": ["\\ud800"], "completions": [["a", "b"]]}', headers={"content-type": "application/json"}), 400, "'prompts[0]' is not valid Unicode"),
+    ("text-plain", dict(content=json.dumps(GOOD).encode(), headers={"content-type": "text/plain"}), 415, "must be application/json, got 'text/plain'"),
+    ("no-content-type", dict(content=json.dumps(GOOD).encode()), 415, "got 'none'"),
     ("array-body", dict(json=[1, 2]), 400, "must be a JSON object, got array"),
     ("missing-prompts", dict(json={"completions": [["a", "b"]]}), 400, "missing field 'prompts'"),
     ("missing-completions", dict(json={"prompts": ["p"]}), 400, "missing field 'completions'"),
@@ -262,6 +269,7 @@ MALFORMED = [
     ("length-mismatch", dict(json={"prompts": ["p", "q"], "completions": [["a", "b"]]}), 400, "'prompts' has 2 items but 'completions' has 1"),
     ("empty-lists", dict(json={"prompts": [], "completions": []}), 400, "empty"),
     ("shuffle-not-bool", dict(json={**GOOD, "shuffle_order": "yes"}), 400, "'shuffle_order' must be true or false, got string"),
+    ("pair-numbers", dict(json={"prompts": ["p"], "completions": [[1, 2]]}), 400, "'completions[0][0]' must be a string, got number"),
     ("too-many-pairs", dict(json={"prompts": ["p"] * 101, "completions": [["a", "b"]] * 101}), 413, "too many pairs: 101 > limit 100"),
     ("body-too-large", dict(json={"prompts": ["x" * 70000], "completions": [["a", "b"]]}), 413, "request body too large"),
     ("wrong-method", dict(method="GET"), 405, "method GET not allowed"),
@@ -278,6 +286,8 @@ def test_malformed_request_is_rejected_and_server_keeps_serving(strict_server, c
     response = httpx.request(method, strict_server + path, **kwargs)
     assert response.status_code == status, response.text
     assert fragment in response.json()["error"]
+    if path == "/v1/classifications" and method == "POST":
+        assert re.fullmatch(r"[0-9a-f]{32}", response.json()["request_id"])
     after = metrics_of(strict_server)
     errors = lambda m: sum(v for (name, _), v in m.items() if name == "egpo_judge_errors_total")  # noqa: E731
     assert errors(after) == errors(before) + 1
@@ -285,10 +295,13 @@ def test_malformed_request_is_rejected_and_server_keeps_serving(strict_server, c
     assert ok.status_code == 200 and ok.json()["results"] == crc_judge(GOOD["prompts"], GOOD["completions"])
 
 
-def test_a_judge_that_raises_answers_500_and_the_next_request_succeeds(strict_server):
+def test_a_judge_that_raises_answers_500_without_its_text_and_the_next_request_succeeds(strict_server, caplog):
     response = post(strict_server, ["fine", "boom"], [["a", "b"], ["c", "d"]])
     assert response.status_code == 500
-    assert "boomer" in response.json()["error"] and "RuntimeError: kaboom on purpose" in response.json()["error"]
+    body = response.json()
+    assert "boomer" in body["error"] and "server's log" in body["error"] and "kaboom" not in response.text
+    logged = [r.getMessage() for r in caplog.records if r.name == "lm_runs.judge_server"]
+    assert any(body["request_id"] in line and "RuntimeError: kaboom on purpose" in line for line in logged)
     ok = post(strict_server, ["fine"], [["a", "b"]])
     assert ok.status_code == 200 and ok.json()["results"] == crc_judge(["fine"], [["a", "b"]])
 
@@ -428,7 +441,8 @@ def test_client_reports_the_last_5xx_after_its_retries(strict_server):
     with pytest.raises(JudgeError) as info:
         client(["boom"], [["a", "b"]])
     message = str(info.value)
-    assert "after 3 attempts" in message and "HTTP 500" in message and "kaboom on purpose" in message
+    assert "after 3 attempts" in message and "HTTP 500" in message and "judge boomer failed" in message
+    assert "kaboom" not in message
 
 
 @pytest.mark.parametrize(
@@ -534,10 +548,14 @@ def test_cli_serves_a_callable_on_a_printed_free_port(tmp_path):
 @pytest.mark.parametrize(
     "flags, fragment",
     [
-        (["--judge", "x:y", "--host", "0.0.0.0"], "--allow-remote"),
+        (["--judge", "x:y", "--host", "0.0.0.0"], "--allow_remote"),
         (["--judge", "http://127.0.0.1:9"], "HTTP judge cannot be served"),
         (["--judge", "no_such_mod_q:fn", "--port", "0"], "cannot import module 'no_such_mod_q'"),
-        (["--judge", "x:y", "--max-batch-size", "0"], "--max-batch-size must be >= 1"),
+        (["--judge", "x:y", "--max-batch-size", "0"], "--max_batch_size must be >= 1"),
+        (["--judge", "x:y", "--max_batch_size", "0"], "--max_batch_size must be >= 1"),
+        (["--judge", "lm_runs.judges.toy:prefer_shorter", "--judge_batch_size", "0"], "--judge_batch_size must be an integer >= 1, got 0"),
+        (["--judge", "lm_runs.judges.toy:prefer_shorter", "--request_timeout", "0"], "--request_timeout must be > 0"),
+        (["--port", "0"], "--judge is required"),
     ],
 )
 def test_cli_rejects_bad_flags(flags, fragment):

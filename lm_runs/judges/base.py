@@ -28,6 +28,7 @@ from typing import Any, Callable, NamedTuple, Protocol, Sequence, runtime_checka
 __all__ = [
     "Judge",
     "JudgeError",
+    "InvalidJudgement",
     "Judgement",
     "CallableJudge",
     "CheckedJudge",
@@ -51,6 +52,10 @@ class JudgeError(RuntimeError):
     """A judge failed or answered something that is not one probability in [0, 1] per pair."""
 
 
+class InvalidJudgement(JudgeError):
+    """The judge answered, but not one probability in [0, 1] per pair (raised by :func:`check_judgements`)."""
+
+
 class Judgement(NamedTuple):
     """One pair's outcome from :meth:`CheckedJudge.judge_or_missing`: ``value`` = P(a ≻ b) ∈ [0, 1], or
     ``None`` with ``error`` saying why the pair is missing."""
@@ -68,29 +73,29 @@ def check_judgements(values: Any, expected_count: int, source: str) -> list[floa
     """Validate a judge's answer and return it as a list of Python floats.
 
     ``values`` must hold exactly ``expected_count`` numbers, each in [0, 1] (NaN, strings, booleans
-    and other non-numbers are rejected). Raises :class:`JudgeError` naming ``source`` and, for a bad
-    value, the first bad value and its index; for a bad length, both counts.
+    and other non-numbers are rejected). Raises :class:`InvalidJudgement` (a :class:`JudgeError`)
+    naming ``source`` and, for a bad value, the first bad value and its index; for a bad length, both counts.
     """
     if isinstance(values, (str, bytes)) or not hasattr(values, "__iter__"):
-        raise JudgeError(
+        raise InvalidJudgement(
             f"judge {source} returned {type(values).__name__} {_short(values)}, "
             f"expected a list of {expected_count} probabilities"
         )
     values = list(values)
     if len(values) != expected_count:
-        raise JudgeError(f"judge {source} returned {len(values)} values for {expected_count} pairs")
+        raise InvalidJudgement(f"judge {source} returned {len(values)} values for {expected_count} pairs")
     out: list[float] = []
     for index, value in enumerate(values):
         if isinstance(value, (str, bytes, bool)) or not hasattr(value, "__float__"):
-            raise JudgeError(f"judge {source} returned a non-number at index {index}: {_short(value)}")
+            raise InvalidJudgement(f"judge {source} returned a non-number at index {index}: {_short(value)}")
         try:
             number = float(value)
         except (TypeError, ValueError):
-            raise JudgeError(f"judge {source} returned a non-number at index {index}: {_short(value)}") from None
+            raise InvalidJudgement(f"judge {source} returned a non-number at index {index}: {_short(value)}") from None
         if math.isnan(number):
-            raise JudgeError(f"judge {source} returned NaN at index {index}")
+            raise InvalidJudgement(f"judge {source} returned NaN at index {index}")
         if not 0.0 <= number <= 1.0:
-            raise JudgeError(f"judge {source} returned {number!r} at index {index}, outside [0, 1]")
+            raise InvalidJudgement(f"judge {source} returned {number!r} at index {index}, outside [0, 1]")
         out.append(number)
     return out
 

@@ -125,11 +125,25 @@ def _limited_int(text: str) -> int:
     return int(text)
 
 
-def _location(loc: Sequence[Any]) -> str:
-    text = str(loc[0]) if loc else "body"
-    for part in loc[1:]:
-        text += f"[{part}]" if isinstance(part, int) else f".{part}"
-    return text
+#: What each place of a request must hold, by the shape of its location (a field, an item, a side).
+_EXPECTED = {
+    ("prompts",): "an array of strings",
+    ("prompts", 0): "a string",
+    ("completions",): "an array of [a, b] pairs",
+    ("completions", 0): "a pair [a, b] of strings",
+    ("completions", 0, 0): "a string",
+    ("shuffle_order",): "true or false",
+}
+
+
+def _type_error(error: ValidationError) -> str:
+    """The first validation error as "'completions[0][1]' must be a string, got null"."""
+    first = error.errors()[0]
+    loc = tuple(first.get("loc", ()))
+    where = str(loc[0]) + "".join(f"[{part}]" for part in loc[1:])
+    shape = tuple(part if isinstance(part, str) else 0 for part in loc)
+    expected = _EXPECTED.get(shape, first.get("msg", "valid"))
+    return f"'{where}' must be {expected}, got {_json_type(first.get('input'))}"
 
 
 def parse_classification_request(body: bytes, max_pairs: int = DEFAULT_MAX_PAIRS_PER_REQUEST) -> ClassificationRequest:
@@ -155,10 +169,7 @@ def parse_classification_request(body: bytes, max_pairs: int = DEFAULT_MAX_PAIRS
     try:
         request = ClassificationRequest.model_validate(data)
     except ValidationError as error:
-        first = error.errors()[0]
-        where = _location(first.get("loc", ()))
-        got = _json_type(first.get("input"))
-        raise ProtocolError(400, "bad_request", f"'{where}': {first.get('msg', 'invalid')}, got {got}") from None
+        raise ProtocolError(400, "bad_request", _type_error(error)) from None
     prompts, completions = request.prompts, request.completions
     if len(prompts) != len(completions):
         raise ProtocolError(400, "bad_request", f"'prompts' has {len(prompts)} items but 'completions' has {len(completions)}")

@@ -1,0 +1,263 @@
+"""The FastAPI app: routes, the dependencies that guard them (token, content type, body limit, the
+request's id) and the error handlers.
+
+A request to ``POST /v1/classifications`` passes, in order: its id and start time
+(:func:`request_context`), the bearer token (:func:`require_token`, 401), the content type
+(:func:`require_json`, 415: a browser page can POST ``text/plain`` to a loopback server without a
+CORS preflight, never ``application/json``), the body limit and the protocol's checks
+(:func:`classification_request`, 413 / 400), and only then reaches the batching worker. Every error
+is answered as :class:`~lm_runs.judges.protocol.ErrorResponse` with the request's id; a judge's own
+exception is logged under that id and never sent.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hmac
+import time
+import uuid
+from typing import Any, AsyncIterator, Callable
+
+from fastapi import APIRouter, Depends, FastAPI, Request
+from fastapi.responses import JSONResponse, Response
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.requests import ClientDisconnect
+
+from lm_runs.judges.base import CallableJudge, CheckedJudge
+from lm_runs.judges.protocol import (
+    CLASSIFICATIONS_PATH,
+    DEFAULT_MAX_BODY_BYTES,
+    DEFAULT_MAX_PAIRS_PER_REQUEST,
+    ClassificationRequest,
+    ClassificationResponse,
+    ErrorResponse,
+    HealthResponse,
+    ProtocolError,
+    parse_classification_request,
+)
+
+from .batching import BatchingWorker
+from .errors import ApiError
+from .metrics import ServerMetrics
+
+__all__ = ["create_app", "classification_request", "request_context", "require_json", "require_token"]
+
+router = APIRouter()
+
+
+# ------------------------------------------------------------------------------------ dependencies
+
+
+def request_context(request: Request) -> str:
+    """Give the request an id (answered with errors, named in the log) and note when it arrived."""
+    request.state.request_id = uuid.uuid4().hex
+    request.state.started = time.perf_counter()
+    return request.state.request_id
+
+
+def require_token(request: Request) -> None:
+    """401 unless the ``Authorization`` header carries the server's bearer token (when it has one)."""
+    expected = request.app.state.expected_auth
+    if expected is None:
+        return
+    given = request.headers.get("authorization")
+    if not given:
+        raise ApiError(401, "unauthorized", "missing bearer token: send 'Authorization: Bearer <token>'")
+    if not hmac.compare_digest(given.encode("utf-8", "replace"), expected):
+        raise ApiError(401, "unauthorized", "invalid bearer token")
+
+
+def require_json(request: Request) -> None:
+    """415 unless the body is declared ``application/json``."""
+    declared = request.headers.get("content-type", "")
+    if declared.split(";", 1)[0].strip().lower() != "application/json":
+        shown = declared[:60] if declared else "none"
+        raise ApiError(415, "unsupported_media_type", f"Content-Type must be application/json, got {shown!r}")
+
+
+async def _read_body(request: Request, limit: int) -> bytes:
+    length = request.headers.get("content-length")
+    if length is not None:
+        try:
+            declared = int(length)
+        except ValueError:
+            raise ApiError(400, "bad_request", f"invalid Content-Length header {length[:40]!r}") from None
+        if declared > limit:
+            raise ApiError(413, "too_large", f"request body too large: {declared} bytes > limit {limit}")
+    chunks: list[bytes] = []
+    total = 0
+    try:
+        async for chunk in request.stream():
+            total += len(chunk)
+            if total > limit:
+                raise ApiError(413, "too_large", f"request body too large: over the limit of {limit} bytes")
+            chunks.append(chunk)
+    except ClientDisconnect:
+        raise ApiError(499, "client_gone", "the client left before sending its whole request") from None
+    return b"".join(chunks)
+
+
+async def classification_request(
+    request: Request, _token: None = Depends(require_token), _json: None = Depends(require_json)
+) -> ClassificationRequest:
+    """The validated request: the body read up to the limit (413), then the protocol's checks (400)."""
+    state = request.app.state
+    body = await _read_body(request, state.max_body_bytes)
+    try:
+        return parse_classification_request(body, state.max_pairs_per_request)
+    except ProtocolError as error:
+        raise ApiError(error.status, error.kind, error.message) from None
+
+
+async def _client_gone(request: Request) -> None:
+    """Return once the client has disconnected (the body is already read: only a disconnect is left)."""
+    while (await request.receive())["type"] != "http.disconnect":
+        pass
+
+
+# ------------------------------------------------------------------------------------------ routes
+
+
+@router.post(CLASSIFICATIONS_PATH)
+async def classify(
+    request: Request,
+    request_id: str = Depends(request_context),
+    payload: ClassificationRequest = Depends(classification_request),
+) -> JSONResponse:
+    """Judge the request's pairs in the shared batches; a request whose client leaves is withdrawn."""
+    state = request.app.state
+    shuffle = True if payload.shuffle_order is None else payload.shuffle_order
+    future = state.worker.submit(payload.prompts, payload.completions, shuffle, request_id)
+    answer = asyncio.wrap_future(future)
+    gone = asyncio.ensure_future(_client_gone(request))
+    try:
+        await asyncio.wait({answer, gone}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        gone.cancel()
+    if not answer.done():
+        future.cancel()
+        answer.cancel()
+        raise ApiError(499, "client_gone", "the client left before its answer")
+    results = answer.result()  # an ApiError from the worker propagates to the handler
+    _count(request, "ok")
+    body = ClassificationResponse(id=f"classification-{uuid.uuid4()}", model=state.model_name, results=results)
+    return JSONResponse(body.model_dump())
+
+
+@router.get("/health")
+async def health(request: Request) -> dict[str, Any]:
+    """Up, and which model it serves (never needs the token)."""
+    return HealthResponse(model=request.app.state.model_name).model_dump()
+
+
+@router.get("/metrics", dependencies=[Depends(require_token)])
+async def metrics_endpoint(request: Request) -> Response:
+    """The Prometheus metrics (needs the token when one is set)."""
+    from prometheus_client import CONTENT_TYPE_LATEST
+
+    return Response(request.app.state.metrics.render(), media_type=CONTENT_TYPE_LATEST)
+
+
+# ------------------------------------------------------------------------------------------ errors
+
+
+def _count(request: Request, outcome: str) -> None:
+    """Count a classification request's outcome and latency (other routes are not counted)."""
+    started = getattr(request.state, "started", None)
+    if request.url.path != CLASSIFICATIONS_PATH or started is None:
+        return
+    metrics = request.app.state.metrics
+    metrics.requests.labels(outcome=outcome).inc()
+    metrics.latency.observe(time.perf_counter() - started)
+
+
+def _error(request: Request, status: int, kind: str, message: str, headers: dict[str, str] | None = None) -> JSONResponse:
+    request.app.state.metrics.errors.labels(kind=kind).inc()
+    body = ErrorResponse(error=message, request_id=getattr(request.state, "request_id", None))
+    return JSONResponse(body.model_dump(), status_code=status, headers=headers)
+
+
+async def _api_error(request: Request, error: ApiError) -> JSONResponse:
+    _count(request, "client_error" if 400 <= error.status < 500 else "server_error")
+    headers = {"WWW-Authenticate": "Bearer"} if error.status == 401 else None
+    return _error(request, error.status, error.kind, error.message, headers)
+
+
+async def _http_error(request: Request, error: StarletteHTTPException) -> JSONResponse:
+    if error.status_code == 404:
+        message = f"no route {request.url.path[:100]!r}: use POST {CLASSIFICATIONS_PATH}, GET /health or GET /metrics"
+    elif error.status_code == 405:
+        message = f"method {request.method} not allowed on {request.url.path!r}"
+    else:
+        message = str(error.detail)
+    return _error(request, error.status_code, f"http_{error.status_code}", message, getattr(error, "headers", None))
+
+
+async def _unexpected(request: Request, error: Exception) -> JSONResponse:
+    import logging
+
+    request_id = getattr(request.state, "request_id", None)
+    logging.getLogger("lm_runs.judge_server").error("request %s: internal error", request_id, exc_info=error)
+    _count(request, "server_error")
+    return _error(request, 500, "internal", "judge server internal error; the details are in the server's log")
+
+
+# --------------------------------------------------------------------------------------------- app
+
+
+def create_app(
+    judge: Callable[..., Any],
+    *,
+    name: str | None = None,
+    max_batch_size: int = 64,
+    max_wait_ms: float = 5.0,
+    token: str | None = None,
+    max_pairs_per_request: int = DEFAULT_MAX_PAIRS_PER_REQUEST,
+    max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
+    max_queued_pairs: int = 1 << 20,
+) -> FastAPI:
+    """The FastAPI app serving ``judge`` (a :class:`~lm_runs.judges.base.CheckedJudge`, or a plain
+    judge callable, which is wrapped in one); see :mod:`lm_runs.judges.protocol` for the wire format.
+
+    ``token``: required bearer token (``None`` or empty: no authentication). The batching worker
+    starts with the app's lifespan (or on the first request) and stops with it. ``app.state`` holds
+    ``worker``, ``metrics``, ``model_name`` and the limits.
+    """
+    if max_pairs_per_request < 1:
+        raise ValueError(f"max_pairs_per_request must be >= 1, got {max_pairs_per_request}")
+    if max_body_bytes < 1:
+        raise ValueError(f"max_body_bytes must be >= 1, got {max_body_bytes}")
+    if not isinstance(judge, CheckedJudge):
+        judge = CheckedJudge(CallableJudge(judge, name=name), name=name)
+    model_name = name or judge.name
+    metrics = ServerMetrics(max_batch_size)
+    worker = BatchingWorker(
+        judge,
+        name=model_name,
+        max_batch_size=max_batch_size,
+        max_wait_ms=max_wait_ms,
+        max_queued_pairs=max_queued_pairs,
+        metrics=metrics,
+    )
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        worker.start()
+        try:
+            yield
+        finally:
+            await asyncio.get_running_loop().run_in_executor(None, worker.stop)
+
+    app = FastAPI(title="egpo judge server", lifespan=lifespan, docs_url=None, redoc_url=None, openapi_url=None)
+    app.state.worker = worker
+    app.state.metrics = metrics
+    app.state.model_name = model_name
+    app.state.expected_auth = f"Bearer {token}".encode() if token else None
+    app.state.max_pairs_per_request = max_pairs_per_request
+    app.state.max_body_bytes = max_body_bytes
+    app.include_router(router)
+    app.add_exception_handler(ApiError, _api_error)
+    app.add_exception_handler(StarletteHTTPException, _http_error)
+    app.add_exception_handler(Exception, _unexpected)
+    return app
