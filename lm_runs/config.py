@@ -1,14 +1,24 @@
 """NLHFConfig: every option of ``python -m lm_runs.train_nlhf``, one documented field each.
 
-A subclass of ``transformers.TrainingArguments``, so the usual HF flags (``--deepspeed``,
+A ``transformers.TrainingArguments`` (through :class:`lm_runs.training_arguments.TrainingRunArguments`,
+with the LoRA fields and ``--overwrite_output_dir``; the judge flags come from
+:class:`lm_runs.judges.arguments.JudgeArguments`), so the usual HF flags (``--deepspeed``,
 ``--report_to``, ``--save_steps``, ``--gradient_accumulation_steps``, ``--bf16``, ``--use_cpu``, …)
 work as in any HF project; parsed by ``HfArgumentParser`` from flags and ``--config file.yaml``.
 
 Counting: ``--per_device_train_batch_size`` counts prompts; ``--max_steps`` and
-``--num_train_epochs`` count *updates* of the algorithm. An EGPO update is two optimizer steps (the
-half step and the full step, each on its own batch), so the Trainer's ``global_step`` runs to twice
-``max_steps`` and "epoch k" of EGPO is after 2k passes over the prompts; the learning-rate schedule,
-warm-up included, counts updates for every algorithm.
+``--num_train_epochs`` count *updates* of the algorithm, and so do the logs, TensorBoard's x-axis, the
+progress bar and the learning-rate schedule (warm-up included). An EGPO update is two optimizer steps
+(the half step and the full step, each on its own batch): the trainer derives the optimizer-step count
+(:attr:`NLHFConfig.steps_per_update` × updates; the Trainer's ``global_step`` and ``checkpoint-N`` count
+optimizer steps), and "epoch k" of EGPO is after 2k passes over the prompts (``epochs/epoch-k``).
+
+``--alg`` takes the names of :data:`LM_ALGORITHMS` (the README's) or any alias egpo_core declares for
+them (``eg``, ``nmd``, ``nash_md``, ``nmdpg``, …); MPO and OMWU are tabular/neural only and refused.
+
+Checkpoints: ``--save_steps N`` alone saves every N optimizer steps (``lm_runs.cli`` then selects
+``--save_strategy steps``, as in any Hugging Face project); without it no checkpoint is written (the
+epoch models and the final model are).
 
 Sampling defaults follow the EGPO paper's language-model runs: the pair y, y′ at temperature 2 with top-k 10 and the
 opponent y″ at temperature 1 for Online IPO 1, EGPO and Nash-MD; y, y′ at temperature 1 for Online
@@ -22,45 +32,42 @@ import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from transformers import TrainingArguments
-
 from egpo_core.algorithms import Algorithm, Scheme, get_algorithm
 
-from .generation import SamplingParams
-from .lora import LoraArguments
+from .generation import SamplingParams, sampling_params
+from .judges.arguments import JudgeArguments
+from .training_arguments import TrainingRunArguments, check_training_numbers
 
-__all__ = ["NLHFConfig", "ALGORITHM_ALIASES", "LM_ALGORITHMS", "resolve_algorithm"]
+__all__ = ["NLHFConfig", "LM_ALGORITHMS", "resolve_algorithm"]
 
-#: Command-line names → egpo_core algorithm names (the reference script's ``eg``, ``nmd``, ``nmdpg``
-#: are accepted as aliases).
-ALGORITHM_ALIASES = {
-    "egpo": "egpo",
-    "eg": "egpo",
-    "oipo1": "oipo1",
-    "oipo2": "oipo2",
-    "nashmd": "nash_md",
-    "nash_md": "nash_md",
-    "nmd": "nash_md",
-    "nashmdpg": "nash_md_pg",
-    "nash_md_pg": "nash_md_pg",
-    "nmdpg": "nash_md_pg",
-    "sppo": "sppo",
-    "mpo": "mpo",
-    "omwu": "omwu",
-}
+#: The algorithms whose language-model form is defined here, by the names the README and ``--alg`` use
+#: (egpo_core's registry names and aliases are accepted too). MPO (its loss weight 1/(1 + ηβ) needs the
+#: mirror-descent step η, which a language model does not have) and OMWU (its target needs samples from
+#: the previous iterate π_{t−1}) are tabular/neural only.
+LM_ALGORITHMS = ("egpo", "oipo1", "oipo2", "nashmd", "nashmdpg", "sppo")
 
-#: The egpo_core algorithms whose language-model form is well defined here. MPO (its loss weight
-#: 1/(1 + ηβ) needs the mirror-descent step η, which a language model does not have) and OMWU (its
-#: target needs samples from the previous iterate π_{t−1}) are tabular/neural only.
-LM_ALGORITHMS = ("egpo", "oipo1", "oipo2", "nash_md", "nash_md_pg", "sppo")
+
+def _choices() -> str:
+    """``egpo (eg), oipo1 (online_ipo1), …``: the ``--alg`` names with the other spellings accepted."""
+    listed = []
+    for name in LM_ALGORITHMS:
+        algorithm = get_algorithm(name)
+        others = [a for a in dict.fromkeys((algorithm.name, *algorithm.aliases)) if a != name]
+        listed.append(f"{name} ({', '.join(others)})" if others else name)
+    return ", ".join(listed)
 
 
 def resolve_algorithm(name: str) -> Algorithm:
-    """The egpo_core :class:`Algorithm` of a command-line name; ``ValueError`` lists the choices."""
-    key = ALGORITHM_ALIASES.get(str(name).strip().lower())
-    if key is None:
-        raise ValueError(f"unknown algorithm --alg {name!r}; choose one of: {', '.join(ALGORITHM_ALIASES)}")
-    return get_algorithm(key)
+    """The egpo_core :class:`Algorithm` of an ``--alg`` value (a name of :data:`LM_ALGORITHMS` or an
+    alias, case-insensitively); ``ValueError`` (one line listing the choices) for an unknown name or an
+    algorithm without a language-model form."""
+    try:
+        algorithm = get_algorithm(str(name))
+    except ValueError:
+        raise ValueError(f"unknown algorithm --alg {name!r}; choose one of: {_choices()}") from None
+    if algorithm.name not in {get_algorithm(n).name for n in LM_ALGORITHMS}:
+        raise ValueError(f"--alg {name}: {algorithm.label} has no language-model form here; choose one of: {_choices()}")
+    return algorithm
 
 
 def _help(text: str) -> dict:
@@ -81,12 +88,12 @@ def _zero_stage(deepspeed: str | dict | None) -> int | None:
 
 
 @dataclass
-class NLHFConfig(LoraArguments, TrainingArguments):
+class NLHFConfig(JudgeArguments, TrainingRunArguments):
     """Configuration of NLHF training (see the module docstring for how steps are counted)."""
 
     # --- what to train ---------------------------------------------------------------------------
-    alg: str = field(default="egpo", metadata=_help(f"Algorithm: one of {', '.join(ALGORITHM_ALIASES)}."))
-    """Algorithm name (egpo, oipo1, oipo2, nashmd, nashmdpg, sppo; eg/nmd/nmdpg aliases)."""
+    alg: str = field(default="egpo", metadata=_help(f"Algorithm: one of {', '.join(LM_ALGORITHMS)} (egpo_core's aliases such as eg, nmd, nmdpg, nash_md are accepted)."))
+    """Algorithm name (one of :data:`LM_ALGORITHMS`, or an alias egpo_core declares for one)."""
     model_name_or_path: str | None = field(default=None, metadata=_help("Policy to train (its initial weights)."))
     """Directory or hub name of the initial policy (usually the SFT reference policy)."""
     ref_model_name_or_path: str | None = field(
@@ -148,14 +155,7 @@ class NLHFConfig(LoraArguments, TrainingArguments):
     )
     """Length-normalized sequence log-probabilities in the IPO-family losses."""
 
-    # --- judge --------------------------------------------------------------------------------------
-    judge: str | None = field(
-        default=None,
-        metadata=_help("P(a ≻ b): 'module:function', 'http://host:port' (judge server) or a preference-model directory."),
-    )
-    """The preference oracle (see ``lm_runs.judges.load_judge``)."""
-    judge_batch_size: int = field(default=16, metadata=_help("Pairs per forward pass of a local preference model."))
-    """Batch size of a local preference-model judge."""
+    # --- judge (--judge, --judge_batch_size, --judge_timeout, --judge_retries: JudgeArguments) ------
     judge_gather: bool = field(
         default=False,
         metadata=_help("Distributed runs: rank 0 judges all ranks' pairs and sends each its own (default: each rank judges its own)."),
@@ -171,7 +171,10 @@ class NLHFConfig(LoraArguments, TrainingArguments):
     weight_decay: float = field(default=0.01, metadata=_help("AdamW weight decay (paper: 0.01)."))
     remove_unused_columns: bool = field(default=False, metadata=_help("Kept False: the collator reads the prompt column."))
     logging_steps: float = field(default=1, metadata=_help("Log every n optimizer steps."))
-    save_strategy: str = field(default="no", metadata=_help("Checkpoint strategy ('steps' with --save_steps, 'epoch', 'no')."))
+    save_strategy: str = field(
+        default="no",
+        metadata=_help("Checkpoint strategy: 'steps' (every --save_steps optimizer steps; --save_steps alone selects it), 'epoch', 'no'."),
+    )
 
     def __post_init__(self) -> None:
         self._check()
@@ -191,14 +194,12 @@ class NLHFConfig(LoraArguments, TrainingArguments):
 
     # Checked before any model is loaded, one message per problem, naming the flag.
     def _check(self) -> None:
+        self.algorithm  # noqa: B018 - an unknown or tabular-only --alg is reported first
+        check_training_numbers(self)  # --output_dir, batch sizes, accumulation, learning rate, length
         if self.steps_per_update > 1 and _zero_stage(self.deepspeed) == 3:
             # ZeRO-3 partitions the parameters themselves: the snapshot of θ_t would hold shards only.
             # Checked before TrainingArguments registers the DeepSpeed config process-wide.
             raise ValueError(f"--alg {self.alg} (extragradient) supports DeepSpeed ZeRO stages 0-2, not stage 3 ({self.deepspeed})")
-        if self.algorithm.name not in LM_ALGORITHMS:
-            raise ValueError(
-                f"--alg {self.alg}: {self.algorithm.name} has no language-model form here; choose one of {', '.join(LM_ALGORITHMS)}"
-            )
         if not (isinstance(self.beta, (int, float)) and self.beta > 0):
             raise ValueError(f"--beta must be > 0, got {self.beta!r}")
         if not 0.0 <= self.mixture_coef <= 1.0:
@@ -209,7 +210,7 @@ class NLHFConfig(LoraArguments, TrainingArguments):
             raise ValueError(f"--samples_per_prompt must be at least 1, got {self.samples_per_prompt}")
         if self.max_prompt_length < 1:
             raise ValueError(f"--max_prompt_length must be at least 1, got {self.max_prompt_length}")
-        for name in ("model_name_or_path", "prompts", "judge"):
+        for name in ("model_name_or_path", "prompts"):
             if not getattr(self, name):
                 raise ValueError(f"--{name} is required")
         # building the SamplingParams validates temperature, top-k, top-p and min-p, naming the flag
@@ -225,22 +226,21 @@ class NLHFConfig(LoraArguments, TrainingArguments):
         """SamplingParams of y, y′ (the algorithm's paper default where a field is None)."""
         temperature = self.pair_temperature if self.pair_temperature is not None else (1.0 if self.on_policy_pair else 2.0)
         top_k = self.pair_top_k if self.pair_top_k is not None else (0 if self.on_policy_pair else 10)
-        return _sampling("pair", temperature, top_k, self.pair_top_p, self.pair_min_p)
+        return sampling_params("pair_", float(temperature), int(top_k), float(self.pair_top_p), float(self.pair_min_p))
 
     @property
     def opponent_sampling(self) -> SamplingParams:
         """SamplingParams of the opponent y″ (from the policy or from the mixture)."""
-        return _sampling("opponent", self.opponent_temperature, self.opponent_top_k, self.opponent_top_p, self.opponent_min_p)
+        return sampling_params(
+            "opponent_",
+            float(self.opponent_temperature),
+            int(self.opponent_top_k),
+            float(self.opponent_top_p),
+            float(self.opponent_min_p),
+        )
 
     @property
     def steps_per_update(self) -> int:
         """Optimizer steps per update of the algorithm: 2 for extragradient (EGPO), else 1."""
         return 2 if self.algorithm.scheme == Scheme.EXTRAGRADIENT else 1
 
-
-def _sampling(role: str, temperature, top_k, top_p, min_p) -> SamplingParams:
-    """SamplingParams of one role; an invalid value is reported under its flag (``--pair_temperature``)."""
-    try:
-        return SamplingParams(temperature=float(temperature), top_k=int(top_k), top_p=float(top_p), min_p=float(min_p))
-    except ValueError as error:  # name the flag, not the dataclass field
-        raise ValueError(f"--{role}_{error}") from None

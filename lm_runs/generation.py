@@ -26,7 +26,7 @@ import contextlib
 import functools
 import inspect
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Iterator, Sequence
 
 import torch
@@ -35,6 +35,9 @@ from transformers import DynamicCache
 
 __all__ = [
     "SamplingParams",
+    "SamplingArguments",
+    "sampling_params",
+    "SAMPLING_HELP",
     "Completions",
     "PerRowSampling",
     "ReferenceModel",
@@ -81,6 +84,59 @@ class SamplingParams:
             raise ValueError(f"min_p must be a number, got min_p={self.min_p!r}")
         if not 0.0 <= self.min_p < 1.0:
             raise ValueError(f"min_p must be in [0, 1), got min_p={self.min_p!r}")
+
+
+def sampling_params(flag_prefix: str, temperature: float, top_k: int, top_p: float, min_p: float) -> SamplingParams:
+    """The :class:`SamplingParams` of command-line values; an invalid one is reported under its flag,
+    ``--{flag_prefix}{field}`` (``--pair_temperature must be > 0 ...``), as one ``ValueError`` line."""
+    try:
+        return SamplingParams(temperature=temperature, top_k=top_k, top_p=top_p, min_p=min_p)
+    except ValueError as error:  # name the flag, not the dataclass field
+        raise ValueError(f"--{flag_prefix}{error}") from None
+
+
+#: Help texts of the four sampling flags, one home for every entry point that samples.
+SAMPLING_HELP = {
+    "temperature": "Sampling temperature T > 0: logits are divided by T.",
+    "top_k": "Keep the k most likely tokens (0 = off).",
+    "top_p": "Nucleus sampling: keep the most likely tokens whose probability reaches top_p, in (0, 1].",
+    "min_p": "Drop tokens less likely than min_p × the most likely token's probability, in [0, 1).",
+}
+
+
+@dataclass
+class SamplingArguments:
+    """The sampling flags of an entry point that draws responses with one distribution
+    (``--temperature --top_k --top_p --min_p --max_new_tokens``): a mixin for ``HfArgumentParser``
+    dataclasses (subclasses redeclare a field to change its default). Its ``__post_init__`` validates
+    (one line naming the flag) and calls the parent's only when there is one. NLHF training samples two
+    roles and spells them ``--pair_*`` / ``--opponent_*`` (:class:`lm_runs.config.NLHFConfig`), through
+    the same :func:`sampling_params`.
+    """
+
+    temperature: float = field(default=1.0, metadata={"help": SAMPLING_HELP["temperature"]})
+    """Sampling temperature."""
+    top_k: int = field(default=0, metadata={"help": SAMPLING_HELP["top_k"]})
+    """Top-k (0 disables)."""
+    top_p: float = field(default=1.0, metadata={"help": SAMPLING_HELP["top_p"]})
+    """Nucleus threshold."""
+    min_p: float = field(default=0.0, metadata={"help": SAMPLING_HELP["min_p"]})
+    """Min-p threshold."""
+    max_new_tokens: int = field(default=64, metadata={"help": "Maximum new tokens per response (>= 1)."})
+    """Maximum new tokens per response."""
+
+    def __post_init__(self) -> None:
+        self.sampling  # noqa: B018 - validates, naming the flag
+        if isinstance(self.max_new_tokens, bool) or not isinstance(self.max_new_tokens, int) or self.max_new_tokens < 1:
+            raise ValueError(f"--max_new_tokens must be an integer >= 1, got {self.max_new_tokens!r}")
+        parent = getattr(super(), "__post_init__", None)
+        if parent is not None:
+            parent()
+
+    @property
+    def sampling(self) -> SamplingParams:
+        """The :class:`SamplingParams` these flags describe."""
+        return sampling_params("", self.temperature, self.top_k, self.top_p, self.min_p)
 
 
 def _broadcast_params(params: SamplingParams | Sequence[SamplingParams], batch: int) -> list[SamplingParams]:

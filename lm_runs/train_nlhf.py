@@ -6,36 +6,34 @@ Nash-MD-PG, SPPO) with a judge, under plain python, ``torchrun`` or the ``deepsp
     python -m lm_runs.train_nlhf --config lm_runs/configs/egpo_qwen.yaml --learning_rate 1e-6
 
 Every option is a field of :class:`lm_runs.config.NLHFConfig` (``--help`` lists them with defaults).
-Bad options fail before any model is loaded, with one line naming the flag (exit status 2).
+Before any model loads, bad input is refused with one line naming the value and exit status 2
+(:func:`lm_runs.launcher.run_entry_point`): options, the output folder (a previous run is refused unless
+``--resume_from_checkpoint`` or ``--overwrite_output_dir true``), a model of the wrong kind for its role
+(:func:`lm_runs.models.check_model_source`), the judge spec. A judge that fails during training ends the
+run the same way, after saving a checkpoint to resume from.
 """
 
 from __future__ import annotations
 
-import sys
 from typing import Sequence
 
 __all__ = ["main", "build_trainer"]
 
 
-def _fail(message: str) -> None:
-    print(f"error: {message}", file=sys.stderr)
-    raise SystemExit(2)
-
-
 def build_trainer(config):
-    """Load tokenizer, policy (+ LoRA), π_ref, judge and prompts as ``config`` says; return the trainer.
+    """Load judge, prompts, tokenizer, policy (+ LoRA) and π_ref (through :mod:`lm_runs.models`) as
+    ``config`` says; return the :class:`~lm_runs.trainer.NLHFTrainer`.
 
     The judge is probed with two pairs first, so a judge that returns a wrong count or a value outside
     [0, 1] fails here, before training.
     """
     import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer
 
     from .data import load_prompts, prompt_text
-    from .judges import load_judge
+    from .judges import JudgeError, load_judge
     from .judges.gathering import GatheringJudge
-    from .lora import lora_config
-    from .sft import warn_deepspeed_optimizer
+    from .launcher import warn_deepspeed_optimizer
+    from .models import load_policy, load_reference, load_tokenizer
     from .trainer import NLHFTrainer
 
     warn_deepspeed_optimizer(config)
@@ -48,50 +46,52 @@ def build_trainer(config):
     )
     judge = None
     if not config.judge_gather or config.process_index == 0:
-        judge = load_judge(config.judge, seed=config.seed, device=str(config.device), batch_size=config.judge_batch_size)
+        judge = load_judge(config.judge, seed=config.seed, device=str(config.device), **config.judge_kwargs())
         probe = prompt_text(prompts[0]["prompt"])
-        judge([probe, probe], [["Yes.", "No."], ["No.", "Yes."]])  # two pairs: a wrong count shows
+        try:
+            judge([probe, probe], [["Yes.", "No."], ["No.", "Yes."]])  # two pairs: a wrong count shows
+        except JudgeError as error:  # a judge that cannot answer two pairs is a bad --judge
+            raise ValueError(f"--judge {config.judge}: {' '.join(str(error).split())}") from None
     if config.judge_gather:
         judge = GatheringJudge(judge)
 
-    tokenizer = AutoTokenizer.from_pretrained(config.model_name_or_path)
-    tokenizer.padding_side = "left"
-    if tokenizer.pad_token_id is None:
-        tokenizer.pad_token = tokenizer.eos_token
+    tokenizer = load_tokenizer(config.model_name_or_path, padding_side="left")
     dtype = torch.bfloat16 if config.bf16 else torch.float16 if config.fp16 else torch.float32
-    model = AutoModelForCausalLM.from_pretrained(config.model_name_or_path, dtype=dtype)
-    ref_model = None
-    if config.use_peft:
-        from peft import get_peft_model
-
-        model = get_peft_model(model, lora_config(config, "CAUSAL_LM"))
-        if config.ref_model_name_or_path:
-            ref_model = AutoModelForCausalLM.from_pretrained(config.ref_model_name_or_path, dtype=dtype)
-    else:
-        ref_model = AutoModelForCausalLM.from_pretrained(config.ref_model_name_or_path or config.model_name_or_path, dtype=dtype)
+    model = load_policy(config.model_name_or_path, dtype=dtype, lora=config)
+    ref_model = load_reference(config.model_name_or_path, config.ref_model_name_or_path, use_peft=config.use_peft, dtype=dtype)
     return NLHFTrainer(
         model=model, args=config, judge=judge, train_dataset=prompts, processing_class=tokenizer, ref_model=ref_model
     )
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-    """Parse the options, build the trainer, train (resuming when asked) and save the final model."""
+    """Parse and check the options, the output folder and the models' kinds, build the trainer, train
+    (resuming when asked) and save the final model atomically. User errors raise ValueError / JudgeError
+    (one line: :func:`lm_runs.launcher.run_entry_point` prints it and exits with status 2)."""
     from .cli import parse_config
     from .config import NLHFConfig
+    from .judges.loader import JUDGE_SPEC_HELP
+    from .launcher import clear_previous_run, prepare_output_dir
+    from .models import check_model_source
 
-    try:
-        (config,) = parse_config([NLHFConfig], argv)
-    except ValueError as error:
-        _fail(str(error))
-    from .judges import JudgeError
+    (config,) = parse_config([NLHFConfig], argv)
+    if not config.judge:
+        raise ValueError(f"--judge is required: {JUDGE_SPEC_HELP}")
+    resume = prepare_output_dir(config)
+    check_model_source(config.model_name_or_path, "policy")
+    if config.ref_model_name_or_path:
+        check_model_source(config.ref_model_name_or_path, "reference")
 
-    try:
-        trainer = build_trainer(config)
-    except (ValueError, FileNotFoundError, JudgeError) as error:
-        _fail(str(error))
-    trainer.train(resume_from_checkpoint=config.resume_from_checkpoint)
-    trainer.save_model(config.output_dir)
+    from .checkpoints import save_model_atomically
+
+    trainer = build_trainer(config)
+    if config.overwrite_output_dir and resume is None and trainer.args.should_save:
+        clear_previous_run(config.output_dir)
+    trainer.train(resume_from_checkpoint=resume)
+    save_model_atomically(trainer, config.output_dir)
 
 
 if __name__ == "__main__":
-    main()
+    from .launcher import run_entry_point
+
+    run_entry_point(main)

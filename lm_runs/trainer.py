@@ -19,11 +19,26 @@ log-probability and ``wins[k]`` = P(· ≻ z_k) for the algorithm's opponent ter
 * Nash-MD-PG: y ~ π_θ, z ~ mixture; loss −[P(y ≻ z) − β(log π_θ(y) − log π_ref(y))]·log π_θ(y) with
   summed sequence log-probabilities (the KL term is a sequence-level log-ratio).
 
+A rollout is three named stages (as the ``training_step`` of TRL's Nash-MD trainer):
+:meth:`NLHFTrainer._generate` (every response the algorithm needs, in one decoding loop) →
+:meth:`NLHFTrainer._judge` (the preference matrix P(· ≻ z_k)) → :meth:`NLHFTrainer._reference_logprobs`
+(π_ref's log-probabilities of the pair); :meth:`NLHFTrainer.compute_loss` then forms the target and the loss.
+
 Extragradient (EGPO) as two optimizer steps kept apart by :class:`egpo_core.schemes.ExtragradientState`:
-the first window of an update saves θ_t with the optimizer and scheduler state and steps on batch t
-(→ θ_{t+½}); the next window generates on batch t+1 at θ_{t+½}, restores θ_t and the state, and steps
-from θ_t. The scheduler therefore ticks once per update; a checkpoint between the two steps carries
-the snapshot (``extragradient_state_rank{R}.pt``) and resumes into the full step.
+the first window of an update generates on batch t at θ_t, saves θ_t with the optimizer and scheduler
+state and steps (→ θ_{t+½}); the next window generates on batch t+1 at θ_{t+½}, restores θ_t and the
+state, and steps from θ_t. The scheduler therefore ticks once per update; a checkpoint between the two
+steps carries the snapshot (``extragradient_state_rank{R}.pt``) and resumes into the full step.
+
+Counting: the configuration counts updates (``--max_steps``, ``--num_train_epochs``); the trainer derives
+the optimizer-step count from it (× ``steps_per_update``) without changing the configuration. Logs,
+TensorBoard's x-axis (``step``), the logged ``epoch`` and the progress bar count updates; ``global_step``
+and ``checkpoint-N`` count optimizer steps.
+
+A judge that fails (raises, or answers NaN or a value outside [0, 1]) stops training with a
+:class:`~lm_runs.judges.JudgeError` naming the update and the cause, after saving the checkpoint of the
+last completed optimizer step (with the random-number state of that moment, so resuming from it ends
+where an uninterrupted run would).
 
 Generation and judging run once per accumulation window, at its first micro-batch (after the Trainer
 has restored the RNG state on resume), for all of the window's micro-batches.
@@ -31,16 +46,20 @@ has restored the RNG state on resume), for all of the window's micro-batches.
 
 from __future__ import annotations
 
+import copy
 import math
-import os
+import random
 import time
 from collections import defaultdict
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
+import numpy as np
 import torch
-from transformers import Trainer, TrainerCallback
-from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR, get_last_checkpoint
+from transformers import Trainer, TrainerCallback, TrainerState
+from transformers.trainer_callback import ProgressCallback
+from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 
 from egpo_core.losses import (
     ipo_regression_loss,
@@ -50,9 +69,11 @@ from egpo_core.losses import (
 )
 from egpo_core.schemes import ExtragradientState
 
+from .checkpoints import AtomicCheckpoints, is_complete_checkpoint, latest_checkpoint, save_model_atomically
 from .config import NLHFConfig
 from .data import PromptCollator, prompt_text
 from .generation import Completions, ReferenceModel, generate_completions, generate_mixture
+from .judges import JudgeError
 from .logprobs import completion_logprobs
 from .optimizer_state import TrainerOptimizerStateIO
 
@@ -60,6 +81,13 @@ __all__ = ["NLHFTrainer", "EXTRAGRADIENT_STATE"]
 
 #: Per-rank file in a checkpoint folder holding EGPO's phase and snapshot.
 EXTRAGRADIENT_STATE = "extragradient_state_rank{rank}.pt"
+#: Files whose presence marks a complete model folder (written last by save_model_atomically).
+MODEL_MARKERS = ("config.json", "adapter_config.json")
+
+
+class _JudgeFailed(Exception):
+    """Raised by the judge stage; :meth:`NLHFTrainer.training_step` turns it into a JudgeError after
+    saving a checkpoint."""
 
 
 class _Window:
@@ -72,18 +100,114 @@ class _Window:
 
 class _EpochModels(TrainerCallback):
     """Saves the model into ``output_dir/epochs/epoch-{k}`` after every epoch of *updates* (EGPO's
-    epoch k is after 2k passes over the prompts), so the evaluation can enumerate them."""
+    epoch k is after 2k passes over the prompts), so the evaluation can enumerate them. Each folder
+    appears complete or not at all (:func:`~lm_runs.checkpoints.save_model_atomically`); a run resumed
+    from the checkpoint that ends epoch k writes ``epoch-k`` when a kill left it unwritten."""
 
     def __init__(self, trainer: "NLHFTrainer"):
         self.trainer = trainer
 
-    def on_epoch_end(self, args, state, control, **kwargs):
+    @staticmethod
+    def _completed_epoch(args, state) -> int | None:
+        """k when the state is at the end of update-epoch k (not a run stopped mid-epoch), else None."""
         passes = round(state.epoch or 0)
-        per_update = args.steps_per_update
-        complete = abs((state.epoch or 0) - passes) < 1e-6  # not a run stopped mid-epoch by max_steps
-        if complete and passes > 0 and passes % per_update == 0:
-            self.trainer.save_model(os.path.join(args.output_dir, "epochs", f"epoch-{passes // per_update}"))
+        complete = abs((state.epoch or 0) - passes) < 1e-6
+        if complete and passes > 0 and passes % args.steps_per_update == 0:
+            return passes // args.steps_per_update
+        return None
+
+    def _folder(self, args, epoch: int) -> Path:
+        return Path(args.output_dir) / "epochs" / f"epoch-{epoch}"
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        epoch = self._completed_epoch(args, state)
+        if epoch is not None and not any((self._folder(args, epoch) / name).is_file() for name in MODEL_MARKERS):
+            save_model_atomically(self.trainer, self._folder(args, epoch))
         return control
+
+    def on_epoch_end(self, args, state, control, **kwargs):
+        epoch = self._completed_epoch(args, state)
+        if epoch is not None:
+            save_model_atomically(self.trainer, self._folder(args, epoch))
+        return control
+
+
+class _OptimizerStepCounts:
+    """A read-only view of the configuration in which ``max_steps`` / ``num_train_epochs`` count optimizer
+    steps / passes over the prompts (× ``steps_per_update``), for the Trainer's own bookkeeping; every
+    other attribute is the configuration's."""
+
+    def __init__(self, args: NLHFConfig):
+        self._args = args
+        per_update = args.steps_per_update
+        self.max_steps = args.max_steps * per_update if args.max_steps > 0 else args.max_steps
+        self.num_train_epochs = args.num_train_epochs * per_update
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._args, name)
+
+
+class _UpdateProgress(ProgressCallback):
+    """Hugging Face's progress bar, counting updates (EGPO's bar runs to ``--max_steps``, not twice it)."""
+
+    def __init__(self, trainer: "NLHFTrainer"):
+        super().__init__()
+        self.trainer = trainer
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        return super().on_train_begin(args, self.trainer.state_in_updates(), control, **kwargs)
+
+    def on_step_end(self, args, state, control, **kwargs):
+        return super().on_step_end(args, self.trainer.state_in_updates(), control, **kwargs)
+
+
+class _RandomStateAtStepEnd(TrainerCallback):
+    """Keeps the random-number state of the end of the last optimizer step — the state a checkpoint
+    saved then holds — so that a checkpoint written after a judge failure resumes exactly."""
+
+    def __init__(self) -> None:
+        self.saved: dict[str, Any] | None = None
+
+    def on_step_end(self, args, state, control, **kwargs):
+        self.saved = {
+            "python": random.getstate(),
+            "numpy": np.random.get_state(),
+            "cpu": torch.random.get_rng_state(),
+            "cuda": torch.cuda.random.get_rng_state_all() if torch.cuda.is_available() else None,
+        }
+        return control
+
+    def restore(self) -> None:
+        """Put the saved state back (every generator the Trainer's checkpoints record on CPU/CUDA)."""
+        saved = self.saved
+        random.setstate(saved["python"])
+        np.random.set_state(saved["numpy"])
+        torch.random.set_rng_state(saved["cpu"])
+        if saved["cuda"] is not None:
+            torch.cuda.random.set_rng_state_all(saved["cuda"])
+
+
+@dataclass
+class _Samples:
+    """What :meth:`NLHFTrainer._generate` drew for a batch of n = prompts × samples_per_prompt rows.
+
+    responses: the pair y (and y′, except for Nash-MD-PG), one :class:`Completions` per role;
+    opponents: z_k for each opponent term k of the algorithm sampled from the policy or the mixture;
+    completion_ids / completion_mask: the responses stacked role after role, right-padded to one length.
+    """
+
+    prompts: list[str]
+    prompt_ids: torch.Tensor
+    prompt_mask: torch.Tensor
+    responses: list[Completions]
+    opponents: dict[int, Completions]
+    completion_ids: torch.Tensor
+    completion_mask: torch.Tensor
+    new_tokens: int
+
+    @property
+    def n(self) -> int:
+        return len(self.prompts)
 
 
 def _rows(completions: Completions, start: int, stop: int) -> Completions:
@@ -98,7 +222,7 @@ def _pad_cat(parts: Sequence[Completions], pad_token_id: int) -> tuple[torch.Ten
     return torch.cat([p.ids for p in padded]), torch.cat([p.mask for p in padded])
 
 
-class NLHFTrainer(Trainer):
+class NLHFTrainer(AtomicCheckpoints, Trainer):
     """Online NLHF for ``args.alg`` (see the module docstring).
 
     Args:
@@ -126,12 +250,7 @@ class NLHFTrainer(Trainer):
             raise ValueError("the tokenizer needs a pad token (set tokenizer.pad_token)")
         self.algorithm = args.algorithm
         self.judge = judge
-        # --max_steps / --num_train_epochs count updates; an EGPO update is two optimizer steps
-        if args.steps_per_update > 1:
-            if args.max_steps > 0:
-                args.max_steps *= args.steps_per_update
-            else:
-                args.num_train_epochs *= args.steps_per_update
+        self.planned_updates: int | None = None  # set when training starts (needs the prompt count)
         super().__init__(
             model=model,
             args=args,
@@ -149,6 +268,10 @@ class NLHFTrainer(Trainer):
             else None
         )
         self.add_callback(_EpochModels(self))
+        if self.pop_callback(ProgressCallback) is not None:
+            self.add_callback(_UpdateProgress(self))
+        self._random_state = _RandomStateAtStepEnd()
+        self.add_callback(self._random_state)
         self._metrics: dict[str, list[float]] = defaultdict(list)
         self._last_log = (time.perf_counter(), 0)
 
@@ -175,9 +298,31 @@ class NLHFTrainer(Trainer):
         """Completed updates of the algorithm (EGPO: pairs of optimizer steps)."""
         return self.extragradient.updates if self.extragradient is not None else self.state.global_step
 
+    def set_initial_training_values(self, args, dataloader):
+        """The Trainer's counts from the configuration's: optimizer steps = ``steps_per_update`` ×
+        updates (passes = ``steps_per_update`` × epochs); :attr:`planned_updates` = ``--max_steps``, or
+        ⌈epochs × windows per pass⌉."""
+        values = super().set_initial_training_values(_OptimizerStepCounts(args), dataloader)
+        windows_per_pass = values[1]
+        self.planned_updates = args.max_steps if args.max_steps > 0 else math.ceil(args.num_train_epochs * windows_per_pass)
+        return values
+
     def create_scheduler(self, num_training_steps: int, optimizer=None):
-        """The schedule counts updates: EGPO's restore rolls the scheduler back after its half step."""
-        return super().create_scheduler(math.ceil(num_training_steps / self.args.steps_per_update), optimizer)
+        """The schedule counts updates (:attr:`planned_updates`): EGPO's restore rolls the scheduler back
+        after its half step, so it ticks once per update."""
+        return super().create_scheduler(self.planned_updates, optimizer)
+
+    def state_in_updates(self) -> TrainerState:
+        """The Trainer's state as the user counts it: ``global_step``, ``max_steps`` and ``epoch`` in
+        updates (a copy for EGPO; the state itself for the other algorithms)."""
+        per_update = self.args.steps_per_update
+        if per_update == 1:
+            return self.state
+        view = copy.copy(self.state)  # log_history and the rest are shared
+        view.global_step = self.updates
+        view.max_steps = self.planned_updates if self.planned_updates is not None else view.max_steps
+        view.epoch = None if self.state.epoch is None else self.state.epoch / per_update
+        return view
 
     def floating_point_ops(self, inputs) -> int:
         return 0  # the rollout's cost is not the forward pass of an input_ids batch
@@ -195,17 +340,36 @@ class NLHFTrainer(Trainer):
     def training_step(self, model, inputs, num_items_in_batch=None):
         window, index = inputs["window"], inputs["index"]
         if window.rollouts is None:
-            window.rollouts = self._rollout_window(window.batches)  # generate → judge
+            try:
+                window.rollouts = self._rollout_window(window.batches)  # generate → judge → π_ref log-probs
+            except _JudgeFailed as failure:
+                raise JudgeError(f"{failure} at update {self.updates + 1}; {self._save_after_failure()}") from failure.__cause__
         return super().training_step(model, window.rollouts[index], num_items_in_batch)  # → compute_loss → backward
+
+    def _save_after_failure(self) -> str:
+        """Save the checkpoint of the last completed optimizer step (unless it exists) with that step's
+        random-number state; returns what to tell the user."""
+        step = self.state.global_step
+        folder = Path(self.args.output_dir) / f"{PREFIX_CHECKPOINT_DIR}-{step}"
+        if step == 0:
+            return "no optimizer step was completed, so there is nothing to resume from"
+        if self._random_state.saved is None:  # resumed, and failed before completing a step of its own
+            return f"the newest checkpoint in {self.args.output_dir} is where to resume from"
+        if self.args.world_size > 1:
+            return f"no checkpoint written (a distributed run cannot save from one rank); the last saved one is in {self.args.output_dir}"
+        if not is_complete_checkpoint(folder):
+            self._random_state.restore()
+            self._save_checkpoint(self.model, trial=None)
+        return f"checkpoint of optimizer step {step} in {folder}: resume with --resume_from_checkpoint true"
 
     def _rollout_window(self, batches: list[dict]) -> list[dict]:
         """Rollouts of a window; EGPO: save θ_t before a half step, restore it after generating at θ_{t+½}."""
         state = self.extragradient
         phase = None if state is None else state.phase
+        rollouts = [self._rollout(batch) for batch in batches]  # a judge failure leaves the state untouched
         if phase == "half":
             state.save(self.model.parameters(), self.optimizer, self.lr_scheduler)
-        rollouts = [self._rollout(batch) for batch in batches]
-        if phase == "full":
+        elif phase == "full":
             state.restore(self.model.parameters(), self.optimizer, self.lr_scheduler)
         return rollouts
 
@@ -216,10 +380,39 @@ class NLHFTrainer(Trainer):
 
     @torch.no_grad()
     def _rollout(self, batch: dict) -> dict:
-        """Sample the responses the algorithm needs, judge them and take π_ref's log-probabilities."""
+        """generate → judge → reference log-probs: the inputs of :meth:`compute_loss` for one batch."""
+        started = time.perf_counter()
+        samples = self._generate(batch)
+        generated = time.perf_counter()
+        wins = self._judge(samples)
+        judged = time.perf_counter()
+        ref_logp = self._reference_logprobs(samples)
+        responses, mask = samples.responses, samples.completion_mask
+        self._record(
+            "generation",
+            seconds=generated - started,
+            judge_seconds=judged - generated,
+            new_tokens=float(samples.new_tokens),
+            mean_length=float(mask.sum(-1).float().mean()),
+            truncated_fraction=float(torch.cat([c.truncated for c in responses]).float().mean()),
+        )
+        roles = len(responses)
+        return {
+            "prompt_ids": samples.prompt_ids.repeat(roles, 1),
+            "prompt_mask": samples.prompt_mask.repeat(roles, 1),
+            "completion_ids": samples.completion_ids,
+            "completion_mask": mask,
+            "ref_logp": ref_logp,
+            "wins_y": wins[0],
+            "wins_yp": wins[1] if roles > 1 else wins[0],
+        }
+
+    def _generate(self, batch: dict) -> _Samples:
+        """Every row the algorithm needs — y, y′ (Nash-MD-PG: y alone) with the pair sampling, one z_k per
+        opponent term from the policy or the mixture with the opponent sampling — side by side in ONE
+        decoding loop; mixture rows mix in π_ref, the others are plain policy rows (coefficient 0)."""
         args, tokenizer = self.args, self.processing_class
-        device = args.device
-        repeat = args.samples_per_prompt
+        device, repeat = args.device, args.samples_per_prompt
         prompt_ids = batch["prompt_ids"].to(device).repeat_interleave(repeat, dim=0)
         prompt_mask = batch["prompt_mask"].to(device).repeat_interleave(repeat, dim=0)
         prompts = [prompt_text(p) for p in batch["prompts"] for _ in range(repeat)]
@@ -227,10 +420,6 @@ class NLHFTrainer(Trainer):
         terms = self.algorithm.opponent_terms
         policy = self.accelerator.unwrap_model(self.model_wrapped)
         gen = dict(max_new_tokens=args.max_new_tokens, eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id)
-
-        # 1. generate: every row (y, y′, policy opponents, mixture opponents) side by side in ONE decoding
-        #    loop; mixture rows mix in π_ref, the others are plain policy rows (mixture coefficient 0)
-        started = time.perf_counter()
         pair_roles = 1 if self.algorithm.loss == "pg" else 2
         opponent_terms = [k for k, t in enumerate(terms) if t.source in ("current", "mixture")]  # LM_ALGORITHMS have no "previous"
         mixtures = [k for k in opponent_terms if terms[k].source == "mixture"]
@@ -244,13 +433,28 @@ class NLHFTrainer(Trainer):
             sampled = generate_completions(policy, ids, mask, params, **gen)
         parts = [_rows(sampled, i * n, (i + 1) * n) for i in range(rows)]
         responses = parts[:pair_roles]
-        opponents: dict[int, Completions] = {k: parts[pair_roles + j] for j, k in enumerate(opponent_terms)}
-        generated = time.perf_counter()
+        completion_ids, completion_mask = _pad_cat(responses, tokenizer.pad_token_id)
+        return _Samples(
+            prompts=prompts,
+            prompt_ids=prompt_ids,
+            prompt_mask=prompt_mask,
+            responses=responses,
+            opponents={k: parts[pair_roles + j] for j, k in enumerate(opponent_terms)},
+            completion_ids=completion_ids,
+            completion_mask=completion_mask,
+            new_tokens=int(sampled.lengths.sum()),
+        )
 
-        # 2. judge: P(y ≻ z_k), P(y′ ≻ z_k); a "pair" term is P(y ≻ y′) against P(y′ ≻ y′) = ½
+    def _judge(self, samples: _Samples) -> torch.Tensor:
+        """wins[role, i, k] = P(response_role ≻ z_k) for prompt row i and opponent term k, in one judge call;
+        a "pair" term is P(y ≻ y′) for y against P(y′ ≻ y′) = ½ for y′. Raises :class:`_JudgeFailed` naming
+        the cause when the judge raises (a :class:`~lm_runs.judges.JudgeError` for NaN, out-of-range or
+        miscounted answers, an unreachable server, or any exception of a callable judge)."""
+        tokenizer, terms, n = self.processing_class, self.algorithm.opponent_terms, samples.n
+        pair_roles = len(samples.responses)
         text = lambda c: tokenizer.batch_decode(c.ids, skip_special_tokens=True)  # noqa: E731
-        texts = [text(c) for c in responses]
-        opponent_texts = {k: text(c) for k, c in opponents.items()}
+        texts = [text(c) for c in samples.responses]
+        opponent_texts = {k: text(c) for k, c in samples.opponents.items()}
         queries: list[tuple[int, int]] = []  # (role, term) of each block of n judged pairs
         pairs: list[list[str]] = []
         for k, term in enumerate(terms):
@@ -258,35 +462,30 @@ class NLHFTrainer(Trainer):
             for role in range(pair_roles if term.source != "pair" else 1):
                 queries.append((role, k))
                 pairs += [[a, b] for a, b in zip(texts[role], versus)]
-        judged = torch.tensor(self.judge(prompts * len(queries), pairs), dtype=torch.float32, device=device)
-        wins = torch.full((pair_roles, n, len(terms)), 0.5, device=device)
+        try:
+            answers = self.judge(samples.prompts * len(queries), pairs)
+        except Exception as error:  # noqa: BLE001 - any failure of the judge stops training with a checkpoint
+            raise _JudgeFailed(f"the judge failed ({type(error).__name__}: {' '.join(str(error).split())[:300]})") from error
+        judged = torch.tensor(answers, dtype=torch.float32, device=self.args.device)
+        if not bool(torch.isfinite(judged).all()):  # a raw callable (no CheckedJudge) answering NaN
+            raise _JudgeFailed("the judge answered a non-finite probability (NaN or inf)")
+        wins = torch.full((pair_roles, n, len(terms)), 0.5, device=self.args.device)
         for block, (role, k) in enumerate(queries):
             wins[role, :, k] = judged[block * n : (block + 1) * n]
-        judged_at = time.perf_counter()
+        return wins
 
-        # 3. π_ref's summed log-probabilities of the pair (the reference is frozen: computed once here)
-        completion_ids, completion_mask = _pad_cat(responses, tokenizer.pad_token_id)
-        twice = lambda t: t.repeat(pair_roles, 1)  # noqa: E731
+    def _reference_logprobs(self, samples: _Samples) -> torch.Tensor:
+        """π_ref's summed log-probabilities of the pair responses, role after role (π_ref is frozen:
+        computed once here, not in every forward pass of the loss)."""
+        roles = len(samples.responses)
         with self.reference.as_module() as reference:
-            ref_logp = completion_logprobs(reference, twice(prompt_ids), twice(prompt_mask), completion_ids, completion_mask)
-
-        self._record(
-            "generation",
-            seconds=generated - started,
-            judge_seconds=judged_at - generated,
-            new_tokens=float(sampled.lengths.sum()),
-            mean_length=float(completion_mask.sum(-1).float().mean()),
-            truncated_fraction=float(torch.cat([c.truncated for c in responses]).float().mean()),
-        )
-        return {
-            "prompt_ids": twice(prompt_ids),
-            "prompt_mask": twice(prompt_mask),
-            "completion_ids": completion_ids,
-            "completion_mask": completion_mask,
-            "ref_logp": ref_logp,
-            "wins_y": wins[0],
-            "wins_yp": wins[1] if pair_roles > 1 else wins[0],
-        }
+            return completion_logprobs(
+                reference,
+                samples.prompt_ids.repeat(roles, 1),
+                samples.prompt_mask.repeat(roles, 1),
+                samples.completion_ids,
+                samples.completion_mask,
+            )
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         """log-probs at the current parameters → the algorithm's egpo_core loss, averaged over pairs."""
@@ -352,7 +551,12 @@ class NLHFTrainer(Trainer):
             logs.update(merged)
             logs["update"] = updates
             self._metrics.clear()
-        super().log(logs, start_time)
+        # the log's step and epoch, and what TensorBoard and the other reporters see, count updates
+        state, self.state = self.state, self.state_in_updates()
+        try:
+            super().log(logs, start_time)
+        finally:
+            self.state = state
 
     # ------------------------------------------------------------------------------------------
     # checkpoints: EGPO's snapshot travels with them
@@ -361,23 +565,20 @@ class NLHFTrainer(Trainer):
     def _state_file(self, folder: str | Path) -> Path:
         return Path(folder) / EXTRAGRADIENT_STATE.format(rank=self.args.process_index)
 
-    def _save_checkpoint(self, model, trial) -> None:
-        super()._save_checkpoint(model, trial)
-        if self.extragradient is None:
-            return
-        folder = Path(self._get_output_dir(trial=trial)) / f"{PREFIX_CHECKPOINT_DIR}-{self.state.global_step}"
-        folder.mkdir(parents=True, exist_ok=True)
-        path = self._state_file(folder)
-        partial = path.with_suffix(".tmp")
-        torch.save(self.extragradient.state_dict(), partial)
-        os.replace(partial, path)  # atomic: a killed save never leaves half a snapshot
+    def save_checkpoint_extras(self, folder: Path) -> None:
+        """EGPO's phase and snapshot, into the checkpoint while it is still hidden (part of its rename)."""
+        if self.extragradient is not None:
+            torch.save(self.extragradient.state_dict(), self._state_file(folder))
 
     def train(self, resume_from_checkpoint: str | bool | None = None, **kwargs):
-        """As ``Trainer.train``; with EGPO, also reload the snapshot and phase of the checkpoint."""
+        """As ``Trainer.train`` (``True``: the newest complete checkpoint in ``output_dir``); with EGPO,
+        also reload the snapshot and phase of the checkpoint."""
         if resume_from_checkpoint is True:
-            resume_from_checkpoint = get_last_checkpoint(self.args.output_dir)
+            resume_from_checkpoint = latest_checkpoint(self.args.output_dir)
             if resume_from_checkpoint is None:
-                raise ValueError(f"--resume_from_checkpoint: no checkpoint in {self.args.output_dir}")
+                raise ValueError(f"--resume_from_checkpoint true: no complete checkpoint in {self.args.output_dir}")
+        if resume_from_checkpoint and not Path(resume_from_checkpoint).is_dir():
+            raise ValueError(f"--resume_from_checkpoint: no such checkpoint folder: {resume_from_checkpoint}")
         if resume_from_checkpoint and self.extragradient is not None:
             path = self._state_file(resume_from_checkpoint)
             if not path.is_file():

@@ -1,5 +1,6 @@
 """NLHFTrainer on a tiny local GPT-2: every algorithm, EGPO's two steps against a manual computation,
-LoRA and full fine-tuning, kill-and-resume, and configuration errors.
+LoRA and full fine-tuning, kill-and-resume, counting in updates, a judge failing mid-training, and
+configuration errors (one line, exit status 2, before any model loads).
 
 Tolerances: parameters within 1e-6 (float32, the same operations in the same order up to batching);
 losses within 1e-6.
@@ -17,6 +18,7 @@ import math
 import os
 from pathlib import Path
 
+import failing_judges
 import pytest
 import torch
 import toy_judges
@@ -24,6 +26,8 @@ from transformers import AutoModelForCausalLM, AutoTokenizer, TrainerCallback
 
 from lm_runs.config import NLHFConfig
 from lm_runs.data import load_prompts
+from lm_runs.judges import JudgeError
+from lm_runs.launcher import run_entry_point
 from lm_runs.logprobs import completion_logprobs
 from lm_runs.tiny import build_tiny_lm
 from lm_runs.trainer import NLHFTrainer
@@ -322,6 +326,86 @@ def test_epoch_folders_count_updates(tiny, tmp_path):
     assert trainer.state.global_step == 12 and trainer.updates == 6
     assert sorted(p.name for p in (tmp_path / "epochs").iterdir()) == ["epoch-1"]
     assert (tmp_path / "epochs" / "epoch-1" / "model.safetensors").is_file()
+    logged = [row for row in trainer.state.log_history if "loss" in row]
+    assert [row["step"] for row in logged] == [1, 2, 3, 4, 5, 6]  # updates, not optimizer steps
+    assert logged[-1]["epoch"] == pytest.approx(1.0)  # the folder written is epoch-1: the log says epoch 1 (was 2)
+
+
+def test_egpo_counts_updates_without_changing_the_configuration(tiny, tmp_path, capsys):
+    """--max_steps 3 is 3 updates: the configuration keeps 3 (it was doubled in place), the progress bar
+    runs to 3 (it showed 0/6), logged steps are 1, 2, 3; the Trainer takes 6 optimizer steps."""
+    cfg = config(tiny, tmp_path, alg="egpo", max_steps=3, disable_tqdm=False)
+    trainer = make_trainer(tiny, cfg)
+    capsys.readouterr()
+    trainer.train()
+    bar = capsys.readouterr().err
+    assert "| 3/3 [" in bar and "/6 [" not in bar, bar
+    assert cfg.max_steps == 3 and cfg.num_train_epochs == 3.0
+    assert trainer.state.global_step == 6 and trainer.updates == 3 and trainer.planned_updates == 3
+    assert [row["step"] for row in trainer.state.log_history if "loss" in row] == [1, 2, 3]
+
+
+def test_epoch_based_run_schedules_updates(tiny, tmp_path):
+    """--num_train_epochs 0.5 with 12 prompts, 2 per step: 3 updates (EGPO: 6 optimizer steps); the linear
+    schedule counts the 3 updates (learning rates lr, 2lr/3, lr/3 logged once per update)."""
+    lr = 1e-3
+    cfg = config(tiny, tmp_path, alg="egpo", max_steps=-1, num_train_epochs=0.5, learning_rate=lr)
+    trainer = make_trainer(tiny, cfg)
+    trainer.train()
+    assert trainer.planned_updates == 3 and trainer.updates == 3 and trainer.state.global_step == 6
+    rates = [row["learning_rate"] for row in trainer.state.log_history if "loss" in row]
+    assert rates == pytest.approx([lr, 2 * lr / 3, lr / 3], rel=1e-6)
+
+
+# ---------------------------------------------------------------------------------------------
+# a judge that fails mid-training
+# ---------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "alg,judge,fail_at,step",
+    [("egpo", failing_judges.nan_later, 4, 3), ("oipo1", failing_judges.raises_later, 3, 2), ("egpo", failing_judges.raises_later, 3, 2)],
+)
+def test_a_failing_judge_saves_a_checkpoint_that_resumes_exactly(tiny, tmp_path, monkeypatch, alg, judge, fail_at, step):
+    """The judge fails at its call ``fail_at`` (one call per optimizer step here): training stops with one
+    JudgeError line naming the update and the cause, after writing checkpoint-``step`` (the last completed
+    step; for EGPO after 3 steps that is between the half and the full step of update 2). Resumed with a
+    working judge, the run ends bit for bit where an uninterrupted one does."""
+    monkeypatch.setattr(failing_judges, "FAIL_AT", fail_at)
+    monkeypatch.setattr(failing_judges, "calls", 0)
+    straight = make_trainer(tiny, config(tiny, tmp_path / "straight", alg=alg, max_steps=3))
+    straight.train()
+
+    failed = make_trainer(tiny, config(tiny, tmp_path / "failed", alg=alg, max_steps=3), judge=judge)
+    with pytest.raises(JudgeError) as error:
+        failed.train()
+    message = str(error.value)
+    assert "\n" not in message and f"checkpoint of optimizer step {step}" in message, message
+    assert f"at update {step // failed.args.steps_per_update + 1}" in message
+    assert ("NaN" in message) if judge is failing_judges.nan_later else ("ConnectionError" in message and "refused" in message)
+    checkpoint = tmp_path / "failed" / f"checkpoint-{step}"
+    assert (checkpoint / "trainer_state.json").is_file()
+    assert sorted(p.name for p in (tmp_path / "failed").iterdir() if p.name.startswith("checkpoint-")) == [checkpoint.name]
+
+    resumed = make_trainer(tiny, config(tiny, tmp_path / "failed", alg=alg, max_steps=3))
+    resumed.train(resume_from_checkpoint=True)
+    a, b = trainable(resumed.model), trainable(straight.model)
+    assert all(torch.equal(a[n], b[n]) for n in a)
+
+
+def test_a_judge_failing_mid_training_ends_the_command_with_one_line(tiny, tmp_path, monkeypatch, capsys):
+    """Through the entry point (judge loaded and checked by load_judge; the probe is call 1): exit status 2,
+    one line, and ``--resume_from_checkpoint true`` with a working judge finishes the run."""
+    from lm_runs.train_nlhf import main
+
+    monkeypatch.setattr(failing_judges, "FAIL_AT", 4)  # probe, steps 1 and 2, then NaN
+    monkeypatch.setattr(failing_judges, "calls", 0)
+    flags = base_flags(tiny, tmp_path / "out") + ["--alg", "oipo1", "--max_steps", "3", "--per_device_train_batch_size", "2",
+                                                  "--max_new_tokens", "4"]
+    line = entry_point_error(flags + ["--judge", "failing_judges:nan_later"], capsys)
+    assert "NaN" in line and "at update 3" in line and "checkpoint-2" in line, line
+    run_entry_point(main, flags + ["--resume_from_checkpoint", "true"])
+    assert (tmp_path / "out" / "model.safetensors").is_file()
 
 
 # ---------------------------------------------------------------------------------------------
@@ -329,37 +413,174 @@ def test_epoch_folders_count_updates(tiny, tmp_path):
 # ---------------------------------------------------------------------------------------------
 
 
+@pytest.fixture
+def no_model_loads(monkeypatch):
+    """Fail the test if a causal LM's weights are loaded (the errors below come before that)."""
+    from transformers import AutoModelForCausalLM
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("a model was loaded before the error was reported")
+
+    monkeypatch.setattr(AutoModelForCausalLM, "from_pretrained", refuse)
+
+
+@pytest.fixture(scope="module")
+def classifier(tiny):
+    """A 2-label sequence classifier (a preference model) beside the tiny causal LM."""
+    return str(build_tiny_lm(tiny["root"] / "classifier", num_labels=2))
+
+
+def entry_point_error(argv, capsys) -> str:
+    """Run ``python -m lm_runs.train_nlhf ARGV`` in-process; assert exit status 2 and one line on
+    stderr without a traceback, and return that line."""
+    from lm_runs.train_nlhf import main
+
+    with pytest.raises(SystemExit) as exit_info:
+        run_entry_point(main, argv)
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err.strip()
+    line = err.splitlines()[-1]  # (above it only progress bars of datasets may appear)
+    assert "Traceback" not in err and line.startswith("error: ") and err.count("error: ") == 1, err
+    return line
+
+
+def base_flags(tiny, out) -> list[str]:
+    return ["--model_name_or_path", tiny["model"], "--prompts", tiny["prompts"], "--judge", "toy_judges:prefer_shorter",
+            "--output_dir", str(out), "--use_cpu", "true", "--report_to", "none", "--max_steps", "1"]
+
+
 @pytest.mark.parametrize(
     "flags,message",
     [
-        (["--alg", "magic"], "unknown algorithm --alg 'magic'"),
+        (["--alg", "magic"], "unknown algorithm --alg 'magic'; choose one of: egpo (eg), oipo1 (online_ipo1"),
+        (["--alg", "mpo"], "--alg mpo: MPO has no language-model form here"),
+        (["--alg", "omwu"], "no language-model form"),
         (["--beta", "0"], "--beta must be > 0"),
         (["--beta", "-0.1"], "--beta must be > 0"),
         (["--pair_temperature", "0"], "--pair_temperature must be > 0"),
         (["--opponent_temperature", "-1"], "--opponent_temperature must be > 0"),
         (["--mixture_coef", "1.5"], "--mixture_coef must lie in [0, 1]"),
-        (["--alg", "omwu"], "no language-model form"),
+        (["--per_device_train_batch_size", "0"], "--per_device_train_batch_size must be a positive integer, got 0"),
+        (["--gradient_accumulation_steps", "-1"], "--gradient_accumulation_steps must be a positive integer, got -1"),
+        (["--learning_rate", "0"], "--learning_rate must be a positive number, got 0.0"),
+        (["--learning_rate=-1e-6"], "--learning_rate must be a positive number"),
+        (["--save_steps", "1", "--save_strategy", "no"], "--save_steps 1 has no effect with --save_strategy no"),
+        (["--resume_from_checkpoint", "true", "--overwrite_output_dir", "true"], "no complete checkpoint"),
         (["--judge", "toy_judges:out_of_range"], "1.5"),
         (["--judge", "toy_judges:wrong_count"], "returned 1 values for 2 pairs"),
-        (["--prompt_column", "question"], "no column 'question'"),
         (["--judge", "no_such_module:f"], "cannot import module"),
+        (["--judge_timeout", "0"], "--judge_timeout must be a number of seconds > 0"),
+        (["--judge_retries", "-1"], "--judge_retries must be an integer >= 0"),
+        (["--judge_batch_size", "0"], "--judge_batch_size must be an integer >= 1"),
+        (["--prompt_column", "question"], "no column 'question'"),
         (["--deepspeed", str(CONFIGS / "zero3.json")], "supports DeepSpeed ZeRO stages 0-2"),
         (["--use_peft", "true", "--lora_r", "0"], "--lora_r must be an integer >= 1"),
         (["--use_peft", "true", "--lora_dropout", "1.0"], "--lora_dropout must lie in [0, 1)"),
+        (["--model_name_or_path", "/no/such/model"], "/no/such/model: no such model folder"),
+        (["--resume_from_checkpoint", "true"], "--resume_from_checkpoint true: no complete checkpoint"),
+        (["--resume_from_checkpoint", "/no/such/checkpoint-3"], "no such checkpoint folder: /no/such/checkpoint-3"),
     ],
 )
-def test_bad_configuration_fails_before_training_with_one_message(tiny, tmp_path, capsys, flags, message):
+def test_bad_configuration_fails_before_any_model_loads_with_one_line(tiny, tmp_path, capsys, no_model_loads, flags, message):
+    line = entry_point_error(base_flags(tiny, tmp_path / "out") + flags, capsys)
+    assert message in line, line
+    assert not (tmp_path / "out" / "checkpoint-1").exists()
+
+
+def test_the_alg_choices_are_the_language_model_algorithms_only(tiny, tmp_path, capsys):
+    """--alg lists exactly the six LM algorithms by the README's names (never mpo/omwu); both spellings work."""
+    from lm_runs.config import LM_ALGORITHMS, resolve_algorithm
+
+    line = entry_point_error(base_flags(tiny, tmp_path / "out") + ["--alg", "magic"], capsys)
+    assert "mpo" not in line and "omwu" not in line
+    assert LM_ALGORITHMS == ("egpo", "oipo1", "oipo2", "nashmd", "nashmdpg", "sppo")
+    for names, registered in [(("nashmd", "nash_md", "NMD"), "nash_md"), (("nashmdpg", "nash_md_pg", "nmdpg"), "nash_md_pg"),
+                              (("egpo", "eg"), "egpo"), (("oipo1", "online_ipo1"), "oipo1")]:
+        assert {resolve_algorithm(n).name for n in names} == {registered}
+    help_text = NLHFConfig.__dataclass_fields__["alg"].metadata["help"]
+    assert "nashmd, nashmdpg" in help_text and "mpo" not in help_text and "omwu" not in help_text
+
+
+def test_wrong_kind_of_model_is_refused_in_one_line(tiny, classifier, tmp_path, capsys, no_model_loads):
+    """A sequence classifier as the policy or π_ref, a causal LM as the judge: one line naming the path."""
+    line = entry_point_error(base_flags(tiny, tmp_path / "a") + ["--model_name_or_path", classifier], capsys)
+    assert classifier in line and "policy must be a causal language model" in line
+    line = entry_point_error(base_flags(tiny, tmp_path / "b") + ["--ref_model_name_or_path", classifier], capsys)
+    assert classifier in line and "reference must be a causal language model" in line
+    line = entry_point_error(base_flags(tiny, tmp_path / "c") + ["--judge", tiny["model"]], capsys)
+    assert tiny["model"] in line and "causal language model" in line
+
+
+def test_output_dir_is_required_and_a_previous_run_refused(tiny, tmp_path, capsys, no_model_loads):
+    flags = base_flags(tiny, tmp_path / "out")
+    i = flags.index("--output_dir")
+    line = entry_point_error(flags[:i] + flags[i + 2 :], capsys)
+    assert "--output_dir is required" in line
+    (tmp_path / "file").write_text("x")
+    assert "a file, not a folder" in entry_point_error(base_flags(tiny, tmp_path / "file"), capsys)
+    previous = tmp_path / "previous"
+    (previous / "epochs" / "epoch-1").mkdir(parents=True)
+    line = entry_point_error(base_flags(tiny, previous), capsys)
+    assert "holds a previous run" in line and "--overwrite_output_dir true" in line
+
+
+def test_judge_flags_reach_the_http_client(tiny, tmp_path, monkeypatch):
+    """--judge_timeout and --judge_retries are handed to load_judge (which gives them to the HTTP client)."""
+    import lm_runs.judges as judges
+    from lm_runs.train_nlhf import build_trainer
+
+    seen = {}
+
+    def fake_load_judge(spec, **kwargs):
+        seen.update(kwargs, spec=spec)
+        return toy_judges.prefer_shorter
+
+    monkeypatch.setattr(judges, "load_judge", fake_load_judge)
+    (cfg,) = __import__("lm_runs.cli", fromlist=["parse_config"]).parse_config(
+        [NLHFConfig], base_flags(tiny, tmp_path / "out")[:4] + ["--judge", "http://127.0.0.1:9", "--judge_timeout", "2.5",
+                                                             "--judge_retries", "1", "--output_dir", str(tmp_path / "out"),
+                                                             "--use_cpu", "true", "--report_to", "none"])
+    build_trainer(cfg)
+    assert seen["spec"] == "http://127.0.0.1:9" and seen["timeout"] == 2.5 and seen["retries"] == 1
+
+
+def test_save_steps_alone_writes_complete_checkpoints(tiny, tmp_path):
+    """--save_steps 1 alone saves (it saved nothing: save_strategy defaulted to "no"); every checkpoint of an
+    EGPO run carries its snapshot; no hidden partial folder is left; a second run into the folder needs
+    --overwrite_output_dir true, which replaces the old run."""
     from lm_runs.train_nlhf import main
 
-    base = ["--model_name_or_path", tiny["model"], "--prompts", tiny["prompts"], "--judge", "toy_judges:prefer_shorter",
-            "--output_dir", str(tmp_path / "out"), "--use_cpu", "true", "--report_to", "none", "--max_steps", "1"]
+    out = tmp_path / "out"
+    flags = base_flags(tiny, out) + ["--alg", "egpo", "--max_steps", "2", "--save_steps", "1", "--per_device_train_batch_size", "2",
+                                     "--max_new_tokens", "4"]
+    run_entry_point(main, flags)
+    names = sorted(p.name for p in out.iterdir() if p.is_dir())
+    assert names == ["checkpoint-1", "checkpoint-2", "checkpoint-3", "checkpoint-4"], names
+    for name in names:
+        assert (out / name / "trainer_state.json").is_file() and (out / name / "extragradient_state_rank0.pt").is_file()
+    assert not [p for p in out.rglob(".*") if p.name.startswith((".partial", ".replaced"))]
+    run_entry_point(main, flags[:-4] + ["--max_steps", "1", "--overwrite_output_dir", "true"])
+    assert sorted(p.name for p in out.iterdir() if p.is_dir()) == ["checkpoint-1", "checkpoint-2"]
+
+
+def test_help_runs(capsys):
+    from lm_runs.train_nlhf import main
+
     with pytest.raises(SystemExit) as exit_info:
-        main(base + flags)
-    assert exit_info.value.code == 2
-    err = capsys.readouterr().err
-    assert message in err, err
-    assert "Traceback" not in err
-    assert not (tmp_path / "out" / "checkpoint-1").exists()
+        run_entry_point(main, ["--help"])
+    assert exit_info.value.code == 0
+    out = capsys.readouterr().out
+    for flag in ("--alg", "--judge_timeout", "--judge_retries", "--save_steps", "--overwrite_output_dir", "openai:"):
+        assert flag in out, flag
+
+
+def test_help_runs_as_a_command():
+    import subprocess
+    import sys
+
+    done = subprocess.run([sys.executable, "-m", "lm_runs.train_nlhf", "--help"], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert "--alg" in done.stdout and "nashmd" in done.stdout
 
 
 def test_yaml_config_with_flag_override(tiny, tmp_path):
@@ -390,6 +611,8 @@ def test_paper_presets_parse(preset):
     values = yaml.safe_load(path.read_text())
     assert set(values) <= {f.name for f in __import__("dataclasses").fields(cls)}
     flags = config_flags(path) + ["--bf16", "false", "--deepspeed", "", "--use_cpu", "true"]
+    if cls is NLHFConfig:  # the preset's judge folder is made by a preference-model run; specs are checked at parse time
+        flags += ["--judge", "lm_runs.judges.toy:prefer_shorter"]
     (parsed,) = HfArgumentParser([cls]).parse_args_into_dataclasses(flags, look_for_args_file=False)
     assert parsed.learning_rate == values["learning_rate"]
     if cls is NLHFConfig:
@@ -413,6 +636,9 @@ def test_metrics_reach_tensorboard(tiny, tmp_path, monkeypatch):
         assert tag in tags, (tag, sorted(tags))
     updates = [event.value for event in events.Scalars("train/update")]
     assert updates == [1.0, 2.0, 3.0]
+    # the x-axis counts updates, as for the other algorithms (it was 2, 4, 6: optimizer steps)
+    assert [event.step for event in events.Scalars("train/loss")] == [1, 2, 3]
+    assert [event.value for event in events.Scalars("train/epoch")][:3] == pytest.approx([1 / 6, 2 / 6, 3 / 6])
     assert all(0.0 <= e.value <= 1.0 for e in events.Scalars("train/win_rate"))
 
 
