@@ -323,3 +323,21 @@ def test_default_retry_window_outlasts_a_server_start():
         assert 17.75 <= sum(waits) <= 35.5
         assert all(min(10.0, 0.5 * 2**k) / 2 <= w <= min(10.0, 0.5 * 2**k) for k, w in enumerate(waits))
     assert HTTPJudge("http://127.0.0.1:9").retry.max_retries == DEFAULT_RETRIES == 7
+
+
+def test_openai_judge_gives_each_request_a_total_deadline(tmp_path):
+    """The OpenAI judge's client goes through the same deadline transport: a trickling endpoint fails
+    each attempt after 1 s."""
+    from lm_runs.judges.openai_judge import OpenAIJudge
+
+    server = SlowServer("trickle")
+    try:
+        judge = OpenAIJudge("m", base_url=server.url + "/v1", api_key="k", timeout=1.0, max_retries=1,
+                            backoff_base=0.01, backoff_max=0.01, cache_path=tmp_path / "cache.jsonl")
+        started = time.monotonic()
+        with pytest.raises(JudgeError, match="after 2 attempts"):
+            judge(["p"], [["a", "b"]])
+        assert 2.0 <= time.monotonic() - started < 3.0
+        judge.close()
+    finally:
+        server.close()

@@ -108,6 +108,7 @@ from pathlib import Path
 from typing import Any, Callable, Sequence
 
 from .base import JudgeError, Judgement, check_pairs, shown_flipped
+from .deadline import Deadlines, deadline_transport
 from .retry import DEFAULT_RETRIES, RetryPolicy, TransientFailure, retry_after_seconds
 
 __all__ = [
@@ -282,7 +283,8 @@ class OpenAIJudge:
     * ``base_url`` / ``api_key``: ``None`` reads ``OPENAI_BASE_URL`` / ``OPENAI_API_KEY``. With no
       base URL the OpenAI API is used and a key is required; with a base URL and no key a
       placeholder key is sent (local servers usually ignore it).
-    * ``timeout``: seconds per request. ``max_retries``, ``backoff_base``, ``backoff_max``: the retry
+    * ``timeout``: total seconds per request (a deadline on connecting, sending and reading together,
+      :mod:`lm_runs.judges.deadline`; per socket operation only with an injected ``client``). ``max_retries``, ``backoff_base``, ``backoff_max``: the retry
       policy for connection errors, timeouts, 429 and 5xx (as :class:`~lm_runs.judges.http.HTTPJudge`).
     * ``malformed_retries``: extra requests for a pair whose answer is not A or B before it is missing.
     * ``logprobs`` / ``top_logprobs``: whether to ask for log-probabilities, and how many alternatives.
@@ -355,6 +357,7 @@ class OpenAIJudge:
         self.retry = RetryPolicy(max_retries, backoff_base, backoff_max, seed=seed, sleep=sleep)
         self.server = self.base_url or "https://api.openai.com/v1"
         self.name = f"openai:{self.model}@{self.server}"
+        self._deadlines = Deadlines()
         self.cache: _AnswerCache | None = (
             _AnswerCache(Path(cache_path) if cache_path is not None else default_cache_path()) if use_cache else None
         )
@@ -370,7 +373,10 @@ class OpenAIJudge:
                         "OpenAIJudge: no API key (set OPENAI_API_KEY, or OPENAI_BASE_URL for a local server)"
                     )
                 key = "EMPTY"
-            client = openai.OpenAI(base_url=self.base_url, api_key=key, max_retries=0, timeout=timeout)
+            import httpx
+
+            http_client = httpx.Client(timeout=timeout, transport=deadline_transport(self._deadlines))
+            client = openai.OpenAI(base_url=self.base_url, api_key=key, max_retries=0, timeout=timeout, http_client=http_client)
         self._client = client
         self.requests_made = 0  # chat-completion requests sent, all calls together
         self._count_lock = threading.Lock()
@@ -518,6 +524,7 @@ class OpenAIJudge:
             options.update(logprobs=True, top_logprobs=self.top_logprobs)
         with self._count_lock:
             self.requests_made += 1
+        self._deadlines.set(time.monotonic() + self.timeout)
         try:
             return self._client.chat.completions.create(model=self.model, messages=messages, **options)
         except openai.APIStatusError as error:
@@ -536,6 +543,8 @@ class OpenAIJudge:
             raise TransientFailure(f"{type(error).__name__}: {error}" + (f" ({cause})" if cause else "")) from None
         except openai.APIResponseValidationError as error:
             raise JudgeError(f"judge {self.name}: the server answered something unreadable: {error}") from None
+        finally:
+            self._deadlines.set(None)
 
 
 def _status_message(error: Any) -> str:
