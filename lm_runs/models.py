@@ -231,6 +231,13 @@ def _dtype_kwargs(dtype: Any) -> dict[str, Any]:
     return {"dtype": dtype}
 
 
+def _seed(seed: int | None) -> None:
+    if seed is not None:
+        from transformers import set_seed
+
+        set_seed(seed)
+
+
 def load_tokenizer(name_or_path: str | os.PathLike[str], *, padding_side: str | None = None):
     """The tokenizer of ``name_or_path``; one without a pad token gets pad = EOS (safe in this package:
     every mask is positional). ``padding_side`` overrides the tokenizer's own when given ("left" for
@@ -254,6 +261,7 @@ def load_policy(
     lora: Any = None,
     pad_token_id: int | None = None,
     gradient_checkpointing: bool = False,
+    seed: int | None = None,
 ):
     """The policy to train: ``AutoModelForCausalLM.from_pretrained(name_or_path)``.
 
@@ -261,10 +269,12 @@ def load_policy(
     :class:`~lm_runs.lora.LoraArguments` fields; with ``lora.use_peft`` the model is wrapped by
     ``peft.get_peft_model`` (input embeddings made to require grads first when ``gradient_checkpointing``,
     so checkpointed LoRA layers get gradients). ``pad_token_id``, when given, is written into the model's
-    config and generation config.
+    config and generation config. ``seed``, when given, seeds every generator (``transformers.set_seed``)
+    first, so whatever is initialised at random — the LoRA matrices A — is the same for the same seed.
     """
     from transformers import AutoModelForCausalLM
 
+    _seed(seed)
     model = AutoModelForCausalLM.from_pretrained(name_or_path, **_dtype_kwargs(dtype))
     if pad_token_id is not None:
         model.config.pad_token_id = pad_token_id
@@ -361,17 +371,24 @@ def load_preference_model(path: str | os.PathLike[str], *, dtype: str | None = N
 
 
 def load_preference_model_base(
-    name_or_path: str | os.PathLike[str], *, pad_token_id: int, lora: Any = None, gradient_checkpointing: bool = False
+    name_or_path: str | os.PathLike[str],
+    *,
+    pad_token_id: int,
+    lora: Any = None,
+    gradient_checkpointing: bool = False,
+    seed: int | None = None,
 ):
     """The model ``train_preference_model`` trains: ``AutoModelForSequenceClassification.from_pretrained``
     with 2 labels, ``first_is_better`` (:data:`~lm_runs.judges.pair_format.FIRST_IS_BETTER`) and
     ``second_is_better`` (a causal LM gets a fresh classification head), its
     ``config.pad_token_id`` set to ``pad_token_id``; LoRA-wrapped (task ``SEQ_CLS``, which also trains the
-    head) when ``lora.use_peft``."""
+    head) when ``lora.use_peft``. ``seed``, when given, seeds every generator first, so a fresh head and
+    LoRA matrices are the same for the same seed."""
     from transformers import AutoModelForSequenceClassification
 
     from lm_runs.judges.pair_format import FIRST_IS_BETTER, SECOND_IS_BETTER
 
+    _seed(seed)
     model = AutoModelForSequenceClassification.from_pretrained(
         name_or_path,
         num_labels=2,

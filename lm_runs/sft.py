@@ -215,6 +215,7 @@ def build_trainer(config: SFTConfig):
         lora=config,
         pad_token_id=tokenizer.pad_token_id,
         gradient_checkpointing=config.gradient_checkpointing,
+        seed=config.seed,
     )
     return SFTTrainer(
         model=model,

@@ -184,6 +184,7 @@ def build_trainer(config: PreferenceModelConfig):
         pad_token_id=tokenizer.pad_token_id,
         lora=config,
         gradient_checkpointing=config.gradient_checkpointing,
+        seed=config.seed,
     )
     return PreferenceModelTrainer(
         model=model,
