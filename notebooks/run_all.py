@@ -116,6 +116,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"[{k}/{len(names)}] {name} ...", end=" ", flush=True)
         try:
             write_notebook(source_path(source), target)  # executed in place below
+            # in this folder (cwd), as JupyterLab runs them: the notebooks import their shared start, _setup.py
             pm.execute_notebook(
                 str(target), str(target), parameters=parameters, kernel_name=args.kernel, cwd=str(HERE),
                 progress_bar=False, log_output=False, config=config,
