@@ -1,8 +1,9 @@
 """The command line: ``python -m lm_runs.evaluate`` flags, the checks made before any model loads, and :func:`main`.
 
-The flags are :class:`EvaluateArguments` plus the judge flags every entry point shares
-(:class:`lm_runs.judges.JudgeArguments`: ``--judge``, ``--judge_batch_size``, ``--judge_timeout``,
-``--judge_retries``). Every refusal is one line on stderr and exit status 2, before any model loads;
+The flags are :class:`EvaluateArguments`, the sampling flags (:class:`EvaluationSampling`: the shared
+:class:`lm_runs.generation.SamplingArguments` with the evaluation's defaults) and the judge flags every
+entry point shares (:class:`lm_runs.judges.arguments.JudgeArguments`: ``--judge``,
+``--judge_batch_size``, ``--judge_timeout``, ``--judge_retries``). Every refusal is one line on stderr and exit status 2, before any model loads;
 Ctrl-C ends with one line and exit status 130 (a rerun resumes where it stopped).
 """
 
@@ -14,6 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
 
+from ..generation import SAMPLING_HELP, SamplingArguments
 from ..judges import CheckedJudge, JudgeError, load_judge
 from ..judges.arguments import JudgeArguments
 from ..models import ModelRoleError, check_model_source
@@ -21,7 +23,7 @@ from .orchestration import Evaluation, EvaluationResult
 from .runs import discover_runs, named_path
 from .settings import REFERENCE, EvaluationError, EvaluationSettings, ModelSpec, one_line
 
-__all__ = ["EvaluateArguments", "main"]
+__all__ = ["EvaluateArguments", "EvaluationSampling", "main"]
 
 
 def _help(text: str) -> dict[str, str]:
@@ -41,11 +43,6 @@ class EvaluateArguments:
     prompt_split: str = field(default="train", metadata=_help("Split of a DatasetDict / hub dataset given as --prompts."))
     num_prompts: int = field(default=100, metadata=_help("Number of prompts used (the first ones)."))
     samples_per_prompt: int = field(default=10, metadata=_help("K: responses per prompt and model."))
-    temperature: float = field(default=1.0, metadata=_help("Sampling temperature."))
-    top_k: int = field(default=100, metadata=_help("Top-k (0 = off)."))
-    top_p: float = field(default=0.95, metadata=_help("Top-p."))
-    min_p: float = field(default=0.0, metadata=_help("Min-p (0 = off)."))
-    max_new_tokens: int = field(default=512, metadata=_help("Longest response in tokens."))
     max_prompt_length: int | None = field(default=None, metadata=_help("Left-truncate longer prompts to this many tokens."))
     prompts_per_batch: int = field(default=8, metadata=_help("Prompts per generate call (× K rows); part of the settings."))
     dtype: str | None = field(default=None, metadata=_help("Model dtype: float32, float16 or bfloat16 (default: the checkpoint's)."))
@@ -63,16 +60,26 @@ class EvaluateArguments:
     overwrite: bool = field(default=False, metadata=_help("Discard earlier results in --output_dir."))
     progress: bool = field(default=True, metadata=_help("Show tqdm progress bars."))
 
-    def settings(self, judge_batch_size: int) -> EvaluationSettings:
-        """The :class:`EvaluationSettings` these flags stand for (``judge_batch_size``: ``--judge_batch_size``)."""
+    def settings(self, sampling: SamplingArguments, judge_batch_size: int) -> EvaluationSettings:
+        """The :class:`EvaluationSettings` these flags stand for, with the sampling flags and ``--judge_batch_size``."""
         return EvaluationSettings(
-            num_prompts=self.num_prompts, samples_per_prompt=self.samples_per_prompt, temperature=self.temperature,
-            top_k=self.top_k, top_p=self.top_p, min_p=self.min_p, max_new_tokens=self.max_new_tokens,
+            num_prompts=self.num_prompts, samples_per_prompt=self.samples_per_prompt, temperature=sampling.temperature,
+            top_k=sampling.top_k, top_p=sampling.top_p, min_p=sampling.min_p, max_new_tokens=sampling.max_new_tokens,
             max_prompt_length=self.max_prompt_length, prompts_per_batch=self.prompts_per_batch, dtype=self.dtype,
             both_orders=self.both_orders, selection_fraction=self.selection_fraction,
             best_per_algorithm=self.best_per_algorithm, bootstrap=self.bootstrap, seed=self.seed, device=self.device,
             judge_batch_size=judge_batch_size, max_missing_fraction=self.max_missing_fraction,
         )
+
+
+@dataclass
+class EvaluationSampling(SamplingArguments):
+    """The sampling flags with the paper's evaluation defaults: temperature 1, top-k 100, top-p 0.95,
+    responses up to 512 tokens."""
+
+    top_k: int = field(default=100, metadata=_help(SAMPLING_HELP["top_k"]))
+    top_p: float = field(default=0.95, metadata=_help(SAMPLING_HELP["top_p"]))
+    max_new_tokens: int = field(default=512, metadata=_help("Longest response in tokens (>= 1)."))
 
 
 def _model_folder(flag: str, item: str, path: str | Path, role: str) -> Path:
@@ -84,9 +91,11 @@ def _model_folder(flag: str, item: str, path: str | Path, role: str) -> Path:
     return Path(path).expanduser()
 
 
-def _prepare(args: EvaluateArguments, judge_args: JudgeArguments) -> tuple[list[ModelSpec], ModelSpec, list[Any], CheckedJudge, EvaluationSettings]:
+def _prepare(
+    args: EvaluateArguments, sampling: SamplingArguments, judge_args: JudgeArguments
+) -> tuple[list[ModelSpec], ModelSpec, list[Any], CheckedJudge, EvaluationSettings]:
     """Every check that can fail on bad input, cheapest first, before any model (or the judge) is loaded."""
-    settings = args.settings(judge_args.judge_batch_size)
+    settings = args.settings(sampling, judge_args.judge_batch_size)
     settings.check()
     if judge_args.judge is None:
         raise EvaluationError("--judge is required: a preference-model folder, module:function, http://host:port or openai:MODEL")
@@ -137,11 +146,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     output_dir = "the output folder"
     try:
         try:
-            args, judge_args = parse_config([EvaluateArguments, JudgeArguments], argv)
-        except ValueError as error:  # a judge flag refused by JudgeArguments while parsing
+            args, sampling, judge_args = parse_config([EvaluateArguments, EvaluationSampling, JudgeArguments], argv)
+        except ValueError as error:  # a sampling or judge flag refused while parsing
             raise EvaluationError(one_line(error)) from None
         output_dir = args.output_dir
-        specs, reference, prompts, judge, settings = _prepare(args, judge_args)
+        specs, reference, prompts, judge, settings = _prepare(args, sampling, judge_args)
         evaluation = Evaluation(
             specs, reference, prompts, judge, settings, Path(args.output_dir),
             overwrite=args.overwrite, progress=args.progress,
