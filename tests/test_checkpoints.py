@@ -1,0 +1,172 @@
+"""lm_runs.checkpoints: checkpoints and model folders appear complete or not at all; the latest complete
+checkpoint is picked; a run stopped mid-save resumes bit for bit."""
+
+from __future__ import annotations
+
+import json
+import os
+
+import pytest
+
+torch = pytest.importorskip("torch")
+pytest.importorskip("transformers")
+pytest.importorskip("datasets")
+
+from safetensors.torch import load_file  # noqa: E402
+
+from lm_runs import checkpoints  # noqa: E402
+from lm_runs.checkpoints import latest_checkpoint, remove_partial_saves, save_model_atomically  # noqa: E402
+from lm_runs.tiny import build_tiny_lm  # noqa: E402
+
+COMMON = ["--report_to", "none", "--use_cpu", "true", "--disable_tqdm", "true", "--logging_steps", "1000",
+          "--seed", "0", "--dataloader_num_workers", "0", "--per_device_train_batch_size", "4",
+          "--learning_rate", "1e-3", "--warmup_steps", "0"]
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    root = tmp_path_factory.mktemp("ckpt")
+    model = build_tiny_lm(root / "lm")
+    data = root / "sft.jsonl"
+    words = "the cat dog sleeps runs red blue big small".split()
+    data.write_text("".join(json.dumps({"prompt": f"tell me about the {words[i % 9]} {i}",
+                                        "completion": f" the {words[(i * 3) % 9]} sleeps"}) + "\n" for i in range(24)))
+    return {"model": str(model), "data": str(data)}
+
+
+def sft_trainer(tiny, output_dir, *flags):
+    from lm_runs import sft
+    from lm_runs.cli import parse_config
+
+    (config,) = parse_config([sft.SFTConfig], ["--model_name_or_path", tiny["model"], "--dataset", tiny["data"],
+                                               "--output_dir", str(output_dir), *COMMON, *flags])
+    return sft.build_trainer(config)
+
+
+def weights(trainer):
+    return {name: p.detach().clone() for name, p in trainer.model.named_parameters()}
+
+
+def visible(folder):
+    return sorted(p.name for p in folder.iterdir() if not p.name.startswith("."))
+
+
+# ------------------------------------------------------------------------------------ model folders
+
+
+class FakeModel:
+    """save_pretrained writes the given files; ``fail_after`` files in, it raises (a kill mid-save)."""
+
+    def __init__(self, files, fail_after=None):
+        self.files, self.fail_after = files, fail_after
+
+    def save_pretrained(self, folder):
+        os.makedirs(folder, exist_ok=True)
+        for index, (name, content) in enumerate(self.files.items()):
+            if index == self.fail_after:
+                raise OSError(28, "No space left on device", os.path.join(folder, name))
+            with open(os.path.join(folder, name), "w") as handle:
+                handle.write(content)
+
+
+def test_model_folder_new_failed_and_replaced(tmp_path):
+    target = tmp_path / "epochs" / "epoch-1"
+    with pytest.raises(OSError):
+        save_model_atomically(FakeModel({"model.safetensors": "w1", "config.json": "{}"}, fail_after=1), target)
+    assert not target.exists()  # a failed first save leaves no folder at all (today: a 0-byte config.json)
+    save_model_atomically(FakeModel({"model-00001-of-00002.safetensors": "a", "model-00002-of-00002.safetensors": "b",
+                                     "config.json": "{\"v\": 1}"}), target)
+    assert visible(target) == ["config.json", "model-00001-of-00002.safetensors", "model-00002-of-00002.safetensors"]
+    with pytest.raises(OSError):
+        save_model_atomically(FakeModel({"model.safetensors": "w2", "config.json": "{}"}, fail_after=1), target)
+    assert (target / "config.json").read_text() == "{\"v\": 1}"  # the old model is untouched
+    save_model_atomically(FakeModel({"model.safetensors": "w2", "config.json": "{\"v\": 2}"}), target)
+    assert visible(target) == ["config.json", "model.safetensors"]  # replaced whole: no stale shards
+    assert (target / "model.safetensors").read_text() == "w2"
+    remove_partial_saves(tmp_path)
+    remove_partial_saves(target.parent, subfolders=())
+    assert sorted(p.name for p in target.parent.iterdir()) == ["epoch-1"]
+
+
+def test_final_model_into_a_run_folder_moves_markers_last(tmp_path, monkeypatch):
+    run = tmp_path / "run"
+    (run / "checkpoint-2").mkdir(parents=True)
+    (run / "notes.txt").write_text("mine")
+    (run / "model-00001-of-00002.safetensors").write_text("old shard")
+    (run / "config.json").write_text("old")
+    moved = []
+    real_replace = os.replace
+    monkeypatch.setattr(checkpoints.os, "replace", lambda a, b: (moved.append(os.path.basename(b)), real_replace(a, b)))
+    save_model_atomically(FakeModel({"config.json": "new", "model.safetensors": "w", "tokenizer.json": "t"}), run)
+    assert moved[-1] == "config.json" and set(moved) == {"config.json", "model.safetensors", "tokenizer.json"}
+    assert sorted(p.name for p in run.iterdir()) == ["checkpoint-2", "config.json", "model.safetensors", "notes.txt",
+                                                     "tokenizer.json"]
+    assert (run / "config.json").read_text() == "new"
+    monkeypatch.setattr(checkpoints.os, "replace", real_replace)
+    # Killed mid-save into a run folder: the old model stops being one (no config.json), the rest stays.
+    with pytest.raises(OSError):
+        save_model_atomically(FakeModel({"model.safetensors": "w3", "config.json": "x"}, fail_after=1), run)
+    assert (run / "config.json").read_text() == "new" and (run / ".partial-model").is_dir()
+    assert remove_partial_saves(run) == [run / ".partial-model"]
+
+
+# -------------------------------------------------------------------------------------- checkpoints
+
+
+def test_checkpoints_are_published_whole_and_rotated(tiny, tmp_path):
+    out = tmp_path / "out"
+    trainer = sft_trainer(tiny, out, "--max_steps", "4", "--save_steps", "1", "--save_total_limit", "2")
+    trainer.train()
+    assert visible(out) == ["checkpoint-3", "checkpoint-4"]
+    assert not [p for p in out.iterdir() if p.name.startswith(".")]
+    for name in ("model.safetensors", "optimizer.pt", "scheduler.pt", "rng_state.pth", "trainer_state.json"):
+        assert (out / "checkpoint-4" / name).is_file(), name
+    assert json.loads((out / "checkpoint-4" / "trainer_state.json").read_text())["global_step"] == 4
+    assert latest_checkpoint(out) == str(out / "checkpoint-4")
+
+
+def test_a_save_that_fails_leaves_no_checkpoint_and_resume_is_exact(tiny, tmp_path, monkeypatch):
+    """A failure inside the Trainer's own save of checkpoint-3 (after the model and optimizer are written,
+    before the trainer state): no checkpoint-3 appears, the latest is checkpoint-2, and resuming from it
+    ends bit for bit where the uninterrupted run ends."""
+    from transformers import Trainer
+
+    reference = sft_trainer(tiny, tmp_path / "straight", "--max_steps", "5", "--save_steps", "1")
+    reference.train()
+    expected = weights(reference)
+
+    out = tmp_path / "crashed"
+    trainer = sft_trainer(tiny, out, "--max_steps", "5", "--save_steps", "1")
+    real = Trainer._save_rng_state
+
+    def crash_at_3(self, output_dir):
+        if self.state.global_step == 3:
+            raise KeyboardInterrupt  # as a kill would, mid-save
+        return real(self, output_dir)
+
+    monkeypatch.setattr(Trainer, "_save_rng_state", crash_at_3)
+    with pytest.raises(KeyboardInterrupt):
+        trainer.train()
+    monkeypatch.setattr(Trainer, "_save_rng_state", real)
+    assert visible(out) == ["checkpoint-1", "checkpoint-2"]
+    partial = out / ".partial-checkpoint-3" / "checkpoint-3"
+    assert (partial / "model.safetensors").is_file() and not (partial / "trainer_state.json").exists()
+    assert latest_checkpoint(out) == str(out / "checkpoint-2")
+
+    resumed = sft_trainer(tiny, out, "--max_steps", "5", "--save_steps", "1")
+    resumed.train(resume_from_checkpoint=True)
+    assert not (out / ".partial-checkpoint-3").exists()  # the leftover was removed when the run started
+    assert visible(out) == [f"checkpoint-{i}" for i in range(1, 6)]
+    got = weights(resumed)
+    assert got.keys() == expected.keys()
+    for name in expected:
+        assert torch.equal(got[name], expected[name]), name
+    final = load_file(str(out / "checkpoint-5" / "model.safetensors"))
+    straight = load_file(str(tmp_path / "straight" / "checkpoint-5" / "model.safetensors"))
+    assert all(torch.equal(final[k], straight[k]) for k in straight)
+
+
+def test_resume_true_without_checkpoint_is_one_line(tiny, tmp_path):
+    trainer = sft_trainer(tiny, tmp_path / "empty", "--max_steps", "1", "--save_strategy", "no")
+    with pytest.raises(ValueError, match="--resume_from_checkpoint true: no complete checkpoint in"):
+        trainer.train(resume_from_checkpoint=True)
