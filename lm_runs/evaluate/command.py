@@ -17,11 +17,12 @@ from typing import Any, Sequence
 
 from ..generation import SAMPLING_HELP, SamplingArguments
 from ..judges import CheckedJudge, JudgeError, load_judge
+from ..judges.base import one_line
 from ..judges.arguments import JudgeArguments
 from ..models import ModelRoleError, check_model_source
 from .orchestration import Evaluation, EvaluationResult
 from .runs import discover_runs, named_path
-from .settings import REFERENCE, EvaluationError, EvaluationSettings, ModelSpec, one_line
+from .settings import REFERENCE, EvaluationError, EvaluationSettings, ModelSpec
 
 __all__ = ["EvaluateArguments", "EvaluationSampling", "main"]
 
@@ -91,6 +92,20 @@ def _model_folder(flag: str, item: str, path: str | Path, role: str) -> Path:
     return Path(path).expanduser()
 
 
+def _check_device(flag: str, value: str | None) -> None:
+    """``value`` names a device torch knows and this machine has (None: the default), else one line."""
+    if value is None:
+        return
+    import torch
+
+    try:
+        device = torch.device(value)
+    except RuntimeError:
+        raise EvaluationError(f"{flag} {value!r} is not a device (cpu, cuda, cuda:N, mps)") from None
+    if device.type == "cuda" and (not torch.cuda.is_available() or (device.index or 0) >= torch.cuda.device_count()):
+        raise EvaluationError(f"{flag} {value}: this machine has {torch.cuda.device_count()} CUDA device(s)")
+
+
 def _prepare(
     args: EvaluateArguments, sampling: SamplingArguments, judge_args: JudgeArguments
 ) -> tuple[list[ModelSpec], ModelSpec, list[Any], CheckedJudge, EvaluationSettings]:
@@ -99,6 +114,8 @@ def _prepare(
     settings.check()
     if judge_args.judge is None:
         raise EvaluationError("--judge is required: a preference-model folder, module:function, http://host:port or openai:MODEL")
+    _check_device("--device", args.device)
+    _check_device("--judge_device", args.judge_device)
     output_dir = Path(args.output_dir).expanduser()
     if output_dir.exists() and not output_dir.is_dir():
         raise EvaluationError(f"--output_dir {args.output_dir} is a file; give a folder")

@@ -22,6 +22,7 @@ import numpy as np
 from egpo_core.files import atomic_write, write_jsonl
 
 from ..judges import CallableJudge, CheckedJudge, load_judge
+from ..judges.base import one_line
 from ..models import ModelRoleError, check_model_source, load_causal_lm
 from .judging import FailureStreak, judge_pairs, position_bias, preferences
 from .responses import generate_responses, policy_device
@@ -34,7 +35,6 @@ from .settings import (
     ModelSpec,
     derive_seed,
     model_identity,
-    one_line,
     prompts_hash,
     sampling_stream,
 )

@@ -15,8 +15,9 @@ from collections import Counter
 from pathlib import Path
 from typing import Sequence
 
+from ..judges.base import one_line
 from ..models import ModelRoleError, check_model_source
-from .settings import EvaluationError, ModelSpec, one_line
+from .settings import EvaluationError, ModelSpec
 
 __all__ = ["discover_runs", "read_algorithm", "named_path"]
 

@@ -26,7 +26,6 @@ __all__ = [
     "EvaluationResult",
     "derive_seed",
     "prompts_hash",
-    "one_line",
     "model_identity",
     "sampling_stream",
 ]
@@ -171,12 +170,6 @@ def derive_seed(*parts: Any) -> int:
 def prompts_hash(prompts: Sequence[Any]) -> str:
     """SHA-256 of the prompts as sorted-key JSON (what ``settings.json`` pins about them)."""
     return hashlib.sha256(json.dumps(list(prompts), sort_keys=True, ensure_ascii=False, default=str).encode()).hexdigest()
-
-
-def one_line(error: BaseException) -> str:
-    """An exception as one line of at most 300 characters (its message, else its type)."""
-    text = " ".join(str(error).split()) or type(error).__name__
-    return text if len(text) <= 300 else text[:297] + "..."
 
 
 _WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth")
