@@ -170,6 +170,7 @@ def test_discover_runs_names_epochs_and_algorithms(zoo, tmp_path):
         (["--runs", "RUN_A", "--both_orders", "maybe"], "--both_orders"),
         (["--runs", "RUN_A", "--top_p", "2"], "--top_p must be in (0, 1]"),
         (["--runs", "RUN_A", "--judge_device", "gpu0"], "--judge_device 'gpu0' is not a device"),
+        (["--runs", "RUN_A", "--judge_device", "cpu"], "--judge_device applies to a preference-model judge"),
         (["--runs", "RUN_A", "--selection_fraction", "1.0"], "--selection_fraction"),
         (["--models", "x=/no/such/model"], "no such model folder"),
         (["--runs", "RUN_A", "--prompts", "/no/prompts.jsonl"], "--prompts"),

@@ -116,6 +116,8 @@ def _prepare(
         raise EvaluationError("--judge is required: a preference-model folder, module:function, http://host:port or openai:MODEL")
     _check_device("--device", args.device)
     _check_device("--judge_device", args.judge_device)
+    if args.judge_device is not None and not Path(judge_args.judge).is_dir():
+        raise EvaluationError(f"--judge_device applies to a preference-model judge (a model folder), not to --judge {judge_args.judge}")
     output_dir = Path(args.output_dir).expanduser()
     if output_dir.exists() and not output_dir.is_dir():
         raise EvaluationError(f"--output_dir {args.output_dir} is a file; give a folder")
