@@ -3,8 +3,9 @@
 :class:`EvaluationSettings` (sampling, judging and analysis options, and the *fingerprint* of those
 that change a generation or a judgement), :class:`ModelSpec` (one model to evaluate),
 :class:`EvaluationResult`, :class:`EvaluationError`, and the content identities that tie saved
-generations to model weights (:func:`model_identity`) and the whole folder to its prompts
-(:func:`prompts_hash`).
+generations to model weights (:func:`model_identity`), name a model's random stream by its content
+(:func:`sampling_stream`) and tie the whole folder to its prompts (:func:`prompts_hash`). The judge's
+identity is :meth:`lm_runs.judges.CheckedJudge.identity`.
 """
 
 from __future__ import annotations
