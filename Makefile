@@ -52,9 +52,9 @@ reproduce: $(STAMP)
 # user-level one). Each notebook is its percent-format source, notebooks/<name>.py, and opens as a notebook on a
 # double click or by its URL; saving writes the .py back. jupyter-config/labconfig/default_setting_overrides.json
 # makes Jupytext Notebook the default viewer of .py files (a plain module: right-click → Open With → Editor) and
-# turns the Jupyter news prompt off; the folder joins Jupyter's config path (JUPYTER_CONFIG_PATH), so nothing is
-# written to the user's ~/.jupyter and the settings chosen there still win. Serves on 127.0.0.1 only, with a
-# token (printed at start); `make lab LAB_ARGS=--no-browser` on a machine without a display.
+# turns the Jupyter news prompt off: defaults, read from Jupyter's config path (JUPYTER_CONFIG_PATH), so nothing
+# is written to the user's ~/.jupyter and a setting changed in JupyterLab's Settings Editor still wins. Serves on
+# 127.0.0.1 only, with a token (printed at start); `make lab LAB_ARGS=--no-browser` on a machine without a display.
 lab: $(STAMP)
 	JUPYTER_PREFER_ENV_PATH=1 JUPYTER_CONFIG_PATH="$(CURDIR)/jupyter-config$${JUPYTER_CONFIG_PATH:+:$$JUPYTER_CONFIG_PATH}" \
 	  $(VENV)/bin/jupyter lab --ServerApp.ip=127.0.0.1 --ServerApp.port=$(LAB_PORT) \

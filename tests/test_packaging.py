@@ -1,6 +1,8 @@
 """The packaging files agree: pyproject.toml states ranges, constraints.txt the tested set inside them,
 and the Makefile (hence CI) and environment.yml install through that set."""
 
+import ast
+import contextlib
 import json
 import os
 import re
@@ -174,12 +176,11 @@ LAB_DEFAULTS = {
 }
 
 
-@pytest.fixture(scope="module")
-def lab(tmp_path_factory):
+@contextlib.contextmanager
+def _make_lab(home: Path):
     """`make lab`'s own command (read with make -n, the setup taken as done) running on a free loopback port,
-    with an empty user config, settings, runtime and workspace folder under ``home``: yields (base URL,
-    token, home). Stopped (its whole process group) at the end of the module."""
-    home = tmp_path_factory.mktemp("lab")
+    with the user config, settings, runtime and workspace folders under ``home`` (``home/config`` is the
+    user's ~/.jupyter): yields (base URL, token). Stopped (its whole process group) on exit."""
     port, token = _free_port(), secrets.token_hex(16)
     extra = "--no-browser" + (" --allow-root" if os.geteuid() == 0 else "")
     recipe = subprocess.run(
@@ -205,11 +206,24 @@ def lab(tmp_path_factory):
                 assert server.poll() is None, log_path.read_text()[-2000:]
                 assert time.monotonic() < deadline, "JupyterLab did not answer within 90 s"
                 time.sleep(0.5)
-        yield base, token, home
+        yield base, token
     finally:
         if server.poll() is None:
             os.killpg(server.pid, signal.SIGTERM)  # the whole session: bash and the server it started
         server.wait(timeout=30)
+
+
+@pytest.fixture(scope="module")
+def lab(tmp_path_factory):
+    """`make lab` with an empty user config: (base URL, token, home), one server for the module."""
+    home = tmp_path_factory.mktemp("lab")
+    with _make_lab(home) as (base, token):
+        yield base, token, home
+
+
+def _served_default(base: str, token: str, plugin: str, key: str):
+    """The default JupyterLab serves for one setting (the schema's, after every override)."""
+    return json.loads(_get(f"{base}/lab/api/settings/{plugin}", token)[1])["schema"]["properties"][key]["default"]
 
 
 def test_make_lab_serves_the_notebooks_with_the_venv_kernel_and_jupytext(lab):
@@ -233,11 +247,10 @@ def test_make_lab_opens_notebooks_as_notebooks_and_asks_no_news(lab):
     and nothing was written to the user's config folder."""
     base, token, home = lab
     for plugin, settings in LAB_DEFAULTS.items():
-        served = json.loads(_get(f"{base}/lab/api/settings/{plugin}", token)[1])
-        user_settings = json.loads(served["raw"] or "{}")
+        raw = json.loads(_get(f"{base}/lab/api/settings/{plugin}", token)[1])["raw"]
         for key, value in settings.items():
-            assert served["schema"]["properties"][key]["default"] == value, (plugin, key)
-            assert key not in user_settings  # the default, not a user setting
+            assert _served_default(base, token, plugin, key) == value, (plugin, key)
+            assert key not in json.loads(raw or "{}")  # the default, not a user setting
     overrides = json.loads((ROOT / "jupyter-config" / "labconfig" / "default_setting_overrides.json").read_text())
     assert overrides == LAB_DEFAULTS
     assert not (home / "config" / "labconfig").exists()
@@ -257,16 +270,16 @@ def test_make_lab_runs_a_notebook_in_its_folder_where_the_shared_setup_imports(l
     client = BlockingKernelClient()
     try:
         client.load_connection_file(str(home / "runtime" / f"kernel-{session['kernel']['id']}.json"))
-        client.start_channels()
-        client.wait_for_ready(timeout=60)
-        printed = []
-        reply = client.execute_interactive(
-            "import os\nfrom _setup import show, start\nimport _setup\nprint(os.getcwd()); print(_setup.__file__)",
-            timeout=60, output_hook=lambda msg: printed.append(msg["content"].get("text", "")))
+        client.start_channels(iopub=False, stdin=False, hb=False)  # the reply alone: queued until the kernel is up
+        request = client.execute("import os\nfrom _setup import show, start\nimport _setup", user_expressions={
+            "cwd": "os.getcwd()", "module": "_setup.__file__"})
+        reply = client.get_shell_msg(timeout=120)
+        while reply["parent_header"].get("msg_id") != request:
+            reply = client.get_shell_msg(timeout=120)
         assert reply["content"]["status"] == "ok", reply["content"]
-        cwd, module = "".join(printed).split()
-        assert Path(cwd).resolve() == ROOT / "notebooks"
-        assert Path(module).resolve() == ROOT / "notebooks" / "_setup.py"
+        seen = {k: ast.literal_eval(v["data"]["text/plain"]) for k, v in reply["content"]["user_expressions"].items()}
+        assert Path(seen["cwd"]).resolve() == ROOT / "notebooks"
+        assert Path(seen["module"]).resolve() == ROOT / "notebooks" / "_setup.py"
     finally:
         client.stop_channels()
         _get(f"{base}/api/sessions/{session['id']}", token, "DELETE")
