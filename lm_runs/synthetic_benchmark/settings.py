@@ -8,6 +8,8 @@ from dataclasses import dataclass
 from typing import Sequence
 
 import numpy as np
+from transformers import SchedulerType
+from transformers.training_args import OptimizerNames
 
 from egpo_core.algorithms import PAPER_ALGORITHMS, get_algorithm
 
@@ -94,9 +96,22 @@ class BenchmarkSettings:
         if not self.seeds or len(set(self.seeds)) != len(self.seeds) or min(self.seeds) < 0:
             raise ValueError(f"seeds must be distinct non-negative integers, got {self.seeds}")
         check_algorithms(self.algorithms)
-        for name in ("updates", "eval_every", "batch_size", "samples_per_prompt", "max_new_tokens", "sft_examples", "train_nouns", "eval_nouns"):
+        if len(set(self.length_normalized_seeds)) != len(self.length_normalized_seeds) or min(self.length_normalized_seeds, default=0) < 0:
+            raise ValueError(f"length_normalized_seeds must be distinct non-negative integers, got {self.length_normalized_seeds}")
+        for name in ("updates", "eval_every", "batch_size", "samples_per_prompt", "max_new_tokens", "sft_examples", "train_nouns",
+                     "eval_nouns", "n_layer", "n_embd", "eval_samples_per_prompt", "eval_bootstrap"):
             if int(getattr(self, name)) < 1:
                 raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
+        if not (self.sft_epochs > 0 and self.sft_learning_rate > 0):
+            raise ValueError(f"sft_epochs and sft_learning_rate must be > 0, got {self.sft_epochs} and {self.sft_learning_rate}")
+        if not self.sim_etas or min(self.sim_etas) <= 0:
+            raise ValueError(f"sim_etas must be step sizes > 0, at least one, got {self.sim_etas}")
+        schedules = [kind.value for kind in SchedulerType]
+        if self.lr_scheduler not in schedules:
+            raise ValueError(f"lr_scheduler must be one of {', '.join(schedules)}, got {self.lr_scheduler!r}")
+        optimizers = [kind.value for kind in OptimizerNames]
+        if self.optimizer not in optimizers:
+            raise ValueError(f"optimizer must be a TrainingArguments optim ({', '.join(optimizers[:4])}, …), got {self.optimizer!r}")
         if self.kl_samples < 0 or self.kl_samples == 1:
             raise ValueError(f"kl_samples must be 0 (off) or at least 2, got {self.kl_samples}")
         if not 0 < self.learning_rate < 1:
