@@ -142,4 +142,6 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    from lm_runs.launcher import run_entry_point
+
+    run_entry_point(main)

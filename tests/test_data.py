@@ -154,6 +154,25 @@ def test_load_errors(tmp_path, make, kwargs, error, pattern):
     assert "\n" not in str(info.value)
 
 
+@pytest.mark.parametrize(
+    "name, text, pattern",
+    [
+        ("p.jsonl", '{"prompt": "a"}\n\n{"prompt": "b",}\n{"prompt": "c"}\n', r"p\.jsonl: line 3: not valid JSON \(.*column 16\)$"),
+        ("p.jsonl", '{"prompt": "a"}\n["b"]\n', r"p\.jsonl: line 2: expected a JSON object per line, got list$"),
+        ("p.json", '[{"prompt": "a"},\n {"prompt": "b"\n', r"p\.json: line 2, column 16: not valid JSON"),
+        ("p.jsonl", b"\xff\xfe{}", r"p\.jsonl: not UTF-8 text"),
+    ],
+    ids=["jsonl-line", "jsonl-not-object", "json-document", "not-utf8"],
+)
+def test_malformed_json_names_the_line(tmp_path, name, text, pattern):
+    """A malformed JSON(-lines) file is reported with the line where it breaks, in one line."""
+    path = tmp_path / name
+    path.write_bytes(text if isinstance(text, bytes) else text.encode())
+    with pytest.raises(ValueError, match=pattern) as info:
+        load_prompts(str(path))
+    assert "\n" not in str(info.value)
+
+
 # --------------------------------------------------------------------------------------- rendering
 
 
