@@ -47,7 +47,7 @@ RUNS: dict[str, tuple[str, dict]] = {
 #: The notebook sources, in order of first use.
 NOTEBOOKS = tuple(dict.fromkeys(source for source, _ in RUNS.values()))
 
-KERNELSPEC = {"name": "python3", "display_name": "Python 3", "language": "python"}
+KERNELSPEC = {"name": "python3", "display_name": "Python 3 (ipykernel)", "language": "python"}
 
 
 def source_path(name: str) -> Path:

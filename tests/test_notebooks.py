@@ -322,6 +322,13 @@ def test_shared_setup_makes_the_folder_sets_pandas_and_shows_the_png(tmp_path, m
 
 
 @pytest.mark.parametrize("path", _sources(), ids=lambda p: p.stem)
+def test_notebook_header_names_the_kernel_as_installed(path):
+    # the kernelspec JupyterLab writes back when it saves a notebook (autosave, after opening it) is the
+    # running kernel's: a header that already holds it is saved byte for byte, leaving git clean
+    assert jupytext.read(path, fmt="py:percent").metadata["kernelspec"] == RUN_ALL.KERNELSPEC, path.name
+
+
+@pytest.mark.parametrize("path", _sources(), ids=lambda p: p.stem)
 def test_notebook_writes_to_the_scratch_folder_by_default(path):
     # opened in JupyterLab (out_dir = None) a notebook writes into runs/notebooks/<name>/, ignored by git
     assert re.search(r"^out = start\(NOTEBOOK, out_dir\)$", path.read_text(), re.M), path.name

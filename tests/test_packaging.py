@@ -233,7 +233,14 @@ def test_make_lab_serves_the_notebooks_with_the_venv_kernel_and_jupytext(lab):
     assert status == 200 and b"JupyterLab" in page
     specs = json.loads(_get(f"{base}/api/kernelspecs", token)[1])
     assert specs["default"] == "python3"
-    assert Path(specs["kernelspecs"]["python3"]["spec"]["argv"][0]).resolve() == Path(sys.executable).resolve()
+    spec = specs["kernelspecs"]["python3"]["spec"]
+    assert Path(spec["argv"][0]).resolve() == Path(sys.executable).resolve()
+    # what JupyterLab writes into a notebook it saves is what the sources' headers hold (opening one, whose
+    # autosave follows, leaves its .py unchanged)
+    notebook_spec = {"name": "python3", "display_name": spec["display_name"], "language": spec["language"]}
+    for source in _notebook_sources():
+        header = re.search(r"^#   kernelspec:\n((?:#     .*\n)+)", source.read_text(), re.M).group(1)
+        assert dict(re.findall(r"^#     (\w+): (.*)$", header, re.M)) == notebook_spec, source.name
     for source in _notebook_sources():
         # as the Jupytext Notebook viewer asks for it, and as a plain request gets it
         for query in ("type=notebook&content=1", "content=1"):
