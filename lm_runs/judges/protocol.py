@@ -21,6 +21,7 @@ Python's decoder allows (a few hundred levels; a valid request nests 3), integer
 from __future__ import annotations
 
 import json
+import re
 from typing import Any, Sequence
 
 from pydantic import BaseModel, ConfigDict, ValidationError
@@ -114,6 +115,9 @@ def invalid_text(prompts: Sequence[str], completions: Sequence[Sequence[str]]) -
     return None
 
 
+_SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89a-fA-F]")
+
+
 def _json_type(value: Any) -> str:
     names = {type(None): "null", bool: "boolean", int: "number", float: "number", str: "string", list: "array", dict: "object"}
     return names.get(type(value), type(value).__name__)
@@ -180,7 +184,9 @@ def parse_classification_request(body: bytes, max_pairs: int = DEFAULT_MAX_PAIRS
     for i, pair in enumerate(completions):
         if len(pair) != 2:
             raise ProtocolError(400, "bad_request", f"'completions[{i}]' must hold exactly 2 responses, got {len(pair)}")
-    where = invalid_text(prompts, completions)
+    # a surrogate can only arrive as a JSON escape (UTF-8 decoding refuses raw ones): check the texts
+    # one by one only when the body holds such an escape
+    where = invalid_text(prompts, completions) if _SURROGATE_ESCAPE.search(body) else None
     if where is not None:
         raise ProtocolError(400, "bad_request", f"'{where}' is not valid Unicode (a lone surrogate)")
     return request
