@@ -39,6 +39,7 @@ from typing import NamedTuple
 import numpy as np
 from numba import njit, prange
 
+from ._jit_cache import CACHE
 from .algorithms.base import Anchor, LossFamily, Opponent, Scheme
 
 # Integer codes of the Algorithm fields: each member's position in its vocabulary (algorithms/base.py).
@@ -192,7 +193,7 @@ class KernelInputs(NamedTuple):
 
 
 # ---------------------------------------------------------------- random numbers (splitmix64)
-@njit(cache=True)
+@njit(cache=CACHE)
 def _next_uniform(state, k):
     """Uniform in [0, 1) from trajectory k's splitmix64 stream (deterministic, thread-independent)."""
     s = state[k] + np.uint64(0x9E3779B97F4A7C15)
@@ -204,7 +205,7 @@ def _next_uniform(state, k):
     return (z >> np.uint64(11)) * (1.0 / 9007199254740992.0)
 
 
-@njit(cache=True)
+@njit(cache=CACHE)
 def _next_pair(state, k, n):
     """Two independent uniform integers in [0, n) from one 64-bit draw (multiply-shift on 32-bit halves)."""
     s = state[k] + np.uint64(0x9E3779B97F4A7C15)
@@ -222,7 +223,7 @@ def _next_pair(state, k, n):
 _SCAN_MAX = 32
 
 
-@njit(cache=True)
+@njit(cache=CACHE)
 def _build_sampler(w, table, stack):
     """Prepare ``table`` (2, N) for drawing from the distribution ∝ w.
 
@@ -265,7 +266,7 @@ def _build_sampler(w, table, stack):
         table[0, stack[j]] = 1.0
 
 
-@njit(cache=True, fastmath=_FAST)
+@njit(cache=CACHE, fastmath=_FAST)
 def _sample(table, u):
     """One draw with a uniform u ∈ [0, 1) from a table of :func:`_build_sampler`."""
     n = table.shape[1]
@@ -284,7 +285,7 @@ def _sample(table, u):
 
 
 # ---------------------------------------------------------------- small dense helpers
-@njit(cache=True)
+@njit(cache=CACHE)
 def _softmax_pair(z, logp, p):
     """log_softmax(z) into ``logp`` and softmax(z) into ``p`` with one exponential per entry."""
     m = z.max()
@@ -299,7 +300,7 @@ def _softmax_pair(z, logp, p):
         p[i] *= inv
 
 
-@njit(cache=True, fastmath=_FAST)
+@njit(cache=CACHE, fastmath=_FAST)
 def _matvec(P, x, out):
     n = P.shape[0]
     for i in range(n):
@@ -310,7 +311,7 @@ def _matvec(P, x, out):
 
 
 # ---------------------------------------------------------------- policy parametrizations
-@njit(cache=True, fastmath=_FAST)
+@njit(cache=CACHE, fastmath=_FAST)
 def _forward(params, neural, d, n_hidden, n, acts, pre, z):
     """Logits z of a parameter vector: the logits themselves, or the MLP's output."""
     if not neural:
@@ -335,7 +336,7 @@ def _forward(params, neural, d, n_hidden, n, acts, pre, z):
         z[y] = acc
 
 
-@njit(cache=True, fastmath=_FAST)
+@njit(cache=CACHE, fastmath=_FAST)
 def _backward(params, neural, d, n_hidden, n, acts, pre, g, grad, delta, delta_next):
     """grad = (∂z/∂params)ᵀ g: back-propagation of the logit gradient g."""
     if not neural:
@@ -369,7 +370,7 @@ def _backward(params, neural, d, n_hidden, n, acts, pre, g, grad, delta, delta_n
 
 
 # ---------------------------------------------------------------- logit gradients of the losses
-@njit(cache=True)
+@njit(cache=CACHE)
 def _exact_gradient(loss, policy_pairs, logp, pi, logp_anchor, target, target_mean, beta, weight, g):
     """∂L/∂z of the exact loss against the target potential T = ``target`` (module docstring):
     the regression with uniform pairs or, with ``policy_pairs``, pairs ~ π (``target_mean`` = πᵀT),
@@ -398,7 +399,7 @@ def _exact_gradient(loss, policy_pairs, logp, pi, logp_anchor, target, target_me
             g[y] = weight * 4.0 / n * (g[y] - mean)
 
 
-@njit(cache=True)
+@njit(cache=CACHE)
 def _sampled_gradient(
     loss, pairwise, optimistic, policy_pairs, num_samples, P, logp, pi, logp_anchor,
     table_pi, table_sigma, table_prev, beta, weight, rng, k, g,
@@ -453,7 +454,7 @@ def _sampled_gradient(
 
 
 # ---------------------------------------------------------------- metrics
-@njit(cache=True)
+@njit(cache=CACHE)
 def _duality_gap(logp, pi, s, logp_ref, beta, work):
     """Gap_β(π) = 2β KL(π ‖ BR_β(π)), BR_β(π) ∝ π_ref e^{Pπ/β}, given s = Pπ."""
     n = logp.shape[0]
@@ -470,7 +471,7 @@ def _duality_gap(logp, pi, s, logp_ref, beta, work):
     return max(2.0 * beta * kl, 0.0)  # ≥ 0 in exact arithmetic; clip rounding
 
 
-@njit(cache=True)
+@njit(cache=CACHE)
 def _record(logp, pi, s, logp_ref, beta, star_logp, with_extra, out_gap, out_expl, out_kl, k, r, work):
     """The metrics of π_t: duality gap; exploitability max Pπ − ½ and KL(π*_β‖π) with ``with_extra``."""
     out_gap[k, r] = _duality_gap(logp, pi, s, logp_ref, beta, work)
@@ -483,7 +484,7 @@ def _record(logp, pi, s, logp_ref, beta, star_logp, with_extra, out_gap, out_exp
 
 
 # ---------------------------------------------------------------- the loop
-@njit(cache=True, parallel=True)
+@njit(cache=CACHE, parallel=True)
 def run_chunk(
     t_start: int, t_end: int, games: Games, trajectories: Trajectories, groups: Groups, policy: Policy,
     gradient: Gradient, recording: Recording, state: State, outputs: Outputs,
@@ -641,7 +642,7 @@ def run_chunk(
                                        sigma, target, work)
 
 
-@njit(cache=True, inline="always")
+@njit(cache=CACHE, inline="always")
 def _mixture_opponents(g0, size, members, game, mixture, mixture_over_runs, logp_now, logp_ref_games, sigma,
                        scratch, work):
     """σ[m] = the geometric mixture π^c ∝ π^{1−c} π_ref^c of the policy with log-probabilities
@@ -673,7 +674,7 @@ def _mixture_opponents(g0, size, members, game, mixture, mixture_over_runs, logp
                 sigma[m, y] = np.exp(sigma[m, y] - col_max) / total
 
 
-@njit(cache=True)
+@njit(cache=CACHE)
 def _share(grads, members, g0, size, shared, d):
     """Shared network weights (reference conventions): every run gets the sum of the group's weight
     gradients; the per-run input v (the first d entries) keeps its own gradient."""
@@ -687,7 +688,7 @@ def _share(grads, members, g0, size, shared, d):
             grads[m, p] = acc
 
 
-@njit(cache=True)
+@njit(cache=CACHE)
 def _step_gradient(
     k, loss, opponent, anchor, P, logp, pi, s, logp_ref, magnet, prev, sigma, sigma_is_pi, target,
     table_pi, table_sigma, table_prev, stack, beta, weight, sampled, num_samples, pair_from_policy, rng, g, work,

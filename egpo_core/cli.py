@@ -189,42 +189,57 @@ def _check_folder(out: Path) -> None:
         raise _Refused(f"cannot create --out {out}: {parent} is not writable")
 
 
-def _check_out(out: Path, overwrite: bool) -> list[Path]:
-    """Refuse an unusable output folder before computing; returns the previous run's files to
-    remove (with ``overwrite``), which happens only once the new results are ready."""
-    import json
-
-    from .results import RUN_FILE
+def _check_out(out: Path, overwrite: bool) -> None:
+    """Refuse an unusable output folder before computing. A replacement that a previous command
+    left half done (killed, disk full) is first completed or discarded
+    (:func:`egpo_core.run_folder.finish_replacement`), so the folder holds one run or none."""
+    from .run_folder import RUN_FILE, finish_replacement, run_files
 
     _check_folder(out)
-    if not out.exists() or not any(out.iterdir()):
-        return []
+    if not out.exists():
+        return
+    _writing(finish_replacement, out)
+    if not any(out.iterdir()):
+        return
     if not overwrite:
         raise _Refused(f"--out {out} is not empty; give --overwrite to replace the run in it, or another folder")
     stamp = out / RUN_FILE
     if not stamp.is_file():
         raise _Refused(f"--out {out} is not empty and holds no {RUN_FILE} of a previous run: refusing to clear it")
     try:
-        listed = json.loads(stamp.read_text())["files"]
-    except (ValueError, KeyError, TypeError):
+        run_files(stamp)
+    except ValueError:
         raise _Refused(f"--out {out}: {RUN_FILE} does not list the files of its run; clear the folder yourself") from None
-    return [out / name for name in listed if Path(name).name == name]  # names inside the folder only
 
 
-def _write_outputs(result, out: Path, fmt: str, previous: list[Path], title: str | None) -> None:
-    """Remove the previous run's files, then write the figures (unless ``title`` is None), tidy
-    data, summary and run.json (last)."""
-    for path in previous:
-        path.unlink(missing_ok=True)
-    out.mkdir(parents=True, exist_ok=True)
-    figures = []
-    if title is not None:
+def _writing(write: Callable[..., Any], out: Path, *args: Any) -> Any:
+    """``write(out, *args)``, an ``OSError`` (a full disk, a quota, a folder made read-only) turned
+    into one line naming the path."""
+    try:
+        return write(out, *args)
+    except OSError as err:
+        path = err.filename or out
+        reason = err.strerror or type(err).__name__
+        raise _Refused(f"cannot write {path}: {reason}; the run in {out} is the previous one (or none), complete "
+                       "(--overwrite completes or removes what this left)") from None
+
+
+def _write_outputs(result, out: Path, fmt: str, title: str | None) -> None:
+    """Write the figures (unless ``title`` is None), tidy data, summary and run.json (last) aside,
+    then replace the previous run's files with them (:meth:`SimulationResult.save`)."""
+
+    def figures(folder: Path) -> list[str]:
+        if title is None:
+            return []
         from .plotting import plot_gap_panels, save_figure
 
+        names = []
         for c in range(len(result.configs)):
-            stem = out / (f"duality_gap_config{c}" if len(result.configs) > 1 else "duality_gap")
-            figures += [p.name for p in save_figure(plot_gap_panels(result, config=c, title=title), stem)]
-    result.save(out, fmt, extra_files=tuple(figures))
+            stem = folder / (f"duality_gap_config{c}" if len(result.configs) > 1 else "duality_gap")
+            names += [p.name for p in save_figure(plot_gap_panels(result, config=c, title=title), stem)]
+        return names
+
+    _writing(result.save, out, fmt, figures)
 
 
 def _run_and_write(args: argparse.Namespace, argv: list[str], axes: dict[str, list] | None) -> int:
@@ -234,7 +249,7 @@ def _run_and_write(args: argparse.Namespace, argv: list[str], axes: dict[str, li
     given = _given(args)
     config, P, ref_logits, network, games = _setup(args, given, axes)
     out = Path(args.out)
-    previous = _check_out(out, args.overwrite)
+    _check_out(out, args.overwrite)
     if axes is None:
         result = simulate(P, ref_logits, config, network=network, progress=not args.no_progress)
     else:
@@ -244,7 +259,7 @@ def _run_and_write(args: argparse.Namespace, argv: list[str], axes: dict[str, li
     result.provenance.update(call=shlex.join([Path(sys.executable).name, "-m", "egpo_core", *argv]), games=games,
                              overrides=flags if args.preset else {})
     result.provenance["wall_seconds"] = round(time.perf_counter() - started, 3)
-    _write_outputs(result, out, args.format, previous, None if args.no_figures else args.preset or Path(args.games).name)
+    _write_outputs(result, out, args.format, None if args.no_figures else args.preset or Path(args.games).name)
     columns = ["algorithm", "beta", "lr", "eta", "seed", "median_final", "reached", "diverged"]
     print(result.summary()[columns].to_string(index=False))
     print(f"wrote {out}/")
@@ -294,27 +309,31 @@ def cmd_reproduce(args: argparse.Namespace, argv: list[str]) -> int:
         changes = dict(conventions=args.conventions, record_every=max(1, math.ceil(horizon / CLI_RECORDS)))
         config = preset.configure(fast=args.fast, **changes)
         result = None
+        _check_out(folder, overwrite=True)  # completes a replacement a killed command left half done
         if (folder / RUN_FILE).exists() and not args.force:
             saved = json.loads((folder / RUN_FILE).read_text()).get("config", {})
             if all(saved.get(k) == v for k, v in config.to_dict().items()):
                 print(f"[skip] {name}: already in {folder} (use --force to recompute)")
                 result = load_result(folder)
         if result is None:
-            previous = _check_out(folder, overwrite=True) if folder.exists() else []
             print(f"[run ] {name}: {preset.policy}/{preset.gradient}, beta={preset.beta}, {config.iterations} updates")
             result = preset.run(fast=args.fast, progress=not args.no_progress, **changes)
-            _write_outputs(result, folder, "parquet", previous, name)
+            _write_outputs(result, folder, "parquet", name)
         if preset.policy == "tabular" and preset.gradient == "exact":
             picked[rf"$\beta={preset.beta:g}$"] = result
         for _, row in result.summary().iterrows():
             rows.append({"preset": name, "conventions": args.conventions, "algorithm": row["algorithm"],
                          "median_final": row["median_final"], "reached_1e-6": row["reached"],
                          "reference_median": REFERENCE_MEDIANS[name].get(row["algorithm"])})
-    if picked:
-        save_figure(plot_picked(picked), out / "duality_gap_exact_tabular_picked")
     table = pd.DataFrame(rows)
-    with atomic_path(out / "summary.csv") as tmp:
-        table.to_csv(tmp, index=False)
+
+    def write_overview(folder: Path) -> None:
+        if picked:
+            save_figure(plot_picked(picked), folder / "duality_gap_exact_tabular_picked")
+        with atomic_path(folder / "summary.csv") as tmp:
+            table.to_csv(tmp, index=False)
+
+    _writing(write_overview, out)
     wide = table.pivot(index="preset", columns="algorithm", values="median_final")[list(PAPER_ALGORITHMS)]
     print(f"\nmedian final duality gap over runs (this run, conventions={args.conventions!r}; the reference "
           "medians in summary.csv compare under conventions='reference'):")

@@ -24,7 +24,7 @@ import stat
 from pathlib import Path
 from typing import Any, BinaryIO, Callable, Iterable, Iterator, Mapping
 
-__all__ = ["atomic_path", "atomic_write", "write_jsonl"]
+__all__ = ["atomic_path", "atomic_write", "write_jsonl", "fsync_directory"]
 
 # 0o666 is what open() asks for; the kernel removes the umask's bits from it.
 _PLAIN_OPEN_MODE = 0o666
@@ -51,8 +51,8 @@ def _fsync_file(path: Path) -> None:
         os.close(fd)
 
 
-def _fsync_directory(folder: Path) -> None:
-    """Make the rename itself durable (POSIX; Windows cannot open a folder as a file). Some file
+def fsync_directory(folder: str | os.PathLike[str]) -> None:
+    """Make renames into ``folder`` durable (POSIX; Windows cannot open a folder as a file). Some file
     systems (network mounts) refuse to fsync a folder: the file is in place by then, so that is not
     an error of the write."""
     if os.name != "posix":
@@ -79,7 +79,8 @@ def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
     The temporary file already exists (empty) when yielded, so its mode is the one a plain
     ``open`` gives: ``0o666 & ~umask`` for a new file, the old file's permission bits when
     ``path`` exists. On an exception inside the block the temporary file is deleted, ``path`` is
-    unchanged and the exception propagates. The folder of ``path`` must exist.
+    unchanged and the exception propagates (an ``OSError`` that names no file, as a full disk's
+    ``ENOSPC`` on write, is given ``path`` as its ``filename``). The folder of ``path`` must exist.
     """
     target = Path(path)
     if not target.parent.is_dir():
@@ -91,11 +92,13 @@ def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
         yield temporary
         _fsync_file(temporary)
         os.replace(temporary, target)
-    except BaseException:
+    except BaseException as err:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(temporary)
+        if isinstance(err, OSError) and err.filename is None:  # a full disk names no file: name the target
+            err.filename = str(target)
         raise
-    _fsync_directory(target.parent)
+    fsync_directory(target.parent)
 
 
 def atomic_write(

@@ -8,7 +8,9 @@ A folder holds ``metrics.<parquet|csv>`` (tidy: one row per config, algorithm, r
 ``summary.csv`` (:meth:`SimulationResult.summary`) and ``run.json``: the configuration's fields
 (``config``), the sweep axes if any, one row per setting (``configs``), the provenance (versions,
 git commit, call, games source, times) and the list of files the run wrote (``files``), which is
-what ``--overwrite`` removes. Every file is written atomically with the user's umask.
+what ``--overwrite`` removes. Every file is written atomically with the user's umask, and a run
+saved over a previous one replaces it only once complete (:mod:`egpo_core.run_folder`): a reader
+sees the previous run or the new one, never a mix.
 """
 
 from __future__ import annotations
@@ -18,17 +20,15 @@ import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Callable, Iterable, Literal
 
 import numpy as np
 import pandas as pd
 
 from .files import atomic_path, atomic_write
+from .run_folder import RUN_FILE, begin_replacement, discard_replacement, finish_replacement, run_path
 
 __all__ = ["SimulationResult", "load_result", "RUN_FILE"]
-
-#: The file that marks a folder as a saved result.
-RUN_FILE = "run.json"
 _CONFIG_COLUMNS = ("beta", "lr", "eta", "mixture", "seed")
 
 
@@ -156,22 +156,39 @@ class SimulationResult:
         return pd.DataFrame(rows)
 
     def save(self, directory: str | os.PathLike, fmt: Literal["parquet", "csv"] = "parquet",
-             extra_files: tuple[str, ...] = ()) -> Path:
+             extra: Callable[[Path], Iterable[str]] | None = None) -> Path:
         """Write ``metrics.<fmt>``, ``summary.csv`` and ``run.json`` into ``directory`` (created if
-        needed), each atomically; returns the metrics file. ``extra_files`` (names inside
-        ``directory``, e.g. figures written beside) are listed in ``run.json`` as written by this run."""
+        needed) and return the metrics file's path there.
+
+        The files are written aside (:func:`egpo_core.run_folder.begin_replacement`), ``run.json``
+        last, and replace a run already in ``directory`` only once all are written; the previous
+        run's files that this one does not write are removed then, other files are left alone. On an
+        error while writing (e.g. ``OSError`` for a full disk) the previous run is left as it was and
+        the error propagates. ``extra(folder)`` writes further files of the run (figures) into the
+        folder being written and returns their names, listed in ``run.json`` with the others."""
         if fmt not in ("parquet", "csv"):
             raise ValueError(f"fmt must be 'parquet' or 'csv', got fmt={fmt!r}")
         directory = Path(directory)
-        directory.mkdir(parents=True, exist_ok=True)
+        aside = begin_replacement(directory)
+        try:
+            extra_files = list(extra(aside)) if extra is not None else []
+            self._write(aside, fmt, extra_files)
+        except BaseException:
+            discard_replacement(directory)
+            raise
+        finish_replacement(directory)
+        return directory / f"metrics.{fmt}"
+
+    def _write(self, folder: Path, fmt: str, extra_files: list[str]) -> None:
+        """The run's files into ``folder``, each atomically, ``run.json`` (listing them) last."""
         frame = self.to_dataframe()
-        target = directory / f"metrics.{fmt}"
+        target = folder / f"metrics.{fmt}"
         with atomic_path(target) as tmp:
             if fmt == "parquet":
                 frame.to_parquet(tmp, index=False)
             else:
                 frame.to_csv(tmp, index=False)
-        with atomic_path(directory / "summary.csv") as tmp:
+        with atomic_path(folder / "summary.csv") as tmp:
             self.summary().to_csv(tmp, index=False)
         meta = {
             "algorithms": list(self.algorithms),
@@ -181,18 +198,17 @@ class SimulationResult:
             "metrics_file": target.name,
             "files": [target.name, "summary.csv", *extra_files, RUN_FILE],
         }
-        atomic_write(directory / RUN_FILE, json.dumps(meta, indent=2, default=str) + "\n")
-        return target
+        atomic_write(folder / RUN_FILE, json.dumps(meta, indent=2, default=str) + "\n")
 
 
 def load_result(folder: str | os.PathLike) -> SimulationResult:
     """Read a result written by :meth:`SimulationResult.save` (or the command line) back."""
     folder = Path(folder)
-    stamp = folder / RUN_FILE
+    stamp = run_path(folder, RUN_FILE)  # a folder being replaced reads as the new run, whole
     if not stamp.is_file():
         raise FileNotFoundError(f"{folder} holds no {RUN_FILE}: not a saved simulation result")
     meta = json.loads(stamp.read_text())
-    metrics_file = folder / meta["metrics_file"]
+    metrics_file = run_path(folder, meta["metrics_file"])
     frame = pd.read_parquet(metrics_file) if metrics_file.suffix == ".parquet" else pd.read_csv(metrics_file)
     algorithms = tuple(meta["algorithms"])
     configs = pd.DataFrame(meta["configs"])
