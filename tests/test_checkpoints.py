@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+from pathlib import Path
 
 import pytest
 
@@ -170,3 +171,26 @@ def test_resume_true_without_checkpoint_is_one_line(tiny, tmp_path):
     trainer = sft_trainer(tiny, tmp_path / "empty", "--max_steps", "1", "--save_strategy", "no")
     with pytest.raises(ValueError, match="--resume_from_checkpoint true: no complete checkpoint in"):
         trainer.train(resume_from_checkpoint=True)
+
+
+def test_best_checkpoint_is_recorded_under_its_published_name(tiny, tmp_path):
+    """With evaluation and --load_best_model_at_end, the Trainer records the best checkpoint while it is
+    still being written: the record (in memory and in trainer_state.json) names the published folder."""
+    from lm_runs import sft
+    from lm_runs.cli import parse_config
+
+    out = tmp_path / "best"
+    first = sft_trainer(tiny, out, "--max_steps", "4", "--save_steps", "1")
+    (config,) = parse_config([sft.SFTConfig], [
+        "--model_name_or_path", tiny["model"], "--dataset", tiny["data"], "--output_dir", str(out), *COMMON,
+        "--max_steps", "4", "--save_steps", "1", "--eval_strategy", "steps", "--eval_steps", "1",
+        "--load_best_model_at_end", "true", "--save_total_limit", "1"])
+    trainer = sft.SFTTrainer(model=first.model, args=config, train_dataset=first.train_dataset,
+                             eval_dataset=first.train_dataset, data_collator=first.data_collator,
+                             processing_class=first.processing_class)
+    trainer.train()
+    best = trainer.state.best_model_checkpoint
+    assert best is not None and Path(best).parent == out and (Path(best) / "trainer_state.json").is_file()
+    for folder in out.glob("checkpoint-*"):
+        recorded = json.loads((folder / "trainer_state.json").read_text())["best_model_checkpoint"]
+        assert recorded is None or Path(recorded).parent == out, recorded
