@@ -341,3 +341,28 @@ def test_openai_judge_gives_each_request_a_total_deadline(tmp_path):
         judge.close()
     finally:
         server.close()
+
+
+def test_only_the_loader_knows_the_judge_kinds():
+    """No import circle: base imports no concrete judge, no concrete judge imports the loader, and the
+    server reaches judges only through the loader and the checked interface."""
+    import ast
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1] / "lm_runs"
+
+    def imports(path: Path) -> set[str]:
+        found = set()
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom):
+                found.add("." * node.level + (node.module or ""))
+            elif isinstance(node, ast.Import):
+                found.update(alias.name for alias in node.names)
+        return found
+
+    concrete = {".preference_model", ".http", ".openai_judge"}
+    assert not imports(root / "judges" / "base.py") & (concrete | {".loader"})
+    for name in ("preference_model", "http", "openai_judge", "gathering", "deadline", "retry", "protocol"):
+        assert not {".loader", "lm_runs.judges.loader", ".arguments"} & imports(root / "judges" / f"{name}.py"), name
+    for path in (root / "judge_server").glob("*.py"):
+        assert not {"lm_runs.judges.preference_model", "lm_runs.judges.http", "lm_runs.judges.openai_judge"} & imports(path), path

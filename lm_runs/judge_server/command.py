@@ -8,6 +8,7 @@ Bad flags are one line and exit status 2, before the judge loads.
 
 from __future__ import annotations
 
+import logging
 import os
 import resource
 import sys
@@ -140,6 +141,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         (args,) = parser.parse_args_into_dataclasses(args=list(sys.argv[1:] if argv is None else argv))
     except ValueError as error:
         parser.error(str(error))
+    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     if args.token is not None:
         print(f"warning: --token is visible to other users in the process list; set {TOKEN_ENV} instead", file=sys.stderr)
     token = args.token if args.token is not None else (os.environ.get(TOKEN_ENV) or None)
