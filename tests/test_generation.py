@@ -30,6 +30,7 @@ from lm_runs.generation import (  # noqa: E402
     Completions,
     PerRowSampling,
     ReferenceModel,
+    SamplingArguments,
     SamplingParams,
     _finalize,
     generate_completions,
@@ -170,6 +171,48 @@ def test_sampling_params_rejects_bad_values(kwargs, field):
 def test_sampling_params_accepts_edges():
     SamplingParams(temperature=1e-3, top_k=0, top_p=1.0, min_p=0.0)
     SamplingParams(temperature=2, top_k=1, top_p=1e-6, min_p=0.999)
+
+
+@pytest.mark.parametrize(
+    "flags,message",
+    [
+        (["--temperature", "0"], "--temperature must be > 0 and finite, got temperature=0.0"),
+        (["--top_k", "-1"], "--top_k must be >= 0"),
+        (["--top_p", "1.5"], "--top_p must be in (0, 1]"),
+        (["--min_p", "1"], "--min_p must be in [0, 1)"),
+        (["--max_new_tokens", "0"], "--max_new_tokens must be an integer >= 1, got 0"),
+    ],
+)
+def test_sampling_arguments_name_the_flag(flags, message):
+    """SamplingArguments parsed by HfArgumentParser: a bad value is refused naming its flag."""
+    from transformers import HfArgumentParser
+
+    with pytest.raises(ValueError) as err:
+        HfArgumentParser([SamplingArguments]).parse_args_into_dataclasses(flags, look_for_args_file=False)
+    assert message in str(err.value)
+
+
+def test_sampling_arguments_as_a_mixin_with_other_defaults():
+    """A subclass redeclares defaults (as the evaluation does) and gets the SamplingParams they describe;
+    the parent's __post_init__ still runs."""
+    from dataclasses import dataclass
+
+    @dataclass
+    class Base:
+        def __post_init__(self):
+            self.parent_checked = True
+
+    @dataclass
+    class Evaluation(SamplingArguments, Base):
+        top_k: int = 100
+        top_p: float = 0.95
+        max_new_tokens: int = 512
+
+    args = Evaluation(temperature=0.7)
+    assert args.sampling == SamplingParams(temperature=0.7, top_k=100, top_p=0.95, min_p=0.0)
+    assert args.max_new_tokens == 512 and args.parent_checked
+    with pytest.raises(ValueError, match="--top_p must be in"):
+        Evaluation(top_p=0.0)
 
 
 ROW_PARAMS = [

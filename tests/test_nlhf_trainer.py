@@ -544,6 +544,29 @@ def test_judge_flags_reach_the_http_client(tiny, tmp_path, monkeypatch):
     assert seen["spec"] == "http://127.0.0.1:9" and seen["timeout"] == 2.5 and seen["retries"] == 1
 
 
+def test_a_judge_server_failing_mid_training_with_the_retry_budget_from_the_command_line(tiny, tmp_path, monkeypatch, capsys):
+    """An HTTP judge server whose judge starts failing at its 4th call (the probe is the 1st): with
+    --judge_retries 0 the client gives up at once, training stops with one line and checkpoint-2; a
+    resumed run against a working server finishes."""
+    from lm_runs.judge_server import create_app, serve_in_thread
+    from lm_runs.train_nlhf import main
+
+    monkeypatch.setattr(failing_judges, "FAIL_AT", 4)
+    monkeypatch.setattr(failing_judges, "calls", 0)
+    flags = base_flags(tiny, tmp_path / "out") + ["--alg", "oipo1", "--max_steps", "3", "--per_device_train_batch_size", "2",
+                                                  "--max_new_tokens", "4", "--judge_retries", "0", "--judge_timeout", "20"]
+    with serve_in_thread(create_app(failing_judges.raises_later, max_wait_ms=1.0)) as server:
+        started = __import__("time").perf_counter()
+        line = entry_point_error(flags + ["--judge", server.url], capsys)
+        seconds = __import__("time").perf_counter() - started
+    assert "the judge failed" in line and "at update 3" in line and "checkpoint-2" in line, line
+    assert "failed after 1 attempts" in line  # --judge_retries 0 reached the client (default: 8 attempts)
+    assert seconds < 17.75  # the default budget waits at least 17.75 s before giving up
+    with serve_in_thread(create_app(toy_judges.prefer_shorter, max_wait_ms=1.0)) as server:
+        run_entry_point(main, flags + ["--judge", server.url, "--resume_from_checkpoint", "true"])
+    assert (tmp_path / "out" / "model.safetensors").is_file()
+
+
 def test_save_steps_alone_writes_complete_checkpoints(tiny, tmp_path):
     """--save_steps 1 alone saves (it saved nothing: save_strategy defaulted to "no"); every checkpoint of an
     EGPO run carries its snapshot; no hidden partial folder is left; a second run into the folder needs
