@@ -14,10 +14,13 @@ rename it into place:
 * :func:`latest_checkpoint` is the newest complete ``checkpoint-N`` (a visible folder with
   ``trainer_state.json``, written last by the Trainer); leftover ``.partial-*`` folders are never picked,
   and :func:`remove_partial_saves` deletes them when a run starts.
-* :func:`save_model_atomically` writes a model folder (``epochs/epoch-k``, a final model) the same way;
-  into a folder that already holds other things (the run's ``output_dir`` with its checkpoints) the model
-  files are moved in one by one, ``config.json`` / ``adapter_config.json`` last and the old ones removed
-  first, so a folder with a ``config.json`` always holds a complete model.
+* :func:`save_model_atomically` writes a model folder (``epochs/epoch-k``, a final model) the same way:
+  into the hidden sibling ``.partial-<name>``, then renamed (an older folder of the same name is renamed
+  aside first and deleted after). Into a folder that already holds other things (the run's
+  ``output_dir`` with its checkpoints) the model is written to ``output_dir/.partial-model`` and its files
+  are moved in one by one, the old ``config.json`` / ``adapter_config.json`` (:data:`MODEL_MARKERS`)
+  removed first and the new ones moved in last, so a folder with a ``config.json`` always holds a
+  complete model.
 
 Bit-exact resume is untouched: nothing here reads or changes a random state, and the Trainer writes the
 same files it always does, only under another name until they are complete.
@@ -35,6 +38,7 @@ from typing import Any, Iterable
 
 __all__ = [
     "PARTIAL_PREFIX",
+    "MODEL_MARKERS",
     "AtomicCheckpoints",
     "is_complete_checkpoint",
     "latest_checkpoint",
@@ -51,8 +55,8 @@ PARTIAL_PREFIX = ".partial-"
 _REPLACED_PREFIX = ".replaced-"
 _CHECKPOINT = re.compile(r"^checkpoint-(\d+)$")
 _TRAINER_STATE = "trainer_state.json"
-#: Files whose presence says "a model is here"; moved in last, removed first.
-_MARKERS = ("config.json", "adapter_config.json")
+#: Files whose presence says "a complete model is here": moved into a folder last, removed from it first.
+MODEL_MARKERS = ("config.json", "adapter_config.json")
 _MODEL_FILE = re.compile(
     r"^(config\.json|generation_config\.json|adapter_config\.json|adapter_model\..*|model.*\.safetensors(\.index\.json)?|"
     r"pytorch_model.*\.bin(\.index\.json)?|training_args\.bin|tokenizer.*|special_tokens_map\.json|added_tokens\.json|"
@@ -129,13 +133,13 @@ def _publish(staging: Path, target: Path) -> None:
     parent = target.parent
     if staging.parent == target:
         new = {entry.name for entry in staging.iterdir()}
-        for name in _MARKERS:
+        for name in MODEL_MARKERS:
             _remove(target / name)
         _fsync(target)
         for entry in target.iterdir():  # the old model's files that the new one does not overwrite
             if entry.is_file() and is_model_file(entry.name) and entry.name not in new:
                 entry.unlink()
-        for name in sorted(new, key=lambda name: name in _MARKERS):
+        for name in sorted(new, key=lambda name: name in MODEL_MARKERS):
             if (target / name).is_dir():
                 _remove(target / name)
             os.replace(staging / name, target / name)
