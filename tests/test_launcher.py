@@ -192,6 +192,23 @@ def test_save_steps_alone_saves():
         parse_config([SFTConfig], [*REQUIRED, "--save_strategy", "no", "--save_steps", "3"])
 
 
+def test_save_steps_alone_saves_whatever_the_default_strategy():
+    """An entry point whose dataclass defaults to save_strategy "no" (as NLHF training does) still saves
+    every N steps when the user passes --save_steps N alone (today: nothing is saved)."""
+    import dataclasses
+
+    from transformers import TrainingArguments
+
+    @dataclasses.dataclass
+    class NoSaveByDefault(TrainingArguments):
+        save_strategy: str = "no"
+
+    (config,) = parse_config([NoSaveByDefault], ["--output_dir", "x", "--use_cpu", "true"])
+    assert config.save_strategy == "no"
+    (config,) = parse_config([NoSaveByDefault], ["--output_dir", "x", "--use_cpu", "true", "--save_steps", "5"])
+    assert config.save_strategy == "steps" and config.save_steps == 5
+
+
 @pytest.mark.parametrize(
     "flags, message",
     [
