@@ -25,12 +25,14 @@ How the simulation is compared (the LM's step is not η): egpo_core simulates ev
 
 The output folder
 -----------------
-A run is written into a hidden sibling of ``--out`` (``.<name>.partial-<random>``) and renamed into
-place only once complete, so ``--out`` holds a complete run or none. A non-empty ``--out`` is refused
-before anything is computed, unless ``overwrite``; then it must hold a previous benchmark run (its
-``summary.json``), which is replaced only once the new run is complete — a killed or failed run leaves
-the previous one as it was. Leftovers of interrupted runs into the same ``--out`` are removed when the
-next run starts.
+The rules of ``python -m egpo_core simulate --out``: a non-empty ``--out`` is refused before anything
+is computed, unless ``overwrite``; then it must hold a previous benchmark run (its ``summary.json``),
+and anything else is refused rather than cleared. A run is written into a hidden sibling of ``--out``
+(``.<name>.partial-<random>``) and renamed into place only once complete, so ``--out`` holds a complete
+run or none, and a previous run is replaced only then: a killed or failed run leaves it as it was.
+Leftovers of interrupted runs into the same ``--out`` are removed when the next run starts. (The
+evaluation's ``win_rates/summary.json`` therefore names the models by their paths in that hidden
+folder, where they were evaluated.)
 """
 
 from __future__ import annotations
