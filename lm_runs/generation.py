@@ -15,6 +15,11 @@ Three pieces the trainer needs:
   with the same decoding loop keeping one KV cache per model; c is per row, so plain policy rows
   (c = 0) and mixture rows are drawn together.
 
+The command-line side of sampling lives here too: :class:`SamplingArguments` (``--temperature
+--top_k --top_p --min_p --max_new_tokens``, a mixin for entry points that sample with one distribution)
+and :func:`sampling_params`, which builds a :class:`SamplingParams` and names the flag of a bad value
+(NLHF training's ``--pair_*`` / ``--opponent_*`` go through it).
+
 Every function takes left-padded prompts (``prompt_mask[:, -1] == 1`` on every row) and returns
 :class:`Completions`: generated ids with pad after the first EOS, a mask that is 1 up to and including
 the first EOS, and a ``truncated`` flag for rows that never produced EOS.

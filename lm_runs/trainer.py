@@ -69,7 +69,13 @@ from egpo_core.losses import (
 )
 from egpo_core.schemes import ExtragradientState
 
-from .checkpoints import AtomicCheckpoints, is_complete_checkpoint, latest_checkpoint, save_model_atomically
+from .checkpoints import (
+    MODEL_MARKERS,
+    AtomicCheckpoints,
+    is_complete_checkpoint,
+    latest_checkpoint,
+    save_model_atomically,
+)
 from .config import NLHFConfig
 from .data import PromptCollator, prompt_text
 from .generation import Completions, ReferenceModel, generate_completions, generate_mixture
@@ -81,8 +87,6 @@ __all__ = ["NLHFTrainer", "EXTRAGRADIENT_STATE"]
 
 #: Per-rank file in a checkpoint folder holding EGPO's phase and snapshot.
 EXTRAGRADIENT_STATE = "extragradient_state_rank{rank}.pt"
-#: Files whose presence marks a complete model folder (written last by save_model_atomically).
-MODEL_MARKERS = ("config.json", "adapter_config.json")
 
 
 class _JudgeFailed(Exception):
@@ -363,7 +367,9 @@ class NLHFTrainer(AtomicCheckpoints, Trainer):
         return f"checkpoint of optimizer step {step} in {folder}: resume with --resume_from_checkpoint true"
 
     def _rollout_window(self, batches: list[dict]) -> list[dict]:
-        """Rollouts of a window; EGPO: save θ_t before a half step, restore it after generating at θ_{t+½}."""
+        """Rollouts of a window. EGPO: a half step's window then saves θ_t (before its optimizer step); a full
+        step's window, generated at θ_{t+½}, then restores θ_t. Nothing is saved or restored when the
+        rollouts fail, so the state stays that of the last completed step."""
         state = self.extragradient
         phase = None if state is None else state.phase
         rollouts = [self._rollout(batch) for batch in batches]  # a judge failure leaves the state untouched

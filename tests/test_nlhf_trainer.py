@@ -331,6 +331,24 @@ def test_epoch_folders_count_updates(tiny, tmp_path):
     assert logged[-1]["epoch"] == pytest.approx(1.0)  # the folder written is epoch-1: the log says epoch 1 (was 2)
 
 
+def test_a_resumed_run_writes_the_epoch_model_a_kill_left_unwritten(tiny, tmp_path):
+    """Killed while saving epochs/epoch-1 (after the checkpoint that ends epoch 1): the resumed run writes
+    epoch-1 at its start, equal to the uninterrupted run's (it never rewrote it, and a 0-byte config.json
+    stayed forever)."""
+    from safetensors.torch import load_file
+
+    options = dict(alg="oipo1", max_steps=-1, num_train_epochs=1, per_device_train_batch_size=4, save_strategy="steps", save_steps=1)
+    make_trainer(tiny, config(tiny, tmp_path / "straight", **options)).train()
+    make_trainer(tiny, config(tiny, tmp_path / "killed", **options)).train()
+    epoch = tmp_path / "killed" / "epochs" / "epoch-1"
+    import shutil
+
+    shutil.rmtree(epoch)  # what a kill during its (atomic) save leaves visible: nothing
+    make_trainer(tiny, config(tiny, tmp_path / "killed", **options)).train(resume_from_checkpoint=True)
+    a, b = load_file(epoch / "model.safetensors"), load_file(tmp_path / "straight" / "epochs" / "epoch-1" / "model.safetensors")
+    assert all(torch.equal(a[n], b[n]) for n in a) and (epoch / "config.json").stat().st_size > 0
+
+
 def test_egpo_counts_updates_without_changing_the_configuration(tiny, tmp_path, capsys):
     """--max_steps 3 is 3 updates: the configuration keeps 3 (it was doubled in place), the progress bar
     runs to 3 (it showed 0/6), logged steps are 1, 2, 3; the Trainer takes 6 optimizer steps."""
