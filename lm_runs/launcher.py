@@ -15,8 +15,8 @@ Output folder (:func:`prepare_output_dir`, called before any model loads):
 
 :func:`run_entry_point` is every entry point's ``if __name__ == "__main__"``: a ``ValueError`` (bad
 options, :class:`~lm_runs.models.ModelRoleError`, data errors, a malformed ``--config``), a
-``FileNotFoundError``, a ``JudgeError``, or a full disk becomes ``error: <one line>`` on stderr and exit
-status 2; Ctrl-C becomes ``interrupted`` and exit status 130. Nothing here imports transformers, so a
+``JudgeError``, a missing file, a refused permission or a full disk becomes ``error: <one line>`` on
+stderr and exit status 2; Ctrl-C becomes ``interrupted`` and exit status 130. Nothing here imports transformers, so a
 tool's start-up stays fast.
 """
 
@@ -180,28 +180,31 @@ def _one_line(error: BaseException) -> str:
 
 
 def _is_user_error(error: BaseException) -> bool:
-    if isinstance(error, (ValueError, FileNotFoundError)):
+    if isinstance(error, ValueError):
         return True
-    return type(error).__name__ == "JudgeError"  # lm_runs.judges' error, matched by name: no import here
+    # lm_runs.judges' JudgeError (and its subclasses), matched by name: importing the judges here would
+    # slow every command's start.
+    return any(cls.__name__ == "JudgeError" for cls in type(error).__mro__)
 
 
 def run_entry_point(main: Callable[[Sequence[str] | None], Any], argv: Sequence[str] | None = None) -> None:
     """Run ``main(argv)`` as a command: known user errors print ``error: <one line>`` on stderr and exit
-    with status 2, a full disk prints the path and exits 2, Ctrl-C prints ``interrupted`` and exits 130;
-    anything else (a bug) keeps its traceback. ``SystemExit`` (``--help``, argparse errors) passes."""
+    with status 2 — ValueError (with ModelRoleError and ConfigFileError), JudgeError, a missing file or
+    a permission refused, a full disk or quota (naming the path) —; Ctrl-C prints ``interrupted`` and exits
+    130; anything else (a bug) keeps its traceback. ``SystemExit`` (``--help``, argparse errors) passes."""
     try:
         main(argv)
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         raise SystemExit(130) from None
     except OSError as error:
-        if error.errno != errno.ENOSPC and not isinstance(error, FileNotFoundError):
-            raise
-        if error.errno == errno.ENOSPC:
+        if error.errno in (errno.ENOSPC, errno.EDQUOT):
             where = f" while writing {error.filename}" if error.filename else ""
             print(f"error: no space left on the device{where}", file=sys.stderr)
-        else:
+        elif isinstance(error, (FileNotFoundError, PermissionError)):
             print(f"error: {_one_line(error)}", file=sys.stderr)
+        else:
+            raise
         raise SystemExit(2) from None
     except Exception as error:  # noqa: BLE001 - user errors become one line, the rest is re-raised
         if not _is_user_error(error):

@@ -108,6 +108,7 @@ def test_require_options():
         (FileNotFoundError("data.jsonl: no such file or directory"), 2, "error: data.jsonl: no such file or directory"),
         (OSError(errno.ENOSPC, "No space left on device", "/runs/x/model.safetensors"), 2,
          "error: no space left on the device while writing /runs/x/model.safetensors"),
+        (PermissionError(13, "Permission denied", "/root/out"), 2, "error: [Errno 13] Permission denied: '/root/out'"),
         (KeyboardInterrupt(), 130, "interrupted"),
     ],
 )
@@ -125,8 +126,11 @@ def test_run_entry_point_keeps_bugs_and_judge_errors(capsys):
     class JudgeError(RuntimeError):
         pass
 
+    class JudgeTimeout(JudgeError):
+        pass
+
     def judge_fails(argv):
-        raise JudgeError("judge returned 3 values for 2 pairs")
+        raise JudgeTimeout("judge returned 3 values for 2 pairs")
 
     with pytest.raises(SystemExit) as caught:
         run_entry_point(judge_fails, [])
@@ -137,6 +141,12 @@ def test_run_entry_point_keeps_bugs_and_judge_errors(capsys):
 
     with pytest.raises(TypeError):  # a bug keeps its traceback
         run_entry_point(bug, [])
+
+    def other_os_error(argv):
+        raise IsADirectoryError(21, "Is a directory", "/tmp")
+
+    with pytest.raises(IsADirectoryError):
+        run_entry_point(other_os_error, [])
     assert run_entry_point(lambda argv: argv, ["x"]) is None
 
 
