@@ -35,8 +35,8 @@ per-response or per-sequence log-probabilities and do not reduce; the tabular/ne
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
-from typing import Literal
+from dataclasses import dataclass, fields, replace
+from typing import Any, Literal
 
 import numpy as np
 import torch
@@ -52,6 +52,7 @@ __all__ = [
     "policy_gradient_advantage",
     "exact_loss",
     "sampled_loss",
+    "LossOptions",
     "PairDistribution",
 ]
 
@@ -223,6 +224,50 @@ def _as_preferences(P, like: torch.Tensor) -> torch.Tensor:
     return tensor
 
 
+@dataclass(frozen=True)
+class LossOptions:
+    """The options :func:`exact_loss` and :func:`sampled_loss` share, each documented here once; both
+    take them as keywords (``exact_loss(..., eta_beta=0.1)``) or as ``options=LossOptions(...)``.
+    Options the algorithm does not use are ignored (``opponent_probs`` with a "pairwise" opponent
+    raises).
+
+    Attributes:
+        opponent_probs: (runs, N) probabilities of σ_now, the policy the opponent is taken at;
+            default π_t (EGPO's full step passes π_{t+½}). "current": σ = σ_now; "mixture":
+            σ ∝ σ_now^{1−c} π_ref^c; "optimistic": T = 2Pσ_now − Pπ_{t−1}.
+        mixture: the mixture coefficient c ∈ [0, 1] of the "mixture" opponent (default ``eta_beta``).
+        eta_beta: ηβ, for the loss weight w = ``loss_weight(ηβ)`` (MPO's 1/(1+ηβ)) and the default c.
+        magnet_logp: (runs, N) log-probabilities of the "magnet" anchor π_mag (default ``ref_logp``).
+        previous_probs: (runs, N) probabilities of π_{t−1} for the "optimistic" opponent (default σ_now).
+        mixture_normalize_over: "actions" (a distribution per run), or "runs": the reference
+            implementation's runs-normalized mixture (:func:`egpo_core.samplers.geometric_mixture_log_probs`),
+            a bug reproduced for its figures.
+        pair_distribution: the pair weights of the regression: "uniform" (the default of "ipo") or
+            "policy", π_t(y)π_t(y′) (the definition of "ipo2"; "uniform" with "ipo2" raises). Not for "pg".
+    """
+
+    opponent_probs: torch.Tensor | np.ndarray | None = None
+    mixture: float | None = None
+    eta_beta: float | None = None
+    magnet_logp: torch.Tensor | np.ndarray | None = None
+    previous_probs: torch.Tensor | np.ndarray | None = None
+    mixture_normalize_over: NormalizeOver = "actions"
+    pair_distribution: PairDistribution | None = None
+
+    @classmethod
+    def merge(cls, options: "LossOptions | None", values: dict[str, Any]) -> "LossOptions":
+        """``options`` (default: all defaults) with the keyword ``values`` replacing its fields; an
+        unknown keyword raises ``TypeError`` naming it."""
+        base = cls() if options is None else options
+        if not isinstance(base, cls):
+            raise TypeError(f"options must be a LossOptions, got {type(options).__name__}")
+        unknown = sorted(set(values) - {f.name for f in fields(cls)})
+        if unknown:
+            known = ", ".join(f.name for f in fields(cls))
+            raise TypeError(f"unknown loss option(s) {', '.join(unknown)}; known: {known}")
+        return replace(base, **values) if values else base
+
+
 @dataclass
 class _Setup:
     """Everything a loss needs at θ_t, all detached except ``logp``."""
@@ -254,14 +299,11 @@ def _setup(
     ref_logp,
     P,
     beta: float,
-    *,
-    opponent_probs,
-    mixture: float | None,
-    eta_beta: float | None,
-    magnet_logp,
-    previous_probs,
-    mixture_normalize_over: NormalizeOver,
+    options: LossOptions,
 ) -> _Setup:
+    opponent_probs, mixture, eta_beta = options.opponent_probs, options.mixture, options.eta_beta
+    magnet_logp, previous_probs = options.magnet_logp, options.previous_probs
+    mixture_normalize_over = options.mixture_normalize_over
     algorithm = _check_algorithm(algorithm)
     beta = _check_positive("beta", beta)
     if eta_beta is not None:
@@ -364,13 +406,8 @@ def exact_loss(
     P: torch.Tensor | np.ndarray,
     beta: float,
     *,
-    opponent_probs: torch.Tensor | np.ndarray | None = None,
-    mixture: float | None = None,
-    eta_beta: float | None = None,
-    magnet_logp: torch.Tensor | np.ndarray | None = None,
-    previous_probs: torch.Tensor | np.ndarray | None = None,
-    mixture_normalize_over: NormalizeOver = "actions",
-    pair_distribution: PairDistribution | None = None,
+    options: LossOptions | None = None,
+    **option_values: Any,
 ) -> torch.Tensor:
     """The algorithm's loss as an exact expectation over all pairs/responses (a scalar).
 
@@ -382,12 +419,8 @@ def exact_loss(
       target (P_{yy'} − ½)/β for the "pairwise" opponent, else [T_y − T_{y'}]/β;
     * loss "pg":   −w · Σ_r Σ_y π_t(y) [T_y − β(log π_t − log π_A)_y] log π_θ(y).
 
-    T by ``algorithm.opponent``: "current" Pσ with σ = ``opponent_probs`` or π_t; "mixture" Pσ with
-    σ ∝ σ_now^{1−c} π_ref^c, c = ``mixture`` (default ``eta_beta``), normalized over actions (or, with
-    ``mixture_normalize_over="runs"``, the reference implementation's runs-normalized sampling
-    distribution, see :func:`egpo_core.samplers.geometric_mixture_log_probs`); "optimistic"
-    2Pσ_now − Pπ_{t−1} with π_{t−1} = ``previous_probs`` (default σ_now). The anchor π_A by
-    ``algorithm.anchor``: ``ref_logp``, π_t, or ``magnet_logp`` (default ``ref_logp``).
+    T by ``algorithm.opponent`` and the anchor π_A by ``algorithm.anchor`` (``ref_logp``, π_t, or
+    π_mag), with the :class:`LossOptions`.
 
     One SGD step of rate lr on the "ipo" loss of a tabular policy (free logits θ, log π = log_softmax θ) is
     ``algorithm.closed_form`` with ηβ = 4·lr/N: ∇_θ = (4/N)·w·center(log π_t − log π_A − T/β).
@@ -398,28 +431,16 @@ def exact_loss(
         ref_logp: (runs, N) log-probabilities (or logits) of π_ref.
         P: (runs, N, N) (or (N, N)) preferences, P[r, y, y'] = P(y ≻ y').
         beta: β > 0.
-        opponent_probs, mixture, eta_beta, magnet_logp, previous_probs: see above; options the
-            algorithm does not use are ignored (``opponent_probs`` with a "pairwise" opponent raises).
-        pair_distribution: the pair weights of the regression: "uniform" (the default of "ipo") or
-            "policy" (the definition of "ipo2"; "uniform" with "ipo2" raises). Not for "pg".
+        options, option_values: the :class:`LossOptions` (``opponent_probs``, ``mixture``,
+            ``eta_beta``, ``magnet_logp``, ``previous_probs``, ``mixture_normalize_over``,
+            ``pair_distribution``), as an object and/or as keywords (keywords win).
 
     Raises:
         ValueError: β ≤ 0, unknown algorithm or field, mismatched shapes, missing ηβ/mixture.
     """
-    setup = _setup(
-        algorithm,
-        logp,
-        ref_logp,
-        P,
-        beta,
-        opponent_probs=opponent_probs,
-        mixture=mixture,
-        eta_beta=eta_beta,
-        magnet_logp=magnet_logp,
-        previous_probs=previous_probs,
-        mixture_normalize_over=mixture_normalize_over,
-    )
-    pairs = _pair_distribution(setup, pair_distribution)
+    options = LossOptions.merge(options, option_values)
+    setup = _setup(algorithm, logp, ref_logp, P, beta, options)
+    pairs = _pair_distribution(setup, options.pair_distribution)
     alg = setup.algorithm
     if alg.loss is LossFamily.PG:
         advantage = policy_gradient_advantage(alg, _term_potentials(setup), setup.log_pi - setup.anchor, setup.beta)
@@ -471,13 +492,8 @@ def sampled_loss(
     num_samples: int,
     generator: torch.Generator | None = None,
     *,
-    opponent_probs: torch.Tensor | np.ndarray | None = None,
-    mixture: float | None = None,
-    eta_beta: float | None = None,
-    magnet_logp: torch.Tensor | np.ndarray | None = None,
-    previous_probs: torch.Tensor | np.ndarray | None = None,
-    mixture_normalize_over: NormalizeOver = "actions",
-    pair_distribution: PairDistribution | None = None,
+    options: LossOptions | None = None,
+    **option_values: Any,
 ) -> torch.Tensor:
     """A one-sample-per-term Monte-Carlo estimate of :func:`exact_loss` (a scalar) whose gradient is
     unbiased for the exact gradient (the loss value itself is not: the target's variance adds in).
@@ -491,24 +507,13 @@ def sampled_loss(
     * "pg": y ~ π_t, y' ~ σ (y'' ~ π_{t−1} when optimistic);
       ℓ = −[P(y,y') − β(log π_t − log π_A)(y)] · log π_θ(y) (advantage detached).
 
-    Draw order from ``generator``: the pair (y then y'), then one index per opponent term. Options as
-    in :func:`exact_loss`; ``mixture_normalize_over="runs"`` samples y'' from the reference
-    implementation's runs-normalized mixture (a bug reproduced for its figures).
+    Draw order from ``generator``: the pair (y then y'), then one index per opponent term. Options
+    (:class:`LossOptions`) as in :func:`exact_loss`; ``mixture_normalize_over="runs"`` samples y''
+    from the reference implementation's runs-normalized mixture.
     """
-    setup = _setup(
-        algorithm,
-        logp,
-        ref_logp,
-        P,
-        beta,
-        opponent_probs=opponent_probs,
-        mixture=mixture,
-        eta_beta=eta_beta,
-        magnet_logp=magnet_logp,
-        previous_probs=previous_probs,
-        mixture_normalize_over=mixture_normalize_over,
-    )
-    pairs = _pair_distribution(setup, pair_distribution)
+    options = LossOptions.merge(options, option_values)
+    setup = _setup(algorithm, logp, ref_logp, P, beta, options)
+    pairs = _pair_distribution(setup, options.pair_distribution)
     runs, n = logp.shape
     if isinstance(num_samples, bool) or not isinstance(num_samples, (int, np.integer)) or num_samples < 1:
         raise ValueError(f"num_samples must be a positive integer, got num_samples={num_samples!r}")

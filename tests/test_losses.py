@@ -575,3 +575,39 @@ _NET = _numpy_network()
 def test_bad_inputs_policies(call, message):
     with pytest.raises(ValueError, match=message):
         call()
+
+
+# ---------------------------------------------------------------------------------------------
+# the shared options: one LossOptions, or its fields as keywords
+# ---------------------------------------------------------------------------------------------
+
+
+def test_options_object_and_keywords_give_the_same_loss_bit_for_bit():
+    from egpo_core.losses import LossOptions
+
+    P, theta, ref, _ = game(runs=2, n=5, seed=9)
+    logp = torch.tensor(theta).log_softmax(-1)
+    previous = torch.tensor(theta * 1.1).softmax(-1)
+    for name in ("nash_md", "omwu", "mpo"):
+        options = LossOptions(eta_beta=0.1, mixture=0.05, previous_probs=previous, pair_distribution="policy")
+        by_keywords = exact_loss(name, logp, torch.tensor(ref), torch.tensor(P), 0.1, eta_beta=0.1, mixture=0.05,
+                                 previous_probs=previous, pair_distribution="policy")
+        by_object = exact_loss(name, logp, torch.tensor(ref), torch.tensor(P), 0.1, options=options)
+        assert by_object.item() == by_keywords.item()
+        draws = [sampled_loss(name, logp, torch.tensor(ref), torch.tensor(P), 0.1, 9,
+                              torch.Generator().manual_seed(4), **kw).item()
+                 for kw in (dict(options=options), dict(eta_beta=0.1, mixture=0.05, previous_probs=previous,
+                                                        pair_distribution="policy"))]
+        assert draws[0] == draws[1]
+    # keywords replace the object's fields
+    nash = lambda **kw: exact_loss("nash_md", logp, torch.tensor(ref), torch.tensor(P), 0.1, **kw).item()
+    assert nash(options=LossOptions(mixture=0.5), mixture=0.05) == nash(mixture=0.05) != nash(mixture=0.5)
+
+
+def test_an_unknown_loss_option_is_named():
+    P, theta, ref, _ = game(runs=1, n=3, seed=1)
+    with pytest.raises(TypeError, match="unknown loss option.*eta_bta; known: opponent_probs, mixture, eta_beta"):
+        exact_loss("egpo", torch.tensor(theta).log_softmax(-1), torch.tensor(ref), torch.tensor(P), 0.1, eta_bta=0.1)
+    with pytest.raises(TypeError, match="options must be a LossOptions, got dict"):
+        exact_loss("egpo", torch.tensor(theta).log_softmax(-1), torch.tensor(ref), torch.tensor(P), 0.1,
+                   options={"eta_beta": 0.1})
