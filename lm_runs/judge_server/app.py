@@ -22,7 +22,7 @@ import time
 import uuid
 from typing import Any, AsyncIterator, Callable
 
-from fastapi import APIRouter, Depends, FastAPI, Request
+from fastapi import Depends, FastAPI, Request
 from fastapi.responses import JSONResponse, Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.requests import ClientDisconnect
@@ -45,9 +45,6 @@ from .errors import ApiError
 from .metrics import ServerMetrics
 
 __all__ = ["create_app", "classification_request", "request_context", "require_json", "require_token"]
-
-router = APIRouter()
-
 
 # ------------------------------------------------------------------------------------ dependencies
 
@@ -127,7 +124,6 @@ async def _client_gone(request: Request) -> None:
 # ------------------------------------------------------------------------------------------ routes
 
 
-@router.post(CLASSIFICATIONS_PATH)
 async def classify(request: Request, payload: ClassificationRequest = Depends(classification_request)) -> JSONResponse:
     """Judge the request's pairs in the shared batches; a request whose client leaves is withdrawn."""
     state = request.app.state
@@ -149,13 +145,11 @@ async def classify(request: Request, payload: ClassificationRequest = Depends(cl
     return JSONResponse(body.model_dump())
 
 
-@router.get("/health")
 async def health(request: Request) -> dict[str, Any]:
     """Up, and which model it serves (never needs the token)."""
     return HealthResponse(model=request.app.state.model_name).model_dump()
 
 
-@router.get("/metrics", dependencies=[Depends(require_token)])
 async def metrics_endpoint(request: Request) -> Response:
     """The Prometheus metrics (needs the token when one is set)."""
     from prometheus_client import CONTENT_TYPE_LATEST
@@ -262,7 +256,10 @@ def create_app(
     app.state.expected_auth = f"Bearer {token}".encode() if token else None
     app.state.max_pairs_per_request = max_pairs_per_request
     app.state.max_body_bytes = max_body_bytes
-    app.include_router(router)
+    # routes added to the app itself: an included APIRouter adds a dispatch layer to every request
+    app.add_api_route(CLASSIFICATIONS_PATH, classify, methods=["POST"])
+    app.add_api_route("/health", health, methods=["GET"])
+    app.add_api_route("/metrics", metrics_endpoint, methods=["GET"], dependencies=[Depends(require_token)])
     app.add_exception_handler(ApiError, _api_error)
     app.add_exception_handler(StarletteHTTPException, _http_error)
     app.add_exception_handler(Exception, _unexpected)
