@@ -1,13 +1,13 @@
 """The FastAPI app: routes, the dependencies that guard them (token, content type, body limit, the
 request's id) and the error handlers.
 
-The checks are ``async`` so that FastAPI runs them on the event loop (a plain ``def`` dependency
-costs a hop to its thread pool on every request). A request to ``POST /v1/classifications`` passes,
-in order: its id and start time
+A request to ``POST /v1/classifications`` passes, in order: its id and start time
 (:func:`request_context`), the bearer token (:func:`require_token`, 401), the content type
 (:func:`require_json`, 415: a browser page can POST ``text/plain`` to a loopback server without a
 CORS preflight, never ``application/json``), the body limit and the protocol's checks
-(:func:`classification_request`, 413 / 400), and only then reaches the batching worker. Every error
+(:func:`classification_request`, 413 / 400), and only then reaches the batching worker. The checks
+are ``async`` so that FastAPI runs them on the event loop (a plain ``def`` dependency costs a hop to
+its thread pool on every request). Every error
 is answered as :class:`~lm_runs.judges.protocol.ErrorResponse` with the request's id; a judge's own
 exception is logged under that id and never sent.
 """
