@@ -5,17 +5,16 @@ a fast batched simulator. See README.md for a tour.
 
 The package root is lazy: ``import egpo_core.losses`` or ``egpo_core.schemes`` (what the language-model
 driver needs) loads neither numba, pandas nor the simulator; ``egpo_core.simulate`` and the other
-names below are imported on first access.
+names below are imported on first access. The functions ``simulate`` and ``sweep`` live in the module
+``egpo_core.simulator`` (no submodule shares their name, so importing one never hides the other).
 """
 
 from __future__ import annotations
 
 import importlib
-import sys
-import types
 from typing import TYPE_CHECKING, Any
 
-__version__ = "0.2.0"
+from .version import __version__
 
 # public name -> submodule that defines it (imported on first attribute access)
 _LAZY = {
@@ -30,14 +29,14 @@ _LAZY = {
     "SimulationConfig": "config",
     "SimulationResult": "results",
     "load_result": "results",
-    "simulate": "simulate",
-    "sweep": "simulate",
+    "simulate": "simulator",
+    "sweep": "simulator",
     "eta_from_lr": "stepsizes",
     "lr_from_eta": "stepsizes",
     "mixture_coefficient": "stepsizes",
 }
 
-__all__ = list(_LAZY)
+__all__ = ["__version__", *_LAZY]
 
 
 def __getattr__(name: str) -> Any:
@@ -53,23 +52,10 @@ def __dir__() -> list[str]:
     return sorted(set(globals()) | set(_LAZY))
 
 
-class _Package(types.ModuleType):
-    """Keeps ``egpo_core.simulate`` the function: importing the submodule ``egpo_core.simulate``
-    (e.g. through ``egpo_core.plotting``) would otherwise rebind the package attribute to the module."""
-
-    def __setattr__(self, name: str, value: Any) -> None:
-        if isinstance(value, types.ModuleType) and _LAZY.get(name) == name:
-            return
-        super().__setattr__(name, value)
-
-
-sys.modules[__name__].__class__ = _Package
-
-
 if TYPE_CHECKING:  # for type checkers and IDEs
     from .algorithms import ALGORITHMS, PAPER_ALGORITHMS, Algorithm, get_algorithm
     from .metrics import duality_gap, exploitability, game_value, kl_divergence
     from .config import SimulationConfig
     from .results import SimulationResult, load_result
-    from .simulate import simulate, sweep
+    from .simulator import simulate, sweep
     from .stepsizes import eta_from_lr, lr_from_eta, mixture_coefficient

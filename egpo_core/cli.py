@@ -243,7 +243,7 @@ def _write_outputs(result, out: Path, fmt: str, title: str | None) -> None:
 
 
 def _run_and_write(args: argparse.Namespace, argv: list[str], axes: dict[str, list] | None) -> int:
-    from .simulate import simulate, sweep
+    from .simulator import simulate, sweep
 
     started = time.perf_counter()
     given = _given(args)
@@ -344,7 +344,7 @@ def cmd_reproduce(args: argparse.Namespace, argv: list[str]) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     """The parser of ``python -m egpo_core``."""
-    from . import __version__
+    from .version import __version__
 
     parser = _Parser(prog="python -m egpo_core", description=__doc__.split("\n")[0])
     parser.add_argument("--version", action="version", version=f"egpo {__version__}")

@@ -11,7 +11,7 @@ import numpy as np
 import pandas as pd
 
 from .algorithms import PAPER_ALGORITHMS
-from .simulate import SimulationResult, sweep
+from .simulator import SimulationResult, sweep
 
 __all__ = ["run_preset", "final_metrics_vs_beta", "horizon_tuned_exploitability"]
 

@@ -30,7 +30,7 @@ from matplotlib.lines import Line2D
 from .algorithms import ALGORITHMS, algorithm_color, display_name
 from .files import atomic_path
 from .rates import CLASSES, DIVERGES_DEFINITION
-from .simulate import SimulationResult
+from .simulator import SimulationResult
 from .summaries import bin_curve, moving_average, records_per_window
 
 __all__ = [

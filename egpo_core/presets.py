@@ -22,7 +22,7 @@ import pandas as pd
 from .config import SimulationConfig
 from .reference_draws import GameInstances, reference_instances
 from .results import SimulationResult
-from .simulate import simulate
+from .simulator import simulate
 from .stepsizes import eta_from_lr
 
 PAPER_SEED = 2018011309

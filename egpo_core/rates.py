@@ -31,7 +31,7 @@ import numpy as np
 import pandas as pd
 
 from .algorithms import PAPER_ALGORITHMS, get_algorithm
-from .simulate import SimulationResult, sweep
+from .simulator import SimulationResult, sweep
 
 __all__ = [
     "CLASSES",

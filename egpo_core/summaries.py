@@ -11,7 +11,7 @@ from typing import Mapping, Sequence
 import numpy as np
 import pandas as pd
 
-from .simulate import SimulationResult
+from .simulator import SimulationResult
 
 __all__ = [
     "thin",

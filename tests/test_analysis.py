@@ -26,7 +26,7 @@ from egpo_core import experiments, plotting, rates, simulate, summaries
 from egpo_core.algorithms import PAPER_ALGORITHMS
 from egpo_core.games import random_games, rock_paper_scissors
 from egpo_core.presets import REFERENCE_MEDIANS, REFERENCE_REACHED
-from egpo_core.simulate import SimulationResult
+from egpo_core.results import SimulationResult
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -235,7 +235,7 @@ def test_output_folder_is_checked_before_computing(tmp_path, monkeypatch, capsys
     def must_not_run(*args, **kwargs):
         raise AssertionError("simulated before checking --out")
 
-    monkeypatch.setattr(importlib.import_module("egpo_core.simulate"), "simulate", must_not_run)
+    monkeypatch.setattr(importlib.import_module("egpo_core.simulator"), "simulate", must_not_run)
     out = tmp_path / "out"
     if setup == "file":
         out.write_text("x")

@@ -27,7 +27,7 @@ from egpo_core import _kernel, _kernel_inputs
 from egpo_core.config import METRICS, SimulationConfig
 from egpo_core.games import random_games
 from egpo_core.network import neural_init, network_parameters
-from egpo_core.simulate import _config_table
+from egpo_core.simulator import _config_table
 
 TUPLES = {name: getattr(_kernel, name) for name in
           ("Games", "Trajectories", "Groups", "Policy", "Gradient", "Recording", "State", "Outputs")}

@@ -207,7 +207,7 @@ def test_sampled_runs_on_the_same_game_draw_different_streams(games):
 def test_a_compiling_first_call_is_announced_once_instead_of_a_bar(games, monkeypatch, capsys):
     import importlib
 
-    module = importlib.import_module("egpo_core.simulate")
+    module = importlib.import_module("egpo_core.simulator")
     P, ref = games
     monkeypatch.setattr(module, "_kernel_needs_compiling", lambda: True)
     simulate(P, ref, ["egpo"], beta=0.1, lr=0.05, iterations=6, progress=True)

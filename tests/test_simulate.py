@@ -1,6 +1,11 @@
 """The batched simulator: its compiled steps against the closed forms and the torch losses, its
 determinism, conventions, the paper's convergence claims, outputs and errors."""
 
+import subprocess
+import sys
+import types
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
@@ -384,3 +389,31 @@ def test_sppo_average_iterate_approaches_the_nash_equilibrium():
                    metrics=("duality_gap", "exploitability", "average_exploitability"), progress=False)
     last, average = res.exploitability["sppo"][0], res.metric("average_exploitability")["sppo"][0]
     assert average[-1] < 0.02 < np.min(last[-10:])
+
+
+def test_the_package_attribute_simulate_is_the_function_whatever_was_imported_first():
+    """The functions live in egpo_core.simulator; no submodule is named simulate or sweep, so importing
+    the simulator (through plotting, presets, ...) cannot rebind the package's attributes."""
+    code = ("import egpo_core.plotting, egpo_core.presets, egpo_core.simulator, egpo_core; "
+            "from egpo_core import simulate, sweep; import types; "
+            "print(isinstance(simulate, types.FunctionType), isinstance(sweep, types.FunctionType), "
+            "egpo_core.simulate is egpo_core.simulator.simulate)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.split() == ["True", "True", "True"]
+    import egpo_core
+
+    assert not hasattr(egpo_core, "_Package") and type(egpo_core) is types.ModuleType
+
+
+def test_the_version_is_a_leaf_the_simulator_reads():
+    import ast
+
+    import egpo_core
+    from egpo_core import version
+
+    assert egpo_core.__version__ == version.__version__
+    for module in ("simulator.py", "cli.py"):
+        tree = ast.parse(Path(egpo_core.__file__).with_name(module).read_text())
+        from_root = [alias.name for node in ast.walk(tree) if isinstance(node, ast.ImportFrom) and node.level == 1
+                     and node.module is None for alias in node.names]
+        assert "__version__" not in from_root, module  # the root is not imported for its version

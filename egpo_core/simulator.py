@@ -101,7 +101,7 @@ def _environment() -> dict[str, Any]:
     and whether tracked files differ from it."""
     from importlib import metadata
 
-    from . import __version__
+    from .version import __version__
 
     try:
         torch_version = metadata.version("torch")
