@@ -23,6 +23,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
+from lm_runs.launcher import one_line
+
 __all__ = [
     "DATA_EXTENSIONS",
     "Prompt",
@@ -76,7 +78,7 @@ def load_table(spec: str | Path, *, split: str = "train"):
         try:
             loaded = datasets.load_from_disk(str(path))
         except FileNotFoundError as error:
-            raise ValueError(f"{spec_str}: a directory but not one written by save_to_disk ({_one_line(error)})") from None
+            raise ValueError(f"{spec_str}: a directory but not one written by save_to_disk ({one_line(error)})") from None
         except IndexError:
             # datasets cannot concatenate zero Arrow shards: a saved dataset with no rows.
             raise ValueError(f"{spec_str}: empty dataset (no rows)") from None
@@ -102,7 +104,7 @@ def load_table(spec: str | Path, *, split: str = "train"):
                 raise ValueError(f"{spec_str}: empty file (no rows)") from None
             if builder == "json":
                 _raise_json_error(path, spec_str)
-            raise ValueError(f"{spec_str}: could not read as {builder} ({_one_line(error)})") from None
+            raise ValueError(f"{spec_str}: could not read as {builder} ({one_line(error)})") from None
     if _looks_like_path(spec_str):
         raise FileNotFoundError(f"{spec_str}: no such file or directory")
     return datasets.load_dataset(spec_str, split=split)
@@ -117,7 +119,7 @@ def _raise_json_error(path: Path, spec: str) -> None:
         try:
             lines = handle.read().splitlines()
         except UnicodeDecodeError as error:
-            raise ValueError(f"{spec}: not UTF-8 text ({_one_line(error)})") from None
+            raise ValueError(f"{spec}: not UTF-8 text ({one_line(error)})") from None
     whole = "\n".join(lines)
     try:
         json.loads(whole)
@@ -140,11 +142,6 @@ def _raise_json_error(path: Path, spec: str) -> None:
             raise ValueError(f"{spec}: line {number}: not valid JSON ({error.msg}, column {error.colno})") from None
         if not isinstance(value, dict):
             raise ValueError(f"{spec}: line {number}: expected a JSON object per line, got {type(value).__name__}")
-
-
-def _one_line(error: BaseException) -> str:
-    text = " ".join(str(error).split())
-    return text if len(text) <= 300 else text[:297] + "..."
 
 
 def is_message_list(value: Any) -> bool:

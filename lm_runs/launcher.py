@@ -40,6 +40,7 @@ __all__ = [
     "previous_run_entries",
     "clear_previous_run",
     "run_entry_point",
+    "one_line",
 ]
 
 logger = logging.getLogger(__name__)
@@ -174,9 +175,11 @@ def clear_previous_run(output_dir: str | os.PathLike[str]) -> list[str]:
     return names
 
 
-def _one_line(error: BaseException) -> str:
-    text = " ".join(str(error).split())
-    return text or type(error).__name__
+def one_line(error: BaseException | str, limit: int = 300) -> str:
+    """An error's text on one line (whitespace runs collapsed; the type's name when it has no text), cut
+    to ``limit`` characters."""
+    text = " ".join(str(error).split()) or type(error).__name__
+    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 def _is_user_error(error: BaseException) -> bool:
@@ -202,12 +205,12 @@ def run_entry_point(main: Callable[[Sequence[str] | None], Any], argv: Sequence[
             where = f" while writing {error.filename}" if error.filename else ""
             print(f"error: no space left on the device{where}", file=sys.stderr)
         elif isinstance(error, (FileNotFoundError, PermissionError)):
-            print(f"error: {_one_line(error)}", file=sys.stderr)
+            print(f"error: {one_line(error, limit=2000)}", file=sys.stderr)
         else:
             raise
         raise SystemExit(2) from None
     except Exception as error:  # noqa: BLE001 - user errors become one line, the rest is re-raised
         if not _is_user_error(error):
             raise
-        print(f"error: {_one_line(error)}", file=sys.stderr)
+        print(f"error: {one_line(error, limit=2000)}", file=sys.stderr)
         raise SystemExit(2) from None
