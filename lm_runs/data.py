@@ -14,8 +14,8 @@ function, so that every caller sees the same text:
 
 :func:`load_prompts` reads prompts from a JSONL/JSON, CSV or Parquet file, a ``save_to_disk``
 directory or a ``datasets`` hub name, and checks every row before any long work starts;
-:class:`PromptCollator` batches them left-padded for generation; :func:`split_prompts` holds out an
-evaluation set. :func:`load_table` is the file loader the SFT and preference-model scripts share.
+:class:`PromptCollator` batches them left-padded for generation (:func:`right_padded` pads training
+rows on the right); :func:`split_prompts` holds out an evaluation set. :func:`load_table` is the file loader the SFT and preference-model scripts share.
 """
 
 from __future__ import annotations
@@ -36,6 +36,7 @@ __all__ = [
     "encode_prompt",
     "prompt_text",
     "PromptCollator",
+    "right_padded",
     "split_prompts",
 ]
 
@@ -311,6 +312,23 @@ class PromptCollator:
                 prompt_ids[row, width - len(ids):] = torch.tensor(ids, dtype=torch.long)
                 prompt_mask[row, width - len(ids):] = 1
         return {"prompt_ids": prompt_ids, "prompt_mask": prompt_mask, "prompts": prompts}
+
+
+def right_padded(rows: Sequence[Mapping[str, Any]], pad_token_id: int) -> dict[str, Any]:
+    """``input_ids`` (B, L) padded on the right with ``pad_token_id`` and ``attention_mask`` (B, L), 1 on
+    the tokens and 0 on padding, as LongTensors, from rows holding ``input_ids`` lists (L = the longest).
+    Padding is decided by position, never by comparing ids. The training collators of SFT and of the
+    preference model build on it."""
+    import torch
+
+    width = max(len(row["input_ids"]) for row in rows)
+    input_ids = torch.full((len(rows), width), int(pad_token_id), dtype=torch.long)
+    attention_mask = torch.zeros((len(rows), width), dtype=torch.long)
+    for i, row in enumerate(rows):
+        n = len(row["input_ids"])
+        input_ids[i, :n] = torch.tensor(row["input_ids"], dtype=torch.long)
+        attention_mask[i, :n] = 1
+    return {"input_ids": input_ids, "attention_mask": attention_mask}
 
 
 def split_prompts(dataset, eval_size: int | float, seed: int = 0):

@@ -43,7 +43,7 @@ from typing import Any, Mapping, Sequence
 from transformers import Trainer
 
 from lm_runs.checkpoints import AtomicCheckpoints, save_final_model
-from lm_runs.data import check_prompt, encode_prompt, is_message_list, load_table
+from lm_runs.data import check_prompt, encode_prompt, is_message_list, load_table, right_padded
 from lm_runs.launcher import clear_previous_run, prepare_output_dir, run_entry_point, warn_deepspeed_optimizer
 from lm_runs.models import check_model_source, load_policy, load_tokenizer
 from lm_runs.training_arguments import SupervisedRunArguments
@@ -185,16 +185,11 @@ class SFTCollator:
     def __call__(self, rows: Sequence[Mapping[str, Sequence[int]]]) -> dict[str, Any]:
         import torch
 
-        width = max(len(row["input_ids"]) for row in rows)
-        input_ids = torch.full((len(rows), width), self.pad_token_id, dtype=torch.long)
-        attention_mask = torch.zeros((len(rows), width), dtype=torch.long)
-        labels = torch.full((len(rows), width), IGNORE_INDEX, dtype=torch.long)
+        batch = right_padded(rows, self.pad_token_id)
+        labels = torch.full(batch["input_ids"].shape, IGNORE_INDEX, dtype=torch.long)
         for i, row in enumerate(rows):
-            n = len(row["input_ids"])
-            input_ids[i, :n] = torch.tensor(row["input_ids"], dtype=torch.long)
-            attention_mask[i, :n] = 1
-            labels[i, :n] = torch.tensor(row["labels"], dtype=torch.long)
-        return {"input_ids": input_ids, "attention_mask": attention_mask, "labels": labels}
+            labels[i, : len(row["labels"])] = torch.tensor(row["labels"], dtype=torch.long)
+        return {**batch, "labels": labels}
 
 
 # --------------------------------------------------------------------------------------- training

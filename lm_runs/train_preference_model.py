@@ -38,7 +38,7 @@ from typing import Any, Mapping, Sequence
 from transformers import Trainer
 
 from lm_runs.checkpoints import AtomicCheckpoints, save_final_model
-from lm_runs.data import check_prompt, load_table, prompt_text
+from lm_runs.data import check_prompt, load_table, prompt_text, right_padded
 from lm_runs.judges.pair_format import FIRST_IS_BETTER, SECOND_IS_BETTER, render_pair
 from lm_runs.launcher import clear_previous_run, prepare_output_dir, run_entry_point, warn_deepspeed_optimizer
 from lm_runs.models import check_model_source, load_preference_model_base, load_tokenizer
@@ -159,15 +159,8 @@ class PairCollator:
     def __call__(self, rows: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
         import torch
 
-        width = max(len(row["input_ids"]) for row in rows)
-        input_ids = torch.full((len(rows), width), self.pad_token_id, dtype=torch.long)
-        attention_mask = torch.zeros((len(rows), width), dtype=torch.long)
-        for i, row in enumerate(rows):
-            n = len(row["input_ids"])
-            input_ids[i, :n] = torch.tensor(row["input_ids"], dtype=torch.long)
-            attention_mask[i, :n] = 1
         labels = torch.tensor([int(row["labels"]) for row in rows], dtype=torch.long)
-        return {"input_ids": input_ids, "attention_mask": attention_mask, "labels": labels}
+        return {**right_padded(rows, self.pad_token_id), "labels": labels}
 
 
 def build_trainer(config: PreferenceModelConfig):
