@@ -8,8 +8,9 @@ one line naming the file (:class:`ConfigFileError`, a ``ValueError``: exit statu
 :func:`lm_runs.launcher.run_entry_point`).
 
 ``--save_steps N`` alone means ``--save_strategy steps`` (Hugging Face's default strategy), whatever the
-entry point's default strategy is: a user who asks for checkpoints every N steps gets them. Given with
-another ``--save_strategy`` it would do nothing, and is refused.
+entry point's default strategy is and whatever strategy a ``--config`` file sets: a user who asks for
+checkpoints every N steps gets them. Given together with another ``--save_strategy`` it would do
+nothing, and is refused.
 """
 
 from __future__ import annotations
@@ -91,19 +92,25 @@ def _given(flags: Sequence[str], name: str) -> str | None:
     return found
 
 
-def _save_strategy_flags(flags: list[str], dataclass_types: Sequence[type]) -> list[str]:
-    """``flags`` plus ``--save_strategy steps`` when ``--save_steps`` is given without a strategy;
-    ValueError when both are given and the strategy ignores the steps."""
+def _save_strategy_flags(file_flags: list[str], command_flags: list[str], dataclass_types: Sequence[type]) -> list[str]:
+    """The flags to parse: the file's, then the command line's, plus ``--save_strategy steps`` when
+    ``--save_steps`` comes without a strategy from the same place (the command line; or the file, when
+    the command line names neither). ValueError when steps and a strategy other than "steps" come from
+    the same place: the steps would do nothing."""
+    flags = file_flags + command_flags
     if not any(f.name == "save_strategy" for cls in dataclass_types for f in dataclasses.fields(cls)):
         return flags
-    steps = _given(flags, "save_steps")
-    if steps is None:
+    for source in (command_flags, file_flags):
+        steps, strategy = _given(source, "save_steps"), _given(source, "save_strategy")
+        if steps is None and strategy is None:
+            continue  # this place says nothing about saving: ask the next one
+        if steps is None:
+            return flags  # a strategy alone: the user's word
+        if strategy is None:
+            return flags + ["--save_strategy", "steps"]
+        if strategy.strip().lower() != "steps":
+            raise ValueError(f"--save_steps {steps} has no effect with --save_strategy {strategy}: drop one of them")
         return flags
-    strategy = _given(flags, "save_strategy")
-    if strategy is None:
-        return flags + ["--save_strategy", "steps"]
-    if strategy.strip().lower() != "steps":
-        raise ValueError(f"--save_steps {steps} has no effect with --save_strategy {strategy}: drop one of them")
     return flags
 
 
@@ -132,7 +139,7 @@ def parse_config(dataclass_types: Sequence[type], argv: Sequence[str] | None = N
         else:
             rest.append(argv[i])
             i += 1
-    flags = _save_strategy_flags(config_args + rest, dataclass_types)
+    flags = _save_strategy_flags(config_args, rest, dataclass_types)
     parser = HfArgumentParser(list(dataclass_types))
     parser.add_argument("--config", metavar="FILE.yaml", default=None, help=CONFIG_HELP)
     parsed = parser.parse_args_into_dataclasses(flags, look_for_args_file=False)

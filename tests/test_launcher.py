@@ -202,6 +202,21 @@ def test_save_steps_alone_saves():
         parse_config([SFTConfig], [*REQUIRED, "--save_strategy", "no", "--save_steps", "3"])
 
 
+def test_save_steps_on_the_command_line_wins_over_a_preset_strategy(tmp_path):
+    preset = tmp_path / "preset.yaml"
+    preset.write_text("save_strategy: epoch\n")
+    (config,) = parse_config([SFTConfig], ["--config", str(preset), *REQUIRED])
+    assert config.save_strategy == "epoch"
+    (config,) = parse_config([SFTConfig], ["--config", str(preset), *REQUIRED, "--save_steps", "7"])
+    assert config.save_strategy == "steps" and config.save_steps == 7
+    preset.write_text("save_strategy: epoch\nsave_steps: 7\n")  # a preset whose steps would do nothing
+    with pytest.raises(ValueError, match="--save_steps 7 has no effect with --save_strategy epoch"):
+        parse_config([SFTConfig], ["--config", str(preset), *REQUIRED])
+    preset.write_text("save_steps: 7\n")
+    (config,) = parse_config([SFTConfig], ["--config", str(preset), *REQUIRED, "--save_strategy", "no"])
+    assert config.save_strategy == "no"  # an explicit strategy on the command line is the user's word
+
+
 def test_save_steps_alone_saves_whatever_the_default_strategy():
     """An entry point whose dataclass defaults to save_strategy "no" (as NLHF training does) still saves
     every N steps when the user passes --save_steps N alone (today: nothing is saved)."""
