@@ -73,6 +73,19 @@ def test_help_runs(module, expected):
         assert "--overwrite_output_dir" in flat and "newest complete checkpoint-N" in flat
 
 
+@pytest.mark.parametrize("source", ["lm_runs/sft.py", "lm_runs/train_preference_model.py", "lm_runs/cli.py",
+                                    "lm_runs/configs/sft_qwen_paper.yaml",
+                                    "lm_runs/configs/preference_model_gemma_paper.yaml"])
+def test_config_files_named_in_docs_exist(source):
+    """A preset or DeepSpeed file named in a docstring or a preset's comment exists (sft.py named a
+    missing one)."""
+    import re
+
+    named = re.findall(r"lm_runs/configs/[\w.-]+\.(?:yaml|json)", (ROOT / source).read_text())
+    for path in named:
+        assert (ROOT / path).is_file(), f"{source} names {path}, which does not exist"
+
+
 # ------------------------------------------------------------------------------------------ refusals
 
 
