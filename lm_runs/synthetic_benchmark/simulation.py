@@ -25,7 +25,7 @@ def simulate_class_games(game: ClassGame, s: BenchmarkSettings, mixture: float):
     """egpo_core's exact tabular simulation of the class games over the η grid ``s.sim_etas`` for
     ``s.updates`` updates, recorded every ``s.eval_every``, averaged over prompts: a tidy frame
     (algorithm as the settings name it, eta, update, metric, value)."""
-    from egpo_core.simulate import sweep
+    from egpo_core import sweep
 
     names = [core_name(a) for a in s.algorithms]
     result = sweep(
