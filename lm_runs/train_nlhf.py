@@ -32,7 +32,7 @@ def build_trainer(config):
     from .data import load_prompts, prompt_text
     from .judges import JudgeError, load_judge
     from .judges.gathering import GatheringJudge
-    from .launcher import warn_deepspeed_optimizer
+    from .launcher import one_line, warn_deepspeed_optimizer
     from .models import load_policy, load_reference, load_tokenizer
     from .trainer import NLHFTrainer
 
@@ -51,7 +51,7 @@ def build_trainer(config):
         try:
             judge([probe, probe], [["Yes.", "No."], ["No.", "Yes."]])  # two pairs: a wrong count shows
         except JudgeError as error:  # a judge that cannot answer two pairs is a bad --judge
-            raise ValueError(f"--judge {config.judge}: {' '.join(str(error).split())}") from None
+            raise ValueError(f"--judge {config.judge}: {one_line(error)}") from None
     if config.judge_gather:
         judge = GatheringJudge(judge)
 

@@ -80,6 +80,7 @@ from .config import NLHFConfig
 from .data import PromptCollator, prompt_text
 from .generation import Completions, ReferenceModel, generate_completions, generate_mixture
 from .judges import JudgeError
+from .launcher import one_line
 from .logprobs import completion_logprobs
 from .optimizer_state import TrainerOptimizerStateIO
 
@@ -471,7 +472,7 @@ class NLHFTrainer(AtomicCheckpoints, Trainer):
         try:
             answers = self.judge(samples.prompts * len(queries), pairs)
         except Exception as error:  # noqa: BLE001 - any failure of the judge stops training with a checkpoint
-            raise _JudgeFailed(f"the judge failed ({type(error).__name__}: {' '.join(str(error).split())[:300]})") from error
+            raise _JudgeFailed(f"the judge failed ({type(error).__name__}: {one_line(error)})") from error
         judged = torch.tensor(answers, dtype=torch.float32, device=self.args.device)
         if not bool(torch.isfinite(judged).all()):  # a raw callable (no CheckedJudge) answering NaN
             raise _JudgeFailed("the judge answered a non-finite probability (NaN or inf)")
