@@ -193,27 +193,27 @@ class KernelInputs(NamedTuple):
 
 
 # ---------------------------------------------------------------- random numbers (splitmix64)
-@njit(cache=CACHE)
-def _next_uniform(state, k):
-    """Uniform in [0, 1) from trajectory k's splitmix64 stream (deterministic, thread-independent)."""
+@njit(cache=CACHE, inline="always")
+def _next_u64(state, k):
+    """The next 64-bit output of trajectory k's splitmix64 stream (deterministic, thread-independent)."""
     s = state[k] + np.uint64(0x9E3779B97F4A7C15)
     state[k] = s
     z = s
     z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
     z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
-    z = z ^ (z >> np.uint64(31))
-    return (z >> np.uint64(11)) * (1.0 / 9007199254740992.0)
+    return z ^ (z >> np.uint64(31))
+
+
+@njit(cache=CACHE)
+def _next_uniform(state, k):
+    """Uniform in [0, 1) from trajectory k's stream: the top 53 bits of one draw."""
+    return (_next_u64(state, k) >> np.uint64(11)) * (1.0 / 9007199254740992.0)
 
 
 @njit(cache=CACHE)
 def _next_pair(state, k, n):
     """Two independent uniform integers in [0, n) from one 64-bit draw (multiply-shift on 32-bit halves)."""
-    s = state[k] + np.uint64(0x9E3779B97F4A7C15)
-    state[k] = s
-    z = s
-    z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
-    z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
-    z = z ^ (z >> np.uint64(31))
+    z = _next_u64(state, k)
     hi = ((z >> np.uint64(32)) * np.uint64(n)) >> np.uint64(32)
     lo = ((z & np.uint64(0xFFFFFFFF)) * np.uint64(n)) >> np.uint64(32)
     return np.int64(hi), np.int64(lo)

@@ -21,6 +21,7 @@ import torch
 from scipy.special import log_softmax, softmax
 
 from egpo_core import _kernel, losses, simulate
+from egpo_core.losses import expectations
 from egpo_core.algorithms import ALGORITHMS, Algorithm, Anchor, LossFamily, Opponent, Scheme, get_algorithm
 from egpo_core.games import random_games
 from egpo_core.metrics import duality_gap, exploitability
@@ -216,8 +217,8 @@ def test_sampled_kernel_gradient_equals_sampled_loss_on_the_same_draws(alg, pair
     )
 
     draws = iter(_replay_draws(alg, pairs, pi, sigma, np.exp(previous)))
-    monkeypatch.setattr(losses, "uniform_indices", lambda *args, **kwargs: next(draws))
-    monkeypatch.setattr(losses, "categorical_indices", lambda *args, **kwargs: next(draws))
+    monkeypatch.setattr(expectations, "uniform_indices", lambda *args, **kwargs: next(draws))  # where sampled_loss draws
+    monkeypatch.setattr(expectations, "categorical_indices", lambda *args, **kwargs: next(draws))
     theta_t = torch.tensor(theta[None], requires_grad=True)
     options = {"pair_distribution": pairs} if pairs else {}
     loss = losses.sampled_loss(
