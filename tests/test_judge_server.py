@@ -287,7 +287,7 @@ def test_malformed_request_is_rejected_and_server_keeps_serving(strict_server, c
     assert response.status_code == status, response.text
     assert fragment in response.json()["error"]
     if path == "/v1/classifications" and method == "POST":
-        assert re.fullmatch(r"[0-9a-f]{32}", response.json()["request_id"])
+        assert re.fullmatch(r"[0-9a-f]{20}", response.json()["request_id"])
     after = metrics_of(strict_server)
     errors = lambda m: sum(v for (name, _), v in m.items() if name == "egpo_judge_errors_total")  # noqa: E731
     assert errors(after) == errors(before) + 1

@@ -9,7 +9,8 @@ Layout: ``base`` (the interface, :class:`CheckedJudge`, validation), ``loader`` 
 the one module knowing every kind), ``arguments`` (the ``--judge*`` flags), ``protocol`` (the judge
 server's wire format), and one module per kind: ``preference_model``, ``http``, ``openai_judge``
 (plus ``gathering``: rank 0 judges for all ranks; ``toy``: rule-based judges; ``retry`` and
-``deadline``: the remote judges' retry policy and per-request deadline; ``pair_format``: the preference model's text layout).
+``deadline``: the remote judges' retry policy and per-request deadline; ``pair_format``: the
+preference model's text layout).
 
 ``PreferenceModelJudge``, ``HTTPJudge`` and ``OpenAIJudge`` are imported on first use (torch / httpx /
 openai stay unloaded until needed).
