@@ -25,7 +25,7 @@ __all__ = ["JudgeServerArguments", "build_parser", "main"]
 _TOKEN_HELP = (
     f"Required bearer token. Prefer the environment variable {TOKEN_ENV}, which other users cannot see: "
     "a --token value is visible to everyone on the machine in the process list (ps), so it is accepted "
-    f"with a warning. Default: ${TOKEN_ENV} when set, else no authentication."
+    f"with a warning. Unset: ${TOKEN_ENV} when set, else no authentication."
 )
 
 
@@ -40,7 +40,7 @@ class JudgeServerArguments(JudgeArguments):
     max_wait_ms: float = field(default=5.0, metadata={"help": "How long the oldest request waits for a batch to fill, in ms."})
     token: str | None = field(default=None, metadata={"help": _TOKEN_HELP})
     max_pairs_per_request: int = field(default=DEFAULT_MAX_PAIRS_PER_REQUEST, metadata={"help": "Payload limit (413 above)."})
-    max_body_bytes: int = field(default=DEFAULT_MAX_BODY_BYTES, metadata={"help": "Body limit in bytes (413 above; default 16 MiB)."})
+    max_body_bytes: int = field(default=DEFAULT_MAX_BODY_BYTES, metadata={"help": "Body limit in bytes (413 above; 16777216 = 16 MiB)."})
     max_queued_pairs: int = field(default=1 << 20, metadata={"help": "Queue limit in pairs (429 above)."})
     request_timeout: float = field(
         default=DEFAULT_REQUEST_TIMEOUT,
@@ -50,14 +50,14 @@ class JudgeServerArguments(JudgeArguments):
         default=None,
         metadata={
             "help": "Most connections open at once (beyond it the oldest one still sending its request is closed). "
-            "Default: min(1024, the file-descriptor limit - 128)."
+            "Unset: min(1024, the file-descriptor limit - 128)."
         },
     )
-    device: str | None = field(default=None, metadata={"help": "A preference model's device (default: cuda if available, else cpu)."})
+    device: str | None = field(default=None, metadata={"help": "A preference model's device; unset: cuda if available, else cpu."})
     seed: int = field(default=0, metadata={"help": "Seed of the judge's order shuffling."})
     log_level: str = field(default="info", metadata={"help": "uvicorn's log level (critical, error, warning, info, debug)."})
     judge_batch_size: int | None = field(  # type: ignore[assignment]
-        default=None, metadata={"help": "Pairs per forward pass of a preference-model judge (> 0; default: --max_batch_size)."}
+        default=None, metadata={"help": "Pairs per forward pass of a preference-model judge (> 0); unset: --max_batch_size."}
     )
 
     def __post_init__(self) -> None:

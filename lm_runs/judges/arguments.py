@@ -30,15 +30,15 @@ class JudgeArguments:
         default=None,
         metadata={
             "help": "Remote judges (http://, openai:): total seconds one request may take, connecting, sending and "
-            "reading together, before it counts as failed and is retried (default: 60)."
+            "reading together, before it counts as failed and is retried; unset: 60."
         },
     )
     """Deadline of one request to a remote judge, in seconds (``None``: the judge's default)."""
     judge_retries: int | None = field(
         default=None,
         metadata={
-            "help": "Remote judges: retries after a connection error, a timeout, HTTP 429 or 5xx (>= 0; default 7, "
-            "which waits at least 17.75 s in all, longer than a judge server takes to start)."
+            "help": "Remote judges: retries after a connection error, a timeout, HTTP 429 or 5xx (>= 0); unset: 7, "
+            "which waits at least 17.75 s in all, longer than a judge server takes to start."
         },
     )
     """Retries of a remote judge after a transient failure (``None``: the judge's default)."""
