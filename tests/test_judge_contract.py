@@ -366,3 +366,18 @@ def test_only_the_loader_knows_the_judge_kinds():
         assert not {".loader", "lm_runs.judges.loader", ".arguments"} & imports(root / "judges" / f"{name}.py"), name
     for path in (root / "judge_server").glob("*.py"):
         assert not {"lm_runs.judges.preference_model", "lm_runs.judges.http", "lm_runs.judges.openai_judge"} & imports(path), path
+
+
+def test_an_unreachable_remote_judge_makes_the_batch_missing_after_one_retry_budget():
+    """A server that refuses every connection: judge_or_missing spends one retry budget for the whole
+    call (3 attempts), not one per pair, and returns every pair missing with the reason."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]  # closed again: nothing listens there
+    sleeps = []
+    client = HTTPJudge(f"http://127.0.0.1:{port}", max_retries=2, backoff_base=0.01, backoff_max=0.01, timeout=2, sleep=sleeps.append)
+    got = CheckedJudge(client).judge_or_missing(["p", "q", "r"], [["a", "b"]] * 3)
+    assert [g.value for g in got] == [None, None, None]
+    assert all(g.error.startswith("JudgeUnavailable:") and "after 3 attempts" in g.error for g in got)
+    assert len(sleeps) == 2  # one budget: 2 retries in all
+    client.close()

@@ -25,6 +25,7 @@ from .base import (
     CheckedJudge,
     Judge,
     JudgeError,
+    JudgeUnavailable,
     Judgement,
     accepts_shuffle_order,
     check_judgements,
@@ -37,6 +38,7 @@ from .loader import JUDGE_SPEC_HELP, check_judge_spec, load_judge
 __all__ = [
     "Judge",
     "JudgeError",
+    "JudgeUnavailable",
     "Judgement",
     "CallableJudge",
     "CheckedJudge",

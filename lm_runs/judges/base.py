@@ -29,6 +29,7 @@ __all__ = [
     "Judge",
     "JudgeError",
     "InvalidJudgement",
+    "JudgeUnavailable",
     "Judgement",
     "CallableJudge",
     "CheckedJudge",
@@ -54,6 +55,12 @@ class JudgeError(RuntimeError):
 
 class InvalidJudgement(JudgeError):
     """The judge answered, but not one probability in [0, 1] per pair (raised by :func:`check_judgements`)."""
+
+
+class JudgeUnavailable(JudgeError):
+    """A remote judge could not be reached or kept failing (connection errors, deadlines, 429, 5xx)
+    through its whole retry budget: no pair of the call was judged, and asking again pair by pair
+    would only repeat the wait."""
 
 
 class Judgement(NamedTuple):
@@ -294,7 +301,9 @@ class CheckedJudge:
 
         A pair is missing when the judge answers None, NaN, a non-number or a number outside [0, 1]
         for it. A call that raises :class:`JudgeError` (or answers the wrong number of values) is
-        asked again pair by pair, so only the pairs that fail alone are missing, each with the error.
+        asked again pair by pair, so only the pairs that fail alone are missing, each with the error;
+        except :class:`JudgeUnavailable` (a remote judge that stayed unreachable through its retries),
+        which makes every pair of the call missing at once instead of repeating the wait per pair.
         A judge that reports missing pairs itself (a ``judge_or_missing`` method: the OpenAI judge) is
         asked through it. Any other exception (a bug, ``KeyboardInterrupt``) propagates.
         """
@@ -313,6 +322,8 @@ class CheckedJudge:
             values = list(values)
             if len(values) != len(prompts):
                 raise JudgeError(f"judge {self.name} returned {len(values)} values for {len(prompts)} pairs")
+        except JudgeUnavailable as error:
+            return [Judgement(None, f"JudgeUnavailable: {one_line(error)}")] * len(prompts)
         except JudgeError as error:
             if len(prompts) == 1:
                 return [Judgement(None, f"JudgeError: {one_line(error)}")]

@@ -6,7 +6,8 @@ connection errors, timeouts, HTTP 429 and 5xx — each after an exponential back
     sleep_k ~ U(c_k / 2, c_k),   c_k = min(backoff_max, backoff_base · 2^k)   (retry k = 0, 1, ...),
 
 or a 429's ``Retry-After`` capped at ``backoff_max``. Anything else (a 4xx) fails at once. When the
-tries are used up, one :class:`~lm_runs.judges.base.JudgeError` names the service and the last failure.
+tries are used up, one :class:`~lm_runs.judges.base.JudgeUnavailable` (a ``JudgeError``) names the
+service and the last failure.
 
 The half-width floor makes the retry window predictable: with the defaults (``max_retries`` =
 :data:`DEFAULT_RETRIES` = 7, base 0.5 s, cap 10 s) a service that stays down is waited for at least
@@ -22,7 +23,7 @@ import threading
 import time
 from typing import Callable, TypeVar
 
-from .base import JudgeError
+from .base import JudgeUnavailable
 
 __all__ = ["DEFAULT_RETRIES", "RetryPolicy", "TransientFailure", "retry_after_seconds"]
 
@@ -91,4 +92,4 @@ class RetryPolicy:
                 wait = failure.retry_after
             if index + 1 < tries:
                 self.sleep(wait if wait is not None else self.backoff(index))
-        raise JudgeError(f"{service} failed after {tries} attempts; last failure: {last_failure}")
+        raise JudgeUnavailable(f"{service} failed after {tries} attempts; last failure: {last_failure}")
