@@ -231,16 +231,10 @@ def run_benchmark(out: str | Path, settings: BenchmarkSettings = DEFAULT, *, ove
 
 
 def _run_into(out: Path, s: BenchmarkSettings, progress: bool) -> dict[str, Any]:
-    """Every stage of :func:`run_benchmark`, written into the (new, empty) folder ``out``."""
-    import pandas as pd
+    """Every stage of :func:`run_benchmark`, written into the (new, empty) folder ``out``: inputs and
+    π_ref → the class game → the NLHF runs → simulation, comparison and figures → summary → win rates."""
     import torch
-    from tqdm.auto import tqdm
     from transformers.utils import logging as hf_logging
-
-    from lm_runs.models import load_reference, load_tokenizer
-
-    from .figures import benchmark_figures
-    from .simulation import compare_with_simulation, simulate_class_games
 
     hf_logging.set_verbosity_error()
     hf_logging.disable_progress_bar()
@@ -251,25 +245,56 @@ def _run_into(out: Path, s: BenchmarkSettings, progress: bool) -> dict[str, Any]
     timings: dict[str, float] = {}
     torch.set_num_threads(max(1, int(os.environ.get("OMP_NUM_THREADS", "1"))))
 
-    paths = {"data": out / "data", "model": out / "model", "sft": out / "sft", "runs": out / "runs"}
+    paths = {"data": out / "data", "model": out / "model", "sft": out / "sft", "runs": out / "runs",
+             "train_prompts": out / "data" / "train_prompts.jsonl"}
     for key in ("data", "runs"):
         paths[key].mkdir(parents=True, exist_ok=True)
+    t0 = time.perf_counter()
+    train_prompts, eval_prompts = _inputs_and_reference(paths, s)
+    timings["build_and_sft_s"] = time.perf_counter() - t0
+    game, token_class = _class_game(out, paths, s, train_prompts, eval_prompts)
+    oracle = ClassOracle(class_matrices(s.num_classes, s.strength), s.num_classes, s.length_bonus)
+    runs, metrics, metrics_ln, run_seconds = _train_all(out, paths, s, game, oracle, token_class, progress)
+    timings["nlhf_s"] = sum(sum(v) for v in run_seconds.values())
+    t0 = time.perf_counter()
+    common_eta = _simulate_compare_draw(out, s, game, metrics, metrics_ln)
+    timings["simulation_and_figures_s"] = time.perf_counter() - t0
+    timings["total_s"] = time.perf_counter() - started
+    summary = _summary(s, game, metrics, metrics_ln, timings, run_seconds, common_eta, oracle.calls, runs)
+    atomic_write(out / "summary.json", json.dumps(summary, indent=1))
+
+    # the evaluation issue's win-rate tables (oracle judge) on the first seed's epoch checkpoints
+    t0 = time.perf_counter()
+    win_rate_tables(out, seed=s.seeds[0], samples_per_prompt=s.eval_samples_per_prompt, bootstrap=s.eval_bootstrap)
+    if not s.keep_checkpoints:
+        for alg in s.algorithms:
+            shutil.rmtree(paths["runs"] / run_name(alg, s.seeds[0], False) / "epochs", ignore_errors=True)
+    summary["timings"]["win_rates_s"] = time.perf_counter() - t0
+    atomic_write(out / "summary.json", json.dumps(summary, indent=1))
+    return summary
+
+
+def _inputs_and_reference(paths: dict[str, Path], s: BenchmarkSettings) -> tuple[list[str], list[str]]:
+    """Write the prompts and the SFT corpus (``data/``), build the tokenizer and random-init model
+    (``model/``) and fine-tune π_ref (``sft/``); returns (training prompts, evaluation prompts)."""
     train_prompts = make_prompts(TRAIN_NOUNS[: s.train_nouns])
     eval_prompts = make_prompts(EVAL_NOUNS[: s.eval_nouns])
     corpus = make_sft_corpus(train_prompts, s.num_classes, s.sft_examples, s.favoured_prob, seed=0)
-    paths["train_prompts"] = paths["data"] / "train_prompts.jsonl"
     write_jsonl(paths["train_prompts"], ({"prompt": x} for x in train_prompts))
     write_jsonl(paths["data"] / "eval_prompts.jsonl", ({"prompt": x} for x in eval_prompts))
     write_jsonl(paths["data"] / "sft.jsonl", corpus)
-
-    # 1. tokenizer + random-init model, 2. SFT → π_ref
-    t0 = time.perf_counter()
     tokenizer_text = [r["completion"] for r in corpus] + train_prompts + eval_prompts + WORD_POOL
     build_benchmark_model(paths["model"], tokenizer_text, n_layer=s.n_layer, n_embd=s.n_embd)
     sft_reference(paths["model"], paths["data"] / "sft.jsonl", paths["sft"], epochs=s.sft_epochs, learning_rate=s.sft_learning_rate)
-    timings["build_and_sft_s"] = time.perf_counter() - t0
+    return train_prompts, eval_prompts
 
-    # 3. the class game of the evaluation prompts, from π_ref's exact class distribution
+
+def _class_game(out: Path, paths: dict[str, Path], s: BenchmarkSettings, train_prompts: list[str],
+                eval_prompts: list[str]) -> tuple[ClassGame, np.ndarray]:
+    """The class game of the evaluation prompts from π_ref's exact class distribution, written to
+    ``game.json`` (with every prompt's reference class probabilities); returns (game, token classes)."""
+    from lm_runs.models import load_reference, load_tokenizer
+
     tokenizer = load_tokenizer(paths["sft"])
     token_class = token_classes(tokenizer, s.num_classes)
     matrices = class_matrices(s.num_classes, s.strength)
@@ -279,7 +304,6 @@ def _run_into(out: Path, s: BenchmarkSettings, progress: bool) -> dict[str, Any]
     ref_probs_all = np.exp(class_log_probs(reference, ids, mask, token_class, s.num_classes))
     ref_probs_all /= ref_probs_all.sum(-1, keepdims=True)
     game = ClassGame.build(matrices, eval_prompts, ref_probs_all[: len(eval_prompts)], s.beta)
-    oracle = ClassOracle(matrices, s.num_classes, s.length_bonus)
     game_json = {
         "beta": s.beta,
         "num_classes": s.num_classes,
@@ -300,9 +324,18 @@ def _run_into(out: Path, s: BenchmarkSettings, progress: bool) -> dict[str, Any]
         "tokens": {str(t): tokenizer.decode([t]) for t in range(len(tokenizer))},
     }
     atomic_write(out / "game.json", json.dumps(game_json, indent=1))
-    del reference
+    return game, token_class
 
-    # 4. NLHF training: every algorithm × seed, then the length-normalized variant
+
+def _train_all(out: Path, paths: dict[str, Path], s: BenchmarkSettings, game: ClassGame, oracle: ClassOracle,
+               token_class: np.ndarray, progress: bool):
+    """Every algorithm × seed with summed log-probabilities, then the length-normalized variant
+    (:func:`_train_run`); writes ``metrics.csv``, ``metrics_length_normalized.csv`` and
+    ``class_probs.csv``. Returns (runs as (algorithm, seed, length-normalized), metrics, length-normalized
+    metrics, wall seconds per algorithm and variant)."""
+    import pandas as pd
+    from tqdm.auto import tqdm
+
     runs = [(a, seed, False) for seed in s.seeds for a in s.algorithms]
     # the policy-gradient loss (Nash-MD-PG) always sums: no length-normalized variant
     runs += [(a, seed, True) for seed in s.length_normalized_seeds for a in s.algorithms if get_algorithm(a).loss != "pg"]
@@ -317,10 +350,9 @@ def _run_into(out: Path, s: BenchmarkSettings, progress: bool) -> dict[str, Any]
             records[ln] += recs
             run_seconds.setdefault(f"{alg}{'_ln' if ln else ''}", []).append(seconds)
             for update, p in probs.items():
-                for i, x in enumerate(eval_prompts):
+                for i, x in enumerate(game.prompts):
                     class_rows.append({"variant": "length_normalized" if ln else "summed", "algorithm": alg, "seed": seed,
                                        "update": update, "prompt": x, **{f"p{c}": float(p[i, c]) for c in range(s.num_classes)}})
-    timings["nlhf_s"] = sum(sum(v) for v in run_seconds.values())
     columns = ["algorithm", "seed", "update", "metric", "value"]
     metrics = pd.DataFrame(records[False])[columns].sort_values(["algorithm", "seed", "metric", "update"], kind="stable")
     atomic_write(out / "metrics.csv", metrics.to_csv(index=False))
@@ -329,10 +361,17 @@ def _run_into(out: Path, s: BenchmarkSettings, progress: bool) -> dict[str, Any]
         metrics_ln = metrics_ln.sort_values(["algorithm", "seed", "metric", "update"], kind="stable")
     atomic_write(out / "metrics_length_normalized.csv", metrics_ln.to_csv(index=False))
     atomic_write(out / "class_probs.csv", pd.DataFrame(class_rows).to_csv(index=False))
+    return runs, metrics, metrics_ln, run_seconds
 
-    # 5. the simulation of the same class games, the comparison and the figures
-    t0 = time.perf_counter()
+
+def _simulate_compare_draw(out: Path, s: BenchmarkSettings, game: ClassGame, metrics, metrics_ln) -> float:
+    """egpo_core's simulation of the same class games (``simulation.csv``), the fitted η
+    (``comparison.csv``) and the figures, at the trainer's Nash-MD mixture coefficient; returns the
+    common fitted η."""
     from lm_runs.config import NLHFConfig
+
+    from .figures import benchmark_figures
+    from .simulation import compare_with_simulation, simulate_class_games
 
     mixture = NLHFConfig.__dataclass_fields__["mixture_coef"].default
     sim = simulate_class_games(game, s, mixture)
@@ -340,9 +379,13 @@ def _run_into(out: Path, s: BenchmarkSettings, progress: bool) -> dict[str, Any]
     comparison, fits = compare_with_simulation(metrics, sim, list(s.algorithms))
     atomic_write(out / "comparison.csv", comparison.to_csv(index=False))
     benchmark_figures(out, metrics, metrics_ln, sim, comparison, s, game)
-    timings["simulation_and_figures_s"] = time.perf_counter() - t0
-    timings["total_s"] = time.perf_counter() - started
+    return fits["common_eta"]
 
+
+def _summary(s: BenchmarkSettings, game: ClassGame, metrics, metrics_ln, timings: dict[str, float],
+             run_seconds: dict[str, list[float]], common_eta: float, judge_calls: int, runs) -> dict[str, Any]:
+    """``summary.json``: settings, timings, π_ref's metrics, the final medians over seeds, the common
+    fitted η, the number of judge calls and every run's folder."""
     final = metrics[metrics["update"] == s.updates]
     summary = {
         "settings": {k: (list(v) if isinstance(v, tuple) else v) for k, v in asdict(s).items()},
@@ -354,9 +397,9 @@ def _run_into(out: Path, s: BenchmarkSettings, progress: bool) -> dict[str, Any]
                 for m in ("duality_gap", "exploitability", "kl_to_equilibrium", "conditional_kl") if m in set(final.metric)}
             for a in s.algorithms
         },
-        "common_eta": fits["common_eta"],
+        "common_eta": common_eta,
         "win_rates": "win_rates",
-        "judge_calls": oracle.calls,
+        "judge_calls": judge_calls,
         "runs": [
             {"algorithm": alg, "seed": seed, "variant": "length_normalized" if ln else "summed",
              "path": f"runs/{run_name(alg, seed, ln)}"}
@@ -366,14 +409,4 @@ def _run_into(out: Path, s: BenchmarkSettings, progress: bool) -> dict[str, Any]
     if len(metrics_ln):
         fl = metrics_ln[(metrics_ln["update"] == s.updates) & (metrics_ln.metric == "duality_gap")]
         summary["final_median_length_normalized_gap"] = {a: float(g["value"].median()) for a, g in fl.groupby("algorithm")}
-    atomic_write(out / "summary.json", json.dumps(summary, indent=1))
-
-    # 6. the evaluation issue's win-rate tables (oracle judge) on the first seed's epoch checkpoints
-    t0 = time.perf_counter()
-    win_rate_tables(out, seed=s.seeds[0], samples_per_prompt=s.eval_samples_per_prompt, bootstrap=s.eval_bootstrap)
-    if not s.keep_checkpoints:
-        for alg in s.algorithms:
-            shutil.rmtree(paths["runs"] / run_name(alg, s.seeds[0], False) / "epochs", ignore_errors=True)
-    summary["timings"]["win_rates_s"] = time.perf_counter() - t0
-    atomic_write(out / "summary.json", json.dumps(summary, indent=1))
     return summary
