@@ -425,11 +425,18 @@ def test_out_folder_appears_complete_and_replaces_a_previous_run_only_when_compl
     sb.run_benchmark(out, sb.FAST, overwrite=True)
     assert _files(out) == {"metrics.csv": b"third", "summary.json": b'{"label": "third"}'}
     assert sorted(p.name for p in tmp_path.iterdir()) == ["bench"]
+    # a symbolic link to the run: the folder it points to is replaced, the link stays
+    link = tmp_path / "link"
+    link.symlink_to(out, target_is_directory=True)
+    fake_stages.update(label="fourth")
+    sb.run_benchmark(link, sb.FAST, overwrite=True)
+    assert link.is_symlink() and _files(out) == {"metrics.csv": b"fourth", "summary.json": b'{"label": "fourth"}'}
+    link.unlink()
     # an empty folder is used as if absent
     empty = tmp_path / "empty"
     empty.mkdir()
     sb.run_benchmark(empty, sb.FAST)
-    assert _files(empty) == {"metrics.csv": b"third", "summary.json": b'{"label": "third"}'}
+    assert _files(empty) == {"metrics.csv": b"fourth", "summary.json": b'{"label": "fourth"}'}
 
 
 def test_cli_refuses_a_file_and_help_runs(tmp_path, capsys):

@@ -220,7 +220,7 @@ def run_benchmark(out: str | Path, settings: BenchmarkSettings = DEFAULT, *, ove
     ``ValueError`` before anything is computed for bad settings or an unusable ``out`` (:func:`check_out`).
     """
     settings.check()
-    out = check_out(out, overwrite)
+    out = check_out(out, overwrite).resolve()  # a symbolic link: the run replaces the folder it points to
     work = _work_folder(out)
     try:
         summary = _run_into(work, settings, progress)
