@@ -330,8 +330,9 @@ def _final_digests(out, summary, seed: int) -> dict[str, str]:
 
 def test_identical_models_tie_in_the_win_rate_tables(fast_run):
     """Issue 15: two runs with byte-identical weights must tie. In the FAST run Online IPO 1 and Nash-MD
-    end with the same weights at every epoch (their rollouts coincide while the policy is still close
-    to π_ref); the old tables showed one of them beating the other 68.8 [62.5, 75.0]. Identical models
+    end with the same weights at every epoch (both are IPO anchored at π_ref; their opponents, drawn
+    from π_θ and from its mixture with π_ref, come out the same tokens while the two are this close,
+    and the loss sees the opponent only through its samples); the old tables showed one of them beating the other 68.8 [62.5, 75.0]. Identical models
     draw identical responses (the evaluation seeds sampling by model content) and every pair of
     identical responses is ½, so the win rate is exactly 50 with a degenerate interval around it, and
     both have the same win rate against π_ref."""
