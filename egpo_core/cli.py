@@ -12,7 +12,8 @@ The options of ``simulate`` and ``sweep`` are generated from the fields of
 takes the axes ``--betas``, ``--lrs`` or ``--etas``, ``--seeds`` instead of ``--beta``, ``--lr``,
 ``--eta``, ``--seed``. With ``--preset``, every option given overrides the preset (recorded in
 ``run.json``: ``provenance.overrides``); its policy is fixed by its games. Bad input is one line on
-stderr and exit status 2, before anything is computed or written.
+stderr and exit status 2, before anything is computed or written; so is a failed write (a full disk),
+which leaves the previous run in ``--out`` as it was (:mod:`egpo_core.run_folder`).
 """
 
 from __future__ import annotations
@@ -107,7 +108,8 @@ def _add_run_options(parser: argparse.ArgumentParser) -> None:
                                         "π_ref is uniform when the file has no ref_logits")
     parser.add_argument("--out", required=True, help="output folder: new, empty, or a previous run's with --overwrite")
     parser.add_argument("--overwrite", action="store_true",
-                        help="replace the files a previous run wrote into --out (default: refuse a non-empty --out)")
+                        help="replace the files a previous run wrote into --out, once the new run is complete (the new "
+                             "files are written aside first; other files stay) (default: refuse a non-empty --out)")
     parser.add_argument("--fast", action="store_true", help="with --preset: its short horizon (quick looks, tests) "
                                                             "(default: off)")
     parser.add_argument("--format", choices=["parquet", "csv"], default="parquet",
