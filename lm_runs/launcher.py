@@ -97,7 +97,8 @@ def resume_argument(value: str | bool | None, output_dir: str | os.PathLike[str]
     if text.lower() == "true":
         latest = latest_checkpoint(output_dir) if output_dir else None
         if latest is None:
-            raise ValueError(f"--resume_from_checkpoint true: no complete checkpoint-N folder in {output_dir}")
+            hint = " (start afresh with --overwrite_output_dir true)" if output_dir and Path(output_dir).is_dir() else ""
+            raise ValueError(f"--resume_from_checkpoint true: no complete checkpoint-N folder in {output_dir}{hint}")
         return latest
     path = Path(text).expanduser()
     if not path.exists():
