@@ -3,7 +3,7 @@ Nash-MD-PG, SPPO) with a judge, under plain python, ``torchrun`` or the ``deepsp
 
     python -m lm_runs.train_nlhf --alg egpo --model_name_or_path SFT_DIR --judge PM_DIR \\
         --prompts prompts.jsonl --output_dir runs/egpo [--use_peft] [--deepspeed lm_runs/configs/zero2.json]
-    python -m lm_runs.train_nlhf --config lm_runs/configs/egpo_qwen.yaml --learning_rate 1e-6
+    python -m lm_runs.train_nlhf --config lm_runs/configs/nlhf_qwen_paper.yaml --alg egpo --output_dir runs/egpo
 
 Every option is a field of :class:`lm_runs.config.NLHFConfig` (``--help`` lists them with defaults).
 Before any model loads, bad input is refused with one line naming the value and exit status 2
@@ -57,7 +57,7 @@ def build_trainer(config):
 
     tokenizer = load_tokenizer(config.model_name_or_path, padding_side="left")
     dtype = torch.bfloat16 if config.bf16 else torch.float16 if config.fp16 else torch.float32
-    model = load_policy(config.model_name_or_path, dtype=dtype, lora=config)
+    model = load_policy(config.model_name_or_path, dtype=dtype, lora=config, seed=config.seed)
     ref_model = load_reference(config.model_name_or_path, config.ref_model_name_or_path, use_peft=config.use_peft, dtype=dtype)
     return NLHFTrainer(
         model=model, args=config, judge=judge, train_dataset=prompts, processing_class=tokenizer, ref_model=ref_model

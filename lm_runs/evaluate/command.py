@@ -17,7 +17,7 @@ from typing import Any, Sequence
 
 from ..generation import SAMPLING_HELP, SamplingArguments
 from ..judges import CheckedJudge, JudgeError, load_judge
-from ..judges.base import one_line
+from ..launcher import one_line
 from ..judges.arguments import JudgeArguments
 from ..models import ModelRoleError, check_model_source
 from .orchestration import Evaluation, EvaluationResult

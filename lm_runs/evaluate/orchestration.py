@@ -22,7 +22,7 @@ import numpy as np
 from egpo_core.files import atomic_write, write_jsonl
 
 from ..judges import CallableJudge, CheckedJudge, load_judge
-from ..judges.base import one_line
+from ..launcher import one_line
 from ..models import ModelRoleError, check_model_source, load_causal_lm
 from .judging import FailureStreak, judge_pairs, position_bias, preferences
 from .responses import generate_responses, policy_device

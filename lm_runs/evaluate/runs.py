@@ -15,7 +15,7 @@ from collections import Counter
 from pathlib import Path
 from typing import Sequence
 
-from ..judges.base import one_line
+from ..launcher import one_line
 from ..models import ModelRoleError, check_model_source
 from .settings import EvaluationError, ModelSpec
 

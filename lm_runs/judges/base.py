@@ -25,6 +25,8 @@ import math
 import random
 from typing import Any, Callable, NamedTuple, Protocol, Sequence, runtime_checkable
 
+from lm_runs.launcher import one_line
+
 __all__ = [
     "Judge",
     "JudgeError",
@@ -37,7 +39,6 @@ __all__ = [
     "check_pairs",
     "accepts_shuffle_order",
     "judge_name",
-    "one_line",
     "shown_flipped",
     "source_identity",
 ]
@@ -160,12 +161,6 @@ def accepts_shuffle_order(fn: Callable[..., Any]) -> bool:
         or (p.name == "shuffle_order" and p.kind in (inspect.Parameter.KEYWORD_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD))
         for p in parameters
     )
-
-
-def one_line(error: BaseException | str, limit: int = 300) -> str:
-    """An error's text on one line (whitespace runs collapsed), cut to ``limit`` characters."""
-    text = " ".join(str(error).split()) or type(error).__name__
-    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 def source_identity(fn: Callable[..., Any]) -> dict[str, Any]:
