@@ -426,6 +426,17 @@ def test_out_folder_appears_complete_and_replaces_a_previous_run_only_when_compl
     sb.run_benchmark(out, sb.FAST, overwrite=True)
     assert _files(out) == {"metrics.csv": b"third", "summary.json": b'{"label": "third"}'}
     assert sorted(p.name for p in tmp_path.iterdir()) == ["bench"]
+    # killed between the two renames of a replacement: the previous run, moved aside, comes back
+    os.replace(out, tmp_path / ".bench.previous-dead")
+    with pytest.raises(ValueError, match="not empty; pass --overwrite"):
+        sb.run_benchmark(out, sb.FAST)
+    assert _files(out) == {"metrics.csv": b"third", "summary.json": b'{"label": "third"}'}
+    # … and once the new run is in place, what is left aside is removed
+    (tmp_path / ".bench.previous-dead").mkdir()
+    (tmp_path / ".bench.previous-dead" / "metrics.csv").write_text("older")
+    with pytest.raises(ValueError, match="not empty; pass --overwrite"):
+        sb.run_benchmark(out, sb.FAST)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["bench"]
     # a symbolic link to the run: the folder it points to is replaced, the link stays
     link = tmp_path / "link"
     link.symlink_to(out, target_is_directory=True)

@@ -30,7 +30,9 @@ is computed, unless ``overwrite``; then it must hold a previous benchmark run (i
 and anything else is refused rather than cleared. A run is written into a hidden sibling of ``--out``
 (``.<name>.partial-<random>``) and renamed into place only once complete, so ``--out`` holds a complete
 run or none, and a previous run is replaced only then: a killed or failed run leaves it as it was.
-Leftovers of interrupted runs into the same ``--out`` are removed when the next run starts. (The
+Leftovers of interrupted runs into the same ``--out`` are removed when the next run starts, and a
+replacement killed between its two renames (previous run aside, new one in) is rolled back or
+finished by the next command. (The
 evaluation's ``win_rates/summary.json`` therefore names the models by their paths in that hidden
 folder, where they were evaluated.)
 """
@@ -64,13 +66,23 @@ logger = logging.getLogger(__name__)
 #: What marks a folder as holding a previous benchmark run (written last).
 _RUN_MARKER = "summary.json"
 _PARTIAL = ".partial-"
+_PREVIOUS = ".previous-"
 
 
 def check_out(out: str | Path, overwrite: bool) -> Path:
     """``out`` as a Path, or ``ValueError`` (one line naming it) before anything is computed: a file; a
     folder whose parent cannot be created or written; a non-empty folder without ``overwrite``; with
-    ``overwrite``, a non-empty folder that holds no previous benchmark run (no ``summary.json``)."""
+    ``overwrite``, a non-empty folder that holds no previous benchmark run (no ``summary.json``).
+
+    A replacement killed between its two renames (:func:`_move_into_place`) is first rolled back or
+    finished: a previous run moved aside returns to ``out`` when nothing is there, and is removed when
+    the new run is in place, so ``out`` holds one whole run or none."""
     out = Path(out)
+    for previous in sorted(out.absolute().parent.glob(f".{out.name}{_PREVIOUS}*")):
+        if out.exists():
+            shutil.rmtree(previous, ignore_errors=True)
+        else:
+            os.replace(previous, out)
     if out.exists() and not out.is_dir():
         raise ValueError(f"--out {out} exists and is not a directory")
     parent = out.absolute().parent
@@ -104,7 +116,7 @@ def _move_into_place(work: Path, out: Path) -> None:
     aside first and removed once the new one is in place."""
     previous = None
     if out.exists():
-        previous = out.absolute().parent / f".{out.name}.previous-{secrets.token_hex(4)}"
+        previous = out.absolute().parent / f".{out.name}{_PREVIOUS}{secrets.token_hex(4)}"
         os.replace(out, previous)
     os.replace(work, out)
     if previous is not None:
