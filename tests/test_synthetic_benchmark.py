@@ -514,3 +514,36 @@ def test_cli_refuses_each_bad_setting_in_one_line_before_anything(tmp_path, caps
     err = capsys.readouterr().err
     assert message in err and "Traceback" not in err, err
     assert list(tmp_path.iterdir()) == []
+
+
+# ----------------------------------------------------------------------------------------------
+# figures: one colour and one name per algorithm, from egpo_core.algorithms
+# ----------------------------------------------------------------------------------------------
+
+
+def test_every_lm_figure_draws_an_algorithm_in_its_declared_colour_and_name():
+    """The benchmark's curves, the notebooks' seed bands and the win-rate figure give each algorithm
+    the colour and display name ``egpo_core.algorithms`` declares (the benchmark used to draw EGPO red
+    and the win-rate figure purple)."""
+    import matplotlib.pyplot as plt
+    from matplotlib.colors import to_hex
+
+    from egpo_core.algorithms import algorithm_color, display_name
+    from lm_runs import plots
+    from lm_runs.synthetic_benchmark import figures
+
+    algs = ["egpo", "oipo1", "oipo2", "nashmd", "nashmdpg"]
+    metrics = pd.DataFrame([dict(algorithm=a, seed=seed, update=u, metric="duality_gap", value=0.3 + 0.01 * k + 0.001 * seed + 0.002 * u)
+                            for k, a in enumerate(algs) for seed in (0, 1) for u in (0, 2, 4)])
+    winrates = pd.DataFrame([dict(algorithm=a, epoch=e, win_rate_percent=50.0 + k + e, source="ours")
+                             for k, a in enumerate(algs) for e in (1, 2)])
+    fig, ax = plt.subplots()
+    figures._draw(ax, metrics, "duality_gap", algs)
+    drawn = [fig, plots.plot_seed_bands(plots.seed_bands(metrics, ("duality_gap",))), plots.plot_winrates_by_epoch(winrates)]
+    expected = {display_name(a): to_hex(algorithm_color(a)) for a in algs}
+    assert len(set(expected.values())) == len(algs)  # five distinct colours
+    for figure in drawn:
+        lines = {line.get_label(): to_hex(line.get_color()) for line in figure.axes[0].get_lines() if not line.get_label().startswith("_")}
+        assert lines == expected
+        plt.close(figure)
+    assert plots.ordered(["egpo", "x", "nashmdpg", "oipo1", "nmd"]) == ["oipo1", "nmd", "nashmdpg", "egpo", "x"]
