@@ -167,8 +167,10 @@ def _kill_at(tmp_path: Path, runs, k: int) -> str:
     out = _killed_run(folder, k)
     if k <= RENAMES:
         assert out.returncode == -signal.SIGKILL, (k, out.returncode, out.stderr[-2000:])
-        if k > 3:  # killed mid-replacement: a half-replaced folder, the old metrics.parquet and figures still in it
-            assert (folder / ASIDE).is_dir() and (folder / "metrics.parquet").exists()
+        if k > 3:  # killed mid-replacement: a half-replaced folder, the previous run.json still on top
+            assert (folder / ASIDE / RUN_FILE).is_file()
+            # the previous run's own files (metrics.parquet, figures) go just before run.json moves in
+            assert (folder / "metrics.parquet").exists() == (k < RENAMES)
     else:
         assert out.returncode == 0, out.stderr  # there are exactly RENAMES renames
     return _assert_one_run_then_rerun(folder, runs)
