@@ -293,7 +293,7 @@ def test_losses_and_schemes_import_light():
     """The LM driver imports the losses and schemes without numba, pandas or the simulator."""
     code = (
         "import sys, egpo_core.losses, egpo_core.schemes; "
-        "heavy = [m for m in ('numba', 'pandas', 'matplotlib', 'egpo_core.simulate', 'egpo_core._kernel') if m in sys.modules]; "
+        "heavy = [m for m in ('numba', 'pandas', 'matplotlib', 'egpo_core.simulator', 'egpo_core._kernel') if m in sys.modules]; "
         "print(','.join(heavy))"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip()

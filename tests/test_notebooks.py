@@ -196,7 +196,7 @@ def test_sim_reference_vs_correct(executed):
     for setting, part in curves.groupby("setting"):
         assert part["step"].max() == PRESETS[setting].fast_iterations
         assert set(part["gradient"]) == {PRESETS[setting].gradient}
-    assert (curves["q25"] <= curves["median"] + 1e-15).all() and (curves["median"] <= curves["q75"] + 1e-15).all()
+    assert (curves["q25"] <= curves["median"] + 1e-12).all() and (curves["median"] <= curves["q75"] + 1e-12).all()
 
 
 def test_theory_checks(executed):
@@ -480,7 +480,7 @@ def test_lm_synthetic_benchmark(executed):
     assert set(curves["metric"]) == {"duality_gap", "exploitability"}
     assert sorted(curves["update"].unique()) == [0, 2, 4]  # FAST: 4 updates, evaluated every 2
     assert set(curves["seeds"]) == {2}
-    assert (curves["low"] <= curves["median"] + 1e-15).all() and (curves["median"] <= curves["high"] + 1e-15).all()
+    assert (curves["low"] <= curves["median"] + 1e-12).all() and (curves["median"] <= curves["high"] + 1e-12).all()
     # the medians are those of the benchmark's own tidy metrics
     metrics = pd.read_csv(out / "run" / "metrics.csv")
     summary = json.loads((out / "run" / "summary.json").read_text())
