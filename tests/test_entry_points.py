@@ -269,8 +269,11 @@ def test_sigkill_at_varied_moments_then_resume_ends_bit_for_bit(tiny, tmp_path):
     partial folder, and the final weights equal the uninterrupted run's."""
     argv = ["--model_name_or_path", tiny["lm"], "--dataset", tiny["sft"], *COMMON, "--max_steps", "18",
             "--save_steps", "1"]
+    # The uninterrupted run is a process like the killed ones: in the test process, state other tests
+    # leave behind (thread counts, global torch settings) could change the last bits of the weights.
     straight = tmp_path / "straight"
-    sft.main([*argv, "--output_dir", str(straight)])
+    subprocess.run([sys.executable, "-m", "lm_runs.sft", *argv, "--output_dir", str(straight)], cwd=ROOT,
+                   env=environment(), check=True, capture_output=True, timeout=300)
 
     out = tmp_path / "killed"
     command = [sys.executable, "-m", "lm_runs.sft", *argv, "--output_dir", str(out)]
