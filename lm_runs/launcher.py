@@ -39,6 +39,7 @@ __all__ = [
     "prepare_output_dir",
     "previous_run_entries",
     "clear_previous_run",
+    "train_from",
     "run_entry_point",
     "one_line",
 ]
@@ -174,6 +175,17 @@ def clear_previous_run(output_dir: str | os.PathLike[str]) -> list[str]:
     if names:
         logger.warning("--overwrite_output_dir: removed the previous run from %s: %s", output_dir, ", ".join(names))
     return names
+
+
+def train_from(trainer: Any, resume: str | None) -> None:
+    """Train, as every training entry point does once its trainer is built: with
+    ``--overwrite_output_dir`` and no checkpoint to resume, the previous run's entries are cleared first
+    (on the saving process: :func:`clear_previous_run`); then ``trainer.train(resume_from_checkpoint=resume)``
+    (``resume`` as :func:`prepare_output_dir` returned it)."""
+    args = trainer.args
+    if getattr(args, "overwrite_output_dir", False) and resume is None and args.should_save:
+        clear_previous_run(args.output_dir)
+    trainer.train(resume_from_checkpoint=resume)
 
 
 def one_line(error: BaseException | str, limit: int = 300) -> str:

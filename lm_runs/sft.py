@@ -44,7 +44,7 @@ from transformers import Trainer
 
 from lm_runs.checkpoints import AtomicCheckpoints, save_final_model
 from lm_runs.data import check_prompt, encode_prompt, is_message_list, load_table, right_padded
-from lm_runs.launcher import clear_previous_run, prepare_output_dir, run_entry_point, warn_deepspeed_optimizer
+from lm_runs.launcher import prepare_output_dir, run_entry_point, train_from, warn_deepspeed_optimizer
 from lm_runs.models import check_model_source, load_policy, load_tokenizer
 from lm_runs.training_arguments import SupervisedRunArguments
 
@@ -229,9 +229,7 @@ def main(argv: Sequence[str] | None = None) -> str:
     logging.basicConfig(level=logging.INFO if config.should_log else logging.WARNING)
     resume = prepare_output_dir(config)
     trainer = build_trainer(config)
-    if config.overwrite_output_dir and trainer.args.should_save:
-        clear_previous_run(config.output_dir)
-    trainer.train(resume_from_checkpoint=resume)
+    train_from(trainer, resume)
     save_final_model(trainer, config.output_dir, config.use_peft)
     return config.output_dir
 

@@ -71,7 +71,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     from .cli import parse_config
     from .config import NLHFConfig
     from .judges.loader import JUDGE_SPEC_HELP
-    from .launcher import clear_previous_run, prepare_output_dir
+    from .launcher import prepare_output_dir, train_from
     from .models import check_model_source
 
     (config,) = parse_config([NLHFConfig], argv)
@@ -85,9 +85,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     from .checkpoints import save_model_atomically
 
     trainer = build_trainer(config)
-    if config.overwrite_output_dir and resume is None and trainer.args.should_save:
-        clear_previous_run(config.output_dir)
-    trainer.train(resume_from_checkpoint=resume)
+    train_from(trainer, resume)
     save_model_atomically(trainer, config.output_dir)
 
 

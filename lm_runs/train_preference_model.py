@@ -40,7 +40,7 @@ from transformers import Trainer
 from lm_runs.checkpoints import AtomicCheckpoints, save_final_model
 from lm_runs.data import check_prompt, load_table, prompt_text, right_padded
 from lm_runs.judges.pair_format import FIRST_IS_BETTER, SECOND_IS_BETTER, render_pair
-from lm_runs.launcher import clear_previous_run, prepare_output_dir, run_entry_point, warn_deepspeed_optimizer
+from lm_runs.launcher import prepare_output_dir, run_entry_point, train_from, warn_deepspeed_optimizer
 from lm_runs.models import check_model_source, load_preference_model_base, load_tokenizer
 from lm_runs.training_arguments import SupervisedRunArguments
 
@@ -196,9 +196,7 @@ def main(argv: Sequence[str] | None = None) -> str:
     logging.basicConfig(level=logging.INFO if config.should_log else logging.WARNING)
     resume = prepare_output_dir(config)
     trainer = build_trainer(config)
-    if config.overwrite_output_dir and trainer.args.should_save:
-        clear_previous_run(config.output_dir)
-    trainer.train(resume_from_checkpoint=resume)
+    train_from(trainer, resume)
     save_final_model(trainer, config.output_dir, config.use_peft)
     return config.output_dir
 
