@@ -40,6 +40,7 @@ __all__ = [
     "previous_run_entries",
     "clear_previous_run",
     "train_from",
+    "supervised_main",
     "run_entry_point",
     "one_line",
 ]
@@ -186,6 +187,22 @@ def train_from(trainer: Any, resume: str | None) -> None:
     if getattr(args, "overwrite_output_dir", False) and resume is None and args.should_save:
         clear_previous_run(args.output_dir)
     trainer.train(resume_from_checkpoint=resume)
+
+
+def supervised_main(config_type: type, build_trainer: Callable[[Any], Any], argv: Sequence[str] | None) -> str:
+    """The whole run of a supervised entry point (SFT, the preference model): parse ``argv`` into
+    ``config_type`` (flags and ``--config``), check the output folder, build the trainer, train
+    (:func:`train_from`) and save the final model (LoRA merged) to ``output_dir``; returns it."""
+    from lm_runs.checkpoints import save_final_model
+    from lm_runs.cli import parse_config
+
+    (config,) = parse_config([config_type], argv)
+    logging.basicConfig(level=logging.INFO if config.should_log else logging.WARNING)
+    resume = prepare_output_dir(config)
+    trainer = build_trainer(config)
+    train_from(trainer, resume)
+    save_final_model(trainer, config.output_dir, config.use_peft)
+    return config.output_dir
 
 
 def one_line(error: BaseException | str, limit: int = 300) -> str:

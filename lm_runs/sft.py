@@ -42,9 +42,9 @@ from typing import Any, Mapping, Sequence
 
 from transformers import Trainer
 
-from lm_runs.checkpoints import AtomicCheckpoints, save_final_model
+from lm_runs.checkpoints import AtomicCheckpoints
 from lm_runs.data import check_prompt, encode_prompt, is_message_list, load_table, right_padded
-from lm_runs.launcher import prepare_output_dir, run_entry_point, train_from, warn_deepspeed_optimizer
+from lm_runs.launcher import run_entry_point, supervised_main, warn_deepspeed_optimizer
 from lm_runs.models import check_model_source, load_policy, load_tokenizer
 from lm_runs.training_arguments import SupervisedRunArguments
 
@@ -222,16 +222,9 @@ def build_trainer(config: SFTConfig):
 
 
 def main(argv: Sequence[str] | None = None) -> str:
-    """Parse ``argv`` (default ``sys.argv[1:]``), fine-tune, save to ``output_dir``; returns it."""
-    from lm_runs.cli import parse_config
-
-    (config,) = parse_config([SFTConfig], argv)
-    logging.basicConfig(level=logging.INFO if config.should_log else logging.WARNING)
-    resume = prepare_output_dir(config)
-    trainer = build_trainer(config)
-    train_from(trainer, resume)
-    save_final_model(trainer, config.output_dir, config.use_peft)
-    return config.output_dir
+    """Parse ``argv`` (default ``sys.argv[1:]``), fine-tune, save to ``output_dir``; returns it
+    (:func:`lm_runs.launcher.supervised_main`)."""
+    return supervised_main(SFTConfig, build_trainer, argv)
 
 
 if __name__ == "__main__":

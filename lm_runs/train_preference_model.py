@@ -37,10 +37,10 @@ from typing import Any, Mapping, Sequence
 
 from transformers import Trainer
 
-from lm_runs.checkpoints import AtomicCheckpoints, save_final_model
+from lm_runs.checkpoints import AtomicCheckpoints
 from lm_runs.data import check_prompt, load_table, prompt_text, right_padded
 from lm_runs.judges.pair_format import FIRST_IS_BETTER, SECOND_IS_BETTER, render_pair
-from lm_runs.launcher import prepare_output_dir, run_entry_point, train_from, warn_deepspeed_optimizer
+from lm_runs.launcher import run_entry_point, supervised_main, warn_deepspeed_optimizer
 from lm_runs.models import check_model_source, load_preference_model_base, load_tokenizer
 from lm_runs.training_arguments import SupervisedRunArguments
 
@@ -189,16 +189,9 @@ def build_trainer(config: PreferenceModelConfig):
 
 
 def main(argv: Sequence[str] | None = None) -> str:
-    """Parse ``argv`` (default ``sys.argv[1:]``), train, save model + tokenizer to ``output_dir``; returns it."""
-    from lm_runs.cli import parse_config
-
-    (config,) = parse_config([PreferenceModelConfig], argv)
-    logging.basicConfig(level=logging.INFO if config.should_log else logging.WARNING)
-    resume = prepare_output_dir(config)
-    trainer = build_trainer(config)
-    train_from(trainer, resume)
-    save_final_model(trainer, config.output_dir, config.use_peft)
-    return config.output_dir
+    """Parse ``argv`` (default ``sys.argv[1:]``), train, save to ``output_dir``; returns it
+    (:func:`lm_runs.launcher.supervised_main`)."""
+    return supervised_main(PreferenceModelConfig, build_trainer, argv)
 
 
 if __name__ == "__main__":
