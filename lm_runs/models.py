@@ -254,6 +254,20 @@ def load_tokenizer(name_or_path: str | os.PathLike[str], *, padding_side: str | 
     return tokenizer
 
 
+def _with_lora(model: Any, lora: Any, task_type: str, gradient_checkpointing: bool) -> Any:
+    """``model`` wrapped in a fresh peft LoRA adapter of ``task_type`` when ``lora.use_peft`` (the
+    options of :class:`lm_runs.lora.LoraArguments`), else ``model`` itself."""
+    if lora is None or not getattr(lora, "use_peft", False):
+        return model
+    from peft import get_peft_model
+
+    from lm_runs.lora import lora_config
+
+    if gradient_checkpointing:
+        model.enable_input_require_grads()
+    return get_peft_model(model, lora_config(lora, task_type))
+
+
 def load_policy(
     name_or_path: str | os.PathLike[str],
     *,
@@ -280,15 +294,7 @@ def load_policy(
         model.config.pad_token_id = pad_token_id
         if getattr(model, "generation_config", None) is not None:
             model.generation_config.pad_token_id = pad_token_id
-    if lora is not None and getattr(lora, "use_peft", False):
-        from peft import get_peft_model
-
-        from lm_runs.lora import lora_config
-
-        if gradient_checkpointing:
-            model.enable_input_require_grads()
-        model = get_peft_model(model, lora_config(lora, "CAUSAL_LM"))
-    return model
+    return _with_lora(model, lora, "CAUSAL_LM", gradient_checkpointing)
 
 
 def load_reference(
@@ -396,12 +402,4 @@ def load_preference_model_base(
         label2id={"first_is_better": FIRST_IS_BETTER, "second_is_better": SECOND_IS_BETTER},
     )
     model.config.pad_token_id = pad_token_id
-    if lora is not None and getattr(lora, "use_peft", False):
-        from peft import get_peft_model
-
-        from lm_runs.lora import lora_config
-
-        if gradient_checkpointing:
-            model.enable_input_require_grads()
-        model = get_peft_model(model, lora_config(lora, "SEQ_CLS"))
-    return model
+    return _with_lora(model, lora, "SEQ_CLS", gradient_checkpointing)
