@@ -107,9 +107,9 @@ def quiet(trainer) -> None:
 
 
 def sft_reference(model_dir: str | Path, data: str | Path, out_dir: str | Path, *, epochs: float, learning_rate: float) -> None:
-    """π_ref: ``lm_runs.sft`` (its SFTConfig and build_trainer; ``lm_runs.checkpoints.save_final_model``) fine-tunes the model in
-    ``model_dir`` on the SFT examples in ``data`` (JSON lines) for ``epochs`` epochs at a constant
-    ``learning_rate`` (batch 32, seed 0, CPU) and saves the result in ``out_dir``."""
+    """π_ref: ``lm_runs.sft`` (its SFTConfig and build_trainer) fine-tunes the model in ``model_dir`` on
+    the SFT examples in ``data`` (JSON lines) for ``epochs`` epochs at a constant ``learning_rate``
+    (batch 32, seed 0, CPU); ``lm_runs.checkpoints.save_final_model`` saves it in ``out_dir``."""
     from lm_runs.checkpoints import save_final_model
     from lm_runs.sft import SFTConfig, build_trainer
 
