@@ -1,4 +1,4 @@
-"""The evaluation's two tables in the paper's layout, as Markdown and LaTeX.
+r"""The evaluation's two tables in the paper's layout, as Markdown and LaTeX.
 
 :func:`render_tables` picks the entries from the tidy win rates; :func:`render_vs_reference` and
 :func:`render_pairwise` lay out plain dicts.
