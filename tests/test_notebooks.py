@@ -249,6 +249,7 @@ def test_theory_checks(executed):
     assert curves["step"].max() == 200
 
 
+@pytest.mark.slow  # the benchmarks notebook times the simulator and the LM updates (about a minute)
 def test_benchmarks(executed):
     out = executed("benchmarks")
     _assert_quiet_imports(out, "benchmarks")
@@ -448,6 +449,7 @@ def test_run_all_full_run_writes_the_committed_figures_folder(tmp_path, monkeypa
 LM_ALGORITHMS = {"egpo", "oipo1", "oipo2", "nashmd", "nashmdpg"}
 
 
+@pytest.mark.slow  # shares the benchmarks notebook's run with test_benchmarks
 def test_benchmarks_language_model_section(executed):
     out = executed("benchmarks")
     _figures(out, ["lm_seconds_per_update"])

@@ -127,8 +127,10 @@ def test_makefile_reinstalls_when_the_ranges_or_the_tested_set_change():
     assert match and set(match.group(1).split()) >= {"pyproject.toml", "$(CONSTRAINTS)"}, match
 
 
-def test_ci_runs_the_makefile_tests():
-    assert re.search(r"^make test\s*$", (ROOT / ".ci" / "run").read_text(), re.M)
+def test_ci_runs_the_makefile_tests_and_the_slow_ones():
+    ci = (ROOT / ".ci" / "run").read_text()
+    assert re.search(r"^make test\s*$", ci, re.M) and re.search(r"^make test-slow\s*$", ci, re.M), ci
+    assert 'pytest -q -m "not slow"' in MAKEFILE and "pytest -q -m slow" in MAKEFILE
 
 
 def test_version_is_written_once_and_installed():
