@@ -36,6 +36,8 @@ import shutil
 from pathlib import Path
 from typing import Any, Iterable
 
+from egpo_core.files import fsync_directory
+
 __all__ = [
     "PARTIAL_PREFIX",
     "MODEL_MARKERS",
@@ -77,14 +79,7 @@ def _fsync(path: Path) -> None:
     """fsync a file, or a folder's entries (POSIX only; a file system refusing to fsync a folder, as some
     network mounts do, is not an error of the save)."""
     if path.is_dir():
-        if os.name != "posix":
-            return
-        with contextlib.suppress(OSError):
-            fd = os.open(path, os.O_RDONLY)
-            try:
-                os.fsync(fd)
-            finally:
-                os.close(fd)
+        fsync_directory(path)
         return
     fd = os.open(path, os.O_RDONLY)
     try:
