@@ -6,19 +6,29 @@ with the LoRA fields and ``--overwrite_output_dir``; the judge flags come from
 ``--report_to``, ``--save_steps``, ``--gradient_accumulation_steps``, ``--bf16``, ``--use_cpu``, …)
 work as in any HF project; parsed by ``HfArgumentParser`` from flags and ``--config file.yaml``.
 
-Counting: ``--per_device_train_batch_size`` counts prompts; ``--max_steps`` and
-``--num_train_epochs`` count *updates* of the algorithm, and so do the logs, TensorBoard's x-axis, the
-progress bar and the learning-rate schedule (warm-up included). An EGPO update is two optimizer steps
-(the half step and the full step, each on its own batch): the trainer derives the optimizer-step count
-(:attr:`NLHFConfig.steps_per_update` × updates; the Trainer's ``global_step`` and ``checkpoint-N`` count
-optimizer steps), and "epoch k" of EGPO is after 2k passes over the prompts (``epochs/epoch-k``).
+Counting: ``--per_device_train_batch_size`` counts prompts; every step-counted flag counts *updates* of
+the algorithm — ``--max_steps``, ``--num_train_epochs``, ``--logging_steps``, ``--save_steps``,
+``--warmup_steps``, ``--logging_first_step`` (a ratio such as ``--save_steps 0.25`` is a fraction of the
+planned updates), and ``--logging_strategy/--save_strategy epoch`` means an epoch of updates — and so do
+the logs, TensorBoard's x-axis, the progress bar (console and Jupyter) and the learning-rate schedule. An
+EGPO update is two optimizer steps (the half step and the full step, each on its own batch): the trainer
+derives the optimizer-step count (:attr:`NLHFConfig.steps_per_update` × updates), "epoch k" of EGPO is
+after 2k passes over the prompts (``epochs/epoch-k``), and a log or checkpoint falls only after a full
+step. For the other algorithms an update is one optimizer step, and nothing differs.
+
+Checkpoint folders keep the Trainer's numbering, ``checkpoint-N`` with N = optimizer steps (the
+``global_step`` of its ``trainer_state.json``): EGPO's checkpoint after update u is ``checkpoint-{2u}``
+(``--save_steps 3 --max_steps 6`` writes ``checkpoint-6`` and ``checkpoint-12``). Only a judge failure
+between EGPO's half and full step writes an odd N (a resumable mid-update checkpoint), which is why the
+folders do not count updates.
 
 ``--alg`` takes the names of :data:`LM_ALGORITHMS` (the README's) or any alias egpo_core declares for
 them (``eg``, ``nmd``, ``nash_md``, ``nmdpg``, …); MPO and OMWU are tabular/neural only and refused.
 
-Checkpoints: ``--save_steps N`` alone saves every N optimizer steps (``lm_runs.cli`` then selects
+Checkpoints: ``--save_steps N`` alone saves every N updates (``lm_runs.cli`` then selects
 ``--save_strategy steps``, as in any Hugging Face project); without it no checkpoint is written (the
-epoch models and the final model are).
+epoch models and the final model are). There is no evaluation set (the saved models are evaluated by
+``python -m lm_runs.evaluate``), so ``--eval_strategy`` other than ``no`` and ``--eval_steps`` are refused.
 
 Sampling defaults follow the EGPO paper's language-model runs: the pair y, y′ at temperature 2 with top-k 10 and the
 opponent y″ at temperature 1 for Online IPO 1, EGPO and Nash-MD; y, y′ at temperature 1 for Online
@@ -170,10 +180,14 @@ class NLHFConfig(JudgeArguments, TrainingRunArguments):
     learning_rate: float = field(default=5e-7, metadata=_help("AdamW learning rate (paper: 5e-7)."))
     weight_decay: float = field(default=0.01, metadata=_help("AdamW weight decay (paper: 0.01)."))
     remove_unused_columns: bool = field(default=False, metadata=_help("Kept False: the collator reads the prompt column."))
-    logging_steps: float = field(default=1, metadata=_help("Log every n optimizer steps."))
+    logging_steps: float = field(default=1, metadata=_help("Log every n updates (EGPO: an update is its half and full step); < 1: a fraction of the planned updates."))
+    save_steps: float = field(
+        default=500,
+        metadata=_help("Save a checkpoint every n updates (< 1: a fraction of the planned updates); the folder checkpoint-N counts optimizer steps (EGPO: N = 2 × updates)."),
+    )
     save_strategy: str = field(
         default="no",
-        metadata=_help("Checkpoint strategy: 'steps' (every --save_steps optimizer steps; --save_steps alone selects it), 'epoch', 'no'."),
+        metadata=_help("Checkpoint strategy: 'steps' (every --save_steps updates; --save_steps alone selects it), 'epoch' (every epoch of updates), 'no'."),
     )
 
     def __post_init__(self) -> None:
@@ -210,6 +224,9 @@ class NLHFConfig(JudgeArguments, TrainingRunArguments):
             raise ValueError(f"--samples_per_prompt must be at least 1, got {self.samples_per_prompt}")
         if self.max_prompt_length < 1:
             raise ValueError(f"--max_prompt_length must be at least 1, got {self.max_prompt_length}")
+        if str(getattr(self.eval_strategy, "value", self.eval_strategy)) != "no" or self.eval_steps is not None:
+            given = f"--eval_steps {self.eval_steps}" if self.eval_steps is not None else f"--eval_strategy {getattr(self.eval_strategy, 'value', self.eval_strategy)}"
+            raise ValueError(f"{given}: NLHF training has no evaluation set; evaluate the saved models with python -m lm_runs.evaluate")
         for name in ("model_name_or_path", "prompts"):
             if not getattr(self, name):
                 raise ValueError(f"--{name} is required")

@@ -31,14 +31,26 @@ state, and steps from θ_t. The scheduler therefore ticks once per update; a che
 steps carries the snapshot (``extragradient_state_rank{R}.pt``) and resumes into the full step.
 
 Counting: the configuration counts updates (``--max_steps``, ``--num_train_epochs``); the trainer derives
-the optimizer-step count from it (× ``steps_per_update``) without changing the configuration. Logs,
-TensorBoard's x-axis (``step``), the logged ``epoch`` and the progress bar count updates; ``global_step``
-and ``checkpoint-N`` count optimizer steps.
+the optimizer-step count from it (× ``steps_per_update``) without changing the configuration. Every
+other step-counted Hugging Face flag counts updates too — ``--logging_steps``, ``--save_steps``,
+``--logging_first_step`` (and the ratio forms, × the planned updates), ``--warmup_steps`` (the schedule
+counts updates), and ``--logging_strategy/--save_strategy epoch`` means an epoch of updates (there is no
+evaluation set: ``lm_runs.config`` refuses the eval flags) — because the Trainer's flow callback,
+its progress bar (console or Jupyter) and every log see :meth:`NLHFTrainer.state_in_updates`, and the
+flow acts only on an optimizer step that completes an update (EGPO: the full step). Logs,
+TensorBoard's x-axis (``step``) and the logged ``epoch`` count updates. The Trainer's ``global_step``
+(``trainer_state.json``) and the checkpoint folders ``checkpoint-N`` count optimizer steps: EGPO's
+checkpoint after update u is ``checkpoint-{2u}``, so ``--save_steps 3 --max_steps 6`` writes
+``checkpoint-6`` and ``checkpoint-12``; only a judge failure between the half and the full step writes an
+odd one (see below). For the other algorithms updates and optimizer steps are the same numbers.
 
 A judge that fails (raises, or answers NaN or a value outside [0, 1]) stops training with a
 :class:`~lm_runs.judges.JudgeError` naming the update and the cause, after saving the checkpoint of the
 last completed optimizer step (with the random-number state of that moment, so resuming from it ends
-where an uninterrupted run would).
+where an uninterrupted run would). In a distributed run the ranks first agree (one ``all_reduce`` of a
+failure flag after each judge call, before any collective of the step that a failed rank would not
+join): all ranks take the failure path together, save that checkpoint together (the save is collective)
+and raise the same one-line error, naming the rank whose judge failed.
 
 Generation and judging run once per accumulation window, at its first micro-batch (after the Trainer
 has restored the RNG state on resume), for all of the window's micro-batches.
@@ -58,7 +70,8 @@ from typing import Any, Callable, Sequence
 import numpy as np
 import torch
 from transformers import Trainer, TrainerCallback, TrainerState
-from transformers.trainer_callback import ProgressCallback
+from transformers import trainer as hf_trainer
+from transformers.trainer_callback import DefaultFlowCallback, ProgressCallback
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 
 from egpo_core.losses import (
@@ -91,8 +104,8 @@ EXTRAGRADIENT_STATE = "extragradient_state_rank{rank}.pt"
 
 
 class _JudgeFailed(Exception):
-    """Raised by the judge stage; :meth:`NLHFTrainer.training_step` turns it into a JudgeError after
-    saving a checkpoint."""
+    """Raised by the judge stage (on every rank once they agree); :meth:`NLHFTrainer.training_step` turns
+    it into a JudgeError after saving a checkpoint."""
 
 
 class _Window:
@@ -101,6 +114,16 @@ class _Window:
     def __init__(self, batches: list[dict]):
         self.batches = batches
         self.rollouts: list[dict] | None = None
+
+
+def _completed_update_epoch(args: NLHFConfig, state: TrainerState) -> int | None:
+    """k when the Trainer's state is at the end of update-epoch k (``steps_per_update`` × k passes over the
+    prompts; not a run stopped mid-epoch), else None."""
+    passes = round(state.epoch or 0)
+    complete = abs((state.epoch or 0) - passes) < 1e-6
+    if complete and passes > 0 and passes % args.steps_per_update == 0:
+        return passes // args.steps_per_update
+    return None
 
 
 class _EpochModels(TrainerCallback):
@@ -112,26 +135,17 @@ class _EpochModels(TrainerCallback):
     def __init__(self, trainer: "NLHFTrainer"):
         self.trainer = trainer
 
-    @staticmethod
-    def _completed_epoch(args, state) -> int | None:
-        """k when the state is at the end of update-epoch k (not a run stopped mid-epoch), else None."""
-        passes = round(state.epoch or 0)
-        complete = abs((state.epoch or 0) - passes) < 1e-6
-        if complete and passes > 0 and passes % args.steps_per_update == 0:
-            return passes // args.steps_per_update
-        return None
-
     def _folder(self, args, epoch: int) -> Path:
         return Path(args.output_dir) / "epochs" / f"epoch-{epoch}"
 
     def on_train_begin(self, args, state, control, **kwargs):
-        epoch = self._completed_epoch(args, state)
+        epoch = _completed_update_epoch(args, state)
         if epoch is not None and not any((self._folder(args, epoch) / name).is_file() for name in MODEL_MARKERS):
             save_model_atomically(self.trainer, self._folder(args, epoch))
         return control
 
     def on_epoch_end(self, args, state, control, **kwargs):
-        epoch = self._completed_epoch(args, state)
+        epoch = _completed_update_epoch(args, state)
         if epoch is not None:
             save_model_atomically(self.trainer, self._folder(args, epoch))
         return control
@@ -152,18 +166,37 @@ class _OptimizerStepCounts:
         return getattr(self._args, name)
 
 
-class _UpdateProgress(ProgressCallback):
-    """Hugging Face's progress bar, counting updates (EGPO's bar runs to ``--max_steps``, not twice it)."""
+class _InUpdates(TrainerCallback):
+    """One of Hugging Face's callbacks counting updates: every event reaches ``inner`` with
+    :meth:`NLHFTrainer.state_in_updates` instead of the Trainer's state (``global_step``, ``max_steps``,
+    ``epoch``, ``logging_steps``/``save_steps``/``eval_steps`` in updates). With ``flow=True`` (the
+    DefaultFlowCallback, which decides when to log, evaluate, save and stop) ``on_step_end`` reaches it
+    only on an optimizer step that completes an update, and ``on_epoch_end`` only at the end of an epoch
+    of updates: EGPO's half step never logs or saves, and ``--logging_steps 2`` logs updates 2, 4, 6."""
 
-    def __init__(self, trainer: "NLHFTrainer"):
-        super().__init__()
+    def __init__(self, inner: TrainerCallback, trainer: "NLHFTrainer", flow: bool = False):
+        self.inner = inner
         self.trainer = trainer
+        self.flow = flow
 
-    def on_train_begin(self, args, state, control, **kwargs):
-        return super().on_train_begin(args, self.trainer.state_in_updates(), control, **kwargs)
+    def __repr__(self) -> str:
+        return f"_InUpdates({self.inner!r})"
 
-    def on_step_end(self, args, state, control, **kwargs):
-        return super().on_step_end(args, self.trainer.state_in_updates(), control, **kwargs)
+
+def _forward_in_updates(event: str) -> Callable:
+    def forward(self: _InUpdates, args, state, control, **kwargs):
+        if self.flow and event == "on_step_end" and not self.trainer._is_update_step:
+            return control
+        if self.flow and event == "on_epoch_end" and _completed_update_epoch(args, state) is None:
+            return control
+        return getattr(self.inner, event)(args, self.trainer.state_in_updates(), control, **kwargs)
+
+    forward.__name__ = event
+    return forward
+
+
+for _event in [name for name in vars(TrainerCallback) if name.startswith("on_")]:
+    setattr(_InUpdates, _event, _forward_in_updates(_event))
 
 
 class _RandomStateAtStepEnd(TrainerCallback):
@@ -273,8 +306,7 @@ class NLHFTrainer(AtomicCheckpoints, Trainer):
             else None
         )
         self.add_callback(_EpochModels(self))
-        if self.pop_callback(ProgressCallback) is not None:
-            self.add_callback(_UpdateProgress(self))
+        self._count_updates_in_callbacks()
         self._random_state = _RandomStateAtStepEnd()
         self.add_callback(self._random_state)
         self._metrics: dict[str, list[float]] = defaultdict(list)
@@ -298,6 +330,17 @@ class NLHFTrainer(AtomicCheckpoints, Trainer):
     # counting
     # ------------------------------------------------------------------------------------------
 
+    def _count_updates_in_callbacks(self) -> None:
+        """Put Hugging Face's flow callback and progress bar (the console's, or the notebook's that the
+        Trainer picks in Jupyter) behind :class:`_InUpdates`, in their places."""
+        callbacks = self.callback_handler.callbacks
+        progress = (ProgressCallback, hf_trainer.DEFAULT_PROGRESS_CALLBACK)
+        for i, callback in enumerate(callbacks):
+            if isinstance(callback, DefaultFlowCallback):
+                callbacks[i] = _InUpdates(callback, self, flow=True)
+            elif isinstance(callback, progress):
+                callbacks[i] = _InUpdates(callback, self)
+
     @property
     def updates(self) -> int:
         """Completed updates of the algorithm (EGPO: pairs of optimizer steps)."""
@@ -318,8 +361,9 @@ class NLHFTrainer(AtomicCheckpoints, Trainer):
         return super().create_scheduler(self.planned_updates, optimizer)
 
     def state_in_updates(self) -> TrainerState:
-        """The Trainer's state as the user counts it: ``global_step``, ``max_steps`` and ``epoch`` in
-        updates (a copy for EGPO; the state itself for the other algorithms)."""
+        """The Trainer's state as the user counts it: ``global_step``, ``max_steps``, ``epoch`` and the
+        logging/saving/evaluation intervals in updates (a ratio such as ``--save_steps 0.5`` × the planned
+        updates); a copy for EGPO, the state itself for the other algorithms."""
         per_update = self.args.steps_per_update
         if per_update == 1:
             return self.state
@@ -327,6 +371,8 @@ class NLHFTrainer(AtomicCheckpoints, Trainer):
         view.global_step = self.updates
         view.max_steps = self.planned_updates if self.planned_updates is not None else view.max_steps
         view.epoch = None if self.state.epoch is None else self.state.epoch / per_update
+        if self.planned_updates is not None:
+            view.compute_steps(self.args, self.planned_updates)
         return view
 
     def floating_point_ops(self, inputs) -> int:
@@ -353,19 +399,29 @@ class NLHFTrainer(AtomicCheckpoints, Trainer):
 
     def _save_after_failure(self) -> str:
         """Save the checkpoint of the last completed optimizer step (unless it exists) with that step's
-        random-number state; returns what to tell the user."""
+        random-number state; returns what to tell the user. Called on every rank at once (the ranks agreed
+        on the failure, :meth:`_agree_on_failure`): the save is collective, and whether the checkpoint
+        exists is the main process's answer, so all ranks take the same branch."""
         step = self.state.global_step
         folder = Path(self.args.output_dir) / f"{PREFIX_CHECKPOINT_DIR}-{step}"
         if step == 0:
             return "no optimizer step was completed, so there is nothing to resume from"
         if self._random_state.saved is None:  # resumed, and failed before completing a step of its own
             return f"the newest checkpoint in {self.args.output_dir} is where to resume from"
-        if self.args.world_size > 1:
-            return f"no checkpoint written (a distributed run cannot save from one rank); the last saved one is in {self.args.output_dir}"
-        if not is_complete_checkpoint(folder):
+        if not self._main_process_sees(is_complete_checkpoint(folder)):
             self._random_state.restore()
             self._save_checkpoint(self.model, trial=None)
         return f"checkpoint of optimizer step {step} in {folder}: resume with --resume_from_checkpoint true"
+
+    def _main_process_sees(self, answer: bool) -> bool:
+        """Rank 0's ``answer`` on every rank (a broadcast; the answer itself in a single process)."""
+        import torch.distributed as dist
+
+        if self.args.world_size == 1 or not (dist.is_available() and dist.is_initialized()):
+            return answer
+        flag = torch.tensor([1.0 if answer else 0.0], device=self.args.device)
+        dist.broadcast(flag, src=0)
+        return bool(float(flag))
 
     def _rollout_window(self, batches: list[dict]) -> list[dict]:
         """Rollouts of a window. EGPO: a half step's window then saves θ_t (before its optimizer step); a full
@@ -391,7 +447,11 @@ class NLHFTrainer(AtomicCheckpoints, Trainer):
         started = time.perf_counter()
         samples = self._generate(batch)
         generated = time.perf_counter()
-        wins = self._judge(samples)
+        try:
+            wins, failure = self._judge(samples), None
+        except _JudgeFailed as error:
+            wins, failure = None, error
+        self._agree_on_failure(failure)  # every rank raises, or none: no rank is left in a collective
         judged = time.perf_counter()
         ref_logp = self._reference_logprobs(samples)
         responses, mask = samples.responses, samples.completion_mask
@@ -480,6 +540,25 @@ class NLHFTrainer(AtomicCheckpoints, Trainer):
         for block, (role, k) in enumerate(queries):
             wins[role, :, k] = judged[block * n : (block + 1) * n]
         return wins
+
+    def _agree_on_failure(self, failure: _JudgeFailed | None) -> None:
+        """Raise :class:`_JudgeFailed` on every rank when the judge failed on any: one ``all_reduce`` (max)
+        of a failure flag, then, only after a failure, an ``all_gather_object`` of the causes so that every
+        rank names the first failed rank and its cause. Single process: raise ``failure`` if any."""
+        import torch.distributed as dist
+
+        if self.args.world_size == 1 or not (dist.is_available() and dist.is_initialized()):
+            if failure is not None:
+                raise failure
+            return
+        flag = torch.tensor([0.0 if failure is None else 1.0], device=self.args.device)
+        dist.all_reduce(flag, op=dist.ReduceOp.MAX)
+        if float(flag) == 0.0:
+            return
+        causes: list[str | None] = [None] * dist.get_world_size()
+        dist.all_gather_object(causes, None if failure is None else str(failure))
+        rank, cause = next((r, c) for r, c in enumerate(causes) if c is not None)
+        raise _JudgeFailed(f"{cause} on rank {rank}") from (failure.__cause__ if failure is not None else None)
 
     def _reference_logprobs(self, samples: _Samples) -> torch.Tensor:
         """π_ref's summed log-probabilities of the pair responses, role after role (π_ref is frozen:

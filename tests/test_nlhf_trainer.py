@@ -23,6 +23,7 @@ import pytest
 import torch
 import toy_judges
 from transformers import AutoModelForCausalLM, AutoTokenizer, TrainerCallback
+from transformers.utils.notebook import NotebookProgressCallback
 
 from lm_runs.config import NLHFConfig
 from lm_runs.data import load_prompts
@@ -375,6 +376,68 @@ def test_epoch_based_run_schedules_updates(tiny, tmp_path):
     assert rates == pytest.approx([lr, 2 * lr / 3, lr / 3], rel=1e-6)
 
 
+class NotebookBar(NotebookProgressCallback):
+    """HF's Jupyter progress bar as the Trainer picks it in a notebook, recording the total and the step
+    it is shown instead of drawing (no IPython display in a test)."""
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        self.total, self.shown = state.max_steps, []
+
+    def on_step_end(self, args, state, control, **kwargs):
+        self.shown.append(state.global_step)
+
+    def on_log(self, args, state, control, logs=None, **kwargs):
+        pass
+
+    def on_train_end(self, args, state, control, **kwargs):
+        pass
+
+
+@pytest.mark.parametrize(
+    "alg,flags,logged,checkpoints",
+    [
+        ("egpo", dict(logging_steps=2, save_steps=3), [2, 4, 6], ["checkpoint-12", "checkpoint-6"]),
+        ("egpo", dict(logging_steps=0.5, save_steps=0.5, logging_first_step=True), [1, 3, 6], ["checkpoint-12", "checkpoint-6"]),
+        ("oipo1", dict(logging_steps=2, save_steps=3), [2, 4, 6], ["checkpoint-3", "checkpoint-6"]),
+    ],
+    ids=["egpo", "egpo-ratios", "oipo1"],
+)
+def test_step_counted_flags_count_updates(tiny, tmp_path, monkeypatch, alg, flags, logged, checkpoints):
+    """--max_steps 6 with --logging_steps 2 --save_steps 3: every algorithm logs updates 2, 4, 6 and saves
+    after updates 3 and 6 — for EGPO the folders checkpoint-6 and checkpoint-12 (optimizer steps), each
+    at an update boundary (phase "half", 3 and 6 updates; EGPO logged 3, 6 and saved checkpoint-3, -6
+    before: optimizer steps, logs on half steps dropped). Ratios are fractions of the planned updates
+    (0.5 × 6 = 3; logging_first_step logs update 1). The notebook progress bar (Jupyter's; it ran to 12 for
+    EGPO) runs to 6 and is shown updates 0..6."""
+    import transformers.trainer as hf_trainer
+
+    monkeypatch.setattr(hf_trainer, "DEFAULT_PROGRESS_CALLBACK", NotebookBar)
+    cfg = config(tiny, tmp_path, alg=alg, max_steps=6, save_strategy="steps", disable_tqdm=False, **flags)
+    trainer = make_trainer(tiny, cfg)
+    trainer.train()
+    assert trainer.updates == 6
+    assert [row["step"] for row in trainer.state.log_history if "loss" in row] == logged
+    assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith("checkpoint-")) == checkpoints
+    if alg == "egpo":
+        for name, updates in (("checkpoint-6", 3), ("checkpoint-12", 6)):
+            saved = torch.load(tmp_path / name / "extragradient_state_rank0.pt", weights_only=False)
+            assert saved["phase"] == "half" and saved["updates"] == updates
+    (bar,) = [c.inner for c in trainer.callback_handler.callbacks if isinstance(getattr(c, "inner", None), NotebookBar)]
+    assert bar.total == 6
+    assert sorted(set(bar.shown)) == list(range(cfg.steps_per_update == 1, 7))
+
+
+def test_epoch_strategies_count_epochs_of_updates(tiny, tmp_path):
+    """EGPO, 12 prompts, 2 per step, 6 updates = two passes = one epoch of updates: --save_strategy epoch and
+    --logging_strategy epoch save and log once, after the second pass (checkpoint-12, logged at update 6),
+    not also after the first pass (checkpoint-6, mid-epoch)."""
+    cfg = config(tiny, tmp_path, alg="egpo", max_steps=6, save_strategy="epoch", logging_strategy="epoch")
+    trainer = make_trainer(tiny, cfg)
+    trainer.train()
+    assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith("checkpoint-")) == ["checkpoint-12"]
+    assert [(row["step"], row["epoch"]) for row in trainer.state.log_history if "loss" in row] == [(6, pytest.approx(1.0))]
+
+
 # ---------------------------------------------------------------------------------------------
 # a judge that fails mid-training
 # ---------------------------------------------------------------------------------------------
@@ -497,6 +560,8 @@ def base_flags(tiny, out) -> list[str]:
         (["--model_name_or_path", "/no/such/model"], "/no/such/model: no such model folder"),
         (["--resume_from_checkpoint", "true"], "--resume_from_checkpoint true: no complete checkpoint"),
         (["--resume_from_checkpoint", "/no/such/checkpoint-3"], "no such checkpoint folder: /no/such/checkpoint-3"),
+        (["--eval_strategy", "steps"], "--eval_strategy steps: NLHF training has no evaluation set"),
+        (["--eval_steps", "5"], "--eval_steps 5.0: NLHF training has no evaluation set"),
     ],
 )
 def test_bad_configuration_fails_before_any_model_loads_with_one_line(tiny, tmp_path, capsys, no_model_loads, flags, message):
