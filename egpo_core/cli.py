@@ -31,6 +31,7 @@ import warnings
 from pathlib import Path
 from typing import Any, Callable, NoReturn
 
+from .algorithms import ALGORITHMS, SIMULATOR_MODES
 from .config import METRICS, SimulationConfig, field_docs
 
 #: About this many recorded steps per curve unless --record-every is given.
@@ -70,7 +71,9 @@ def _default_text(f: dataclasses.Field) -> str:
     if f.name == "record_every":
         return f"default: ⌈iterations/{CLI_RECORDS}⌉, about {CLI_RECORDS} records per curve; 1 keeps every step"
     if f.name == "algorithms":
-        return f"default: {','.join(f.default)}"
+        known = [a.name if a.simulated == SIMULATOR_MODES else f"{a.name} ({', '.join(a.simulated)} only)"
+                 for a in ALGORITHMS.values()]
+        return f"default: {','.join(f.default)}; known: {', '.join(known)}"
     if f.name == "metrics":
         return f"default: {','.join(f.default)}; from {','.join(METRICS)}"
     return f"default: {f.default}"

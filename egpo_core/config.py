@@ -63,7 +63,7 @@ class SimulationConfig:
     pair_sampling: Literal["uniform", "policy"] = "uniform"
     """Pairs y, y′ of the ipo-family losses: 'uniform' over actions or drawn from π_t ('policy'), exact or sampled."""
     magnet_period: int = 0
-    """MPO's magnet reset period in updates (0: the magnet stays π_ref)."""
+    """Refresh period K of the 'magnet' anchor (MPO's magnet, COMAL's reference): π_t replaces it every K updates (0: it stays π_ref)."""
     record_every: int = 1
     """Record the metrics every k-th update (and always the last)."""
     metrics: tuple[str, ...] = ("duality_gap",)
@@ -89,6 +89,11 @@ class SimulationConfig:
             if getattr(self, name) not in choices:
                 raise ValueError(f"{name} must be one of {choices}, got {name}={getattr(self, name)!r}")
         check_conventions(self.conventions)
+        mode = f"{self.policy}/{self.gradient}"
+        for algorithm in self.algorithm_objects():
+            if mode not in algorithm.simulated:
+                raise ValueError(f"{algorithm.name} is simulated in the mode(s) {', '.join(algorithm.simulated)} only, "
+                                 f"got policy={self.policy!r}, gradient={self.gradient!r} (see egpo_core.algorithms.{algorithm.name})")
         for name, minimum in (("iterations", 1), ("num_samples", 1), ("hidden_dim", 1), ("depth", 1),
                               ("record_every", 1), ("magnet_period", 0), ("seed", 0)):
             set_field(name, check_count(getattr(self, name), name, minimum))

@@ -30,7 +30,7 @@ from typing import Sequence
 import numpy as np
 import pandas as pd
 
-from .algorithms import PAPER_ALGORITHMS, get_algorithm
+from .algorithms import PAPER_ALGORITHMS, Opponent, get_algorithm
 from .simulator import SimulationResult, sweep
 
 __all__ = [
@@ -262,7 +262,8 @@ def linearized_rate(
     (:func:`egpo_core.equilibria.regularized_equilibrium`), J = ∂f/∂θ at θ* by central differences
     (step ``step``); ρ = max |eig J|. Near π*_β the distance contracts like ρ^t, so the log-gap slope
     tends to 2·log ρ. OMWU, whose update reads (θ_t, θ_{t−1}), is linearized on the pair:
-    (θ_t, θ_{t−1}) ↦ (f(θ_t, θ_{t−1}), θ_t). MPO uses the magnet π_ref (no reset).
+    (θ_t, θ_{t−1}) ↦ (f(θ_t, θ_{t−1}), θ_t); so is every algorithm with the optimistic opponent (ONPO).
+    The "magnet" anchor (MPO, COMAL) is π_ref (no refresh).
 
     Returns NaN for a game where π*_β is not a fixed point of the update: ‖f(θ*) − θ*‖_∞/(ηβ) >
     ``fixed_point_tol`` (for the mirror-descent family (f(θ) − θ)/(ηβ) is the residual θ_ref + Pσ/β − θ
@@ -279,13 +280,13 @@ def linearized_rate(
         P, ref = P[None], ref[None]
     star = regularized_equilibrium(P, ref, beta).logits
     kwargs = {}
-    if alg.name in ("nash_md", "nash_md_pg") and mixture is not None:
+    if alg.opponent is Opponent.MIXTURE and mixture is not None:
         kwargs["mixture"] = mixture
     n = P.shape[-1]
     out = np.full(P.shape[0], np.nan)
     for r in range(P.shape[0]):
         theta = star[r] - star[r].mean()
-        if alg.name == "omwu":
+        if alg.opponent is Opponent.OPTIMISTIC:
             def f(z, r=r):
                 cur, prev = z[..., :n], z[..., n:]
                 new = alg.closed_form(cur, ref[r], P[r], eta, beta, previous_logits=prev)

@@ -39,7 +39,11 @@ def _closed_form_trajectory(name, P, ref, eta, beta, steps, magnet_period=0):
     for t in range(steps):
         if magnet_period and t > 0 and t % magnet_period == 0:
             magnet = theta.copy()
-        extra = {"omwu": {"previous_logits": previous}, "mpo": {"magnet_logits": magnet}}.get(name, {})
+        extra = {}  # the algorithm's state, by its declared fields
+        if alg.opponent == "optimistic":
+            extra["previous_logits"] = previous
+        if alg.anchor == "magnet":
+            extra["magnet_logits"] = magnet
         theta, previous = alg.closed_form(theta, ref, P, eta, beta, **extra), theta
         gaps.append(duality_gap(P, theta, ref, beta))
     return np.array(gaps).T
@@ -51,7 +55,7 @@ def test_exact_tabular_kernel_equals_closed_form(games, name):
     beta, lr, steps = 0.1, 0.05, 12
     eta = eta_from_lr(lr, beta, P.shape[1])
     res = simulate(P, ref, [name], beta=beta, lr=lr, iterations=steps, magnet_period=5, progress=False)
-    expected = _closed_form_trajectory(name, P, ref, eta, beta, steps, magnet_period=5 if name == "mpo" else 0)
+    expected = _closed_form_trajectory(name, P, ref, eta, beta, steps, magnet_period=5)
     got = res.duality_gap[name]
     assert got.shape == (4, steps + 1)
     np.testing.assert_allclose(got, expected, rtol=1e-9, atol=1e-13)

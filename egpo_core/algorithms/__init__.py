@@ -30,6 +30,7 @@ import pkgutil
 from .base import (
     NAMED_CONVENTIONS,
     OPPONENT_TERMS,
+    SIMULATOR_MODES,
     UNDECLARED_COLOR,
     Algorithm,
     Anchor,
@@ -149,6 +150,7 @@ __all__ = [
     "algorithm_color",
     "display_name",
     "UNDECLARED_COLOR",
+    "SIMULATOR_MODES",
     "center",
     "geometric_mixture_logits",
     "mirror_descent_step",

@@ -46,7 +46,13 @@ class Opponent(StrEnum):
 
 
 class Anchor(StrEnum):
-    """The policy inside ℓ_θ = log π_θ − log π_anchor."""
+    """The policy inside ℓ_θ = log π_θ − log π_anchor.
+
+    ``MAGNET`` is the one vocabulary for an anchor *refreshed every K updates*: it starts at π_ref and
+    becomes π_t at every t > 0 with t % K = 0, K = the simulation's ``magnet_period`` (0: never
+    refreshed, the anchor stays π_ref). MPO's magnet and COMAL's proximal-point reference are this
+    anchor; they differ only in their loss weight.
+    """
 
     REFERENCE = "reference"
     CURRENT = "current"
@@ -79,6 +85,9 @@ class MixtureNormalization(StrEnum):
 
 OpponentSource = Literal["current", "mixture", "previous", "pair"]
 
+#: The simulator's modes, ``"{policy}/{gradient}"``: what :attr:`Algorithm.simulated` lists.
+SIMULATOR_MODES = ("tabular/exact", "tabular/sampled", "neural/exact", "neural/sampled")
+
 _HEX_COLOR = re.compile(r"#[0-9a-fA-F]{6}")
 
 #: The colour of an algorithm that declares none (one built outside the registry, e.g. in a test).
@@ -95,6 +104,7 @@ __all__ = [
     "NAMED_CONVENTIONS",
     "Algorithm",
     "UNDECLARED_COLOR",
+    "SIMULATOR_MODES",
     "OpponentTerm",
     "OPPONENT_TERMS",
     "mirror_descent_step",
@@ -158,6 +168,10 @@ class Algorithm:
         color: its colour in every figure, ``"#rrggbb"`` (the registered eight: matplotlib's tab10 in
             listing order); ``None`` for an algorithm declared outside the registry, drawn in
             :data:`UNDECLARED_COLOR`.
+        simulated: the simulator modes (:data:`SIMULATOR_MODES`) in which the kernel's update — one
+            SGD step on the declared loss — is the algorithm's update; the simulator refuses the others
+            (INPO's update is the minimiser of its own ordered-pair loss, which is the kernel's step in
+            the exact tabular mode only).
     """
 
     name: str
@@ -171,6 +185,7 @@ class Algorithm:
     reference: str = ""
     aliases: tuple[str, ...] = ()
     color: str | None = None
+    simulated: tuple[str, ...] = SIMULATOR_MODES
 
     def __post_init__(self) -> None:
         if isinstance(self.aliases, str) or not all(isinstance(a, str) and a.strip() for a in self.aliases):
@@ -178,6 +193,10 @@ class Algorithm:
         object.__setattr__(self, "aliases", tuple(a.strip().lower() for a in self.aliases))
         if self.color is not None and not _HEX_COLOR.fullmatch(str(self.color)):
             raise ValueError(f"algorithm {self.name!r}: color must be a hex colour '#rrggbb', got {self.color!r}")
+        if isinstance(self.simulated, str) or not self.simulated or any(m not in SIMULATOR_MODES for m in self.simulated):
+            raise ValueError(f"algorithm {self.name!r}: simulated must be a non-empty tuple of modes from "
+                             f"{', '.join(SIMULATOR_MODES)}, got {self.simulated!r}")
+        object.__setattr__(self, "simulated", tuple(self.simulated))
         # each choice is checked (and stored as its enum member) when the algorithm is declared
         for name, vocabulary in (("loss", LossFamily), ("opponent", Opponent), ("anchor", Anchor), ("scheme", Scheme)):
             value = getattr(self, name)

@@ -1,0 +1,107 @@
+"""INPO: iterative Nash policy optimization — online mirror descent learned from ordered pairs.
+
+Zhang et al., "Iterative Nash Policy Optimization: Aligning LLMs with General Preferences via
+No-Regret Learning" (ICLR 2025, arXiv 2407.00617).
+
+The update is the OMD step of Online IPO 1:
+
+    log π_{t+1} ≐ (1 − ηβ) log π_t + ηβ log π_ref + η P(· ≻ π_t).
+
+What is new is how it is learned, without estimating any win rate P(y ≻ π_t): draw y, y′ ~ π_t
+i.i.d., let one Bernoulli(P(y ≻ y′)) judgement order them into a winner and a loser (y_w, y_l), and
+minimise over θ
+
+    L_t(θ) = E[(h_θ(y_w, y_l) − η/2)²],
+    h_θ(y, y′) = Δ_θ − ηβ Δ_ref − (1 − ηβ) Δ_t,      Δ_q = log q(y) − log q(y′),
+
+the IPO regression (Δ_θ − Δ_A − η/2)² with the anchor log π_A = ηβ log π_ref + (1 − ηβ) log π_t (the
+geometric mixture :func:`~egpo_core.algorithms.base.geometric_mixture_logits` with c = ηβ: the
+previous iterate is a second anchor) and the constant target η/2. Averaged over the order
+(h is antisymmetric), L_t = E_{y,y′~π_t}(h_θ(y, y′) − η[P(y ≻ y′) − ½])² + const, and its minimiser
+over all policies (INPO's Proposition 6) is h(y, y′) = η[P(y ≻ π_t) − P(y′ ≻ π_t)]: the OMD step.
+
+One INPO update is the minimiser of L_t. In the simulator's exact tabular mode that is the closed
+form below, which is also the kernel's exact step of the Online IPO loss — hence the fields, those
+of Online IPO 1, and the same iterates bit for bit. The sampled tabular update, the minimiser of the
+empirical loss over S ordered pairs, is :func:`ordered_pair_step` (a least-squares solve; it tends
+to the closed form as S grows). The kernel's sampled and neural modes take one SGD step per update,
+which is not INPO's update (one SGD step of L_t from θ_t is Online IPO 2's step, scaled by ηβ), so the
+simulator refuses them for INPO.
+"""
+
+import numpy as np
+from scipy.special import log_softmax, softmax
+
+from .base import Algorithm, center, geometric_mixture_logits, mirror_descent_step, preference_vector
+
+
+def closed_form(theta: np.ndarray, ref_logits: np.ndarray, P: np.ndarray, eta: float, beta: float) -> np.ndarray:
+    """The minimiser of INPO's loss (Prop. 6): the OMD step MD(π_t; π_t)."""
+    return mirror_descent_step(theta, ref_logits, preference_vector(P, softmax(theta, axis=-1)), eta, beta)
+
+
+def ordered_pairs(
+    pi: np.ndarray, P: np.ndarray, num_samples: int, rng: np.random.Generator
+) -> tuple[np.ndarray, np.ndarray]:
+    """``num_samples`` ordered pairs (winners, losers) of one policy ``pi`` (N,): y, y′ ~ π i.i.d., then
+    y wins with probability P(y ≻ y′) (one uniform draw per pair). Draw order: all y, all y′, the
+    judgements."""
+    n = pi.shape[-1]
+    y = rng.choice(n, size=num_samples, p=pi)
+    yp = rng.choice(n, size=num_samples, p=pi)
+    y_wins = rng.random(num_samples) < P[y, yp]
+    return np.where(y_wins, y, yp), np.where(y_wins, yp, y)
+
+
+def ordered_pair_step(
+    theta: np.ndarray,
+    ref_logits: np.ndarray,
+    P: np.ndarray,
+    eta: float,
+    beta: float,
+    num_samples: int,
+    rng: np.random.Generator,
+) -> np.ndarray:
+    """One sampled tabular INPO update: centered logits of the minimiser of the empirical loss
+
+        Σ_s (f(y_w,s) − f(y_l,s) − η/2)²,   f = log π_{t+1} − log π_A,  log π_A = (1 − ηβ) log π_t + ηβ log π_ref,
+
+    over S = ``num_samples`` ordered pairs of π_t (:func:`ordered_pairs`). The normal equations
+    L f = b, L = Σ_s (e_w − e_l)(e_w − e_l)ᵀ, b = (η/2) Σ_s (e_w − e_l), are solved in the least-squares
+    sense with the smallest norm: f is unique up to a constant on each connected set of drawn responses
+    (each is centred), and a response in no drawn pair keeps f = 0, i.e. its anchor log-probability.
+    As S → ∞, L/S → 2(diag π_t − π_t π_tᵀ) and b/S → 2η π_t ⊙ (Pπ_t − ½), so f → η P(· ≻ π_t) + const:
+    the closed form. ``theta`` (…, N), one draw stream for all rows in order.
+    """
+    theta = np.asarray(theta, dtype=np.float64)
+    ref_logits = np.broadcast_to(np.asarray(ref_logits, dtype=np.float64), theta.shape)
+    P = np.broadcast_to(np.asarray(P, dtype=np.float64), theta.shape + theta.shape[-1:])
+    n = theta.shape[-1]
+    anchor = geometric_mixture_logits(theta, ref_logits, eta * beta)
+    out = np.empty_like(theta)
+    for index in np.ndindex(theta.shape[:-1]):
+        winners, losers = ordered_pairs(softmax(theta[index]), P[index], num_samples, rng)
+        laplacian = np.zeros((n, n))
+        np.add.at(laplacian, (winners, winners), 1.0)
+        np.add.at(laplacian, (losers, losers), 1.0)
+        np.add.at(laplacian, (winners, losers), -1.0)
+        np.add.at(laplacian, (losers, winners), -1.0)
+        rhs = 0.5 * eta * (np.bincount(winners, minlength=n) - np.bincount(losers, minlength=n))
+        f = np.linalg.lstsq(laplacian, rhs, rcond=None)[0]
+        out[index] = log_softmax(anchor[index] + f)
+    return center(out)
+
+
+ALGORITHM = Algorithm(
+    name="inpo",
+    label="INPO",
+    aliases=("iterative_nash",),
+    color="#bcbd22",
+    loss="ipo",
+    opponent="current",
+    anchor="reference",
+    scheme="single",
+    closed_form=closed_form,
+    reference="Zhang et al. 2025 (arXiv 2407.00617)",
+    simulated=("tabular/exact",),
+)
