@@ -1,7 +1,8 @@
 """Seconds per NLHF update of ``lm_runs.trainer.NLHFTrainer``, per algorithm, with where the time goes.
 
-One update = one optimizer step (EGPO: the pair of half and full steps), full fine-tuning of a causal
-LM against a separate frozen π_ref, 8 prompts per optimizer step, 16 new tokens, fp32, one process,
+One update = one optimizer step (EGPO: the pair of half and full steps) of the trainer
+``python -m lm_runs.train_nlhf`` runs (built by ``lm_runs.train_nlhf.build_trainer``), full fine-tuning of
+a causal LM against a separate frozen π_ref, 8 prompts per optimizer step, 16 new tokens, fp32, one process,
 a callable judge (the shorter response wins softly, defined below), one torch thread (``--threads``). Every algorithm runs in its own
 subprocess, so its peak RSS (``ru_maxrss``) is its own; the time per update is the median over
 ``--updates`` updates after ``--warmup`` warm-up updates.
@@ -85,9 +86,7 @@ def measure(alg: str, model_dir: str, prompts: str, device: str, warmup: int, up
     from transformers import TrainerCallback
 
     from lm_runs.config import NLHFConfig
-    from lm_runs.data import load_prompts
-    from lm_runs.judges import CheckedJudge
-    from lm_runs.models import load_policy, load_reference, load_tokenizer
+    from lm_runs.train_nlhf import build_trainer
     from lm_runs.trainer import NLHFTrainer, _EpochModels
 
     cuda = device.startswith("cuda")
@@ -170,14 +169,9 @@ def measure(alg: str, model_dir: str, prompts: str, device: str, warmup: int, up
         learning_rate=1e-4,
         save_strategy="no",
     )
-    tokenizer = load_tokenizer(model_dir)
-    model = load_policy(model_dir, dtype=torch.float32)
-    ref = load_reference(model_dir, dtype=torch.float32)
-    trainer = Timed(model=model, args=args, judge=CheckedJudge(shorter_wins), train_dataset=load_prompts(prompts),
-                    processing_class=tokenizer, ref_model=ref)
-    trainer.remove_callback(_EpochModels)
     timer = Clock()
-    trainer.add_callback(timer)
+    trainer = build_trainer(args, judge=shorter_wins, callbacks=[timer], trainer_class=Timed)
+    trainer.remove_callback(_EpochModels)
     trainer.train()
 
     per_update = args.steps_per_update

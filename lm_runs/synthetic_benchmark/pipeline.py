@@ -134,14 +134,12 @@ def _train_run(
     alg: str, seed: int, length_normalize: bool, s: BenchmarkSettings, paths: dict[str, Path], game: ClassGame,
     oracle: ClassOracle, token_class: np.ndarray, bar,
 ) -> tuple[list[dict[str, Any]], dict[int, np.ndarray], float]:
-    """One NLHF run with the unchanged ``NLHFTrainer``, judged by ``oracle`` (handed to the trainer as a
-    ``CheckedJudge``; the configuration names no judge spec); returns its records, class probabilities
-    per evaluation point and wall seconds."""
+    """One NLHF run with the unchanged ``NLHFTrainer``, built as ``python -m lm_runs.train_nlhf`` builds
+    it (:func:`lm_runs.train_nlhf.build_trainer`) with ``oracle`` as its in-process judge (the
+    configuration names no judge spec) and :class:`ExactEvaluation` added as a callback; returns its
+    records, class probabilities per evaluation point and wall seconds."""
     from lm_runs.config import NLHFConfig
-    from lm_runs.data import load_prompts
-    from lm_runs.judges import CheckedJudge
-    from lm_runs.models import load_policy, load_reference, load_tokenizer
-    from lm_runs.trainer import NLHFTrainer
+    from lm_runs.train_nlhf import build_trainer
 
     run_dir = paths["runs"] / run_name(alg, seed, length_normalize)
     started = time.perf_counter()
@@ -154,21 +152,13 @@ def _train_run(
         optim=s.optimizer, adam_beta1=s.adam_beta1, max_grad_norm=s.max_grad_norm,
         logging_steps=10**6, disable_tqdm=True, save_strategy="no",
     )
-    tokenizer = load_tokenizer(paths["sft"])
-    model = load_policy(paths["sft"])
-    reference = load_reference(paths["sft"])
-    reference.eval()
-    for p in reference.parameters():
-        p.requires_grad_(False)
+    trainer = build_trainer(config, judge=oracle)
     evaluation = ExactEvaluation(
-        game, tokenizer, token_class, s.num_classes, eval_every=s.eval_every, max_updates=s.updates,
-        steps_per_update=config.steps_per_update, reference=reference, kl_samples=s.kl_samples,
+        game, trainer.processing_class, token_class, s.num_classes, eval_every=s.eval_every, max_updates=s.updates,
+        steps_per_update=config.steps_per_update, reference=trainer.reference.frozen, kl_samples=s.kl_samples,
         max_new_tokens=s.max_new_tokens, seed=seed, progress=bar.update if bar is not None else None,
     )
-    trainer = NLHFTrainer(
-        model=model, args=config, judge=CheckedJudge(oracle), train_dataset=load_prompts(str(paths["train_prompts"])),
-        processing_class=tokenizer, ref_model=reference, callbacks=[evaluation],
-    )
+    trainer.add_callback(evaluation)
     quiet(trainer)
     trainer.train()
     trainer.save_model(str(run_dir / "final"))
