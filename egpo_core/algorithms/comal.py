@@ -16,7 +16,9 @@ The refreshed anchor is the "magnet" anchor (:class:`~egpo_core.algorithms.base.
 K = ``magnet_period``, the same vocabulary as MPO's magnet; COMAL differs from MPO only in its
 loss weight (1: the OMD step; MPO's 1/(1 + ηβ): the proximal MMD step). Reductions: K = 0 (never
 refreshed) is INPO = Online IPO 1 (bit for bit in the simulator); K = 1 (refreshed every update)
-is log π_{t+1} ≐ log π_t + η P(· ≻ π_t), SPPO's step. As a loss: the Online IPO loss with anchor π_A.
+is log π_{t+1} ≐ log π_t + η P(· ≻ π_t), SPPO's step (the first update still anchors at π_ref, so the
+runs coincide from π_0 = π_ref). MPO's step is COMAL's with η/(1 + ηβ). As a loss: the Online IPO
+loss with anchor π_A.
 """
 
 import numpy as np

@@ -1,0 +1,213 @@
+"""INPO, COMAL and ONPO (issue 17): each against its numpy closed form, its reductions to the
+algorithms it generalises, and the ordered-pair loss INPO learns from.
+
+Tolerances: identities that run the same arithmetic are bit for bit (``assert_array_equal``); closed
+forms against other closed forms 1e-12 (float64, a few operations apart); the sampled INPO update is a
+Monte-Carlo estimate, checked at a stated tolerance that a wrong target or anchor would exceed many times.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from scipy.special import log_softmax, softmax
+
+from egpo_core import cli, simulate
+from egpo_core.algorithms import SIMULATOR_MODES, center, geometric_mixture_logits, get_algorithm
+from egpo_core.algorithms.inpo import ordered_pair_step, ordered_pairs
+from egpo_core.games import random_games
+from egpo_core.losses import ipo_regression_loss
+
+F64 = torch.float64
+
+
+@pytest.fixture(scope="module")
+def games():
+    rng = np.random.default_rng(17)
+    P = random_games(3, 5, rng)
+    theta = 0.5 * rng.normal(size=(3, 5))
+    ref = 0.5 * rng.normal(size=(3, 5))
+    return P, theta, ref
+
+
+# ---------------------------------------------------------------------------------------------
+# INPO
+# ---------------------------------------------------------------------------------------------
+
+
+def test_inpo_exact_update_is_the_omd_step_and_its_simulation_online_ipo1_bit_for_bit(games):
+    P, theta, ref = games
+    np.testing.assert_array_equal(get_algorithm("inpo").closed_form(theta, ref, P, 0.7, 0.2),
+                                  get_algorithm("oipo1").closed_form(theta, ref, P, 0.7, 0.2))
+    res = simulate(P, ref, ["oipo1", "inpo"], beta=0.1, lr=0.05, iterations=30, init_logits=theta,
+                   metrics=("exploitability",), progress=False)
+    np.testing.assert_array_equal(res.duality_gap["inpo"], res.duality_gap["oipo1"])
+    np.testing.assert_array_equal(res.exploitability["inpo"], res.exploitability["oipo1"])
+    assert np.all(np.abs(np.diff(res.duality_gap["inpo"], axis=1)) > 0)  # the policy moved
+
+
+def _exact_ordered_pair_loss(logits: torch.Tensor, theta, ref, P, eta, beta) -> torch.Tensor:
+    """E_{y,y′~π_t} E_order (h_θ(y_w, y_l) − η/2)² for one policy, through the loss block the language
+    models use: y wins with probability P(y ≻ y′), the anchor is (1 − ηβ) log π_t + ηβ log π_ref."""
+    n = theta.shape[-1]
+    pi = torch.tensor(softmax(theta))
+    anchor = torch.tensor(geometric_mixture_logits(theta, ref, eta * beta))
+    logp = torch.log_softmax(logits, -1)
+    y, yp = (idx.reshape(-1) for idx in torch.meshgrid(torch.arange(n), torch.arange(n), indexing="ij"))
+    pair_weight = pi[y] * pi[yp]
+    wins = torch.tensor(P)[y, yp]
+    y_first = ipo_regression_loss(logp[y], logp[yp], anchor[y], anchor[yp], eta / 2)
+    yp_first = ipo_regression_loss(logp[yp], logp[y], anchor[yp], anchor[y], eta / 2)
+    return (pair_weight * (wins * y_first + (1 - wins) * yp_first)).sum()
+
+
+@pytest.mark.parametrize("eta,beta", [(1.0, 0.1), (0.3, 0.5)])
+def test_inpo_minimiser_of_the_exact_ordered_pair_loss_is_the_omd_step(games, eta, beta):
+    """INPO's Proposition 6. The loss is a convex quadratic in the logits (Δ of log-softmax is Δ of
+    logits), so a zero gradient is its minimum; the gradient at the current policy and at the
+    Online IPO 2 step (one SGD step of this same loss) is far from zero."""
+    P, theta, ref = games
+    omd = get_algorithm("inpo").closed_form(theta, ref, P, eta, beta)
+    for r in range(P.shape[0]):
+        def gradient(logits, r=r):
+            z = torch.tensor(logits, dtype=F64, requires_grad=True)
+            _exact_ordered_pair_loss(z, theta[r], ref[r], P[r], eta, beta).backward()
+            return z.grad.numpy()
+
+        away = [gradient(theta[r]), gradient(get_algorithm("oipo2").closed_form(theta[r], ref[r], P[r], eta, beta))]
+        scale = min(np.abs(g).max() for g in away)
+        assert scale > 1e-3
+        assert np.abs(gradient(omd[r])).max() < 1e-10  # ~1e-16 measured; ≥ 1e-3 anywhere else
+        # the minimum: every perturbation raises the loss
+        z_omd = torch.tensor(omd[r])
+        base = float(_exact_ordered_pair_loss(z_omd, theta[r], ref[r], P[r], eta, beta))
+        for d in np.random.default_rng(r).normal(size=(5, P.shape[-1])):
+            bumped = float(_exact_ordered_pair_loss(z_omd + 0.05 * torch.tensor(center(d)), theta[r], ref[r], P[r], eta, beta))
+            assert bumped > base + 1e-8
+
+
+SAMPLED_TOL = 0.01  # max |logit error| of the sampled update at 200 000 pairs (measured 0.002–0.004)
+
+
+def test_inpo_sampled_ordered_pair_update_tends_to_the_omd_step(games):
+    P, theta, ref = games
+    eta, beta = 1.0, 0.1
+    omd = get_algorithm("inpo").closed_form(theta, ref, P, eta, beta)
+    assert np.abs(omd - center(theta)).max() > 20 * SAMPLED_TOL  # the step is far larger than the tolerance
+
+    def error(samples, seed):
+        return np.abs(ordered_pair_step(theta, ref, P, eta, beta, samples, np.random.default_rng(seed)) - omd).max()
+
+    many = [error(200_000, seed) for seed in range(3)]
+    few = [error(2_000, seed) for seed in range(3)]
+    assert max(many) < SAMPLED_TOL, many
+    assert np.mean(few) > 3 * np.mean(many)  # the error falls like 1/√S: the estimate converges, not a bias
+    # a wrong target (η instead of η/2) or the Online IPO 2 step misses by far more than the tolerance
+    wrong_target = ordered_pair_step(theta, ref, P, 2 * eta, beta, 200_000, np.random.default_rng(0))
+    assert np.abs(wrong_target - omd).max() > 5 * SAMPLED_TOL
+    assert np.abs(get_algorithm("oipo2").closed_form(theta, ref, P, eta, beta) - omd).max() > 5 * SAMPLED_TOL
+
+
+def test_inpo_sampled_update_minimises_the_loss_block_on_its_pairs(games):
+    """The least-squares solve is the minimiser of Σ_s ipo_regression_loss(y_w, y_l; anchor, η/2) on the
+    pairs it drew (replayed from the same generator)."""
+    P, theta, ref = games
+    eta, beta, samples = 0.8, 0.2, 3_000
+    new = ordered_pair_step(theta[:1], ref[:1], P[:1], eta, beta, samples, np.random.default_rng(5))[0]
+    winners, losers = (torch.tensor(a) for a in ordered_pairs(softmax(theta[0]), P[0], samples, np.random.default_rng(5)))
+    anchor = torch.tensor(geometric_mixture_logits(theta[0], ref[0], eta * beta))
+
+    def gradient(logits):
+        z = torch.tensor(logits, dtype=F64, requires_grad=True)
+        logp = torch.log_softmax(z, -1)
+        ipo_regression_loss(logp[winners], logp[losers], anchor[winners], anchor[losers], eta / 2).sum().backward()
+        return z.grad.numpy()
+
+    assert np.abs(gradient(theta[0])).max() > 10.0
+    assert np.abs(gradient(new)).max() < 1e-9
+
+
+def test_inpo_pairs_are_ordered_by_the_preference():
+    """A response that always wins is always the winner; between equals the order is a fair coin."""
+    P = np.array([[0.5, 1.0, 0.5], [0.0, 0.5, 0.5], [0.5, 0.5, 0.5]])
+    winners, losers = ordered_pairs(np.array([0.5, 0.5, 0.0]), P, 20_000, np.random.default_rng(0))
+    mixed = winners != losers
+    assert np.all(winners[mixed] == 0) and np.all(losers[mixed] == 1)
+    winners, losers = ordered_pairs(np.array([0.5, 0.0, 0.5]), P, 20_000, np.random.default_rng(1))
+    mixed = winners != losers
+    assert abs(np.mean(winners[mixed] == 0) - 0.5) < 0.02  # 5 standard errors at ~10 000 pairs
+
+
+def test_inpo_is_refused_where_the_kernel_step_is_not_its_update(games, tmp_path, capsys):
+    P, theta, ref = games
+    assert get_algorithm("inpo").simulated == ("tabular/exact",)
+    assert all(get_algorithm(n).simulated == SIMULATOR_MODES for n in ("oipo1", "comal", "onpo", "mpo"))
+    for options in ({"gradient": "sampled"}, {"policy": "neural"}):
+        with pytest.raises(ValueError, match=r"inpo is simulated in the mode\(s\) tabular/exact only"):
+            simulate(P, ref, ["oipo1", "inpo"], beta=0.1, lr=0.05, iterations=2, progress=False, **options)
+    code = cli.main(["simulate", "--preset", "sampled-tabular-beta0.01", "--algorithms", "inpo", "--out",
+                     str(tmp_path / "run")])
+    err = capsys.readouterr().err
+    assert code == 2 and len(err.strip().splitlines()) == 1 and "tabular/exact only" in err
+    assert not (tmp_path / "run").exists()
+
+
+# ---------------------------------------------------------------------------------------------
+# COMAL: the refreshed ("magnet") anchor, MPO's vocabulary
+# ---------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("policy", ["tabular", "neural"])
+def test_comal_never_refreshed_is_inpo_bit_for_bit(games, policy):
+    P, theta, ref = games
+    names = ["oipo1", "comal"] + (["inpo"] if policy == "tabular" else [])
+    res = simulate(P, ref, names, beta=0.1, lr=0.05, iterations=25, magnet_period=0, policy=policy,
+                   progress=False, **({"init_logits": theta} if policy == "tabular" else {}))
+    for name in names[1:]:
+        np.testing.assert_array_equal(res.duality_gap[name], res.duality_gap["oipo1"])
+    # refreshing changes the run (so the comparison above could fail)
+    refreshed = simulate(P, ref, ["comal"], beta=0.1, lr=0.05, iterations=25, magnet_period=5, policy=policy,
+                         progress=False, **({"init_logits": theta} if policy == "tabular" else {}))
+    assert np.abs(refreshed.duality_gap["comal"][:, -1] - res.duality_gap["comal"][:, -1]).max() > 1e-6
+
+
+def test_comal_refreshed_every_update_is_sppo(games):
+    """K = 1: the anchor is π_t, so log π_{t+1} ≐ log π_t + η P(· ≻ π_t) — from π_0 = π_ref (the first
+    update anchors at π_ref, the refresh comes at t = 1)."""
+    P, theta, ref = games
+    res = simulate(P, ref, ["sppo", "comal"], beta=0.1, lr=0.05, iterations=25, magnet_period=1, progress=False)
+    np.testing.assert_allclose(res.duality_gap["comal"], res.duality_gap["sppo"], rtol=1e-10, atol=0)
+    np.testing.assert_allclose(get_algorithm("comal").closed_form(theta, ref, P, 0.7, 0.2, magnet_logits=theta),
+                               get_algorithm("sppo").closed_form(theta, ref, P, 0.7, 0.2), rtol=0, atol=1e-12)
+
+
+def test_comal_and_mpo_share_the_refreshed_anchor_and_differ_only_by_the_step(games):
+    """MPO's proximal step (loss weight 1/(1 + ηβ)) is COMAL's OMD step with η′ = η/(1 + ηβ):
+    (log π + ηβ log m + η s)/(1 + ηβ) = (1 − η′β) log π + η′β log m + η′ s. So with one refresh period K
+    both runs are the same up to that step size, in the closed forms and in the simulator."""
+    P, theta, ref = games
+    eta, beta = 0.7, 0.2
+    comal, mpo = get_algorithm("comal"), get_algorithm("mpo")
+    assert comal.anchor == mpo.anchor == "magnet"
+    magnet = theta + np.random.default_rng(0).normal(size=theta.shape)
+    np.testing.assert_allclose(mpo.closed_form(theta, ref, P, eta, beta, magnet_logits=magnet),
+                               comal.closed_form(theta, ref, P, eta / (1 + eta * beta), beta, magnet_logits=magnet),
+                               rtol=0, atol=1e-12)
+    n, lr = P.shape[-1], 0.05
+    eta_beta = 4 * lr / n
+    runs = [simulate(P, ref, [name], beta=0.1, lr=rate, iterations=25, magnet_period=4, init_logits=theta,
+                     progress=False).duality_gap[name] for name, rate in (("mpo", lr), ("comal", lr / (1 + eta_beta)))]
+    np.testing.assert_allclose(runs[1], runs[0], rtol=1e-9, atol=0)
+
+
+def test_comal_last_iterate_reaches_the_unregularised_equilibrium_where_inpo_stops_at_pi_star_beta():
+    """One random 6-action game (measured: COMAL's exploitability 0.105 → 3.4e-5 after 10 000 updates,
+    K = 200, η = 0.2, β = 0.1; INPO stays at π*_β's, 0.0495)."""
+    rng = np.random.default_rng(1)
+    P, ref = random_games(4, 6, rng)[:1], rng.normal(size=(4, 6))[:1]
+    res = simulate(P, ref, ["inpo", "comal"], beta=0.1, eta=0.2, iterations=10_000, magnet_period=200,
+                   metrics=("exploitability",), record_every=2_000, progress=False)
+    comal, inpo = res.exploitability["comal"][0], res.exploitability["inpo"][0]
+    assert inpo[-1] > 0.04 and abs(inpo[-1] - inpo[-2]) < 1e-9  # converged, to the regularised equilibrium
+    assert comal[-1] < 1e-3 and comal[-1] < comal[1]  # still falling, far below π*_β's
