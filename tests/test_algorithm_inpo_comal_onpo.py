@@ -211,3 +211,46 @@ def test_comal_last_iterate_reaches_the_unregularised_equilibrium_where_inpo_sto
     comal, inpo = res.exploitability["comal"][0], res.exploitability["inpo"][0]
     assert inpo[-1] > 0.04 and abs(inpo[-1] - inpo[-2]) < 1e-9  # converged, to the regularised equilibrium
     assert comal[-1] < 1e-3 and comal[-1] < comal[1]  # still falling, far below π*_β's
+
+
+# ---------------------------------------------------------------------------------------------
+# ONPO
+# ---------------------------------------------------------------------------------------------
+
+
+def _two_sequence_onpo(theta0, aux0, P, eta, steps):
+    """The paper's form: π′_{t+1} ∝ π′_t e^{η P(·≻π_t)}, π_{t+1} ∝ π′_{t+1} e^{η P(·≻π_t)}; centered logits."""
+    theta, aux, out = theta0, aux0, []
+    for _ in range(steps):
+        s = P @ softmax(theta)
+        aux = log_softmax(aux + eta * s)
+        theta = center(aux + eta * s)
+        out.append(theta)
+    return out
+
+
+def test_onpo_closed_form_is_the_papers_two_sequence_recursion(games):
+    """From π′_0 ∝ π_0 e^{−η P(·≻π_0)} (the simulator's π_{−1} = π_0) every iterate agrees; from π′_0 = π_0
+    the first step is log π_0 + 2η P(·≻π_0) instead of log π_0 + η P(·≻π_0)."""
+    P, theta, ref = games
+    onpo, eta, beta = get_algorithm("onpo"), 0.4, 0.1
+    for r in range(P.shape[0]):
+        paper = _two_sequence_onpo(center(theta[r]), theta[r] - eta * P[r] @ softmax(theta[r]), P[r], eta, 20)
+        current, previous = theta[r], theta[r]
+        for expected in paper:
+            current, previous = onpo.closed_form(current, ref[r], P[r], eta, beta, previous_logits=previous), current
+            np.testing.assert_allclose(current, expected, rtol=0, atol=1e-12)
+        same_start = _two_sequence_onpo(center(theta[r]), theta[r], P[r], eta, 1)[0]
+        np.testing.assert_allclose(same_start, center(theta[r] + 2 * eta * P[r] @ softmax(theta[r])), rtol=0, atol=1e-12)
+        assert np.abs(same_start - paper[0]).max() > 1e-3
+
+
+def test_onpo_is_omwu_anchored_at_the_current_policy_not_egpo_omwu(games):
+    P, theta, ref = games
+    onpo, omwu = get_algorithm("onpo"), get_algorithm("omwu")
+    previous = theta + 0.4
+    np.testing.assert_allclose(onpo.closed_form(theta, ref, P, 0.7, 0.2, previous_logits=previous),
+                               omwu.closed_form(theta, theta, P, 0.7, 0.2, previous_logits=previous), rtol=0, atol=1e-12)
+    assert np.abs(onpo.closed_form(theta, ref, P, 0.7, 0.2, previous_logits=previous)
+                  - omwu.closed_form(theta, ref, P, 0.7, 0.2, previous_logits=previous)).max() > 1e-2
+    assert (onpo.opponent, onpo.anchor) == ("optimistic", "current") and omwu.anchor == "reference"
