@@ -3,12 +3,15 @@ updates with NLHFTrainer and saves, per rank, every rollout with the parameters 
 the final parameters (under ZeRO-3, whose parameters are partitioned, only the gathered final ones).
 
     torchrun --nproc_per_node=2 tests/distributed_nlhf.py MODEL PROMPTS OUT [--deepspeed CONFIG] [--judge SPEC]
+
+Also the judge ``distributed_nlhf:fails_on_one_rank`` (tests/ is on the path) for the failure tests.
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
+import os
 import sys
 from pathlib import Path
 
@@ -18,9 +21,24 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from lm_runs.data import load_prompts  # noqa: E402
+from lm_runs.judges.toy import prefer_shorter  # noqa: E402
 from lm_runs.judges import load_judge  # noqa: E402
 from lm_runs.trainer import NLHFTrainer  # noqa: E402
 from test_nlhf_trainer import config as nlhf_config  # noqa: E402
+
+
+_calls = 0
+
+
+def fails_on_one_rank(prompts, completions):
+    """prefer_shorter, except on the rank ``EGPO_TEST_FAIL_RANK`` from its call ``EGPO_TEST_FAIL_AT`` on
+    (counted from 1 in this process; the entry point's probe is call 1), where it raises ConnectionError
+    as a judge whose server went away."""
+    global _calls
+    _calls += 1
+    if os.environ.get("RANK") == os.environ["EGPO_TEST_FAIL_RANK"] and _calls >= int(os.environ["EGPO_TEST_FAIL_AT"]):
+        raise ConnectionError("judge server at 127.0.0.1:9 refused the connection")
+    return prefer_shorter(prompts, completions)
 
 
 class RecordingTrainer(NLHFTrainer):

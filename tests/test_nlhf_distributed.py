@@ -5,8 +5,12 @@ parameters follow the extragradient update computed by hand from both ranks' rol
 that the full step starts from θ_t, not from θ_{t+½} (under ZeRO the fp32 master partition must be
 restored with the optimizer state).
 
+A judge failing on one rank (its own judge, or rank 0's under --judge_gather) stops both ranks with one
+checkpoint and the same one-line error, and ``--resume_from_checkpoint true`` ends bit for bit where an
+uninterrupted run does.
+
 Tolerance: parameters within 1e-2·lr (float32 rounding in Adam's √v + ε; a wrong starting point or
-optimizer state moves entries by ~lr).
+optimizer state moves entries by ~lr); the resumed run exactly (the same operations in the same order).
 """
 
 from __future__ import annotations
@@ -197,3 +201,76 @@ def test_the_entry_point_under_the_deepspeed_launcher(tiny, tmp_path):
         saved = torch.load(out / "checkpoint-3" / f"extragradient_state_rank{rank}.pt", weights_only=False)
         assert saved["phase"] == "full" and saved["updates"] == 1
     assert (out / "model.safetensors").is_file()
+
+
+# ---------------------------------------------------------------------------------------------
+# a judge failing on one rank: through `torchrun -m lm_runs.train_nlhf`
+# ---------------------------------------------------------------------------------------------
+
+
+def train_nlhf(tiny, out: Path, fail_rank: int = 0, fail_at: int = 10**6, *flags: str) -> subprocess.CompletedProcess:
+    """``torchrun --nproc_per_node=2 -m lm_runs.train_nlhf``: EGPO, 2 updates (4 optimizer steps) on the CPU,
+    judged by ``distributed_nlhf:fails_on_one_rank`` (failing on ``fail_rank`` from its call ``fail_at``)."""
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": f"{ROOT / 'tests'}{os.pathsep}{ROOT}",
+           "EGPO_TEST_FAIL_RANK": str(fail_rank), "EGPO_TEST_FAIL_AT": str(fail_at)}
+    command = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--master_addr=127.0.0.1",
+               f"--master_port={free_port()}", "-m", "lm_runs.train_nlhf", "--alg", "egpo",
+               "--model_name_or_path", tiny["model"], "--prompts", tiny["prompts"], "--output_dir", str(out),
+               "--judge", "distributed_nlhf:fails_on_one_rank", "--max_steps", "2", "--per_device_train_batch_size", "2",
+               "--max_new_tokens", "6", "--learning_rate", "1e-3", "--use_cpu", "true", "--report_to", "none",
+               "--disable_tqdm", "true", *flags]
+    return subprocess.run(command, env=env, capture_output=True, text=True, timeout=300, cwd=out.parent)
+
+
+def final_weights(out: Path) -> dict[str, torch.Tensor]:
+    from safetensors.torch import load_file
+
+    return load_file(out / "model.safetensors")
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(tiny, tmp_path_factory):
+    """The final weights of the run without a failure."""
+    out = tmp_path_factory.mktemp("uninterrupted") / "run"
+    done = train_nlhf(tiny, out)
+    assert done.returncode == 0, done.stderr[-4000:]
+    return final_weights(out)
+
+
+@pytest.mark.parametrize(
+    "fail_rank,gather",
+    [(1, False), pytest.param(0, True, marks=pytest.mark.slow)],
+    ids=["rank1-own-judge", "rank0-judges-for-all"],
+)
+def test_a_judge_failing_on_one_rank_stops_all_ranks_with_one_checkpoint(tiny, tmp_path, uninterrupted, fail_rank, gather):
+    """The judge fails on one rank at its call 5 (the probe, then one call per optimizer step: the full step of
+    update 2). Both ranks stop (neither waits in the other's collective) and print the same one line naming
+    the cause, the rank and the update, with status 2 and no traceback of ours; both saved the checkpoint of
+    optimizer step 3 together (before: none in a distributed run) — the only one, between EGPO's half and
+    full step, with each rank's snapshot and random state. ``--resume_from_checkpoint true`` ends with the
+    uninterrupted run's weights, bit for bit."""
+    out = tmp_path / "run"
+    flags = ["--judge_gather", "true"] if gather else []
+    failed = train_nlhf(tiny, out, fail_rank, 5, *flags)
+    assert failed.returncode != 0
+    errors = [line for line in failed.stderr.splitlines() if line.startswith("error: ")]
+    assert len(errors) == 2 and errors[0] == errors[1], failed.stderr[-4000:]
+    line = errors[0]
+    assert "ConnectionError" in line and "refused the connection" in line, line
+    assert f"on rank {fail_rank} at update 2;" in line and f"checkpoint of optimizer step 3 in {out / 'checkpoint-3'}" in line, line
+    if gather:
+        assert "the judge on rank 0 failed" in line, line
+    assert "lm_runs/trainer.py" not in failed.stderr and "exitcode  : 2" in failed.stderr, failed.stderr[-4000:]
+    checkpoint = out / "checkpoint-3"
+    assert sorted(p.name for p in out.iterdir() if p.name.startswith(("checkpoint-", ".partial"))) == ["checkpoint-3"]
+    assert (checkpoint / "trainer_state.json").is_file()
+    for rank in range(2):
+        saved = torch.load(checkpoint / f"extragradient_state_rank{rank}.pt", weights_only=False)
+        assert saved["phase"] == "full" and saved["updates"] == 1
+        assert (checkpoint / f"rng_state_{rank}.pth").is_file()
+
+    resumed = train_nlhf(tiny, out, fail_rank, 10**6, *flags, "--resume_from_checkpoint", "true")
+    assert resumed.returncode == 0, resumed.stderr[-4000:]
+    final = final_weights(out)
+    assert final.keys() == uninterrupted.keys()
+    assert all(torch.equal(final[n], uninterrupted[n]) for n in final)

@@ -4,15 +4,22 @@ By default every rank calls its judge with its own pairs (one HTTP client per ra
 judge per rank). :class:`GatheringJudge` is the other layout: rank 0 gathers the pairs of all ranks
 (``torch.distributed.gather_object``), judges them in one call and scatters back to each rank the
 slice at that rank's offset (``scatter_object_list``) — the reference client's layout, without its
-defect of handing every rank rank 0's slice. A failure on rank 0 is raised on every rank (no rank is
-left waiting).
+defect of handing every rank rank 0's slice. A failure on rank 0 (any exception of its judge, or a wrong
+number of answers) is scattered in place of the answers and raised on every rank as one
+:class:`~lm_runs.judges.JudgeError` line naming the cause, so no rank is left waiting and all take the
+trainer's failure path together (``lm_runs.trainer``: one checkpoint, one error line).
+
+``kind``, ``name`` and :meth:`GatheringJudge.identity` are those of the judge it gathers for, as
+:class:`~lm_runs.judges.CheckedJudge` defines them for every judge.
 """
 
 from __future__ import annotations
 
 from typing import Any, Callable, Sequence
 
-from .base import JudgeError
+from lm_runs.launcher import one_line
+
+from .base import JudgeError, judge_name, source_identity
 
 __all__ = ["GatheringJudge"]
 
@@ -21,13 +28,38 @@ class GatheringJudge:
     """Wraps ``judge`` so that only rank 0 calls it; every rank must call this wrapper collectively.
 
     Args:
-        judge: the judge rank 0 calls with the concatenation of all ranks' pairs, in rank order.
+        judge: the judge rank 0 calls with the concatenation of all ranks' pairs, in rank order (``None``
+            on the other ranks, which never call it).
         group: the process group (default: the world).
     """
 
-    def __init__(self, judge: Callable[..., list[float]], group: Any = None) -> None:
+    def __init__(self, judge: Callable[..., list[float]] | None, group: Any = None) -> None:
         self.judge = judge
         self.group = group
+
+    @property
+    def kind(self) -> str:
+        """The gathered judge's ``kind`` (``"callable"`` for a plain callable); ``"gathered"`` on a rank that
+        holds no judge (rank 0 judges for it)."""
+        if self.judge is None:
+            return "gathered"
+        return getattr(self.judge, "kind", None) or "callable"
+
+    @property
+    def name(self) -> str:
+        """The gathered judge's name; ``"rank 0's judge"`` on a rank that holds none."""
+        return "rank 0's judge" if self.judge is None else judge_name(self.judge)
+
+    def identity(self) -> dict[str, Any]:
+        """The gathered judge by content: its own ``identity()`` (a CheckedJudge's, an HTTP or a model
+        judge's), else ``{"kind": "callable", **source_identity(judge)}``. ``ValueError`` on a rank that
+        holds no judge (ask rank 0)."""
+        if self.judge is None:
+            raise ValueError("GatheringJudge: this rank holds no judge (rank 0 judges for all ranks); ask rank 0 for its identity")
+        own = getattr(self.judge, "identity", None)
+        if callable(own):
+            return own()
+        return {"kind": self.kind, **source_identity(self.judge)}
 
     def __call__(self, prompts: Sequence[str], completions: Sequence[Sequence[str]]) -> list[float]:
         import torch.distributed as dist
@@ -51,7 +83,7 @@ class GatheringJudge:
                     answers.append(results[start : start + len(ps)])
                     start += len(ps)
             except Exception as error:  # every rank must learn of it, or the others wait forever
-                answers = [JudgeError(f"the judge on rank 0 failed: {error}")] * world
+                answers = [JudgeError(f"the judge on rank 0 failed ({type(error).__name__}: {one_line(error)})")] * world
         received: list[Any] = [None]
         dist.scatter_object_list(received, answers, src=0, group=self.group)
         if isinstance(received[0], Exception):
