@@ -22,6 +22,12 @@ rename it into place:
   removed first and the new ones moved in last, so a folder with a ``config.json`` always holds a
   complete model.
 
+A save that cannot write — a full disk, a quota, the file-size limit, a refused write; inside
+``torch.save`` and safetensors these surface as ``RuntimeError`` / ``SafetensorError``, not ``OSError`` —
+is :class:`SaveError`: one line naming the folder and the cause (:func:`write_failure` reads it off the
+error), with the hidden staging folder removed, so the space it took is freed and no output of that name
+appears; the checkpoints published before stay complete for ``--resume_from_checkpoint true``.
+
 Bit-exact resume is untouched: nothing here reads or changes a random state, and the Trainer writes the
 same files it always does, only under another name until they are complete.
 """
@@ -29,12 +35,14 @@ same files it always does, only under another name until they are complete.
 from __future__ import annotations
 
 import contextlib
+import errno
 import logging
 import os
 import re
+import resource
 import shutil
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any, Iterable, Iterator
 
 from egpo_core.files import fsync_directory
 
@@ -48,6 +56,10 @@ __all__ = [
     "save_model_atomically",
     "save_final_model",
     "is_model_file",
+    "SaveError",
+    "WRITE_FAILURES",
+    "write_failure",
+    "saving",
 ]
 
 logger = logging.getLogger(__name__)
@@ -70,6 +82,93 @@ def is_model_file(name: str) -> bool:
     """Whether a file name is one ``save_pretrained`` (model, tokenizer, PEFT adapter) or
     ``Trainer.save_model`` writes."""
     return bool(_MODEL_FILE.match(name))
+
+
+# ------------------------------------------------------------------------------- failed writes
+
+#: The errors of a write that ran out of room, by errno, as one line says them.
+WRITE_FAILURES = {
+    errno.ENOSPC: "no space left on the device",
+    errno.EDQUOT: "disk quota exceeded",
+    errno.EFBIG: "a file grew past the file-size limit (ulimit -f) or the file system's largest file",
+}
+# What torch.save's C++ writer says when a write fails (it gives no errno).
+_TORCH_WRITE = re.compile(r"PytorchStreamWriter failed|unexpected pos \d+ vs \d+|file write failed|iostream error")
+# How Rust's std::io::Error (safetensors) gives the errno.
+_RUST_OS_ERROR = re.compile(r"\(os error (\d+)\)")
+
+
+class SaveError(OSError):
+    """A save that could not write ``filename`` (the folder or file being saved): ``strerror`` is the
+    cause, ``errno`` its number when known; ``str()`` is one line, with ``hint`` (what is kept, how to
+    go on) after it."""
+
+    def __init__(self, target: str | os.PathLike[str], cause: str, code: int | None = None, hint: str = "") -> None:
+        super().__init__(code, cause, str(target))
+        self.hint = hint
+
+    def __str__(self) -> str:
+        return f"could not save {self.filename}: {self.strerror}" + (f"; {self.hint}" if self.hint else "")
+
+
+def _chain(error: BaseException) -> Iterator[BaseException]:
+    """``error`` and the errors it was raised from or while handling, once each."""
+    seen: set[int] = set()
+    while error is not None and id(error) not in seen:
+        seen.add(id(error))
+        yield error
+        error = error.__cause__ or error.__context__
+
+
+def _unknown_cause(folder: Path | None) -> tuple[int | None, str]:
+    """The likely cause of a write failure that gave no errno (torch.save's): a nearly full disk under
+    ``folder``, else a finite file-size limit, else unknown."""
+    if folder is not None:
+        existing = next((p for p in (folder, *folder.parents) if p.exists()), None)
+        if existing is not None and shutil.disk_usage(existing).free < (1 << 20):
+            return errno.ENOSPC, WRITE_FAILURES[errno.ENOSPC]
+    if resource.getrlimit(resource.RLIMIT_FSIZE)[0] != resource.RLIM_INFINITY:
+        return errno.EFBIG, WRITE_FAILURES[errno.EFBIG]
+    return None, "a write failed (the disk may be full)"
+
+
+def write_failure(error: BaseException, folder: str | os.PathLike[str] | None = None) -> tuple[int | None, str] | None:
+    """``(errno or None, cause)`` when ``error`` — or an error it was raised from — is a failed write: an
+    ``OSError``, safetensors' ``SafetensorError`` with an ``(os error N)``, or torch.save's writer
+    ``RuntimeError`` (whose cause is guessed from the free space under ``folder`` and the file-size
+    limit); None for anything else (a bug keeps its traceback)."""
+    for link in _chain(error):
+        if isinstance(link, OSError) and not isinstance(link, SaveError):
+            code = link.errno
+            if code in WRITE_FAILURES:
+                return code, WRITE_FAILURES[code]
+            return code, " ".join((link.strerror or str(link) or type(link).__name__).split()).lower()
+        match = _RUST_OS_ERROR.search(str(link))
+        if match and type(link).__name__ == "SafetensorError":
+            code = int(match.group(1))
+            return code, WRITE_FAILURES.get(code) or os.strerror(code).lower()
+        if isinstance(link, RuntimeError) and _TORCH_WRITE.search(str(link)):
+            return _unknown_cause(None if folder is None else Path(folder))
+    return None
+
+
+@contextlib.contextmanager
+def saving(target: str | os.PathLike[str], staging: Path | None = None, hint: str = "") -> Iterator[None]:
+    """Run the save of ``target`` inside: a failed write (:func:`write_failure`) becomes :class:`SaveError`
+    naming ``target``, its cause and ``hint``; on any exception but Ctrl-C the hidden ``staging`` folder
+    (when given) is removed, freeing its space. Other errors pass unchanged."""
+    try:
+        yield
+    except Exception as error:  # Ctrl-C passes untouched, as a kill would (the next run removes the staging)
+        failure = None if isinstance(error, SaveError) else write_failure(error, Path(target).parent)
+        if staging is not None:
+            _remove(staging)
+        if failure is None:
+            raise
+        raise SaveError(target, failure[1], failure[0], hint) from error
+
+
+_RESUME_HINT = "the checkpoints saved before it are complete: free space and resume with --resume_from_checkpoint true"
 
 
 # ----------------------------------------------------------------------------------- durability
@@ -223,22 +322,24 @@ class AtomicCheckpoints:
         if main:
             _remove(staging)
         self.accelerator.wait_for_everyone()
-        self._checkpoint_staging = str(staging)
-        try:
-            super()._save_checkpoint(model, trial)
-            self.save_checkpoint_extras(staging / name)
-        finally:
-            self._checkpoint_staging = None
-        best = self.state.best_model_checkpoint
-        if best is not None and Path(best).parent == staging:  # the Trainer saw the staging folder as the run's
-            self.state.best_model_checkpoint = str(run_dir / Path(best).name)
+        with saving(run_dir / name, staging if main else None, _RESUME_HINT):
+            self._checkpoint_staging = str(staging)
+            try:
+                super()._save_checkpoint(model, trial)
+                self.save_checkpoint_extras(staging / name)
+            finally:
+                self._checkpoint_staging = None
+            best = self.state.best_model_checkpoint
+            if best is not None and Path(best).parent == staging:  # the Trainer saw the staging folder as the run's
+                self.state.best_model_checkpoint = str(run_dir / Path(best).name)
+                if main:
+                    self.state.save_to_json(str(staging / name / _TRAINER_STATE))
+            self.accelerator.wait_for_everyone()
             if main:
-                self.state.save_to_json(str(staging / name / _TRAINER_STATE))
-        self.accelerator.wait_for_everyone()
+                _publish(staging / name, run_dir / name)  # renamed, or swapped with a checkpoint-N of an older try
+                staging.rmdir()
+                _fsync(run_dir)
         if main:
-            _publish(staging / name, run_dir / name)  # renamed, or swapped with a checkpoint-N of an older try
-            staging.rmdir()
-            _fsync(run_dir)
             rotate_checkpoints(
                 output_dir=str(run_dir),
                 save_total_limit=self.args.save_total_limit,
@@ -249,11 +350,13 @@ class AtomicCheckpoints:
 
     def train(self, resume_from_checkpoint: str | bool | None = None, **kwargs: Any):
         """``Trainer.train``; ``resume_from_checkpoint=True`` means :func:`latest_checkpoint` of
-        ``output_dir`` (ValueError when there is none), and leftovers of killed saves are removed first."""
+        ``output_dir`` (:class:`~lm_runs.launcher.UsageError` when there is none), and leftovers of killed saves are removed first."""
         if resume_from_checkpoint is True:
             resume_from_checkpoint = latest_checkpoint(self.args.output_dir)
             if resume_from_checkpoint is None:
-                raise ValueError(f"--resume_from_checkpoint true: no complete checkpoint in {self.args.output_dir}")
+                from lm_runs.launcher import UsageError  # the launcher imports this module
+
+                raise UsageError(f"--resume_from_checkpoint true: no complete checkpoint in {self.args.output_dir}")
         if self.args.should_save:
             remove_partial_saves(self.args.output_dir)
         self.accelerator.wait_for_everyone()
@@ -274,26 +377,27 @@ def save_model_atomically(source: Any, path: str | os.PathLike[str], *, tokenize
     shards — and the saving process publishes; the Trainer's ``processing_class`` is saved with it) or a
     model with ``save_pretrained`` (this process alone). ``tokenizer``, when given, is saved into the
     folder too. The files go to the hidden sibling ``.partial-<name>`` and are then published to ``path``
-    (see the module docstring). Returns ``path``.
+    (see the module docstring). Returns ``path``; a failed write is :class:`SaveError` (:func:`saving`).
     """
     target = Path(path)
     staging = _staging_for(target)
     trainer = source if _is_trainer(source) else None
     main = trainer.args.should_save if trainer is not None else True
-    if main:
-        target.parent.mkdir(parents=True, exist_ok=True)
-        _remove(staging)
-    if trainer is not None:
-        trainer.accelerator.wait_for_everyone()
-        trainer.save_model(str(staging))
-    else:
-        source.save_pretrained(str(staging))
-    if main and tokenizer is not None:
-        tokenizer.save_pretrained(str(staging))
-    if trainer is not None:
-        trainer.accelerator.wait_for_everyone()
-    if main:
-        _publish(staging, target)
+    with saving(target, staging if main else None, "nothing half-written is left under that name"):
+        if main:
+            target.parent.mkdir(parents=True, exist_ok=True)
+            _remove(staging)
+        if trainer is not None:
+            trainer.accelerator.wait_for_everyone()
+            trainer.save_model(str(staging))
+        else:
+            source.save_pretrained(str(staging))
+        if main and tokenizer is not None:
+            tokenizer.save_pretrained(str(staging))
+        if trainer is not None:
+            trainer.accelerator.wait_for_everyone()
+        if main:
+            _publish(staging, target)
     if trainer is not None:
         trainer.accelerator.wait_for_everyone()
     return target

@@ -13,11 +13,20 @@ Output folder (:func:`prepare_output_dir`, called before any model loads):
   folder that does not exist is "no such checkpoint folder", one that is not a complete checkpoint is
   refused as such.
 
-:func:`run_entry_point` is every entry point's ``if __name__ == "__main__"``: a ``ValueError`` (bad
-options, :class:`~lm_runs.models.ModelRoleError`, data errors, a malformed ``--config``), a
-``JudgeError``, a missing file, a refused permission or a full disk becomes ``error: <one line>`` on
-stderr and exit status 2; Ctrl-C becomes ``interrupted`` and exit status 130. Nothing here imports transformers, so a
-tool's start-up stays fast.
+:func:`run_entry_point` is every entry point's ``if __name__ == "__main__"``. Bad input is one line,
+``error: <what is wrong>``, on stderr and exit status 2; a bug keeps its traceback:
+
+* a :class:`UsageError` (a check's refusal: :class:`~lm_runs.models.ModelRoleError`, the evaluation's
+  ``EvaluationError``, …) or a ``JudgeError`` is one line wherever it is raised;
+* a plain ``ValueError`` (options refused while parsing, a malformed ``--config``, data errors) is one line
+  while the command checks and loads its inputs, and a bug once the long computation has started
+  (:func:`inputs_checked`; :func:`train_from` says so when training starts);
+* a save that could not write (a full disk, a quota, the file-size limit:
+  :class:`~lm_runs.checkpoints.SaveError`, naming the folder and the cause), a missing file or a refused
+  permission is one line;
+* Ctrl-C is ``interrupted`` and exit status 130.
+
+Nothing here imports transformers, so a tool's start-up stays fast.
 """
 
 from __future__ import annotations
@@ -30,9 +39,11 @@ import sys
 from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
 
-from lm_runs.checkpoints import PARTIAL_PREFIX, is_model_file, latest_checkpoint
+from lm_runs.checkpoints import PARTIAL_PREFIX, WRITE_FAILURES, SaveError, is_model_file, latest_checkpoint, write_failure
 
 __all__ = [
+    "UsageError",
+    "inputs_checked",
     "require_options",
     "warn_deepspeed_optimizer",
     "resume_argument",
@@ -48,11 +59,28 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 
+class UsageError(ValueError):
+    """Bad input found by a check: :func:`run_entry_point` prints its message as one line and exits with
+    status 2, wherever it is raised (also after :func:`inputs_checked`). Raise it, not ``ValueError``,
+    for a refusal that can come once the long computation has started."""
+
+
+#: Whether the running command has checked its inputs (see :func:`inputs_checked`).
+_state = {"inputs_checked": False}
+
+
+def inputs_checked() -> None:
+    """Say that the running command has checked and loaded its inputs and starts its long computation:
+    from here on :func:`run_entry_point` treats a plain ``ValueError`` as a bug (traceback), not as bad
+    input. (:class:`UsageError` and ``JudgeError`` stay one line.)"""
+    _state["inputs_checked"] = True
+
+
 def require_options(config: Any, *names: str) -> None:
-    """``ValueError`` (``--name is required``) for the first of ``names`` that ``config`` leaves unset."""
+    """:class:`UsageError` (``--name is required``) for the first of ``names`` that ``config`` leaves unset."""
     for name in names:
         if not getattr(config, name, None):
-            raise ValueError(f"--{name} is required")
+            raise UsageError(f"--{name} is required")
 
 
 def warn_deepspeed_optimizer(config: Any) -> bool:
@@ -87,9 +115,9 @@ def resume_argument(value: str | bool | None, output_dir: str | os.PathLike[str]
     """The checkpoint folder ``--resume_from_checkpoint value`` names, for ``Trainer.train``; None for a
     fresh run (unset, ``""``, ``false``, ``none``).
 
-    ``true`` (any case) is the newest complete checkpoint in ``output_dir``; ValueError when there is none.
-    A path must be an existing complete checkpoint folder (``trainer_state.json`` inside): ValueError
-    ``no such checkpoint folder: PATH`` otherwise, or naming what is missing.
+    ``true`` (any case) is the newest complete checkpoint in ``output_dir``; :class:`UsageError` when there
+    is none. A path must be an existing complete checkpoint folder (``trainer_state.json`` inside):
+    UsageError ``no such checkpoint folder: PATH`` otherwise, or naming what is missing.
     """
     if value is None or value is False:
         return None
@@ -100,15 +128,15 @@ def resume_argument(value: str | bool | None, output_dir: str | os.PathLike[str]
         latest = latest_checkpoint(output_dir) if output_dir else None
         if latest is None:
             hint = " (start afresh with --overwrite_output_dir true)" if output_dir and Path(output_dir).is_dir() else ""
-            raise ValueError(f"--resume_from_checkpoint true: no complete checkpoint-N folder in {output_dir}{hint}")
+            raise UsageError(f"--resume_from_checkpoint true: no complete checkpoint-N folder in {output_dir}{hint}")
         return latest
     path = Path(text).expanduser()
     if not path.exists():
-        raise ValueError(f"--resume_from_checkpoint: no such checkpoint folder: {text}")
+        raise UsageError(f"--resume_from_checkpoint: no such checkpoint folder: {text}")
     if not path.is_dir() or not (path / "trainer_state.json").is_file():
-        raise ValueError(f"--resume_from_checkpoint {text}: not a complete checkpoint folder (no trainer_state.json)")
+        raise UsageError(f"--resume_from_checkpoint {text}: not a complete checkpoint folder (no trainer_state.json)")
     if path.name.startswith(PARTIAL_PREFIX) or path.parent.name.startswith(PARTIAL_PREFIX):
-        raise ValueError(f"--resume_from_checkpoint {text}: a partial save left by an interrupted run, not a checkpoint")
+        raise UsageError(f"--resume_from_checkpoint {text}: a partial save left by an interrupted run, not a checkpoint")
     return str(path)
 
 
@@ -137,23 +165,23 @@ def _shown(names: Sequence[str], limit: int = 5) -> str:
 def prepare_output_dir(args: Any) -> str | None:
     """Check ``args.output_dir`` against ``args.resume_from_checkpoint`` and ``args.overwrite_output_dir``
     (see the module docstring) and return the checkpoint to resume from (None for a fresh run). Raises
-    ValueError with one line; changes nothing on disk (:func:`clear_previous_run` does, later)."""
+    :class:`UsageError` with one line; changes nothing on disk (:func:`clear_previous_run` does, later)."""
     output_dir = getattr(args, "output_dir", None)
     if not output_dir:
-        raise ValueError("--output_dir is required: the folder for checkpoints and the final model")
+        raise UsageError("--output_dir is required: the folder for checkpoints and the final model")
     folder = Path(output_dir).expanduser()
     if folder.exists() and not folder.is_dir():
-        raise ValueError(f"--output_dir {output_dir}: a file, not a folder")
+        raise UsageError(f"--output_dir {output_dir}: a file, not a folder")
     resume = resume_argument(getattr(args, "resume_from_checkpoint", None), folder)
     overwrite = bool(getattr(args, "overwrite_output_dir", False))
     if resume is not None and overwrite:
-        raise ValueError("--resume_from_checkpoint and --overwrite_output_dir contradict each other: give one")
+        raise UsageError("--resume_from_checkpoint and --overwrite_output_dir contradict each other: give one")
     if resume is None and not overwrite and folder.is_dir():
         entries = sorted(entry.name for entry in folder.iterdir())
         if entries:
             run = previous_run_entries(folder)
             what = f"holds a previous run ({_shown(run)})" if run else f"is not empty ({_shown(entries)})"
-            raise ValueError(
+            raise UsageError(
                 f"--output_dir {output_dir} {what}: resume it with --resume_from_checkpoint true, replace it with "
                 "--overwrite_output_dir true, or choose another folder"
             )
@@ -179,10 +207,12 @@ def clear_previous_run(output_dir: str | os.PathLike[str]) -> list[str]:
 
 
 def train_from(trainer: Any, resume: str | None) -> None:
-    """Train, as every training entry point does once its trainer is built: with
-    ``--overwrite_output_dir`` and no checkpoint to resume, the previous run's entries are cleared first
-    (on the saving process: :func:`clear_previous_run`); then ``trainer.train(resume_from_checkpoint=resume)``
-    (``resume`` as :func:`prepare_output_dir` returned it)."""
+    """Train, as every training entry point does once its trainer is built: the inputs are checked
+    (:func:`inputs_checked`: a ``ValueError`` from here on is a bug); with ``--overwrite_output_dir`` and
+    no checkpoint to resume, the previous run's entries are cleared first (on the saving process:
+    :func:`clear_previous_run`); then ``trainer.train(resume_from_checkpoint=resume)`` (``resume`` as
+    :func:`prepare_output_dir` returned it)."""
+    inputs_checked()
     args = trainer.args
     if getattr(args, "overwrite_output_dir", False) and resume is None and args.should_save:
         clear_previous_run(args.output_dir)
@@ -213,27 +243,35 @@ def one_line(error: BaseException | str, limit: int = 300) -> str:
 
 
 def _is_user_error(error: BaseException) -> bool:
-    if isinstance(error, ValueError):
+    if isinstance(error, UsageError):
         return True
+    if isinstance(error, ValueError):
+        return not _state["inputs_checked"]
     # lm_runs.judges' JudgeError (and its subclasses), matched by name: importing the judges here would
     # slow every command's start.
     return any(cls.__name__ == "JudgeError" for cls in type(error).__mro__)
 
 
 def run_entry_point(main: Callable[[Sequence[str] | None], Any], argv: Sequence[str] | None = None) -> None:
-    """Run ``main(argv)`` as a command: known user errors print ``error: <one line>`` on stderr and exit
-    with status 2 — ValueError (with ModelRoleError and ConfigFileError), JudgeError, a missing file or
-    a permission refused, a full disk or quota (naming the path) —; Ctrl-C prints ``interrupted`` and exits
-    130; anything else (a bug) keeps its traceback. ``SystemExit`` (``--help``, argparse errors) passes."""
+    """Run ``main(argv)`` as a command (see the module docstring): bad input prints ``error: <one line>``
+    on stderr and exits with status 2 — a :class:`UsageError` or ``JudgeError`` anywhere, a ``ValueError``
+    before :func:`inputs_checked`, a :class:`~lm_runs.checkpoints.SaveError`, a full disk, quota or
+    file-size limit (naming the path), a missing file or a permission refused —; Ctrl-C prints
+    ``interrupted`` and exits 130; anything else (a bug) keeps its traceback. ``SystemExit``
+    (``--help``, argparse errors) passes."""
+    _state["inputs_checked"] = False
     try:
         main(argv)
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         raise SystemExit(130) from None
+    except SaveError as error:
+        print(f"error: {one_line(error, limit=2000)}", file=sys.stderr)
+        raise SystemExit(2) from None
     except OSError as error:
-        if error.errno in (errno.ENOSPC, errno.EDQUOT):
+        if error.errno in WRITE_FAILURES:
             where = f" while writing {error.filename}" if error.filename else ""
-            print(f"error: no space left on the device{where}", file=sys.stderr)
+            print(f"error: {WRITE_FAILURES[error.errno]}{where}", file=sys.stderr)
         elif isinstance(error, (FileNotFoundError, PermissionError)):
             print(f"error: {one_line(error, limit=2000)}", file=sys.stderr)
         else:
@@ -241,6 +279,10 @@ def run_entry_point(main: Callable[[Sequence[str] | None], Any], argv: Sequence[
         raise SystemExit(2) from None
     except Exception as error:  # noqa: BLE001 - user errors become one line, the rest is re-raised
         if not _is_user_error(error):
-            raise
+            failure = write_failure(error)
+            if failure is None:
+                raise
+            print(f"error: a write failed: {failure[1]}", file=sys.stderr)
+            raise SystemExit(2) from None
         print(f"error: {one_line(error, limit=2000)}", file=sys.stderr)
         raise SystemExit(2) from None

@@ -1,5 +1,6 @@
 """The one home for loading models: tokenizer, policy (+ LoRA), reference, the evaluation's causal LM and
-the preference model — and the place where a model of the wrong kind for its role is refused.
+the preference model — the place where a model of the wrong kind for its role is refused, and the digest
+of a model folder's content (:func:`folder_digest`, what saved evaluations and judges are tied to).
 
 Every entry point asks :func:`check_model_source` first. It reads ``config.json`` (or
 ``adapter_config.json``) only, so a mistake costs milliseconds and one line instead of a weight load, a
@@ -22,14 +23,19 @@ local path, and a missing one is refused at once.
 
 from __future__ import annotations
 
+import fnmatch
+import hashlib
 import json
 import os
 import re
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
+
+from lm_runs.launcher import UsageError
 
 __all__ = [
     "ModelRoleError",
+    "folder_digest",
     "ROLES",
     "check_model_source",
     "model_kind",
@@ -56,9 +62,9 @@ _CLASSIFIER = re.compile(r"ForSequenceClassification$")
 _HUB_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*(/[A-Za-z0-9][A-Za-z0-9._-]*)?$")
 
 
-class ModelRoleError(ValueError):
+class ModelRoleError(UsageError):
     """A model source that cannot serve its role: the message (one line) names the path, what it is and
-    what the role needs. Entry points print it and exit with status 2."""
+    what the role needs. Entry points print it and exit with status 2 (a :class:`~lm_runs.launcher.UsageError`)."""
 
 
 # ------------------------------------------------------------------------------------- checking
@@ -214,6 +220,57 @@ def check_model_source(name_or_path: str | os.PathLike[str], role: str) -> None:
     elif kind == "causal_lm" or (kind == "classifier" and _num_labels(config) == 2):  # preference_model_base
         return
     raise ModelRoleError(f"{name} is {_describe(config)}; a {role.replace('_', ' ')} must be {needs}")
+
+
+# -------------------------------------------------------------------------------------- content
+
+#: Above this size :func:`folder_digest` with ``sampled=True`` reads four blocks of a file, not all of it.
+_SAMPLED_ABOVE = 64 << 20
+_BLOCK = 1 << 20
+
+
+def _file_digest(path: Path, sampled: bool) -> str:
+    """SHA-256 (hex) of one file, as :func:`folder_digest` defines it."""
+    size = path.stat().st_size
+    digest = hashlib.sha256(str(size).encode()) if sampled else hashlib.sha256()
+    with open(path, "rb") as handle:
+        if sampled and size > _SAMPLED_ABOVE:
+            for offset in (0, size // 3, 2 * size // 3, size - _BLOCK):
+                handle.seek(offset)
+                digest.update(handle.read(_BLOCK))
+        else:
+            for chunk in iter(lambda: handle.read(_BLOCK), b""):
+                digest.update(chunk)
+    return digest.hexdigest()
+
+
+def folder_digest(
+    folder: str | os.PathLike[str], patterns: Sequence[str], *, exclude: Sequence[str] = (), sampled: bool = False
+) -> dict[str, str]:
+    """The content of a model folder, independent of where it lies: file name → SHA-256 (hex) of every
+    file directly in ``folder`` whose name matches one of ``patterns`` and none of ``exclude`` (shell
+    wildcards, case-sensitive; hidden files match ``*`` too), sorted by name. Each digest is
+
+        sampled=False:  sha256(bytes)
+        sampled=True:   sha256(str(size) ‖ bytes)                              size ≤ 64 MiB,
+                        sha256(str(size) ‖ B(0) ‖ B(size//3) ‖ B(2·size//3) ‖ B(size − 1 MiB))   above,
+
+    with B(o) the 1 MiB block at offset o: cheap for multi-GB weights, and any retraining changes
+    them. Saved generations are tied to a policy by ``sampled=True``
+    (:func:`lm_runs.evaluate.settings.model_identity`), a preference-model judge is known by
+    ``sampled=False`` (:meth:`lm_runs.judges.preference_model.PreferenceModelJudge.identity`): both are
+    pinned in saved evaluations, so neither changes."""
+    root = Path(folder)
+    digests = {}
+    for path in sorted(root.iterdir()):
+        name = path.name
+        if (
+            any(fnmatch.fnmatchcase(name, pattern) for pattern in patterns)
+            and not any(fnmatch.fnmatchcase(name, pattern) for pattern in exclude)
+            and path.is_file()
+        ):
+            digests[name] = _file_digest(path, sampled)
+    return digests
 
 
 # -------------------------------------------------------------------------------------- loading

@@ -104,10 +104,13 @@ def test_final_model_into_a_run_folder_moves_markers_last(tmp_path, monkeypatch)
                                                      "tokenizer.json"]
     assert (run / "config.json").read_text() == "new"
     monkeypatch.setattr(checkpoints.os, "replace", real_replace)
-    # Killed mid-save into a run folder: the old model stops being one (no config.json), the rest stays.
-    with pytest.raises(OSError):
+    # A full disk mid-save into a run folder: one error naming the folder, the old model untouched, the
+    # staging folder removed (its space freed).
+    with pytest.raises(checkpoints.SaveError, match=f"^could not save {run}: no space left on the device; "):
         save_model_atomically(FakeModel({"model.safetensors": "w3", "config.json": "x"}, fail_after=1), run)
-    assert (run / "config.json").read_text() == "new" and (run / ".partial-model").is_dir()
+    assert (run / "config.json").read_text() == "new" and (run / "model.safetensors").read_text() == "w"
+    assert not (run / ".partial-model").exists()
+    (run / ".partial-model").mkdir()  # what a kill mid-save leaves: removed when the next run starts
     assert remove_partial_saves(run) == [run / ".partial-model"]
 
 

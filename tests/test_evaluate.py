@@ -15,7 +15,7 @@ import pandas as pd
 import pytest
 
 from lm_runs import evaluate as ev
-from lm_runs.evaluate.orchestration import file_stem
+from lm_runs.evaluate.folder import file_stem
 from lm_runs.evaluate import EvaluationError, EvaluationSettings, discover_runs, evaluate, main, win_rate_ci
 from lm_runs.judges import CallableJudge, CheckedJudge, JudgeError
 from lm_runs.models import load_causal_lm

@@ -82,7 +82,9 @@ Outputs under ``--output_dir``::
 Every file is written atomically (``egpo_core.files.atomic_write``: a temporary file, then
 ``os.replace``): generations after each batch, judgements after each judge call, so a killed
 evaluation (or Ctrl-C: one line, exit status 130) resumes where it stopped, regenerating no finished
-model and re-asking no recorded judgement. A rerun whose settings, judge or prompts differ from
+model and re-asking no recorded judgement; a file that cannot be written (a full disk, a quota, the
+file-size limit) stops the evaluation with one line naming it and the cause (exit status 2), leaving
+it as it was. A rerun whose settings, judge or prompts differ from
 ``settings.json`` is refused (use a new ``--output_dir`` or ``--overwrite``), as is a model name whose
 saved generations came from different weights, and an ``--output_dir`` that is a file or holds files
 that are not an evaluation's. Before any model loads, the reference and every model are checked to be
@@ -95,9 +97,10 @@ Python API: :func:`evaluate` (models, reference, prompts, judge, settings, outpu
 
 Modules: ``settings`` (options, fingerprint, identities) · ``runs`` (finding the epochs of training
 runs) · ``responses`` (generation) · ``judging`` (judgements, missing ones, position bias) ·
-``statistics`` (win rates, bootstrap, split, selection) · ``tables`` (Markdown/LaTeX) ·
-``orchestration`` (the resumable evaluation in one output folder) · ``command`` (flags and checks) ·
-``__main__`` (the entry point).
+``statistics`` (win rates, bootstrap, split, selection) · ``tables`` (Markdown/LaTeX) · ``folder``
+(the output folder: its files, the refusals, the pinned settings) · ``summary`` (the tidy win rates
+and ``summary.json``) · ``orchestration`` (the resumable evaluation: generate, judge, summarise) ·
+``command`` (flags and checks) · ``__main__`` (the entry point).
 
     python -m lm_runs.evaluate --reference runs/sft --runs runs/egpo runs/oipo1 \\
         --prompts heldout.jsonl --judge runs/pm --output_dir runs/eval [--both_orders false]

@@ -17,7 +17,8 @@ from typing import Any, Sequence
 
 from ..generation import SAMPLING_HELP, SamplingArguments
 from ..judges import CheckedJudge, JudgeError, load_judge
-from ..launcher import one_line
+from ..checkpoints import SaveError
+from ..launcher import inputs_checked, one_line
 from ..judges.arguments import JudgeArguments
 from ..models import ModelRoleError, check_model_source
 from .orchestration import Evaluation, EvaluationResult
@@ -159,7 +160,9 @@ def bias_line(result: EvaluationResult) -> str:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """The entry point: parse, check, evaluate, print the tables, the judge's position bias and where the
-    results are. Bad input → one line on stderr, exit 2; Ctrl-C → one line, exit 130."""
+    results are. Bad input, or a file that cannot be written (a full disk) → one line on stderr, exit 2;
+    Ctrl-C → one line, exit 130. Once the inputs are checked (:func:`lm_runs.launcher.inputs_checked`),
+    any other ``ValueError`` is a bug and keeps its traceback."""
     from ..cli import parse_config
 
     output_dir = "the output folder"
@@ -174,8 +177,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             specs, reference, prompts, judge, settings, Path(args.output_dir),
             overwrite=args.overwrite, progress=args.progress,
         )
+        inputs_checked()
         result = evaluation.run()
-    except (EvaluationError, ModelRoleError, JudgeError) as error:
+    except (EvaluationError, ModelRoleError, JudgeError, SaveError) as error:
         print("error: " + " ".join(str(error).split()), file=sys.stderr)
         return 2
     except KeyboardInterrupt:

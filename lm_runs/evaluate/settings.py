@@ -17,6 +17,8 @@ from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 from ..generation import SamplingParams
+from ..launcher import UsageError
+from ..models import folder_digest
 
 __all__ = [
     "REFERENCE",
@@ -27,6 +29,7 @@ __all__ = [
     "EvaluationResult",
     "derive_seed",
     "prompts_hash",
+    "IDENTITY_FILES",
     "model_identity",
     "sampling_stream",
 ]
@@ -37,7 +40,7 @@ REFERENCE = "reference"
 SETTINGS_VERSION = 2
 
 
-class EvaluationError(ValueError):
+class EvaluationError(UsageError):
     """Bad input or a state the evaluation refuses to continue from; the CLI prints it and exits 2."""
 
 
@@ -173,10 +176,13 @@ def prompts_hash(prompts: Sequence[Any]) -> str:
     return hashlib.sha256(json.dumps(list(prompts), sort_keys=True, ensure_ascii=False, default=str).encode()).hexdigest()
 
 
-_WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth")
-#: Besides the weights, the files that shape a response: the architecture, the adapter, the EOS ids of
-#: the generation config, the tokenizer and its chat template.
-_IDENTITY_FILES = (
+#: The files of a model folder that shape a response: the weights (not the Trainer's training_args.bin),
+#: the architecture, the adapter, the EOS ids of the generation config, the tokenizer and its chat template.
+IDENTITY_FILES = (
+    "*.safetensors",
+    "*.bin",
+    "*.pt",
+    "*.pth",
     "config.json",
     "adapter_config.json",
     "generation_config.json",
@@ -188,33 +194,13 @@ _IDENTITY_FILES = (
 )
 
 
-def _file_digest(path: Path, full_limit: int = 64 << 20, block: int = 1 << 20) -> str:
-    """sha256 of the file when under ``full_limit`` bytes, else of its size and four 1 MiB blocks
-    (start, ⅓, ⅔, end): cheap for multi-GB weights, and any retraining changes them."""
-    size = path.stat().st_size
-    digest = hashlib.sha256(str(size).encode())
-    with open(path, "rb") as handle:
-        if size <= full_limit:
-            for chunk in iter(lambda: handle.read(block), b""):
-                digest.update(chunk)
-        else:
-            for offset in (0, size // 3, 2 * size // 3, size - block):
-                handle.seek(offset)
-                digest.update(handle.read(block))
-    return digest.hexdigest()
-
-
 def model_identity(source: Any) -> dict[str, Any]:
-    """What a model's saved generations are tied to: the digests of its weight, config and tokenizer
-    files (a directory, independent of where it lies), or ``{"object": class}`` for an in-memory model."""
+    """What a model's saved generations are tied to: for a directory, its name and the digests of its
+    :data:`IDENTITY_FILES` (:func:`lm_runs.models.folder_digest` with ``sampled=True``: independent of
+    where the folder lies); ``{"object": class}`` for an in-memory model."""
     if isinstance(source, (str, Path)):
         folder = Path(source)
-        files = {
-            p.name: _file_digest(p)
-            for p in sorted(folder.iterdir())
-            if p.is_file()
-            and (p.name in _IDENTITY_FILES or (p.suffix in _WEIGHT_SUFFIXES and p.name != "training_args.bin"))
-        }
+        files = folder_digest(folder, IDENTITY_FILES, exclude=("training_args.bin",), sampled=True)
         return {"directory": folder.name, "files": files}
     return {"object": type(source).__name__}
 

@@ -13,10 +13,10 @@ so the result is always P(original a ≻ original b) and position bias averages 
 
 from __future__ import annotations
 
-import hashlib
 from pathlib import Path
 from typing import Any, Sequence
 
+from ..models import folder_digest
 from .base import check_pairs, shown_flipped
 from .pair_format import FIRST_IS_BETTER, render_pair
 
@@ -129,18 +129,10 @@ class PreferenceModelJudge:
         return [1.0 - p if flip else p for p, flip in zip(shown, flips)]
 
     def identity(self) -> dict[str, Any]:
-        """The judge by content, not by path: SHA-256 of each of its :data:`CONTENT_FILES` (by file name),
-        the seed of the order coins and the token limit."""
-        digests = {}
-        for pattern in self.CONTENT_FILES:
-            for file in sorted(self.path.glob(pattern)):
-                if file.is_file() and file.name not in digests:
-                    digest = hashlib.sha256()
-                    with open(file, "rb") as handle:
-                        for block in iter(lambda: handle.read(1 << 20), b""):
-                            digest.update(block)
-                    digests[file.name] = digest.hexdigest()
-        return {"kind": self.kind, "files": dict(sorted(digests.items())), "seed": self.seed, "max_length": self.max_length}
+        """The judge by content, not by path: the SHA-256 of each of its :data:`CONTENT_FILES`, by file name
+        (:func:`lm_runs.models.folder_digest`), the seed of the order coins and the token limit."""
+        files = folder_digest(self.path, self.CONTENT_FILES)
+        return {"kind": self.kind, "files": files, "seed": self.seed, "max_length": self.max_length}
 
     def __repr__(self) -> str:
         return f"PreferenceModelJudge({str(self.path)!r}, device={str(self.device)!r})"
