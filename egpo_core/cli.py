@@ -72,7 +72,7 @@ def _default_text(f: dataclasses.Field) -> str:
         return f"default: ⌈iterations/{CLI_RECORDS}⌉, about {CLI_RECORDS} records per curve; 1 keeps every step"
     if f.name == "algorithms":
         known = [a.name if a.simulated == SIMULATOR_MODES else f"{a.name} ({', '.join(a.simulated)} only)"
-                 for a in ALGORITHMS.values()]
+                 for a in ALGORITHMS.values() if a.simulated]
         return f"default: {','.join(f.default)}; known: {', '.join(known)}"
     if f.name == "metrics":
         return f"default: {','.join(f.default)}; from {','.join(METRICS)}"

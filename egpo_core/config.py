@@ -91,6 +91,9 @@ class SimulationConfig:
         check_conventions(self.conventions)
         mode = f"{self.policy}/{self.gradient}"
         for algorithm in self.algorithm_objects():
+            if not algorithm.simulated:
+                raise ValueError(f"{algorithm.name} has no simulator form, only a closed form "
+                                 f"(see egpo_core.algorithms.{algorithm.name})")
             if mode not in algorithm.simulated:
                 raise ValueError(f"{algorithm.name} is simulated in the mode(s) {', '.join(algorithm.simulated)} only, "
                                  f"got policy={self.policy!r}, gradient={self.gradient!r} (see egpo_core.algorithms.{algorithm.name})")

@@ -115,7 +115,7 @@ def _extra_module(tmp_path, monkeypatch, name: str, body: str):
 
 def test_registry_lists_the_eight_modules_in_the_figure_order_then_the_others_by_module_name():
     assert list(ALGORITHMS) == ["oipo1", "oipo2", "nash_md", "nash_md_pg", "egpo", "mpo", "sppo", "omwu",
-                                "comal", "inpo", "onpo"]
+                                "comal", "inpo", "mnpo", "onpo"]
 
 
 def test_a_recombining_module_is_registered_and_simulated_without_other_edits(tmp_path, monkeypatch):

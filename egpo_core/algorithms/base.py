@@ -171,7 +171,9 @@ class Algorithm:
         simulated: the simulator modes (:data:`SIMULATOR_MODES`) in which the kernel's update — one
             SGD step on the declared loss — is the algorithm's update; the simulator refuses the others
             (INPO's update is the minimiser of its own ordered-pair loss, which is the kernel's step in
-            the exact tabular mode only).
+            the exact tabular mode only). Empty: a closed form only (MNPO, whose update reads a history
+            of policies the kernel does not keep); the simulator and the torch losses refuse it, and the
+            loss, opponent, anchor and scheme then describe its simplest case only.
     """
 
     name: str
@@ -193,8 +195,8 @@ class Algorithm:
         object.__setattr__(self, "aliases", tuple(a.strip().lower() for a in self.aliases))
         if self.color is not None and not _HEX_COLOR.fullmatch(str(self.color)):
             raise ValueError(f"algorithm {self.name!r}: color must be a hex colour '#rrggbb', got {self.color!r}")
-        if isinstance(self.simulated, str) or not self.simulated or any(m not in SIMULATOR_MODES for m in self.simulated):
-            raise ValueError(f"algorithm {self.name!r}: simulated must be a non-empty tuple of modes from "
+        if isinstance(self.simulated, str) or any(m not in SIMULATOR_MODES for m in self.simulated):
+            raise ValueError(f"algorithm {self.name!r}: simulated must be a tuple of modes from "
                              f"{', '.join(SIMULATOR_MODES)}, got {self.simulated!r}")
         object.__setattr__(self, "simulated", tuple(self.simulated))
         # each choice is checked (and stored as its enum member) when the algorithm is declared

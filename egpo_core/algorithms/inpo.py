@@ -23,8 +23,8 @@ over all policies (INPO's Proposition 6) is h(y, y′) = η[P(y ≻ π_t) − P(
 One INPO update is the minimiser of L_t. In the simulator's exact tabular mode that is the closed
 form below, which is also the kernel's exact step of the Online IPO loss — hence the fields, those
 of Online IPO 1, and the same iterates bit for bit. The sampled tabular update, the minimiser of the
-empirical loss over S ordered pairs, is :func:`ordered_pair_step` (a least-squares solve; it tends
-to the closed form as S grows). The kernel's sampled and neural modes take one SGD step per update,
+empirical loss over S ordered pairs, is :func:`ordered_pair_step` (a least-squares solve,
+:func:`ordered_pair_minimiser`, that MNPO shares; it tends to the closed form as S grows). The kernel's sampled and neural modes take one SGD step per update,
 which is not INPO's update (one SGD step of L_t from θ_t is Online IPO 2's step, scaled by ηβ), so the
 simulator refuses them for INPO.
 """
@@ -53,31 +53,30 @@ def ordered_pairs(
     return np.where(y_wins, y, yp), np.where(y_wins, yp, y)
 
 
-def ordered_pair_step(
+def ordered_pair_minimiser(
     theta: np.ndarray,
-    ref_logits: np.ndarray,
+    anchor_logits: np.ndarray,
     P: np.ndarray,
     eta: float,
-    beta: float,
     num_samples: int,
     rng: np.random.Generator,
 ) -> np.ndarray:
-    """One sampled tabular INPO update: centered logits of the minimiser of the empirical loss
+    """Centered logits of the minimiser over policies of the empirical ordered-pair loss
 
-        Σ_s (f(y_w,s) − f(y_l,s) − η/2)²,   f = log π_{t+1} − log π_A,  log π_A = (1 − ηβ) log π_t + ηβ log π_ref,
+        Σ_s (f(y_w,s) − f(y_l,s) − η/2)²,   f = log π − log π_A,
 
-    over S = ``num_samples`` ordered pairs of π_t (:func:`ordered_pairs`). The normal equations
-    L f = b, L = Σ_s (e_w − e_l)(e_w − e_l)ᵀ, b = (η/2) Σ_s (e_w − e_l), are solved in the least-squares
-    sense with the smallest norm: f is unique up to a constant on each connected set of drawn responses
-    (each is centred), and a response in no drawn pair keeps f = 0, i.e. its anchor log-probability.
-    As S → ∞, L/S → 2(diag π_t − π_t π_tᵀ) and b/S → 2η π_t ⊙ (Pπ_t − ½), so f → η P(· ≻ π_t) + const:
-    the closed form. ``theta`` (…, N), one draw stream for all rows in order.
+    over S = ``num_samples`` ordered pairs of π_t = softmax(``theta``) (:func:`ordered_pairs`), for the
+    anchor log π_A = ``anchor_logits`` (any normalization). The normal equations L f = b,
+    L = Σ_s (e_w − e_l)(e_w − e_l)ᵀ, b = (η/2) Σ_s (e_w − e_l), are solved in the least-squares sense with
+    the smallest norm: f is unique up to a constant on each connected set of drawn responses (each is
+    centred), and a response in no drawn pair keeps f = 0, i.e. its anchor log-probability. As S → ∞,
+    L/S → 2(diag π_t − π_t π_tᵀ) and b/S → 2η π_t ⊙ (Pπ_t − ½), so f → η P(· ≻ π_t) + const (full-support
+    π_t). ``theta`` (…, N), one draw stream for all rows in order.
     """
     theta = np.asarray(theta, dtype=np.float64)
-    ref_logits = np.broadcast_to(np.asarray(ref_logits, dtype=np.float64), theta.shape)
+    anchor_logits = np.broadcast_to(np.asarray(anchor_logits, dtype=np.float64), theta.shape)
     P = np.broadcast_to(np.asarray(P, dtype=np.float64), theta.shape + theta.shape[-1:])
     n = theta.shape[-1]
-    anchor = geometric_mixture_logits(theta, ref_logits, eta * beta)
     out = np.empty_like(theta)
     for index in np.ndindex(theta.shape[:-1]):
         winners, losers = ordered_pairs(softmax(theta[index]), P[index], num_samples, rng)
@@ -88,8 +87,23 @@ def ordered_pair_step(
         np.add.at(laplacian, (losers, winners), -1.0)
         rhs = 0.5 * eta * (np.bincount(winners, minlength=n) - np.bincount(losers, minlength=n))
         f = np.linalg.lstsq(laplacian, rhs, rcond=None)[0]
-        out[index] = log_softmax(anchor[index] + f)
+        out[index] = log_softmax(anchor_logits[index] + f)
     return center(out)
+
+
+def ordered_pair_step(
+    theta: np.ndarray,
+    ref_logits: np.ndarray,
+    P: np.ndarray,
+    eta: float,
+    beta: float,
+    num_samples: int,
+    rng: np.random.Generator,
+) -> np.ndarray:
+    """One sampled tabular INPO update: :func:`ordered_pair_minimiser` with INPO's anchor
+    log π_A = (1 − ηβ) log π_t + ηβ log π_ref; it tends to :func:`closed_form` as S grows."""
+    anchor = geometric_mixture_logits(theta, np.broadcast_to(ref_logits, np.shape(theta)), eta * beta)
+    return ordered_pair_minimiser(theta, anchor, P, eta, num_samples, rng)
 
 
 ALGORITHM = Algorithm(

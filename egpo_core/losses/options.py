@@ -23,7 +23,11 @@ PairDistribution = Literal["uniform", "policy"]
 
 
 def _check_algorithm(algorithm: Algorithm | str) -> Algorithm:
-    return get_algorithm(algorithm)  # its fields were checked against the vocabulary when it was declared
+    algorithm = get_algorithm(algorithm)  # its fields were checked against the vocabulary when it was declared
+    if not algorithm.simulated:
+        raise ValueError(f"algorithm {algorithm.name!r} has a closed form only, no loss here "
+                         f"(see egpo_core.algorithms.{algorithm.name})")
+    return algorithm
 
 
 def _as_log_probs(name: str, value, like: torch.Tensor) -> torch.Tensor:

@@ -1,5 +1,5 @@
-"""INPO, COMAL and ONPO (issue 17): each against its numpy closed form, its reductions to the
-algorithms it generalises, and the ordered-pair loss INPO learns from.
+"""INPO, COMAL, ONPO and MNPO (issue 17): each against its numpy closed form, its reductions to the
+algorithms it generalises, and the ordered-pair loss INPO (and MNPO) learn from.
 
 Tolerances: identities that run the same arithmetic are bit for bit (``assert_array_equal``); closed
 forms against other closed forms 1e-12 (float64, a few operations apart); the sampled INPO update is a
@@ -16,8 +16,9 @@ from scipy.special import log_softmax, softmax
 from egpo_core import cli, simulate
 from egpo_core.algorithms import SIMULATOR_MODES, center, geometric_mixture_logits, get_algorithm
 from egpo_core.algorithms.inpo import ordered_pair_step, ordered_pairs
+from egpo_core.algorithms.mnpo import history_anchor_logits, sampled_step
 from egpo_core.games import random_games
-from egpo_core.losses import ipo_regression_loss
+from egpo_core.losses import exact_loss, ipo_regression_loss
 
 F64 = torch.float64
 
@@ -254,3 +255,94 @@ def test_onpo_is_omwu_anchored_at_the_current_policy_not_egpo_omwu(games):
     assert np.abs(onpo.closed_form(theta, ref, P, 0.7, 0.2, previous_logits=previous)
                   - omwu.closed_form(theta, ref, P, 0.7, 0.2, previous_logits=previous)).max() > 1e-2
     assert (onpo.opponent, onpo.anchor) == ("optimistic", "current") and omwu.anchor == "reference"
+
+
+# ---------------------------------------------------------------------------------------------
+# MNPO
+# ---------------------------------------------------------------------------------------------
+
+
+def test_mnpo_with_one_history_policy_and_ratio_eta_beta_is_inpo(games):
+    P, theta, ref = games
+    mnpo, inpo = get_algorithm("mnpo"), get_algorithm("inpo")
+    np.testing.assert_allclose(mnpo.closed_form(theta, ref, P, 0.7, 0.2), inpo.closed_form(theta, ref, P, 0.7, 0.2),
+                               rtol=0, atol=1e-12)
+    np.testing.assert_allclose(mnpo.closed_form(theta, ref, P, 0.7, 0.2, history_logits=[theta], history_weights=[3.0],
+                                                ratio=0.14), inpo.closed_form(theta, ref, P, 0.7, 0.2), rtol=0, atol=1e-12)
+
+
+def test_mnpo_weights_are_normalised_and_each_history_policy_counts(games):
+    P, theta, ref = games
+    mnpo = get_algorithm("mnpo")
+    history = [theta, theta + np.random.default_rng(1).normal(size=theta.shape), ref]
+    args = (theta, ref, P, 0.5, 0.2)
+    np.testing.assert_allclose(mnpo.closed_form(*args, history_logits=history, history_weights=[2, 2, 2]),
+                               mnpo.closed_form(*args, history_logits=history), rtol=0, atol=1e-12)
+    equal = mnpo.closed_form(*args, history_logits=history)
+    assert np.abs(mnpo.closed_form(*args, history_logits=history, history_weights=[1, 0, 0])
+                  - mnpo.closed_form(*args, history_logits=history[:1])).max() < 1e-12
+    assert np.abs(equal - mnpo.closed_form(*args, history_logits=history, history_weights=[1, 0, 0])).max() > 1e-2
+    # ratio 1: the history is ignored, log π_{t+1} ≐ log π_ref + η P(·≻π_t)
+    np.testing.assert_allclose(mnpo.closed_form(*args, history_logits=history, ratio=1.0),
+                               center(log_softmax(ref, -1) + 0.5 * np.einsum("rij,rj->ri", P, softmax(theta, -1))),
+                               rtol=0, atol=1e-12)
+
+
+@pytest.mark.parametrize("weights,ratio,message", [
+    ([1.0], None, "history_weights must be 3 non-negative numbers"),
+    ([1.0, -1.0, 1.0], None, "history_weights must be 3 non-negative"),
+    ([0.0, 0.0, 0.0], None, "with a positive sum"),
+    (None, 1.5, r"ratio must lie in \[0, 1\], got ratio=1.5"),
+])
+def test_mnpo_bad_history_settings_name_the_value(games, weights, ratio, message):
+    P, theta, ref = games
+    with pytest.raises(ValueError, match=message):
+        get_algorithm("mnpo").closed_form(theta, ref, P, 0.5, 0.2, history_logits=[theta] * 3, history_weights=weights,
+                                          ratio=ratio)
+    with pytest.raises(ValueError, match="history_logits is empty"):
+        history_anchor_logits([], ref, 0.1)
+
+
+def test_mnpo_closed_form_minimises_its_exact_ordered_pair_loss(games):
+    """Proposition 6's argument with MNPO's anchor: zero gradient of the loss block at the closed form."""
+    P, theta, ref = games
+    eta, beta = 0.6, 0.2
+    history = [theta, theta + 0.3 * np.random.default_rng(2).normal(size=theta.shape)]
+    new = get_algorithm("mnpo").closed_form(theta, ref, P, eta, beta, history_logits=history, history_weights=[0.7, 0.3])
+    anchor = history_anchor_logits(history, ref, eta * beta, [0.7, 0.3])
+    n = theta.shape[-1]
+    y, yp = (idx.reshape(-1) for idx in torch.meshgrid(torch.arange(n), torch.arange(n), indexing="ij"))
+    for r in range(P.shape[0]):
+        def gradient(logits, r=r):
+            z = torch.tensor(logits, dtype=F64, requires_grad=True)
+            logp, a, pi = torch.log_softmax(z, -1), torch.tensor(anchor[r]), torch.tensor(softmax(theta[r]))
+            wins = torch.tensor(P[r])[y, yp]
+            loss = pi[y] * pi[yp] * (wins * ipo_regression_loss(logp[y], logp[yp], a[y], a[yp], eta / 2)
+                                     + (1 - wins) * ipo_regression_loss(logp[yp], logp[y], a[yp], a[y], eta / 2))
+            loss.sum().backward()
+            return z.grad.numpy()
+
+        assert np.abs(gradient(theta[r])).max() > 1e-3
+        assert np.abs(gradient(new[r])).max() < 1e-10
+
+
+def test_mnpo_sampled_update_tends_to_its_closed_form(games):
+    P, theta, ref = games
+    eta, beta = 1.0, 0.1
+    history = [theta, theta + 0.3 * np.random.default_rng(3).normal(size=theta.shape)]
+    exact = get_algorithm("mnpo").closed_form(theta, ref, P, eta, beta, history_logits=history)
+    got = sampled_step(theta, ref, P, eta, beta, 200_000, np.random.default_rng(4), history_logits=history)
+    assert np.abs(got - exact).max() < SAMPLED_TOL
+    assert np.abs(get_algorithm("inpo").closed_form(theta, ref, P, eta, beta) - exact).max() > 5 * SAMPLED_TOL
+
+
+def test_mnpo_is_refused_by_the_simulator_the_losses_and_the_command_line_help(games, capsys):
+    P, theta, ref = games
+    with pytest.raises(ValueError, match="mnpo has no simulator form, only a closed form"):
+        simulate(P, ref, ["mnpo"], beta=0.1, lr=0.05, iterations=2, progress=False)
+    with pytest.raises(ValueError, match="'mnpo' has a closed form only, no loss here"):
+        exact_loss("mnpo", torch.zeros(1, 3, dtype=F64), torch.zeros(1, 3, dtype=F64), np.full((1, 3, 3), 0.5), 0.1)
+    with pytest.raises(SystemExit):
+        cli.main(["simulate", "--help"])
+    listed = " ".join(capsys.readouterr().out.split())
+    assert "known: oipo1, oipo2, nash_md, nash_md_pg, egpo, mpo, sppo, omwu, comal, inpo (tabular/exact only), onpo)" in listed
