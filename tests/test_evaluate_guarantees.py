@@ -125,13 +125,19 @@ def test_judges_are_identified_by_content_not_path(models, tmp_path):
     out = tmp_path / "out"
     specs = discover_runs([models["run"]])[:1]
     evaluate(specs, models["ref"], PROMPTS, str(pm), SETTINGS, out)
-    saved = {p.name: p.read_bytes() for p in (out / "judgements").iterdir()}
+
+    def judgements() -> dict[str, tuple[bytes, int, int]]:
+        # content, and inode and mtime: a file judged again is written aside and renamed (a new inode)
+        return {p.name: (p.read_bytes(), p.stat().st_ino, p.stat().st_mtime_ns) for p in (out / "judgements").iterdir()}
+
+    saved = judgements()
+    assert saved  # something was judged
     settings_json = (out / "settings.json").read_text()
     assert json.loads(settings_json)["fingerprint"]["judge"]["kind"] == "preference_model"
     moved = tmp_path / "elsewhere" / "judge"
     shutil.copytree(pm, moved)
     evaluate(specs, models["ref"], PROMPTS, str(moved), SETTINGS, out)  # accepted: the same judge
-    assert {p.name: p.read_bytes() for p in (out / "judgements").iterdir()} == saved
+    assert judgements() == saved  # reused, not judged again
     assert (out / "settings.json").read_text() == settings_json
     model = AutoModelForSequenceClassification.from_pretrained(pm)
     with torch.no_grad():
