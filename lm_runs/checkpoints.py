@@ -129,7 +129,7 @@ def _unknown_cause(folder: Path | None) -> tuple[int | None, str]:
             return errno.ENOSPC, WRITE_FAILURES[errno.ENOSPC]
     if resource.getrlimit(resource.RLIMIT_FSIZE)[0] != resource.RLIM_INFINITY:
         return errno.EFBIG, WRITE_FAILURES[errno.EFBIG]
-    return None, "a write failed (the disk may be full)"
+    return None, "the reason is unknown (torch.save gives none: is the disk full?)"
 
 
 def write_failure(error: BaseException, folder: str | os.PathLike[str] | None = None) -> tuple[int | None, str] | None:
@@ -168,7 +168,7 @@ def saving(target: str | os.PathLike[str], staging: Path | None = None, hint: st
         raise SaveError(target, failure[1], failure[0], hint) from error
 
 
-_RESUME_HINT = "the checkpoints saved before it are complete: free space and resume with --resume_from_checkpoint true"
+_RESUME_HINT = "the checkpoints saved before it are complete: make room and resume with --resume_from_checkpoint true"
 
 
 # ----------------------------------------------------------------------------------- durability

@@ -197,3 +197,79 @@ def test_best_checkpoint_is_recorded_under_its_published_name(tiny, tmp_path):
     for folder in out.glob("checkpoint-*"):
         recorded = json.loads((folder / "trainer_state.json").read_text())["best_model_checkpoint"]
         assert recorded is None or Path(recorded).parent == out, recorded
+
+
+# ------------------------------------------------------------------------------- a full disk, for real
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def run_limited(argv, max_file_bytes):
+    """``python -m argv…`` in a subprocess that may write no file beyond ``max_file_bytes`` (RLIMIT_FSIZE,
+    SIGXFSZ ignored): every write past it fails with EFBIG inside torch.save, safetensors or open(), as a
+    full disk fails them with ENOSPC."""
+    import resource
+    import signal
+    import subprocess
+    import sys
+
+    def limit():
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+        resource.setrlimit(resource.RLIMIT_FSIZE, (max_file_bytes, max_file_bytes))
+
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false", "HF_HUB_OFFLINE": "1"}
+    return subprocess.run([sys.executable, "-m", *argv], cwd=ROOT, env=env, preexec_fn=limit, capture_output=True,
+                          text=True, timeout=600)
+
+
+def error_lines(stderr):
+    return [line for line in stderr.splitlines() if line.startswith("error:")]
+
+
+EFBIG_CAUSE = "a file grew past the file-size limit (ulimit -f) or the file system's largest file"
+
+
+@pytest.mark.skipif(os.name != "posix", reason="RLIMIT_FSIZE")
+def test_disk_full_while_saving_a_checkpoint_is_one_line_and_the_earlier_one_resumes(tiny, tmp_path):
+    """checkpoint-2's optimizer.pt (1.1 MB) cannot be written (torch.save fails with a RuntimeError that
+    names no errno; the model's 0.55 MB safetensors fit): one error line naming the folder and the cause,
+    exit status 2, no checkpoint-2 and no hidden leftover; checkpoint-1 and the earlier final model stay
+    complete, and a resume from checkpoint-1 ends the run."""
+    from lm_runs import sft
+
+    out = tmp_path / "out"
+    argv = ["--model_name_or_path", tiny["model"], "--dataset", tiny["data"], "--output_dir", str(out), *COMMON,
+            "--save_steps", "1"]
+    sft.main([*argv, "--max_steps", "1"])
+    final_before = (out / "model.safetensors").read_bytes()
+    assert (out / "checkpoint-1" / "optimizer.pt").stat().st_size > 800_000 > (out / "model.safetensors").stat().st_size
+
+    done = run_limited(["lm_runs.sft", *argv, "--max_steps", "2", "--resume_from_checkpoint", "true"], 800_000)
+    assert done.returncode == 2, done.stderr[-3000:]
+    assert error_lines(done.stderr) == [
+        f"error: could not save {out / 'checkpoint-2'}: {EFBIG_CAUSE}; the checkpoints saved before it are complete: "
+        "make room and resume with --resume_from_checkpoint true"]
+    assert "Traceback" not in done.stderr
+    assert sorted(p.name for p in out.iterdir() if p.is_dir()) == ["checkpoint-1"]  # no .partial-checkpoint-2
+    assert latest_checkpoint(out) == str(out / "checkpoint-1")
+    assert (out / "model.safetensors").read_bytes() == final_before
+
+    sft.main([*argv, "--max_steps", "2", "--resume_from_checkpoint", "true"])
+    assert latest_checkpoint(out) == str(out / "checkpoint-2")
+    assert json.loads((out / "checkpoint-2" / "trainer_state.json").read_text())["global_step"] == 2
+
+
+@pytest.mark.skipif(os.name != "posix", reason="RLIMIT_FSIZE")
+def test_disk_full_while_saving_the_final_model_is_one_line_and_leaves_no_model(tiny, tmp_path):
+    """The final model.safetensors (0.55 MB) cannot be written (safetensors' own SafetensorError, os error
+    27): one error line naming the output folder, exit status 2, no model file and no hidden leftover."""
+    out = tmp_path / "out"
+    done = run_limited(["lm_runs.sft", "--model_name_or_path", tiny["model"], "--dataset", tiny["data"],
+                        "--output_dir", str(out), *COMMON, "--max_steps", "1", "--save_strategy", "no"], 200_000)
+    assert done.returncode == 2, done.stderr[-3000:]
+    assert error_lines(done.stderr) == [
+        f"error: could not save {out}: {EFBIG_CAUSE}; nothing half-written is left under that name"]
+    assert "Traceback" not in done.stderr
+    left = sorted(p.name for p in out.iterdir()) if out.is_dir() else []
+    assert not [name for name in left if checkpoints.is_model_file(name) or name.startswith(".")], left
+    assert not (tmp_path / ".partial-out").exists()

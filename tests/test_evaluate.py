@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import shutil
 from pathlib import Path
 
@@ -538,6 +539,54 @@ def test_cli_end_to_end(zoo, tmp_path, capsys):
     # the position bias is printed at the end, and stated under the tables
     assert shown.splitlines()[-2].startswith("judge position bias: +0.000")
     assert "Judge position bias: +0.000" in (out / "tables" / "vs_reference.md").read_text()
+
+
+@pytest.mark.skipif(os.name != "posix", reason="RLIMIT_FSIZE")
+def test_a_full_disk_is_one_line_and_a_rerun_resumes(zoo, tmp_path, capsys):
+    """``python -m lm_runs.evaluate`` in a process that may write no file beyond 2000 bytes (RLIMIT_FSIZE,
+    SIGXFSZ ignored: writes fail with EFBIG as a full disk's fail with ENOSPC): the generations and
+    judgements (about 0.3 kB a file) are written, the first larger output is not; one error line names
+    it and the cause, exit status 2, no temporary or partial file is left, and a rerun without the limit
+    finishes without generating again."""
+    import re
+    import resource
+    import signal
+    import subprocess
+    import sys
+
+    prompts = tmp_path / "prompts.jsonl"
+    prompts.write_text("".join(json.dumps({"prompt": p}) + "\n" for p in PROMPTS[:4]))
+    out = tmp_path / "out"
+    argv = ["--reference", str(zoo["ref"]), "--models", f"tuned={zoo['run_a'] / 'epochs' / 'epoch-2'}",
+            "--prompts", str(prompts), "--judge", "lm_runs.judges.toy:prefer_shorter", "--output_dir", str(out),
+            "--samples_per_prompt", "1", "--max_new_tokens", "4", "--device", "cpu", "--bootstrap", "20",
+            "--progress", "false"]
+
+    def limit():
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+        resource.setrlimit(resource.RLIMIT_FSIZE, (2000, 2000))
+
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false", "HF_HUB_OFFLINE": "1"}
+    done = subprocess.run([sys.executable, "-m", "lm_runs.evaluate", *argv], cwd=Path(__file__).resolve().parents[1],
+                          env=env, preexec_fn=limit, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 2, done.stderr[-3000:]
+    errors = [line for line in done.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and "Traceback" not in done.stderr, done.stderr[-3000:]
+    match = re.fullmatch(
+        rf"error: could not save {re.escape(str(out))}/(\S+): a file grew past the file-size limit \(ulimit -f\) or "
+        rf"the file system's largest file; what was generated and judged before is kept in {re.escape(str(out))}: "
+        "make room and run the same command again to resume", errors[0])
+    assert match, errors[0]
+    assert not (out / match.group(1)).exists()
+    assert not [p for p in out.rglob("*") if ".tmp" in p.name]
+    generations = {p.name: p.stat().st_mtime_ns for p in (out / "generations").iterdir()}
+    assert sorted(generations) == ["reference.jsonl", "reference.meta.json", "tuned.jsonl", "tuned.meta.json"]
+    assert all(len((out / "generations" / f"{m}.jsonl").read_text().splitlines()) == 4 for m in ("reference", "tuned"))
+
+    assert main(argv) == 0
+    capsys.readouterr()
+    assert {p.name: p.stat().st_mtime_ns for p in (out / "generations").iterdir()} == generations  # not redone
+    assert (out / match.group(1)).is_file() and (out / "summary.json").is_file()
 
 
 # --------------------------------------------------------------------------------------------------

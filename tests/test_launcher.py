@@ -8,8 +8,11 @@ import types
 
 import pytest
 
+from lm_runs.checkpoints import SaveError
 from lm_runs.launcher import (
+    UsageError,
     clear_previous_run,
+    inputs_checked,
     prepare_output_dir,
     previous_run_entries,
     require_options,
@@ -109,6 +112,13 @@ def test_require_options():
         (OSError(errno.ENOSPC, "No space left on device", "/runs/x/model.safetensors"), 2,
          "error: no space left on the device while writing /runs/x/model.safetensors"),
         (PermissionError(13, "Permission denied", "/root/out"), 2, "error: [Errno 13] Permission denied: '/root/out'"),
+        (OSError(errno.EFBIG, "File too large", "/runs/x/optimizer.pt"), 2,
+         "error: a file grew past the file-size limit (ulimit -f) or the file system's largest file while writing "
+         "/runs/x/optimizer.pt"),
+        (SaveError("/runs/x/checkpoint-4", "no space left on the device", errno.ENOSPC, "resume"), 2,
+         "error: could not save /runs/x/checkpoint-4: no space left on the device; resume"),
+        (RuntimeError("[enforce fail at inline_container.cc:672] . unexpected pos 576 vs 534"), 2,
+         "error: a write failed: the reason is unknown (torch.save gives none: is the disk full?)"),
         (KeyboardInterrupt(), 130, "interrupted"),
     ],
 )
@@ -148,6 +158,60 @@ def test_run_entry_point_keeps_bugs_and_judge_errors(capsys):
     with pytest.raises(IsADirectoryError):
         run_entry_point(other_os_error, [])
     assert run_entry_point(lambda argv: argv, ["x"]) is None
+
+
+def test_a_value_error_is_one_line_only_until_the_inputs_are_checked(capsys):
+    """Bad input found while the command checks its inputs is one line (exit 2); once it has said
+    inputs_checked() (the long computation starts), a ValueError is a bug and keeps its traceback, while a
+    UsageError or a JudgeError stays one line."""
+
+    class JudgeError(RuntimeError):
+        pass
+
+    def command(error):
+        def main(argv):
+            inputs_checked()
+            raise error
+
+        return main
+
+    def before(argv):
+        raise ValueError("--beta must be positive")
+
+    with pytest.raises(SystemExit) as caught:
+        run_entry_point(before, [])
+    assert caught.value.code == 2 and capsys.readouterr().err == "error: --beta must be positive\n"
+    with pytest.raises(ValueError, match="^a bug deep in training$"):
+        run_entry_point(command(ValueError("a bug deep in training")), [])
+    for error in (UsageError("--resume_from_checkpoint true: no complete checkpoint"), JudgeError("judge down")):
+        with pytest.raises(SystemExit) as caught:
+            run_entry_point(command(error), [])
+        assert caught.value.code == 2 and capsys.readouterr().err == f"error: {error}\n"
+    with pytest.raises(SystemExit) as caught:  # each command starts unchecked
+        run_entry_point(before, [])
+    assert caught.value.code == 2
+
+
+def test_a_bug_after_the_checks_exits_with_a_traceback_in_a_real_process(tmp_path):
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    script = tmp_path / "command.py"
+    script.write_text(
+        "from lm_runs.launcher import inputs_checked, run_entry_point\n"
+        "def main(argv):\n"
+        "    if argv == ['bad']:\n"
+        "        raise ValueError('--n must be >= 1, got 0')\n"
+        "    inputs_checked()\n"
+        "    raise ValueError('shapes (3,) and (4,) do not match')\n"
+        "run_entry_point(main, __import__('sys').argv[1:])\n")
+    root = Path(__file__).resolve().parents[1]
+    bad = subprocess.run([sys.executable, str(script), "bad"], cwd=root, capture_output=True, text=True, timeout=120)
+    assert bad.returncode == 2 and bad.stderr == "error: --n must be >= 1, got 0\n"
+    bug = subprocess.run([sys.executable, str(script)], cwd=root, capture_output=True, text=True, timeout=120)
+    assert bug.returncode == 1 and bug.stderr.startswith("Traceback")
+    assert bug.stderr.rstrip().endswith("ValueError: shapes (3,) and (4,) do not match")
 
 
 # ------------------------------------------------------------------------------------------- cli
@@ -258,3 +322,36 @@ def test_required_options(missing):
     del flags[index:index + 2]
     with pytest.raises(ValueError, match=f"^{missing} is required"):
         parse_config([SFTConfig], flags)
+
+
+def test_training_entry_point_one_line_for_bad_input_traceback_for_a_bug(tmp_path, capsys, monkeypatch):
+    """lm_runs.sft through run_entry_point: a refused option is one line and exit 2 before any model loads;
+    a ValueError raised inside training (here planted in the Trainer's step) is a bug: it propagates with
+    its traceback instead of becoming one line."""
+    import json
+
+    from transformers import Trainer
+
+    from lm_runs import sft
+    from lm_runs.tiny import build_tiny_lm
+
+    model = build_tiny_lm(tmp_path / "lm")
+    data = tmp_path / "sft.jsonl"
+    data.write_text("".join(json.dumps({"prompt": f"say {i}", "completion": f" {i}"}) + "\n" for i in range(8)))
+    argv = ["--model_name_or_path", str(model), "--dataset", str(data), "--output_dir", str(tmp_path / "out"),
+            "--use_cpu", "true", "--report_to", "none", "--max_steps", "1", "--save_strategy", "no",
+            "--per_device_train_batch_size", "4", "--disable_tqdm", "true"]
+    loaded = []
+    monkeypatch.setattr(sft, "build_trainer", lambda config, real=sft.build_trainer: (loaded.append(1), real(config))[1])
+    with pytest.raises(SystemExit) as caught:
+        run_entry_point(sft.main, [*argv, "--learning_rate", "0"])
+    assert caught.value.code == 2 and not loaded
+    assert capsys.readouterr().err.splitlines()[-1] == "error: --learning_rate must be a positive number, got 0.0"
+
+    def planted(self, *args, **kwargs):
+        raise ValueError("a bug deep in training")
+
+    monkeypatch.setattr(Trainer, "training_step", planted)
+    with pytest.raises(ValueError, match="^a bug deep in training$"):
+        run_entry_point(sft.main, argv)
+    assert loaded and "error:" not in capsys.readouterr().err

@@ -133,3 +133,114 @@ def test_loaders(zoo):
     assert not lm.training and lm_tokenizer.eos_token_id is not None
     with pytest.raises(ModelRoleError, match="a policy must be"):
         load_causal_lm(zoo["pm"])
+
+
+# ------------------------------------------------------------------------------------- content digests
+
+
+def digest_folder(folder):
+    """A model folder of fixed bytes: weights of several kinds (one over 64 MiB, hashed by samples), the
+    config, tokenizer and adapter files, and files neither digest reads (training_args.bin, an index,
+    notes, a folder named like a tokenizer file)."""
+    folder.mkdir(parents=True)
+    texts = {
+        "config.json": '{"architectures": ["GPT2LMHeadModel"]}\n',
+        "adapter_config.json": '{"r": 4}\n',
+        "generation_config.json": '{"eos_token_id": 2}\n',
+        "tokenizer.json": '{"model": {"vocab": {}}}\n',
+        "tokenizer_config.json": '{"chat_template": "x"}\n',
+        "special_tokens_map.json": '{"eos_token": "</s>"}\n',
+        "chat_template.jinja": "{{ messages }}\n",
+        "vocab.json": '{"a": 0}\n',
+        "merges.txt": "a b\n",
+        "model.safetensors.index.json": '{"weight_map": {}}\n',
+        "notes.txt": "not part of the model\n",
+        "README.md": "# a model\n",
+    }
+    for name, text in texts.items():
+        (folder / name).write_text(text)
+    blobs = {
+        "model.safetensors": bytes(range(256)) * 40,
+        "tokenizer.model": b"\x00\x01spm" * 50,
+        "pytorch_model-00001-of-00002.bin": b"torch" * 99,
+        "training_args.bin": b"args" * 10,
+        ".hidden.bin": b"hidden",
+        ".hidden.model": b"hidden model",
+        "optimizer.pt": b"opt" * 7,
+        "big.pth": bytes(range(251)) * ((64 << 20) // 251 + 100),
+    }
+    for name, blob in blobs.items():
+        (folder / name).write_bytes(blob)
+    (folder / "tokenizer_dir").mkdir()
+    return folder
+
+
+#: What the evaluation's model_identity and the preference-model judge's identity gave for digest_folder
+#: before both moved to lm_runs.models.folder_digest (computed with the code of commit 1184e62): saved
+#: evaluations pin these values, so they must not change.
+IDENTITY_BEFORE = {
+    ".hidden.bin": "3f8d2546e9b7b83cd0553ba1750b229b0565de96da1d18294c24f8dd4f875497",
+    "adapter_config.json": "6d50e3ab3c62690d01e8096bfc103e1aa26f4b3eb8ae68de410a934d3628da5e",
+    "big.pth": "a132f85a527798b742968980a8678d269426ee253864568746259660b6699184",
+    "chat_template.jinja": "25a089db1a4ef920a9d3160bf77862dff715f1659538b15f830b01aff8d38974",
+    "config.json": "0100b7e5a8ac8e258f60cd56dceaa767e43a8f31e94dbc73c1a94f92014e432f",
+    "generation_config.json": "1cf4491cf48aab9c613b5444cdfbcc507aa6533d610b372230c12ddf0400081b",
+    "model.safetensors": "36a960a31cd6ee5c97253f1693146da0d6d3432f4e4a5d6a1cbced97eab925be",
+    "optimizer.pt": "e74083bd4afbf6d4a0cdfa013186364656ce3841c970ee938423b0c9a07ca8b5",
+    "pytorch_model-00001-of-00002.bin": "f4d772fd7baf5caf9939f4ea0310c696ea0eeadf93eba8d76ab93d9925b23656",
+    "special_tokens_map.json": "5223e9360185fe80c96102262fd14bee60e091958fc8957cc64ab83828d28966",
+    "tokenizer.json": "ed8e74ffd3a6560e02c4eca0c63a0d691ffa65d8292b440fc5eb5d215c639de0",
+    "tokenizer.model": "53c89765a03128cc64cdfb393738b93e385e98c678e2d5b7d823846d808623ba",
+    "tokenizer_config.json": "db24d89e4120b2b79a5b61b07e3f229dc89a8b30b9e50520ecdf3ad6c1ea5a48",
+}
+JUDGE_BEFORE = {
+    ".hidden.model": "878e0b30d3676ba61c99b82555dfa47e4d649f9985b4f74ef3ec5e61803cb2ad",
+    "config.json": "0f631958aff2e6c80e8299c0fc0a4425d1f833e4e8d26279471bff8360599fc1",
+    "merges.txt": "01186fcf04b4b447f393e552964c08c7b419c1ad7a25c342a0b631b1967d3a27",
+    "model.safetensors": "e96760a87768717bcebcfd25ddc7d46b4dbc95a4b0014def080c08539f7d90d0",
+    "pytorch_model-00001-of-00002.bin": "17f03a1acab490063dccdc2779e62ab2ea98ef747f275033bc36209c006710fb",
+    "special_tokens_map.json": "457ba39d556763b9e5186ebf5dd7bbe6f5fa184214ff5932800b0798f61d40a2",
+    "tokenizer.json": "9c18113f8979b1b5a078144c5e0db8631046b73ca1051d07ec88ff5f1b4ca0b7",
+    "tokenizer.model": "00616fb0a1b59fd5a7892e47b87ca3650cf58d14c7baef9de71b450872fb0661",
+    "tokenizer_config.json": "e897cff86ae4ceeb05c8df278e061b4f9b7b7e05cf58b15bb02b0a29475e03a9",
+    "vocab.json": "e3dc792d722c4dde5c4a0ab28c9d874e7092c5e4805fc3a2bf7d041fb107f9ef",
+}
+
+
+def test_folder_digests_keep_their_values_and_follow_the_weights(tmp_path):
+    from lm_runs.evaluate.settings import model_identity, sampling_stream
+    from lm_runs.judges.preference_model import PreferenceModelJudge
+    from lm_runs.models import folder_digest
+
+    folder = digest_folder(tmp_path / "model")
+    identity = model_identity(folder)
+    assert identity == {"directory": "model", "files": IDENTITY_BEFORE}
+    judge = PreferenceModelJudge.__new__(PreferenceModelJudge)  # identity() reads the folder only
+    judge.path, judge.seed, judge.max_length = folder, 0, 1024
+    assert judge.identity() == {"kind": "preference_model", "files": JUDGE_BEFORE, "seed": 0, "max_length": 1024}
+    assert list(judge.identity()["files"]) == sorted(JUDGE_BEFORE)  # sorted by name, as settings.json holds it
+
+    # independent of where the folder lies (the name aside)
+    moved = digest_folder(tmp_path / "elsewhere" / "model")
+    assert model_identity(moved) == identity
+
+    # a changed weight changes both digests of that file and nothing else
+    stream = sampling_stream(identity, "m")
+    data = bytearray((folder / "model.safetensors").read_bytes())
+    data[5000] ^= 1
+    (folder / "model.safetensors").write_bytes(bytes(data))
+    changed = model_identity(folder)["files"]
+    assert {k for k in changed if changed[k] != IDENTITY_BEFORE[k]} == {"model.safetensors"}
+    judged = folder_digest(folder, PreferenceModelJudge.CONTENT_FILES)
+    assert {k for k in judged if judged[k] != JUDGE_BEFORE[k]} == {"model.safetensors"}
+    assert sampling_stream(model_identity(folder), "m") != stream
+    # a large file is hashed by its size and four 1 MiB blocks: a change inside the middle one counts
+    big = folder / "big.pth"
+    with open(big, "r+b") as handle:
+        handle.seek(big.stat().st_size // 3 + 10)
+        handle.write(b"\xff")
+    assert model_identity(folder)["files"]["big.pth"] != IDENTITY_BEFORE["big.pth"]
+    # the plain digest is the file's SHA-256
+    import hashlib
+
+    assert judged["config.json"] == hashlib.sha256((folder / "config.json").read_bytes()).hexdigest()

@@ -91,7 +91,7 @@ class EvaluationFolder:
     # -- writing -------------------------------------------------------------------------------
 
     def _saving(self, path: Path) -> ContextManager[None]:
-        hint = f"what was generated and judged before is kept in {self.root}: free space and run the same command again to resume"
+        hint = f"what was generated and judged before is kept in {self.root}: make room and run the same command again to resume"
         return saving(path, hint=hint)
 
     def write(self, path: Path, content: str | bytes | Callable[[BinaryIO], object]) -> None:
