@@ -25,8 +25,8 @@ class ServerMetrics:
         self.requests = Counter(
             "egpo_judge_requests", "Classification requests, by outcome", ["outcome"], registry=self.registry
         )
-        for outcome in self.OUTCOMES:
-            self.requests.labels(outcome=outcome)
+        #: the counter of each outcome, looked up once (``labels`` takes a lock and builds a key)
+        self.outcomes = {outcome: self.requests.labels(outcome=outcome) for outcome in self.OUTCOMES}
         self.pairs = Counter("egpo_judge_pairs", "Pairs judged and answered", registry=self.registry)
         sizes = sorted({2**k for k in range(max_batch_size.bit_length()) if 2**k <= max_batch_size} | {max_batch_size})
         self.batch_size = Histogram(

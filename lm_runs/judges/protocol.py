@@ -129,6 +129,10 @@ def _limited_int(text: str) -> int:
     return int(text)
 
 
+#: The request decoder (one for all requests: ``json.loads`` with a keyword builds a decoder per call).
+_DECODER = json.JSONDecoder(parse_int=_limited_int)
+
+
 #: What each place of a request must hold, by the shape of its location (a field, an item, a side).
 _EXPECTED = {
     ("prompts",): "an array of strings",
@@ -160,7 +164,7 @@ def parse_classification_request(body: bytes, max_pairs: int = DEFAULT_MAX_PAIRS
     except UnicodeDecodeError:
         raise ProtocolError(400, "invalid_json", "request body is not UTF-8 text") from None
     try:
-        data = json.loads(text, parse_int=_limited_int)
+        data = _DECODER.decode(text)
     except json.JSONDecodeError as error:
         raise ProtocolError(400, "invalid_json", f"invalid JSON: {error.msg} at line {error.lineno} column {error.colno}") from None
     except RecursionError:
