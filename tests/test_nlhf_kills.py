@@ -41,8 +41,8 @@ def tiny(tmp_path_factory):
 
 
 def command(tiny, alg: str, out: Path) -> list[str]:
-    """12 prompts, 4 per step, 2 epochs of updates, a checkpoint after every optimizer step: EGPO takes 12
-    optimizer steps (epoch-1 after 6), Online IPO 1 takes 6 (epoch-1 after 3)."""
+    """12 prompts, 4 per step, 2 epochs of updates, a checkpoint after every update: EGPO takes 12 optimizer
+    steps (epoch-1 after 6; checkpoint-2, -4, …, -12), Online IPO 1 takes 6 (epoch-1 after 3; checkpoint-1, …, -6)."""
     return [sys.executable, "-m", "lm_runs.train_nlhf", "--alg", alg, "--model_name_or_path", tiny["model"],
             "--prompts", tiny["prompts"], "--judge", "lm_runs.judges.toy:prefer_vowels", "--output_dir", str(out),
             "--use_cpu", "true", "--report_to", "none", "--disable_tqdm", "true", "--seed", "5",
@@ -74,12 +74,18 @@ def partial(out: Path, pattern: str) -> bool:
     return any(out.glob(pattern))
 
 
+def after_update(out: Path, alg: str, update: int) -> bool:
+    """Whether the checkpoint of ``update`` is visible (checkpoint folders count optimizer steps: EGPO's
+    update u is checkpoint-2u)."""
+    return (out / f"checkpoint-{update * (2 if alg == 'egpo' else 1)}").is_dir()
+
+
 # When to kill: a hidden checkpoint being written, an epoch model being written, a moment between saves.
 MOMENTS = {
-    "mid checkpoint save": lambda out: partial(out, ".partial-checkpoint-*"),
-    "mid epoch-model save": lambda out: partial(out / "epochs", ".partial-epoch-*"),
-    "after checkpoint-3, mid step": lambda out: (out / "checkpoint-3").is_dir(),
-    "after checkpoint-5 + 0.15 s": lambda out: (out / "checkpoint-5").is_dir() and (time.sleep(0.15) or True),
+    "mid checkpoint save": lambda out, alg: partial(out, ".partial-checkpoint-*"),
+    "mid epoch-model save": lambda out, alg: partial(out / "epochs", ".partial-epoch-*"),
+    "after update 3's checkpoint, mid step": lambda out, alg: after_update(out, alg, 3),
+    "after update 5's checkpoint + 0.15 s": lambda out, alg: after_update(out, alg, 5) and (time.sleep(0.15) or True),
 }
 
 
@@ -95,7 +101,7 @@ def run_killed_at(tiny, alg: str, out: Path, moment: str) -> str:
                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     deadline = time.monotonic() + 240
     while process.poll() is None and time.monotonic() < deadline:
-        if MOMENTS[moment](out):
+        if MOMENTS[moment](out, alg):
             os.kill(process.pid, signal.SIGKILL)
             process.wait()
             return f"killed {moment}"
@@ -113,8 +119,8 @@ def test_sigkilled_runs_resume_to_the_uninterrupted_result(tiny, tmp_path, alg):
 
     out = tmp_path / "killed"
     outcomes = []
-    for moment in ["after checkpoint-3, mid step", "mid checkpoint save", "mid epoch-model save", "mid checkpoint save",
-                   "after checkpoint-5 + 0.15 s"]:
+    for moment in ["after update 3's checkpoint, mid step", "mid checkpoint save", "mid epoch-model save", "mid checkpoint save",
+                   "after update 5's checkpoint + 0.15 s"]:
         outcomes.append(run_killed_at(tiny, alg, out, moment))
         assert_only_complete_results(out, alg)
     assert sum(o.startswith("killed") for o in outcomes) >= 3, outcomes

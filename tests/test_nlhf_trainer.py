@@ -279,12 +279,16 @@ def test_reference_logprobs_with_the_adapter_disabled_are_the_base_models(tiny, 
 
 
 class StopAt(TrainerCallback):
+    """Stops training after optimizer step ``step`` and asks for a checkpoint there (for EGPO possibly
+    between the half and the full step, where --save_steps, counting updates, never saves)."""
+
     def __init__(self, step):
         self.step = step
 
     def on_step_end(self, args, state, control, **kwargs):
         if state.global_step == self.step:
             control.should_training_stop = True
+            control.should_save = True
         return control
 
 
@@ -651,8 +655,9 @@ def test_a_judge_server_failing_mid_training_with_the_retry_budget_from_the_comm
 
 
 def test_save_steps_alone_writes_complete_checkpoints(tiny, tmp_path):
-    """--save_steps 1 alone saves (it saved nothing: save_strategy defaulted to "no"); every checkpoint of an
-    EGPO run carries its snapshot; no hidden partial folder is left; a second run into the folder needs
+    """--save_steps 1 alone saves (it saved nothing: save_strategy defaulted to "no") after every update: for
+    EGPO checkpoint-2 and checkpoint-4 (optimizer steps; it also saved 1 and 3, between half and full steps),
+    each carrying its snapshot; no hidden partial folder is left; a second run into the folder needs
     --overwrite_output_dir true, which replaces the old run."""
     from lm_runs.train_nlhf import main
 
@@ -661,12 +666,12 @@ def test_save_steps_alone_writes_complete_checkpoints(tiny, tmp_path):
                                      "--max_new_tokens", "4"]
     run_entry_point(main, flags)
     names = sorted(p.name for p in out.iterdir() if p.is_dir())
-    assert names == ["checkpoint-1", "checkpoint-2", "checkpoint-3", "checkpoint-4"], names
+    assert names == ["checkpoint-2", "checkpoint-4"], names
     for name in names:
         assert (out / name / "trainer_state.json").is_file() and (out / name / "extragradient_state_rank0.pt").is_file()
     assert not [p for p in out.rglob(".*") if p.name.startswith((".partial", ".replaced"))]
     run_entry_point(main, flags[:-4] + ["--max_steps", "1", "--overwrite_output_dir", "true"])
-    assert sorted(p.name for p in out.iterdir() if p.is_dir()) == ["checkpoint-1", "checkpoint-2"]
+    assert sorted(p.name for p in out.iterdir() if p.is_dir()) == ["checkpoint-2"]
 
 
 def test_help_runs(capsys):
