@@ -39,7 +39,6 @@ import errno
 import logging
 import os
 import re
-import resource
 import shutil
 from pathlib import Path
 from typing import Any, Iterable, Iterator
@@ -111,13 +110,14 @@ class SaveError(OSError):
         return f"could not save {self.filename}: {self.strerror}" + (f"; {self.hint}" if self.hint else "")
 
 
-def _chain(error: BaseException) -> Iterator[BaseException]:
-    """``error`` and the errors it was raised from or while handling, once each."""
+def _causes(error: BaseException) -> Iterator[BaseException]:
+    """``error`` and the errors it was raised from (``raise … from``), once each. Not the errors it was
+    raised while handling: a bug in an ``except FileNotFoundError`` block is no failed write."""
     seen: set[int] = set()
     while error is not None and id(error) not in seen:
         seen.add(id(error))
         yield error
-        error = error.__cause__ or error.__context__
+        error = error.__cause__
 
 
 def _unknown_cause(folder: Path | None) -> tuple[int | None, str]:
@@ -127,8 +127,11 @@ def _unknown_cause(folder: Path | None) -> tuple[int | None, str]:
         existing = next((p for p in (folder, *folder.parents) if p.exists()), None)
         if existing is not None and shutil.disk_usage(existing).free < (1 << 20):
             return errno.ENOSPC, WRITE_FAILURES[errno.ENOSPC]
-    if resource.getrlimit(resource.RLIMIT_FSIZE)[0] != resource.RLIM_INFINITY:
-        return errno.EFBIG, WRITE_FAILURES[errno.EFBIG]
+    if os.name == "posix":
+        import resource
+
+        if resource.getrlimit(resource.RLIMIT_FSIZE)[0] != resource.RLIM_INFINITY:
+            return errno.EFBIG, WRITE_FAILURES[errno.EFBIG]
     return None, "the reason is unknown (torch.save gives none: is the disk full?)"
 
 
@@ -137,7 +140,7 @@ def write_failure(error: BaseException, folder: str | os.PathLike[str] | None = 
     ``OSError``, safetensors' ``SafetensorError`` with an ``(os error N)``, or torch.save's writer
     ``RuntimeError`` (whose cause is guessed from the free space under ``folder`` and the file-size
     limit); None for anything else (a bug keeps its traceback)."""
-    for link in _chain(error):
+    for link in _causes(error):
         if isinstance(link, OSError) and not isinstance(link, SaveError):
             code = link.errno
             if code in WRITE_FAILURES:
