@@ -3,6 +3,8 @@ command line's help, token warning and refusal of a causal LM."""
 
 from __future__ import annotations
 
+import asyncio
+import concurrent.futures
 import logging
 import os
 import socket
@@ -16,6 +18,7 @@ import httpx
 import pytest
 
 from lm_runs.judge_server import create_app, serve_in_thread
+from lm_runs.judge_server.app import DISCONNECT_WATCH_AFTER, _DisconnectWatch
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -127,7 +130,9 @@ def test_a_request_whose_body_trickles_is_cut_at_the_request_timeout():
         assert 'egpo_judge_requests_total{outcome="ok"} 0.0' in m
 
 
-def test_a_request_whose_client_left_is_not_judged_nor_counted_ok():
+@pytest.mark.parametrize("leave_after", [0.4 * DISCONNECT_WATCH_AFTER, 1.6 * DISCONNECT_WATCH_AFTER], ids=["before-the-watch", "while-watched"])
+def test_a_request_whose_client_left_is_not_judged_nor_counted_ok(leave_after):
+    """A queued request whose client leaves, before its disconnect watch starts or after, is withdrawn."""
     release = threading.Event()
     calls = []
 
@@ -145,7 +150,7 @@ def test_a_request_whose_client_left_is_not_judged_nor_counted_ok():
         body = b'{"prompts": ["gone"], "completions": [["a", "b"]]}'
         sock = socket.create_connection((host, int(port)))
         sock.sendall(b"POST /v1/classifications HTTP/1.1\r\nHost: x\r\ncontent-type: application/json\r\ncontent-length: %d\r\n\r\n%s" % (len(body), body))
-        time.sleep(0.3)  # queued behind the first request
+        time.sleep(leave_after)  # queued behind the first request
         sock.close()
         deadline = time.monotonic() + 5
         while 'kind="client_gone"' not in httpx.get(server.url + "/metrics").text and time.monotonic() < deadline:
@@ -158,6 +163,52 @@ def test_a_request_whose_client_left_is_not_judged_nor_counted_ok():
     assert 'egpo_judge_requests_total{outcome="ok"} 1.0' in metrics
     assert 'egpo_judge_errors_total{kind="client_gone"} 1.0' in metrics
     assert "egpo_judge_pairs_total 1.0" in metrics
+
+
+class _Receiver:
+    """A request's ``receive``: counts its calls and answers ``http.disconnect`` once ``gone`` is set."""
+
+    def __init__(self) -> None:
+        self.calls = 0
+        self.gone = asyncio.Event()
+
+    async def receive(self) -> dict:
+        self.calls += 1
+        await self.gone.wait()
+        return {"type": "http.disconnect"}
+
+
+def test_the_disconnect_watch_is_only_a_timer_until_the_request_has_waited():
+    """Answered before the delay: no task, no ``receive``, the timer cancelled. Waited longer: the
+    watch calls ``receive``; the client's leaving then cancels the job's future; an answer first
+    stops the watch without cancelling anything."""
+
+    async def scenario() -> None:
+        quick, future = _Receiver(), concurrent.futures.Future()
+        watch = _DisconnectWatch(quick, future, delay=10.0)
+        await asyncio.sleep(0.01)
+        watch.stop()
+        assert watch.task is None and watch.timer.cancelled() and quick.calls == 0
+        assert not future.cancelled() and not watch.client_left()
+
+        leaving, future = _Receiver(), concurrent.futures.Future()
+        watch = _DisconnectWatch(leaving, future, delay=0.01)
+        await asyncio.sleep(0.05)
+        assert watch.task is not None and leaving.calls == 1 and not future.cancelled()
+        leaving.gone.set()
+        await asyncio.sleep(0.01)
+        assert future.cancelled() and watch.client_left()
+        watch.stop()
+
+        staying, future = _Receiver(), concurrent.futures.Future()
+        watch = _DisconnectWatch(staying, future, delay=0.01)
+        await asyncio.sleep(0.05)
+        future.set_result([0.5])
+        watch.stop()
+        await asyncio.sleep(0.01)
+        assert staying.calls == 1 and watch.task.cancelled() and not watch.client_left() and future.result() == [0.5]
+
+    asyncio.run(scenario())
 
 
 # ------------------------------------------------------------------------------------ command line
