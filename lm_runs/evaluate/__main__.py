@@ -1,8 +1,8 @@
 """``python -m lm_runs.evaluate``: see :mod:`lm_runs.evaluate` and ``--help``.
 
-:func:`~lm_runs.evaluate.command.main` answers bad input (exit 2) and Ctrl-C (exit 130) itself;
-:func:`lm_runs.launcher.run_entry_point` turns what is left of the known failures (a full disk) into
-one line too.
+:func:`~lm_runs.evaluate.command.main` answers bad input and an output it cannot write (exit 2) and
+Ctrl-C (exit 130) itself; :func:`lm_runs.launcher.run_entry_point` turns what is left of the known
+failures (a full disk outside the output folder, a missing file) into one line too.
 """
 
 import sys

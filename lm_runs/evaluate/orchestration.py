@@ -50,7 +50,8 @@ def _as_specs(models: Mapping[str, Any] | Sequence[ModelSpec]) -> list[ModelSpec
 
 
 class Evaluation:
-    """One evaluation's state: what is on disk, what is left, and the numbers.
+    """One evaluation: its inputs checked, its output folder (:class:`~lm_runs.evaluate.folder.EvaluationFolder`)
+    prepared, and :meth:`run` to generate and judge what the folder does not hold yet and summarise.
 
     ``judge`` is a :class:`~lm_runs.judges.CheckedJudge` (:func:`as_checked_judge` makes one of any
     judge callable). Raises :class:`EvaluationError` before anything is generated for bad input, an
