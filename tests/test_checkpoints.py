@@ -273,3 +273,59 @@ def test_disk_full_while_saving_the_final_model_is_one_line_and_leaves_no_model(
     left = sorted(p.name for p in out.iterdir()) if out.is_dir() else []
     assert not [name for name in left if checkpoints.is_model_file(name) or name.startswith(".")], left
     assert not (tmp_path / ".partial-out").exists()
+
+
+def _tmpfs_allowed(folder):
+    """Whether this machine lets an unprivileged user namespace mount a tmpfs (``unshare -Urm``)."""
+    import shutil
+    import subprocess
+
+    if shutil.which("unshare") is None:
+        return False
+    probe = subprocess.run(["unshare", "-Urm", "mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs", str(folder)],
+                           capture_output=True, timeout=60)
+    return probe.returncode == 0
+
+
+DRIVER = """
+import json, os, shutil, subprocess, sys
+mount, report, size = sys.argv[1], sys.argv[2], sys.argv[3]
+subprocess.run(["mount", "-t", "tmpfs", "-o", "size=" + size, "tmpfs", mount], check=True)
+out = os.path.join(mount, "out")
+done = subprocess.run([sys.executable, "-m", "lm_runs.sft", *sys.argv[4:], "--output_dir", out], capture_output=True,
+                      text=True)
+usage = shutil.disk_usage(mount)
+json.dump({"status": done.returncode, "stderr": done.stderr, "entries": sorted(os.listdir(out)),
+           "free": usage.free, "total": usage.total}, open(report, "w"))
+"""
+
+
+@pytest.mark.skipif(os.name != "posix", reason="tmpfs")
+def test_a_really_full_disk_while_saving_a_checkpoint_is_one_line_and_frees_the_space(tiny, tmp_path):
+    """The run folder on a 1.2 MB tmpfs (mounted in a user namespace, no root needed): checkpoint-1's
+    model (0.55 MB) fits, its optimizer.pt (1.1 MB) hits ENOSPC inside torch.save, which reports no errno.
+    One error line says "no space left on the device" and names checkpoint-1, exit status 2, and the
+    half-written staging folder is removed: the tmpfs is empty again."""
+    import subprocess
+    import sys
+
+    mount = tmp_path / "mount"
+    mount.mkdir()
+    if not _tmpfs_allowed(mount):
+        pytest.skip("no unprivileged tmpfs mounts here (unshare -Urm)")
+    driver = tmp_path / "driver.py"
+    driver.write_text(DRIVER)
+    report = tmp_path / "report.json"
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false", "HF_HUB_OFFLINE": "1"}
+    subprocess.run(["unshare", "-Urm", sys.executable, str(driver), str(mount), str(report), "1200k",
+                    "--model_name_or_path", tiny["model"], "--dataset", tiny["data"], *COMMON, "--max_steps", "1",
+                    "--save_steps", "1"], cwd=ROOT, env=env, check=True, timeout=600)
+    got = json.loads(report.read_text())
+    out = mount / "out"
+    assert got["status"] == 2, got["stderr"][-3000:]
+    assert error_lines(got["stderr"]) == [
+        f"error: could not save {out / 'checkpoint-1'}: no space left on the device; the checkpoints saved before it "
+        "are complete: make room and resume with --resume_from_checkpoint true"]
+    assert "Traceback" not in got["stderr"]
+    assert got["entries"] == []  # no checkpoint-1, no .partial-checkpoint-1
+    assert got["total"] - got["free"] <= 64 * 1024  # the 0.55 MB already written were freed
