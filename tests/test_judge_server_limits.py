@@ -231,6 +231,26 @@ def test_help_lists_every_judge_form_the_token_variable_and_both_flag_spellings(
     assert "process list" in text
 
 
+def test_flags_are_parsed_by_transformers_parser_without_importing_transformers():
+    """The server's parser is transformers' HfArgumentParser (the same help, the same flags) loaded
+    without the transformers package, which neither ``--help`` nor a callable judge needs."""
+    from transformers import HfArgumentParser
+
+    from lm_runs.judge_server.command import JudgeServerArguments, hf_argument_parser
+
+    standalone = hf_argument_parser()
+    assert standalone is not HfArgumentParser and standalone.__name__ == "HfArgumentParser"
+    assert standalone(JudgeServerArguments).format_help() == HfArgumentParser(JudgeServerArguments).format_help()
+    code = (
+        "import sys; from lm_runs.judge_server.command import build_parser; "
+        "(a,) = build_parser().parse_args_into_dataclasses(['--judge', 'lm_runs.judges.toy:prefer_shorter', "
+        "'--max-wait-ms', '0', '--allow_remote', '--max_batch_size', '3']); "
+        "print(a.max_wait_ms, a.allow_remote, a.max_batch_size, a.judge_batch_size, 'transformers' in sys.modules)"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=_env(), timeout=120)
+    assert out.stdout.split() == ["0.0", "True", "3", "3", "False"], out.stderr
+
+
 def test_token_flag_is_accepted_with_a_warning(tmp_path):
     proc = subprocess.Popen(
         [sys.executable, "-m", "lm_runs.judge_server", "--judge", "lm_runs.judges.toy:prefer_shorter", "--port", "0", "--token", "s3cret", "--log_level", "warning"],

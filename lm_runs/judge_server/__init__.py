@@ -22,12 +22,16 @@ Modules, one job each:
 
 from __future__ import annotations
 
-from .app import create_app
-from .batching import BatchingWorker
-from .command import build_parser, main
-from .errors import ApiError
-from .metrics import ServerMetrics
-from .serving import ConnectionGuard, ServerThread, serve_in_thread
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from .app import create_app
+    from .batching import BatchingWorker
+    from .command import build_parser, main
+    from .errors import ApiError
+    from .metrics import ServerMetrics
+    from .serving import ConnectionGuard, ServerThread, serve_in_thread
 
 __all__ = [
     "ApiError",
@@ -40,3 +44,24 @@ __all__ = [
     "main",
     "serve_in_thread",
 ]
+
+#: The module each public name lives in, imported on first use: ``python -m lm_runs.judge_server``
+#: runs this file first, and ``--help`` or a refused flag then need neither FastAPI nor uvicorn.
+_HOMES = {
+    "ApiError": ".errors",
+    "BatchingWorker": ".batching",
+    "ConnectionGuard": ".serving",
+    "ServerMetrics": ".metrics",
+    "ServerThread": ".serving",
+    "build_parser": ".command",
+    "create_app": ".app",
+    "main": ".command",
+    "serve_in_thread": ".serving",
+}
+
+
+def __getattr__(name: str) -> Any:
+    home = _HOMES.get(name)
+    if home is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return getattr(importlib.import_module(home, __name__), name)

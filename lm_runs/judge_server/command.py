@@ -3,16 +3,19 @@
 Flags are read by ``HfArgumentParser`` from :class:`JudgeServerArguments` (the ``--judge*`` flags of
 :class:`~lm_runs.judges.arguments.JudgeArguments`, plus the server's own), so every flag is accepted
 with underscores or dashes (``--max_batch_size`` / ``--max-batch-size``), as in the other entry points.
-Bad flags are one line and exit status 2, before the judge loads.
+Bad flags are one line and exit status 2, before the judge loads. Transformers itself is imported only
+by a judge that needs it (a preference model): see :func:`hf_argument_parser`.
 """
 
 from __future__ import annotations
 
+import importlib.util
 import logging
 import os
 import resource
 import sys
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Sequence
 
 from lm_runs.judges.arguments import JudgeArguments
@@ -20,7 +23,7 @@ from lm_runs.judges.protocol import DEFAULT_MAX_BODY_BYTES, DEFAULT_MAX_PAIRS_PE
 
 from .serving import DEFAULT_HOST, DEFAULT_REQUEST_TIMEOUT, bind_socket, default_max_connections, server_config, server_url
 
-__all__ = ["JudgeServerArguments", "build_parser", "main"]
+__all__ = ["JudgeServerArguments", "build_parser", "hf_argument_parser", "main"]
 
 _TOKEN_HELP = (
     f"Required bearer token. Prefer the environment variable {TOKEN_ENV}, which other users cannot see: "
@@ -106,11 +109,39 @@ def _is_loopback(host: str) -> bool:
         return False
 
 
-def build_parser() -> Any:
-    """The command line of ``python -m lm_runs.judge_server`` (an ``HfArgumentParser``)."""
+def hf_argument_parser() -> type:
+    """Transformers' ``HfArgumentParser`` class, loaded without importing the ``transformers`` package.
+
+    ``transformers/hf_argparser.py`` imports nothing from transformers, but importing it the ordinary
+    way runs the package's ``__init__`` first, which takes 1.5–2.5 s here: most of the server's start
+    and of its ``--help`` when the judge (a callable, ``openai:``) never needs transformers. So the file
+    is run as a module of its own (the same code, the same flags); should a release make it import the
+    rest of the package, the ordinary import is used.
+    """
+    spec = importlib.util.find_spec("transformers")  # locates the package without running it
+    folders = list(spec.submodule_search_locations or []) if spec is not None else []
+    name = "lm_runs.judge_server._hf_argparser"
+    if name in sys.modules:
+        return sys.modules[name].HfArgumentParser
+    if folders and (Path(folders[0]) / "hf_argparser.py").is_file():
+        file_spec = importlib.util.spec_from_file_location(name, Path(folders[0]) / "hf_argparser.py")
+        if file_spec is not None and file_spec.loader is not None:
+            module = importlib.util.module_from_spec(file_spec)
+            sys.modules[name] = module
+            try:
+                file_spec.loader.exec_module(module)
+                return module.HfArgumentParser
+            except (ImportError, AttributeError):
+                del sys.modules[name]
     from transformers import HfArgumentParser
 
-    parser = HfArgumentParser(JudgeServerArguments)
+    return HfArgumentParser
+
+
+def build_parser() -> Any:
+    """The command line of ``python -m lm_runs.judge_server`` (an ``HfArgumentParser``, see
+    :func:`hf_argument_parser`)."""
+    parser = hf_argument_parser()(JudgeServerArguments)
     parser.prog = "python -m lm_runs.judge_server"
     parser.description = (
         "Serve a judge over HTTP (POST /v1/classifications, GET /health, GET /metrics) with cross-request "
@@ -131,16 +162,16 @@ def _raise_file_limit() -> None:
 
 def main(argv: Sequence[str] | None = None) -> None:
     """Parse flags, load the judge, bind, print the URL, serve until interrupted."""
-    import uvicorn
-
-    from lm_runs.judges.base import JudgeError
-    from lm_runs.judges.loader import load_judge
-
     parser = build_parser()
     try:
         (args,) = parser.parse_args_into_dataclasses(args=list(sys.argv[1:] if argv is None else argv))
     except ValueError as error:
         parser.error(str(error))
+    import uvicorn
+
+    from lm_runs.judges.base import JudgeError
+    from lm_runs.judges.loader import load_judge
+
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     if args.token is not None:
         print(f"warning: --token is visible to other users in the process list; set {TOKEN_ENV} instead", file=sys.stderr)
