@@ -1,4 +1,4 @@
-"""What the training entry points share around the Trainer: required options, the output folder, resuming,
+"""What the training entry points share around the Trainer: the output folder, resuming,
 the DeepSpeed optimizer warning, and the ``__main__`` wrapper that turns user errors into one line.
 
 Output folder (:func:`prepare_output_dir`, called before any model loads):
@@ -44,7 +44,6 @@ from lm_runs.checkpoints import PARTIAL_PREFIX, WRITE_FAILURES, SaveError, is_mo
 __all__ = [
     "UsageError",
     "inputs_checked",
-    "require_options",
     "warn_deepspeed_optimizer",
     "resume_argument",
     "prepare_output_dir",
@@ -74,13 +73,6 @@ def inputs_checked() -> None:
     from here on :func:`run_entry_point` treats a plain ``ValueError`` as a bug (traceback), not as bad
     input. (:class:`UsageError` and ``JudgeError`` stay one line.)"""
     _state["inputs_checked"] = True
-
-
-def require_options(config: Any, *names: str) -> None:
-    """:class:`UsageError` (``--name is required``) for the first of ``names`` that ``config`` leaves unset."""
-    for name in names:
-        if not getattr(config, name, None):
-            raise UsageError(f"--{name} is required")
 
 
 def warn_deepspeed_optimizer(config: Any) -> bool:

@@ -15,7 +15,6 @@ from lm_runs.launcher import (
     inputs_checked,
     prepare_output_dir,
     previous_run_entries,
-    require_options,
     resume_argument,
     run_entry_point,
 )
@@ -92,12 +91,6 @@ def test_resume_conventions(tmp_path):
         resume_argument(str(tmp_path / "checkpoint-12"), tmp_path)
     with pytest.raises(ValueError, match="partial save"):
         resume_argument(str(tmp_path / ".partial-checkpoint-14" / "checkpoint-14"), tmp_path)
-
-
-def test_require_options():
-    require_options(types.SimpleNamespace(a=1, b="x"), "a", "b")
-    with pytest.raises(ValueError, match="^--b is required$"):
-        require_options(types.SimpleNamespace(a=1, b=None), "a", "b")
 
 
 # -------------------------------------------------------------------------------------- entry point
