@@ -353,7 +353,8 @@ class AtomicCheckpoints:
 
     def train(self, resume_from_checkpoint: str | bool | None = None, **kwargs: Any):
         """``Trainer.train``; ``resume_from_checkpoint=True`` means :func:`latest_checkpoint` of
-        ``output_dir`` (:class:`~lm_runs.launcher.UsageError` when there is none), and leftovers of killed saves are removed first."""
+        ``output_dir`` (:class:`~lm_runs.launcher.UsageError` when there is none), and leftovers of killed
+        saves are removed first."""
         if resume_from_checkpoint is True:
             resume_from_checkpoint = latest_checkpoint(self.args.output_dir)
             if resume_from_checkpoint is None:
