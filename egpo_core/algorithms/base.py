@@ -165,8 +165,8 @@ class Algorithm:
         reference: the paper that introduced it.
         aliases: other names :func:`~egpo_core.algorithms.get_algorithm` accepts for it (the
             reference script's ``eg``, ``nmd``, …), stored lower-case: names match case-insensitively.
-        color: its colour in every figure, ``"#rrggbb"`` (the registered eight: matplotlib's tab10 in
-            listing order); ``None`` for an algorithm declared outside the registry, drawn in
+        color: its colour in every figure, ``"#rrggbb"`` (the first eight: matplotlib's tab10 in
+            listing order; each later one its own); ``None`` for an algorithm declared outside the registry, drawn in
             :data:`UNDECLARED_COLOR`.
         simulated: the simulator modes (:data:`SIMULATOR_MODES`) in which the kernel's update — one
             SGD step on the declared loss — is the algorithm's update; the simulator refuses the others
