@@ -166,21 +166,16 @@ class _OptimizerStepCounts:
         return getattr(self._args, name)
 
 
-class _InUpdates(TrainerCallback):
-    """One of Hugging Face's callbacks counting updates: every event reaches ``inner`` with
-    :meth:`NLHFTrainer.state_in_updates` instead of the Trainer's state (``global_step``, ``max_steps``,
-    ``epoch``, ``logging_steps``/``save_steps``/``eval_steps`` in updates). With ``flow=True`` (the
-    DefaultFlowCallback, which decides when to log, evaluate, save and stop) ``on_step_end`` reaches it
-    only on an optimizer step that completes an update, and ``on_epoch_end`` only at the end of an epoch
+class _InUpdates:
+    """Mixin in front of one of Hugging Face's callbacks (:func:`_counting_updates`): every event reaches
+    the callback with :meth:`NLHFTrainer.state_in_updates` instead of the Trainer's state
+    (``global_step``, ``max_steps``, ``epoch``, ``logging_steps``/``save_steps`` in updates). For the
+    DefaultFlowCallback (``flow``: it decides when to log, save and stop) ``on_step_end`` is passed on
+    only for an optimizer step that completes an update and ``on_epoch_end`` only at the end of an epoch
     of updates: EGPO's half step never logs or saves, and ``--logging_steps 2`` logs updates 2, 4, 6."""
 
-    def __init__(self, inner: TrainerCallback, trainer: "NLHFTrainer", flow: bool = False):
-        self.inner = inner
-        self.trainer = trainer
-        self.flow = flow
-
-    def __repr__(self) -> str:
-        return f"_InUpdates({self.inner!r})"
+    trainer: "NLHFTrainer"
+    flow = False
 
 
 def _forward_in_updates(event: str) -> Callable:
@@ -189,7 +184,7 @@ def _forward_in_updates(event: str) -> Callable:
             return control
         if self.flow and event == "on_epoch_end" and _completed_update_epoch(args, state) is None:
             return control
-        return getattr(self.inner, event)(args, self.trainer.state_in_updates(), control, **kwargs)
+        return getattr(super(_InUpdates, self), event)(args, self.trainer.state_in_updates(), control, **kwargs)
 
     forward.__name__ = event
     return forward
@@ -197,6 +192,15 @@ def _forward_in_updates(event: str) -> Callable:
 
 for _event in [name for name in vars(TrainerCallback) if name.startswith("on_")]:
     setattr(_InUpdates, _event, _forward_in_updates(_event))
+
+
+def _counting_updates(callback: TrainerCallback, trainer: "NLHFTrainer") -> TrainerCallback:
+    """A fresh callback of ``callback``'s class with :class:`_InUpdates` in front (still an instance of that
+    class, so ``remove_callback(ProgressCallback)`` and the like find it)."""
+    cls = type(callback)
+    counting = type(f"{cls.__name__}InUpdates", (_InUpdates, cls), {"flow": isinstance(callback, DefaultFlowCallback)})()
+    counting.trainer = trainer
+    return counting
 
 
 class _RandomStateAtStepEnd(TrainerCallback):
@@ -336,10 +340,8 @@ class NLHFTrainer(AtomicCheckpoints, Trainer):
         callbacks = self.callback_handler.callbacks
         progress = (ProgressCallback, hf_trainer.DEFAULT_PROGRESS_CALLBACK)
         for i, callback in enumerate(callbacks):
-            if isinstance(callback, DefaultFlowCallback):
-                callbacks[i] = _InUpdates(callback, self, flow=True)
-            elif isinstance(callback, progress):
-                callbacks[i] = _InUpdates(callback, self)
+            if isinstance(callback, (DefaultFlowCallback, *progress)) and not isinstance(callback, _InUpdates):
+                callbacks[i] = _counting_updates(callback, self)
 
     @property
     def updates(self) -> int:
