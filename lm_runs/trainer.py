@@ -41,8 +41,9 @@ flow acts only on an optimizer step that completes an update (EGPO: the full ste
 TensorBoard's x-axis (``step``) and the logged ``epoch`` count updates. The Trainer's ``global_step``
 (``trainer_state.json``) and the checkpoint folders ``checkpoint-N`` count optimizer steps: EGPO's
 checkpoint after update u is ``checkpoint-{2u}``, so ``--save_steps 3 --max_steps 6`` writes
-``checkpoint-6`` and ``checkpoint-12``; only a judge failure between the half and the full step writes an
-odd one (see below). For the other algorithms updates and optimizer steps are the same numbers.
+``checkpoint-6`` and ``checkpoint-12``; only a save outside this flow between the half and the full step
+(after a judge failure, see below, or at another callback's request) writes an odd one, which resumes
+into the full step. For the other algorithms updates and optimizer steps are the same numbers.
 
 A judge that fails (raises, or answers NaN or a value outside [0, 1]) stops training with a
 :class:`~lm_runs.judges.JudgeError` naming the update and the cause, after saving the checkpoint of the
