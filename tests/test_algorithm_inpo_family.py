@@ -104,7 +104,7 @@ def test_inpo_sampled_ordered_pair_update_tends_to_the_omd_step(games):
     few = [error(2_000, seed) for seed in range(3)]
     assert max(many) < SAMPLED_TOL, many
     assert np.mean(few) > 3 * np.mean(many)  # the error falls like 1/√S: the estimate converges, not a bias
-    # a wrong target (η instead of η/2) or the Online IPO 2 step misses by far more than the tolerance
+    # twice the step, or the Online IPO 2 step, misses by far more than the tolerance
     wrong_target = ordered_pair_step(theta, ref, P, 2 * eta, beta, 200_000, np.random.default_rng(0))
     assert np.abs(wrong_target - omd).max() > 5 * SAMPLED_TOL
     assert np.abs(get_algorithm("oipo2").closed_form(theta, ref, P, eta, beta) - omd).max() > 5 * SAMPLED_TOL
@@ -127,6 +127,8 @@ def test_inpo_sampled_update_minimises_the_loss_block_on_its_pairs(games):
 
     assert np.abs(gradient(theta[0])).max() > 10.0
     assert np.abs(gradient(new)).max() < 1e-9
+    with pytest.raises(ValueError, match="num_samples must be at least 1, got num_samples=0"):
+        ordered_pair_step(theta, ref, P, eta, beta, 0, np.random.default_rng(5))
 
 
 def test_inpo_pairs_are_ordered_by_the_preference():

@@ -32,6 +32,7 @@ simulator refuses them for INPO.
 import numpy as np
 from scipy.special import log_softmax, softmax
 
+from ..validation import check_count
 from .base import Algorithm, center, geometric_mixture_logits, mirror_descent_step, preference_vector
 
 
@@ -73,6 +74,7 @@ def ordered_pair_minimiser(
     L/S → 2(diag π_t − π_t π_tᵀ) and b/S → 2η π_t ⊙ (Pπ_t − ½), so f → η P(· ≻ π_t) + const (full-support
     π_t). ``theta`` (…, N), one draw stream for all rows in order.
     """
+    num_samples = check_count(num_samples, "num_samples")
     theta = np.asarray(theta, dtype=np.float64)
     anchor_logits = np.broadcast_to(np.asarray(anchor_logits, dtype=np.float64), theta.shape)
     P = np.broadcast_to(np.asarray(P, dtype=np.float64), theta.shape + theta.shape[-1:])

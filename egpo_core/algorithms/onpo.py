@@ -18,7 +18,7 @@ First step: the simulator's optimistic opponent takes π_{−1} = π_0, log π_1
 which is the recursion above started from π′_0 ∝ π_0 e^{−η P(· ≻ π_0)}; started from π′_0 = π_0 it
 gives log π_1 ≐ log π_0 + 2η P(· ≻ π_0) instead, the only difference. As a loss: the Online IPO loss
 with anchor π_t and OMWU's target [2(P(y,y″) − P(y′,y″)) − (P(y,y‴) − P(y′,y‴))]/β, y″ ~ π_t,
-y‴ ~ π_{t−1}. (The paper's LM loss, on ordered pairs with π′ as a second policy, is not implemented.)
+y‴ ~ π_{t−1}. The paper's language-model loss (with the auxiliary policy π′) is not implemented here.
 """
 
 import numpy as np
