@@ -23,7 +23,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
-from lm_runs.launcher import one_line
+from lm_runs.launcher import UsageError, one_line
 
 __all__ = [
     "DATA_EXTENSIONS",
@@ -244,7 +244,7 @@ def render_prompt(tokenizer, prompt: Prompt) -> str:
         return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
     if isinstance(prompt, str):
         return prompt
-    raise ValueError("a message-list prompt needs a tokenizer with a chat template; this tokenizer has none")
+    raise UsageError("a message-list prompt needs a tokenizer with a chat template; this tokenizer has none")
 
 
 def encode_prompt(tokenizer, prompt: Prompt) -> list[int]:

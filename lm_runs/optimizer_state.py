@@ -14,6 +14,8 @@ from typing import Any
 
 import torch
 
+from lm_runs.launcher import UsageError
+
 __all__ = ["TrainerOptimizerStateIO", "clone_state", "unwrap_optimizer"]
 
 
@@ -58,7 +60,7 @@ class TrainerOptimizerStateIO:
             owner.load_state_dict(state)
             return
         if getattr(owner, "elastic_checkpoint", False):
-            raise ValueError("EGPO's snapshot does not support DeepSpeed's elastic_checkpoint: set it to false")
+            raise UsageError("EGPO's snapshot does not support DeepSpeed's elastic_checkpoint: set it to false")
         # DeepSpeed indexes the list by data-parallel rank; every entry is this rank's own state.
         import torch.distributed as dist
 
