@@ -10,8 +10,8 @@ one probability in [0, 1] per pair, 503 shutting down.
 
 Modules, one job each:
 
-* :mod:`~lm_runs.judge_server.app` — the FastAPI app: routes, the dependencies guarding them (token,
-  content type, body limit, request id) and the error handlers;
+* :mod:`~lm_runs.judge_server.app` — the FastAPI app: routes, the checks guarding them (token,
+  content type, body limit, request id), the watch for clients that leave, and the error handlers;
 * :mod:`~lm_runs.judge_server.batching` — the worker thread that owns the judge and merges requests;
 * :mod:`~lm_runs.judge_server.metrics` — the Prometheus metrics;
 * :mod:`~lm_runs.judge_server.serving` — uvicorn with a request timeout and a connection cap
