@@ -30,6 +30,12 @@ back-propagates it into the parameters; then plain SGD with rate lr. With exact 
 (both regression gradients are 4w·μ ⊙ (a − μᵀa), a = ℓ − T/β, for the pair weights μ; the
 derivative through log-softmax adds nothing since Σ_y g_y = 0). The "pairwise" opponent's target
 (P(y ≻ y′) − ½)/β has the gradient of σ = μ itself: T = Pμ, whose μ-mean is ½ exactly (P + Pᵀ = 1).
+
+The "minimize" scheme (INPO; tabular only) replaces the step by the minimiser of the ordered-pair
+loss (``Scheme`` in algorithms/base.py). Exact: the uniform-pair "ipo" step with weight 1, which lands on
+it, log π_{t+1} ≐ (1 − ηβ) log π_t + ηβ log π_anchor + η Pπ_t (whatever the pair option). Sampled: the
+logits become (1 − ηβ) log π_t + ηβ log π_anchor + f, f the minimum-norm solution of the pair graph's
+normal equations (:func:`_ordered_pair_solve`) on the step's S ordered pairs (:func:`_ordered_pair_logits`).
 """
 
 from __future__ import annotations
@@ -52,7 +58,7 @@ SCHEME_CODES = {member: code for code, member in enumerate(Scheme)}
 _LOSS_IPO, _LOSS_IPO2, _LOSS_PG = (LOSS_CODES[f] for f in (LossFamily.IPO, LossFamily.IPO2, LossFamily.PG))
 _OPP_MIXTURE, _OPP_OPTIMISTIC, _OPP_PAIRWISE = (OPPONENT_CODES[o] for o in (Opponent.MIXTURE, Opponent.OPTIMISTIC, Opponent.PAIRWISE))
 _ANCHOR_REF, _ANCHOR_CURRENT = (ANCHOR_CODES[a] for a in (Anchor.REFERENCE, Anchor.CURRENT))
-_SCHEME_EXTRAGRADIENT = SCHEME_CODES[Scheme.EXTRAGRADIENT]
+_SCHEME_EXTRAGRADIENT, _SCHEME_MINIMIZE = SCHEME_CODES[Scheme.EXTRAGRADIENT], SCHEME_CODES[Scheme.MINIMIZE]
 
 # Reassociation lets LLVM vectorize dot products; no other fast-math liberties (NaN/inf stay exact).
 _FAST = {"reassoc", "contract"}
@@ -91,6 +97,8 @@ class Trajectories(NamedTuple):
     """float64: the regularization β."""
     lr: np.ndarray
     """float64: the SGD learning rate."""
+    eta: np.ndarray
+    """float64: the mirror-descent step η = 4·lr/(Nβ) (the "minimize" scheme's target η/2)."""
     mixture: np.ndarray
     """float64: the Nash-MD mixture coefficient c (used by the mixture opponent only)."""
     weight: np.ndarray
@@ -129,9 +137,10 @@ class Gradient(NamedTuple):
     sampled: bool
     """Sample averages (else exact expectations)."""
     num_samples: int
-    """Draws per step when ``sampled``."""
+    """Draws per step when ``sampled`` (ordered pairs per step for the "minimize" scheme)."""
     pair_from_policy: bool
-    """The ipo loss draws its pairs from π_t (else uniformly)."""
+    """The ipo loss draws its pairs from π_t (else uniformly); the "minimize" scheme ignores it (its
+    exact minimiser does not depend on the pair weights, its sampled pairs are π_t's by definition)."""
 
 
 class Recording(NamedTuple):
@@ -453,6 +462,84 @@ def _sampled_gradient(
         g[yp] -= r
 
 
+# ---------------------------------------------------------------- the ordered-pair minimiser ("minimize")
+@njit(cache=CACHE)
+def _component_root(parent, i):
+    """The root of i in the union-find forest ``parent`` (paths halved on the way)."""
+    while parent[i] != i:
+        parent[i] = parent[parent[i]]
+        i = parent[i]
+    return i
+
+
+@njit(cache=CACHE)
+def _ordered_pair_solve(winners, losers, half_eta, n):
+    """The minimum-norm f ∈ ℝ^N minimising Σ_s (f(w_s) − f(l_s) − η/2)² over the pairs (w_s, l_s).
+
+    Normal equations L f = b, L = Σ_s (e_w − e_l)(e_w − e_l)ᵀ (the pair graph's Laplacian, a pair y = y′
+    adds nothing), b = (η/2) Σ_s (e_w − e_l). b sums to 0 on every connected set c of responses, so
+    M f = b with M = L + Σ_c 1_c 1_cᵀ/|c| (positive definite) gives 1_cᵀ f = 1_cᵀ b = 0 on each: f solves
+    L f = b and is centred on each connected set, which is the minimum-norm solution; a response in no
+    pair (its own set) gets f = 0. One LU solve, no rank threshold.
+    """
+    parent = np.arange(n)
+    matrix = np.zeros((n, n))
+    rhs = np.zeros(n)
+    for s in range(winners.shape[0]):
+        w, l = winners[s], losers[s]
+        if w == l:
+            continue
+        matrix[w, w] += 1.0
+        matrix[l, l] += 1.0
+        matrix[w, l] -= 1.0
+        matrix[l, w] -= 1.0
+        rhs[w] += half_eta
+        rhs[l] -= half_eta
+        rw, rl = _component_root(parent, w), _component_root(parent, l)
+        if rw != rl:
+            parent[rw] = rl
+    root = np.empty(n, dtype=np.int64)
+    size = np.zeros(n)
+    for i in range(n):
+        root[i] = _component_root(parent, i)
+        size[root[i]] += 1.0
+    for i in range(n):
+        for j in range(n):
+            if root[i] == root[j]:
+                matrix[i, j] += 1.0 / size[root[i]]
+    return np.linalg.solve(matrix, rhs)
+
+
+@njit(cache=CACHE)
+def _ordered_pair_logits(k, P, logp, pi, logp_anchor, eta, beta, num_samples, table_pi, stack, rng, winners,
+                         losers, out):
+    """``out`` = centered logits of the sampled "minimize" update of trajectory k: S = ``num_samples``
+    ordered pairs of π_t, drawn from k's stream in the order of ``algorithms.inpo.ordered_pairs`` (all y ~ π_t,
+    all y′ ~ π_t, then one uniform u per pair, y wins when u < P(y ≻ y′)), then
+    (1 − ηβ) log π_t + ηβ log π_anchor + f with f = :func:`_ordered_pair_solve`. ``winners``, ``losers``:
+    int64 scratch of length S."""
+    n = logp.shape[0]
+    _build_sampler(pi, table_pi, stack)
+    for s in range(num_samples):
+        winners[s] = _sample(table_pi, _next_uniform(rng, k))
+    for s in range(num_samples):
+        losers[s] = _sample(table_pi, _next_uniform(rng, k))
+    for s in range(num_samples):
+        if not _next_uniform(rng, k) < P[winners[s], losers[s]]:  # y′ won: swap
+            y = winners[s]
+            winners[s] = losers[s]
+            losers[s] = y
+    f = _ordered_pair_solve(winners, losers, 0.5 * eta, n)
+    eta_beta = eta * beta
+    mean = 0.0
+    for y in range(n):
+        out[y] = (1.0 - eta_beta) * logp[y] + eta_beta * logp_anchor[y] + f[y]
+        mean += out[y]
+    mean /= n
+    for y in range(n):
+        out[y] -= mean
+
+
 # ---------------------------------------------------------------- metrics
 @njit(cache=CACHE)
 def _duality_gap(logp, pi, s, logp_ref, beta, work):
@@ -509,6 +596,7 @@ def run_chunk(
     scheme = trajectories.scheme
     beta = trajectories.beta
     lr = trajectories.lr
+    eta = trajectories.eta
     mixture = trajectories.mixture
     weight = trajectories.weight
     magnet_period = trajectories.magnet_period
@@ -567,6 +655,10 @@ def run_chunk(
         avg_pi = np.empty(n)
         avg_logp = np.empty(n)
         avg_s = np.empty(n)
+        minimize = scheme[members[g0]] == _SCHEME_MINIMIZE  # a group holds one algorithm
+        solve = minimize and sampled  # the sampled minimiser; the exact one is the uniform-pair step below
+        winners = np.empty(num_samples if solve else 0, dtype=np.int64)
+        losers = np.empty(num_samples if solve else 0, dtype=np.int64)
         for t in range(t_start, t_end + 1):
             final = t == total_steps
             # --- π_t, P(· ≻ π_t) and the metrics
@@ -615,19 +707,30 @@ def run_chunk(
                 final_pass = step_pass == passes - 1
                 for m in range(size):
                     k = members[g0 + m]
+                    if solve:  # the new logits themselves, in grad_logits
+                        _ordered_pair_logits(k, P[game[k]], logp[m], pi[m],
+                                             _anchor_logp(anchor[k], logp[m], logp_ref_games[game[k]], magnet_logp[k]),
+                                             eta[k], beta[k], num_samples, table_pi[m], stack, rng, winners, losers,
+                                             grad_logits[m])
+                        continue
                     _step_gradient(
                         k, loss[k], opponent[k], anchor[k], P[game[k]],
                         logp[m], pi[m], s[m], logp_ref_games[game[k]], magnet_logp[k], prev_logp[k], sigma[m],
                         step_pass == 0 and opponent[k] != _OPP_MIXTURE, target[m], table_pi[m], table_sigma[m],
-                        table_prev[m], stack, beta[k], weight[k], sampled, num_samples, pair_from_policy, rng,
-                        grad_logits[m], work,
+                        table_prev[m], stack, beta[k], 1.0 if minimize else weight[k], sampled, num_samples,
+                        pair_from_policy and not minimize, rng, grad_logits[m], work,
                     )
                     _backward(params[k], neural, d, n_hidden, n, acts[m], pre[m], grad_logits[m], grads[m],
                               delta, delta_next)
                 _share(grads, members, g0, size, shared, d)
                 for m in range(size):
                     k = members[g0 + m]
-                    if final_pass:
+                    if solve:
+                        for p in range(npar):
+                            params[k, p] = grad_logits[m, p]
+                        for y in range(n):
+                            prev_logp[k, y] = logp[m, y]
+                    elif final_pass:
                         for p in range(npar):
                             params[k, p] -= lr[k] * grads[m, p]
                         for y in range(n):
@@ -688,6 +791,16 @@ def _share(grads, members, g0, size, shared, d):
             grads[m, p] = acc
 
 
+@njit(cache=CACHE, inline="always")
+def _anchor_logp(anchor, logp, logp_ref, magnet):
+    """log π_anchor: π_ref, π_t itself, or the magnet."""
+    if anchor == _ANCHOR_REF:
+        return logp_ref
+    if anchor == _ANCHOR_CURRENT:
+        return logp
+    return magnet
+
+
 @njit(cache=CACHE)
 def _step_gradient(
     k, loss, opponent, anchor, P, logp, pi, s, logp_ref, magnet, prev, sigma, sigma_is_pi, target,
@@ -696,12 +809,7 @@ def _step_gradient(
     """Logit gradient of trajectory k's loss against the opponent distribution ``sigma``
     (``sigma_is_pi``: σ = π_t, whose preference vector s = Pπ_t is already known)."""
     n = logp.shape[0]
-    if anchor == _ANCHOR_REF:
-        logp_anchor = logp_ref
-    elif anchor == _ANCHOR_CURRENT:
-        logp_anchor = logp
-    else:
-        logp_anchor = magnet
+    logp_anchor = _anchor_logp(anchor, logp, logp_ref, magnet)
     optimistic = opponent == _OPP_OPTIMISTIC
     # ipo2's pairs are y, y′ ~ π_t by definition; ipo's are uniform unless pair_from_policy
     policy_pairs = loss == _LOSS_IPO2 or (loss == _LOSS_IPO and pair_from_policy)

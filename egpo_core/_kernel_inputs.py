@@ -13,7 +13,7 @@ import pandas as pd
 from scipy.special import log_softmax
 
 from . import _kernel
-from .algorithms import Algorithm, ConventionSwitches, MixtureNormalization
+from .algorithms import Algorithm, ConventionSwitches, MixtureNormalization, Scheme
 from .config import SimulationConfig
 from .stepsizes import eta_from_lr
 
@@ -31,7 +31,8 @@ def _groups(runs: int, coupled: np.ndarray, scheme: np.ndarray) -> _kernel.Group
     blocks = np.arange(coupled.size).reshape(-1, runs)
     groups = [list(ks) for ks in blocks if coupled[ks[0]]]
     groups += [[k] for ks in blocks if not coupled[ks[0]] for k in ks]
-    groups.sort(key=lambda ks: -len(ks) * (1 + scheme[ks[0]]))
+    extragradient = _kernel.SCHEME_CODES[Scheme.EXTRAGRADIENT]
+    groups.sort(key=lambda ks: -len(ks) * (2 if scheme[ks[0]] == extragradient else 1))
     sizes = np.array([len(ks) for ks in groups], dtype=np.int64)
     return _kernel.Groups(
         group_ptr=np.concatenate([[0], np.cumsum(sizes)]).astype(np.int64),
@@ -57,7 +58,7 @@ def build_kernel_inputs(
     Args:
         P: games (runs, N, N); logp_ref: log π_ref per game (runs, N).
         params0: initial parameter vector per run (runs, parameters).
-        configs: one row per setting (beta, lr, mixture, seed), as ``simulate`` tabulates them.
+        configs: one row per setting (beta, lr, eta, mixture, seed), as ``simulate`` tabulates them.
         algorithms: the algorithms, in result order.
         config: the run's configuration (policy, gradient, conventions, metrics, ...; its beta, lr and
             seed are those of ``configs``).
@@ -91,6 +92,7 @@ def build_kernel_inputs(
         scheme=per_algorithm(_kernel.SCHEME_CODES, "scheme"),
         beta=beta[cfg_of],
         lr=lr[cfg_of],
+        eta=configs["eta"].to_numpy(dtype=np.float64)[cfg_of],
         mixture=configs["mixture"].to_numpy(dtype=np.float64)[cfg_of],
         weight=weight[cfg_of, alg_of],
         magnet_period=np.full(K, config.magnet_period, dtype=np.int64),

@@ -227,9 +227,13 @@ def step(
     """One update of ``algorithm`` by its declared scheme; returns the (last) loss value.
 
     ``make_loss(opponent)`` builds the loss at the current parameters (``opponent=None``: the current
-    policy). "single": one step on ``make_loss(None)``; "extragradient": :func:`extragradient_step`.
+    policy). "single": one step on ``make_loss(None)``; "extragradient": :func:`extragradient_step`;
+    "minimize" (a tabular minimiser, :class:`~egpo_core.algorithms.base.Scheme`) is refused (ValueError).
     """
     algorithm = get_algorithm(algorithm)
+    if algorithm.scheme == Scheme.MINIMIZE:
+        raise ValueError(f"algorithm {algorithm.name!r} has scheme 'minimize' (its update is the minimiser of its "
+                         "ordered-pair loss, tabular only), which no optimizer step takes")
     if algorithm.scheme == Scheme.EXTRAGRADIENT:
         return extragradient_step(policy, optimizer, make_loss)
     return single_step(policy, optimizer, lambda: make_loss(None))

@@ -9,10 +9,14 @@ or is refused when the Algorithm is declared.
 * Sampled gradients: the kernel's logit gradient of one step (``_kernel._step_gradient``) against
   autograd of ``losses.sampled_loss`` fed the same draws (replayed from the kernel's splitmix64
   stream in the order its docstring states), tolerance 1e-9.
+* The "minimize" scheme (ipo loss, current opponent, tabular only; refused otherwise): its exact
+  step is the uniform-pair single step with weight 1 (checked above); its sampled step is INPO's
+  ordered-pair minimiser, checked in tests/test_algorithm_inpo_family.py.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 
 import numpy as np
@@ -22,7 +26,8 @@ from scipy.special import log_softmax, softmax
 
 from egpo_core import _kernel, losses, simulate
 from egpo_core.losses import expectations
-from egpo_core.algorithms import ALGORITHMS, Algorithm, Anchor, LossFamily, Opponent, Scheme, get_algorithm
+from egpo_core.algorithms import (ALGORITHMS, SIMULATOR_MODES, Algorithm, Anchor, LossFamily, Opponent, Scheme,
+                                  get_algorithm)
 from egpo_core.games import random_games
 from egpo_core.metrics import duality_gap, exploitability
 from torch_policies import NeuralPolicy, TabularPolicy
@@ -48,7 +53,13 @@ def _declare(loss, opponent, anchor, scheme) -> Algorithm:
         scheme=scheme,
         closed_form=_unused_closed_form,
         loss_weight=lambda eta_beta: 1.0 / (1.0 + eta_beta),
+        simulated=("tabular/exact", "tabular/sampled") if scheme is Scheme.MINIMIZE else SIMULATOR_MODES,
     )
+
+
+def _minimize_accepts(loss, opponent) -> bool:
+    """The "minimize" scheme's meaningful fields (test_minimize_with_other_fields_is_refused)."""
+    return loss is LossFamily.IPO and opponent is Opponent.CURRENT
 
 
 def _accepted(with_scheme: bool):
@@ -59,6 +70,8 @@ def _accepted(with_scheme: bool):
     for loss, opponent, anchor, scheme in itertools.product(LossFamily, Opponent, Anchor, schemes):
         if scheme is Scheme.EXTRAGRADIENT and opponent is Opponent.PAIRWISE:
             continue  # refused: test_extragradient_with_the_pairwise_opponent_is_refused
+        if scheme is Scheme.MINIMIZE and not _minimize_accepts(loss, opponent):
+            continue  # refused: test_minimize_with_other_fields_is_refused
         for pairs in ("uniform", "policy") if loss is LossFamily.IPO else (None,):
             alg = _declare(loss, opponent, anchor, scheme)
             cases.append(pytest.param(alg, pairs, id=f"{alg.name}-{pairs or 'own'}"))
@@ -77,6 +90,24 @@ def test_every_declared_algorithm_is_a_checked_combination():
 def test_extragradient_with_the_pairwise_opponent_is_refused(loss, anchor):
     with pytest.raises(ValueError, match="scheme 'extragradient'.*opponent 'pairwise'"):
         _declare(loss, Opponent.PAIRWISE, anchor, Scheme.EXTRAGRADIENT)
+
+
+def test_minimize_with_other_fields_is_refused():
+    """The minimiser's target is η P(· ≻ π_t): only the "ipo" loss against the current policy, and only
+    in tabular modes (a network has no closed-form minimiser)."""
+    refused = [(loss, opponent) for loss, opponent in itertools.product(LossFamily, Opponent)
+               if not _minimize_accepts(loss, opponent)]
+    assert len(refused) == len(LossFamily) * len(Opponent) - 1
+    for loss, opponent in refused:
+        with pytest.raises(ValueError, match="scheme 'minimize'.*needs loss 'ipo' and opponent 'current'"):
+            _declare(loss, opponent, Anchor.REFERENCE, Scheme.MINIMIZE)
+    for mode in ("neural/exact", "neural/sampled"):
+        with pytest.raises(ValueError, match="scheme 'minimize'.*tabular policies only.*" + mode):
+            Algorithm(name="m", label="m", loss="ipo", opponent="current", anchor="reference", scheme="minimize",
+                      closed_form=_unused_closed_form, simulated=("tabular/exact", mode))
+    module = TabularPolicy(np.zeros((1, 3)), dtype=F64)
+    with pytest.raises(ValueError, match="'inpo' has scheme 'minimize'.*which no optimizer step takes"):
+        step("inpo", module, torch.optim.SGD(module.parameters(), lr=0.1), lambda opponent: module().sum())
 
 
 def test_uniform_pairs_with_the_ipo2_loss_are_refused():
@@ -109,7 +140,11 @@ def game():
 
 def _torch_trajectory(alg, pairs, module, P, ref):
     """Logits of π_1 … π_STEPS from SGD on the exact torch loss, with the kernel's state rules:
-    π_{t−1} = π_0 at t = 0, the magnet starts at π_ref and becomes π_t when t > 0 and t % period = 0."""
+    π_{t−1} = π_0 at t = 0, the magnet starts at π_ref and becomes π_t when t > 0 and t % period = 0.
+    The "minimize" scheme's exact minimiser is the uniform-pair single step with weight 1, whatever the
+    pair option and the declared weight (``egpo_core._kernel``)."""
+    if alg.scheme is Scheme.MINIMIZE:
+        alg, pairs = dataclasses.replace(alg, scheme=Scheme.SINGLE, loss_weight=lambda eta_beta: 1.0), "uniform"
     optimizer = torch.optim.SGD(module.parameters(), lr=LR)
     ref_t, P_t = torch.tensor(log_softmax(ref, axis=-1)), torch.tensor(P)
     options = {"pair_distribution": pairs} if pairs else {}
@@ -138,6 +173,8 @@ def _torch_trajectory(alg, pairs, module, P, ref):
 @pytest.mark.parametrize("alg,pairs", _accepted(with_scheme=True))
 def test_exact_kernel_equals_exact_loss(game, alg, pairs, policy):
     P, ref, theta0, network = game
+    if f"{policy}/exact" not in alg.simulated:
+        pytest.skip(f"{alg.name} is not simulated with {policy} policies (refused when declared otherwise)")
     if policy == "tabular":
         module = TabularPolicy(theta0, dtype=F64)
         options = {"init_logits": theta0}

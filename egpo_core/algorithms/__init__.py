@@ -22,8 +22,8 @@ name (COMAL, INPO, MNPO, ONPO). Beyond recombining: a new loss, opponent, anchor
 member of its vocabulary in ``base.py`` plus its math in ``egpo_core.losses`` and ``egpo_core._kernel``.
 
 An algorithm whose update is not one SGD step on its declared loss in some simulator mode says so in
-``simulated`` (the modes where it is): INPO's update is the minimiser of its ordered-pair loss, the
-kernel's step in the exact tabular mode only; MNPO's reads a history of policies, a closed form only
+``simulated`` (the modes where it is): INPO's update is the minimiser of its ordered-pair loss (scheme
+"minimize"), which the kernel computes for tabular policies only; MNPO's reads a history of policies, a closed form only
 (``simulated=()``). The simulator refuses the other modes in one line, and ``--algorithms``' help
 lists the algorithms that run, with their modes when not all four.
 """

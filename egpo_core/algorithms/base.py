@@ -60,10 +60,23 @@ class Anchor(StrEnum):
 
 
 class Scheme(StrEnum):
-    """The update scheme around the step."""
+    """The update scheme around the step: one SGD step, extragradient's two, or the minimiser.
+
+    ``MINIMIZE`` replaces the SGD step by the minimiser over policies of the ordered-pair regression
+
+        Σ_s (f(y_w,s) − f(y_l,s) − η/2)²,   f = log π − [(1 − ηβ) log π_t + ηβ log π_anchor],
+
+    (y_w, y_l) the pairs y, y′ ~ π_t ordered by a Bernoulli(P(y ≻ y′)) judgement (INPO's update). Its
+    exact minimiser is the OMD step against π_t toward the anchor, log π_t's SGD step on the exact "ipo"
+    regression with uniform pairs at ηβ = 4·lr/N and weight 1; its sampled one is a least-squares solve on
+    the step's drawn pairs (:func:`egpo_core.algorithms.inpo.ordered_pair_minimiser`). Declared with the
+    "ipo" loss and the "current" opponent only (the minimiser's target is η P(· ≻ π_t)), tabular modes
+    only (a network has no closed-form minimiser); the loss weight does not move a minimiser.
+    """
 
     SINGLE = "single"
     EXTRAGRADIENT = "extragradient"
+    MINIMIZE = "minimize"
 
 
 class MixtureRule(StrEnum):
@@ -156,7 +169,9 @@ class Algorithm:
             (a magnet policy reset to π_t every ``magnet_period`` steps).
         scheme: ``"single"`` (one step) or ``"extragradient"`` (half step against π_t, return to θ_t,
             full step from θ_t against π_{t+½}: the opponent built from π_{t+½} instead of π_t, e.g.
-            its mixture). Not with the ``"pairwise"`` opponent, which has no policy to replace.
+            its mixture; not with the ``"pairwise"`` opponent, which has no policy to replace), or
+            ``"minimize"`` (the minimiser of the ordered-pair loss, :class:`Scheme`; with loss "ipo",
+            opponent "current" and tabular modes only).
 
     Every combination of the four choices that is not refused here runs the same math in the
     simulator kernel as in :mod:`egpo_core.losses` (tests/test_field_combinations.py).
@@ -168,10 +183,10 @@ class Algorithm:
         color: its colour in every figure, ``"#rrggbb"`` (the first eight: matplotlib's tab10 in
             listing order; each later one its own); ``None`` for an algorithm declared outside the registry, drawn in
             :data:`UNDECLARED_COLOR`.
-        simulated: the simulator modes (:data:`SIMULATOR_MODES`) in which the kernel's update — one
-            SGD step on the declared loss — is the algorithm's update; the simulator refuses the others
-            (INPO's update is the minimiser of its own ordered-pair loss, which is the kernel's step in
-            the exact tabular mode only). Empty: a closed form only (MNPO, whose update reads a history
+        simulated: the simulator modes (:data:`SIMULATOR_MODES`) in which the kernel's update — the
+            declared scheme's step(s) on the declared loss — is the algorithm's update; the simulator
+            refuses the others (INPO's update, the minimiser of its ordered-pair loss, has the scheme
+            "minimize", tabular modes only). Empty: a closed form only (MNPO, whose update reads a history
             of policies the kernel does not keep); the simulator and the torch losses refuse it, and the
             loss, opponent, anchor and scheme then describe its simplest case only.
     """
@@ -213,6 +228,17 @@ class Algorithm:
                 f"algorithm {self.name!r}: scheme 'extragradient' steps against the opponent at π_{{t+½}}, "
                 "but opponent 'pairwise' (y′ itself) is no policy; use scheme 'single' or another opponent"
             )
+        if self.scheme is Scheme.MINIMIZE:
+            if self.loss is not LossFamily.IPO or self.opponent is not Opponent.CURRENT:
+                raise ValueError(
+                    f"algorithm {self.name!r}: scheme 'minimize' is the minimiser of the ordered-pair loss, whose "
+                    f"target is η P(· ≻ π_t): it needs loss 'ipo' and opponent 'current', got loss "
+                    f"{self.loss.value!r}, opponent {self.opponent.value!r}")
+            neural = [m for m in self.simulated if m.startswith("neural/")]
+            if neural:
+                raise ValueError(
+                    f"algorithm {self.name!r}: scheme 'minimize' has a closed-form minimiser for tabular policies "
+                    f"only (one SGD step of a network is not it), got simulated={self.simulated!r}")
 
     @property
     def opponent_terms(self) -> tuple[OpponentTerm, ...]:

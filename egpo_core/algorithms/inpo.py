@@ -20,13 +20,15 @@ previous iterate is a second anchor) and the constant target η/2. Averaged over
 (h is antisymmetric), L_t = E_{y,y′~π_t}(h_θ(y, y′) − η[P(y ≻ y′) − ½])² + const, and its minimiser
 over all policies (INPO's Proposition 6) is h(y, y′) = η[P(y ≻ π_t) − P(y′ ≻ π_t)]: the OMD step.
 
-One INPO update is the minimiser of L_t. In the simulator's exact tabular mode that is the closed
-form below, which is also the kernel's exact step of the Online IPO loss — hence the fields, those
-of Online IPO 1, and the same iterates bit for bit. The sampled tabular update, the minimiser of the
-empirical loss over S ordered pairs, is :func:`ordered_pair_step` (a least-squares solve,
-:func:`ordered_pair_minimiser`, that MNPO shares; it tends to the closed form as S grows). The kernel's sampled and neural modes take one SGD step per update,
-which is not INPO's update (one SGD step of L_t from θ_t is Online IPO 2's step, scaled by ηβ), so the
-simulator refuses them for INPO.
+One INPO update is the minimiser of L_t: the scheme "minimize" (:class:`~egpo_core.algorithms.base.Scheme`)
+with the fields of Online IPO 1 otherwise. In the simulator's exact tabular mode that is the closed
+form below, which is also the kernel's exact step of the Online IPO loss with uniform pairs — the same
+iterates as Online IPO 1 bit for bit. In the sampled tabular mode it is the minimiser of the empirical
+loss over the step's S ordered pairs, :func:`ordered_pair_step` (a least-squares solve on the pairs' graph,
+:func:`ordered_pair_minimiser`, that MNPO shares; it tends to the closed form as S grows); the kernel
+draws the pairs from the trajectory's stream in :func:`ordered_pairs`' order and runs the same solve.
+Neural modes are refused: a network's update would be SGD on L_t, and one SGD step from θ_t is not the
+minimiser (it is Online IPO 2's step, scaled by ηβ), nor is any fixed number of them.
 """
 
 import numpy as np
@@ -68,12 +70,15 @@ def ordered_pair_minimiser(
 
     over S = ``num_samples`` ordered pairs of π_t = softmax(``theta``) (:func:`ordered_pairs`), for the
     anchor log π_A = ``anchor_logits`` (any normalization). The normal equations L f = b,
-    L = Σ_s (e_w − e_l)(e_w − e_l)ᵀ, b = (η/2) Σ_s (e_w − e_l), are solved in the least-squares sense with
-    the smallest norm: f is unique up to a constant on each connected set of drawn responses (each is
-    centred), and a response in no drawn pair keeps f = 0, i.e. its anchor log-probability. As S → ∞,
+    L = Σ_s (e_w − e_l)(e_w − e_l)ᵀ, b = (η/2) Σ_s (e_w − e_l), are solved with the smallest norm
+    (the simulator kernel's solve, ``egpo_core._kernel._ordered_pair_solve``): f is unique up to a constant
+    on each connected set of drawn responses (each is centred), and a response in no drawn pair keeps
+    f = 0, i.e. its anchor log-probability. As S → ∞,
     L/S → 2(diag π_t − π_t π_tᵀ) and b/S → 2η π_t ⊙ (Pπ_t − ½), so f → η P(· ≻ π_t) + const (full-support
     π_t). ``theta`` (…, N), one draw stream for all rows in order.
     """
+    from .._kernel import _ordered_pair_solve  # the kernel imports this package: imported when called
+
     num_samples = check_count(num_samples, "num_samples")
     theta = np.asarray(theta, dtype=np.float64)
     anchor_logits = np.broadcast_to(np.asarray(anchor_logits, dtype=np.float64), theta.shape)
@@ -82,13 +87,7 @@ def ordered_pair_minimiser(
     out = np.empty_like(theta)
     for index in np.ndindex(theta.shape[:-1]):
         winners, losers = ordered_pairs(softmax(theta[index]), P[index], num_samples, rng)
-        laplacian = np.zeros((n, n))
-        np.add.at(laplacian, (winners, winners), 1.0)
-        np.add.at(laplacian, (losers, losers), 1.0)
-        np.add.at(laplacian, (winners, losers), -1.0)
-        np.add.at(laplacian, (losers, winners), -1.0)
-        rhs = 0.5 * eta * (np.bincount(winners, minlength=n) - np.bincount(losers, minlength=n))
-        f = np.linalg.lstsq(laplacian, rhs, rcond=None)[0]
+        f = _ordered_pair_solve(winners.astype(np.int64), losers.astype(np.int64), 0.5 * eta, n)
         out[index] = log_softmax(anchor_logits[index] + f)
     return center(out)
 
@@ -116,8 +115,8 @@ ALGORITHM = Algorithm(
     loss="ipo",
     opponent="current",
     anchor="reference",
-    scheme="single",
+    scheme="minimize",
     closed_form=closed_form,
     reference="Zhang et al. 2025 (arXiv 2407.00617)",
-    simulated=("tabular/exact",),
+    simulated=("tabular/exact", "tabular/sampled"),
 )
