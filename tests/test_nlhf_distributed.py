@@ -189,45 +189,56 @@ def test_two_ranks_egpo_zero2_bf16_restores_the_fp32_master(tiny, tmp_path, judg
     assert right < 0.1 * LR < 0.5 * LR < wrong, (right, wrong)  # measured: 1.3e-5 vs 9.7e-4
 
 
-def test_the_entry_point_under_the_deepspeed_launcher(tiny, tmp_path):
-    """`deepspeed --num_gpus 2 --module lm_runs.train_nlhf ...` on CPU: two ranks, ZeRO-2, EGPO."""
-    out = tmp_path / "run"
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": f"{ROOT / 'tests'}{os.pathsep}{ROOT}"}
+# ---------------------------------------------------------------------------------------------
+# the entry point: under the deepspeed launcher, and a judge failing on one rank under torchrun
+# ---------------------------------------------------------------------------------------------
+
+#: `python -m lm_runs.train_nlhf` flags of these runs: EGPO, 2 updates (4 optimizer steps), ZeRO-2 on the CPU,
+#: judged by ``distributed_nlhf:fails_on_one_rank`` (tests/distributed_nlhf.py; prefer_shorter until it fails).
+def entry_point_flags(tiny, out: Path) -> list[str]:
+    return ["--alg", "egpo", "--model_name_or_path", tiny["model"], "--prompts", tiny["prompts"], "--output_dir", str(out),
+            "--judge", "distributed_nlhf:fails_on_one_rank", "--max_steps", "2", "--per_device_train_batch_size", "2",
+            "--max_new_tokens", "6", "--learning_rate", "1e-3", "--use_cpu", "true", "--report_to", "none",
+            "--disable_tqdm", "true", "--deepspeed", str(ROOT / "lm_runs" / "configs" / "zero2.json")]
+
+
+def entry_point_env(fail_rank: int = 0, fail_at: int = 10**6) -> dict[str, str]:
+    return {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": f"{ROOT / 'tests'}{os.pathsep}{ROOT}",
+            "EGPO_TEST_FAIL_RANK": str(fail_rank), "EGPO_TEST_FAIL_AT": str(fail_at)}
+
+
+@pytest.fixture(scope="module")
+def under_the_deepspeed_launcher(tiny, tmp_path_factory):
+    """`deepspeed --num_gpus 2 --module lm_runs.train_nlhf ... --save_steps 1`, run once: its output folder
+    (also the uninterrupted run the failure tests resume to)."""
+    out = tmp_path_factory.mktemp("deepspeed_launcher") / "run"
     command = [str(Path(sys.executable).with_name("deepspeed")), "--num_gpus", "2", "--master_port", str(free_port()),
-               "--module", "lm_runs.train_nlhf", "--alg", "egpo", "--model_name_or_path", tiny["model"],
-               "--judge", "toy_judges:prefer_shorter", "--prompts", tiny["prompts"], "--output_dir", str(out),
-               "--max_steps", "2", "--per_device_train_batch_size", "2", "--max_new_tokens", "6", "--use_cpu", "true",
-               "--report_to", "none", "--save_strategy", "steps", "--save_steps", "1",
-               "--deepspeed", str(ROOT / "lm_runs" / "configs" / "zero2.json")]
-    done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300, cwd=tmp_path)
+               "--module", "lm_runs.train_nlhf", *entry_point_flags(tiny, out), "--save_strategy", "steps", "--save_steps", "1"]
+    done = subprocess.run(command, env=entry_point_env(), capture_output=True, text=True, timeout=300, cwd=out.parent)
     assert done.returncode == 0, (done.stdout + done.stderr)[-4000:]
-    # --save_steps 1 counts updates: a checkpoint after each update, named by optimizer steps
+    return out
+
+
+def test_the_entry_point_under_the_deepspeed_launcher(under_the_deepspeed_launcher):
+    """`deepspeed --num_gpus 2 --module lm_runs.train_nlhf ...` on CPU: two ranks, ZeRO-2, EGPO; --save_steps 1
+    counts updates: checkpoint-2 and checkpoint-4 (optimizer steps), each with every rank's EGPO state."""
+    out = under_the_deepspeed_launcher
     assert sorted(p.name for p in out.iterdir() if p.name.startswith("checkpoint-")) == ["checkpoint-2", "checkpoint-4"]
     state = json.loads((out / "checkpoint-4" / "trainer_state.json").read_text())
     assert state["global_step"] == 4  # two EGPO updates
-    for rank in range(2):  # each rank's EGPO state (a mid-pair one: the judge-failure test below)
+    for rank in range(2):  # each rank's snapshot of its own optimizer partition (a mid-pair one: the failure tests)
         saved = torch.load(out / "checkpoint-2" / f"extragradient_state_rank{rank}.pt", weights_only=False)
         assert saved["phase"] == "half" and saved["updates"] == 1
     assert (out / "model.safetensors").is_file()
 
 
-# ---------------------------------------------------------------------------------------------
-# a judge failing on one rank: through `torchrun -m lm_runs.train_nlhf`
-# ---------------------------------------------------------------------------------------------
-
-
-def train_nlhf(tiny, out: Path, fail_rank: int = 0, fail_at: int = 10**6, *flags: str) -> subprocess.CompletedProcess:
-    """``torchrun --nproc_per_node=2 -m lm_runs.train_nlhf``: EGPO, 2 updates (4 optimizer steps) on the CPU,
-    judged by ``distributed_nlhf:fails_on_one_rank`` (failing on ``fail_rank`` from its call ``fail_at``)."""
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": f"{ROOT / 'tests'}{os.pathsep}{ROOT}",
-           "EGPO_TEST_FAIL_RANK": str(fail_rank), "EGPO_TEST_FAIL_AT": str(fail_at)}
+def train_nlhf(tiny, out: Path, fail_rank: int, fail_at: int, *flags: str) -> subprocess.CompletedProcess:
+    """``torchrun --nproc_per_node=2 -m lm_runs.train_nlhf`` with :func:`entry_point_flags`, the judge failing on
+    ``fail_rank`` from its call ``fail_at``."""
     command = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--master_addr=127.0.0.1",
-               f"--master_port={free_port()}", "-m", "lm_runs.train_nlhf", "--alg", "egpo",
-               "--model_name_or_path", tiny["model"], "--prompts", tiny["prompts"], "--output_dir", str(out),
-               "--judge", "distributed_nlhf:fails_on_one_rank", "--max_steps", "2", "--per_device_train_batch_size", "2",
-               "--max_new_tokens", "6", "--learning_rate", "1e-3", "--use_cpu", "true", "--report_to", "none",
-               "--disable_tqdm", "true", *flags]
-    return subprocess.run(command, env=env, capture_output=True, text=True, timeout=300, cwd=out.parent)
+               f"--master_port={free_port()}", "-m", "lm_runs.train_nlhf", *entry_point_flags(tiny, out), *flags]
+    return subprocess.run(command, env=entry_point_env(fail_rank, fail_at), capture_output=True, text=True, timeout=300,
+                          cwd=out.parent)
 
 
 def final_weights(out: Path) -> dict[str, torch.Tensor]:
@@ -236,27 +247,19 @@ def final_weights(out: Path) -> dict[str, torch.Tensor]:
     return load_file(out / "model.safetensors")
 
 
-@pytest.fixture(scope="module")
-def uninterrupted(tiny, tmp_path_factory):
-    """The final weights of the run without a failure."""
-    out = tmp_path_factory.mktemp("uninterrupted") / "run"
-    done = train_nlhf(tiny, out)
-    assert done.returncode == 0, done.stderr[-4000:]
-    return final_weights(out)
-
-
 @pytest.mark.parametrize(
     "fail_rank,gather",
     [(1, False), pytest.param(0, True, marks=pytest.mark.slow)],
     ids=["rank1-own-judge", "rank0-judges-for-all"],
 )
-def test_a_judge_failing_on_one_rank_stops_all_ranks_with_one_checkpoint(tiny, tmp_path, uninterrupted, fail_rank, gather):
-    """The judge fails on one rank at its call 5 (the probe, then one call per optimizer step: the full step of
-    update 2). Both ranks stop (neither waits in the other's collective) and print the same one line naming
-    the cause, the rank and the update, with status 2 and no traceback of ours; both saved the checkpoint of
-    optimizer step 3 together (before: none in a distributed run) — the only one, between EGPO's half and
-    full step, with each rank's snapshot and random state. ``--resume_from_checkpoint true`` ends with the
-    uninterrupted run's weights, bit for bit."""
+def test_a_judge_failing_on_one_rank_stops_all_ranks_with_one_checkpoint(tiny, tmp_path, under_the_deepspeed_launcher,
+                                                                          fail_rank, gather):
+    """ZeRO-2, the judge failing on one rank at its call 5 (the probe, then one call per optimizer step: the
+    full step of update 2). Both ranks stop (neither waits in the other's collective) and print the same one
+    line naming the cause, the rank and the update, with status 2 and no traceback of ours; together they
+    saved the checkpoint of optimizer step 3 (before: none in a distributed run) — the only one, between
+    EGPO's half and full step, with each rank's snapshot and random state. ``--resume_from_checkpoint true``
+    ends with the uninterrupted run's weights (the deepspeed launcher's run), bit for bit."""
     out = tmp_path / "run"
     flags = ["--judge_gather", "true"] if gather else []
     failed = train_nlhf(tiny, out, fail_rank, 5, *flags)
@@ -279,6 +282,6 @@ def test_a_judge_failing_on_one_rank_stops_all_ranks_with_one_checkpoint(tiny, t
 
     resumed = train_nlhf(tiny, out, fail_rank, 10**6, *flags, "--resume_from_checkpoint", "true")
     assert resumed.returncode == 0, resumed.stderr[-4000:]
-    final = final_weights(out)
+    final, uninterrupted = final_weights(out), final_weights(under_the_deepspeed_launcher)
     assert final.keys() == uninterrupted.keys()
     assert all(torch.equal(final[n], uninterrupted[n]) for n in final)
