@@ -1,5 +1,6 @@
-"""Experiment drivers: a paper preset with overrides, and the β → 0 experiments (the last iterate
-against the original game's Nash equilibrium)."""
+"""Experiment drivers: a paper preset with overrides, the β → 0 experiments (the last iterate
+against the original game's Nash equilibrium), and the last-iterate runs behind the claims of the
+newer methods' papers (INPO, COMAL, ONPO, MPO, MNPO: :func:`last_iterate_curves`)."""
 
 from __future__ import annotations
 
@@ -13,7 +14,11 @@ import pandas as pd
 from .algorithms import PAPER_ALGORITHMS
 from .simulator import SimulationResult, sweep
 
-__all__ = ["run_preset", "final_metrics_vs_beta", "horizon_tuned_exploitability"]
+__all__ = ["run_preset", "final_metrics_vs_beta", "horizon_tuned_exploitability", "LastIterateRun",
+           "log_spaced_steps", "last_iterate_curves"]
+
+#: The metrics of :func:`last_iterate_curves`, each recorded at every step of every run.
+LAST_ITERATE_METRICS = ("duality_gap", "exploitability", "kl_to_equilibrium")
 
 def run_preset(
     name: str,
@@ -122,3 +127,120 @@ def horizon_tuned_exploitability(
         frame["horizon"] = int(horizon)
         frames.append(frame)
     return pd.concat(frames, ignore_index=True)
+
+
+@dataclasses.dataclass(frozen=True)
+class LastIterateRun:
+    """One series of :func:`last_iterate_curves`: an algorithm at step η and regularization β, exact
+    tabular updates from π_0 = π_ref.
+
+    Attributes:
+        algorithm: a registered name; a closed-form-only one (MNPO) is iterated with its ``closed_form``.
+        eta, beta: the mirror-descent step and β (β also defines the duality gap and π*_β measured).
+        magnet_period: K of the refreshed anchor (COMAL, MPO; 0: never refreshed).
+        history: MNPO's number of past policies H (equal weights, ratio ηβ; 1 is INPO).
+        label: the series' name in tables and legends (default: the algorithm's display name with η).
+    """
+
+    algorithm: str
+    eta: float
+    beta: float
+    magnet_period: int = 0
+    history: int = 1
+    label: str = ""
+
+    def __post_init__(self) -> None:
+        from .algorithms import display_name, get_algorithm
+
+        object.__setattr__(self, "algorithm", get_algorithm(self.algorithm).name)
+        for name in ("eta", "beta"):
+            value = getattr(self, name)
+            if not (isinstance(value, (int, float)) and np.isfinite(value) and value > 0):
+                raise ValueError(f"{name} must be a positive number, got {name}={value!r}")
+        if self.history < 1 or (self.history > 1 and self.algorithm != "mnpo"):
+            raise ValueError(f"history must be 1, or more for mnpo only, got history={self.history!r} "
+                             f"for {self.algorithm}")
+        if not self.label:
+            object.__setattr__(self, "label", f"{display_name(self.algorithm)} (η = {self.eta:g})")
+
+
+def log_spaced_steps(iterations: int, points: int = 200) -> np.ndarray:
+    """Step 0 and about ``points`` integer steps spaced evenly in log scale from 1 to ``iterations``
+    (both included): what a log-scaled step axis needs."""
+    return np.unique(np.concatenate([[0], np.round(np.geomspace(1, iterations, points)).astype(np.int64)]))
+
+
+def _closed_form_metrics(P: np.ndarray, ref_logits: np.ndarray, run: LastIterateRun, steps: np.ndarray) -> dict:
+    """The metrics of ``run`` at ``steps`` (increasing, from 0), iterated with its algorithm's numpy closed
+    form (MNPO: with the last ``history`` policies, most recent first; policies before π_0 are π_0)."""
+    from .algorithms import get_algorithm
+    from .equilibria import regularized_equilibrium
+    from .metrics import duality_gap, exploitability, kl_divergence
+
+    algorithm = get_algorithm(run.algorithm)
+    star = regularized_equilibrium(P, ref_logits, run.beta).logits
+    theta = np.array(ref_logits, dtype=np.float64)
+    history = [theta] * run.history
+    values = {m: np.empty((P.shape[0], len(steps))) for m in LAST_ITERATE_METRICS}
+    column = 0
+    for t in range(int(steps[-1]) + 1):
+        if t == steps[column]:
+            values["duality_gap"][:, column] = duality_gap(P, theta, ref_logits, run.beta)
+            values["exploitability"][:, column] = exploitability(P, theta)
+            values["kl_to_equilibrium"][:, column] = kl_divergence(star, theta)
+            column += 1
+        if t < steps[-1]:
+            extra = {"history_logits": history} if algorithm.name == "mnpo" else {}
+            theta = algorithm.closed_form(theta, ref_logits, P, run.eta, run.beta, **extra)
+            history = [theta] + history[:-1]
+    return values
+
+
+def last_iterate_curves(
+    P: np.ndarray,
+    ref_logits: np.ndarray,
+    series: Sequence[LastIterateRun],
+    *,
+    iterations: int,
+    points: int = 200,
+    floor: float = 1e-12,
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The last iterate of each series on each game, exact tabular updates from π_0 = π_ref for
+    ``iterations`` steps: the duality gap Gap_β(π_t), the exploitability max_y (Pπ_t)_y − ½ of the original
+    game and KL(π*_β ‖ π_t) at every step.
+
+    Returns ``(curves, rates)``. ``curves``: the values at the recorded steps — :func:`log_spaced_steps`
+    (``points``) and ``points`` evenly spaced ones — columns label, algorithm, eta, beta, magnet_period,
+    history, run, step and the three metrics. ``rates``: one row per (series, run) with each metric's
+    initial and final value and its measured log-slope per step over the recorded steps
+    (:func:`egpo_core.rates.log_gap_slope` with ``floor``: the second half of the decay to the floor, or the
+    second half of the records), columns ``<metric>_initial``, ``<metric>_final`` and ``<metric>_slope``. Simulated algorithms run in
+    the simulator (one call per series); closed-form-only ones (MNPO) iterate their closed form.
+    """
+    from .algorithms import get_algorithm
+    from .rates import log_gap_slope
+    from .simulator import simulate
+
+    P = np.asarray(P, dtype=np.float64)
+    ref_logits = np.asarray(ref_logits, dtype=np.float64)
+    keep = np.union1d(log_spaced_steps(iterations, points), np.round(np.linspace(0, iterations, points)).astype(np.int64))
+    curves, rates = [], []
+    for run in series:
+        if get_algorithm(run.algorithm).simulated:
+            res = simulate(P, ref_logits, [run.algorithm], beta=run.beta, eta=run.eta, iterations=iterations,
+                           magnet_period=run.magnet_period, metrics=LAST_ITERATE_METRICS, progress=False)
+            values = {m: res.metric(m)[run.algorithm][:, keep] for m in LAST_ITERATE_METRICS}
+        else:
+            values = _closed_form_metrics(P, ref_logits, run, keep)
+        ids = {"label": run.label, "algorithm": run.algorithm, "eta": run.eta, "beta": run.beta,
+               "magnet_period": run.magnet_period, "history": run.history}
+        for r in range(P.shape[0]):
+            curves.append(pd.DataFrame({**ids, "run": r, "step": keep, **{m: values[m][r] for m in LAST_ITERATE_METRICS}}))
+            row = dict(ids, run=r)
+            for m in LAST_ITERATE_METRICS:
+                row[f"{m}_initial"] = float(values[m][r, 0])
+                row[f"{m}_final"] = float(values[m][r, -1])
+                with np.errstate(invalid="ignore"):  # a value rounded below 0 is below the floor, as 0 is
+                    row[f"{m}_slope"] = float(log_gap_slope(keep, values[m][r], floor=floor))
+            rates.append(row)
+    return pd.concat(curves, ignore_index=True), pd.DataFrame(rates)
