@@ -61,7 +61,8 @@ class SimulationConfig:
     depth: int = 3
     """Number of weight matrices of a random network (policy='neural' without a given network)."""
     pair_sampling: Literal["uniform", "policy"] = "uniform"
-    """Pairs y, y′ of the ipo-family losses: 'uniform' over actions or drawn from π_t ('policy'), exact or sampled."""
+    """Pairs y, y′ of the ipo-family losses: 'uniform' over actions or drawn from π_t ('policy'), exact or sampled.
+    Not read by the scheme 'minimize' (INPO), whose pairs are π_t's by definition and whose exact minimiser does not depend on them."""
     magnet_period: int = 0
     """Refresh period K of the 'magnet' anchor (MPO's magnet, COMAL's reference): π_t replaces it every K updates (0: it stays π_ref)."""
     record_every: int = 1

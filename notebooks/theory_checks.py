@@ -55,10 +55,10 @@ magnet_period = 50
 li_iterations = None   # None: 20000 (1000 when fast)
 li_beta = 0.1
 li_eta = 0.5           # INPO, MNPO, MPO with a fixed magnet (linear to pi*_beta)
-li_history = 3         # MNPO's past policies H
-li_prox_eta = 0.2      # COMAL, MPO with a refreshed magnet (to the original game's Nash equilibrium)
+li_history = 3         # MNPO: number of past policies H
+li_prox_eta = 0.2      # COMAL, MPO with a refreshed magnet (to the Nash equilibrium of the original game)
 li_period = 200        # their refresh period K
-li_onpo_etas = None    # None: 0.05, 0.2, 1 (ONPO claims eta <= 1/8)
+li_onpo_etas = None    # None: 0.05, 0.2 and 1 (ONPO claims a rate for eta up to 1/8)
 dpi = 150
 significant_digits = 6 # committed tables keep the digits that do not depend on the machine
 out_dir = None         # None: the scratch folder <repository>/runs/notebooks/theory_checks
