@@ -72,8 +72,8 @@ def _workers(count: int) -> int:
 
 def _execute_runs(names: list[str], base: Path, done: dict[str, tuple[float, str | None]]) -> None:
     """Execute the runs ``names`` with fast=True, each as ``python notebooks/run_all.py --fast --only <run>``
-    (what a user types), several at once (:func:`_workers`), a run after the runs it NEEDS (those first: they
-    lie on the longest chain); executed copies in ``base``, figures in ``base/figures/<run>``. Adds run →
+    (what a user types), several at once (:func:`_workers`), a run after the runs it NEEDS, the longest
+    first; executed copies in ``base``, figures in ``base/figures/<run>``. Adds run →
     (wall seconds, None or the failure) to ``done``; the runs still going when something fails are stopped."""
     for name in names:  # --only <run> picks that run alone
         assert [n for n, (source, _) in RUN_ALL.RUNS.items() if name in (n, source)] == [name], name
@@ -82,7 +82,10 @@ def _execute_runs(names: list[str], base: Path, done: dict[str, tuple[float, str
     # the kernels share the CPUs: one BLAS/OpenMP thread pool each, unless the caller chose a size
     env.setdefault("OMP_NUM_THREADS", str(max(1, _workers(64) // jobs)))
     needed = {d for n in names for d in NEEDS.get(n, ())}
-    pending = sorted(names, key=lambda n: n not in needed)  # stable: RUNS order otherwise
+    order = list(RUN_ALL.RUNS)
+    # those others need first (the longest chain), then from RUNS' end: the language-model and timing runs,
+    # the longest, come last there
+    pending = sorted(names, key=lambda n: (n not in needed, -order.index(n)))
     running: dict[str, tuple[subprocess.Popen, float, Path]] = {}
     try:
         while pending or running:
