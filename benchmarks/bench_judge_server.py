@@ -3,7 +3,11 @@
 Builds a tiny random-init GPT-2 preference model (``lm_runs.tiny.build_tiny_lm``, nothing is
 downloaded) in a temporary directory, starts ``python -m lm_runs.judge_server`` on 127.0.0.1 (a free
 port) once per server mode, and runs closed-loop clients (each thread sends its next request as soon
-as the previous one is answered) for ``--seconds`` per concurrency level.
+as the previous one is answered) for ``--seconds`` per concurrency level. ``--judge SPEC`` serves
+another judge instead (``lm_runs.judges.toy:prefer_shorter``, which answers at once, leaves only the
+server's own cost). Besides pairs/s and latencies each row reports the server process's CPU time per
+request (user + system, all threads, from ``/proc``), which other jobs on the machine disturb far
+less than throughput; the server runs from the current directory's ``lm_runs`` (``-m`` puts it first).
 
     python benchmarks/bench_judge_server.py --json bench_judge_server.json
 
@@ -48,12 +52,21 @@ def make_pairs(count: int, seed: int) -> tuple[list[str], list[list[str]]]:
     return [text(3, 12) for _ in range(count)], [[text(5, 20), text(5, 20)] for _ in range(count)]
 
 
-def start_server(model_dir: Path, max_batch_size: int, max_wait_ms: float, threads: int) -> tuple[subprocess.Popen, str]:
+def server_cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds of process ``pid`` so far, all its threads (Linux ``/proc``; NaN elsewhere)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return float("nan")
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def start_server(judge: str, max_batch_size: int, max_wait_ms: float, threads: int) -> tuple[subprocess.Popen, str]:
     env = dict(os.environ, OMP_NUM_THREADS=str(threads), PYTHONPATH=os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")]))
     env.pop("EGPO_JUDGE_TOKEN", None)
     proc = subprocess.Popen(
         [
-            sys.executable, "-m", "lm_runs.judge_server", "--judge", str(model_dir), "--port", "0",
+            sys.executable, "-m", "lm_runs.judge_server", "--judge", judge, "--port", "0",
             "--max-batch-size", str(max_batch_size), "--max-wait-ms", str(max_wait_ms), "--device", "cpu",
             "--log-level", "warning",
         ],
@@ -150,6 +163,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--modes", nargs="+", default=list(MODES), choices=list(MODES))
     parser.add_argument("--server-threads", type=int, default=1, help="OMP/torch threads of the server process")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--judge", default=None, help="judge spec to serve (default: the tiny preference model built here)")
     parser.add_argument("--json", type=Path, default=None, help="write the rows and settings here")
     args = parser.parse_args(argv)
 
@@ -157,26 +171,28 @@ def main(argv: list[str] | None = None) -> None:
 
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
-        model_dir = build_tiny_lm(Path(tmp) / "tiny_pm", num_labels=2)
+        judge = args.judge or str(build_tiny_lm(Path(tmp) / "tiny_pm", num_labels=2))
         for mode in args.modes:
             max_batch_size, max_wait_ms = MODES[mode]
-            proc, url = start_server(model_dir, max_batch_size, max_wait_ms, args.server_threads)
+            proc, url = start_server(judge, max_batch_size, max_wait_ms, args.server_threads)
             try:
                 run_clients(url, 2, 1.0, args.pairs_per_request, args.seed)  # warm-up, not reported
                 for clients in args.clients:
-                    before = batch_stats(url)
+                    before, cpu_before = batch_stats(url), server_cpu_seconds(proc.pid)
                     row = run_clients(url, clients, args.seconds, args.pairs_per_request, args.seed)
-                    after = batch_stats(url)
+                    cpu_after, after = server_cpu_seconds(proc.pid), batch_stats(url)
                     calls = after["judge_calls"] - before["judge_calls"]
                     row.update(
                         mode=mode, max_batch_size=max_batch_size, max_wait_ms=max_wait_ms,
                         mean_batch=(after["pairs"] - before["pairs"]) / calls if calls else float("nan"),
+                        server_cpu_ms_per_request=(cpu_after - cpu_before) * 1e3 / row["requests"] if row["requests"] else float("nan"),
                     )
                     rows.append(row)
                     print(
                         f"{mode:>9}  clients {clients:>3}  {row['pairs_per_s']:8.1f} pairs/s  "
                         f"p50 {row['p50_ms']:7.1f} ms  p90 {row['p90_ms']:7.1f} ms  p99 {row['p99_ms']:7.1f} ms  "
-                        f"mean batch {row['mean_batch']:5.1f}  ({row['requests']} requests, {row['errors']} errors)",
+                        f"mean batch {row['mean_batch']:5.1f}  server CPU {row['server_cpu_ms_per_request']:5.2f} ms/request  "
+                        f"({row['requests']} requests, {row['errors']} errors)",
                         flush=True,
                     )
             finally:
@@ -184,16 +200,17 @@ def main(argv: list[str] | None = None) -> None:
                 proc.wait(timeout=30)
 
     print()
-    print("| mode | clients | pairs/s | p50 ms | p90 ms | p99 ms | mean pairs per forward |")
-    print("|---|---:|---:|---:|---:|---:|---:|")
+    print("| mode | clients | pairs/s | p50 ms | p90 ms | p99 ms | mean pairs per forward | server CPU ms/request |")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|")
     for r in rows:
         print(
             f"| {r['mode']} | {r['clients']} | {r['pairs_per_s']:.0f} | {r['p50_ms']:.1f} | {r['p90_ms']:.1f} | "
-            f"{r['p99_ms']:.1f} | {r['mean_batch']:.1f} |"
+            f"{r['p99_ms']:.1f} | {r['mean_batch']:.1f} | {r['server_cpu_ms_per_request']:.2f} |"
         )
     if args.json:
         settings = {
             "seconds": args.seconds, "pairs_per_request": args.pairs_per_request, "server_threads": args.server_threads,
+            "judge": args.judge or "tiny preference model",
             "python": platform.python_version(), "machine": platform.machine(), "cpus": os.cpu_count(),
         }
         args.json.write_text(json.dumps({"settings": settings, "rows": rows}, indent=2))
