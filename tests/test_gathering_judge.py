@@ -27,7 +27,6 @@ def _worker(rank: int, port: int, out: dict) -> None:
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
     dist.init_process_group("gloo", rank=rank, world_size=2)
     from lm_runs.judges import JudgeError
-    from lm_runs.judges.gathering import GatheringJudge
 
     judge = GatheringJudge(_judge if rank == 0 else None)  # only rank 0 needs a judge
     pairs = [[f"r{rank}-{i}" + "x" * i, "yy"] for i in range(2 + rank)]
