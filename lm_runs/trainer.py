@@ -94,7 +94,7 @@ from .config import NLHFConfig
 from .data import PromptCollator, prompt_text
 from .generation import Completions, ReferenceModel, generate_completions, generate_mixture
 from .judges import JudgeError
-from .launcher import one_line
+from .launcher import UsageError, one_line
 from .logprobs import completion_logprobs
 from .optimizer_state import TrainerOptimizerStateIO
 
@@ -665,12 +665,12 @@ class NLHFTrainer(AtomicCheckpoints, Trainer):
         if resume_from_checkpoint is True:
             resume_from_checkpoint = latest_checkpoint(self.args.output_dir)
             if resume_from_checkpoint is None:
-                raise ValueError(f"--resume_from_checkpoint true: no complete checkpoint in {self.args.output_dir}")
+                raise UsageError(f"--resume_from_checkpoint true: no complete checkpoint in {self.args.output_dir}")
         if resume_from_checkpoint and not Path(resume_from_checkpoint).is_dir():
-            raise ValueError(f"--resume_from_checkpoint: no such checkpoint folder: {resume_from_checkpoint}")
+            raise UsageError(f"--resume_from_checkpoint: no such checkpoint folder: {resume_from_checkpoint}")
         if resume_from_checkpoint and self.extragradient is not None:
             path = self._state_file(resume_from_checkpoint)
             if not path.is_file():
-                raise ValueError(f"{resume_from_checkpoint} has no {path.name}: not a checkpoint of an EGPO run")
+                raise UsageError(f"{resume_from_checkpoint} has no {path.name}: not a checkpoint of an EGPO run")
             self.extragradient.load_state_dict(torch.load(path, map_location="cpu", weights_only=False), device=self.args.device)
         return super().train(resume_from_checkpoint=resume_from_checkpoint, **kwargs)

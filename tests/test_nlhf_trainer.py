@@ -576,6 +576,21 @@ def test_bad_configuration_fails_before_any_model_loads_with_one_line(tiny, tmp_
     assert not (tmp_path / "out" / "checkpoint-1").exists()
 
 
+def test_resuming_egpo_from_another_algorithms_checkpoint_is_one_line(tiny, tmp_path, capsys):
+    """Found only once the trainer is built (after the inputs are checked), the refusal is still bad
+    input: one line, exit status 2, no traceback; and nothing is trained."""
+    from lm_runs.train_nlhf import main
+
+    out = tmp_path / "out"
+    run_entry_point(main, base_flags(tiny, out) + ["--alg", "oipo1", "--save_steps", "1"])
+    checkpoint = out / "checkpoint-1"
+    assert checkpoint.is_dir()
+    capsys.readouterr()
+    line = entry_point_error(base_flags(tiny, out) + ["--alg", "egpo", "--resume_from_checkpoint", str(checkpoint)], capsys)
+    assert line == f"error: {checkpoint} has no extragradient_state_rank0.pt: not a checkpoint of an EGPO run", line
+    assert sorted(p.name for p in out.glob("checkpoint-*")) == ["checkpoint-1"]
+
+
 def test_the_alg_choices_are_the_language_model_algorithms_only(tiny, tmp_path, capsys):
     """--alg lists exactly the six LM algorithms by the README's names (never mpo/omwu); both spellings work."""
     from lm_runs.config import LM_ALGORITHMS, resolve_algorithm
