@@ -4,6 +4,8 @@ algorithms it generalises, and the ordered-pair loss INPO (and MNPO) learn from.
 Tolerances: identities that run the same arithmetic are bit for bit (``assert_array_equal``); closed
 forms against other closed forms 1e-12 (float64, a few operations apart); the sampled INPO update is a
 Monte-Carlo estimate, checked at a stated tolerance that a wrong target or anchor would exceed many times.
+The simulator's sampled INPO (scheme "minimize") against numpy's ordered_pair_step on the same draws (the
+kernel's stream replayed by KernelStream): logits 1e-12, metrics of whole runs 1e-9 relative.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ from egpo_core.metrics import duality_gap, exploitability
 from egpo_core.simulator import _config_table
 from egpo_core.stepsizes import eta_from_lr
 from egpo_core.algorithms import SIMULATOR_MODES, center, geometric_mixture_logits, get_algorithm
-from egpo_core.algorithms.inpo import ordered_pair_step, ordered_pairs
+from egpo_core.algorithms.inpo import ordered_pair_minimiser, ordered_pair_step, ordered_pairs
 from egpo_core.algorithms.mnpo import history_anchor_logits, sampled_step
 from egpo_core.games import random_games
 from egpo_core.losses import exact_loss, ipo_regression_loss
@@ -213,6 +215,25 @@ def test_inpo_sampled_simulation_is_ordered_pair_step_on_the_kernels_draws(games
     # the iterates moved, and not as the sampled Online IPO 1 (one SGD step) did
     assert np.abs(np.diff(res.duality_gap["inpo"], axis=1)).min() > 1e-6
     assert np.abs(res.duality_gap["inpo"][:, -1] - res.duality_gap["oipo1"][:, -1]).max() > 1e-3
+
+
+@pytest.mark.parametrize("anchor", ["reference", "current", "magnet"])
+def test_kernel_ordered_pair_logits_are_numpys_minimiser_for_every_anchor(games, anchor):
+    """The kernel's sampled "minimize" update (``_kernel._ordered_pair_logits``) for each anchor a scheme
+    "minimize" algorithm may declare, against numpy's ordered_pair_minimiser with the anchor
+    (1 − ηβ) log π_t + ηβ log π_anchor on the same stream: 1e-12 (log-softmax computed two ways)."""
+    P, theta, ref = (a[0] for a in games)
+    n, eta, beta, samples, seed = theta.size, 0.8, 0.3, 60, np.uint64(12345)
+    magnet = np.random.default_rng(9).normal(size=n)
+    anchor_logits = {"reference": ref, "current": theta, "magnet": magnet}[anchor]
+    out = np.empty(n)
+    _kernel._ordered_pair_logits(0, P, log_softmax(theta), softmax(theta), log_softmax(anchor_logits), eta, beta, samples,
+                                 np.empty((2, n)), np.empty(n, dtype=np.int64), np.array([seed], dtype=np.uint64),
+                                 np.empty(samples, dtype=np.int64), np.empty(samples, dtype=np.int64), out)
+    expected = ordered_pair_minimiser(theta, geometric_mixture_logits(theta, anchor_logits, eta * beta), P, eta, samples,
+                                      KernelStream(seed))
+    np.testing.assert_allclose(out, expected, rtol=0, atol=1e-12)
+    assert np.abs(out - center(geometric_mixture_logits(theta, anchor_logits, eta * beta))).max() > 0.1  # f moved it
 
 
 def _one_kernel_step(P, ref, theta, eta, beta, samples, copies, seed):
