@@ -10,6 +10,8 @@ import argparse
 from dataclasses import replace
 from typing import Any, Sequence
 
+from lm_runs.launcher import inputs_checked
+
 from .pipeline import check_out, run_benchmark
 from .settings import DEFAULT, FAST
 
@@ -64,6 +66,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         check_out(args.out, args.overwrite)
     except ValueError as error:
         parser.error(str(error))
+    inputs_checked()  # from here a ValueError is a bug and keeps its traceback
     summary = run_benchmark(args.out, settings, overwrite=args.overwrite, progress=not args.no_progress)
     print(f"results in {args.out}: metrics.csv, gap_curves.png, comparison.csv ({summary['timings']['total_s']:.0f} s)")
     return summary
