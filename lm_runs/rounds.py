@@ -71,6 +71,8 @@ class RoundsConfig(NLHFConfig):
     the responses sampled per prompt in a round; ``--alg`` must be ``inpo`` (the default here)."""
 
     alg: str = field(default="inpo", metadata={"help": "Round mode trains INPO (inpo, alias iterative_nash); online algorithms such as egpo run without --rounds."})
+    samples_per_prompt: int = field(default=4, metadata={"help": "K: responses sampled per prompt in a round (≥ 2); 'all' judges and trains K(K−1)/2 pairs per prompt."})
+    """K, the responses per prompt of a round."""
     rounds: int = field(default=1, metadata={"help": "Number of rounds R (each: sample from the frozen π_t, judge, train)."})
     """Number of rounds."""
     pair_selection: str = field(
@@ -118,6 +120,8 @@ class RoundsConfig(NLHFConfig):
             raise ValueError(f"--epochs_per_round must be at least 1, got {self.epochs_per_round}")
         if not (isinstance(self.eta, (int, float)) and self.eta > 0 and self.eta * self.beta <= 1):
             raise ValueError(f"--eta {self.eta!r}: INPO needs η > 0 and ηβ ≤ 1 (β = {self.beta})")
+        if self.deepspeed:
+            raise ValueError(f"--deepspeed {self.deepspeed}: round mode runs in one process without DeepSpeed (not implemented yet)")
         if self.max_steps != -1:
             raise ValueError(f"--max_steps {self.max_steps}: round mode trains --epochs_per_round epochs per round")
         if self.num_train_epochs != 3.0:  # TrainingArguments' default: the flag was given
@@ -309,7 +313,7 @@ def inpo_pair_loss(ell: "torch.Tensor", ell_t: "torch.Tensor", ell_ref: "torch.T
 
 
 def _trainer_class():
-    from transformers import Trainer
+    from transformers import Trainer, TrainerCallback
 
     from .checkpoints import AtomicCheckpoints
 
@@ -321,9 +325,18 @@ def _trainer_class():
 
         def __init__(self, *args, **kwargs):
             super().__init__(*args, **kwargs)
+            self.round_index = 0  # set by run_rounds; logged with every loss
             self.step_losses: list[float] = []
             self._since_log: list[float] = []
             self._micro: list[float] = []
+            trainer = self
+
+            class StepEnd(TrainerCallback):
+                def on_step_end(self, args, state, control, **kwargs):
+                    trainer._end_step()
+                    return control
+
+            self.callback_handler.callbacks.insert(0, StepEnd())  # before the flow decides to log
 
         def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
             from .logprobs import completion_logprobs
@@ -338,15 +351,19 @@ def _trainer_class():
                 ell, ell_t, ell_ref = ell / per, ell_t / per, ell_ref / per
             loss = inpo_pair_loss(ell, ell_t, ell_ref, self.args.eta, self.args.beta).mean()
             self._micro.append(float(loss.detach()))
-            if len(self._micro) == self.args.gradient_accumulation_steps:
+            return loss
+
+        def _end_step(self) -> None:
+            """Called at each optimizer step's end: its micro-batches' mean loss is the step's."""
+            if self._micro:
                 self.step_losses.append(sum(self._micro) / len(self._micro))
                 self._since_log.append(self.step_losses[-1])
                 self._micro = []
-            return loss
 
         def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
             if "loss" in logs and self._since_log:
                 logs["loss"] = sum(self._since_log) / len(self._since_log)
+                logs["round"] = self.round_index
                 self._since_log = []
             super().log(logs, start_time)
 
@@ -379,10 +396,10 @@ def run_rounds(
     from transformers import set_seed
 
     from .checkpoints import latest_checkpoint, save_model_atomically
-    from .data import load_prompts
+    from .data import load_prompts, prompt_text
     from .generation import ReferenceModel
-    from .judges import CheckedJudge, load_judge
-    from .launcher import inputs_checked
+    from .judges import CheckedJudge, JudgeError, load_judge
+    from .launcher import inputs_checked, one_line
     from .models import load_policy, load_reference, load_tokenizer
 
     prompts = [row["prompt"] for row in load_prompts(
@@ -390,8 +407,14 @@ def run_rounds(
         max_prompts=config.max_prompts, max_chars=config.max_prompt_chars,
     )]
     if judge is None:
-        judge = load_judge(config.judge, seed=config.seed, device=str(config.device), **config.judge_kwargs())
-    checked = judge if isinstance(judge, CheckedJudge) else CheckedJudge(judge)
+        checked = load_judge(config.judge, seed=config.seed, device=str(config.device), **config.judge_kwargs())
+        probe = prompt_text(prompts[0])
+        try:
+            checked([probe, probe], [["Yes.", "No."], ["No.", "Yes."]])  # two pairs: a wrong count shows
+        except JudgeError as error:  # a judge that cannot answer two pairs is a bad --judge
+            raise ValueError(f"--judge {config.judge}: {one_line(error)}") from None
+    else:
+        checked = judge if isinstance(judge, CheckedJudge) else CheckedJudge(judge)
     tokenizer = load_tokenizer(config.model_name_or_path, padding_side="left")
     dtype = torch.bfloat16 if config.bf16 else torch.float16 if config.fp16 else torch.float32
     policy = load_policy(config.model_name_or_path, dtype=dtype, lora=config, seed=config.seed)
@@ -418,6 +441,7 @@ def run_rounds(
         args.resume_from_checkpoint, args.overwrite_output_dir = None, False
         trainer = _trainer_class()(model=policy, args=args, train_dataset=rows, data_collator=PairCollator(tokenizer.pad_token_id),
                                    processing_class=tokenizer, callbacks=list(callbacks))
+        trainer.round_index = r
         trainer.train(resume_from_checkpoint=latest_checkpoint(args.output_dir) if resume else None)
         if stop_after is not None:
             stop_after(r, trainer)
@@ -435,7 +459,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     """``python -m lm_runs.rounds`` (and ``python -m lm_runs.train_nlhf --rounds R …``): parse and check the
     options (one line, exit status 2), check the output folder, run the rounds."""
     from .cli import parse_config
-    from .launcher import UsageError
+    from .launcher import UsageError, clear_previous_run
     from .models import check_model_source
 
     (config,) = parse_config([RoundsConfig], argv)
@@ -453,11 +477,43 @@ def main(argv: Sequence[str] | None = None) -> None:
     if not resume and folder.is_dir() and any(folder.iterdir()):
         if not config.overwrite_output_dir:
             raise UsageError(f"--output_dir {folder} is not empty: resume it with --resume_from_checkpoint true, replace it with --overwrite_output_dir true, or choose another folder")
-        shutil.rmtree(folder / "rounds", ignore_errors=True)
+    if config.world_size > 1:
+        raise UsageError(f"round mode runs in one process (world size {config.world_size}): launch it with python, not torchrun")
     check_model_source(config.model_name_or_path, "policy")
     if config.ref_model_name_or_path:
         check_model_source(config.ref_model_name_or_path, "reference")
+    if not resume and config.overwrite_output_dir:
+        clear_previous_run(folder)
+        shutil.rmtree(folder / "rounds", ignore_errors=True)
     run_rounds(config, resume=resume)
+
+
+def wants_rounds(argv: Sequence[str]) -> bool:
+    """Whether ``python -m lm_runs.train_nlhf argv`` asks for the round mode: ``--rounds`` among the flags
+    or the ``--config`` file's keys, or ``--alg inpo`` (an alias too) — INPO exists only in rounds. A
+    ``--config`` file that cannot be read answers False (the ordinary parser then reports it)."""
+    from .cli import ConfigFileError, config_flags
+
+    flags = list(argv)
+    for n, flag in enumerate(argv):
+        path = flag.split("=", 1)[1] if flag.startswith("--config=") else argv[n + 1] if flag == "--config" and n + 1 < len(argv) else None
+        if path is not None:
+            try:
+                flags = config_flags(path) + flags
+            except ConfigFileError:
+                return False
+    alg = None
+    for n, flag in enumerate(flags):
+        if flag == "--rounds" or flag.startswith("--rounds="):
+            return True
+        if flag.startswith("--alg="):
+            alg = flag.split("=", 1)[1]
+        elif flag == "--alg" and n + 1 < len(flags):
+            alg = flags[n + 1]
+    try:
+        return alg is not None and get_algorithm(alg).name == "inpo"
+    except ValueError:
+        return False
 
 
 if __name__ == "__main__":

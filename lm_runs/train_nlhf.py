@@ -6,6 +6,7 @@ Nash-MD-PG, SPPO) with a judge, under plain python, ``torchrun`` or the ``deepsp
     python -m lm_runs.train_nlhf --config lm_runs/configs/nlhf_qwen_paper.yaml --alg egpo --output_dir runs/egpo
 
 Every option is a field of :class:`lm_runs.config.NLHFConfig` (``--help`` lists them with defaults).
+``--rounds R`` or ``--alg inpo`` runs the iterative round mode instead (:mod:`lm_runs.rounds`, its own flags).
 Before any model loads, bad input is refused with one line naming the value and exit status 2
 (:func:`lm_runs.launcher.run_entry_point`): options, the output folder (a previous run is refused unless
 ``--resume_from_checkpoint`` or ``--overwrite_output_dir true``), a model of the wrong kind for its role
@@ -125,11 +126,16 @@ def main(argv: Sequence[str] | None = None) -> None:
     """Parse and check the options, the output folder and the models' kinds, build the trainer, train
     (resuming when asked) and save the final model atomically. User errors raise ValueError / JudgeError
     (one line: :func:`lm_runs.launcher.run_entry_point` prints it and exits with status 2)."""
+    import sys
+
     from .cli import parse_config
     from .config import NLHFConfig
     from .launcher import prepare_output_dir, train_from
     from .models import check_model_source
+    from .rounds import main as rounds_main, wants_rounds
 
+    if wants_rounds(sys.argv[1:] if argv is None else argv):  # --rounds / --alg inpo: lm_runs.rounds
+        return rounds_main(argv)
     (config,) = parse_config([NLHFConfig], argv)
     _check_judge_source(config, None)
     resume = prepare_output_dir(config)

@@ -201,10 +201,14 @@ def test_resume_between_and_inside_rounds_ends_bit_for_bit(tiny, tmp_path):
     assert (round_dir(straight, 1) / "dataset" / "responses.jsonl").read_bytes() == (round_dir(inside, 1) / "dataset" / "responses.jsonl").read_bytes()
 
 
-def _cli(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess:
-    tests = str(Path(__file__).parent)
-    env = {"PYTHONPATH": tests, "OMP_NUM_THREADS": "1", "PATH": "/usr/bin:/bin", "HF_HUB_OFFLINE": "1"}
-    return subprocess.run([sys.executable, "-m", "lm_runs.rounds", *args], capture_output=True, text=True, env=env,
+def _env() -> dict:
+    import os
+
+    return {**os.environ, "PYTHONPATH": str(Path(__file__).parent), "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
+
+
+def _cli(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "lm_runs.rounds", *args], capture_output=True, text=True, env=_env(),
                           cwd=Path(__file__).parents[1], timeout=300)
 
 
@@ -232,3 +236,56 @@ def test_bad_flags_are_one_line_exit_2(tiny, tmp_path, flags, message):
     assert done.returncode == 2, done.stderr
     lines = [line for line in done.stderr.splitlines() if line.strip()]
     assert len(lines) == 1 and message in lines[0], done.stderr
+
+
+def test_train_nlhf_hands_rounds_over_and_resumes(tiny, tmp_path):
+    """``python -m lm_runs.train_nlhf --rounds 2`` runs the round mode to the end (both rounds' datasets
+    and ends, the final model in output_dir, a log line per step naming its round); a second call with
+    --resume_from_checkpoint true finds every round finished and changes nothing; a third without it is
+    refused (the folder holds a run)."""
+    out = tmp_path / "cli"
+    base = ["--model_name_or_path", tiny["model"], "--prompts", tiny["prompts"], "--judge", "toy_judges:prefer_shorter",
+            "--output_dir", str(out), "--use_cpu", "true", "--rounds", "2", "--samples_per_prompt", "2",
+            "--max_new_tokens", "4", "--per_device_train_batch_size", "6", "--report_to", "none", "--logging_steps", "1"]
+    done = subprocess.run([sys.executable, "-m", "lm_runs.train_nlhf", *base], capture_output=True, text=True,
+                          env=_env(), cwd=Path(__file__).parents[1], timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert all((round_dir(out, r) / name).exists() for r in (0, 1) for name in ("dataset/round.json", "policy.pt", "model"))
+    assert (out / "model.safetensors").is_file()
+    assert "'round': 1" in done.stdout + done.stderr
+    final = (out / "model.safetensors").read_bytes()
+    again = subprocess.run([sys.executable, "-m", "lm_runs.train_nlhf", *base, "--resume_from_checkpoint", "true"],
+                           capture_output=True, text=True, env=_env(), cwd=Path(__file__).parents[1], timeout=300)
+    assert again.returncode == 0, again.stderr[-2000:]
+    assert (out / "model.safetensors").read_bytes() == final
+    refused = subprocess.run([sys.executable, "-m", "lm_runs.train_nlhf", *base], capture_output=True, text=True,
+                             env=_env(), cwd=Path(__file__).parents[1], timeout=300)
+    assert refused.returncode == 2 and "is not empty" in refused.stderr
+
+
+def test_wants_rounds(tmp_path):
+    from lm_runs.rounds import wants_rounds
+
+    yaml = tmp_path / "c.yaml"
+    yaml.write_text("rounds: 2\n")
+    assert wants_rounds(["--rounds", "2"]) and wants_rounds(["--rounds=2"]) and wants_rounds(["--alg", "inpo"])
+    assert wants_rounds(["--alg=iterative_nash"]) and wants_rounds(["--config", str(yaml)])
+    assert not wants_rounds(["--alg", "egpo"]) and not wants_rounds(["--samples_per_prompt", "2"])
+
+
+def test_lora_rounds_store_the_adapter_and_resume_exactly(tiny, tmp_path):
+    """--use_peft: π_ref is the policy with its adapter disabled, a round's end holds the adapter's
+    parameters only, and a run interrupted after round 0 resumes to the uninterrupted run's adapter."""
+    common = dict(rounds=2, samples_per_prompt=2, use_peft=True, lora_r=4, lora_target_modules=["c_attn"], learning_rate=1e-2)
+    straight, cut = tmp_path / "straight", tmp_path / "cut"
+    run_rounds(config(tiny, straight, **common), judge=toy_judges.prefer_shorter)
+    with pytest.raises(_Interrupted):
+        run_rounds(config(tiny, cut, **common), judge=toy_judges.prefer_shorter, stop_after=_stop_after_round(1))
+    run_rounds(config(tiny, cut, **common), judge=toy_judges.prefer_shorter, resume=True)
+    a, b = _final_state(straight, 2), _final_state(cut, 2)
+    assert a and all("lora_" in k for k in a)
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    round0 = read_jsonl(round_dir(straight, 0) / "dataset" / "responses.jsonl")
+    assert all(r["logp_policy"] == r["logp_ref"] for r in round0)  # B = 0 at the start: π_0 = π_ref
+    round1 = read_jsonl(round_dir(straight, 1) / "dataset" / "responses.jsonl")
+    assert any(r["logp_policy"] != r["logp_ref"] for r in round1)  # the adapter moved, π_ref did not
