@@ -13,7 +13,12 @@ minute of hub retries for a path that is clearly local, or — worst — a silen
   (``*ForSequenceClassification``) with exactly 2 labels: a causal LM loaded as a classifier would get
   a random ``score`` head and serve random preferences;
 * role ``"preference_model_base"`` (what ``train_preference_model`` starts from) takes either a causal LM
-  (it gets a fresh 2-label head) or a 2-label sequence classifier.
+  (it gets a fresh 2-label head) or a 2-label sequence classifier;
+* role ``"reward_model"`` (the Bradley–Terry judge) needs a sequence classifier with 1 label, a scalar
+  reward r(x, y) (``problem_type`` ``"regression"`` or unset), and ``"reward_model_base"`` (what
+  ``train_reward_model`` starts from) a causal LM (fresh 1-label head) or such a classifier;
+* :func:`judge_model_role` tells which of the two judge roles a model folder serves (the ``--judge``
+  loader asks it): 2 labels → ``"preference_model"``, 1 → ``"reward_model"``, anything else refused.
 
 A name that is not a local path and looks like a hub id (``org/name``) is checked from the hub's
 ``config.json`` (the local cache first); one whose first folder exists here (``runs/sft`` with a
@@ -39,12 +44,15 @@ __all__ = [
     "ROLES",
     "check_model_source",
     "model_kind",
+    "judge_model_role",
     "load_tokenizer",
     "load_policy",
     "load_reference",
     "load_causal_lm",
     "load_preference_model",
     "load_preference_model_base",
+    "load_reward_model",
+    "load_reward_model_base",
 ]
 
 #: The roles :func:`check_model_source` knows, and what each needs (used in messages).
@@ -54,7 +62,15 @@ ROLES: dict[str, str] = {
     "preference_model": "a sequence classifier with 2 labels (…ForSequenceClassification), "
     "e.g. one trained by python -m lm_runs.train_preference_model",
     "preference_model_base": "a causal language model or a sequence classifier with 2 labels",
+    "reward_model": "a sequence classifier with 1 label, a scalar reward (…ForSequenceClassification, "
+    "problem_type regression or unset), e.g. one trained by python -m lm_runs.train_reward_model",
+    "reward_model_base": "a causal language model or a sequence classifier with 1 label",
 }
+
+#: What a ``--judge`` model folder must be (used in :func:`judge_model_role`'s refusal).
+JUDGE_MODEL_NEEDS = (
+    "a sequence classifier with 2 labels (a pairwise preference model) or 1 label (a scalar reward model)"
+)
 
 _CAUSAL = re.compile(r"(ForCausalLM|LMHeadModel)$")
 _CLASSIFIER = re.compile(r"ForSequenceClassification$")
@@ -159,6 +175,19 @@ def _num_labels(config: dict[str, Any]) -> int:
     return int(config.get("num_labels", 2))
 
 
+def _classifier_labels(config: dict[str, Any]) -> int | None:
+    """The label count of a sequence classifier's config (None for any other kind); a 2-label config
+    declaring ``problem_type`` ``"regression"`` (two regression outputs, not a preference) counts as 0."""
+    if model_kind(config) != "classifier":
+        return None
+    labels = _num_labels(config)
+    if config.get("problem_type") == "regression" and labels != 1:
+        return 0
+    if config.get("problem_type") not in (None, "regression") and labels == 1:
+        return 0
+    return labels
+
+
 def model_kind(config: dict[str, Any]) -> str:
     """``"causal_lm"``, ``"classifier"`` or ``"other"`` from a config.json's ``architectures``
     (``"unknown"`` when it declares none)."""
@@ -211,15 +240,38 @@ def check_model_source(name_or_path: str | os.PathLike[str], role: str) -> None:
             "merge the adapter into its base first"
         )
     kind = model_kind(config)
+    labels = _classifier_labels(config)
     if role in ("policy", "reference"):
         if kind in ("causal_lm", "unknown"):
             return
-    elif role == "preference_model":
-        if kind == "classifier" and _num_labels(config) == 2:
+    elif role in ("preference_model", "reward_model"):
+        if labels == _JUDGE_LABELS[role]:
             return
-    elif kind == "causal_lm" or (kind == "classifier" and _num_labels(config) == 2):  # preference_model_base
+    elif kind == "causal_lm" or labels == _JUDGE_LABELS[role.removesuffix("_base")]:  # *_base
         return
     raise ModelRoleError(f"{name} is {_describe(config)}; a {role.replace('_', ' ')} must be {needs}")
+
+
+#: The label count of each judge role's sequence classifier.
+_JUDGE_LABELS = {"preference_model": 2, "reward_model": 1}
+
+
+def judge_model_role(name_or_path: str | os.PathLike[str]) -> str:
+    """``"preference_model"`` (a 2-label sequence classifier: P(a ≻ b) read off a pair) or
+    ``"reward_model"`` (1 label: a scalar reward per response) for a ``--judge`` model folder, from its
+    ``config.json`` alone. Raises :class:`ModelRoleError` (one line naming the path, what it is and
+    :data:`JUDGE_MODEL_NEEDS`) for anything else: a causal LM, a 3-label classifier, a LoRA adapter."""
+    name = str(name_or_path)
+    config, _ = _source_configs(name)
+    if config is None:
+        raise ModelRoleError(f"{name} is a LoRA adapter folder; a judge model must be a full model ({JUDGE_MODEL_NEEDS}): "
+                             "merge the adapter into its base first")
+    labels = _classifier_labels(config)
+    for role, count in _JUDGE_LABELS.items():
+        if labels == count:
+            return role
+    regression = " with problem_type regression" if config.get("problem_type") == "regression" else ""
+    raise ModelRoleError(f"{name} is {_describe(config)}{regression}; a judge model must be {JUDGE_MODEL_NEEDS}")
 
 
 # -------------------------------------------------------------------------------------- content
@@ -414,23 +466,35 @@ def load_causal_lm(
     return model, tokenizer
 
 
-def load_preference_model(path: str | os.PathLike[str], *, dtype: str | None = None):
-    """``(model, tokenizer)`` of a pairwise preference model folder (checked for the role first:
-    a 2-label sequence classifier). The model's ``config.pad_token_id`` is filled from the tokenizer
-    (its pad token, else its EOS) when the config has none; ValueError when neither has one. The model
-    is returned in eval mode on the CPU; the caller moves it."""
+def _load_judge_classifier(path: str | os.PathLike[str], role: str, dtype: str | None):
+    """``(model, tokenizer)`` of a judge's sequence classifier, checked for ``role`` first (see
+    :func:`load_preference_model`)."""
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
-    check_model_source(str(path), "preference_model")
+    check_model_source(str(path), role)
     tokenizer = AutoTokenizer.from_pretrained(path)
     model = AutoModelForSequenceClassification.from_pretrained(path, **_dtype_kwargs(dtype))
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
     if model.config.pad_token_id is None:
         if pad_id is None:
-            raise ValueError(f"preference model {str(path)!r}: neither the config nor the tokenizer has a pad token")
+            raise ValueError(f"{role.replace('_', ' ')} {str(path)!r}: neither the config nor the tokenizer has a pad token")
         model.config.pad_token_id = pad_id
     model.eval()
     return model, tokenizer
+
+
+def load_preference_model(path: str | os.PathLike[str], *, dtype: str | None = None):
+    """``(model, tokenizer)`` of a pairwise preference model folder (checked for the role first:
+    a 2-label sequence classifier). The model's ``config.pad_token_id`` is filled from the tokenizer
+    (its pad token, else its EOS) when the config has none; ValueError when neither has one. The model
+    is returned in eval mode on the CPU; the caller moves it."""
+    return _load_judge_classifier(path, "preference_model", dtype)
+
+
+def load_reward_model(path: str | os.PathLike[str], *, dtype: str | None = None):
+    """``(model, tokenizer)`` of a scalar reward model folder (checked for the role first: a 1-label
+    sequence classifier), prepared as :func:`load_preference_model` prepares a preference model."""
+    return _load_judge_classifier(path, "reward_model", dtype)
 
 
 def load_preference_model_base(
@@ -447,16 +511,56 @@ def load_preference_model_base(
     ``config.pad_token_id`` set to ``pad_token_id``; LoRA-wrapped (task ``SEQ_CLS``, which also trains the
     head) when ``lora.use_peft``. ``seed``, when given, seeds every generator first, so a fresh head and
     LoRA matrices are the same for the same seed."""
-    from transformers import AutoModelForSequenceClassification
-
     from lm_runs.judges.pair_format import FIRST_IS_BETTER, SECOND_IS_BETTER
 
-    _seed(seed)
-    model = AutoModelForSequenceClassification.from_pretrained(
+    return _classifier_base(
         name_or_path,
-        num_labels=2,
-        id2label={FIRST_IS_BETTER: "first_is_better", SECOND_IS_BETTER: "second_is_better"},
-        label2id={"first_is_better": FIRST_IS_BETTER, "second_is_better": SECOND_IS_BETTER},
+        dict(
+            num_labels=2,
+            id2label={FIRST_IS_BETTER: "first_is_better", SECOND_IS_BETTER: "second_is_better"},
+            label2id={"first_is_better": FIRST_IS_BETTER, "second_is_better": SECOND_IS_BETTER},
+        ),
+        pad_token_id,
+        lora,
+        gradient_checkpointing,
+        seed,
     )
+
+
+def load_reward_model_base(
+    name_or_path: str | os.PathLike[str],
+    *,
+    pad_token_id: int,
+    lora: Any = None,
+    gradient_checkpointing: bool = False,
+    seed: int | None = None,
+):
+    """The model ``train_reward_model`` trains: ``AutoModelForSequenceClassification.from_pretrained``
+    with 1 label ``reward`` and ``problem_type`` ``"regression"`` (a causal LM gets a fresh scalar head),
+    otherwise as :func:`load_preference_model_base`."""
+    return _classifier_base(
+        name_or_path,
+        dict(num_labels=1, id2label={0: "reward"}, label2id={"reward": 0}, problem_type="regression"),
+        pad_token_id,
+        lora,
+        gradient_checkpointing,
+        seed,
+    )
+
+
+def _classifier_base(
+    name_or_path: str | os.PathLike[str],
+    head: dict[str, Any],
+    pad_token_id: int,
+    lora: Any,
+    gradient_checkpointing: bool,
+    seed: int | None,
+):
+    """``AutoModelForSequenceClassification.from_pretrained(name_or_path, **head)`` after seeding, its
+    pad id set, LoRA-wrapped (task ``SEQ_CLS``) when ``lora.use_peft``."""
+    from transformers import AutoModelForSequenceClassification
+
+    _seed(seed)
+    model = AutoModelForSequenceClassification.from_pretrained(name_or_path, **head)
     model.config.pad_token_id = pad_token_id
     return _with_lora(model, lora, "SEQ_CLS", gradient_checkpointing)

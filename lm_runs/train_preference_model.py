@@ -48,6 +48,7 @@ __all__ = [
     "PreferenceModelConfig",
     "PreferenceModelTrainer",
     "build_pair_dataset",
+    "response_text",
     "tokenize_pairs",
     "PairCollator",
     "build_trainer",
@@ -86,7 +87,8 @@ class PreferenceModelTrainer(AtomicCheckpoints, Trainer):
     """``transformers.Trainer`` whose checkpoints appear complete or not at all (:class:`AtomicCheckpoints`)."""
 
 
-def _response(value: Any, column: str, where: str) -> str:
+def response_text(value: Any, column: str, where: str) -> str:
+    """``value`` when it is a non-empty string (a response of row ``where``); else ValueError naming the column."""
     if not isinstance(value, str) or not value.strip():
         raise ValueError(f"{where}: {column!r} must be a non-empty string, got {value!r:.60}")
     return value
@@ -114,8 +116,8 @@ def build_pair_dataset(table, name: str = "dataset"):
         where = f"{name}: row {index}"
         check_prompt(prompt, where)
         prompt = prompt_text(prompt)
-        chosen = _response(chosen, "chosen", where)
-        rejected = _response(rejected, "rejected", where)
+        chosen = response_text(chosen, "chosen", where)
+        rejected = response_text(rejected, "rejected", where)
         if chosen == rejected:
             ties += 1
             continue

@@ -17,7 +17,10 @@ from lm_runs.models import (  # noqa: E402
     load_causal_lm,
     load_policy,
     load_preference_model,
+    judge_model_role,
     load_preference_model_base,
+    load_reward_model,
+    load_reward_model_base,
     load_tokenizer,
 )
 from lm_runs.tiny import build_tiny_lm  # noqa: E402
@@ -27,7 +30,8 @@ from lm_runs.tiny import build_tiny_lm  # noqa: E402
 def zoo(tmp_path_factory):
     root = tmp_path_factory.mktemp("zoo")
     return {"lm": build_tiny_lm(root / "lm"), "pm": build_tiny_lm(root / "pm", num_labels=2),
-            "three": build_tiny_lm(root / "three", num_labels=3), "root": root}
+            "three": build_tiny_lm(root / "three", num_labels=3), "rm": build_tiny_lm(root / "rm", num_labels=1),
+            "root": root}
 
 
 def refused(name, role) -> str:
@@ -244,3 +248,41 @@ def test_folder_digests_keep_their_values_and_follow_the_weights(tmp_path):
     import hashlib
 
     assert judged["config.json"] == hashlib.sha256((folder / "config.json").read_bytes()).hexdigest()
+
+
+def test_reward_model_roles(zoo):
+    """A 1-label classifier is a reward model (and a base for one); the two judge roles do not mix."""
+    check_model_source(zoo["rm"], "reward_model")
+    check_model_source(zoo["rm"], "reward_model_base")
+    check_model_source(zoo["lm"], "reward_model_base")
+    assert "1 labels" in refused(zoo["rm"], "preference_model")
+    assert "2 labels" in refused(zoo["pm"], "reward_model")
+    assert "3 labels" in refused(zoo["three"], "reward_model_base")
+    assert "causal language model" in refused(zoo["lm"], "reward_model")
+    assert (judge_model_role(zoo["rm"]), judge_model_role(zoo["pm"])) == ("reward_model", "preference_model")
+    for which in ("three", "lm"):
+        with pytest.raises(ModelRoleError, match="a judge model must be a sequence classifier with 2 labels") as caught:
+            judge_model_role(zoo[which])
+        assert "\n" not in str(caught.value)
+
+
+def test_regression_outputs_other_than_one_are_no_judge(zoo, tmp_path):
+    """problem_type regression with 2 outputs is not a pairwise preference model: refused by both roles."""
+    folder = tmp_path / "two_regression"
+    folder.mkdir()
+    config = json.loads((zoo["pm"] / "config.json").read_text())
+    (folder / "config.json").write_text(json.dumps({**config, "problem_type": "regression"}))
+    with pytest.raises(ModelRoleError, match="problem_type regression"):
+        judge_model_role(folder)
+    refused(folder, "preference_model")
+
+
+def test_reward_model_loaders(zoo):
+    model, tokenizer = load_reward_model(zoo["rm"])
+    assert model.config.num_labels == 1 and not model.training and model.config.pad_token_id == tokenizer.pad_token_id
+    with pytest.raises(ModelRoleError, match="a reward model must be"):
+        load_reward_model(zoo["pm"])
+    h1 = load_reward_model_base(zoo["lm"], pad_token_id=1, seed=0)
+    h2 = load_reward_model_base(zoo["lm"], pad_token_id=1, seed=0)
+    assert h1.config.num_labels == 1 and h1.config.problem_type == "regression" and h1.config.pad_token_id == 1
+    assert h1.score.weight.shape[0] == 1 and torch.equal(h1.score.weight, h2.score.weight)

@@ -280,7 +280,7 @@ def create_app(
     if not isinstance(judge, CheckedJudge):
         judge = CheckedJudge(CallableJudge(judge, name=name), name=name)
     model_name = name or judge.name
-    metrics = ServerMetrics(max_batch_size)
+    metrics = ServerMetrics(max_batch_size, judge_kind=judge.kind)
     worker = BatchingWorker(
         judge,
         name=model_name,

@@ -56,7 +56,7 @@ class JudgeServerArguments(JudgeArguments):
             "Unset: min(1024, the file-descriptor limit - 128)."
         },
     )
-    device: str | None = field(default=None, metadata={"help": "A preference model's device; unset: cuda if available, else cpu."})
+    device: str | None = field(default=None, metadata={"help": "A model judge's device; unset: cuda if available, else cpu."})
     seed: int = field(default=0, metadata={"help": "Seed of the judge's order shuffling."})
     log_level: str = field(default="info", metadata={"help": "uvicorn's log level (critical, error, warning, info, debug)."})
     judge_batch_size: int | None = field(  # type: ignore[assignment]
@@ -202,7 +202,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     _raise_file_limit()
     max_connections = args.max_connections if args.max_connections is not None else default_max_connections()
     port = sock.getsockname()[1]
-    print(f"judge server: model {judge.name!r} listening on {server_url(args.host, port)}", flush=True)
+    print(f"judge server: {judge.kind} {judge.name!r} listening on {server_url(args.host, port)}", flush=True)
     config = server_config(
         app,
         log_level=args.log_level.lower(),

@@ -13,12 +13,14 @@ class ServerMetrics:
     ``egpo_judge_pairs_total`` (pairs judged and answered to a waiting client),
     ``egpo_judge_batch_size`` (pairs per judge call), ``egpo_judge_batch_requests`` (requests merged per
     judge call), ``egpo_judge_queue_wait_seconds`` (enqueue → judge call, per slice),
-    ``egpo_judge_request_latency_seconds``, ``egpo_judge_errors_total{kind}``, ``egpo_judge_queued_pairs``.
+    ``egpo_judge_request_latency_seconds``, ``egpo_judge_errors_total{kind}``, ``egpo_judge_queued_pairs``,
+    and ``egpo_judge_info{judge_kind}`` = 1: which kind of judge is served (``reward_model``,
+    ``preference_model``, ``callable``, ``openai``; :attr:`lm_runs.judges.base.CheckedJudge.kind`).
     """
 
     OUTCOMES = ("ok", "client_error", "server_error")
 
-    def __init__(self, max_batch_size: int) -> None:
+    def __init__(self, max_batch_size: int, judge_kind: str = "callable") -> None:
         from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
         self.registry = CollectorRegistry(auto_describe=True)
@@ -52,6 +54,8 @@ class ServerMetrics:
         )
         self.errors = Counter("egpo_judge_errors", "Errors answered, by kind", ["kind"], registry=self.registry)
         self.queued = Gauge("egpo_judge_queued_pairs", "Pairs waiting for the judge", registry=self.registry)
+        info = Gauge("egpo_judge_info", "The judge served: 1, labelled with its kind", ["judge_kind"], registry=self.registry)
+        info.labels(judge_kind=judge_kind).set(1)
 
     def render(self) -> bytes:
         """The Prometheus text exposition of this registry."""

@@ -5,10 +5,14 @@ The four forms (:data:`JUDGE_SPEC_HELP`, the help text of every ``--judge`` flag
 
 * ``openai:MODEL`` → :class:`~lm_runs.judges.openai_judge.OpenAIJudge` (kind ``"openai"``);
 * ``http://host:port`` / ``https://...`` → :class:`~lm_runs.judges.http.HTTPJudge` (kind ``"http"``);
-* a model folder → :class:`~lm_runs.judges.preference_model.PreferenceModelJudge` (kind
-  ``"preference_model"``), after :func:`lm_runs.models.check_model_source` accepted it for the role
-  ``"preference_model"`` (a causal LM, which would load with a randomly initialised score head, is
-  refused);
+* a model folder, recognised from its ``config.json`` by :func:`lm_runs.models.judge_model_role`:
+  a 2-label sequence classifier → :class:`~lm_runs.judges.preference_model.PreferenceModelJudge` (kind
+  ``"preference_model"``: P(a ≻ b) read off the pair), a 1-label one (a scalar Bradley–Terry reward
+  model) → :class:`~lm_runs.judges.reward_model.RewardModelJudge` (kind ``"reward_model"``:
+  P(a ≻ b) = σ((r(a) − r(b))/τ)); anything else (a causal LM, which would load with a randomly
+  initialised score head, a 3-label classifier) is refused in one line. A reward model's temperature
+  τ (default 1) is the spec suffix ``?temperature=T`` (``runs/rm?temperature=0.5``), refused on any
+  other judge. Which kind was recognised is logged once, when the judge loads;
 * ``module:function`` (or ``module:obj.attr``) → :class:`~lm_runs.judges.base.CallableJudge`.
 
 :func:`check_judge_spec` validates a spec cheaply (no import of the judge, no weights), so entry points
@@ -20,6 +24,8 @@ from __future__ import annotations
 
 import importlib
 import importlib.util
+import logging
+import math
 import os
 import re
 from typing import Any, Callable
@@ -27,7 +33,9 @@ from urllib.parse import urlsplit
 
 from .base import CallableJudge, CheckedJudge
 
-__all__ = ["JUDGE_SPEC_HELP", "check_judge_spec", "load_judge"]
+__all__ = ["JUDGE_SPEC_HELP", "check_judge_spec", "judge_model_spec", "load_judge"]
+
+logger = logging.getLogger(__name__)
 
 _CALLABLE_SPEC = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_][\w.]*$")
 
@@ -36,7 +44,9 @@ JUDGE_SPEC_HELP = (
     "The judge, P(a ≻ b), in one of four forms: "
     "'openai:MODEL' (a chat model behind an OpenAI-compatible endpoint, from OPENAI_BASE_URL / OPENAI_API_KEY); "
     "'http://host:port' or 'https://...' (a judge server, python -m lm_runs.judge_server; token from EGPO_JUDGE_TOKEN); "
-    "a model folder (a 2-label sequence-classification preference model, e.g. from lm_runs.train_preference_model); "
+    "a model folder: a 2-label sequence-classification preference model (e.g. from lm_runs.train_preference_model) "
+    "or a 1-label reward model, P(a ≻ b) = sigmoid((r(a) - r(b))/T) (e.g. from lm_runs.train_reward_model; "
+    "temperature T as a suffix, 'runs/rm?temperature=0.5', default 1); "
     "'module:function' (a Python callable judge, e.g. lm_runs.judges.toy:prefer_shorter)."
 )
 
@@ -45,20 +55,44 @@ def _refuse(spec: str, reason: str) -> ValueError:
     return ValueError(f"judge spec {spec!r}: {reason}; {JUDGE_SPEC_HELP}")
 
 
-def _check_preference_model(path: str) -> None:
-    """``lm_runs.models.check_model_source(path, "preference_model")`` (reads config files only)."""
-    from lm_runs.models import check_model_source
+def judge_model_spec(spec: str) -> tuple[str, str, dict[str, float]] | None:
+    """``(folder, role, options)`` for a model-folder spec (``FOLDER`` or ``FOLDER?temperature=T``), None
+    for a spec that names no existing folder. ``role`` is :func:`lm_runs.models.judge_model_role`'s
+    (config files only); ``options`` holds ``temperature`` when the suffix gives it. Raises
+    ``ValueError`` (one line) for a folder of no judge kind, an unknown or malformed option, a
+    temperature that is not a finite number > 0, or a temperature on a preference model."""
+    from lm_runs.models import judge_model_role
 
-    check_model_source(path, "preference_model")
+    folder, mark, query = spec.partition("?")
+    if not os.path.isdir(folder if mark else spec):
+        return None
+    if not mark:
+        return spec, judge_model_role(spec), {}
+    options: dict[str, float] = {}
+    for item in query.split("&"):
+        key, eq, value = item.partition("=")
+        if key != "temperature" or not eq:
+            raise _refuse(spec, f"unknown model option {item!r} (a reward model takes '?temperature=T')")
+        try:
+            temperature = float(value)
+        except ValueError:
+            temperature = math.nan
+        if not (math.isfinite(temperature) and temperature > 0):
+            raise _refuse(spec, f"temperature {value!r} is not a finite number > 0")
+        options["temperature"] = temperature
+    role = judge_model_role(folder)
+    if role != "reward_model":
+        raise _refuse(spec, "'?temperature=' applies to a reward model (1 label); this folder is a 2-label preference model")
+    return folder, role, options
 
 
 def check_judge_spec(spec: Any) -> str:
     """Validate a judge spec without loading anything; return it stripped.
 
     Raises ``ValueError`` (one line naming the spec) for an empty spec, ``openai:`` without a model,
-    a URL without a host or with a bad port, a model folder of the wrong kind (through
-    ``lm_runs.models.check_model_source``: a causal LM, a missing ``config.json``, a label count
-    other than 2), a path that does not exist, a ``module:function`` whose top-level module cannot be
+    a URL without a host or with a bad port, a model folder of no judge kind or a bad option
+    (:func:`judge_model_spec`: a causal LM, a missing ``config.json``, a label count other than 1 or 2,
+    a temperature on a preference model), a path that does not exist, a ``module:function`` whose top-level module cannot be
     found, or anything else.
     """
     if not isinstance(spec, str) or not spec.strip():
@@ -77,8 +111,7 @@ def check_judge_spec(spec: Any) -> str:
         except ValueError:
             raise _refuse(spec, "the URL's port is not a number in 0..65535") from None
         return spec
-    if os.path.isdir(spec):
-        _check_preference_model(spec)
+    if judge_model_spec(spec) is not None:
         return spec
     if os.path.exists(spec):
         raise _refuse(spec, "is a file, not a model folder")
@@ -119,7 +152,8 @@ def load_judge(
     """Build the judge a spec names (see the module docstring), wrapped in :class:`CheckedJudge`.
 
     * ``seed``: the order-flip coins (preference model, OpenAI) and the retry jitter (HTTP, OpenAI);
-    * ``device`` and ``batch_size``: a preference model's device and pairs per forward pass;
+    * ``device`` and ``batch_size``: a model judge's device and texts per forward pass (pairs for a
+      preference model, responses for a reward model);
     * ``timeout``: total seconds per request of a remote judge (HTTP, OpenAI), ``None``: its default;
     * ``retries``: retries of a remote judge after a transient failure, ``None``: its default.
 
@@ -140,8 +174,20 @@ def load_judge(
         from .http import HTTPJudge
 
         return CheckedJudge(HTTPJudge(spec, seed=seed, **remote))
-    if os.path.isdir(spec):
-        from .preference_model import PreferenceModelJudge
+    model = judge_model_spec(spec)
+    if model is not None:
+        folder, role, options = model
+        if role == "reward_model":
+            from .reward_model import RewardModelJudge
 
-        return CheckedJudge(PreferenceModelJudge(spec, seed=seed, device=device, batch_size=batch_size))
+            judge: Any = RewardModelJudge(folder, device=device, batch_size=batch_size, **options)
+            logger.info("judge %s: a reward model (1-label sequence classifier, chat template %s): "
+                        "P(a ≻ b) = σ((r(a) − r(b))/τ), τ = %g", folder, "used" if judge.templated else "absent",
+                        judge.temperature)
+        else:
+            from .preference_model import PreferenceModelJudge
+
+            judge = PreferenceModelJudge(folder, seed=seed, device=device, batch_size=batch_size)
+            logger.info("judge %s: a pairwise preference model (2-label sequence classifier)", folder)
+        return CheckedJudge(judge)
     return CheckedJudge(CallableJudge(_import_callable(spec), name=spec))

@@ -14,13 +14,46 @@ so the result is always P(original a ≻ original b) and position bias averages 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 from ..models import folder_digest
 from .base import check_pairs, shown_flipped
 from .pair_format import FIRST_IS_BETTER, render_pair
 
-__all__ = ["PreferenceModelJudge"]
+__all__ = ["PreferenceModelJudge", "classifier_outputs"]
+
+
+def classifier_outputs(
+    model: Any,
+    ids: Sequence[Sequence[int]],
+    *,
+    batch_size: int,
+    pad_token_id: int,
+    device: Any,
+    read: Callable[[Any], list[Any]],
+) -> list[Any]:
+    """One value per token-id sequence, in input order: the sequences sorted by length (longest first),
+    cut into micro-batches of ``batch_size``, each padded on the right with ``pad_token_id`` (the
+    attention mask hiding the padding) and run through ``model`` under ``torch.inference_mode``;
+    ``read(logits)`` turns a micro-batch's (B, num_labels) logits into B values. The forward loop of
+    every classifier judge (the preference model, the reward model)."""
+    import torch
+
+    order = sorted(range(len(ids)), key=lambda i: len(ids[i]), reverse=True)
+    out: list[Any] = [None] * len(ids)
+    with torch.inference_mode():
+        for start in range(0, len(order), batch_size):
+            rows = order[start : start + batch_size]
+            width = max(len(ids[i]) for i in rows)
+            input_ids = torch.full((len(rows), width), pad_token_id, dtype=torch.long)
+            mask = torch.zeros((len(rows), width), dtype=torch.long)
+            for r, i in enumerate(rows):
+                input_ids[r, : len(ids[i])] = torch.tensor(ids[i], dtype=torch.long)
+                mask[r, : len(ids[i])] = 1
+            logits = model(input_ids=input_ids.to(device), attention_mask=mask.to(device)).logits
+            for r, value in zip(rows, read(logits)):
+                out[r] = value
+    return out
 
 
 class PreferenceModelJudge:
@@ -92,26 +125,15 @@ class PreferenceModelJudge:
 
     def first_preferences(self, texts: Sequence[str]) -> list[float]:
         """softmax(logits)[FIRST_IS_BETTER] for each already-rendered pair text, in input order."""
-        import torch
-
         encoded = self.tokenizer(list(texts), truncation=True, max_length=self.max_length, add_special_tokens=True)
-        ids = encoded["input_ids"]
-        order = sorted(range(len(ids)), key=lambda i: len(ids[i]), reverse=True)
-        out = [0.0] * len(ids)
-        with torch.inference_mode():
-            for start in range(0, len(order), self.batch_size):
-                rows = order[start : start + self.batch_size]
-                width = max(len(ids[i]) for i in rows)
-                input_ids = torch.full((len(rows), width), self.pad_token_id, dtype=torch.long)
-                mask = torch.zeros((len(rows), width), dtype=torch.long)
-                for r, i in enumerate(rows):
-                    input_ids[r, : len(ids[i])] = torch.tensor(ids[i], dtype=torch.long)
-                    mask[r, : len(ids[i])] = 1
-                logits = self.model(input_ids=input_ids.to(self.device), attention_mask=mask.to(self.device)).logits
-                probs = logits.float().softmax(dim=-1)[:, FIRST_IS_BETTER].cpu().tolist()
-                for r, i in enumerate(rows):
-                    out[i] = probs[r]
-        return out
+        return classifier_outputs(
+            self.model,
+            encoded["input_ids"],
+            batch_size=self.batch_size,
+            pad_token_id=self.pad_token_id,
+            device=self.device,
+            read=lambda logits: logits.float().softmax(dim=-1)[:, FIRST_IS_BETTER].cpu().tolist(),
+        )
 
     def __call__(
         self, prompts: Sequence[str], completions: Sequence[Sequence[str]], *, shuffle_order: bool | None = None

@@ -1,0 +1,252 @@
+"""Scalar Bradley–Terry reward models as judges (lm_runs.judges.reward_model) and their trainer
+(lm_runs.train_reward_model): tiny GPT-2 models built locally, loaded with from_pretrained; nothing
+downloads."""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import random
+import subprocess
+import sys
+
+import pytest
+
+torch = pytest.importorskip("torch")
+pytest.importorskip("transformers")
+
+from lm_runs.judges.base import CheckedJudge  # noqa: E402
+from lm_runs.judges.loader import check_judge_spec, load_judge  # noqa: E402
+from lm_runs.judges.reward_model import RewardModelJudge, bradley_terry  # noqa: E402
+from lm_runs.launcher import run_entry_point  # noqa: E402
+from lm_runs.models import ModelRoleError, judge_model_role  # noqa: E402
+from lm_runs.tiny import build_tiny_lm  # noqa: E402
+from lm_runs.train_reward_model import main as train_main  # noqa: E402
+
+_FILLER = "the a cat dog bird fish runs jumps sleeps eats red blue green small big fast slow".split()
+
+
+def _pairs(count: int, seed: int) -> list[dict[str, str]]:
+    """Pairs whose chosen response holds the word 'happy' and whose rejected one holds 'sad', each at a
+    random place among random filler words: learnable, but not from the last token alone."""
+    rng = random.Random(seed)
+    rows = []
+    for _ in range(count):
+        prompt = " ".join(rng.choice(_FILLER) for _ in range(rng.randint(2, 5)))
+        responses = {}
+        for key, word in (("chosen", "happy"), ("rejected", "sad")):
+            words = [rng.choice(_FILLER) for _ in range(rng.randint(2, 6))]
+            words.insert(rng.randint(0, len(words)), word)
+            responses[key] = " ".join(words)
+        rows.append({"prompt": prompt, **responses})
+    return rows
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    """A tiny reward model trained by ``python -m lm_runs.train_reward_model`` (in-process) on 240 pairs,
+    40 of them held out; returns (output folder, eval_results.json contents)."""
+    root = tmp_path_factory.mktemp("rm")
+    base = build_tiny_lm(root / "base", seed=0)
+    data = root / "pairs.jsonl"
+    data.write_text("".join(json.dumps(row) + "\n" for row in _pairs(240, seed=1)))
+    out = root / "out"
+    train_main([
+        "--model_name_or_path", str(base), "--dataset", str(data), "--eval_size", "40", "--output_dir", str(out),
+        "--num_train_epochs", "4", "--per_device_train_batch_size", "16", "--learning_rate", "3e-3",
+        "--warmup_steps", "0", "--weight_decay", "0", "--logging_steps", "100", "--save_strategy", "no",
+        "--report_to", "none", "--seed", "0", "--use_cpu", "true",
+    ])
+    results = json.loads((out / "eval_results.json").read_text())
+    print("trained tiny reward model:", results)
+    return out, results
+
+
+@pytest.fixture(scope="module")
+def zoo(tmp_path_factory):
+    root = tmp_path_factory.mktemp("judges")
+    return {"pm": build_tiny_lm(root / "pm", num_labels=2), "three": build_tiny_lm(root / "three", num_labels=3),
+            "lm": build_tiny_lm(root / "lm")}
+
+
+def test_training_beats_chance_on_held_out_pairs(trained):
+    out, results = trained
+    # chance is 0.5; the stated margin: at least 0.3 above it on the 40 held-out pairs
+    assert results["eval_pairs"] == 40
+    assert results["eval_pair_accuracy"] >= 0.8, results
+    assert results["eval_loss"] < math.log(2), results  # below the loss of a constant reward
+    config = json.loads((out / "config.json").read_text())
+    assert config["num_labels"] == 1 if "num_labels" in config else len(config["id2label"]) == 1
+    assert judge_model_role(out) == "reward_model"
+
+
+def _by_hand(judge: RewardModelJudge, prompt: str, response: str) -> float:
+    """r(prompt, response): the chat template applied here, the text run alone (no padding)."""
+    tokenizer = judge.tokenizer
+    text = tokenizer.apply_chat_template(
+        [{"role": "user", "content": prompt}, {"role": "assistant", "content": response}], tokenize=False
+    )
+    assert text.startswith(f"User: {prompt}\nAssistant: {response}")
+    ids = tokenizer(text, add_special_tokens=False, return_tensors="pt")["input_ids"]
+    with torch.no_grad():
+        return float(judge.model(input_ids=ids).logits[0, 0])
+
+
+@pytest.mark.parametrize("temperature", [1.0, 0.5])
+def test_answers_are_bradley_terry_of_the_models_own_scores(trained, temperature):
+    out, _ = trained
+    spec = str(out) if temperature == 1.0 else f"{out}?temperature={temperature}"
+    judge = load_judge(spec, batch_size=3)
+    assert judge.kind == "reward_model" and judge.inner.temperature == temperature
+    rows = _pairs(6, seed=99)
+    prompts = [row["prompt"] for row in rows]
+    pairs = [[row["chosen"], row["rejected"]] for row in rows]
+    answers = judge(prompts, pairs)
+    for prompt, (a, b), answer in zip(prompts, pairs, answers):
+        expected = 1.0 / (1.0 + math.exp(-(_by_hand(judge.inner, prompt, a) - _by_hand(judge.inner, prompt, b)) / temperature))
+        assert answer == pytest.approx(expected, abs=1e-6)
+    assert max(abs(p - 0.5) for p in answers) > 0.1  # the scores differ: the comparison means something
+    assert judge.identity()["temperature"] == temperature
+
+
+def test_no_position_bias(trained):
+    judge = load_judge(str(trained[0]))
+    rows = _pairs(8, seed=5)
+    prompts = [row["prompt"] for row in rows]
+    forward = judge(prompts, [[row["chosen"], row["rejected"]] for row in rows])
+    backward = judge(prompts, [[row["rejected"], row["chosen"]] for row in rows])
+    assert max(abs(p - 0.5) for p in forward) > 0.1
+    for p, q in zip(forward, backward):
+        assert p + q == pytest.approx(1.0, abs=1e-6)
+    assert judge.shuffles_order is False
+
+
+def test_each_distinct_response_is_scored_once(trained):
+    judge = RewardModelJudge(trained[0], batch_size=16)
+    passes: list[int] = []
+    handle = judge.model.register_forward_hook(lambda module, args, kwargs, output: passes.append(kwargs["input_ids"].shape[0]), with_kwargs=True)
+    try:
+        # 3 responses, 4 pairs among them, one repeated: 3 texts to score, not 8
+        answers = judge(["p"] * 4, [["x y", "a b c"], ["x y", "red fish"], ["a b c", "red fish"], ["x y", "a b c"]])
+        assert passes == [3]
+        assert answers[0] == answers[3]
+        assert answers[2] == pytest.approx(bradley_terry(*judge.rewards(["p", "p"], ["a b c", "red fish"])), abs=1e-12)
+        passes.clear()
+        small = RewardModelJudge.__new__(RewardModelJudge)
+        small.__dict__.update(judge.__dict__, batch_size=2)
+        small(["p", "q"], [["one", "two"], ["one", "two"]])  # two prompts: 4 distinct texts, 2 passes of 2
+        assert passes == [2, 2]
+    finally:
+        handle.remove()
+    assert judge.scored_texts == 3 + 2
+
+
+def test_loader_recognises_the_kinds_and_says_so(trained, zoo, caplog):
+    with caplog.at_level(logging.INFO, logger="lm_runs.judges.loader"):
+        judge = load_judge(str(trained[0]))
+    assert isinstance(judge, CheckedJudge) and judge.kind == "reward_model"
+    said = [r.getMessage() for r in caplog.records if "reward model" in r.getMessage()]
+    assert len(said) == 1 and "τ = 1" in said[0]
+    assert judge_model_role(zoo["pm"]) == "preference_model"
+    assert load_judge(str(zoo["pm"])).kind == "preference_model"
+
+
+@pytest.mark.parametrize("which, words", [("three", "3 labels"), ("lm", "causal language model")])
+def test_other_models_are_refused_in_one_line(zoo, which, words):
+    with pytest.raises(ModelRoleError) as caught:
+        check_judge_spec(str(zoo[which]))
+    message = str(caught.value)
+    assert "\n" not in message and words in message and str(zoo[which]) in message
+    assert "2 labels (a pairwise preference model) or 1 label (a scalar reward model)" in message
+
+
+@pytest.mark.parametrize(
+    "suffix, words",
+    [("?temperature=0", "not a finite number > 0"), ("?temperature=nan", "not a finite number > 0"),
+     ("?temp=2", "unknown model option 'temp=2'")],
+)
+def test_bad_temperature_is_refused(trained, suffix, words):
+    with pytest.raises(ValueError, match=words):
+        check_judge_spec(f"{trained[0]}{suffix}")
+
+
+def test_temperature_is_refused_on_a_preference_model(zoo):
+    with pytest.raises(ValueError, match="applies to a reward model"):
+        check_judge_spec(f"{zoo['pm']}?temperature=2")
+
+
+def test_judge_server_serves_the_reward_model(trained):
+    import httpx
+
+    from lm_runs.judge_server import create_app, serve_in_thread
+    from lm_runs.judges.http import HTTPJudge
+
+    local = load_judge(str(trained[0]))
+    rows = _pairs(10, seed=7)
+    prompts = [row["prompt"] for row in rows]
+    pairs = [[row["chosen"], row["rejected"]] for row in rows]
+    expected = local(prompts, pairs)
+    served = load_judge(str(trained[0]))
+    with serve_in_thread(create_app(served, max_batch_size=64, max_wait_ms=1)) as server:
+        with HTTPJudge(server.url) as client:
+            answers = client(prompts, pairs)
+        metrics = httpx.get(f"{server.url}/metrics").text
+    assert answers == pytest.approx(expected, abs=1e-6)
+    assert 'egpo_judge_info{judge_kind="reward_model"} 1.0' in metrics
+
+
+def test_train_reward_model_help_runs():
+    done = subprocess.run([sys.executable, "-m", "lm_runs.train_reward_model", "--help"], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    for flag in ("--eval_size", "--eval_dataset", "--dataset", "--use_peft", "--resume_from_checkpoint"):
+        assert flag in done.stdout
+
+
+@pytest.mark.parametrize(
+    "extra, words",
+    [(["--eval_size", "2.5"], "--eval_size must be a whole number"),
+     (["--eval_size", "3", "--eval_dataset", "x.jsonl"], "contradict each other"),
+     (["--eval_strategy", "steps"], "needs held-out pairs")],
+)
+def test_bad_options_are_one_line(tmp_path, capsys, extra, words):
+    argv = ["--model_name_or_path", "nowhere", "--dataset", "d.jsonl", "--output_dir", str(tmp_path / "o"), *extra]
+    with pytest.raises(SystemExit) as caught:
+        run_entry_point(train_main, argv)
+    assert caught.value.code == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: ") and "\n" not in err and words in err
+
+
+def test_a_three_label_base_is_refused_before_loading(zoo, tmp_path, capsys):
+    data = tmp_path / "pairs.jsonl"
+    data.write_text(json.dumps({"prompt": "p", "chosen": "a", "rejected": "b"}) + "\n")
+    argv = ["--model_name_or_path", str(zoo["three"]), "--dataset", str(data), "--output_dir", str(tmp_path / "o")]
+    with pytest.raises(SystemExit) as caught:
+        run_entry_point(train_main, argv)
+    err = capsys.readouterr().err.strip()
+    assert caught.value.code == 2 and "\n" not in err and "3 labels" in err and "reward model base" in err
+
+
+def test_lora_run_resumes_and_saves_a_reward_model(tmp_path):
+    """LoRA, checkpoints and --resume_from_checkpoint are the shared Trainer conventions: a LoRA run stopped
+    at step 2 and resumed to step 4 saves a merged 1-label classifier the judge loader takes."""
+    from transformers import AutoModelForSequenceClassification
+
+    base = build_tiny_lm(tmp_path / "base", seed=0)
+    data = tmp_path / "pairs.jsonl"
+    data.write_text("".join(json.dumps(row) + "\n" for row in _pairs(32, seed=3)))
+    out = tmp_path / "out"
+    common = ["--model_name_or_path", str(base), "--dataset", str(data), "--output_dir", str(out),
+              "--use_peft", "true", "--lora_r", "4", "--lora_alpha", "8", "--lora_dropout", "0.0",
+              "--learning_rate", "1e-2", "--warmup_steps", "0", "--per_device_train_batch_size", "8",
+              "--save_steps", "2", "--report_to", "none", "--use_cpu", "true", "--seed", "0"]
+    train_main([*common, "--max_steps", "2"])
+    assert (out / "checkpoint-2" / "trainer_state.json").is_file()
+    train_main([*common, "--max_steps", "4", "--resume_from_checkpoint", "true"])
+    state = json.loads((out / "checkpoint-4" / "trainer_state.json").read_text())
+    assert state["global_step"] == 4
+    assert not (out / "adapter_config.json").exists()
+    merged = AutoModelForSequenceClassification.from_pretrained(out)
+    assert merged.config.num_labels == 1 and merged.config.problem_type == "regression"
+    assert load_judge(str(out)).kind == "reward_model"
