@@ -126,14 +126,11 @@ def test_run_entry_point_one_line_and_status(error, status, line, capsys):
 
 
 def test_run_entry_point_keeps_bugs_and_judge_errors(capsys):
-    class JudgeError(RuntimeError):
-        pass
-
-    class JudgeTimeout(JudgeError):
-        pass
+    """The real judge errors (the launcher matches them by class name, so a rename must fail here)."""
+    from lm_runs.judges import JudgeError, JudgeUnavailable
 
     def judge_fails(argv):
-        raise JudgeTimeout("judge returned 3 values for 2 pairs")
+        raise JudgeUnavailable("judge returned 3 values for 2 pairs")
 
     with pytest.raises(SystemExit) as caught:
         run_entry_point(judge_fails, [])
@@ -150,16 +147,24 @@ def test_run_entry_point_keeps_bugs_and_judge_errors(capsys):
 
     with pytest.raises(IsADirectoryError):
         run_entry_point(other_os_error, [])
-    assert run_entry_point(lambda argv: argv, ["x"]) is None
+
+    def judge_error(argv):
+        raise JudgeError("judge answered NaN")
+
+    with pytest.raises(SystemExit) as caught:
+        run_entry_point(judge_error, [])
+    assert caught.value.code == 2 and capsys.readouterr().err == "error: judge answered NaN\n"
+
+    received = []
+    run_entry_point(received.append, ["x"])  # a command that succeeds: main gets argv, nothing is printed
+    assert received == [["x"]] and capsys.readouterr().err == ""
 
 
 def test_a_value_error_is_one_line_only_until_the_inputs_are_checked(capsys):
     """Bad input found while the command checks its inputs is one line (exit 2); once it has said
     inputs_checked() (the long computation starts), a ValueError is a bug and keeps its traceback, while a
     UsageError or a JudgeError stays one line."""
-
-    class JudgeError(RuntimeError):
-        pass
+    from lm_runs.judges import JudgeError
 
     def command(error):
         def main(argv):
