@@ -67,8 +67,9 @@ print(f"the benchmark's run in {bench}")
 #
 # Every algorithm × seed with summed sequence log-probabilities (the exact correspondence), plus the
 # length-normalized variant on the settings' `length_normalized_seeds`. `DEFAULT` takes about 5 minutes on
-# 2 CPU cores (4.7 measured; more when they are shared), `FAST` about 40 seconds (the 15 tiny runs and their exact measurements). The run folders are listed in
-# `summary.json` (`runs`), which the `lm_winrates` notebook reads.
+# 2 CPU cores (4.7 measured; more when they are shared), `FAST` about 40 seconds (15 tiny runs and their
+# exact measurements). The run folders are listed in `summary.json` (`runs`), which the `lm_winrates`
+# notebook reads.
 
 # %%
 if run:
