@@ -31,7 +31,9 @@ Round r = 0 … R−1 freezes the policy of its start, π_t, and
 7. saves the round's end: ``rounds/round-r/policy.pt`` (the trainable parameters, bit for bit) and
    ``rounds/round-r/model`` (a model folder for ``lm_runs.evaluate``).
 
-The last round's model is also saved to ``output_dir``. ``--resume_from_checkpoint true`` continues an
+Counting: ``--per_device_train_batch_size`` counts ordered pairs here (not prompts), and the step-counted
+Hugging Face flags (``--save_steps``, ``--logging_steps``, ``--warmup_steps``) count optimizer steps within a
+round. The last round's model is also saved to ``output_dir``. ``--resume_from_checkpoint true`` continues an
 interrupted run wherever it stopped: finished rounds are skipped, a saved dataset is reused, and a round
 cut short resumes from its newest checkpoint — ending bit for bit where an uninterrupted run ends
 (each round is seeded by seed + r alone, and starts from the saved end of the round before).
@@ -395,7 +397,7 @@ def run_rounds(
     import torch
     from transformers import set_seed
 
-    from .checkpoints import latest_checkpoint, save_model_atomically
+    from .checkpoints import MODEL_MARKERS, latest_checkpoint, save_model_atomically
     from .data import load_prompts, prompt_text
     from .generation import ReferenceModel
     from .judges import CheckedJudge, JudgeError, load_judge
@@ -447,11 +449,13 @@ def run_rounds(
             stop_after(r, trainer)
         save_model_atomically(trainer, folder / "model")
         atomic_write(folder / "policy.pt", lambda f: torch.save(_trainable_state(policy), f))
-    if trainer is None:  # every round was finished: the run had ended
+    if trainer is not None:
+        save_model_atomically(trainer, config.output_dir)
+    elif not any((Path(config.output_dir) / name).is_file() for name in MODEL_MARKERS):
+        # every round had finished, but the run stopped before saving the final model: the last round's end
         state = torch.load(round_dir(config.output_dir, config.rounds - 1) / "policy.pt", map_location=config.device)
         policy.load_state_dict(state, strict=False)
-        return None
-    save_model_atomically(trainer, config.output_dir)
+        save_model_atomically(policy, config.output_dir, tokenizer=tokenizer)
     return trainer
 
 

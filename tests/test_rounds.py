@@ -176,16 +176,19 @@ def test_resume_between_and_inside_rounds_ends_bit_for_bit(tiny, tmp_path):
     parameters equal the uninterrupted run's exactly, and the saved datasets are reused unchanged."""
     common = dict(rounds=2, epochs_per_round=2, per_device_train_batch_size=6, save_strategy="steps", save_steps=1)
     straight = tmp_path / "straight"
-    run_rounds(config(tiny, straight, **common), judge=toy_judges.prefer_shorter)
+    uninterrupted = run_rounds(config(tiny, straight, **common), judge=toy_judges.prefer_shorter)
     reference = _final_state(straight, 2)
+    assert len(uninterrupted.step_losses) == 6
 
     inside = tmp_path / "inside"
     with pytest.raises(_Interrupted):
         run_rounds(config(tiny, inside, **common), judge=toy_judges.prefer_shorter, callbacks=[_KillAtSave(1, 4)])
     dataset = round_dir(inside, 1) / "dataset" / "responses.jsonl"
-    before = dataset.read_bytes()
-    run_rounds(config(tiny, inside, **common), judge=toy_judges.prefer_shorter, resume=True)
-    assert dataset.read_bytes() == before
+    before = dataset.stat()
+    resumed = run_rounds(config(tiny, inside, **common), judge=toy_judges.prefer_shorter, resume=True)
+    after = dataset.stat()
+    assert (after.st_ino, after.st_mtime_ns) == (before.st_ino, before.st_mtime_ns)  # reused, not rewritten
+    assert resumed.step_losses == uninterrupted.step_losses[4:]  # steps 5 and 6 only, from checkpoint-4
 
     between = tmp_path / "between"
     with pytest.raises(_Interrupted):
@@ -240,9 +243,9 @@ def test_bad_flags_are_one_line_exit_2(tiny, tmp_path, flags, message):
 
 def test_train_nlhf_hands_rounds_over_and_resumes(tiny, tmp_path):
     """``python -m lm_runs.train_nlhf --rounds 2`` runs the round mode to the end (both rounds' datasets
-    and ends, the final model in output_dir, a log line per step naming its round); a second call with
-    --resume_from_checkpoint true finds every round finished and changes nothing; a third without it is
-    refused (the folder holds a run)."""
+    and ends, the final model in output_dir, a log line per step naming its round); with the final model
+    removed, --resume_from_checkpoint true finds every round finished and writes the same final weights;
+    a call without it is refused (the folder holds a run)."""
     out = tmp_path / "cli"
     base = ["--model_name_or_path", tiny["model"], "--prompts", tiny["prompts"], "--judge", "toy_judges:prefer_shorter",
             "--output_dir", str(out), "--use_cpu", "true", "--rounds", "2", "--samples_per_prompt", "2",
@@ -254,6 +257,11 @@ def test_train_nlhf_hands_rounds_over_and_resumes(tiny, tmp_path):
     assert (out / "model.safetensors").is_file()
     assert "'round': 1" in done.stdout + done.stderr
     final = (out / "model.safetensors").read_bytes()
+    from lm_runs.checkpoints import is_model_file
+
+    for entry in out.iterdir():  # as if the run stopped after its last round, before the final save
+        if entry.is_file() and is_model_file(entry.name):
+            entry.unlink()
     again = subprocess.run([sys.executable, "-m", "lm_runs.train_nlhf", *base, "--resume_from_checkpoint", "true"],
                            capture_output=True, text=True, env=_env(), cwd=Path(__file__).parents[1], timeout=300)
     assert again.returncode == 0, again.stderr[-2000:]
