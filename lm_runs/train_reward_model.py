@@ -4,8 +4,8 @@
         --dataset pairs.jsonl --eval_size 0.05 --output_dir runs/reward_model
 
 The pairs are those of :mod:`lm_runs.train_preference_model` (string columns ``prompt``, ``chosen``,
-``rejected``; a chat message list in ``prompt`` is accepted; rows with ``chosen == rejected`` are left
-out). Each response is rendered alone with :func:`lm_runs.judges.reward_model.render_response` — the
+``rejected``; a chat message list in ``prompt`` is accepted and turned into the text a judge is given,
+:func:`lm_runs.data.prompt_text`; rows with ``chosen == rejected`` are left out). Each response is rendered alone with :func:`lm_runs.judges.reward_model.render_response` — the
 tokenizer's chat template when it has one (saved with the model, so the judge renders the same way),
 else the preference model's plain layout — and the model, a 1-label sequence classifier
 (:func:`lm_runs.models.load_reward_model_base`: a causal LM gets a fresh scalar head), is trained on the
@@ -41,7 +41,7 @@ from transformers import Trainer
 
 from egpo_core.files import atomic_write
 from lm_runs.checkpoints import AtomicCheckpoints
-from lm_runs.data import check_prompt, load_table, split_prompts
+from lm_runs.data import check_prompt, load_table, prompt_text, split_prompts
 from lm_runs.judges.reward_model import encode_response
 from lm_runs.launcher import run_entry_point, supervised_main, warn_deepspeed_optimizer
 from lm_runs.models import check_model_source, load_reward_model_base, load_tokenizer
@@ -132,6 +132,7 @@ def tokenize_reward_pairs(table, tokenizer, max_length: int | None, name: str = 
     for index, (prompt, chosen, rejected) in enumerate(zip(table["prompt"], table["chosen"], table["rejected"])):
         where = f"{name}: row {index}"
         check_prompt(prompt, where)
+        prompt = prompt_text(prompt)
         chosen = response_text(chosen, "chosen", where)
         rejected = response_text(rejected, "rejected", where)
         if chosen == rejected:

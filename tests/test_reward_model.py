@@ -99,6 +99,7 @@ def test_answers_are_bradley_terry_of_the_models_own_scores(trained, temperature
     spec = str(out) if temperature == 1.0 else f"{out}?temperature={temperature}"
     judge = load_judge(spec, batch_size=3)
     assert judge.kind == "reward_model" and judge.inner.temperature == temperature
+    assert judge.inner.batch_size == 6  # --judge_batch_size counts pairs: two response texts each
     rows = _pairs(6, seed=99)
     prompts = [row["prompt"] for row in rows]
     pairs = [[row["chosen"], row["rejected"]] for row in rows]
@@ -133,13 +134,12 @@ def test_each_distinct_response_is_scored_once(trained):
         assert answers[0] == answers[3]
         assert answers[2] == pytest.approx(bradley_terry(*judge.rewards(["p", "p"], ["a b c", "red fish"])), abs=1e-12)
         passes.clear()
-        small = RewardModelJudge.__new__(RewardModelJudge)
-        small.__dict__.update(judge.__dict__, batch_size=2)
-        small(["p", "q"], [["one", "two"], ["one", "two"]])  # two prompts: 4 distinct texts, 2 passes of 2
+        judge.batch_size = 2
+        judge(["p", "q"], [["one", "two"], ["one", "two"]])  # two prompts: 4 distinct texts, 2 passes of 2
         assert passes == [2, 2]
     finally:
         handle.remove()
-    assert judge.scored_texts == 3 + 2
+    assert judge.scored_texts == 3 + 2 + 4  # the pairs, the two rewards asked directly, the two prompts
 
 
 def test_loader_recognises_the_kinds_and_says_so(trained, zoo, caplog):
@@ -250,3 +250,35 @@ def test_lora_run_resumes_and_saves_a_reward_model(tmp_path):
     merged = AutoModelForSequenceClassification.from_pretrained(out)
     assert merged.config.num_labels == 1 and merged.config.problem_type == "regression"
     assert load_judge(str(out)).kind == "reward_model"
+
+
+def test_without_a_chat_template_the_preference_model_layout_is_used(trained, tmp_path):
+    """A tokenizer with no chat template: the judge reads 'Prompt: …\\n\\nResponse: …' with the
+    tokenizer's special tokens, as the preference model reads its pair text; training renders alike."""
+    import shutil
+
+    from transformers import AutoTokenizer
+
+    from lm_runs.train_reward_model import tokenize_reward_pairs
+
+    folder = tmp_path / "plain"
+    shutil.copytree(trained[0], folder)
+    (folder / "chat_template.jinja").unlink(missing_ok=True)
+    settings = json.loads((folder / "tokenizer_config.json").read_text())
+    settings.pop("chat_template", None)
+    (folder / "tokenizer_config.json").write_text(json.dumps(settings))
+    judge = RewardModelJudge(folder)
+    assert not judge.templated and not judge.tokenizer.chat_template
+    ids = judge.tokenizer("Prompt: why\n\nResponse: red fish", add_special_tokens=True, return_tensors="pt")["input_ids"]
+    with torch.no_grad():
+        reward = float(judge.model(input_ids=ids).logits[0, 0])
+    assert judge.rewards(["why"], ["red fish"])[0] == pytest.approx(reward, abs=1e-5)
+    assert judge.identity()["files"] != RewardModelJudge(trained[0]).identity()["files"]
+    # a message-list prompt is trained on as the judge will be asked: the text of its turns
+    import datasets
+
+    table = datasets.Dataset.from_list([{"prompt": [{"role": "system", "content": "be brief"}, {"role": "user", "content": "why"}],
+                                         "chosen": "red fish", "rejected": "blue"}])
+    rows = tokenize_reward_pairs(table, AutoTokenizer.from_pretrained(trained[0]), None)
+    assert rows[0]["chosen_input_ids"] == RewardModelJudge(trained[0]).tokenizer(
+        "User: be brief\nwhy\nAssistant: red fish<|endoftext|>\n", add_special_tokens=False)["input_ids"]

@@ -152,8 +152,9 @@ def load_judge(
     """Build the judge a spec names (see the module docstring), wrapped in :class:`CheckedJudge`.
 
     * ``seed``: the order-flip coins (preference model, OpenAI) and the retry jitter (HTTP, OpenAI);
-    * ``device`` and ``batch_size``: a model judge's device and texts per forward pass (pairs for a
-      preference model, responses for a reward model);
+    * ``device`` and ``batch_size``: a model judge's device and pairs per forward pass (a preference
+      model reads one text per pair; a reward model 2·``batch_size`` response texts per pass, about the
+      same number of tokens);
     * ``timeout``: total seconds per request of a remote judge (HTTP, OpenAI), ``None``: its default;
     * ``retries``: retries of a remote judge after a transient failure, ``None``: its default.
 
@@ -180,7 +181,7 @@ def load_judge(
         if role == "reward_model":
             from .reward_model import RewardModelJudge
 
-            judge: Any = RewardModelJudge(folder, device=device, batch_size=batch_size, **options)
+            judge: Any = RewardModelJudge(folder, device=device, batch_size=2 * batch_size, **options)
             logger.info("judge %s: a reward model (1-label sequence classifier, chat template %s): "
                         "P(a ≻ b) = σ((r(a) − r(b))/τ), τ = %g", folder, "used" if judge.templated else "absent",
                         judge.temperature)

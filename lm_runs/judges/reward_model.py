@@ -10,15 +10,17 @@ and the judge does not shuffle. Each call scores every distinct (prompt, respons
 batched forward passes, then forms the pair probabilities from the scores: a batch of n pairs costs
 at most 2n scored texts, fewer when responses repeat (a response compared with several others).
 
-How each judge kind renders its input (the prompt is the judge's text of it,
-:func:`lm_runs.data.prompt_text`, for a message-list prompt):
+How each judge kind renders its input (a judge is given prompts as strings: a message-list prompt
+reaches it as :func:`lm_runs.data.prompt_text`, the text of its system and user turns, in training,
+evaluation and ``train_reward_model`` alike):
 
 * the pairwise preference model (2 labels) reads one text per pair,
   :func:`lm_runs.judges.pair_format.render_pair` (``Prompt: …`` / ``Response 0: …`` / ``Response 1: …``
   / the question), tokenized with the tokenizer's special tokens (``add_special_tokens=True``);
 * the reward model (1 label) reads one text per response, :func:`render_response`: with a chat
   template in its tokenizer (the one it was trained with, saved beside it), the conversation
-  ``[user: prompt, assistant: response]`` rendered by ``apply_chat_template`` and tokenized without
+  ``[user: prompt, assistant: response]`` rendered by ``apply_chat_template`` (no generation prompt:
+  the response is the last turn) and tokenized without
   adding special tokens (the template writes its own); without a template, ``Prompt: {prompt}`` and
   ``Response: {response}`` in the preference model's layout, tokenized as the preference model's
   text is. ``python -m lm_runs.train_reward_model`` renders its pairs with the same function, so a
@@ -32,9 +34,8 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any, Sequence
 
-from ..data import prompt_text
 from ..models import folder_digest, load_reward_model
 from .base import check_pairs
 from .preference_model import PreferenceModelJudge, classifier_outputs
@@ -42,22 +43,16 @@ from .preference_model import PreferenceModelJudge, classifier_outputs
 __all__ = ["RewardModelJudge", "render_response", "encode_response", "bradley_terry"]
 
 
-def render_response(tokenizer: Any, prompt: str | Sequence[Mapping[str, str]], response: str) -> tuple[str, bool]:
+def render_response(tokenizer: Any, prompt: str, response: str) -> tuple[str, bool]:
     """``(text, templated)``: what a reward model with ``tokenizer`` reads for ``response`` to ``prompt``
     (see the module docstring), and whether the chat template rendered it."""
     if getattr(tokenizer, "chat_template", None):
-        if isinstance(prompt, str):
-            messages = [{"role": "user", "content": prompt}]
-        else:
-            messages = [{"role": m["role"], "content": m["content"]} for m in prompt]
-        messages.append({"role": "assistant", "content": response})
+        messages = [{"role": "user", "content": prompt}, {"role": "assistant", "content": response}]
         return tokenizer.apply_chat_template(messages, tokenize=False), True
-    return f"Prompt: {prompt_text(prompt)}\n\nResponse: {response}", False
+    return f"Prompt: {prompt}\n\nResponse: {response}", False
 
 
-def encode_response(
-    tokenizer: Any, prompt: str | Sequence[Mapping[str, str]], response: str, max_length: int | None = None
-) -> list[int]:
+def encode_response(tokenizer: Any, prompt: str, response: str, max_length: int | None = None) -> list[int]:
     """Token ids of :func:`render_response`: a templated text without added special tokens, a plain one
     with them; cut to ``max_length`` tokens when given (``truncation=True``)."""
     text, templated = render_response(tokenizer, prompt, response)
