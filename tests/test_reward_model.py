@@ -282,3 +282,23 @@ def test_without_a_chat_template_the_preference_model_layout_is_used(trained, tm
     rows = tokenize_reward_pairs(table, AutoTokenizer.from_pretrained(trained[0]), None)
     assert rows[0]["chosen_input_ids"] == RewardModelJudge(trained[0]).tokenizer(
         "User: be brief\nwhy\nAssistant: red fish<|endoftext|>\n", add_special_tokens=False)["input_ids"]
+
+
+def test_the_server_scores_responses_once_across_requests(trained):
+    """Two requests merged by the server's batching worker into one judge call: the reward model scores
+    the distinct responses of both in one forward pass (3 texts, not 3 + 2 in two passes)."""
+    from lm_runs.judge_server import BatchingWorker
+
+    judge = load_judge(str(trained[0]))
+    rows: list[int] = []
+    handle = judge.inner.model.register_forward_hook(lambda m, a, k, o: rows.append(k["input_ids"].shape[0]), with_kwargs=True)
+    worker = BatchingWorker(judge, name="rm", max_batch_size=64, max_wait_ms=500)
+    try:
+        first = worker.submit(["p", "p"], [["x y", "a b c"], ["x y", "red fish"]], shuffle_order=True)
+        second = worker.submit(["p"], [["a b c", "red fish"]], shuffle_order=True)
+        answers = first.result(timeout=60) + second.result(timeout=60)
+    finally:
+        worker.stop()
+        handle.remove()
+    assert rows == [3]
+    assert answers == pytest.approx(judge(["p"] * 3, [["x y", "a b c"], ["x y", "red fish"], ["a b c", "red fish"]]), abs=1e-6)
