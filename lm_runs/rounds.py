@@ -41,21 +41,27 @@ cut short resumes from its newest checkpoint — ending bit for bit where an uni
 
 from __future__ import annotations
 
+import copy
 import json
 import os
 import shutil
-import copy
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Sequence
+from typing import Any, Callable, Sequence
+
+import numpy as np
+import torch
+from transformers import Trainer, TrainerCallback
 
 from egpo_core.algorithms import Algorithm, get_algorithm
 from egpo_core.files import atomic_write, fsync_directory, write_jsonl
+from egpo_core.losses import ipo_regression_loss
 
+from .checkpoints import AtomicCheckpoints
 from .config import NLHFConfig
-
-if TYPE_CHECKING:
-    import torch
+from .data import PromptCollator, encode_prompt, prompt_text
+from .generation import ReferenceModel, generate_completions
+from .logprobs import completion_logprobs
 
 __all__ = ["RoundsConfig", "PAIR_SELECTIONS", "round_dir", "build_round_dataset", "load_round_dataset", "RoundTrainer", "run_rounds", "main"]
 
@@ -161,7 +167,7 @@ def select_pairs(P: "Sequence[Sequence[float]]", selection: str, uniforms: Seque
 def build_round_dataset(
     config: RoundsConfig,
     r: int,
-    policy: "torch.nn.Module",
+    policy: torch.nn.Module,
     reference: Any,
     tokenizer: Any,
     prompts: Sequence[Any],
@@ -170,12 +176,6 @@ def build_round_dataset(
     """Sample, judge, select and score round ``r``'s dataset from the frozen π_t = ``policy`` (steps 1-5 of
     the module docstring) and publish it as ``round_dir/dataset`` (a staging folder renamed into place);
     returns the folder. ``reference``: a :class:`~lm_runs.generation.ReferenceModel`."""
-    import numpy as np
-    import torch
-
-    from .data import PromptCollator, prompt_text
-    from .generation import generate_completions
-    from .logprobs import completion_logprobs
 
     K, device = config.samples_per_prompt, config.device
     batch = PromptCollator(tokenizer, config.max_prompt_length)([{"prompt": p} for p in prompts])
@@ -251,7 +251,6 @@ def load_round_dataset(folder: str | os.PathLike[str], tokenizer: Any, max_promp
     """The training rows of a saved round dataset, one per ordered pair: the prompt's token ids (encoded
     as the collator encodes it), the winner's and loser's token ids, lengths and log-probabilities under
     π_t and π_ref (summed)."""
-    from .data import encode_prompt
 
     folder = Path(folder)
     responses = {(row["prompt_index"], row["sample"]): row for row in _read_jsonl(folder / "responses.jsonl")}
@@ -302,83 +301,70 @@ class PairCollator:
 # ------------------------------------------------------------------------------------------------
 
 
-def inpo_pair_loss(ell: "torch.Tensor", ell_t: "torch.Tensor", ell_ref: "torch.Tensor", eta: float, beta: float) -> "torch.Tensor":
+def inpo_pair_loss(ell: torch.Tensor, ell_t: torch.Tensor, ell_ref: torch.Tensor, eta: float, beta: float) -> torch.Tensor:
     """Per-pair INPO loss (Δ_θ − ηβ Δ_ref − (1 − ηβ) Δ_t − η/2)² from (B, 2) sequence log-probabilities
     [winner, loser] under π_θ, π_t and π_ref: egpo_core's ``ipo_regression_loss`` with the anchor
     ℓ_A = ηβ ℓ_ref + (1 − ηβ) ℓ_t (INPO's geometric mixture at c = ηβ; its normaliser cancels in Δ)
     and the target η/2."""
-    from egpo_core.losses import ipo_regression_loss
-
     c = eta * beta
     anchor = c * ell_ref + (1.0 - c) * ell_t
     return ipo_regression_loss(ell[:, 0], ell[:, 1], anchor[:, 0], anchor[:, 1], 0.5 * eta)
 
 
-def _trainer_class():
-    from transformers import Trainer, TrainerCallback
+class _StepLosses(TrainerCallback):
+    """Closes each optimizer step's loss record (:meth:`RoundTrainer._end_step`) before anything logs it."""
 
-    from .checkpoints import AtomicCheckpoints
+    def __init__(self, trainer: "RoundTrainer"):
+        self.trainer = trainer
 
-    class RoundTrainer(AtomicCheckpoints, Trainer):
-        """HF Trainer of one round: :func:`inpo_pair_loss` on the round's ordered pairs, the log-probs
-        under π_t and π_ref read from the saved dataset. ``step_losses`` holds each optimizer step's mean
-        loss over its micro-batches' pairs; the logged ``loss`` is their mean since the last log (not
-        rounded, unlike the Trainer's own)."""
-
-        def __init__(self, *args, **kwargs):
-            super().__init__(*args, **kwargs)
-            self.round_index = 0  # set by run_rounds; logged with every loss
-            self.step_losses: list[float] = []
-            self._since_log: list[float] = []
-            self._micro: list[float] = []
-            trainer = self
-
-            class StepEnd(TrainerCallback):
-                def on_step_end(self, args, state, control, **kwargs):
-                    trainer._end_step()
-                    return control
-
-            self.callback_handler.callbacks.insert(0, StepEnd())  # before the flow decides to log
-
-        def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
-            from .logprobs import completion_logprobs
-
-            mask = inputs["completion_mask"]
-            logp = completion_logprobs(model, inputs["prompt_ids"], inputs["prompt_mask"], inputs["completion_ids"], mask)
-            B = inputs["logp_t"].shape[0]
-            lengths = mask.sum(-1).clamp_min(1).float()
-            ell, ell_t, ell_ref = logp.view(2, B).T, inputs["logp_t"], inputs["logp_ref"]
-            if self.args.length_normalize:
-                per = lengths.view(2, B).T
-                ell, ell_t, ell_ref = ell / per, ell_t / per, ell_ref / per
-            loss = inpo_pair_loss(ell, ell_t, ell_ref, self.args.eta, self.args.beta).mean()
-            self._micro.append(float(loss.detach()))
-            return loss
-
-        def _end_step(self) -> None:
-            """Called at each optimizer step's end: its micro-batches' mean loss is the step's."""
-            if self._micro:
-                self.step_losses.append(sum(self._micro) / len(self._micro))
-                self._since_log.append(self.step_losses[-1])
-                self._micro = []
-
-        def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
-            if "loss" in logs and self._since_log:
-                logs["loss"] = sum(self._since_log) / len(self._since_log)
-                logs["round"] = self.round_index
-                self._since_log = []
-            super().log(logs, start_time)
-
-    return RoundTrainer
+    def on_step_end(self, args, state, control, **kwargs):
+        self.trainer._end_step()
+        return control
 
 
-def __getattr__(name: str):
-    if name == "RoundTrainer":  # built on first use: importing this module loads no transformers
-        return _trainer_class()
-    raise AttributeError(name)
+class RoundTrainer(AtomicCheckpoints, Trainer):
+    """HF Trainer of one round: :func:`inpo_pair_loss` on the round's ordered pairs, the log-probs
+    under π_t and π_ref read from the saved dataset. ``step_losses`` holds each optimizer step's mean
+    loss over its micro-batches' pairs; the logged ``loss`` is their mean since the last log (not
+    rounded, unlike the Trainer's own)."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.round_index = 0  # set by run_rounds; logged with every loss
+        self.step_losses: list[float] = []
+        self._since_log: list[float] = []
+        self._micro: list[float] = []
+        self.callback_handler.callbacks.insert(0, _StepLosses(self))  # before the flow decides to log
+
+    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        mask = inputs["completion_mask"]
+        logp = completion_logprobs(model, inputs["prompt_ids"], inputs["prompt_mask"], inputs["completion_ids"], mask)
+        B = inputs["logp_t"].shape[0]
+        lengths = mask.sum(-1).clamp_min(1).float()
+        ell, ell_t, ell_ref = logp.view(2, B).T, inputs["logp_t"], inputs["logp_ref"]
+        if self.args.length_normalize:
+            per = lengths.view(2, B).T
+            ell, ell_t, ell_ref = ell / per, ell_t / per, ell_ref / per
+        loss = inpo_pair_loss(ell, ell_t, ell_ref, self.args.eta, self.args.beta).mean()
+        self._micro.append(float(loss.detach()))
+        return loss
+
+    def _end_step(self) -> None:
+        """Called at each optimizer step's end: its micro-batches' mean loss is the step's."""
+        if self._micro:
+            self.step_losses.append(sum(self._micro) / len(self._micro))
+            self._since_log.append(self.step_losses[-1])
+            self._micro = []
+
+    def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
+        if "loss" in logs and self._since_log:
+            logs["loss"] = sum(self._since_log) / len(self._since_log)
+            logs["round"] = self.round_index
+            self._since_log = []
+        super().log(logs, start_time)
 
 
-def _trainable_state(model: "torch.nn.Module") -> dict:
+def _trainable_state(model: torch.nn.Module) -> dict:
     return {name: p.detach().cpu().clone() for name, p in model.named_parameters() if p.requires_grad}
 
 
@@ -394,12 +380,10 @@ def run_rounds(
     ``judge``: an in-process judge (else ``config.judge``'s spec, loaded and probed as in
     :func:`lm_runs.train_nlhf.build_trainer`). ``stop_after(r, trainer)`` is called after round r's
     training (tests interrupt there); ``callbacks``: ``TrainerCallback`` objects given to every round's trainer."""
-    import torch
     from transformers import set_seed
 
     from .checkpoints import MODEL_MARKERS, latest_checkpoint, save_model_atomically
-    from .data import load_prompts, prompt_text
-    from .generation import ReferenceModel
+    from .data import load_prompts
     from .judges import CheckedJudge, JudgeError, load_judge
     from .launcher import inputs_checked, one_line
     from .models import load_policy, load_reference, load_tokenizer
@@ -441,7 +425,7 @@ def run_rounds(
         args = copy.copy(config)  # the round's view: its folder, epochs and seed (checked options unchanged)
         args.output_dir, args.num_train_epochs, args.seed = str(folder / "trainer"), float(config.epochs_per_round), config.seed + r
         args.resume_from_checkpoint, args.overwrite_output_dir = None, False
-        trainer = _trainer_class()(model=policy, args=args, train_dataset=rows, data_collator=PairCollator(tokenizer.pad_token_id),
+        trainer = RoundTrainer(model=policy, args=args, train_dataset=rows, data_collator=PairCollator(tokenizer.pad_token_id),
                                    processing_class=tokenizer, callbacks=list(callbacks))
         trainer.round_index = r
         trainer.train(resume_from_checkpoint=latest_checkpoint(args.output_dir) if resume else None)
