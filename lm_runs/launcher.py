@@ -132,9 +132,14 @@ def resume_argument(value: str | bool | None, output_dir: str | os.PathLike[str]
     return str(path)
 
 
+#: The metrics files a run writes beside its model (the Trainer's ``save_metrics`` names).
+RESULT_FILES = ("eval_results.json", "train_results.json", "all_results.json")
+
+
 def previous_run_entries(output_dir: str | os.PathLike[str]) -> list[str]:
     """The entries of ``output_dir`` a training run writes: ``checkpoint-N`` folders, ``epochs/``,
-    TensorBoard's ``runs/``, the final model's files and partial saves (sorted names)."""
+    TensorBoard's ``runs/``, the final model's files, the metrics files (:data:`RESULT_FILES`) and
+    partial saves (sorted names)."""
     folder = Path(output_dir)
     if not folder.is_dir():
         return []
@@ -144,7 +149,7 @@ def previous_run_entries(output_dir: str | os.PathLike[str]) -> list[str]:
         if (
             (entry.is_dir() and (name.startswith("checkpoint-") or name in ("epochs", "runs")))
             or name.startswith((PARTIAL_PREFIX, ".replaced-"))
-            or (entry.is_file() and is_model_file(name))
+            or (entry.is_file() and (is_model_file(name) or name in RESULT_FILES))
         ):
             names.append(name)
     return sorted(names)

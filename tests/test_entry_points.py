@@ -62,6 +62,7 @@ def tiny(tmp_path_factory):
 
 @pytest.mark.parametrize("module, expected", [("lm_runs.sft", "--config FILE.yaml"),
                                               ("lm_runs.train_preference_model", "--config FILE.yaml"),
+                                              ("lm_runs.train_reward_model", "--eval_size"),
                                               ("lm_runs.tiny", "--num_labels")])
 def test_help_runs(module, expected):
     done = subprocess.run([sys.executable, "-m", module, "--help"], cwd=ROOT, env=environment(),
@@ -73,7 +74,8 @@ def test_help_runs(module, expected):
         assert "--overwrite_output_dir" in flat and "newest complete checkpoint-N" in flat
 
 
-@pytest.mark.parametrize("source", ["lm_runs/sft.py", "lm_runs/train_preference_model.py", "lm_runs/cli.py",
+@pytest.mark.parametrize("source", ["lm_runs/sft.py", "lm_runs/train_preference_model.py", "lm_runs/train_reward_model.py",
+                                    "lm_runs/cli.py",
                                     "lm_runs/configs/sft_qwen_paper.yaml",
                                     "lm_runs/configs/preference_model_gemma_paper.yaml"])
 def test_config_files_named_in_docs_exist(source):

@@ -65,9 +65,12 @@ def test_previous_run_refused_unless_resumed_or_overwritten(tmp_path):
     (tmp_path / "other" / "notes.txt").write_text("x")
     with pytest.raises(ValueError, match=r"is not empty \(notes.txt\)"):
         prepare_output_dir(args(tmp_path / "other"))
-    # --overwrite_output_dir clears the run's entries and leaves the user's own files.
-    assert previous_run_entries(run) == ["checkpoint-2", "checkpoint-4", "config.json", "epochs"]
-    assert clear_previous_run(run) == ["checkpoint-2", "checkpoint-4", "config.json", "epochs"]
+    # --overwrite_output_dir clears the run's entries (its metrics files too: a stale eval_results.json
+    # would pass for the new run's) and leaves the user's own files.
+    (run / "eval_results.json").write_text("{}")
+    entries = ["checkpoint-2", "checkpoint-4", "config.json", "epochs", "eval_results.json"]
+    assert previous_run_entries(run) == entries
+    assert clear_previous_run(run) == entries
     assert sorted(p.name for p in run.iterdir()) == ["notes.txt"]
 
 

@@ -24,8 +24,8 @@ class JudgeArguments:
 
     judge: str | None = field(default=None, metadata={"help": JUDGE_SPEC_HELP})
     """The judge spec (see :data:`~lm_runs.judges.loader.JUDGE_SPEC_HELP`); ``None``: not given."""
-    judge_batch_size: int = field(default=16, metadata={"help": "Pairs per forward pass of a local preference-model judge (> 0)."})
-    """Pairs per forward pass of a preference-model judge."""
+    judge_batch_size: int = field(default=16, metadata={"help": "Pairs per forward pass of a local model judge (> 0; a reward model scores the pairs' distinct responses, up to twice as many texts)."})
+    """Pairs per forward pass of a model judge (preference or reward model)."""
     judge_timeout: float | None = field(
         default=None,
         metadata={

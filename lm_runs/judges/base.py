@@ -256,7 +256,7 @@ class CheckedJudge:
     * ``judge(prompts, completions, shuffle_order=None)`` → P(a ≻ b) per pair, inputs validated by
       :func:`check_pairs`, answers by :func:`check_judgements`; raises :class:`JudgeError`.
     * :meth:`judge_or_missing` → one :class:`Judgement` per pair, missing ones carrying the reason.
-    * ``name``, ``kind`` (``"preference_model"``, ``"callable"``, ``"http"`` or ``"openai"``),
+    * ``name``, ``kind`` (``"preference_model"``, ``"reward_model"``, ``"callable"``, ``"http"`` or ``"openai"``),
       ``shuffles_order`` (whether ``shuffle_order`` reaches the judge; otherwise it is ignored),
       :meth:`identity` (the judge by content) and :meth:`close`.
 
