@@ -105,20 +105,31 @@ def test_bernoulli_order_frequencies_match_P():
         assert abs(counts[(i, j)] / n - p) <= 4.5 * math.sqrt(p * (1 - p) / n), (i, j, counts[(i, j)] / n, p)
 
 
+def sharp_shorter(prompts, completions):
+    """P(a ≻ b) = ½ + 0.45·tanh((|b| − |a|)/3), |·| in characters: soft, but far from ½ for most pairs."""
+    return [0.5 + 0.45 * math.tanh((len(b) - len(a)) / 3.0) for a, b in completions]
+
+
 def test_saved_dataset_signs_match_P(tiny, tmp_path):
-    """The round's own draws: over all saved pairs (K = 6, 15 pairs per prompt), the number of pairs won by
-    y_i is Σ P_ij within 4.5 standard deviations sqrt(Σ P_ij(1 − P_ij))."""
-    cfg = config(tiny, tmp_path / "run", samples_per_prompt=6, max_new_tokens=8, learning_rate=1e-9)
-    run_rounds(cfg, judge=toy_judges.prefer_shorter)
+    """The round's own draws with :func:`sharp_shorter`, over all saved pairs (K = 8, 168 in all), x = 1 when y_i
+    (i < j) is the winner: the count Σ x is Σ P_ij, and Σ (x − P_ij)(P_ij − ½) (is the order tied to P,
+    not only balanced?) is 0, each within 4.5 standard deviations (Σ P(1−P), Σ P(1−P)(P−½)²). The second
+    test has power: an order drawn at ½ regardless of P would shift it by Σ(P − ½)², required > 9 sd."""
+    cfg = config(tiny, tmp_path / "run", samples_per_prompt=8, max_new_tokens=8, learning_rate=1e-9)
+    run_rounds(cfg, judge=sharp_shorter)
     folder = round_dir(cfg.output_dir, 0) / "dataset"
     judged = {(j["prompt_index"], j["i"], j["j"]): j["p_i_over_j"] for j in read_jsonl(folder / "judgements.jsonl")}
     pairs = read_jsonl(folder / "pairs.jsonl")
-    assert len(pairs) == len(WORDS) * 15
-    wins = sum(p["winner"] < p["loser"] for p in pairs)
-    mean = sum(judged.values())
-    sd = math.sqrt(sum(q * (1 - q) for q in judged.values()))
-    assert sd > 1.0  # the judge is soft: the test can fail
-    assert abs(wins - mean) <= 4.5 * sd
+    assert len(pairs) == len(WORDS) * 28
+    x = {(p["prompt_index"], *sorted((p["winner"], p["loser"]))): float(p["winner"] < p["loser"]) for p in pairs}
+    assert x.keys() == judged.keys()
+    P = judged
+    sd_count = math.sqrt(sum(q * (1 - q) for q in P.values()))
+    assert abs(sum(x.values()) - sum(P.values())) <= 4.5 * sd_count
+    tied = sum((x[k] - P[k]) * (P[k] - 0.5) for k in P)
+    sd_tied = math.sqrt(sum(q * (1 - q) * (q - 0.5) ** 2 for q in P.values()))
+    assert sum((q - 0.5) ** 2 for q in P.values()) > 9 * sd_tied
+    assert abs(tied) <= 4.5 * sd_tied
 
 
 def test_first_logged_loss_is_the_hand_computed_inpo_loss(tiny, tmp_path):
