@@ -308,3 +308,27 @@ def test_lora_rounds_store_the_adapter_and_resume_exactly(tiny, tmp_path):
     assert all(r["logp_policy"] == r["logp_ref"] for r in round0)  # B = 0 at the start: π_0 = π_ref
     round1 = read_jsonl(round_dir(straight, 1) / "dataset" / "responses.jsonl")
     assert any(r["logp_policy"] != r["logp_ref"] for r in round1)  # the adapter moved, π_ref did not
+
+
+def test_a_judge_failing_in_round_1_leaves_no_dataset_and_the_run_resumes(tiny, tmp_path):
+    """A judge answering NaN while round 1's dataset is built stops the run with a JudgeError; round 1 has
+    no dataset folder (nothing half-written), and resuming with a working judge ends where the
+    uninterrupted run ends, bit for bit."""
+    from lm_runs.judges import JudgeError
+
+    common = dict(rounds=2, samples_per_prompt=2)
+    straight, cut = tmp_path / "straight", tmp_path / "cut"
+    run_rounds(config(tiny, straight, **common), judge=toy_judges.prefer_shorter)
+    calls = []
+
+    def nan_in_round_1(prompts, completions):
+        calls.append(len(completions))
+        return [float("nan")] * len(completions) if len(calls) == 2 else toy_judges.prefer_shorter(prompts, completions)
+
+    with pytest.raises(JudgeError):
+        run_rounds(config(tiny, cut, **common), judge=nan_in_round_1)
+    assert (round_dir(cut, 0) / "policy.pt").is_file()
+    assert not (round_dir(cut, 1) / "dataset").exists()
+    run_rounds(config(tiny, cut, **common), judge=toy_judges.prefer_shorter, resume=True)
+    a, b = _final_state(straight, 2), _final_state(cut, 2)
+    assert all(torch.equal(a[k], b[k]) for k in a)
