@@ -181,7 +181,7 @@ def build_round_dataset(
     batch = PromptCollator(tokenizer, config.max_prompt_length)([{"prompt": p} for p in prompts])
     prompt_ids = batch["prompt_ids"].to(device).repeat_interleave(K, dim=0)  # row = prompt * K + k
     prompt_mask = batch["prompt_mask"].to(device).repeat_interleave(K, dim=0)
-    generator = torch.Generator(device=device).manual_seed(config.seed + r)
+    generator = torch.Generator().manual_seed(config.seed + r)  # on the CPU: the same draws on any device
     sampled = generate_completions(
         policy, prompt_ids, prompt_mask, config.pair_sampling, max_new_tokens=config.max_new_tokens,
         eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id, generator=generator,
