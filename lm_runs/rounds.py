@@ -17,7 +17,7 @@ Round r = 0 … R−1 freezes the policy of its start, π_t, and
    papers' pipelines do;
 4. computes the summed log-probabilities of every response under π_t and π_ref once (exact, and cheaper
    than a frozen copy of π_t);
-5. saves the round's dataset — ``rounds/round-r/dataset/{responses.jsonl, pairs.jsonl, round.json}``
+5. saves the round's dataset — ``rounds/round-r/dataset/{responses,judgements,pairs}.jsonl`` and ``round.json``
    (prompts, responses' text and token ids, log-probabilities, lengths, judgements, the draws u_ij, the
    seeds) — as one folder published by a rename: complete or absent; a complete one is reused on resume;
 6. trains ``--epochs_per_round`` epochs of INPO's loss on the ordered pairs (a fresh optimizer and
@@ -37,6 +37,10 @@ round. The last round's model is also saved to ``output_dir``. ``--resume_from_c
 interrupted run wherever it stopped: finished rounds are skipped, a saved dataset is reused, and a round
 cut short resumes from its newest checkpoint — ending bit for bit where an uninterrupted run ends
 (each round is seeded by seed + r alone, and starts from the saved end of the round before).
+
+Refused in round mode (one line, exit status 2): any ``--alg`` but INPO, K < 2, the online algorithms'
+opponent and mixture flags, ``--max_steps`` / ``--num_train_epochs`` (rounds and epochs per round count
+training), ``--deepspeed`` and more than one process (not implemented yet).
 """
 
 from __future__ import annotations
