@@ -64,7 +64,7 @@ def _choices() -> str:
         algorithm = get_algorithm(name)
         others = [a for a in dict.fromkeys((algorithm.name, *algorithm.aliases)) if a != name]
         listed.append(f"{name} ({', '.join(others)})" if others else name)
-    return ", ".join(listed)
+    return ", ".join(listed) + "; or inpo, trained in rounds (--rounds R: python -m lm_runs.rounds --help)"
 
 
 def resolve_algorithm(name: str) -> Algorithm:
@@ -102,7 +102,7 @@ class NLHFConfig(JudgeArguments, TrainingRunArguments):
     """Configuration of NLHF training (see the module docstring for how steps are counted)."""
 
     # --- what to train ---------------------------------------------------------------------------
-    alg: str = field(default="egpo", metadata=_help(f"Algorithm: one of {', '.join(LM_ALGORITHMS)} (egpo_core's aliases such as eg, nmd, nmdpg, nash_md are accepted)."))
+    alg: str = field(default="egpo", metadata=_help(f"Algorithm: one of {', '.join(LM_ALGORITHMS)} (egpo_core's aliases such as eg, nmd, nmdpg, nash_md are accepted), trained online; inpo runs the iterative round mode instead (--rounds R and its flags: python -m lm_runs.rounds --help)."))
     """Algorithm name (one of :data:`LM_ALGORITHMS`, or an alias egpo_core declares for one)."""
     model_name_or_path: str | None = field(default=None, metadata=_help("Policy to train (its initial weights)."))
     """Directory or hub name of the initial policy (usually the SFT reference policy)."""
