@@ -39,6 +39,11 @@ Protocol
    does not take its batch with it; ``max_consecutive_judge_errors`` (16) missing pairs in a row stop
    the evaluation (a judge that is down), as do more than ``--max_missing_fraction`` missing pairs in
    a comparison.
+   A **reward-model judge** (P(a ≻ b | x) = σ((r(x, a) − r(x, b))/τ)) is not asked pair by pair: each
+   response is scored once (``scores/<model>.jsonl``; with M models, π_ref included, M·K rewards per
+   prompt however many comparisons) and each pair's record is formed from the two rewards, exactly as
+   the judge would answer it (:mod:`lm_runs.evaluate.scoring`). Both orders cost nothing more:
+   P(b ≻ a) = 1 − P(a ≻ b) by construction, and the measured position bias is 0.
 3. **Win rate and interval.** For prompts S (a split), with m_ij = 1 where P_ij is not missing,
 
        win_rate(A, B; S) = Σ_{i∈S} Σ_j m_ij·P_ij / Σ_{i∈S} Σ_j m_ij,
@@ -72,6 +77,8 @@ Outputs under ``--output_dir``::
     generations/<model>.jsonl          {"prompt", "sample", "text", "truncated", "num_tokens"} per response
     generations/<model>.meta.json      which model (the digests of its weight, config and tokenizer files) made them
     judgements/<A>__vs__<B>.jsonl      {"prompt", "sample", "p_ab", "p_ba", "error"[, "same"]} per pair
+    scores/<model>.jsonl               {"prompt", "sample", "reward", "sha256"} per response (a reward-model judge
+                                       only; a saved reward is reused for the response whose SHA-256 it names)
     winrates.csv, winrates.parquet     tidy: model, opponent, algorithm, epoch, win_rate, ci_low, ci_high,
                                        n_pairs, n_missing, split, comparison, position_bias, n_bias_pairs,
                                        few_prompts, ...
@@ -97,7 +104,7 @@ Python API: :func:`evaluate` (models, reference, prompts, judge, settings, outpu
 
 Modules: ``settings`` (options, fingerprint, identities) · ``runs`` (finding the epochs of training
 runs) · ``responses`` (generation) · ``judging`` (judgements, missing ones, position bias) ·
-``statistics`` (win rates, bootstrap, split, selection) · ``tables`` (Markdown/LaTeX) · ``folder``
+``scoring`` (a reward-model judge: scores once, pairs from scores) · ``statistics`` (win rates, bootstrap, split, selection) · ``tables`` (Markdown/LaTeX) · ``folder``
 (the output folder: its files, the refusals, the pinned settings) · ``summary`` (the tidy win rates
 and ``summary.json``) · ``orchestration`` (the resumable evaluation: generate, judge, summarise) ·
 ``command`` (flags and checks) · ``__main__`` (the entry point).

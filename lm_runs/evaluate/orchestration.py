@@ -4,7 +4,8 @@
 the prompts' identities) in its output folder (:class:`~lm_runs.evaluate.folder.EvaluationFolder`),
 reuses whatever generations and judgements the folder already holds (each written atomically after
 every batch), and writes the tidy win rates, ``summary.json`` and the tables
-(:class:`~lm_runs.evaluate.summary.Results`).
+(:class:`~lm_runs.evaluate.summary.Results`). With a reward-model judge the responses are scored once
+each and the judgements formed from the scores (:mod:`lm_runs.evaluate.scoring`).
 """
 
 from __future__ import annotations
@@ -16,11 +17,13 @@ from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
 
 from ..judges import CallableJudge, CheckedJudge, load_judge
+from ..checkpoints import SaveError
 from ..launcher import one_line
 from ..models import ModelRoleError, check_model_source, load_causal_lm
 from .folder import SEPARATOR, EvaluationFolder, file_stem, read_jsonl
 from .judging import FailureStreak, judge_pairs
 from .responses import generate_responses, policy_device
+from .scoring import pair_records, reward_model_of, score_responses
 from .settings import (
     REFERENCE,
     SETTINGS_VERSION,
@@ -116,6 +119,8 @@ class Evaluation:
             "prompts": {"count": self.n, "sha256": prompts_hash(prompts)},
         }
         self.generate_calls = 0
+        self.reward_model = reward_model_of(judge)
+        self.rewards: dict[str, dict[tuple[int, int], dict[str, Any]]] = {}
         self.folder = EvaluationFolder(output_dir)
         self.identities = {m.name: model_identity(m.source) for m in self.all_models}
         analysis = {
@@ -160,6 +165,25 @@ class Evaluation:
 
     # -- judging -------------------------------------------------------------------------------
 
+    def scored(self, name: str, gens: Mapping[tuple[int, int], Mapping[str, Any]]) -> dict[tuple[int, int], dict[str, Any]]:
+        """The reward-model judge's reward of each of the model's responses, scored (and saved call by
+        call) where not on disk yet (:func:`~lm_runs.evaluate.scoring.score_responses`)."""
+        path = self.folder.scores_path(name)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            return score_responses(
+                self.reward_model, self.prompt_texts, {k: r["text"] for k, r in gens.items()},
+                done=self.folder.scores(name), on_batch=lambda rows: self.folder.write_rows(path, rows),
+                progress=self.progress, desc=f"score {name}",
+            )
+        except SaveError:
+            raise
+        except Exception as error:  # a pair could be missing; a score the tables need cannot
+            raise EvaluationError(
+                f"judge {self.judge.name} failed to score {name}'s responses ({one_line(error)}); "
+                "fix it and rerun: the scores saved so far are kept"
+            ) from None
+
     def judgements(self, a: str, b: str, prompts: Sequence[int], gens: Mapping[str, Mapping]) -> list[dict[str, Any]]:
         """Judgements of a's responses against b's for every pair of ``prompts``, reusing those on disk."""
         path = self.folder.judgements_path(a, b)
@@ -169,6 +193,12 @@ class Evaluation:
             return [done[k] for k in keys]
         first = {k: gens[a][k]["text"] for k in keys}
         second = {k: gens[b][k]["text"] for k in keys}
+        if self.reward_model is not None:
+            formed = pair_records(self.rewards[a], self.rewards[b], first, second, [k for k in keys if k not in done],
+                                  self.reward_model.temperature, both_orders=self.settings.both_orders)
+            records = {**{k: dict(v) for k, v in done.items()}, **formed}
+            self.folder.write_rows(path, [records[k] for k in sorted(records)])
+            return [records[k] for k in keys]
 
         def is_missing(r: Mapping[str, Any]) -> bool:
             return r["p_ab"] is None or (self.settings.both_orders and r["p_ba"] is None)
@@ -212,6 +242,9 @@ class Evaluation:
         gens: dict[str, dict[tuple[int, int], dict[str, Any]]] = {}
         for spec in tqdm(self.all_models, desc="generation", disable=not self.progress):
             gens[spec.name] = self.generations(spec)
+        if self.reward_model is not None:
+            for spec in tqdm(self.all_models, desc="score", disable=not self.progress):
+                self.rewards[spec.name] = self.scored(spec.name, gens[spec.name])
 
         splits = {"all": list(range(self.n)), "selection": self.selection, "report": self.report}
         results = Results(self.all_models, splits, s, self.n, self.K)
