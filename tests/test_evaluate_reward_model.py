@@ -199,6 +199,19 @@ def test_a_saved_score_of_another_response_is_not_reused(zoo, both, tmp_path):
     assert judge.scored_texts == 1
 
 
+def test_a_missing_judgement_on_disk_is_formed_again(zoo, both, tmp_path):
+    out = tmp_path / "out"
+    shutil.copytree(both["root"] / "scores", out)
+    path = out / "judgements" / "c__vs__reference.jsonl"
+    rows = [json.loads(x) for x in path.read_text().splitlines()]
+    for row in rows[:3]:
+        row.update(p_ab=None, p_ba=None, error="the judge was down")
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    judge = _judge(zoo)
+    assert evaluate(zoo["models"], zoo["ref"], PROMPTS, judge, SETTINGS, out).tables == both["scores"].tables
+    assert judge.scored_texts == 0 and path.read_text() == (both["root"] / "scores" / "judgements" / path.name).read_text()
+
+
 def test_another_temperature_is_another_judge(zoo, both, tmp_path):
     out = tmp_path / "out"
     shutil.copytree(both["root"] / "scores", out)
@@ -233,3 +246,17 @@ def test_one_order_is_formed_from_the_scores_too(zoo, both, tmp_path):
     rates = result.winrates.set_index(["split", "model", "opponent"])["win_rate"]
     both_rates = both["scores"].winrates.set_index(["split", "model", "opponent"])["win_rate"]
     assert (rates - both_rates).abs().max() < 1e-9  # a reward model has no position bias to average out
+
+
+BENCH = Path(__file__).resolve().parents[1] / "benchmarks" / "bench_evaluate_judges.py"
+
+
+def test_benchmark_help_runs_and_bad_input_is_one_line():
+    import subprocess
+    import sys
+
+    done = subprocess.run([sys.executable, str(BENCH), "--help"], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0 and "--judge_batch_size" in done.stdout and "preference model" in " ".join(done.stdout.split())
+    bad = subprocess.run([sys.executable, str(BENCH), "--models", "0"], capture_output=True, text=True, timeout=120)
+    assert bad.returncode == 2 and "Traceback" not in bad.stderr
+    assert bad.stderr.strip().splitlines()[-1].endswith("argument --models: must be >= 1, got 0")

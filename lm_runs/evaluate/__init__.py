@@ -104,7 +104,8 @@ Python API: :func:`evaluate` (models, reference, prompts, judge, settings, outpu
 
 Modules: ``settings`` (options, fingerprint, identities) · ``runs`` (finding the epochs of training
 runs) · ``responses`` (generation) · ``judging`` (judgements, missing ones, position bias) ·
-``scoring`` (a reward-model judge: scores once, pairs from scores) · ``statistics`` (win rates, bootstrap, split, selection) · ``tables`` (Markdown/LaTeX) · ``folder``
+``scoring`` (a reward-model judge: scores once, pairs from scores) · ``statistics`` (win rates,
+bootstrap, split, selection) · ``tables`` (Markdown/LaTeX) · ``folder``
 (the output folder: its files, the refusals, the pinned settings) · ``summary`` (the tidy win rates
 and ``summary.json``) · ``orchestration`` (the resumable evaluation: generate, judge, summarise) ·
 ``command`` (flags and checks) · ``__main__`` (the entry point).

@@ -16,8 +16,8 @@ from collections import Counter
 from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
 
-from ..judges import CallableJudge, CheckedJudge, load_judge
 from ..checkpoints import SaveError
+from ..judges import CallableJudge, CheckedJudge, load_judge
 from ..launcher import one_line
 from ..models import ModelRoleError, check_model_source, load_causal_lm
 from .folder import SEPARATOR, EvaluationFolder, file_stem, read_jsonl
@@ -185,20 +185,26 @@ class Evaluation:
             ) from None
 
     def judgements(self, a: str, b: str, prompts: Sequence[int], gens: Mapping[str, Mapping]) -> list[dict[str, Any]]:
-        """Judgements of a's responses against b's for every pair of ``prompts``, reusing those on disk."""
+        """Judgements of a's responses against b's for every pair of ``prompts``, reusing those on disk;
+        with a reward-model judge formed from the saved rewards (:func:`~lm_runs.evaluate.scoring.pair_records`)."""
         path = self.folder.judgements_path(a, b)
         done = self.folder.judgements(a, b)
         keys = [(i, j) for i in prompts for j in range(self.K)]
+        if self.reward_model is not None:  # formed from the scores; a record left missing by an earlier judge is redone
+            both = self.settings.both_orders
+            todo = [k for k in keys if k not in done or done[k]["p_ab"] is None or (both and done[k]["p_ba"] is None)]
+            records = {k: dict(v) for k, v in done.items()}
+            if todo:
+                first = {k: gens[a][k]["text"] for k in todo}
+                second = {k: gens[b][k]["text"] for k in todo}
+                records.update(pair_records(self.rewards[a], self.rewards[b], first, second, todo,
+                                            self.reward_model.temperature, both_orders=both))
+                self.folder.write_rows(path, [records[k] for k in sorted(records)])
+            return [records[k] for k in keys]
         if all(k in done for k in keys):
             return [done[k] for k in keys]
         first = {k: gens[a][k]["text"] for k in keys}
         second = {k: gens[b][k]["text"] for k in keys}
-        if self.reward_model is not None:
-            formed = pair_records(self.rewards[a], self.rewards[b], first, second, [k for k in keys if k not in done],
-                                  self.reward_model.temperature, both_orders=self.settings.both_orders)
-            records = {**{k: dict(v) for k, v in done.items()}, **formed}
-            self.folder.write_rows(path, [records[k] for k in sorted(records)])
-            return [records[k] for k in keys]
 
         def is_missing(r: Mapping[str, Any]) -> bool:
             return r["p_ab"] is None or (self.settings.both_orders and r["p_ba"] is None)
