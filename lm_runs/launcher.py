@@ -239,6 +239,13 @@ def one_line(error: BaseException | str, limit: int = 300) -> str:
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
+def _say(line: str) -> None:
+    """Print ``line`` on stderr in ONE write: the ranks of a distributed run share the stream, and
+    ``print`` writes the text and its newline separately, so two ranks' lines could interleave."""
+    sys.stderr.write(line + "\n")
+    sys.stderr.flush()
+
+
 def _is_user_error(error: BaseException) -> bool:
     if isinstance(error, UsageError):
         return True
@@ -260,17 +267,17 @@ def run_entry_point(main: Callable[[Sequence[str] | None], Any], argv: Sequence[
     try:
         main(argv)
     except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
+        _say("interrupted")
         raise SystemExit(130) from None
     except SaveError as error:
-        print(f"error: {one_line(error, limit=2000)}", file=sys.stderr)
+        _say(f"error: {one_line(error, limit=2000)}")
         raise SystemExit(2) from None
     except OSError as error:
         if error.errno in WRITE_FAILURES:
             where = f" while writing {error.filename}" if error.filename else ""
-            print(f"error: {WRITE_FAILURES[error.errno]}{where}", file=sys.stderr)
+            _say(f"error: {WRITE_FAILURES[error.errno]}{where}")
         elif isinstance(error, (FileNotFoundError, PermissionError)):
-            print(f"error: {one_line(error, limit=2000)}", file=sys.stderr)
+            _say(f"error: {one_line(error, limit=2000)}")
         else:
             raise
         raise SystemExit(2) from None
@@ -279,7 +286,7 @@ def run_entry_point(main: Callable[[Sequence[str] | None], Any], argv: Sequence[
             failure = write_failure(error)
             if failure is None:
                 raise
-            print(f"error: a write failed: {failure[1]}", file=sys.stderr)
+            _say(f"error: a write failed: {failure[1]}")
             raise SystemExit(2) from None
-        print(f"error: {one_line(error, limit=2000)}", file=sys.stderr)
+        _say(f"error: {one_line(error, limit=2000)}")
         raise SystemExit(2) from None
