@@ -243,13 +243,25 @@ def test_help_runs():
         (["--rounds", "0"], "--rounds must be at least 1"),
     ],
 )
-def test_bad_flags_are_one_line_exit_2(tiny, tmp_path, flags, message):
+def test_bad_flags_are_one_line_exit_2(tiny, tmp_path, capsys, flags, message):
+    """In-process through run_entry_point (as ``python -m lm_runs.rounds`` runs); the first case also as a
+    real process."""
+    from lm_runs.launcher import run_entry_point
+    from lm_runs.rounds import main
+
     base = ["--model_name_or_path", tiny["model"], "--prompts", tiny["prompts"], "--judge", "toy_judges:prefer_shorter",
             "--output_dir", str(tmp_path / "out"), "--use_cpu", "true", "--samples_per_prompt", "2"]
-    done = _cli(*base, *flags)
-    assert done.returncode == 2, done.stderr
-    lines = [line for line in done.stderr.splitlines() if line.strip()]
-    assert len(lines) == 1 and message in lines[0], done.stderr
+    with pytest.raises(SystemExit) as caught:
+        run_entry_point(main, [*base, *flags])
+    err = capsys.readouterr().err
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert caught.value.code == 2 and len(lines) == 1 and message in lines[0], err
+    assert not (tmp_path / "out" / "rounds").exists()
+    if flags[0] == "--alg":
+        done = _cli(*base, *flags)
+        assert done.returncode == 2, done.stderr
+        lines = [line for line in done.stderr.splitlines() if line.strip()]
+        assert len(lines) == 1 and message in lines[0], done.stderr
 
 
 def test_train_nlhf_hands_rounds_over_and_resumes(tiny, tmp_path):
