@@ -300,6 +300,7 @@ json.dump({"status": done.returncode, "stderr": done.stderr, "entries": sorted(o
 """
 
 
+@pytest.mark.slow  # the file-size-limit cases above run in make test
 @pytest.mark.skipif(os.name != "posix", reason="tmpfs")
 def test_a_really_full_disk_while_saving_a_checkpoint_is_one_line_and_frees_the_space(tiny, tmp_path):
     """The run folder on a 1.2 MB tmpfs (mounted in a user namespace, no root needed): checkpoint-1's

@@ -90,9 +90,11 @@ def launch(tiny, out: Path, judge: str, deepspeed: str | None, bf16: bool = Fals
 @pytest.mark.parametrize(
     "deepspeed,gather",
     [("zero2.json", False), pytest.param("zero1.json", False, marks=pytest.mark.slow),
-     pytest.param("zero0.json", False, marks=pytest.mark.slow), (None, False), (None, True)],
+     pytest.param("zero0.json", False, marks=pytest.mark.slow), (None, False),
+     pytest.param(None, True, marks=pytest.mark.slow)],
     ids=["zero2", "zero1", "zero0", "ddp", "ddp-rank0-judges"],
-)  # ZeRO-1 and -0 take the path ZeRO-2 takes here (the engine's optimizer, restored with its state): make test-slow
+)  # ZeRO-1 and -0 take the path ZeRO-2 takes here (the engine's optimizer, restored with its state), and the
+# gathered judging is also run by the failure test's gather case and test_gathering_judge: make test-slow
 def test_two_ranks_egpo(tiny, tmp_path, judge_url, deepspeed, gather):
     """Each rank its own HTTP client, or (gather) rank 0 judging everyone's pairs."""
     ranks = launch(tiny, tmp_path, judge_url, deepspeed, gather=gather)
@@ -122,6 +124,7 @@ def test_two_ranks_egpo(tiny, tmp_path, judge_url, deepspeed, gather):
     check_extragradient_by_hand(tiny["model"], theta, by_step, [r["final"] for r in ranks], LR, [LR, LR / 2])
 
 
+@pytest.mark.slow  # ZeRO-3 also runs in make test through the LoRA case below
 @pytest.mark.parametrize("alg", ["oipo1", "nashmd"])
 def test_two_ranks_under_zero3(tiny, tmp_path, judge_url, alg):
     """Online IPO 1 and Nash-MD under ZeRO-3 (policy and π_ref partitioned over the ranks, generation

@@ -85,7 +85,8 @@ def _assert_one_run_then_rerun(folder: Path, runs) -> str:
 # a full disk
 
 
-@pytest.mark.parametrize("name", ["metrics.csv", "summary.csv", "run.json"])
+@pytest.mark.parametrize("name", ["metrics.csv", pytest.param("summary.csv", marks=pytest.mark.slow),
+                                  pytest.param("run.json", marks=pytest.mark.slow)])  # one in make test
 def test_a_full_disk_is_one_line_naming_the_path_and_keeps_the_previous_run(tmp_path, monkeypatch, capsys, runs,
                                                                               name):
     """ENOSPC as the kernel reports it (no file name, on flushing the written data) while one of the
@@ -176,7 +177,7 @@ def _kill_at(tmp_path: Path, runs, k: int) -> str:
     return _assert_one_run_then_rerun(folder, runs)
 
 
-@pytest.mark.parametrize("k,held", [(2, "old"), (5, "new")])
+@pytest.mark.parametrize("k,held", [(2, "old"), pytest.param(5, "new", marks=pytest.mark.slow)])
 def test_sigkill_while_writing_aside_or_moving_in_leaves_one_whole_run(tmp_path, runs, k, held):
     assert _kill_at(tmp_path, runs, k) == held
 

@@ -476,6 +476,7 @@ def test_module_entry_point_help():
 # ----------------------------------------------------------------------------------------------
 
 
+@pytest.mark.slow  # a benchmark script (its --help and one timed update): make test-slow
 def test_bench_lm_help_and_one_timed_update(tmp_path):
     """``--help`` runs; one EGPO update on the tiny model gives a positive time per update whose four
     phases add up to it (``other`` is the remainder, so each phase must be ≥ 0 for the hooks on the

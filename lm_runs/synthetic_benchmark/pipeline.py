@@ -214,6 +214,13 @@ def win_rate_tables(
     return out
 
 
+def _threads() -> int:
+    """The benchmark's torch threads: ``OMP_NUM_THREADS`` when it is a positive integer, else 1 (an empty
+    or OpenMP-list value such as ``"4,2"`` falls back to 1 rather than failing the run)."""
+    value = os.environ.get("OMP_NUM_THREADS", "").strip()
+    return int(value) if value.isdigit() and int(value) > 0 else 1
+
+
 def run_benchmark(out: str | Path, settings: BenchmarkSettings = DEFAULT, *, overwrite: bool = False, progress: bool = True) -> dict[str, Any]:
     """Build tokenizer and model, SFT the reference, train every algorithm × seed (summed
     log-probabilities) and the length-normalized variant, measure, simulate, plot, evaluate win rates;
@@ -245,7 +252,7 @@ def _run_into(out: Path, s: BenchmarkSettings, progress: bool) -> dict[str, Any]
     datasets.disable_progress_bars()
     started = time.perf_counter()
     timings: dict[str, float] = {}
-    torch.set_num_threads(max(1, int(os.environ.get("OMP_NUM_THREADS", "1"))))
+    torch.set_num_threads(_threads())
 
     paths = {"data": out / "data", "model": out / "model", "sft": out / "sft", "runs": out / "runs",
              "train_prompts": out / "data" / "train_prompts.jsonl"}
