@@ -259,6 +259,7 @@ def test_disk_full_while_saving_a_checkpoint_is_one_line_and_the_earlier_one_res
     assert json.loads((out / "checkpoint-2" / "trainer_state.json").read_text())["global_step"] == 2
 
 
+@pytest.mark.slow  # make test runs the checkpoint case above, which reaches the same SaveError through torch.save
 @pytest.mark.skipif(os.name != "posix", reason="RLIMIT_FSIZE")
 def test_disk_full_while_saving_the_final_model_is_one_line_and_leaves_no_model(tiny, tmp_path):
     """The final model.safetensors (0.55 MB) cannot be written (safetensors' own SafetensorError, os error
@@ -300,7 +301,7 @@ json.dump({"status": done.returncode, "stderr": done.stderr, "entries": sorted(o
 """
 
 
-@pytest.mark.slow  # the file-size-limit cases above run in make test
+@pytest.mark.slow  # the file-size-limit checkpoint case above runs in make test
 @pytest.mark.skipif(os.name != "posix", reason="tmpfs")
 def test_a_really_full_disk_while_saving_a_checkpoint_is_one_line_and_frees_the_space(tiny, tmp_path):
     """The run folder on a 1.2 MB tmpfs (mounted in a user namespace, no root needed): checkpoint-1's

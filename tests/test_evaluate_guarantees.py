@@ -7,8 +7,6 @@ from __future__ import annotations
 
 import json
 import shutil
-import subprocess
-import sys
 import textwrap
 from pathlib import Path
 
@@ -238,10 +236,3 @@ def test_an_output_folder_of_something_else_is_refused(models, tmp_path):
     out.write_text("a file")
     with pytest.raises(EvaluationError, match="is a file"):
         evaluate(specs, models["ref"], PROMPTS, shorter, SETTINGS, out)
-
-
-def test_help_runs():
-    done = subprocess.run([sys.executable, "-m", "lm_runs.evaluate", "--help"], capture_output=True, text=True, timeout=120)
-    assert done.returncode == 0, done.stderr
-    assert "--both_orders" in done.stdout and "95-percent" in done.stdout and "--judge_timeout" in done.stdout
-    assert "Traceback" not in done.stderr

@@ -89,11 +89,12 @@ def launch(tiny, out: Path, judge: str, deepspeed: str | None, bf16: bool = Fals
 
 @pytest.mark.parametrize(
     "deepspeed,gather",
-    [("zero2.json", False), pytest.param("zero1.json", False, marks=pytest.mark.slow),
+    [pytest.param("zero2.json", False, marks=pytest.mark.slow), pytest.param("zero1.json", False, marks=pytest.mark.slow),
      pytest.param("zero0.json", False, marks=pytest.mark.slow), (None, False),
      pytest.param(None, True, marks=pytest.mark.slow)],
     ids=["zero2", "zero1", "zero0", "ddp", "ddp-rank0-judges"],
-)  # ZeRO-1 and -0 take the path ZeRO-2 takes here (the engine's optimizer, restored with its state), and the
+)  # ZeRO-2 under two ranks also runs in make test through the bf16 master test and the failing-judge test below;
+# ZeRO-1 and -0 take the path ZeRO-2 takes here (the engine's optimizer, restored with its state), and the
 # gathered judging is also run by the failure test's gather case and test_gathering_judge: make test-slow
 def test_two_ranks_egpo(tiny, tmp_path, judge_url, deepspeed, gather):
     """Each rank its own HTTP client, or (gather) rank 0 judging everyone's pairs."""
