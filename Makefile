@@ -39,11 +39,11 @@ constraints: $(STAMP)
 # which `make test-slow` runs; CI (.ci/run) runs both. pytest exits 5 when it collects no test: treat that
 # as a broken setup, not a pass.
 test: $(STAMP)
-	$(PY) -m pytest -q -m "not slow"; rc=$$?; \
+	$(PY) -m pytest -q -m "not slow" --durations=25; rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "pytest collected no tests: the setup is broken" >&2; exit 1; fi; exit $$rc
 
 test-slow: $(STAMP)
-	$(PY) -m pytest -q -m slow; rc=$$?; \
+	$(PY) -m pytest -q -m slow --durations=10; rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "pytest collected no slow tests: the setup is broken" >&2; exit 1; fi; exit $$rc
 
 # Every notebook under papermill into notebooks/_executed/ (figures into figures/<notebook>/; with FAST=1
