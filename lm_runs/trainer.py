@@ -517,7 +517,12 @@ class NLHFTrainer(AtomicCheckpoints, Trainer):
 
     def _judge(self, samples: _Samples) -> torch.Tensor:
         """wins[role, i, k] = P(response_role ≻ z_k) for prompt row i and opponent term k, in one judge call;
-        a "pair" term is P(y ≻ y′) for y against P(y′ ≻ y′) = ½ for y′. Raises :class:`_JudgeFailed` naming
+        a "pair" term is P(y ≻ y′) for y against P(y′ ≻ y′) = ½ for y′. Every pair of the rollout goes in
+        that one call, so a reward-model judge (:class:`~lm_runs.judges.reward_model.RewardModelJudge`, which
+        scores each distinct (prompt, response) of a call once) scores y, y′ and each z_k once — 3 forward
+        rows per prompt for EGPO and Online IPO 1 instead of 2 pair passes — and forms every
+        P(a ≻ b) = σ((r_a − r_b)/τ) from those scores; with ``--judge_gather`` rank 0's one call holds every
+        rank's pairs. A preference model reads one text per pair. Raises :class:`_JudgeFailed` naming
         the cause when the judge raises (a :class:`~lm_runs.judges.JudgeError` for NaN, out-of-range or
         miscounted answers, an unreachable server, or any exception of a callable judge)."""
         tokenizer, terms, n = self.processing_class, self.algorithm.opponent_terms, samples.n

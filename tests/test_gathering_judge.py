@@ -28,9 +28,16 @@ def _worker(rank: int, port: int, out: dict) -> None:
     dist.init_process_group("gloo", rank=rank, world_size=2)
     from lm_runs.judges import JudgeError
 
-    judge = GatheringJudge(_judge if rank == 0 else None)  # only rank 0 needs a judge
+    calls: list[int] = []
+
+    def counted(prompts, completions):  # a reward model scores the distinct responses of ONE call once
+        calls.append(len(prompts))
+        return _judge(prompts, completions)
+
+    judge = GatheringJudge(counted if rank == 0 else None)  # only rank 0 needs a judge
     pairs = [[f"r{rank}-{i}" + "x" * i, "yy"] for i in range(2 + rank)]
     got = judge([f"prompt {rank}"] * len(pairs), pairs)
+    out[f"{rank}-calls"] = list(calls)
     out[rank] = {"got": got, "expected": _judge([""] * len(pairs), pairs)}
     try:
         judge(["fail" if rank == 1 else "ok"], [["a", "b"]])
@@ -54,6 +61,7 @@ def test_rank_zero_judges_and_each_rank_gets_its_own_slice():
         assert out[rank]["got"] == out[rank]["expected"]
         assert out[f"{rank}-error"] == "the judge on rank 0 failed (RuntimeError: boom)"
     assert (out["0-kind"], out["1-kind"]) == ("callable", "gathered")
+    assert (out["0-calls"], out["1-calls"]) == ([2 + 3], [])  # both ranks' pairs in one call on rank 0
 
 
 class _ModelJudge:

@@ -302,3 +302,127 @@ def test_the_server_scores_responses_once_across_requests(trained):
         handle.remove()
     assert rows == [3]
     assert answers == pytest.approx(judge(["p"] * 3, [["x y", "a b c"], ["x y", "red fish"], ["a b c", "red fish"]]), abs=1e-6)
+
+
+# ---------------------------------------------------------------------------------------------
+# the trainer with a reward-model judge: each rollout's responses scored once
+# ---------------------------------------------------------------------------------------------
+
+_TRAIN_WORDS = "cat dog bird fish sun moon".split()
+
+
+def _seeing_trainer_class():
+    """NLHFTrainer recording, per rollout, the texts judged (y, y′, z_k per prompt row, decoded as the
+    trainer decodes them) and the wins it handed to the loss."""
+    from lm_runs.trainer import NLHFTrainer
+
+    class Seeing(NLHFTrainer):
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+            self.seen: list[dict] = []
+
+        def _judge(self, samples):
+            text = lambda c: self.processing_class.batch_decode(c.ids, skip_special_tokens=True)  # noqa: E731
+            self.seen.append({"prompts": list(samples.prompts), "roles": [text(c) for c in samples.responses],
+                              "opponents": {k: text(c) for k, c in samples.opponents.items()}})
+            return super()._judge(samples)
+
+        def _rollout(self, batch):
+            rollout = super()._rollout(batch)
+            self.seen[-1].update(wins_y=rollout["wins_y"].cpu().clone(), wins_yp=rollout["wins_yp"].cpu().clone())
+            return rollout
+
+    return Seeing
+
+
+@pytest.fixture(scope="module")
+def policy(tmp_path_factory):
+    root = tmp_path_factory.mktemp("policy")
+    prompts = root / "prompts.jsonl"
+    prompts.write_text("".join(json.dumps({"prompt": f"tell me about the {w}"}) + "\n" for w in _TRAIN_WORDS))
+    return {"model": str(build_tiny_lm(root / "model", seed=3)), "prompts": str(prompts), "root": root}
+
+
+def _train_with(policy, out, alg: str, judge, max_steps: int = 1):
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from lm_runs.config import NLHFConfig
+    from lm_runs.data import load_prompts
+
+    cfg = NLHFConfig(output_dir=str(out), model_name_or_path=policy["model"], prompts=policy["prompts"], alg=alg,
+                     max_steps=max_steps, per_device_train_batch_size=3, samples_per_prompt=1, max_new_tokens=6,
+                     learning_rate=1e-3, use_cpu=True, report_to="none", seed=0, save_strategy="no", disable_tqdm=True)
+    trainer = _seeing_trainer_class()(
+        model=AutoModelForCausalLM.from_pretrained(policy["model"]), args=cfg, judge=judge,
+        train_dataset=load_prompts(policy["prompts"]), processing_class=AutoTokenizer.from_pretrained(policy["model"]),
+        ref_model=AutoModelForCausalLM.from_pretrained(policy["model"]),
+    )
+    trainer.train()
+    return trainer
+
+
+@pytest.mark.parametrize("alg", ["egpo", "oipo1", "oipo2", "nashmd", "nashmdpg", "sppo"])
+def test_the_trainer_scores_each_rollouts_responses_once_and_forms_every_target_from_the_scores(trained, policy, tmp_path, alg):
+    """One forward pass per rollout over its distinct responses — y, y′ and z per prompt (3 per prompt for
+    EGPO, Online IPO 1, SPPO, Nash-MD; 2 for Online IPO 2's (y, y′) and Nash-MD-PG's (y, z)) — and every
+    preference the loss receives is σ((r_a − r_b)/τ) of rewards computed here text by text (1e-6)."""
+    from egpo_core.algorithms import get_algorithm
+    from egpo_core.losses import regression_target
+
+    tau = 0.5
+    judge = load_judge(f"{trained[0]}?temperature={tau}", batch_size=64)  # 128 texts per pass: one pass a rollout
+    rows: list[int] = []
+    handle = judge.inner.model.register_forward_hook(lambda m, a, k, o: rows.append(k["input_ids"].shape[0]), with_kwargs=True)
+    try:
+        trainer = _train_with(policy, tmp_path, alg, judge)
+    finally:
+        handle.remove()
+    algorithm = get_algorithm(alg)
+    assert len(trainer.seen) == algorithm_rollouts(alg)
+    reward = {}
+    for seen in trainer.seen:
+        n = len(seen["prompts"])
+        texts = [*seen["roles"], *seen["opponents"].values()]
+        distinct = {(p, t[i]) for t in texts for i, p in enumerate(seen["prompts"])}
+        assert len(distinct) == len(texts) * n  # no two responses of a prompt coincide here
+        for p, t in distinct:
+            reward[(p, t)] = _by_hand(judge.inner, p, t)
+    per_prompt = 2 if alg in ("oipo2", "nashmdpg") else 3
+    assert rows == [per_prompt * 3] * len(trainer.seen)  # 3 prompts a rollout, each response once
+    largest = 0.0
+    for seen in trainer.seen:
+        prompts, roles = seen["prompts"], seen["roles"]
+        p = lambda i, a, b: 1.0 / (1.0 + math.exp(-(reward[(prompts[i], a)] - reward[(prompts[i], b)]) / tau))  # noqa: E731
+        n = len(prompts)
+        if algorithm.opponent_terms[0].source == "pair":
+            hand_y = torch.tensor([[p(i, roles[0][i], roles[1][i])] for i in range(n)])
+            hand_yp = torch.full((n, 1), 0.5)
+        else:
+            z = seen["opponents"][0]
+            hand_y = torch.tensor([[p(i, roles[0][i], z[i])] for i in range(n)])
+            hand_yp = torch.tensor([[p(i, roles[-1][i], z[i])] for i in range(n)]) if len(roles) > 1 else hand_y
+        assert seen["wins_y"] == pytest.approx(hand_y, abs=1e-6)
+        assert seen["wins_yp"] == pytest.approx(hand_yp, abs=1e-6)
+        if algorithm.loss != "pg":
+            target = regression_target(algorithm, seen["wins_y"], seen["wins_yp"], trainer.args.beta)
+            assert target == pytest.approx(regression_target(algorithm, hand_y, hand_yp, trainer.args.beta), abs=1e-5)
+        largest = max(largest, float((hand_y - 0.5).abs().max()))
+    assert largest > 2e-3  # the rewards differ, far beyond the tolerance: the comparison means something
+
+
+def algorithm_rollouts(alg: str) -> int:
+    """Rollouts of one update: EGPO generates and judges twice (at θ_t and at θ_{t+½})."""
+    return 2 if alg == "egpo" else 1
+
+
+def test_a_preference_model_judge_keeps_its_pair_passes(zoo, policy, tmp_path):
+    """The same trainer with a 2-label preference model: one pass row per judged pair (2 per prompt for
+    EGPO: (y, z) and (y′, z)), where the reward model scores 3 responses."""
+    judge = load_judge(str(zoo["pm"]), batch_size=64)
+    rows: list[int] = []
+    handle = judge.inner.model.register_forward_hook(lambda m, a, k, o: rows.append(k["input_ids"].shape[0]), with_kwargs=True)
+    try:
+        trainer = _train_with(policy, tmp_path, "egpo", judge)
+    finally:
+        handle.remove()
+    assert len(trainer.seen) == 2 and rows == [2 * 3, 2 * 3]
