@@ -104,8 +104,10 @@ class SimulationResult:
         return self.metric("average_exploitability")
 
     def _config_row(self, c: int) -> dict[str, Any]:
-        """Row ``c`` of ``configs`` with each column's own type (a seed stays an int)."""
-        return {column: self.configs[column].iloc[c].item() for column in self.configs.columns}
+        """Row ``c`` of ``configs`` with each column's own type (a seed stays an int); a value not
+        shown (the mixture of a run without Nash-MD, NaN) is None, JSON's null."""
+        row = {column: self.configs[column].iloc[c].item() for column in self.configs.columns}
+        return {k: None if isinstance(v, float) and np.isnan(v) else v for k, v in row.items()}
 
     def to_dataframe(self) -> pd.DataFrame:
         """Tidy data: one row per (config, algorithm, run, step, metric) with columns
@@ -211,7 +213,7 @@ def load_result(folder: str | os.PathLike) -> SimulationResult:
     metrics_file = run_path(folder, meta["metrics_file"])
     frame = pd.read_parquet(metrics_file) if metrics_file.suffix == ".parquet" else pd.read_csv(metrics_file)
     algorithms = tuple(meta["algorithms"])
-    configs = pd.DataFrame(meta["configs"])
+    configs = pd.DataFrame(meta["configs"]).astype({"mixture": np.float64})  # null (not shown) → NaN
     steps = np.sort(frame["step"].unique())
     order = {name: i for i, name in enumerate(algorithms)}
     values = {}

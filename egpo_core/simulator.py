@@ -29,12 +29,14 @@ import dataclasses
 import functools
 import hashlib
 import itertools
+import json
 import math
+import os
 import sys
 import time
 import warnings
 from datetime import datetime, timezone
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import numba
 import numpy as np
@@ -43,13 +45,14 @@ from scipy.special import log_softmax
 from tqdm.auto import tqdm
 
 from . import _kernel
-from ._kernel_inputs import build_kernel_inputs
+from ._kernel_inputs import build_kernel_inputs, trajectory_seed
 from .algorithms import Algorithm, ConventionSwitches, MixtureRule
 from .config import METRICS, SimulationConfig
+from .executors import Chunk, check_executor, default_chunk_size, grid_key, kernel_threads, run_chunks, worker_threads
 from .network import network_logits, network_parameters, neural_init
 from .results import SimulationResult, load_result
 from .stepsizes import eta_from_lr, lr_from_eta, mixture_coefficient
-from .validation import check_logits, validate_preference_matrix
+from .validation import check_count, check_logits, validate_preference_matrix
 
 __all__ = ["simulate", "sweep", "SimulationConfig", "SimulationResult", "load_result", "METRICS"]
 
@@ -164,6 +167,79 @@ def _warn_divergence(values: np.ndarray, steps: np.ndarray, algorithms: Sequence
     )
 
 
+@dataclasses.dataclass(frozen=True)
+class _GridData:
+    """What every chunk of a grid shares: games, log π_ref, initial parameters per run, the settings
+    table (its index: each setting's position in the whole grid), the configuration and the network's shape."""
+
+    P: np.ndarray
+    logp_ref: np.ndarray
+    params0: np.ndarray
+    configs: pd.DataFrame
+    base: SimulationConfig
+    width: int
+    n_hidden: int
+    shared: bool
+    steps: np.ndarray
+
+    def key(self) -> str:
+        """What the numbers depend on, hashed (partial results of one grid are never read by another)."""
+        env = _environment()
+        return grid_key(self.P.tobytes(), self.logp_ref.tobytes(), self.params0.tobytes(), self.steps.tobytes(),
+                        ",".join(self.configs.columns), self.configs.to_numpy(dtype=np.float64).tobytes(), json.dumps(self.base.to_dict(), default=str),
+                        str(env["egpo_version"]), str(env["git_commit"]), f"{self.width},{self.n_hidden},{self.shared}")
+
+    def describe(self, chunk: Chunk) -> str:
+        """A chunk's settings (β, step, seed) and algorithms, for a failure's line."""
+        step = "lr" if self.base.lr is not None else "eta"
+        rows = self.configs.iloc[slice(*chunk.configs)]
+        settings = [f"beta={r.beta:g} {step}={getattr(r, step):g} seed={r.seed}" for r in rows.itertuples()]
+        if len(settings) > 3:
+            settings = [settings[0], f"... ({len(settings)} settings)", settings[-1]]
+        names = [a.name for a in self.base.algorithm_objects()[slice(*chunk.algorithms)]]
+        return f"[{'; '.join(settings)}] x {','.join(names)}"
+
+
+def _advance(inputs: _kernel.KernelInputs, iterations: int, done: Callable[[int, int], None] | None = None) -> None:
+    """Run the kernel from step 0 to ``iterations`` in about 100 calls (``done(t0, t1)`` after each)."""
+    chunk = max(1, math.ceil(iterations / 100))
+    for t0 in range(0, iterations, chunk):
+        t1 = min(iterations, t0 + chunk)
+        with numba.parallel_chunksize(1):
+            _kernel.run_chunk(t0, t1, *inputs)
+        if done is not None:
+            done(t0, t1)
+
+
+def _recorded(inputs: _kernel.KernelInputs, metrics: Sequence[str], shape: tuple[int, ...]) -> dict[str, np.ndarray]:
+    """The kernel's recorded metrics as arrays ``shape`` = (settings, algorithms, runs, steps), clipped at
+    0: every metric recorded is ≥ 0 in exact arithmetic (a gap, a KL, an exploitability), and a value a
+    rounding below 0 (−2e-16) is 0 (NaN and ∞ of a diverged run are kept)."""
+    out = inputs.outputs
+    recorded = {
+        "duality_gap": out.gap, "exploitability": out.exploitability, "kl_to_equilibrium": out.kl_to_equilibrium,
+        "average_duality_gap": out.average_gap, "average_exploitability": out.average_exploitability,
+    }
+    return {name: np.maximum(data.reshape(shape), 0.0) for name, data in recorded.items() if name in metrics}
+
+
+def _compute_chunk(data: _GridData, chunk: Chunk) -> dict[str, np.ndarray]:
+    """The metrics of one chunk of a grid (its settings × its algorithms × every run), as the whole grid
+    computes them: each trajectory's random stream is keyed by its setting's index in the grid."""
+    configs = data.configs.iloc[slice(*chunk.configs)]
+    algorithms = data.base.algorithm_objects()[slice(*chunk.algorithms)]
+    runs = data.logp_ref.shape[0]
+    inputs = build_kernel_inputs(data.P, data.logp_ref, data.params0, configs.reset_index(drop=True), algorithms,
+                                 data.base, width=data.width, n_hidden=data.n_hidden, shared=data.shared,
+                                 n_recorded=data.steps.size)
+    # trajectories are laid out setting, algorithm, run (egpo_core._kernel_inputs); key by the grid's index
+    inputs.state.rng[:] = [trajectory_seed(int(seed), a.name, r, int(index))
+                           for index, seed in zip(configs.index, configs["seed"]) for a in algorithms for r in range(runs)]
+    with kernel_threads(worker_threads()):
+        _advance(inputs, data.base.iterations)
+    return _recorded(inputs, data.base.metrics, (len(configs), len(algorithms), runs, data.steps.size))
+
+
 def _run(
     P: np.ndarray,
     ref_logits: np.ndarray,
@@ -174,7 +250,10 @@ def _run(
     network: dict | None,
     progress: bool,
     call: str,
+    chunking: dict[str, Any] | None = None,
 ) -> SimulationResult:
+    """Run the settings ``points``: in this process in one batch, or (``chunking``: executor,
+    chunk_size, partial_dir) in chunks (:func:`egpo_core.executors.run_chunks`), with the same numbers."""
     base = points[0]
     started = time.perf_counter()
     runs, n = ref_logits.shape
@@ -213,39 +292,50 @@ def _run(
 
     iterations, metrics = base.iterations, base.metrics
     steps = np.unique(np.append(np.arange(0, iterations, base.record_every), iterations))
-    inputs = build_kernel_inputs(P, logp_ref, params0, configs, algorithms, base, width=d, n_hidden=n_hidden,
-                                 shared=shared, n_recorded=steps.size)
-    chunk = max(1, math.ceil(iterations / 100))
-    # A first call that compiles says so, and the bar starts after it, so its rate is the run's own.
-    if progress and _kernel_needs_compiling():
-        print(COMPILE_MESSAGE, file=sys.stderr, flush=True)
-    bar = None
-    for t0 in range(0, iterations, chunk):
-        t1 = min(iterations, t0 + chunk)
-        with numba.parallel_chunksize(1):
-            _kernel.run_chunk(t0, t1, *inputs)
-        if bar is None:
-            bar = tqdm(total=iterations, initial=t1, disable=not progress,
-                       desc=f"{base.policy}/{base.gradient}", unit="step")
-        else:
-            bar.update(t1 - t0)
-    if bar is not None:
-        bar.close()
-
     shape = (len(configs), len(algorithms), runs, steps.size)
-    out = inputs.outputs
-    recorded = {
-        "duality_gap": out.gap, "exploitability": out.exploitability, "kl_to_equilibrium": out.kl_to_equilibrium,
-        "average_duality_gap": out.average_gap, "average_exploitability": out.average_exploitability,
-    }
-    values = {name: data.reshape(shape) for name, data in recorded.items() if name in metrics}
+    if chunking is not None:
+        data = _GridData(P, logp_ref, params0, configs, base, d, n_hidden, shared, steps)
+        if progress and _kernel_needs_compiling():
+            print(COMPILE_MESSAGE + " (in every worker process)", file=sys.stderr, flush=True)
+        values = run_chunks(_compute_chunk, data, grid=shape[:2], describe=data.describe, key=data.key(),
+                            progress=progress, **chunking)
+        stamp["chunks"] = {"chunk_size": chunking["chunk_size"], "executor": type(chunking["executor"]).__name__}
+    else:
+        inputs = build_kernel_inputs(P, logp_ref, params0, configs, algorithms, base, width=d, n_hidden=n_hidden,
+                                     shared=shared, n_recorded=steps.size)
+        # A first call that compiles says so, and the bar starts after it, so its rate is the run's own.
+        if progress and _kernel_needs_compiling():
+            print(COMPILE_MESSAGE, file=sys.stderr, flush=True)
+        bar = None
+
+        def done(t0: int, t1: int) -> None:
+            nonlocal bar
+            if bar is None:
+                bar = tqdm(total=iterations, initial=t1, disable=not progress,
+                           desc=f"{base.policy}/{base.gradient}", unit="step")
+            else:
+                bar.update(t1 - t0)
+
+        _advance(inputs, iterations, done)
+        if bar is not None:
+            bar.close()
+        values = _recorded(inputs, metrics, shape)
+
     names = tuple(a.name for a in algorithms)
     _warn_divergence(values["duality_gap"], steps, names, configs)
     settings = {**base.to_dict(), "runs": runs, "num_actions": n}
     if axes is not None:
         settings["axes"] = axes
     stamp["wall_seconds"] = round(time.perf_counter() - started, 3)
-    return SimulationResult(names, configs, steps, values, settings, stamp)
+    return SimulationResult(names, _shown_configs(configs, algorithms), steps, values, settings, stamp)
+
+
+def _shown_configs(configs: pd.DataFrame, algorithms: list[Algorithm]) -> pd.DataFrame:
+    """The settings table of a result: the Nash-MD mixture c is NaN (not shown) when no algorithm run
+    mixes (the kernel still receives the derived c, which only the mixture opponents read)."""
+    if any(a.opponent == "mixture" for a in algorithms):
+        return configs
+    return configs.assign(mixture=np.nan)
 
 
 def _base_config(config: SimulationConfig | Sequence[str | Algorithm] | str | None, options: dict[str, Any]) -> SimulationConfig:
@@ -328,6 +418,9 @@ def sweep(
     init_logits: np.ndarray | None = None,
     network: dict | None = None,
     progress: bool = True,
+    executor: Any = None,
+    chunk_size: int | None = None,
+    partial_dir: str | os.PathLike | None = None,
     **options: Any,
 ) -> SimulationResult:
     """Run the grid betas × (lrs or etas) × seeds × algorithms × games as one batched computation.
@@ -337,7 +430,18 @@ def sweep(
     At most one of ``lrs`` (SGD rates of the reference implementation) and ``etas`` (mirror-descent
     steps; lr = ηβN/4). Other arguments as in :func:`simulate`. The curves are (n_configs, runs,
     n_steps) per algorithm, configs in the order β, then step, then seed.
+
+    Chunks (:mod:`egpo_core.executors`): with ``executor`` (a ``concurrent.futures.Executor`` or a
+    ``dask.distributed.Client``), ``chunk_size`` or ``partial_dir``, the grid's (setting, algorithm)
+    pairs are cut into chunks of at most ``chunk_size`` pairs (default: one setting, every algorithm),
+    each computed by ``executor.submit`` (None: here, one after another) and gathered into the same
+    arrays as without chunks, bit for bit. A failing chunk is computed once more, then reported
+    (:class:`~egpo_core.executors.ChunksFailed`, one line per chunk naming its settings); with
+    ``partial_dir``, finished chunks are kept there and a rerun computes only the missing ones.
     """
+    check_executor(executor)
+    if chunk_size is not None:
+        check_count(chunk_size, "chunk_size", 1)
     if lrs is not None and etas is not None:
         raise ValueError("give at most one of lrs (SGD learning rates) and etas (mirror-descent steps)")
     axes = {name: _axis(f"{name}s", values) for name, values in
@@ -352,5 +456,9 @@ def sweep(
     seeds_ = axes.get("seed", [base.seed])
     points = [base.replace(beta=b, **{step_name: s}, seed=seed) for b, s, seed in itertools.product(betas_, step_values, seeds_)]
     P, ref_logits = _validate_games(P, ref_logits)
+    chunking = None
+    if executor is not None or chunk_size is not None or partial_dir is not None:
+        size = chunk_size if chunk_size is not None else default_chunk_size(len(base.algorithms))
+        chunking = {"executor": executor, "chunk_size": size, "partial_dir": partial_dir}
     return _run(P, ref_logits, points, axes, init_logits=init_logits, network=network, progress=progress,
-                call=_call("sweep", base, axes))
+                call=_call("sweep", base, axes), chunking=chunking)
