@@ -23,7 +23,9 @@ between EGPO's half and full step writes an odd N (a resumable mid-update checkp
 folders do not count updates.
 
 ``--alg`` takes the names of :data:`LM_ALGORITHMS` (the README's) or any alias egpo_core declares for
-them (``eg``, ``nmd``, ``nash_md``, ``nmdpg``, …); MPO and OMWU are tabular/neural only and refused.
+them (``eg``, ``nmd``, ``nash_md``, ``nmdpg``, …), trained online; the methods of :data:`ROUND_ALGORITHMS`
+train in the iterative round mode (``--rounds R``, :mod:`lm_runs.rounds`); OMWU and ONPO are tabular/neural
+only and refused.
 
 Checkpoints: ``--save_steps N`` alone saves every N updates (``lm_runs.cli`` then selects
 ``--save_strategy steps``, as in any Hugging Face project); without it no checkpoint is written (the
@@ -48,13 +50,18 @@ from .generation import SamplingParams, sampling_params
 from .judges.arguments import JudgeArguments
 from .training_arguments import TrainingRunArguments, check_training_numbers
 
-__all__ = ["NLHFConfig", "LM_ALGORITHMS", "resolve_algorithm"]
+__all__ = ["NLHFConfig", "LM_ALGORITHMS", "ROUND_ALGORITHMS", "resolve_algorithm"]
 
-#: The algorithms whose language-model form is defined here, by the names the README and ``--alg`` use
-#: (egpo_core's registry names and aliases are accepted too). MPO (its loss weight 1/(1 + ηβ) needs the
-#: mirror-descent step η, which a language model does not have) and OMWU (its target needs samples from
-#: the previous iterate π_{t−1}) are tabular/neural only.
+#: The algorithms whose online language-model form is defined here (one rollout per update), by the names
+#: the README and ``--alg`` use (egpo_core's registry names and aliases are accepted too). OMWU (its target
+#: needs samples from the previous iterate π_{t−1}) and ONPO (its LM loss needs an auxiliary policy) have
+#: no language-model form.
 LM_ALGORITHMS = ("egpo", "oipo1", "oipo2", "nashmd", "nashmdpg", "sppo")
+
+#: The algorithms of the iterative round mode (:mod:`lm_runs.rounds`), by registry name: each round samples
+#: from the frozen π_t, judges and trains epochs on that dataset. INPO, COMAL, MPO and MNPO run only in
+#: rounds (their LM losses read the step η of the round's mirror-descent update); SPPO runs both ways.
+ROUND_ALGORITHMS = ("inpo", "comal", "mpo", "mnpo", "sppo")
 
 
 def _choices() -> str:
@@ -64,7 +71,7 @@ def _choices() -> str:
         algorithm = get_algorithm(name)
         others = [a for a in dict.fromkeys((algorithm.name, *algorithm.aliases)) if a != name]
         listed.append(f"{name} ({', '.join(others)})" if others else name)
-    return ", ".join(listed) + "; or inpo, trained in rounds (--rounds R: python -m lm_runs.rounds --help)"
+    return ", ".join(listed) + f"; or {', '.join(ROUND_ALGORITHMS)}, trained in rounds (--rounds R: python -m lm_runs.rounds --help)"
 
 
 def resolve_algorithm(name: str) -> Algorithm:
@@ -102,7 +109,7 @@ class NLHFConfig(JudgeArguments, TrainingRunArguments):
     """Configuration of NLHF training (see the module docstring for how steps are counted)."""
 
     # --- what to train ---------------------------------------------------------------------------
-    alg: str = field(default="egpo", metadata=_help(f"Algorithm: one of {', '.join(LM_ALGORITHMS)} (egpo_core's aliases such as eg, nmd, nmdpg, nash_md are accepted), trained online; inpo runs the iterative round mode instead (--rounds R and its flags: python -m lm_runs.rounds --help)."))
+    alg: str = field(default="egpo", metadata=_help(f"Algorithm: one of {', '.join(LM_ALGORITHMS)} (egpo_core's aliases such as eg, nmd, nmdpg, nash_md are accepted), trained online; {', '.join(ROUND_ALGORITHMS)} run the iterative round mode instead (--rounds R and the round flags below; sppo trains online without --rounds)."))
     """Algorithm name (one of :data:`LM_ALGORITHMS`, or an alias egpo_core declares for one)."""
     model_name_or_path: str | None = field(default=None, metadata=_help("Policy to train (its initial weights)."))
     """Directory or hub name of the initial policy (usually the SFT reference policy)."""
@@ -134,8 +141,8 @@ class NLHFConfig(JudgeArguments, TrainingRunArguments):
     # --- sampling -----------------------------------------------------------------------------------
     max_new_tokens: int = field(default=64, metadata=_help("Maximum tokens per response (longer ones are logged as truncated)."))
     """Maximum new tokens per response."""
-    samples_per_prompt: int = field(default=1, metadata=_help("Pairs (y, y′) per prompt and step."))
-    """Number of (y, y′) pairs drawn per prompt (each with its own opponent sample)."""
+    samples_per_prompt: int = field(default=1, metadata=_help("Online: pairs (y, y′) per prompt and step. Round mode: K, the responses sampled per prompt in a round (≥ 2, default 4)."))
+    """Number of (y, y′) pairs drawn per prompt (each with its own opponent sample); round mode: K."""
     pair_temperature: float | None = field(default=None, metadata=_help("Temperature of y, y′ (default: 2.0, or 1.0 for oipo2/nashmdpg)."))
     """Temperature of the pair y, y′."""
     pair_top_k: int | None = field(default=None, metadata=_help("Top-k of y, y′, 0 = off (default: 10, or 0 for oipo2/nashmdpg)."))

@@ -1,46 +1,80 @@
-"""Iterative round mode of NLHF training: INPO (Zhang et al., ICLR 2025, arXiv 2407.00617) on round datasets.
+"""Iterative round mode of NLHF training: INPO, COMAL, MPO, MNPO and SPPO on round datasets.
 
     python -m lm_runs.rounds --alg inpo --rounds 3 --samples_per_prompt 4 --pair_selection best_vs_worst \\
         --epochs_per_round 2 --eta 1.0 --model_name_or_path SFT_DIR --judge PM_DIR --prompts p.jsonl \\
         --output_dir runs/inpo
     python -m lm_runs.train_nlhf --rounds 3 ...   (the same run: ``--rounds`` hands over to this module)
+    python -m lm_runs.train_nlhf --alg comal --magnet_period 2 ...   (comal, mpo, mnpo exist only in rounds)
 
-Round r = 0 … R−1 freezes the policy of its start, π_t, and
+Round r = 0 … R−1 freezes the policy of its start, π_t (t = r), and
 
 1. samples K = ``--samples_per_prompt`` responses per prompt from π_t (temperature 1 by default) in ONE
    batched decoding loop (:func:`lm_runs.generation.generate_completions`, seeded with seed + r);
 2. judges every unordered pair {i < j} of a prompt's K responses, P_ij = P(y_i ≻ y_j), in one judge call;
+   each response's mean judged win rate against the round's other samples of its prompt is
+   P̂(y_i ≻ π_t) = mean_{j≠i} P_ij (P_ji = 1 − P_ij), an unbiased estimate of P(y_i ≻ π_t);
 3. selects ordered pairs (y_w, y_l): ``all`` — every pair, ordered by one Bernoulli(P_ij) draw
    (y_i wins iff u_ij < P_ij, u_ij ~ U(0, 1) from ``numpy.random.default_rng([seed, r])``, INPO's
-   definition); ``best_vs_worst`` — one pair per prompt, the response with the highest mean judged win rate
-   w_i = mean_{j≠i} P_ij (P_ji = 1 − P_ij) against the one with the lowest (first index on ties), as the
-   papers' pipelines do;
-4. computes the summed log-probabilities of every response under π_t and π_ref once (exact, and cheaper
-   than a frozen copy of π_t);
+   definition); ``best_vs_worst`` — one pair per prompt, the response with the highest P̂ against the one
+   with the lowest (first index on ties), as the papers' pipelines do;
+4. computes the summed log-probabilities of every response under π_t, π_ref and every earlier policy the
+   round's anchor reads (π_s = the policy at round s's start: ``rounds/round-(s−1)/policy.pt``, π_0 the
+   initial policy), each once;
 5. saves the round's dataset — ``rounds/round-r/dataset/{responses,judgements,pairs}.jsonl`` and ``round.json``
-   (prompts, responses' text and token ids, log-probabilities, lengths, judgements, the draws u_ij, the
-   seeds) — as one folder published by a rename: complete or absent; a complete one is reused on resume;
-6. trains ``--epochs_per_round`` epochs of INPO's loss on the ordered pairs (a fresh optimizer and
-   learning-rate schedule each round; Hugging Face checkpoints inside ``rounds/round-r/trainer``),
-
-       L(θ) = mean over pairs of (Δ_θ − ηβ Δ_ref − (1 − ηβ) Δ_t − η/2)²,   Δ_q = ℓ_q(y_w) − ℓ_q(y_l),
-
-   ℓ the summed log-probability (``--length_normalize true``, the default: divided by the response's
-   length), i.e. egpo_core's ``ipo_regression_loss`` with the anchor ℓ_A = ηβ ℓ_ref + (1 − ηβ) ℓ_t (the
-   geometric mixture of π_t and π_ref at c = ηβ, egpo_core.algorithms.inpo) and the constant target η/2;
-7. saves the round's end: ``rounds/round-r/policy.pt`` (the trainable parameters, bit for bit) and
+   (prompts, responses' text and token ids, log-probabilities, lengths, win rates P̂, judgements, the draws
+   u_ij, the seeds, the round's loss: its anchors, weights and step) — as one folder published by a rename:
+   complete or absent; a complete one is reused on resume;
+6. trains ``--epochs_per_round`` epochs of the method's round loss (a fresh optimizer and learning-rate
+   schedule each round; Hugging Face checkpoints inside ``rounds/round-r/trainer``);
+7. saves the round's end: ``rounds/round-r/policy.pt`` (the trainable parameters, bit for bit; π_{r+1}) and
    ``rounds/round-r/model`` (a model folder for ``lm_runs.evaluate``).
 
-Counting: ``--per_device_train_batch_size`` counts ordered pairs here (not prompts), and the step-counted
-Hugging Face flags (``--save_steps``, ``--logging_steps``, ``--warmup_steps``) count optimizer steps within a
-round. The last round's model is also saved to ``output_dir``. ``--resume_from_checkpoint true`` continues an
-interrupted run wherever it stopped: finished rounds are skipped, a saved dataset is reused, and a round
-cut short resumes from its newest checkpoint — ending bit for bit where an uninterrupted run ends
-(each round is seeded by seed + r alone, and starts from the saved end of the round before).
+The round losses. ℓ_q(y) is the summed log-probability of y under q (``--length_normalize true``, the
+default: divided by y's length), Δ_q = ℓ_q(y_w) − ℓ_q(y_l), and the anchor is a geometric mixture
+ℓ_A = Σ_k w_k ℓ_k with Σ_k w_k = 1 (:func:`egpo_core.losses.anchor_mixture_logp`). The pair methods minimise
 
-Refused in round mode (one line, exit status 2): any ``--alg`` but INPO, K < 2, the online algorithms'
-opponent and mixture flags, ``--max_steps`` / ``--num_train_epochs`` (rounds and epochs per round count
-training), ``--deepspeed`` and more than one process (not implemented yet).
+    L(θ) = mean over ordered pairs of (Δ_θ − Δ_A − η′/2)²,   ℓ_A = η′β ℓ_M + (1 − η′β) ℓ_t,
+
+egpo_core's ``ipo_regression_loss`` with the anchor ℓ_A and the constant target η′/2. By INPO's Proposition 6
+its minimiser over policies (pairs y, y′ ~ π_t i.i.d., ordered by a Bernoulli(P(y ≻ y′)) draw) is the
+mirror-descent step log π_{t+1} ≐ (1 − η′β) log π_t + η′β log π_M + η′ P(· ≻ π_t):
+
+* ``inpo`` (Zhang et al., arXiv 2407.00617): π_M = π_ref, η′ = η (``--eta``; needs ηβ ≤ 1);
+* ``comal`` (Liu et al., arXiv 2410.23223): π_M = the magnet, π_ref until round K = ``--magnet_period`` and
+  then the policy of the latest round start r′ = K⌊r/K⌋ (refreshed at every r > 0 with r % K = 0: π_M = π_t
+  in that round), η′ = η; K = 0 never refreshes (= INPO bit for bit); egpo_core's ``magnet_period``;
+* ``mpo`` (Wang et al., ICLR 2025): π_M the magnet as for COMAL, η′ = η/(1 + ηβ) — MPO's magnetic step
+  log π_{t+1} ≐ (log π_t + ηβ log π_M + η P(· ≻ π_t))/(1 + ηβ) is exactly the step above at η′
+  (1 − η′β = 1/(1 + ηβ), η′β = ηβ/(1 + ηβ)), so any η > 0 is allowed. The step η′ = η·w(ηβ) is MPO's
+  declared loss weight w = 1/(1 + ηβ) applied to the step; the loss itself is not reweighted (a weight
+  does not move a minimiser, and the round mode trains towards the minimiser);
+* ``mnpo`` (Wu et al., arXiv 2509.23102): ℓ_A = ηβ ℓ_ref + (1 − ηβ) Σ_{j<H} λ_j ℓ_{t−j}, H =
+  ``--history_length`` past round policies (π_t first; before π_0: π_0), λ_j = w_j/Σ w (``--history_weights``,
+  default equal); η′ = η; H = 1 is INPO;
+* ``sppo`` (Wu et al., arXiv 2405.00675) trains on single responses, the square loss
+
+      L(θ) = mean over responses of (ℓ_θ(y) − ℓ_t(y) − η(P̂(y ≻ π_t) − ½))²
+
+  (:func:`egpo_core.losses.anchored_log_ratio` with the one anchor π_t; ``--beta`` is not read), over
+  every response (``all``) or the best and worst of each prompt (``best_vs_worst``). Its minimiser over
+  policies is the multiplicative-weights step log π_{t+1} ≐ log π_t + η P(· ≻ π_t) up to the paper's
+  approximation of the log-partition by η/2 (an error of order η³ in the logits).
+
+Counting: ``--per_device_train_batch_size`` counts ordered pairs (SPPO: responses) here, not prompts, and
+the step-counted Hugging Face flags (``--save_steps``, ``--logging_steps``, ``--warmup_steps``) count
+optimizer steps within a round. The last round's model is also saved to ``output_dir``.
+``--resume_from_checkpoint true`` continues an interrupted run wherever it stopped: finished rounds are
+skipped, a saved dataset is reused (its log-probabilities under the magnet or past policies included), and a
+round cut short resumes from its newest checkpoint — ending bit for bit where an uninterrupted run ends
+(each round is seeded by seed + r alone, and starts from the saved end of the round before; the policies an
+anchor reads are the saved round ends, kept in the round folders). A saved round whose loss differs from
+the flags' (another --alg, --eta, --magnet_period …) is refused before any model loads.
+
+Refused in round mode (one line, exit status 2): an ``--alg`` outside :data:`~lm_runs.config.ROUND_ALGORITHMS`,
+K < 2, the online algorithms' opponent and mixture flags, a round flag the method does not read
+(``--magnet_period`` but for comal/mpo, ``--history_length/--history_weights`` but for mnpo, ``--beta`` for
+sppo), ``--max_steps`` / ``--num_train_epochs`` (rounds and epochs per round count training),
+``--deepspeed`` and more than one process (not implemented yet).
 """
 
 from __future__ import annotations
@@ -51,7 +85,7 @@ import os
 import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Sequence, Union
 
 import numpy as np
 import torch
@@ -59,15 +93,18 @@ from transformers import Trainer, TrainerCallback
 
 from egpo_core.algorithms import Algorithm, get_algorithm
 from egpo_core.files import atomic_write, fsync_directory, write_jsonl
-from egpo_core.losses import ipo_regression_loss
+from egpo_core.losses import anchor_mixture_logp, anchored_log_ratio, ipo_regression_loss
 
 from .checkpoints import AtomicCheckpoints
-from .config import NLHFConfig
+from .config import LM_ALGORITHMS, ROUND_ALGORITHMS, NLHFConfig
 from .data import PromptCollator, encode_prompt, prompt_text
 from .generation import ReferenceModel, generate_completions
 from .logprobs import completion_logprobs
 
-__all__ = ["RoundsConfig", "PAIR_SELECTIONS", "round_dir", "build_round_dataset", "load_round_dataset", "RoundTrainer", "run_rounds", "main"]
+__all__ = [
+    "RoundOptions", "RoundsConfig", "RoundLoss", "PAIR_SELECTIONS", "round_dir", "round_loss", "round_loss_terms",
+    "build_round_dataset", "load_round_dataset", "RoundTrainer", "run_rounds", "main",
+]
 
 #: ``--pair_selection`` choices.
 PAIR_SELECTIONS = ("all", "best_vs_worst")
@@ -76,52 +113,78 @@ PAIR_SELECTIONS = ("all", "best_vs_worst")
 _ONLINE_ONLY = ("opponent_temperature", "opponent_top_k", "opponent_top_p", "opponent_min_p", "mixture_coef",
                 "extragradient_offload", "judge_gather")
 
+#: An anchor policy of a round: "ref" (π_ref), "t" (π_t, the round's own start) or s (π_s, round s < r's start).
+Source = Union[str, int]
+
 
 @dataclass
-class RoundsConfig(NLHFConfig):
-    """NLHFConfig plus the round mode's fields (see the module docstring). ``--samples_per_prompt`` is K,
-    the responses sampled per prompt in a round; ``--alg`` must be ``inpo`` (the default here)."""
+class RoundOptions:
+    """The round mode's own flags (``python -m lm_runs.train_nlhf --help`` lists them with NLHFConfig's)."""
 
-    alg: str = field(default="inpo", metadata={"help": "Round mode trains INPO (inpo, alias iterative_nash); online algorithms such as egpo run without --rounds."})
-    samples_per_prompt: int = field(default=4, metadata={"help": "K: responses sampled per prompt in a round (≥ 2); 'all' judges and trains K(K−1)/2 pairs per prompt."})
-    """K, the responses per prompt of a round."""
-    rounds: int = field(default=1, metadata={"help": "Number of rounds R (each: sample from the frozen π_t, judge, train)."})
+    rounds: int = field(default=1, metadata={"help": "Round mode: number of rounds R (each: sample K responses per prompt from the frozen π_t, judge, train)."})
     """Number of rounds."""
     pair_selection: str = field(
         default="all",
-        metadata={"help": "Pairs of a round: 'all' (every pair of the K samples, ordered by a Bernoulli(P) draw, INPO's) or 'best_vs_worst' (highest vs lowest mean judged win rate, one pair per prompt)."},
+        metadata={"help": "Round mode: 'all' (every pair of the K samples, ordered by a Bernoulli(P) draw, INPO's; sppo: every response) or 'best_vs_worst' (highest vs lowest mean judged win rate, one pair per prompt; sppo: those two responses)."},
     )
     """``all`` or ``best_vs_worst``."""
-    epochs_per_round: int = field(default=1, metadata={"help": "Epochs over a round's pairs."})
+    epochs_per_round: int = field(default=1, metadata={"help": "Round mode: epochs over a round's dataset."})
     """Training epochs on each round's dataset."""
     eta: float = field(
         default=1.0,
-        metadata={"help": "INPO's η (the paper's η; --beta is the paper's τ): target η/2, anchor weight ηβ on π_ref and 1 − ηβ on π_t; needs 0 < ηβ ≤ 1."},
+        metadata={"help": "Round mode: the mirror-descent step η (INPO's, the paper's τ is --beta): pair target η/2, anchor weight ηβ (inpo, comal, mnpo need ηβ ≤ 1; mpo's step is η/(1 + ηβ)); sppo's target η(P̂ − ½)."},
     )
-    """INPO's OMD step η (0 < ηβ ≤ 1)."""
+    """The round's step η (> 0; ηβ ≤ 1 for inpo, comal, mnpo)."""
+    magnet_period: int = field(
+        default=0,
+        metadata={"help": "comal, mpo: the magnet (π_ref at first) becomes the current policy at every round r > 0 that K divides; 0 never refreshes (comal = inpo)."},
+    )
+    """K of COMAL's and MPO's magnet refresh (egpo_core's ``magnet_period``)."""
+    history_length: int = field(default=2, metadata={"help": "mnpo: H, the past round policies π_t, …, π_{t−H+1} in the anchor (1 = inpo)."})
+    """MNPO's history length H ≥ 1."""
+    history_weights: list[float] | None = field(
+        default=None,
+        metadata={"help": "mnpo: H non-negative weights of π_t, π_{t−1}, … (normalised to sum 1; default equal)."},
+    )
+    """MNPO's history weights w_j (most recent first), or None for equal weights."""
+
+
+@dataclass
+class RoundsConfig(RoundOptions, NLHFConfig):
+    """NLHFConfig plus :class:`RoundOptions` (see the module docstring). ``--samples_per_prompt`` is K, the
+    responses sampled per prompt in a round; ``--alg`` one of :data:`~lm_runs.config.ROUND_ALGORITHMS`
+    (default ``inpo``)."""
+
+    alg: str = field(default="inpo", metadata={"help": f"Round mode trains {', '.join(ROUND_ALGORITHMS)} (inpo's alias iterative_nash, …); online algorithms such as egpo run without --rounds."})
+    samples_per_prompt: int = field(default=4, metadata={"help": "K: responses sampled per prompt in a round (≥ 2); 'all' judges and trains K(K−1)/2 pairs per prompt."})
+    """K, the responses per prompt of a round."""
 
     @property
     def algorithm(self) -> Algorithm:
-        """INPO's declaration; ``ValueError`` (one line) for any other ``--alg``."""
+        """The declaration of ``--alg``; ``ValueError`` (one line) for a method without a round form."""
+        choices = ", ".join(ROUND_ALGORITHMS)
         try:
             algorithm = get_algorithm(str(self.alg))
         except ValueError:
-            raise ValueError(f"unknown algorithm --alg {self.alg!r}; round mode (--rounds) trains inpo") from None
-        if algorithm.name != "inpo":
-            raise ValueError(f"--alg {self.alg}: {algorithm.label} is online (one rollout per step); round mode (--rounds) trains inpo — drop --rounds")
-        return algorithm
+            raise ValueError(f"unknown algorithm --alg {self.alg!r}; round mode (--rounds) trains {choices}") from None
+        if algorithm.name in ROUND_ALGORITHMS:
+            return algorithm
+        if algorithm.name in {get_algorithm(n).name for n in LM_ALGORITHMS}:
+            raise ValueError(f"--alg {self.alg}: {algorithm.label} is online (one rollout per step); round mode (--rounds) trains {choices} — drop --rounds")
+        raise ValueError(f"--alg {self.alg}: {algorithm.label} has no round form here (tabular/neural only); round mode (--rounds) trains {choices}")
 
     @property
     def on_policy_pair(self) -> bool:
-        """INPO samples y, y′ from π_t itself: temperature 1, no top-k unless asked."""
+        """The round's samples come from π_t itself: temperature 1, no top-k unless asked."""
         return True
 
     def _check(self) -> None:
         super()._check()
+        name = self.algorithm.name
         defaults = {f.name: f.default for f in NLHFConfig.__dataclass_fields__.values()}
-        for name in _ONLINE_ONLY:
-            if getattr(self, name) != defaults[name]:
-                raise ValueError(f"--{name} {getattr(self, name)}: not read in round mode (INPO has no opponent sample)")
+        for option in _ONLINE_ONLY:
+            if getattr(self, option) != defaults[option]:
+                raise ValueError(f"--{option} {getattr(self, option)}: not read in round mode (no opponent sample)")
         if self.rounds < 1:
             raise ValueError(f"--rounds must be at least 1, got {self.rounds}")
         if self.samples_per_prompt < 2:
@@ -130,8 +193,25 @@ class RoundsConfig(NLHFConfig):
             raise ValueError(f"--pair_selection {self.pair_selection!r}: choose one of {', '.join(PAIR_SELECTIONS)}")
         if self.epochs_per_round < 1:
             raise ValueError(f"--epochs_per_round must be at least 1, got {self.epochs_per_round}")
-        if not (isinstance(self.eta, (int, float)) and self.eta > 0 and self.eta * self.beta <= 1):
-            raise ValueError(f"--eta {self.eta!r}: INPO needs η > 0 and ηβ ≤ 1 (β = {self.beta})")
+        if not (isinstance(self.eta, (int, float)) and self.eta > 0 and np.isfinite(self.eta)):
+            raise ValueError(f"--eta {self.eta!r}: the step η must be a positive number")
+        if name in ("inpo", "comal", "mnpo") and self.eta * self.beta > 1:
+            raise ValueError(f"--eta {self.eta!r}: {self.algorithm.label} needs ηβ ≤ 1 (β = {self.beta}; mpo allows any η)")
+        if name == "sppo" and self.beta != defaults["beta"]:
+            raise ValueError(f"--beta {self.beta}: SPPO's round loss has no β (its step is --eta)")
+        if not (isinstance(self.magnet_period, int) and self.magnet_period >= 0):
+            raise ValueError(f"--magnet_period must be a whole number ≥ 0, got {self.magnet_period!r}")
+        if self.magnet_period and name not in ("comal", "mpo"):
+            raise ValueError(f"--magnet_period {self.magnet_period}: only comal and mpo refresh a magnet ({self.algorithm.label} does not read it)")
+        if not (isinstance(self.history_length, int) and self.history_length >= 1):
+            raise ValueError(f"--history_length must be at least 1, got {self.history_length!r}")
+        if name != "mnpo" and (self.history_length != 2 or self.history_weights is not None):
+            given = "--history_weights" if self.history_weights is not None else f"--history_length {self.history_length}"
+            raise ValueError(f"{given}: only mnpo reads a history of past policies ({self.algorithm.label} does not)")
+        if self.history_weights is not None:
+            w = [float(x) for x in self.history_weights]
+            if len(w) != self.history_length or any(not (x >= 0 and np.isfinite(x)) for x in w) or sum(w) <= 0:
+                raise ValueError(f"--history_weights {' '.join(map(str, self.history_weights))}: give {self.history_length} (--history_length) non-negative weights with a positive sum")
         if self.deepspeed:
             raise ValueError(f"--deepspeed {self.deepspeed}: round mode runs in one process without DeepSpeed (not implemented yet)")
         if self.max_steps != -1:
@@ -145,24 +225,110 @@ def round_dir(output_dir: str | os.PathLike[str], r: int) -> Path:
     return Path(output_dir) / "rounds" / f"round-{r}"
 
 
+@dataclass(frozen=True)
+class RoundLoss:
+    """Round r's loss (the module docstring): ``form`` "pair" — (Δ_θ − Δ_A − step/2)² on ordered pairs — or
+    "single" — (ℓ_θ − ℓ_A − step·(P̂ − ½))² on responses; ``anchors`` the mixture ℓ_A = Σ_k w_k ℓ_k as
+    (source, w_k), a source "ref" (π_ref), "t" (π_t) or s (π_s, the policy at round s < r's start), weights
+    summing to 1; ``step`` the η′ of its mirror-descent step."""
+
+    form: str
+    anchors: tuple[tuple[Source, float], ...]
+    step: float
+
+    @property
+    def weights(self) -> list[float]:
+        """The mixture's weights w_k, in the anchors' order."""
+        return [w for _, w in self.anchors]
+
+    @property
+    def past_rounds(self) -> list[int]:
+        """The earlier round starts s whose policies π_s the anchor reads."""
+        return [s for s, _ in self.anchors if isinstance(s, int)]
+
+    def as_json(self) -> dict:
+        """The form saved in ``round.json`` (and compared on resume)."""
+        return {"form": self.form, "anchors": [[s, w] for s, w in self.anchors], "step": self.step}
+
+
+def _merged(anchors: Sequence[tuple[Source, float]]) -> tuple[tuple[Source, float], ...]:
+    """Equal sources summed, in order of first appearance (π_M = π_t in a refresh round is one anchor)."""
+    merged: dict[Source, float] = {}
+    for source, weight in anchors:
+        merged[source] = merged[source] + weight if source in merged else weight
+    return tuple(merged.items())
+
+
+def magnet_source(r: int, period: int) -> Source:
+    """COMAL's and MPO's magnet in round r: π_ref while K = ``period`` is 0 or r < K, else the policy of the
+    latest refresh r′ = K⌊r/K⌋ ("t" when r′ = r) — egpo_core's anchor "magnet" with t = the round."""
+    if period == 0 or r < period:
+        return "ref"
+    refreshed = period * (r // period)
+    return "t" if refreshed == r else refreshed
+
+
+def round_loss(config: RoundsConfig, r: int) -> RoundLoss:
+    """The loss of round ``r`` of ``config``'s method (see the module docstring)."""
+    name = config.algorithm.name
+    eta, beta = float(config.eta), float(config.beta)
+    if name == "sppo":
+        return RoundLoss("single", (("t", 1.0),), eta)
+    step = eta * config.algorithm.loss_weight(eta * beta)  # MPO: η/(1 + ηβ); the others η
+    c = step * beta
+    if name == "mnpo":
+        weights = [1.0] * config.history_length if config.history_weights is None else [float(w) for w in config.history_weights]
+        total = sum(weights)
+        history = [("t" if max(r - j, 0) == r else max(r - j, 0), (1.0 - c) * w / total) for j, w in enumerate(weights)]
+        return RoundLoss("pair", _merged([("ref", c), *history]), step)
+    magnet = magnet_source(r, config.magnet_period) if name in ("comal", "mpo") else "ref"
+    return RoundLoss("pair", _merged([(magnet, c), ("t", 1.0 - c)]), step)
+
+
 # ------------------------------------------------------------------------------------------------
 # 1. the round's dataset
 # ------------------------------------------------------------------------------------------------
+
+
+def win_sums(P: "Sequence[Sequence[float]]") -> list[float]:
+    """w_i = Σ_{j≠i} P(y_i ≻ y_j) of one prompt's K responses from the judged upper triangle ``P[i][j]``,
+    i < j, with P(y_j ≻ y_i) = 1 − P(y_i ≻ y_j); w_i/(K − 1) is the win rate P̂(y_i ≻ π_t)."""
+    K = len(P)
+    wins = [0.0] * K
+    for i in range(K):
+        for j in range(i + 1, K):
+            wins[i] += P[i][j]
+            wins[j] += 1.0 - P[i][j]
+    return wins
+
+
+def _logprobs_under(policy: torch.nn.Module, state: dict | None, *batch: torch.Tensor) -> torch.Tensor:
+    """Summed completion log-probabilities under ``policy`` in eval mode, with its trainable parameters
+    set to ``state`` for the call (restored after, bit for bit) when one is given."""
+    saved = _trainable_state(policy) if state is not None else None
+    was_training = policy.training
+    policy.eval()
+    try:
+        if state is not None:
+            policy.load_state_dict(state, strict=False)
+        with torch.no_grad():
+            return completion_logprobs(policy, *batch)
+    finally:
+        if saved is not None:
+            policy.load_state_dict(saved, strict=False)
+        policy.train(was_training)
 
 
 def select_pairs(P: "Sequence[Sequence[float]]", selection: str, uniforms: Sequence[float] | None) -> list[tuple[int, int]]:
     """Ordered pairs (winner, loser) of one prompt's K responses from the judged upper triangle
     ``P[i][j]`` = P(y_i ≻ y_j), i < j. ``all``: every pair i < j in row order, y_i winning iff
     ``uniforms[n] < P[i][j]`` for the pair's draw n. ``best_vs_worst``: (argmax w, argmin w over the
-    others), w_i = mean_{j≠i} P(y_i ≻ y_j) with P(y_j ≻ y_i) = 1 − P(y_i ≻ y_j)."""
+    others), w_i = Σ_{j≠i} P(y_i ≻ y_j) (:func:`win_sums`)."""
     K = len(P)
     upper = [(i, j) for i in range(K) for j in range(i + 1, K)]
     if selection == "all":
         return [(i, j) if u < P[i][j] else (j, i) for (i, j), u in zip(upper, uniforms)]
-    wins = [0.0] * K
-    for i, j in upper:
-        wins[i] += P[i][j]
-        wins[j] += 1.0 - P[i][j]
+    wins = win_sums(P)
     best = max(range(K), key=lambda k: (wins[k], -k))
     worst = min((k for k in range(K) if k != best), key=lambda k: (wins[k], k))
     return [(best, worst)]
@@ -176,10 +342,12 @@ def build_round_dataset(
     tokenizer: Any,
     prompts: Sequence[Any],
     judge: Callable[[Sequence[str], Sequence[Sequence[str]]], Sequence[float]],
+    past_state: Callable[[int], dict] | None = None,
 ) -> Path:
     """Sample, judge, select and score round ``r``'s dataset from the frozen π_t = ``policy`` (steps 1-5 of
     the module docstring) and publish it as ``round_dir/dataset`` (a staging folder renamed into place);
-    returns the folder. ``reference``: a :class:`~lm_runs.generation.ReferenceModel`."""
+    returns the folder. ``reference``: a :class:`~lm_runs.generation.ReferenceModel`; ``past_state(s)``: the
+    trainable parameters of π_s for the earlier round starts the round's anchor reads (:func:`round_loss`)."""
 
     K, device = config.samples_per_prompt, config.device
     batch = PromptCollator(tokenizer, config.max_prompt_length)([{"prompt": p} for p in prompts])
@@ -190,14 +358,12 @@ def build_round_dataset(
         policy, prompt_ids, prompt_mask, config.pair_sampling, max_new_tokens=config.max_new_tokens,
         eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id, generator=generator,
     )
+    batch_ids = (prompt_ids, prompt_mask, sampled.ids, sampled.mask)
+    logp_t = _logprobs_under(policy, None, *batch_ids)
     with torch.no_grad():
-        was_training = policy.training
-        policy.eval()
-        try:
-            logp_t = completion_logprobs(policy, prompt_ids, prompt_mask, sampled.ids, sampled.mask)
-        finally:
-            policy.train(was_training)
-        logp_ref = completion_logprobs(reference, prompt_ids, prompt_mask, sampled.ids, sampled.mask)
+        logp_ref = completion_logprobs(reference, *batch_ids)
+    loss = round_loss(config, r)
+    logp_past = {s: _logprobs_under(policy, past_state(s), *batch_ids) for s in loss.past_rounds}
     texts = tokenizer.batch_decode(sampled.ids, skip_special_tokens=True)
     lengths = sampled.lengths.tolist()
     texts_of = [prompt_text(p) for p in prompts]
@@ -205,20 +371,11 @@ def build_round_dataset(
     queries = [(p, i, j) for p in range(len(prompts)) for i, j in upper]
     answers = judge([texts_of[p] for p, _, _ in queries], [[texts[p * K + i], texts[p * K + j]] for p, i, j in queries])
     uniforms = np.random.default_rng([config.seed, r]).random(len(queries)).tolist()
-    responses = [
-        {
-            "prompt_index": p, "sample": k, "prompt": prompts[p], "response": texts[p * K + k],
-            "token_ids": sampled.ids[p * K + k, : lengths[p * K + k]].tolist(),
-            "truncated": bool(sampled.truncated[p * K + k]), "length": lengths[p * K + k],
-            "logp_policy": float(logp_t[p * K + k]), "logp_ref": float(logp_ref[p * K + k]),
-        }
-        for p in range(len(prompts)) for k in range(K)
-    ]
     judgements = [
         {"prompt_index": p, "i": i, "j": j, "p_i_over_j": float(a), "u": float(u)}
         for (p, i, j), a, u in zip(queries, answers, uniforms)
     ]
-    pairs = []
+    pairs, win_rates = [], []
     per_prompt = len(upper)
     for p in range(len(prompts)):
         block = judgements[p * per_prompt : (p + 1) * per_prompt]
@@ -227,6 +384,20 @@ def build_round_dataset(
             P[row["i"]][row["j"]] = row["p_i_over_j"]
         chosen = select_pairs(P, config.pair_selection, [row["u"] for row in block])
         pairs += [{"prompt_index": p, "winner": w, "loser": lo} for w, lo in chosen]
+        win_rates += [w / (K - 1) for w in win_sums(P)]
+    responses = []
+    for p in range(len(prompts)):
+        for k in range(K):
+            n = p * K + k
+            row = {
+                "prompt_index": p, "sample": k, "prompt": prompts[p], "response": texts[n],
+                "token_ids": sampled.ids[n, : lengths[n]].tolist(), "truncated": bool(sampled.truncated[n]),
+                "length": lengths[n], "logp_policy": float(logp_t[n]), "logp_ref": float(logp_ref[n]),
+                "win_rate": win_rates[n],
+            }
+            if logp_past:
+                row["logp_past"] = {str(s): float(values[n]) for s, values in logp_past.items()}
+            responses.append(row)
     folder = round_dir(config.output_dir, r) / "dataset"
     staging = folder.with_name(".partial-dataset")
     shutil.rmtree(staging, ignore_errors=True)
@@ -235,7 +406,9 @@ def build_round_dataset(
     write_jsonl(staging / "judgements.jsonl", judgements)
     write_jsonl(staging / "pairs.jsonl", pairs)
     meta = {
-        "round": r, "samples_per_prompt": K, "pair_selection": config.pair_selection, "prompts": len(prompts),
+        "round": r, "alg": config.algorithm.name, "loss": loss.as_json(),
+        "anchor_policies": {str(s): _policy_file(s) for s in loss.past_rounds},
+        "samples_per_prompt": K, "pair_selection": config.pair_selection, "prompts": len(prompts),
         "generation_seed": config.seed + r, "draw_seed": [config.seed, r], "eta": config.eta, "beta": config.beta,
         "sampling": {"temperature": config.pair_sampling.temperature, "top_k": config.pair_sampling.top_k,
                      "top_p": config.pair_sampling.top_p, "min_p": config.pair_sampling.min_p},
@@ -247,40 +420,53 @@ def build_round_dataset(
     return folder
 
 
+def _policy_file(s: int) -> str:
+    """Where π_s, the policy at round s's start, is kept (relative to output_dir)."""
+    return f"rounds/round-{s - 1}/policy.pt" if s > 0 else "the initial policy (--model_name_or_path, seeded adapter)"
+
+
 def _read_jsonl(path: Path) -> list[dict]:
     return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line]
 
 
-def load_round_dataset(folder: str | os.PathLike[str], tokenizer: Any, max_prompt_length: int | None) -> list[dict]:
-    """The training rows of a saved round dataset, one per ordered pair: the prompt's token ids (encoded
-    as the collator encodes it), the winner's and loser's token ids, lengths and log-probabilities under
-    π_t and π_ref (summed)."""
+def load_round_dataset(folder: str | os.PathLike[str], tokenizer: Any, max_prompt_length: int | None, loss: RoundLoss) -> list[dict]:
+    """The training rows of a saved round dataset for the round's ``loss``: the prompt's token ids (encoded
+    as the collator encodes it), the completions' token ids (pair form: [winner, loser], one row per ordered
+    pair; single form: [y], one row per response of the selected pairs, in order of first appearance), per
+    completion the (summed) log-probabilities of the anchors in ``loss.anchors``' order, and the row's
+    target (pair: step/2; single: step·(P̂(y ≻ π_t) − ½))."""
 
     folder = Path(folder)
     responses = {(row["prompt_index"], row["sample"]): row for row in _read_jsonl(folder / "responses.jsonl")}
-    rows = []
-    for pair in _read_jsonl(folder / "pairs.jsonl"):
-        w, lo = responses[(pair["prompt_index"], pair["winner"])], responses[(pair["prompt_index"], pair["loser"])]
-        ids = encode_prompt(tokenizer, w["prompt"])
-        rows.append({
-            "prompt_ids": ids[-max_prompt_length:] if max_prompt_length else ids,
-            "winner_ids": w["token_ids"], "loser_ids": lo["token_ids"],
-            "logp_t": [w["logp_policy"], lo["logp_policy"]], "logp_ref": [w["logp_ref"], lo["logp_ref"]],
-        })
-    return rows
+    key = {"ref": "logp_ref", "t": "logp_policy"}
+
+    def anchors(row: dict) -> list[float]:
+        return [row[key[s]] if s in key else row["logp_past"][str(s)] for s, _ in loss.anchors]
+
+    def prompt_ids(row: dict) -> list[int]:
+        ids = encode_prompt(tokenizer, row["prompt"])
+        return ids[-max_prompt_length:] if max_prompt_length else ids
+
+    pairs = [(responses[(q["prompt_index"], q["winner"])], responses[(q["prompt_index"], q["loser"])])
+             for q in _read_jsonl(folder / "pairs.jsonl")]
+    if loss.form == "pair":
+        return [{"prompt_ids": prompt_ids(w), "completions": [w["token_ids"], lo["token_ids"]],
+                 "anchor_logp": [anchors(w), anchors(lo)], "target": 0.5 * loss.step} for w, lo in pairs]
+    chosen = list({(y["prompt_index"], y["sample"]): y for pair in pairs for y in pair}.values())
+    return [{"prompt_ids": prompt_ids(y), "completions": [y["token_ids"]], "anchor_logp": [anchors(y)],
+             "target": loss.step * (y["win_rate"] - 0.5)} for y in chosen]
 
 
-class PairCollator:
-    """Batch rows of :func:`load_round_dataset` as ``prompt_ids/prompt_mask`` (left-padded, winners' rows
-    then losers'), ``completion_ids/completion_mask`` (right-padded) and (B, 2) tensors ``logp_t``,
-    ``logp_ref``."""
+class RoundCollator:
+    """Batch rows of :func:`load_round_dataset` (n completions each) as ``prompt_ids/prompt_mask``
+    (left-padded) and ``completion_ids/completion_mask`` (right-padded), completion-major: every row's first
+    completion (the winners), then every row's second (the losers); ``anchor_logp`` (B, n, M) and
+    ``target`` (B,) in float32."""
 
     def __init__(self, pad_token_id: int):
         self.pad = int(pad_token_id)
 
     def __call__(self, rows: Sequence[dict]) -> dict:
-        import torch
-
         def padded(seqs: list[list[int]], left: bool) -> tuple[torch.Tensor, torch.Tensor]:
             width = max(1, max(len(s) for s in seqs))
             ids = torch.full((len(seqs), width), self.pad, dtype=torch.long)
@@ -291,12 +477,13 @@ class PairCollator:
                     ids[n, span], mask[n, span] = torch.tensor(s, dtype=torch.long), 1
             return ids, mask
 
-        prompt_ids, prompt_mask = padded([row["prompt_ids"] for row in rows] * 2, left=True)
-        completion_ids, completion_mask = padded([row["winner_ids"] for row in rows] + [row["loser_ids"] for row in rows], left=False)
+        n = len(rows[0]["completions"])
+        prompt_ids, prompt_mask = padded([row["prompt_ids"] for row in rows] * n, left=True)
+        completion_ids, completion_mask = padded([row["completions"][i] for i in range(n) for row in rows], left=False)
         return {
             "prompt_ids": prompt_ids, "prompt_mask": prompt_mask, "completion_ids": completion_ids, "completion_mask": completion_mask,
-            "logp_t": torch.tensor([row["logp_t"] for row in rows], dtype=torch.float32),
-            "logp_ref": torch.tensor([row["logp_ref"] for row in rows], dtype=torch.float32),
+            "anchor_logp": torch.tensor([row["anchor_logp"] for row in rows], dtype=torch.float32),
+            "target": torch.tensor([row["target"] for row in rows], dtype=torch.float32),
         }
 
 
@@ -305,14 +492,18 @@ class PairCollator:
 # ------------------------------------------------------------------------------------------------
 
 
-def inpo_pair_loss(ell: torch.Tensor, ell_t: torch.Tensor, ell_ref: torch.Tensor, eta: float, beta: float) -> torch.Tensor:
-    """Per-pair INPO loss (Δ_θ − ηβ Δ_ref − (1 − ηβ) Δ_t − η/2)² from (B, 2) sequence log-probabilities
-    [winner, loser] under π_θ, π_t and π_ref: egpo_core's ``ipo_regression_loss`` with the anchor
-    ℓ_A = ηβ ℓ_ref + (1 − ηβ) ℓ_t (INPO's geometric mixture at c = ηβ; its normaliser cancels in Δ)
-    and the target η/2."""
-    c = eta * beta
-    anchor = c * ell_ref + (1.0 - c) * ell_t
-    return ipo_regression_loss(ell[:, 0], ell[:, 1], anchor[:, 0], anchor[:, 1], 0.5 * eta)
+def round_loss_terms(loss: RoundLoss, ell: torch.Tensor, anchor_logp: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """Per-row round loss, not reduced. ``ell`` (B, n) log-probabilities under π_θ of the rows' completions,
+    ``anchor_logp`` (B, n, M) under the M anchors of ``loss``, ``target`` (B,). Pair form (n = 2, [winner,
+    loser]): (Δ_θ − Σ_k w_k Δ_k − target)², egpo_core's ``ipo_regression_loss`` with the anchor mixture
+    :func:`~egpo_core.losses.anchor_mixture_logp` — INPO's (Δ_θ − ηβ Δ_ref − (1 − ηβ) Δ_t − η/2)² with the
+    anchors (ref, t) and target η/2, bit for bit the loss this module computed before the mixture had its home
+    in egpo_core. Single form (n = 1): (ℓ_θ − Σ_k w_k ℓ_k − target)², SPPO's with the one anchor π_t."""
+    anchors = anchor_logp.unbind(-1)
+    if loss.form == "pair":
+        mixed = anchor_mixture_logp(anchors, loss.weights)
+        return ipo_regression_loss(ell[:, 0], ell[:, 1], mixed[:, 0], mixed[:, 1], target)
+    return (anchored_log_ratio(ell[:, 0], [a[:, 0] for a in anchors], loss.weights) - target) ** 2
 
 
 class _StepLosses(TrainerCallback):
@@ -327,13 +518,14 @@ class _StepLosses(TrainerCallback):
 
 
 class RoundTrainer(AtomicCheckpoints, Trainer):
-    """HF Trainer of one round: :func:`inpo_pair_loss` on the round's ordered pairs, the log-probs
-    under π_t and π_ref read from the saved dataset. ``step_losses`` holds each optimizer step's mean
+    """HF Trainer of one round: :func:`round_loss_terms` of ``round_loss`` (a :class:`RoundLoss`, a keyword
+    argument) on the round's rows, the anchors' log-probs read from the saved dataset. ``step_losses`` holds each optimizer step's mean
     loss over its micro-batches' pairs; the logged ``loss`` is their mean since the last log (not
     rounded, unlike the Trainer's own)."""
 
-    def __init__(self, *args, **kwargs):
+    def __init__(self, *args, round_loss: RoundLoss, **kwargs):
         super().__init__(*args, **kwargs)
+        self.round_loss = round_loss
         self.round_index = 0  # set by run_rounds; logged with every loss
         self.step_losses: list[float] = []
         self._since_log: list[float] = []
@@ -343,13 +535,14 @@ class RoundTrainer(AtomicCheckpoints, Trainer):
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         mask = inputs["completion_mask"]
         logp = completion_logprobs(model, inputs["prompt_ids"], inputs["prompt_mask"], inputs["completion_ids"], mask)
-        B = inputs["logp_t"].shape[0]
+        anchor_logp = inputs["anchor_logp"]
+        B, n = anchor_logp.shape[:2]
         lengths = mask.sum(-1).clamp_min(1).float()
-        ell, ell_t, ell_ref = logp.view(2, B).T, inputs["logp_t"], inputs["logp_ref"]
+        ell = logp.view(n, B).T
         if self.args.length_normalize:
-            per = lengths.view(2, B).T
-            ell, ell_t, ell_ref = ell / per, ell_t / per, ell_ref / per
-        loss = inpo_pair_loss(ell, ell_t, ell_ref, self.args.eta, self.args.beta).mean()
+            per = lengths.view(n, B).T
+            ell, anchor_logp = ell / per, anchor_logp / per.unsqueeze(-1)
+        loss = round_loss_terms(self.round_loss, ell, anchor_logp, inputs["target"]).mean()
         self._micro.append(float(loss.detach()))
         return loss
 
@@ -372,6 +565,21 @@ def _trainable_state(model: torch.nn.Module) -> dict:
     return {name: p.detach().cpu().clone() for name, p in model.named_parameters() if p.requires_grad}
 
 
+def _check_saved_rounds(config: RoundsConfig, losses: Sequence[RoundLoss]) -> None:
+    """``ValueError`` (one line) when a saved round dataset was built for another loss than the flags give
+    (its anchors' log-probabilities would not be the ones the loss reads); a dataset saved before round.json
+    named its loss is an INPO round."""
+    for r, loss in enumerate(losses):
+        meta_file = round_dir(config.output_dir, r) / "dataset" / "round.json"
+        if not meta_file.is_file():
+            continue
+        meta = json.loads(meta_file.read_text(encoding="utf-8"))
+        saved = meta.get("loss", {"form": "pair", "anchors": [["ref", meta["eta"] * meta["beta"]], ["t", 1.0 - meta["eta"] * meta["beta"]]], "step": meta["eta"]})
+        if saved != json.loads(json.dumps(loss.as_json())):
+            raise ValueError(f"--resume_from_checkpoint true: round {r}'s saved dataset was built for the loss {json.dumps(saved)} "
+                             f"({meta.get('alg', 'inpo')}), the flags give {json.dumps(loss.as_json())} ({config.algorithm.name}); resume with the run's flags")
+
+
 def run_rounds(
     config: RoundsConfig,
     *,
@@ -392,6 +600,9 @@ def run_rounds(
     from .launcher import inputs_checked, one_line
     from .models import load_policy, load_reference, load_tokenizer
 
+    losses = [round_loss(config, r) for r in range(config.rounds)]
+    if resume:
+        _check_saved_rounds(config, losses)
     prompts = [row["prompt"] for row in load_prompts(
         config.prompts, column=config.prompt_column, split=config.prompts_split,
         max_prompts=config.max_prompts, max_chars=config.max_prompt_chars,
@@ -411,6 +622,11 @@ def run_rounds(
     ref_model = load_reference(config.model_name_or_path, config.ref_model_name_or_path, use_peft=config.use_peft, dtype=dtype)
     policy.to(config.device)
     reference = ReferenceModel(policy, frozen=None if ref_model is None else ref_model.to(config.device))
+    initial = _trainable_state(policy)  # π_0 (the same after a restart: the adapter is seeded)
+
+    def past_state(s: int) -> dict:
+        return initial if s == 0 else torch.load(round_dir(config.output_dir, s - 1) / "policy.pt", map_location="cpu")
+
     inputs_checked()
     trainer = None
     for r in range(config.rounds):
@@ -424,13 +640,13 @@ def run_rounds(
         if not (resume and (dataset / "round.json").is_file()):
             shutil.rmtree(folder, ignore_errors=True)
             set_seed(config.seed + r)
-            build_round_dataset(config, r, policy, reference, tokenizer, prompts, checked)
-        rows = load_round_dataset(dataset, tokenizer, config.max_prompt_length)
+            build_round_dataset(config, r, policy, reference, tokenizer, prompts, checked, past_state)
+        rows = load_round_dataset(dataset, tokenizer, config.max_prompt_length, losses[r])
         args = copy.copy(config)  # the round's view: its folder, epochs and seed (checked options unchanged)
         args.output_dir, args.num_train_epochs, args.seed = str(folder / "trainer"), float(config.epochs_per_round), config.seed + r
         args.resume_from_checkpoint, args.overwrite_output_dir = None, False
-        trainer = RoundTrainer(model=policy, args=args, train_dataset=rows, data_collator=PairCollator(tokenizer.pad_token_id),
-                                   processing_class=tokenizer, callbacks=list(callbacks))
+        trainer = RoundTrainer(model=policy, args=args, train_dataset=rows, data_collator=RoundCollator(tokenizer.pad_token_id),
+                               processing_class=tokenizer, callbacks=list(callbacks), round_loss=losses[r])
         trainer.round_index = r
         trainer.train(resume_from_checkpoint=latest_checkpoint(args.output_dir) if resume else None)
         if stop_after is not None:
@@ -482,8 +698,9 @@ def main(argv: Sequence[str] | None = None) -> None:
 
 def wants_rounds(argv: Sequence[str]) -> bool:
     """Whether ``python -m lm_runs.train_nlhf argv`` asks for the round mode: ``--rounds`` among the flags
-    or the ``--config`` file's keys, or ``--alg inpo`` (an alias too) — INPO exists only in rounds. A
-    ``--config`` file that cannot be read answers False (the ordinary parser then reports it)."""
+    or the ``--config`` file's keys, or an ``--alg`` that exists only in rounds (inpo, comal, mpo, mnpo, or an
+    alias; sppo also trains online). A ``--config`` file that cannot be read answers False (the ordinary
+    parser then reports it)."""
     from .cli import ConfigFileError, config_flags
 
     flags = list(argv)
@@ -503,7 +720,8 @@ def wants_rounds(argv: Sequence[str]) -> bool:
         elif flag == "--alg" and n + 1 < len(flags):
             alg = flags[n + 1]
     try:
-        return alg is not None and get_algorithm(alg).name == "inpo"
+        online = {get_algorithm(name).name for name in LM_ALGORITHMS}
+        return alg is not None and get_algorithm(alg).name in set(ROUND_ALGORITHMS) - online
     except ValueError:
         return False
 

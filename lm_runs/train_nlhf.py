@@ -6,7 +6,8 @@ Nash-MD-PG, SPPO) with a judge, under plain python, ``torchrun`` or the ``deepsp
     python -m lm_runs.train_nlhf --config lm_runs/configs/nlhf_qwen_paper.yaml --alg egpo --output_dir runs/egpo
 
 Every option is a field of :class:`lm_runs.config.NLHFConfig` (``--help`` lists them with defaults).
-``--rounds R`` or ``--alg inpo`` runs the iterative round mode instead (:mod:`lm_runs.rounds`, its own flags).
+``--rounds R`` (or ``--alg`` inpo, comal, mpo, mnpo, which exist only in rounds) runs the iterative round mode
+instead (:mod:`lm_runs.rounds`; ``--help`` lists its flags too).
 Before any model loads, bad input is refused with one line naming the value and exit status 2
 (:func:`lm_runs.launcher.run_entry_point`): options, the output folder (a previous run is refused unless
 ``--resume_from_checkpoint`` or ``--overwrite_output_dir true``), a model of the wrong kind for its role
@@ -132,9 +133,12 @@ def main(argv: Sequence[str] | None = None) -> None:
     from .config import NLHFConfig
     from .launcher import prepare_output_dir, train_from
     from .models import check_model_source
-    from .rounds import main as rounds_main, wants_rounds
+    from .rounds import RoundOptions, main as rounds_main, wants_rounds
 
-    if wants_rounds(sys.argv[1:] if argv is None else argv):  # --rounds / --alg inpo: lm_runs.rounds
+    flags = sys.argv[1:] if argv is None else list(argv)
+    if "-h" in flags or "--help" in flags:  # every flag, the round mode's included, then exit 0
+        parse_config([NLHFConfig, RoundOptions], flags)
+    if wants_rounds(flags):  # --rounds / --alg inpo, comal, mpo, mnpo: lm_runs.rounds
         return rounds_main(argv)
     (config,) = parse_config([NLHFConfig], argv)
     _check_judge_source(config, None)

@@ -20,7 +20,8 @@ import torch
 from transformers import TrainerCallback
 
 import toy_judges
-from lm_runs.rounds import RoundsConfig, round_dir, run_rounds, select_pairs
+from egpo_core.losses import ipo_regression_loss
+from lm_runs.rounds import RoundsConfig, round_dir, round_loss, round_loss_terms, run_rounds, select_pairs
 from lm_runs.tiny import build_tiny_lm
 
 WORDS = "cat dog bird fish sun moon".split()
@@ -151,6 +152,28 @@ def test_first_logged_loss_is_the_hand_computed_inpo_loss(tiny, tmp_path):
     assert len(logged) == 1 and len(trainer.step_losses) == 1
     assert abs(logged[0] - expected) <= 1e-5 * expected + 1e-6, (logged[0], expected)
     assert expected > 0.5  # η/2 = 1 dominates: the loss is not trivially small
+
+
+def test_inpo_round_loss_is_the_former_inline_formula_bit_for_bit(tiny, tmp_path):
+    """INPO's round loss through the anchor mixture (egpo_core.losses.anchor_mixture_logp) equals, with
+    torch.equal, the formula rounds.py computed inline before (c·ℓ_ref + (1 − c)·ℓ_t, then the IPO regression
+    with the float target η/2) on length-normalised float32 inputs; COMAL with --magnet_period 0 is the same
+    loss. (Measured once: two 2-round INPO runs, summed and length-normalised, ended on the same parameters
+    bit for bit before and after the change.)"""
+    cfg = config(tiny, tmp_path / "x")
+    loss = round_loss(cfg, 0)
+    assert loss.as_json() == {"form": "pair", "anchors": [["ref", 0.2], ["t", 0.8]], "step": 2.0}
+    assert round_loss(config(tiny, tmp_path / "y", alg="comal"), 3) == loss
+    g = torch.Generator().manual_seed(0)
+    summed, summed_t, summed_ref = (torch.randn(64, 2, generator=g) * 20 for _ in range(3))
+    per = torch.randint(1, 9, (64, 2), generator=g).float()
+    c, eta = cfg.eta * cfg.beta, cfg.eta
+    ell, ell_t, ell_ref = summed / per, summed_t / per, summed_ref / per  # the former trainer's order of operations
+    anchor = c * ell_ref + (1.0 - c) * ell_t
+    former = ipo_regression_loss(ell[:, 0], ell[:, 1], anchor[:, 0], anchor[:, 1], 0.5 * eta)
+    stacked = torch.stack([summed_ref, summed_t], dim=-1) / per.unsqueeze(-1)  # RoundTrainer.compute_loss's
+    now = round_loss_terms(loss, summed / per, stacked, torch.full((64,), 0.5 * eta, dtype=torch.float32))
+    assert torch.equal(now, former)
 
 
 class _Interrupted(Exception):

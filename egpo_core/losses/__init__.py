@@ -29,7 +29,7 @@ r's parameters is run r's own mean gradient (runs are independent games).
 
 Three modules, every name importable from ``egpo_core.losses``: :mod:`~egpo_core.losses.blocks`, the
 per-pair building blocks (:func:`ipo_regression_loss`, :func:`policy_gradient_loss`, the regression
-target and the advantage), which take per-response or per-sequence log-probabilities and do not
+target and the advantage, the anchor mixture Σ_k w_k log π_k and the anchored log-ratio), which take per-response or per-sequence log-probabilities and do not
 reduce: the language-model trainer and the losses below use them; :mod:`~egpo_core.losses.options`,
 the options of a whole-policy loss (:class:`LossOptions`) and what an algorithm's declared fields
 make of them (anchor, opponents, weight); :mod:`~egpo_core.losses.expectations`, the loss of a whole
@@ -37,7 +37,14 @@ tabular or neural policy, as an exact expectation (:func:`exact_loss`) or a samp
 (:func:`sampled_loss`).
 """
 
-from .blocks import ipo_regression_loss, policy_gradient_advantage, policy_gradient_loss, regression_target
+from .blocks import (
+    anchor_mixture_logp,
+    anchored_log_ratio,
+    ipo_regression_loss,
+    policy_gradient_advantage,
+    policy_gradient_loss,
+    regression_target,
+)
 from .expectations import exact_loss, sampled_loss
 from .options import LossOptions, PairDistribution
 
@@ -46,6 +53,8 @@ __all__ = [
     "policy_gradient_loss",
     "regression_target",
     "policy_gradient_advantage",
+    "anchor_mixture_logp",
+    "anchored_log_ratio",
     "exact_loss",
     "sampled_loss",
     "LossOptions",

@@ -7,13 +7,20 @@ per-sequence log-probabilities; :mod:`egpo_core.losses.expectations` on per-acti
 from __future__ import annotations
 
 import math
+from typing import Sequence
 
 import torch
 
 from ..algorithms import Algorithm, get_algorithm
 
-__all__ = ["ipo_regression_loss", "policy_gradient_loss", "regression_target", "policy_gradient_advantage"]
-
+__all__ = [
+    "ipo_regression_loss",
+    "policy_gradient_loss",
+    "regression_target",
+    "policy_gradient_advantage",
+    "anchor_mixture_logp",
+    "anchored_log_ratio",
+]
 
 
 def _check_positive(name: str, value: float) -> float:
@@ -70,6 +77,39 @@ def ipo_regression_loss(
     )
     contrast = logp_y.to(dtype) - logp_yp.to(dtype) - anchor_logp_y.to(dtype) + anchor_logp_yp.to(dtype)
     return (contrast - target) ** 2
+
+
+def anchor_mixture_logp(anchor_logps: Sequence[torch.Tensor], weights: Sequence[float]) -> torch.Tensor:
+    """The log-probability of a geometric mixture of anchors, up to its normaliser:
+
+        log π_A(y) = Σ_k w_k log π_k(y),   w_k ≥ 0,   Σ_k w_k = 1 (within 1e-9),
+
+    e.g. INPO's anchor ηβ log π_ref + (1 − ηβ) log π_t (weights (ηβ, 1 − ηβ)), COMAL's and MPO's with π_ref
+    replaced by the magnet, MNPO's r log π_ref + (1 − r) Σ_j λ_j log π_{t−j}, SPPO's log π_t (one anchor,
+    weight 1). Weights summing to 1 make π_A's normaliser log Σ_y Π_k π_k(y)^{w_k} ≤ 0 (Hölder) a constant that
+    cancels in every pair difference Δ_A(y, y′). Summed left to right, w_0 a_0 + w_1 a_1 + …, in the anchors'
+    dtype; the anchors (detached) must have one shape. ``ValueError`` (one line) for no anchors, a count
+    mismatch, negative weights or weights not summing to 1."""
+    anchors, weights = list(anchor_logps), [float(w) for w in weights]
+    if not anchors or len(anchors) != len(weights):
+        raise ValueError(f"anchor_mixture_logp needs one weight per anchor and at least one anchor, got {len(anchors)} anchors and weights={weights!r}")
+    if any(not (w >= 0 and math.isfinite(w)) for w in weights) or abs(sum(weights) - 1.0) > 1e-9:
+        raise ValueError(f"anchor weights must be non-negative and sum to 1, got weights={weights!r}")
+    _check_same_shape(**{f"anchor_{k}": a for k, a in enumerate(anchors)})
+    mixed = weights[0] * anchors[0]
+    for w, a in zip(weights[1:], anchors[1:]):
+        mixed = mixed + w * a
+    return mixed
+
+
+def anchored_log_ratio(logp: torch.Tensor, anchor_logps: Sequence[torch.Tensor], weights: Sequence[float]) -> torch.Tensor:
+    """The anchored log-ratio h(y) = log π_θ(y) − Σ_k w_k log π_k(y) (:func:`anchor_mixture_logp`), not reduced,
+    in at least float32. SPPO's regression on it is (h(y) − η(P̂(y ≻ π_t) − ½))² with the one anchor π_t; a pair
+    regression is :func:`ipo_regression_loss` with the mixture as its anchor."""
+    dtype = _loss_dtype(logp)
+    mixed = anchor_mixture_logp(anchor_logps, weights)
+    _check_same_shape(logp=logp, anchor=mixed)
+    return logp.to(dtype) - mixed.to(dtype)
 
 
 def policy_gradient_loss(logp_y: torch.Tensor, advantage: torch.Tensor | float) -> torch.Tensor:
