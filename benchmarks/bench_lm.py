@@ -7,9 +7,17 @@ a callable judge (the shorter response wins softly, defined below), one torch th
 subprocess, so its peak RSS (``ru_maxrss``) is its own; the time per update is the median over
 ``--updates`` updates after ``--warmup`` warm-up updates.
 
+``--judges`` compares judges: ``shorter`` (the callable, default), ``preference_model`` (a 2-label pairwise
+classifier: one forward row per judged pair) and ``reward_model`` (a 1-label Bradley–Terry reward model of
+the same body: each distinct response of a rollout scored once, 3 rows per prompt for EGPO and Online
+IPO 1 instead of 2 pair rows), both random-init tiny GPT-2 classifiers of ``--judge-layers`` ×
+``--judge-width`` built here and loaded by ``lm_runs.judges.load_judge`` on the benchmark's device. The
+``judge`` column is the judging time per update; with several judges each row is ``ALG+JUDGE``.
+
     python benchmarks/bench_lm.py --json bench_lm.json                     # tiny GPT-2 built here
     python benchmarks/bench_lm.py --model DIR --prompts FILE --json out.json
     python benchmarks/bench_lm.py --memory-floor     # + the peak RSS of a plain HF Trainer, for comparison
+    python benchmarks/bench_lm.py --algorithms egpo oipo1 --judges preference_model reward_model
 
 With no ``--model`` a tiny random-init GPT-2 (``lm_runs.tiny.build_tiny_lm``: 2 layers × 64 dims,
 vocabulary 320) and ``--num-prompts`` prompts ("tell me about the cat and the moon", ...) are built in a
@@ -52,6 +60,9 @@ ALGORITHMS = ("egpo", "oipo1", "oipo2", "nashmd", "nashmdpg")
 PLAIN_TRAINER = "plain-trainer"  # the worker measuring measure_plain_trainer
 ANCHORS = REPO / "benchmarks" / "lm_anchors.json"
 PHASES = ("generation", "judging", "forward_backward", "other")
+JUDGES = ("shorter", "preference_model", "reward_model")
+#: Labels of the judge classifiers built for ``--judges``.
+JUDGE_LABELS = {"preference_model": 2, "reward_model": 1}
 WORDS = "cat dog bird fish sun moon star tree rock water fire stone".split()
 
 
@@ -81,7 +92,7 @@ def peak_rss_mib() -> float:
 
 
 def measure(alg: str, model_dir: str, prompts: str, device: str, warmup: int, updates: int, batch: int,
-            new_tokens: int, out_dir: str) -> dict:
+            new_tokens: int, out_dir: str, judge_dir: str | None = None) -> dict:
     import torch
     from transformers import TrainerCallback
 
@@ -170,7 +181,13 @@ def measure(alg: str, model_dir: str, prompts: str, device: str, warmup: int, up
         save_strategy="no",
     )
     timer = Clock()
-    trainer = build_trainer(args, judge=shorter_wins, callbacks=[timer], trainer_class=Timed)
+    if judge_dir is None:
+        judge = shorter_wins
+    else:
+        from lm_runs.judges import load_judge
+
+        judge = load_judge(judge_dir, device=device, batch_size=64)  # a rollout's pairs in one pass
+    trainer = build_trainer(args, judge=judge, callbacks=[timer], trainer_class=Timed)
     trainer.remove_callback(_EpochModels)
     trainer.train()
 
@@ -203,6 +220,7 @@ def measure(alg: str, model_dir: str, prompts: str, device: str, warmup: int, up
         "optimizer_steps_per_update": per_update,
         "device": device,
         "torch_threads": torch.get_num_threads(),
+        "judge": getattr(judge, "kind", "shorter") if judge_dir is not None else "shorter",
     }
 
 
@@ -249,27 +267,29 @@ def default_device() -> str:
     return "cuda" if torch.cuda.is_available() else "cpu"
 
 
-def run_worker(alg: str, ns: argparse.Namespace, model: str, prompts: str, device: str) -> dict:
+def run_worker(alg: str, ns: argparse.Namespace, model: str, prompts: str, device: str, judge_dir: str | None = None) -> dict:
     with tempfile.TemporaryDirectory() as out, tempfile.NamedTemporaryFile(suffix=".json") as result:
         cmd = [sys.executable, __file__, "--worker", alg, "--model", model, "--prompts", prompts,
                "--device", device, "--warmup", str(ns.warmup), "--updates", str(ns.updates),
                "--batch", str(ns.batch), "--new-tokens", str(ns.new_tokens), "--result", result.name, "--out", out]
         if ns.threads:
             cmd += ["--threads", str(ns.threads)]
+        if judge_dir is not None:
+            cmd += ["--judge-model", judge_dir]
         env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(REPO / "benchmarks"), str(REPO), os.environ.get("PYTHONPATH", "")]))
         subprocess.run(cmd, check=True, env=env, stdout=subprocess.DEVNULL)  # the Trainer prints its logs
         return json.loads(Path(result.name).read_text())
 
 
 def table(results: dict, anchors: dict) -> str:
-    head = f"{'algorithm':<10} {'s/update':>9} {'anchor':>11} {'peak MiB':>9} {'gen':>7} {'judge':>7} {'fwd+bwd':>8} {'other':>7}  (opt step, ref log-p, EGPO snapshot)"
+    head = f"{'algorithm':<22} {'s/update':>9} {'anchor':>11} {'peak MiB':>9} {'gen':>7} {'judge':>7} {'fwd+bwd':>8} {'other':>7}  (opt step, ref log-p, EGPO snapshot)"
     lines = [head, "-" * len(head)]
     for alg, r in results.items():
         b, d = r["breakdown"], r["detail"]
         anchor = anchors.get(alg, {})
         anchor = "/".join(f"{anchor[k]:.3f}" for k in ("reference_trainer", "trl") if k in anchor) or "—"
         lines.append(
-            f"{alg:<10} {r['seconds_per_update']:>9.4f} {anchor:>11} {r['peak_rss_mib']:>9.0f} {b['generation']:>7.4f} "
+            f"{alg:<22} {r['seconds_per_update']:>9.4f} {anchor:>11} {r['peak_rss_mib']:>9.0f} {b['generation']:>7.4f} "
             f"{b['judging']:>7.4f} {b['forward_backward']:>8.4f} {b['other']:>7.4f}  "
             f"({d['optimizer_step']:.4f}, {d['reference_logprobs']:.4f}, {d['extragradient_snapshot']:.4f})"
         )
@@ -289,13 +309,21 @@ def main(argv=None) -> None:
     parser.add_argument("--num-prompts", type=int, default=512, help="generated prompts, without --prompts (default 512)")
     parser.add_argument("--threads", type=int, default=1,
                         help="torch.set_num_threads in each worker (default 1; 0 = torch's default, one per core)")
+    parser.add_argument("--judges", nargs="+", default=["shorter"], choices=JUDGES,
+                        help="judges to time (default shorter: the callable); preference_model / reward_model: tiny "
+                             "classifiers of --judge-layers x --judge-width built here; several: one row ALG+JUDGE each")
+    parser.add_argument("--judge-layers", type=int, default=2, help="layers of the judge classifiers (default 2)")
+    parser.add_argument("--judge-width", type=int, default=64, help="hidden size of the judge classifiers (default 64)")
     parser.add_argument("--json", help="write the results here")
     parser.add_argument("--memory-floor", action="store_true",
                         help="also measure the peak RSS of a plain transformers.Trainer (+ one generate) on the same model")
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     parser.add_argument("--result", help=argparse.SUPPRESS)
     parser.add_argument("--out", help=argparse.SUPPRESS)
+    parser.add_argument("--judge-model", help=argparse.SUPPRESS)
     ns = parser.parse_args(argv)
+    if ns.judge_layers < 1 or ns.judge_width < 2 or ns.judge_width % 2:
+        parser.error(f"--judge-layers must be >= 1 and --judge-width an even number >= 2, got {ns.judge_layers} and {ns.judge_width}")
 
     if ns.worker:
         if ns.threads:
@@ -305,7 +333,8 @@ def main(argv=None) -> None:
         if ns.worker == PLAIN_TRAINER:
             result = measure_plain_trainer(ns.model, ns.prompts, ns.device, ns.updates, ns.batch, ns.new_tokens, ns.out)
         else:
-            result = measure(ns.worker, ns.model, ns.prompts, ns.device, ns.warmup, ns.updates, ns.batch, ns.new_tokens, ns.out)
+            result = measure(ns.worker, ns.model, ns.prompts, ns.device, ns.warmup, ns.updates, ns.batch, ns.new_tokens, ns.out,
+                             ns.judge_model)
         Path(ns.result).write_text(json.dumps(result))
         return
 
@@ -319,10 +348,20 @@ def main(argv=None) -> None:
             from lm_runs.tiny import build_tiny_lm
 
             model = str(build_tiny_lm(Path(tmp) / "model"))
+        judge_dirs: dict[str, str | None] = {"shorter": None}
+        for kind in ns.judges:
+            if kind in JUDGE_LABELS:
+                from lm_runs.tiny import build_tiny_lm
+
+                judge_dirs[kind] = str(build_tiny_lm(Path(tmp) / kind, num_labels=JUDGE_LABELS[kind], seed=1,
+                                                     n_layer=ns.judge_layers, n_embd=ns.judge_width))
         results = {}
         for alg in ns.algorithms:
-            results[alg] = run_worker(alg, ns, model, prompts, device)
-            print(f"{alg}: {results[alg]['seconds_per_update']:.4f} s/update", flush=True)
+            for kind in ns.judges:
+                key = alg if ns.judges == ["shorter"] else f"{alg}+{kind}"
+                results[key] = run_worker(alg, ns, model, prompts, device, judge_dirs[kind])
+                r = results[key]
+                print(f"{key}: {r['seconds_per_update']:.4f} s/update, judging {r['breakdown']['judging']:.4f} s", flush=True)
         if ns.memory_floor:
             floor = run_worker(PLAIN_TRAINER, ns, model, prompts, device)["peak_rss_mib"]
             print(f"plain transformers.Trainer + generate on the same model: peak RSS {floor:.0f} MiB", flush=True)

@@ -426,3 +426,119 @@ def test_a_preference_model_judge_keeps_its_pair_passes(zoo, policy, tmp_path):
     finally:
         handle.remove()
     assert len(trainer.seen) == 2 and rows == [2 * 3, 2 * 3]
+
+
+# ---------------------------------------------------------------------------------------------
+# calibration on held-out pairs: python -m lm_runs.calibrate_judge, lm_runs.judges.calibration
+# ---------------------------------------------------------------------------------------------
+
+
+def _write_pairs(path, rows):
+    path.write_text("".join(json.dumps(row) + "\n" for row in rows))
+    return path
+
+
+def test_calibration_of_the_reward_model_has_no_position_bias(trained, tmp_path):
+    """The trained reward model on 40 fresh held-out pairs, both orders: accurate (≥ 0.8, as in training),
+    mean P(chosen) above ½, and P(a≻b) + P(b≻a) − 1 = 0 for every pair (1e-6): no position bias, no
+    verdict flipped by the order; the report on disk is the one returned."""
+    from lm_runs.calibrate_judge import main as calibrate
+
+    pairs = _write_pairs(tmp_path / "held_out.jsonl", _pairs(40, seed=123) + [{"prompt": "p", "chosen": "a b", "rejected": "a b"}])
+    out = tmp_path / "report.json"
+    report = calibrate(["--judge", str(trained[0]), "--pairs", str(pairs), "--out", str(out), "--both_orders"])
+    assert json.loads(out.read_text()) == json.loads(json.dumps(report))
+    assert report["judge_kind"] == "reward_model" and report["pairs"] == 40 and report["left_out_ties"] == 1
+    assert report["accuracy"] >= 0.8 and report["mean_p_chosen"] > 0.55
+    both = report["both_orders"]
+    assert abs(both["position_bias"]) < 1e-6 and both["position_bias_se"] < 1e-6 and both["order_flips"] == 0.0
+    assert both["order_averaged"]["accuracy"] == report["accuracy"]
+    assert both["order_averaged"]["mean_p_chosen"] == pytest.approx(report["mean_p_chosen"], abs=1e-6)
+    assert sum(row["pairs"] for row in report["reliability"]) == 40
+    softer = calibrate(["--judge", f"{trained[0]}?temperature=2", "--pairs", str(pairs), "--out", str(out)])
+    assert softer["accuracy"] == report["accuracy"] and softer["mean_p_chosen"] < report["mean_p_chosen"] - 0.01
+    assert "both_orders" not in softer
+
+
+def test_calibration_finds_the_position_bias_of_a_biased_judge():
+    """A judge that prefers the longer response (±¼) and adds ⅛ to whatever is shown first:
+    P(a≻b) + P(b≻a) − 1 = ¼ on every pair; the pair of equal lengths flips its verdict with the order;
+    the order-averaged answers lose the bias. (Binary fractions: every value below is exact.)"""
+    from lm_runs.judges import CheckedJudge
+    from lm_runs.judges.calibration import judge_calibration
+
+    def longer_plus_first(prompts, completions):
+        return [0.5 + 0.125 + 0.25 * ((len(a) > len(b)) - (len(a) < len(b))) for a, b in completions]
+
+    chosen, rejected = ["long answer", "x", "ab"], ["short", "longer one", "cd"]
+    report = judge_calibration(CheckedJudge(longer_plus_first), ["p"] * 3, chosen, rejected, both_orders=True)
+    # p = 0.875, 0.375, 0.625 (chosen first); q = 0.375, 0.875, 0.625 (rejected first)
+    assert report["both_orders"]["position_bias"] == pytest.approx(0.25, abs=1e-12)
+    assert report["both_orders"]["position_bias_se"] == pytest.approx(0.0, abs=1e-12)
+    assert report["mean_p_chosen"] == pytest.approx((0.875 + 0.375 + 0.625) / 3, abs=1e-12)
+    assert report["accuracy"] == pytest.approx(2 / 3, abs=1e-12)
+    assert report["both_orders"]["order_flips"] == pytest.approx(1 / 3, abs=1e-12)
+    averaged = report["both_orders"]["order_averaged"]  # p̄ = 0.75, 0.25, 0.5
+    assert averaged["mean_p_chosen"] == pytest.approx(0.5, abs=1e-12)
+    assert averaged["accuracy"] == pytest.approx((1 + 0 + 0.5) / 3, abs=1e-12)  # a tie at ½ counts half
+
+
+def test_calibration_report_reliability_bins():
+    from lm_runs.judges.calibration import calibration_report
+
+    report = calibration_report([0.55, 0.45, 0.65, 0.95, 1.0, 0.0, 0.5])
+    counts = [row["pairs"] for row in report["reliability"]]
+    assert counts == [3, 1, 0, 0, 3]  # confidence max(p, 1 − p): .55 .55 .5 | .65 | — | — | .95 1 1
+    assert report["reliability"][0]["accuracy"] == pytest.approx((1 + 0 + 0.5) / 3, abs=1e-12)
+    assert report["reliability"][4]["mean_confidence"] == pytest.approx((0.95 + 1 + 1) / 3, abs=1e-12)
+    assert report["reliability"][4]["accuracy"] == pytest.approx(2 / 3, abs=1e-12)
+    assert report["brier"] == pytest.approx(sum((1 - p) ** 2 for p in [0.55, 0.45, 0.65, 0.95, 1.0, 0.0, 0.5]) / 7, abs=1e-12)
+    with pytest.raises(ValueError, match="one answer per pair"):
+        calibration_report([0.5, 0.6], [0.5])
+
+
+def test_calibrate_judge_with_a_callable_judge_spec(tmp_path, capsys):
+    from lm_runs.calibrate_judge import main as calibrate
+
+    pairs = _write_pairs(tmp_path / "p.jsonl", [{"prompt": [{"role": "user", "content": "q"}], "chosen": "ok", "rejected": "much longer"}])
+    report = calibrate(["--judge", "lm_runs.judges.toy:prefer_shorter", "--pairs", str(pairs), "--out", str(tmp_path / "r.json")])
+    assert report["judge_kind"] == "callable" and report["accuracy"] == 1.0
+    assert report["mean_p_chosen"] == pytest.approx(0.5 + 9 / (2 * 14), abs=1e-12)
+    assert "accuracy 1.0000" in capsys.readouterr().out
+
+
+def test_calibrate_judge_help_runs(capsys):
+    from lm_runs.calibrate_judge import main as calibrate
+
+    with pytest.raises(SystemExit) as caught:
+        calibrate(["--help"])
+    assert caught.value.code == 0
+    text = capsys.readouterr().out
+    for flag in ("--judge", "--pairs", "--out", "--both_orders", "temperature"):
+        assert flag in text
+
+
+@pytest.mark.parametrize(
+    "change, words",
+    [({"--judge": "no/such/folder"}, "not an existing directory"),
+     ({"--pairs": "missing.jsonl"}, "missing.jsonl"),
+     ({"--out": "no_folder/r.json"}, "does not exist"),
+     ({"--judge_batch_size": "0"}, "--judge_batch_size must be >= 1, got 0"),
+     ({"--pairs": "nocolumn.jsonl"}, "missing column(s) ['rejected']"),
+     ({"--pairs": "empty_text.jsonl"}, "'chosen' must be a non-empty string")],
+)
+def test_calibrate_judge_bad_input_is_one_line_before_any_model_loads(zoo, tmp_path, monkeypatch, capsys, change, words):
+    import lm_runs.judges.loader as loader
+    from lm_runs.calibrate_judge import main as calibrate
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(loader, "load_judge", lambda *a, **k: pytest.fail("a judge was loaded"))
+    _write_pairs(tmp_path / "ok.jsonl", [{"prompt": "p", "chosen": "a", "rejected": "b"}])
+    _write_pairs(tmp_path / "nocolumn.jsonl", [{"prompt": "p", "chosen": "a"}])
+    _write_pairs(tmp_path / "empty_text.jsonl", [{"prompt": "p", "chosen": " ", "rejected": "b"}])
+    flags = {"--judge": str(zoo["pm"]), "--pairs": "ok.jsonl", "--out": "r.json", **change}
+    with pytest.raises(SystemExit) as caught:
+        run_entry_point(calibrate, [x for pair in flags.items() for x in pair])
+    lines = [line for line in capsys.readouterr().err.splitlines() if line.strip() and "Generating train split" not in line]  # datasets' bar
+    assert caught.value.code == 2 and len(lines) == 1 and lines[0].startswith("error: ") and words in lines[0], lines
+    assert not (tmp_path / "r.json").exists()
