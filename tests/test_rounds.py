@@ -8,6 +8,7 @@ float32); resumed runs are compared bit for bit (torch.equal); the Bernoulli ord
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import subprocess
@@ -367,3 +368,108 @@ def test_a_judge_failing_in_round_1_leaves_no_dataset_and_the_run_resumes(tiny, 
     run_rounds(config(tiny, cut, **common), judge=toy_judges.prefer_shorter, resume=True)
     a, b = _final_state(straight, 2), _final_state(cut, 2)
     assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+# ------------------------------------------------------------------------------------------------
+# each method's round loss: its anchors, its tabular limit, its replay by hand
+# ------------------------------------------------------------------------------------------------
+
+ROUND_CASES = {  # method: (flags, round r, the anchors Σ_k w_k ℓ_k by hand at η = 2, β = 0.1, the step)
+    "inpo": (dict(alg="inpo"), 3, {"ref": 0.2, "t": 0.8}, 2.0),
+    "comal": (dict(alg="comal", magnet_period=2), 3, {2: 0.2, "t": 0.8}, 2.0),  # magnet π_2, refreshed at r = 2
+    "mpo": (dict(alg="mpo", magnet_period=2), 3, {2: 0.2 / 1.2, "t": 1.0 / 1.2}, 2.0 / 1.2),  # η′ = η/(1 + ηβ)
+    "mnpo": (dict(alg="mnpo", history_length=3, history_weights=[3.0, 2.0, 1.0]), 2,
+             {"ref": 0.2, "t": 0.8 * 3 / 6, 1: 0.8 * 2 / 6, 0: 0.8 * 1 / 6}, 2.0),
+    "sppo": (dict(alg="sppo", beta=0.1), 3, {"t": 1.0}, 2.0),
+}
+
+
+@pytest.mark.parametrize("name", list(ROUND_CASES))
+def test_round_loss_anchors_by_hand(tiny, tmp_path, name):
+    """Each method's round-r anchors and step equal the ones written out by hand (within 1e-15); COMAL's and
+    MPO's magnet is π_ref before round K, the round's own π_t in a refresh round (r = 2, 4) and the latest
+    refresh's policy in between; MNPO's history before π_0 is π_0 (weights merged)."""
+    flags, r, anchors, step = ROUND_CASES[name]
+    loss = round_loss(config(tiny, tmp_path, **flags), r)
+    assert dict(loss.anchors).keys() == anchors.keys() and loss.step == pytest.approx(step, abs=1e-15)
+    assert all(abs(dict(loss.anchors)[k] - w) <= 1e-15 for k, w in anchors.items())
+    assert loss.form == ("single" if name == "sppo" else "pair")
+    if name in ("comal", "mpo"):
+        magnets = [next(iter(dict(round_loss(config(tiny, tmp_path, **flags), q).anchors))) for q in range(6)]
+        assert magnets == ["ref", "ref", "t", 2, "t", 4]
+    if name == "mnpo":
+        assert dict(round_loss(config(tiny, tmp_path, **flags), 1).anchors).keys() == {"ref", "t", 0}  # π_{−1} = π_0
+
+
+def _tabular_loss(loss, theta, logps, P, pi_t):
+    """The exact expected round loss of one-token responses (each response an action) under π_θ = softmax θ:
+    pairs y, y′ ~ π_t i.i.d., y the winner with probability P(y ≻ y′) — Σ_{y,y′} π_t(y)π_t(y′)P(y ≻ y′)·term —
+    or (SPPO) responses y ~ π_t with the exact win rate P(y ≻ π_t), through rounds.round_loss_terms."""
+    N = theta.shape[0]
+    log_pi = torch.log_softmax(theta, dim=0)
+    anchors = torch.stack([logps[s] for s, _ in loss.anchors], dim=-1)  # (N, M)
+    if loss.form == "single":
+        target = loss.step * (P @ pi_t - 0.5)
+        return (pi_t * round_loss_terms(loss, log_pi[:, None], anchors[:, None, :], target)).sum()
+    y, yp = torch.meshgrid(torch.arange(N), torch.arange(N), indexing="ij")
+    y, yp = y.reshape(-1), yp.reshape(-1)
+    weight = pi_t[y] * pi_t[yp] * P[y, yp]
+    terms = round_loss_terms(loss, torch.stack([log_pi[y], log_pi[yp]], 1), torch.stack([anchors[y], anchors[yp]], 1),
+                             torch.full((N * N,), 0.5 * loss.step, dtype=theta.dtype))
+    return (weight * terms).sum()
+
+
+@pytest.mark.parametrize("name", list(ROUND_CASES))
+def test_round_loss_minimiser_is_the_tabular_closed_form(tiny, tmp_path, name):
+    """The tabular limit: on one-token responses with exact expectations (N = 5 actions, a random
+    non-transitive P, random π_ref, π_0, π_1, π_2 = π_t, π_3 = π_t), the minimiser over π_θ of the round loss
+    (Newton's method in float64 to a gradient below 1e-13) is egpo_core.algorithms.<method>.closed_form's
+    update within 1e-9 (centred logits); SPPO's within 2e-4 at η = 0.5 (its square loss stands in for the
+    multiplicative-weights step only up to the log-partition, an O(η³) error in the logits: measured 7e-5 at
+    η = 0.5, about 8 times its value at η = 0.25, required within 5-12 times). A step off by 10 % misses
+    by ≥ 5e-3 (the test can fail)."""
+    from scipy.special import log_softmax
+
+    from egpo_core.algorithms import comal, inpo, mnpo, mpo, sppo
+
+    flags, r, _, _ = ROUND_CASES[name]
+    eta = 0.5 if name == "sppo" else 2.0
+    cfg = config(tiny, tmp_path, **{**flags, "eta": eta})
+    loss = round_loss(cfg, r)
+    rng = np.random.default_rng(11)
+    N = 5
+    A = rng.uniform(-0.45, 0.45, (N, N))
+    P = 0.5 + (A - A.T) / 2
+    ref, th0, th1, th2 = (rng.normal(size=N) for _ in range(4))
+    past = {0: th0, 1: th1, 2: th2}
+    theta_t = th2 if r == 2 else rng.normal(size=N)
+    logps = {"ref": log_softmax(ref), "t": log_softmax(theta_t), **{s: log_softmax(v) for s, v in past.items()}}
+    logps = {k: torch.tensor(v) for k, v in logps.items()}
+    P_t, pi_t = torch.tensor(P), torch.softmax(torch.tensor(theta_t), 0)
+
+    def minimiser(loss_):
+        theta = torch.tensor(theta_t).clone()
+        f = lambda th: _tabular_loss(loss_, th, logps, P_t, pi_t)  # noqa: E731
+        for _ in range(60):
+            grad = torch.autograd.functional.jacobian(f, theta)
+            if grad.abs().max() < 1e-13:
+                break
+            theta = theta - torch.linalg.pinv(torch.autograd.functional.hessian(f, theta), hermitian=True) @ grad
+        assert grad.abs().max() < 1e-13
+        out = torch.log_softmax(theta, 0).numpy()
+        return out - out.mean()
+
+    expected = {
+        "inpo": lambda: inpo.closed_form(theta_t, ref, P, eta, cfg.beta),
+        "comal": lambda: comal.closed_form(theta_t, ref, P, eta, cfg.beta, magnet_logits=th2),
+        "mpo": lambda: mpo.closed_form(theta_t, ref, P, eta, cfg.beta, magnet_logits=th2),
+        "mnpo": lambda: mnpo.closed_form(theta_t, ref, P, eta, cfg.beta, history_logits=[theta_t, th1, th0], history_weights=[3, 2, 1]),
+        "sppo": lambda: sppo.closed_form(theta_t, ref, P, eta, cfg.beta),
+    }[name]()
+    gap = np.abs(minimiser(loss) - expected).max()
+    assert gap <= (2e-4 if name == "sppo" else 1e-9)
+    off = dataclasses.replace(loss, step=loss.step * 1.1)
+    assert np.abs(minimiser(off) - expected).max() >= 5e-3
+    if name == "sppo":  # the gap is third order in η
+        half = np.abs(minimiser(dataclasses.replace(loss, step=eta / 2)) - sppo.closed_form(theta_t, ref, P, eta / 2, cfg.beta)).max()
+        assert 5 <= gap / half <= 12
