@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 # The exact set the tests ran on; pyproject.toml states only compatible ranges.
 CONSTRAINTS := constraints.txt
-EXTRAS := notebooks,lm,dev
+EXTRAS := notebooks,lm,dask,dev
 FAST ?= 0
 PRESET ?= exact-tabular-beta0.01
 OUT ?= runs
