@@ -265,6 +265,12 @@ def test_help_runs():
         (["--mixture_coef", "0.5"], "--mixture_coef 0.5: not read in round mode"),
         (["--max_steps", "3"], "--max_steps 3"),
         (["--rounds", "0"], "--rounds must be at least 1"),
+        (["--alg", "onpo"], "--alg onpo: ONPO has no round form here"),
+        (["--magnet_period", "2"], "--magnet_period 2: only comal and mpo refresh a magnet"),
+        (["--alg", "comal", "--history_weights", "1", "2"], "--history_weights: only mnpo reads a history"),
+        (["--alg", "mnpo", "--history_weights", "1"], "--history_weights 1.0: give 2 (--history_length)"),
+        (["--alg", "sppo", "--beta", "0.2"], "--beta 0.2: SPPO's round loss has no β"),
+        (["--alg", "comal", "--eta", "20"], "--eta 20.0: COMAL needs ηβ ≤ 1"),
     ],
 )
 def test_bad_flags_are_one_line_exit_2(tiny, tmp_path, capsys, flags, message):
@@ -281,13 +287,76 @@ def test_bad_flags_are_one_line_exit_2(tiny, tmp_path, capsys, flags, message):
     lines = [line for line in err.splitlines() if line.strip()]
     assert caught.value.code == 2 and len(lines) == 1 and message in lines[0], err
     assert not (tmp_path / "out" / "rounds").exists()
-    if flags[0] == "--alg":
+    if flags == ["--alg", "egpo"]:
         done = _cli(*base, *flags)
         assert done.returncode == 2, done.stderr
         lines = [line for line in done.stderr.splitlines() if line.strip()]
         assert len(lines) == 1 and message in lines[0], done.stderr
 
 
+def test_train_nlhf_hands_rounds_over_in_process_and_resumes(tiny, tmp_path, capsys):
+    """In-process through run_entry_point, ``lm_runs.train_nlhf --alg mpo --magnet_period 1 --rounds 2`` (mpo
+    exists only in rounds) runs the round mode to the end: both rounds' datasets (built for MPO's loss) and
+    ends, the final model in output_dir; with the final model removed, --resume_from_checkpoint true writes the
+    same final bytes; a call without it is refused with one line, exit 2 (the folder holds a run)."""
+    from lm_runs.checkpoints import is_model_file
+    from lm_runs.launcher import run_entry_point
+    from lm_runs.train_nlhf import main
+
+    out = tmp_path / "cli"
+    base = ["--model_name_or_path", tiny["model"], "--prompts", tiny["prompts"], "--judge", "toy_judges:prefer_shorter",
+            "--output_dir", str(out), "--use_cpu", "true", "--alg", "mpo", "--magnet_period", "1", "--rounds", "2",
+            "--samples_per_prompt", "2", "--max_new_tokens", "4", "--per_device_train_batch_size", "6", "--report_to", "none"]
+    run_entry_point(main, base)
+    assert all((round_dir(out, r) / name).exists() for r in (0, 1) for name in ("dataset/round.json", "policy.pt", "model"))
+    assert json.loads((round_dir(out, 1) / "dataset" / "round.json").read_text())["alg"] == "mpo"
+    final = (out / "model.safetensors").read_bytes()
+    for entry in out.iterdir():
+        if entry.is_file() and is_model_file(entry.name):
+            entry.unlink()
+    run_entry_point(main, [*base, "--resume_from_checkpoint", "true"])
+    assert (out / "model.safetensors").read_bytes() == final
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as refused:
+        run_entry_point(main, base)
+    lines = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
+    assert refused.value.code == 2 and len(lines) == 1 and "is not empty" in lines[0]
+
+
+def test_train_nlhf_help_lists_the_round_flags(capsys):
+    """``python -m lm_runs.train_nlhf --help`` (in-process) exits 0 and lists the round mode's flags beside the
+    online ones, and --alg's help names every round method."""
+    from lm_runs.config import ROUND_ALGORITHMS
+    from lm_runs.launcher import run_entry_point
+    from lm_runs.train_nlhf import main
+
+    with pytest.raises(SystemExit) as done:
+        run_entry_point(main, ["--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    assert done.value.code == 0
+    for flag in ("--rounds", "--pair_selection", "--epochs_per_round", "--eta", "--magnet_period", "--history_length",
+                 "--history_weights", "--samples_per_prompt", "--mixture_coef"):
+        assert f"{flag} " in text, flag
+    assert all(name in text.split("--alg ALG", 2)[-1][:600] for name in ROUND_ALGORITHMS)
+
+
+def test_round_alg_runs_exactly_the_listed_methods(tiny, tmp_path):
+    """Every algorithm egpo_core registers: a round config builds iff it is one of ROUND_ALGORITHMS (the
+    methods --alg's help lists), else one line names it."""
+    from egpo_core.algorithms import ALGORITHMS
+    from lm_runs.config import ROUND_ALGORITHMS
+
+    assert set(ROUND_ALGORITHMS) == {"inpo", "comal", "mpo", "mnpo", "sppo"}
+    assert all(name in RoundsConfig.__dataclass_fields__["alg"].metadata["help"] for name in ROUND_ALGORITHMS)
+    for name in ALGORITHMS:
+        if name in ROUND_ALGORITHMS:
+            assert config(tiny, tmp_path, alg=name).algorithm.name == name
+        else:
+            with pytest.raises(ValueError, match=f"--alg {name}: .*round mode \\(--rounds\\) trains inpo, comal, mpo, mnpo, sppo"):
+                config(tiny, tmp_path, alg=name)
+
+
+@pytest.mark.slow
 def test_train_nlhf_hands_rounds_over_and_resumes(tiny, tmp_path):
     """``python -m lm_runs.train_nlhf --rounds 2`` runs the round mode to the end (both rounds' datasets
     and ends, the final model in output_dir, a log line per step naming its round); with the final model
@@ -325,6 +394,8 @@ def test_wants_rounds(tmp_path):
     yaml.write_text("rounds: 2\n")
     assert wants_rounds(["--rounds", "2"]) and wants_rounds(["--rounds=2"]) and wants_rounds(["--alg", "inpo"])
     assert wants_rounds(["--alg=iterative_nash"]) and wants_rounds(["--config", str(yaml)])
+    assert all(wants_rounds(["--alg", name]) for name in ("comal", "mpo", "mnpo", "comal_inpo"))
+    assert not wants_rounds(["--alg", "sppo"]) and wants_rounds(["--alg", "sppo", "--rounds", "2"])  # sppo: both modes
     assert not wants_rounds(["--alg", "egpo"]) and not wants_rounds(["--samples_per_prompt", "2"])
 
 
@@ -473,3 +544,101 @@ def test_round_loss_minimiser_is_the_tabular_closed_form(tiny, tmp_path, name):
     if name == "sppo":  # the gap is third order in η
         half = np.abs(minimiser(dataclasses.replace(loss, step=eta / 2)) - sppo.closed_form(theta_t, ref, P, eta / 2, cfg.beta)).max()
         assert 5 <= gap / half <= 12
+
+
+REPLAY_CASES = {  # method: (flags, rounds R, the replayed round R − 1's anchors by hand (η = 2, β = 0.1), its pair target)
+    "comal": (dict(alg="comal", magnet_period=2), 4, {2: 0.2, "t": 0.8}, 1.0),  # magnet π_2 = round 1's end
+    "mpo": (dict(alg="mpo", magnet_period=2), 2, {"ref": 0.2 / 1.2, "t": 1.0 / 1.2}, 1.0 / 1.2),
+    "mnpo": (dict(alg="mnpo", history_length=3, history_weights=[3.0, 2.0, 1.0]), 3, {"ref": 0.2, "t": 0.4, 1: 0.8 / 3, 0: 0.8 / 6}, 1.0),
+    "sppo": (dict(alg="sppo", samples_per_prompt=3), 1, {"t": 1.0}, None),
+}
+
+
+@pytest.mark.parametrize("name", list(REPLAY_CASES))
+def test_last_round_first_logged_loss_is_the_hand_computed_loss(tiny, tmp_path, name):
+    """Manual replay of the trainer's loss: R rounds of one optimizer step each; the last round's logged
+    loss (π_θ = π_t at its start) equals, within 1e-5 relative + 1e-6 absolute (float32, log-probs recomputed
+    in another padding), the method's formula by hand from the saved dataset: pairs — mean over ordered pairs
+    of (Δ_t − Σ_k w_k Δ_k − target)² with the anchors written out by hand; SPPO — mean over every response of
+    (0 − η(P̂ − ½))², P̂ = the mean of the judged P(y_i ≻ y_j) over the prompt's other samples, formed here from
+    judgements.jsonl. A past policy's saved log-probability is the one recomputed from that round's saved model
+    (COMAL's magnet π_2 from rounds/round-1/model; MNPO's π_0 is the initial policy = π_ref)."""
+    flags, rounds, anchors, target = REPLAY_CASES[name]
+    cfg = config(tiny, tmp_path / "run", rounds=rounds, per_device_train_batch_size=18, **{"samples_per_prompt": 2, **flags})
+    trainer = run_rounds(cfg, judge=toy_judges.prefer_shorter)
+    folder = round_dir(cfg.output_dir, rounds - 1) / "dataset"
+    responses = read_jsonl(folder / "responses.jsonl")
+    by_key = {(r["prompt_index"], r["sample"]): r for r in responses}
+    ell = lambda row, s: {"t": row["logp_policy"], "ref": row["logp_ref"]}.get(s, row.get("logp_past", {}).get(str(s))) / max(row["length"], 1)  # noqa: E731
+    if target is None:
+        K = cfg.samples_per_prompt
+        P = {}
+        for j in read_jsonl(folder / "judgements.jsonl"):
+            P[(j["prompt_index"], j["i"], j["j"])], P[(j["prompt_index"], j["j"], j["i"])] = j["p_i_over_j"], 1 - j["p_i_over_j"]
+        terms = [(cfg.eta * (sum(P[(r["prompt_index"], r["sample"], o)] for o in range(K) if o != r["sample"]) / (K - 1) - 0.5)) ** 2
+                 for r in responses]
+        assert len(terms) == len(WORDS) * K
+    else:
+        terms = []
+        for pair in read_jsonl(folder / "pairs.jsonl"):
+            w, lo = by_key[(pair["prompt_index"], pair["winner"])], by_key[(pair["prompt_index"], pair["loser"])]
+            delta = lambda s: ell(w, s) - ell(lo, s)  # noqa: E731
+            terms.append((delta("t") - sum(c * delta(s) for s, c in anchors.items()) - target) ** 2)
+    expected = sum(terms) / len(terms)
+    logged = [h["loss"] for h in trainer.state.log_history if "loss" in h]
+    assert len(logged) == 1 and trainer.round_index == rounds - 1
+    assert abs(logged[0] - expected) <= 1e-5 * expected + 1e-6, (logged[0], expected)
+    assert expected > 1e-3
+    past = {"comal": (2, round_dir(cfg.output_dir, 1) / "model"), "mnpo": (0, Path(tiny["model"]))}.get(name)
+    if past is not None:
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        from lm_runs.data import encode_prompt
+        from lm_runs.logprobs import completion_logprobs
+
+        model, tokenizer = AutoModelForCausalLM.from_pretrained(past[1]), AutoTokenizer.from_pretrained(tiny["model"])
+        row = responses[3]
+        ids, completion = torch.tensor([encode_prompt(tokenizer, row["prompt"])]), torch.tensor([row["token_ids"]])
+        with torch.no_grad():
+            value = float(completion_logprobs(model.eval(), ids, torch.ones_like(ids), completion, torch.ones_like(completion)))
+        saved = row["logp_past"][str(past[0])]
+        assert abs(value - saved) <= 1e-5 * abs(saved) + 1e-6, (value, saved)
+        assert abs(saved - row["logp_policy"]) > 1e-4  # π_s is not π_t: the check can fail
+        meta = json.loads((folder / "round.json").read_text())
+        assert meta["anchor_policies"][str(past[0])].startswith("rounds/round-1/policy.pt" if name == "comal" else "the initial policy")
+
+
+def test_comal_resume_between_and_inside_rounds_ends_bit_for_bit(tiny, tmp_path):
+    """COMAL, --magnet_period 2, 4 rounds × 2 steps: round 3's anchor is the magnet π_2 (round 1's saved end).
+    Interrupted inside round 3 after its step 1, and separately after round 2's training before its end was
+    saved, then resumed: the final parameters equal the uninterrupted run's (torch.equal), and round 3's
+    dataset (its magnet log-probabilities included) is byte-identical."""
+    common = dict(alg="comal", magnet_period=2, rounds=4, samples_per_prompt=2, per_device_train_batch_size=3,
+                  save_strategy="steps", save_steps=1, learning_rate=1e-2)
+    straight = tmp_path / "straight"
+    run_rounds(config(tiny, straight, **common), judge=toy_judges.prefer_shorter)
+    reference = _final_state(straight, 4)
+    meta = json.loads((round_dir(straight, 3) / "dataset" / "round.json").read_text())
+    assert meta["loss"]["anchors"] == [[2, pytest.approx(0.2)], ["t", pytest.approx(0.8)]]
+    inside, between = tmp_path / "inside", tmp_path / "between"
+    with pytest.raises(_Interrupted):
+        run_rounds(config(tiny, inside, **common), judge=toy_judges.prefer_shorter, callbacks=[_KillAtSave(3, 1)])
+    run_rounds(config(tiny, inside, **common), judge=toy_judges.prefer_shorter, resume=True)
+    with pytest.raises(_Interrupted):
+        run_rounds(config(tiny, between, **common), judge=toy_judges.prefer_shorter, stop_after=_stop_after_round(2))
+    run_rounds(config(tiny, between, **common), judge=toy_judges.prefer_shorter, resume=True)
+    for out in (inside, between):
+        resumed = _final_state(out, 4)
+        assert resumed.keys() == reference.keys() and all(torch.equal(resumed[k], reference[k]) for k in reference)
+        assert (round_dir(out, 3) / "dataset" / "responses.jsonl").read_bytes() == (round_dir(straight, 3) / "dataset" / "responses.jsonl").read_bytes()
+    assert any(not torch.equal(reference[k], _final_state(straight, 3)[k]) for k in reference)  # round 3 trained
+
+
+def test_resume_with_another_loss_is_refused(tiny, tmp_path):
+    """A saved round built for COMAL's magnet is not reused for another --magnet_period: one line, before any
+    model loads."""
+    out = tmp_path / "run"
+    run_rounds(config(tiny, out, alg="comal", magnet_period=1, rounds=2, samples_per_prompt=2), judge=toy_judges.prefer_shorter)
+    (round_dir(out, 1) / "policy.pt").unlink()
+    with pytest.raises(ValueError, match="round 1's saved dataset was built for the loss"):
+        run_rounds(config(tiny, out, alg="comal", magnet_period=0, rounds=2, samples_per_prompt=2), judge=toy_judges.prefer_shorter, resume=True)
