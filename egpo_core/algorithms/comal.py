@@ -19,6 +19,16 @@ refreshed) is INPO = Online IPO 1 (bit for bit in the simulator); K = 1 (refresh
 is log π_{t+1} ≐ log π_t + η P(· ≻ π_t), SPPO's step (the first update still anchors at π_ref, so the
 runs coincide from π_0 = π_ref). MPO's step is COMAL's with η/(1 + ηβ). As a loss: the Online IPO
 loss with anchor π_A.
+
+Language-model form (``lm_runs.rounds``, ``--alg comal --magnet_period K``): one update is one round —
+sample from the frozen π_t, judge, train epochs on INPO's ordered-pair loss
+
+    (Δ_θ − ηβ Δ_M − (1 − ηβ) Δ_t − η/2)²,   Δ_q = log q(y_w) − log q(y_l),
+
+with π_ref replaced by the magnet π_M: π_ref before round K, then the policy at the start of the latest round
+r′ > 0 that K divides (the saved end of round r′ − 1). By INPO's Proposition 6 its minimiser is the inner step
+above with t = the round; the paper's practice refreshes after a fixed number of inner iterations in the same
+way.
 """
 
 import numpy as np

@@ -18,6 +18,11 @@ opponent's π_{−1}). The update reads H past policies, which the simulator ker
 MNPO is a closed form only here (``simulated=()``; its declared fields are those of its H = 1 case,
 INPO); :func:`sampled_step` is the sampled tabular update (INPO's least-squares minimiser with MNPO's
 anchor).
+
+Language-model form (``lm_runs.rounds``, ``--alg mnpo --history_length H --history_weights w_0 … w_{H−1}``):
+the loss above on each round's ordered pairs, with r = ηβ and π_{t−j} the saved policy at the start of round
+t − j (π_0 before the first; the log-probabilities under each are computed once, when the round's dataset is
+built). The authors' trainer averages per-token log-probabilities: ``--length_normalize true``.
 """
 
 from typing import Sequence

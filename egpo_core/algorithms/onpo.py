@@ -19,6 +19,13 @@ which is the recursion above started from π′_0 ∝ π_0 e^{−η P(· ≻ π_
 gives log π_1 ≐ log π_0 + 2η P(· ≻ π_0) instead, the only difference. As a loss: the Online IPO loss
 with anchor π_t and OMWU's target [2(P(y,y″) − P(y′,y″)) − (P(y,y‴) − P(y′,y‴))]/β, y″ ~ π_t,
 y‴ ~ π_{t−1}. The paper's language-model loss (with the auxiliary policy π′) is not implemented here.
+
+What a language-model form would need (not built): per round, from one dataset of π_t, two ordered-pair
+regressions with target η/2 — first the auxiliary π′_{t+1} anchored at π′_t, then π_{t+1} anchored at
+π′_{t+1} — so a second trainable model (or adapter) carried across rounds and saved with each round's end
+for an exact resume, and the log-probabilities of every response under π′_t and π′_{t+1} in the dataset
+(the latter only after the first regression has trained). The paper's exact per-round procedure was not
+confirmed and no public code was found.
 """
 
 import numpy as np
