@@ -260,3 +260,23 @@ def test_benchmark_help_runs_and_bad_input_is_one_line():
     bad = subprocess.run([sys.executable, str(BENCH), "--models", "0"], capture_output=True, text=True, timeout=120)
     assert bad.returncode == 2 and "Traceback" not in bad.stderr
     assert bad.stderr.strip().splitlines()[-1].endswith("argument --models: must be >= 1, got 0")
+
+
+def test_a_served_reward_model_scores_each_response_once_through_the_server(zoo, both, tmp_path):
+    """The evaluation with the reward model behind ``lm_runs.judge_server`` (an HTTP judge): every response
+    scored once at the server's score route (the served model's forward rows = the distinct responses;
+    no pair route call), and the tables equal those of the in-process reward model."""
+    from lm_runs.judge_server import create_app, serve_in_thread
+    from lm_runs.judges.http import HTTPJudge
+
+    served = _judge(zoo)
+    forwards = _count_forwards(served)
+    out = tmp_path / "served"
+    shutil.copytree(both["root"] / "scores" / "generations", out / "generations")
+    app = create_app(CheckedJudge(served), max_batch_size=64, max_wait_ms=1)
+    with serve_in_thread(app) as server, HTTPJudge(server.url, chunk_size=16) as client:
+        result = evaluate(zoo["models"], zoo["ref"], PROMPTS, CheckedJudge(client), SETTINGS, out)
+    distinct = _distinct(out)
+    assert served.scored_texts == distinct and forwards["rows"] == distinct
+    assert result.tables == both["scores"].tables
+    assert len(list((out / "scores").glob("*.jsonl"))) == len(NAMES) + 1

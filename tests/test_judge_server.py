@@ -220,7 +220,7 @@ def test_concurrent_load_every_answer_goes_to_its_request():
         assert len(set(ids)) == len(ids) and all(re.fullmatch(r"classification-[0-9a-f-]{36}", i) for i in ids)
         total_pairs = sum(n for _, n in answers)
 
-        assert httpx.get(url + "/health").json() == {"status": "ok", "model": "crc"}
+        assert httpx.get(url + "/health").json() == {"status": "ok", "model": "crc", "judge_kind": "callable", "temperature": None}
         m = metrics_of(url)
         assert sample(m, "egpo_judge_requests_total", outcome="ok") == threads * per_thread
         assert sample(m, "egpo_judge_requests_total", outcome="client_error") == 0
@@ -536,7 +536,8 @@ def test_cli_serves_a_callable_on_a_printed_free_port(tmp_path):
                     break
             except httpx.TransportError:
                 time.sleep(0.05)
-        assert httpx.get(url + "/health").json() == {"status": "ok", "model": "egpo_cli_judge_mod:half"}
+        assert httpx.get(url + "/health").json() == {"status": "ok", "model": "egpo_cli_judge_mod:half", "judge_kind": "callable",
+                                                   "temperature": None}
         assert post(url, ["p", "q"], [["a", "b"], ["c", "d"]]).json()["results"] == [0.5, 0.5]
     finally:
         proc.terminate()
@@ -576,3 +577,23 @@ def test_small_requests_are_answered_without_nagle_delays():
                 assert session.post("/v1/classifications", json=GOOD).status_code == 200
                 times.append(time.perf_counter() - t0)
     assert sorted(times)[10] < 0.025, sorted(times)
+
+
+def test_requests_merge_whatever_their_shuffle_flag_when_the_judge_cannot_shuffle():
+    """A judge without ``shuffle_order`` (a reward model, a plain callable) answers the same whatever the
+    flag: two requests with different flags are judged in ONE call (they were split into two before)."""
+    calls: list[int] = []
+
+    def plain(prompts, completions):
+        calls.append(len(prompts))
+        return crc_judge(prompts, completions)
+
+    worker = BatchingWorker(plain, name="plain", max_batch_size=64, max_wait_ms=300)
+    try:
+        p1, c1 = make_request(2, "shuffled")
+        p2, c2 = make_request(3, "in order")
+        first, second = worker.submit(p1, c1, True), worker.submit(p2, c2, False)
+        assert first.result(timeout=30) == crc_judge(p1, c1) and second.result(timeout=30) == crc_judge(p2, c2)
+    finally:
+        worker.stop()
+    assert calls == [5]

@@ -8,6 +8,7 @@ import json
 import logging
 import math
 import random
+import re
 import subprocess
 import sys
 
@@ -542,3 +543,63 @@ def test_calibrate_judge_bad_input_is_one_line_before_any_model_loads(zoo, tmp_p
     lines = [line for line in capsys.readouterr().err.splitlines() if line.strip() and "Generating train split" not in line]  # datasets' bar
     assert caught.value.code == 2 and len(lines) == 1 and lines[0].startswith("error: ") and words in lines[0], lines
     assert not (tmp_path / "r.json").exists()
+
+
+# ---------------------------------------------------------------------------------------------
+# the judge server's score route
+# ---------------------------------------------------------------------------------------------
+
+
+def test_the_server_scores_responses_as_the_in_process_judge(trained, zoo):
+    """POST /v1/scores: the served reward model's scores equal the in-process judge's (1e-6), each distinct
+    response scored once (forward rows counted), /health names the kind and τ, pairs formed from the scores
+    equal the server's pair answers; a preference-model server refuses the route with 404 naming its kind."""
+    import httpx
+
+    from lm_runs.judge_server import create_app, serve_in_thread
+    from lm_runs.judges.http import HTTPJudge
+    from lm_runs.judges.reward_model import scorer_of
+
+    local = load_judge(f"{trained[0]}?temperature=0.5")
+    rows = _pairs(6, seed=11)
+    prompts = [row["prompt"] for row in rows] * 2
+    responses = [row["chosen"] for row in rows] + [row["rejected"] for row in rows]
+    expected = local.inner.rewards(prompts, responses)
+    served = load_judge(f"{trained[0]}?temperature=0.5")
+    passes: list[int] = []
+    handle = served.inner.model.register_forward_hook(lambda m, a, k, o: passes.append(k["input_ids"].shape[0]), with_kwargs=True)
+    try:
+        with serve_in_thread(create_app(served, max_batch_size=64, max_wait_ms=1)) as server:
+            health = httpx.get(f"{server.url}/health").json()
+            client = load_judge(server.url)
+            scorer = scorer_of(client)
+            scores = scorer.rewards(prompts + prompts[:3], responses + responses[:3])  # 3 repeated: scored once
+            pairs = client(prompts[:6], [[a, b] for a, b in zip(responses[:6], responses[6:])])
+            client.close()
+    finally:
+        handle.remove()
+    assert health["judge_kind"] == "reward_model" and health["temperature"] == 0.5
+    assert scorer is client.inner and scorer.temperature == 0.5
+    assert scores == pytest.approx(expected + expected[:3], abs=1e-6)
+    assert passes[0] == 12  # the score request: 12 distinct responses in one pass, the 3 repeats not rescored
+    assert pairs == pytest.approx([bradley_terry(a, b, 0.5) for a, b in zip(scores[:6], scores[6:12])], abs=1e-6)
+    with serve_in_thread(create_app(load_judge(str(zoo["pm"])), max_wait_ms=1)) as server:
+        refused = httpx.post(f"{server.url}/v1/scores", json={"prompts": ["p"], "responses": ["a"]})
+        with HTTPJudge(server.url) as other:
+            assert not other.scores_responses() and scorer_of(CheckedJudge(other)) is None
+    assert refused.status_code == 404 and "preference_model" in refused.json()["error"]
+
+
+@pytest.mark.parametrize(
+    "body, words",
+    [({"prompts": ["p"], "responses": ["a", "b"]}, "'prompts' has 1 items but 'responses' has 2"),
+     ({"prompts": ["p"], "responses": [1]}, "'responses[0]' must be a string, got number"),
+     ({"prompts": ["p"]}, "missing field 'responses'"),
+     ({"prompts": [], "responses": []}, "send at least one response")],
+)
+def test_bad_score_requests_are_refused(body, words):
+    from lm_runs.judges.protocol import ProtocolError, parse_score_request
+
+    with pytest.raises(ProtocolError, match=re.escape(words)) as caught:
+        parse_score_request(json.dumps(body).encode())
+    assert caught.value.status == 400

@@ -23,7 +23,8 @@ from ..models import ModelRoleError, check_model_source, load_causal_lm
 from .folder import SEPARATOR, EvaluationFolder, file_stem, read_jsonl
 from .judging import FailureStreak, judge_pairs
 from .responses import generate_responses, policy_device
-from .scoring import pair_records, reward_model_of, score_responses
+from ..judges.reward_model import scorer_of
+from .scoring import pair_records, score_responses
 from .settings import (
     REFERENCE,
     SETTINGS_VERSION,
@@ -119,7 +120,7 @@ class Evaluation:
             "prompts": {"count": self.n, "sha256": prompts_hash(prompts)},
         }
         self.generate_calls = 0
-        self.reward_model = reward_model_of(judge)
+        self.reward_model = scorer_of(judge)
         self.rewards: dict[str, dict[tuple[int, int], dict[str, Any]]] = {}
         self.folder = EvaluationFolder(output_dir)
         self.identities = {m.name: model_identity(m.source) for m in self.all_models}

@@ -1,6 +1,6 @@
 """Judging with a scalar reward model: each response scored once, every pair formed from the scores.
 
-A reward-model judge (:class:`~lm_runs.judges.reward_model.RewardModelJudge`) answers a pair as
+A reward-model judge (:class:`~lm_runs.judges.reward_model.RewardModelJudge`, in this process or served) answers a pair as
 
     P(a ≻ b | x) = σ((r(x, a) − r(x, b)) / τ),
 
@@ -15,7 +15,8 @@ The records are those :func:`~lm_runs.evaluate.judging.judge_pairs` would make t
 rewards swapped, identical responses ½ with ``"same": true``), so the tables, intervals and
 ``summary.json`` are the same; with both orders, P(b ≻ a) = 1 − P(a ≻ b) by construction (one score per
 response, no order shown), so the second order costs no forward pass and the position bias is 0 up to
-rounding. Only a reward model's answers factor this way: every other judge is asked pair by pair.
+rounding. Only a reward model's answers factor this way — in this process, or behind a judge server that
+serves one (its score route, ``lm_runs.judges.protocol``) —: every other judge is asked pair by pair.
 """
 
 from __future__ import annotations
@@ -23,17 +24,9 @@ from __future__ import annotations
 import hashlib
 from typing import Any, Callable, Mapping, Sequence
 
-from ..judges import CheckedJudge
-from ..judges.reward_model import RewardModelJudge, bradley_terry
+from ..judges.reward_model import bradley_terry
 
-__all__ = ["reward_model_of", "text_digest", "score_responses", "pair_records"]
-
-
-def reward_model_of(judge: CheckedJudge) -> RewardModelJudge | None:
-    """The reward model inside ``judge`` (a :class:`RewardModelJudge` wrapped by :class:`CheckedJudge`),
-    or None for any other judge."""
-    inner = getattr(judge, "inner", None)
-    return inner if isinstance(inner, RewardModelJudge) else None
+__all__ = ["text_digest", "score_responses", "pair_records"]
 
 
 def text_digest(text: str) -> str:
@@ -42,7 +35,7 @@ def text_digest(text: str) -> str:
 
 
 def score_responses(
-    model: RewardModelJudge,
+    model: Any,
     prompt_texts: Sequence[str],
     texts: Mapping[tuple[int, int], str],
     *,
@@ -51,7 +44,9 @@ def score_responses(
     progress: bool = False,
     desc: str = "score",
 ) -> dict[tuple[int, int], dict[str, Any]]:
-    """r(prompt_texts[i], texts[(i, j)]) for every key (i, j) of ``texts``, as records
+    """r(prompt_texts[i], texts[(i, j)]) for every key (i, j) of ``texts`` from ``model`` (a scorer,
+    :func:`~lm_runs.judges.reward_model.scorer_of`: a reward-model judge, or a judge server serving
+    one, asked at its score route), as records
     ``{"prompt": i, "sample": j, "reward": r, "sha256": text_digest(response)}``.
 
     A record of ``done`` is kept when its ``sha256`` matches the response; each other distinct
@@ -97,7 +92,7 @@ def pair_records(
 ) -> dict[tuple[int, int], dict[str, Any]]:
     """The judgement record of pair (i, j) = (first[(i, j)], second[(i, j)]) for every key, from the
     rewards: ``p_ab`` = σ((r_a − r_b)/τ), ``p_ba`` = σ((r_b − r_a)/τ) (None without ``both_orders``),
-    computed as :class:`RewardModelJudge` computes them; identical responses ½ with ``"same": True``
+    computed as :class:`~lm_runs.judges.reward_model.RewardModelJudge` computes them; identical responses ½ with ``"same": True``
     (as :func:`~lm_runs.evaluate.judging.judge_pairs` records them)."""
     out = {}
     for key in keys:

@@ -11,6 +11,10 @@ client leaves (:class:`_DisconnectWatch`, answered 499 and counted, never judged
 is answered as :class:`~lm_runs.judges.protocol.ErrorResponse` with the request's id; a judge's own
 exception is logged under that id and never sent.
 
+``POST /v1/scores`` passes the same checks (:func:`score_request`) and, when the judge is a reward model,
+reaches the worker's scoring queue (one score per response, merged across requests); any other judge
+answers 404 naming its kind. ``GET /health`` says the judge's kind and a reward model's τ.
+
 The classification route is the hot path (a one-pair request to a small judge costs a few hundred
 microseconds of the event loop's time), so it is a plain Starlette route calling its checks itself:
 FastAPI's dependency solving and its request handler cost about 0.1 ms per request. The other routes
@@ -36,20 +40,32 @@ from lm_runs.judges.base import CallableJudge, CheckedJudge
 from lm_runs.judges.protocol import (
     CLASSIFICATIONS_PATH,
     DEFAULT_MAX_BODY_BYTES,
+    SCORES_PATH,
     DEFAULT_MAX_PAIRS_PER_REQUEST,
     ClassificationRequest,
     ClassificationResponse,
     ErrorResponse,
     HealthResponse,
     ProtocolError,
+    ScoreRequest,
+    ScoreResponse,
     parse_classification_request,
+    parse_score_request,
 )
 
 from .batching import BatchingWorker
 from .errors import ApiError
 from .metrics import ServerMetrics
 
-__all__ = ["DISCONNECT_WATCH_AFTER", "create_app", "classification_request", "request_context", "require_json", "require_token"]
+__all__ = [
+    "DISCONNECT_WATCH_AFTER",
+    "create_app",
+    "classification_request",
+    "score_request",
+    "request_context",
+    "require_json",
+    "require_token",
+]
 
 # ------------------------------------------------------------------------------------ dependencies
 
@@ -107,17 +123,30 @@ async def _read_body(request: Request, limit: int) -> bytes:
     return b"".join(chunks)
 
 
-async def classification_request(request: Request) -> ClassificationRequest:
-    """The classification route's checks: the request's id (:func:`request_context`), its token
-    (:func:`require_token`), content type (:func:`require_json`), the body read up to the limit (413)
-    and the protocol's checks (400), in that order."""
+async def _checked_body(request: Request) -> bytes:
+    """The request's id (:func:`request_context`), its token (:func:`require_token`), content type
+    (:func:`require_json`) and the body read up to the limit (413), in that order."""
     await request_context(request)
     await require_token(request)
     await require_json(request)
-    state = request.app.state
-    body = await _read_body(request, state.max_body_bytes)
+    return await _read_body(request, request.app.state.max_body_bytes)
+
+
+async def classification_request(request: Request) -> ClassificationRequest:
+    """The classification route's checks: :func:`_checked_body`, then the protocol's (400)."""
+    body = await _checked_body(request)
     try:
-        return parse_classification_request(body, state.max_pairs_per_request)
+        return parse_classification_request(body, request.app.state.max_pairs_per_request)
+    except ProtocolError as error:
+        raise ApiError(error.status, error.kind, error.message) from None
+
+
+async def score_request(request: Request) -> ScoreRequest:
+    """The score route's checks: :func:`_checked_body`, then the protocol's (400; 413 above the limit on
+    pairs per request, counted in responses)."""
+    body = await _checked_body(request)
+    try:
+        return parse_score_request(body, request.app.state.max_pairs_per_request)
     except ProtocolError as error:
         raise ApiError(error.status, error.kind, error.message) from None
 
@@ -176,12 +205,8 @@ class _DisconnectWatch:
 # ------------------------------------------------------------------------------------------ routes
 
 
-async def classify(request: Request) -> JSONResponse:
-    """Judge the request's pairs in the shared batches; a request whose client leaves is withdrawn."""
-    payload = await classification_request(request)
-    state = request.app.state
-    shuffle = True if payload.shuffle_order is None else payload.shuffle_order
-    future = state.worker.submit(payload.prompts, payload.completions, shuffle, request.state.request_id)
+async def _answer(request: Request, future: Any) -> list[float]:
+    """The worker's answer to a queued request; withdrawn (499) if its client leaves first."""
     watch = _DisconnectWatch(request, future, DISCONNECT_WATCH_AFTER)
     try:
         results = await asyncio.wrap_future(future)  # an ApiError from the worker goes to the handler
@@ -192,13 +217,41 @@ async def classify(request: Request) -> JSONResponse:
     finally:
         watch.stop()
     _count(request, "ok")
+    return results
+
+
+async def classify(request: Request) -> JSONResponse:
+    """Judge the request's pairs in the shared batches; a request whose client leaves is withdrawn."""
+    payload = await classification_request(request)
+    state = request.app.state
+    shuffle = True if payload.shuffle_order is None else payload.shuffle_order
+    future = state.worker.submit(payload.prompts, payload.completions, shuffle, request.state.request_id)
+    results = await _answer(request, future)
     body = ClassificationResponse(id=f"classification-{uuid.uuid4()}", model=state.model_name, results=results)
     return JSONResponse(body.model_dump())
 
 
+async def score(request: Request) -> JSONResponse:
+    """Score the request's responses with the reward model, in the shared scoring batches; 404 for
+    another judge kind."""
+    payload = await score_request(request)
+    state = request.app.state
+    worker = state.worker
+    if worker.scorer is None:
+        raise ApiError(404, "not_a_reward_model", f"the judge served here ({state.judge_kind}) does not score responses: "
+                       f"only a reward model does; ask pairs at POST {CLASSIFICATIONS_PATH}")
+    future = worker.submit_scores(payload.prompts, payload.responses, request.state.request_id)
+    scores = await _answer(request, future)
+    body = ScoreResponse(id=f"score-{uuid.uuid4()}", model=state.model_name, scores=scores, temperature=worker.scorer.temperature)
+    return JSONResponse(body.model_dump())
+
+
 async def health(request: Request) -> dict[str, Any]:
-    """Up, and which model it serves (never needs the token)."""
-    return HealthResponse(model=request.app.state.model_name).model_dump()
+    """Up, which model it serves, the judge's kind and a reward model's τ (never needs the token)."""
+    state = request.app.state
+    scorer = state.worker.scorer
+    return HealthResponse(model=state.model_name, judge_kind=state.judge_kind,
+                          temperature=None if scorer is None else scorer.temperature).model_dump()
 
 
 async def metrics_endpoint(request: Request) -> Response:
@@ -214,7 +267,7 @@ async def metrics_endpoint(request: Request) -> Response:
 def _count(request: Request, outcome: str) -> None:
     """Count a classification request's outcome and latency (other routes are not counted)."""
     started = getattr(request.state, "started", None)
-    if started is None or request.scope["path"] != CLASSIFICATIONS_PATH:
+    if started is None or request.scope["path"] not in (CLASSIFICATIONS_PATH, SCORES_PATH):
         return
     metrics = request.app.state.metrics
     metrics.outcomes[outcome].inc()
@@ -235,7 +288,7 @@ async def _api_error(request: Request, error: ApiError) -> JSONResponse:
 
 async def _http_error(request: Request, error: StarletteHTTPException) -> JSONResponse:
     if error.status_code == 404:
-        message = f"no route {request.url.path[:100]!r}: use POST {CLASSIFICATIONS_PATH}, GET /health or GET /metrics"
+        message = f"no route {request.url.path[:100]!r}: use POST {CLASSIFICATIONS_PATH}, POST {SCORES_PATH}, GET /health or GET /metrics"
     elif error.status_code == 405:
         message = f"method {request.method} not allowed on {request.url.path!r}"
     else:
@@ -302,6 +355,7 @@ def create_app(
     app.state.worker = worker
     app.state.metrics = metrics
     app.state.model_name = model_name
+    app.state.judge_kind = judge.kind
     app.state.id_prefix = uuid.uuid4().hex[:12]
     app.state.request_numbers = itertools.count(1)
     app.state.expected_auth = f"Bearer {token}".encode() if token else None
@@ -309,6 +363,7 @@ def create_app(
     app.state.max_body_bytes = max_body_bytes
     # routes added to the app itself: an included APIRouter adds a dispatch layer to every request
     app.add_route(CLASSIFICATIONS_PATH, classify, methods=["POST"])
+    app.add_route(SCORES_PATH, score, methods=["POST"])
     app.add_api_route("/health", health, methods=["GET"])
     app.add_api_route("/metrics", metrics_endpoint, methods=["GET"], dependencies=[Depends(require_token)])
     app.add_exception_handler(ApiError, _api_error)

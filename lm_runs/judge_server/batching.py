@@ -3,7 +3,12 @@
 Requests are queued as slices ``(request, start, stop)``; the worker takes the oldest pending slice,
 waits until ``max_wait_ms`` after that request arrived for more pairs (or until it has
 ``max_batch_size``), then judges up to ``max_batch_size`` pairs drawn in arrival order from every
-pending request with the same ``shuffle_order``, splitting a request that does not fit. Each slice of
+pending request of the same queue, splitting a request that does not fit. Pair requests share a queue
+when they must get the same answers in one call: by ``shuffle_order`` for a judge that shuffles the
+order it shows, and all in one queue for a judge that does not (a reward model, a callable without
+``shuffle_order``: the flag cannot change its answers). Scoring requests of a reward-model judge
+(``responses`` to score, :meth:`BatchingWorker.submit_scores`) have their own queue: a batch of them is
+one ``rewards`` call, each distinct response scored once. Each slice of
 the answer is written back to ``results[start:stop]`` of its own request object, so answers cannot
 cross between requests. When a merged batch fails, each request in it is rerun alone, so one bad
 request does not fail the others. A request whose future was cancelled (its client left) is dropped
@@ -18,12 +23,14 @@ from __future__ import annotations
 
 import concurrent.futures
 import logging
+import math
 import threading
 import time
 from collections import deque
 from typing import Any, Callable
 
 from lm_runs.judges.base import CallableJudge, CheckedJudge, InvalidJudgement
+from lm_runs.judges.reward_model import scorer_of
 
 from .errors import ApiError
 from .metrics import ServerMetrics
@@ -32,13 +39,16 @@ __all__ = ["BatchingWorker"]
 
 logger = logging.getLogger("lm_runs.judge_server")
 
+#: The queue of scoring requests (the pair queues are keyed by the shuffle flag they are judged with).
+SCORES = "scores"
+
 
 class _Job:
     """One request's pairs, its answer being filled in, and the future its handler awaits."""
 
     __slots__ = ("prompts", "completions", "shuffle", "results", "remaining", "future", "enqueued", "failed", "request_id")
 
-    def __init__(self, prompts: list[str], completions: list[list[str]], shuffle: bool, request_id: str) -> None:
+    def __init__(self, prompts: list[str], completions: list[Any], shuffle: bool | str, request_id: str) -> None:
         self.request_id = request_id
         self.prompts = prompts
         self.completions = completions
@@ -72,7 +82,8 @@ class BatchingWorker:
 
     ``submit`` (any thread) returns a ``concurrent.futures.Future`` of the request's probabilities,
     in order, or an :class:`ApiError` (500 judge failed, 502 invalid answer, 429 queue full,
-    503 stopped); cancelling the future withdraws the request. ``judge``: a
+    503 stopped); cancelling the future withdraws the request. ``submit_scores`` likewise for the rewards
+    of a reward-model judge (``scorer``: its reward model, else None). ``judge``: a
     :class:`~lm_runs.judges.base.CheckedJudge`, or a plain judge callable (wrapped in one).
     See the module docstring for the batching rule.
     """
@@ -98,8 +109,9 @@ class BatchingWorker:
         self.max_queued_pairs = max_queued_pairs
         self.metrics = metrics or ServerMetrics(max_batch_size)
         self._cond = threading.Condition()
-        self._queues: dict[bool, deque[_Slice]] = {True: deque(), False: deque()}
-        self._counts = {True: 0, False: 0}
+        self.scorer = scorer_of(self._judge)
+        self._queues: dict[bool | str, deque[_Slice]] = {True: deque(), False: deque(), SCORES: deque()}
+        self._counts: dict[bool | str, int] = {key: 0 for key in self._queues}
         self._stopping = False
         self._thread: threading.Thread | None = None
 
@@ -126,7 +138,18 @@ class BatchingWorker:
     ) -> concurrent.futures.Future:
         """Queue one request's (already validated) pairs; the future resolves to its probabilities.
         ``request_id`` names the request in the server's log."""
-        job = _Job(prompts, completions, bool(shuffle_order), request_id)
+        key = bool(shuffle_order) if self._judge.shuffles_order else False  # the flag cannot change the answers
+        return self._enqueue(_Job(prompts, completions, key, request_id))
+
+    def submit_scores(self, prompts: list[str], responses: list[str], request_id: str = "-") -> concurrent.futures.Future:
+        """Queue one request's (already validated) responses to score; the future resolves to their rewards.
+        ``ValueError`` when the judge is not a reward model (``scorer`` is None)."""
+        if self.scorer is None:
+            raise ValueError(f"judge {self.name} ({self._judge.kind}) does not score responses")
+        return self._enqueue(_Job(prompts, responses, SCORES, request_id))
+
+    def _enqueue(self, job: _Job) -> concurrent.futures.Future:
+        prompts = job.prompts
         if not prompts:
             job.future.set_result([])
             return job.future
@@ -135,7 +158,7 @@ class BatchingWorker:
         with self._cond:
             if self._stopping:
                 raise ApiError(503, "shutting_down", "server is shutting down")
-            queued = self._counts[True] + self._counts[False]
+            queued = sum(self._counts.values())
             if queued + len(prompts) > self.max_queued_pairs:
                 raise ApiError(429, "queue_full", f"server busy: {queued} pairs queued, limit {self.max_queued_pairs}")
             self._queues[job.shuffle].append(_Slice(job, 0, len(prompts)))
@@ -145,11 +168,11 @@ class BatchingWorker:
         return job.future
 
     # -- worker side
-    def _oldest_key(self) -> bool | None:
+    def _oldest_key(self) -> bool | str | None:
         heads = [(q[0].job.enqueued, key) for key, q in self._queues.items() if q]
-        return min(heads)[1] if heads else None
+        return min(heads, key=lambda head: head[0])[1] if heads else None  # keys of two types: compare times only
 
-    def _take(self, key: bool) -> list[_Slice]:
+    def _take(self, key: bool | str) -> list[_Slice]:
         """Pop up to ``max_batch_size`` pairs of ``key`` in arrival order (lock held)."""
         queue = self._queues[key]
         batch: list[_Slice] = []
@@ -170,13 +193,13 @@ class BatchingWorker:
                 head.start += room
                 self._counts[key] -= room
                 room = 0
-        self.metrics.queued.set(self._counts[True] + self._counts[False])
+        self.metrics.queued.set(sum(self._counts.values()))
         return batch
 
     def _run(self) -> None:
         while True:
             with self._cond:
-                while not self._stopping and not (self._queues[True] or self._queues[False]):
+                while not self._stopping and not any(self._queues.values()):
                     self._cond.wait()
                 if self._stopping:
                     break
@@ -202,11 +225,11 @@ class BatchingWorker:
             leftovers = [s for q in self._queues.values() for s in q]
             for q in self._queues.values():
                 q.clear()
-            self._counts = {True: 0, False: 0}
+            self._counts = {key: 0 for key in self._queues}
         for s in leftovers:
             self._fail(s.job, ApiError(503, "shutting_down", "server is shutting down"))
 
-    def _call(self, key: bool, slices: list[_Slice]) -> list[float]:
+    def _call(self, key: bool | str, slices: list[_Slice]) -> list[float]:
         prompts: list[str] = []
         completions: list[list[str]] = []
         for s in slices:
@@ -215,13 +238,22 @@ class BatchingWorker:
         self.metrics.batch_size.observe(len(prompts))
         self.metrics.batch_requests.observe(len({id(s.job) for s in slices}))
         try:
+            if key == SCORES:
+                return self._score(prompts, completions)
             return self._judge(prompts, completions, shuffle_order=key)
         except InvalidJudgement as error:
             raise ApiError(502, "judge_invalid_output", str(error)) from None
         except Exception as error:  # the details go to the log (by _fail), not to the client
             raise ApiError(500, "judge_exception", f"judge {self.name} failed; the details are in the server's log") from error
 
-    def _execute(self, key: bool, batch: list[_Slice]) -> None:
+    def _score(self, prompts: list[str], responses: list[str]) -> list[float]:
+        """The reward model's scores, checked: one finite number per response (else 502)."""
+        scores = self.scorer.rewards(prompts, responses)
+        if len(scores) != len(prompts) or not all(math.isfinite(v) for v in scores):
+            raise InvalidJudgement(f"reward model {self.name} answered {len(prompts)} responses with scores that are not one finite number each")
+        return [float(v) for v in scores]
+
+    def _execute(self, key: bool | str, batch: list[_Slice]) -> None:
         now = time.monotonic()
         for s in batch:
             self.metrics.queue_wait.observe(now - s.job.enqueued)

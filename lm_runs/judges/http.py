@@ -11,20 +11,29 @@ Retries: connection errors, deadlines, 429 and 5xx are retried up to ``max_retri
 (:class:`~lm_runs.judges.retry.RetryPolicy`); a 4xx other than 429 is never retried. So one call of
 ``n`` pairs takes at most ``ceil(n / chunk_size) · ((max_retries + 1) · timeout + Σ backoffs)``.
 Texts that are not valid Unicode (a lone surrogate) raise :class:`JudgeError` before anything is sent.
+
+A server serving a scalar reward model (``GET /health`` says ``judge_kind: reward_model`` and its τ) also
+scores responses (``POST {url}/v1/scores``): :meth:`HTTPJudge.rewards` asks one score per response, so the
+evaluation (:func:`~lm_runs.judges.reward_model.scorer_of`) scores each response once through the server
+too, and forms every pair from the scores as the server would answer it.
 """
 
 from __future__ import annotations
 
+import logging
+import math
 import os
 import time
 from typing import Any, Callable, Sequence
 
 from .base import JudgeError, check_judgements, check_pairs
 from .deadline import Deadlines, deadline_transport
-from .protocol import CLASSIFICATIONS_PATH, TOKEN_ENV, invalid_text
+from .protocol import CLASSIFICATIONS_PATH, SCORES_PATH, TOKEN_ENV, invalid_text
 from .retry import DEFAULT_RETRIES, RetryPolicy, TransientFailure, retry_after_seconds
 
 __all__ = ["HTTPJudge", "DEFAULT_TIMEOUT"]
+
+logger = logging.getLogger(__name__)
 
 #: Default total seconds per request.
 DEFAULT_TIMEOUT = 60.0
@@ -102,23 +111,24 @@ class HTTPJudge:
             transport=transport if transport is not None else deadline_transport(self._deadlines),
         )
         self.model: str | None = None  # the server's model name, after the first answer
+        self._health: dict | None = None  # GET /health's answer, asked once by scores_responses()
 
     def backoff(self, attempt: int) -> float:
         """Seconds to sleep before retry ``attempt`` (see :class:`~lm_runs.judges.retry.RetryPolicy`)."""
         return self.retry.backoff(attempt)
 
-    def _post(self, payload: dict) -> list:
-        return self.retry.run(lambda: self._post_once(payload), f"judge server {self.url}")
+    def _post(self, payload: dict, path: str = CLASSIFICATIONS_PATH, field: str = "results") -> list:
+        return self.retry.run(lambda: self._post_once(payload, path, field), f"judge server {self.url}")
 
-    def _post_once(self, payload: dict) -> list:
-        """One POST within the deadline: the results, a :class:`TransientFailure` to retry, or a
-        :class:`JudgeError`."""
+    def _post_once(self, payload: dict, path: str = CLASSIFICATIONS_PATH, field: str = "results") -> list:
+        """One POST to ``path`` within the deadline: the answer's ``field``, a :class:`TransientFailure` to
+        retry, or a :class:`JudgeError`."""
         import httpx
 
         started = time.monotonic()
         self._deadlines.set(started + self.timeout)
         try:
-            response = self._client.post(self.endpoint, json=payload)
+            response = self._client.post(self.url + path, json=payload)
         except httpx.TransportError as error:  # connection refused/reset, deadlines, protocol errors
             if time.monotonic() - started >= self.timeout:
                 raise TransientFailure(f"no complete answer within the deadline of {self.timeout:g} s ({type(error).__name__})") from None
@@ -131,11 +141,11 @@ class HTTPJudge:
                 body = response.json()
             except ValueError:
                 raise JudgeError(f"judge server {self.url} answered 200 with a body that is not JSON") from None
-            if not isinstance(body, dict) or "results" not in body:
-                raise JudgeError(f"judge server {self.url} answered 200 without a 'results' field")
+            if not isinstance(body, dict) or field not in body:
+                raise JudgeError(f"judge server {self.url} answered 200 without a '{field}' field")
             if isinstance(body.get("model"), str):
                 self.model = body["model"]
-            return body["results"]
+            return body[field]
         message = _error_message(response)
         if status == 429 or status >= 500:
             wait = retry_after_seconds(response.headers.get("Retry-After"), self.backoff_max) if status == 429 else None
@@ -156,6 +166,54 @@ class HTTPJudge:
             stop = start + self.chunk_size
             payload = {"prompts": prompts[start:stop], "completions": completions[start:stop], "shuffle_order": shuffle}
             out += check_judgements(self._post(payload), len(payload["prompts"]), f"server {self.url}")
+        return out
+
+    def scores_responses(self) -> bool:
+        """Whether the server serves a scalar reward model (and so its score route): ``GET /health``, asked
+        once per client. A server that cannot be asked (unreachable, an older server, an error) counts as
+        not scoring — pairs are then asked pair by pair, with the same answers — with a warning."""
+        if self._health is None:
+            try:
+                response = self._client.get(self.url + "/health", timeout=self.timeout)
+                body = response.json() if response.status_code == 200 else {}
+            except Exception as error:  # noqa: BLE001 - any failure means: ask pairs, as before
+                logger.warning("judge server %s: /health not answered (%s); judging pair by pair", self.url, type(error).__name__)
+                body = {}
+            self._health = body if isinstance(body, dict) else {}
+        temperature = self._health.get("temperature")
+        return (self._health.get("judge_kind") == "reward_model" and isinstance(temperature, (int, float))
+                and not isinstance(temperature, bool) and math.isfinite(temperature) and temperature > 0)
+
+    @property
+    def temperature(self) -> float:
+        """τ of the server's reward model (see :meth:`scores_responses`); ``ValueError`` for another judge."""
+        if not self.scores_responses():
+            raise ValueError(f"judge server {self.url} does not serve a reward model")
+        return float(self._health["temperature"])
+
+    @property
+    def batch_size(self) -> int:
+        """Responses per scoring request: ``chunk_size``."""
+        return self.chunk_size
+
+    def rewards(self, prompts: Sequence[str], responses: Sequence[str]) -> list[float]:
+        """r(prompts[i], responses[i]) from the server's reward model (``POST /v1/scores``), ``chunk_size``
+        responses per request; :class:`JudgeError` for a server that does not score or a bad answer."""
+        prompts, responses = list(prompts), list(responses)
+        if len(prompts) != len(responses):
+            raise ValueError(f"prompts has {len(prompts)} items but responses has {len(responses)}")
+        where = invalid_text(prompts, []) or next((f"responses[{i}]" for i, r in enumerate(responses) if invalid_text([r], [])), None)
+        if where is not None:
+            raise JudgeError(f"judge server {self.url}: {where} is not valid Unicode (a lone surrogate); nothing was sent")
+        out: list[float] = []
+        for start in range(0, len(prompts), self.chunk_size):
+            payload = {"prompts": prompts[start : start + self.chunk_size], "responses": responses[start : start + self.chunk_size]}
+            scores = self._post(payload, SCORES_PATH, "scores")
+            if (not isinstance(scores, list) or len(scores) != len(payload["prompts"])
+                    or not all(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in scores)):
+                raise JudgeError(f"judge server {self.url} answered {len(payload['prompts'])} responses with scores that are not "
+                                 f"one finite number each")
+            out += [float(v) for v in scores]
         return out
 
     def identity(self) -> dict[str, Any]:

@@ -6,7 +6,14 @@ client (:class:`~lm_runs.judges.http.HTTPJudge`).
   "shuffle_order": bool}`` (``shuffle_order`` optional, default true; unknown fields ignored)
   → 200 :class:`ClassificationResponse` ``{"id", "object": "classification", "model", "results":
   [P(a ≻ b), ...]}``.
-* ``GET /health`` → :class:`HealthResponse` ``{"status": "ok", "model"}`` (never needs the token).
+* ``POST /v1/scores`` (:data:`SCORES_PATH`), only where the server's judge is a scalar reward model:
+  body :class:`ScoreRequest` ``{"prompts": [str, ...], "responses": [str, ...]}`` → 200
+  :class:`ScoreResponse` ``{"id", "object": "score", "model", "scores": [r(prompts[i], responses[i]), ...],
+  "temperature": τ}``, so a client forms P(a ≻ b) = σ((r_a − r_b)/τ) from one score per response — the
+  classification route's answers for the same pairs (``lm_runs.judges.reward_model``). Any other judge
+  answers 404 naming its kind.
+* ``GET /health`` → :class:`HealthResponse` ``{"status": "ok", "model", "judge_kind", "temperature"}``
+  (never needs the token): ``judge_kind`` ``"reward_model"`` (with its τ) says the score route is served.
 * Every error → :class:`ErrorResponse` ``{"error": message, "request_id": id}`` with a 4xx/5xx
   status. 4xx are the client's fault and never retried; 429 and 5xx are transient and retried.
 * Authentication: ``Authorization: Bearer <token>``; both sides read the token from the environment
@@ -28,23 +35,29 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 
 __all__ = [
     "CLASSIFICATIONS_PATH",
+    "SCORES_PATH",
     "DEFAULT_MAX_BODY_BYTES",
     "DEFAULT_MAX_PAIRS_PER_REQUEST",
     "MAX_INT_DIGITS",
     "TOKEN_ENV",
     "ClassificationRequest",
     "ClassificationResponse",
+    "ScoreRequest",
+    "ScoreResponse",
     "ErrorResponse",
     "HealthResponse",
     "ProtocolError",
     "invalid_text",
     "parse_classification_request",
+    "parse_score_request",
 ]
 
 #: Environment variable holding the bearer token (client and server).
 TOKEN_ENV = "EGPO_JUDGE_TOKEN"
 #: The classification endpoint.
 CLASSIFICATIONS_PATH = "/v1/classifications"
+#: The scoring endpoint (a reward-model judge only).
+SCORES_PATH = "/v1/scores"
 #: Largest request body the server reads by default (413 above).
 DEFAULT_MAX_BODY_BYTES = 16 * 1024 * 1024
 #: Most pairs per request the server accepts by default (413 above).
@@ -73,11 +86,34 @@ class ClassificationResponse(BaseModel):
     results: list[float]
 
 
+class ScoreRequest(BaseModel):
+    """A scoring request: one response per prompt, ``responses[i]`` to ``prompts[i]``."""
+
+    model_config = ConfigDict(strict=True, extra="ignore")
+
+    prompts: list[str]
+    responses: list[str]
+
+
+class ScoreResponse(BaseModel):
+    """The answer: ``scores[i]`` = r(prompts[i], responses[i]), the reward model's scalar score, and the
+    temperature τ of its pair answers P(a ≻ b) = σ((r_a − r_b)/τ)."""
+
+    id: str
+    object: str = "score"
+    model: str
+    scores: list[float]
+    temperature: float
+
+
 class HealthResponse(BaseModel):
-    """``GET /health``: the server is up and serves ``model``."""
+    """``GET /health``: the server is up and serves ``model``, a judge of kind ``judge_kind``; ``temperature``
+    is τ of a reward model (which also answers :data:`SCORES_PATH`), else None."""
 
     status: str = "ok"
     model: str
+    judge_kind: str | None = None
+    temperature: float | None = None
 
 
 class ErrorResponse(BaseModel):
@@ -141,6 +177,8 @@ _EXPECTED = {
     ("completions", 0): "a pair [a, b] of strings",
     ("completions", 0, 0): "a string",
     ("shuffle_order",): "true or false",
+    ("responses",): "an array of strings",
+    ("responses", 0): "a string",
 }
 
 
@@ -154,9 +192,8 @@ def _type_error(error: ValidationError) -> str:
     return f"'{where}' must be {expected}, got {_json_type(first.get('input'))}"
 
 
-def parse_classification_request(body: bytes, max_pairs: int = DEFAULT_MAX_PAIRS_PER_REQUEST) -> ClassificationRequest:
-    """Decode and validate a request body; raise :class:`ProtocolError` (400, or 413 for more than
-    ``max_pairs`` pairs) naming the problem and where it is."""
+def _decode_object(body: bytes, fields: tuple[str, ...]) -> dict:
+    """The request body as a JSON object holding ``fields``; :class:`ProtocolError` (400) otherwise."""
     if not body.strip():
         raise ProtocolError(400, "invalid_json", "empty request body: expected a JSON object")
     try:
@@ -171,9 +208,16 @@ def parse_classification_request(body: bytes, max_pairs: int = DEFAULT_MAX_PAIRS
         raise ProtocolError(400, "invalid_json", "invalid JSON: nested too deeply") from None
     if not isinstance(data, dict):
         raise ProtocolError(400, "bad_request", f"request body must be a JSON object, got {_json_type(data)}")
-    for key in ("prompts", "completions"):
+    for key in fields:
         if key not in data:
             raise ProtocolError(400, "bad_request", f"missing field '{key}'")
+    return data
+
+
+def parse_classification_request(body: bytes, max_pairs: int = DEFAULT_MAX_PAIRS_PER_REQUEST) -> ClassificationRequest:
+    """Decode and validate a request body; raise :class:`ProtocolError` (400, or 413 for more than
+    ``max_pairs`` pairs) naming the problem and where it is."""
+    data = _decode_object(body, ("prompts", "completions"))
     try:
         request = ClassificationRequest.model_validate(data)
     except ValidationError as error:
@@ -191,6 +235,29 @@ def parse_classification_request(body: bytes, max_pairs: int = DEFAULT_MAX_PAIRS
     # a surrogate can only arrive as a JSON escape (UTF-8 decoding refuses raw ones): check the texts
     # one by one only when the body holds such an escape
     where = invalid_text(prompts, completions) if _SURROGATE_ESCAPE.search(body) else None
+    if where is not None:
+        raise ProtocolError(400, "bad_request", f"'{where}' is not valid Unicode (a lone surrogate)")
+    return request
+
+
+def parse_score_request(body: bytes, max_responses: int = DEFAULT_MAX_PAIRS_PER_REQUEST) -> ScoreRequest:
+    """Decode and validate a scoring request body; raise :class:`ProtocolError` (400, or 413 for more than
+    ``max_responses`` responses) naming the problem and where it is."""
+    data = _decode_object(body, ("prompts", "responses"))
+    try:
+        request = ScoreRequest.model_validate(data)
+    except ValidationError as error:
+        raise ProtocolError(400, "bad_request", _type_error(error)) from None
+    prompts, responses = request.prompts, request.responses
+    if len(prompts) != len(responses):
+        raise ProtocolError(400, "bad_request", f"'prompts' has {len(prompts)} items but 'responses' has {len(responses)}")
+    if not prompts:
+        raise ProtocolError(400, "bad_request", "'prompts' and 'responses' are empty: send at least one response")
+    if len(prompts) > max_responses:
+        raise ProtocolError(413, "too_large", f"too many responses: {len(prompts)} > limit {max_responses} per request")
+    where = None
+    if _SURROGATE_ESCAPE.search(body):
+        where = invalid_text(prompts, []) or next((f"responses[{i}]" for i, r in enumerate(responses) if invalid_text([r], [])), None)
     if where is not None:
         raise ProtocolError(400, "bad_request", f"'{where}' is not valid Unicode (a lone surrogate)")
     return request

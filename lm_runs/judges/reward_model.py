@@ -40,7 +40,7 @@ from ..models import folder_digest, load_reward_model
 from .base import check_pairs
 from .preference_model import PreferenceModelJudge, classifier_outputs
 
-__all__ = ["RewardModelJudge", "render_response", "encode_response", "bradley_terry"]
+__all__ = ["RewardModelJudge", "render_response", "encode_response", "bradley_terry", "scorer_of"]
 
 
 def render_response(tokenizer: Any, prompt: str, response: str) -> tuple[str, bool]:
@@ -67,6 +67,17 @@ def bradley_terry(reward_a: float, reward_b: float, temperature: float = 1.0) ->
         return 1.0 / (1.0 + math.exp(-z))
     e = math.exp(z)
     return e / (1.0 + e)
+
+
+def scorer_of(judge: Any) -> Any | None:
+    """The scalar reward model behind ``judge`` (a :class:`~lm_runs.judges.base.CheckedJudge` or a bare
+    judge), or None: its inner judge when that says it ``scores_responses()`` — a :class:`RewardModelJudge`,
+    or an :class:`~lm_runs.judges.http.HTTPJudge` whose server serves one. A scorer has
+    ``rewards(prompts, responses) -> [r, ...]``, ``temperature`` (τ of P(a ≻ b) = σ((r_a − r_b)/τ)) and
+    ``batch_size`` (responses per call worth sending at once); its pair answers are formed from the rewards."""
+    inner = getattr(judge, "inner", judge)
+    says = getattr(inner, "scores_responses", None)
+    return inner if callable(says) and says() else None
 
 
 class RewardModelJudge:
@@ -120,6 +131,10 @@ class RewardModelJudge:
         limit = getattr(self.model.config, "max_position_embeddings", None)
         self.max_length = min(max_length, limit) if isinstance(limit, int) and limit > 0 else max_length
         self.model.to(self.device)
+
+    def scores_responses(self) -> bool:
+        """True: a reward model answers pairs from one score per response (see :func:`scorer_of`)."""
+        return True
 
     def rewards(self, prompts: Sequence[str], responses: Sequence[str]) -> list[float]:
         """r(prompts[i], responses[i]) for each i, each distinct (prompt, response) scored once."""
