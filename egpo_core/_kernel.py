@@ -36,6 +36,15 @@ loss (``Scheme`` in algorithms/base.py). Exact: the uniform-pair "ipo" step with
 it, log π_{t+1} ≐ (1 − ηβ) log π_t + ηβ log π_anchor + η Pπ_t (whatever the pair option). Sampled: the
 logits become (1 − ηβ) log π_t + ηβ log π_anchor + f, f the minimum-norm solution of the pair graph's
 normal equations (:func:`_ordered_pair_solve`) on the step's S ordered pairs (:func:`_ordered_pair_logits`).
+
+Arithmetic. Every CPU computes the same bits: no function is compiled with fast-math flags, so each
+operation is rounded as written, in the order written, without fused multiply-adds; the long sums
+(the matrix–vector products Pσ) use a fixed number of partial sums combined in a fixed order
+(:func:`_dot`), which keeps vector speed without letting the compiler choose an order by the CPU's
+vector width; the minimiser's linear solve is a fixed-order Cholesky solve, not LAPACK. What the
+kernel does not control: ``np.exp``/``np.log`` call the C library's exp/log, which glibc picks per CPU
+at load time (its FMA variant on every x86-64 CPU with FMA, another on older ones, which gives other
+last bits), and the inputs (log π_ref, the network) computed by numpy outside it.
 """
 
 from __future__ import annotations
@@ -60,8 +69,12 @@ _OPP_MIXTURE, _OPP_OPTIMISTIC, _OPP_PAIRWISE = (OPPONENT_CODES[o] for o in (Oppo
 _ANCHOR_REF, _ANCHOR_CURRENT = (ANCHOR_CODES[a] for a in (Anchor.REFERENCE, Anchor.CURRENT))
 _SCHEME_EXTRAGRADIENT, _SCHEME_MINIMIZE = SCHEME_CODES[Scheme.EXTRAGRADIENT], SCHEME_CODES[Scheme.MINIMIZE]
 
-# Reassociation lets LLVM vectorize dot products; no other fast-math liberties (NaN/inf stay exact).
-_FAST = {"reassoc", "contract"}
+# No function here is compiled with fastmath: every floating-point operation is done as written, in
+# IEEE double (or single) precision, in the order written, with no fused multiply-add, so that every
+# CPU computes the same bits. The long reductions (the matrix-vector products) keep vector speed with
+# a fixed number of independent partial sums (:data:`LANES`), summed in a fixed order (:func:`_dot`).
+LANES = 8
+"""Partial sums of :func:`_dot`: lane l sums the products j ≡ l (mod 8) of the first 8⌊n/8⌋ terms."""
 
 
 # ---------------------------------------------------------------- the kernel's inputs
@@ -275,7 +288,7 @@ def _build_sampler(w, table, stack):
         table[0, stack[j]] = 1.0
 
 
-@njit(cache=CACHE, fastmath=_FAST)
+@njit(cache=CACHE)
 def _sample(table, u):
     """One draw with a uniform u ∈ [0, 1) from a table of :func:`_build_sampler`."""
     n = table.shape[1]
@@ -309,18 +322,68 @@ def _softmax_pair(z, logp, p):
         p[i] *= inv
 
 
-@njit(cache=CACHE, fastmath=_FAST)
+@njit(cache=CACHE, inline="always")
+def _dot(a, b, n):
+    """Σ_{j<n} a_j b_j in one fixed order, the same on every CPU: with m = 8⌊n/8⌋, lane l ∈ 0…7 sums
+    s_l = Σ_{q<m/8} a_{8q+l} b_{8q+l} in order of q, then
+
+        ((s_0 + s_1) + (s_2 + s_3)) + ((s_4 + s_5) + (s_6 + s_7)) + a_m b_m + … + a_{n−1} b_{n−1}
+
+    (the tail added one by one). Each product is rounded before it is added (no fused multiply-add);
+    the lanes are independent, which lets the compiler use vector instructions without reordering.
+    A float32 ``a`` is widened exactly to float64 (the products and sums are float64)."""
+    s0 = s1 = s2 = s3 = s4 = s5 = s6 = s7 = 0.0
+    m = n - n % LANES
+    for j in range(0, m, LANES):
+        s0 += a[j] * b[j]
+        s1 += a[j + 1] * b[j + 1]
+        s2 += a[j + 2] * b[j + 2]
+        s3 += a[j + 3] * b[j + 3]
+        s4 += a[j + 4] * b[j + 4]
+        s5 += a[j + 5] * b[j + 5]
+        s6 += a[j + 6] * b[j + 6]
+        s7 += a[j + 7] * b[j + 7]
+    acc = ((s0 + s1) + (s2 + s3)) + ((s4 + s5) + (s6 + s7))
+    for j in range(m, n):
+        acc += a[j] * b[j]
+    return acc
+
+
+@njit(cache=CACHE)
 def _matvec(P, x, out):
+    """out = P x, each entry out_i = :func:`_dot` (P_i·, x) (fixed order)."""
     n = P.shape[0]
     for i in range(n):
-        acc = 0.0
-        for j in range(n):
-            acc += P[i, j] * x[j]
-        out[i] = acc
+        out[i] = _dot(P[i], x, n)
+
+
+@njit(cache=CACHE)
+def _matvec_lower(P, x, out, upper):
+    """out = P x read from P's strict lower triangle only, using P_ji = 1 − P_ij and P_ii = ½ (a
+    preference matrix, P + Pᵀ = 1): half the bytes of :func:`_matvec`. With L the strict lower part,
+
+        (P x)_i = (L x)_i + ½ x_i + Σ_{j>i} x_j − (Lᵀ x)_i,
+
+    (L x)_i = :func:`_dot` (P_i·, x, i), (Lᵀ x) accumulated row by row into ``upper`` (scratch of
+    length N: upper_j += P_ij x_i for i = 0 … N−1 in order) in the same pass over the rows, and the
+    suffix sums Σ_{j>i} x_j added from the last entry down. Fixed order on every CPU."""
+    n = P.shape[0]
+    for j in range(n):
+        upper[j] = 0.0
+    for i in range(n):
+        row = P[i]
+        xi = x[i]
+        out[i] = _dot(row, x, i)
+        for j in range(i):
+            upper[j] += row[j] * xi
+    suffix = 0.0
+    for i in range(n - 1, -1, -1):
+        out[i] = out[i] + 0.5 * x[i] + suffix - upper[i]
+        suffix += x[i]
 
 
 # ---------------------------------------------------------------- policy parametrizations
-@njit(cache=CACHE, fastmath=_FAST)
+@njit(cache=CACHE)
 def _forward(params, neural, d, n_hidden, n, acts, pre, z):
     """Logits z of a parameter vector: the logits themselves, or the MLP's output."""
     if not neural:
@@ -345,7 +408,7 @@ def _forward(params, neural, d, n_hidden, n, acts, pre, z):
         z[y] = acc
 
 
-@njit(cache=CACHE, fastmath=_FAST)
+@njit(cache=CACHE)
 def _backward(params, neural, d, n_hidden, n, acts, pre, g, grad, delta, delta_next):
     """grad = (∂z/∂params)ᵀ g: back-propagation of the logit gradient g."""
     if not neural:
@@ -480,7 +543,8 @@ def _ordered_pair_solve(winners, losers, half_eta, n):
     adds nothing), b = (η/2) Σ_s (e_w − e_l). b sums to 0 on every connected set c of responses, so
     M f = b with M = L + Σ_c 1_c 1_cᵀ/|c| (positive definite) gives 1_cᵀ f = 1_cᵀ b = 0 on each: f solves
     L f = b and is centred on each connected set, which is the minimum-norm solution; a response in no
-    pair (its own set) gets f = 0. One LU solve, no rank threshold.
+    pair (its own set) gets f = 0. One Cholesky solve (:func:`_cholesky_solve`: fixed order, no LAPACK),
+    no rank threshold.
     """
     parent = np.arange(n)
     matrix = np.zeros((n, n))
@@ -507,7 +571,41 @@ def _ordered_pair_solve(winners, losers, half_eta, n):
         for j in range(n):
             if root[i] == root[j]:
                 matrix[i, j] += 1.0 / size[root[i]]
-    return np.linalg.solve(matrix, rhs)
+    return _cholesky_solve(matrix, rhs)
+
+
+@njit(cache=CACHE)
+def _cholesky_solve(A, b):
+    """x = A⁻¹ b for a symmetric positive definite A, by Cholesky A = C Cᵀ (C lower triangular),
+
+        C_jj = √(A_jj − Σ_{k<j} C_jk²),   C_ij = (A_ij − Σ_{k<j} C_ik C_jk) / C_jj   (i > j),
+
+    then C y = b and Cᵀ x = y by substitution; every sum runs over k in increasing order (no LAPACK,
+    whose kernels differ between CPUs). ``A`` is overwritten with C in its lower triangle."""
+    n = b.shape[0]
+    for j in range(n):
+        acc = A[j, j]
+        for k in range(j):
+            acc -= A[j, k] * A[j, k]
+        A[j, j] = np.sqrt(acc)
+        for i in range(j + 1, n):
+            acc = A[i, j]
+            for k in range(j):
+                acc -= A[i, k] * A[j, k]
+            A[i, j] = acc / A[j, j]
+    y = np.empty(n)
+    for i in range(n):
+        acc = b[i]
+        for k in range(i):
+            acc -= A[i, k] * y[k]
+        y[i] = acc / A[i, i]
+    x = np.empty(n)
+    for i in range(n - 1, -1, -1):
+        acc = y[i]
+        for k in range(i + 1, n):
+            acc -= A[k, i] * x[k]
+        x[i] = acc / A[i, i]
+    return x
 
 
 @njit(cache=CACHE)

@@ -67,12 +67,16 @@ def network_logits(network: dict) -> np.ndarray:
         h_0 = v,  h_l = ReLU(W_l h_{l−1} + b_l) (l < depth),  logits = W_depth h_{depth−1} + b_depth.
 
     Weights shared by all runs ((out, in)) or one per run ((runs, out, in)). Returns (runs, N).
+    Each output is summed in one fixed order, b_o + W_o0 h_0 + W_o1 h_1 + …, every product rounded
+    before it is added (elementwise numpy, no BLAS, no fused multiply-add): the same bits on every
+    CPU, and those of the simulator kernel's forward pass.
     """
     h, weights, biases = check_network(network)
     for layer, (W, b) in enumerate(zip(weights, biases)):
-        h = np.einsum("...oi,...i->...o", W, h) + b
-        if layer < len(weights) - 1:
-            h = np.maximum(h, 0.0)
+        out = np.broadcast_to(b, h.shape[:-1] + W.shape[-2:-1]).copy()  # (runs, out)
+        for i in range(W.shape[-1]):
+            out += W[..., :, i] * h[..., i, None]
+        h = np.maximum(out, 0.0) if layer < len(weights) - 1 else out
     return h
 
 
