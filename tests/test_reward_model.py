@@ -603,3 +603,38 @@ def test_bad_score_requests_are_refused(body, words):
     with pytest.raises(ProtocolError, match=re.escape(words)) as caught:
         parse_score_request(json.dumps(body).encode())
     assert caught.value.status == 400
+
+
+def test_training_and_judging_read_the_same_tokens_through_the_models_own_chat_template(trained):
+    """The chat template is the base tokenizer's, saved with the trained model and read back by the judge;
+    the token ids train_reward_model trains on equal, row for row, those the judge's forward pass reads
+    (the judge used by the trainer, the evaluation and the server alike), for plain and message-list prompts."""
+    import datasets
+    from transformers import AutoTokenizer
+
+    from lm_runs.train_reward_model import PAIR_COLUMNS, tokenize_reward_pairs
+
+    base = AutoTokenizer.from_pretrained(trained[0].parent / "base")
+    judge = RewardModelJudge(trained[0], batch_size=64)
+    assert base.chat_template and judge.tokenizer.chat_template == base.chat_template and judge.templated
+    rows = _pairs(3, seed=21)
+    rows.append({"prompt": [{"role": "system", "content": "be kind"}, {"role": "user", "content": "why"}],
+                 "chosen": "happy fish", "rejected": "sad dog"})
+    plain, chat = datasets.Dataset.from_list(rows[:3]), datasets.Dataset.from_list(rows[3:])  # one prompt type a table
+    trained_on = [tokenize_reward_pairs(table, base, None) for table in (plain, chat)]
+    read: list[list[int]] = []
+
+    def hook(module, args, kwargs, output):
+        for ids, mask in zip(kwargs["input_ids"], kwargs["attention_mask"]):
+            read.append(ids[mask.bool()].tolist())
+
+    handle = judge.model.register_forward_hook(hook, with_kwargs=True)
+    try:
+        from lm_runs.data import prompt_text
+
+        prompts = [prompt_text(r["prompt"]) for r in rows]
+        judge.rewards(prompts + prompts, [r["chosen"] for r in rows] + [r["rejected"] for r in rows])
+    finally:
+        handle.remove()
+    expected = [ids for table in trained_on for column in PAIR_COLUMNS for ids in table[column]]
+    assert sorted(read) == sorted(expected) and len(read) == 2 * len(rows)
