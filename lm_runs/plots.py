@@ -10,18 +10,26 @@ Only reshaping and drawing: the numbers come from ``benchmarks/bench_lm.py``'s J
 
 from __future__ import annotations
 
+import textwrap
 from typing import Mapping, Sequence
 
 import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
-from matplotlib.ticker import FuncFormatter
+from matplotlib.ticker import FuncFormatter, LogLocator, MaxNLocator
 
 from egpo_core.algorithms import PAPER_ALGORITHMS, algorithm_color, display_name, get_algorithm
 
 __all__ = [
+    "REFERENCE_LABEL",
+    "EQUILIBRIUM_LABEL",
     "ordered",
+    "marker",
     "draw_band",
+    "coinciding",
+    "coinciding_note",
+    "format_log_axis",
+    "integer_ticks",
     "bench_frame",
     "plot_bench",
     "seed_bands",
@@ -39,6 +47,12 @@ ANCHOR_SOURCES = {"reference_trainer": "reference trainer", "trl": "TRL"}
 OURS = "this repository"
 #: The colour of a series that is no algorithm of ``egpo_core.algorithms``.
 _OTHER_COLOR = "#808080"
+#: Hollow markers, one per algorithm of the paper (in ``PAPER_ALGORITHMS`` order): curves that coincide
+#: stay visible as overlapping distinct shapes.
+_MARKERS = ("s", "^", "D", "v", "o")
+#: π_ref and π*_β as rendered in every label (mathtext: subscripts, no literal underscores).
+REFERENCE_LABEL = r"$\pi_{\mathrm{ref}}$"
+EQUILIBRIUM_LABEL = r"$\pi^*_\beta$"
 
 
 def _label(alg: str) -> str:
@@ -65,13 +79,66 @@ def ordered(names) -> list[str]:
     return sorted(names, key=rank)  # stable: the others keep their order
 
 
+def marker(alg: str) -> str:
+    """The algorithm's hollow marker (``x`` for a name outside the paper's algorithms)."""
+    try:
+        return _MARKERS[PAPER_ALGORITHMS.index(get_algorithm(alg).name) % len(_MARKERS)]
+    except ValueError:
+        return "x"
+
+
 def draw_band(ax, curve: pd.DataFrame, alg: str, *, style: str = "-", label_suffix: str = "", band: bool = True) -> None:
     """One algorithm's curve from :func:`seed_bands` rows (update, median, low, high): the median as a
-    line in the algorithm's colour, labelled with its display name + ``label_suffix``, and with
-    ``band`` the min–max over seeds as a shaded band."""
-    ax.plot(curve["update"], curve["median"], style, color=_color(alg), label=_label(alg) + label_suffix)
+    line in the algorithm's colour with its hollow :func:`marker` (at most about 12 per curve, at the same
+    updates for every algorithm, so curves that coincide show every shape), labelled with its display name
+    + ``label_suffix``, and with ``band`` the min–max over seeds as a shaded band."""
+    x = curve["update"].to_numpy()
+    every = max(1, len(x) // 12)
+    ax.plot(x, curve["median"], style, color=_color(alg), label=_label(alg) + label_suffix, marker=marker(alg),
+            markersize=5, markerfacecolor="none", markeredgewidth=1.0, markevery=every)
     if band:
-        ax.fill_between(curve["update"], curve["low"], curve["high"], color=_color(alg), alpha=0.15, lw=0)
+        ax.fill_between(x, curve["low"], curve["high"], color=_color(alg), alpha=0.15, lw=0)
+
+
+def coinciding(curves: pd.DataFrame, key: str = "algorithm", x: str = "update", columns: Sequence[str] = ("median", "low", "high")) -> list[list[str]]:
+    """Groups (at least two, in :func:`ordered` order) of ``key`` values whose curves are equal at every
+    ``x``: the same ``x`` values and the same ``columns`` there (exactly). Such curves are drawn on top of
+    each other; a figure names them (:func:`coinciding_note`)."""
+    signature: dict[bytes, list[str]] = {}
+    for name in ordered(curves[key]):
+        part = curves[curves[key] == name].sort_values(x)
+        values = part[[x, *columns]].to_numpy(dtype=float)
+        signature.setdefault(values.tobytes(), []).append(name)
+    return [group for group in signature.values() if len(group) > 1]
+
+
+def coinciding_note(groups: Sequence[Sequence[str]]) -> str:
+    """One sentence naming each group of :func:`coinciding` (empty when there is none)."""
+    if not groups:
+        return ""
+    named = "; ".join(" = ".join(_label(a) for a in group) for group in groups)
+    return f"identical curves, drawn on top of each other (their markers overlap): {named}"
+
+
+def format_log_axis(ax, axis: str = "y") -> None:
+    """A log axis readable without counting decades: labelled minor ticks (2–9) in plain numbers when it
+    spans less than two decades, else the decades and the 2 and 5 between them."""
+    scale = ax.yaxis if axis == "y" else ax.xaxis
+    low, high = ax.get_ylim() if axis == "y" else ax.get_xlim()
+    plain = FuncFormatter(lambda v, _: f"{v:.3g}")
+    if high < 100 * low:
+        scale.set_major_formatter(plain)
+        scale.set_minor_formatter(plain)
+        ax.tick_params(axis=axis, which="minor", labelsize=7)
+    else:
+        scale.set_minor_locator(LogLocator(subs=(2.0, 5.0)))
+        scale.set_minor_formatter(plain)
+        ax.tick_params(axis=axis, which="minor", labelsize=7)
+
+
+def integer_ticks(ax, axis: str = "x") -> None:
+    """Integer tick positions only (updates and epochs are counts)."""
+    (ax.xaxis if axis == "x" else ax.yaxis).set_major_locator(MaxNLocator(integer=True))
 
 
 # --------------------------------------------------------------------------------------------------
@@ -185,19 +252,18 @@ def plot_seed_bands(bands: pd.DataFrame, simulation: pd.DataFrame | None = None,
                                  & np.isclose(simulation["eta"], eta)]
                 ax.plot(sim["update"], sim["value"], "--", color=_color(alg), lw=1)
         if reference and metric in reference:
-            ax.axhline(reference[metric], color="0.5", lw=0.8, ls=":", label="π_ref")
+            ax.axhline(reference[metric], color="0.5", lw=0.8, ls=":", label=REFERENCE_LABEL)
         ax.set_yscale("log")
-        low, high = ax.get_ylim()
-        if high < 10 * low:  # less than a decade: label the minor ticks too, in plain numbers
-            ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:.3g}"))
-            ax.yaxis.set_minor_formatter(FuncFormatter(lambda v, _: f"{v:.3g}"))
-            ax.tick_params(axis="y", which="minor", labelsize=7)
+        format_log_axis(ax)
+        integer_ticks(ax)
         ax.set_xlabel("update")
         ax.set_title(metric.replace("_", " ") + (f" (dashed: simulation, η = {eta:.3g})" if eta is not None
                                                   and simulation is not None else ""), fontsize=10)
     axes[0, 0].legend(fontsize=8)
     seeds = int(bands["seeds"].max()) if len(bands) else 0
-    fig.suptitle(title or f"class-level metrics, median and min–max over {seeds} seeds", fontsize=11)
+    note = "; ".join(filter(None, (coinciding_note(coinciding(bands[bands["metric"] == m])) for m in metrics[:1])))
+    fig.suptitle((title or f"class-level metrics, median and min–max over {seeds} seeds") + (f"\n{note}" if note else ""),
+                 fontsize=11 if not note else 9)
     fig.tight_layout()
     return fig
 
@@ -209,33 +275,49 @@ def plot_seed_bands(bands: pd.DataFrame, simulation: pd.DataFrame | None = None,
 
 def vs_reference_percent(winrates: pd.DataFrame, source: str, split: str = "all") -> pd.DataFrame:
     """Tidy rows of ``lm_runs.evaluate``'s ``winrates.csv`` against π_ref on ``split``: algorithm, epoch,
-    win_rate_percent, ci_low_percent, ci_high_percent, n_pairs, source."""
+    win_rate_percent, ci_low_percent, ci_high_percent, n_pairs, n_prompts, few_prompts (the evaluation's
+    flag: an interval over fewer than ``MIN_INTERVAL_PROMPTS`` prompts understates the uncertainty), source."""
     part = winrates[(winrates["comparison"] == "vs_reference") & (winrates["split"] == split)]
     out = pd.DataFrame({
         "algorithm": part["algorithm"], "epoch": part["epoch"].astype(int),
         "win_rate_percent": 100 * part["win_rate"], "ci_low_percent": 100 * part["ci_low"],
-        "ci_high_percent": 100 * part["ci_high"], "n_pairs": part["n_pairs"], "source": source,
+        "ci_high_percent": 100 * part["ci_high"], "n_pairs": part["n_pairs"], "n_prompts": part["n_prompts"],
+        "few_prompts": part["few_prompts"].astype(bool), "source": source,
     })
     return out.sort_values(["algorithm", "epoch"]).reset_index(drop=True)
 
 
 def plot_winrates_by_epoch(frame: pd.DataFrame, sources: Sequence[str] | None = None) -> plt.Figure:
     """One panel per ``source`` of a tidy frame (algorithm, epoch, win_rate_percent, optional
-    ci_low_percent / ci_high_percent, source): win rate against π_ref by epoch per algorithm, with
-    the bootstrap interval as a band where given; 50 % dashed."""
+    ci_low_percent / ci_high_percent / few_prompts / n_prompts, source): win rate against π_ref by epoch
+    per algorithm, with the bootstrap interval as a band where given; 50 % dashed. Intervals the
+    evaluation flags (``few_prompts``: fewer than 30 prompts, where the percentile bootstrap is too
+    narrow) are drawn as hatched outlines, not filled bands, and the panel says that such an interval
+    excluding 50 % is no evidence of a difference; curves that coincide are named."""
     sources = list(sources or dict.fromkeys(frame["source"]))
     fig, axes = plt.subplots(1, len(sources), figsize=(5.8 * len(sources), 4.0), squeeze=False)
     for ax, source in zip(axes[0], sources):
         part = frame[frame["source"] == source]
         for alg in ordered(part["algorithm"]):
             d = part[part["algorithm"] == alg].sort_values("epoch")
-            ax.plot(d["epoch"], d["win_rate_percent"], "o-", ms=3, color=_color(alg), label=_label(alg))
+            ax.plot(d["epoch"], d["win_rate_percent"], "-", marker=marker(alg), ms=5, mfc="none", color=_color(alg),
+                    label=_label(alg))
             if "ci_low_percent" in d and d["ci_low_percent"].notna().any():
-                ax.fill_between(d["epoch"], d["ci_low_percent"], d["ci_high_percent"], color=_color(alg), alpha=0.12, lw=0)
+                if "few_prompts" in d and d["few_prompts"].any():
+                    ax.fill_between(d["epoch"], d["ci_low_percent"], d["ci_high_percent"], facecolor="none",
+                                    edgecolor=_color(alg), alpha=0.35, hatch="////", lw=0)
+                else:
+                    ax.fill_between(d["epoch"], d["ci_low_percent"], d["ci_high_percent"], color=_color(alg), alpha=0.12, lw=0)
         ax.axhline(50, color="0.5", lw=0.8, ls="--")
         ax.set_xlabel("epoch")
-        ax.set_ylabel("win rate against π_ref (%)")
-        ax.set_title(source, fontsize=10)
+        ax.set_ylabel(f"win rate against {REFERENCE_LABEL} (%)")
+        notes = [coinciding_note(coinciding(part, x="epoch", columns=("win_rate_percent",)))]
+        if "few_prompts" in part and part["few_prompts"].any():
+            prompts = f" ({int(part['n_prompts'].max())} here)" if "n_prompts" in part else ""
+            notes.append(f"hatched: 95 % bootstrap intervals over fewer than 30 prompts{prompts}, too narrow: "
+                         "one that excludes 50 % is no evidence of a difference")
+        note = "\n".join(textwrap.fill(n, 75) for n in notes if n)
+        ax.set_title(source + (f"\n{note}" if note else ""), fontsize=10 if not note else 8)
         epochs = sorted(part["epoch"].unique())
         if len(epochs) <= 12:
             ax.set_xticks(epochs)

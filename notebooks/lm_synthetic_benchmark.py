@@ -24,15 +24,22 @@
 # gap, the exploitability and KL(π*_β ‖ π_t) are computed exactly from one forward pass during training
 # (the module's docstring derives it).
 #
-# This notebook runs the benchmark through its public entry point (`run_benchmark` with `FAST` or
-# `DEFAULT` settings), draws the curves per algorithm over seeds from its tidy `metrics.csv`, and sets them
-# beside egpo_core's simulation of the same class games (`simulation.csv`, `comparison.csv`). The
-# benchmark's own figures (`gap_curves.png`, `simulation.png`, `length_normalized.png`) and tidy files are
-# copied beside this notebook's.
+# This notebook runs the benchmark through its public entry point (`run_benchmark` with the `SHORT`,
+# `DEFAULT` (full) or `FAST` settings), draws the curves per algorithm over seeds from its tidy `metrics.csv`,
+# sets them beside egpo_core's simulation of the same class games (`simulation.csv`, `comparison.csv`), and
+# states which algorithm ends lower for every pair, by an exact paired test over the training seeds
+# (`verdicts.csv`). The run's tidy files are copied beside this notebook's and its own figures
+# (`gap_curves`, `simulation`, `length_normalized`, `verdicts`) redrawn there from them (`redraw`).
+#
+# Why a test: floating point differs between CPUs, so the sampled tokens, and every run with them, differ
+# from one machine to another after the first updates; a single run's ordering does not carry over. What
+# carries over is a statement about the distribution over seeds at a stated error rate.
 
 # %% tags=["parameters"]
-fast = False                # True: the module's FAST settings (seconds; tests, quick looks)
-seeds = None                # training seeds (None: the settings' own, 0 1 2; 0 1 when fast)
+setting = "short"           # "short": 3 seeds, under 10 minutes (make reproduce), decides no pair;
+                            # "full": the default 10 seeds (about 17 minutes on 2 quiet cores), decides pairs
+fast = False                # True: the module's FAST settings (seconds; tests, quick looks), whatever `setting`
+seeds = None                # training seeds (None: the setting's own: 0 1 2 short, 0..9 full, 0 1 fast)
 updates = None              # NLHF updates per run (None: the settings' own, 80; 4 when fast)
 num_classes = None          # K, 3 to 5 (None: 3)
 beta = None                 # β of the game (None: the settings' own, 0.05)
@@ -66,16 +73,18 @@ print(f"the benchmark's run in {bench}")
 # ## Run the benchmark
 #
 # Every algorithm × seed with summed sequence log-probabilities (the exact correspondence), plus the
-# length-normalized variant on the settings' `length_normalized_seeds`. `DEFAULT` takes about 5 minutes on
-# 2 CPU cores (4.7 measured; more when they are shared), `FAST` about 40 seconds (15 tiny runs and their
-# exact measurements). The run folders are listed in `summary.json` (`runs`), which the `lm_winrates`
-# notebook reads.
+# length-normalized variant on the settings' `length_normalized_seeds`. `SHORT` takes about 5 minutes on
+# 2 quiet CPU cores (more when they are shared), the full `DEFAULT` about 17, `FAST` about 20 seconds.
+# The run folders are listed in `summary.json` (`runs`), which the `lm_winrates` notebook reads.
 
 # %%
+presets = {"short": sb.SHORT, "full": sb.DEFAULT}
+if setting not in presets:
+    raise ValueError(f"setting must be one of {sorted(presets)}, got {setting!r}")
 if run:
     chosen = dict(seeds=tuple(seeds) if seeds is not None else None, updates=updates, num_classes=num_classes,
                   beta=beta)
-    settings = replace(sb.FAST if fast else sb.DEFAULT, keep_checkpoints=keep_checkpoints,
+    settings = replace(sb.FAST if fast else presets[setting], keep_checkpoints=keep_checkpoints,
                        **{k: v for k, v in chosen.items() if v is not None})
     summary = sb.run_benchmark(bench, settings, overwrite=True, progress=False)
 else:
@@ -84,25 +93,30 @@ print({k: summary["settings"][k] for k in ("num_classes", "beta", "seeds", "upda
 print({k: round(v, 1) for k, v in summary["timings"].items()}, "seconds")
 print("π_ref:", {k: round(v, 4) for k, v in summary["reference"].items()})
 
-# the run's tidy files and own figures sit beside this notebook's (the run folder, models included, is
-# not committed)
+# the run's tidy files sit beside this notebook's, its own figures and verdicts redrawn there from them with
+# this code (the run folder, models included, is not committed)
 for name in ("game.json", "metrics.csv", "metrics_length_normalized.csv", "simulation.csv", "comparison.csv",
-             "summary.json", "gap_curves.png", "simulation.png", "length_normalized.png"):
-    if (bench / name).exists():
+             "summary.json"):
+    if (bench / name).exists() and (bench / name).resolve() != (out / name).resolve():
         shutil.copyfile(bench / name, out / name)
+verdicts = sb.redraw(bench, out)
+print(verdicts["what_n_decides"])
 
 # %% [markdown]
 # ## Class-level duality gap and exploitability per algorithm
 #
 # Mean over the held-out evaluation prompts at every evaluation point (update 0 is π_ref, dotted grey),
 # then the median over seeds (line) and the min–max over seeds (band). The gap is Gap_β of the class
-# marginal; the exploitability is that of the unregularized class game (β = 0).
+# marginal; the exploitability is that of the unregularized class game (β = 0): the distance to the
+# unregularized Nash equilibrium, which methods of the COMAL type target.
 
 # %%
 metrics = pd.read_csv(bench / "metrics.csv")
 bands = lm_plots.seed_bands(metrics, ("duality_gap", "exploitability"))
 bands.to_csv(out / "curves.csv", index=False)
-fig = lm_plots.plot_seed_bands(bands, reference=summary["reference"])
+fig = lm_plots.plot_seed_bands(bands, reference=summary["reference"],
+                               title=f"class-level metrics, median and min–max over {bands['seeds'].max()} seeds; "
+                                     f"{verdicts['what_n_decides']}")
 show(plotting.save_figure(fig, out / "gap_exploitability", dpi=dpi))
 
 # %% [markdown]
@@ -114,6 +128,23 @@ final = last.pivot(index="algorithm", columns="metric", values="median").loc[lm_
 final.loc["π_ref"] = [summary["reference"][m] for m in final.columns]
 final.to_csv(out / "final.csv")
 display(final)
+
+# %% [markdown]
+# ## Which algorithm ends lower: decided per pair
+#
+# For every pair (A, B) and both metrics, the paired differences of the final values over the training
+# seeds, d_s = x_A,s − x_B,s: their mean with a 95 % bootstrap interval over seeds, and the two-sided exact
+# Wilcoxon signed-rank test, Holm-corrected over the 10 pairs of a metric (α = 0.05). A pair is decided
+# ("A lower than B") only when the adjusted p is at most α; otherwise it is undecided at this n, which
+# is no evidence that the two are equal. With n seeds the smallest p the test can give is 2/2^n: 3 seeds
+# (`SHORT`) cannot decide any pair, 10 (the full setting) can. Every seed's final values are in
+# `final_per_seed.csv`, every pair in `verdicts.csv` / `verdicts.json`, and `verdicts.png` draws both.
+
+# %%
+table = pd.read_csv(out / "verdicts.csv")
+display(table[["metric", "a", "b", "n_seeds", "a_lower", "b_lower", "mean_diff", "ci_low", "ci_high", "p", "p_holm",
+               "verdict"]])
+show([out / "verdicts.png"])
 
 # %% [markdown]
 # ## Beside the matrix-game simulation

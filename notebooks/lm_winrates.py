@@ -64,7 +64,7 @@ out = start(NOTEBOOK, out_dir)
 #
 # Skipped when `eval_dir` is given. The benchmark's run must have kept its epoch checkpoints
 # (`keep_checkpoints`, the `lm_synthetic_benchmark` notebook's default); if the notebook's run is not there,
-# a fresh one is made here (`FAST` settings when `fast`). The prompts are the benchmark's held-out
+# a fresh one is made here (`SHORT` settings, `FAST` when `fast`). The prompts are the benchmark's held-out
 # evaluation prompts, the judge its `ClassOracle`, the responses as long as in training.
 
 # %%
@@ -73,7 +73,7 @@ if eval_dir is None:
     bench = Path(benchmark_dir) if benchmark_dir is not None else out.parent / "lm_synthetic_benchmark" / "run"
     if not any(bench.glob("runs/*/epochs/epoch-*")):
         bench = out / "benchmark"
-        base = sb.FAST if fast else sb.DEFAULT
+        base = sb.FAST if fast else sb.SHORT
         sb.run_benchmark(bench, replace(base, keep_checkpoints=True), overwrite=True, progress=False)
     # the benchmark's own evaluation (lm_runs.synthetic_benchmark.win_rate_tables): the summed-log-probability
     # run of every algorithm for the chosen training seed, the oracle as judge. The run already holds it
@@ -116,8 +116,11 @@ display(Markdown((eval_dir / "tables" / "pairwise.md").read_text()))
 # %% [markdown]
 # ## By epoch, beside the paper
 #
-# Left: ours with the 95% bootstrap interval over prompts (band); right: the paper's Qwen run (no intervals
-# published). The dashed line is 50%, a tie with π_ref.
+# Left: ours with the 95% bootstrap interval over prompts (band; hatched where it rests on fewer than 30
+# prompts, where the percentile bootstrap is too narrow and an interval excluding 50 % is no evidence);
+# right: the paper's Qwen run (no intervals published). The dashed line is 50%, a tie with π_ref. Two
+# byte-identical models draw the same responses (the evaluation seeds sampling by a model's content) and
+# tie at exactly 50 %; curves that coincide are named above the panel.
 
 # %%
 ours = lm_plots.vs_reference_percent(winrates, source=ours_label)

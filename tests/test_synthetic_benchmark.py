@@ -249,8 +249,18 @@ def _reference_numbers_from_game_json(game: dict) -> tuple[float, float, float]:
 def test_fast_pipeline_writes_everything(fast_run):
     out, summary = fast_run
     for name in ("game.json", "metrics.csv", "metrics_length_normalized.csv", "simulation.csv", "comparison.csv",
-                 "summary.json", "gap_curves.png", "gap_curves.pdf", "simulation.png", "length_normalized.png"):
+                 "summary.json", "gap_curves.png", "gap_curves.pdf", "simulation.png", "length_normalized.png",
+                 "final_per_seed.csv", "verdicts.csv", "verdicts.json", "verdicts.png"):
         assert (out / name).is_file() and (out / name).stat().st_size > 0, name
+    # the verdicts: every pair of the 5 algorithms for the gap and the exploitability, on the FAST run's 2
+    # seeds, which cannot decide any (smallest p 2/2^2 = 0.5), as the summary states
+    verdicts = pd.read_csv(out / "verdicts.csv")
+    assert len(verdicts) == 20 and set(verdicts.metric) == {"duality_gap", "exploitability"}
+    assert not verdicts["decided"].any() and (verdicts["n_seeds"] == 2).all()
+    final = pd.read_csv(out / "final_per_seed.csv")
+    assert len(final) == 2 * 5 * 2 and set(final.metric) == {"duality_gap", "exploitability"}
+    assert summary["verdicts"]["n_seeds"] == 2 and "cannot decide any pair" in summary["verdicts"]["what_n_decides"]
+    assert len(summary["verdicts"]["duality_gap"]) == 10
     assert (out / "gap_curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     metrics = pd.read_csv(out / "metrics.csv")
     assert list(metrics.columns) == ["algorithm", "seed", "update", "metric", "value"]

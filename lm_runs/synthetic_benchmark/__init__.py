@@ -1,13 +1,15 @@
 """A CPU-scale language-model benchmark whose Nash equilibrium is known exactly.
 
-    python -m lm_runs.synthetic_benchmark --out DIR            # default size (minutes on 2 CPU cores)
+    python -m lm_runs.synthetic_benchmark --out DIR            # the full setting: 10 seeds (about 17 min on 2 quiet cores)
+    python -m lm_runs.synthetic_benchmark --out DIR --short    # its first 3 seeds (under 10 min; decides no pair)
     python -m lm_runs.synthetic_benchmark --out DIR --fast     # seconds, for tests
 
 A real tiny causal LM (a local byte-level BPE tokenizer and a random-init 2-layer GPT-2, built here,
 fine-tuned by ``lm_runs.sft``) answers prompts, and a programmatic, non-transitive oracle judges
 pairs of its responses. Every NLHF algorithm of ``lm_runs.trainer`` (egpo, oipo1, oipo2, nashmd,
 nashmdpg) is trained on it with the unchanged trainer, and the class-level duality gap is measured
-*exactly* during training.
+*exactly* during training. Which algorithm ends lower is decided per pair over the training seeds by
+an exact paired test (``verdicts``): a statement that holds on any machine, where single runs do not.
 
 The package, one job per module (read them in this order):
 
@@ -17,15 +19,18 @@ The package, one job per module (read them in this order):
 ``measurement``  a model's exact class distribution (one forward pass), the sampled conditional KL,
                  and :class:`ExactEvaluation`, the Trainer callback that records them during training.
 ``corpus``       prompts, the SFT corpus, the tokenizer and random-init GPT-2, π_ref by ``lm_runs.sft``.
-``settings``     :class:`BenchmarkSettings` with its ``DEFAULT`` and ``FAST`` presets.
+``settings``     :class:`BenchmarkSettings` with its ``DEFAULT`` (full), ``SHORT`` and ``FAST`` presets.
 ``simulation``   egpo_core's simulation of the same class games and the fitted effective η.
-``figures``      the run's figures, in the colours ``egpo_core.algorithms`` declares.
+``verdicts``     per pair of algorithms: paired per-seed differences of the final β-gap and exploitability,
+                 bootstrap interval, exact signed-rank test, Holm; the verdict.
+``figures``      the run's figures, in the colours ``egpo_core.algorithms`` declares; :func:`redraw`.
 ``pipeline``     :func:`run_benchmark` (every stage, the output folder's rules, the files written) and
                  :func:`win_rate_tables`.
 ``cli``          the command line (``python -m lm_runs.synthetic_benchmark``).
 """
 
 from .cli import main
+from .figures import redraw
 from .corpus import (
     EVAL_NOUNS,
     TRAIN_NOUNS,
@@ -48,8 +53,9 @@ from .game import (
 )
 from .measurement import ExactEvaluation, class_log_probs, conditional_kl_estimate, encode_prompts, token_classes
 from .pipeline import check_out, run_benchmark, run_name, win_rate_tables
-from .settings import DEFAULT, FAST, BenchmarkSettings
+from .settings import DEFAULT, FAST, SHORT, BenchmarkSettings
 from .simulation import compare_with_simulation, simulate_class_games
+from .verdicts import final_values, holm, pair_verdicts, signed_rank_test, smallest_p, write_verdicts
 
 __all__ = [
     "PROMPT_TYPES",
@@ -75,6 +81,7 @@ __all__ = [
     "ExactEvaluation",
     "BenchmarkSettings",
     "FAST",
+    "SHORT",
     "DEFAULT",
     "simulate_class_games",
     "compare_with_simulation",
@@ -82,5 +89,12 @@ __all__ = [
     "run_benchmark",
     "run_name",
     "win_rate_tables",
+    "final_values",
+    "signed_rank_test",
+    "smallest_p",
+    "holm",
+    "pair_verdicts",
+    "write_verdicts",
+    "redraw",
     "main",
 ]

@@ -1,6 +1,7 @@
-"""The command line: ``python -m lm_runs.synthetic_benchmark --out DIR [--fast] [options]``.
+"""The command line: ``python -m lm_runs.synthetic_benchmark --out DIR [--short | --fast] [options]``.
 
-Every option overrides one field of the preset (``DEFAULT``, or ``FAST`` with ``--fast``); bad values
+Every option overrides one field of the preset (``DEFAULT``, the full setting; ``SHORT`` with ``--short``;
+``FAST`` with ``--fast``); bad values
 and an unusable ``--out`` are one ``error:`` line with exit status 2, before anything is built.
 """
 
@@ -13,7 +14,7 @@ from typing import Any, Sequence
 from lm_runs.launcher import inputs_checked
 
 from .pipeline import check_out, run_benchmark
-from .settings import DEFAULT, FAST
+from .settings import DEFAULT, FAST, SHORT
 
 __all__ = ["main"]
 
@@ -25,7 +26,10 @@ def _parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--out", required=True, help="Output directory: absent, empty, or (with --overwrite) a previous run's; "
                    "the run appears there only once complete.")
-    p.add_argument("--fast", action="store_true", help="A seconds-long version (for tests).")
+    preset = p.add_mutually_exclusive_group()
+    preset.add_argument("--short", action="store_true", help="The first 3 of the default 10 seeds (under 10 minutes; "
+                        "decides no pair of algorithms, its figures say so).")
+    preset.add_argument("--fast", action="store_true", help="A seconds-long version (for tests; checks the pipeline, not the algorithms).")
     p.add_argument("--overwrite", action="store_true",
                    help="Replace the previous run in --out, once the new one is complete (a folder holding "
                    "anything else is refused).")
@@ -49,7 +53,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     for a bad option or a non-empty ``--out``."""
     parser = _parser()
     args = parser.parse_args(argv)
-    base = FAST if args.fast else DEFAULT
+    base = FAST if args.fast else SHORT if args.short else DEFAULT
     overrides = {}
     for name in ("num_classes", "beta", "updates", "eval_every", "learning_rate", "lr_scheduler", "adam_beta1", "length_bonus"):
         if getattr(args, name) is not None:
@@ -68,6 +72,9 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         parser.error(str(error))
     inputs_checked()  # from here a ValueError is a bug and keeps its traceback
     summary = run_benchmark(args.out, settings, overwrite=args.overwrite, progress=not args.no_progress)
-    print(f"results in {args.out}: metrics.csv, gap_curves.png, comparison.csv ({summary['timings']['total_s']:.0f} s)")
+    print(f"results in {args.out}: metrics.csv, gap_curves.png, verdicts.csv, verdicts.png ({summary['timings']['total_s']:.0f} s)")
+    print(summary["verdicts"]["what_n_decides"])
+    for metric in ("duality_gap", "exploitability"):
+        print(f"{metric}: " + "; ".join(summary["verdicts"][metric]))
     return summary
 

@@ -3,7 +3,6 @@
 
 Outputs (in ``--out``)
 ----------------------
-----------------------
 ``game.json``           β, the classes' token ids, the matrices, every prompt with its type and the
                         reference's exact class probabilities (recompute q* and the reference's gap
                         from this file alone), plus the first-character rule and the settings.
@@ -11,8 +10,12 @@ Outputs (in ``--out``)
 ``metrics_length_normalized.csv``  the same for the length-normalized runs.
 ``simulation.csv``      egpo_core's simulation of the same class games (tidy: algorithm, eta, update, metric, value).
 ``comparison.csv``      per algorithm: the LM's final gaps, the fitted η and the simulation's predictions.
-``gap_curves.png/.pdf``, ``simulation.png/.pdf``, ``length_normalized.png/.pdf``  figures.
-``summary.json``        timings, settings, the headline numbers and ``runs``: one entry per training run
+``final_per_seed.csv``  tidy: metric (duality_gap, exploitability), algorithm, seed, the final value.
+``verdicts.csv``, ``verdicts.json``  every pair of algorithms per metric: paired differences over seeds,
+                        bootstrap interval, exact signed-rank test, Holm, the verdict (:mod:`.verdicts`).
+``gap_curves.png/.pdf``, ``simulation.png/.pdf``, ``length_normalized.png/.pdf``, ``verdicts.png/.pdf``  figures.
+``summary.json``        timings, settings, the headline numbers, ``verdicts`` (the test, n, what n can
+                        decide, the verdict of every pair) and ``runs``: one entry per training run
                         {algorithm, seed, variant ("summed" or "length_normalized"), path} with the
                         run's folder relative to ``--out`` (:func:`run_name`:
                         ``runs/<algorithm>_<sum|ln>_seed<seed>``); read the folders from there.
@@ -21,7 +24,7 @@ Outputs (in ``--out``)
 ``win_rates/``          :func:`win_rate_tables` on the first seed's epoch checkpoints: the ``lm_runs.evaluate``
                         output (win rates vs π_ref by epoch, the pairwise table, tidy CSV), oracle judge.
 
-How the simulation is compared (the LM's step is not η): egpo_core simulates every algorithm on
+How the simulation is compared (the LM's step is not η): :mod:`.simulation`.
 
 The output folder
 -----------------
@@ -266,10 +269,12 @@ def _run_into(out: Path, s: BenchmarkSettings, progress: bool) -> dict[str, Any]
     runs, metrics, metrics_ln, run_seconds = _train_all(out, paths, s, game, oracle, token_class, progress)
     timings["nlhf_s"] = sum(sum(v) for v in run_seconds.values())
     t0 = time.perf_counter()
-    common_eta = _simulate_compare_draw(out, s, game, metrics, metrics_ln)
+    common_eta, verdicts = _simulate_compare_draw(out, s, game, metrics, metrics_ln)
     timings["simulation_and_figures_s"] = time.perf_counter() - t0
     timings["total_s"] = time.perf_counter() - started
     summary = _summary(s, game, metrics, metrics_ln, timings, run_seconds, common_eta, oracle.calls, runs)
+    summary["verdicts"] = {"test": verdicts["test"], "alpha": verdicts["alpha"], "n_seeds": verdicts["n_seeds"],
+                           "what_n_decides": verdicts["what_n_decides"], **verdicts["verdicts"]}
     atomic_write(out / "summary.json", json.dumps(summary, indent=1))
 
     # the evaluation issue's win-rate tables (oracle judge) on the first seed's epoch checkpoints
@@ -373,22 +378,26 @@ def _train_all(out: Path, paths: dict[str, Path], s: BenchmarkSettings, game: Cl
     return runs, metrics, metrics_ln, run_seconds
 
 
-def _simulate_compare_draw(out: Path, s: BenchmarkSettings, game: ClassGame, metrics, metrics_ln) -> float:
+def _simulate_compare_draw(out: Path, s: BenchmarkSettings, game: ClassGame, metrics, metrics_ln) -> tuple[float, dict[str, Any]]:
     """egpo_core's simulation of the same class games (``simulation.csv``), the fitted η
-    (``comparison.csv``) and the figures, at the trainer's Nash-MD mixture coefficient; returns the
-    common fitted η."""
+    (``comparison.csv``), the verdicts (``final_per_seed.csv``, ``verdicts.csv``, ``verdicts.json``:
+    :mod:`.verdicts`) and the figures, at the trainer's Nash-MD mixture coefficient; returns the common
+    fitted η and the verdicts' JSON content."""
     from lm_runs.config import NLHFConfig
 
     from .figures import benchmark_figures
     from .simulation import compare_with_simulation, simulate_class_games
+    from .verdicts import write_verdicts
 
     mixture = NLHFConfig.__dataclass_fields__["mixture_coef"].default
     sim = simulate_class_games(game, s, mixture)
     atomic_write(out / "simulation.csv", sim.to_csv(index=False))
     comparison, fits = compare_with_simulation(metrics, sim, list(s.algorithms))
     atomic_write(out / "comparison.csv", comparison.to_csv(index=False))
-    benchmark_figures(out, metrics, metrics_ln, sim, comparison, s, game)
-    return fits["common_eta"]
+    verdicts = write_verdicts(out, metrics, list(s.algorithms))
+    benchmark_figures(out, metrics, metrics_ln, sim, comparison, s, n_prompts=len(game.prompts),
+                      reference=game.metrics(game.ref_logp), verdicts=verdicts)
+    return fits["common_eta"], verdicts[2]
 
 
 def _summary(s: BenchmarkSettings, game: ClassGame, metrics, metrics_ln, timings: dict[str, float],
