@@ -304,8 +304,12 @@ def win_sums(P: "Sequence[Sequence[float]]") -> list[float]:
 
 def _logprobs_under(policy: torch.nn.Module, state: dict | None, *batch: torch.Tensor) -> torch.Tensor:
     """Summed completion log-probabilities under ``policy`` in eval mode, with its trainable parameters
-    set to ``state`` for the call (restored after, bit for bit) when one is given."""
+    set to ``state`` for the call (restored after, bit for bit) when one is given; ``ValueError`` when
+    ``state`` does not hold exactly the policy's trainable parameters (a round end saved by another model)."""
     saved = _trainable_state(policy) if state is not None else None
+    if state is not None and set(state) != set(saved):
+        raise ValueError(f"a saved round end holds other parameters than the policy's trainable ones "
+                         f"({len(set(state) - set(saved))} unknown, {len(set(saved) - set(state))} missing): resume with the run's model and LoRA flags")
     was_training = policy.training
     policy.eval()
     try:

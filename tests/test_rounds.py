@@ -1,9 +1,11 @@
-"""Round mode (lm_runs.rounds): INPO on saved round datasets, on a tiny local GPT-2 (CPU, seconds).
+"""Round mode (lm_runs.rounds): INPO, COMAL, MPO, MNPO and SPPO on saved round datasets, on a tiny local
+GPT-2 (CPU, seconds).
 
 Tolerances: the trainer's first logged loss against the hand computation from the saved log-probabilities
 within 1e-5 relative + 1e-6 absolute (the policy's log-probs are recomputed in a differently padded batch,
 float32); resumed runs are compared bit for bit (torch.equal); the Bernoulli order frequencies lie within
-4.5 standard deviations of their expectation (a false alarm about once in 150 000 runs).
+4.5 standard deviations of their expectation (a false alarm about once in 150 000 runs); the tabular limit
+(float64 Newton minimiser against egpo_core's closed forms) within 1e-9, SPPO's within 2e-4 (its O(η³) gap).
 """
 
 from __future__ import annotations
@@ -642,3 +644,46 @@ def test_resume_with_another_loss_is_refused(tiny, tmp_path):
     (round_dir(out, 1) / "policy.pt").unlink()
     with pytest.raises(ValueError, match="round 1's saved dataset was built for the loss"):
         run_rounds(config(tiny, out, alg="comal", magnet_period=0, rounds=2, samples_per_prompt=2), judge=toy_judges.prefer_shorter, resume=True)
+
+
+def test_sppo_best_vs_worst_trains_the_two_responses_of_each_prompt(tiny, tmp_path):
+    """--pair_selection acts for SPPO: 'all' trains every response (K a prompt), 'best_vs_worst' the best and the
+    worst of each prompt (2 rows a prompt: its pair's winner, then its loser, the winner's saved win rate P̂ the
+    prompt's highest), in order of first appearance in pairs.jsonl, each row's target η(P̂ − ½) with P̂ the saved mean win rate (within 1e-12)."""
+    from lm_runs.rounds import load_round_dataset
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(tiny["model"])
+    for selection in ("best_vs_worst", "all"):
+        cfg = config(tiny, tmp_path / selection, alg="sppo", samples_per_prompt=3, pair_selection=selection, learning_rate=1e-9)
+        run_rounds(cfg, judge=sharp_shorter)
+        folder = round_dir(cfg.output_dir, 0) / "dataset"
+        rows = load_round_dataset(folder, tokenizer, cfg.max_prompt_length, round_loss(cfg, 0))
+        responses = {(r["prompt_index"], r["sample"]): r for r in read_jsonl(folder / "responses.jsonl")}
+        keys = [(q["prompt_index"], q[side]) for q in read_jsonl(folder / "pairs.jsonl") for side in ("winner", "loser")]
+        trained = [responses[k] for k in dict.fromkeys(keys)]  # in order of first appearance
+        if selection == "all":
+            assert len(trained) == len(responses)
+        else:
+            for best in trained[::2]:
+                assert best["win_rate"] == max(r["win_rate"] for r in responses.values() if r["prompt_index"] == best["prompt_index"])
+        assert len(rows) == len(WORDS) * (3 if selection == "all" else 2)
+        assert [row["completions"] for row in rows] == [[r["token_ids"]] for r in trained]
+        assert all(abs(row["target"] - cfg.eta * (r["win_rate"] - 0.5)) <= 1e-12 for row, r in zip(rows, trained))
+
+
+def test_mnpo_with_lora_reads_the_initial_adapter_as_pi_0(tiny, tmp_path):
+    """--use_peft: MNPO's round 1 reads π_0 (H = 2) by setting the initial adapter into the policy for one
+    pass: its log-probabilities equal π_ref's exactly (the initial adapter's B = 0), π_1's (the round's own) do
+    not; a run interrupted after round 1 and resumed ends on the uninterrupted run's adapter (torch.equal)."""
+    common = dict(alg="mnpo", rounds=2, samples_per_prompt=2, use_peft=True, lora_r=4, lora_target_modules=["c_attn"], learning_rate=1e-2)
+    straight, cut = tmp_path / "straight", tmp_path / "cut"
+    run_rounds(config(tiny, straight, **common), judge=toy_judges.prefer_shorter)
+    round1 = read_jsonl(round_dir(straight, 1) / "dataset" / "responses.jsonl")
+    assert all(r["logp_past"]["0"] == r["logp_ref"] for r in round1)
+    assert any(r["logp_policy"] != r["logp_ref"] for r in round1)
+    with pytest.raises(_Interrupted):
+        run_rounds(config(tiny, cut, **common), judge=toy_judges.prefer_shorter, stop_after=_stop_after_round(1))
+    run_rounds(config(tiny, cut, **common), judge=toy_judges.prefer_shorter, resume=True)
+    a, b = _final_state(straight, 2), _final_state(cut, 2)
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
