@@ -3,7 +3,8 @@
 The wire format (routes, bodies, errors, token, limits) is :mod:`lm_runs.judges.protocol`, shared with
 the client :class:`~lm_runs.judges.http.HTTPJudge`. Statuses: 400 malformed request (bad JSON, JSON
 nested too deeply, an integer over 100 digits, a text that is not valid Unicode, wrong types or
-counts), 401 missing or wrong bearer token, 404/405 unknown route or method, 413 too many pairs or
+counts), 401 missing or wrong bearer token, 404/405 unknown route or method (404 also for
+``POST /v1/scores`` to a judge that is not a reward model), 413 too many pairs or
 body too large, 415 a body not declared ``application/json``, 429 queue full, 500 the judge failed
 (its error is logged under the request's id, not sent), 502 the judge answered something other than
 one probability in [0, 1] per pair, 503 shutting down.

@@ -44,15 +44,16 @@ SCORES = "scores"
 
 
 class _Job:
-    """One request's pairs, its answer being filled in, and the future its handler awaits."""
+    """One request's pairs (or responses to score), its queue (the shuffle flag its pairs are judged with,
+    or :data:`SCORES`), its answer being filled in, and the future its handler awaits."""
 
-    __slots__ = ("prompts", "completions", "shuffle", "results", "remaining", "future", "enqueued", "failed", "request_id")
+    __slots__ = ("prompts", "completions", "queue", "results", "remaining", "future", "enqueued", "failed", "request_id")
 
-    def __init__(self, prompts: list[str], completions: list[Any], shuffle: bool | str, request_id: str) -> None:
+    def __init__(self, prompts: list[str], completions: list[Any], queue: bool | str, request_id: str) -> None:
         self.request_id = request_id
         self.prompts = prompts
         self.completions = completions
-        self.shuffle = shuffle
+        self.queue = queue
         self.results: list[float | None] = [None] * len(prompts)
         self.remaining = len(prompts)
         self.future: concurrent.futures.Future[list[float]] = concurrent.futures.Future()
@@ -161,8 +162,8 @@ class BatchingWorker:
             queued = sum(self._counts.values())
             if queued + len(prompts) > self.max_queued_pairs:
                 raise ApiError(429, "queue_full", f"server busy: {queued} pairs queued, limit {self.max_queued_pairs}")
-            self._queues[job.shuffle].append(_Slice(job, 0, len(prompts)))
-            self._counts[job.shuffle] += len(prompts)
+            self._queues[job.queue].append(_Slice(job, 0, len(prompts)))
+            self._counts[job.queue] += len(prompts)
             self.metrics.queued.set(queued + len(prompts))
             self._cond.notify_all()
         return job.future
@@ -283,7 +284,8 @@ class BatchingWorker:
             job.remaining -= n
             if job.dead():  # failed, or withdrawn by a client that left
                 continue
-            self.metrics.pairs.inc(n)
+            if job.queue != SCORES:  # pairs judged; a scoring request's responses are not pairs
+                self.metrics.pairs.inc(n)
             if job.remaining == 0:
                 try:
                     job.future.set_result(list(job.results))  # type: ignore[arg-type]

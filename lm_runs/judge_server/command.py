@@ -144,7 +144,7 @@ def build_parser() -> Any:
     parser = hf_argument_parser()(JudgeServerArguments)
     parser.prog = "python -m lm_runs.judge_server"
     parser.description = (
-        "Serve a judge over HTTP (POST /v1/classifications, GET /health, GET /metrics) with cross-request "
+        "Serve a judge over HTTP (POST /v1/classifications; POST /v1/scores for a reward model; GET /health, GET /metrics) with cross-request "
         f"batching. Every flag takes underscores or dashes. Authentication: set {TOKEN_ENV} (not --token)."
     )
     return parser
