@@ -30,7 +30,8 @@ Round r = 0 … R−1 freezes the policy of its start, π_t (t = r), and
    ``rounds/round-r/model`` (a model folder for ``lm_runs.evaluate``).
 
 The round losses. ℓ_q(y) is the summed log-probability of y under q (``--length_normalize true``, the
-default: divided by y's length), Δ_q = ℓ_q(y_w) − ℓ_q(y_l), and the anchor is a geometric mixture
+default: divided by y's length; the INPO, COMAL and SPPO papers' losses sum — ``--length_normalize false`` —
+MNPO's code averages per token), Δ_q = ℓ_q(y_w) − ℓ_q(y_l), and the anchor is a geometric mixture
 ℓ_A = Σ_k w_k ℓ_k with Σ_k w_k = 1 (:func:`egpo_core.losses.anchor_mixture_logp`). The pair methods minimise
 
     L(θ) = mean over ordered pairs of (Δ_θ − Δ_A − η′/2)²,   ℓ_A = η′β ℓ_M + (1 − η′β) ℓ_t,
@@ -304,11 +305,14 @@ def win_sums(P: "Sequence[Sequence[float]]") -> list[float]:
 
 def _logprobs_under(policy: torch.nn.Module, state: dict | None, *batch: torch.Tensor) -> torch.Tensor:
     """Summed completion log-probabilities under ``policy`` in eval mode, with its trainable parameters
-    set to ``state`` for the call (restored after, bit for bit) when one is given; ``ValueError`` when
-    ``state`` does not hold exactly the policy's trainable parameters (a round end saved by another model)."""
+    set to ``state`` for the call (restored after, bit for bit) when one is given; a ``UsageError`` (one line,
+    exit status 2) when ``state`` does not hold exactly the policy's trainable parameters (a round end saved by
+    another model)."""
+    from .launcher import UsageError
+
     saved = _trainable_state(policy) if state is not None else None
     if state is not None and set(state) != set(saved):
-        raise ValueError(f"a saved round end holds other parameters than the policy's trainable ones "
+        raise UsageError(f"a saved round end holds other parameters than the policy's trainable ones "
                          f"({len(set(state) - set(saved))} unknown, {len(set(saved) - set(state))} missing): resume with the run's model and LoRA flags")
     was_training = policy.training
     policy.eval()
