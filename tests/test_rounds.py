@@ -252,9 +252,17 @@ def _cli(*args: str) -> subprocess.CompletedProcess:
                           cwd=Path(__file__).parents[1], timeout=300)
 
 
-def test_help_runs():
-    done = _cli("--help")
-    assert done.returncode == 0 and "--pair_selection" in done.stdout and "--epochs_per_round" in done.stdout
+def test_help_runs(capsys):
+    """``python -m lm_runs.rounds --help`` in-process through run_entry_point (a real process runs in
+    test_bad_flags_are_one_line_exit_2): exit 0, the round flags listed."""
+    from lm_runs.launcher import run_entry_point
+    from lm_runs.rounds import main
+
+    with pytest.raises(SystemExit) as done:
+        run_entry_point(main, ["--help"])
+    out = capsys.readouterr().out
+    assert done.value.code == 0
+    assert all(flag in out for flag in ("--pair_selection", "--epochs_per_round", "--magnet_period", "--history_weights"))
 
 
 @pytest.mark.parametrize(
