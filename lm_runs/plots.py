@@ -121,12 +121,19 @@ def coinciding_note(groups: Sequence[Sequence[str]]) -> str:
 
 
 def format_log_axis(ax, axis: str = "y") -> None:
-    """A log axis readable without counting decades: labelled minor ticks (2–9) in plain numbers when it
-    spans less than two decades, else the decades and the 2 and 5 between them."""
+    """A log axis readable without counting decades, every label a plain number: under one decade about
+    five evenly spaced ticks; under two decades the minor ticks (2–9) labelled too; else the decades and
+    the 2 and 5 between them."""
+    from matplotlib.ticker import NullFormatter
+
     scale = ax.yaxis if axis == "y" else ax.xaxis
     low, high = ax.get_ylim() if axis == "y" else ax.get_xlim()
     plain = FuncFormatter(lambda v, _: f"{v:.3g}")
-    if high < 100 * low:
+    if high < 10 * low:
+        scale.set_major_locator(MaxNLocator(nbins=5))
+        scale.set_major_formatter(plain)
+        scale.set_minor_formatter(NullFormatter())
+    elif high < 100 * low:
         scale.set_major_formatter(plain)
         scale.set_minor_formatter(plain)
         ax.tick_params(axis=axis, which="minor", labelsize=7)
@@ -242,7 +249,7 @@ def plot_seed_bands(bands: pd.DataFrame, simulation: pd.DataFrame | None = None,
     if simulation is not None and eta is not None:
         grid = np.unique(simulation["eta"].to_numpy(dtype=float))
         eta = float(grid[np.argmin(np.abs(np.log(grid) - np.log(eta)))])
-    fig, axes = plt.subplots(1, len(metrics), figsize=(5.6 * len(metrics), 4.0), squeeze=False)
+    fig, axes = plt.subplots(1, len(metrics), figsize=(5.6 * len(metrics), 4.4), squeeze=False, layout="constrained")
     for ax, metric in zip(axes[0], metrics):
         part = bands[bands["metric"] == metric]
         for alg in ordered(part["algorithm"]):
@@ -261,10 +268,11 @@ def plot_seed_bands(bands: pd.DataFrame, simulation: pd.DataFrame | None = None,
                                                   and simulation is not None else ""), fontsize=10)
     axes[0, 0].legend(fontsize=8)
     seeds = int(bands["seeds"].max()) if len(bands) else 0
-    note = "; ".join(filter(None, (coinciding_note(coinciding(bands[bands["metric"] == m])) for m in metrics[:1])))
-    fig.suptitle((title or f"class-level metrics, median and min–max over {seeds} seeds") + (f"\n{note}" if note else ""),
-                 fontsize=11 if not note else 9)
-    fig.tight_layout()
+    note = coinciding_note(coinciding(bands[bands["metric"] == metrics[0]])) if metrics else ""
+    from egpo_core.plotting import add_title  # wrapped to the figure's width; the constrained layout makes room
+
+    add_title(fig, (title or f"class-level metrics, median and min–max over {seeds} seeds") + (f"\n{note}" if note else ""),
+              fontsize=11 if not (note or title) else 9)
     return fig
 
 

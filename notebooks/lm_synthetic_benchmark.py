@@ -114,9 +114,11 @@ print(verdicts["what_n_decides"])
 metrics = pd.read_csv(bench / "metrics.csv")
 bands = lm_plots.seed_bands(metrics, ("duality_gap", "exploitability"))
 bands.to_csv(out / "curves.csv", index=False)
-fig = lm_plots.plot_seed_bands(bands, reference=summary["reference"],
-                               title=f"class-level metrics, median and min–max over {bands['seeds'].max()} seeds; "
-                                     f"{verdicts['what_n_decides']}")
+from lm_runs.synthetic_benchmark.figures import rising_note
+
+notes = [f"class-level metrics, median and min–max over {bands['seeds'].max()} seeds; {verdicts['what_n_decides']}",
+         rising_note(metrics, int(metrics["update"].max()))]
+fig = lm_plots.plot_seed_bands(bands, reference=summary["reference"], title="\n".join(n for n in notes if n))
 show(plotting.save_figure(fig, out / "gap_exploitability", dpi=dpi))
 
 # %% [markdown]
