@@ -44,7 +44,7 @@ mirror-descent step log π_{t+1} ≐ (1 − η′β) log π_t + η′β log π_M
 * ``comal`` (Liu et al., arXiv 2410.23223): π_M = the magnet, π_ref until round K = ``--magnet_period`` and
   then the policy of the latest round start r′ = K⌊r/K⌋ (refreshed at every r > 0 with r % K = 0: π_M = π_t
   in that round), η′ = η; K = 0 never refreshes (= INPO bit for bit); egpo_core's ``magnet_period``;
-* ``mpo`` (Wang et al., ICLR 2025): π_M the magnet as for COMAL, η′ = η/(1 + ηβ) — MPO's magnetic step
+* ``mpo`` (Wang et al., arXiv 2410.16714): π_M the magnet as for COMAL, η′ = η/(1 + ηβ) — MPO's magnetic step
   log π_{t+1} ≐ (log π_t + ηβ log π_M + η P(· ≻ π_t))/(1 + ηβ) is exactly the step above at η′
   (1 − η′β = 1/(1 + ηβ), η′β = ηβ/(1 + ηβ)), so any η > 0 is allowed. The step η′ = η·w(ηβ) is MPO's
   declared loss weight w = 1/(1 + ηβ) applied to the step; the loss itself is not reweighted (a weight
