@@ -39,9 +39,9 @@ normal equations (:func:`_ordered_pair_solve`) on the step's S ordered pairs (:f
 
 Arithmetic. Every CPU computes the same bits: no function is compiled with fast-math flags, so each
 operation is rounded as written, in the order written, without fused multiply-adds; the long sums
-(the matrix–vector products Pσ) use a fixed number of partial sums combined in a fixed order
-(:func:`_dot`), which keeps vector speed without letting the compiler choose an order by the CPU's
-vector width; the minimiser's linear solve is a fixed-order Cholesky solve, not LAPACK. What the
+(the matrix–vector products Pσ) add their terms in index order (:func:`_matvec`; with exact gradients
+the games are stored transposed so that this order still runs as vector instructions, across the
+entries of Pσ); the minimiser's linear solve is a fixed-order Cholesky solve, not LAPACK. What the
 kernel does not control: ``np.exp``/``np.log`` call the C library's exp/log, which glibc picks per CPU
 at load time (its FMA variant on every x86-64 CPU with FMA, another on older ones, which gives other
 last bits), and the inputs (log π_ref, the network) computed by numpy outside it.
@@ -69,13 +69,6 @@ _OPP_MIXTURE, _OPP_OPTIMISTIC, _OPP_PAIRWISE = (OPPONENT_CODES[o] for o in (Oppo
 _ANCHOR_REF, _ANCHOR_CURRENT = (ANCHOR_CODES[a] for a in (Anchor.REFERENCE, Anchor.CURRENT))
 _SCHEME_EXTRAGRADIENT, _SCHEME_MINIMIZE = SCHEME_CODES[Scheme.EXTRAGRADIENT], SCHEME_CODES[Scheme.MINIMIZE]
 
-# No function here is compiled with fastmath: every floating-point operation is done as written, in
-# IEEE double (or single) precision, in the order written, with no fused multiply-add, so that every
-# CPU computes the same bits. The long reductions (the matrix-vector products) keep vector speed with
-# a fixed number of independent partial sums (:data:`LANES`), summed in a fixed order (:func:`_dot`).
-LANES = 8
-"""Partial sums of :func:`_dot`: lane l sums the products j ≡ l (mod 8) of the first 8⌊n/8⌋ terms."""
-
 
 # ---------------------------------------------------------------- the kernel's inputs
 # run_chunk takes these named tuples (numba compiles a function of tuples like one of their fields):
@@ -88,9 +81,13 @@ class Games(NamedTuple):
     """The preference games the trajectories play."""
 
     P: np.ndarray
-    """float64 (G, N, N): P[g, i, j] = P(i ≻ j) in game g."""
+    """float64 (G, N, N): P[g, i, j] = P(i ≻ j) in game g, or with ``transposed`` P[g, j, i] (float32 with
+    ``SimulationConfig.dtype`` 'float32')."""
     logp_ref: np.ndarray
     """float64 (G, N): log π_ref of game g."""
+    transposed: bool
+    """``P`` holds each game's transpose Pᵀ, whose rows the products Pσ stream (:func:`_matvec`); set with
+    exact gradients, which read no single entry of P."""
 
 
 class Trajectories(NamedTuple):
@@ -322,64 +319,43 @@ def _softmax_pair(z, logp, p):
         p[i] *= inv
 
 
-@njit(cache=CACHE, inline="always")
-def _dot(a, b, n):
-    """Σ_{j<n} a_j b_j in one fixed order, the same on every CPU: with m = 8⌊n/8⌋, lane l ∈ 0…7 sums
-    s_l = Σ_{q<m/8} a_{8q+l} b_{8q+l} in order of q, then
-
-        ((s_0 + s_1) + (s_2 + s_3)) + ((s_4 + s_5) + (s_6 + s_7)) + a_m b_m + … + a_{n−1} b_{n−1}
-
-    (the tail added one by one). Each product is rounded before it is added (no fused multiply-add);
-    the lanes are independent, which lets the compiler use vector instructions without reordering.
-    A float32 ``a`` is widened exactly to float64 (the products and sums are float64)."""
-    s0 = s1 = s2 = s3 = s4 = s5 = s6 = s7 = 0.0
-    m = n - n % LANES
-    for j in range(0, m, LANES):
-        s0 += a[j] * b[j]
-        s1 += a[j + 1] * b[j + 1]
-        s2 += a[j + 2] * b[j + 2]
-        s3 += a[j + 3] * b[j + 3]
-        s4 += a[j + 4] * b[j + 4]
-        s5 += a[j + 5] * b[j + 5]
-        s6 += a[j + 6] * b[j + 6]
-        s7 += a[j + 7] * b[j + 7]
-    acc = ((s0 + s1) + (s2 + s3)) + ((s4 + s5) + (s6 + s7))
-    for j in range(m, n):
-        acc += a[j] * b[j]
-    return acc
-
-
 @njit(cache=CACHE)
-def _matvec(P, x, out):
-    """out = P x, each entry out_i = :func:`_dot` (P_i·, x) (fixed order)."""
-    n = P.shape[0]
-    for i in range(n):
-        out[i] = _dot(P[i], x, n)
+def _matvec(P, x, out, transposed):
+    """out = P x with every entry summed in one fixed order, the same on every CPU:
 
+        out_i = (…((P_i0 x_0 + P_i1 x_1) + P_i2 x_2) + …) + P_{i,N−1} x_{N−1},
 
-@njit(cache=CACHE)
-def _matvec_lower(P, x, out, upper):
-    """out = P x read from P's strict lower triangle only, using P_ji = 1 − P_ij and P_ii = ½ (a
-    preference matrix, P + Pᵀ = 1): half the bytes of :func:`_matvec`. With L the strict lower part,
-
-        (P x)_i = (L x)_i + ½ x_i + Σ_{j>i} x_j − (Lᵀ x)_i,
-
-    (L x)_i = :func:`_dot` (P_i·, x, i), (Lᵀ x) accumulated row by row into ``upper`` (scratch of
-    length N: upper_j += P_ij x_i for i = 0 … N−1 in order) in the same pass over the rows, and the
-    suffix sums Σ_{j>i} x_j added from the last entry down. Fixed order on every CPU."""
-    n = P.shape[0]
-    for j in range(n):
-        upper[j] = 0.0
-    for i in range(n):
-        row = P[i]
-        xi = x[i]
-        out[i] = _dot(row, x, i)
-        for j in range(i):
-            upper[j] += row[j] * xi
-    suffix = 0.0
-    for i in range(n - 1, -1, -1):
-        out[i] = out[i] + 0.5 * x[i] + suffix - upper[i]
-        suffix += x[i]
+    each product rounded before it is added (no fused multiply-add, no reordering). ``transposed``:
+    ``P`` holds Pᵀ and the sums run as out += (Pᵀ)_j· x_j for j = 0, 1, … (rows streamed, every out_i
+    in the order above, vectorized across i); else four rows at a time, each its own sum. A float32
+    ``P`` is widened exactly (float64 products and sums)."""
+    n = out.shape[0]
+    if transposed:
+        for i in range(n):
+            out[i] = 0.0
+        for j in range(n):
+            row = P[j]
+            xj = x[j]
+            for i in range(n):
+                out[i] += row[i] * xj
+        return
+    i = 0
+    while i + 4 <= n:
+        r0, r1, r2, r3 = P[i], P[i + 1], P[i + 2], P[i + 3]
+        a0 = a1 = a2 = a3 = 0.0
+        for j in range(n):
+            xj = x[j]
+            a0 += r0[j] * xj
+            a1 += r1[j] * xj
+            a2 += r2[j] * xj
+            a3 += r3[j] * xj
+        out[i], out[i + 1], out[i + 2], out[i + 3] = a0, a1, a2, a3
+        i += 4
+    for r in range(i, n):
+        acc = 0.0
+        for j in range(n):
+            acc += P[r, j] * x[j]
+        out[r] = acc
 
 
 # ---------------------------------------------------------------- policy parametrizations
@@ -687,6 +663,7 @@ def run_chunk(
     # array reached through a named tuple inside prange (numba/numba#5872), so the loop sees only locals.
     P = games.P
     logp_ref_games = games.logp_ref
+    transposed = games.transposed
     game = trajectories.game
     loss = trajectories.loss
     opponent = trajectories.opponent
@@ -764,7 +741,7 @@ def run_chunk(
                 k = members[g0 + m]
                 _forward(params[k], neural, d, n_hidden, n, acts[m], pre[m], z[m])
                 _softmax_pair(z[m], logp[m], pi[m])
-                _matvec(P[game[k]], pi[m], s[m])
+                _matvec(P[game[k]], pi[m], s[m], transposed)
                 if with_average and (t < t_end or final):
                     for y in range(n):
                         avg_sum[k, y] += pi[m, y]
@@ -776,7 +753,7 @@ def run_chunk(
                         for y in range(n):
                             avg_pi[y] = avg_sum[k, y] / (t + 1)
                             avg_logp[y] = np.log(avg_pi[y])
-                        _matvec(P[game[k]], avg_pi, avg_s)
+                        _matvec(P[game[k]], avg_pi, avg_s, transposed)
                         out_avg_gap[k, col] = _duality_gap(avg_logp, avg_pi, avg_s, logp_ref_games[game[k]],
                                                            beta[k], work)
                         out_avg_expl[k, col] = avg_s.max() - 0.5
@@ -816,7 +793,7 @@ def run_chunk(
                         logp[m], pi[m], s[m], logp_ref_games[game[k]], magnet_logp[k], prev_logp[k], sigma[m],
                         step_pass == 0 and opponent[k] != _OPP_MIXTURE, target[m], table_pi[m], table_sigma[m],
                         table_prev[m], stack, beta[k], 1.0 if minimize else weight[k], sampled, num_samples,
-                        pair_from_policy and not minimize, rng, grad_logits[m], work,
+                        pair_from_policy and not minimize, rng, grad_logits[m], work, transposed,
                     )
                     _backward(params[k], neural, d, n_hidden, n, acts[m], pre[m], grad_logits[m], grads[m],
                               delta, delta_next)
@@ -903,9 +880,11 @@ def _anchor_logp(anchor, logp, logp_ref, magnet):
 def _step_gradient(
     k, loss, opponent, anchor, P, logp, pi, s, logp_ref, magnet, prev, sigma, sigma_is_pi, target,
     table_pi, table_sigma, table_prev, stack, beta, weight, sampled, num_samples, pair_from_policy, rng, g, work,
+    transposed,
 ):
     """Logit gradient of trajectory k's loss against the opponent distribution ``sigma``
-    (``sigma_is_pi``: σ = π_t, whose preference vector s = Pπ_t is already known)."""
+    (``sigma_is_pi``: σ = π_t, whose preference vector s = Pπ_t is already known); ``transposed``:
+    ``P`` holds Pᵀ (exact gradients only, :func:`_matvec`)."""
     n = logp.shape[0]
     logp_anchor = _anchor_logp(anchor, logp, logp_ref, magnet)
     optimistic = opponent == _OPP_OPTIMISTIC
@@ -915,20 +894,29 @@ def _step_gradient(
     pairwise = opponent == _OPP_PAIRWISE and loss != _LOSS_PG
     if not sampled:
         if pairwise and not policy_pairs:  # σ = the uniform pair weights: T = P·(1/N), the row means
-            for y in range(n):
-                acc = 0.0
+            if transposed:  # the same sums, in the same order, over the rows of Pᵀ
+                for y in range(n):
+                    target[y] = 0.0
                 for j in range(n):
-                    acc += P[y, j]
-                target[y] = acc / n
+                    for y in range(n):
+                        target[y] += P[j, y]
+            else:
+                for y in range(n):
+                    acc = 0.0
+                    for j in range(n):
+                        acc += P[y, j]
+                    target[y] = acc
+            for y in range(n):
+                target[y] /= n
         elif sigma_is_pi:
             for y in range(n):
                 target[y] = s[y]
         else:
-            _matvec(P, sigma, target)
+            _matvec(P, sigma, target, transposed)
         if optimistic:
             for y in range(n):
                 work[y] = np.exp(prev[y])
-            _matvec(P, work, g)
+            _matvec(P, work, g, transposed)
             for y in range(n):
                 target[y] = 2.0 * target[y] - g[y]
         target_mean = 0.5  # πᵀPπ = ½ for the pairwise target T = Pπ (P + Pᵀ = 1)

@@ -72,6 +72,7 @@ def build_kernel_inputs(
     alg_of = np.tile(np.repeat(np.arange(n_alg), runs), n_cfg)
     game = np.tile(np.arange(runs, dtype=np.int64), n_cfg * n_alg)
     sampled = config.gradient == "sampled"
+    single = config.dtype == "float32"
     switches = ConventionSwitches.decode(config.conventions)
 
     def per_algorithm(codes: dict, field: str) -> np.ndarray:
@@ -118,7 +119,9 @@ def build_kernel_inputs(
         return np.full((K, n_recorded) if needed else (1, 1), np.nan)
 
     return _kernel.KernelInputs(
-        games=_kernel.Games(P=P, logp_ref=logp_ref),
+        games=_kernel.Games(P=np.ascontiguousarray(P if sampled else P.transpose(0, 2, 1),
+                                                   dtype=np.float32 if single else np.float64),
+                            logp_ref=logp_ref, transposed=not sampled),
         trajectories=trajectories,
         groups=_groups(runs, shared | over_runs, trajectories.scheme),
         policy=_kernel.Policy(neural=config.policy == "neural", width=width, n_hidden=n_hidden, shared=shared),

@@ -69,6 +69,8 @@ class SimulationConfig:
     """Record the metrics every k-th update (and always the last)."""
     metrics: tuple[str, ...] = ("duality_gap",)
     """Metrics to record, from METRICS; duality_gap is always recorded; one string is one name."""
+    dtype: Literal["float64", "float32"] = "float64"
+    """Precision of the games P: 'float64', or 'float32' (P rounded to float32: half the bytes per product Pσ; logits, products and sums stay float64)."""
 
     def __post_init__(self) -> None:
         def set_field(name: str, value: Any) -> None:  # frozen: normalized values go through object's setter
@@ -86,7 +88,7 @@ class SimulationConfig:
         if self.mixture is not None:
             set_field("mixture", _unit_interval("mixture", self.mixture))
         for name, choices in (("policy", ("tabular", "neural")), ("gradient", ("exact", "sampled")),
-                              ("pair_sampling", ("uniform", "policy"))):
+                              ("pair_sampling", ("uniform", "policy")), ("dtype", ("float64", "float32"))):
             if getattr(self, name) not in choices:
                 raise ValueError(f"{name} must be one of {choices}, got {name}={getattr(self, name)!r}")
         check_conventions(self.conventions)

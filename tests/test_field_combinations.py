@@ -250,7 +250,7 @@ def test_sampled_kernel_gradient_equals_sampled_loss_on_the_same_draws(alg, pair
         0, _kernel.LOSS_CODES[alg.loss], _kernel.OPPONENT_CODES[alg.opponent], _kernel.ANCHOR_CODES[alg.anchor],
         P, logp, pi, P @ pi, logp_ref, magnet, previous, sigma, not mixture_opponent, np.empty(N), *scratch,
         np.empty(N, dtype=np.int64), BETA, weight, True, SAMPLES, pairs == "policy",
-        np.array([SEED], dtype=np.uint64), g, np.empty(N),
+        np.array([SEED], dtype=np.uint64), g, np.empty(N), False,
     )
 
     draws = iter(_replay_draws(alg, pairs, pi, sigma, np.exp(previous)))

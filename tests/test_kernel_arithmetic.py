@@ -2,9 +2,9 @@
 
 * No kernel function is compiled with fast-math flags (reassociation would let the compiler pick a
   summation order by the CPU's vector width, contraction a fused multiply-add where the CPU has one).
-* The reductions are the documented fixed-order sums: ``_dot``, ``_matvec`` and ``_matvec_lower``
-  equal a pure-Python float64 evaluation of the documented order bit for bit (Python's floats round
-  every product and sum, no FMA, no reordering), on random inputs of several lengths, odd ones too.
+* The matrix-vector products (``_matvec``, rows or transposed layout, float64 or float32 games)
+  equal a pure-Python float64 sum in index order bit for bit (Python's floats round every product
+  and sum, no FMA, no reordering), on random inputs of several lengths, odd ones too.
 * The pieces that used to call BLAS/LAPACK are fixed-order too: the network's numpy forward pass
   equals the kernel's forward pass bit for bit, the Cholesky solve replaces LAPACK's.
 * (slow) A whole simulation compiled for a generic x86-64 CPU (no AVX, no FMA) equals the one
@@ -32,30 +32,20 @@ def _dispatchers() -> dict[str, numba.core.registry.CPUDispatcher]:
     return {name: obj for name, obj in vars(_kernel).items() if isinstance(obj, numba.core.registry.CPUDispatcher)}
 
 
-def _python_dot(a, b, n: int) -> float:
-    """The documented order of ``_kernel._dot``, in Python floats."""
-    lanes = [0.0] * 8
-    m = n - n % 8
-    for j in range(0, m, 8):
-        for lane in range(8):
-            lanes[lane] += float(a[j + lane]) * float(b[j + lane])
-    acc = ((lanes[0] + lanes[1]) + (lanes[2] + lanes[3])) + ((lanes[4] + lanes[5]) + (lanes[6] + lanes[7]))
-    for j in range(m, n):
-        acc += float(a[j]) * float(b[j])
-    return acc
+def _python_matvec(P, x) -> list[float]:
+    """out_i = Σ_j P_ij x_j added in index order, in Python floats."""
+    out = []
+    for row in P:
+        acc = 0.0
+        for p, y in zip(row.tolist(), x.tolist()):
+            acc += float(p) * y
+        out.append(acc)
+    return out
 
 
 def _awkward(rng: np.random.Generator, size) -> np.ndarray:
     """Values whose sums depend on the order: signs mixed, magnitudes over 12 decades."""
     return rng.normal(size=size) * 10.0 ** rng.uniform(-6, 6, size=size)
-
-
-def _preference_matrix(rng: np.random.Generator, n: int) -> np.ndarray:
-    P = np.full((n, n), 0.5)
-    rows, cols = np.tril_indices(n, k=-1)
-    P[rows, cols] = rng.random(rows.size)
-    P[cols, rows] = 1.0 - P[rows, cols]
-    return P
 
 
 def test_no_kernel_function_is_compiled_with_fast_math():
@@ -66,63 +56,27 @@ def test_no_kernel_function_is_compiled_with_fast_math():
 
 
 @pytest.mark.parametrize("n", LENGTHS)
-def test_dot_is_the_documented_fixed_order_sum_bit_for_bit(n):
-    rng = np.random.default_rng(n)
-    for _ in range(20):
-        a, b = _awkward(rng, n), _awkward(rng, n)
-        assert _kernel._dot(a, b, n) == _python_dot(a, b, n)
-    # a float32 first argument is widened exactly (float64 products and sums)
-    a32 = rng.random(n).astype(np.float32)
-    b = rng.random(n)
-    assert _kernel._dot(a32, b, n) == _python_dot(a32, b, n)
-
-
-def test_the_dot_order_matters_on_these_inputs():
-    """The bit-for-bit comparisons above could fail: on these inputs another order gives other bits."""
-    rng = np.random.default_rng(0)
-    differs = 0
-    for _ in range(20):
-        a, b = _awkward(rng, 257), _awkward(rng, 257)
-        sequential = 0.0
-        for x, y in zip(a.tolist(), b.tolist()):
-            sequential += x * y
-        differs += sequential != _kernel._dot(a, b, 257)
-    assert differs >= 10
-
-
-@pytest.mark.parametrize("n", [1, 3, 8, 10, 33, 100])
-def test_matvec_rows_are_the_fixed_order_dot(n):
-    rng = np.random.default_rng(100 + n)
-    P, x, out = _awkward(rng, (n, n)), _awkward(rng, n), np.empty(n)
-    _kernel._matvec(P, x, out)
-    assert out.tolist() == [_python_dot(P[i], x, n) for i in range(n)]
-
-
-@pytest.mark.parametrize("n", [1, 2, 9, 10, 64, 101])
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
-def test_matvec_from_the_lower_triangle_is_its_documented_formula(n, dtype):
-    rng = np.random.default_rng(200 + n)
-    P = _preference_matrix(rng, n)
-    x = rng.dirichlet(np.ones(n))
-    Pd = P.astype(dtype)
-    out, upper = np.empty(n), np.empty(n)
-    _kernel._matvec_lower(Pd, x, out, upper)
-    xs = x.tolist()
-    low = [_python_dot(Pd[i], x, i) for i in range(n)]
-    up = [0.0] * n
-    for i in range(n):
-        for j in range(i):
-            up[j] += float(Pd[i, j]) * xs[i]
-    expected, suffix = [0.0] * n, 0.0
-    for i in range(n - 1, -1, -1):
-        expected[i] = low[i] + 0.5 * xs[i] + suffix - up[i]
-        suffix += xs[i]
-    assert out.tolist() == expected
-    # and it is P x for the game the triangle defines (P_ji = 1 − P_ij): x is a distribution, so
-    # every entry is in [0, 1] and the float64 error is a few units of 1e-16
-    game = np.tril(Pd.astype(np.float64), -1)
-    game = game + np.triu(1.0 - game.T, 1) + 0.5 * np.eye(n)
-    np.testing.assert_allclose(out, game @ x, rtol=0, atol=1e-14)
+def test_matvec_is_the_index_order_sum_bit_for_bit_in_both_layouts(n, dtype):
+    rng = np.random.default_rng(n)
+    for _ in range(5):
+        P, x = _awkward(rng, (n, n)).astype(dtype), _awkward(rng, n)
+        expected = _python_matvec(P, x)  # a float32 P is widened exactly
+        rows, columns = np.empty(n), np.empty(n)
+        _kernel._matvec(P, x, rows, False)
+        _kernel._matvec(np.ascontiguousarray(P.T), x, columns, True)
+        assert rows.tolist() == expected
+        assert columns.tolist() == expected
+
+
+def test_the_summation_order_matters_on_these_inputs():
+    """The bit-for-bit comparisons above could fail: on these inputs other orders give other bits."""
+    rng = np.random.default_rng(0)
+    P, x = _awkward(rng, (257, 257)), _awkward(rng, 257)
+    expected = np.array(_python_matvec(P, x))
+    assert np.count_nonzero(expected != P @ x) > 50  # BLAS's order
+    pairwise = np.array([np.sum(P[i] * x) for i in range(257)])  # numpy's pairwise summation
+    assert np.count_nonzero(expected != pairwise) > 50
 
 
 def test_network_forward_pass_equals_the_kernels_bit_for_bit():
