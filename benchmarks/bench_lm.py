@@ -12,7 +12,9 @@ classifier: one forward row per judged pair) and ``reward_model`` (a 1-label Bra
 the same body: each distinct response of a rollout scored once, 3 rows per prompt for EGPO and Online
 IPO 1 instead of 2 pair rows), both random-init tiny GPT-2 classifiers of ``--judge-layers`` ×
 ``--judge-width`` built here and loaded by ``lm_runs.judges.load_judge`` on the benchmark's device. The
-``judge`` column is the judging time per update; with several judges each row is ``ALG+JUDGE``.
+``judge`` column is the judging time per update; with several judges each row is ``ALG+JUDGE``, and
+``detail.judge_rows`` / ``detail.judge_tokens`` count the judge model's forward rows (texts: a pair text
+or a response) and their tokens per update — the work, which a busy machine does not blur.
 
     python benchmarks/bench_lm.py --json bench_lm.json                     # tiny GPT-2 built here
     python benchmarks/bench_lm.py --model DIR --prompts FILE --json out.json
@@ -187,6 +189,12 @@ def measure(alg: str, model_dir: str, prompts: str, device: str, warmup: int, up
         from lm_runs.judges import load_judge
 
         judge = load_judge(judge_dir, device=device, batch_size=64)  # a rollout's pairs in one pass
+
+        def count(module, inputs, kwargs, output):  # the judge's work: rows and tokens of each forward pass
+            trainer._add("judge_rows", float(kwargs["input_ids"].shape[0]))
+            trainer._add("judge_tokens", float(kwargs["attention_mask"].sum()))
+
+        judge.inner.model.register_forward_hook(count, with_kwargs=True)
     trainer = build_trainer(args, judge=judge, callbacks=[timer], trainer_class=Timed)
     trainer.remove_callback(_EpochModels)
     trainer.train()
@@ -206,14 +214,15 @@ def measure(alg: str, model_dir: str, prompts: str, device: str, warmup: int, up
         snapshot = phases.get("window", 0.0) - phases.get("rollout", 0.0)  # EGPO's save / restore
         rows.append(dict(total=total, generation=gen, judging=judge, forward_backward=fwd_bwd,
                          other=total - gen - judge - fwd_bwd, reference_logprobs=reference,
-                         optimizer_step=phases.get("optimizer_step", 0.0), extragradient_snapshot=snapshot))
+                         optimizer_step=phases.get("optimizer_step", 0.0), extragradient_snapshot=snapshot,
+                         judge_rows=phases.get("judge_rows", 0.0), judge_tokens=phases.get("judge_tokens", 0.0)))
     measured = rows[warmup:]
     med = lambda key: statistics.median(r[key] for r in measured)  # noqa: E731
     return {
         "seconds_per_update": med("total"),
         "peak_rss_mib": peak_rss_mib(),
         "breakdown": {k: med(k) for k in PHASES},
-        "detail": {k: med(k) for k in ("reference_logprobs", "optimizer_step", "extragradient_snapshot")},
+        "detail": {k: med(k) for k in ("reference_logprobs", "optimizer_step", "extragradient_snapshot", "judge_rows", "judge_tokens")},
         "updates_measured": len(measured),
         "seconds_per_update_min": min(r["total"] for r in measured),
         "seconds_per_update_mean": statistics.fmean(r["total"] for r in measured),
@@ -282,7 +291,7 @@ def run_worker(alg: str, ns: argparse.Namespace, model: str, prompts: str, devic
 
 
 def table(results: dict, anchors: dict) -> str:
-    head = f"{'algorithm':<22} {'s/update':>9} {'anchor':>11} {'peak MiB':>9} {'gen':>7} {'judge':>7} {'fwd+bwd':>8} {'other':>7}  (opt step, ref log-p, EGPO snapshot)"
+    head = f"{'algorithm':<22} {'s/update':>9} {'anchor':>11} {'peak MiB':>9} {'gen':>7} {'judge':>7} {'fwd+bwd':>8} {'other':>7}  (opt step, ref log-p, EGPO snapshot)  [judge rows, tokens]"
     lines = [head, "-" * len(head)]
     for alg, r in results.items():
         b, d = r["breakdown"], r["detail"]
@@ -292,6 +301,7 @@ def table(results: dict, anchors: dict) -> str:
             f"{alg:<22} {r['seconds_per_update']:>9.4f} {anchor:>11} {r['peak_rss_mib']:>9.0f} {b['generation']:>7.4f} "
             f"{b['judging']:>7.4f} {b['forward_backward']:>8.4f} {b['other']:>7.4f}  "
             f"({d['optimizer_step']:.4f}, {d['reference_logprobs']:.4f}, {d['extragradient_snapshot']:.4f})"
+            + (f"  [{d['judge_rows']:.0f}, {d['judge_tokens']:.0f}]" if d.get("judge_rows") else "")
         )
     return "\n".join(lines)
 
@@ -361,7 +371,8 @@ def main(argv=None) -> None:
                 key = alg if ns.judges == ["shorter"] else f"{alg}+{kind}"
                 results[key] = run_worker(alg, ns, model, prompts, device, judge_dirs[kind])
                 r = results[key]
-                print(f"{key}: {r['seconds_per_update']:.4f} s/update, judging {r['breakdown']['judging']:.4f} s", flush=True)
+                print(f"{key}: {r['seconds_per_update']:.4f} s/update, judging {r['breakdown']['judging']:.4f} s"
+                      f" ({r['detail']['judge_rows']:.0f} judge rows, {r['detail']['judge_tokens']:.0f} tokens per update)", flush=True)
         if ns.memory_floor:
             floor = run_worker(PLAIN_TRAINER, ns, model, prompts, device)["peak_rss_mib"]
             print(f"plain transformers.Trainer + generate on the same model: peak RSS {floor:.0f} MiB", flush=True)
