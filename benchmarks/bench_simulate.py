@@ -3,10 +3,16 @@
     python benchmarks/bench_simulate.py                     # suite + scaling (a few minutes)
     python benchmarks/bench_simulate.py --skip-scaling
     python benchmarks/bench_simulate.py --full-n1000        # also run N=1000 x 100 runs x 10k steps for real
+    python benchmarks/bench_simulate.py --full-n1000 --dtype float32 --skip-suite --skip-scaling
+    python benchmarks/bench_simulate.py --roofline          # stream bandwidth and the N=1000 step's bytes/flops
+    python benchmarks/bench_simulate.py --profile           # where each setting's time goes
+    python benchmarks/bench_simulate.py --compare /tmp/old --repeats 5   # suite, old tree vs this one
 
 Prints seconds per setting (6 settings × 5 algorithms × 10 runs, the paper's work) and, for the
 scaling table, seconds per step and the time extrapolated to the requested runs × steps. The
 reference implementation needs about 15 minutes on this 2-core machine for the suite.
+``--compare`` times the suite in fresh processes, the other tree (e.g. ``git worktree add /tmp/old
+HEAD~1``) and this one alternately, and prints each setting's median and range over the repeats.
 
 The timing functions (:func:`time_call`, :func:`time_presets`, :func:`time_scaling`) are also what the
 ``benchmarks`` notebook imports from this file.
@@ -72,7 +78,7 @@ def time_presets(
     return pd.DataFrame(rows)
 
 
-_SCALING_KEYS = ("num_actions", "runs", "iterations", "algorithms", "policy", "gradient")
+_SCALING_KEYS = ("num_actions", "runs", "iterations", "algorithms", "policy", "gradient", "dtype")
 
 
 def time_scaling(
@@ -85,12 +91,13 @@ def time_scaling(
 ) -> pd.DataFrame:
     """Seconds per simulation over a grid of sizes. Each grid entry is a mapping with keys
     ``num_actions`` (N), ``runs``, ``iterations`` and optionally ``algorithms`` (default ("egpo",)),
-    ``policy`` ("tabular" or "neural") and ``gradient`` ("exact" or "sampled"). Games are random
+    ``policy`` ("tabular" or "neural"), ``gradient`` ("exact" or "sampled") and ``dtype`` ("float64" or
+    "float32", the games' precision). Games are random
     (:func:`egpo_core.games.random_games`), π_ref logits N(0, 1); the first call of each
     (policy, gradient) is a 2-step warm-up, not timed.
 
     Other keys of an entry (e.g. a label of what the row varies) are copied into its row.
-    Columns: those extra keys, num_actions, runs, iterations, algorithms, policy, gradient, seconds,
+    Columns: those extra keys, num_actions, runs, iterations, algorithms, policy, gradient, dtype, seconds,
     trajectory_steps, us_per_trajectory_step.
     """
     rows = []
@@ -99,21 +106,22 @@ def time_scaling(
         n, runs, iterations = int(entry["num_actions"]), int(entry["runs"]), int(entry["iterations"])
         algs = tuple(entry.get("algorithms", ("egpo",)))
         policy, gradient = str(entry.get("policy", "tabular")), str(entry.get("gradient", "exact"))
+        dtype = str(entry.get("dtype", "float64"))
         rng = np.random.default_rng(seed)
         P, ref = random_games(runs, n, rng), rng.normal(size=(runs, n))
 
         def call(steps: int) -> None:
             simulate(P, ref, algs, beta=beta, lr=lr, iterations=steps, policy=policy, gradient=gradient,
-                     seed=seed, progress=False)
+                     seed=seed, progress=False, **({"dtype": dtype} if dtype != "float64" else {}))
 
-        if (policy, gradient) not in warmed:
+        if (policy, gradient, dtype) not in warmed:
             call(2)
-            warmed.add((policy, gradient))
+            warmed.add((policy, gradient, dtype))
         seconds = time_call(lambda: call(iterations), repeats)
         work = iterations * runs * len(algs)
         extra = {k: v for k, v in entry.items() if k not in _SCALING_KEYS}
         rows.append({**extra, "num_actions": n, "runs": runs, "iterations": iterations, "algorithms": len(algs),
-                     "policy": policy, "gradient": gradient, "seconds": seconds, "trajectory_steps": work,
+                     "policy": policy, "gradient": gradient, "dtype": dtype, "seconds": seconds, "trajectory_steps": work,
                      "us_per_trajectory_step": seconds / work * 1e6})
     return pd.DataFrame(rows)
 
@@ -137,28 +145,128 @@ def bench_suite(conventions: str) -> float:
 def bench_scaling(full_runs: int, full_steps: int) -> None:
     """Print the time per trajectory-step of a few sizes and the extrapolated N = 1000 run."""
     print("\nscaling, exact tabular, EGPO (2 preference evaluations per step) and all 5 paper algorithms")
-    print(f"  {'N':>5s} {'runs':>5s} {'steps':>6s} {'algs':>4s} {'seconds':>8s} {'µs/traj-step':>13s}")
+    print(f"  {'N':>5s} {'runs':>5s} {'steps':>6s} {'algs':>4s} {'dtype':>8s} {'seconds':>8s} {'µs/traj-step':>13s}")
     grid = [
         {"num_actions": 10, "runs": 100, "iterations": 10_000},
         {"num_actions": 100, "runs": 100, "iterations": 2_000},
         {"num_actions": 1000, "runs": 10, "iterations": 200},
+        {"num_actions": 1000, "runs": 10, "iterations": 200, "dtype": "float32"},
         {"num_actions": 10, "runs": 100, "iterations": 10_000, "algorithms": PAPER_ALGORITHMS},
     ]
     for row in time_scaling(grid).itertuples():
-        print(f"  {row.num_actions:>5d} {row.runs:>5d} {row.iterations:>6d} {row.algorithms:>4d} {row.seconds:8.2f} "
-              f"{row.us_per_trajectory_step:13.2f}")
+        print(f"  {row.num_actions:>5d} {row.runs:>5d} {row.iterations:>6d} {row.algorithms:>4d} {row.dtype:>8s} "
+              f"{row.seconds:8.2f} {row.us_per_trajectory_step:13.2f}")
         if row.num_actions == 1000:
             estimate = row.us_per_trajectory_step * 1e-6 * full_runs * full_steps
-            print(f"  -> N=1000, {full_runs} runs x {full_steps} steps, EGPO: about {estimate:.0f} s "
-                  f"(memory-bound: each step reads the 1000x1000 float64 matrix twice)")
+            print(f"  -> N=1000, {full_runs} runs x {full_steps} steps, EGPO, {row.dtype}: about {estimate:.0f} s "
+                  f"(each step streams the 1000x1000 matrix twice)")
 
 
-def bench_full_n1000(runs: int, steps: int) -> None:
-    """Run and time N = 1000 at the requested runs × steps (long)."""
+def bench_full_n1000(runs: int, steps: int, dtype: str = "float64") -> float:
+    """Run and time N = 1000 at the requested runs × steps (long); returns the seconds."""
     rng = np.random.default_rng(0)
     P, ref = random_games(runs, 1000, rng), rng.normal(size=(runs, 1000))
-    seconds = time_call(lambda: simulate(P, ref, ["egpo"], beta=0.01, lr=0.02, iterations=steps, progress=True))
-    print(f"\nN=1000, {runs} runs x {steps} steps, EGPO, measured: {seconds:.1f} s")
+    simulate(P[:1], ref[:1], ["egpo"], beta=0.01, lr=0.02, iterations=2, progress=False, dtype=dtype)  # load
+    seconds = time_call(lambda: simulate(P, ref, ["egpo"], beta=0.01, lr=0.02, iterations=steps, progress=True,
+                                         dtype=dtype))
+    print(f"\nN=1000, {runs} runs x {steps} steps, EGPO, {dtype}, measured: {seconds:.1f} s")
+    return seconds
+
+
+def stream_bandwidth(megabytes: int = 1024, repeats: int = 5) -> float:
+    """Sustained memory bandwidth in GB/s: bytes read + written by ``np.copyto`` of a ``megabytes``
+    float64 array (best of ``repeats``; one thread)."""
+    source = np.ones(megabytes * (1 << 20) // 8)
+    target = np.empty_like(source)
+    seconds = time_call(lambda: np.copyto(target, source), repeats)
+    return 2 * source.nbytes / seconds / 1e9
+
+
+def roofline(num_actions: int = 1000, runs: int = 100, steps: int = 10_000) -> pd.DataFrame:
+    """The exact EGPO step's traffic and arithmetic at N actions, against measured bandwidths.
+
+    Per step, two products Pσ each stream the N×N game once (8N² bytes in float64, 4N² in float32)
+    and do N² multiplications and N² additions; the O(N) rest (softmaxes, gap: about 3N exp/log) is
+    neglected. Bandwidths: a 1 GiB copy (memory) and a copy of the game's size (a game cached in L3),
+    one thread each. Columns: dtype, bytes_per_step, flops_per_step, total_bytes, total_flops,
+    memory_bound_s, cache_bound_s (total bytes over the bandwidth of the 2 cores, measured one core × 2).
+    """
+    memory = stream_bandwidth(1024)
+    rows = []
+    for dtype, width in (("float64", 8), ("float32", 4)):
+        game = width * num_actions ** 2
+        cached = stream_bandwidth(max(1, game >> 20), repeats=50)
+        per_step = 2 * game
+        total = per_step * runs * steps
+        rows.append({"dtype": dtype, "bytes_per_step": per_step, "flops_per_step": 4 * num_actions ** 2,
+                     "total_bytes": total, "total_flops": 4 * num_actions ** 2 * runs * steps,
+                     "memory_GBps_1core": memory, "cache_GBps_1core": cached,
+                     "memory_bound_s": total / (2 * memory * 1e9), "cache_bound_s": total / (2 * cached * 1e9)})
+    return pd.DataFrame(rows)
+
+
+def profile_presets(conventions: str = "reference", repeats: int = 1) -> pd.DataFrame:
+    """Where each paper setting's time goes, by timing it whole and with parts removed:
+
+    * ``recording_s``: computing the gap every step (full time minus the time with record_every = the
+      horizon);
+    * ``draws_s``: sampled settings, all draws but one per step (full time minus the time with
+      num_samples = 1: sampling, splitmix64, the per-draw gradient terms);
+    * ``rest_s``: the remaining per-step work (forward/backward passes, softmaxes, Pσ, samplers' tables).
+
+    Columns: preset, seconds, recording_s, draws_s, rest_s.
+    """
+    rows = []
+    for name, preset in PRESETS.items():
+        preset.run(conventions=conventions, iterations=2, progress=False)
+        horizon = preset.iterations
+
+        def run(**changes: object) -> float:
+            return time_call(lambda: preset.run(conventions=conventions, iterations=horizon, progress=False,
+                                                **changes), repeats)
+
+        full = run()
+        quiet = run(record_every=horizon)
+        draws = full - run(num_samples=1) if preset.gradient == "sampled" else 0.0
+        rows.append({"preset": name, "seconds": full, "recording_s": full - quiet, "draws_s": draws,
+                     "rest_s": full - (full - quiet) - draws})
+    return pd.DataFrame(rows)
+
+
+_TIME_TREE = """
+import json, sys, time
+sys.path.insert(0, sys.argv[1])
+from egpo_core.presets import PRESETS
+conventions = sys.argv[2]
+PRESETS["exact-tabular-beta0.1"].run(conventions=conventions, iterations=2, progress=False)
+PRESETS["exact-neural-beta0.01"].run(conventions=conventions, iterations=2, progress=False)
+seconds = {}
+for name, preset in PRESETS.items():
+    start = time.perf_counter()
+    preset.run(conventions=conventions, progress=False)
+    seconds[name] = time.perf_counter() - start
+print(json.dumps(seconds))
+"""
+
+
+def compare_trees(trees: Sequence[str], conventions: str = "reference", repeats: int = 3) -> pd.DataFrame:
+    """Seconds of each paper setting for each source tree (a folder holding ``egpo_core``), each
+    measured in a fresh process, the trees taking turns ``repeats`` times (so that a busy period of a
+    shared machine slows them alike). Columns: tree, repeat, preset, seconds (one row per measurement;
+    the preset "whole suite" sums a repeat's settings)."""
+    import json
+    import subprocess
+    import sys
+
+    rows = []
+    for repeat in range(repeats):
+        for tree in trees:
+            done = subprocess.run([sys.executable, "-c", _TIME_TREE, str(tree), conventions], check=True,
+                                  capture_output=True, text=True)
+            seconds = json.loads(done.stdout.strip().splitlines()[-1])
+            seconds["whole suite"] = sum(seconds.values())
+            rows += [{"tree": str(tree), "repeat": repeat, "preset": k, "seconds": v} for k, v in seconds.items()]
+    return pd.DataFrame(rows)
 
 
 def main() -> None:
@@ -171,13 +279,41 @@ def main() -> None:
     parser.add_argument("--scaling-steps", type=int, default=10_000,
                         help="steps of the extrapolated N = 1000 case (default: %(default)s)")
     parser.add_argument("--full-n1000", action="store_true", help="run the N=1000 case at full size (long)")
+    parser.add_argument("--dtype", default="float64", choices=["float64", "float32"],
+                        help="precision of the games in --full-n1000 (default: %(default)s)")
+    parser.add_argument("--skip-suite", action="store_true", help="do not time the paper presets")
+    parser.add_argument("--roofline", action="store_true",
+                        help="measure the bandwidths and print the N=1000 step's bytes and flops against them")
+    parser.add_argument("--profile", action="store_true", help="split each preset's time (recording, draws, rest)")
+    parser.add_argument("--compare", metavar="TREE", action="append", default=[],
+                        help="time the suite in this source tree and in this one alternately (repeatable)")
+    parser.add_argument("--repeats", type=int, default=3, help="turns of --compare (default: %(default)s)")
     args = parser.parse_args()
+    if args.repeats < 1 or args.scaling_runs < 1 or args.scaling_steps < 1:
+        parser.error("--repeats, --scaling-runs and --scaling-steps must be positive integers")
+    for tree in args.compare:
+        if not os.path.isdir(os.path.join(tree, "egpo_core")):
+            parser.error(f"--compare {tree}: no egpo_core folder there")
     print(f"machine: {os.cpu_count()} cores; numba threads: {os.environ.get('NUMBA_NUM_THREADS', 'default')}")
-    bench_suite(args.conventions)
+    if not args.skip_suite:
+        bench_suite(args.conventions)
     if not args.skip_scaling:
         bench_scaling(args.scaling_runs, args.scaling_steps)
     if args.full_n1000:
-        bench_full_n1000(args.scaling_runs, args.scaling_steps)
+        bench_full_n1000(args.scaling_runs, args.scaling_steps, args.dtype)
+    if args.roofline:
+        table = roofline(runs=args.scaling_runs, steps=args.scaling_steps)
+        print("\nroofline, N=1000 exact EGPO step (2 products Pσ):")
+        print(table.to_string(index=False, float_format=lambda v: f"{v:.3g}"))
+    if args.profile:
+        print(f"\nwhere the time goes (conventions={args.conventions!r}), seconds:")
+        print(profile_presets(args.conventions).to_string(index=False, float_format=lambda v: f"{v:.2f}"))
+    if args.compare:
+        here = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+        table = compare_trees([*args.compare, here], args.conventions, args.repeats)
+        summary = table.groupby(["preset", "tree"], sort=False)["seconds"].agg(["median", "min", "max"]).unstack("tree")
+        print(f"\nsuite (conventions={args.conventions!r}), {args.repeats} alternating repeats, median [min, max] s:")
+        print(summary.to_string(float_format=lambda v: f"{v:.2f}"))
 
 
 if __name__ == "__main__":
