@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 import textwrap
 
@@ -287,3 +288,39 @@ def test_preference_model_rejects_wrong_label_count(tmp_path):
     path = build_tiny_lm(tmp_path / "three", num_labels=3, n_layer=1, n_embd=16)
     with pytest.raises(ValueError, match=r"3 labels, expected 2"):
         PreferenceModelJudge(path)
+
+
+def test_http_judge_scores_only_where_the_server_says_it_serves_a_reward_model():
+    """``scores_responses()`` asks GET /health once: a reward model with its τ → True and ``rewards`` posts
+    to /v1/scores in chunks; an older server (no judge_kind) or a failing /health → False (pairs as before);
+    scores that are not one finite number per response → JudgeError."""
+    import httpx
+
+    from lm_runs.judges import JudgeError
+    from lm_runs.judges.http import HTTPJudge
+
+    seen: list[tuple[str, str]] = []
+
+    def serve(health: dict | None, scores=None):
+        def handler(request: httpx.Request) -> httpx.Response:
+            seen.append((request.method, request.url.path))
+            if request.url.path == "/health":
+                return httpx.Response(200, json=health) if health is not None else httpx.Response(500, json={"error": "x"})
+            body = json.loads(request.content)
+            answer = scores(body) if scores else json.dumps([float(len(r)) for r in body["responses"]])
+            return httpx.Response(200, content=f'{{"id": "s", "model": "m", "scores": {answer}, "temperature": 0.5}}'.encode())
+        return httpx.MockTransport(handler)
+
+    rm = HTTPJudge("http://judge", chunk_size=2, transport=serve({"status": "ok", "model": "m", "judge_kind": "reward_model", "temperature": 0.5}))
+    assert rm.scores_responses() and rm.scores_responses() and rm.temperature == 0.5 and rm.batch_size == 2
+    assert rm.rewards(["p"] * 3, ["a", "bb", "ccc"]) == [1.0, 2.0, 3.0]
+    assert seen == [("GET", "/health"), ("POST", "/v1/scores"), ("POST", "/v1/scores")]  # health once; 2 + 1 responses
+    old = HTTPJudge("http://judge", transport=serve({"status": "ok", "model": "m"}))
+    down = HTTPJudge("http://judge", transport=serve(None))
+    assert not old.scores_responses() and not down.scores_responses()
+    with pytest.raises(ValueError, match="does not serve a reward model"):
+        old.temperature
+    for bad in (lambda body: "[NaN, NaN]", lambda body: "[1.0]"):  # NaN as Python's decoder reads it; a short answer
+        broken = HTTPJudge("http://judge", max_retries=0, transport=serve({"judge_kind": "reward_model", "temperature": 1.0}, bad))
+        with pytest.raises(JudgeError, match="not one finite number each"):
+            broken.rewards(["p", "p"], ["a", "b"])
