@@ -121,26 +121,23 @@ def coinciding_note(groups: Sequence[Sequence[str]]) -> str:
 
 
 def format_log_axis(ax, axis: str = "y") -> None:
-    """A log axis readable without counting decades, every label a plain number: under one decade about
-    five evenly spaced ticks; under two decades the minor ticks (2–9) labelled too; else the decades and
-    the 2 and 5 between them."""
+    """A log axis readable without counting decades, every label a plain number of one size: under one
+    decade about five evenly spaced ticks; else the decades and the 2, 3 and 5 between them (the 2 and 5
+    only from three decades on)."""
     from matplotlib.ticker import NullFormatter
 
     scale = ax.yaxis if axis == "y" else ax.xaxis
     low, high = ax.get_ylim() if axis == "y" else ax.get_xlim()
     plain = FuncFormatter(lambda v, _: f"{v:.3g}")
+    scale.set_major_formatter(plain)
     if high < 10 * low:
         scale.set_major_locator(MaxNLocator(nbins=5))
-        scale.set_major_formatter(plain)
         scale.set_minor_formatter(NullFormatter())
-    elif high < 100 * low:
-        scale.set_major_formatter(plain)
-        scale.set_minor_formatter(plain)
-        ax.tick_params(axis=axis, which="minor", labelsize=7)
     else:
-        scale.set_minor_locator(LogLocator(subs=(2.0, 5.0)))
+        scale.set_major_locator(LogLocator(base=10.0))
+        scale.set_minor_locator(LogLocator(base=10.0, subs=(2.0, 3.0, 5.0) if high < 1000 * low else (2.0, 5.0)))
         scale.set_minor_formatter(plain)
-        ax.tick_params(axis=axis, which="minor", labelsize=7)
+    ax.tick_params(axis=axis, which="both", labelsize=8)
 
 
 def integer_ticks(ax, axis: str = "x") -> None:
