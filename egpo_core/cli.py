@@ -19,12 +19,16 @@ which leaves the previous run in ``--out`` as it was (:mod:`egpo_core.run_folder
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
+import importlib.util
 import hashlib
 import math
 import os
 import shlex
+import shutil
 import sys
+import tempfile
 import time
 import typing
 import warnings
@@ -33,7 +37,25 @@ from typing import Any, Callable, NoReturn
 
 from .algorithms import ALGORITHMS, SIMULATOR_MODES
 from .config import METRICS, SimulationConfig, field_docs
+from .executors import ChunksFailed
 
+#: The folder in a sweep's --out that keeps its finished chunks until the sweep is written.
+PARTIAL = ".sweep-chunks"
+#: The top-level --help's description.
+DESCRIPTION = ("Simulate NLHF algorithms on preference games: list the paper's settings (presets), run one setting "
+               "(simulate), a grid of settings here or on a dask cluster (sweep), or every paper setting with its "
+               "figures and the reference medians (reproduce). Each command's --help lists its options.")
+#: reproduce's --help: its --out is a folder of run folders, not one run, and is resumed, not replaced.
+REPRODUCE_OUT_RULES = (
+    "Run every paper preset and write each as a run folder --out/<preset> (metrics, summary.csv, run.json, figures: "
+    "the files of `simulate`, read back by egpo_core.load_result('OUT/<preset>')), then --out/summary.csv (the "
+    "median final gaps beside the reference implementation's, each with its horizon) and the picked exact-tabular "
+    "figure. --out itself is not a run (it has no run.json of its own) and is never cleared: unlike simulate's, it "
+    "may be non-empty without --overwrite. A preset folder already holding a run with the same settings (fast or "
+    "not, conventions) is reused as it is (printed [skip]); --force recomputes it. A preset folder holding another "
+    "run (other settings) is replaced, whole, once the new run is complete; files of your own are left alone.")
+#: Seconds to wait for the dask scheduler of --scheduler before refusing it.
+SCHEDULER_TIMEOUT = 10
 #: About this many recorded steps per curve unless --record-every is given.
 CLI_RECORDS = 1000
 _AXES = {"beta": "betas", "lr": "lrs", "eta": "etas", "seed": "seeds"}
@@ -44,7 +66,12 @@ class _Refused(Exception):
 
 
 class _Parser(argparse.ArgumentParser):
-    """Usage errors as one line (argparse prints the usage and the error on two)."""
+    """Usage errors as one line (argparse prints the usage and the error on two); no abbreviated
+    options (``--bet`` is refused, not taken for ``--betas``). Sub-commands' parsers are of this class too."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs["allow_abbrev"] = False
+        super().__init__(*args, **kwargs)
 
     def error(self, message: str) -> NoReturn:
         print(f"error: {message} (see {self.prog} --help)", file=sys.stderr)
@@ -87,8 +114,8 @@ def _add_config_options(parser: argparse.ArgumentParser, axes: bool) -> None:
     for f in dataclasses.fields(SimulationConfig):
         hint = hints[f.name]
         if axes and f.name in _AXES:
-            number = int if f.name == "seed" else float
-            parser.add_argument(f"--{_AXES[f.name]}", type=_list_of(number, "numbers"), default=argparse.SUPPRESS,
+            number, what = (int, "integers") if f.name == "seed" else (float, "numbers")
+            parser.add_argument(f"--{_AXES[f.name]}", type=_list_of(number, what), default=argparse.SUPPRESS,
                                 metavar="X,Y,...", help=f"sweep axis, comma-separated values of {f.name}: "
                                                         f"{docs[f.name]} ({_default_text(f)})")
             continue
@@ -177,21 +204,35 @@ def _setup(args: argparse.Namespace, given: dict[str, Any], sweep_axes: dict[str
     return config, P, ref_logits, None, games
 
 
+def _unwritable(folder: Path) -> str | None:
+    """Why no file can be created in ``folder``, or None when one can: a file is created there and
+    removed (permission bits do not tell, e.g. for root under /proc)."""
+    try:
+        handle, name = tempfile.mkstemp(dir=folder, prefix=".egpo-probe-")
+    except OSError as err:
+        return err.strerror or type(err).__name__
+    os.close(handle)
+    os.unlink(name)
+    return None
+
+
 def _check_folder(out: Path) -> None:
     """``out`` is a writable folder, or can be created (its nearest existing parent is a writable folder)."""
     if out.exists():
         if not out.is_dir():
             raise _Refused(f"--out {out} exists and is not a folder")
-        if not os.access(out, os.W_OK | os.X_OK):
-            raise _Refused(f"--out {out} is not writable")
+        reason = _unwritable(out)
+        if reason:
+            raise _Refused(f"--out {out} is not writable ({reason})")
         return
     parent = out.parent
     while not parent.exists():
         parent = parent.parent
     if not parent.is_dir():
         raise _Refused(f"cannot create --out {out}: {parent} is not a folder")
-    if not os.access(parent, os.W_OK | os.X_OK):
-        raise _Refused(f"cannot create --out {out}: {parent} is not writable")
+    reason = _unwritable(parent)
+    if reason:
+        raise _Refused(f"cannot create --out {out}: {parent} is not writable ({reason})")
 
 
 def _check_out(out: Path, overwrite: bool) -> None:
@@ -204,7 +245,7 @@ def _check_out(out: Path, overwrite: bool) -> None:
     if not out.exists():
         return
     _writing(finish_replacement, out)
-    if not any(out.iterdir()):
+    if not any(p.name != PARTIAL for p in out.iterdir()):  # empty, or a sweep's finished chunks to resume
         return
     if not overwrite:
         raise _Refused(f"--out {out} is not empty; give --overwrite to replace the run in it, or another folder")
@@ -247,6 +288,44 @@ def _write_outputs(result, out: Path, fmt: str, title: str | None) -> None:
     _writing(result.save, out, fmt, figures)
 
 
+def _chunked(args: argparse.Namespace) -> bool:
+    """Whether a sweep runs in chunks (--scheduler, --workers or --chunk-size given)."""
+    return any(getattr(args, name, None) is not None for name in ("scheduler", "workers", "chunk_size"))
+
+
+def _check_chunk_options(args: argparse.Namespace) -> None:
+    """Refuse --workers or --chunk-size below 1, and --scheduler or --workers without dask (argparse
+    refuses --scheduler with --workers)."""
+    for flag, value in (("--workers", args.workers), ("--chunk-size", args.chunk_size)):
+        if value is not None and value < 1:
+            raise _Refused(f"{flag} must be at least 1, got {flag} {value}")
+    if (args.scheduler is not None or args.workers is not None) and importlib.util.find_spec("distributed") is None:
+        flag = "--scheduler" if args.scheduler is not None else "--workers"
+        raise _Refused(f"{flag} needs dask's distributed package: pip install 'egpo[dask]' "
+                       "(or pip install 'dask[distributed]')")
+
+
+def _executor(args: argparse.Namespace, stack: contextlib.ExitStack) -> Any:
+    """The sweep's executor: a Client of the dask scheduler at --scheduler, of a LocalCluster of
+    --workers processes (one thread each), or None (chunks run here); closed with ``stack``."""
+    if args.scheduler is None and args.workers is None:
+        return None
+    import logging
+
+    import distributed
+
+    if args.workers is not None:
+        cluster = stack.enter_context(distributed.LocalCluster(
+            n_workers=args.workers, threads_per_worker=1, processes=True, dashboard_address=None,
+            silence_logs=logging.ERROR))
+        return stack.enter_context(distributed.Client(cluster))
+    try:
+        return stack.enter_context(distributed.Client(args.scheduler, timeout=SCHEDULER_TIMEOUT))
+    except (OSError, TimeoutError, ValueError, TypeError) as err:
+        reason = " ".join(str(err).split()) or type(err).__name__
+        raise _Refused(f"cannot reach the dask scheduler at --scheduler {args.scheduler}: {reason}") from None
+
+
 def _run_and_write(args: argparse.Namespace, argv: list[str], axes: dict[str, list] | None) -> int:
     from .simulator import simulate, sweep
 
@@ -258,14 +337,20 @@ def _run_and_write(args: argparse.Namespace, argv: list[str], axes: dict[str, li
     if axes is None:
         result = simulate(P, ref_logits, config, network=network, progress=not args.no_progress)
     else:
-        result = sweep(P, ref_logits, config, network=network, progress=not args.no_progress,
-                       **{_AXES[k]: v for k, v in axes.items()})
+        with contextlib.ExitStack() as stack:
+            chunks = {}
+            if _chunked(args):
+                chunks = {"executor": _executor(args, stack), "chunk_size": args.chunk_size, "partial_dir": out / PARTIAL}
+            result = sweep(P, ref_logits, config, network=network, progress=not args.no_progress,
+                           **{_AXES[k]: v for k, v in axes.items()}, **chunks)
     flags = {**given, **{_AXES[k]: v for k, v in (axes or {}).items()}}
     result.provenance.update(call=shlex.join([Path(sys.executable).name, "-m", "egpo_core", *argv]), games=games,
                              overrides=flags if args.preset else {})
     result.provenance["wall_seconds"] = round(time.perf_counter() - started, 3)
     _write_outputs(result, out, args.format, None if args.no_figures else args.preset or Path(args.games).name)
     columns = ["algorithm", "beta", "lr", "eta", "seed", "median_final", "reached", "diverged"]
+    if (out / PARTIAL).is_dir():  # the sweep is written: its chunks are no longer needed
+        shutil.rmtree(out / PARTIAL)
     print(result.summary()[columns].to_string(index=False))
     print(f"wrote {out}/")
     return 0
@@ -289,6 +374,7 @@ def cmd_sweep(args: argparse.Namespace, argv: list[str]) -> int:
     empty = [f"--{_AXES[k]}" for k, v in axes.items() if not v]
     if empty:
         raise _Refused(f"{empty[0]} is empty: a sweep needs at least one value per axis")
+    _check_chunk_options(args)
     return _run_and_write(args, argv, axes)
 
 
@@ -328,7 +414,8 @@ def cmd_reproduce(args: argparse.Namespace, argv: list[str]) -> int:
             picked[rf"$\beta={preset.beta:g}$"] = result
         for _, row in result.summary().iterrows():
             rows.append({"preset": name, "conventions": args.conventions, "algorithm": row["algorithm"],
-                         "median_final": row["median_final"], "reached_1e-6": row["reached"],
+                         "horizon": config.iterations, "median_final": row["median_final"],
+                         "reached_1e-6": row["reached"], "reference_horizon": preset.iterations,
                          "reference_median": REFERENCE_MEDIANS[name].get(row["algorithm"])})
     table = pd.DataFrame(rows)
 
@@ -340,8 +427,10 @@ def cmd_reproduce(args: argparse.Namespace, argv: list[str]) -> int:
 
     _writing(write_overview, out)
     wide = table.pivot(index="preset", columns="algorithm", values="median_final")[list(PAPER_ALGORITHMS)]
-    print(f"\nmedian final duality gap over runs (this run, conventions={args.conventions!r}; the reference "
-          "medians in summary.csv compare under conventions='reference'):")
+    horizons = ("each preset's short horizon (--fast; summary.csv's reference medians are at the full horizon, "
+                "its column reference_horizon)" if args.fast else "each preset's full horizon")
+    print(f"\nmedian final duality gap over runs (this run, conventions={args.conventions!r}, {horizons}; the "
+          "reference medians in summary.csv compare under conventions='reference'):")
     print(wide.map(lambda v: f"{v:.2g}").to_string())
     print(f"\nwrote {out}/ in {time.perf_counter() - started:.1f} s")
     return 0
@@ -351,7 +440,7 @@ def build_parser() -> argparse.ArgumentParser:
     """The parser of ``python -m egpo_core``."""
     from .version import __version__
 
-    parser = _Parser(prog="python -m egpo_core", description=__doc__.split("\n")[0])
+    parser = _Parser(prog="python -m egpo_core", description=DESCRIPTION)
     parser.add_argument("--version", action="version", version=f"egpo {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
     sub.add_parser("presets", help="list the paper settings").set_defaults(func=cmd_presets)
@@ -361,13 +450,31 @@ def build_parser() -> argparse.ArgumentParser:
     _add_config_options(p, axes=False)
     p.set_defaults(func=cmd_simulate)
 
-    s = sub.add_parser("sweep", help="a grid of (beta, lr or eta) x seeds in one batched run")
+    s = sub.add_parser("sweep", help="a grid of (beta, lr or eta) x seeds in one batched run, or in chunks on a dask cluster")
     _add_run_options(s)
     _add_config_options(s, axes=True)
+    cluster = s.add_argument_group(
+        "chunks (egpo_core.executors)",
+        "With any of these the grid's (setting, algorithm) pairs run in chunks, with the same numbers bit for bit; "
+        f"finished chunks are kept in --out/{PARTIAL} until the sweep is written, so the same command run again "
+        "after a failure or a kill computes only the missing ones. A chunk that fails is computed once more, then "
+        "reported (exit status 1).")
+    where = cluster.add_mutually_exclusive_group()
+    where.add_argument("--scheduler", metavar="ADDRESS", default=None,
+                       help="address of a running dask scheduler (tcp://host:8786) whose workers compute the chunks "
+                            "(needs pip install 'egpo[dask]') (default: none)")
+    where.add_argument("--workers", type=int, metavar="N", default=None,
+                       help="a dask LocalCluster of N worker processes on this machine, one thread each "
+                            "(needs pip install 'egpo[dask]') (default: none)")
+    cluster.add_argument("--chunk-size", type=int, metavar="K", default=None,
+                         help="at most K (setting, algorithm) pairs per chunk; alone, chunks run here one after "
+                              "another (default: one setting, every algorithm, per chunk)")
     s.set_defaults(func=cmd_sweep)
 
-    r = sub.add_parser("reproduce", help="every paper preset, figures and the medians table")
-    r.add_argument("--out", default="runs/paper", help="output folder (default: runs/paper)")
+    r = sub.add_parser(
+        "reproduce", help="every paper preset, figures and the medians table", description=REPRODUCE_OUT_RULES)
+    r.add_argument("--out", default="runs/paper", help="output folder, one run folder per preset in it, see above "
+                                                        "(default: runs/paper)")
     r.add_argument("--fast", action="store_true", help="the presets' short horizons (default: off)")
     r.add_argument("--force", action="store_true", help="recompute presets already in --out (default: reuse them)")
     r.add_argument("--conventions", choices=["default", "reference"], default="default",
@@ -392,6 +499,9 @@ def main(argv: list[str] | None = None) -> int:
     except (ValueError, _Refused) as err:  # bad input: one clear line, no traceback
         print(f"error: {err}", file=sys.stderr)
         return 2
+    except ChunksFailed as err:  # chunks of a sweep failed twice: one line each; the others are kept
+        print(f"error: {err}", file=sys.stderr)
+        return 1
     except BrokenPipeError:  # the reader left (`| head`): stop quietly
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # so the exit's flush cannot fail again
         return 0

@@ -23,7 +23,8 @@ egpo version and git commit); a rerun of the same sweep loads them and computes 
 missing. Another sweep has another key, so it never reads them.
 
 dask is optional: this module never imports it. A dask ``Client`` is recognised by its ``scatter`` and
-``get_executor`` methods: the shared data are scattered to the workers once (not sent with every chunk)
+``get_executor`` methods: the shared data are scattered to the workers once (not sent with every chunk,
+under a key of their own)
 and chunks are submitted through ``client.get_executor(pure=False)`` (``pure=False``: a retry is
 computed again, not answered from the failed task's key), whose futures are ``concurrent.futures``
 ones. Inside a dask worker the kernel uses the worker's thread count (``threads_per_worker``), so that
@@ -42,7 +43,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
-import numba
 import numpy as np
 from tqdm.auto import tqdm
 
@@ -103,6 +103,8 @@ def kernel_threads(threads: int | None) -> Iterator[None]:
     if threads is None:
         yield
         return
+    import numba
+
     before = numba.get_num_threads()
     numba.set_num_threads(max(1, min(threads, numba.config.NUMBA_NUM_THREADS)))
     try:
@@ -134,7 +136,10 @@ def _outcomes(executor: Any, compute: Callable[[Any, Chunk], dict], shared: Any,
         return
     futures = {executor.submit(compute, shared, chunk): chunk for chunk in chunks}
     for future in concurrent.futures.as_completed(futures):
-        error = future.exception()
+        try:
+            error = future.exception()
+        except concurrent.futures.CancelledError as cancelled:  # e.g. dask cancels the tasks of a lost worker
+            error = cancelled
         yield futures[future], error if error is not None else future.result()
 
 
@@ -197,7 +202,8 @@ def run_chunks(
     todo = [chunk for chunk in chunks
             if not covered[slice(*chunk.configs), slice(*chunk.algorithms)].all()]
     if _is_dask_client(executor):
-        shared = executor.scatter(shared, broadcast=True)
+        # hash=False: a key of its own, so that an earlier sweep's release of the same data cannot remove it
+        shared = executor.scatter(shared, broadcast=True, hash=False)
         executor = executor.get_executor(pure=False)
     failed: dict[Chunk, Exception] = {}
     with tqdm(total=len(todo), disable=not progress or not todo, desc="sweep chunks", unit="chunk") as bar:

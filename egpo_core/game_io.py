@@ -205,6 +205,12 @@ def _load_text(path: str, text: str):
     lines = [(k, line) for k, line in lines if line and not line.startswith("#")]
     if not lines:
         raise ValueError(f"{path}: empty file; {EXPECTED_FORMATS}")
+    commas = [(k, line) for k, line in lines if "," in line and not line.startswith("run ")]
+    if commas:
+        lineno, line = commas[0]
+        raise ValueError(f"{path}, line {lineno}: comma-separated numbers ({line!r}): a CSV file; the text formats "
+                         f"separate numbers by spaces, as np.savetxt writes them: convert it with "
+                         f"np.savetxt('games.txt', np.loadtxt({path!r}, delimiter=','))")
     if not _is_header(lines[0][1]):
         return _load_plain_matrix(path, lines)
     return _load_save_games_text(path, lines)

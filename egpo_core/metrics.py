@@ -51,6 +51,12 @@ def _game(P: np.ndarray, **logits: np.ndarray) -> tuple[np.ndarray, ...]:
     return (P, *arrays.values())
 
 
+def _nonnegative(values: np.ndarray) -> np.ndarray:
+    """``values`` clipped at 0: for quantities ≥ 0 in exact arithmetic (KLs, gaps) whose floating-point
+    sum rounds to −1e-16 near 0, which would print as a negative gap."""
+    return np.maximum(values, 0.0)
+
+
 def _policy(logits: np.ndarray) -> np.ndarray:
     return np.exp(log_softmax(logits, axis=-1))
 
@@ -76,11 +82,14 @@ def policy(logits: np.ndarray) -> np.ndarray:
 
 
 def kl_divergence(logits_p: np.ndarray, logits_q: np.ndarray) -> np.ndarray:
-    """KL(p‖q) = Σ_y p(y) [log p(y) − log q(y)], p = softmax(logits_p), q = softmax(logits_q)."""
+    """KL(p‖q) = Σ_y p(y) [log p(y) − log q(y)], p = softmax(logits_p), q = softmax(logits_q).
+
+    ≥ 0 (Gibbs); computed in floating point it can round to −1e-16 when p ≈ q, so it is clipped at 0
+    after computing (:func:`_nonnegative`)."""
     p = check_logits(logits_p, "logits_p")
     q = check_logits(logits_q, "logits_q", p.shape[-1])
     _check_batch_shapes({"logits_p": p.shape[:-1], "logits_q": q.shape[:-1]})
-    return _kl(p, q)
+    return _nonnegative(_kl(p, q))
 
 
 def game_value(
@@ -107,11 +116,12 @@ def duality_gap(P: np.ndarray, logits: np.ndarray, ref_logits: np.ndarray, beta:
         Gap_β(π) = 2[β log Σ_y π_ref(y) e^{(Pπ)_y/β} + β KL(π‖π_ref)] − 1 = 2 β KL(π ‖ BR_β(π)).
 
     The KL form (using πᵀPπ = ½) avoids the cancellation of the first form; it is ≥ 0 and zero
-    only at the regularized equilibrium π*_β.
+    only at the regularized equilibrium π*_β (clipped at 0 after computing: near π*_β the sum rounds
+    to −1e-16).
     """
     P, logits, ref = _game(P, logits=logits, ref_logits=ref_logits)
     beta = check_beta(beta)
-    return 2.0 * beta * _kl(logits, _best_response(P, logits, ref, beta))
+    return _nonnegative(2.0 * beta * _kl(logits, _best_response(P, logits, ref, beta)))
 
 
 def duality_gap_brute_force(
@@ -121,6 +131,7 @@ def duality_gap_brute_force(
     condition (θ_ref + Pπ/β and θ_ref − Pᵀπ/β) and evaluated with :func:`game_value`'s J_β.
 
     Independent of the constant-sum identity used by :func:`duality_gap`; tests compare the two.
+    Not clipped: a difference of two payoffs, its rounding (either sign) is what such a comparison shows.
     """
     P, logits, ref = _game(P, logits=logits, ref_logits=ref_logits)
     beta = check_beta(beta)
@@ -134,6 +145,7 @@ def exploitability(P: np.ndarray, logits: np.ndarray) -> np.ndarray:
     """Exploitability in the original (β = 0) game: max_y (Pπ)_y − ½.
 
     Zero exactly at a Nash equilibrium of P; the symmetric duality gap of the original game is twice it.
+    ≥ 0 since max_y (Pπ)_y ≥ πᵀPπ = ½; clipped at 0 after computing (rounding gives −1e-17 at equilibrium).
     """
     P, logits = _game(P, logits=logits)
-    return np.max(np.einsum("...ij,...j->...i", P, _policy(logits)), axis=-1) - 0.5
+    return _nonnegative(np.max(np.einsum("...ij,...j->...i", P, _policy(logits)), axis=-1) - 0.5)

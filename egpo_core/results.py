@@ -104,10 +104,8 @@ class SimulationResult:
         return self.metric("average_exploitability")
 
     def _config_row(self, c: int) -> dict[str, Any]:
-        """Row ``c`` of ``configs`` with each column's own type (a seed stays an int); a value not
-        shown (the mixture of a run without Nash-MD, NaN) is None, JSON's null."""
-        row = {column: self.configs[column].iloc[c].item() for column in self.configs.columns}
-        return {k: None if isinstance(v, float) and np.isnan(v) else v for k, v in row.items()}
+        """Row ``c`` of ``configs`` with each column's own type (a seed stays an int)."""
+        return {column: self.configs[column].iloc[c].item() for column in self.configs.columns}
 
     def to_dataframe(self) -> pd.DataFrame:
         """Tidy data: one row per (config, algorithm, run, step, metric) with columns
@@ -135,9 +133,11 @@ class SimulationResult:
         return out
 
     def summary(self, metric: str = "duality_gap", threshold: float = 1e-6) -> pd.DataFrame:
-        """One row per (config, algorithm): ``median_final``, the median over runs of the last recorded
-        value; ``reached``, the number of runs whose metric fell below ``threshold`` at any recorded
-        step; ``diverged``, the number of runs whose metric became non-finite (NaN/inf)."""
+        """One row per (config, algorithm): ``median_final``, the median over the runs that did not
+        diverge of the last recorded value (NaN when every run diverged), so that one diverged run does
+        not hide the others; ``reached``, the number of runs whose metric fell below ``threshold`` at
+        any recorded step; ``diverged``, the number of runs whose metric became non-finite (NaN/inf)
+        at some recorded step; ``runs``, all of them."""
         if metric not in self.values:
             raise KeyError(f"metric {metric!r} was not recorded; recorded: {', '.join(self.values)} "
                            f"(ask for it with metrics=(..., {metric!r}))")
@@ -145,13 +145,14 @@ class SimulationResult:
         rows = []
         for c, a in itertools.product(range(data.shape[0]), range(data.shape[1])):
             curves = data[c, a]
+            finite = np.all(np.isfinite(curves), axis=1)
             rows.append(
                 {
                     **self._config_row(c),
                     "algorithm": self.algorithms[a],
-                    "median_final": float(np.median(curves[:, -1])),
+                    "median_final": float(np.median(curves[finite, -1])) if finite.any() else float("nan"),
                     "reached": int(np.sum(np.any(curves < threshold, axis=1))),
-                    "diverged": int(np.sum(~np.all(np.isfinite(curves), axis=1))),
+                    "diverged": int(np.sum(~finite)),
                     "runs": curves.shape[0],
                 }
             )
@@ -195,7 +196,9 @@ class SimulationResult:
         meta = {
             "algorithms": list(self.algorithms),
             "config": self.settings,
-            "configs": [self._config_row(c) for c in range(len(self.configs))],
+            # a value not shown (the mixture of a run without Nash-MD: NaN) is JSON's null
+            "configs": [{k: None if isinstance(v, float) and np.isnan(v) else v for k, v in self._config_row(c).items()}
+                        for c in range(len(self.configs))],
             "provenance": self.provenance,
             "metrics_file": target.name,
             "files": [target.name, "summary.csv", *extra_files, RUN_FILE],
@@ -206,8 +209,14 @@ class SimulationResult:
 def load_result(folder: str | os.PathLike) -> SimulationResult:
     """Read a result written by :meth:`SimulationResult.save` (or the command line) back."""
     folder = Path(folder)
+    if not folder.is_dir():
+        raise FileNotFoundError(f"{folder} does not exist" if not folder.exists() else f"{folder} is not a folder")
     stamp = run_path(folder, RUN_FILE)  # a folder being replaced reads as the new run, whole
     if not stamp.is_file():
+        runs = sorted(p.name for p in folder.iterdir() if (p / RUN_FILE).is_file())
+        if runs:  # `python -m egpo_core reproduce`'s --out: one run folder per preset
+            raise FileNotFoundError(f"{folder} holds no {RUN_FILE} but run folders ({', '.join(runs)}): load one of "
+                                    f"them, e.g. load_result({str(folder / runs[0])!r})")
         raise FileNotFoundError(f"{folder} holds no {RUN_FILE}: not a saved simulation result")
     meta = json.loads(stamp.read_text())
     metrics_file = run_path(folder, meta["metrics_file"])

@@ -46,7 +46,7 @@ from tqdm.auto import tqdm
 
 from . import _kernel
 from ._kernel_inputs import build_kernel_inputs, trajectory_seed
-from .algorithms import Algorithm, ConventionSwitches, MixtureRule
+from .algorithms import Algorithm, ConventionSwitches, LossFamily, MixtureRule
 from .config import METRICS, SimulationConfig
 from .executors import Chunk, check_executor, default_chunk_size, grid_key, kernel_threads, run_chunks, worker_threads
 from .network import network_logits, network_parameters, neural_init
@@ -299,7 +299,9 @@ def _run(
             print(COMPILE_MESSAGE + " (in every worker process)", file=sys.stderr, flush=True)
         values = run_chunks(_compute_chunk, data, grid=shape[:2], describe=data.describe, key=data.key(),
                             progress=progress, **chunking)
-        stamp["chunks"] = {"chunk_size": chunking["chunk_size"], "executor": type(chunking["executor"]).__name__}
+        executor = chunking["executor"]
+        stamp["chunks"] = {"chunk_size": chunking["chunk_size"],
+                           "executor": None if executor is None else type(executor).__name__}
     else:
         inputs = build_kernel_inputs(P, logp_ref, params0, configs, algorithms, base, width=d, n_hidden=n_hidden,
                                      shared=shared, n_recorded=steps.size)
@@ -357,6 +359,31 @@ def _base_config(config: SimulationConfig | Sequence[str | Algorithm] | str | No
     return SimulationConfig(**options)
 
 
+def _check_combination(config: SimulationConfig, network: dict | None) -> None:
+    """Refuse the data and options that would have no effect: a network with ``policy='tabular'``;
+    ``pair_sampling='policy'`` when every algorithm run has a loss that draws its pairs itself ("ipo2":
+    y, y′ ~ π_t) or none ("pg"); with some, one warning names them. (The "minimize" scheme, whose exact
+    minimiser does not depend on the pair weights, is documented at the field, not refused.)"""
+    if network is not None and config.policy != "neural":
+        raise ValueError(f"network= is read with policy='neural' only (the network's weights are the parameters), "
+                         f"got policy={config.policy!r}: drop network= or give policy='neural'")
+    if config.pair_sampling != "policy":
+        return
+    why = {}
+    for a in config.algorithm_objects():
+        if a.loss == LossFamily.IPO2:
+            why[a.name] = "its pairs are drawn from π_t by definition"
+        elif a.loss == LossFamily.PG:
+            why[a.name] = "a policy gradient draws no pairs"
+    if not why:
+        return
+    listed = "; ".join(f"{name}: {reason}" for name, reason in why.items())
+    if len(why) == len(config.algorithms):
+        raise ValueError(f"pair_sampling='policy' has no effect on the algorithms run ({listed}); it moves the "
+                         "pairs of the uniform-pair ipo loss (oipo1, nash_md, egpo, ...) only")
+    warnings.warn(f"pair_sampling='policy' has no effect on {listed}", UserWarning, stacklevel=3)
+
+
 def _call(function: str, config: SimulationConfig, axes: dict[str, list] | None = None) -> str:
     """The Python call that reproduces a run given the same data."""
     fields = {k: v for k, v in config.to_dict().items() if v != getattr(SimulationConfig, k, dataclasses.MISSING)}
@@ -391,6 +418,7 @@ def simulate(
     ``summary()["diverged"]``.
     """
     base = _base_config(config, options)
+    _check_combination(base, network)
     P, ref_logits = _validate_games(P, ref_logits)
     return _run(P, ref_logits, [base], None, init_logits=init_logits, network=network, progress=progress,
                 call=_call("simulate", base))
@@ -455,6 +483,7 @@ def sweep(
     step_values = axes.get(step_name, [getattr(base, step_name)])
     seeds_ = axes.get("seed", [base.seed])
     points = [base.replace(beta=b, **{step_name: s}, seed=seed) for b, s, seed in itertools.product(betas_, step_values, seeds_)]
+    _check_combination(base, network)
     P, ref_logits = _validate_games(P, ref_logits)
     chunking = None
     if executor is not None or chunk_size is not None or partial_dir is not None:

@@ -95,6 +95,9 @@ def validate_preference_matrix(P: np.ndarray, atol: float = 1e-9) -> np.ndarray:
     # total − 1 is exact for total ∈ [½, 2] (Sterbenz), so this is |P_ij + P_ji − 1| > atol.
     if max(total.max() - 1.0, 1.0 - total.min()) > atol:
         idx = _first(np.abs(total - 1.0) > atol)
+        if idx[-1] == idx[-2]:  # P_ii + P_ii = 1: a response ties with itself
+            raise ValueError(f"{_entry(idx)} = {format_number(arr[idx])} is on the diagonal and must be 0.5 "
+                             f"(a response ties with itself; within {format_number(atol / 2)})")
         mirror = idx[:-2] + (idx[-1], idx[-2])
         raise ValueError(
             f"{_entry(idx)} + {_entry(mirror)} = {format_number(total[idx])}, "

@@ -7,6 +7,7 @@ import os
 import stat
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -57,7 +58,10 @@ def test_version():
     assert out.returncode == 0 and out.stdout.strip() == f"egpo {egpo_core.__version__}"
 
 
+@pytest.mark.slow
 def test_simulate_preset_writes_tidy_data_summary_figures_and_run_json(tmp_path):
+    """The whole preset, its figures, through a real interpreter (about 10 s; the in-process test below
+    checks the same files, fields and modes without figures)."""
     out = _cli("simulate", "--preset", "exact-tabular-beta0.1", "--fast", "--format", "csv",
                "--out", str(tmp_path / "run"), "--no-progress", umask=0o027)
     assert out.returncode == 0, out.stderr
@@ -82,6 +86,35 @@ def test_simulate_preset_writes_tidy_data_summary_figures_and_run_json(tmp_path)
                                  f"--out {folder} --no-progress")
     assert {"egpo_version", "git_commit", "python", "numpy", "numba", "torch", "started", "wall_seconds"} <= set(prov)
     assert set(meta["files"]) == set(_files(folder))  # what --overwrite would remove: exactly this run's files
+    for name in meta["files"]:
+        assert (folder / name).stat().st_size > 0
+        assert stat.S_IMODE((folder / name).stat().st_mode) == 0o640, name  # umask 027
+
+
+def test_simulate_writes_tidy_data_summary_and_run_json_listing_its_files(tmp_path, monkeypatch):
+    """In-process, two algorithms, no figures: the fast form of the test above."""
+    folder = tmp_path / "run"
+    argv = ["simulate", "--preset", "exact-tabular-beta0.1", "--fast", "--algorithms", "nash_md_pg,egpo", "--format",
+            "csv", "--out", str(folder), "--no-progress", "--no-figures"]
+    previous = os.umask(0o027)
+    try:
+        assert _main(*argv) == 0
+    finally:
+        os.umask(previous)
+    preset = PRESETS["exact-tabular-beta0.1"]
+    frame = pd.read_csv(folder / "metrics.csv")
+    assert set(frame["algorithm"]) == {"nash_md_pg", "egpo"} and frame["run"].nunique() == preset.runs
+    assert sorted(frame["step"].unique()) == list(range(preset.fast_iterations + 1))
+    assert (frame["value"] >= 0).all()
+    summary = pd.read_csv(folder / "summary.csv").set_index("algorithm")
+    assert summary.loc["egpo", "median_final"] < 1e-6 < summary.loc["nash_md_pg", "median_final"]
+    assert summary["seed"].dtype == np.int64 and (summary["seed"] == PAPER_SEED).all()
+    meta = json.loads((folder / "run.json").read_text())
+    assert meta["config"]["iterations"] == preset.fast_iterations and meta["config"]["lr"] == preset.lr
+    assert meta["provenance"]["games"] == {"source": "preset", "preset": "exact-tabular-beta0.1", "seed": PAPER_SEED}
+    assert meta["provenance"]["call"].endswith("-m egpo_core " + " ".join(argv))
+    assert {"egpo_version", "git_commit", "python", "numpy", "numba", "torch", "started", "wall_seconds"} <= set(meta["provenance"])
+    assert set(meta["files"]) == set(_files(folder))
     for name in meta["files"]:
         assert (folder / name).stat().st_size > 0
         assert stat.S_IMODE((folder / name).stat().st_mode) == 0o640, name  # umask 027
@@ -196,7 +229,20 @@ def test_overwrite_refuses_a_folder_that_is_not_a_run(tmp_path, capsys):
          "--fast needs --preset"),
         (["sweep", "--preset", "exact-tabular-beta0.1", "--betas", "", "--out", "x"], "--betas is empty"),
         (["sweep", "--preset", "exact-tabular-beta0.1", "--lrs", "0.1", "--etas", "0.2", "--out", "x"], "--lrs or --etas"),
-        (["sweep", "--preset", "exact-tabular-beta0.1", "--seeds", "1,x", "--out", "x"], "comma-separated numbers"),
+        (["sweep", "--preset", "exact-tabular-beta0.1", "--seeds", "1,x", "--out", "x"], "comma-separated integers"),
+        (["sweep", "--preset", "exact-tabular-beta0.1", "--seeds", "1.5", "--out", "x"],
+         "expected comma-separated integers, got '1.5'"),
+        (["sweep", "--preset", "exact-tabular-beta0.1", "--betas", "x", "--out", "x"], "comma-separated numbers, got 'x'"),
+        (["sweep", "--preset", "exact-tabular-beta0.1", "--bet", "0.1", "--out", "x"], "unrecognized arguments: --bet"),
+        (["simulate", "--preset", "exact-tabular-beta0.1", "--iter", "5", "--out", "x"], "unrecognized arguments: --iter"),
+        (["sweep", "--preset", "exact-tabular-beta0.1", "--workers", "0", "--out", "x"], "--workers must be at least 1"),
+        (["sweep", "--preset", "exact-tabular-beta0.1", "--chunk-size", "0", "--out", "x"], "--chunk-size must be at least 1"),
+        (["sweep", "--preset", "exact-tabular-beta0.1", "--chunk-size", "2.5", "--out", "x"], "invalid int value: '2.5'"),
+        (["sweep", "--preset", "exact-tabular-beta0.1", "--workers", "2", "--scheduler", "tcp://h:1", "--out", "x"],
+         "argument --scheduler: not allowed with argument --workers"),
+        (["simulate", "--preset", "exact-tabular-beta0.1", "--workers", "2", "--out", "x"], "unrecognized arguments: --workers"),
+        (["simulate", "--preset", "exact-tabular-beta0.1", "--pair-sampling", "policy", "--algorithms", "oipo2,nash_md_pg",
+          "--out", "x"], "pair_sampling='policy' has no effect on the algorithms run (oipo2: its pairs are drawn from"),
         (["sweep", "--games", "GAMES", "--lrs", "0.1", "--iterations", "3", "--out", "x"], "give --betas"),
         (["simulate", "--preset", "exact-tabular-beta0.1", "--out", "FILE"], "exists and is not a folder"),
         (["simulate", "--preset", "exact-tabular-beta0.1", "--out", "FILE/sub"], "is not a folder"),
@@ -226,7 +272,8 @@ def test_bad_input_from_a_shell_has_no_traceback(tmp_path):
 
 @pytest.mark.parametrize(
     "setup, message",
-    [("file", "exists and is not a folder"), ("nonempty", "not empty"), ("readonly", "is not writable")],
+    [("file", "exists and is not a folder"), ("nonempty", "not empty"), ("readonly", "is not writable"),
+     ("proc", "cannot create --out /proc/egpo_out: /proc is not writable")],
 )
 def test_output_folder_is_checked_before_computing(tmp_path, monkeypatch, capsys, setup, message):
     """The full 100k-step preset would run for a long time: the simulator must not even be called."""
@@ -237,7 +284,9 @@ def test_output_folder_is_checked_before_computing(tmp_path, monkeypatch, capsys
 
     monkeypatch.setattr(importlib.import_module("egpo_core.simulator"), "simulate", must_not_run)
     out = tmp_path / "out"
-    if setup == "file":
+    if setup == "proc":  # root may write anywhere by its permission bits, yet nothing can be created under /proc
+        out = Path("/proc/egpo_out")
+    elif setup == "file":
         out.write_text("x")
     else:
         out.mkdir()
@@ -270,3 +319,108 @@ def test_a_closed_pipe_exits_quietly():
     stderr = process.stderr.read().decode()
     assert process.wait(timeout=120) == 0
     assert stderr == ""
+
+
+def test_the_top_level_help_describes_every_command_in_whole_sentences():
+    text = " ".join(cli.build_parser().format_help().split())
+    assert cli.DESCRIPTION in text and cli.DESCRIPTION.endswith("lists its options.")
+    for command in ("presets", "simulate", "sweep", "reproduce"):
+        assert f"({command})" in cli.DESCRIPTION
+
+
+def test_reproduce_help_states_its_out_rules():
+    reproduce = next(a for a in cli.build_parser()._actions if a.dest == "command").choices["reproduce"]
+    text = " ".join(reproduce.format_help().split())
+    for rule in ("--out itself is not a run (it has no run.json of its own) and is never cleared",
+                 "is reused as it is (printed [skip]); --force recomputes it", "load_result('OUT/<preset>')"):
+        assert rule in text
+
+
+def test_reproduce_summary_states_the_horizon_of_each_median(tmp_path, monkeypatch, capsys):
+    """--fast medians (200 updates) beside the reference's full-horizon ones: both horizons are columns."""
+    from egpo_core import plotting, presets
+
+    monkeypatch.setattr(presets, "PRESETS", {"exact-tabular-beta0.1": PRESETS["exact-tabular-beta0.1"]})
+    write = cli._write_outputs  # no figures (the slowest output; tested elsewhere)
+    monkeypatch.setattr(cli, "_write_outputs", lambda result, out, fmt, title: write(result, out, fmt, None))
+    monkeypatch.setattr(plotting, "plot_picked", lambda picked: None)
+    monkeypatch.setattr(plotting, "save_figure", lambda figure, stem: [])
+    assert _main("reproduce", "--fast", "--out", str(tmp_path), "--no-progress") == 0
+    summary = pd.read_csv(tmp_path / "summary.csv")
+    preset = PRESETS["exact-tabular-beta0.1"]
+    assert (summary["horizon"] == preset.fast_iterations).all() and (summary["reference_horizon"] == preset.iterations).all()
+    assert list(summary.columns[:6]) == ["preset", "conventions", "algorithm", "horizon", "median_final", "reached_1e-6"]
+    assert "each preset's short horizon (--fast;" in capsys.readouterr().out
+    with pytest.raises(FileNotFoundError, match=r"run folders \(exact-tabular-beta0.1\): load one of them"):
+        egpo_core.load_result(tmp_path)
+
+
+def test_scheduler_without_dask_names_the_extra(monkeypatch, capsys, tmp_path):
+    import importlib.util
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "distributed" else real(name, *a))
+    assert _main("sweep", "--preset", "exact-tabular-beta0.1", "--scheduler", "tcp://127.0.0.1:8786",
+                 "--out", str(tmp_path / "x")) == 2
+    err = capsys.readouterr().err
+    assert err == ("error: --scheduler needs dask's distributed package: pip install 'egpo[dask]' "
+                   "(or pip install 'dask[distributed]')\n")
+
+
+def test_an_unreachable_scheduler_is_one_line_before_computing(monkeypatch, capsys, tmp_path):
+    pytest.importorskip("distributed")
+    monkeypatch.setattr(cli, "SCHEDULER_TIMEOUT", 1)
+    for address, reason in (("tcp://127.0.0.1:9", "Timed out trying to connect"), ("nonsense::", "invalid address")):
+        assert _main("sweep", "--preset", "exact-tabular-beta0.1", "--scheduler", address, "--no-progress",
+                     "--out", str(tmp_path / "x")) == 2
+        err = capsys.readouterr().err
+        assert err.startswith(f"error: cannot reach the dask scheduler at --scheduler {address}: ") and reason in err
+        assert len(err.splitlines()) == 1 and not (tmp_path / "x").exists()
+
+
+def test_a_sweep_in_chunks_resumes_after_a_failed_chunk_and_computes_only_it(tmp_path, monkeypatch, capsys, games_file):
+    """A chunk fails twice: exit 1, one line naming it, the others kept in --out/.sweep-chunks; the same
+    command again computes that chunk alone and writes the plain sweep's numbers."""
+    from egpo_core import simulator
+
+    argv = ["sweep", "--games", str(games_file), "--betas", "0.1,0.05", "--lrs", "0.02", "--seeds", "3,4",
+            "--iterations", "20", "--algorithms", "egpo,oipo1", "--gradient", "sampled", "--no-progress", "--no-figures"]
+    assert _main(*argv, "--out", str(tmp_path / "plain")) == 0
+    computed = []
+    compute = simulator._compute_chunk
+
+    def failing(data, chunk):
+        computed.append(chunk)
+        if chunk.configs == (2, 3) and chunk.algorithms == (1, 2):
+            raise MemoryError("the worker ran out of memory")
+        return compute(data, chunk)
+
+    monkeypatch.setattr(simulator, "_compute_chunk", failing)
+    out = tmp_path / "grid"
+    assert _main(*argv, "--chunk-size", "1", "--out", str(out)) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("error: chunk [beta=0.05 lr=0.02 seed=3] x oipo1 failed twice: MemoryError: the worker ran "
+                          "out of memory; the finished chunks are kept in ") and len(err.splitlines()) == 1
+    assert len(computed) == 8 + 1 and not (out / "run.json").exists()
+    assert len(list((out / cli.PARTIAL).rglob("chunk-*.npz"))) == 7
+    computed.clear()
+    monkeypatch.setattr(simulator, "_compute_chunk", lambda data, chunk: computed.append(chunk) or compute(data, chunk))
+    assert _main(*argv, "--chunk-size", "1", "--out", str(out)) == 0
+    assert [(c.configs, c.algorithms) for c in computed] == [((2, 3), (1, 2))]
+    assert not (out / cli.PARTIAL).exists()
+    pd.testing.assert_frame_equal(pd.read_parquet(out / "metrics.parquet"), pd.read_parquet(tmp_path / "plain" / "metrics.parquet"))
+
+
+@pytest.mark.slow
+def test_a_sweep_on_a_local_dask_cluster_writes_the_plain_sweep(tmp_path, games_file):
+    """--workers 2 (about 20 s: a cluster starts and its workers import egpo_core); the executor path
+    itself is tested in make test by tests/test_sweep_executor.py's LocalCluster."""
+    pytest.importorskip("distributed")
+    argv = ["sweep", "--games", str(games_file), "--betas", "0.1,0.05", "--lrs", "0.02", "--iterations", "20",
+            "--algorithms", "egpo,oipo1", "--no-progress", "--no-figures"]
+    assert _main(*argv, "--out", str(tmp_path / "plain")) == 0
+    assert _main(*argv, "--workers", "2", "--chunk-size", "1", "--out", str(tmp_path / "dask")) == 0
+    pd.testing.assert_frame_equal(pd.read_parquet(tmp_path / "dask" / "metrics.parquet"),
+                                  pd.read_parquet(tmp_path / "plain" / "metrics.parquet"))
+    assert json.loads((tmp_path / "dask" / "run.json").read_text())["provenance"]["chunks"] == {
+        "chunk_size": 1, "executor": "Client"}

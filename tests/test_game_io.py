@@ -168,6 +168,10 @@ def test_save_rejects_bad_arguments_and_writes_nothing(tmp_path, call, message):
         ("0.5 0.3\n0.7 0.5 x\n", "line 2: expected 2 numbers (row 1 of a plain 2 × 2 matrix), got 3"),
         ("games 0.5\n0.5 0.5\n", "line 1: not a row of numbers (row 0 of a plain 2 × 2 matrix)"),
         ("0.5 0.3\n0.6 0.5\n", "(a plain 2 × 2 matrix): P[0, 1] + P[1, 0] = 0.9, must be 1"),
+        ("0.5,0.3\n0.7,0.5\n", "line 1: comma-separated numbers ('0.5,0.3'): a CSV file; the text formats separate "
+                               "numbers by spaces"),
+        ("1 2\nrun a,b\n0.5 0.3\n0.7, 0.5\n", "line 4: comma-separated numbers ('0.7, 0.5')"),  # a name may hold one
+        ("0.5 0.4\n0.6 0.6\n", "(a plain 2 × 2 matrix): P[1, 1] = 0.6 is on the diagonal and must be 0.5"),
     ],
 )
 def test_malformed_text_is_refused_naming_file_and_line(tmp_path, content, message):
@@ -216,7 +220,7 @@ def test_malformed_npz_is_refused(tmp_path, write, message):
     [
         (np.full((2, 3), 0.5), "(.npy): P must be square in its last two axes, got shape (2, 3)"),
         (np.array(["a", "b"]), "(.npy): P must be a real numeric array, got dtype <U1"),
-        (np.full((3, 3), 0.2), "(.npy): P[0, 0] + P[0, 0] = 0.4, must be 1"),
+        (np.full((3, 3), 0.2), "(.npy): P[0, 0] = 0.2 is on the diagonal and must be 0.5"),
     ],
 )
 def test_malformed_npy_is_refused(tmp_path, array, message):

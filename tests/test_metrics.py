@@ -167,3 +167,23 @@ def test_leading_axes_broadcast_against_the_games():
         np.testing.assert_allclose(gaps[t], metrics.duality_gap(P, stacked[t], REF, 0.05), rtol=0, atol=ROUNDING)
     np.testing.assert_allclose(metrics.exploitability(P, stacked)[1], metrics.exploitability(P, 2 * LOGITS),
                                rtol=0, atol=ROUNDING)
+
+
+def test_gaps_kls_and_exploitability_are_never_below_zero():
+    """At p = q (logits shifted by a constant) and at π*_β the sums round to ±1e-16; the unclipped
+    formulas give negatives here (checked), the public functions 0."""
+    from scipy.special import log_softmax
+
+    from egpo_core.equilibria import regularized_equilibrium
+
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(1000, 6))
+    assert (metrics._kl(x, x + 3.7) < 0).any()  # the floating-point sum, unclipped
+    kl = metrics.kl_divergence(x, x + 3.7)
+    assert (kl >= 0).all() and kl.max() < 1e-15
+    P, ref = random_games(50, 6, rng), rng.normal(size=(50, 6))
+    star = regularized_equilibrium(P, log_softmax(ref, axis=-1), 0.1).logits
+    gap = metrics.duality_gap(P, star, ref, 0.1)
+    assert (gap >= 0).all() and gap.max() < 1e-12
+    tie = np.full((4, 4), 0.5)  # every policy is an equilibrium of the tie game: max_y (Pπ)_y − ½ rounds to 0
+    assert (metrics.exploitability(tie, rng.normal(size=(200, 4))) >= 0).all()

@@ -151,8 +151,44 @@ def test_save_and_load_result_round_trip_with_integer_seed(games, tmp_path):
     summary = (tmp_path / "summary.csv").read_text().splitlines()
     assert summary[0].split(",")[:5] == ["beta", "lr", "eta", "mixture", "seed"]
     assert summary[1].split(",")[2] == "0.1" and summary[1].split(",")[4] == "2018011309"
-    with pytest.raises(FileNotFoundError, match="holds no run.json"):
+    with pytest.raises(FileNotFoundError, match=f"^{tmp_path / 'elsewhere'} does not exist$"):
         load_result(tmp_path / "elsewhere")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(FileNotFoundError, match="empty holds no run.json: not a saved simulation result"):
+        load_result(tmp_path / "empty")
+
+
+def test_load_result_of_a_folder_of_runs_names_them(games, tmp_path):
+    """`reproduce --out` holds one run folder per preset, no run.json of its own."""
+    P, ref = games
+    simulate(P, ref, ["egpo"], **KW).save(tmp_path / "exact-tabular-beta0.1")
+    with pytest.raises(FileNotFoundError, match=r"holds no run.json but run folders \(exact-tabular-beta0.1\): load one "
+                                                r"of them, e.g. load_result\('.*/exact-tabular-beta0.1'\)"):
+        load_result(tmp_path)
+
+
+def test_one_diverged_run_does_not_hide_the_median_of_the_others():
+    from egpo_core.results import SimulationResult
+
+    curves = np.array([[0.5, 0.01], [0.5, np.nan], [0.5, 0.03], [0.5, np.inf]])[None, None]  # (config, alg, runs, steps)
+    configs = pd.DataFrame({"beta": [0.1], "lr": [0.1], "eta": [0.4], "mixture": [np.nan], "seed": [0]})
+    res = SimulationResult(("egpo",), configs, np.array([0, 1]), {"duality_gap": curves})
+    row = res.summary().iloc[0]
+    assert (row["median_final"], row["diverged"], row["runs"]) == (0.02, 2, 4)
+    every = SimulationResult(("egpo",), configs, np.array([0, 1]), {"duality_gap": np.full((1, 1, 2, 2), np.nan)})
+    assert np.isnan(every.summary().iloc[0]["median_final"]) and every.summary().iloc[0]["diverged"] == 2
+
+
+def test_no_mixture_is_shown_when_no_nash_md_ran(games, tmp_path):
+    P, ref = games
+    without = simulate(P, ref, ["egpo", "oipo1"], **KW)
+    assert without.configs["mixture"].isna().all() and without.summary()["mixture"].isna().all()
+    without.save(tmp_path / "a")
+    assert json.loads((tmp_path / "a" / "run.json").read_text())["configs"][0]["mixture"] is None
+    pd.testing.assert_frame_equal(load_result(tmp_path / "a").configs, without.configs)
+    with_md = simulate(P, ref, ["egpo", "nash_md"], **KW)
+    assert with_md.configs["mixture"].tolist() == [pytest.approx(0.04, rel=1e-12)]  # c = ηβ, η = 4·0.05/(5·0.1)
+    np.testing.assert_array_equal(with_md.duality_gap["egpo"], without.duality_gap["egpo"])  # the kernel's c unchanged
 
 
 @pytest.mark.parametrize("umask", [0o022, 0o077])

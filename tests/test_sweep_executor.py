@@ -76,7 +76,8 @@ def _processes() -> concurrent.futures.Executor:
     return concurrent.futures.ProcessPoolExecutor(max_workers=2, mp_context=multiprocessing.get_context("spawn"))
 
 
-@pytest.mark.parametrize("make_pool", [lambda: concurrent.futures.ThreadPoolExecutor(max_workers=2), _processes],
+@pytest.mark.parametrize("make_pool", [lambda: concurrent.futures.ThreadPoolExecutor(max_workers=2),
+                                       pytest.param(_processes, marks=pytest.mark.slow)],  # ~13 s: spawned imports
                          ids=["threads", "processes"])
 def test_pool_executors_give_the_plain_sweep_bit_for_bit(plain, make_pool) -> None:
     # chunk_size 2 < 3 algorithms: chunks cut settings between algorithms

@@ -61,3 +61,16 @@ def test_step_size_conversions_are_the_closed_forms(lr, beta, n):
     assert lr_from_eta(eta, beta, n) == pytest.approx(lr, rel=1e-13)
     assert mixture_coefficient(lr, beta, n) == pytest.approx(4 * lr / n, rel=1e-13)
     assert mixture_coefficient(lr, beta, n, "reference") == pytest.approx(2 * lr / n, rel=1e-13)
+
+
+def test_a_diagonal_other_than_one_half_is_named_as_such():
+    from egpo_core.validation import validate_preference_matrix
+
+    P = np.full((2, 3, 3), 0.5)
+    P[1, 2, 2] = 0.6
+    with pytest.raises(ValueError, match=re.escape("P[run 1, 2, 2] = 0.6 is on the diagonal and must be 0.5 "
+                                                   "(a response ties with itself; within 5e-10)")):
+        validate_preference_matrix(P)
+    P[1, 2, 2], P[0, 0, 1] = 0.5, 0.7  # off the diagonal: the pair's sum is named
+    with pytest.raises(ValueError, match=re.escape("P[run 0, 0, 1] + P[run 0, 1, 0] = 1.2, must be 1")):
+        validate_preference_matrix(P)
