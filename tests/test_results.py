@@ -253,3 +253,25 @@ def test_a_compiling_first_call_is_announced_once_instead_of_a_bar(games, monkey
     assert capsys.readouterr().err == ""
     monkeypatch.undo()
     assert not module._kernel_needs_compiling()  # loaded in this process: nothing to announce
+
+
+def test_options_without_effect_are_refused_or_named(games):
+    P, ref = games
+    from egpo_core.network import neural_init
+
+    network = neural_init(3, 5, 4, 2, seed=0)
+    with pytest.raises(ValueError, match=r"^network= is read with policy='neural' only .* got policy='tabular'"):
+        simulate(P, ref, ["egpo"], network=network, **KW)
+    with pytest.raises(ValueError, match=r"network= is read with policy='neural' only"):
+        sweep(P, ref, ["egpo"], network=network, betas=[0.1, 0.2], lr=0.05, iterations=3, progress=False)
+    with pytest.raises(ValueError, match=r"^pair_sampling='policy' has no effect on the algorithms run \(oipo2: its "
+                                         r"pairs are drawn from π_t by definition; nash_md_pg: a policy gradient"):
+        simulate(P, ref, ["oipo2", "nash_md_pg"], pair_sampling="policy", **KW)
+    with warnings.catch_warnings(record=True) as caught:  # it moves oipo1's pairs: accepted, the others named
+        warnings.simplefilter("always")
+        mixed = simulate(P, ref, ["oipo1", "oipo2"], pair_sampling="policy", **KW)
+    assert [str(w.message) for w in caught] == ["pair_sampling='policy' has no effect on oipo2: its pairs are drawn "
+                                                "from π_t by definition"]
+    uniform = simulate(P, ref, ["oipo1", "oipo2"], **KW)
+    assert not np.array_equal(mixed.duality_gap["oipo1"], uniform.duality_gap["oipo1"])
+    np.testing.assert_array_equal(mixed.duality_gap["oipo2"], uniform.duality_gap["oipo2"])
