@@ -326,18 +326,26 @@ def _matvec(P, x, out, transposed):
         out_i = (…((P_i0 x_0 + P_i1 x_1) + P_i2 x_2) + …) + P_{i,N−1} x_{N−1},
 
     each product rounded before it is added (no fused multiply-add, no reordering). ``transposed``:
-    ``P`` holds Pᵀ and the sums run as out += (Pᵀ)_j· x_j for j = 0, 1, … (rows streamed, every out_i
-    in the order above, vectorized across i); else four rows at a time, each its own sum. A float32
+    ``P`` holds Pᵀ and the sums run as out += (Pᵀ)_j· x_j for j = 0, 1, … (rows streamed four at a
+    time, every out_i in the order above, vectorized across i); else four rows of P at a time, each its
+    own sum. A float32
     ``P`` is widened exactly (float64 products and sums)."""
     n = out.shape[0]
-    if transposed:
+    if transposed:  # four rows of Pᵀ per pass over out (a quarter of its loads and stores), same order
         for i in range(n):
             out[i] = 0.0
-        for j in range(n):
-            row = P[j]
-            xj = x[j]
+        j = 0
+        while j + 4 <= n:
+            r0, r1, r2, r3 = P[j], P[j + 1], P[j + 2], P[j + 3]
+            x0, x1, x2, x3 = x[j], x[j + 1], x[j + 2], x[j + 3]
             for i in range(n):
-                out[i] += row[i] * xj
+                out[i] = (((out[i] + r0[i] * x0) + r1[i] * x1) + r2[i] * x2) + r3[i] * x3
+            j += 4
+        for r in range(j, n):
+            row = P[r]
+            xr = x[r]
+            for i in range(n):
+                out[i] += row[i] * xr
         return
     i = 0
     while i + 4 <= n:
