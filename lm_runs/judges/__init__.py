@@ -7,10 +7,12 @@
 
 Layout: ``base`` (the interface, :class:`CheckedJudge`, validation), ``loader`` (spec string → judge:
 the one module knowing every kind), ``arguments`` (the ``--judge*`` flags), ``protocol`` (the judge
-server's wire format), and one module per kind: ``preference_model``, ``http``, ``openai_judge``
-(plus ``gathering``: rank 0 judges for all ranks; ``toy``: rule-based judges; ``retry`` and
-``deadline``: the remote judges' retry policy and per-request deadline; ``pair_format``: the
-preference model's text layout).
+server's wire format), and one module per kind: ``preference_model``, ``reward_model`` (also
+``scorer_of``: whether a judge answers pairs from one score per response, in process or served),
+``http``, ``openai_judge`` (plus ``gathering``: rank 0 judges for all ranks; ``toy``: rule-based judges;
+``retry`` and ``deadline``: the remote judges' retry policy and per-request deadline; ``pair_format``:
+the preference model's text layout; ``calibration``: a judge's agreement with held-out pairs, for
+``python -m lm_runs.calibrate_judge``).
 
 ``PreferenceModelJudge``, ``HTTPJudge`` and ``OpenAIJudge`` are imported on first use (torch / httpx /
 openai stay unloaded until needed).
