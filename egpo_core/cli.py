@@ -5,13 +5,16 @@
     python -m egpo_core simulate --preset exact-tabular-beta0.01 --out runs/eb001
     python -m egpo_core simulate --games games.txt --beta 0.01 --lr 0.02 --iterations 5000 --out runs/mine
     python -m egpo_core sweep --preset exact-tabular-beta0.01 --betas 0.1,0.01 --lrs 0.02,0.05 --seeds 0,1 --out runs/grid
+    python -m egpo_core sweep ... --scheduler tcp://host:8786 --chunk-size 10 --out runs/grid   # on a dask cluster
     python -m egpo_core reproduce --out runs/paper [--fast] [--conventions reference]
 
 The options of ``simulate`` and ``sweep`` are generated from the fields of
 :class:`~egpo_core.config.SimulationConfig` (their help is each field's documentation); ``sweep``
 takes the axes ``--betas``, ``--lrs`` or ``--etas``, ``--seeds`` instead of ``--beta``, ``--lr``,
 ``--eta``, ``--seed``. With ``--preset``, every option given overrides the preset (recorded in
-``run.json``: ``provenance.overrides``); its policy is fixed by its games. Bad input is one line on
+``run.json``: ``provenance.overrides``); its policy is fixed by its games. ``sweep`` runs in chunks,
+here or on a dask cluster, with ``--chunk-size``, ``--workers`` or ``--scheduler``
+(:mod:`egpo_core.executors`). Bad input is one line on
 stderr and exit status 2, before anything is computed or written; so is a failed write (a full disk),
 which leaves the previous run in ``--out`` as it was (:mod:`egpo_core.run_folder`).
 """
