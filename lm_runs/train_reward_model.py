@@ -20,8 +20,10 @@ whose texts exceeds ``max_length`` tokens is left out (the count is logged), as 
 Held-out pairs — ``--eval_dataset`` (a file of the same format) or ``--eval_size`` (a number or a
 fraction of ``--dataset``'s pairs, split off by a seeded shuffle, :func:`lm_runs.data.split_prompts`)
 — are scored after training, and at every evaluation ``--eval_strategy`` asks for: the pair accuracy
-(the fraction with r(chosen) > r(rejected)) and the mean loss, logged as ``eval_pair_accuracy`` and
-``eval_loss`` and written to ``output_dir/eval_results.json``. The final model is what
+(the fraction with r(chosen) > r(rejected)), the mean loss, and the judge's calibration at τ = 1 (mean
+P(chosen ≻ rejected) = mean σ(r(chosen) − r(rejected)) and the Brier score, as ``python -m
+lm_runs.calibrate_judge`` computes them), logged as ``eval_pair_accuracy``, ``eval_loss``,
+``eval_mean_p_chosen`` and ``eval_brier`` and written to ``output_dir/eval_results.json``. The final model is what
 :class:`~lm_runs.judges.reward_model.RewardModelJudge` (``--judge runs/reward_model``) loads.
 
 Everything else is :mod:`lm_runs.train_preference_model`'s: ``transformers.Trainer`` (DeepSpeed,
@@ -195,8 +197,13 @@ class RewardModelTrainer(AtomicCheckpoints, Trainer):
         return (loss, {"margins": chosen - rejected}) if return_outputs else loss
 
     def evaluate(self, eval_dataset: Any = None, ignore_keys: Any = None, metric_key_prefix: str = "eval") -> dict[str, float]:
-        """``{prefix_pair_accuracy, prefix_loss, prefix_pairs}`` over the held-out pairs (all ranks
-        gathered): the fraction with r(chosen) > r(rejected) and the mean −log σ(margin); logged."""
+        """``{prefix_pair_accuracy, prefix_loss, prefix_pairs, prefix_mean_p_chosen, prefix_brier}`` over the
+        held-out pairs (all ranks gathered): the fraction with r(chosen) > r(rejected), the mean −log σ(margin),
+        and the calibration of the judge at τ = 1, p = σ(margin) = P(chosen ≻ rejected): its mean and its Brier
+        score (:func:`lm_runs.judges.calibration.calibration_report`, ``python -m lm_runs.calibrate_judge``'s
+        computation); logged."""
+        from lm_runs.judges.calibration import calibration_report
+
         import torch
 
         loader = self.get_eval_dataloader(eval_dataset)
@@ -216,6 +223,9 @@ class RewardModelTrainer(AtomicCheckpoints, Trainer):
             f"{metric_key_prefix}_loss": float(-torch.nn.functional.logsigmoid(margin).mean()),
             f"{metric_key_prefix}_pairs": float(margin.numel()),
         }
+        calibration = calibration_report(torch.sigmoid(margin).tolist())
+        metrics[f"{metric_key_prefix}_mean_p_chosen"] = calibration["mean_p_chosen"]
+        metrics[f"{metric_key_prefix}_brier"] = calibration["brier"]
         self.log(dict(metrics))  # Trainer.log adds the epoch to the dict it is given
         return metrics
 
