@@ -22,6 +22,11 @@ the numbers depend on: games, π_ref, initial parameters, the settings table, th
 egpo version and git commit); a rerun of the same sweep loads them and computes only the chunks
 missing. Another sweep has another key, so it never reads them.
 
+Executors. Any object with ``submit(fn, *args)`` returning ``concurrent.futures`` futures: a
+``ThreadPoolExecutor`` (the kernel releases the GIL), a ``ProcessPoolExecutor`` that spawns its processes
+(``mp_context=multiprocessing.get_context("spawn")``; one that forks is refused, see
+:func:`check_executor`), a dask ``Client``.
+
 dask is optional: this module never imports it. A dask ``Client`` is recognised by its ``scatter`` and
 ``get_executor`` methods: the shared data are scattered to the workers once (not sent with every chunk,
 under a key of their own)
@@ -118,10 +123,17 @@ def _is_dask_client(executor: Any) -> bool:
 
 
 def check_executor(executor: Any) -> None:
-    """Refuse, in one line, an ``executor`` that is neither None nor something with ``submit``."""
+    """Refuse, in one line, an ``executor`` that is neither None nor something with ``submit``, and a
+    ``ProcessPoolExecutor`` that forks: a process forked from one whose kernel ran (GNU OpenMP threads)
+    terminates ("fork() called from a process already using GNU OpenMP"), breaking the pool."""
     if executor is not None and not callable(getattr(executor, "submit", None)):
         raise ValueError(f"executor must be a concurrent.futures.Executor or a dask.distributed.Client, "
                          f"got {type(executor).__name__}")
+    context = getattr(executor, "_mp_context", None)  # the pool's multiprocessing context (no public accessor)
+    if isinstance(executor, concurrent.futures.ProcessPoolExecutor) and context is not None \
+            and context.get_start_method() == "fork":
+        raise ValueError("a ProcessPoolExecutor that forks cannot run the kernel (its OpenMP threads do not survive "
+                         "fork): give mp_context=multiprocessing.get_context('spawn') or 'forkserver'")
 
 
 def _outcomes(executor: Any, compute: Callable[[Any, Chunk], dict], shared: Any,

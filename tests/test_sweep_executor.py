@@ -135,6 +135,10 @@ def test_bad_executor_and_chunk_size_are_refused_before_computing() -> None:
         sweep(P, REF, executor="tcp://here:8786", **GRID)
     with pytest.raises(ValueError, match="chunk_size must be at least 1, got chunk_size=0"):
         sweep(P, REF, chunk_size=0, **GRID)
+    with concurrent.futures.ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("fork")) as forking:
+        with pytest.raises(ValueError, match=r"a ProcessPoolExecutor that forks cannot run the kernel .* "
+                                             r"mp_context=multiprocessing.get_context\('spawn'\)"):
+            sweep(P, REF, executor=forking, **GRID)
 
 
 def test_importing_egpo_core_does_not_import_dask() -> None:
