@@ -23,7 +23,8 @@ egpo version and git commit); a rerun of the same sweep loads them and computes 
 missing. Another sweep has another key, so it never reads them.
 
 Executors. Any object with ``submit(fn, *args)`` returning ``concurrent.futures`` futures: a
-``ThreadPoolExecutor`` (the kernel releases the GIL), a ``ProcessPoolExecutor`` that spawns its processes
+``ThreadPoolExecutor`` (the same numbers, but the compiled kernel holds the GIL, so its chunks run one
+at a time, each on numba's threads), a ``ProcessPoolExecutor`` that spawns its processes
 (``mp_context=multiprocessing.get_context("spawn")``; one that forks is refused, see
 :func:`check_executor`), a dask ``Client``.
 
