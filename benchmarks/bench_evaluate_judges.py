@@ -11,6 +11,9 @@ into every output folder, so the timed ``lm_runs.evaluate.evaluate`` calls diffe
   both orders in one call);
 * ``reward_model/scores``: each response scored once, every pair formed from the scores
   (``lm_runs.evaluate.scoring``; M·K texts per prompt, M = models + π_ref);
+* ``reward_model/served``: the same reward model behind ``lm_runs.judge_server`` (a server thread in this
+  process, ``create_app`` + ``serve_in_thread``), the evaluation an HTTP client scoring each response
+  once at the server's score route (``POST /v1/scores``);
 * ``no model``: ``lm_runs.judges.toy:prefer_shorter`` (no forward pass), the evaluation's own cost
   (reading the generations, bootstrap intervals, tables) that every row includes.
 
@@ -24,6 +27,7 @@ judge model (forward-pass rows) and the pairs judged. The comparisons: each mode
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import platform
 import shutil
@@ -137,6 +141,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             "preference_model": lambda: PreferenceModelJudge(pm_dir, device=device, batch_size=args.judge_batch_size, seed=0),
             "reward_model/pairs": lambda: PairByPair(RewardModelJudge(rm_dir, device=device, batch_size=texts)),
             "reward_model/scores": lambda: RewardModelJudge(rm_dir, device=device, batch_size=texts),
+            "reward_model/served": lambda: RewardModelJudge(rm_dir, device=device, batch_size=texts),
             "no model": lambda: load_judge("lm_runs.judges.toy:prefer_shorter"),
         }
         # generate once (untimed for the judges): a toy judge's evaluation leaves the generations behind
@@ -155,9 +160,16 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                 else:
                     counted = count_rows(judge.judge if isinstance(judge, PairByPair) else judge)
                     judge = CheckedJudge(judge)
-                start = time.perf_counter()
-                evaluate(models, ref, prompts, judge, settings, out)
-                times.append(time.perf_counter() - start)
+                with contextlib.ExitStack() as stack:
+                    if label == "reward_model/served":  # the server starts untimed; the client is the judge
+                        from lm_runs.judge_server import create_app, serve_in_thread
+                        from lm_runs.judges.http import HTTPJudge
+
+                        server = stack.enter_context(serve_in_thread(create_app(judge, max_batch_size=texts, max_wait_ms=1)))
+                        judge = CheckedJudge(stack.enter_context(HTTPJudge(server.url, chunk_size=texts)))
+                    start = time.perf_counter()
+                    evaluate(models, ref, prompts, judge, settings, out)
+                    times.append(time.perf_counter() - start)
             pairs = sum(len(path.read_text().splitlines()) for path in (out / "judgements").iterdir())
             rows.append({"judge": label, "wall_s": min(times), "all_wall_s": times, "judge_rows": counted["rows"], "pairs": pairs})
             print(f"{label:22s} {min(times):8.2f} s   {counted['rows']:7d} texts through the judge, {pairs} pairs   "
