@@ -200,15 +200,15 @@ class _GridData:
         return f"[{'; '.join(settings)}] x {','.join(names)}"
 
 
-def _advance(inputs: _kernel.KernelInputs, iterations: int, done: Callable[[int, int], None] | None = None) -> None:
-    """Run the kernel from step 0 to ``iterations`` in about 100 calls (``done(t0, t1)`` after each)."""
+def _advance(inputs: _kernel.KernelInputs, iterations: int, done: Callable[[int, int], None]) -> None:
+    """Run the kernel from step 0 to ``iterations`` in about 100 calls, ``done(t0, t1)`` after each (the
+    progress bar); the state carries over, so the numbers are those of one call from 0 to ``iterations``."""
     chunk = max(1, math.ceil(iterations / 100))
     for t0 in range(0, iterations, chunk):
         t1 = min(iterations, t0 + chunk)
         with numba.parallel_chunksize(1):
             _kernel.run_chunk(t0, t1, *inputs)
-        if done is not None:
-            done(t0, t1)
+        done(t0, t1)
 
 
 def _recorded(inputs: _kernel.KernelInputs, metrics: Sequence[str], shape: tuple[int, ...]) -> dict[str, np.ndarray]:
@@ -235,8 +235,8 @@ def _compute_chunk(data: _GridData, chunk: Chunk) -> dict[str, np.ndarray]:
     # trajectories are laid out setting, algorithm, run (egpo_core._kernel_inputs); key by the grid's index
     inputs.state.rng[:] = [trajectory_seed(int(seed), a.name, r, int(index))
                            for index, seed in zip(configs.index, configs["seed"]) for a in algorithms for r in range(runs)]
-    with kernel_threads(worker_threads()):
-        _advance(inputs, data.base.iterations)
+    with kernel_threads(worker_threads()), numba.parallel_chunksize(1):  # one call: no progress bar to feed
+        _kernel.run_chunk(0, data.base.iterations, *inputs)
     return _recorded(inputs, data.base.metrics, (len(configs), len(algorithms), runs, data.steps.size))
 
 
