@@ -1,6 +1,7 @@
 """Scalar Bradley–Terry reward models as judges (lm_runs.judges.reward_model) and their trainer
-(lm_runs.train_reward_model): tiny GPT-2 models built locally, loaded with from_pretrained; nothing
-downloads."""
+(lm_runs.train_reward_model); the NLHF trainer scoring each rollout's responses once with one; the judge
+server's score route; calibration on held-out pairs (lm_runs.calibrate_judge). Tiny GPT-2 models built
+locally, loaded with from_pretrained; nothing downloads."""
 
 from __future__ import annotations
 
