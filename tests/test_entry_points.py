@@ -62,7 +62,8 @@ def tiny(tmp_path_factory):
 
 HELP_EXPECTED = {"lm_runs.sft": ("--config FILE.yaml",), "lm_runs.train_preference_model": ("--config FILE.yaml",),
                  "lm_runs.train_reward_model": ("--eval_size",), "lm_runs.tiny": ("--num_labels",),
-                 "lm_runs.evaluate": ("--both_orders", "95-percent", "--judge_timeout")}
+                 "lm_runs.evaluate": ("--both_orders", "95-percent", "--judge_timeout"),
+                 "lm_runs.calibrate_judge": ("--both_orders", "--pairs")}
 TRAINER_ENTRY_POINTS = ("lm_runs.sft", "lm_runs.train_preference_model", "lm_runs.train_reward_model")
 # One interpreter runs every module as `python -m MODULE --help` would (runpy, __main__), each help text
 # between markers: four interpreter starts (≈ 7 s apiece) cost one.
