@@ -157,3 +157,30 @@ def client():
 @pytest.mark.parametrize("chunk_size", [1, 4])
 def test_a_local_dask_cluster_gives_the_plain_sweep_bit_for_bit(plain, client, chunk_size) -> None:
     assert_same(sweep(P, REF, executor=client, chunk_size=chunk_size, **GRID), plain)
+
+
+# ------------------------------------------------------------------- benchmarks/bench_sweep_workers.py
+
+
+def _bench_sweep_workers():
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "bench_sweep_workers.py"
+    spec = importlib.util.spec_from_file_location("bench_sweep_workers", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_bench_sweep_workers_help_and_refusals(capsys):
+    bench = _bench_sweep_workers()
+    with pytest.raises(SystemExit) as done:
+        bench.main(["--help"])
+    assert done.value.code == 0 and "--chunk-sizes" in capsys.readouterr().out
+    for argv, named in ((["--workers", "0"], "--workers"), (["--iterations", "0"], "--iterations"),
+                        (["--work", "2"], "--work")):  # abbreviations are refused like everywhere else
+        with pytest.raises(SystemExit) as done:
+            bench.main(argv)
+        err = capsys.readouterr().err.strip().splitlines()
+        assert done.value.code == 2 and named in err[-1], err
