@@ -20,6 +20,23 @@ tokens is left out of training (the count is logged) rather than cut, since a cu
 second response or the question from the model and make its label noise. Rows whose ``chosen``
 equals ``rejected`` carry no preference and are left out too.
 
+Held-out pairs — ``--eval_dataset`` (a file of the same format) or ``--eval_size`` (a number or a
+fraction of ``--dataset``'s pairs, split off by a seeded shuffle, :func:`lm_runs.data.split_prompts`) —
+are scored after training and at every evaluation ``--eval_strategy`` asks for, each pair in both
+orders (a pair is kept only when both of its texts fit in ``max_length``). With
+p_i = softmax(logits(render_pair(x_i, chosen_i, rejected_i)))[FIRST_IS_BETTER] = P(chosen ≻ rejected), the
+judge's answer with the order given (``shuffle_order=False``), and q_i the same for
+render_pair(x_i, rejected_i, chosen_i) = P(rejected ≻ chosen), the report is
+
+* ``eval_loss`` = mean over the 2n texts of the cross-entropy of their label (the training loss),
+* ``eval_pair_accuracy``, ``eval_mean_p_chosen``, ``eval_brier`` = the accuracy, mean p and Brier score
+  (1/n) Σ (1 − p_i)² of :func:`lm_runs.judges.calibration.calibration_report` (the computation of
+  ``python -m lm_runs.calibrate_judge`` and ``train_reward_model``),
+* ``eval_position_bias`` = (1/n) Σ (p_i + q_i − 1), the same report's both-order position bias,
+* ``eval_pairs`` = n,
+
+logged and written to ``output_dir/eval_results.json`` (atomically, by the saving process).
+
 Training is ``transformers.Trainer`` (``--deepspeed``, ``--report_to``, ``--save_steps`` ... as usual);
 weight decay comes from the Trainer's AdamW (no DeepSpeed ``optimizer`` block is needed, see
 :func:`lm_runs.launcher.warn_deepspeed_optimizer`). The final model (LoRA merged) and tokenizer are
@@ -31,20 +48,23 @@ the newest complete one, as in :mod:`lm_runs.sft`.
 
 from __future__ import annotations
 
+import json
 import logging
 from dataclasses import dataclass, field
 from typing import Any, Mapping, Sequence
 
 from transformers import Trainer
 
+from egpo_core.files import atomic_write
 from lm_runs.checkpoints import AtomicCheckpoints
-from lm_runs.data import check_prompt, load_table, prompt_text, right_padded
+from lm_runs.data import check_prompt, load_table, prompt_text, right_padded, split_prompts
 from lm_runs.judges.pair_format import FIRST_IS_BETTER, SECOND_IS_BETTER, render_pair
 from lm_runs.launcher import run_entry_point, supervised_main, warn_deepspeed_optimizer
 from lm_runs.models import check_model_source, load_preference_model_base, load_tokenizer
 from lm_runs.training_arguments import SupervisedRunArguments
 
 __all__ = [
+    "HeldOutPairsArguments",
     "PreferenceModelConfig",
     "PreferenceModelTrainer",
     "build_pair_dataset",
@@ -59,7 +79,46 @@ logger = logging.getLogger(__name__)
 
 
 @dataclass
-class PreferenceModelConfig(SupervisedRunArguments):
+class HeldOutPairsArguments:
+    """``--eval_dataset`` / ``--eval_size``: the held-out pairs of a pair-trained judge, checked at parse
+    time (one of the two at most; a whole number >= 1 or a fraction in (0, 1); ``--eval_strategy`` other
+    than ``no`` needs one). Mixed into a ``TrainingArguments`` subclass (before it in the bases)."""
+
+    eval_dataset: str | None = field(
+        default=None,
+        metadata={"help": "Held-out pairs (same format) whose accuracy and calibration are reported; or use --eval_size."},
+    )
+    eval_size: float | None = field(
+        default=None,
+        metadata={
+            "help": "Hold out this many of --dataset's pairs (an integer) or this fraction (in (0, 1)) for the "
+            "evaluation, split by a shuffle seeded with --seed; unset: no held-out pairs unless --eval_dataset."
+        },
+    )
+
+    def __post_init__(self) -> None:
+        if self.eval_dataset is not None and self.eval_size is not None:
+            raise ValueError("--eval_dataset and --eval_size contradict each other: give one")
+        size = self.eval_size
+        if size is not None and not (0 < size < 1 or (size >= 1 and float(size).is_integer())):
+            raise ValueError(f"--eval_size must be a whole number of pairs >= 1 or a fraction in (0, 1), got {size!r}")
+        has_eval = self.eval_dataset is not None or self.eval_size is not None
+        if str(getattr(self, "eval_strategy", "no")).lower() not in ("no", "intervalstrategy.no") and not has_eval:
+            raise ValueError(f"--eval_strategy {self.eval_strategy} needs held-out pairs: give --eval_dataset or --eval_size")
+        super().__post_init__()
+
+    def held_out_split(self, table):
+        """``(training table, held-out table or None)`` from ``table`` (``--dataset``'s rows) and the options."""
+        if self.eval_size is not None:
+            size = self.eval_size if self.eval_size < 1 else int(self.eval_size)
+            return split_prompts(table, size, seed=self.seed)
+        if self.eval_dataset is not None:
+            return table, load_table(self.eval_dataset, split=self.dataset_split)
+        return table, None
+
+
+@dataclass
+class PreferenceModelConfig(HeldOutPairsArguments, SupervisedRunArguments):
     """Options of ``python -m lm_runs.train_preference_model``: the fields below, those of
     :class:`~lm_runs.training_arguments.SupervisedRunArguments` (the model, LoRA — PEFT also trains the
     head —, ``--overwrite_output_dir``) and every ``transformers.TrainingArguments`` option. Defaults
@@ -84,7 +143,59 @@ class PreferenceModelConfig(SupervisedRunArguments):
 
 
 class PreferenceModelTrainer(AtomicCheckpoints, Trainer):
-    """``transformers.Trainer`` whose checkpoints appear complete or not at all (:class:`AtomicCheckpoints`)."""
+    """``transformers.Trainer`` whose checkpoints appear complete or not at all (:class:`AtomicCheckpoints`);
+    :meth:`evaluate` is the held-out report of the module docstring and :meth:`train` ends with it when
+    there are held-out pairs."""
+
+    def evaluate(self, eval_dataset: Any = None, ignore_keys: Any = None, metric_key_prefix: str = "eval") -> dict[str, float]:
+        """``{prefix_loss, prefix_pair_accuracy, prefix_mean_p_chosen, prefix_brier, prefix_position_bias,
+        prefix_pairs}`` over the held-out texts (a :func:`tokenize_pairs` dataset with ``whole_pairs``: rows
+        2i and 2i+1 are pair i in both orders; all ranks gathered, in order); logged."""
+        from lm_runs.judges.calibration import calibration_report
+
+        import torch
+
+        loader = self.get_eval_dataloader(eval_dataset)
+        model = self.model
+        was_training = model.training
+        model.eval()
+        log_probs, labels = [], []
+        with torch.no_grad():
+            for inputs in loader:
+                inputs = self._prepare_inputs(inputs)
+                logits = model(input_ids=inputs["input_ids"], attention_mask=inputs["attention_mask"]).logits
+                log_probs.append(self.accelerator.gather_for_metrics(logits.float().log_softmax(dim=-1)))
+                labels.append(self.accelerator.gather_for_metrics(inputs["labels"]))
+        model.train(was_training)
+        log_p = torch.cat(log_probs).double()
+        label = torch.cat(labels)
+        first = log_p[:, FIRST_IS_BETTER].exp()
+        p = first[label == FIRST_IS_BETTER].tolist()  # P(chosen ≻ rejected), chosen shown first
+        q = first[label == SECOND_IS_BETTER].tolist()  # P(rejected ≻ chosen), rejected shown first
+        calibration = calibration_report(p, q)
+        metrics = {
+            f"{metric_key_prefix}_loss": float(-log_p.gather(1, label[:, None]).mean()),
+            f"{metric_key_prefix}_pair_accuracy": calibration["accuracy"],
+            f"{metric_key_prefix}_mean_p_chosen": calibration["mean_p_chosen"],
+            f"{metric_key_prefix}_brier": calibration["brier"],
+            f"{metric_key_prefix}_position_bias": calibration["both_orders"]["position_bias"],
+            f"{metric_key_prefix}_pairs": float(calibration["pairs"]),
+        }
+        self.log(dict(metrics))  # Trainer.log adds the epoch to the dict it is given
+        return metrics
+
+    def train(self, *args: Any, **kwargs: Any) -> Any:
+        """``Trainer.train``, then, with held-out pairs, :meth:`evaluate` written atomically to
+        ``output_dir/eval_results.json`` (by the saving process) and logged."""
+        result = super().train(*args, **kwargs)
+        if self.eval_dataset is not None:
+            metrics = self.evaluate()
+            logger.info("held-out pair accuracy %.4f, mean P(chosen) %.4f over %d pairs (eval loss %.4f)",
+                        metrics["eval_pair_accuracy"], metrics["eval_mean_p_chosen"], int(metrics["eval_pairs"]),
+                        metrics["eval_loss"])
+            if self.args.should_save:
+                atomic_write(f"{self.args.output_dir}/eval_results.json", json.dumps(metrics, indent=2, sort_keys=True) + "\n")
+        return result
 
 
 def response_text(value: Any, column: str, where: str) -> str:
@@ -130,14 +241,18 @@ def build_pair_dataset(table, name: str = "dataset"):
     return datasets.Dataset.from_dict({"text": texts, "label": labels})
 
 
-def tokenize_pairs(pairs, tokenizer, max_length: int | None, name: str = "dataset"):
+def tokenize_pairs(pairs, tokenizer, max_length: int | None, name: str = "dataset", *, whole_pairs: bool = False):
     """Tokenize :func:`build_pair_dataset` rows as the judge does (``add_special_tokens=True``):
     ``input_ids``, ``attention_mask``, ``labels``. Texts over ``max_length`` tokens are left out
-    (logged); raises ``ValueError`` when none fits."""
+    (logged) — with ``whole_pairs`` both orders of a pair (rows 2i, 2i+1) are kept or left out together,
+    as the held-out report needs; raises ``ValueError`` when none fits."""
     import datasets
 
     encoded = tokenizer(list(pairs["text"]), add_special_tokens=True)["input_ids"]
-    keep = [i for i, ids in enumerate(encoded) if max_length is None or len(ids) <= max_length]
+    fits = [max_length is None or len(ids) <= max_length for ids in encoded]
+    if whole_pairs:
+        fits = [fits[i] and fits[i ^ 1] for i in range(len(fits))]
+    keep = [i for i, ok in enumerate(fits) if ok]
     if len(keep) < len(encoded):
         logger.warning("%s: left out %d of %d pair texts longer than max_length=%s tokens", name,
                        len(encoded) - len(keep), len(encoded), max_length)
@@ -166,14 +281,20 @@ class PairCollator:
 
 
 def build_trainer(config: PreferenceModelConfig):
-    """The tokenizer, the both-orders tokenized dataset, the 2-label classifier (LoRA-wrapped with
-    ``use_peft``) and a :class:`PreferenceModelTrainer`; a starting model of the wrong kind and data errors
-    surface before the model loads."""
+    """The tokenizer, the both-orders tokenized datasets (training and held-out), the 2-label classifier
+    (LoRA-wrapped with ``use_peft``) and a :class:`PreferenceModelTrainer`; a starting model of the wrong
+    kind and data errors surface before the model loads."""
     check_model_source(config.model_name_or_path, "preference_model_base")
     warn_deepspeed_optimizer(config)
     tokenizer = load_tokenizer(config.model_name_or_path)
-    pairs = build_pair_dataset(load_table(config.dataset, split=config.dataset_split), name=config.dataset)
+    table, held_out = config.held_out_split(load_table(config.dataset, split=config.dataset_split))
+    pairs = build_pair_dataset(table, name=config.dataset)
     train_dataset = tokenize_pairs(pairs, tokenizer, config.max_length, name=config.dataset)
+    eval_dataset = None
+    if held_out is not None:
+        eval_name = config.eval_dataset or f"{config.dataset} (held out)"
+        eval_pairs = build_pair_dataset(held_out, name=eval_name)
+        eval_dataset = tokenize_pairs(eval_pairs, tokenizer, config.max_length, name=eval_name, whole_pairs=True)
     model = load_preference_model_base(
         config.model_name_or_path,
         pad_token_id=tokenizer.pad_token_id,
@@ -185,13 +306,14 @@ def build_trainer(config: PreferenceModelConfig):
         model=model,
         args=config,
         train_dataset=train_dataset,
+        eval_dataset=eval_dataset,
         data_collator=PairCollator(tokenizer.pad_token_id),
         processing_class=tokenizer,
     )
 
 
 def main(argv: Sequence[str] | None = None) -> str:
-    """Parse ``argv`` (default ``sys.argv[1:]``), train, save to ``output_dir``; returns it
+    """Parse ``argv`` (default ``sys.argv[1:]``), train, report the held-out pairs, save to ``output_dir``; returns it
     (:func:`lm_runs.launcher.supervised_main`)."""
     return supervised_main(PreferenceModelConfig, build_trainer, argv)
 

@@ -335,3 +335,50 @@ def test_preference_model_lora_run_saves_a_plain_classifier(tiny_classifier, tmp
     assert not torch.allclose(base.score.weight, merged.score.weight)  # the head is trained with LoRA
     assert not torch.allclose(base.transformer.h[0].attn.c_attn.weight, merged.transformer.h[0].attn.c_attn.weight)
     assert torch.equal(base.transformer.wte.weight, merged.transformer.wte.weight)
+
+
+def test_preference_model_held_out_report_is_the_judges_calibration(tiny_classifier, tmp_path):
+    """eval_results.json's calibration keys equal the calibration computed by hand from the saved judge's
+    P on the held-out pairs (the pairs --eval_size splits off, asked in both orders), to 1e-6."""
+    import datasets
+    import math
+
+    from lm_runs.data import split_prompts
+    from lm_runs.judges import PreferenceModelJudge
+
+    rows = preference_rows(32, seed=0)
+    data = write_jsonl(tmp_path / "pairs.jsonl", rows)
+    out = tmp_path / "pm_eval"
+    tpm.main(["--model_name_or_path", str(tiny_classifier), "--dataset", data, "--output_dir", str(out),
+              "--eval_size", "8", "--learning_rate", "2e-3", "--max_steps", "4", "--warmup_steps", "0",
+              "--per_device_train_batch_size", "8", "--per_device_eval_batch_size", "3", *COMMON])
+    results = json.loads((out / "eval_results.json").read_text())
+    _, held_out = split_prompts(datasets.Dataset.from_list(rows), 8, seed=0)
+    judge = PreferenceModelJudge(out, device="cpu", shuffle_order=False)
+    p = judge(held_out["prompt"], list(zip(held_out["chosen"], held_out["rejected"])))
+    q = judge(held_out["prompt"], list(zip(held_out["rejected"], held_out["chosen"])))
+    assert results["eval_pairs"] == 8
+    assert results["eval_mean_p_chosen"] == pytest.approx(sum(p) / 8, abs=1e-6)
+    assert results["eval_brier"] == pytest.approx(sum((1 - v) ** 2 for v in p) / 8, abs=1e-6)
+    assert results["eval_position_bias"] == pytest.approx(sum(a + b - 1 for a, b in zip(p, q)) / 8, abs=1e-6)
+    assert results["eval_pair_accuracy"] == sum(1.0 if v > 0.5 else 0.5 if v == 0.5 else 0.0 for v in p) / 8
+    loss = -sum(math.log(a) + math.log(1 - b) for a, b in zip(p, q)) / 16
+    assert results["eval_loss"] == pytest.approx(loss, abs=1e-6)
+    assert 0.0 < results["eval_brier"] < 1.0 and abs(results["eval_position_bias"]) > 1e-9  # not degenerate
+
+
+@pytest.mark.parametrize(
+    "extra, words",
+    [(["--eval_size", "2.5"], "--eval_size must be a whole number"),
+     (["--eval_size", "3", "--eval_dataset", "x.jsonl"], "contradict each other"),
+     (["--eval_strategy", "steps"], "needs held-out pairs")],
+)
+def test_preference_model_bad_held_out_options_are_one_line(tmp_path, capsys, extra, words):
+    from lm_runs.launcher import run_entry_point
+
+    argv = ["--model_name_or_path", "nowhere", "--dataset", "d.jsonl", "--output_dir", str(tmp_path / "o"), *extra]
+    with pytest.raises(SystemExit) as caught:
+        run_entry_point(tpm.main, argv)
+    assert caught.value.code == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: ") and "\n" not in err and words in err
