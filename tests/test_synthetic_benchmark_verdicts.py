@@ -219,7 +219,9 @@ def test_verdict_matrix_reads_row_against_column(tmp_path, monkeypatch):
             assert cells[(i, j)].split("\n")[0] == expected, (a, b, cells[(i, j)])
             sign = "-" if expected == "lower" else "+"
             assert cells[(i, j)].split("\n")[2].startswith(f"Δ = {sign}"), cells[(i, j)]
-    assert "can decide a pair" in "\n".join(texts)
+    flat = " ".join("\n".join(texts).split())  # the title is wrapped to the figure's width
+    assert "can decide a pair" in flat
+    assert "Decided: 10 of 10 pairs (Gap$_\\beta$), 10 of 10 pairs (exploitability (β = 0))." in flat
     plt.close("all")
 
 

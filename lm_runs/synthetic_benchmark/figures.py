@@ -39,7 +39,7 @@ from lm_runs.plots import (
 
 from .settings import BenchmarkSettings
 
-__all__ = ["benchmark_figures", "verdict_figure", "rising_note", "redraw"]
+__all__ = ["benchmark_figures", "verdict_figure", "decided_line", "rising_note", "redraw"]
 
 _METRIC_TITLES = {
     "duality_gap": r"class-level duality gap Gap$_\beta$",
@@ -85,6 +85,13 @@ def rising_note(metrics: pd.DataFrame, updates: int) -> str:
                  f"they are below {REFERENCE_LABEL}'s by update 10); this run stops after {updates} updates, before they "
                  "fall: it checks the pipeline, not the algorithms.")
     return text
+
+
+def decided_line(verdicts: pd.DataFrame) -> str:
+    """"Decided: k of m pairs (metric), …" from :func:`.verdicts.pair_verdicts`'s table."""
+    parts = [f"{int(g['decided'].sum())} of {len(g)} pairs ({_SHORT_TITLES.get(m, m).replace('final ', '')})"
+             for m, g in verdicts.groupby("metric", sort=False)]
+    return "Decided: " + ", ".join(parts) + "."
 
 
 def verdict_figure(final: pd.DataFrame, verdicts: pd.DataFrame, content: Mapping[str, Any],
@@ -151,7 +158,7 @@ def verdict_figure(final: pd.DataFrame, verdicts: pd.DataFrame, content: Mapping
         ax.set_title(f"{_SHORT_TITLES.get(metric, metric)}, row vs column:\nΔ = row − column, Holm-adjusted p", fontsize=10)
     add_title(fig, f"Final values after {content['update']} updates, n = {content['n_seeds']} training seeds. "
                    f"Test: {content['test']}, α = {content['alpha']:g}; Δ: the mean paired difference, [its {content['interval']}].\n"
-                   f"{content['what_n_decides']}.", fontsize=10)
+                   f"{content['what_n_decides']}. {decided_line(verdicts)}", fontsize=10)
     return fig
 
 
@@ -177,7 +184,8 @@ def benchmark_figures(out: Path, metrics: pd.DataFrame, metrics_ln: pd.DataFrame
     axes[0].legend(fontsize=8)
     notes = [coinciding_note(coinciding(seed_bands(metrics, ("duality_gap",)))), rising_note(metrics, s.updates)]
     if verdicts is not None:
-        notes.append(f"Which algorithm ends lower: the verdicts figure ({verdicts[2]['what_n_decides']}).")
+        notes.append(f"Which algorithm ends lower: the verdicts figure ({verdicts[2]['what_n_decides']}). "
+                     f"{decided_line(verdicts[1])}")
     add_title(fig, "\n".join([f"Tiny GPT-2, K = {s.num_classes} classes, β = {s.beta}, {s.updates} updates: median and min–max "
                               f"over {len(s.seeds)} seeds (mean over {n_prompts} evaluation prompts; update 0 = {REFERENCE_LABEL})"]
                              + [n for n in notes if n]), fontsize=9)
