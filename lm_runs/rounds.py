@@ -71,11 +71,25 @@ round cut short resumes from its newest checkpoint — ending bit for bit where 
 anchor reads are the saved round ends, kept in the round folders). A saved round whose loss differs from
 the flags' (another --alg, --eta, --magnet_period …) is refused before any model loads.
 
+Several processes (``torchrun --nproc_per_node=W``, DDP; on CPU ``--use_cpu true``, gloo). Rank k samples
+the contiguous block of prompts [⌊nk/W⌋, ⌊n(k+1)/W⌋) from the frozen π_t in its own batched loop, its
+generator seeded with seed + r on rank 0 and with ``numpy.random.SeedSequence([seed + r, k])`` on rank
+k > 0 (saved in round.json's ``generation_shards``), scores its responses' log-probabilities and asks the
+judge its prompts' pairs; every rank then receives every rank's part (``all_gather_object``, in rank order),
+so the draws u_ij, the pair selection and the win rates are computed from the whole round on every rank
+alike; rank 0 alone publishes the dataset, and every rank reads that one folder. Training is the Hugging
+Face Trainer's DDP over the saved rows (``--per_device_train_batch_size`` rows per rank and micro-batch);
+rank 0 saves the round ends. The guarantee: a run is reproducible bit for bit for a given seed AND world
+size (the ranks agree on everything saved), and resuming (between or inside rounds) with the same world size
+ends bit for bit where the uninterrupted run ends. The saved dataset is NOT the single-process one: W
+shards are W sampling streams (and W differently padded batches), so the responses differ from one world
+size to another; with W = 1 everything is as before, bit for bit. A world larger than the prompts is refused.
+
 Refused in round mode (one line, exit status 2): an ``--alg`` outside :data:`~lm_runs.config.ROUND_ALGORITHMS`,
 K < 2, the online algorithms' opponent and mixture flags, a round flag the method does not read
 (``--magnet_period`` but for comal/mpo, ``--history_length/--history_weights`` but for mnpo, ``--beta`` for
 sppo), ``--max_steps`` / ``--num_train_epochs`` (rounds and epochs per round count training),
-``--deepspeed`` and more than one process (not implemented yet).
+and ``--deepspeed`` (not implemented yet: DDP only).
 """
 
 from __future__ import annotations
@@ -214,11 +228,37 @@ class RoundsConfig(RoundOptions, NLHFConfig):
             if len(w) != self.history_length or any(not (x >= 0 and np.isfinite(x)) for x in w) or sum(w) <= 0:
                 raise ValueError(f"--history_weights {' '.join(map(str, self.history_weights))}: give {self.history_length} (--history_length) non-negative weights with a positive sum")
         if self.deepspeed:
-            raise ValueError(f"--deepspeed {self.deepspeed}: round mode runs in one process without DeepSpeed (not implemented yet)")
+            raise ValueError(f"--deepspeed {self.deepspeed}: round mode runs without DeepSpeed (one process or torchrun's DDP; DeepSpeed not implemented yet)")
         if self.max_steps != -1:
             raise ValueError(f"--max_steps {self.max_steps}: round mode trains --epochs_per_round epochs per round")
         if self.num_train_epochs != 3.0:  # TrainingArguments' default: the flag was given
             raise ValueError(f"--num_train_epochs {self.num_train_epochs}: round mode counts --rounds and --epochs_per_round")
+
+
+def _rank_and_world() -> tuple[int, int]:
+    """(this process's rank, the number of processes): (0, 1) without an initialised process group."""
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        return torch.distributed.get_rank(), torch.distributed.get_world_size()
+    return 0, 1
+
+
+def _barrier() -> None:
+    """Wait for every process (nothing to wait for in one process)."""
+    if _rank_and_world()[1] > 1:
+        torch.distributed.barrier()
+
+
+def prompt_shard(n: int, rank: int, world: int) -> range:
+    """The prompts rank ``rank`` of ``world`` samples in a round: the contiguous block [⌊n·rank/W⌋,
+    ⌊n·(rank+1)/W⌋) (blocks in rank order cover 0 … n−1 once)."""
+    return range(n * rank // world, n * (rank + 1) // world)
+
+
+def shard_seed(seed: int, rank: int) -> int:
+    """The generator seed of rank ``rank``'s sampling in a round whose seed is ``seed`` (= --seed + r):
+    ``seed`` itself on rank 0 (one process samples as it always has), else the first word of
+    ``numpy.random.SeedSequence([seed, rank])`` (independent streams, the same on every machine)."""
+    return seed if rank == 0 else int(np.random.SeedSequence([seed, rank]).generate_state(1)[0])
 
 
 def round_dir(output_dir: str | os.PathLike[str], r: int) -> Path:
@@ -357,27 +397,24 @@ def build_round_dataset(
     returns the folder. ``reference``: a :class:`~lm_runs.generation.ReferenceModel`; ``past_state(s)``: the
     trainable parameters of π_s for the earlier round starts the round's anchor reads (:func:`round_loss`)."""
 
-    K, device = config.samples_per_prompt, config.device
-    batch = PromptCollator(tokenizer, config.max_prompt_length)([{"prompt": p} for p in prompts])
-    prompt_ids = batch["prompt_ids"].to(device).repeat_interleave(K, dim=0)  # row = prompt * K + k
-    prompt_mask = batch["prompt_mask"].to(device).repeat_interleave(K, dim=0)
-    generator = torch.Generator().manual_seed(config.seed + r)  # on the CPU: the same draws on any device
-    sampled = generate_completions(
-        policy, prompt_ids, prompt_mask, config.pair_sampling, max_new_tokens=config.max_new_tokens,
-        eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id, generator=generator,
-    )
-    batch_ids = (prompt_ids, prompt_mask, sampled.ids, sampled.mask)
-    logp_t = _logprobs_under(policy, None, *batch_ids)
-    with torch.no_grad():
-        logp_ref = completion_logprobs(reference, *batch_ids)
+    K = config.samples_per_prompt
+    rank, world = _rank_and_world()
+    shards = [prompt_shard(len(prompts), k, world) for k in range(world)]
+    seeds = [shard_seed(config.seed + r, k) for k in range(world)]
     loss = round_loss(config, r)
-    logp_past = {s: _logprobs_under(policy, past_state(s), *batch_ids) for s in loss.past_rounds}
-    texts = tokenizer.batch_decode(sampled.ids, skip_special_tokens=True)
-    lengths = sampled.lengths.tolist()
-    texts_of = [prompt_text(p) for p in prompts]
+    mine = _sample_and_judge(config, policy, reference, tokenizer, [prompts[p] for p in shards[rank]], judge,
+                             past_state, seeds[rank], loss)
+    parts = [mine] if world == 1 else _all_gather(mine)
+    texts = [t for part in parts for t in part["texts"]]
+    token_ids = [t for part in parts for t in part["token_ids"]]
+    truncated = [t for part in parts for t in part["truncated"]]
+    lengths = [t for part in parts for t in part["lengths"]]
+    logp_t = [t for part in parts for t in part["logp_t"]]
+    logp_ref = [t for part in parts for t in part["logp_ref"]]
+    logp_past = {s: [t for part in parts for t in part["logp_past"][s]] for s in loss.past_rounds}
+    answers = [t for part in parts for t in part["answers"]]
     upper = [(i, j) for i in range(K) for j in range(i + 1, K)]
     queries = [(p, i, j) for p in range(len(prompts)) for i, j in upper]
-    answers = judge([texts_of[p] for p, _, _ in queries], [[texts[p * K + i], texts[p * K + j]] for p, i, j in queries])
     uniforms = np.random.default_rng([config.seed, r]).random(len(queries)).tolist()
     judgements = [
         {"prompt_index": p, "i": i, "j": j, "p_i_over_j": float(a), "u": float(u)}
@@ -399,20 +436,14 @@ def build_round_dataset(
             n = p * K + k
             row = {
                 "prompt_index": p, "sample": k, "prompt": prompts[p], "response": texts[n],
-                "token_ids": sampled.ids[n, : lengths[n]].tolist(), "truncated": bool(sampled.truncated[n]),
-                "length": lengths[n], "logp_policy": float(logp_t[n]), "logp_ref": float(logp_ref[n]),
+                "token_ids": token_ids[n], "truncated": truncated[n],
+                "length": lengths[n], "logp_policy": logp_t[n], "logp_ref": logp_ref[n],
                 "win_rate": win_rates[n],
             }
             if logp_past:
-                row["logp_past"] = {str(s): float(values[n]) for s, values in logp_past.items()}
+                row["logp_past"] = {str(s): values[n] for s, values in logp_past.items()}
             responses.append(row)
     folder = round_dir(config.output_dir, r) / "dataset"
-    staging = folder.with_name(".partial-dataset")
-    shutil.rmtree(staging, ignore_errors=True)
-    staging.mkdir(parents=True)
-    write_jsonl(staging / "responses.jsonl", responses)
-    write_jsonl(staging / "judgements.jsonl", judgements)
-    write_jsonl(staging / "pairs.jsonl", pairs)
     meta = {
         "round": r, "alg": config.algorithm.name, "loss": loss.as_json(),
         "anchor_policies": {str(s): _policy_file(s) for s in loss.past_rounds},
@@ -422,10 +453,72 @@ def build_round_dataset(
                      "top_p": config.pair_sampling.top_p, "min_p": config.pair_sampling.min_p},
         "max_new_tokens": config.max_new_tokens,
     }
-    atomic_write(staging / "round.json", json.dumps(meta, indent=2) + "\n")
-    os.replace(staging, folder)
-    fsync_directory(folder.parent)
+    if world > 1:
+        meta["generation_shards"] = [{"rank": k, "prompts": [shard.start, shard.stop], "seed": seeds[k]}
+                                     for k, shard in enumerate(shards)]
+    if rank == 0:
+        staging = folder.with_name(".partial-dataset")
+        shutil.rmtree(staging, ignore_errors=True)
+        staging.mkdir(parents=True)
+        write_jsonl(staging / "responses.jsonl", responses)
+        write_jsonl(staging / "judgements.jsonl", judgements)
+        write_jsonl(staging / "pairs.jsonl", pairs)
+        atomic_write(staging / "round.json", json.dumps(meta, indent=2) + "\n")
+        os.replace(staging, folder)
+        fsync_directory(folder.parent)
+    _barrier()  # every rank reads the published folder
     return folder
+
+
+def _all_gather(part: dict) -> list[dict]:
+    """Every rank's ``part``, in rank order, on every rank."""
+    parts: list[Any] = [None] * _rank_and_world()[1]
+    torch.distributed.all_gather_object(parts, part)
+    return parts
+
+
+def _sample_and_judge(
+    config: RoundsConfig,
+    policy: torch.nn.Module,
+    reference: Any,
+    tokenizer: Any,
+    prompts: Sequence[Any],
+    judge: Callable[[Sequence[str], Sequence[Sequence[str]]], Sequence[float]],
+    past_state: Callable[[int], dict] | None,
+    seed: int,
+    loss: RoundLoss,
+) -> dict:
+    """Steps 1, 2 and 4 of the module docstring for ``prompts`` (this rank's block): K samples per prompt from
+    π_t = ``policy`` in one batched loop (its generator seeded with ``seed``), their summed log-probabilities
+    under π_t, π_ref and the past policies ``loss`` reads, and the judge's P_ij of every pair i < j of each
+    prompt, in (prompt, i, j) order. Plain lists (row = prompt·K + k), ready to gather across ranks."""
+    K, device = config.samples_per_prompt, config.device
+    batch = PromptCollator(tokenizer, config.max_prompt_length)([{"prompt": p} for p in prompts])
+    prompt_ids = batch["prompt_ids"].to(device).repeat_interleave(K, dim=0)  # row = prompt * K + k
+    prompt_mask = batch["prompt_mask"].to(device).repeat_interleave(K, dim=0)
+    generator = torch.Generator().manual_seed(seed)  # on the CPU: the same draws on any device
+    sampled = generate_completions(
+        policy, prompt_ids, prompt_mask, config.pair_sampling, max_new_tokens=config.max_new_tokens,
+        eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id, generator=generator,
+    )
+    batch_ids = (prompt_ids, prompt_mask, sampled.ids, sampled.mask)
+    logp_t = _logprobs_under(policy, None, *batch_ids)
+    with torch.no_grad():
+        logp_ref = completion_logprobs(reference, *batch_ids)
+    logp_past = {s: _logprobs_under(policy, past_state(s), *batch_ids) for s in loss.past_rounds}
+    texts = tokenizer.batch_decode(sampled.ids, skip_special_tokens=True)
+    lengths = sampled.lengths.tolist()
+    texts_of = [prompt_text(p) for p in prompts]
+    upper = [(i, j) for i in range(K) for j in range(i + 1, K)]
+    queries = [(p, i, j) for p in range(len(prompts)) for i, j in upper]
+    answers = judge([texts_of[p] for p, _, _ in queries], [[texts[p * K + i], texts[p * K + j]] for p, i, j in queries])
+    return {
+        "texts": texts, "token_ids": [sampled.ids[n, : lengths[n]].tolist() for n in range(len(texts))],
+        "truncated": [bool(sampled.truncated[n]) for n in range(len(texts))], "lengths": lengths,
+        "logp_t": [float(v) for v in logp_t], "logp_ref": [float(v) for v in logp_ref],
+        "logp_past": {s: [float(v) for v in values] for s, values in logp_past.items()},
+        "answers": [float(a) for a in answers],
+    }
 
 
 def _policy_file(s: int) -> str:
@@ -615,6 +708,9 @@ def run_rounds(
         config.prompts, column=config.prompt_column, split=config.prompts_split,
         max_prompts=config.max_prompts, max_chars=config.max_prompt_chars,
     )]
+    rank, world = config.process_index, config.world_size  # (sets up the process group under torchrun)
+    if len(prompts) < world:
+        raise ValueError(f"--prompts {config.prompts}: {len(prompts)} prompt(s) for {world} processes; every rank samples at least one")
     if judge is None:
         checked = load_judge(config.judge, seed=config.seed, device=str(config.device), **config.judge_kwargs())
         probe = prompt_text(prompts[0])
@@ -639,14 +735,16 @@ def run_rounds(
     trainer = None
     for r in range(config.rounds):
         folder = round_dir(config.output_dir, r)
+        _barrier()  # every rank sees the same saved state (the round ends rank 0 wrote)
         if resume and (folder / "policy.pt").is_file():
             continue
         if r > 0:
-            state = torch.load(round_dir(config.output_dir, r - 1) / "policy.pt", map_location=config.device)
+            state = torch.load(round_dir(config.output_dir, r - 1) / "policy.pt", map_location="cpu")  # load_state_dict copies it to the policy's device
             policy.load_state_dict(state, strict=False)
         dataset = folder / "dataset"
         if not (resume and (dataset / "round.json").is_file()):
-            shutil.rmtree(folder, ignore_errors=True)
+            if rank == 0:
+                shutil.rmtree(folder, ignore_errors=True)
             set_seed(config.seed + r)
             build_round_dataset(config, r, policy, reference, tokenizer, prompts, checked, past_state)
         rows = load_round_dataset(dataset, tokenizer, config.max_prompt_length, losses[r])
@@ -660,14 +758,17 @@ def run_rounds(
         if stop_after is not None:
             stop_after(r, trainer)
         save_model_atomically(trainer, folder / "model")
-        atomic_write(folder / "policy.pt", lambda f: torch.save(_trainable_state(policy), f))
+        if rank == 0:
+            atomic_write(folder / "policy.pt", lambda f: torch.save(_trainable_state(policy), f))
+    _barrier()
     if trainer is not None:
         save_model_atomically(trainer, config.output_dir)
-    elif not any((Path(config.output_dir) / name).is_file() for name in MODEL_MARKERS):
+    elif rank == 0 and not any((Path(config.output_dir) / name).is_file() for name in MODEL_MARKERS):
         # every round had finished, but the run stopped before saving the final model: the last round's end
-        state = torch.load(round_dir(config.output_dir, config.rounds - 1) / "policy.pt", map_location=config.device)
+        state = torch.load(round_dir(config.output_dir, config.rounds - 1) / "policy.pt", map_location="cpu")  # load_state_dict copies it to the policy's device
         policy.load_state_dict(state, strict=False)
         save_model_atomically(policy, config.output_dir, tokenizer=tokenizer)
+    _barrier()
     return trainer
 
 
@@ -693,12 +794,12 @@ def main(argv: Sequence[str] | None = None) -> None:
     if not resume and folder.is_dir() and any(folder.iterdir()):
         if not config.overwrite_output_dir:
             raise UsageError(f"--output_dir {folder} is not empty: resume it with --resume_from_checkpoint true, replace it with --overwrite_output_dir true, or choose another folder")
-    if config.world_size > 1:
-        raise UsageError(f"round mode runs in one process (world size {config.world_size}): launch it with python, not torchrun")
     check_model_source(config.model_name_or_path, "policy")
     if config.ref_model_name_or_path:
         check_model_source(config.ref_model_name_or_path, "reference")
-    if not resume and config.overwrite_output_dir:
+    if config.world_size > 1:
+        _barrier()  # every rank has checked the folder before any writes to it
+    if not resume and config.overwrite_output_dir and config.process_index == 0:
         clear_previous_run(folder)
         shutil.rmtree(folder / "rounds", ignore_errors=True)
     run_rounds(config, resume=resume)

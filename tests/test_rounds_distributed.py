@@ -1,0 +1,148 @@
+"""Round mode (lm_runs.rounds) in two processes (torchrun, DDP, gloo, ``--use_cpu true``) on a tiny local
+GPT-2: each rank samples its block of prompts from the frozen π_t with its own seeded stream and judges them,
+rank 0 publishes the one round dataset, both ranks train on it with the Trainer's DDP.
+
+The guarantee tested: bit for bit for a given seed and world size — the ranks end with equal parameters
+(torch.equal), every response of the saved dataset is what its rank's seeded stream samples from π_t for its
+block alone (token for token, log-probabilities within 1e-5: recomputed in another process, float32), and a
+run interrupted after round 1's training (round 0 finished: a resume between rounds, round 1 from its last
+checkpoint: inside a round) ends torch.equal to the uninterrupted run. The world size is part of the seed:
+the 2-rank dataset is not the single-process one (see lm_runs.rounds's docstring).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from lm_runs.cli import parse_config
+from lm_runs.rounds import RoundsConfig, prompt_shard, round_dir, shard_seed
+from lm_runs.tiny import build_tiny_lm
+
+ROOT = Path(__file__).resolve().parents[1]
+WORDS = "cat dog bird fish sun moon".split()
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    root = tmp_path_factory.mktemp("dist_rounds")
+    model_dir = build_tiny_lm(root / "model")
+    prompts = root / "prompts.jsonl"
+    prompts.write_text("".join(json.dumps({"prompt": f"tell me about the {w}"}) + "\n" for w in WORDS))
+    return {"model": str(model_dir), "prompts": str(prompts)}
+
+
+def flags(tiny, out: Path, *extra: str) -> list[str]:
+    """tests/test_rounds.py's settings, 2 rounds."""
+    return ["--output_dir", str(out), "--model_name_or_path", tiny["model"], "--prompts", tiny["prompts"],
+            "--judge", "toy_judges:prefer_shorter", "--rounds", "2", "--samples_per_prompt", "3", "--eta", "2.0",
+            "--beta", "0.1", "--per_device_train_batch_size", "2", "--learning_rate", "1e-3", "--max_new_tokens", "6",
+            "--use_cpu", "true", "--report_to", "none", "--seed", "0", "--weight_decay", "0.0", "--max_grad_norm", "0.0",
+            "--disable_tqdm", "true", "--logging_steps", "1", *extra]
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def launch(records: Path, round_flags: list[str], interrupt_round: int | None = None) -> int:
+    """torchrun --nproc_per_node=2 tests/distributed_rounds.py; returns its exit status (asserting no other
+    failure than the requested interruption)."""
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1", "PYTHONPATH": f"{ROOT / 'tests'}{os.pathsep}{ROOT}"}
+    command = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--master_addr=127.0.0.1",
+               f"--master_port={free_port()}", str(ROOT / "tests" / "distributed_rounds.py"), str(records)]
+    if interrupt_round is not None:
+        command += ["--interrupt_round", str(interrupt_round)]
+    try:
+        done = subprocess.run([*command, "--", *round_flags], env=env, capture_output=True, text=True, timeout=300)
+    except subprocess.TimeoutExpired as timeout:
+        err = timeout.stderr or b""
+        err = err.decode(errors="replace") if isinstance(err, bytes) else err
+        pytest.fail(f"torchrun ran past 300 s; its stderr ends: {err[-4000:]}")
+    assert done.returncode == (0 if interrupt_round is None else 1), done.stderr[-4000:]
+    return done.returncode
+
+
+def finals(records: Path, key: str = "final") -> list:
+    """Both ranks' records' ``key``: the final trainable parameters or the last round's step losses."""
+    ranks = [torch.load(records / f"final_rank{r}.pt", weights_only=False) for r in range(2)]
+    assert all(r["world"] == 2 for r in ranks)
+    return [r[key] for r in ranks]
+
+
+def read_jsonl(path: Path) -> list[dict]:
+    return [json.loads(line) for line in path.read_text().splitlines()]
+
+
+def test_two_ranks_sample_their_blocks_and_train_the_same_weights(tiny, tmp_path):
+    from lm_runs.generation import ReferenceModel
+    from lm_runs.judges.toy import prefer_shorter
+    from lm_runs.models import load_policy, load_reference, load_tokenizer
+    from lm_runs.rounds import _sample_and_judge, round_loss
+
+    out = tmp_path / "run"
+    launch(tmp_path / "records", flags(tiny, out))
+    rank0, rank1 = finals(tmp_path / "records")
+    assert rank0.keys() == rank1.keys() and all(torch.equal(rank0[k], rank1[k]) for k in rank0)
+    after_round_0 = torch.load(round_dir(out, 0) / "policy.pt")
+    assert any(not torch.equal(rank0[k], after_round_0[k]) for k in rank0)  # round 1 trained
+    final_end = torch.load(round_dir(out, 1) / "policy.pt")
+    assert all(torch.equal(rank0[k], final_end[k]) for k in rank0)  # rank 0's saved round end is every rank's
+
+    # round 0's dataset, published once: each rank's block is what its seeded stream samples from π_0 alone
+    folder = round_dir(out, 0) / "dataset"
+    assert not list((out / "rounds" / "round-0").glob(".partial*"))
+    meta = json.loads((folder / "round.json").read_text())
+    assert meta["generation_shards"] == [{"rank": k, "prompts": [prompt_shard(6, k, 2).start, prompt_shard(6, k, 2).stop],
+                                          "seed": shard_seed(0, k)} for k in range(2)]
+    assert meta["generation_shards"][1]["prompts"] == [3, 6] and meta["generation_shards"][1]["seed"] != 0
+    responses = read_jsonl(folder / "responses.jsonl")
+    judgements = read_jsonl(folder / "judgements.jsonl")
+    assert [(r["prompt_index"], r["sample"]) for r in responses] == [(p, k) for p in range(6) for k in range(3)]
+    (config,) = parse_config([RoundsConfig], flags(tiny, tmp_path / "unused"))
+    tokenizer = load_tokenizer(tiny["model"], padding_side="left")
+    policy = load_policy(tiny["model"], dtype=torch.float32, lora=config, seed=0)
+    reference = ReferenceModel(policy, frozen=load_reference(tiny["model"], None, use_peft=False, dtype=torch.float32))
+    prompts = [json.loads(line)["prompt"] for line in Path(tiny["prompts"]).read_text().splitlines()]
+    for k in range(2):
+        block = prompt_shard(6, k, 2)
+        alone = _sample_and_judge(config, policy, reference, tokenizer, [prompts[p] for p in block], prefer_shorter,
+                                  None, shard_seed(0, k), round_loss(config, 0))
+        saved = [r for r in responses if r["prompt_index"] in block]
+        assert [r["token_ids"] for r in saved] == alone["token_ids"]
+        assert [r["response"] for r in saved] == alone["texts"]
+        torch.testing.assert_close(torch.tensor([r["logp_policy"] for r in saved]), torch.tensor(alone["logp_t"]), rtol=0, atol=1e-5)
+        assert [j["p_i_over_j"] for j in judgements if j["prompt_index"] in block] == alone["answers"]
+
+
+@pytest.mark.slow
+def test_two_ranks_resume_between_and_inside_rounds_ends_bit_for_bit(tiny, tmp_path):
+    """Checkpoints every step; the run stopped after round 1's training, before its end was saved, and resumed
+    (round 0 skipped, round 1 from its newest checkpoint): both ranks end torch.equal to the uninterrupted
+    2-rank run's parameters, and the round datasets are byte for byte the uninterrupted run's."""
+    every_step = ("--save_strategy", "steps", "--save_steps", "1")
+    straight, cut = tmp_path / "straight", tmp_path / "cut"
+    launch(tmp_path / "straight_records", flags(tiny, straight, *every_step))
+    launch(tmp_path / "cut_records", flags(tiny, cut, *every_step), interrupt_round=1)
+    assert (round_dir(cut, 0) / "policy.pt").is_file() and not (round_dir(cut, 1) / "policy.pt").exists()
+    before = [(round_dir(cut, r) / "dataset" / "responses.jsonl").stat().st_mtime_ns for r in range(2)]
+    launch(tmp_path / "cut_records", flags(tiny, cut, *every_step, "--resume_from_checkpoint", "true"))
+    after = [(round_dir(cut, r) / "dataset" / "responses.jsonl").stat().st_mtime_ns for r in range(2)]
+    assert after == before  # both datasets reused, not rebuilt
+    assert finals(tmp_path / "cut_records", "step_losses") == [[], []]  # round 1 resumed at its last checkpoint
+    assert len(finals(tmp_path / "straight_records", "step_losses")[0]) == 5  # 18 pairs: 9 a rank, 2 a micro-batch
+    reference = finals(tmp_path / "straight_records")[0]
+    for resumed in finals(tmp_path / "cut_records"):
+        assert resumed.keys() == reference.keys() and all(torch.equal(resumed[k], reference[k]) for k in reference)
+    for r in range(2):
+        for name in ("responses.jsonl", "judgements.jsonl", "pairs.jsonl"):
+            assert (round_dir(cut, r) / "dataset" / name).read_bytes() == (round_dir(straight, r) / "dataset" / name).read_bytes()
