@@ -44,7 +44,9 @@ the games are stored transposed so that this order still runs as vector instruct
 entries of Pσ); the minimiser's linear solve is a fixed-order Cholesky solve, not LAPACK. What the
 kernel does not control: ``np.exp``/``np.log`` call the C library's exp/log, which glibc picks per CPU
 at load time (its FMA variant on every x86-64 CPU with FMA, another on older ones, which gives other
-last bits), and the inputs (log π_ref, the network) computed by numpy outside it.
+last bits), and the inputs (log π_ref, the network) computed by numpy outside it. With
+``SimulationConfig.dtype`` 'float32' only the games are stored in float32 (half the bytes each
+product streams), widened exactly in the products; everything else stays float64.
 """
 
 from __future__ import annotations
