@@ -146,3 +146,22 @@ def test_two_ranks_resume_between_and_inside_rounds_ends_bit_for_bit(tiny, tmp_p
     for r in range(2):
         for name in ("responses.jsonl", "judgements.jsonl", "pairs.jsonl"):
             assert (round_dir(cut, r) / "dataset" / name).read_bytes() == (round_dir(straight, r) / "dataset" / name).read_bytes()
+
+
+@pytest.mark.slow
+def test_fewer_prompts_than_ranks_is_one_line_exit_2(tiny, tmp_path):
+    """``python -m lm_runs.rounds`` under torchrun with 1 prompt for 2 ranks: every rank stops with the one-line
+    error (exit status 2, torchrun's 1) before a model loads; nothing is written."""
+    one = tmp_path / "one.jsonl"
+    one.write_text(json.dumps({"prompt": "tell me about the cat"}) + "\n")
+    round_flags = flags(tiny, tmp_path / "out")
+    round_flags[round_flags.index("--prompts") + 1] = str(one)
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1", "PYTHONPATH": f"{ROOT / 'tests'}{os.pathsep}{ROOT}"}
+    done = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--master_addr=127.0.0.1",
+                           f"--master_port={free_port()}", "-m", "lm_runs.rounds", *round_flags],
+                          env=env, capture_output=True, text=True, timeout=300, cwd=ROOT)
+    assert done.returncode == 1, done.stderr[-4000:]
+    errors = [line for line in done.stderr.splitlines() if line.startswith("error: ")]
+    assert len(errors) == 2 and all("1 prompt(s) for 2 processes" in line for line in errors), done.stderr[-4000:]
+    assert 'lm_runs/rounds.py", line' not in done.stderr  # no rank's traceback (torchrun's own report follows)
+    assert not (tmp_path / "out" / "rounds").exists()
