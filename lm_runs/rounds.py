@@ -89,7 +89,8 @@ Refused in round mode (one line, exit status 2): an ``--alg`` outside :data:`~lm
 K < 2, the online algorithms' opponent and mixture flags, a round flag the method does not read
 (``--magnet_period`` but for comal/mpo, ``--history_length/--history_weights`` but for mnpo, ``--beta`` for
 sppo), ``--max_steps`` / ``--num_train_epochs`` (rounds and epochs per round count training),
-and ``--deepspeed`` (not implemented yet: DDP only).
+and ``--deepspeed`` (not implemented yet: DDP only — each round builds its own Trainer, and accelerate
+accepts a DeepSpeed plugin only in the first Accelerator of a process).
 """
 
 from __future__ import annotations
