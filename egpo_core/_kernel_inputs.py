@@ -6,11 +6,11 @@ k = (c · algorithms + a) · runs + r. Each field of each tuple is set here once
 
 from __future__ import annotations
 
+import math
 import zlib
 
 import numpy as np
 import pandas as pd
-from scipy.special import log_softmax
 
 from . import _kernel
 from .algorithms import Algorithm, ConventionSwitches, MixtureNormalization, Scheme
@@ -22,6 +22,52 @@ def trajectory_seed(seed: int, algorithm: str, run: int, config: int) -> np.uint
     """A stream per (seed, algorithm, run, config) that does not depend on what else is simulated."""
     sequence = np.random.SeedSequence(entropy=seed, spawn_key=(zlib.crc32(algorithm.encode()), run, config))
     return np.uint64(sequence.generate_state(1, dtype=np.uint64)[0])
+
+
+def _pairwise_sum(a: np.ndarray) -> np.ndarray:
+    """Σ_i a[:, i] for each row of a (rows, n), in numpy's pairwise order (that of ``np.sum``, fixed
+    in its C code): n < 8: a_0 + a_1 + … in index order; n ≤ 128: eight running sums
+    r_j = a_j + a_{j+8} + a_{j+16} + … over the first n − n mod 8 terms, then
+    ((r_0 + r_1) + (r_2 + r_3)) + ((r_4 + r_5) + (r_6 + r_7)), then the last n mod 8 terms in index
+    order; n > 128: the sum of the first m = ⌊n/2⌋ − ⌊n/2⌋ mod 8 terms plus the sum of the rest.
+    Elementwise float64 adds, each rounded: the same bits on every CPU."""
+    n = a.shape[1]
+    if n > 128:
+        half = n // 2 - (n // 2) % 8
+        return _pairwise_sum(a[:, :half]) + _pairwise_sum(a[:, half:])
+    if n < 8:
+        total = np.zeros(a.shape[0])
+        for i in range(n):
+            total = total + a[:, i]
+        return total
+    blocked = n - n % 8
+    r = [a[:, j].copy() for j in range(8)]
+    for start in range(8, blocked, 8):
+        for j in range(8):
+            r[j] = r[j] + a[:, start + j]
+    total = ((r[0] + r[1]) + (r[2] + r[3])) + ((r[4] + r[5]) + (r[6] + r[7]))
+    for i in range(blocked, n):
+        total = total + a[:, i]
+    return total
+
+
+def log_softmax_rows(logits: np.ndarray) -> np.ndarray:
+    """log softmax along the last axis, the same bits on every CPU:
+
+        m = max_i z_i,   s = Σ_i exp(z_i − m),   log π_i = (z_i − m) − log s,
+
+    exp and log per entry by the C library (Python's ``math.exp``/``math.log``, the functions the
+    kernel calls), not numpy's, which picks CPU-specific vector loops at run time (AVX-512 ones give
+    other last bits); s in numpy's pairwise order (:func:`_pairwise_sum`). So the values equal
+    ``scipy.special.log_softmax``'s bit for bit on CPUs where numpy's float64 exp/log are the C
+    library's (all without AVX-512). ``logits`` (..., N) finite; returns float64 of the same shape.
+    """
+    z = np.asarray(logits, dtype=np.float64)
+    rows = z.reshape(-1, z.shape[-1])
+    shifted = rows - rows.max(axis=1, keepdims=True)
+    exps = np.array([math.exp(v) for v in shifted.ravel().tolist()]).reshape(shifted.shape)
+    log_total = np.array([math.log(v) for v in _pairwise_sum(exps).tolist()])
+    return (shifted - log_total[:, None]).reshape(z.shape)
 
 
 def _groups(runs: int, coupled: np.ndarray, scheme: np.ndarray) -> _kernel.Groups:
@@ -113,7 +159,7 @@ def build_kernel_inputs(
 
         for c, b in enumerate(configs["beta"]):
             eq = regularized_equilibrium(P, logp_ref, float(b))
-            star[cfg_of == c] = log_softmax(eq.logits, axis=-1)[game[cfg_of == c]]
+            star[cfg_of == c] = log_softmax_rows(eq.logits)[game[cfg_of == c]]
 
     def recorded(needed: bool) -> np.ndarray:
         return np.full((K, n_recorded) if needed else (1, 1), np.nan)

@@ -167,7 +167,8 @@ def bradley_terry_games(scores: np.ndarray) -> np.ndarray:
 
 
 def mix_games(games: Sequence[np.ndarray], weights: Sequence[float]) -> np.ndarray:
-    """Convex combination Σ_k w_k P_k of preference matrices (again a preference matrix).
+    """Convex combination Σ_k w_k P_k of preference matrices (again a preference matrix), summed in
+    index order k = 0, 1, … (no einsum/BLAS, whose order may depend on the CPU).
 
     ``weights`` must be non-negative, one per game, and sum to 1 (within 1e-12). Every game must have
     the same shape; (N, N) games are treated as one run. Returns (runs, N, N).
@@ -186,7 +187,9 @@ def mix_games(games: Sequence[np.ndarray], weights: Sequence[float]) -> np.ndarr
                 f"games[{k}] has shape {batch.shape}, but games[0] has shape {batches[0].shape}"
             )
         batches.append(batch)
-    mixed = np.einsum("k,kris->ris", w, np.stack(batches))
+    mixed = w[0] * batches[0]  # Σ_k w_k P_k in index order, each product rounded: the same bits on every CPU
+    for weight, batch in zip(w[1:], batches[1:]):
+        mixed = mixed + weight * batch
     return validate_preference_matrix(np.clip(mixed, 0.0, 1.0))
 
 

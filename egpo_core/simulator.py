@@ -41,11 +41,10 @@ from typing import Any, Callable, Sequence
 import numba
 import numpy as np
 import pandas as pd
-from scipy.special import log_softmax
 from tqdm.auto import tqdm
 
 from . import _kernel
-from ._kernel_inputs import build_kernel_inputs, trajectory_seed
+from ._kernel_inputs import build_kernel_inputs, log_softmax_rows, trajectory_seed
 from .algorithms import Algorithm, ConventionSwitches, LossFamily, MixtureRule
 from .config import METRICS, SimulationConfig
 from .executors import Chunk, check_executor, default_chunk_size, grid_key, kernel_threads, run_chunks, worker_threads
@@ -260,7 +259,7 @@ def _run(
     stamp = _provenance(call, {"source": "arrays", "sha256": _array_sha256(P, ref_logits)})
     algorithms = base.algorithm_objects()
     configs = _config_table(points, n, algorithms)
-    logp_ref = log_softmax(ref_logits, axis=-1)
+    logp_ref = log_softmax_rows(ref_logits)
     if init_logits is not None:
         init_logits = _logits("init_logits", init_logits, (runs, n))
 
@@ -280,9 +279,9 @@ def _run(
         if shared:
             if init_logits is not None:
                 raise ValueError("init_logits cannot be used with a shared network: π_0 is the network's output")
-            if not np.allclose(log_softmax(output, axis=-1), logp_ref, atol=1e-5):
+            if not np.allclose(log_softmax_rows(output), logp_ref, atol=1e-5):
                 raise ValueError("with a shared network, ref_logits must be the network's output")
-            logp_ref = log_softmax(output, axis=-1)
+            logp_ref = log_softmax_rows(output)
         else:
             # Start exactly at π_0 (= π_ref unless init_logits): shift the output bias per run.
             params0[:, -n:] += (ref_logits if init_logits is None else init_logits) - output

@@ -9,10 +9,18 @@
   equals the kernel's forward pass bit for bit, the Cholesky solve replaces LAPACK's.
 * (slow) A whole simulation compiled for a generic x86-64 CPU (no AVX, no FMA) equals the one
   compiled for this CPU bit for bit.
+* The numpy code that feeds the dynamics is fixed-order too: log π_ref (``log_softmax_rows``) equals
+  a pure-Python float computation bit for bit and is what the simulation starts from; a tabular and a
+  neural simulation from numpy-drawn games and a non-uniform π_ref give the same bytes with numpy's
+  highest SIMD features switched off (``NPY_DISABLE_CPU_FEATURES``). On a CPU without AVX-512,
+  numpy's float64 exp/log already are the C library's, so there that comparison cannot tell the
+  old scipy ``log_softmax`` from the new code; on an AVX-512 one it can.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import math
 import os
 import subprocess
 import sys
@@ -22,7 +30,9 @@ import numba
 import numpy as np
 import pytest
 
-from egpo_core import _kernel
+from egpo_core import SimulationConfig, _kernel, simulate
+from egpo_core._kernel_inputs import log_softmax_rows
+from egpo_core.games import random_games
 from egpo_core.network import network_logits, network_parameters, neural_init
 
 LENGTHS = [1, 2, 7, 8, 9, 15, 16, 17, 31, 100, 257]
@@ -145,3 +155,123 @@ def test_a_simulation_compiled_for_a_generic_cpu_gives_the_same_bits(tmp_path):
         native, generic = results["native"][key], results["generic"][key]
         assert np.isfinite(native).all() and native.shape == generic.shape, key
         assert native.tobytes() == generic.tobytes(), key
+
+
+def _python_pairwise(values: list[float]) -> float:
+    """numpy's pairwise summation order (its C code, ``np.sum``), in Python floats."""
+    n = len(values)
+    if n > 128:
+        half = n // 2 - (n // 2) % 8
+        return _python_pairwise(values[:half]) + _python_pairwise(values[half:])
+    if n < 8:
+        total = 0.0
+        for v in values:
+            total += v
+        return total
+    blocked = n - n % 8
+    r = [sum(values[j:blocked:8][1:], values[j]) for j in range(8)]  # sum() adds left to right
+    total = ((r[0] + r[1]) + (r[2] + r[3])) + ((r[4] + r[5]) + (r[6] + r[7]))
+    for v in values[blocked:]:
+        total += v
+    return total
+
+
+def _python_log_softmax(row: list[float]) -> list[float]:
+    """log π_i = (z_i − m) − log Σ_j exp(z_j − m), m = max z, with the C library's exp/log."""
+    m = max(row)
+    shifted = [z - m for z in row]
+    log_total = math.log(_python_pairwise([math.exp(z) for z in shifted]))
+    return [z - log_total for z in shifted]
+
+
+@pytest.mark.parametrize("n", LENGTHS + [128, 129, 1000])
+def test_log_softmax_rows_is_the_python_computation_bit_for_bit(n):
+    rng = np.random.default_rng(700 + n)
+    logits = rng.normal(size=(4, n)) * 10.0 ** rng.uniform(-3, 1.5, size=(4, 1))
+    got = log_softmax_rows(logits)
+    assert got.shape == logits.shape and got.dtype == np.float64
+    for row, expected in zip(got.tolist(), logits.tolist()):
+        assert row == _python_log_softmax(expected)
+    np.testing.assert_allclose(np.exp(got).sum(axis=1), 1.0, rtol=0, atol=1e-13 * n)
+
+
+def test_the_summation_order_of_log_softmax_matters_on_these_inputs():
+    """The bit-for-bit check above could fail: summed in index order, log π differs on these inputs."""
+    rng = np.random.default_rng(3)
+    logits = rng.normal(size=(50, 257)) * 3.0
+    mismatched = 0
+    for row, got in zip(logits.tolist(), log_softmax_rows(logits).tolist()):
+        m = max(row)
+        total = 0.0
+        for z in row:
+            total += math.exp(z - m)
+        mismatched += [z - m - math.log(total) for z in row] != got
+    assert mismatched > 5
+
+
+def test_log_softmax_rows_keeps_leading_axes():
+    logits = np.random.default_rng(4).normal(size=(2, 3, 5))
+    assert log_softmax_rows(logits).tolist() == log_softmax_rows(logits.reshape(6, 5)).reshape(2, 3, 5).tolist()
+
+
+def test_the_simulation_starts_from_log_softmax_rows(monkeypatch):
+    """The kernel's log π_ref is log_softmax_rows(θ_ref), bit for bit (not scipy's log_softmax)."""
+    from egpo_core import simulator
+
+    seen = []
+
+    def spy(P, logp_ref, *args, **kwargs):
+        seen.append(logp_ref.copy())
+        return simulator.build_kernel_inputs.__wrapped__(P, logp_ref, *args, **kwargs)
+
+    spy.__wrapped__ = simulator.build_kernel_inputs
+    monkeypatch.setattr(simulator, "build_kernel_inputs", spy)
+    P = random_games(2, 6, 1)
+    ref = np.random.default_rng(2).normal(size=(2, 6)) * 2.0
+    config = SimulationConfig(algorithms=("online_ipo1",), beta=0.1, lr=0.5, iterations=2)
+    for policy in ("tabular", "neural"):
+        result = simulate(P, ref, dataclasses.replace(config, policy=policy), progress=False)
+        assert np.isfinite(result.values["duality_gap"]).all()
+        assert seen[-1].tobytes() == log_softmax_rows(ref).tobytes(), policy
+
+
+_INPUTS_RUN = textwrap.dedent("""
+    import sys, numpy as np
+    from egpo_core import SimulationConfig, simulate
+    from egpo_core.games import random_games
+    P = random_games(3, 10, 11)
+    ref = np.random.default_rng(12).normal(size=(3, 10)) * 2.0  # a non-uniform π_ref
+    out = {}
+    for policy, iterations in (("tabular", 200), ("neural", 150)):
+        config = SimulationConfig(algorithms=("online_ipo1", "nash_md", "egpo"), beta=0.01, lr=0.01,
+                                  iterations=iterations, policy=policy)
+        out[policy] = simulate(P, ref, config, progress=False).values["duality_gap"]
+    np.savez(sys.argv[1], **out)
+""")
+
+
+def _highest_numpy_features() -> list[str]:
+    """The SIMD features numpy found on this CPU above its x86-64-v2 baseline (those it dispatches on)."""
+    from numpy._core._multiarray_umath import __cpu_features__
+
+    wanted = ["AVX512_SPR", "AVX512_ICL", "AVX512_SKX", "AVX512F", "AVX2", "FMA3", "F16C", "AVX"]
+    return [name for name in wanted if __cpu_features__.get(name)]
+
+
+def test_simulations_do_not_depend_on_numpy_simd_dispatch(tmp_path):
+    features = _highest_numpy_features()
+    if not features:
+        pytest.skip("numpy reports no SIMD feature above its baseline on this CPU: nothing to switch off")
+    script = tmp_path / "run.py"
+    script.write_text(_INPUTS_RUN)
+    base = {**os.environ, "OMP_NUM_THREADS": "1"}
+    base.pop("NPY_DISABLE_CPU_FEATURES", None)
+    results = {}
+    for name, extra in (("all", {}), ("fewer", {"NPY_DISABLE_CPU_FEATURES": ",".join(features)})):
+        subprocess.run([sys.executable, str(script), str(tmp_path / f"{name}.npz")], env={**base, **extra},
+                       check=True, timeout=300)
+        results[name] = np.load(tmp_path / f"{name}.npz")
+    for key in ("tabular", "neural"):
+        full, fewer = results["all"][key], results["fewer"][key]
+        assert np.isfinite(full).all() and full.shape == fewer.shape, key
+        assert full.tobytes() == fewer.tobytes(), key
