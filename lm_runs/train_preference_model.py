@@ -57,14 +57,13 @@ from transformers import Trainer
 
 from egpo_core.files import atomic_write
 from lm_runs.checkpoints import AtomicCheckpoints
-from lm_runs.data import check_prompt, load_table, prompt_text, right_padded, split_prompts
+from lm_runs.data import check_prompt, load_table, prompt_text, right_padded
 from lm_runs.judges.pair_format import FIRST_IS_BETTER, SECOND_IS_BETTER, render_pair
 from lm_runs.launcher import run_entry_point, supervised_main, warn_deepspeed_optimizer
 from lm_runs.models import check_model_source, load_preference_model_base, load_tokenizer
-from lm_runs.training_arguments import SupervisedRunArguments
+from lm_runs.training_arguments import HeldOutPairsArguments, SupervisedRunArguments
 
 __all__ = [
-    "HeldOutPairsArguments",
     "PreferenceModelConfig",
     "PreferenceModelTrainer",
     "build_pair_dataset",
@@ -76,45 +75,6 @@ __all__ = [
 ]
 
 logger = logging.getLogger(__name__)
-
-
-@dataclass
-class HeldOutPairsArguments:
-    """``--eval_dataset`` / ``--eval_size``: the held-out pairs of a pair-trained judge, checked at parse
-    time (one of the two at most; a whole number >= 1 or a fraction in (0, 1); ``--eval_strategy`` other
-    than ``no`` needs one). Mixed into a ``TrainingArguments`` subclass (before it in the bases)."""
-
-    eval_dataset: str | None = field(
-        default=None,
-        metadata={"help": "Held-out pairs (same format) whose accuracy and calibration are reported; or use --eval_size."},
-    )
-    eval_size: float | None = field(
-        default=None,
-        metadata={
-            "help": "Hold out this many of --dataset's pairs (an integer) or this fraction (in (0, 1)) for the "
-            "evaluation, split by a shuffle seeded with --seed; unset: no held-out pairs unless --eval_dataset."
-        },
-    )
-
-    def __post_init__(self) -> None:
-        if self.eval_dataset is not None and self.eval_size is not None:
-            raise ValueError("--eval_dataset and --eval_size contradict each other: give one")
-        size = self.eval_size
-        if size is not None and not (0 < size < 1 or (size >= 1 and float(size).is_integer())):
-            raise ValueError(f"--eval_size must be a whole number of pairs >= 1 or a fraction in (0, 1), got {size!r}")
-        has_eval = self.eval_dataset is not None or self.eval_size is not None
-        if str(getattr(self, "eval_strategy", "no")).lower() not in ("no", "intervalstrategy.no") and not has_eval:
-            raise ValueError(f"--eval_strategy {self.eval_strategy} needs held-out pairs: give --eval_dataset or --eval_size")
-        super().__post_init__()
-
-    def held_out_split(self, table):
-        """``(training table, held-out table or None)`` from ``table`` (``--dataset``'s rows) and the options."""
-        if self.eval_size is not None:
-            size = self.eval_size if self.eval_size < 1 else int(self.eval_size)
-            return split_prompts(table, size, seed=self.seed)
-        if self.eval_dataset is not None:
-            return table, load_table(self.eval_dataset, split=self.dataset_split)
-        return table, None
 
 
 @dataclass

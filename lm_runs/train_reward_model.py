@@ -43,12 +43,12 @@ from transformers import Trainer
 
 from egpo_core.files import atomic_write
 from lm_runs.checkpoints import AtomicCheckpoints
-from lm_runs.data import check_prompt, load_table, prompt_text, split_prompts
+from lm_runs.data import check_prompt, load_table, prompt_text
 from lm_runs.judges.reward_model import encode_response
 from lm_runs.launcher import run_entry_point, supervised_main, warn_deepspeed_optimizer
 from lm_runs.models import check_model_source, load_reward_model_base, load_tokenizer
 from lm_runs.train_preference_model import response_text
-from lm_runs.training_arguments import SupervisedRunArguments
+from lm_runs.training_arguments import HeldOutPairsArguments, SupervisedRunArguments
 
 __all__ = [
     "RewardModelConfig",
@@ -67,7 +67,7 @@ PAIR_COLUMNS = ("chosen_input_ids", "rejected_input_ids")
 
 
 @dataclass
-class RewardModelConfig(SupervisedRunArguments):
+class RewardModelConfig(HeldOutPairsArguments, SupervisedRunArguments):
     """Options of ``python -m lm_runs.train_reward_model``: the fields below, those of
     :class:`~lm_runs.training_arguments.SupervisedRunArguments` (the model, LoRA, ``--overwrite_output_dir``)
     and every ``transformers.TrainingArguments`` option; the defaults are ``train_preference_model``'s."""
@@ -79,16 +79,6 @@ class RewardModelConfig(SupervisedRunArguments):
             "with string columns 'prompt', 'chosen', 'rejected'."
         },
     )
-    eval_dataset: str | None = field(
-        default=None, metadata={"help": "Held-out pairs (same format) whose pair accuracy is reported; or use --eval_size."}
-    )
-    eval_size: float | None = field(
-        default=None,
-        metadata={
-            "help": "Hold out this many of --dataset's pairs (an integer) or this fraction (in (0, 1)) for the "
-            "pair accuracy, split by a shuffle seeded with --seed; unset: no held-out pairs unless --eval_dataset."
-        },
-    )
     max_length: int = field(
         default=1024, metadata={"help": "Longest rendered (prompt, response) in tokens; longer pairs are left out."}
     )
@@ -96,17 +86,6 @@ class RewardModelConfig(SupervisedRunArguments):
     warmup_steps: float = field(
         default=1000, metadata={"help": "Linear warmup steps; a value below 1 is a fraction of training."}
     )
-
-    def __post_init__(self) -> None:
-        if self.eval_dataset is not None and self.eval_size is not None:
-            raise ValueError("--eval_dataset and --eval_size contradict each other: give one")
-        size = self.eval_size
-        if size is not None and not (0 < size < 1 or (size >= 1 and float(size).is_integer())):
-            raise ValueError(f"--eval_size must be a whole number of pairs >= 1 or a fraction in (0, 1), got {size!r}")
-        has_eval = self.eval_dataset is not None or self.eval_size is not None
-        if str(getattr(self, "eval_strategy", "no")).lower() not in ("no", "intervalstrategy.no") and not has_eval:
-            raise ValueError(f"--eval_strategy {self.eval_strategy} needs held-out pairs: give --eval_dataset or --eval_size")
-        super().__post_init__()
 
 
 def bradley_terry_loss(chosen_rewards: Any, rejected_rewards: Any) -> Any:
@@ -249,13 +228,7 @@ def build_trainer(config: RewardModelConfig) -> RewardModelTrainer:
     check_model_source(config.model_name_or_path, "reward_model_base")
     warn_deepspeed_optimizer(config)
     tokenizer = load_tokenizer(config.model_name_or_path)
-    table = load_table(config.dataset, split=config.dataset_split)
-    held_out = None
-    if config.eval_size is not None:
-        size = config.eval_size if config.eval_size < 1 else int(config.eval_size)
-        table, held_out = split_prompts(table, size, seed=config.seed)
-    elif config.eval_dataset is not None:
-        held_out = load_table(config.eval_dataset, split=config.dataset_split)
+    table, held_out = config.held_out_split(load_table(config.dataset, split=config.dataset_split))
     train_dataset = tokenize_reward_pairs(table, tokenizer, config.max_length, name=config.dataset)
     eval_dataset = None
     if held_out is not None:

@@ -6,8 +6,11 @@
   integers; a positive, finite learning rate; something to train (``--max_steps`` > 0 or
   ``--num_train_epochs`` > 0). Each refusal is a ``ValueError`` whose one line names the flag and the
   value. The folder checks (a file, a previous run) are :func:`lm_runs.launcher.prepare_output_dir`'s.
-* :class:`SupervisedRunArguments` — the model and data fields of the two supervised entry points
-  (``lm_runs.sft``, ``lm_runs.train_preference_model``) and the paper's AdamW defaults they share.
+* :class:`SupervisedRunArguments` — the model and data fields of the supervised entry points
+  (``lm_runs.sft``, ``lm_runs.train_preference_model``, ``lm_runs.train_reward_model``) and the paper's
+  AdamW defaults they share.
+* :class:`HeldOutPairsArguments` — ``--eval_dataset`` / ``--eval_size``, the held-out pairs of the two
+  pair-trained judges (preference model, reward model) and their split.
 """
 
 from __future__ import annotations
@@ -17,9 +20,10 @@ from dataclasses import dataclass, field
 
 from transformers import TrainingArguments
 
+from lm_runs.data import load_table, split_prompts
 from lm_runs.lora import LoraArguments
 
-__all__ = ["TrainingRunArguments", "SupervisedRunArguments", "check_training_numbers"]
+__all__ = ["TrainingRunArguments", "SupervisedRunArguments", "HeldOutPairsArguments", "check_training_numbers"]
 
 
 def _positive_int(value: object) -> bool:
@@ -93,3 +97,42 @@ class SupervisedRunArguments(TrainingRunArguments):
         if not _positive_int(self.max_length) or self.max_length < 2:
             raise ValueError(f"--max_length must be an integer >= 2, got {self.max_length!r}")
         super().__post_init__()
+
+
+@dataclass
+class HeldOutPairsArguments:
+    """``--eval_dataset`` / ``--eval_size``: the held-out pairs of a pair-trained judge, checked at parse
+    time (one of the two at most; a whole number >= 1 or a fraction in (0, 1); ``--eval_strategy`` other
+    than ``no`` needs one). Mixed into a ``TrainingArguments`` subclass (before it in the bases)."""
+
+    eval_dataset: str | None = field(
+        default=None,
+        metadata={"help": "Held-out pairs (same format) whose accuracy and calibration are reported; or use --eval_size."},
+    )
+    eval_size: float | None = field(
+        default=None,
+        metadata={
+            "help": "Hold out this many of --dataset's pairs (an integer) or this fraction (in (0, 1)) for the "
+            "evaluation, split by a shuffle seeded with --seed; unset: no held-out pairs unless --eval_dataset."
+        },
+    )
+
+    def __post_init__(self) -> None:
+        if self.eval_dataset is not None and self.eval_size is not None:
+            raise ValueError("--eval_dataset and --eval_size contradict each other: give one")
+        size = self.eval_size
+        if size is not None and not (0 < size < 1 or (size >= 1 and float(size).is_integer())):
+            raise ValueError(f"--eval_size must be a whole number of pairs >= 1 or a fraction in (0, 1), got {size!r}")
+        has_eval = self.eval_dataset is not None or self.eval_size is not None
+        if str(getattr(self, "eval_strategy", "no")).lower() not in ("no", "intervalstrategy.no") and not has_eval:
+            raise ValueError(f"--eval_strategy {self.eval_strategy} needs held-out pairs: give --eval_dataset or --eval_size")
+        super().__post_init__()
+
+    def held_out_split(self, table):
+        """``(training table, held-out table or None)`` from ``table`` (``--dataset``'s rows) and the options."""
+        if self.eval_size is not None:
+            size = self.eval_size if self.eval_size < 1 else int(self.eval_size)
+            return split_prompts(table, size, seed=self.seed)
+        if self.eval_dataset is not None:
+            return table, load_table(self.eval_dataset, split=self.dataset_split)
+        return table, None
