@@ -151,6 +151,7 @@ def bradley_terry_games(scores: np.ndarray) -> np.ndarray:
         P_ij = σ(s_i − s_j) = 1 / (1 + e^{−(s_i − s_j)}).
 
     The unique Nash equilibrium is the pure argmax of s (when it is unique). Returns (runs, N, N).
+    σ is scipy's ``expit``, a scalar loop over the C library's exp (not a CPU-dispatched numpy loop).
     """
     s = np.asarray(scores, dtype=np.float64)
     if s.ndim == 1:

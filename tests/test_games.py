@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import re
 import subprocess
 import sys
@@ -214,6 +215,17 @@ class TestGenerators:
         np.testing.assert_allclose(M, 0.25 * A + 0.75 * B, rtol=0, atol=ROUNDING)
         assert_constant_sum(M, atol=ROUNDING)
         np.testing.assert_array_equal(mix_games([A], [1.0]), A)
+
+    def test_bradley_terry_is_the_c_library_formula_bit_for_bit(self):
+        """P_ij = 1/(1 + exp(−(s_i − s_j))) below the diagonal with the C library's exp (scipy's expit is
+        a scalar loop over it, not one of numpy's CPU-dispatched ones): the same bits as Python's math."""
+        s = np.random.default_rng(5).normal(size=(2, 9)) * 3.0
+        P = bradley_terry_games(s)
+        for r in range(2):
+            for i in range(9):
+                for j in range(i):
+                    assert P[r, i, j] == 1.0 / (1.0 + math.exp(-(s[r, i] - s[r, j])))
+                    assert P[r, j, i] == 1.0 - P[r, i, j]
 
     def test_mix_games_sums_in_index_order_bit_for_bit(self):
         """Σ_k w_k P_k added k = 0, 1, … with each product rounded (Python floats): the same bits on
