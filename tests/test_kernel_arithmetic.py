@@ -144,7 +144,7 @@ def test_a_simulation_compiled_for_a_generic_cpu_gives_the_same_bits(tmp_path):
     variants = {
         "native": {"NUMBA_CACHE_DIR": str(tmp_path / "cache-native")},
         "generic": {"NUMBA_CACHE_DIR": str(tmp_path / "cache-generic"), "NUMBA_CPU_NAME": "generic",
-                    "NPY_DISABLE_CPU_FEATURES": "AVX512F,AVX512_SKX,AVX2,FMA3,F16C,AVX"},
+                    "NPY_DISABLE_CPU_FEATURES": ",".join(_dispatched_numpy_features())},
     }
     results = {}
     for name, env in variants.items():
@@ -246,22 +246,26 @@ _INPUTS_RUN = textwrap.dedent("""
         config = SimulationConfig(algorithms=("online_ipo1", "nash_md", "egpo"), beta=0.01, lr=0.01,
                                   iterations=iterations, policy=policy)
         out[policy] = simulate(P, ref, config, progress=False).values["duality_gap"]
+    from numpy._core._multiarray_umath import __cpu_features__
+    out["features_on"] = np.array(sorted(name for name, on in __cpu_features__.items() if on))
     np.savez(sys.argv[1], **out)
 """)
 
 
-def _highest_numpy_features() -> list[str]:
-    """The SIMD features numpy found on this CPU above its x86-64-v2 baseline (those it dispatches on)."""
-    from numpy._core._multiarray_umath import __cpu_features__
+def _dispatched_numpy_features() -> list[str]:
+    """The SIMD targets numpy dispatches on (above its baseline) that this CPU has, the names
+    ``NPY_DISABLE_CPU_FEATURES`` accepts (numpy 2.4: X86_V3, X86_V4, AVX512_ICL, AVX512_SPR; it
+    ignores, with a warning, the single features AVX2, FMA3, … that these groups contain)."""
+    from numpy._core._multiarray_umath import __cpu_dispatch__, __cpu_features__
 
-    wanted = ["AVX512_SPR", "AVX512_ICL", "AVX512_SKX", "AVX512F", "AVX2", "FMA3", "F16C", "AVX"]
-    return [name for name in wanted if __cpu_features__.get(name)]
+    return [name for name in __cpu_dispatch__ if __cpu_features__.get(name)]
 
 
 def test_simulations_do_not_depend_on_numpy_simd_dispatch(tmp_path):
-    features = _highest_numpy_features()
+    """Same bytes with numpy's dispatched SIMD targets on and off (checked off in the child)."""
+    features = _dispatched_numpy_features()
     if not features:
-        pytest.skip("numpy reports no SIMD feature above its baseline on this CPU: nothing to switch off")
+        pytest.skip("numpy dispatches on no SIMD target above its baseline on this CPU: nothing to switch off")
     script = tmp_path / "run.py"
     script.write_text(_INPUTS_RUN)
     base = {**os.environ, "OMP_NUM_THREADS": "1"}
@@ -271,6 +275,8 @@ def test_simulations_do_not_depend_on_numpy_simd_dispatch(tmp_path):
         subprocess.run([sys.executable, str(script), str(tmp_path / f"{name}.npz")], env={**base, **extra},
                        check=True, timeout=300)
         results[name] = np.load(tmp_path / f"{name}.npz")
+    assert set(features) <= set(results["all"]["features_on"].tolist())
+    assert not set(features) & set(results["fewer"]["features_on"].tolist())  # switched off indeed
     for key in ("tabular", "neural"):
         full, fewer = results["all"][key], results["fewer"][key]
         assert np.isfinite(full).all() and full.shape == fewer.shape, key
