@@ -44,7 +44,10 @@ the games are stored transposed so that this order still runs as vector instruct
 entries of Pσ); the minimiser's linear solve is a fixed-order Cholesky solve, not LAPACK. What the
 kernel does not control: ``np.exp``/``np.log`` call the C library's exp/log, which glibc picks per CPU
 at load time (its FMA variant on every x86-64 CPU with FMA, another on older ones, which gives other
-last bits), and the inputs (log π_ref, the network) computed by numpy outside it. With
+last bits). Its inputs are computed the same way outside it: log π_ref by
+``_kernel_inputs.log_softmax_rows`` (the C library's exp/log, a fixed summation order), the network's
+forward pass element by element in a fixed order; what remains machine-dependent is the paper's
+reference draws (torch's ``normal_`` takes a vector or a scalar path per CPU). With
 ``SimulationConfig.dtype`` 'float32' only the games are stored in float32 (half the bytes each
 product streams), widened exactly in the products; everything else stays float64.
 """
