@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import random
@@ -22,7 +23,7 @@ from hypothesis import strategies as st
 from prometheus_client.parser import text_string_to_metric_families
 
 from lm_runs.judge_server import ApiError, BatchingWorker, create_app, serve_in_thread
-from lm_runs.judges import JudgeError
+from lm_runs.judges import CallableJudge, JudgeError
 from lm_runs.judges.http import HTTPJudge
 
 REPO = Path(__file__).resolve().parents[1]
@@ -220,7 +221,8 @@ def test_concurrent_load_every_answer_goes_to_its_request():
         assert len(set(ids)) == len(ids) and all(re.fullmatch(r"classification-[0-9a-f-]{36}", i) for i in ids)
         total_pairs = sum(n for _, n in answers)
 
-        assert httpx.get(url + "/health").json() == {"status": "ok", "model": "crc", "judge_kind": "callable", "temperature": None}
+        assert httpx.get(url + "/health").json() == {"status": "ok", "model": "crc", "judge_kind": "callable", "temperature": None,
+                                                    "identity": CallableJudge(crc_judge).identity()}
         m = metrics_of(url)
         assert sample(m, "egpo_judge_requests_total", outcome="ok") == threads * per_thread
         assert sample(m, "egpo_judge_requests_total", outcome="client_error") == 0
@@ -536,8 +538,11 @@ def test_cli_serves_a_callable_on_a_printed_free_port(tmp_path):
                     break
             except httpx.TransportError:
                 time.sleep(0.05)
-        assert httpx.get(url + "/health").json() == {"status": "ok", "model": "egpo_cli_judge_mod:half", "judge_kind": "callable",
-                                                   "temperature": None}
+        module = (tmp_path / "egpo_cli_judge_mod.py").read_bytes()
+        assert httpx.get(url + "/health").json() == {
+            "status": "ok", "model": "egpo_cli_judge_mod:half", "judge_kind": "callable", "temperature": None,
+            "identity": {"kind": "callable", "module": "egpo_cli_judge_mod", "qualname": "half",
+                         "source_sha256": hashlib.sha256(module).hexdigest()}}
         assert post(url, ["p", "q"], [["a", "b"], ["c", "d"]]).json()["results"] == [0.5, 0.5]
     finally:
         proc.terminate()
@@ -597,3 +602,19 @@ def test_requests_merge_whatever_their_shuffle_flag_when_the_judge_cannot_shuffl
     finally:
         worker.stop()
     assert calls == [5]
+
+
+def test_health_reports_the_served_judges_identity_as_the_in_process_judge_has_it():
+    """crc_judge served, then boom_judge, then crc_judge again on another server: the client's ``identity()``
+    is exactly the in-process judge's (kind, module, name, source digest), so the same judge behind another
+    URL is the same judge and another judge is another. (A reward model's τ: tests/test_evaluate.py.)"""
+    seen = []
+    for fn in (crc_judge, boom_judge, crc_judge):
+        judge = CallableJudge(fn)
+        with serve_in_thread(create_app(judge, max_wait_ms=0)) as server, HTTPJudge(server.url) as client:
+            identity = client.identity()
+            assert identity == judge.identity() == httpx.get(server.url + "/health").json()["identity"]
+            seen.append(identity)
+    crc, boom, crc_again = seen
+    assert crc["kind"] == boom["kind"] == "callable" and (crc["qualname"], boom["qualname"]) == ("crc_judge", "boom_judge")
+    assert crc["source_sha256"] == boom["source_sha256"] and crc != boom and crc_again == crc

@@ -324,3 +324,37 @@ def test_http_judge_scores_only_where_the_server_says_it_serves_a_reward_model()
         broken = HTTPJudge("http://judge", max_retries=0, transport=serve({"judge_kind": "reward_model", "temperature": 1.0}, bad))
         with pytest.raises(JudgeError, match="not one finite number each"):
             broken.rewards(["p", "p"], ["a", "b"])
+
+
+def test_http_judge_identity_is_the_one_the_server_reports_else_its_url_with_one_warning(caplog):
+    """``identity()`` is GET /health's ``identity`` (the served judge by content), asked once per client with
+    ``scores_responses()``; a server that reports none (an older server) or whose /health fails is known by
+    its URL, with exactly one warning per client saying why."""
+    import logging
+
+    import httpx
+
+    from lm_runs.judges.http import HTTPJudge
+
+    reported = {"kind": "reward_model", "files": {"model.safetensors": "ab12"}, "temperature": 0.5, "max_length": 1024}
+    asked: list[str] = []
+
+    def serve(status: int, health: dict):
+        def handler(request: httpx.Request) -> httpx.Response:
+            asked.append(request.url.path)
+            return httpx.Response(status, json=health)
+        return httpx.MockTransport(handler)
+
+    new = HTTPJudge("http://judge:1/v1/classifications",
+                    transport=serve(200, {"status": "ok", "model": "m", "judge_kind": "reward_model", "temperature": 0.5,
+                                          "identity": reported}))
+    with caplog.at_level(logging.WARNING, logger="lm_runs.judges.http"):
+        assert new.identity() == reported and new.scores_responses() and CheckedJudge(new).identity() == reported
+        assert asked == ["/health"] and not caplog.records
+        for status, health, why in ((200, {"status": "ok", "model": "m", "judge_kind": "callable", "temperature": None},
+                                     "reports no identity"), (503, {"error": "starting"}, "HTTP 503")):
+            caplog.clear()
+            old = HTTPJudge("http://judge:1", transport=serve(status, health))
+            assert old.identity() == old.identity() == {"kind": "http", "url": "http://judge:1"}
+            (warning,) = caplog.records  # once, though asked twice
+            assert why in warning.getMessage() and "URL only" in warning.getMessage()

@@ -5,7 +5,9 @@ that change a generation or a judgement), :class:`ModelSpec` (one model to evalu
 :class:`EvaluationResult`, :class:`EvaluationError`, and the content identities that tie saved
 generations to model weights (:func:`model_identity`), name a model's random stream by its content
 (:func:`sampling_stream`) and tie the whole folder to its prompts (:func:`prompts_hash`). The judge's
-identity is :meth:`lm_runs.judges.CheckedJudge.identity`.
+identity is :meth:`lm_runs.judges.CheckedJudge.identity`: by content, for a judge behind a judge server
+too (the served judge's identity, from the server's ``/health``), so a folder refuses a server restarted
+with another model, τ or kind at the same URL and accepts the same judge served at another URL.
 """
 
 from __future__ import annotations

@@ -13,7 +13,9 @@ exception is logged under that id and never sent.
 
 ``POST /v1/scores`` passes the same checks (:func:`score_request`) and, when the judge is a reward model,
 reaches the worker's scoring queue (one score per response, merged across requests); any other judge
-answers 404 naming its kind. ``GET /health`` says the judge's kind and a reward model's τ.
+answers 404 naming its kind. ``GET /health`` says the judge's kind, a reward model's τ and the judge's
+identity by content (:func:`judge_identity`: computed once, when the app starts, as the in-process
+judge's :meth:`~lm_runs.judges.base.CheckedJudge.identity`).
 
 The classification route is the hot path (a one-pair request to a small judge costs a few hundred
 microseconds of the event loop's time), so it is a plain Starlette route calling its checks itself:
@@ -27,6 +29,7 @@ import asyncio
 import contextlib
 import hmac
 import itertools
+import logging
 import time
 import uuid
 from typing import Any, AsyncIterator, Callable
@@ -61,6 +64,7 @@ __all__ = [
     "DISCONNECT_WATCH_AFTER",
     "create_app",
     "classification_request",
+    "judge_identity",
     "score_request",
     "request_context",
     "require_json",
@@ -246,12 +250,34 @@ async def score(request: Request) -> JSONResponse:
     return JSONResponse(body.model_dump())
 
 
+_UNKNOWN = object()
+
+
+async def judge_identity(app: FastAPI) -> dict[str, Any] | None:
+    """The served judge by content, :meth:`~lm_runs.judges.base.CheckedJudge.identity` (hashing a model
+    folder's files: computed once per app, off the event loop, and kept); None, logged once, when the
+    judge cannot tell it (its ``identity()`` raised)."""
+    state = app.state
+    if state.identity is _UNKNOWN:
+        try:
+            identity = await asyncio.get_running_loop().run_in_executor(None, state.judge.identity)
+        except Exception as error:  # noqa: BLE001 - a judge that cannot tell its identity still serves
+            logging.getLogger("lm_runs.judge_server").warning(
+                "the judge's identity() raised %s: /health reports none, and clients fall back to this server's URL",
+                type(error).__name__, exc_info=error)
+            identity = None
+        state.identity = identity
+    return state.identity
+
+
 async def health(request: Request) -> dict[str, Any]:
-    """Up, which model it serves, the judge's kind and a reward model's τ (never needs the token)."""
+    """Up, which model it serves, the judge's kind, a reward model's τ and the judge's identity by
+    content (:func:`judge_identity`); never needs the token."""
     state = request.app.state
     scorer = state.worker.scorer
     return HealthResponse(model=state.model_name, judge_kind=state.judge_kind,
-                          temperature=None if scorer is None else scorer.temperature).model_dump()
+                          temperature=None if scorer is None else scorer.temperature,
+                          identity=await judge_identity(request.app)).model_dump()
 
 
 async def metrics_endpoint(request: Request) -> Response:
@@ -297,8 +323,6 @@ async def _http_error(request: Request, error: StarletteHTTPException) -> JSONRe
 
 
 async def _unexpected(request: Request, error: Exception) -> JSONResponse:
-    import logging
-
     request_id = getattr(request.state, "request_id", None)
     logging.getLogger("lm_runs.judge_server").error("request %s: internal error", request_id, exc_info=error)
     _count(request, "server_error")
@@ -319,19 +343,21 @@ def create_app(
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
     max_queued_pairs: int = 1 << 20,
 ) -> FastAPI:
-    """The FastAPI app serving ``judge`` (a :class:`~lm_runs.judges.base.CheckedJudge`, or a plain
-    judge callable, which is wrapped in one); see :mod:`lm_runs.judges.protocol` for the wire format.
+    """The FastAPI app serving ``judge`` (a :class:`~lm_runs.judges.base.CheckedJudge`; a judge object with
+    its own ``identity()``, or a plain judge callable as a :class:`~lm_runs.judges.base.CallableJudge`,
+    wrapped in one); see :mod:`lm_runs.judges.protocol` for the wire format.
 
     ``token``: required bearer token (``None`` or empty: no authentication). The batching worker
     starts with the app's lifespan (or on the first request) and stops with it. ``app.state`` holds
-    ``worker``, ``metrics``, ``model_name`` and the limits.
+    ``worker``, ``metrics``, ``model_name``, ``judge`` (the :class:`~lm_runs.judges.base.CheckedJudge`),
+``identity`` (see :func:`judge_identity`) and the limits.
     """
     if max_pairs_per_request < 1:
         raise ValueError(f"max_pairs_per_request must be >= 1, got {max_pairs_per_request}")
     if max_body_bytes < 1:
         raise ValueError(f"max_body_bytes must be >= 1, got {max_body_bytes}")
-    if not isinstance(judge, CheckedJudge):
-        judge = CheckedJudge(CallableJudge(judge, name=name), name=name)
+    if not isinstance(judge, CheckedJudge):  # a judge object with its own identity() keeps it; a plain callable is a CallableJudge
+        judge = CheckedJudge(judge if callable(getattr(judge, "identity", None)) else CallableJudge(judge, name=name), name=name)
     model_name = name or judge.name
     metrics = ServerMetrics(max_batch_size, judge_kind=judge.kind)
     worker = BatchingWorker(
@@ -346,6 +372,7 @@ def create_app(
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         worker.start()
+        await judge_identity(app)  # hashed once before the first request, not on the first /health
         try:
             yield
         finally:
@@ -356,6 +383,8 @@ def create_app(
     app.state.metrics = metrics
     app.state.model_name = model_name
     app.state.judge_kind = judge.kind
+    app.state.judge = judge
+    app.state.identity = _UNKNOWN
     app.state.id_prefix = uuid.uuid4().hex[:12]
     app.state.request_numbers = itertools.count(1)
     app.state.expected_auth = f"Bearer {token}".encode() if token else None

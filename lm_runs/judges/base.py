@@ -330,7 +330,8 @@ class CheckedJudge:
 
     def identity(self) -> dict[str, Any]:
         """The judge by content (JSON-serialisable): the inner judge's ``identity()`` when it has one
-        (a model folder: digests of its files; http: the URL; openai: base URL and model), else
+        (a model folder: digests of its files; http: the served judge's own identity, as the server's
+        ``/health`` reports it, or its URL from a server too old to report one; openai: base URL and model), else
         ``{"kind": "callable", **source_identity(inner)}``."""
         own = getattr(self.inner, "identity", None)
         if callable(own):

@@ -16,6 +16,13 @@ A server serving a scalar reward model (``GET /health`` says ``judge_kind: rewar
 scores responses (``POST {url}/v1/scores``): :meth:`HTTPJudge.rewards` asks one score per response, so the
 evaluation (:func:`~lm_runs.judges.reward_model.scorer_of`) scores each response once through the server
 too, and forms every pair from the scores as the server would answer it.
+
+Identity: ``GET /health`` also reports the served judge by content (its kind, a model folder's file
+digests, a reward model's τ, a callable's source digest: the in-process judge's ``identity()``), and
+:meth:`HTTPJudge.identity` returns it, so what pins a judge (an evaluation's ``settings.json``) tells a
+server restarted with another judge at the same URL, and accepts the same judge served at another URL.
+A server that does not report one (an older server, one whose ``/health`` is not answered) is known by
+its URL only, with one warning.
 """
 
 from __future__ import annotations
@@ -111,7 +118,9 @@ class HTTPJudge:
             transport=transport if transport is not None else deadline_transport(self._deadlines),
         )
         self.model: str | None = None  # the server's model name, after the first answer
-        self._health: dict | None = None  # GET /health's answer, asked once by scores_responses()
+        self._health: dict | None = None  # GET /health's answer, asked once (_server_health)
+        self._health_failure: str | None = None  # why /health gave no answer, if so
+        self._url_identity_warned = False
 
     def backoff(self, attempt: int) -> float:
         """Seconds to sleep before retry ``attempt`` (see :class:`~lm_runs.judges.retry.RetryPolicy`)."""
@@ -168,20 +177,30 @@ class HTTPJudge:
             out += check_judgements(self._post(payload), len(payload["prompts"]), f"server {self.url}")
         return out
 
-    def scores_responses(self) -> bool:
-        """Whether the server serves a scalar reward model (and so its score route): ``GET /health``, asked
-        once per client. A server that cannot be asked (unreachable, an older server, an error) counts as
-        not scoring — pairs are then asked pair by pair, with the same answers — with a warning."""
+    def _server_health(self) -> dict[str, Any]:
+        """``GET /health``'s JSON object, asked once per client (one attempt, within ``timeout``); ``{}`` for
+        a server that did not answer one (unreachable, an error status, not JSON), the reason kept."""
         if self._health is None:
+            body: Any = {}
             try:
                 response = self._client.get(self.url + "/health", timeout=self.timeout)
-                body = response.json() if response.status_code == 200 else {}
-            except Exception as error:  # noqa: BLE001 - any failure means: ask pairs, as before
+                if response.status_code == 200:
+                    body = response.json()
+                else:
+                    self._health_failure = f"HTTP {response.status_code}"
+            except Exception as error:  # noqa: BLE001 - any failure means: nothing known about the judge
+                self._health_failure = f"not answered: {type(error).__name__}"
                 logger.warning("judge server %s: /health not answered (%s); judging pair by pair", self.url, type(error).__name__)
-                body = {}
             self._health = body if isinstance(body, dict) else {}
-        temperature = self._health.get("temperature")
-        return (self._health.get("judge_kind") == "reward_model" and isinstance(temperature, (int, float))
+        return self._health
+
+    def scores_responses(self) -> bool:
+        """Whether the server serves a scalar reward model (and so its score route), from ``GET /health``
+        (asked once per client). A server that cannot be asked (unreachable, an older server, an error)
+        counts as not scoring — pairs are then asked pair by pair, with the same answers — with a warning."""
+        health = self._server_health()
+        temperature = health.get("temperature")
+        return (health.get("judge_kind") == "reward_model" and isinstance(temperature, (int, float))
                 and not isinstance(temperature, bool) and math.isfinite(temperature) and temperature > 0)
 
     @property
@@ -217,7 +236,19 @@ class HTTPJudge:
         return out
 
     def identity(self) -> dict[str, Any]:
-        """The judge by what answers: the server's URL."""
+        """The judge the server serves, by content: ``GET /health``'s ``identity`` (asked once per client),
+        equal to the served judge's in-process ``identity()`` — so the same judge behind any URL is the
+        same judge, and a server restarted with another model, τ or kind is another. A server that reports
+        none (an older server; ``/health`` not answered) is known by its URL, ``{"kind": "http", "url"}``,
+        with one warning: a restart with another judge at that URL then goes unnoticed."""
+        reported = self._server_health().get("identity")
+        if isinstance(reported, dict) and isinstance(reported.get("kind"), str):
+            return dict(reported)
+        if not self._url_identity_warned:
+            self._url_identity_warned = True
+            why = self._health_failure or "/health reports no identity (an older server)"
+            logger.warning("judge server %s: the judge it serves is unknown (%s); it is known by its URL only, so a "
+                           "restart with another judge at this URL goes unnoticed", self.url, why)
         return {"kind": self.kind, "url": self.url}
 
     def close(self) -> None:

@@ -12,8 +12,11 @@ client (:class:`~lm_runs.judges.http.HTTPJudge`).
   "temperature": τ}``, so a client forms P(a ≻ b) = σ((r_a − r_b)/τ) from one score per response — the
   classification route's answers for the same pairs (``lm_runs.judges.reward_model``). Any other judge
   answers 404 naming its kind.
-* ``GET /health`` → :class:`HealthResponse` ``{"status": "ok", "model", "judge_kind", "temperature"}``
-  (never needs the token): ``judge_kind`` ``"reward_model"`` (with its τ) says the score route is served.
+* ``GET /health`` → :class:`HealthResponse` ``{"status": "ok", "model", "judge_kind", "temperature",
+  "identity"}`` (never needs the token): ``judge_kind`` ``"reward_model"`` (with its τ) says the score
+  route is served; ``identity`` is the served judge by content, exactly the in-process judge's
+  :meth:`~lm_runs.judges.base.CheckedJudge.identity` (its kind, a model folder's file digests, a reward
+  model's τ, a callable's source digest), so a client tells which judge answers whatever its URL.
 * Every error → :class:`ErrorResponse` ``{"error": message, "request_id": id}`` with a 4xx/5xx
   status. 4xx are the client's fault and never retried; 429 and 5xx are transient and retried.
 * Authentication: ``Authorization: Bearer <token>``; both sides read the token from the environment
@@ -108,12 +111,15 @@ class ScoreResponse(BaseModel):
 
 class HealthResponse(BaseModel):
     """``GET /health``: the server is up and serves ``model``, a judge of kind ``judge_kind``; ``temperature``
-    is τ of a reward model (which also answers :data:`SCORES_PATH`), else None."""
+    is τ of a reward model (which also answers :data:`SCORES_PATH`), else None; ``identity`` is the judge
+    by content (:meth:`~lm_runs.judges.base.CheckedJudge.identity`), None from a server that cannot
+    tell it (an older server; a judge whose ``identity()`` failed, which the server's log names)."""
 
     status: str = "ok"
     model: str
     judge_kind: str | None = None
     temperature: float | None = None
+    identity: dict[str, Any] | None = None
 
 
 class ErrorResponse(BaseModel):
