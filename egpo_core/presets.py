@@ -8,26 +8,30 @@ implementation's games.
     >>> res.summary()                    # median final gap and runs reaching 1e-6, per algorithm
 
 Each preset draws its games with :func:`egpo_core.reference_draws.reference_instances` from the paper's seed,
-so results compare run by run with the reference implementation's. ``REFERENCE_MEDIANS`` holds the
+so results compare run by run with the reference implementation's. Those draws are stored as data
+(``egpo_core/reference_data``, written by :func:`write_preset_draws` on torch's AVX2 path), so the presets'
+inputs, and their results, are the same on every CPU and need no torch. ``REFERENCE_MEDIANS`` holds the
 reference implementation's median final gaps (its CPU re-run) for side-by-side tables.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Sequence
 
 import pandas as pd
 
 from .config import SimulationConfig
-from .reference_draws import GameInstances, reference_instances
+from .reference_draws import REFERENCE_DATA, GameInstances, reference_instances, write_draws
 from .results import SimulationResult
 from .simulator import simulate
 from .stepsizes import eta_from_lr
 
 PAPER_SEED = 2018011309
 
-__all__ = ["Preset", "PRESETS", "PAPER_SEED", "REFERENCE_MEDIANS", "REFERENCE_REACHED", "get_preset", "presets_table"]
+__all__ = ["Preset", "PRESETS", "PAPER_SEED", "REFERENCE_MEDIANS", "REFERENCE_REACHED", "get_preset", "presets_table",
+           "write_preset_draws"]
 
 
 @dataclass(frozen=True)
@@ -57,9 +61,13 @@ class Preset:
     seed = property(lambda self: self.config.seed)
     num_samples = property(lambda self: self.config.num_samples)
 
+    def draw_arguments(self) -> tuple[int, int, int, str, int, int]:
+        """``reference_instances``'s arguments for this setting: seed, runs, N, policy, hidden_dim, depth."""
+        return self.seed, self.runs, self.num_actions, self.policy, self.config.hidden_dim, self.config.depth
+
     def instances(self) -> GameInstances:
-        """The games and reference policies the reference implementation drew for this setting."""
-        return reference_instances(self.seed, self.runs, self.num_actions, self.policy)
+        """The games and reference policies the reference implementation drew for this setting (stored)."""
+        return reference_instances(*self.draw_arguments())
 
     def configure(self, *, fast: bool = False, **changes: Any) -> SimulationConfig:
         """This preset's config with ``changes`` (config fields; ``None`` values are ignored), or
@@ -133,6 +141,14 @@ def get_preset(name: str) -> Preset:
         return PRESETS[name]
     except KeyError:
         raise ValueError(f"unknown preset {name!r}; known: {', '.join(PRESETS)}") from None
+
+
+def write_preset_draws(folder: str | Path = REFERENCE_DATA) -> list[Path]:
+    """Draw every preset's games with torch on this CPU and write them to ``folder``
+    (:func:`~egpo_core.reference_draws.write_draws`), one file per distinct argument set; returns the
+    paths. ``egpo_core/reference_data`` was written so, with torch 2.13.0 on its AVX2 path."""
+    arguments = dict.fromkeys(p.draw_arguments() for p in PRESETS.values())
+    return [write_draws(folder, *args) for args in arguments]
 
 
 def presets_table() -> pd.DataFrame:

@@ -1,16 +1,29 @@
-"""Tests of egpo_core.reference_draws (the reference implementation's random draws, bit for bit) and
-egpo_core.network (the paper's MLP: format, initialization, forward pass, the simulator's layout)."""
+"""Tests of egpo_core.reference_draws (the reference implementation's random draws, bit for bit; the
+paper presets' draws stored, the same on every CPU) and egpo_core.network (the paper's MLP: format,
+initialization, forward pass, the simulator's layout)."""
 
 from __future__ import annotations
 
+import hashlib
+import inspect
+import json
+import os
 import re
+import subprocess
+import sys
 
 import numpy as np
 import pytest
 import torch
 
+from egpo_core import reference_draws
 from egpo_core.network import check_network, network_logits, network_parameters, neural_init
-from egpo_core.reference_draws import reference_instances
+from egpo_core.presets import PRESETS, write_preset_draws
+from egpo_core.reference_draws import reference_instances, stored_draws_path, write_draws
+
+# the presets' distinct argument sets: (seed, runs, N, policy, hidden_dim, depth)
+PRESET_ARGUMENTS = list(dict.fromkeys(p.draw_arguments() for p in PRESETS.values()))
+VECTORISED = torch.backends.cpu.get_cpu_capability() in ("AVX2", "AVX512")
 
 
 def assert_constant_sum(P: np.ndarray) -> None:
@@ -23,7 +36,8 @@ def assert_constant_sum(P: np.ndarray) -> None:
 
 class TestReferenceInstances:
     def test_tabular_draw_order(self):
-        seed, runs, n = 2018011309, 10, 10
+        seed, runs, n = 2018011309, 9, 10  # not stored: drawn with torch here
+        assert not stored_draws_path(seed, runs, n).is_file()
         inst = reference_instances(seed, runs=runs, num_actions=n)
         assert inst.network is None
         assert inst.P.shape == (runs, n, n) and inst.ref_logits.shape == (runs, n)
@@ -44,7 +58,7 @@ class TestReferenceInstances:
         assert_constant_sum(inst.P)
 
     def test_pinned_values_of_the_paper_seed(self):
-        # regression guard on the draw order (torch's CPU Mersenne Twister stream is stable)
+        # regression guard on the stored draws (the draw order and torch's Mersenne Twister stream)
         inst = reference_instances(2018011309)
         assert inst.ref_logits[0, :3] == pytest.approx([-1.04087865, 1.27532756, 1.84473431], abs=1e-7)
         assert inst.P[0, 1, 0] == pytest.approx(0.74345791, abs=1e-7)
@@ -64,7 +78,8 @@ class TestReferenceInstances:
         assert not np.array_equal(a.P, c.P)
 
     def test_neural_draw_order_and_forward_pass(self):
-        seed, runs, n, hidden = 2018011309, 10, 100, 10
+        seed, runs, n, hidden = 2018011309, 9, 100, 10  # not stored: drawn with torch here
+        assert not stored_draws_path(seed, runs, n, "neural", hidden, 3).is_file()
         inst = reference_instances(seed, runs=runs, num_actions=n, policy="neural", hidden_dim=hidden, depth=3)
         net = inst.network
         assert net["input"].shape == (runs, hidden)
@@ -111,6 +126,96 @@ class TestReferenceInstances:
         # xavier normal: std = sqrt(2 / (fan_in + fan_out)) = sqrt(2/110) ≈ 0.135
         assert abs(w.std() - np.sqrt(2 / 110)) < 0.015
         assert len({r.tobytes() for r in inst.ref_logits}) == 4  # runs differ through the input only
+
+
+def instances_sha256(inst) -> str:
+    """One hash of every returned array's bytes."""
+    h = hashlib.sha256(inst.P.tobytes() + inst.ref_logits.tobytes())
+    for a in [] if inst.network is None else [inst.network["input"], *inst.network["weights"], *inst.network["biases"]]:
+        h.update(a.tobytes())
+    return h.hexdigest()
+
+
+SHA_SOURCE = inspect.getsource(instances_sha256)  # the same hash in the subprocesses
+STORED_SHA256 = {args: instances_sha256(reference_instances(*args)) for args in PRESET_ARGUMENTS}
+
+
+class TestStoredDraws:
+    """The presets' draws are data: torch's AVX2 values, returned on every CPU."""
+
+    def test_every_preset_is_stored_and_needs_no_torch(self):
+        assert [stored_draws_path(*args).is_file() for args in PRESET_ARGUMENTS] == [True, True]
+        sizes = [stored_draws_path(*args).stat().st_size for args in PRESET_ARGUMENTS]
+        assert sum(sizes) < 300_000, sizes
+        code = (
+            "import hashlib, sys\n"
+            "sys.modules['torch'] = None\n"
+            "from egpo_core.presets import PRESETS\n" + SHA_SOURCE +
+            "print({name: instances_sha256(p.instances()) for name, p in PRESETS.items()})\n"
+        )
+        result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+        assert result.returncode == 0, result.stderr
+        expected = {name: STORED_SHA256[p.draw_arguments()] for name, p in PRESETS.items()}
+        assert result.stdout.strip() == str(expected)
+
+    @pytest.mark.skipif(not VECTORISED, reason=f"torch's CPU path here is {torch.backends.cpu.get_cpu_capability()}"
+                        ", not AVX2/AVX512: its normal_ draws differ from the stored (AVX2) ones in the last bits")
+    def test_stored_draws_are_torchs_fresh_avx2_draws(self, tmp_path):
+        for path in write_preset_draws(tmp_path):
+            with np.load(path) as fresh, np.load(reference_draws.REFERENCE_DATA / path.name) as stored:
+                assert fresh.files == stored.files
+                for key in fresh.files:
+                    assert fresh[key].dtype == stored[key].dtype and fresh[key].shape == stored[key].shape, key
+                    if key != "drawn_by":  # torch's version may differ; its draws may not
+                        assert fresh[key].tobytes() == stored[key].tobytes(), (path.name, key)
+                assert "AVX2 CPU path" in str(stored["drawn_by"])
+        # and reference_instances returns them unchanged: the torch route gives the same bytes here
+        for args in PRESET_ARGUMENTS:
+            fresh = reference_draws._instances(reference_draws._torch_draws(*reference_draws._check_arguments(*args)),
+                                               args[2], args[3], args[5])
+            assert instances_sha256(fresh) == STORED_SHA256[args]
+
+    def test_scalar_cpu_path_still_gets_the_stored_values(self):
+        """Under ATEN_CPU_CAPABILITY=default torch's normal_ takes its scalar Box–Muller: a fresh draw
+        there moves θ_ref (not P) by < 1e-6, while reference_instances returns the stored bytes."""
+        code = (
+            "import hashlib, json, torch\n"
+            "import numpy as np\n"
+            "from egpo_core import reference_draws as rd\n" + SHA_SOURCE +
+            f"out = {{'capability': torch.backends.cpu.get_cpu_capability(), 'sets': []}}\n"
+            f"for args in {PRESET_ARGUMENTS!r}:\n"
+            "    stored = rd.reference_instances(*args)\n"
+            "    fresh = rd._instances(rd._torch_draws(*rd._check_arguments(*args)), args[2], args[3], args[5])\n"
+            "    out['sets'].append({'stored': instances_sha256(stored), 'fresh': instances_sha256(fresh),\n"
+            "                        'P_equal': bool(np.array_equal(stored.P, fresh.P)),\n"
+            "                        'moved': int(np.sum(stored.ref_logits != fresh.ref_logits)),\n"
+            "                        'max_dtheta': float(np.max(np.abs(stored.ref_logits - fresh.ref_logits)))})\n"
+            "print(json.dumps(out))\n"
+        )
+        env = os.environ | {"ATEN_CPU_CAPABILITY": "default"}
+        result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, env=env)
+        assert result.returncode == 0, result.stderr
+        out = json.loads(result.stdout)
+        assert out["capability"] == "DEFAULT"
+        for args, found in zip(PRESET_ARGUMENTS, out["sets"]):
+            assert found["stored"] == STORED_SHA256[args], args  # the same bytes as here
+            assert found["fresh"] != STORED_SHA256[args], args  # torch's own draw there is not
+            assert found["P_equal"], args  # rand takes no per-CPU path
+            assert found["moved"] > 0 and 0 < found["max_dtheta"] < 1e-6, (args, found)
+
+    def test_other_arguments_draw_with_torch_and_stored_files_are_read(self, tmp_path, monkeypatch):
+        args = (5, 2, 4, "neural", 3, 2)
+        assert not stored_draws_path(*args).is_file()
+        drawn = reference_instances(*args)
+        assert write_draws(tmp_path, *args).name == stored_draws_path(*args).name
+        monkeypatch.setattr(reference_draws, "REFERENCE_DATA", tmp_path)
+        assert stored_draws_path(*args).is_file()
+        assert instances_sha256(reference_instances(*args)) == instances_sha256(drawn)
+        # a stored file is checked against the arguments
+        path = stored_draws_path(*args)
+        np.savez(path, lower=np.zeros((2, 5), np.float32), input=np.zeros((2, 3), np.float32))
+        with pytest.raises(ValueError, match=re.escape(f"stored draws {path} hold")):
+            reference_instances(*args)
 
 
 # ----------------------------------------------------------------------------------------------------
