@@ -23,7 +23,7 @@ from typing import Any, Sequence
 import pandas as pd
 
 from .config import SimulationConfig
-from .reference_draws import REFERENCE_DATA, GameInstances, reference_instances, write_draws
+from .reference_draws import REFERENCE_DATA, GameInstances, reference_instances, stored_draws_path, write_draws
 from .results import SimulationResult
 from .simulator import simulate
 from .stepsizes import eta_from_lr
@@ -66,7 +66,12 @@ class Preset:
         return self.seed, self.runs, self.num_actions, self.policy, self.config.hidden_dim, self.config.depth
 
     def instances(self) -> GameInstances:
-        """The games and reference policies the reference implementation drew for this setting (stored)."""
+        """The games and reference policies the reference implementation drew for this setting, from
+        their stored file (a missing file is an error: a torch draw here could differ by CPU)."""
+        path = stored_draws_path(*self.draw_arguments())
+        if not path.is_file():
+            raise FileNotFoundError(f"preset {self.name}: its stored draws {path} are missing (an installation "
+                                    "without egpo_core's package data?); reinstall egpo, or write_preset_draws()")
         return reference_instances(*self.draw_arguments())
 
     def configure(self, *, fast: bool = False, **changes: Any) -> SimulationConfig:

@@ -203,6 +203,11 @@ class TestStoredDraws:
             assert found["P_equal"], args  # rand takes no per-CPU path
             assert found["moved"] > 0 and 0 < found["max_dtheta"] < 1e-6, (args, found)
 
+    def test_a_preset_refuses_missing_stored_draws(self, tmp_path, monkeypatch):
+        monkeypatch.setattr(reference_draws, "REFERENCE_DATA", tmp_path)
+        with pytest.raises(FileNotFoundError, match="preset exact-tabular-beta0.1: its stored draws .* are missing"):
+            PRESETS["exact-tabular-beta0.1"].instances()
+
     def test_other_arguments_draw_with_torch_and_stored_files_are_read(self, tmp_path, monkeypatch):
         args = (5, 2, 4, "neural", 3, 2)
         assert not stored_draws_path(*args).is_file()
