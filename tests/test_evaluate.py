@@ -94,13 +94,14 @@ def zoo(tmp_path_factory):
     return {"root": root, "ref": ref, "run_a": run_a, "run_b": run_b, "pm": _classifier(ref, root / "pm")}
 
 
-def _classifier(ref: Path, out: Path) -> Path:
-    """A 2-label sequence classifier on the tiny LM's body (a preference-model folder, fresh score head)."""
+def _classifier(ref: Path, out: Path, num_labels: int = 2) -> Path:
+    """A sequence classifier on the tiny LM's body, fresh score head: 2 labels, a preference-model folder;
+    1 label, a reward-model folder."""
     import torch
     from transformers import AutoModelForSequenceClassification
 
     torch.manual_seed(0)
-    model = AutoModelForSequenceClassification.from_pretrained(ref, num_labels=2)
+    model = AutoModelForSequenceClassification.from_pretrained(ref, num_labels=num_labels)
     model.save_pretrained(out)
     for f in ref.iterdir():
         if f.name.startswith(("tokenizer", "special_tokens", "chat_template")):
@@ -493,6 +494,60 @@ def test_a_changed_setting_or_model_is_refused(zoo, baseline, tmp_path, capsys):
             "--max_new_tokens", "6", "--device", "cpu", "--progress", "false"]
     assert main(argv) == 2
     assert "use a new --output_dir, or --overwrite" in capsys.readouterr().err
+
+
+def test_a_judge_server_restarted_with_another_judge_is_refused_and_the_same_judge_elsewhere_accepted(
+        zoo, baseline, tmp_path, capsys):
+    """A reward model served at τ = 1 judges an evaluation: settings.json pins the served judge by content
+    (the in-process judge's identity, no URL). The server restarted at the same URL with τ = 2 is refused
+    in one line naming both τ (exit 2 from the command line) unless --overwrite; the same model at τ = 1
+    behind another port, or in process, resumes the folder to the same tables."""
+    import socket
+
+    from lm_runs.judge_server import create_app, serve_in_thread
+    from lm_runs.judges.http import HTTPJudge
+    from lm_runs.judges.reward_model import RewardModelJudge
+
+    rm = _classifier(zoo["ref"], tmp_path / "rm", num_labels=1)
+    out, models = _with_generations(baseline, tmp_path), baseline["models"][:1]
+
+    def in_process(temperature: float) -> CheckedJudge:
+        return CheckedJudge(RewardModelJudge(rm, device="cpu", batch_size=1, temperature=temperature))
+
+    def served(temperature: float, port: int = 0):
+        return serve_in_thread(create_app(in_process(temperature), max_wait_ms=0), port=port)
+
+    with served(1.0) as server, HTTPJudge(server.url) as client:
+        url, port = server.url, server.port
+        first = evaluate(models, zoo["ref"], PROMPTS, CheckedJudge(client), SETTINGS, out)
+    pinned = json.loads((out / "settings.json").read_text())["fingerprint"]["judge"]
+    assert pinned == in_process(1.0).identity() and pinned["kind"] == "reward_model" and pinned["temperature"] == 1.0
+    assert url not in json.dumps(pinned)
+    prompts = tmp_path / "prompts.jsonl"
+    prompts.write_text("".join(json.dumps({"prompt": p}) + "\n" for p in PROMPTS))
+    argv = ["--reference", str(zoo["ref"]), "--runs", str(zoo["run_a"]), "--prompts", str(prompts), "--judge", url,
+            "--output_dir", str(out), "--samples_per_prompt", str(K), "--max_new_tokens", "6", "--prompts_per_batch", "2",
+            "--device", "cpu", "--progress", "false"]
+    with served(2.0, port) as server, HTTPJudge(server.url) as client:  # restarted at the same URL, another τ
+        assert server.url == url
+        with pytest.raises(EvaluationError, match=r"judge\.temperature: 1\.0 → 2\.0.*--overwrite") as refused:
+            evaluate(models, zoo["ref"], PROMPTS, CheckedJudge(client), SETTINGS, out)
+        assert "\n" not in str(refused.value)
+        capsys.readouterr()
+        assert main(argv) == 2
+        refusal = capsys.readouterr().err.splitlines()[-1]  # after the prompt dataset's progress bar
+        assert "settings (judge.temperature: 1.0 → 2.0); use a new --output_dir, or --overwrite" in refusal
+    with socket.socket() as other:  # a port other than the first server's
+        other.bind(("127.0.0.1", 0))
+        other_port = other.getsockname()[1]
+    assert other_port != port
+    with served(1.0, other_port) as server, HTTPJudge(server.url) as client:
+        again = evaluate(models, zoo["ref"], PROMPTS, CheckedJudge(client), SETTINGS, out)
+    assert again.tables == first.tables
+    assert evaluate(models, zoo["ref"], PROMPTS, in_process(1.0), SETTINGS, out).tables == first.tables
+    with served(2.0, port) as server, HTTPJudge(server.url) as client:  # --overwrite starts afresh with τ = 2
+        evaluate(models, zoo["ref"], PROMPTS, CheckedJudge(client), SETTINGS, out, overwrite=True)
+    assert json.loads((out / "settings.json").read_text())["fingerprint"]["judge"] == in_process(2.0).identity()
 
 
 def test_lora_adapter_epochs_load_on_the_reference(zoo, tmp_path):
