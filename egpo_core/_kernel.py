@@ -46,8 +46,8 @@ kernel does not control: ``np.exp``/``np.log`` call the C library's exp/log, whi
 at load time (its FMA variant on every x86-64 CPU with FMA, another on older ones, which gives other
 last bits). Its inputs are computed the same way outside it: log π_ref by
 ``_kernel_inputs.log_softmax_rows`` (the C library's exp/log, a fixed summation order), the network's
-forward pass element by element in a fixed order; what remains machine-dependent is the paper's
-reference draws (torch's ``normal_`` takes a vector or a scalar path per CPU). With
+forward pass element by element in a fixed order; the paper presets' draws are stored data
+(``egpo_core/reference_data``), while other torch draws depend on torch's per-CPU ``normal_`` path. With
 ``SimulationConfig.dtype`` 'float32' only the games are stored in float32 (half the bytes each
 product streams), widened exactly in the products; everything else stays float64.
 """
