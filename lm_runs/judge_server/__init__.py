@@ -7,7 +7,9 @@ counts), 401 missing or wrong bearer token, 404/405 unknown route or method (404
 ``POST /v1/scores`` to a judge that is not a reward model), 413 too many pairs or
 body too large, 415 a body not declared ``application/json``, 429 queue full, 500 the judge failed
 (its error is logged under the request's id, not sent), 502 the judge answered something other than
-one probability in [0, 1] per pair, 503 shutting down.
+one probability in [0, 1] per pair, 503 shutting down. ``GET /health`` names the judge served by
+content (its ``identity()``: kind, a model folder's file digests, a reward model's τ), so a client's
+saved results are tied to the judge, not to the server's URL.
 
 Modules, one job each:
 
