@@ -350,7 +350,7 @@ def create_app(
     ``token``: required bearer token (``None`` or empty: no authentication). The batching worker
     starts with the app's lifespan (or on the first request) and stops with it. ``app.state`` holds
     ``worker``, ``metrics``, ``model_name``, ``judge`` (the :class:`~lm_runs.judges.base.CheckedJudge`),
-``identity`` (see :func:`judge_identity`) and the limits.
+    ``identity`` (see :func:`judge_identity`) and the limits.
     """
     if max_pairs_per_request < 1:
         raise ValueError(f"max_pairs_per_request must be >= 1, got {max_pairs_per_request}")

@@ -246,7 +246,7 @@ class HTTPJudge:
             return dict(reported)
         if not self._url_identity_warned:
             self._url_identity_warned = True
-            why = self._health_failure or "/health reports no identity (an older server)"
+            why = self._health_failure or "/health reports no identity: an older server, or a judge that cannot tell it"
             logger.warning("judge server %s: the judge it serves is unknown (%s); it is known by its URL only, so a "
                            "restart with another judge at this URL goes unnoticed", self.url, why)
         return {"kind": self.kind, "url": self.url}
