@@ -618,3 +618,25 @@ def test_health_reports_the_served_judges_identity_as_the_in_process_judge_has_i
     crc, boom, crc_again = seen
     assert crc["kind"] == boom["kind"] == "callable" and (crc["qualname"], boom["qualname"]) == ("crc_judge", "boom_judge")
     assert crc["source_sha256"] == boom["source_sha256"] and crc != boom and crc_again == crc
+
+
+def test_a_judge_that_cannot_tell_its_identity_is_served_and_known_by_the_url(caplog):
+    """A judge whose ``identity()`` raises (its folder gone): the server still judges, logs the failure,
+    /health reports ``identity: null``, and the client falls back to the server's URL."""
+
+    class Forgetful:
+        kind = "callable"
+
+        def __call__(self, prompts, completions):
+            return crc_judge(prompts, completions)
+
+        def identity(self):
+            raise FileNotFoundError("model folder gone")
+
+    with caplog.at_level("WARNING"), serve_in_thread(create_app(Forgetful(), name="forgetful", max_wait_ms=0)) as server, \
+            HTTPJudge(server.url) as client:
+        assert httpx.get(server.url + "/health").json()["identity"] is None
+        assert client.identity() == {"kind": "http", "url": server.url}
+        assert client(["p"], [["a", "b"]]) == crc_judge(["p"], [["a", "b"]])
+    logged = [r.getMessage() for r in caplog.records]
+    assert any("identity() raised FileNotFoundError" in m for m in logged) and any("URL only" in m for m in logged)
