@@ -36,6 +36,9 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--num_classes", type=int, help="K, 3 to 5.")
     p.add_argument("--beta", type=float, help="β of the game.")
     p.add_argument("--seeds", type=int, nargs="+", help="Training seeds.")
+    p.add_argument("--algorithms", nargs="+", help="The algorithms (default: the paper's five, egpo oipo1 oipo2 nashmd "
+                   "nashmdpg): any of them, and beside at least one of them the round methods inpo, comal, mpo, mnpo, "
+                   "sppo_rounds (lm_runs.rounds; the same number of optimizer steps on batches of the same size).")
     p.add_argument("--updates", type=int, help="Updates per run (every algorithm gets the same number).")
     p.add_argument("--eval_every", type=int, help="Evaluate every n updates.")
     p.add_argument("--learning_rate", type=float, help="AdamW learning rate of the NLHF runs.")
@@ -60,6 +63,8 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
             overrides[name] = getattr(args, name)
     if args.seeds is not None:
         overrides["seeds"] = tuple(args.seeds)
+    if args.algorithms is not None:
+        overrides["algorithms"] = tuple(args.algorithms)
     if args.length_normalized_seeds is not None:
         overrides["length_normalized_seeds"] = tuple(args.length_normalized_seeds)
     if args.keep_checkpoints:

@@ -10,7 +10,10 @@ Measurements (per evaluation point, averaged over the evaluation prompts; update
                        ``conditional_kl_se`` its standard error over the samples.
 
 Evaluation runs in a ``TrainerCallback`` (:class:`ExactEvaluation`) after every ``eval_every`` updates (EGPO: after the full
-step), one forward pass over the evaluation prompts (plus the samples for the conditional KL).
+step), one forward pass over the evaluation prompts (plus the samples for the conditional KL). The round
+methods (``lm_runs.rounds``: one Trainer per round, its step count restarting at 0) are measured by
+:class:`RoundEvaluation`, the same measurement at update 0 and at the round ends, their ``update`` the
+cumulative optimizer-step count u = Σ_{rounds so far} (steps of the round).
 """
 
 from __future__ import annotations
@@ -23,7 +26,7 @@ from transformers import TrainerCallback
 
 from .game import ClassGame, check_classes, text_class
 
-__all__ = ["token_classes", "encode_prompts", "class_log_probs", "conditional_kl_estimate", "ExactEvaluation"]
+__all__ = ["token_classes", "encode_prompts", "class_log_probs", "conditional_kl_estimate", "ExactEvaluation", "RoundEvaluation"]
 
 
 def token_classes(tokenizer, num_classes: int) -> np.ndarray:
@@ -176,3 +179,24 @@ class ExactEvaluation(TrainerCallback):
             self.evaluate(model, update)
         return control
 
+
+class RoundEvaluation(ExactEvaluation):
+    """:class:`ExactEvaluation` for ``lm_runs.rounds.run_rounds`` (given to every round's Trainer): records
+    update 0 at the first round's start (π_0 = π_ref), and at each round's end u = the optimizer steps of
+    every round so far, when ``eval_every`` divides u or u reaches ``max_updates``; ``progress`` advances one
+    per optimizer step. ``steps_per_update`` is 1 (an update of a round method is one optimizer step)."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, steps_per_update=1, **kwargs)
+        self.done = 0  # optimizer steps of the finished rounds
+
+    def on_step_end(self, args, state, control, model=None, **kwargs):
+        if self.progress is not None:
+            self.progress(1)
+        return control
+
+    def on_train_end(self, args, state, control, model=None, **kwargs):
+        self.done += state.global_step
+        if self.done != self._last and (self.done % self.eval_every == 0 or self.done >= self.max_updates):
+            self.evaluate(model, self.done)
+        return control

@@ -20,8 +20,12 @@ Outputs (in ``--out``)
                         run's folder relative to ``--out`` (:func:`run_name`:
                         ``runs/<algorithm>_<sum|ln>_seed<seed>``); read the folders from there.
 ``model/``, ``sft/``, ``runs/<run>/final``  the tiny model, π_ref and every run's final policy
-                        (``runs/<run>/epochs/epoch-k`` too with ``keep_checkpoints``).
-``win_rates/``          :func:`win_rate_tables` on the first seed's epoch checkpoints: the ``lm_runs.evaluate``
+                        (``runs/<run>/epochs/epoch-k`` too with ``keep_checkpoints``). A round method's run
+                        folder is ``lm_runs.rounds``' output folder: the final policy in ``runs/<run>`` itself,
+                        every round's dataset in ``runs/<run>/rounds/round-r/dataset`` (the round ends' models
+                        too with ``keep_checkpoints``).
+``win_rates/``          :func:`win_rate_tables` on the first seed's epoch checkpoints (online algorithms only:
+                        the round methods save no epochs): the ``lm_runs.evaluate``
                         output (win rates vs π_ref by epoch, the pairwise table, tidy CSV), oracle judge.
 
 How the simulation is compared (the LM's step is not η): :mod:`.simulation`.
@@ -42,6 +46,8 @@ folder, where they were evaluated.)
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
 import logging
 import os
@@ -59,8 +65,8 @@ from egpo_core.files import atomic_write, write_jsonl
 
 from .corpus import EVAL_NOUNS, TRAIN_NOUNS, WORD_POOL, build_benchmark_model, make_prompts, make_sft_corpus, quiet, sft_reference
 from .game import ClassGame, ClassOracle, class_matrices, prompt_type
-from .measurement import ExactEvaluation, class_log_probs, encode_prompts, token_classes
-from .settings import DEFAULT, BenchmarkSettings
+from .measurement import ExactEvaluation, RoundEvaluation, class_log_probs, encode_prompts, token_classes
+from .settings import DEFAULT, BenchmarkSettings, core_name, online_algorithms, round_alg
 
 __all__ = ["check_out", "run_name", "run_benchmark", "win_rate_tables"]
 
@@ -146,6 +152,9 @@ def _train_run(
 
     run_dir = paths["runs"] / run_name(alg, seed, length_normalize)
     started = time.perf_counter()
+    if round_alg(alg) is not None:
+        records, probs = _train_rounds(alg, seed, length_normalize, s, paths, game, oracle, token_class, bar, run_dir)
+        return records, probs, time.perf_counter() - started
     config = NLHFConfig(
         output_dir=str(run_dir), model_name_or_path=str(paths["sft"]), prompts=str(paths["train_prompts"]),
         alg=alg, beta=s.beta,
@@ -173,6 +182,55 @@ def _train_run(
     return evaluation.records, evaluation.class_probs, time.perf_counter() - started
 
 
+def _train_rounds(
+    alg: str, seed: int, length_normalize: bool, s: BenchmarkSettings, paths: dict[str, Path], game: ClassGame,
+    oracle: ClassOracle, token_class: np.ndarray, bar, run_dir: Path,
+) -> tuple[list[dict[str, Any]], dict[int, np.ndarray]]:
+    """One run of a round method with ``lm_runs.rounds.run_rounds`` (``oracle`` as its in-process judge),
+    :meth:`BenchmarkSettings.rounds` rounds of ``s.round_epochs`` epochs, ``batch_size × samples_per_prompt``
+    pairs per optimizer step (SPPO: twice as many responses) — the budget rule of :mod:`.settings` — and
+    :class:`RoundEvaluation` as a callback; ``run_dir`` is the rounds' output folder (the last round's policy
+    in it, every round's dataset in ``run_dir/rounds``). Returns its records and class probabilities per evaluation point."""
+    from lm_runs.models import load_reference, load_tokenizer
+    from lm_runs.rounds import RoundsConfig, run_rounds
+
+    name = round_alg(alg)
+    rows_per_step = s.batch_size * s.samples_per_prompt * (2 if name == "sppo" else 1)
+    options = dict(
+        output_dir=str(run_dir), model_name_or_path=str(paths["sft"]), prompts=str(paths["train_prompts"]),
+        alg=name, rounds=s.rounds(alg), samples_per_prompt=s.round_samples_per_prompt,
+        pair_selection=s.round_pair_selection, epochs_per_round=s.round_epochs, eta=s.round_eta,
+        per_device_train_batch_size=rows_per_step, learning_rate=s.learning_rate,
+        max_new_tokens=s.max_new_tokens, length_normalize=length_normalize, use_cpu=True, report_to="none",
+        seed=seed, data_seed=seed, weight_decay=0.0, lr_scheduler_type=s.lr_scheduler, warmup_steps=0,
+        optim=s.optimizer, adam_beta1=s.adam_beta1, max_grad_norm=s.max_grad_norm,
+        logging_steps=10**6, disable_tqdm=True, save_strategy="no",
+    )
+    if name != "sppo":  # SPPO's round loss has no β (lm_runs.rounds refuses one)
+        options["beta"] = s.beta
+    if name in ("comal", "mpo"):
+        options["magnet_period"] = s.round_magnet_period
+    if name == "mnpo":
+        options["history_length"] = s.round_history_length
+    config = RoundsConfig(**options)
+    evaluation = RoundEvaluation(
+        game, load_tokenizer(paths["sft"], padding_side="left"), token_class, s.num_classes, eval_every=s.eval_every,
+        max_updates=s.updates, reference=load_reference(paths["sft"]), kl_samples=s.kl_samples,
+        max_new_tokens=s.max_new_tokens, seed=seed, progress=bar.update if bar is not None else None,
+    )
+    with contextlib.redirect_stdout(io.StringIO()):  # each round's Trainer prints its train summary (no quiet() hook)
+        run_rounds(config, judge=oracle, callbacks=[evaluation])
+    if evaluation.done != s.updates:
+        raise RuntimeError(f"{alg}: the rounds trained {evaluation.done} optimizer steps, the budget is {s.updates}")
+    if not s.keep_checkpoints:  # the round ends (a model and its parameters per round); the datasets stay
+        for folder in (run_dir / "rounds").glob("round-*"):
+            shutil.rmtree(folder / "model", ignore_errors=True)
+            (folder / "policy.pt").unlink(missing_ok=True)
+    for r in evaluation.records:
+        r.update(algorithm=alg, seed=seed)
+    return evaluation.records, evaluation.class_probs
+
+
 def win_rate_tables(
     bench: Path,
     out: Path | None = None,
@@ -198,7 +256,8 @@ def win_rate_tables(
     bench = Path(bench)
     summary = json.loads((bench / "summary.json").read_text())
     settings = summary["settings"]
-    runs = [f"{r['algorithm']}={bench / r['path']}" for r in summary["runs"] if r["variant"] == "summed" and r["seed"] == seed]
+    runs = [f"{r['algorithm']}={bench / r['path']}" for r in summary["runs"]
+            if r["variant"] == "summed" and r["seed"] == seed and round_alg(r["algorithm"]) is None]
     if not runs or not any(bench.glob("runs/*/epochs/epoch-*")):
         raise ValueError(f"{bench}: no epoch checkpoints of training seed {seed} (run with keep_checkpoints)")
     models = ev.discover_runs(runs)
@@ -352,7 +411,7 @@ def _train_all(out: Path, paths: dict[str, Path], s: BenchmarkSettings, game: Cl
 
     runs = [(a, seed, False) for seed in s.seeds for a in s.algorithms]
     # the policy-gradient loss (Nash-MD-PG) always sums: no length-normalized variant
-    runs += [(a, seed, True) for seed in s.length_normalized_seeds for a in s.algorithms if get_algorithm(a).loss != "pg"]
+    runs += [(a, seed, True) for seed in s.length_normalized_seeds for a in s.algorithms if get_algorithm(core_name(a)).loss != "pg"]
     total_steps = sum(s.updates for _ in runs)
     records: dict[bool, list[dict[str, Any]]] = {False: [], True: []}
     class_rows = []
@@ -392,7 +451,8 @@ def _simulate_compare_draw(out: Path, s: BenchmarkSettings, game: ClassGame, met
     mixture = NLHFConfig.__dataclass_fields__["mixture_coef"].default
     sim = simulate_class_games(game, s, mixture)
     atomic_write(out / "simulation.csv", sim.to_csv(index=False))
-    comparison, fits = compare_with_simulation(metrics, sim, list(s.algorithms))
+    online = online_algorithms(s.algorithms)  # the simulation covers the online algorithms
+    comparison, fits = compare_with_simulation(metrics[metrics.algorithm.isin(online)], sim, online)
     atomic_write(out / "comparison.csv", comparison.to_csv(index=False))
     verdicts = write_verdicts(out, metrics, list(s.algorithms))
     benchmark_figures(out, metrics, metrics_ln, sim, comparison, s, n_prompts=len(game.prompts),
@@ -406,7 +466,9 @@ def _summary(s: BenchmarkSettings, game: ClassGame, metrics, metrics_ln, timings
     fitted η, the number of judge calls and every run's folder."""
     final = metrics[metrics["update"] == s.updates]
     summary = {
-        "settings": {k: (list(v) if isinstance(v, tuple) else v) for k, v in asdict(s).items()},
+        # the round methods' settings only when some run (a run of the paper's five writes the settings it did)
+        "settings": {k: (list(v) if isinstance(v, tuple) else v) for k, v in asdict(s).items()
+                     if s.round_methods() or not k.startswith("round_")},
         "timings": timings,
         "seconds_per_run": {k: float(np.mean(v)) for k, v in run_seconds.items()},
         "reference": game.metrics(game.ref_logp),

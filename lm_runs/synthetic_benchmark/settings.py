@@ -7,6 +7,27 @@ about 17 minutes on two quiet CPU cores, more when they are shared.
 minutes, what ``make reproduce`` runs; 3 seeds cannot decide any pair (smallest p 2/2^3 = 0.25) and
 its figures say so.
 ``FAST``: seconds, for tests: it checks the pipeline, not the algorithms.
+
+The round methods (opt-in: ``algorithms`` names them; no preset does until the next full run). Beside
+the paper's five online algorithms the benchmark trains :data:`ROUND_METHODS` — ``inpo``, ``comal``,
+``mpo``, ``mnpo`` and ``sppo_rounds`` (SPPO in rounds; the bare name ``sppo`` is refused as ambiguous with
+the online SPPO of ``lm_runs.train_nlhf``) — through ``lm_runs.rounds`` with the same oracle judge, from the
+same π_ref, at the same learning rate, optimizer and schedule. The budget-matching rule: **the same number
+of optimizer steps on batches of the same size**. An online update is one optimizer step (EGPO: its two
+half-steps count as one update) on B·S judged pairs (B = ``batch_size`` prompts × S = ``samples_per_prompt``);
+a round method's optimizer step sees B·S ordered pairs (SPPO: 2·B·S single responses, the responses of B·S
+pairs). One round on N training prompts with K = ``round_samples_per_prompt`` samples each trains
+
+    steps_per_round = E · ⌈n_rows / rows_per_step⌉,   n_rows = N·K(K−1)/2 pairs (SPPO: N·K responses),
+    rows_per_step = B·S (SPPO: 2·B·S),   E = ``round_epochs``,
+
+(``round_pair_selection = "all"``; ``best_vs_worst``: n_rows = N pairs, SPPO 2N responses; an epoch's last
+step may hold fewer rows), and ``rounds = updates / steps_per_round`` rounds, refused unless it divides
+exactly — so every method ends after ``updates`` optimizer steps. The judged pairs differ and are stated
+(a round judges N·K(K−1)/2 pairs and reuses them for E epochs; an online update judges B·S, EGPO 2·B·S).
+A round method is measured (:class:`~.measurement.RoundEvaluation`) exactly as the online ones: at update 0
+(π_ref) and at each round end whose cumulative optimizer-step count is a multiple of ``eval_every``, and at
+the last; its records carry that count as ``update``.
 """
 
 from __future__ import annotations
@@ -23,28 +44,59 @@ from egpo_core.algorithms import PAPER_ALGORITHMS, get_algorithm
 from .corpus import EVAL_NOUNS, TRAIN_NOUNS
 from .game import check_classes
 
-__all__ = ["BenchmarkSettings", "DEFAULT", "SHORT", "FAST", "check_algorithms", "core_name"]
+__all__ = ["BenchmarkSettings", "DEFAULT", "SHORT", "FAST", "ROUND_METHODS", "check_algorithms", "core_name", "round_alg",
+           "online_algorithms"]
+
+#: The round methods as the benchmark names them (``lm_runs.rounds``' ``--alg`` but ``sppo_rounds`` → ``sppo``).
+ROUND_METHODS = ("inpo", "comal", "mpo", "mnpo", "sppo_rounds")
+_SPPO_ROUNDS = "sppo_rounds"
 
 
 def core_name(algorithm: str) -> str:
-    """The ``egpo_core`` registry name of an algorithm named by its name or any alias (``nashmd`` → ``nash_md``)."""
-    return get_algorithm(algorithm).name
+    """The ``egpo_core`` registry name of an algorithm named by its name or any alias (``nashmd`` → ``nash_md``;
+    ``sppo_rounds`` → ``sppo``)."""
+    return get_algorithm("sppo" if algorithm == _SPPO_ROUNDS else algorithm).name
+
+
+def round_alg(algorithm: str) -> str | None:
+    """``lm_runs.rounds``' ``--alg`` for a round method named as the benchmark names it (``sppo_rounds`` →
+    ``sppo``, an alias → the registry name); None for an online algorithm."""
+    if algorithm == _SPPO_ROUNDS:
+        return "sppo"
+    name = core_name(algorithm)
+    return name if name in ROUND_METHODS else None
+
+
+def online_algorithms(algorithms: Sequence[str]) -> list[str]:
+    """The online ones among ``algorithms`` (those egpo_core's simulation and the win-rate tables cover)."""
+    return [a for a in algorithms if round_alg(a) is None]
 
 
 def check_algorithms(algorithms: Sequence[str]) -> None:
-    """``ValueError`` unless ``algorithms`` names at least one of the paper's five algorithms, each once
-    (by its name or an alias)."""
+    """``ValueError`` unless ``algorithms`` names distinct algorithms (by their names or aliases), each
+    one of the paper's five (online) or of :data:`ROUND_METHODS`, at least one of them online (the simulation
+    and the win-rate tables cover the online ones). The bare ``sppo`` is refused (ambiguous:
+    the benchmark trains SPPO in rounds only, as ``sppo_rounds``)."""
     names = []
     for a in algorithms:
+        if a == _SPPO_ROUNDS:
+            names.append(a)
+            continue
         try:
             name = core_name(a)
         except ValueError as error:
             raise ValueError(f"algorithms: {error}") from None
-        if name not in PAPER_ALGORITHMS:
-            raise ValueError(f"algorithms: {a!r} is not one of the paper's algorithms {list(PAPER_ALGORITHMS)}")
+        if name == "sppo":
+            raise ValueError(f"algorithms: {a!r} is ambiguous here: the benchmark trains SPPO in rounds, name it {_SPPO_ROUNDS!r}")
+        if name not in PAPER_ALGORITHMS and name not in ROUND_METHODS:
+            raise ValueError(f"algorithms: {a!r} is not one of the paper's algorithms {list(PAPER_ALGORITHMS)} "
+                             f"or the round methods {list(ROUND_METHODS)}")
         names.append(name)
     if not names or len(set(names)) != len(names):
         raise ValueError(f"algorithms must name distinct algorithms, at least one, got {list(algorithms)}")
+    if not online_algorithms(algorithms):
+        raise ValueError(f"algorithms: {list(algorithms)} names no online algorithm; the round methods run beside at "
+                         f"least one of {list(PAPER_ALGORITHMS)}")
 
 
 @dataclass(frozen=True)
@@ -63,7 +115,7 @@ class BenchmarkSettings:
     #: but only one on which (nearly) every seed agrees: the committed full run decided none (figures/README.md)
     seeds: tuple[int, ...] = tuple(range(10))
     #: the algorithms as the benchmark's files name them (any name or alias ``egpo_core.algorithms``
-    #: accepts for one of the paper's five algorithms)
+    #: accepts for one of the paper's five algorithms, or one of :data:`ROUND_METHODS`, opt-in)
     algorithms: tuple[str, ...] = ("egpo", "oipo1", "oipo2", "nashmd", "nashmdpg")
     updates: int = 80
     eval_every: int = 5
@@ -93,6 +145,36 @@ class BenchmarkSettings:
     keep_checkpoints: bool = False
     eval_samples_per_prompt: int = 10
     eval_bootstrap: int = 1000
+    #: the round methods' K (responses sampled per prompt in a round), E (epochs on a round's dataset),
+    #: pair selection, step η (``lm_runs.rounds``' ``--eta``), COMAL's and MPO's magnet period (rounds) and
+    #: MNPO's history length; the round count follows from the budget rule (module docstring)
+    round_samples_per_prompt: int = 2
+    round_epochs: int = 1
+    round_pair_selection: str = "all"
+    round_eta: float = 1.0
+    round_magnet_period: int = 5
+    round_history_length: int = 2
+
+    def round_methods(self) -> list[str]:
+        """The round methods among ``algorithms``, as named there."""
+        return [a for a in self.algorithms if round_alg(a) is not None]
+
+    def steps_per_round(self, algorithm: str) -> int:
+        """E · ⌈n_rows / rows_per_step⌉: the optimizer steps of one round of the round method ``algorithm``
+        (module docstring)."""
+        n = 2 * min(self.train_nouns, len(TRAIN_NOUNS))  # make_prompts: two prompt types per noun
+        K = self.round_samples_per_prompt
+        single = round_alg(algorithm) == "sppo"
+        if self.round_pair_selection == "all":
+            rows = n * K if single else n * K * (K - 1) // 2
+        else:
+            rows = 2 * n if single else n
+        per_step = self.batch_size * self.samples_per_prompt * (2 if single else 1)
+        return self.round_epochs * -(-rows // per_step)
+
+    def rounds(self, algorithm: str) -> int:
+        """updates / steps_per_round: the rounds of ``algorithm`` (a round method)."""
+        return self.updates // self.steps_per_round(algorithm)
 
     def check(self) -> None:
         """``ValueError`` naming the first bad setting."""
@@ -134,6 +216,29 @@ class BenchmarkSettings:
             raise ValueError(f"favoured_prob must be in (1/K, 1), got {self.favoured_prob}")
         if self.train_nouns > len(TRAIN_NOUNS) or self.eval_nouns > len(EVAL_NOUNS):
             raise ValueError(f"at most {len(TRAIN_NOUNS)} train_nouns and {len(EVAL_NOUNS)} eval_nouns")
+        if self.round_methods():
+            self._check_rounds()
+
+    def _check_rounds(self) -> None:
+        """``ValueError`` naming the first bad round setting (checked only when a round method is chosen)."""
+        from lm_runs.rounds import PAIR_SELECTIONS
+
+        if self.round_samples_per_prompt < 2:
+            raise ValueError(f"round_samples_per_prompt must be at least 2 (a pair), got {self.round_samples_per_prompt}")
+        if self.round_epochs < 1 or self.round_magnet_period < 0 or self.round_history_length < 1:
+            raise ValueError(f"round_epochs ≥ 1, round_magnet_period ≥ 0 and round_history_length ≥ 1, got "
+                             f"{self.round_epochs}, {self.round_magnet_period} and {self.round_history_length}")
+        if self.round_pair_selection not in PAIR_SELECTIONS:
+            raise ValueError(f"round_pair_selection must be one of {', '.join(PAIR_SELECTIONS)}, got {self.round_pair_selection!r}")
+        if not self.round_eta > 0:
+            raise ValueError(f"round_eta must be > 0, got {self.round_eta}")
+        for a in self.round_methods():
+            if round_alg(a) in ("inpo", "comal", "mnpo") and self.round_eta * self.beta > 1:
+                raise ValueError(f"round_eta {self.round_eta}: {a} needs round_eta·beta ≤ 1 (beta = {self.beta})")
+            steps = self.steps_per_round(a)
+            if self.updates % steps:
+                raise ValueError(f"updates {self.updates}: {a} trains {steps} optimizer steps per round "
+                                 f"(round_epochs × ⌈rows / rows per step⌉), which must divide updates")
 
 
 DEFAULT = BenchmarkSettings()
@@ -142,5 +247,5 @@ FAST = BenchmarkSettings(
     seeds=(0, 1), updates=4, eval_every=2, batch_size=4, samples_per_prompt=1, kl_samples=4, length_normalized_seeds=(0,),
     sft_examples=256, sft_epochs=2.0, train_nouns=4, eval_nouns=2,
     sim_etas=tuple(float(x) for x in np.geomspace(0.03, 3.0, 5)),
-    eval_samples_per_prompt=4, eval_bootstrap=200,
+    eval_samples_per_prompt=4, eval_bootstrap=200, round_magnet_period=1,
 )

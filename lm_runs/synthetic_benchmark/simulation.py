@@ -16,18 +16,20 @@ from typing import Sequence
 import numpy as np
 
 from .game import ClassGame
-from .settings import BenchmarkSettings, core_name
+from .settings import BenchmarkSettings, core_name, online_algorithms
 
 __all__ = ["simulate_class_games", "compare_with_simulation"]
 
 
 def simulate_class_games(game: ClassGame, s: BenchmarkSettings, mixture: float):
     """egpo_core's exact tabular simulation of the class games over the η grid ``s.sim_etas`` for
-    ``s.updates`` updates, recorded every ``s.eval_every``, averaged over prompts: a tidy frame
+    ``s.updates`` updates, recorded every ``s.eval_every``, averaged over prompts, for the online algorithms
+    of ``s.algorithms`` (the round methods have no simulated counterpart here): a tidy frame
     (algorithm as the settings name it, eta, update, metric, value)."""
     from egpo_core import sweep
 
-    names = [core_name(a) for a in s.algorithms]
+    online = online_algorithms(s.algorithms)
+    names = [core_name(a) for a in online]
     result = sweep(
         game.P, game.ref_logp, names, betas=[game.beta], etas=list(s.sim_etas), iterations=s.updates,
         record_every=s.eval_every, metrics=("duality_gap", "exploitability", "kl_to_equilibrium"),
@@ -35,7 +37,7 @@ def simulate_class_games(game: ClassGame, s: BenchmarkSettings, mixture: float):
     )
     frame = result.to_dataframe()
     frame = frame.groupby(["algorithm", "eta", "step", "metric"], observed=True)["value"].mean().reset_index()
-    back = dict(zip(names, s.algorithms))
+    back = dict(zip(names, online))
     frame["algorithm"] = frame["algorithm"].astype(str).map(back)
     frame = frame.rename(columns={"step": "update"})
     return frame[["algorithm", "eta", "update", "metric", "value"]]
