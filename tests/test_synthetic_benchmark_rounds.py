@@ -124,8 +124,11 @@ def test_fast_run_measures_the_round_methods_beside_egpo(rounds_run):
 
 
 @pytest.mark.slow  # shares the FAST run above
-def test_round_runs_keep_their_datasets_of_the_budgets_size(rounds_run):
+def test_round_runs_keep_their_datasets_of_the_budgets_size_and_redraw(rounds_run, tmp_path):
     out, summary = rounds_run
+    sb.redraw(out, tmp_path)  # the figures and verdicts from the tidy files alone, round methods included
+    assert (tmp_path / "verdicts.csv").read_text() == (out / "verdicts.csv").read_text()
+    assert (tmp_path / "gap_curves.png").is_file()
     runs = {(r["algorithm"], r["seed"]): out / r["path"] for r in summary["runs"]}
     assert set(runs) == {(a, seed) for a in ("egpo", "inpo", "comal") for seed in sb.FAST.seeds}
     for alg in ("inpo", "comal"):

@@ -8,7 +8,9 @@ A real tiny causal LM (a local byte-level BPE tokenizer and a random-init 2-laye
 fine-tuned by ``lm_runs.sft``) answers prompts, and a programmatic, non-transitive oracle judges
 pairs of its responses. Every NLHF algorithm of ``lm_runs.trainer`` (egpo, oipo1, oipo2, nashmd,
 nashmdpg) is trained on it with the unchanged trainer, and the class-level duality gap is measured
-*exactly* during training. Which algorithm ends lower is decided per pair over the training seeds by
+*exactly* during training. The round methods of ``lm_runs.rounds`` (inpo, comal, mpo, mnpo and
+``sppo_rounds``, SPPO in rounds) run beside them when ``--algorithms`` names them (opt-in; no preset
+does), on the same budget of optimizer steps and pairs per step (``settings``), measured the same way. Which algorithm ends lower is decided per pair over the training seeds by
 an exact paired test (``verdicts``): a statement that holds on any machine, where single runs do not.
 
 The package, one job per module (read them in this order):
@@ -17,9 +19,11 @@ The package, one job per module (read them in this order):
                  the regularized equilibrium and the class-level metrics — and why the class game's
                  equilibrium is the sequence game's.
 ``measurement``  a model's exact class distribution (one forward pass), the sampled conditional KL,
-                 and :class:`ExactEvaluation`, the Trainer callback that records them during training.
+                 and :class:`ExactEvaluation`, the Trainer callback that records them during training
+                 (:class:`RoundEvaluation`: the same at the round methods' round ends).
 ``corpus``       prompts, the SFT corpus, the tokenizer and random-init GPT-2, π_ref by ``lm_runs.sft``.
-``settings``     :class:`BenchmarkSettings` with its ``DEFAULT`` (full), ``SHORT`` and ``FAST`` presets.
+``settings``     :class:`BenchmarkSettings` with its ``DEFAULT`` (full), ``SHORT`` and ``FAST`` presets, the
+                 algorithm names and the round methods' budget rule.
 ``simulation``   egpo_core's simulation of the same class games and the fitted effective η.
 ``verdicts``     per pair of algorithms: paired per-seed differences of the final β-gap and exploitability,
                  bootstrap interval, exact signed-rank test, Holm; the verdict.
@@ -51,9 +55,9 @@ from .game import (
     prompt_type,
     text_class,
 )
-from .measurement import ExactEvaluation, class_log_probs, conditional_kl_estimate, encode_prompts, token_classes
+from .measurement import ExactEvaluation, RoundEvaluation, class_log_probs, conditional_kl_estimate, encode_prompts, token_classes
 from .pipeline import check_out, run_benchmark, run_name, win_rate_tables
-from .settings import DEFAULT, FAST, SHORT, BenchmarkSettings
+from .settings import DEFAULT, FAST, ROUND_METHODS, SHORT, BenchmarkSettings
 from .simulation import compare_with_simulation, simulate_class_games
 from .verdicts import final_values, holm, pair_verdicts, signed_rank_test, smallest_p, write_verdicts
 
@@ -79,7 +83,9 @@ __all__ = [
     "make_sft_corpus",
     "sft_reference",
     "ExactEvaluation",
+    "RoundEvaluation",
     "BenchmarkSettings",
+    "ROUND_METHODS",
     "FAST",
     "SHORT",
     "DEFAULT",

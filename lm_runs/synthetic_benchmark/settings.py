@@ -41,7 +41,7 @@ from transformers.training_args import OptimizerNames
 
 from egpo_core.algorithms import PAPER_ALGORITHMS, get_algorithm
 
-from .corpus import EVAL_NOUNS, TRAIN_NOUNS
+from .corpus import EVAL_NOUNS, TRAIN_NOUNS, make_prompts
 from .game import check_classes
 
 __all__ = ["BenchmarkSettings", "DEFAULT", "SHORT", "FAST", "ROUND_METHODS", "check_algorithms", "core_name", "round_alg",
@@ -162,7 +162,7 @@ class BenchmarkSettings:
     def steps_per_round(self, algorithm: str) -> int:
         """E · ⌈n_rows / rows_per_step⌉: the optimizer steps of one round of the round method ``algorithm``
         (module docstring)."""
-        n = 2 * min(self.train_nouns, len(TRAIN_NOUNS))  # make_prompts: two prompt types per noun
+        n = len(make_prompts(TRAIN_NOUNS[: self.train_nouns]))  # N, the training prompts
         K = self.round_samples_per_prompt
         single = round_alg(algorithm) == "sppo"
         if self.round_pair_selection == "all":
