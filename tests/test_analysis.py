@@ -189,7 +189,9 @@ def test_rate_sweep_classes_slopes_and_divergence():
     big = table[table["eta"] == 100.0]  # ηβ = 10: the logits overflow
     assert (big["class"] == "diverges").all()
     assert big["theory_slope"].isna().all()
-    assert big["mixture"].eq(1.0).all()  # Nash-MD's c capped at 1 beyond ηβ = 1
+    assert big["mixture"].isna().all()  # no Nash-MD ran: no mixture shown
+    capped = rates.rate_sweep(P, ref, ["nash_md"], etas=[100.0], betas=[0.1], iterations=5)
+    assert capped["mixture"].eq(1.0).all()  # Nash-MD's c capped at 1 beyond ηβ = 1
     cells = rates.rate_map(table)
     assert len(cells) == 4
     row = cells[(cells["algorithm"] == "egpo") & (cells["eta"] == 0.5)].iloc[0]

@@ -47,7 +47,7 @@ def test_every_constructed_game_is_valid_and_returned_unchanged(P):
 @given(games(), st.data(), st.floats(2e-9, 0.5), st.booleans())
 def test_breaking_the_constant_sum_is_refused_naming_the_pair(P, data, delta, below):
     """Moving one entry by δ > atol (its mirror kept) breaks P_ij + P_ji = 1 (above or below 1), or
-    leaves [0, 1]; either way the entry or its mirror is named."""
+    leaves [0, 1], or (i = j) moves a diagonal entry off ½; each way the entry or its mirror is named."""
     runs, n = P.shape[0], P.shape[-1]
     r = data.draw(st.integers(0, runs - 1))
     i, j = data.draw(st.integers(0, n - 1)), data.draw(st.integers(0, n - 1))
@@ -59,7 +59,8 @@ def test_breaking_the_constant_sum_is_refused_naming_the_pair(P, data, delta, be
     lo, hi = sorted([(i, j), (j, i)])
     named_sum = f"P[run {r}, {lo[0]}, {lo[1]}] + P[run {r}, {hi[0]}, {hi[1]}]" in message
     named_range = f"P[run {r}, {i}, {j}] = " in message and "outside [0, 1]" in message
-    assert named_sum or named_range, message
+    named_diagonal = i == j and f"P[run {r}, {i}, {i}] = " in message and "on the diagonal and must be 0.5" in message
+    assert named_sum or named_range or named_diagonal, message
 
 
 @PROPERTY_SETTINGS
