@@ -66,13 +66,15 @@ class Preset:
         return self.seed, self.runs, self.num_actions, self.policy, self.config.hidden_dim, self.config.depth
 
     def instances(self) -> GameInstances:
-        """The games and reference policies the reference implementation drew for this setting, from
-        their stored file (a missing file is an error: a torch draw here could differ by CPU)."""
-        path = stored_draws_path(*self.draw_arguments())
-        if not path.is_file():
+        """The games and reference policies the reference implementation drew for this setting. The paper's
+        settings read them from their stored file (a missing file is an error: a torch draw here could
+        differ by CPU); a setting changed to other runs or another seed draws them with torch on this CPU."""
+        arguments = self.draw_arguments()
+        path = stored_draws_path(*arguments)
+        if not path.is_file() and arguments in {preset.draw_arguments() for preset in PRESETS.values()}:
             raise FileNotFoundError(f"preset {self.name}: its stored draws {path} are missing (an installation "
                                     "without egpo_core's package data?); reinstall egpo, or write_preset_draws()")
-        return reference_instances(*self.draw_arguments())
+        return reference_instances(*arguments)
 
     def configure(self, *, fast: bool = False, **changes: Any) -> SimulationConfig:
         """This preset's config with ``changes`` (config fields; ``None`` values are ignored), or
