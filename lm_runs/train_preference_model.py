@@ -66,6 +66,7 @@ from lm_runs.training_arguments import HeldOutPairsArguments, SupervisedRunArgum
 __all__ = [
     "PreferenceModelConfig",
     "PreferenceModelTrainer",
+    "HeldOutPairsReport",
     "build_pair_dataset",
     "response_text",
     "tokenize_pairs",
@@ -102,7 +103,22 @@ class PreferenceModelConfig(HeldOutPairsArguments, SupervisedRunArguments):
     )
 
 
-class PreferenceModelTrainer(AtomicCheckpoints, Trainer):
+class HeldOutPairsReport:
+    """A pair-trained judge's ``Trainer`` mixin (before ``Trainer`` in the bases): after
+    ``Trainer.train``, with held-out pairs, the trainer's :meth:`evaluate` is logged and written
+    atomically to ``output_dir/eval_results.json`` by the saving process."""
+
+    def train(self, *args: Any, **kwargs: Any) -> Any:
+        result = super().train(*args, **kwargs)
+        if self.eval_dataset is not None:
+            metrics = self.evaluate()
+            logger.info("held-out pairs: %s", ", ".join(f"{name} {value:.4g}" for name, value in sorted(metrics.items())))
+            if self.args.should_save:
+                atomic_write(f"{self.args.output_dir}/eval_results.json", json.dumps(metrics, indent=2, sort_keys=True) + "\n")
+        return result
+
+
+class PreferenceModelTrainer(HeldOutPairsReport, AtomicCheckpoints, Trainer):
     """``transformers.Trainer`` whose checkpoints appear complete or not at all (:class:`AtomicCheckpoints`);
     :meth:`evaluate` is the held-out report of the module docstring and :meth:`train` ends with it when
     there are held-out pairs."""
@@ -144,18 +160,6 @@ class PreferenceModelTrainer(AtomicCheckpoints, Trainer):
         self.log(dict(metrics))  # Trainer.log adds the epoch to the dict it is given
         return metrics
 
-    def train(self, *args: Any, **kwargs: Any) -> Any:
-        """``Trainer.train``, then, with held-out pairs, :meth:`evaluate` written atomically to
-        ``output_dir/eval_results.json`` (by the saving process) and logged."""
-        result = super().train(*args, **kwargs)
-        if self.eval_dataset is not None:
-            metrics = self.evaluate()
-            logger.info("held-out pair accuracy %.4f, mean P(chosen) %.4f over %d pairs (eval loss %.4f)",
-                        metrics["eval_pair_accuracy"], metrics["eval_mean_p_chosen"], int(metrics["eval_pairs"]),
-                        metrics["eval_loss"])
-            if self.args.should_save:
-                atomic_write(f"{self.args.output_dir}/eval_results.json", json.dumps(metrics, indent=2, sort_keys=True) + "\n")
-        return result
 
 
 def response_text(value: Any, column: str, where: str) -> str:

@@ -34,20 +34,18 @@ Everything else is :mod:`lm_runs.train_preference_model`'s: ``transformers.Train
 
 from __future__ import annotations
 
-import json
 import logging
 from dataclasses import dataclass, field
 from typing import Any, Mapping, Sequence
 
 from transformers import Trainer
 
-from egpo_core.files import atomic_write
 from lm_runs.checkpoints import AtomicCheckpoints
 from lm_runs.data import check_prompt, load_table, prompt_text
 from lm_runs.judges.reward_model import encode_response
 from lm_runs.launcher import run_entry_point, supervised_main, warn_deepspeed_optimizer
 from lm_runs.models import check_model_source, load_reward_model_base, load_tokenizer
-from lm_runs.train_preference_model import response_text
+from lm_runs.train_preference_model import HeldOutPairsReport, response_text
 from lm_runs.training_arguments import HeldOutPairsArguments, SupervisedRunArguments
 
 __all__ = [
@@ -149,7 +147,7 @@ class RewardPairCollator:
         return right_padded(texts, self.pad_token_id)
 
 
-class RewardModelTrainer(AtomicCheckpoints, Trainer):
+class RewardModelTrainer(HeldOutPairsReport, AtomicCheckpoints, Trainer):
     """``transformers.Trainer`` on the Bradley–Terry loss (:func:`bradley_terry_loss`) whose
     checkpoints appear complete or not at all; :meth:`evaluate` reports the held-out pair accuracy and
     :meth:`train` ends with it when there are held-out pairs."""
@@ -208,17 +206,6 @@ class RewardModelTrainer(AtomicCheckpoints, Trainer):
         self.log(dict(metrics))  # Trainer.log adds the epoch to the dict it is given
         return metrics
 
-    def train(self, *args: Any, **kwargs: Any) -> Any:
-        """``Trainer.train``, then, with held-out pairs, :meth:`evaluate` written atomically to
-        ``output_dir/eval_results.json`` (by the saving process) and logged."""
-        result = super().train(*args, **kwargs)
-        if self.eval_dataset is not None:
-            metrics = self.evaluate()
-            logger.info("held-out pair accuracy %.4f over %d pairs (eval loss %.4f)", metrics["eval_pair_accuracy"],
-                        int(metrics["eval_pairs"]), metrics["eval_loss"])
-            if self.args.should_save:
-                atomic_write(f"{self.args.output_dir}/eval_results.json", json.dumps(metrics, indent=2, sort_keys=True) + "\n")
-        return result
 
 
 def build_trainer(config: RewardModelConfig) -> RewardModelTrainer:
