@@ -24,8 +24,8 @@ folders do not count updates.
 
 ``--alg`` takes the names of :data:`LM_ALGORITHMS` (the README's) or any alias egpo_core declares for
 them (``eg``, ``nmd``, ``nash_md``, ``nmdpg``, …), trained online; the methods of :data:`ROUND_ALGORITHMS`
-train in the iterative round mode (``--rounds R``, :mod:`lm_runs.rounds`); OMWU and ONPO are tabular/neural
-only and refused.
+train in the iterative round mode (``--rounds R``, :mod:`lm_runs.rounds`); OMWU is tabular/neural only and
+refused.
 
 Checkpoints: ``--save_steps N`` alone saves every N updates (``lm_runs.cli`` then selects
 ``--save_strategy steps``, as in any Hugging Face project); without it no checkpoint is written (the
@@ -54,14 +54,15 @@ __all__ = ["NLHFConfig", "LM_ALGORITHMS", "ROUND_ALGORITHMS", "resolve_algorithm
 
 #: The algorithms whose online language-model form is defined here (one rollout per update), by the names
 #: the README and ``--alg`` use (egpo_core's registry names and aliases are accepted too). OMWU (its target
-#: needs samples from the previous iterate π_{t−1}) and ONPO (its LM loss needs an auxiliary policy) have
-#: no language-model form.
+#: needs samples from the previous iterate π_{t−1}) has no language-model form; ONPO's (two regressions, its
+#: auxiliary policy's and the policy's) is a round method.
 LM_ALGORITHMS = ("egpo", "oipo1", "oipo2", "nashmd", "nashmdpg", "sppo")
 
 #: The algorithms of the iterative round mode (:mod:`lm_runs.rounds`), by registry name: each round samples
-#: from the frozen π_t, judges and trains epochs on that dataset. INPO, COMAL, MPO and MNPO run only in
-#: rounds (their LM losses read the step η of the round's mirror-descent update); SPPO runs both ways.
-ROUND_ALGORITHMS = ("inpo", "comal", "mpo", "mnpo", "sppo")
+#: from the frozen π_t, judges and trains epochs on that dataset. INPO, COMAL, MPO, MNPO and ONPO run only in
+#: rounds (their LM losses read the step η of the round's mirror-descent update; ONPO's also an auxiliary
+#: policy carried from round to round); SPPO runs both ways.
+ROUND_ALGORITHMS = ("inpo", "comal", "mpo", "mnpo", "sppo", "onpo")
 
 
 def _choices() -> str:
@@ -82,6 +83,8 @@ def resolve_algorithm(name: str) -> Algorithm:
         algorithm = get_algorithm(str(name))
     except ValueError:
         raise ValueError(f"unknown algorithm --alg {name!r}; choose one of: {_choices()}") from None
+    if algorithm.name in ROUND_ALGORITHMS and algorithm.name not in {get_algorithm(n).name for n in LM_ALGORITHMS}:
+        raise ValueError(f"--alg {name}: {algorithm.label} trains in rounds only: give --rounds R (python -m lm_runs.rounds --help)")
     if algorithm.name not in {get_algorithm(n).name for n in LM_ALGORITHMS}:
         raise ValueError(f"--alg {name}: {algorithm.label} has no language-model form here; choose one of: {_choices()}")
     return algorithm

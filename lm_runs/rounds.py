@@ -1,4 +1,4 @@
-"""Iterative round mode of NLHF training: INPO, COMAL, MPO, MNPO and SPPO on round datasets.
+"""Iterative round mode of NLHF training: INPO, COMAL, MPO, MNPO, SPPO and ONPO on round datasets.
 
     python -m lm_runs.rounds --alg inpo --rounds 3 --samples_per_prompt 4 --pair_selection best_vs_worst \\
         --epochs_per_round 2 --eta 1.0 --model_name_or_path SFT_DIR --judge PM_DIR --prompts p.jsonl \\
@@ -25,9 +25,12 @@ Round r = 0 … R−1 freezes the policy of its start, π_t (t = r), and
    u_ij, the seeds, the round's loss: its anchors, weights and step) — as one folder published by a rename:
    complete or absent; a complete one is reused on resume;
 6. trains ``--epochs_per_round`` epochs of the method's round loss (a fresh optimizer and learning-rate
-   schedule each round; Hugging Face checkpoints inside ``rounds/round-r/trainer``);
+   schedule each round; Hugging Face checkpoints inside ``rounds/round-r/trainer``); ONPO trains two phases,
+   its auxiliary policy and then the policy (below);
 7. saves the round's end: ``rounds/round-r/policy.pt`` (the trainable parameters, bit for bit; π_{r+1}) and
-   ``rounds/round-r/model`` (a model folder for ``lm_runs.evaluate``).
+   ``epochs/epoch-(r+1)`` (a model folder: the policy after r + 1 rounds, the layout of the online trainer's
+   epoch models, so ``python -m lm_runs.evaluate --runs output_dir`` compares the round ends, column k = the
+   policy after k rounds).
 
 The round losses. ℓ_q(y) is the summed log-probability of y under q (``--length_normalize true``, the
 default: divided by y's length; the INPO, COMAL and SPPO papers' losses sum — ``--length_normalize false`` —
@@ -59,7 +62,26 @@ mirror-descent step log π_{t+1} ≐ (1 − η′β) log π_t + η′β log π_M
   (:func:`egpo_core.losses.anchored_log_ratio` with the one anchor π_t; ``--beta`` is not read), over
   every response (``all``) or the best and worst of each prompt (``best_vs_worst``). Its minimiser over
   policies is the multiplicative-weights step log π_{t+1} ≐ log π_t + η P(· ≻ π_t) up to the paper's
-  approximation of the log-partition by η/2 (an error of order η³ in the logits).
+  approximation of the log-partition by η/2 (an error of order η³ in the logits);
+* ``onpo`` (Zhang et al., arXiv 2502.16852, optimistic online mirror descent on the original game, β = 0:
+  ``--beta`` is not read) keeps an auxiliary policy π′ beside the policy, π′_0 = π_0, and trains two pair
+  regressions with the target η/2 on the round's one dataset of ordered pairs from π_t, in two phases:
+
+      auxiliary:  L′(θ′) = mean (Δ_θ′ − Δ_{π′_t} − η/2)²        → π′_{t+1},
+      policy:     L(θ)   = mean (Δ_θ − Δ_{π′_{t+1}} − η/2)²     → π_{t+1}.
+
+  By INPO's Proposition 6 their minimisers are π′_{t+1} ∝ π′_t e^{η P(·≻π_t)} and π_{t+1} ∝ π′_{t+1}
+  e^{η P(·≻π_t)}, ONPO's two-sequence step, i.e. log π_{t+1} ≐ log π_t + η[2P(· ≻ π_t) − P(· ≻ π_{t−1})]
+  (:func:`egpo_core.algorithms.onpo.closed_form`; round 0, from π′_0 = π_0: log π_1 ≐ log π_0 + 2η P(· ≻ π_0)).
+  The auxiliary policy is a second set of the model's trainable parameters (the LoRA adapter with
+  ``--use_peft``), swapped into the one model in memory, never a second model: each phase starts at its own
+  anchor (π′_t, then π′_{t+1}), so a phase cut short by few epochs shrinks the learned step η P rather than
+  adding an offset. The auxiliary phase's Hugging Face checkpoints go to ``rounds/round-r/auxiliary-trainer``;
+  its end is published as one folder ``rounds/round-r/auxiliary`` (renamed into place: complete or absent)
+  holding ``policy.pt`` (π′_{t+1}'s trainable parameters, bit for bit) and ``logp.jsonl`` (every response's
+  summed log-probability under π′_{t+1}, the policy phase's anchor); the dataset holds the responses'
+  log-probabilities under π′_t (``logp_past["aux"]``). The policy phase checkpoints in ``rounds/round-r/trainer``
+  and ends at ``policy.pt`` as every method does; a resume continues inside either phase or between them.
 
 Counting: ``--per_device_train_batch_size`` counts ordered pairs (SPPO: responses) here, not prompts, and
 the step-counted Hugging Face flags (``--save_steps``, ``--logging_steps``, ``--warmup_steps``) count
@@ -71,7 +93,8 @@ round cut short resumes from its newest checkpoint — ending bit for bit where 
 anchor reads are the saved round ends, kept in the round folders). A saved round whose loss differs from
 the flags' (another --alg, --eta, --magnet_period …) is refused before any model loads.
 
-Several processes (``torchrun --nproc_per_node=W``, DDP; on CPU ``--use_cpu true``, gloo). Rank k samples
+Several processes (``torchrun --nproc_per_node=W``, DDP; on CPU ``--use_cpu true``, gloo; ONPO's auxiliary
+log-probabilities are computed by rank 0, which publishes them). Rank k samples
 the contiguous block of prompts [⌊nk/W⌋, ⌊n(k+1)/W⌋) from the frozen π_t in its own batched loop, its
 generator seeded with seed + r on rank 0 and with ``numpy.random.SeedSequence([seed + r, k])`` on rank
 k > 0 (saved in round.json's ``generation_shards``), scores its responses' log-probabilities and asks the
@@ -88,7 +111,7 @@ size to another; with W = 1 everything is as before, bit for bit. A world larger
 Refused in round mode (one line, exit status 2): an ``--alg`` outside :data:`~lm_runs.config.ROUND_ALGORITHMS`,
 K < 2, the online algorithms' opponent and mixture flags, a round flag the method does not read
 (``--magnet_period`` but for comal/mpo, ``--history_length/--history_weights`` but for mnpo, ``--beta`` for
-sppo), ``--max_steps`` / ``--num_train_epochs`` (rounds and epochs per round count training),
+sppo and onpo), ``--max_steps`` / ``--num_train_epochs`` (rounds and epochs per round count training),
 and ``--deepspeed`` (not implemented yet: DDP only — each round builds its own Trainer, and accelerate
 accepts a DeepSpeed plugin only in the first Accelerator of a process).
 """
@@ -118,7 +141,8 @@ from .generation import ReferenceModel, generate_completions
 from .logprobs import completion_logprobs
 
 __all__ = [
-    "RoundOptions", "RoundsConfig", "RoundLoss", "PAIR_SELECTIONS", "round_dir", "round_loss", "round_loss_terms",
+    "RoundOptions", "RoundsConfig", "RoundLoss", "PAIR_SELECTIONS", "PHASES", "round_dir", "epoch_dir", "round_phases",
+    "round_loss", "round_loss_terms",
     "build_round_dataset", "load_round_dataset", "RoundTrainer", "run_rounds", "main",
 ]
 
@@ -129,8 +153,12 @@ PAIR_SELECTIONS = ("all", "best_vs_worst")
 _ONLINE_ONLY = ("opponent_temperature", "opponent_top_k", "opponent_top_p", "opponent_min_p", "mixture_coef",
                 "extragradient_offload", "judge_gather")
 
-#: An anchor policy of a round: "ref" (π_ref), "t" (π_t, the round's own start) or s (π_s, round s < r's start).
+#: An anchor policy of a round: "ref" (π_ref), "t" (π_t, the round's own start), s (π_s, round s < r's start),
+#: "aux" (ONPO's auxiliary policy π′_t at the round's start) or "aux+1" (π′_{t+1}, the auxiliary phase's end).
 Source = Union[str, int]
+
+#: ONPO's two training phases in a round, in order (every other method trains the policy phase alone).
+PHASES = ("auxiliary", "policy")
 
 
 @dataclass
@@ -213,8 +241,8 @@ class RoundsConfig(RoundOptions, NLHFConfig):
             raise ValueError(f"--eta {self.eta!r}: the step η must be a positive number")
         if name in ("inpo", "comal", "mnpo") and self.eta * self.beta > 1:
             raise ValueError(f"--eta {self.eta!r}: {self.algorithm.label} needs ηβ ≤ 1 (β = {self.beta}; mpo allows any η)")
-        if name == "sppo" and self.beta != defaults["beta"]:
-            raise ValueError(f"--beta {self.beta}: SPPO's round loss has no β (its step is --eta)")
+        if name in ("sppo", "onpo") and self.beta != defaults["beta"]:
+            raise ValueError(f"--beta {self.beta}: {self.algorithm.label}'s round loss has no β (its step is --eta)")
         if not (isinstance(self.magnet_period, int) and self.magnet_period >= 0):
             raise ValueError(f"--magnet_period must be a whole number ≥ 0, got {self.magnet_period!r}")
         if self.magnet_period and name not in ("comal", "mpo"):
@@ -267,6 +295,12 @@ def round_dir(output_dir: str | os.PathLike[str], r: int) -> Path:
     return Path(output_dir) / "rounds" / f"round-{r}"
 
 
+def epoch_dir(output_dir: str | os.PathLike[str], k: int) -> Path:
+    """``output_dir/epochs/epoch-k``: the model folder of the policy after k ≥ 1 rounds (π_k, round k − 1's end),
+    where ``lm_runs.evaluate`` finds a run's models."""
+    return Path(output_dir) / "epochs" / f"epoch-{k}"
+
+
 @dataclass(frozen=True)
 class RoundLoss:
     """Round r's loss (the module docstring): ``form`` "pair" — (Δ_θ − Δ_A − step/2)² on ordered pairs — or
@@ -284,9 +318,11 @@ class RoundLoss:
         return [w for _, w in self.anchors]
 
     @property
-    def past_rounds(self) -> list[int]:
-        """The earlier round starts s whose policies π_s the anchor reads."""
-        return [s for s, _ in self.anchors if isinstance(s, int)]
+    def saved_anchors(self) -> list[Source]:
+        """The anchors besides π_t and π_ref whose log-probabilities the round's dataset holds
+        (``logp_past``): the earlier round starts s (π_s) and ONPO's "aux" (π′_t), each kept as saved
+        trainable parameters (ONPO's "aux+1", known only after the auxiliary phase, is kept beside the dataset)."""
+        return [s for s, _ in self.anchors if isinstance(s, int) or s == "aux"]
 
     def as_json(self) -> dict:
         """The form saved in ``round.json`` (and compared on resume)."""
@@ -310,10 +346,24 @@ def magnet_source(r: int, period: int) -> Source:
     return "t" if refreshed == r else refreshed
 
 
-def round_loss(config: RoundsConfig, r: int) -> RoundLoss:
-    """The loss of round ``r`` of ``config``'s method (see the module docstring)."""
+def round_phases(config: RoundsConfig) -> tuple[str, ...]:
+    """The training phases of a round of ``config``'s method, in order: :data:`PHASES` for ONPO (its auxiliary
+    policy, then the policy), ``("policy",)`` for every other method."""
+    return PHASES if config.algorithm.name == "onpo" else ("policy",)
+
+
+def round_loss(config: RoundsConfig, r: int, phase: str | None = None) -> RoundLoss:
+    """The loss of round ``r`` of ``config``'s method in ``phase`` (one of :func:`round_phases`; None: the
+    first, whose anchors' log-probabilities the round's dataset holds and whose form ``round.json`` records);
+    see the module docstring. ``ValueError`` for a phase the method does not train."""
     name = config.algorithm.name
     eta, beta = float(config.eta), float(config.beta)
+    phases = round_phases(config)
+    phase = phases[0] if phase is None else phase
+    if phase not in phases:
+        raise ValueError(f"{config.algorithm.label} trains the round phases {', '.join(phases)}, not {phase!r}")
+    if name == "onpo":  # π′_{t+1} anchored at π′_t, then π_{t+1} anchored at π′_{t+1}; β is not read
+        return RoundLoss("pair", (("aux" if phase == "auxiliary" else "aux+1", 1.0),), eta)
     if name == "sppo":
         return RoundLoss("single", (("t", 1.0),), eta)
     step = eta * config.algorithm.loss_weight(eta * beta)  # MPO: η/(1 + ηβ); the others η
@@ -391,12 +441,13 @@ def build_round_dataset(
     tokenizer: Any,
     prompts: Sequence[Any],
     judge: Callable[[Sequence[str], Sequence[Sequence[str]]], Sequence[float]],
-    past_state: Callable[[int], dict] | None = None,
+    past_state: Callable[[Source], dict] | None = None,
 ) -> Path:
     """Sample, judge, select and score round ``r``'s dataset from the frozen π_t = ``policy`` (steps 1-5 of
     the module docstring) and publish it as ``round_dir/dataset`` (a staging folder renamed into place);
     returns the folder. ``reference``: a :class:`~lm_runs.generation.ReferenceModel`; ``past_state(s)``: the
-    trainable parameters of π_s for the earlier round starts the round's anchor reads (:func:`round_loss`)."""
+    trainable parameters of the saved anchors the round's loss reads (:attr:`RoundLoss.saved_anchors`: π_s of an
+    earlier round start s, ONPO's π′_t for "aux")."""
 
     K = config.samples_per_prompt
     rank, world = _rank_and_world()
@@ -412,7 +463,7 @@ def build_round_dataset(
     lengths = [t for part in parts for t in part["lengths"]]
     logp_t = [t for part in parts for t in part["logp_t"]]
     logp_ref = [t for part in parts for t in part["logp_ref"]]
-    logp_past = {s: [t for part in parts for t in part["logp_past"][s]] for s in loss.past_rounds}
+    logp_past = {s: [t for part in parts for t in part["logp_past"][s]] for s in loss.saved_anchors}
     answers = [t for part in parts for t in part["answers"]]
     upper = [(i, j) for i in range(K) for j in range(i + 1, K)]
     queries = [(p, i, j) for p in range(len(prompts)) for i, j in upper]
@@ -447,7 +498,7 @@ def build_round_dataset(
     folder = round_dir(config.output_dir, r) / "dataset"
     meta = {
         "round": r, "alg": config.algorithm.name, "loss": loss.as_json(),
-        "anchor_policies": {str(s): _policy_file(s) for s in loss.past_rounds},
+        "anchor_policies": {str(s): _describe_policy_file(s, r) for s in loss.saved_anchors},
         "samples_per_prompt": K, "pair_selection": config.pair_selection, "prompts": len(prompts),
         "generation_seed": config.seed + r, "draw_seed": [config.seed, r], "eta": config.eta, "beta": config.beta,
         "sampling": {"temperature": config.pair_sampling.temperature, "top_k": config.pair_sampling.top_k,
@@ -485,13 +536,13 @@ def _sample_and_judge(
     tokenizer: Any,
     prompts: Sequence[Any],
     judge: Callable[[Sequence[str], Sequence[Sequence[str]]], Sequence[float]],
-    past_state: Callable[[int], dict] | None,
+    past_state: Callable[[Source], dict] | None,
     seed: int,
     loss: RoundLoss,
 ) -> dict:
     """Steps 1, 2 and 4 of the module docstring for ``prompts`` (this rank's block): K samples per prompt from
     π_t = ``policy`` in one batched loop (its generator seeded with ``seed``), their summed log-probabilities
-    under π_t, π_ref and the past policies ``loss`` reads, and the judge's P_ij of every pair i < j of each
+    under π_t, π_ref and the saved anchors ``loss`` reads, and the judge's P_ij of every pair i < j of each
     prompt, in (prompt, i, j) order. Plain lists (row = prompt·K + k), ready to gather across ranks."""
     K, device = config.samples_per_prompt, config.device
     batch = PromptCollator(tokenizer, config.max_prompt_length)([{"prompt": p} for p in prompts])
@@ -506,7 +557,7 @@ def _sample_and_judge(
     logp_t = _logprobs_under(policy, None, *batch_ids)
     with torch.no_grad():
         logp_ref = completion_logprobs(reference, *batch_ids)
-    logp_past = {s: _logprobs_under(policy, past_state(s), *batch_ids) for s in loss.past_rounds}
+    logp_past = {s: _logprobs_under(policy, past_state(s), *batch_ids) for s in loss.saved_anchors}
     texts = tokenizer.batch_decode(sampled.ids, skip_special_tokens=True)
     lengths = sampled.lengths.tolist()
     texts_of = [prompt_text(p) for p in prompts]
@@ -522,13 +573,64 @@ def _sample_and_judge(
     }
 
 
-def _policy_file(s: int) -> str:
-    """Where π_s, the policy at round s's start, is kept (relative to output_dir)."""
-    return f"rounds/round-{s - 1}/policy.pt" if s > 0 else "the initial policy (--model_name_or_path, seeded adapter)"
+def _policy_file(s: Source, r: int) -> str | None:
+    """Where round ``r``'s saved anchor ``s`` is kept, relative to output_dir: π_s, the policy at round s's start,
+    in ``rounds/round-(s−1)/policy.pt``; ONPO's π′_t ("aux") in ``rounds/round-(r−1)/auxiliary/policy.pt``;
+    None for the initial policy (π_0 = π′_0)."""
+    before = s - 1 if isinstance(s, int) else r - 1
+    if before < 0:
+        return None
+    return f"rounds/round-{before}/" + ("policy.pt" if isinstance(s, int) else "auxiliary/policy.pt")
+
+
+def _describe_policy_file(s: Source, r: int) -> str:
+    """:func:`_policy_file` for ``round.json``, naming the initial policy in words."""
+    return _policy_file(s, r) or "the initial policy (--model_name_or_path, seeded adapter)"
 
 
 def _read_jsonl(path: Path) -> list[dict]:
     return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line]
+
+
+def _prompt_ids(tokenizer: Any, prompt: Any, max_prompt_length: int | None) -> list[int]:
+    """A saved prompt's token ids as the collator encodes it (longer than ``max_prompt_length``: its end)."""
+    ids = encode_prompt(tokenizer, prompt)
+    return ids[-max_prompt_length:] if max_prompt_length else ids
+
+
+def _response_logprobs(policy: torch.nn.Module, tokenizer: Any, responses: Sequence[dict], max_prompt_length: int | None,
+                       batch_size: int, device: Any) -> list[float]:
+    """Summed log-probabilities under ``policy`` (eval mode, no gradient) of saved responses (rows of
+    ``responses.jsonl``: their prompt and ``token_ids``), in batches of ``batch_size`` rows."""
+    out: list[float] = []
+    for start in range(0, len(responses), batch_size):
+        chunk = responses[start : start + batch_size]
+        prompt_ids, prompt_mask = _padded([_prompt_ids(tokenizer, row["prompt"], max_prompt_length) for row in chunk],
+                                          tokenizer.pad_token_id, left=True)
+        completion_ids, completion_mask = _padded([row["token_ids"] for row in chunk], tokenizer.pad_token_id, left=False)
+        batch = (t.to(device) for t in (prompt_ids, prompt_mask, completion_ids, completion_mask))
+        out += [float(v) for v in _logprobs_under(policy, None, *batch)]
+    return out
+
+
+def _publish_auxiliary(config: RoundsConfig, folder: Path, policy: torch.nn.Module, tokenizer: Any) -> None:
+    """ONPO: rank 0 publishes the auxiliary phase's end π′_{t+1} = ``policy`` as ``folder/auxiliary`` (staged in
+    ``.partial-auxiliary``, renamed into place): ``policy.pt`` (its trainable parameters, bit for bit) and
+    ``logp.jsonl`` (every response of the round's dataset, in its order, with its summed log-probability
+    under π′_{t+1}: the policy phase's anchor); every rank waits for it."""
+    if _rank_and_world()[0] == 0:
+        responses = _read_jsonl(folder / "dataset" / "responses.jsonl")
+        logps = _response_logprobs(policy, tokenizer, responses, config.max_prompt_length,
+                                   config.per_device_train_batch_size, config.device)
+        staging = folder / ".partial-auxiliary"
+        shutil.rmtree(staging, ignore_errors=True)
+        staging.mkdir()
+        torch.save(_trainable_state(policy), staging / "policy.pt")
+        write_jsonl(staging / "logp.jsonl", [{"prompt_index": row["prompt_index"], "sample": row["sample"], "logp": v}
+                                            for row, v in zip(responses, logps)])
+        os.replace(staging, folder / "auxiliary")
+        fsync_directory(folder)
+    _barrier()
 
 
 def load_round_dataset(folder: str | os.PathLike[str], tokenizer: Any, max_prompt_length: int | None, loss: RoundLoss) -> list[dict]:
@@ -536,18 +638,21 @@ def load_round_dataset(folder: str | os.PathLike[str], tokenizer: Any, max_promp
     as the collator encodes it), the completions' token ids (pair form: [winner, loser], one row per ordered
     pair; single form: [y], one row per response of the selected pairs, in order of first appearance), per
     completion the (summed) log-probabilities of the anchors in ``loss.anchors``' order, and the row's
-    target (pair: step/2; single: step·(P̂(y ≻ π_t) − ½))."""
+    target (pair: step/2; single: step·(P̂(y ≻ π_t) − ½)). ONPO's "aux+1" (π′_{t+1}) is read from the
+    auxiliary phase's ``logp.jsonl`` beside the dataset (``folder/../auxiliary``)."""
 
     folder = Path(folder)
     responses = {(row["prompt_index"], row["sample"]): row for row in _read_jsonl(folder / "responses.jsonl")}
     key = {"ref": "logp_ref", "t": "logp_policy"}
+    if any(s == "aux+1" for s, _ in loss.anchors):
+        after = {(row["prompt_index"], row["sample"]): row["logp"] for row in _read_jsonl(folder.parent / "auxiliary" / "logp.jsonl")}
+        responses = {k: {**row, "logp_past": {**row.get("logp_past", {}), "aux+1": after[k]}} for k, row in responses.items()}
 
     def anchors(row: dict) -> list[float]:
         return [row[key[s]] if s in key else row["logp_past"][str(s)] for s, _ in loss.anchors]
 
     def prompt_ids(row: dict) -> list[int]:
-        ids = encode_prompt(tokenizer, row["prompt"])
-        return ids[-max_prompt_length:] if max_prompt_length else ids
+        return _prompt_ids(tokenizer, row["prompt"], max_prompt_length)
 
     pairs = [(responses[(q["prompt_index"], q["winner"])], responses[(q["prompt_index"], q["loser"])])
              for q in _read_jsonl(folder / "pairs.jsonl")]
@@ -557,6 +662,18 @@ def load_round_dataset(folder: str | os.PathLike[str], tokenizer: Any, max_promp
     chosen = list({(y["prompt_index"], y["sample"]): y for pair in pairs for y in pair}.values())
     return [{"prompt_ids": prompt_ids(y), "completions": [y["token_ids"]], "anchor_logp": [anchors(y)],
              "target": loss.step * (y["win_rate"] - 0.5)} for y in chosen]
+
+
+def _padded(seqs: Sequence[Sequence[int]], pad: int, left: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    """Token ids (rows, width) padded with ``pad`` on the left (prompts) or the right (completions), and the mask."""
+    width = max(1, max(len(s) for s in seqs))
+    ids = torch.full((len(seqs), width), pad, dtype=torch.long)
+    mask = torch.zeros((len(seqs), width), dtype=torch.long)
+    for n, s in enumerate(seqs):
+        if s:
+            span = slice(width - len(s), width) if left else slice(0, len(s))
+            ids[n, span], mask[n, span] = torch.tensor(list(s), dtype=torch.long), 1
+    return ids, mask
 
 
 class RoundCollator:
@@ -569,19 +686,9 @@ class RoundCollator:
         self.pad = int(pad_token_id)
 
     def __call__(self, rows: Sequence[dict]) -> dict:
-        def padded(seqs: list[list[int]], left: bool) -> tuple[torch.Tensor, torch.Tensor]:
-            width = max(1, max(len(s) for s in seqs))
-            ids = torch.full((len(seqs), width), self.pad, dtype=torch.long)
-            mask = torch.zeros((len(seqs), width), dtype=torch.long)
-            for n, s in enumerate(seqs):
-                if s:
-                    span = slice(width - len(s), width) if left else slice(0, len(s))
-                    ids[n, span], mask[n, span] = torch.tensor(s, dtype=torch.long), 1
-            return ids, mask
-
         n = len(rows[0]["completions"])
-        prompt_ids, prompt_mask = padded([row["prompt_ids"] for row in rows] * n, left=True)
-        completion_ids, completion_mask = padded([row["completions"][i] for i in range(n) for row in rows], left=False)
+        prompt_ids, prompt_mask = _padded([row["prompt_ids"] for row in rows] * n, self.pad, left=True)
+        completion_ids, completion_mask = _padded([row["completions"][i] for i in range(n) for row in rows], self.pad, left=False)
         return {
             "prompt_ids": prompt_ids, "prompt_mask": prompt_mask, "completion_ids": completion_ids, "completion_mask": completion_mask,
             "anchor_logp": torch.tensor([row["anchor_logp"] for row in rows], dtype=torch.float32),
@@ -629,6 +736,7 @@ class RoundTrainer(AtomicCheckpoints, Trainer):
         super().__init__(*args, **kwargs)
         self.round_loss = round_loss
         self.round_index = 0  # set by run_rounds; logged with every loss
+        self.round_phase = "policy"  # set by run_rounds: ONPO's "auxiliary" phase trains π′, every other phase the policy
         self.step_losses: list[float] = []
         self._since_log: list[float] = []
         self._micro: list[float] = []
@@ -690,10 +798,11 @@ def run_rounds(
     stop_after: Callable[[int, Any], None] | None = None,
     callbacks: Sequence[Any] = (),
 ) -> Any:
-    """Run (or, with ``resume``, continue) every round of ``config``; returns the last round's trainer.
-    ``judge``: an in-process judge (else ``config.judge``'s spec, loaded and probed as in
+    """Run (or, with ``resume``, continue) every round of ``config``; returns the last round's trainer (ONPO:
+    its policy phase's). ``judge``: an in-process judge (else ``config.judge``'s spec, loaded and probed as in
     :func:`lm_runs.train_nlhf.build_trainer`). ``stop_after(r, trainer)`` is called after round r's
-    training (tests interrupt there); ``callbacks``: ``TrainerCallback`` objects given to every round's trainer."""
+    training (tests interrupt there); ``callbacks``: ``TrainerCallback`` objects given to every round's trainer
+    (ONPO: to both phases' trainers; ``trainer.round_phase`` tells them apart)."""
     from transformers import set_seed
 
     from .checkpoints import MODEL_MARKERS, latest_checkpoint, save_model_atomically
@@ -727,10 +836,12 @@ def run_rounds(
     ref_model = load_reference(config.model_name_or_path, config.ref_model_name_or_path, use_peft=config.use_peft, dtype=dtype)
     policy.to(config.device)
     reference = ReferenceModel(policy, frozen=None if ref_model is None else ref_model.to(config.device))
-    initial = _trainable_state(policy)  # π_0 (the same after a restart: the adapter is seeded)
+    initial = _trainable_state(policy)  # π_0 = π′_0 (the same after a restart: the adapter is seeded)
 
-    def past_state(s: int) -> dict:
-        return initial if s == 0 else torch.load(round_dir(config.output_dir, s - 1) / "policy.pt", map_location="cpu")
+    def saved_state(s: Source, r: int) -> dict:
+        """The trainable parameters of round ``r``'s saved anchor ``s`` (:func:`_policy_file`)."""
+        file = _policy_file(s, r)
+        return initial if file is None else torch.load(Path(config.output_dir) / file, map_location="cpu")  # load_state_dict copies it to the policy's device
 
     inputs_checked()
     trainer = None
@@ -740,25 +851,35 @@ def run_rounds(
         if resume and (folder / "policy.pt").is_file():
             continue
         if r > 0:
-            state = torch.load(round_dir(config.output_dir, r - 1) / "policy.pt", map_location="cpu")  # load_state_dict copies it to the policy's device
-            policy.load_state_dict(state, strict=False)
+            policy.load_state_dict(saved_state(r, r), strict=False)  # π_t
         dataset = folder / "dataset"
         if not (resume and (dataset / "round.json").is_file()):
             if rank == 0:
                 shutil.rmtree(folder, ignore_errors=True)
             set_seed(config.seed + r)
-            build_round_dataset(config, r, policy, reference, tokenizer, prompts, checked, past_state)
-        rows = load_round_dataset(dataset, tokenizer, config.max_prompt_length, losses[r])
-        args = copy.copy(config)  # the round's view: its folder, epochs and seed (checked options unchanged)
-        args.output_dir, args.num_train_epochs, args.seed = str(folder / "trainer"), float(config.epochs_per_round), config.seed + r
-        args.resume_from_checkpoint, args.overwrite_output_dir = None, False
-        trainer = RoundTrainer(model=policy, args=args, train_dataset=rows, data_collator=RoundCollator(tokenizer.pad_token_id),
-                               processing_class=tokenizer, callbacks=list(callbacks), round_loss=losses[r])
-        trainer.round_index = r
-        trainer.train(resume_from_checkpoint=latest_checkpoint(args.output_dir) if resume else None)
+            build_round_dataset(config, r, policy, reference, tokenizer, prompts, checked, lambda s: saved_state(s, r))
+        for phase in round_phases(config):
+            if phase == "auxiliary" and resume and (folder / "auxiliary").is_dir():
+                continue  # ONPO's auxiliary phase ended (its folder is published whole)
+            loss = round_loss(config, r, phase)
+            if phase == "auxiliary":
+                policy.load_state_dict(saved_state("aux", r), strict=False)  # π′_t: the auxiliary phase's start
+            elif "aux+1" in dict(loss.anchors):
+                policy.load_state_dict(torch.load(folder / "auxiliary" / "policy.pt", map_location="cpu"), strict=False)  # π′_{t+1}
+            rows = load_round_dataset(dataset, tokenizer, config.max_prompt_length, loss)
+            args = copy.copy(config)  # the phase's view: its folder, epochs and seed (checked options unchanged)
+            args.output_dir = str(folder / ("auxiliary-trainer" if phase == "auxiliary" else "trainer"))
+            args.num_train_epochs, args.seed = float(config.epochs_per_round), config.seed + r
+            args.resume_from_checkpoint, args.overwrite_output_dir = None, False
+            trainer = RoundTrainer(model=policy, args=args, train_dataset=rows, data_collator=RoundCollator(tokenizer.pad_token_id),
+                                   processing_class=tokenizer, callbacks=list(callbacks), round_loss=loss)
+            trainer.round_index, trainer.round_phase = r, phase
+            trainer.train(resume_from_checkpoint=latest_checkpoint(args.output_dir) if resume else None)
+            if phase == "auxiliary":
+                _publish_auxiliary(config, folder, policy, tokenizer)
         if stop_after is not None:
             stop_after(r, trainer)
-        save_model_atomically(trainer, folder / "model")
+        save_model_atomically(trainer, epoch_dir(config.output_dir, r + 1))
         if rank == 0:
             atomic_write(folder / "policy.pt", lambda f: torch.save(_trainable_state(policy), f))
     _barrier()

@@ -24,7 +24,7 @@ from transformers import TrainerCallback
 
 import toy_judges
 from egpo_core.losses import ipo_regression_loss
-from lm_runs.rounds import RoundsConfig, round_dir, round_loss, round_loss_terms, run_rounds, select_pairs
+from lm_runs.rounds import RoundLoss, RoundsConfig, epoch_dir, round_dir, round_loss, round_loss_terms, run_rounds, select_pairs
 from lm_runs.tiny import build_tiny_lm
 
 WORDS = "cat dog bird fish sun moon".split()
@@ -275,7 +275,8 @@ def test_help_runs(capsys):
         (["--mixture_coef", "0.5"], "--mixture_coef 0.5: not read in round mode"),
         (["--max_steps", "3"], "--max_steps 3"),
         (["--rounds", "0"], "--rounds must be at least 1"),
-        (["--alg", "onpo"], "--alg onpo: ONPO has no round form here"),
+        (["--alg", "omwu"], "--alg omwu: OMWU has no round form here"),
+        (["--alg", "onpo", "--beta", "0.2"], "--beta 0.2: ONPO's round loss has no β"),
         (["--magnet_period", "2"], "--magnet_period 2: only comal and mpo refresh a magnet"),
         (["--alg", "comal", "--history_weights", "1", "2"], "--history_weights: only mnpo reads a history"),
         (["--alg", "mnpo", "--history_weights", "1"], "--history_weights 1.0: give 2 (--history_length)"),
@@ -319,7 +320,8 @@ def test_train_nlhf_hands_rounds_over_in_process_and_resumes(tiny, tmp_path, cap
             "--output_dir", str(out), "--use_cpu", "true", "--alg", "mpo", "--magnet_period", "1", "--rounds", "2",
             "--samples_per_prompt", "2", "--max_new_tokens", "4", "--per_device_train_batch_size", "6", "--report_to", "none"]
     run_entry_point(main, base)
-    assert all((round_dir(out, r) / name).exists() for r in (0, 1) for name in ("dataset/round.json", "policy.pt", "model"))
+    assert all((round_dir(out, r) / name).exists() for r in (0, 1) for name in ("dataset/round.json", "policy.pt"))
+    assert all((epoch_dir(out, k) / "model.safetensors").is_file() for k in (1, 2))
     assert json.loads((round_dir(out, 1) / "dataset" / "round.json").read_text())["alg"] == "mpo"
     final = (out / "model.safetensors").read_bytes()
     for entry in out.iterdir():
@@ -349,6 +351,7 @@ def test_train_nlhf_help_lists_the_round_flags(capsys):
                  "--history_weights", "--samples_per_prompt", "--mixture_coef"):
         assert f"{flag} " in text, flag
     assert all(name in text.split("--alg ALG", 2)[-1][:600] for name in ROUND_ALGORITHMS)
+    assert "onpo" in ROUND_ALGORITHMS
 
 
 def test_round_alg_runs_exactly_the_listed_methods(tiny, tmp_path):
@@ -357,13 +360,13 @@ def test_round_alg_runs_exactly_the_listed_methods(tiny, tmp_path):
     from egpo_core.algorithms import ALGORITHMS
     from lm_runs.config import ROUND_ALGORITHMS
 
-    assert set(ROUND_ALGORITHMS) == {"inpo", "comal", "mpo", "mnpo", "sppo"}
+    assert set(ROUND_ALGORITHMS) == {"inpo", "comal", "mpo", "mnpo", "sppo", "onpo"}
     assert all(name in RoundsConfig.__dataclass_fields__["alg"].metadata["help"] for name in ROUND_ALGORITHMS)
     for name in ALGORITHMS:
         if name in ROUND_ALGORITHMS:
             assert config(tiny, tmp_path, alg=name).algorithm.name == name
         else:
-            with pytest.raises(ValueError, match=f"--alg {name}: .*round mode \\(--rounds\\) trains inpo, comal, mpo, mnpo, sppo"):
+            with pytest.raises(ValueError, match=f"--alg {name}: .*round mode \\(--rounds\\) trains inpo, comal, mpo, mnpo, sppo, onpo"):
                 config(tiny, tmp_path, alg=name)
 
 
@@ -380,7 +383,8 @@ def test_train_nlhf_hands_rounds_over_and_resumes(tiny, tmp_path):
     done = subprocess.run([sys.executable, "-m", "lm_runs.train_nlhf", *base], capture_output=True, text=True,
                           env=_env(), cwd=Path(__file__).parents[1], timeout=300)
     assert done.returncode == 0, done.stderr[-2000:]
-    assert all((round_dir(out, r) / name).exists() for r in (0, 1) for name in ("dataset/round.json", "policy.pt", "model"))
+    assert all((round_dir(out, r) / name).exists() for r in (0, 1) for name in ("dataset/round.json", "policy.pt"))
+    assert all((epoch_dir(out, k) / "model.safetensors").is_file() for k in (1, 2))
     assert (out / "model.safetensors").is_file()
     assert "'round': 1" in done.stdout + done.stderr
     final = (out / "model.safetensors").read_bytes()
@@ -405,7 +409,7 @@ def test_wants_rounds(tmp_path):
     yaml.write_text("rounds: 2\n")
     assert wants_rounds(["--rounds", "2"]) and wants_rounds(["--rounds=2"]) and wants_rounds(["--alg", "inpo"])
     assert wants_rounds(["--alg=iterative_nash"]) and wants_rounds(["--config", str(yaml)])
-    assert all(wants_rounds(["--alg", name]) for name in ("comal", "mpo", "mnpo", "comal_inpo"))
+    assert all(wants_rounds(["--alg", name]) for name in ("comal", "mpo", "mnpo", "comal_inpo", "onpo", "optimistic_nash"))
     assert not wants_rounds(["--alg", "sppo"]) and wants_rounds(["--alg", "sppo", "--rounds", "2"])  # sppo: both modes
     assert not wants_rounds(["--alg", "egpo"]) and not wants_rounds(["--samples_per_prompt", "2"])
 
@@ -501,6 +505,21 @@ def _tabular_loss(loss, theta, logps, P, pi_t):
     return (weight * terms).sum()
 
 
+def _tabular_minimiser(loss, theta_start, logps, P, pi_t) -> np.ndarray:
+    """Centred log-probabilities of the minimiser over π_θ = softmax θ of :func:`_tabular_loss` (Newton's method
+    in float64 from ``theta_start``, to a gradient below 1e-13)."""
+    theta = torch.tensor(theta_start).clone()
+    f = lambda th: _tabular_loss(loss, th, logps, P, pi_t)  # noqa: E731
+    for _ in range(60):
+        grad = torch.autograd.functional.jacobian(f, theta)
+        if grad.abs().max() < 1e-13:
+            break
+        theta = theta - torch.linalg.pinv(torch.autograd.functional.hessian(f, theta), hermitian=True) @ grad
+    assert grad.abs().max() < 1e-13
+    out = torch.log_softmax(theta, 0).numpy()
+    return out - out.mean()
+
+
 @pytest.mark.parametrize("name", list(ROUND_CASES))
 def test_round_loss_minimiser_is_the_tabular_closed_form(tiny, tmp_path, name):
     """The tabular limit: on one-token responses with exact expectations (N = 5 actions, a random
@@ -530,16 +549,7 @@ def test_round_loss_minimiser_is_the_tabular_closed_form(tiny, tmp_path, name):
     P_t, pi_t = torch.tensor(P), torch.softmax(torch.tensor(theta_t), 0)
 
     def minimiser(loss_):
-        theta = torch.tensor(theta_t).clone()
-        f = lambda th: _tabular_loss(loss_, th, logps, P_t, pi_t)  # noqa: E731
-        for _ in range(60):
-            grad = torch.autograd.functional.jacobian(f, theta)
-            if grad.abs().max() < 1e-13:
-                break
-            theta = theta - torch.linalg.pinv(torch.autograd.functional.hessian(f, theta), hermitian=True) @ grad
-        assert grad.abs().max() < 1e-13
-        out = torch.log_softmax(theta, 0).numpy()
-        return out - out.mean()
+        return _tabular_minimiser(loss_, theta_t, logps, P_t, pi_t)
 
     expected = {
         "inpo": lambda: inpo.closed_form(theta_t, ref, P, eta, cfg.beta),
@@ -573,7 +583,7 @@ def test_last_round_first_logged_loss_is_the_hand_computed_loss(tiny, tmp_path, 
     of (Δ_t − Σ_k w_k Δ_k − target)² with the anchors written out by hand; SPPO — mean over every response of
     (0 − η(P̂ − ½))², P̂ = the mean of the judged P(y_i ≻ y_j) over the prompt's other samples, formed here from
     judgements.jsonl. A past policy's saved log-probability is the one recomputed from that round's saved model
-    (COMAL's magnet π_2 from rounds/round-1/model; MNPO's π_0 is the initial policy = π_ref)."""
+    (COMAL's magnet π_2 from epochs/epoch-2, round 1's end; MNPO's π_0 is the initial policy = π_ref)."""
     flags, rounds, anchors, target = REPLAY_CASES[name]
     cfg = config(tiny, tmp_path / "run", rounds=rounds, per_device_train_batch_size=18, **{"samples_per_prompt": 2, **flags})
     trainer = run_rounds(cfg, judge=toy_judges.prefer_shorter)
@@ -600,7 +610,7 @@ def test_last_round_first_logged_loss_is_the_hand_computed_loss(tiny, tmp_path, 
     assert len(logged) == 1 and trainer.round_index == rounds - 1
     assert abs(logged[0] - expected) <= 1e-5 * expected + 1e-6, (logged[0], expected)
     assert expected > 1e-3
-    past = {"comal": (2, round_dir(cfg.output_dir, 1) / "model"), "mnpo": (0, Path(tiny["model"]))}.get(name)
+    past = {"comal": (2, epoch_dir(cfg.output_dir, 2)), "mnpo": (0, Path(tiny["model"]))}.get(name)
     if past is not None:
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -696,3 +706,220 @@ def test_mnpo_with_lora_reads_the_initial_adapter_as_pi_0(tiny, tmp_path):
     run_rounds(config(tiny, cut, **common), judge=toy_judges.prefer_shorter, resume=True)
     a, b = _final_state(straight, 2), _final_state(cut, 2)
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+# ------------------------------------------------------------------------------------------------
+# ONPO: the auxiliary policy and the policy, two regressions a round
+# ------------------------------------------------------------------------------------------------
+
+
+def test_onpo_round_phases_and_losses_by_hand(tiny, tmp_path):
+    """ONPO trains two phases a round, each a pair regression with one anchor (weight 1) and the step η: the
+    auxiliary π′ anchored at π′_t ("aux"), then the policy anchored at π′_{t+1} ("aux+1"); the dataset's
+    (the first phase's) loss is the auxiliary one, and its only saved anchor is π′_t. The other methods train
+    one phase, and asking them for an auxiliary phase is an error."""
+    from lm_runs.rounds import round_phases
+
+    cfg = config(tiny, tmp_path, alg="onpo", eta=0.7)
+    assert round_phases(cfg) == ("auxiliary", "policy")
+    auxiliary, policy = (round_loss(cfg, 3, phase).as_json() for phase in ("auxiliary", "policy"))
+    assert auxiliary == {"form": "pair", "anchors": [["aux", 1.0]], "step": 0.7}
+    assert policy == {"form": "pair", "anchors": [["aux+1", 1.0]], "step": 0.7}
+    assert round_loss(cfg, 0).as_json() == auxiliary and round_loss(cfg, 0).saved_anchors == ["aux"]
+    assert round_phases(config(tiny, tmp_path, alg="inpo")) == ("policy",)
+    with pytest.raises(ValueError, match="INPO trains the round phases policy, not 'auxiliary'"):
+        round_loss(config(tiny, tmp_path, alg="inpo"), 0, "auxiliary")
+
+
+def test_onpo_two_regressions_minimise_to_the_tabular_closed_form(tiny, tmp_path):
+    """The tabular limit of ONPO's round (N = 5 one-token responses, exact expectations over ordered pairs
+    y, y′ ~ π_t, a random non-transitive P, η = 0.8): from a random π′_t and π_{t−1}, with
+    log π_t = log π′_t + η P(· ≻ π_{t−1}) (the recursion's invariant), the minimiser of the auxiliary phase's
+    loss (Newton, float64, gradient < 1e-13) is log π′_t + η P(· ≻ π_t) and the minimiser of the policy
+    phase's, anchored at it, is egpo_core.algorithms.onpo.closed_form(θ_t, …, previous_logits=θ_{t−1}) =
+    log π_t + η[2P(· ≻ π_t) − P(· ≻ π_{t−1})], both within 1e-9 (centred logits); round 0 (π′_0 = π_0) gives
+    log π_0 + 2η P(· ≻ π_0) within 1e-9. The policy phase anchored at π′_t instead of π′_{t+1} misses the
+    closed form by ≥ 5e-2 (the test can fail)."""
+    from scipy.special import log_softmax, softmax
+
+    from egpo_core.algorithms import onpo
+
+    eta = 0.8
+    cfg = config(tiny, tmp_path, alg="onpo", eta=eta)
+    auxiliary, policy = round_loss(cfg, 2, "auxiliary"), round_loss(cfg, 2, "policy")
+    rng = np.random.default_rng(5)
+    N = 5
+    A = rng.uniform(-0.45, 0.45, (N, N))
+    P = 0.5 + (A - A.T) / 2
+    ref, aux_t, theta_before = (rng.normal(size=N) for _ in range(3))
+
+    def centred(v):
+        return v - v.mean()
+
+    def one_round(theta_t, aux_t):
+        logps = {"ref": torch.tensor(log_softmax(ref)), "t": torch.tensor(log_softmax(theta_t)), "aux": torch.tensor(log_softmax(aux_t))}
+        P_t, pi_t = torch.tensor(P), torch.softmax(torch.tensor(theta_t), 0)
+        aux_next = _tabular_minimiser(auxiliary, theta_t, logps, P_t, pi_t)
+        logps["aux+1"] = torch.tensor(aux_next)
+        return aux_next, _tabular_minimiser(policy, theta_t, logps, P_t, pi_t), logps, P_t, pi_t
+
+    theta_t = log_softmax(aux_t) + eta * P @ softmax(theta_before)
+    aux_next, theta_next, logps, P_t, pi_t = one_round(theta_t, aux_t)
+    assert np.abs(aux_next - centred(log_softmax(aux_t) + eta * P @ softmax(theta_t))).max() <= 1e-9
+    expected = onpo.closed_form(theta_t, ref, P, eta, 0.1, previous_logits=theta_before)
+    assert np.abs(theta_next - expected).max() <= 1e-9
+    stale = RoundLoss("pair", (("aux", 1.0),), eta)
+    assert np.abs(_tabular_minimiser(stale, theta_t, logps, P_t, pi_t) - expected).max() >= 5e-2
+    theta_0 = rng.normal(size=N)
+    _, theta_1, _, _, _ = one_round(theta_0, theta_0)
+    assert np.abs(theta_1 - centred(log_softmax(theta_0) + 2 * eta * P @ softmax(theta_0))).max() <= 1e-9
+
+
+def _sequence_logp(model, tokenizer, row) -> torch.Tensor:
+    """Summed log-probability of one saved response under ``model``, computed alone (no padding)."""
+    from lm_runs.data import encode_prompt
+    from lm_runs.logprobs import completion_logprobs
+
+    ids, completion = torch.tensor([encode_prompt(tokenizer, row["prompt"])]), torch.tensor([row["token_ids"]])
+    return completion_logprobs(model, ids, torch.ones_like(ids), completion, torch.ones_like(completion))[0]
+
+
+def _replayed_sgd(model, tokenizer, start, pairs, anchor, eta, lr, steps) -> dict:
+    """``steps`` full-batch SGD steps of rate ``lr`` by hand from the trainable parameters ``start`` on the
+    pair regression mean (Δ_θ − Δ_A − η/2)² over ``pairs`` (winner, loser rows), length-normalised log-probs,
+    the anchor's summed log-probability of a row ``anchor(row)``; returns the parameters."""
+    model.load_state_dict(start, strict=False)
+    params = {n: p for n, p in model.named_parameters() if n in start}
+    for _ in range(steps):
+        model.zero_grad()
+        ell = lambda row: _sequence_logp(model, tokenizer, row) / max(row["length"], 1)  # noqa: E731
+        fixed = lambda row: anchor(row) / max(row["length"], 1)  # noqa: E731
+        loss = torch.stack([(ell(w) - ell(lo) - (fixed(w) - fixed(lo)) - eta / 2) ** 2 for w, lo in pairs]).mean()
+        loss.backward()
+        with torch.no_grad():
+            for p in params.values():
+                p -= lr * p.grad
+    return {n: p.detach().clone() for n, p in params.items()}
+
+
+def test_onpo_round_replayed_by_hand(tiny, tmp_path):
+    """Manual replay of ONPO's last round (2 rounds, K = 2, 6 ordered pairs, 2 full-batch SGD steps a phase at
+    a constant rate 0.05, summed log-probs divided by the length): from the saved π′_1
+    (rounds/round-0/auxiliary/policy.pt), two steps by hand on mean (Δ_θ′ − Δ_{π′_1} − η/2)² (π′_1's
+    log-probs read from the saved dataset) give the saved π′_2 (rounds/round-1/auxiliary/policy.pt); from π′_2,
+    two steps on mean (Δ_θ − Δ_{π′_2} − η/2)² (π′_2's log-probs read from auxiliary/logp.jsonl) give the saved
+    π_2 (rounds/round-1/policy.pt). Every parameter within 1e-6 absolute (float32, the trainer's batch padded
+    differently); the update itself exceeds 1e-3, and replaying the policy phase anchored at π′_1 instead misses
+    by more than 1e-4 (the anchor matters from the second step). The saved anchors' log-probabilities equal
+    those recomputed from the saved policies within 1e-5 relative + 1e-6 absolute, and the round-1 dataset's
+    π_t log-probabilities are π_1's, not π′_1's."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    lr, eta = 0.05, 2.0
+    cfg = config(tiny, tmp_path / "run", alg="onpo", rounds=2, samples_per_prompt=2, epochs_per_round=2, per_device_train_batch_size=18,
+                 optim="sgd", learning_rate=lr, lr_scheduler_type="constant")
+    run_rounds(cfg, judge=toy_judges.prefer_shorter)
+    folder = round_dir(cfg.output_dir, 1)
+    responses = read_jsonl(folder / "dataset" / "responses.jsonl")
+    by_key = {(r["prompt_index"], r["sample"]): r for r in responses}
+    pairs = [(by_key[(q["prompt_index"], q["winner"])], by_key[(q["prompt_index"], q["loser"])]) for q in read_jsonl(folder / "dataset" / "pairs.jsonl")]
+    assert len(pairs) == len(WORDS)
+    after = {(r["prompt_index"], r["sample"]): r["logp"] for r in read_jsonl(folder / "auxiliary" / "logp.jsonl")}
+    assert after.keys() == by_key.keys()
+    aux_1 = torch.load(round_dir(cfg.output_dir, 0) / "auxiliary" / "policy.pt")
+    aux_2 = torch.load(folder / "auxiliary" / "policy.pt")
+    pi_1, pi_2 = torch.load(round_dir(cfg.output_dir, 0) / "policy.pt"), torch.load(folder / "policy.pt")
+    model, tokenizer = AutoModelForCausalLM.from_pretrained(tiny["model"]), AutoTokenizer.from_pretrained(tiny["model"])
+    with torch.no_grad():
+        for state, saved in ((aux_1, lambda row: row["logp_past"]["aux"]), (aux_2, lambda row: after[(row["prompt_index"], row["sample"])]),
+                             (pi_1, lambda row: row["logp_policy"])):
+            model.load_state_dict(state, strict=False)
+            for row in responses[:4]:
+                value = float(_sequence_logp(model, tokenizer, row))
+                assert abs(value - saved(row)) <= 1e-5 * abs(saved(row)) + 1e-6, (value, saved(row))
+    assert any(abs(r["logp_past"]["aux"] - r["logp_policy"]) > 1e-4 for r in responses)  # π′_1 is not π_1
+
+    def gap(a, b):
+        return max(float((a[k] - b[k]).abs().max()) for k in a)
+
+    replayed_aux = _replayed_sgd(model, tokenizer, aux_1, pairs, lambda row: row["logp_past"]["aux"], eta, lr, 2)
+    assert replayed_aux.keys() == aux_2.keys() and gap(replayed_aux, aux_2) <= 1e-6
+    assert gap(aux_2, aux_1) > 1e-3
+    replayed = _replayed_sgd(model, tokenizer, aux_2, pairs, lambda row: after[(row["prompt_index"], row["sample"])], eta, lr, 2)
+    assert gap(replayed, pi_2) <= 1e-6 and gap(pi_2, aux_2) > 1e-3
+    stale = _replayed_sgd(model, tokenizer, aux_2, pairs, lambda row: row["logp_past"]["aux"], eta, lr, 2)
+    assert gap(stale, pi_2) > 1e-4
+
+
+class _KillIn(TrainerCallback):
+    """Raises in the trainer whose output folder ends with ``folder`` (``round-1/auxiliary-trainer``,
+    ``round-1/trainer``): after the checkpoint of optimizer step ``step``, or as it begins when ``step`` is None."""
+
+    def __init__(self, folder: str, step: int | None):
+        self.folder, self.step = folder, step
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        if self.step is None and args.output_dir.endswith(self.folder):
+            raise _Interrupted
+        return control
+
+    def on_save(self, args, state, control, **kwargs):
+        if args.output_dir.endswith(self.folder) and state.global_step == self.step:
+            raise _Interrupted
+        return control
+
+
+def test_onpo_resumes_inside_and_between_its_phases_bit_for_bit(tiny, tmp_path):
+    """ONPO, 2 rounds, 2 optimizer steps a phase, checkpoints every step. Interrupted (1) inside round 1's
+    auxiliary phase after its step 1, (2) between round 1's phases (the auxiliary end published, the policy
+    phase not begun), (3) inside round 1's policy phase after its step 1, (4) between the rounds (the judge
+    fails while round 1's dataset is built: π_1 and π′_1 are then read back from round 0's saved ends), each
+    then resumed: the final policy, round 1's auxiliary end (π′_2) and its log-probabilities equal the
+    uninterrupted run's bit for bit (torch.equal, bytes), and round 1 trained both policies."""
+    from lm_runs.judges import JudgeError
+
+    common = dict(alg="onpo", rounds=2, samples_per_prompt=2, per_device_train_batch_size=3, save_strategy="steps", save_steps=1,
+                  learning_rate=1e-2)
+    straight = tmp_path / "straight"
+    run_rounds(config(tiny, straight, **common), judge=toy_judges.prefer_shorter)
+    calls = []
+
+    def failing_in_round_1(prompts, completions):
+        calls.append(1)
+        return [float("nan")] * len(completions) if len(calls) == 2 else toy_judges.prefer_shorter(prompts, completions)
+
+    cuts = {"inside_auxiliary": dict(callbacks=[_KillIn("round-1/auxiliary-trainer", 1)]),
+            "between_phases": dict(callbacks=[_KillIn("round-1/trainer", None)]),
+            "inside_policy": dict(callbacks=[_KillIn("round-1/trainer", 1)]),
+            "between_rounds": dict(judge=failing_in_round_1)}
+    for name, cut in cuts.items():
+        out = tmp_path / name
+        with pytest.raises(JudgeError if "judge" in cut else _Interrupted):
+            run_rounds(config(tiny, out, **common), **{"judge": toy_judges.prefer_shorter, **cut})
+        assert not (round_dir(out, 1) / "policy.pt").exists()
+        assert (round_dir(out, 1) / "auxiliary").is_dir() == (name in ("between_phases", "inside_policy"))
+        run_rounds(config(tiny, out, **common), judge=toy_judges.prefer_shorter, resume=True)
+        for file in ("policy.pt", "auxiliary/policy.pt"):
+            a, b = torch.load(round_dir(straight, 1) / file), torch.load(round_dir(out, 1) / file)
+            assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a), (name, file)
+        assert (round_dir(out, 1) / "auxiliary" / "logp.jsonl").read_bytes() == (round_dir(straight, 1) / "auxiliary" / "logp.jsonl").read_bytes()
+    ends = [torch.load(round_dir(straight, r) / f) for r, f in ((0, "policy.pt"), (1, "auxiliary/policy.pt"), (1, "policy.pt"))]
+    assert all(any(not torch.equal(a[k], b[k]) for k in a) for a, b in zip(ends, ends[1:]))
+
+
+def test_round_ends_are_the_epoch_models_evaluate_finds(tiny, tmp_path):
+    """A 2-round INPO run writes epochs/epoch-k for k = 1, 2, the policy after k rounds: its weights equal round
+    k − 1's saved end (rounds/round-(k−1)/policy.pt) exactly, and lm_runs.evaluate's discover_runs lists them
+    as run/epoch-1, run/epoch-2 of the algorithm inpo (read from the saved training arguments)."""
+    from safetensors.torch import load_file
+
+    from lm_runs.evaluate.runs import discover_runs
+
+    out = tmp_path / "run"
+    run_rounds(config(tiny, out, rounds=2, samples_per_prompt=2, learning_rate=1e-2), judge=toy_judges.prefer_shorter)
+    for k in (1, 2):
+        saved, end = load_file(epoch_dir(out, k) / "model.safetensors"), torch.load(round_dir(out, k - 1) / "policy.pt")
+        assert end.keys() <= saved.keys() and all(torch.equal(saved[n], end[n]) for n in end)
+    assert any(not torch.equal(load_file(epoch_dir(out, 1) / "model.safetensors")[n], end[n]) for n in end)
+    specs = discover_runs([f"run={out}"])
+    assert [(s.name, s.algorithm, s.epoch, Path(s.source)) for s in specs] == [(f"run/epoch-{k}", "inpo", k, epoch_dir(out, k)) for k in (1, 2)]

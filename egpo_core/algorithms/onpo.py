@@ -18,14 +18,22 @@ First step: the simulator's optimistic opponent takes π_{−1} = π_0, log π_1
 which is the recursion above started from π′_0 ∝ π_0 e^{−η P(· ≻ π_0)}; started from π′_0 = π_0 it
 gives log π_1 ≐ log π_0 + 2η P(· ≻ π_0) instead, the only difference. As a loss: the Online IPO loss
 with anchor π_t and OMWU's target [2(P(y,y″) − P(y′,y″)) − (P(y,y‴) − P(y′,y‴))]/β, y″ ~ π_t,
-y‴ ~ π_{t−1}. The paper's language-model loss (with the auxiliary policy π′) is not implemented here.
+y‴ ~ π_{t−1}.
 
-What a language-model form would need (not built): per round, from one dataset of π_t, two ordered-pair
-regressions with target η/2 — first the auxiliary π′_{t+1} anchored at π′_t, then π_{t+1} anchored at
-π′_{t+1} — so a second trainable model (or adapter) carried across rounds and saved with each round's end
-for an exact resume, and the log-probabilities of every response under π′_t and π′_{t+1} in the dataset
-(the latter only after the first regression has trained). The paper's exact per-round procedure was not
-confirmed and no public code was found.
+Language-model form (``python -m lm_runs.train_nlhf --alg onpo --rounds R``, :mod:`lm_runs.rounds`), the
+paper's two-sequence recursion learned from ordered pairs as INPO learns its step
+(:mod:`egpo_core.algorithms.inpo`): each round draws one dataset of pairs y, y′ ~ π_t ordered by a
+Bernoulli(P(y ≻ y′)) judgement into (y_w, y_l), and minimises two regressions with the constant target η/2,
+
+    auxiliary:  E(Δ_θ′ − Δ_{π′_t} − η/2)²       → π′_{t+1},
+    policy:     E(Δ_θ − Δ_{π′_{t+1}} − η/2)²    → π_{t+1},          Δ_q = log q(y_w) − log q(y_l),
+
+the first anchored at the auxiliary policy π′_t, the second at its update π′_{t+1}, from π′_0 = π_0. By
+INPO's Proposition 6 their minimisers over policies are π′_{t+1} ∝ π′_t e^{η P(·≻π_t)} and
+π_{t+1} ∝ π′_{t+1} e^{η P(·≻π_t)}: the recursion above, so for t ≥ 1 the policy's step is
+:func:`closed_form` with ``previous_logits`` = π_{t−1} (round 0: log π_1 ≐ log π_0 + 2η P(· ≻ π_0)).
+β plays no part (the original game). No public code of the paper's procedure was found; the auxiliary
+policy is kept as a second set of trainable parameters, saved with every round's end.
 """
 
 import numpy as np
