@@ -53,6 +53,10 @@ failure flag after each judge call, before any collective of the step that a fai
 join): all ranks take the failure path together, save that checkpoint together (the save is collective)
 and raise the same one-line error, naming the rank whose judge failed.
 
+Each checkpoint names the judge by content (``judge_identity.json``: a model judge's file digests and τ, a
+served judge's identity from its ``/health``, a callable's module source digest), and a resume with another
+judge is refused in one line before training: the resumed updates would follow another preference.
+
 Generation and judging run once per accumulation window, at its first micro-batch (after the Trainer
 has restored the RNG state on resume), for all of the window's micro-batches.
 """
@@ -60,6 +64,8 @@ has restored the RNG state on resume), for all of the window's micro-batches.
 from __future__ import annotations
 
 import copy
+import json
+import logging
 import math
 import random
 import time
@@ -94,14 +100,19 @@ from .config import NLHFConfig
 from .data import PromptCollator, prompt_text
 from .generation import Completions, ReferenceModel, generate_completions, generate_mixture
 from .judges import JudgeError
+from .judges.base import identity_changes, judge_identity
 from .launcher import UsageError, one_line
 from .logprobs import completion_logprobs
 from .optimizer_state import TrainerOptimizerStateIO
 
-__all__ = ["NLHFTrainer", "EXTRAGRADIENT_STATE"]
+logger = logging.getLogger(__name__)
+
+__all__ = ["NLHFTrainer", "EXTRAGRADIENT_STATE", "JUDGE_IDENTITY"]
 
 #: Per-rank file in a checkpoint folder holding EGPO's phase and snapshot.
 EXTRAGRADIENT_STATE = "extragradient_state_rank{rank}.pt"
+#: File in a checkpoint folder naming, by content, the judge the run was trained with.
+JUDGE_IDENTITY = "judge_identity.json"
 
 
 class _JudgeFailed(Exception):
@@ -293,6 +304,7 @@ class NLHFTrainer(AtomicCheckpoints, Trainer):
             raise ValueError("the tokenizer needs a pad token (set tokenizer.pad_token)")
         self.algorithm = args.algorithm
         self.judge = judge
+        self._judge_identity_cache: dict[str, Any] | None = None
         self.planned_updates: int | None = None  # set when training starts (needs the prompt count)
         super().__init__(
             model=model,
@@ -415,6 +427,17 @@ class NLHFTrainer(AtomicCheckpoints, Trainer):
             self._random_state.restore()
             self._save_checkpoint(self.model, trial=None)
         return f"checkpoint of optimizer step {step} in {folder}: resume with --resume_from_checkpoint true"
+
+    def _main_process_says(self, message: str | None) -> str | None:
+        """Rank 0's ``message`` on every rank (a broadcast of one object; the message itself in a single
+        process)."""
+        import torch.distributed as dist
+
+        if self.args.world_size == 1 or not (dist.is_available() and dist.is_initialized()):
+            return message
+        box = [message]
+        dist.broadcast_object_list(box, src=0)
+        return box[0]
 
     def _main_process_sees(self, answer: bool) -> bool:
         """Rank 0's ``answer`` on every rank (a broadcast; the answer itself in a single process)."""
@@ -660,9 +683,41 @@ class NLHFTrainer(AtomicCheckpoints, Trainer):
         return Path(folder) / EXTRAGRADIENT_STATE.format(rank=self.args.process_index)
 
     def save_checkpoint_extras(self, folder: Path) -> None:
-        """EGPO's phase and snapshot, into the checkpoint while it is still hidden (part of its rename)."""
+        """EGPO's phase and snapshot, and (saving process) the judge's identity, into the checkpoint while
+        it is still hidden (part of its rename)."""
         if self.extragradient is not None:
             torch.save(self.extragradient.state_dict(), self._state_file(folder))
+        if self.args.should_save:
+            (folder / JUDGE_IDENTITY).write_text(json.dumps(self._judge_identity(), indent=2, sort_keys=True) + "\n")
+
+    def _judge_identity(self) -> dict[str, Any]:
+        """The judge by content (:func:`~lm_runs.judges.base.judge_identity`), as JSON reads it back; asked
+        once. On the saving process only: under ``--judge_gather`` the other ranks hold no judge."""
+        if self._judge_identity_cache is None:
+            self._judge_identity_cache = json.loads(json.dumps(judge_identity(self.judge), default=str))
+        return self._judge_identity_cache
+
+    def _check_the_judge_is_unchanged(self, checkpoint: Path) -> None:
+        """Refuse, on every rank at once, to resume ``checkpoint`` with another judge than the one it was
+        trained with (its :data:`JUDGE_IDENTITY`): the resumed updates would follow another preference, and
+        the run would mix two experiments under one name. The saving process compares (a checkpoint
+        without the file, from an earlier egpo, resumes with a warning); the others hear its verdict."""
+        problem = None
+        if self.args.should_save:
+            saved = checkpoint / JUDGE_IDENTITY
+            if not saved.is_file():
+                logger.warning("%s names no judge (%s is missing): the judge cannot be checked against the one it was trained with",
+                               checkpoint, JUDGE_IDENTITY)
+            else:
+                changes = identity_changes(json.loads(saved.read_text()), self._judge_identity())
+                if changes:
+                    shown = "; ".join(changes[:3]) + ("; …" if len(changes) > 3 else "")
+                    problem = (f"--resume_from_checkpoint {checkpoint}: it was trained with another judge ({shown}); "
+                               "resume with the judge it was trained with, or start a new run (another --output_dir, "
+                               "or --overwrite_output_dir true)")
+        problem = self._main_process_says(problem)
+        if problem is not None:
+            raise UsageError(problem)
 
     def train(self, resume_from_checkpoint: str | bool | None = None, **kwargs):
         """As ``Trainer.train`` (``True``: the newest complete checkpoint in ``output_dir``); with EGPO,
@@ -673,6 +728,10 @@ class NLHFTrainer(AtomicCheckpoints, Trainer):
                 raise UsageError(f"--resume_from_checkpoint true: no complete checkpoint in {self.args.output_dir}")
         if resume_from_checkpoint and not Path(resume_from_checkpoint).is_dir():
             raise UsageError(f"--resume_from_checkpoint: no such checkpoint folder: {resume_from_checkpoint}")
+        if self.args.should_save:  # asked now, while the judge answers: a checkpoint saved after it failed names it too
+            self._judge_identity()
+        if resume_from_checkpoint:
+            self._check_the_judge_is_unchanged(Path(resume_from_checkpoint))
         if resume_from_checkpoint and self.extragradient is not None:
             path = self._state_file(resume_from_checkpoint)
             if not path.is_file():

@@ -4,6 +4,7 @@ entry point's probe is a call), then answer NaN or raise. Tests set ``FAIL_AT`` 
 
 from __future__ import annotations
 
+from lm_runs.judges.base import judge_identity
 from lm_runs.judges.toy import prefer_shorter
 
 #: The first call that fails.
@@ -30,3 +31,12 @@ def raises_later(prompts, completions):
     if _count():
         raise ConnectionError("judge server at 127.0.0.1:9 refused the connection")
     return prefer_shorter(prompts, completions)
+
+
+def _identity() -> dict:
+    """These judges stand for prefer_shorter behind a connection that fails, so they name themselves as it:
+    a run they stopped resumes with prefer_shorter (the trainer pins its judge by identity)."""
+    return judge_identity(prefer_shorter)
+
+
+nan_later.identity = raises_later.identity = _identity

@@ -789,3 +789,26 @@ def test_the_entry_point_trains_a_lora_adapter(tiny, tmp_path):
 
     weights = load_file(out / "adapter_model.safetensors")
     assert any("lora_B" in k and float(v.abs().max()) > 0 for k, v in weights.items())  # trained away from B = 0
+
+
+def test_a_checkpoint_names_its_judge_and_a_resume_with_another_is_one_line(tiny, tmp_path, capsys):
+    """The checkpoint holds the judge's identity (the toy judge's module source digest); resuming it with
+    another judge is refused before any step, in one line naming what changed; with the same judge the run
+    resumes."""
+    from lm_runs.judges.base import source_identity
+    from lm_runs.judges.toy import prefer_shorter
+    from lm_runs.train_nlhf import main
+
+    out = tmp_path / "out"
+    flags = base_flags(tiny, out) + ["--alg", "oipo1", "--save_steps", "1", "--judge", "lm_runs.judges.toy:prefer_shorter"]
+    run_entry_point(main, flags)
+    saved = json.loads((out / "checkpoint-1" / "judge_identity.json").read_text())
+    assert saved == {"kind": "callable", **source_identity(prefer_shorter)}
+    capsys.readouterr()
+    other = flags[:-1] + ["lm_runs.judges.toy:prefer_vowels", "--resume_from_checkpoint", "true"]
+    line = entry_point_error(other, capsys)
+    assert line.startswith(f"error: --resume_from_checkpoint {out / 'checkpoint-1'}: it was trained with another judge "
+                           "(qualname: 'prefer_shorter' → 'prefer_vowels')"), line
+    assert sorted(p.name for p in out.glob("checkpoint-*")) == ["checkpoint-1"]
+    run_entry_point(main, flags + ["--max_steps", "2", "--resume_from_checkpoint", "true"])
+    assert sorted(p.name for p in out.glob("checkpoint-*")) == ["checkpoint-1", "checkpoint-2"]

@@ -24,6 +24,7 @@ import numpy as np
 from egpo_core.files import atomic_write, write_jsonl
 
 from ..checkpoints import saving
+from ..judges.base import identity_changes
 from .settings import EvaluationError, ModelSpec
 
 __all__ = ["SEPARATOR", "OUTPUT_NAMES", "file_stem", "read_jsonl", "EvaluationFolder"]
@@ -54,15 +55,6 @@ def read_jsonl(path: Path) -> list[dict[str, Any]]:
 def file_stem(name: str) -> str:
     """A file-name-safe form of a model name (``run/epoch-3`` → ``run+epoch-3``)."""
     return re.sub(r"[^A-Za-z0-9._=-]", "+", name)
-
-
-def _diff(old: Any, new: Any, prefix: str = "") -> list[str]:
-    if isinstance(old, dict) and isinstance(new, dict):
-        out = []
-        for key in sorted(set(old) | set(new), key=str):
-            out += _diff(old.get(key), new.get(key), f"{prefix}{key}.")
-        return out
-    return [] if old == new else [f"{prefix.rstrip('.')}: {old!r} → {new!r}"]
 
 
 def _json_default(value: Any) -> Any:
@@ -150,7 +142,7 @@ class EvaluationFolder:
                 old = json.loads(settings_file.read_text())
             except json.JSONDecodeError:
                 raise EvaluationError(f"{settings_file} is not JSON; use a new --output_dir or --overwrite") from None
-            changes = _diff(old.get("fingerprint"), fingerprint)
+            changes = identity_changes(old.get("fingerprint"), fingerprint)
             if changes:
                 raise EvaluationError(
                     f"{out} holds results made with other settings ({'; '.join(changes)}); "

@@ -41,6 +41,8 @@ __all__ = [
     "judge_name",
     "shown_flipped",
     "source_identity",
+    "judge_identity",
+    "identity_changes",
 ]
 
 @runtime_checkable
@@ -182,6 +184,27 @@ def source_identity(fn: Callable[..., Any]) -> dict[str, Any]:
     return {"module": module_name, "qualname": getattr(target, "__qualname__", type(fn).__name__), "source_sha256": digest}
 
 
+def judge_identity(judge: Any, kind: str | None = None) -> dict[str, Any]:
+    """A judge by content (JSON-serialisable): its own ``identity()`` when it has one (a
+    :class:`CheckedJudge`, a model, HTTP or OpenAI judge), else ``{"kind": kind, **source_identity(judge)}``
+    for a plain Python callable (``kind``: the judge's ``kind`` attribute, else ``"callable"``)."""
+    own = getattr(judge, "identity", None)
+    if callable(own):
+        return own()
+    return {"kind": kind or getattr(judge, "kind", None) or "callable", **source_identity(judge)}
+
+
+def identity_changes(old: Any, new: Any, prefix: str = "") -> list[str]:
+    """What differs between two JSON-like records (nested dicts compared key by key), one
+    ``"key.path: old → new"`` per differing leaf; ``[]`` when they are equal."""
+    if isinstance(old, dict) and isinstance(new, dict):
+        out: list[str] = []
+        for key in sorted(set(old) | set(new), key=str):
+            out += identity_changes(old.get(key), new.get(key), f"{prefix}{key}.")
+        return out
+    return [] if old == new else [f"{prefix.rstrip('.')}: {old!r} → {new!r}"]
+
+
 def judge_name(judge: Any) -> str:
     """A human-readable name: the judge's ``name`` attribute, else its qualified name, else its type."""
     name = getattr(judge, "name", None)
@@ -225,8 +248,9 @@ class CallableJudge:
             raise JudgeError(f"judge {self.name} raised {type(error).__name__}: {one_line(error)}") from error
 
     def identity(self) -> dict[str, Any]:
-        """The callable by content: :func:`source_identity` of ``fn``."""
-        return {"kind": self.kind, **source_identity(self.fn)}
+        """The callable by content (:func:`judge_identity`): its own ``identity()`` if it has one, else
+        :func:`source_identity` of ``fn``."""
+        return judge_identity(self.fn, self.kind)
 
     def __repr__(self) -> str:
         return f"CallableJudge({self.name!r})"
@@ -333,10 +357,7 @@ class CheckedJudge:
         (a model folder: digests of its files; http: the served judge's own identity, as the server's
         ``/health`` reports it, or its URL from a server too old to report one; openai: base URL and model), else
         ``{"kind": "callable", **source_identity(inner)}``."""
-        own = getattr(self.inner, "identity", None)
-        if callable(own):
-            return own()
-        return {"kind": self.kind, **source_identity(self.inner)}
+        return judge_identity(self.inner, self.kind)
 
     def close(self) -> None:
         """Close the inner judge if it has a ``close`` method (an HTTP client's connections)."""

@@ -19,7 +19,7 @@ from typing import Any, Callable, Sequence
 
 from lm_runs.launcher import one_line
 
-from .base import JudgeError, judge_name, source_identity
+from .base import JudgeError, judge_identity, judge_name
 
 __all__ = ["GatheringJudge"]
 
@@ -56,10 +56,7 @@ class GatheringJudge:
         holds no judge (ask rank 0)."""
         if self.judge is None:
             raise ValueError("GatheringJudge: this rank holds no judge (rank 0 judges for all ranks); ask rank 0 for its identity")
-        own = getattr(self.judge, "identity", None)
-        if callable(own):
-            return own()
-        return {"kind": self.kind, **source_identity(self.judge)}
+        return judge_identity(self.judge, self.kind)
 
     def __call__(self, prompts: Sequence[str], completions: Sequence[Sequence[str]]) -> list[float]:
         import torch.distributed as dist
