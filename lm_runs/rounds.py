@@ -4,7 +4,7 @@
         --epochs_per_round 2 --eta 1.0 --model_name_or_path SFT_DIR --judge PM_DIR --prompts p.jsonl \\
         --output_dir runs/inpo
     python -m lm_runs.train_nlhf --rounds 3 ...   (the same run: ``--rounds`` hands over to this module)
-    python -m lm_runs.train_nlhf --alg comal --magnet_period 2 ...   (comal, mpo, mnpo exist only in rounds)
+    python -m lm_runs.train_nlhf --alg comal --magnet_period 2 ...   (comal, mpo, mnpo, onpo exist only in rounds)
 
 Round r = 0 … R−1 freezes the policy of its start, π_t (t = r), and
 
@@ -176,7 +176,7 @@ class RoundOptions:
     """Training epochs on each round's dataset."""
     eta: float = field(
         default=1.0,
-        metadata={"help": "Round mode: the mirror-descent step η (INPO's, the paper's τ is --beta): pair target η/2, anchor weight ηβ (inpo, comal, mnpo need ηβ ≤ 1; mpo's step is η/(1 + ηβ)); sppo's target η(P̂ − ½)."},
+        metadata={"help": "Round mode: the mirror-descent step η (INPO's, the paper's τ is --beta): pair target η/2, anchor weight ηβ (inpo, comal, mnpo need ηβ ≤ 1; mpo's step is η/(1 + ηβ)); sppo's target η(P̂ − ½); onpo: both regressions' target η/2 (no β)."},
     )
     """The round's step η (> 0; ηβ ≤ 1 for inpo, comal, mnpo)."""
     magnet_period: int = field(
@@ -929,8 +929,8 @@ def main(argv: Sequence[str] | None = None) -> None:
 
 def wants_rounds(argv: Sequence[str]) -> bool:
     """Whether ``python -m lm_runs.train_nlhf argv`` asks for the round mode: ``--rounds`` among the flags
-    or the ``--config`` file's keys, or an ``--alg`` that exists only in rounds (inpo, comal, mpo, mnpo, or an
-    alias; sppo also trains online). A ``--config`` file that cannot be read answers False (the ordinary
+    or the ``--config`` file's keys, or an ``--alg`` that exists only in rounds (inpo, comal, mpo, mnpo, onpo,
+    or an alias; sppo also trains online). A ``--config`` file that cannot be read answers False (the ordinary
     parser then reports it)."""
     from .cli import ConfigFileError, config_flags
 

@@ -6,7 +6,7 @@ Nash-MD-PG, SPPO) with a judge, under plain python, ``torchrun`` or the ``deepsp
     python -m lm_runs.train_nlhf --config lm_runs/configs/nlhf_qwen_paper.yaml --alg egpo --output_dir runs/egpo
 
 Every option is a field of :class:`lm_runs.config.NLHFConfig` (``--help`` lists them with defaults).
-``--rounds R`` (or ``--alg`` inpo, comal, mpo, mnpo, which exist only in rounds) runs the iterative round mode
+``--rounds R`` (or ``--alg`` inpo, comal, mpo, mnpo, onpo, which exist only in rounds) runs the iterative round mode
 instead (:mod:`lm_runs.rounds`; ``--help`` lists its flags too).
 Before any model loads, bad input is refused with one line naming the value and exit status 2
 (:func:`lm_runs.launcher.run_entry_point`): options, the output folder (a previous run is refused unless
@@ -138,7 +138,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     flags = sys.argv[1:] if argv is None else list(argv)
     if "-h" in flags or "--help" in flags:  # every flag, the round mode's included, then exit 0
         parse_config([NLHFConfig, RoundOptions], flags)
-    if wants_rounds(flags):  # --rounds / --alg inpo, comal, mpo, mnpo: lm_runs.rounds
+    if wants_rounds(flags):  # --rounds / --alg inpo, comal, mpo, mnpo, onpo: lm_runs.rounds
         return rounds_main(argv)
     (config,) = parse_config([NLHFConfig], argv)
     _check_judge_source(config, None)

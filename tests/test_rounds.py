@@ -809,8 +809,9 @@ def test_onpo_round_replayed_by_hand(tiny, tmp_path):
     log-probs read from the saved dataset) give the saved π′_2 (rounds/round-1/auxiliary/policy.pt); from π′_2,
     two steps on mean (Δ_θ − Δ_{π′_2} − η/2)² (π′_2's log-probs read from auxiliary/logp.jsonl) give the saved
     π_2 (rounds/round-1/policy.pt). Every parameter within 1e-6 absolute (float32, the trainer's batch padded
-    differently); the update itself exceeds 1e-3, and replaying the policy phase anchored at π′_1 instead misses
-    by more than 1e-4 (the anchor matters from the second step). The saved anchors' log-probabilities equal
+    differently; measured 6e-8 and 1.5e-8); the update itself exceeds 1e-3 (measured 2.7e-2 and 3.5e-2), and
+    replaying the policy phase anchored at π′_1 instead misses by more than 1e-3 (measured 2.7e-2: the anchor
+    matters from the second step on, the first starts at it). The saved anchors' log-probabilities equal
     those recomputed from the saved policies within 1e-5 relative + 1e-6 absolute, and the round-1 dataset's
     π_t log-probabilities are π_1's, not π′_1's."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -848,7 +849,7 @@ def test_onpo_round_replayed_by_hand(tiny, tmp_path):
     replayed = _replayed_sgd(model, tokenizer, aux_2, pairs, lambda row: after[(row["prompt_index"], row["sample"])], eta, lr, 2)
     assert gap(replayed, pi_2) <= 1e-6 and gap(pi_2, aux_2) > 1e-3
     stale = _replayed_sgd(model, tokenizer, aux_2, pairs, lambda row: row["logp_past"]["aux"], eta, lr, 2)
-    assert gap(stale, pi_2) > 1e-4
+    assert gap(stale, pi_2) > 1e-3
 
 
 class _KillIn(TrainerCallback):
