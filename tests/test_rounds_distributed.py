@@ -165,3 +165,36 @@ def test_fewer_prompts_than_ranks_is_one_line_exit_2(tiny, tmp_path):
     assert len(errors) == 2 and all("1 prompt(s) for 2 processes" in line for line in errors), done.stderr[-4000:]
     assert 'lm_runs/rounds.py", line' not in done.stderr  # no rank's traceback (torchrun's own report follows)
     assert not (tmp_path / "out" / "rounds").exists()
+
+
+@pytest.mark.slow
+def test_two_ranks_train_onpo_with_one_published_auxiliary_policy(tiny, tmp_path):
+    """ONPO under torchrun (2 ranks, 2 rounds): both ranks end with equal parameters, the saved round end; each
+    round's auxiliary end is published once and whole by rank 0 (rounds/round-r/auxiliary with policy.pt and
+    one log-probability per response, no staging folder left); round 1's dataset holds the responses'
+    log-probabilities under π′_1 = round 0's saved auxiliary end (recomputed here in one process within 1e-5),
+    which differ from those under π_1 (the auxiliary policy is not the policy)."""
+    from lm_runs.logprobs import completion_logprobs
+    from lm_runs.models import load_policy, load_tokenizer
+    from lm_runs.data import encode_prompt
+
+    out = tmp_path / "run"
+    launch(tmp_path / "records", flags(tiny, out, "--alg", "onpo"))
+    rank0, rank1 = finals(tmp_path / "records")
+    assert rank0.keys() == rank1.keys() and all(torch.equal(rank0[k], rank1[k]) for k in rank0)
+    final_end = torch.load(round_dir(out, 1) / "policy.pt")
+    assert all(torch.equal(rank0[k], final_end[k]) for k in rank0)
+    for r in range(2):
+        assert not list(round_dir(out, r).glob(".partial*"))
+        assert len(read_jsonl(round_dir(out, r) / "auxiliary" / "logp.jsonl")) == 18
+    (config,) = parse_config([RoundsConfig], flags(tiny, tmp_path / "unused", "--alg", "onpo"))
+    tokenizer = load_tokenizer(tiny["model"], padding_side="left")
+    policy = load_policy(tiny["model"], dtype=torch.float32, lora=config, seed=0).eval()
+    policy.load_state_dict(torch.load(round_dir(out, 0) / "auxiliary" / "policy.pt"), strict=False)
+    responses = read_jsonl(round_dir(out, 1) / "dataset" / "responses.jsonl")
+    for row in responses[::5]:
+        ids, completion = torch.tensor([encode_prompt(tokenizer, row["prompt"])]), torch.tensor([row["token_ids"]])
+        with torch.no_grad():
+            value = float(completion_logprobs(policy, ids, torch.ones_like(ids), completion, torch.ones_like(completion)))
+        assert abs(value - row["logp_past"]["aux"]) <= 1e-5 * abs(value) + 1e-5, (value, row["logp_past"]["aux"])
+    assert any(abs(row["logp_past"]["aux"] - row["logp_policy"]) > 1e-4 for row in responses)
