@@ -34,8 +34,9 @@ def test_budget_rule_on_the_presets():
     assert online_algorithms(["egpo", "inpo", "nashmd", "sppo_rounds"]) == ["egpo", "nashmd"]
     assert set(ROUND_METHODS) == {"inpo", "comal", "mpo", "mnpo", "sppo_rounds"}
     check_algorithms(["egpo", "inpo", "comal", "mpo", "mnpo", "sppo_rounds"])
-    # the presets keep the paper's five: their runs stay those committed
-    assert sb.DEFAULT.algorithms == sb.SHORT.algorithms == sb.FAST.algorithms == ("egpo", "oipo1", "oipo2", "nashmd", "nashmdpg")
+    # SHORT and FAST keep the paper's five (their runs stay those committed); the full setting adds the round methods
+    assert sb.SHORT.algorithms == sb.FAST.algorithms == sb.ONLINE == ("egpo", "oipo1", "oipo2", "nashmd", "nashmdpg")
+    assert sb.DEFAULT.algorithms == sb.ONLINE + ROUND_METHODS
 
 
 @pytest.mark.parametrize("flags, message", [

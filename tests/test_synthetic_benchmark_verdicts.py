@@ -276,15 +276,18 @@ def test_win_rate_panel_marks_intervals_from_too_few_prompts():
 # ----------------------------------------------------------------------------------------------
 
 
-def test_full_setting_has_ten_seeds_and_short_is_its_first_three():
-    assert len(sb.DEFAULT.seeds) >= 10
-    assert sb.SHORT.seeds == sb.DEFAULT.seeds[:3]
+def test_full_setting_has_fifteen_seeds_and_short_is_its_online_runs_of_the_first_three():
+    assert sb.DEFAULT.seeds == tuple(range(15))
+    assert sb.SHORT.seeds == sb.DEFAULT.seeds[:3] and set(sb.SHORT.algorithms) < set(sb.DEFAULT.algorithms)
     for f in fields(sb.BenchmarkSettings):
-        if f.name != "seeds":
+        if f.name not in ("seeds", "algorithms"):
             assert getattr(sb.SHORT, f.name) == getattr(sb.DEFAULT, f.name), f.name  # the same runs, fewer of them
     pairs = len(sb.DEFAULT.algorithms) * (len(sb.DEFAULT.algorithms) - 1) // 2
-    assert verdicts.smallest_p(len(sb.DEFAULT.seeds)) * pairs <= 0.05  # the full setting can decide
-    assert verdicts.smallest_p(len(sb.SHORT.seeds)) * pairs > 0.05  # the short one cannot, and says so
+    assert pairs == 45
+    # the full setting can decide (2/2^15 · 45 = 0.0027); 10 seeds could not (2/2^10 · 45 = 0.088)
+    assert verdicts.smallest_p(len(sb.DEFAULT.seeds)) * pairs == pytest.approx(0.00275, abs=1e-5)
+    assert verdicts.smallest_p(10) * pairs > 0.05
+    assert verdicts.smallest_p(len(sb.SHORT.seeds)) * 10 > 0.05  # the short one cannot, and says so
 
 
 def test_cli_short_and_fast_exclude_each_other(tmp_path, capsys):

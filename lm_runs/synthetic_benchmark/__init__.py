@@ -1,7 +1,8 @@
 """A CPU-scale language-model benchmark whose Nash equilibrium is known exactly.
 
-    python -m lm_runs.synthetic_benchmark --out DIR            # the full setting: 10 seeds (about 17 min on 2 quiet cores)
-    python -m lm_runs.synthetic_benchmark --out DIR --short    # its first 3 seeds (under 10 min; decides no pair)
+    python -m lm_runs.synthetic_benchmark --out DIR            # the full setting: 10 algorithms, 15 seeds (hours on one core)
+    python -m lm_runs.synthetic_benchmark --out DIR --reuse OLD  # the same, runs OLD holds (same settings, π_ref) copied
+    python -m lm_runs.synthetic_benchmark --out DIR --short    # the five online algorithms, 3 seeds (under 10 min; decides no pair)
     python -m lm_runs.synthetic_benchmark --out DIR --fast     # seconds, for tests
 
 A real tiny causal LM (a local byte-level BPE tokenizer and a random-init 2-layer GPT-2, built here,
@@ -9,9 +10,10 @@ fine-tuned by ``lm_runs.sft``) answers prompts, and a programmatic, non-transiti
 pairs of its responses. Every NLHF algorithm of ``lm_runs.trainer`` (egpo, oipo1, oipo2, nashmd,
 nashmdpg) is trained on it with the unchanged trainer, and the class-level duality gap is measured
 *exactly* during training. The round methods of ``lm_runs.rounds`` (inpo, comal, mpo, mnpo and
-``sppo_rounds``, SPPO in rounds) run beside them when ``--algorithms`` names them (opt-in; no preset
-does), on the same budget of optimizer steps and pairs per step (``settings``), measured the same way. Which algorithm ends lower is decided per pair over the training seeds by
-an exact paired test (``verdicts``): a statement that holds on any machine, where single runs do not.
+``sppo_rounds``, SPPO in rounds) run beside them in the full setting (or when ``--algorithms`` names them),
+on the same budget of optimizer steps and pairs per step (``settings``), measured the same way. Which
+algorithm ends lower is decided per pair over the training seeds by an exact paired test (``verdicts``): a
+statement that holds on any machine, where single runs do not.
 
 The package, one job per module (read them in this order):
 
@@ -28,6 +30,7 @@ The package, one job per module (read them in this order):
 ``verdicts``     per pair of algorithms: paired per-seed differences of the final β-gap and exploitability,
                  bootstrap interval, exact signed-rank test, Holm; the verdict.
 ``figures``      the run's figures, in the colours ``egpo_core.algorithms`` declares; :func:`redraw`.
+``reuse``        the runs taken over from previous runs (``--reuse``): same settings, same π_ref, complete.
 ``pipeline``     :func:`run_benchmark` (every stage, the output folder's rules, the files written) and
                  :func:`win_rate_tables`.
 ``cli``          the command line (``python -m lm_runs.synthetic_benchmark``).
@@ -57,7 +60,8 @@ from .game import (
 )
 from .measurement import ExactEvaluation, RoundEvaluation, class_log_probs, conditional_kl_estimate, encode_prompts, token_classes
 from .pipeline import check_out, run_benchmark, run_name, win_rate_tables
-from .settings import DEFAULT, FAST, ROUND_METHODS, SHORT, BenchmarkSettings
+from .reuse import load_sources
+from .settings import DEFAULT, FAST, ONLINE, ROUND_METHODS, SHORT, BenchmarkSettings
 from .simulation import compare_with_simulation, simulate_class_games
 from .verdicts import final_values, holm, pair_verdicts, signed_rank_test, smallest_p, write_verdicts
 
@@ -85,7 +89,9 @@ __all__ = [
     "ExactEvaluation",
     "RoundEvaluation",
     "BenchmarkSettings",
+    "ONLINE",
     "ROUND_METHODS",
+    "load_sources",
     "FAST",
     "SHORT",
     "DEFAULT",

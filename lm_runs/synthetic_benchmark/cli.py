@@ -1,20 +1,25 @@
-"""The command line: ``python -m lm_runs.synthetic_benchmark --out DIR [--short | --fast] [options]``.
+"""The command line: ``python -m lm_runs.synthetic_benchmark --out DIR [--short | --fast] [--reuse DIR …] [options]``.
 
-Every option overrides one field of the preset (``DEFAULT``, the full setting; ``SHORT`` with ``--short``;
-``FAST`` with ``--fast``); bad values
-and an unusable ``--out`` are one ``error:`` line with exit status 2, before anything is built.
+Every option but ``--reuse`` overrides one field of the preset (``DEFAULT``, the full setting; ``SHORT``
+with ``--short``; ``FAST`` with ``--fast``); ``--reuse`` names previous runs whose runs with these settings
+are taken over (:mod:`.reuse`). Bad values, an unusable ``--out`` and a ``--reuse`` folder that is no source
+for these settings are one ``error:`` line with exit status 2, before anything is built. The command line
+is recorded in ``summary.json`` (``command``).
 """
 
 from __future__ import annotations
 
 import argparse
+import shlex
+import sys
 from dataclasses import replace
 from typing import Any, Sequence
 
 from lm_runs.launcher import inputs_checked
 
 from .pipeline import check_out, run_benchmark
-from .settings import DEFAULT, FAST, SHORT
+from .reuse import load_sources
+from .settings import DEFAULT, FAST, ONLINE, ROUND_METHODS, SHORT
 
 __all__ = ["main"]
 
@@ -27,18 +32,23 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="Output directory: absent, empty, or (with --overwrite) a previous run's; "
                    "the run appears there only once complete.")
     preset = p.add_mutually_exclusive_group()
-    preset.add_argument("--short", action="store_true", help="The first 3 of the default 10 seeds (under 10 minutes; "
-                        "decides no pair of algorithms, its figures say so).")
+    preset.add_argument("--short", action="store_true", help="The five online algorithms on the first 3 seeds (under 10 "
+                        "minutes; decides no pair of algorithms, its figures say so).")
     preset.add_argument("--fast", action="store_true", help="A seconds-long version (for tests; checks the pipeline, not the algorithms).")
+    p.add_argument("--reuse", nargs="+", metavar="DIR", default=[],
+                   help="Previous benchmark runs: a run (algorithm, seed, variant) one of them holds complete, with the "
+                   "settings a run reads equal to these and the same π_ref, is copied from the first that holds it "
+                   "instead of trained again (a folder whose settings differ is refused).")
     p.add_argument("--overwrite", action="store_true",
                    help="Replace the previous run in --out, once the new one is complete (a folder holding "
                    "anything else is refused).")
     p.add_argument("--num_classes", type=int, help="K, 3 to 5.")
     p.add_argument("--beta", type=float, help="β of the game.")
     p.add_argument("--seeds", type=int, nargs="+", help="Training seeds.")
-    p.add_argument("--algorithms", nargs="+", help="The algorithms (default: the paper's five, egpo oipo1 oipo2 nashmd "
-                   "nashmdpg): any of them, and beside at least one of them the round methods inpo, comal, mpo, mnpo, "
-                   "sppo_rounds (lm_runs.rounds; the same number of optimizer steps on batches of the same size).")
+    p.add_argument("--algorithms", nargs="+", help=f"The algorithms (default: the paper's five, {' '.join(ONLINE)}, and "
+                   f"the round methods {' '.join(ROUND_METHODS)}, lm_runs.rounds, on the same number of optimizer steps "
+                   "on batches of the same size; --short and --fast: the five): any of them, a round method beside at "
+                   "least one online algorithm.")
     p.add_argument("--updates", type=int, help="Updates per run (every algorithm gets the same number).")
     p.add_argument("--eval_every", type=int, help="Evaluate every n updates.")
     p.add_argument("--learning_rate", type=float, help="AdamW learning rate of the NLHF runs.")
@@ -55,6 +65,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     """Parse ``argv``, run the benchmark, print where the results are; one ``error:`` line (exit 2)
     for a bad option or a non-empty ``--out``."""
     parser = _parser()
+    argv = sys.argv[1:] if argv is None else list(argv)
     args = parser.parse_args(argv)
     base = FAST if args.fast else SHORT if args.short else DEFAULT
     overrides = {}
@@ -73,10 +84,12 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     try:
         settings.check()
         check_out(args.out, args.overwrite)
+        load_sources(args.reuse, settings)
     except ValueError as error:
         parser.error(str(error))
     inputs_checked()  # from here a ValueError is a bug and keeps its traceback
-    summary = run_benchmark(args.out, settings, overwrite=args.overwrite, progress=not args.no_progress)
+    summary = run_benchmark(args.out, settings, overwrite=args.overwrite, progress=not args.no_progress, reuse=args.reuse,
+                            command=shlex.join(["python", "-m", "lm_runs.synthetic_benchmark", *argv]))
     print(f"results in {args.out}: metrics.csv, gap_curves.png, verdicts.csv, verdicts.png ({summary['timings']['total_s']:.0f} s)")
     print(summary["verdicts"]["what_n_decides"])
     for metric in ("duality_gap", "exploitability"):

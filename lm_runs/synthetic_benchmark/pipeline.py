@@ -14,11 +14,15 @@ Outputs (in ``--out``)
 ``verdicts.csv``, ``verdicts.json``  every pair of algorithms per metric: paired differences over seeds,
                         bootstrap interval, exact signed-rank test, Holm, the verdict (:mod:`.verdicts`).
 ``gap_curves.png/.pdf``, ``simulation.png/.pdf``, ``length_normalized.png/.pdf``, ``verdicts.png/.pdf``  figures.
-``summary.json``        timings, settings, the headline numbers, ``verdicts`` (the test, n, what n can
-                        decide, the verdict of every pair) and ``runs``: one entry per training run
-                        {algorithm, seed, variant ("summed" or "length_normalized"), path} with the
-                        run's folder relative to ``--out`` (:func:`run_name`:
-                        ``runs/<algorithm>_<sum|ln>_seed<seed>``); read the folders from there.
+``summary.json``        the command line (null from Python), timings, settings, the headline numbers, ``verdicts`` (the
+                        test, n, what n can decide, the verdict of every pair) and ``runs``: one entry per
+                        training run {algorithm, seed, variant ("summed" or "length_normalized"), path,
+                        seconds} with the run's folder relative to ``--out`` (:func:`run_name`:
+                        ``runs/<algorithm>_<sum|ln>_seed<seed>``; read the folders from there), and for a run
+                        taken over from a previous one (``reuse``: :mod:`.reuse`) ``reused_from``, its
+                        source folder. ``timings``: ``nlhf_s`` the runs trained here, ``reused_s`` (with
+                        ``reuse``) the taken runs' seconds as their sources recorded them; ``judge_calls``
+                        counts the oracle's calls in this invocation.
 ``model/``, ``sft/``, ``runs/<run>/final``  the tiny model, π_ref and every run's final policy
                         (``runs/<run>/epochs/epoch-k`` too with ``keep_checkpoints``). A round method's run
                         folder is ``lm_runs.rounds``' output folder: the final policy in ``runs/<run>`` itself,
@@ -56,7 +60,7 @@ import shutil
 import time
 from dataclasses import asdict
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 import numpy as np
 
@@ -66,6 +70,7 @@ from egpo_core.files import atomic_write, write_jsonl
 from .corpus import EVAL_NOUNS, TRAIN_NOUNS, WORD_POOL, build_benchmark_model, make_prompts, make_sft_corpus, quiet, sft_reference
 from .game import ClassGame, ClassOracle, class_matrices, prompt_type
 from .measurement import ExactEvaluation, RoundEvaluation, class_log_probs, encode_prompts, token_classes
+from .reuse import Source, check_reference, load_sources, reused_runs, take_over
 from .settings import DEFAULT, BenchmarkSettings, core_name, online_algorithms, round_alg
 
 __all__ = ["check_out", "run_name", "run_benchmark", "win_rate_tables"]
@@ -283,27 +288,33 @@ def _threads() -> int:
     return int(value) if value.isdigit() and int(value) > 0 else 1
 
 
-def run_benchmark(out: str | Path, settings: BenchmarkSettings = DEFAULT, *, overwrite: bool = False, progress: bool = True) -> dict[str, Any]:
+def run_benchmark(out: str | Path, settings: BenchmarkSettings = DEFAULT, *, overwrite: bool = False, progress: bool = True,
+                  reuse: Sequence[str | Path] = (), command: str | None = None) -> dict[str, Any]:
     """Build tokenizer and model, SFT the reference, train every algorithm × seed (summed
     log-probabilities) and the length-normalized variant, measure, simulate, plot, evaluate win rates;
     the run is built aside and moved into ``out`` once complete (module docstring). Returns the summary.
 
-    ``ValueError`` before anything is computed for bad settings or an unusable ``out`` (:func:`check_out`).
+    ``reuse``: previous benchmark folders whose runs with these settings are taken over instead of trained
+    (:mod:`.reuse`). ``command``: the command line, recorded in ``summary.json``.
+    ``ValueError`` before anything is computed for bad settings, an unusable ``out`` (:func:`check_out`) or
+    a ``reuse`` folder that is no source for these settings (:func:`.reuse.load_sources`).
     """
     settings.check()
+    sources = load_sources(reuse, settings)
     out = check_out(out, overwrite).resolve()  # a symbolic link: the run replaces the folder it points to
     work = _work_folder(out)
     try:
-        summary = _run_into(work, settings, progress)
+        summary = _run_into(work, settings, progress, sources, command)
         _move_into_place(work, out)
     finally:
         shutil.rmtree(work, ignore_errors=True)  # still there only when the run failed
     return summary
 
 
-def _run_into(out: Path, s: BenchmarkSettings, progress: bool) -> dict[str, Any]:
+def _run_into(out: Path, s: BenchmarkSettings, progress: bool, sources: Sequence[Source], command: str | None) -> dict[str, Any]:
     """Every stage of :func:`run_benchmark`, written into the (new, empty) folder ``out``: inputs and
-    π_ref → the class game → the NLHF runs → simulation, comparison and figures → summary → win rates."""
+    π_ref (checked against the ``sources``' π_ref) → the class game → the NLHF runs (those the ``sources``
+    hold taken over) → simulation, comparison and figures → summary → win rates."""
     import torch
     from transformers.utils import logging as hf_logging
 
@@ -322,16 +333,19 @@ def _run_into(out: Path, s: BenchmarkSettings, progress: bool) -> dict[str, Any]
         paths[key].mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
     train_prompts, eval_prompts = _inputs_and_reference(paths, s)
+    check_reference(sources, paths["sft"])
     timings["build_and_sft_s"] = time.perf_counter() - t0
     game, token_class = _class_game(out, paths, s, train_prompts, eval_prompts)
     oracle = ClassOracle(class_matrices(s.num_classes, s.strength), s.num_classes, s.length_bonus)
-    runs, metrics, metrics_ln, run_seconds = _train_all(out, paths, s, game, oracle, token_class, progress)
-    timings["nlhf_s"] = sum(sum(v) for v in run_seconds.values())
+    runs, metrics, metrics_ln = _train_all(out, paths, s, game, oracle, token_class, progress, sources)
+    timings["nlhf_s"] = sum(r["seconds"] for r in runs if "reused_from" not in r)
+    if sources:
+        timings["reused_s"] = sum(r["seconds"] for r in runs if "reused_from" in r)
     t0 = time.perf_counter()
     common_eta, verdicts = _simulate_compare_draw(out, s, game, metrics, metrics_ln)
     timings["simulation_and_figures_s"] = time.perf_counter() - t0
     timings["total_s"] = time.perf_counter() - started
-    summary = _summary(s, game, metrics, metrics_ln, timings, run_seconds, common_eta, oracle.calls, runs)
+    summary = _summary(s, game, metrics, metrics_ln, timings, common_eta, oracle.calls, runs, command)
     summary["verdicts"] = {"test": verdicts["test"], "alpha": verdicts["alpha"], "n_seeds": verdicts["n_seeds"],
                            "what_n_decides": verdicts["what_n_decides"], **verdicts["verdicts"]}
     atomic_write(out / "summary.json", json.dumps(summary, indent=1))
@@ -401,31 +415,44 @@ def _class_game(out: Path, paths: dict[str, Path], s: BenchmarkSettings, train_p
 
 
 def _train_all(out: Path, paths: dict[str, Path], s: BenchmarkSettings, game: ClassGame, oracle: ClassOracle,
-               token_class: np.ndarray, progress: bool):
+               token_class: np.ndarray, progress: bool, sources: Sequence[Source]):
     """Every algorithm × seed with summed log-probabilities, then the length-normalized variant
-    (:func:`_train_run`); writes ``metrics.csv``, ``metrics_length_normalized.csv`` and
-    ``class_probs.csv``. Returns (runs as (algorithm, seed, length-normalized), metrics, length-normalized
-    metrics, wall seconds per algorithm and variant)."""
+    (:func:`_train_run`; a run the ``sources`` hold is taken over, :func:`.reuse.take_over`); writes
+    ``metrics.csv``, ``metrics_length_normalized.csv`` and ``class_probs.csv``. Returns (the runs as
+    ``summary.json`` lists them, metrics, length-normalized metrics)."""
     import pandas as pd
     from tqdm.auto import tqdm
 
     runs = [(a, seed, False) for seed in s.seeds for a in s.algorithms]
     # the policy-gradient loss (Nash-MD-PG) always sums: no length-normalized variant
     runs += [(a, seed, True) for seed in s.length_normalized_seeds for a in s.algorithms if get_algorithm(core_name(a)).loss != "pg"]
+    taken = reused_runs(sources, runs, s)
+    if sources:
+        logger.warning("taking over %d of the %d runs from %s", len(taken), len(runs), ", ".join(str(x.path) for x in sources))
     total_steps = sum(s.updates for _ in runs)
     records: dict[bool, list[dict[str, Any]]] = {False: [], True: []}
     class_rows = []
-    run_seconds: dict[str, list[float]] = {}
+    listed = []
     with tqdm(total=total_steps, desc="NLHF updates", unit="upd", disable=not progress) as bar:
         for alg, seed, ln in runs:
             bar.set_postfix_str(f"{alg} seed {seed}{' ln' if ln else ''}")
-            recs, probs, seconds = _train_run(alg, seed, ln, s, paths, game, oracle, token_class, bar)
+            entry = {"algorithm": alg, "seed": seed, "variant": "length_normalized" if ln else "summed",
+                     "path": f"runs/{run_name(alg, seed, ln)}"}
+            if (alg, seed, ln) in taken:
+                run = taken[(alg, seed, ln)]
+                recs, rows = take_over(run, alg, seed, ln, s, out / entry["path"])
+                class_rows += rows
+                entry.update(seconds=run.seconds, reused_from=str(run.folder))
+                bar.update(s.updates)
+            else:
+                recs, probs, seconds = _train_run(alg, seed, ln, s, paths, game, oracle, token_class, bar)
+                entry["seconds"] = seconds
+                for update, p in probs.items():
+                    for i, x in enumerate(game.prompts):
+                        class_rows.append({"variant": entry["variant"], "algorithm": alg, "seed": seed, "update": update,
+                                           "prompt": x, **{f"p{c}": float(p[i, c]) for c in range(s.num_classes)}})
             records[ln] += recs
-            run_seconds.setdefault(f"{alg}{'_ln' if ln else ''}", []).append(seconds)
-            for update, p in probs.items():
-                for i, x in enumerate(game.prompts):
-                    class_rows.append({"variant": "length_normalized" if ln else "summed", "algorithm": alg, "seed": seed,
-                                       "update": update, "prompt": x, **{f"p{c}": float(p[i, c]) for c in range(s.num_classes)}})
+            listed.append(entry)
     columns = ["algorithm", "seed", "update", "metric", "value"]
     metrics = pd.DataFrame(records[False])[columns].sort_values(["algorithm", "seed", "metric", "update"], kind="stable")
     atomic_write(out / "metrics.csv", metrics.to_csv(index=False))
@@ -434,7 +461,7 @@ def _train_all(out: Path, paths: dict[str, Path], s: BenchmarkSettings, game: Cl
         metrics_ln = metrics_ln.sort_values(["algorithm", "seed", "metric", "update"], kind="stable")
     atomic_write(out / "metrics_length_normalized.csv", metrics_ln.to_csv(index=False))
     atomic_write(out / "class_probs.csv", pd.DataFrame(class_rows).to_csv(index=False))
-    return runs, metrics, metrics_ln, run_seconds
+    return listed, metrics, metrics_ln
 
 
 def _simulate_compare_draw(out: Path, s: BenchmarkSettings, game: ClassGame, metrics, metrics_ln) -> tuple[float, dict[str, Any]]:
@@ -460,17 +487,22 @@ def _simulate_compare_draw(out: Path, s: BenchmarkSettings, game: ClassGame, met
     return fits["common_eta"], verdicts[2]
 
 
-def _summary(s: BenchmarkSettings, game: ClassGame, metrics, metrics_ln, timings: dict[str, float],
-             run_seconds: dict[str, list[float]], common_eta: float, judge_calls: int, runs) -> dict[str, Any]:
-    """``summary.json``: settings, timings, π_ref's metrics, the final medians over seeds, the common
-    fitted η, the number of judge calls and every run's folder."""
+def _summary(s: BenchmarkSettings, game: ClassGame, metrics, metrics_ln, timings: dict[str, float], common_eta: float,
+             judge_calls: int, runs: list[dict[str, Any]], command: str | None) -> dict[str, Any]:
+    """``summary.json``: the command, settings, timings, the mean seconds per run of each algorithm and
+    variant, π_ref's metrics, the final medians over seeds, the common fitted η, the number of judge calls
+    and every run (``runs``: :func:`_train_all`)."""
     final = metrics[metrics["update"] == s.updates]
+    seconds: dict[str, list[float]] = {}
+    for r in runs:
+        seconds.setdefault(f"{r['algorithm']}{'_ln' if r['variant'] == 'length_normalized' else ''}", []).append(r["seconds"])
     summary = {
+        "command": command,
         # the round methods' settings only when some run (a run of the paper's five writes the settings it did)
         "settings": {k: (list(v) if isinstance(v, tuple) else v) for k, v in asdict(s).items()
                      if s.round_methods() or not k.startswith("round_")},
         "timings": timings,
-        "seconds_per_run": {k: float(np.mean(v)) for k, v in run_seconds.items()},
+        "seconds_per_run": {k: float(np.mean(v)) for k, v in seconds.items()},
         "reference": game.metrics(game.ref_logp),
         "final_median": {
             a: {m: float(final[(final.algorithm == a) & (final.metric == m)]["value"].median())
@@ -480,11 +512,7 @@ def _summary(s: BenchmarkSettings, game: ClassGame, metrics, metrics_ln, timings
         "common_eta": common_eta,
         "win_rates": "win_rates",
         "judge_calls": judge_calls,
-        "runs": [
-            {"algorithm": alg, "seed": seed, "variant": "length_normalized" if ln else "summed",
-             "path": f"runs/{run_name(alg, seed, ln)}"}
-            for alg, seed, ln in runs
-        ],
+        "runs": runs,
     }
     if len(metrics_ln):
         fl = metrics_ln[(metrics_ln["update"] == s.updates) & (metrics_ln.metric == "duality_gap")]

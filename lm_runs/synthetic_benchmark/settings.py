@@ -1,15 +1,17 @@
 """Sizes and hyper-parameters of one benchmark run: :class:`BenchmarkSettings` and its presets,
 
-``DEFAULT`` (the full setting): 10 training seeds, enough for the exact paired test of
-:mod:`.verdicts` to decide a pair after Holm's correction over the 10 pairs (smallest p 2/2^10);
-about 17 minutes on two quiet CPU cores, more when they are shared.
-``SHORT``: ``DEFAULT`` on its first 3 seeds (the same runs, bit for bit, on one machine): under 10
-minutes, what ``make reproduce`` runs; 3 seeds cannot decide any pair (smallest p 2/2^3 = 0.25) and
-its figures say so.
-``FAST``: seconds, for tests: it checks the pipeline, not the algorithms.
+``DEFAULT`` (the full setting): the paper's five online algorithms (:data:`ONLINE`) and the five round
+methods (:data:`ROUND_METHODS`) on 15 training seeds, enough for the exact paired test of
+:mod:`.verdicts` to decide a pair after Holm's correction over the 45 pairs (smallest p 2/2^15, times 45:
+0.0027 ≤ 0.05; 10 seeds, 0.088, could decide none); 150 runs, about 2 hours on one CPU core
+(``--reuse`` takes over the runs a previous folder holds).
+``SHORT``: the five online algorithms of ``DEFAULT`` on its first 3 seeds (the same runs, bit for bit, on
+one machine): under 10 minutes, what ``make reproduce`` runs; 3 seeds cannot decide any pair (smallest p
+2/2^3 = 0.25) and its figures say so.
+``FAST``: seconds, for tests, the five online algorithms: it checks the pipeline, not the algorithms.
 
-The round methods (opt-in: ``algorithms`` names them; no preset does until the next full run). Beside
-the paper's five online algorithms the benchmark trains :data:`ROUND_METHODS` — ``inpo``, ``comal``,
+The round methods. Beside the paper's five online algorithms the benchmark trains :data:`ROUND_METHODS`
+(``DEFAULT`` does; otherwise when ``algorithms`` names them) — ``inpo``, ``comal``,
 ``mpo``, ``mnpo`` and ``sppo_rounds`` (SPPO in rounds; the bare name ``sppo`` is refused as ambiguous with
 the online SPPO of ``lm_runs.train_nlhf``) — through ``lm_runs.rounds`` with the same oracle judge, from the
 same π_ref, at the same learning rate, optimizer and schedule. The budget-matching rule: **the same number
@@ -44,9 +46,11 @@ from egpo_core.algorithms import PAPER_ALGORITHMS, get_algorithm
 from .corpus import EVAL_NOUNS, TRAIN_NOUNS, make_prompts
 from .game import check_classes
 
-__all__ = ["BenchmarkSettings", "DEFAULT", "SHORT", "FAST", "ROUND_METHODS", "check_algorithms", "core_name", "round_alg",
-           "online_algorithms"]
+__all__ = ["BenchmarkSettings", "DEFAULT", "SHORT", "FAST", "ONLINE", "ROUND_METHODS", "check_algorithms", "core_name",
+           "round_alg", "online_algorithms"]
 
+#: The paper's five online algorithms as the benchmark names them (``BenchmarkSettings``' default).
+ONLINE = ("egpo", "oipo1", "oipo2", "nashmd", "nashmdpg")
 #: The round methods as the benchmark names them (``lm_runs.rounds``' ``--alg`` but ``sppo_rounds`` → ``sppo``).
 ROUND_METHODS = ("inpo", "comal", "mpo", "mnpo", "sppo_rounds")
 _SPPO_ROUNDS = "sppo_rounds"
@@ -110,13 +114,13 @@ class BenchmarkSettings:
     beta: float = 0.05
     strength: float = 1.0
     length_bonus: float = 0.0
-    #: 10 seeds: the exact two-sided signed-rank test can then decide a pair after Holm's correction over
-    #: the 10 pairs of 5 algorithms (smallest p 2/2^10 = 0.002 ≤ 0.05/10; at 8 seeds it could decide none),
-    #: but only one on which (nearly) every seed agrees: the committed full run decided none (figures/README.md)
+    #: 10 seeds: the exact two-sided signed-rank test can decide a pair after Holm's correction over the
+    #: 10 pairs of the 5 online algorithms (smallest p 2/2^10 = 0.002 ≤ 0.05/10; at 8 seeds it could
+    #: decide none), but only one on which (nearly) every seed agrees; ``DEFAULT`` has 15 (module docstring)
     seeds: tuple[int, ...] = tuple(range(10))
     #: the algorithms as the benchmark's files name them (any name or alias ``egpo_core.algorithms``
-    #: accepts for one of the paper's five algorithms, or one of :data:`ROUND_METHODS`, opt-in)
-    algorithms: tuple[str, ...] = ("egpo", "oipo1", "oipo2", "nashmd", "nashmdpg")
+    #: accepts for one of the paper's five algorithms, or one of :data:`ROUND_METHODS`)
+    algorithms: tuple[str, ...] = ONLINE
     updates: int = 80
     eval_every: int = 5
     batch_size: int = 16
@@ -147,12 +151,17 @@ class BenchmarkSettings:
     eval_bootstrap: int = 1000
     #: the round methods' K (responses sampled per prompt in a round), E (epochs on a round's dataset),
     #: pair selection, step η (``lm_runs.rounds``' ``--eta``), COMAL's and MPO's magnet period (rounds) and
-    #: MNPO's history length; the round count follows from the budget rule (module docstring)
+    #: MNPO's history length; the round count follows from the budget rule (module docstring).
+    #: η = 1 for every round method, SPPO included: in the tabular theory each one's round is then the same
+    #: mirror-descent step log π ← log π + η P(· ≻ π) (SPPO without π_ref's anchor, the others with weight ηβ).
+    #: The magnet period 20 = 1/(ηβ): the tabular inner loop contracts toward the magnet's regularized
+    #: equilibrium by (1 − ηβ) per round, so a shorter period refreshes the magnet before the inner problem
+    #: is (approximately) solved; with 40 rounds the magnet is refreshed once (MPO: η/(1 + ηβ), nearly the same)
     round_samples_per_prompt: int = 2
     round_epochs: int = 1
     round_pair_selection: str = "all"
     round_eta: float = 1.0
-    round_magnet_period: int = 5
+    round_magnet_period: int = 20
     round_history_length: int = 2
 
     def round_methods(self) -> list[str]:
@@ -241,7 +250,7 @@ class BenchmarkSettings:
                                  f"(round_epochs × ⌈rows / rows per step⌉), which must divide updates")
 
 
-DEFAULT = BenchmarkSettings()
+DEFAULT = BenchmarkSettings(seeds=tuple(range(15)), algorithms=ONLINE + ROUND_METHODS)
 SHORT = BenchmarkSettings(seeds=(0, 1, 2))
 FAST = BenchmarkSettings(
     seeds=(0, 1), updates=4, eval_every=2, batch_size=4, samples_per_prompt=1, kl_samples=4, length_normalized_seeds=(0,),
