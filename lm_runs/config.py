@@ -50,7 +50,7 @@ from .generation import SamplingParams, sampling_params
 from .judges.arguments import JudgeArguments
 from .training_arguments import TrainingRunArguments, check_training_numbers
 
-__all__ = ["NLHFConfig", "LM_ALGORITHMS", "ROUND_ALGORITHMS", "resolve_algorithm"]
+__all__ = ["NLHFConfig", "LM_ALGORITHMS", "ROUND_ALGORITHMS", "resolve_algorithm", "zero_stage"]
 
 #: The algorithms whose online language-model form is defined here (one rollout per update), by the names
 #: the README and ``--alg`` use (egpo_core's registry names and aliases are accepted too). OMWU (its target
@@ -94,7 +94,7 @@ def _help(text: str) -> dict:
     return {"help": text}
 
 
-def _zero_stage(deepspeed: str | dict | None) -> int | None:
+def zero_stage(deepspeed: str | dict | None) -> int | None:
     """The ZeRO stage of a ``--deepspeed`` config (a JSON file or a dict); None without one or when the
     file cannot be read (TrainingArguments then reports it)."""
     if isinstance(deepspeed, str) and deepspeed:
@@ -220,7 +220,7 @@ class NLHFConfig(JudgeArguments, TrainingRunArguments):
     def _check(self) -> None:
         self.algorithm  # noqa: B018 - an unknown or tabular-only --alg is reported first
         check_training_numbers(self)  # --output_dir, batch sizes, accumulation, learning rate, length
-        if self.steps_per_update > 1 and _zero_stage(self.deepspeed) == 3:
+        if self.steps_per_update > 1 and zero_stage(self.deepspeed) == 3:
             # ZeRO-3 partitions the parameters themselves: the snapshot of θ_t would hold shards only.
             # Checked before TrainingArguments registers the DeepSpeed config process-wide.
             raise ValueError(f"--alg {self.alg} (extragradient) supports DeepSpeed ZeRO stages 0-2, not stage 3 ({self.deepspeed})")

@@ -112,8 +112,12 @@ Refused in round mode (one line, exit status 2): an ``--alg`` outside :data:`~lm
 K < 2, the online algorithms' opponent and mixture flags, a round flag the method does not read
 (``--magnet_period`` but for comal/mpo, ``--history_length/--history_weights`` but for mnpo, ``--beta`` for
 sppo and onpo), ``--max_steps`` / ``--num_train_epochs`` (rounds and epochs per round count training),
-and ``--deepspeed`` (not implemented yet: DDP only — each round builds its own Trainer, and accelerate
-accepts a DeepSpeed plugin only in the first Accelerator of a process).
+and ``--deepspeed`` with ZeRO stage 3 (which partitions the parameters the rounds sample from and swap).
+
+DeepSpeed ZeRO stages 0-2 (``--deepspeed lm_runs/configs/zero2.json`` under torchrun or the deepspeed
+launcher): one Trainer serves the whole run (:meth:`RoundTrainer.next_phase`: accelerate accepts a DeepSpeed
+plugin only in the first Accelerator of a process), and every round (and ONPO phase) builds a fresh engine,
+optimizer and schedule from the model's parameters as they are; the rest is as under DDP.
 """
 
 from __future__ import annotations
@@ -135,7 +139,7 @@ from egpo_core.files import atomic_write, fsync_directory, write_jsonl
 from egpo_core.losses import anchor_mixture_logp, anchored_log_ratio, ipo_regression_loss
 
 from .checkpoints import AtomicCheckpoints
-from .config import LM_ALGORITHMS, ROUND_ALGORITHMS, NLHFConfig
+from .config import LM_ALGORITHMS, ROUND_ALGORITHMS, NLHFConfig, zero_stage
 from .data import PromptCollator, encode_prompt, prompt_text
 from .generation import ReferenceModel, generate_completions
 from .logprobs import completion_logprobs
@@ -256,8 +260,9 @@ class RoundsConfig(RoundOptions, NLHFConfig):
             w = [float(x) for x in self.history_weights]
             if len(w) != self.history_length or any(not (x >= 0 and np.isfinite(x)) for x in w) or sum(w) <= 0:
                 raise ValueError(f"--history_weights {' '.join(map(str, self.history_weights))}: give {self.history_length} (--history_length) non-negative weights with a positive sum")
-        if self.deepspeed:
-            raise ValueError(f"--deepspeed {self.deepspeed}: round mode runs without DeepSpeed (one process or torchrun's DDP; DeepSpeed not implemented yet)")
+        if zero_stage(self.deepspeed) == 3:  # checked before TrainingArguments registers the DeepSpeed config
+            raise ValueError(f"--deepspeed {self.deepspeed}: round mode runs DeepSpeed ZeRO stages 0-2, not stage 3 (the rounds sample "
+                             "from the model and swap its trainable parameters, which ZeRO-3 partitions)")
         if self.max_steps != -1:
             raise ValueError(f"--max_steps {self.max_steps}: round mode trains --epochs_per_round epochs per round")
         if self.num_train_epochs != 3.0:  # TrainingArguments' default: the flag was given
@@ -756,6 +761,20 @@ class RoundTrainer(AtomicCheckpoints, Trainer):
         self._micro.append(float(loss.detach()))
         return loss
 
+    def next_phase(self, args: RoundsConfig, rows: list[dict], round_loss: RoundLoss) -> None:
+        """Point this trainer at the next round (or ONPO phase) of the run: its arguments ``args`` (the phase's
+        folder, epochs and seed), training ``rows`` and ``round_loss``; the next ``train()`` builds a fresh
+        optimizer and learning-rate schedule (under DeepSpeed a fresh engine: accelerate's ``free_memory``
+        destroys the last) from the model's parameters as they are, and the random generators are seeded with
+        ``args.seed`` as a new Trainer seeds them. One Trainer serves the whole run because accelerate accepts a
+        DeepSpeed plugin only in the first Accelerator of a process."""
+        from transformers.trainer_utils import enable_full_determinism, set_seed
+
+        self.args, self.train_dataset, self.round_loss = args, rows, round_loss
+        self.optimizer, self.lr_scheduler, self.model_wrapped = None, None, self.model
+        self.step_losses, self._since_log, self._micro = [], [], []
+        enable_full_determinism(args.seed) if args.full_determinism else set_seed(args.seed)
+
     def _end_step(self) -> None:
         """Called at each optimizer step's end: its micro-batches' mean loss is the step's."""
         if self._micro:
@@ -808,9 +827,10 @@ def run_rounds(
     from .checkpoints import MODEL_MARKERS, latest_checkpoint, save_model_atomically
     from .data import load_prompts
     from .judges import CheckedJudge, JudgeError, load_judge
-    from .launcher import inputs_checked, one_line
+    from .launcher import inputs_checked, one_line, warn_deepspeed_optimizer
     from .models import load_policy, load_reference, load_tokenizer
 
+    warn_deepspeed_optimizer(config)
     losses = [round_loss(config, r) for r in range(config.rounds)]
     if resume:
         _check_saved_rounds(config, losses)
@@ -871,8 +891,11 @@ def run_rounds(
             args.output_dir = str(folder / ("auxiliary-trainer" if phase == "auxiliary" else "trainer"))
             args.num_train_epochs, args.seed = float(config.epochs_per_round), config.seed + r
             args.resume_from_checkpoint, args.overwrite_output_dir = None, False
-            trainer = RoundTrainer(model=policy, args=args, train_dataset=rows, data_collator=RoundCollator(tokenizer.pad_token_id),
-                                   processing_class=tokenizer, callbacks=list(callbacks), round_loss=loss)
+            if trainer is None:
+                trainer = RoundTrainer(model=policy, args=args, train_dataset=rows, data_collator=RoundCollator(tokenizer.pad_token_id),
+                                       processing_class=tokenizer, callbacks=list(callbacks), round_loss=loss)
+            else:
+                trainer.next_phase(args, rows, loss)
             trainer.round_index, trainer.round_phase = r, phase
             trainer.train(resume_from_checkpoint=latest_checkpoint(args.output_dir) if resume else None)
             if phase == "auxiliary":

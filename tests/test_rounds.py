@@ -282,7 +282,7 @@ def test_help_runs(capsys):
         (["--alg", "mnpo", "--history_weights", "1"], "--history_weights 1.0: give 2 (--history_length)"),
         (["--alg", "sppo", "--beta", "0.2"], "--beta 0.2: SPPO's round loss has no β"),
         (["--alg", "comal", "--eta", "20"], "--eta 20.0: COMAL needs ηβ ≤ 1"),
-        (["--deepspeed", str(Path(__file__).parents[1] / "lm_runs" / "configs" / "zero2.json")], "DeepSpeed not implemented yet"),
+        (["--deepspeed", str(Path(__file__).parents[1] / "lm_runs" / "configs" / "zero3.json")], "round mode runs DeepSpeed ZeRO stages 0-2, not stage 3"),
     ],
 )
 def test_bad_flags_are_one_line_exit_2(tiny, tmp_path, capsys, flags, message):
