@@ -26,10 +26,11 @@ import os
 import time
 from typing import Callable, Iterable, Mapping, Sequence
 
+import numba
 import numpy as np
 import pandas as pd
 
-from egpo_core import simulate
+from egpo_core import _kernel, simulate
 from egpo_core.algorithms import PAPER_ALGORITHMS
 from egpo_core.games import random_games
 from egpo_core.presets import PRESETS
@@ -182,26 +183,96 @@ def stream_bandwidth(megabytes: int = 1024, repeats: int = 5) -> float:
     return 2 * source.nbytes / seconds / 1e9
 
 
-def roofline(num_actions: int = 1000, runs: int = 100, steps: int = 10_000) -> pd.DataFrame:
-    """The exact EGPO step's traffic and arithmetic at N actions, against measured bandwidths.
+@numba.njit(parallel=True)
+def _read_rows(blocks: np.ndarray, reps: int) -> np.ndarray:
+    """Each thread reads its block (rows × columns) ``reps`` times, eight rows at a time, adding them into
+    one row (the access pattern of the games' products with a minimum of arithmetic)."""
+    sums = np.zeros((blocks.shape[0], blocks.shape[2]), dtype=blocks.dtype)
+    for b in numba.prange(blocks.shape[0]):
+        block, acc = blocks[b], sums[b]
+        for _ in range(reps):
+            j = 0
+            while j + 8 <= block.shape[0]:
+                r0, r1, r2, r3, r4, r5, r6, r7 = (block[j], block[j + 1], block[j + 2], block[j + 3], block[j + 4],
+                                                  block[j + 5], block[j + 6], block[j + 7])
+                for i in range(acc.shape[0]):
+                    acc[i] += ((r0[i] + r1[i]) + (r2[i] + r3[i])) + ((r4[i] + r5[i]) + (r6[i] + r7[i]))
+                j += 8
+    return sums
+
+
+@numba.njit(parallel=True)
+def _products(games: np.ndarray, x: np.ndarray, out: np.ndarray, reps: int) -> None:
+    """Thread g computes the kernel's product out[g] = P_g x[g] (games stored transposed, as with exact
+    gradients) ``reps`` times."""
+    for g in numba.prange(games.shape[0]):
+        for _ in range(reps):
+            _kernel._matvec(games[g], x[g], out[g], True)
+
+
+def _with_threads(threads: int, fn: Callable[[], object], repeats: int) -> float:
+    """Best seconds of ``fn`` over ``repeats`` calls with numba limited to ``threads`` threads."""
+    previous = numba.get_num_threads()
+    numba.set_num_threads(threads)
+    try:
+        return time_call(fn, repeats)
+    finally:
+        numba.set_num_threads(previous)
+
+
+def read_bandwidth(nbytes: int, threads: int, reps: int = 20, repeats: int = 5) -> float:
+    """GB/s each of ``threads`` threads reads from its own ``nbytes`` array of 1000-float32 rows (held in
+    L3 when a few MB: the bandwidth that bounds a product from a cached game)."""
+    rows = max(8, nbytes // 4000 // 8 * 8)
+    blocks = np.ones((threads, rows, 1000), dtype=np.float32)
+    _read_rows(blocks, 1)
+    seconds = _with_threads(threads, lambda: _read_rows(blocks, reps), repeats)
+    return blocks[0].nbytes * reps / seconds / 1e9
+
+
+def product_seconds(num_actions: int, dtype: str, threads: int, reps: int = 50, repeats: int = 3) -> float:
+    """Seconds of one product Pσ of the kernel at N = ``num_actions`` (``dtype`` games, transposed), each
+    of ``threads`` threads computing products on its own game at once."""
+    rng = np.random.default_rng(0)
+    games = np.ascontiguousarray(random_games(threads, num_actions, rng).transpose(0, 2, 1), dtype=np.dtype(dtype))
+    x = rng.dirichlet(np.ones(num_actions), size=threads)
+    out = np.empty((threads, num_actions))
+    _products(games, x, out, 1)
+    return _with_threads(threads, lambda: _products(games, x, out, reps), repeats) / reps
+
+
+def roofline(num_actions: int = 1000, runs: int = 100, steps: int = 10_000, memory_megabytes: int = 1024
+             ) -> pd.DataFrame:
+    """The exact EGPO step's traffic and arithmetic at N actions, against what this machine sustains.
 
     Per step, two products Pσ each stream the N×N game once (8N² bytes in float64, 4N² in float32)
     and do N² multiplications and N² additions; the O(N) rest (softmaxes, gap: about 3N exp/log) is
-    neglected. Bandwidths: a 1 GiB copy (memory) and a copy of the game's size (a game cached in L3),
-    one thread each. Columns: dtype, bytes_per_step, flops_per_step, total_bytes, total_flops,
-    memory_bound_s, cache_bound_s (total bytes over the bandwidth of the 2 cores, measured one core × 2).
+    neglected. A game of a few MB stays in L3 while its trajectory runs (each thread advances one
+    trajectory T/100 steps at a time) but not in L2, so each product reads it from L3.
+
+    Columns: dtype, bytes_per_step, flops_per_step, total_bytes, total_flops (runs × steps);
+    memory_GBps_1core (a copy of ``memory_megabytes``, read + write), read_GBps_1core and read_GBps_2cores (each core
+    reading its own game-sized array from L3, alone and with the other core reading too);
+    memory_bound_s and read_bound_s (total bytes over 2 cores at those rates); product_us_1core and
+    product_us_2cores (the kernel's product, alone and on both cores at once), product_GBps (the game's
+    bytes over product_us_2cores) and product_bound_s (2 products per step on 2 cores: the run's time
+    if nothing but the products cost).
     """
-    memory = stream_bandwidth(1024)
+    memory = stream_bandwidth(memory_megabytes)
+    cores = min(2, numba.config.NUMBA_NUM_THREADS)
     rows = []
     for dtype, width in (("float64", 8), ("float32", 4)):
         game = width * num_actions ** 2
-        cached = stream_bandwidth(max(1, game >> 20), repeats=50)
         per_step = 2 * game
         total = per_step * runs * steps
+        read_one, read_both = read_bandwidth(game, 1), read_bandwidth(game, cores)
+        alone, both = product_seconds(num_actions, dtype, 1), product_seconds(num_actions, dtype, cores)
         rows.append({"dtype": dtype, "bytes_per_step": per_step, "flops_per_step": 4 * num_actions ** 2,
                      "total_bytes": total, "total_flops": 4 * num_actions ** 2 * runs * steps,
-                     "memory_GBps_1core": memory, "cache_GBps_1core": cached,
-                     "memory_bound_s": total / (2 * memory * 1e9), "cache_bound_s": total / (2 * cached * 1e9)})
+                     "memory_GBps_1core": memory, "read_GBps_1core": read_one, "read_GBps_2cores": read_both,
+                     "memory_bound_s": total / (2 * memory * 1e9), "read_bound_s": total / (cores * read_both * 1e9),
+                     "product_us_1core": alone * 1e6, "product_us_2cores": both * 1e6,
+                     "product_GBps": game / both / 1e9, "product_bound_s": 2 * runs * steps * both / cores})
     return pd.DataFrame(rows)
 
 
