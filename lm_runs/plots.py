@@ -47,9 +47,11 @@ ANCHOR_SOURCES = {"reference_trainer": "reference trainer", "trl": "TRL"}
 OURS = "this repository"
 #: The colour of a series that is no algorithm of ``egpo_core.algorithms``.
 _OTHER_COLOR = "#808080"
-#: Hollow markers, one per algorithm of the paper (in ``PAPER_ALGORITHMS`` order): curves that coincide
-#: stay visible as overlapping distinct shapes.
+#: Hollow markers, one per algorithm of the paper (in ``PAPER_ALGORITHMS`` order), then one per round
+#: method (``lm_runs.rounds``, by registry name): ten algorithms, ten shapes, so curves that coincide stay
+#: visible as overlapping distinct shapes.
 _MARKERS = ("s", "^", "D", "v", "o")
+_ROUND_MARKERS = {"inpo": "P", "comal": "<", "mpo": ">", "mnpo": "h", "sppo": "*"}
 #: π_ref and π*_β as rendered in every label (mathtext: subscripts, no literal underscores).
 REFERENCE_LABEL = r"$\pi_{\mathrm{ref}}$"
 EQUILIBRIUM_LABEL = r"$\pi^*_\beta$"
@@ -67,24 +69,28 @@ def _color(alg: str) -> str:
 
 def ordered(names) -> list[str]:
     """``names`` without repeats, the paper's algorithms first in the paper's order
-    (``egpo_core.algorithms.PAPER_ALGORITHMS``, any name or alias), then the others as given."""
+    (``egpo_core.algorithms.PAPER_ALGORITHMS``, any name or alias), then the round methods (inpo, comal, mpo,
+    mnpo, sppo), then the others as given."""
     names = list(dict.fromkeys(names))
+    order = list(PAPER_ALGORITHMS) + list(_ROUND_MARKERS)
 
     def rank(name: str) -> int:
         try:
-            return PAPER_ALGORITHMS.index(get_algorithm(name).name)
-        except ValueError:  # an unknown name, or an algorithm outside the paper's five
-            return len(PAPER_ALGORITHMS)
+            return order.index(get_algorithm(name).name)
+        except ValueError:  # an unknown name, or an algorithm of neither kind
+            return len(order)
 
     return sorted(names, key=rank)  # stable: the others keep their order
 
 
 def marker(alg: str) -> str:
-    """The algorithm's hollow marker (``x`` for a name outside the paper's algorithms)."""
+    """The algorithm's hollow marker, by any name or alias (``x`` for a name outside the paper's algorithms
+    and the round methods)."""
     try:
-        return _MARKERS[PAPER_ALGORITHMS.index(get_algorithm(alg).name) % len(_MARKERS)]
+        name = get_algorithm(alg).name
     except ValueError:
         return "x"
+    return _MARKERS[PAPER_ALGORITHMS.index(name)] if name in PAPER_ALGORITHMS else _ROUND_MARKERS.get(name, "x")
 
 
 def draw_band(ax, curve: pd.DataFrame, alg: str, *, style: str = "-", label_suffix: str = "", band: bool = True) -> None:

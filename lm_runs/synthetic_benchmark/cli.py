@@ -1,6 +1,6 @@
 """The command line: ``python -m lm_runs.synthetic_benchmark --out DIR [--short | --fast] [--reuse DIR …] [options]``.
 
-Every option but ``--reuse`` overrides one field of the preset (``DEFAULT``, the full setting; ``SHORT``
+Every option but ``--reuse`` and ``--jobs`` (runs trained at once) overrides one field of the preset (``DEFAULT``, the full setting; ``SHORT``
 with ``--short``; ``FAST`` with ``--fast``); ``--reuse`` names previous runs whose runs with these settings
 are taken over (:mod:`.reuse`). Bad values, an unusable ``--out`` and a ``--reuse`` folder that is no source
 for these settings are one ``error:`` line with exit status 2, before anything is built. The command line
@@ -39,6 +39,8 @@ def _parser() -> argparse.ArgumentParser:
                    help="Previous benchmark runs: a run (algorithm, seed, variant) one of them holds complete, with the "
                    "settings a run reads equal to these and the same π_ref, is copied from the first that holds it "
                    "instead of trained again (a folder whose settings differ is refused).")
+    p.add_argument("--jobs", type=int, default=1, help="Runs trained at once, each in a process of its own with "
+                   "OMP_NUM_THREADS threads (default 1; the results do not depend on it).")
     p.add_argument("--overwrite", action="store_true",
                    help="Replace the previous run in --out, once the new one is complete (a folder holding "
                    "anything else is refused).")
@@ -85,11 +87,13 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         settings.check()
         check_out(args.out, args.overwrite)
         load_sources(args.reuse, settings)
+        if args.jobs < 1:
+            raise ValueError(f"--jobs must be at least 1, got {args.jobs}")
     except ValueError as error:
         parser.error(str(error))
     inputs_checked()  # from here a ValueError is a bug and keeps its traceback
     summary = run_benchmark(args.out, settings, overwrite=args.overwrite, progress=not args.no_progress, reuse=args.reuse,
-                            command=shlex.join(["python", "-m", "lm_runs.synthetic_benchmark", *argv]))
+                            jobs=args.jobs, command=shlex.join(["python", "-m", "lm_runs.synthetic_benchmark", *argv]))
     print(f"results in {args.out}: metrics.csv, gap_curves.png, verdicts.csv, verdicts.png ({summary['timings']['total_s']:.0f} s)")
     print(summary["verdicts"]["what_n_decides"])
     for metric in ("duality_gap", "exploitability"):

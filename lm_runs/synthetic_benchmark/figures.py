@@ -70,6 +70,15 @@ def _draw(ax, metrics: pd.DataFrame, metric: str, algorithms, *, style: str = "-
         draw_band(ax, bands[bands["algorithm"] == a], drawn, style=style, label_suffix=suffix, band=style == "-")
 
 
+def _legend(fig, ax, algorithms, fontsize: int = 8) -> None:
+    """``ax``'s legend: inside the panel for up to 5 algorithms, below the panels for more (ten curves stay
+    visible, the legend covers none of them)."""
+    if len(algorithms) <= 5:
+        ax.legend(fontsize=fontsize)
+    else:
+        fig.legend(*ax.get_legend_handles_labels(), loc="outside lower center", ncol=6, fontsize=fontsize)
+
+
 def _finish(ax, ylabel: str | None = None) -> None:
     """Log y axis with readable labels, integer update ticks."""
     ax.set_yscale("log")
@@ -111,24 +120,26 @@ def verdict_figure(final: pd.DataFrame, verdicts: pd.DataFrame, content: Mapping
     algorithms: the test is paired), the median as a black bar, π_ref's value dotted; one panel per metric.
     Bottom: the pair matrix per metric, row A against column B: "lower" / "higher" (decided, Holm-adjusted
     p ≤ α) or "undecided", the adjusted p, the mean difference row − column and its bootstrap interval.
-    Above: n, the test and what n can decide (``content``: :func:`.verdicts.write_verdicts`'s JSON)."""
+    Above: n, the test and what n can decide (``content``: :func:`.verdicts.write_verdicts`'s JSON). The
+    panels grow with the number of algorithms K beyond 5 (1.3 in a column, 0.62 in a row of the matrix)."""
     metrics = list(dict.fromkeys(final["metric"]))
     algs = ordered(final["algorithm"])
-    fig, axes = plt.subplots(2, len(metrics), figsize=(6.4 * len(metrics), 9.6), squeeze=False, layout="constrained",
-                             gridspec_kw={"height_ratios": [1.0, 1.25]})
+    width, matrix = max(6.4, 1.3 * len(algs)), max(5.33, 0.62 * len(algs))
+    fig, axes = plt.subplots(2, len(metrics), figsize=(width * len(metrics), 4.27 + matrix), squeeze=False,
+                             layout="constrained", gridspec_kw={"height_ratios": [4.27, matrix]})
     for col, metric in enumerate(metrics):
         ax = axes[0, col]
         wide = final[final["metric"] == metric].pivot(index="seed", columns="algorithm", values="value")[algs]
         for _, row in wide.iterrows():
             ax.plot(range(len(algs)), row.to_numpy(), color="0.8", lw=0.6, zorder=1)
         for k, a in enumerate(algs):
-            ax.plot(np.full(len(wide), k), wide[a], linestyle="none", marker=marker(a), mfc="none", color=_colour(a),
+            ax.plot(np.full(len(wide), k), wide[a], linestyle="none", marker=marker(core_name(a)), mfc="none", color=_colour(a),
                     ms=6, zorder=3)
             ax.hlines(np.median(wide[a].dropna()), k - 0.25, k + 0.25, color="black", lw=2, zorder=4)
         if reference and metric in reference:
             ax.axhline(reference[metric], color="0.5", lw=0.8, ls=":", label=f"{REFERENCE_LABEL} (update 0)")
             ax.legend(fontsize=8, loc="upper left")
-        ax.set_xticks(range(len(algs)), [_name(a) for a in algs], fontsize=8)
+        ax.set_xticks(range(len(algs)), [_name(a) for a in algs], fontsize=8, rotation=0 if len(algs) <= 5 else 20)
         for tick, a in zip(ax.get_xticklabels(), algs):
             tick.set_color(_colour(a))
         ax.set_yscale("log")
@@ -192,7 +203,7 @@ def benchmark_figures(out: Path, metrics: pd.DataFrame, metrics_ln: pd.DataFrame
             ax.axhline(reference[metric], color="0.5", lw=0.8, ls=":", label=f"{REFERENCE_LABEL} (update 0)")
         _finish(ax)
         ax.set_title(title, fontsize=10)
-    axes[0].legend(fontsize=8)
+    _legend(fig, axes[0], algs)
     notes = [coinciding_note(coinciding(seed_bands(metrics, ("duality_gap",)))), rising_note(metrics, s.updates)]
     if verdicts is not None:
         notes.append(f"Which algorithm ends lower: the verdicts figure ({verdicts[2]['what_n_decides']}). "
@@ -211,9 +222,10 @@ def benchmark_figures(out: Path, metrics: pd.DataFrame, metrics_ln: pd.DataFrame
             curve = gap[(gap.algorithm == row["algorithm"]) & np.isclose(gap.eta, eta)]
             ax.plot(curve["update"], curve["value"], "--", color=algorithm_color(row["algorithm"]), lw=1)
         _finish(ax)
-        ax.set_title("simulation (dashed) at the common fitted η = %.3g" % comparison["common_eta"].iloc[0]
-                     if mode == "common" else "simulation (dashed) at each algorithm's fitted η", fontsize=9)
-    axes[0].legend(fontsize=8)
+        covered = " (the online algorithms)" if s.round_methods() else ""
+        ax.set_title(f"simulation{covered} (dashed) at the common fitted η = {comparison['common_eta'].iloc[0]:.3g}"
+                     if mode == "common" else f"simulation{covered} (dashed) at each algorithm's fitted η", fontsize=9)
+    _legend(fig, axes[0], algs)
     axes[0].set_ylabel(r"class-level duality gap Gap$_\beta$")
     note = coinciding_note(coinciding(seed_bands(metrics, ("duality_gap",))))
     if note:
@@ -229,7 +241,7 @@ def benchmark_figures(out: Path, metrics: pd.DataFrame, metrics_ln: pd.DataFrame
             _draw(ax, metrics_ln, metric, ln_algs, style="--", label_suffix=" length-normalized")
             _finish(ax)
             ax.set_title(_METRIC_TITLES[metric], fontsize=10)
-        axes[0].legend(fontsize=7)
+        _legend(fig, axes[0], ln_algs, fontsize=7)
         note = coinciding_note(coinciding(seed_bands(metrics_ln, ("duality_gap",))))
         if note:
             add_title(fig, f"length-normalized: {note}", fontsize=8)

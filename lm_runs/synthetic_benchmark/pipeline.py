@@ -54,10 +54,12 @@ import contextlib
 import io
 import json
 import logging
+import multiprocessing
 import os
 import secrets
 import shutil
 import time
+from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any, Sequence
@@ -289,29 +291,33 @@ def _threads() -> int:
 
 
 def run_benchmark(out: str | Path, settings: BenchmarkSettings = DEFAULT, *, overwrite: bool = False, progress: bool = True,
-                  reuse: Sequence[str | Path] = (), command: str | None = None) -> dict[str, Any]:
+                  reuse: Sequence[str | Path] = (), command: str | None = None, jobs: int = 1) -> dict[str, Any]:
     """Build tokenizer and model, SFT the reference, train every algorithm × seed (summed
     log-probabilities) and the length-normalized variant, measure, simulate, plot, evaluate win rates;
     the run is built aside and moved into ``out`` once complete (module docstring). Returns the summary.
 
     ``reuse``: previous benchmark folders whose runs with these settings are taken over instead of trained
-    (:mod:`.reuse`). ``command``: the command line, recorded in ``summary.json``.
-    ``ValueError`` before anything is computed for bad settings, an unusable ``out`` (:func:`check_out`) or
-    a ``reuse`` folder that is no source for these settings (:func:`.reuse.load_sources`).
+    (:mod:`.reuse`). ``command``: the command line, recorded in ``summary.json``. ``jobs``: runs trained at
+    once, each in a process of its own (:func:`_train_all`; the results do not depend on it).
+    ``ValueError`` before anything is computed for bad settings, ``jobs`` < 1, an unusable ``out``
+    (:func:`check_out`) or a ``reuse`` folder that is no source for these settings (:func:`.reuse.load_sources`).
     """
     settings.check()
+    if not (isinstance(jobs, int) and jobs >= 1):
+        raise ValueError(f"jobs must be a whole number ≥ 1, got {jobs!r}")
     sources = load_sources(reuse, settings)
     out = check_out(out, overwrite).resolve()  # a symbolic link: the run replaces the folder it points to
     work = _work_folder(out)
     try:
-        summary = _run_into(work, settings, progress, sources, command)
+        summary = _run_into(work, settings, progress, sources, command, jobs)
         _move_into_place(work, out)
     finally:
         shutil.rmtree(work, ignore_errors=True)  # still there only when the run failed
     return summary
 
 
-def _run_into(out: Path, s: BenchmarkSettings, progress: bool, sources: Sequence[Source], command: str | None) -> dict[str, Any]:
+def _run_into(out: Path, s: BenchmarkSettings, progress: bool, sources: Sequence[Source], command: str | None,
+              jobs: int = 1) -> dict[str, Any]:
     """Every stage of :func:`run_benchmark`, written into the (new, empty) folder ``out``: inputs and
     π_ref (checked against the ``sources``' π_ref) → the class game → the NLHF runs (those the ``sources``
     hold taken over) → simulation, comparison and figures → summary → win rates."""
@@ -337,7 +343,7 @@ def _run_into(out: Path, s: BenchmarkSettings, progress: bool, sources: Sequence
     timings["build_and_sft_s"] = time.perf_counter() - t0
     game, token_class = _class_game(out, paths, s, train_prompts, eval_prompts)
     oracle = ClassOracle(class_matrices(s.num_classes, s.strength), s.num_classes, s.length_bonus)
-    runs, metrics, metrics_ln = _train_all(out, paths, s, game, oracle, token_class, progress, sources)
+    runs, metrics, metrics_ln = _train_all(out, paths, s, game, oracle, token_class, progress, sources, jobs)
     timings["nlhf_s"] = sum(r["seconds"] for r in runs if "reused_from" not in r)
     if sources:
         timings["reused_s"] = sum(r["seconds"] for r in runs if "reused_from" in r)
@@ -414,12 +420,58 @@ def _class_game(out: Path, paths: dict[str, Path], s: BenchmarkSettings, train_p
     return game, token_class
 
 
+#: What a worker process of ``_train_all`` trains with (set in the parent before the pool forks).
+_WORKER: dict[str, Any] = {}
+
+
+def _start_worker() -> None:
+    """A worker of ``_train_all``'s pool: the parent's torch threads (``_threads``)."""
+    import torch
+
+    torch.set_num_threads(_threads())
+
+
+def _train_in_worker(alg: str, seed: int, ln: bool) -> tuple[list[dict[str, Any]], dict[int, np.ndarray], float, int]:
+    """:func:`_train_run` in a worker process, without a progress bar; returns its records, class
+    probabilities, seconds and the oracle's calls it made."""
+    w = _WORKER
+    before = w["oracle"].calls
+    records, probs, seconds = _train_run(alg, seed, ln, w["s"], w["paths"], w["game"], w["oracle"], w["token_class"], None)
+    return records, probs, seconds, w["oracle"].calls - before
+
+
+def _trained(to_train: Sequence[tuple[str, int, bool]], s: BenchmarkSettings, paths: dict[str, Path], game: ClassGame,
+             oracle: ClassOracle, token_class: np.ndarray, bar, jobs: int) -> dict[tuple[str, int, bool], tuple]:
+    """(records, class probabilities, seconds) of each run of ``to_train``: one after the other here
+    (``jobs`` = 1), or up to ``jobs`` at once in forked worker processes, each run in one process from
+    the same state, so its results are the same to the last bit (a run depends on its seed and
+    settings only; the oracle's calls are added up here)."""
+    if jobs == 1 or len(to_train) < 2:
+        return {run: _train_run(*run, s, paths, game, oracle, token_class, bar) for run in to_train}
+    _WORKER.update(s=s, paths=paths, game=game, oracle=oracle, token_class=token_class)
+    results = {}
+    try:
+        with ProcessPoolExecutor(min(jobs, len(to_train)), mp_context=multiprocessing.get_context("fork"),
+                                 initializer=_start_worker) as pool:
+            futures = {pool.submit(_train_in_worker, *run): run for run in to_train}
+            for future in as_completed(futures):
+                records, probs, seconds, calls = future.result()
+                results[futures[future]] = (records, probs, seconds)
+                oracle.calls += calls
+                if bar is not None:
+                    bar.update(s.updates)
+    finally:
+        _WORKER.clear()
+    return results
+
+
 def _train_all(out: Path, paths: dict[str, Path], s: BenchmarkSettings, game: ClassGame, oracle: ClassOracle,
-               token_class: np.ndarray, progress: bool, sources: Sequence[Source]):
+               token_class: np.ndarray, progress: bool, sources: Sequence[Source], jobs: int = 1):
     """Every algorithm × seed with summed log-probabilities, then the length-normalized variant
-    (:func:`_train_run`; a run the ``sources`` hold is taken over, :func:`.reuse.take_over`); writes
-    ``metrics.csv``, ``metrics_length_normalized.csv`` and ``class_probs.csv``. Returns (the runs as
-    ``summary.json`` lists them, metrics, length-normalized metrics)."""
+    (:func:`_train_run`, ``jobs`` at once: :func:`_trained`; a run the ``sources`` hold is taken over,
+    :func:`.reuse.take_over`); writes ``metrics.csv``, ``metrics_length_normalized.csv`` and
+    ``class_probs.csv``, every run in the order of ``runs`` whatever order they finished in. Returns (the
+    runs as ``summary.json`` lists them, metrics, length-normalized metrics)."""
     import pandas as pd
     from tqdm.auto import tqdm
 
@@ -434,8 +486,8 @@ def _train_all(out: Path, paths: dict[str, Path], s: BenchmarkSettings, game: Cl
     class_rows = []
     listed = []
     with tqdm(total=total_steps, desc="NLHF updates", unit="upd", disable=not progress) as bar:
+        trained = _trained([run for run in runs if run not in taken], s, paths, game, oracle, token_class, bar, jobs)
         for alg, seed, ln in runs:
-            bar.set_postfix_str(f"{alg} seed {seed}{' ln' if ln else ''}")
             entry = {"algorithm": alg, "seed": seed, "variant": "length_normalized" if ln else "summed",
                      "path": f"runs/{run_name(alg, seed, ln)}"}
             if (alg, seed, ln) in taken:
@@ -445,7 +497,7 @@ def _train_all(out: Path, paths: dict[str, Path], s: BenchmarkSettings, game: Cl
                 entry.update(seconds=run.seconds, reused_from=str(run.folder))
                 bar.update(s.updates)
             else:
-                recs, probs, seconds = _train_run(alg, seed, ln, s, paths, game, oracle, token_class, bar)
+                recs, probs, seconds = trained[(alg, seed, ln)]
                 entry["seconds"] = seconds
                 for update, p in probs.items():
                     for i, x in enumerate(game.prompts):
