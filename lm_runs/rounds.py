@@ -510,6 +510,8 @@ def build_round_dataset(
                      "top_p": config.pair_sampling.top_p, "min_p": config.pair_sampling.min_p},
         "max_new_tokens": config.max_new_tokens,
     }
+    if len(round_phases(config)) > 1:  # ONPO: each phase's loss (the dataset holds the first one's anchors)
+        meta["phases"] = {phase: round_loss(config, r, phase).as_json() for phase in round_phases(config)}
     if world > 1:
         meta["generation_shards"] = [{"rank": k, "prompts": [shard.start, shard.stop], "seed": seeds[k]}
                                      for k, shard in enumerate(shards)]

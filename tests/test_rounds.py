@@ -813,7 +813,7 @@ def test_onpo_round_replayed_by_hand(tiny, tmp_path):
     replaying the policy phase anchored at π′_1 instead misses by more than 1e-3 (measured 2.7e-2: the anchor
     matters from the second step on, the first starts at it). The saved anchors' log-probabilities equal
     those recomputed from the saved policies within 1e-5 relative + 1e-6 absolute, and the round-1 dataset's
-    π_t log-probabilities are π_1's, not π′_1's."""
+    π_t log-probabilities are π_1's, not π′_1's; round.json names π′_1's file and both phases' losses."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     lr, eta = 0.05, 2.0
@@ -839,6 +839,10 @@ def test_onpo_round_replayed_by_hand(tiny, tmp_path):
                 value = float(_sequence_logp(model, tokenizer, row))
                 assert abs(value - saved(row)) <= 1e-5 * abs(saved(row)) + 1e-6, (value, saved(row))
     assert any(abs(r["logp_past"]["aux"] - r["logp_policy"]) > 1e-4 for r in responses)  # π′_1 is not π_1
+    meta = json.loads((folder / "dataset" / "round.json").read_text())
+    assert meta["anchor_policies"] == {"aux": "rounds/round-0/auxiliary/policy.pt"}
+    assert meta["phases"] == {"auxiliary": {"form": "pair", "anchors": [["aux", 1.0]], "step": eta},
+                              "policy": {"form": "pair", "anchors": [["aux+1", 1.0]], "step": eta}}
 
     def gap(a, b):
         return max(float((a[k] - b[k]).abs().max()) for k in a)
