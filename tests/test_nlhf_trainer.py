@@ -540,7 +540,7 @@ def base_flags(tiny, out) -> list[str]:
     "flags,message",
     [
         (["--alg", "magic"], "unknown algorithm --alg 'magic'; choose one of: egpo (eg), oipo1 (online_ipo1"),
-        (["--alg", "onpo"], "--alg onpo: ONPO has no language-model form here"),
+        (["--alg", "onpo"], "--max_steps 1: round mode trains --epochs_per_round epochs per round"),
         (["--alg", "omwu"], "no language-model form"),
         (["--beta", "0"], "--beta must be > 0"),
         (["--beta", "-0.1"], "--beta must be > 0"),
@@ -592,20 +592,20 @@ def test_resuming_egpo_from_another_algorithms_checkpoint_is_one_line(tiny, tmp_
 
 
 def test_the_alg_choices_are_the_language_model_algorithms_only(tiny, tmp_path, capsys):
-    """--alg lists exactly the six online LM algorithms by the README's names, then the five round methods
-    (never omwu or onpo, which have no LM form); both spellings work."""
+    """--alg lists exactly the six online LM algorithms by the README's names, then the six round methods
+    (never omwu, which has no LM form); both spellings work."""
     from lm_runs.config import LM_ALGORITHMS, ROUND_ALGORITHMS, resolve_algorithm
 
     line = entry_point_error(base_flags(tiny, tmp_path / "out") + ["--alg", "magic"], capsys)
-    assert "omwu" not in line and "onpo" not in line
-    assert "; or inpo, comal, mpo, mnpo, sppo, trained in rounds" in line
+    assert "omwu" not in line
+    assert "; or inpo, comal, mpo, mnpo, sppo, onpo, trained in rounds" in line
     assert LM_ALGORITHMS == ("egpo", "oipo1", "oipo2", "nashmd", "nashmdpg", "sppo")
-    assert ROUND_ALGORITHMS == ("inpo", "comal", "mpo", "mnpo", "sppo")
+    assert ROUND_ALGORITHMS == ("inpo", "comal", "mpo", "mnpo", "sppo", "onpo")
     for names, registered in [(("nashmd", "nash_md", "NMD"), "nash_md"), (("nashmdpg", "nash_md_pg", "nmdpg"), "nash_md_pg"),
                               (("egpo", "eg"), "egpo"), (("oipo1", "online_ipo1"), "oipo1")]:
         assert {resolve_algorithm(n).name for n in names} == {registered}
     help_text = NLHFConfig.__dataclass_fields__["alg"].metadata["help"]
-    assert "nashmd, nashmdpg" in help_text and "omwu" not in help_text and "onpo" not in help_text
+    assert "nashmd, nashmdpg" in help_text and "omwu" not in help_text
 
 
 def test_wrong_kind_of_model_is_refused_in_one_line(tiny, classifier, tmp_path, capsys, no_model_loads):
