@@ -516,6 +516,7 @@ def build_round_dataset(
         meta["generation_shards"] = [{"rank": k, "prompts": [shard.start, shard.stop], "seed": seeds[k]}
                                      for k, shard in enumerate(shards)]
     if rank == 0:
+        meta["judge"] = _judge_record(judge)
         staging = folder.with_name(".partial-dataset")
         shutil.rmtree(staging, ignore_errors=True)
         staging.mkdir(parents=True)
@@ -811,6 +812,33 @@ def _check_saved_rounds(config: RoundsConfig, losses: Sequence[RoundLoss]) -> No
                              f"({meta.get('alg', 'inpo')}), the flags give {json.dumps(loss.as_json())} ({config.algorithm.name}); resume with the run's flags")
 
 
+def _judge_record(judge: Any) -> dict:
+    """The judge by content (:func:`~lm_runs.judges.base.judge_identity`) as ``round.json`` stores it."""
+    from .judges.base import judge_identity
+
+    return json.loads(json.dumps(judge_identity(judge), default=str))
+
+
+def _check_saved_judges(config: RoundsConfig, judge: Any) -> None:
+    """``ValueError`` (one line) when a saved round was judged by another judge than ``judge`` (its
+    ``round.json``'s ``judge``): the rounds still to come would follow another preference. Rounds saved
+    before round.json named its judge are not checked."""
+    from .judges.base import identity_changes
+
+    now = None
+    for r in range(config.rounds):
+        meta_file = round_dir(config.output_dir, r) / "dataset" / "round.json"
+        saved = json.loads(meta_file.read_text(encoding="utf-8")).get("judge") if meta_file.is_file() else None
+        if saved is None:
+            continue
+        now = _judge_record(judge) if now is None else now
+        changes = identity_changes(saved, now)
+        if changes:
+            shown = "; ".join(changes[:3]) + ("; …" if len(changes) > 3 else "")
+            raise ValueError(f"--resume_from_checkpoint true: round {r} was judged by another judge ({shown}); resume with "
+                             "the judge the run was trained with, or start a new run (another --output_dir, or --overwrite_output_dir true)")
+
+
 def run_rounds(
     config: RoundsConfig,
     *,
@@ -852,6 +880,8 @@ def run_rounds(
             raise ValueError(f"--judge {config.judge}: {one_line(error)}") from None
     else:
         checked = judge if isinstance(judge, CheckedJudge) else CheckedJudge(judge)
+    if resume:
+        _check_saved_judges(config, checked)
     tokenizer = load_tokenizer(config.model_name_or_path, padding_side="left")
     dtype = torch.bfloat16 if config.bf16 else torch.float16 if config.fp16 else torch.float32
     policy = load_policy(config.model_name_or_path, dtype=dtype, lora=config, seed=config.seed)

@@ -24,6 +24,7 @@ from transformers import TrainerCallback
 
 import toy_judges
 from egpo_core.losses import ipo_regression_loss
+from lm_runs.judges.base import judge_identity
 from lm_runs.rounds import RoundLoss, RoundsConfig, epoch_dir, round_dir, round_loss, round_loss_terms, run_rounds, select_pairs
 from lm_runs.tiny import build_tiny_lm
 
@@ -447,6 +448,7 @@ def test_a_judge_failing_in_round_1_leaves_no_dataset_and_the_run_resumes(tiny, 
         calls.append(len(completions))
         return [float("nan")] * len(completions) if len(calls) == 2 else toy_judges.prefer_shorter(prompts, completions)
 
+    nan_in_round_1.identity = lambda: judge_identity(toy_judges.prefer_shorter)  # prefer_shorter, failing once
     with pytest.raises(JudgeError):
         run_rounds(config(tiny, cut, **common), judge=nan_in_round_1)
     assert (round_dir(cut, 0) / "policy.pt").is_file()
@@ -893,6 +895,7 @@ def test_onpo_resumes_inside_and_between_its_phases_bit_for_bit(tiny, tmp_path):
         calls.append(1)
         return [float("nan")] * len(completions) if len(calls) == 2 else toy_judges.prefer_shorter(prompts, completions)
 
+    failing_in_round_1.identity = lambda: judge_identity(toy_judges.prefer_shorter)  # prefer_shorter, failing once
     cuts = {"inside_auxiliary": dict(callbacks=[_KillIn("round-1/auxiliary-trainer", 1)]),
             "between_phases": dict(callbacks=[_KillIn("round-1/trainer", None)]),
             "inside_policy": dict(callbacks=[_KillIn("round-1/trainer", 1)]),
@@ -928,3 +931,20 @@ def test_round_ends_are_the_epoch_models_evaluate_finds(tiny, tmp_path):
     assert any(not torch.equal(load_file(epoch_dir(out, 1) / "model.safetensors")[n], end[n]) for n in end)
     specs = discover_runs([f"run={out}"])
     assert [(s.name, s.algorithm, s.epoch, Path(s.source)) for s in specs] == [(f"run/epoch-{k}", "inpo", k, epoch_dir(out, k)) for k in (1, 2)]
+
+
+def test_a_round_names_its_judge_and_a_resume_with_another_is_refused(tiny, tmp_path):
+    """round.json holds the judge by content; resuming with another judge is one line naming what changed,
+    before anything is sampled (round 1 stays unbuilt)."""
+    from lm_runs.judges.base import source_identity
+
+    out = tmp_path / "run"
+    common = dict(rounds=2, samples_per_prompt=2)
+    with pytest.raises(_Interrupted):
+        run_rounds(config(tiny, out, **common), judge=toy_judges.prefer_shorter, stop_after=_stop_after_round(0))
+    saved = json.loads((round_dir(out, 0) / "dataset" / "round.json").read_text())["judge"]
+    assert saved == {"kind": "callable", **source_identity(toy_judges.prefer_shorter)}
+    with pytest.raises(ValueError, match=r"^--resume_from_checkpoint true: round 0 was judged by another judge "
+                                         r"\(qualname: 'prefer_shorter' → 'prefer_vowels'"):
+        run_rounds(config(tiny, out, **common), judge=toy_judges.prefer_vowels, resume=True)
+    assert not (round_dir(out, 1) / "dataset").exists()
