@@ -115,7 +115,7 @@ def _extra_module(tmp_path, monkeypatch, name: str, body: str):
 
 def test_registry_lists_the_eight_modules_in_the_figure_order_then_the_others_by_module_name():
     assert list(ALGORITHMS) == ["oipo1", "oipo2", "nash_md", "nash_md_pg", "egpo", "mpo", "sppo", "omwu",
-                                "comal", "inpo", "mnpo", "onpo"]
+                                "comal", "inpo", "mnpo", "nash_mp", "onpo"]
 
 
 def test_a_recombining_module_is_registered_and_simulated_without_other_edits(tmp_path, monkeypatch):
@@ -170,7 +170,7 @@ def test_each_module_declares_its_colour_the_tab10_of_the_listing_order():
 @pytest.mark.parametrize("alias,name", [
     ("eg", "egpo"), ("EGPO", "egpo"), ("nmd", "nash_md"), ("NashMD", "nash_md"), ("nmdpg", "nash_md_pg"),
     ("nashmdpg", "nash_md_pg"), ("online_ipo1", "oipo1"), ("Online_IPO2", "oipo2"), (" sppo ", "sppo"),
-    ("OMWU", "omwu"),
+    ("OMWU", "omwu"), ("Nash_MP", "nash_mp"), ("NashMP", "nash_mp"), ("nmp", "nash_mp"),
 ])
 def test_get_algorithm_accepts_names_and_aliases_case_insensitively(alias, name):
     assert get_algorithm(alias).name == name
@@ -188,8 +188,8 @@ def test_an_unknown_name_lists_names_with_their_aliases():
 
 
 def test_display_names_are_the_labels():
-    assert [algorithms.display_name(n) for n in ("oipo1", "nash_md_pg", "egpo")] == [
-        "Online IPO 1 (OMD)", "Nash-MD-PG", "EGPO"]
+    assert [algorithms.display_name(n) for n in ("oipo1", "nash_md_pg", "egpo", "nmp")] == [
+        "Online IPO 1 (OMD)", "Nash-MD-PG", "EGPO", "Nash-MP"]
 
 
 @pytest.mark.parametrize("changes,message", [
