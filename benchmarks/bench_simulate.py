@@ -202,12 +202,15 @@ def _read_rows(blocks: np.ndarray, reps: int) -> np.ndarray:
 
 
 @numba.njit(parallel=True)
-def _products(games: np.ndarray, x: np.ndarray, out: np.ndarray, reps: int) -> None:
-    """Thread g computes the kernel's product out[g] = P_g x[g] (games stored transposed, as with exact
-    gradients) ``reps`` times."""
+def _products(games: np.ndarray, x: np.ndarray, out: np.ndarray, panels: bool, reps: int) -> None:
+    """Thread g computes the kernel's product out[g] = P_g x[g] ``reps`` times, the games stored as the
+    kernel stores them with exact gradients (float64: transposed; float32: ``panels``, :func:`_kernel.panel_layout`)."""
+    padded = -(-x.shape[1] // 8) * 8
     for g in numba.prange(games.shape[0]):
+        x32 = np.empty(padded, dtype=np.float32)
+        acc = np.empty(padded)
         for _ in range(reps):
-            _kernel._matvec(games[g], x[g], out[g], True)
+            _kernel._product(games[g], x[g], out[g], True, panels, x32, acc)
 
 
 def _with_threads(threads: int, fn: Callable[[], object], repeats: int) -> float:
@@ -230,24 +233,33 @@ def read_bandwidth(nbytes: int, threads: int, reps: int = 20, repeats: int = 5) 
     return blocks[0].nbytes * reps / seconds / 1e9
 
 
+def exact_games(P: np.ndarray, dtype: str) -> np.ndarray:
+    """The games ``P`` (G, N, N) as the kernel stores them with exact gradients: float64 transposed, or the
+    float32 panels of P − ½ (half the bytes)."""
+    if dtype == "float32":
+        return _kernel.panel_layout(P)
+    return np.ascontiguousarray(P.transpose(0, 2, 1))
+
+
 def product_seconds(num_actions: int, dtype: str, threads: int, reps: int = 50, repeats: int = 3) -> float:
-    """Seconds of one product Pσ of the kernel at N = ``num_actions`` (``dtype`` games, transposed), each
-    of ``threads`` threads computing products on its own game at once."""
+    """Seconds of one product Pσ of the kernel at N = ``num_actions`` (``dtype`` games, as stored with exact
+    gradients), each of ``threads`` threads computing products on its own game at once."""
     rng = np.random.default_rng(0)
-    games = np.ascontiguousarray(random_games(threads, num_actions, rng).transpose(0, 2, 1), dtype=np.dtype(dtype))
+    games = exact_games(random_games(threads, num_actions, rng), dtype)
     x = rng.dirichlet(np.ones(num_actions), size=threads)
     out = np.empty((threads, num_actions))
-    _products(games, x, out, 1)
-    return _with_threads(threads, lambda: _products(games, x, out, reps), repeats) / reps
+    panels = dtype == "float32"
+    _products(games, x, out, panels, 1)
+    return _with_threads(threads, lambda: _products(games, x, out, panels, reps), repeats) / reps
 
 
 def roofline(num_actions: int = 1000, runs: int = 100, steps: int = 10_000, memory_megabytes: int = 1024
              ) -> pd.DataFrame:
     """The exact EGPO step's traffic and arithmetic at N actions, against what this machine sustains.
 
-    Per step, two products Pσ each stream the N×N game once (8N² bytes in float64, 4N² in float32)
-    and do N² multiplications and N² additions; the O(N) rest (softmaxes, gap: about 3N exp/log) is
-    neglected. A game of a few MB stays in L3 while its trajectory runs (each thread advances one
+    Per step, two products Pσ each stream the game once (float64: the N×N matrix, 8N² bytes; float32: the
+    panels of P − ½'s upper triangle, about 2N² bytes) and do N² multiplications and N² additions; the
+    O(N) rest (softmaxes, gap: about 3N exp/log) is neglected. A game of a few MB stays in L3 while its trajectory runs (each thread advances one
     trajectory T/100 steps at a time) but not in L2, so each product reads it from L3.
 
     Columns: dtype, bytes_per_step, flops_per_step, total_bytes, total_flops (runs × steps);
@@ -261,8 +273,8 @@ def roofline(num_actions: int = 1000, runs: int = 100, steps: int = 10_000, memo
     memory = stream_bandwidth(memory_megabytes)
     cores = min(2, numba.config.NUMBA_NUM_THREADS)
     rows = []
-    for dtype, width in (("float64", 8), ("float32", 4)):
-        game = width * num_actions ** 2
+    for dtype in ("float64", "float32"):
+        game = exact_games(np.full((1, num_actions, num_actions), 0.5), dtype).nbytes
         per_step = 2 * game
         total = per_step * runs * steps
         read_one, read_both = read_bandwidth(game, 1), read_bandwidth(game, cores)

@@ -48,8 +48,12 @@ last bits). Its inputs are computed the same way outside it: log π_ref by
 ``_kernel_inputs.log_softmax_rows`` (the C library's exp/log, a fixed summation order), the network's
 forward pass element by element in a fixed order; the paper presets' draws are stored data
 (``egpo_core/reference_data``), while other torch draws depend on torch's per-CPU ``normal_`` path. With
-``SimulationConfig.dtype`` 'float32' only the games are stored in float32 (half the bytes each
-product streams), widened exactly in the products; everything else stays float64.
+``SimulationConfig.dtype`` 'float32': exact gradients store each game as float32 panels of its antisymmetric
+part A = P − ½ (upper triangle only: a quarter of float64's bytes per product) and compute
+Pσ = ½(Σσ)·1 + Aσ with σ rounded to float32, float32 products and short float32 sums accumulated in
+float64, in a fixed order written as explicit 8-wide vector operations (:func:`_panel_product`): the same
+bits on every CPU, other bits than float64's; sampled gradients read the games' entries in float32. Logits,
+gradients and metrics stay float64.
 """
 
 from __future__ import annotations
@@ -57,7 +61,10 @@ from __future__ import annotations
 from typing import NamedTuple
 
 import numpy as np
-from numba import njit, prange
+from llvmlite import ir
+from numba import njit, prange, types
+from numba.core import cgutils
+from numba.extending import intrinsic
 
 from ._jit_cache import CACHE
 from .algorithms.base import Anchor, LossFamily, Opponent, Scheme
@@ -87,12 +94,16 @@ class Games(NamedTuple):
 
     P: np.ndarray
     """float64 (G, N, N): P[g, i, j] = P(i ≻ j) in game g, or with ``transposed`` P[g, j, i] (float32 with
-    ``SimulationConfig.dtype`` 'float32')."""
+    ``SimulationConfig.dtype`` 'float32'); with ``panels`` float32 (G, 1, S), each game's
+    :func:`panel_layout`."""
     logp_ref: np.ndarray
     """float64 (G, N): log π_ref of game g."""
     transposed: bool
     """``P`` holds each game's transpose Pᵀ, whose rows the products Pσ stream (:func:`_matvec`); set with
     exact gradients, which read no single entry of P."""
+    panels: bool
+    """``P`` holds each game's antisymmetric part A = P − ½ as float32 panels (:func:`panel_layout`), whose
+    products are :func:`_panel_product`; set with exact gradients and ``SimulationConfig.dtype`` 'float32'."""
 
 
 class Trajectories(NamedTuple):
@@ -369,6 +380,164 @@ def _matvec(P, x, out, transposed):
         for j in range(n):
             acc += P[r, j] * x[j]
         out[r] = acc
+
+
+# Panels: the float32 product through P = ½·1 1ᵀ + A, A = P − ½ antisymmetric (P + Pᵀ = 1), reading A's upper
+# triangle only (half the bytes of P). Rows are taken four at a time (a panel); each panel's columns from the
+# multiple of 8 at or below its first row on, in blocks of 8 columns, stored block after block, the four rows'
+# 8 entries of a block one after another, zeros below the diagonal and past N: one stream, read once.
+PANEL_ROWS = 4
+_LANES = 8
+_FLUSH = 8  # blocks summed in float32 before a lane is widened into its float64 sum
+TINY = 2.0 ** -100
+"""σ entries below this enter the float32 products as 0 (no subnormal products; an error ≤ N·2⁻¹⁰⁰)."""
+
+
+def panel_layout(P: np.ndarray) -> np.ndarray:
+    """float32 (G, 1, S): the panels of A = P − ½ of each game of ``P`` (G, N, N), read by :func:`_panel_product`.
+
+    Panel p holds rows 4p … 4p + 3 of A's strict upper triangle (rows past N zero) from column
+    c_p = ⌊4p/8⌋·8 to N̄ = ⌈N/8⌉·8 (entries on or below the diagonal and past N zero), as blocks of 8 columns,
+    block after block, each block the 4 rows' 8 entries in row order: S = Σ_p 32·(N̄ − c_p)/8 ≈ 2N² bytes / 4.
+    Uses only A's upper triangle (P + Pᵀ = 1 gives the rest)."""
+    games, n = P.shape[0], P.shape[1]
+    rows, cols = -(-n // PANEL_ROWS) * PANEL_ROWS, -(-n // _LANES) * _LANES
+    starts = [row // _LANES * _LANES for row in range(0, rows, PANEL_ROWS)]
+    out = np.empty((games, 1, sum(PANEL_ROWS * (cols - first) for first in starts)), dtype=np.float32)
+    upper = np.zeros((rows, cols), dtype=np.float32)
+    for g in range(games):
+        upper[:n, :n] = np.triu(np.asarray(P[g], dtype=np.float64) - 0.5, 1)
+        at = 0
+        for row, first in zip(range(0, rows, PANEL_ROWS), starts):
+            size = PANEL_ROWS * (cols - first)
+            block = upper[row:row + PANEL_ROWS, first:].reshape(PANEL_ROWS, -1, _LANES)
+            out[g, 0, at:at + size] = block.transpose(1, 0, 2).ravel()
+            at += size
+    return out
+
+
+@intrinsic
+def _panel_rows(typingctx, F, offset, row, first, blocks, x32, out):
+    """One panel (rows ``row`` … ``row`` + 3, its ``blocks`` blocks at ``offset`` in ``F``, columns from
+    ``first``), with y_r = x32[row + r] and every column c of the panel:
+
+        out[c] −= f64(((A_{row,c}·y_0 + A_{row+1,c}·y_1) + (A_{row+2,c}·y_2 + A_{row+3,c}·y_3)))   (float32 ops)
+
+    and returns (d_0, …, d_3), d_r = Σ_c A_{row+r,c}·x32[c]: the float32 product of column c goes to lane
+    (c − first) mod 8; each lane adds its products in float32 over runs of 8 blocks (column order), each
+    run's sum widened and added to the lane's float64 sum; then ((l_0 + l_1) + (l_2 + l_3)) + ((l_4 + l_5) +
+    (l_6 + l_7)). Written as explicit 8-wide vector operations (LLVM IR, no fast-math flags): every lane is
+    rounded as IEEE arithmetic says, whatever vector width the CPU has, so the bits do not depend on it.
+    ``F``, ``x32`` float32, ``out`` float64, all contiguous; (another dtype of ``F`` compiles to zeros, never run)."""
+    sig = types.UniTuple(types.float64, PANEL_ROWS)(F, types.intp, types.intp, types.intp, types.intp, x32, out)
+
+    def codegen(context, builder, signature, args):
+        zero64 = ir.Constant(ir.DoubleType(), 0.0)
+        if signature.args[0].dtype != types.float32:
+            return context.make_tuple(builder, signature.return_type, [zero64] * PANEL_ROWS)
+        kinds = (signature.args[0], signature.args[5], signature.args[6])
+        arrays = [context.make_array(kind)(context, builder, value) for kind, value in zip(kinds, (args[0], args[5], args[6]))]
+        offset, row, first, blocks = args[1:5]
+        intp = context.get_value_type(types.intp)
+        i32, f32, f64 = ir.IntType(32), ir.FloatType(), ir.DoubleType()
+        vec32, vec64 = ir.VectorType(f32, _LANES), ir.VectorType(f64, _LANES)
+
+        def const(value):
+            return ir.Constant(intp, value)
+
+        def address(which, index, kind):
+            arr = arrays[which]
+            item = cgutils.get_item_pointer2(context, builder, arr.data, cgutils.unpack_tuple(builder, arr.shape),
+                                             cgutils.unpack_tuple(builder, arr.strides), kinds[which].layout, [index])
+            return builder.bitcast(item, kind.as_pointer())
+
+        ys = []
+        for r in range(PANEL_ROWS):
+            y = builder.load(address(1, builder.add(row, const(r)), f32))
+            one = builder.insert_element(ir.Constant(vec32, ir.Undefined), y, ir.Constant(i32, 0))
+            ys.append(builder.shuffle_vector(one, ir.Constant(vec32, ir.Undefined),
+                                             ir.Constant(ir.VectorType(i32, _LANES), [0] * _LANES)))
+        wide = [cgutils.alloca_once_value(builder, ir.Constant(vec64, [0.0] * _LANES)) for _ in range(PANEL_ROWS)]
+        part = [cgutils.alloca_once_value(builder, ir.Constant(vec32, [0.0] * _LANES)) for _ in range(PANEL_ROWS)]
+
+        def run(start, count):  # blocks start … start + count − 1, summed in float32, then widened
+            for r in range(PANEL_ROWS):
+                builder.store(ir.Constant(vec32, [0.0] * _LANES), part[r])
+            with cgutils.for_range(builder, count) as loop:
+                block = builder.add(start, loop.index)
+                column = builder.add(first, builder.mul(block, const(_LANES)))
+                at = builder.add(offset, builder.mul(block, const(PANEL_ROWS * _LANES)))
+                xs = builder.load(address(1, column, vec32), align=4)
+                a = [builder.load(address(0, builder.add(at, const(_LANES * r)), vec32), align=4)
+                     for r in range(PANEL_ROWS)]
+                for r in range(PANEL_ROWS):
+                    builder.store(builder.fadd(builder.load(part[r]), builder.fmul(a[r], xs)), part[r])
+                lower = builder.fadd(builder.fadd(builder.fmul(a[0], ys[0]), builder.fmul(a[1], ys[1])),
+                                     builder.fadd(builder.fmul(a[2], ys[2]), builder.fmul(a[3], ys[3])))
+                target = address(2, column, vec64)
+                builder.store(builder.fsub(builder.load(target, align=8), builder.fpext(lower, vec64)), target, align=8)
+            for r in range(PANEL_ROWS):
+                builder.store(builder.fadd(builder.load(wide[r]), builder.fpext(builder.load(part[r]), vec64)), wide[r])
+
+        runs = builder.sdiv(blocks, const(_FLUSH))
+        with cgutils.for_range(builder, runs) as outer:
+            run(builder.mul(outer.index, const(_FLUSH)), const(_FLUSH))
+        run(builder.mul(runs, const(_FLUSH)), builder.srem(blocks, const(_FLUSH)))
+        dots = []
+        for r in range(PANEL_ROWS):
+            total = builder.load(wide[r])
+            lane = [builder.extract_element(total, ir.Constant(i32, i)) for i in range(_LANES)]
+            dots.append(builder.fadd(builder.fadd(builder.fadd(lane[0], lane[1]), builder.fadd(lane[2], lane[3])),
+                                     builder.fadd(builder.fadd(lane[4], lane[5]), builder.fadd(lane[6], lane[7]))))
+        return context.make_tuple(builder, signature.return_type, dots)
+
+    return sig, codegen
+
+
+@njit(cache=CACHE)
+def _panel_product(F, x, out, x32, acc):
+    """out = P x = ½(Σ_j x_j)·1 + A x from the panels ``F`` of A (:func:`panel_layout`), float32 (S,).
+
+    x32 = x rounded to float32 (entries below :data:`TINY` as 0), zero past N; acc_i starts at ½Σ_j x_j
+    (index order, float64); then panel after panel (p = 0, 1, …, rows 4p … 4p + 3): every column c of the
+    panel gets −(float32 sum of the lower-triangle products A_{r,c}·x32_r, r the panel's rows) and, after
+    the panel, row 4p + r gets + d_r, its upper-triangle dot product (:func:`_panel_rows`). A fixed order
+    of IEEE operations: the same bits on every CPU. ``x32`` float32 and ``acc`` float64 scratch of length
+    N̄ = ⌈N/8⌉·8."""
+    n = out.shape[0]
+    cols = x32.shape[0]
+    total = 0.0
+    for j in range(n):
+        total += x[j]
+    half = 0.5 * total
+    for j in range(n):
+        x32[j] = np.float32(x[j]) if x[j] >= TINY else np.float32(0.0)
+        acc[j] = half
+    for j in range(n, cols):
+        x32[j] = np.float32(0.0)
+        acc[j] = 0.0
+    offset = 0
+    for row in range(0, -(-n // PANEL_ROWS) * PANEL_ROWS, PANEL_ROWS):
+        first = row // _LANES * _LANES
+        blocks = (cols - first) // _LANES
+        d0, d1, d2, d3 = _panel_rows(F, offset, row, first, blocks, x32, acc)
+        acc[row] += d0
+        acc[row + 1] += d1
+        acc[row + 2] += d2
+        acc[row + 3] += d3
+        offset += PANEL_ROWS * _LANES * blocks
+    for j in range(n):
+        out[j] = acc[j]
+
+
+@njit(cache=CACHE)
+def _product(P, x, out, transposed, panels, x32, acc):
+    """out = P x for a game as :class:`Games` stores it: :func:`_panel_product` with ``panels`` (``P`` (1, S)),
+    else :func:`_matvec`."""
+    if panels:
+        _panel_product(P[0], x, out, x32, acc)
+    else:
+        _matvec(P, x, out, transposed)
 
 
 # ---------------------------------------------------------------- policy parametrizations
@@ -677,6 +846,7 @@ def run_chunk(
     P = games.P
     logp_ref_games = games.logp_ref
     transposed = games.transposed
+    panels = games.panels
     game = trajectories.game
     loss = trajectories.loss
     opponent = trajectories.opponent
@@ -713,8 +883,9 @@ def run_chunk(
     out_kl = outputs.kl_to_equilibrium
     out_avg_gap = outputs.average_gap
     out_avg_expl = outputs.average_exploitability
-    n = P.shape[1]
+    n = logp_ref_games.shape[1]
     npar = params.shape[1]
+    padded = -(-n // _LANES) * _LANES
     n_groups = group_ptr.shape[0] - 1
     for gi in prange(n_groups):
         g0 = group_ptr[gi]
@@ -743,6 +914,8 @@ def run_chunk(
         avg_pi = np.empty(n)
         avg_logp = np.empty(n)
         avg_s = np.empty(n)
+        x32 = np.empty(padded if panels else 0, dtype=np.float32)  # _panel_product's scratch
+        acc = np.empty(padded if panels else 0)
         minimize = scheme[members[g0]] == _SCHEME_MINIMIZE  # a group holds one algorithm
         solve = minimize and sampled  # the sampled minimiser; the exact one is the uniform-pair step below
         winners = np.empty(num_samples if solve else 0, dtype=np.int64)
@@ -754,7 +927,7 @@ def run_chunk(
                 k = members[g0 + m]
                 _forward(params[k], neural, d, n_hidden, n, acts[m], pre[m], z[m])
                 _softmax_pair(z[m], logp[m], pi[m])
-                _matvec(P[game[k]], pi[m], s[m], transposed)
+                _product(P[game[k]], pi[m], s[m], transposed, panels, x32, acc)
                 if with_average and (t < t_end or final):
                     for y in range(n):
                         avg_sum[k, y] += pi[m, y]
@@ -766,7 +939,7 @@ def run_chunk(
                         for y in range(n):
                             avg_pi[y] = avg_sum[k, y] / (t + 1)
                             avg_logp[y] = np.log(avg_pi[y])
-                        _matvec(P[game[k]], avg_pi, avg_s, transposed)
+                        _product(P[game[k]], avg_pi, avg_s, transposed, panels, x32, acc)
                         out_avg_gap[k, col] = _duality_gap(avg_logp, avg_pi, avg_s, logp_ref_games[game[k]],
                                                            beta[k], work)
                         out_avg_expl[k, col] = avg_s.max() - 0.5
@@ -806,7 +979,7 @@ def run_chunk(
                         logp[m], pi[m], s[m], logp_ref_games[game[k]], magnet_logp[k], prev_logp[k], sigma[m],
                         step_pass == 0 and opponent[k] != _OPP_MIXTURE, target[m], table_pi[m], table_sigma[m],
                         table_prev[m], stack, beta[k], 1.0 if minimize else weight[k], sampled, num_samples,
-                        pair_from_policy and not minimize, rng, grad_logits[m], work, transposed,
+                        pair_from_policy and not minimize, rng, grad_logits[m], work, transposed, panels, x32, acc,
                     )
                     _backward(params[k], neural, d, n_hidden, n, acts[m], pre[m], grad_logits[m], grads[m],
                               delta, delta_next)
@@ -893,11 +1066,11 @@ def _anchor_logp(anchor, logp, logp_ref, magnet):
 def _step_gradient(
     k, loss, opponent, anchor, P, logp, pi, s, logp_ref, magnet, prev, sigma, sigma_is_pi, target,
     table_pi, table_sigma, table_prev, stack, beta, weight, sampled, num_samples, pair_from_policy, rng, g, work,
-    transposed,
+    transposed, panels, x32, acc,
 ):
     """Logit gradient of trajectory k's loss against the opponent distribution ``sigma``
-    (``sigma_is_pi``: σ = π_t, whose preference vector s = Pπ_t is already known); ``transposed``:
-    ``P`` holds Pᵀ (exact gradients only, :func:`_matvec`)."""
+    (``sigma_is_pi``: σ = π_t, whose preference vector s = Pπ_t is already known); ``transposed``,
+    ``panels``: how ``P`` holds the game (exact gradients only, :func:`_product`; ``x32``, ``acc`` its scratch)."""
     n = logp.shape[0]
     logp_anchor = _anchor_logp(anchor, logp, logp_ref, magnet)
     optimistic = opponent == _OPP_OPTIMISTIC
@@ -907,29 +1080,34 @@ def _step_gradient(
     pairwise = opponent == _OPP_PAIRWISE and loss != _LOSS_PG
     if not sampled:
         if pairwise and not policy_pairs:  # σ = the uniform pair weights: T = P·(1/N), the row means
-            if transposed:  # the same sums, in the same order, over the rows of Pᵀ
+            if panels:
                 for y in range(n):
-                    target[y] = 0.0
-                for j in range(n):
-                    for y in range(n):
-                        target[y] += P[j, y]
+                    work[y] = 1.0 / n
+                _panel_product(P[0], work, target, x32, acc)
             else:
-                for y in range(n):
-                    acc = 0.0
+                if transposed:  # the same sums, in the same order, over the rows of Pᵀ
+                    for y in range(n):
+                        target[y] = 0.0
                     for j in range(n):
-                        acc += P[y, j]
-                    target[y] = acc
-            for y in range(n):
-                target[y] /= n
+                        for y in range(n):
+                            target[y] += P[j, y]
+                else:
+                    for y in range(n):
+                        row_sum = 0.0
+                        for j in range(n):
+                            row_sum += P[y, j]
+                        target[y] = row_sum
+                for y in range(n):
+                    target[y] /= n
         elif sigma_is_pi:
             for y in range(n):
                 target[y] = s[y]
         else:
-            _matvec(P, sigma, target, transposed)
+            _product(P, sigma, target, transposed, panels, x32, acc)
         if optimistic:
             for y in range(n):
                 work[y] = np.exp(prev[y])
-            _matvec(P, work, g, transposed)
+            _product(P, work, g, transposed, panels, x32, acc)
             for y in range(n):
                 target[y] = 2.0 * target[y] - g[y]
         target_mean = 0.5  # πᵀPπ = ½ for the pairwise target T = Pπ (P + Pᵀ = 1)

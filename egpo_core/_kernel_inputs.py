@@ -165,9 +165,8 @@ def build_kernel_inputs(
         return np.full((K, n_recorded) if needed else (1, 1), np.nan)
 
     return _kernel.KernelInputs(
-        games=_kernel.Games(P=np.ascontiguousarray(P if sampled else P.transpose(0, 2, 1),
-                                                   dtype=np.float32 if single else np.float64),
-                            logp_ref=logp_ref, transposed=not sampled),
+        games=_kernel.Games(P=_stored_games(P, sampled, single), logp_ref=logp_ref, transposed=not sampled,
+                            panels=single and not sampled),
         trajectories=trajectories,
         groups=_groups(runs, shared | over_runs, trajectories.scheme),
         policy=_kernel.Policy(neural=config.policy == "neural", width=width, n_hidden=n_hidden, shared=shared),
@@ -186,3 +185,14 @@ def build_kernel_inputs(
                                 kl_to_equilibrium=recorded(with_extra), average_gap=recorded(with_average),
                                 average_exploitability=recorded(with_average)),
     )
+
+
+def _stored_games(P: np.ndarray, sampled: bool, single: bool) -> np.ndarray:
+    """The games as :class:`~egpo_core._kernel.Games` holds them: as given with sampled gradients (entries
+    read one by one; float32 with ``single``), else transposed for the float64 products, or, with ``single``,
+    the float32 panels of A = P − ½ (:func:`~egpo_core._kernel.panel_layout`)."""
+    if sampled:
+        return np.ascontiguousarray(P, dtype=np.float32 if single else np.float64)
+    if single:
+        return _kernel.panel_layout(P)
+    return np.ascontiguousarray(P.transpose(0, 2, 1), dtype=np.float64)

@@ -197,6 +197,25 @@ def test_exact_kernel_equals_exact_loss(game, alg, pairs, policy):
     assert np.min(np.abs(np.diff(res.duality_gap[alg.name], axis=1))) > 1e-6
 
 
+@pytest.mark.slow  # compiles the kernel's float32 specialization (about a minute), then seconds
+@pytest.mark.parametrize("alg,pairs", _accepted(with_scheme=True))
+def test_exact_kernel_with_float32_games_follows_float64(game, alg, pairs):
+    """Every accepted combination's products (Pπ_t, Pσ, the optimistic Pπ_{t−1}, the uniform target P·1/N)
+    through the float32 panels: the same trajectory as float64 games to 1e-6 relative over STEPS steps (each
+    product off by ~1e-8 absolute), not the same bits."""
+    if "tabular/exact" not in alg.simulated:
+        pytest.skip(f"{alg.name} is not simulated with tabular policies")
+    P, ref, theta0, _ = game
+    options = dict(beta=BETA, lr=LR, iterations=STEPS, gradient="exact", mixture=MIXTURE, magnet_period=MAGNET_PERIOD,
+                   pair_sampling=pairs or "uniform", metrics=("duality_gap", "exploitability"), init_logits=theta0,
+                   progress=False)
+    single = simulate(P, ref, [alg], dtype="float32", **options)
+    double = simulate(P, ref, [alg], **options)
+    for metric in ("duality_gap", "exploitability"):
+        np.testing.assert_allclose(single.values[metric], double.values[metric], rtol=1e-6, atol=0)
+    assert not np.array_equal(single.values["duality_gap"], double.values["duality_gap"])
+
+
 # ---------------------------------------------------------------------------------------------
 # sampled gradients: one kernel step vs losses.sampled_loss on the same draws
 # ---------------------------------------------------------------------------------------------
@@ -250,7 +269,7 @@ def test_sampled_kernel_gradient_equals_sampled_loss_on_the_same_draws(alg, pair
         0, _kernel.LOSS_CODES[alg.loss], _kernel.OPPONENT_CODES[alg.opponent], _kernel.ANCHOR_CODES[alg.anchor],
         P, logp, pi, P @ pi, logp_ref, magnet, previous, sigma, not mixture_opponent, np.empty(N), *scratch,
         np.empty(N, dtype=np.int64), BETA, weight, True, SAMPLES, pairs == "policy",
-        np.array([SEED], dtype=np.uint64), g, np.empty(N), False,
+        np.array([SEED], dtype=np.uint64), g, np.empty(N), False, False, np.empty(0, dtype=np.float32), np.empty(0),
     )
 
     draws = iter(_replay_draws(alg, pairs, pi, sigma, np.exp(previous)))

@@ -8,7 +8,8 @@
 * The pieces that used to call BLAS/LAPACK are fixed-order too: the network's numpy forward pass
   equals the kernel's forward pass bit for bit, the Cholesky solve replaces LAPACK's.
 * (slow) A whole simulation compiled for a generic x86-64 CPU (no AVX, no FMA) equals the one
-  compiled for this CPU bit for bit.
+  compiled for this CPU bit for bit, float64 and float32 games (whose products are explicit 8-wide vector
+  code, lowered to SSE2 pairs there).
 * The numpy code that feeds the dynamics is fixed-order too: log π_ref (``log_softmax_rows``) equals
   a pure-Python float computation bit for bit and is what the simulation starts from; a tabular and a
   neural simulation from numpy-drawn games and a non-uniform π_ref give the same bytes with numpy's
@@ -129,6 +130,16 @@ _RUN = textwrap.dedent("""
                                           ("sampled-tabular-beta0.01", "reference", 200)):
         result = PRESETS[name].run(conventions=conventions, iterations=iterations, progress=False)
         out[name + "/" + conventions] = result.values["duality_gap"]
+    for name in ("exact-tabular-beta0.01", "sampled-tabular-beta0.01"):  # float32 games: the panels' vector code
+        result = PRESETS[name].run(iterations=300, dtype="float32", progress=False,
+                                   algorithms=["egpo", "oipo1", "oipo2", "nash_md", "nash_md_pg"])
+        out[name + "/float32"] = result.values["duality_gap"]
+    from egpo_core import simulate
+    from egpo_core.games import random_games
+    rng = np.random.default_rng(7)  # N = 37: panels padded; the pairwise opponent's uniform target
+    result = simulate(random_games(2, 37, rng), rng.normal(size=(2, 37)), ["egpo", "nash_md_pg", "oipo2"],
+                      beta=0.01, lr=0.02, iterations=300, dtype="float32", progress=False)
+    out["random-37/float32"] = result.values["duality_gap"]
     np.savez(sys.argv[1], **out)
 """)
 

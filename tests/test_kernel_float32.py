@@ -11,7 +11,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from egpo_core import simulate
+from egpo_core import _kernel, simulate
 from egpo_core.config import SimulationConfig
 from egpo_core.games import random_games
 
@@ -41,3 +41,65 @@ def test_float32_gap_curves_agree_with_float64_to_1e_4():
         assert shown.mean() > 0.9
         np.testing.assert_allclose(g32[shown], g64[shown], rtol=1e-4, atol=0)
         assert not np.array_equal(g32, g64)  # float32 games were used
+
+
+def _numpy_panel_product(P: np.ndarray, x: np.ndarray) -> np.ndarray:
+    """The order of ``_kernel._panel_product`` written with numpy's float32 and float64 element-wise
+    operations (each correctly rounded whatever numpy's SIMD): acc = ½Σx (index order); panel after panel
+    (rows 4p … 4p + 3, columns from ⌊4p/8⌋·8): acc_c −= f64(((a_0c y_0 + a_1c y_1) + (a_2c y_2 + a_3c y_3))) in
+    float32, then acc_{4p+r} += the lane tree of row r's dot product (float32 lanes over runs of 8 blocks,
+    widened into float64 lanes)."""
+    n = x.shape[0]
+    rows, cols = -(-n // 4) * 4, -(-n // 8) * 8
+    A = np.zeros((rows, cols), dtype=np.float32)
+    A[:n, :n] = np.triu(P - 0.5, 1)
+    x32 = np.zeros(cols, dtype=np.float32)
+    x32[:n] = np.where(x >= _kernel.TINY, x, 0.0).astype(np.float32)
+    total = 0.0
+    for value in x.tolist():
+        total += value
+    acc = np.zeros(cols)
+    acc[:n] = 0.5 * total
+    for row in range(0, rows, 4):
+        first = row // 8 * 8
+        a, y = A[row:row + 4, first:], x32[row:row + 4]
+        acc[first:] -= ((a[0] * y[0] + a[1] * y[1]) + (a[2] * y[2] + a[3] * y[3])).astype(np.float64)
+        products = (a * x32[first:]).reshape(4, -1, 8)
+        wide = np.zeros((4, 8))
+        for start in range(0, products.shape[1], 8):
+            part = np.zeros((4, 8), dtype=np.float32)
+            for block in range(start, min(start + 8, products.shape[1])):
+                part = part + products[:, block]
+            wide = wide + part.astype(np.float64)
+        acc[row:row + 4] += ((wide[:, 0] + wide[:, 1]) + (wide[:, 2] + wide[:, 3])) + ((wide[:, 4] + wide[:, 5])
+                                                                                      + (wide[:, 6] + wide[:, 7]))
+    return acc[:n]
+
+
+@pytest.mark.parametrize("n", [1, 2, 3, 5, 8, 9, 13, 16, 17, 64, 65, 100, 257])
+def test_panel_product_is_its_documented_order_bit_for_bit_and_near_float64(n):
+    rng = np.random.default_rng(40 + n)
+    P = random_games(1, n, rng)
+    for concentration in (1.0, 0.02):  # spread and peaked policies (entries below TINY too)
+        x = rng.dirichlet(np.full(n, concentration))
+        padded = -(-n // 8) * 8
+        out = np.empty(n)
+        _kernel._panel_product(_kernel.panel_layout(P)[0, 0], x, out, np.empty(padded, dtype=np.float32),
+                               np.empty(padded))
+        assert out.tolist() == _numpy_panel_product(P[0], x).tolist()
+        # each term rounded a few times at float32's 2⁻²⁴: within 16·2⁻²⁴ Σ_j |A_ij| x_j of the float64 product
+        bound = 16 * 2.0 ** -24 * (np.abs(P[0] - 0.5) @ x) + 1e-300
+        assert (np.abs(out - P[0] @ x) <= bound).all()
+
+
+def test_panel_layout_holds_the_upper_triangle_once():
+    n = 13
+    P = random_games(2, n, np.random.default_rng(9))
+    panels = _kernel.panel_layout(P)
+    # panels of rows 0-3 and 4-7 from column 0, of rows 8-11 and 12-15 from column 8: 2, 2, 1, 1 blocks
+    assert panels.shape == (2, 1, 32 * (2 + 2 + 1 + 1)) and panels.dtype == np.float32
+    upper = np.triu(P - 0.5, 1).astype(np.float32)
+    # row 5, columns 0-7 are block 0 of panel 1 (offset 64), row 5 its second row; column 9 is in its block 1
+    assert panels[0, 0, 64 + 8:64 + 16].tolist() == upper[0, 5, 0:8].tolist()
+    assert panels[1, 0, 64 + 32 + 8 + 1] == upper[1, 5, 9]
+    assert np.count_nonzero(panels[0]) == np.count_nonzero(upper[0])  # nothing else stored
