@@ -1,6 +1,7 @@
-"""Nash-MP (issue 17): its steps against the paper's proximal objectives, the simulator against its numpy
-closed form, its fixed point π*_β, its last-iterate rate against the paper's claim, and the variants that are
-not it (one step instead of mirror prox's two; the KL to π_ref linearised at the same η).
+"""Nash-MP (issue 17): its steps against the paper's proximal objectives, the simulator (tabular and neural)
+against its numpy closed form and EGPO at the shrunk step, its fixed point π*_β, its last-iterate rate against
+the paper's claim, and the variants that are not it (one step instead of mirror prox's two; the KL to π_ref
+linearised at the same η; the second step taken from π_{t+½}).
 
 Tolerances: stationarity of the proximal objective 1e-10 in the logit gradient (entries of order 1; a wrong
 step leaves ≥ 1e-2); closed form against closed form 1e-12 (float64, a few operations apart); the simulator
@@ -27,6 +28,8 @@ from egpo_core.equilibria import regularized_equilibrium
 from egpo_core.game_io import save_games
 from egpo_core.games import random_games
 from egpo_core.metrics import duality_gap
+from egpo_core.network import network_logits
+from egpo_core.reference_draws import reference_instances
 
 NASH_MP = get_algorithm("nash_mp")
 
@@ -58,12 +61,12 @@ def _objective_gradient(logits: np.ndarray, theta, ref, P, sigma_logits, eta_mp:
 def test_each_step_is_the_minimiser_of_the_papers_proximal_objective(games, eta_mp, beta):
     P, theta, ref = games
     eta = eta_mp / beta  # egpo's η: the paper's η_MP = ηβ
-    sigma = theta + 0.7  # any opponent: π_k itself in the half step, π_{k+½} in the full one
+    # the opponent: π_k itself (the half step), or another policy (π_{k+½} in the full step)
     for opponent in (theta, np.roll(theta, 1, axis=-1)):
         step = proximal_step(theta, ref, preference_vector(P, softmax(opponent, axis=-1)), eta, beta)
         assert np.abs(_objective_gradient(step, theta, ref, P, opponent, eta_mp, beta)).max() < 1e-10
     # the objective is not stationary at π_k, nor at the step that linearises the KL to π_ref (EGPO's at η)
-    assert np.abs(_objective_gradient(theta, theta, ref, P, sigma, eta_mp, beta)).max() > 1e-2
+    assert np.abs(_objective_gradient(theta, theta, ref, P, theta, eta_mp, beta)).max() > 1e-2
     linearised = get_algorithm("oipo1").closed_form(theta, ref, P, eta, beta)
     assert np.abs(_objective_gradient(linearised, theta, ref, P, theta, eta_mp, beta)).max() > 1e-3
 
@@ -110,6 +113,20 @@ def test_exact_tabular_simulation_iterates_the_closed_form(games, eta, beta, ste
     shrunk = simulate(P, ref, ["egpo"], beta=beta, eta=eta / (1 + eta * beta), iterations=steps, init_logits=theta,
                       record_every=1, progress=False)
     np.testing.assert_allclose(shrunk.duality_gap["egpo"], got, rtol=1e-9, atol=0)
+
+
+def test_neural_nash_mp_is_neural_egpo_at_the_shrunk_rate():
+    """With a network the update is the extragradient scheme's two SGD steps on the loss weighted by
+    1/(1 + ηβ), ηβ = 4·lr/N: EGPO's steps at lr/(1 + ηβ), EGPO's loss having no η inside."""
+    inst = reference_instances(3, runs=3, num_actions=8, policy="neural", hidden_dim=4)
+    ref = network_logits(inst.network)
+    beta, lr, n = 0.1, 0.4, 8
+    options = dict(beta=beta, iterations=6, policy="neural", network=inst.network, record_every=1, progress=False)
+    res = simulate(inst.P, ref, ["nash_mp"], lr=lr, **options)
+    shrunk = simulate(inst.P, ref, ["egpo"], lr=lr / (1 + 4 * lr / n), **options)
+    np.testing.assert_allclose(res.duality_gap["nash_mp"], shrunk.duality_gap["egpo"], rtol=1e-9, atol=0)
+    plain = simulate(inst.P, ref, ["egpo"], lr=lr, **options)
+    assert np.abs(plain.duality_gap["egpo"][:, -1] / res.duality_gap["nash_mp"][:, -1] - 1).min() > 1e-3
 
 
 def test_the_single_step_variant_is_not_nash_mp(games):

@@ -19,7 +19,8 @@ then from θ_t against π_{t+½}); one tabular SGD step of it is the step above,
 
 Each step is EGPO's mirror-descent step at η′ = η/(1 + ηβ) (1 − η′β = 1/(1 + ηβ), η′β = ηβ/(1 + ηβ)), so
 tabular Nash-MP at η is EGPO at η′ for every η > 0: the KL to π_ref taken inside the proximal step (rather
-than linearised) keeps η′β < 1 however large η is.
+than linearised) keeps η′β < 1 however large η is. In every simulator mode the weight only scales the SGD
+steps: Nash-MP at lr runs EGPO's two passes at lr/(1 + ηβ), ηβ = 4·lr/N.
 
 The paper's claim (abstract): KL to π*_β decreases at a rate of order (1 + 2β)^{−N/2} in the number N of
 preference queries, N = 2 per update (π_k and π_{k+½} are each queried once). The learning rate behind that
