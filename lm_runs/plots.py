@@ -22,6 +22,8 @@ from egpo_core.algorithms import PAPER_ALGORITHMS, algorithm_color, display_name
 
 __all__ = [
     "REFERENCE_LABEL",
+    "label",
+    "colour",
     "EQUILIBRIUM_LABEL",
     "ordered",
     "marker",
@@ -57,14 +59,29 @@ REFERENCE_LABEL = r"$\pi_{\mathrm{ref}}$"
 EQUILIBRIUM_LABEL = r"$\pi^*_\beta$"
 
 
-def _label(alg: str) -> str:
-    """The display name ``egpo_core.algorithms`` declares (``nashmdpg`` → ``Nash-MD-PG``); other names unchanged."""
-    return display_name(alg, default=alg)
+def _resolved(alg: str) -> tuple[str, str]:
+    """The name ``egpo_core.algorithms`` knows ``alg`` by, and a label suffix: the synthetic benchmark's
+    ``sppo_rounds`` (SPPO trained in rounds, beside the online SPPO) → (``sppo``, " (rounds)"), an alias →
+    (its registry name, ""), any other name → (itself, "")."""
+    from lm_runs.synthetic_benchmark.settings import core_name, round_alg  # here: that package imports this module
+
+    try:
+        core = core_name(alg)
+    except ValueError:
+        return alg, ""
+    return core, " (rounds)" if alg != core and round_alg(alg) == "sppo" else ""
 
 
-def _color(alg: str) -> str:
-    """The colour ``egpo_core.algorithms`` declares for the algorithm (grey for any other name)."""
-    return algorithm_color(alg, default=_OTHER_COLOR)
+def label(alg: str) -> str:
+    """The display name ``egpo_core.algorithms`` declares (``nashmdpg`` → ``Nash-MD-PG``, ``sppo_rounds`` →
+    ``SPPO (rounds)``); other names unchanged."""
+    core, suffix = _resolved(alg)
+    return display_name(core, default=alg) + suffix
+
+
+def colour(alg: str) -> str:
+    """The colour ``egpo_core.algorithms`` declares for the algorithm (``sppo_rounds``: SPPO's; grey for any other name)."""
+    return algorithm_color(_resolved(alg)[0], default=_OTHER_COLOR)
 
 
 def ordered(names) -> list[str]:
@@ -76,7 +93,7 @@ def ordered(names) -> list[str]:
 
     def rank(name: str) -> int:
         try:
-            return order.index(get_algorithm(name).name)
+            return order.index(get_algorithm(_resolved(name)[0]).name)
         except ValueError:  # an unknown name, or an algorithm of neither kind
             return len(order)
 
@@ -87,7 +104,7 @@ def marker(alg: str) -> str:
     """The algorithm's hollow marker, by any name or alias (``x`` for a name outside the paper's algorithms
     and the round methods)."""
     try:
-        name = get_algorithm(alg).name
+        name = get_algorithm(_resolved(alg)[0]).name
     except ValueError:
         return "x"
     return _MARKERS[PAPER_ALGORITHMS.index(name)] if name in PAPER_ALGORITHMS else _ROUND_MARKERS.get(name, "x")
@@ -100,10 +117,10 @@ def draw_band(ax, curve: pd.DataFrame, alg: str, *, style: str = "-", label_suff
     + ``label_suffix``, and with ``band`` the min–max over seeds as a shaded band."""
     x = curve["update"].to_numpy()
     every = max(1, len(x) // 12)
-    ax.plot(x, curve["median"], style, color=_color(alg), label=_label(alg) + label_suffix, marker=marker(alg),
+    ax.plot(x, curve["median"], style, color=colour(alg), label=label(alg) + label_suffix, marker=marker(alg),
             markersize=5, markerfacecolor="none", markeredgewidth=1.0, markevery=every)
     if band:
-        ax.fill_between(x, curve["low"], curve["high"], color=_color(alg), alpha=0.15, lw=0)
+        ax.fill_between(x, curve["low"], curve["high"], color=colour(alg), alpha=0.15, lw=0)
 
 
 def coinciding(curves: pd.DataFrame, key: str = "algorithm", x: str = "update", columns: Sequence[str] = ("median", "low", "high")) -> list[list[str]]:
@@ -122,7 +139,7 @@ def coinciding_note(groups: Sequence[Sequence[str]]) -> str:
     """One sentence naming each group of :func:`coinciding` (empty when there is none)."""
     if not groups:
         return ""
-    named = "; ".join(" = ".join(_label(a) for a in group) for group in groups)
+    named = "; ".join(" = ".join(label(a) for a in group) for group in groups)
     return f"identical curves, drawn on top of each other (their markers overlap): {named}"
 
 
@@ -199,7 +216,7 @@ def plot_bench(frame: pd.DataFrame, title: str = "") -> plt.Figure:
                 bottom = 0.0
                 for p in PHASES:
                     value = float(part.loc[p, "seconds"])
-                    ax.bar(x, value, width, bottom=bottom, color=phase_colors[p], edgecolor=_color(alg), linewidth=1.2,
+                    ax.bar(x, value, width, bottom=bottom, color=phase_colors[p], edgecolor=colour(alg), linewidth=1.2,
                            label=_PHASE_LABELS[p] if i == 0 else None)
                     bottom += value
                 total, rss = float(part.loc["total", "seconds"]), float(part.loc["total", "peak_rss_mib"])
@@ -212,9 +229,9 @@ def plot_bench(frame: pd.DataFrame, title: str = "") -> plt.Figure:
                 ax.bar(x, value, width, color="white", edgecolor="0.35", hatch="//" if j == 1 else "..",
                        label=source if not ax.get_legend_handles_labels()[1].count(source) else None)
                 ax.text(x, value, f"{value:.3f}", ha="center", va="bottom", fontsize=7)
-    ax.set_xticks(range(len(algs)), [_label(a) for a in algs])
+    ax.set_xticks(range(len(algs)), [label(a) for a in algs])
     for tick, alg in zip(ax.get_xticklabels(), algs):
-        tick.set_color(_color(alg))
+        tick.set_color(colour(alg))
     ax.set_ylabel("seconds per update")
     ax.set_ylim(0, frame["seconds"].max() * 1.3)
     ax.legend(fontsize=7, ncol=2, loc="upper left")
@@ -247,7 +264,7 @@ def plot_seed_bands(bands: pd.DataFrame, simulation: pd.DataFrame | None = None,
     """One panel per metric of ``bands`` (log axis): median over seeds (line) and min–max (band) per
     algorithm; with ``simulation`` (the benchmark's simulation.csv) and ``eta``, the simulated curve of
     the same class games at the grid's η nearest to ``eta`` (on a log scale), dashed; ``reference``:
-    metric → π_ref's value (grey line)."""
+    metric → π_ref's value (grey line). The legend: in the first panel for up to 5 algorithms, below the panels for more."""
     metrics = list(dict.fromkeys(bands["metric"]))
     if simulation is not None and eta is not None:
         grid = np.unique(simulation["eta"].to_numpy(dtype=float))
@@ -260,7 +277,7 @@ def plot_seed_bands(bands: pd.DataFrame, simulation: pd.DataFrame | None = None,
             if simulation is not None and eta is not None:
                 sim = simulation[(simulation["metric"] == metric) & (simulation["algorithm"] == alg)
                                  & np.isclose(simulation["eta"], eta)]
-                ax.plot(sim["update"], sim["value"], "--", color=_color(alg), lw=1)
+                ax.plot(sim["update"], sim["value"], "--", color=colour(alg), lw=1)
         if reference and metric in reference:
             ax.axhline(reference[metric], color="0.5", lw=0.8, ls=":", label=REFERENCE_LABEL)
         ax.set_yscale("log")
@@ -269,7 +286,10 @@ def plot_seed_bands(bands: pd.DataFrame, simulation: pd.DataFrame | None = None,
         ax.set_xlabel("update")
         ax.set_title(metric.replace("_", " ") + (f" (dashed: simulation, η = {eta:.3g})" if eta is not None
                                                   and simulation is not None else ""), fontsize=10)
-    axes[0, 0].legend(fontsize=8)
+    if bands["algorithm"].nunique() <= 5:
+        axes[0, 0].legend(fontsize=8)
+    else:  # ten curves: the legend below the panels, over none of them
+        fig.legend(*axes[0, 0].get_legend_handles_labels(), loc="outside lower center", ncol=6, fontsize=8)
     seeds = int(bands["seeds"].max()) if len(bands) else 0
     note = coinciding_note(coinciding(bands[bands["metric"] == metrics[0]])) if metrics else ""
     from egpo_core.plotting import add_title  # wrapped to the figure's width; the constrained layout makes room
@@ -311,14 +331,14 @@ def plot_winrates_by_epoch(frame: pd.DataFrame, sources: Sequence[str] | None = 
         part = frame[frame["source"] == source]
         for alg in ordered(part["algorithm"]):
             d = part[part["algorithm"] == alg].sort_values("epoch")
-            ax.plot(d["epoch"], d["win_rate_percent"], "-", marker=marker(alg), ms=5, mfc="none", color=_color(alg),
-                    label=_label(alg))
+            ax.plot(d["epoch"], d["win_rate_percent"], "-", marker=marker(alg), ms=5, mfc="none", color=colour(alg),
+                    label=label(alg))
             if "ci_low_percent" in d and d["ci_low_percent"].notna().any():
                 if "few_prompts" in d and d["few_prompts"].any():
                     ax.fill_between(d["epoch"], d["ci_low_percent"], d["ci_high_percent"], facecolor="none",
-                                    edgecolor=_color(alg), alpha=0.35, hatch="////", lw=0)
+                                    edgecolor=colour(alg), alpha=0.35, hatch="////", lw=0)
                 else:
-                    ax.fill_between(d["epoch"], d["ci_low_percent"], d["ci_high_percent"], color=_color(alg), alpha=0.12, lw=0)
+                    ax.fill_between(d["epoch"], d["ci_low_percent"], d["ci_high_percent"], color=colour(alg), alpha=0.12, lw=0)
         ax.axhline(50, color="0.5", lw=0.8, ls="--")
         ax.set_xlabel("epoch")
         ax.set_ylabel(f"win rate against {REFERENCE_LABEL} (%)")

@@ -16,7 +16,8 @@
 # # A tiny language model on a game with an exactly known equilibrium
 #
 # `lm_runs.synthetic_benchmark` fine-tunes a random-init 2-layer GPT-2 (local BPE tokenizer) into π_ref
-# and trains every NLHF algorithm of `lm_runs.trainer` on it, with the unchanged trainer, against a
+# and trains every NLHF algorithm of `lm_runs.trainer` on it, with the unchanged trainer (in the full setting
+# also the round methods INPO, COMAL, MPO, MNPO and SPPO of `lm_runs.rounds`, on the same optimizer steps), against a
 # programmatic oracle: a response's class is the class of its first character (K contiguous letter
 # ranges; anything else is class 0), and classes beat each other cyclically ("forward" prompts use the
 # matrix M, "backward" prompts its transpose). The sequence game's regularized equilibrium then has the
@@ -36,10 +37,10 @@
 # carries over is a statement about the distribution over seeds at a stated error rate.
 
 # %% tags=["parameters"]
-setting = "short"           # "short": 3 seeds, under 10 minutes (make reproduce), decides no pair;
-                            # "full": the default 10 seeds (about 17 minutes on 2 quiet cores), decides pairs
+setting = "short"           # "short": the five online algorithms, 3 seeds, under 10 minutes (make reproduce), decides no pair;
+                            # "full": the ten algorithms (five online, five in rounds), 15 seeds (150 runs, hours), decides pairs
 fast = False                # True: the module's FAST settings (seconds; tests, quick looks), whatever `setting`
-seeds = None                # training seeds (None: the setting's own: 0 1 2 short, 0..9 full, 0 1 fast)
+seeds = None                # training seeds (None: the setting's own: 0 1 2 short, 0..14 full, 0 1 fast)
 updates = None              # NLHF updates per run (None: the settings' own, 80; 4 when fast)
 num_classes = None          # K, 3 to 5 (None: 3)
 beta = None                 # β of the game (None: the settings' own, 0.05)
@@ -74,7 +75,9 @@ print(f"the benchmark's run in {bench}")
 #
 # Every algorithm × seed with summed sequence log-probabilities (the exact correspondence), plus the
 # length-normalized variant on the settings' `length_normalized_seeds`. `SHORT` takes about 5 minutes on
-# 2 quiet CPU cores (more when they are shared), the full `DEFAULT` about 17, `FAST` about 20 seconds.
+# 2 quiet CPU cores (more when they are shared), `FAST` about 20 seconds; the full `DEFAULT` (150 runs) is run
+# from the command line (`python -m lm_runs.synthetic_benchmark --out DIR --jobs 2`, `--reuse` to take over the
+# runs a previous folder holds) and drawn here with `run = False`.
 # The run folders are listed in `summary.json` (`runs`), which the `lm_winrates` notebook reads.
 
 # %%
@@ -136,10 +139,11 @@ display(final)
 #
 # For every pair (A, B) and both metrics, the paired differences of the final values over the training
 # seeds, d_s = x_A,s − x_B,s: their mean with a 95 % bootstrap interval over seeds, and the two-sided exact
-# Wilcoxon signed-rank test, Holm-corrected over the 10 pairs of a metric (α = 0.05). A pair is decided
-# ("A lower than B") only when the adjusted p is at most α; otherwise it is undecided at this n, which
-# is no evidence that the two are equal. With n seeds the smallest p the test can give is 2/2^n: 3 seeds
-# (`SHORT`) cannot decide any pair, 10 (the full setting) can. Every seed's final values are in
+# Wilcoxon signed-rank test, Holm-corrected over the K(K − 1)/2 pairs of a metric (α = 0.05; 10 pairs for
+# the five online algorithms, 45 for the full setting's ten). A pair is decided ("A lower than B") only when
+# the adjusted p is at most α; otherwise it is undecided at this n, which is no evidence that the two are
+# equal. With n seeds the smallest p the test can give is 2/2^n: 3 seeds (`SHORT`) cannot decide any pair,
+# the full setting's 15 can (2/2^15 · 45 = 0.0027; 10 seeds could not among 45 pairs). Every seed's final values are in
 # `final_per_seed.csv`, every pair in `verdicts.csv` / `verdicts.json`, and `verdicts.png` draws both.
 
 # %%
@@ -155,7 +159,8 @@ show([out / "verdicts.png"])
 # policies, the trainer's Nash-MD mixture) over a grid of mirror-descent steps η. The LM's step is Adam's,
 # not an η, so the benchmark fits an effective η per algorithm and one common η by least squares on the
 # log gaps (`comparison.csv`); the comparison is about orderings, not about curves that coincide. Dashed:
-# the simulation at `sim_eta` (default the common fitted η).
+# the simulation at `sim_eta` (default the common fitted η), for the online algorithms (the simulation has no
+# round methods' rounds).
 
 # %%
 simulation = pd.read_csv(bench / "simulation.csv")

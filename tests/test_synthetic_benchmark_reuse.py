@@ -3,11 +3,12 @@
 Checked: a folder that is not a finished run, whose settings differ in a field a run reads, or whose π_ref
 differs from the first source's is refused as one ``error:`` line, exit status 2, before anything is
 created; fields no run reads (seeds, algorithms, …) may differ; the ``round_*`` fields count only when both
-ran round methods; a π_ref fine-tuned here that differs stops the run. End to end (``slow``, two FAST runs,
-about two minutes on shared cores): a second run with one more seed takes over the run the first holds
-complete — records, class probabilities and folder equal — trains the first seed again (the first run kept
-no epoch checkpoints for the win-rate tables) with the same records to the last bit, and records the command,
-each run's seconds and source.
+ran round methods; a π_ref fine-tuned here that differs stops the run; ``--jobs 0`` is refused the same way.
+End to end (``slow``, two FAST runs, about two minutes on shared cores): a second run with one more seed,
+trained with ``--jobs 2``, takes over the run the first holds complete — records, class probabilities and
+folder equal — trains the first seed again in a worker process (the first run kept no epoch checkpoints for
+the win-rate tables) with the first run's records to the last bit, counts its workers' judge calls, and
+records the command, each run's seconds and source.
 """
 
 from __future__ import annotations
@@ -55,6 +56,17 @@ def test_cli_refuses_a_folder_that_is_no_source_in_one_line_before_anything(tmp_
     assert len(err.strip().splitlines()[-1]) < 300 and not (tmp_path / "new").exists()
 
 
+def test_cli_refuses_jobs_below_one_in_one_line(tmp_path, capsys):
+    with pytest.raises(SystemExit) as info:
+        sb.main(["--out", str(tmp_path / "new"), "--fast", "--jobs", "0"])
+    assert info.value.code == 2
+    err = capsys.readouterr().err
+    assert "error: --jobs must be at least 1, got 0" in err and "Traceback" not in err and not (tmp_path / "new").exists()
+    with pytest.raises(ValueError, match="jobs must be a whole number ≥ 1, got 0"):
+        sb.run_benchmark(tmp_path / "new", sb.FAST, jobs=0)
+    assert not (tmp_path / "new").exists()
+
+
 def test_sources_must_share_pi_ref_and_may_differ_only_where_no_run_reads(tmp_path):
     a = _source(tmp_path / "a", sb.FAST)
     with pytest.raises(ValueError, match=f"--reuse {tmp_path / 'b'}: its π_ref differs from that of {a}"):
@@ -89,10 +101,12 @@ def test_a_pi_ref_fine_tuned_here_that_differs_stops_the_run(tmp_path):
 def test_a_second_run_takes_over_the_complete_runs_and_trains_the_others_to_the_same_bits(tmp_path):
     common = ["--fast", "--no_progress", "--algorithms", "oipo1", "nashmdpg", "--length_normalized_seeds"]
     first, second = tmp_path / "first", tmp_path / "second"
-    sb.main(["--out", str(first), *common])  # seeds 0 1 (FAST)
-    summary = sb.main(["--out", str(second), *common, "--seeds", "0", "1", "2", "--reuse", str(first)])
+    before = sb.main(["--out", str(first), *common])  # seeds 0 1 (FAST), one run after the other
+    summary = sb.main(["--out", str(second), *common, "--seeds", "0", "1", "2", "--reuse", str(first), "--jobs", "2"])
     assert summary["command"] == ("python -m lm_runs.synthetic_benchmark --out " + str(second) + " " + " ".join(common)
-                                  + " --seeds 0 1 2 --reuse " + str(first))
+                                  + " --seeds 0 1 2 --reuse " + str(first) + " --jobs 2")
+    # two seeds × two algorithms trained in each: the same judge calls, the workers' added up
+    assert summary["judge_calls"] == before["judge_calls"] > 0
     runs = {(r["algorithm"], r["seed"]): r for r in summary["runs"]}
     assert set(runs) == {(a, s) for a in ("oipo1", "nashmdpg") for s in (0, 1, 2)}
     # seed 1 is taken over; seed 0 is trained (the first run kept no epochs of it, which the win-rate tables

@@ -76,6 +76,18 @@ def test_round_methods_are_drawn_in_their_declared_colour_and_name():
     plt.close(fig)
     assert lines == {"EGPO": to_hex(algorithm_color("egpo")), "INPO": to_hex(algorithm_color("inpo")),
                      "SPPO (rounds)": to_hex(algorithm_color("sppo"))}
+    # the notebooks' seed bands name and colour them the same way; ten algorithms, ten hollow shapes, in the
+    # paper's order then the round methods'; the online SPPO keeps its own name
+    from lm_runs import plots
+
+    fig = plots.plot_seed_bands(plots.seed_bands(metrics, ("duality_gap",)))
+    assert {line.get_label(): to_hex(line.get_color()) for line in fig.axes[0].get_lines()
+            if not line.get_label().startswith("_")} == lines
+    plt.close(fig)
+    assert plots.label("sppo") == "SPPO" and plots.label("nashmd") == "Nash-MD" and plots.label("x") == "x"
+    assert len({plots.marker(a) for a in sb.DEFAULT.algorithms}) == 10 and plots.marker("x") == "x"
+    assert plots.ordered(["sppo_rounds", "x", "egpo", "mnpo", "iterative_nash", "oipo1"]) == [
+        "oipo1", "egpo", "iterative_nash", "mnpo", "sppo_rounds", "x"]
 
 
 @pytest.fixture(scope="module")

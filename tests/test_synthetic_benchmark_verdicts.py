@@ -25,6 +25,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 from lm_runs import plots  # noqa: E402
 from lm_runs import synthetic_benchmark as sb  # noqa: E402
 from lm_runs.synthetic_benchmark import figures, verdicts  # noqa: E402
+from lm_runs.synthetic_benchmark.settings import online_algorithms  # noqa: E402
 
 ALGS = ["egpo", "oipo1", "oipo2", "nashmd", "nashmdpg"]
 
@@ -163,8 +164,9 @@ def _settings(updates: int, seeds: int) -> sb.BenchmarkSettings:
 def _draw_all(tmp_path, monkeypatch, values, updates=(0, 5, 10)):
     metrics = _metrics(values, updates)
     algs = list(values)
-    sim = pd.DataFrame([dict(algorithm=a, eta=1.0, update=u, metric="duality_gap", value=0.3) for a in algs for u in updates])
-    comparison = pd.DataFrame([dict(algorithm=a, common_eta=1.0, eta_fit=1.0) for a in algs])
+    online = online_algorithms(algs)  # the simulation covers the online algorithms (as in the pipeline)
+    sim = pd.DataFrame([dict(algorithm=a, eta=1.0, update=u, metric="duality_gap", value=0.3) for a in online for u in updates])
+    comparison = pd.DataFrame([dict(algorithm=a, common_eta=1.0, eta_fit=1.0) for a in online])
     result = verdicts.write_verdicts(tmp_path, metrics, algs)
     s = sb.BenchmarkSettings(seeds=tuple(range(len(values[algs[0]]))), updates=updates[-1], eval_every=5, algorithms=tuple(algs))
     captured = {}
@@ -297,3 +299,27 @@ def test_cli_short_and_fast_exclude_each_other(tmp_path, capsys):
     err = capsys.readouterr().err
     assert "not allowed with argument" in err and "Traceback" not in err
     assert list(tmp_path.iterdir()) == []
+
+
+def test_ten_algorithms_keep_ten_colours_and_shapes_their_legend_below_and_say_what_fifteen_seeds_decide(tmp_path, monkeypatch):
+    algs = list(sb.DEFAULT.algorithms)
+    assert len(algs) == 10
+    values = {a: [0.02 * (k + 1) + 0.001 * s for s in range(15)] for k, a in enumerate(algs)}
+    values["mpo"] = list(values["comal"])  # identical runs: drawn on top of each other, and named
+    captured = _draw_all(tmp_path, monkeypatch, values)
+    texts, fig = captured["gap_curves"]
+    gap = fig.axes[0]
+    lines = [line for line in gap.get_lines() if not line.get_label().startswith("_") and line.get_marker() != "None"]
+    assert [line.get_label() for line in lines] == [plots.label(a) for a in algs]
+    assert len({line.get_color() for line in lines}) == 10 and len({line.get_marker() for line in lines}) == 10
+    assert all(line.get_markerfacecolor() == "none" for line in lines)  # hollow: a hidden curve's shape shows
+    # the legend of ten curves sits below the panels, not over a panel
+    assert gap.get_legend() is None and len(fig.legends) == 1
+    assert [t.get_text() for t in fig.legends[0].get_texts()][:10] == [line.get_label() for line in lines]
+    joined = "\n".join(texts)
+    assert "COMAL = MPO" in joined
+    # 15 seeds, 45 pairs: every pair (0.02 apart on every seed but COMAL–MPO, equal) is decided but that one
+    assert "Decided: 44 of 45 pairs" in joined and "n = 15" in joined
+    texts, fig = captured["verdicts"]
+    assert fig.get_size_inches()[0] >= 2 * 1.3 * 10  # the pair matrix grows with K (1.3 in a column)
+    assert "Decided: 44 of 45 pairs" in "\n".join(texts)

@@ -22,22 +22,23 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 
-from egpo_core.algorithms import algorithm_color, display_name
 from egpo_core.plotting import add_title, save_figure
 from lm_runs.plots import (
     EQUILIBRIUM_LABEL,
     REFERENCE_LABEL,
     coinciding,
     coinciding_note,
+    colour,
     draw_band,
     format_log_axis,
     integer_ticks,
+    label,
     marker,
     ordered,
     seed_bands,
 )
 
-from .settings import BenchmarkSettings, core_name
+from .settings import BenchmarkSettings
 
 __all__ = ["benchmark_figures", "verdict_figure", "decided_line", "rising_note", "redraw"]
 
@@ -52,22 +53,11 @@ _SHORT_TITLES = {"duality_gap": r"final Gap$_\beta$", "exploitability": "final e
 _SETTLING_UPDATES = 10
 
 
-def _colour(alg: str) -> str:
-    """The algorithm's colour as ``egpo_core.algorithms`` declares it (``sppo_rounds``: SPPO's)."""
-    return algorithm_color(core_name(alg))
-
-
-def _name(alg: str) -> str:
-    """The algorithm's display name (``sppo_rounds``: "SPPO (rounds)", the online SPPO being another method)."""
-    return display_name(core_name(alg)) + (" (rounds)" if alg == "sppo_rounds" else "")
-
-
 def _draw(ax, metrics: pd.DataFrame, metric: str, algorithms, *, style: str = "-", label_suffix: str = "") -> None:
     """Every algorithm's median over seeds of ``metric`` (band: min–max, solid lines only)."""
     bands = seed_bands(metrics, (metric,))
     for a in algorithms:
-        drawn, suffix = ("sppo", " (rounds)" + label_suffix) if a == "sppo_rounds" else (a, label_suffix)
-        draw_band(ax, bands[bands["algorithm"] == a], drawn, style=style, label_suffix=suffix, band=style == "-")
+        draw_band(ax, bands[bands["algorithm"] == a], a, style=style, label_suffix=label_suffix, band=style == "-")
 
 
 def _legend(fig, ax, algorithms, fontsize: int = 8) -> None:
@@ -99,7 +89,7 @@ def rising_note(metrics: pd.DataFrame, updates: int) -> str:
     rising = [a for a in ordered(last.index) if a in start.index and last[a] > start[a]]
     if not rising:
         return ""
-    text = f"{', '.join(_name(a) for a in rising)}: final median gap above {REFERENCE_LABEL}'s."
+    text = f"{', '.join(label(a) for a in rising)}: final median gap above {REFERENCE_LABEL}'s."
     if updates < _SETTLING_UPDATES:
         text += (" The gaps rise over the first updates in every setting and fall later (in the 80-update settings "
                  f"they are below {REFERENCE_LABEL}'s by update 10); this run stops after {updates} updates, before they "
@@ -133,15 +123,15 @@ def verdict_figure(final: pd.DataFrame, verdicts: pd.DataFrame, content: Mapping
         for _, row in wide.iterrows():
             ax.plot(range(len(algs)), row.to_numpy(), color="0.8", lw=0.6, zorder=1)
         for k, a in enumerate(algs):
-            ax.plot(np.full(len(wide), k), wide[a], linestyle="none", marker=marker(core_name(a)), mfc="none", color=_colour(a),
+            ax.plot(np.full(len(wide), k), wide[a], linestyle="none", marker=marker(a), mfc="none", color=colour(a),
                     ms=6, zorder=3)
             ax.hlines(np.median(wide[a].dropna()), k - 0.25, k + 0.25, color="black", lw=2, zorder=4)
         if reference and metric in reference:
             ax.axhline(reference[metric], color="0.5", lw=0.8, ls=":", label=f"{REFERENCE_LABEL} (update 0)")
             ax.legend(fontsize=8, loc="upper left")
-        ax.set_xticks(range(len(algs)), [_name(a) for a in algs], fontsize=8, rotation=0 if len(algs) <= 5 else 20)
+        ax.set_xticks(range(len(algs)), [label(a) for a in algs], fontsize=8, rotation=0 if len(algs) <= 5 else 20)
         for tick, a in zip(ax.get_xticklabels(), algs):
-            tick.set_color(_colour(a))
+            tick.set_color(colour(a))
         ax.set_yscale("log")
         format_log_axis(ax)
         ax.set_title(f"{_SHORT_TITLES.get(metric, metric)}: every seed (grey: one seed), median (bar)", fontsize=10)
@@ -172,11 +162,11 @@ def verdict_figure(final: pd.DataFrame, verdicts: pd.DataFrame, content: Mapping
                 ax.text(j, i, f"{word}\np = {r['p_holm']:.2g}\nΔ = {sign * r['mean_diff'] + 0.0:+.3f}\n[{low:+.3f}, {high:+.3f}]",
                         ha="center", va="center", fontsize=7)
         ax.imshow(colours, aspect="auto")
-        names = [_name(a) for a in algs]
+        names = [label(a) for a in algs]
         ax.set_xticks(range(K), names, fontsize=8, rotation=20)
         ax.set_yticks(range(K), names, fontsize=8)
         for tick, a in zip(ax.get_xticklabels() + ax.get_yticklabels(), algs + algs):
-            tick.set_color(_colour(a))
+            tick.set_color(colour(a))
         ax.set_title(f"{_SHORT_TITLES.get(metric, metric)}, row vs column:\nΔ = row − column, Holm-adjusted p", fontsize=10)
     add_title(fig, f"Final values after {content['update']} updates, n = {content['n_seeds']} training seeds. "
                    f"Test: {content['test']}, α = {content['alpha']:g}; Δ: the mean paired difference, [its {content['interval']}].\n"
@@ -220,7 +210,7 @@ def benchmark_figures(out: Path, metrics: pd.DataFrame, metrics_ln: pd.DataFrame
         for _, row in comparison.iterrows():
             eta = row["common_eta"] if mode == "common" else row["eta_fit"]
             curve = gap[(gap.algorithm == row["algorithm"]) & np.isclose(gap.eta, eta)]
-            ax.plot(curve["update"], curve["value"], "--", color=algorithm_color(row["algorithm"]), lw=1)
+            ax.plot(curve["update"], curve["value"], "--", color=colour(row["algorithm"]), lw=1)
         _finish(ax)
         covered = " (the online algorithms)" if s.round_methods() else ""
         ax.set_title(f"simulation{covered} (dashed) at the common fitted η = {comparison['common_eta'].iloc[0]:.3g}"
