@@ -18,7 +18,7 @@ line reads :func:`display_name` and :func:`algorithm_color`. Nothing else change
 declared fields, never on names, and every accepted combination of fields runs the same math in the
 kernel as in the losses (tests/test_field_combinations.py); combinations that have no meaning are
 refused when the ``Algorithm`` is built. New modules are listed after the eight below, by module
-name (COMAL, INPO, MNPO, ONPO). Beyond recombining: a new loss, opponent, anchor or scheme is a new
+name (COMAL, INPO, MNPO, Nash-MP, ONPO). Beyond recombining: a new loss, opponent, anchor or scheme is a new
 member of its vocabulary in ``base.py`` plus its math in ``egpo_core.losses`` and ``egpo_core._kernel``.
 
 An algorithm whose update is not one SGD step on its declared loss in some simulator mode says so in
