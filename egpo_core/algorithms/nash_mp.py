@@ -23,8 +23,8 @@ than linearised) keeps η′β < 1 however large η is. In every simulator mode 
 steps: Nash-MP at lr runs EGPO's two passes at lr/(1 + ηβ), ηβ = 4·lr/N.
 
 The paper's claim (abstract): KL to π*_β decreases at a rate of order (1 + 2β)^{−N/2} in the number N of
-preference queries, N = 2 per update (π_k and π_{k+½} are each queried once). The learning rate behind that
-rate is not quoted here; η_MP = 2β (η = 2) is where the operator P(· ≻ π)/β, ½/β-Lipschitz from ℓ1 to ℓ∞,
+preference queries, two per update (π_k and π_{k+½} are each queried once). The learning rate behind that
+rate was not confirmed from the paper; η_MP = 2β (η = 2) is where the operator P(· ≻ π)/β, ½/β-Lipschitz from ℓ1 to ℓ∞,
 meets the mirror-prox step condition η_MP·½/β ≤ 1, and (1 + η_MP)^{−k} is then the abstract's rate
 (tests/test_algorithm_nash_mp.py measures it). The paper's language-model version (stochastic policy
 gradients for the proximal steps, with an exponential moving average) is not implemented.
