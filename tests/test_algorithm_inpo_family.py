@@ -472,4 +472,4 @@ def test_mnpo_is_refused_by_the_simulator_the_losses_and_the_command_line_help(g
     with pytest.raises(SystemExit):
         cli.main(["simulate", "--help"])
     listed = " ".join(capsys.readouterr().out.split())
-    assert "known: oipo1, oipo2, nash_md, nash_md_pg, egpo, mpo, sppo, omwu, comal, inpo (tabular/exact, tabular/sampled only), onpo)" in listed
+    assert "known: oipo1, oipo2, nash_md, nash_md_pg, egpo, mpo, sppo, omwu, comal, inpo (tabular/exact, tabular/sampled only), nash_mp, onpo)" in listed
