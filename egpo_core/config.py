@@ -74,7 +74,8 @@ class SimulationConfig:
     P − ½'s upper triangle in float32, float32 products and short sums accumulated in float64, a quarter of
     float64's bytes per product (``_kernel._panel_product``); sampled gradients: P's entries in float32; logits,
     gradients and metrics stay float64). Gap curves agree with float64's to a relative 1e-4 where the gap
-    exceeds 1e-6 (tests/test_kernel_float32.py)."""
+    exceeds 1e-6 for EGPO, Online IPO 1 and Nash-MD (tests/test_kernel_float32.py, N = 40, β = 0.01; Online
+    IPO 2 there up to 1.6e-4; the N = 1000 benchmark's EGPO 8e-8)."""
 
     def __post_init__(self) -> None:
         def set_field(name: str, value: Any) -> None:  # frozen: normalized values go through object's setter
