@@ -36,6 +36,11 @@ loss (``Scheme`` in algorithms/base.py). Exact: the uniform-pair "ipo" step with
 it, log π_{t+1} ≐ (1 − ηβ) log π_t + ηβ log π_anchor + η Pπ_t (whatever the pair option). Sampled: the
 logits become (1 − ηβ) log π_t + ηβ log π_anchor + f, f the minimum-norm solution of the pair graph's
 normal equations (:func:`_ordered_pair_solve`) on the step's S ordered pairs (:func:`_ordered_pair_logits`).
+With a history of H > 1 policies (MNPO, ``Algorithm.history_length``) log π_t in both is replaced by the
+mixture Σ_j λ_j log π_{t−j} of the H last policies (π_t first; before π_0, π_0), kept per trajectory in a
+ring (``State.history_logp``, slot t mod H holds log π_t), and the exact update is computed directly:
+log π_{t+1} ≐ (1 − ηβ) Σ_j λ_j log π_{t−j} + ηβ log π_anchor + η Pπ_t (:func:`_history_logits`). H = 1 runs
+the code above unchanged.
 
 Arithmetic. Every CPU computes the same bits: no function is compiled with fast-math flags, so each
 operation is rounded as written, in the order written, without fused multiply-adds; the long sums
@@ -133,6 +138,10 @@ class Trajectories(NamedTuple):
     """int64: the magnet reset period (0: the magnet stays π_ref)."""
     mixture_over_runs: np.ndarray
     """bool: the mixture opponent is normalized over the group's runs instead of the actions."""
+    history_length: np.ndarray
+    """int64: H, the past policies in the "minimize" scheme's anchor (1: π_t alone)."""
+    history_weights: np.ndarray
+    """float64 (K, H_max): λ_j = w_j/Σw of π_{t−j}, j < H (the rest unused)."""
 
 
 class Groups(NamedTuple):
@@ -197,6 +206,9 @@ class State(NamedTuple):
     """uint64 (K,): each trajectory's splitmix64 state."""
     avg_sum: np.ndarray
     """float64 (K, N): Σ_{s≤t} π_s (with Recording.with_average)."""
+    history_logp: np.ndarray
+    """float64 (K, H_max, N): the ring of the last H log-policies, log π_s in slot s mod H (all slots
+    log π_0 at t = 0); H_max = 0 (empty) when every H is 1."""
 
 
 class Outputs(NamedTuple):
@@ -767,13 +779,41 @@ def _cholesky_solve(A, b):
 
 
 @njit(cache=CACHE)
+def _history_mixture(ring, weights, length, t, out):
+    """``out`` = Σ_{j<H} λ_j log π_{t−j}, j in increasing order, from the ring (slot s mod H holds log π_s)."""
+    n = out.shape[0]
+    for y in range(n):
+        out[y] = 0.0
+    for j in range(length):
+        slot = (t - j + length) % length
+        for y in range(n):
+            out[y] += weights[j] * ring[slot, y]
+
+
+@njit(cache=CACHE)
+def _history_logits(mixed, logp_anchor, s, eta, beta, out):
+    """``out`` = centered (1 − ηβ) Σ_j λ_j log π_{t−j} + ηβ log π_anchor + η Pπ_t (``mixed`` the history
+    mixture, ``s`` = Pπ_t): the exact "minimize" update with a history (MNPO's closed form)."""
+    n = out.shape[0]
+    eta_beta = eta * beta
+    mean = 0.0
+    for y in range(n):
+        out[y] = (1.0 - eta_beta) * mixed[y] + eta_beta * logp_anchor[y] + eta * s[y]
+        mean += out[y]
+    mean /= n
+    for y in range(n):
+        out[y] -= mean
+
+
+@njit(cache=CACHE)
 def _ordered_pair_logits(k, P, logp, pi, logp_anchor, eta, beta, num_samples, table_pi, stack, rng, winners,
                          losers, out):
     """``out`` = centered logits of the sampled "minimize" update of trajectory k: S = ``num_samples``
     ordered pairs of π_t, drawn from k's stream in the order of ``algorithms.inpo.ordered_pairs`` (all y ~ π_t,
     all y′ ~ π_t, then one uniform u per pair, y wins when u < P(y ≻ y′)), then
-    (1 − ηβ) log π_t + ηβ log π_anchor + f with f = :func:`_ordered_pair_solve`. ``winners``, ``losers``:
-    int64 scratch of length S."""
+    (1 − ηβ) log π_t + ηβ log π_anchor + f with f = :func:`_ordered_pair_solve`; ``logp`` is log π_t there, or
+    the history mixture Σ_j λ_j log π_{t−j} (the pairs are π_t's, ``pi``). ``winners``, ``losers``: int64
+    scratch of length S."""
     n = logp.shape[0]
     _build_sampler(pi, table_pi, stack)
     for s in range(num_samples):
@@ -859,6 +899,8 @@ def run_chunk(
     weight = trajectories.weight
     magnet_period = trajectories.magnet_period
     mixture_over_runs = trajectories.mixture_over_runs
+    history_length = trajectories.history_length
+    history_weights = trajectories.history_weights
     group_ptr = groups.group_ptr
     members = groups.members
     neural = policy.neural
@@ -878,6 +920,7 @@ def run_chunk(
     magnet_logp = state.magnet_logp
     rng = state.rng
     avg_sum = state.avg_sum
+    history_logp = state.history_logp
     out_gap = outputs.gap
     out_expl = outputs.exploitability
     out_kl = outputs.kl_to_equilibrium
@@ -918,6 +961,9 @@ def run_chunk(
         acc = np.empty(padded if panels else 0)
         minimize = scheme[members[g0]] == _SCHEME_MINIMIZE  # a group holds one algorithm
         solve = minimize and sampled  # the sampled minimiser; the exact one is the uniform-pair step below
+        ring = minimize and history_length[members[g0]] > 1  # a history of policies in the anchor (MNPO)
+        direct = solve or ring  # the update writes the new logits themselves
+        mixed = np.empty((size, n if ring else 0))
         winners = np.empty(num_samples if solve else 0, dtype=np.int64)
         losers = np.empty(num_samples if solve else 0, dtype=np.int64)
         for t in range(t_start, t_end + 1):
@@ -946,6 +992,11 @@ def run_chunk(
                 if t == 0:
                     for y in range(n):
                         prev_logp[k, y] = logp[m, y]
+                if ring:  # log π_t into slot t mod H; at t = 0 into every slot (policies before π_0 are π_0)
+                    for slot in range(history_length[k]):
+                        if t == 0 or slot == t % history_length[k]:
+                            for y in range(n):
+                                history_logp[k, slot, y] = logp[m, y]
                 if magnet_period[k] > 0 and t > 0 and t % magnet_period[k] == 0:
                     for y in range(n):
                         magnet_logp[k, y] = logp[m, y]
@@ -968,11 +1019,16 @@ def run_chunk(
                 final_pass = step_pass == passes - 1
                 for m in range(size):
                     k = members[g0 + m]
-                    if solve:  # the new logits themselves, in grad_logits
-                        _ordered_pair_logits(k, P[game[k]], logp[m], pi[m],
-                                             _anchor_logp(anchor[k], logp[m], logp_ref_games[game[k]], magnet_logp[k]),
-                                             eta[k], beta[k], num_samples, table_pi[m], stack, rng, winners, losers,
-                                             grad_logits[m])
+                    if direct:  # the new logits themselves, in grad_logits
+                        logp_anchor = _anchor_logp(anchor[k], logp[m], logp_ref_games[game[k]], magnet_logp[k])
+                        if ring:
+                            _history_mixture(history_logp[k], history_weights[k], history_length[k], t, mixed[m])
+                        if solve:
+                            _ordered_pair_logits(k, P[game[k]], mixed[m] if ring else logp[m], pi[m], logp_anchor,
+                                                 eta[k], beta[k], num_samples, table_pi[m], stack, rng, winners, losers,
+                                                 grad_logits[m])
+                        else:
+                            _history_logits(mixed[m], logp_anchor, s[m], eta[k], beta[k], grad_logits[m])
                         continue
                     _step_gradient(
                         k, loss[k], opponent[k], anchor[k], P[game[k]],
@@ -986,7 +1042,7 @@ def run_chunk(
                 _share(grads, members, g0, size, shared, d)
                 for m in range(size):
                     k = members[g0 + m]
-                    if solve:
+                    if direct:
                         for p in range(npar):
                             params[k, p] = grad_logits[m, p]
                         for y in range(n):

@@ -129,6 +129,11 @@ def build_kernel_inputs(
     # ηβ from lr (not from a given η), as in 0.1, so that the kernel's inputs stay bit for bit the same
     eta_beta = [eta_from_lr(r, b, n) * b for r, b in zip(lr.tolist(), beta.tolist())]
     weight = np.array([[a.loss_weight(eb) for a in algorithms] for eb in eta_beta], dtype=np.float64)
+    # the history of the "minimize" scheme's anchor: H and λ per algorithm, a ring of H_max log-policies
+    h_max = max(a.history_length for a in algorithms)
+    lambdas = np.zeros((n_alg, h_max))
+    for i, a in enumerate(algorithms):
+        lambdas[i, :a.history_length] = a.history_lambdas
     over_runs = np.array([switches.normalization_for(a, sampled) is MixtureNormalization.RUNS for a in algorithms],
                          dtype=np.bool_)[alg_of]
     trajectories = _kernel.Trajectories(
@@ -144,6 +149,8 @@ def build_kernel_inputs(
         weight=weight[cfg_of, alg_of],
         magnet_period=np.full(K, config.magnet_period, dtype=np.int64),
         mixture_over_runs=over_runs,
+        history_length=np.array([a.history_length for a in algorithms], dtype=np.int64)[alg_of],
+        history_weights=np.ascontiguousarray(lambdas[alg_of]),
     )
 
     seeds = configs["seed"].to_numpy()
@@ -180,6 +187,7 @@ def build_kernel_inputs(
             magnet_logp=np.ascontiguousarray(logp_ref[game]),
             rng=rng,
             avg_sum=np.zeros((K, n) if with_average else (1, 1)),
+            history_logp=np.zeros((K, h_max if h_max > 1 else 0, n)),
         ),
         outputs=_kernel.Outputs(gap=np.full((K, n_recorded), np.nan), exploitability=recorded(with_extra),
                                 kl_to_equilibrium=recorded(with_extra), average_gap=recorded(with_average),

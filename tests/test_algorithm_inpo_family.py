@@ -463,13 +463,14 @@ def test_mnpo_sampled_update_tends_to_its_closed_form(games):
     assert np.abs(get_algorithm("inpo").closed_form(theta, ref, P, eta, beta) - exact).max() > 5 * SAMPLED_TOL
 
 
-def test_mnpo_is_refused_by_the_simulator_the_losses_and_the_command_line_help(games, capsys):
+def test_mnpo_is_simulated_in_the_tabular_modes_only_and_listed_by_the_command_line_help(games, capsys):
+    """MNPO runs in the simulator's tabular modes (its kernel update: tests/test_kernel_mnpo.py), as INPO."""
     P, theta, ref = games
-    with pytest.raises(ValueError, match="mnpo has no simulator form, only a closed form"):
-        simulate(P, ref, ["mnpo"], beta=0.1, lr=0.05, iterations=2, progress=False)
-    with pytest.raises(ValueError, match="'mnpo' has a closed form only, no loss here"):
-        exact_loss("mnpo", torch.zeros(1, 3, dtype=F64), torch.zeros(1, 3, dtype=F64), np.full((1, 3, 3), 0.5), 0.1)
+    assert get_algorithm("mnpo").simulated == ("tabular/exact", "tabular/sampled")
+    with pytest.raises(ValueError, match=r"mnpo is simulated in the mode\(s\) tabular/exact, tabular/sampled only"):
+        simulate(P, ref, ["mnpo"], beta=0.1, lr=0.05, iterations=2, progress=False, policy="neural")
     with pytest.raises(SystemExit):
         cli.main(["simulate", "--help"])
     listed = " ".join(capsys.readouterr().out.split())
-    assert "known: oipo1, oipo2, nash_md, nash_md_pg, egpo, mpo, sppo, omwu, comal, inpo (tabular/exact, tabular/sampled only), nash_mp, onpo)" in listed
+    assert ("known: oipo1, oipo2, nash_md, nash_md_pg, egpo, mpo, sppo, omwu, comal, inpo (tabular/exact, "
+            "tabular/sampled only), mnpo (tabular/exact, tabular/sampled only), nash_mp, onpo)") in listed

@@ -35,6 +35,7 @@ def _closed_form_trajectory(name, P, ref, eta, beta, steps, magnet_period=0):
     """Gap of π_0 … π_steps from an algorithm's numpy closed form (the oracle)."""
     alg = ALGORITHMS[name]
     theta, previous, magnet = ref.copy(), ref.copy(), ref.copy()
+    history = [theta] * alg.history_length  # π_t, π_{t−1}, …; before π_0: π_0
     gaps = [duality_gap(P, theta, ref, beta)]
     for t in range(steps):
         if magnet_period and t > 0 and t % magnet_period == 0:
@@ -44,7 +45,10 @@ def _closed_form_trajectory(name, P, ref, eta, beta, steps, magnet_period=0):
             extra["previous_logits"] = previous
         if alg.anchor == "magnet":
             extra["magnet_logits"] = magnet
+        if alg.history_length > 1:
+            extra.update(history_logits=history, history_weights=alg.history_weights)
         theta, previous = alg.closed_form(theta, ref, P, eta, beta, **extra), theta
+        history = [theta] + history[:-1]
         gaps.append(duality_gap(P, theta, ref, beta))
     return np.array(gaps).T
 

@@ -23,9 +23,10 @@ member of its vocabulary in ``base.py`` plus its math in ``egpo_core.losses`` an
 
 An algorithm whose update is not one SGD step on its declared loss in some simulator mode says so in
 ``simulated`` (the modes where it is): INPO's update is the minimiser of its ordered-pair loss (scheme
-"minimize"), which the kernel computes for tabular policies only; MNPO's reads a history of policies, a closed form only
-(``simulated=()``). The simulator refuses the other modes in one line, and ``--algorithms``' help
-lists the algorithms that run, with their modes when not all four.
+"minimize"), which the kernel computes for tabular policies only; so is MNPO's, whose anchor mixes a history of
+H past policies (``Algorithm.history_length``, ``history_weights``; the kernel keeps a ring of them). The simulator
+refuses the other modes in one line, and ``--algorithms``' help lists the algorithms that run, with their modes
+when not all four.
 """
 
 from __future__ import annotations

@@ -186,9 +186,17 @@ class Algorithm:
         simulated: the simulator modes (:data:`SIMULATOR_MODES`) in which the kernel's update — the
             declared scheme's step(s) on the declared loss — is the algorithm's update; the simulator
             refuses the others (INPO's update, the minimiser of its ordered-pair loss, has the scheme
-            "minimize", tabular modes only). Empty: a closed form only (MNPO, whose update reads a history
-            of policies the kernel does not keep); the simulator and the torch losses refuse it, and the
-            loss, opponent, anchor and scheme then describe its simplest case only.
+            "minimize", tabular modes only). Empty: a closed form only; the simulator and the torch
+            losses refuse it, and the loss, opponent, anchor and scheme then describe its simplest case only.
+        history_length: H, the number of past policies π_t, π_{t−1}, …, π_{t−H+1} (π_t first; policies
+            before π_0 are π_0) whose mixture replaces π_t in the "minimize" scheme's anchor (MNPO):
+
+                log π_{t+1} ≐ ηβ log π_anchor + (1 − ηβ) Σ_j λ_j log π_{t−j} + η P(· ≻ π_t);
+
+            1 (the default) is π_t alone, INPO's update. H > 1 needs the scheme "minimize" (the kernel
+            keeps a ring of the H last log-policies per trajectory, tabular modes only).
+        history_weights: the weights w_0 … w_{H−1} (most recent first, non-negative, positive sum) of
+            λ_j = w_j / Σ_i w_i; ``None``: equal weights.
     """
 
     name: str
@@ -203,6 +211,8 @@ class Algorithm:
     aliases: tuple[str, ...] = ()
     color: str | None = None
     simulated: tuple[str, ...] = SIMULATOR_MODES
+    history_length: int = 1
+    history_weights: tuple[float, ...] | None = None
 
     def __post_init__(self) -> None:
         if isinstance(self.aliases, str) or not all(isinstance(a, str) and a.strip() for a in self.aliases):
@@ -239,6 +249,34 @@ class Algorithm:
                 raise ValueError(
                     f"algorithm {self.name!r}: scheme 'minimize' has a closed-form minimiser for tabular policies "
                     f"only (one SGD step of a network is not it), got simulated={self.simulated!r}")
+        self._check_history()
+
+    def _check_history(self) -> None:
+        """history_length a whole number ≥ 1 (> 1 with the scheme "minimize" only), history_weights None or
+        H non-negative finite numbers with a positive sum (stored as a tuple of floats)."""
+        length = self.history_length
+        if isinstance(length, bool) or not isinstance(length, (int, np.integer)) or length < 1:
+            raise ValueError(f"algorithm {self.name!r}: history_length must be a whole number ≥ 1, got {length!r}")
+        object.__setattr__(self, "history_length", int(length))
+        if length > 1 and self.scheme is not Scheme.MINIMIZE:
+            raise ValueError(f"algorithm {self.name!r}: history_length {length} > 1 needs scheme 'minimize' (only its "
+                             f"anchor mixes past policies), got scheme {self.scheme.value!r}")
+        if self.history_weights is None:
+            return
+        try:
+            weights = tuple(float(w) for w in self.history_weights)
+        except (TypeError, ValueError):
+            weights = ()
+        if len(weights) != length or not all(np.isfinite(w) and w >= 0 for w in weights) or sum(weights) <= 0:
+            raise ValueError(f"algorithm {self.name!r}: history_weights must be {length} (history_length) non-negative "
+                             f"numbers with a positive sum, got history_weights={self.history_weights!r}")
+        object.__setattr__(self, "history_weights", weights)
+
+    @property
+    def history_lambdas(self) -> np.ndarray:
+        """λ_j = w_j / Σ_i w_i, j = 0 … H − 1 (equal weights 1/H without ``history_weights``), float64 (H,)."""
+        weights = np.ones(self.history_length) if self.history_weights is None else np.array(self.history_weights)
+        return weights / weights.sum()
 
     @property
     def opponent_terms(self) -> tuple[OpponentTerm, ...]:

@@ -14,10 +14,15 @@ and the ratio r. By INPO's Proposition 6 argument its minimiser over policies is
 
 In egpo's parameters (η, β) the default ratio is r = ηβ, and with one history element (H = 1) the
 update is INPO's (= the OMD step of Online IPO 1). Policies before π_0 are π_0 (as the optimistic
-opponent's π_{−1}). The update reads H past policies, which the simulator kernel does not keep, so
-MNPO is a closed form only here (``simulated=()``; its declared fields are those of its H = 1 case,
-INPO); :func:`sampled_step` is the sampled tabular update (INPO's least-squares minimiser with MNPO's
-anchor).
+opponent's π_{−1}).
+
+Simulator (tabular modes, as INPO): the declaration is INPO's (scheme "minimize") with the history
+fields :attr:`~egpo_core.algorithms.base.Algorithm.history_length` H = 2 and equal weights (the
+authors' trainer's defaults: ``max_history_t`` 2, weights 1 each unless ``history_weights`` is given);
+:func:`with_history` gives another H or other weights, e.g. ``simulate(P, ref, [mnpo.with_history(3)], ...)``. The kernel keeps a ring of the H last log-policies
+per trajectory; its exact update is :func:`closed_form` with that history, its sampled update
+:func:`sampled_step`'s least-squares minimiser on the step's S ordered pairs of π_t, drawn as INPO's.
+With H = 1 it runs INPO's code, bit for bit.
 
 Language-model form (``lm_runs.rounds``, ``--alg mnpo --history_length H --history_weights w_0 … w_{H−1}``):
 the loss above on each round's ordered pairs, with r = ηβ and π_{t−j} the saved policy at the start of round
@@ -25,6 +30,7 @@ t − j (π_0 before the first; the log-probabilities under each are computed on
 built). The authors' trainer averages per-token log-probabilities: ``--length_normalize true``.
 """
 
+import dataclasses
 from typing import Sequence
 
 import numpy as np
@@ -103,8 +109,16 @@ ALGORITHM = Algorithm(
     loss="ipo",
     opponent="current",
     anchor="reference",
-    scheme="single",
+    scheme="minimize",
     closed_form=closed_form,
     reference="Wu et al. 2025 (arXiv 2509.23102)",
-    simulated=(),
+    simulated=("tabular/exact", "tabular/sampled"),
+    history_length=2,
 )
+
+
+def with_history(history_length: int, history_weights: Sequence[float] | None = None) -> Algorithm:
+    """MNPO with H = ``history_length`` past policies and weights w_j (most recent first; ``None``: equal),
+    λ_j = w_j/Σw, under the same name (its draws and its results' key stay "mnpo"). ValueError (one line)
+    for H < 1 or weights that are not H non-negative numbers with a positive sum."""
+    return dataclasses.replace(ALGORITHM, history_length=history_length, history_weights=history_weights)
