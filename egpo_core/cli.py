@@ -128,6 +128,8 @@ def _add_config_options(parser: argparse.ArgumentParser, axes: bool) -> None:
             options["choices"] = typing.get_args(hint)
         elif typing.get_origin(hint) is tuple:
             options.update(type=_list_of(str, "names"), metavar="A,B,...")
+        elif typing.get_origin(number[0]) is tuple:  # tuple[float, ...] | None
+            options.update(type=_list_of(float, "numbers"), metavar="X,Y,...")
         elif number[0] in (float, int):
             options["type"] = number[0]
         parser.add_argument(f"--{f.name.replace('_', '-')}", dest=f.name, default=argparse.SUPPRESS,

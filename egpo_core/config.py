@@ -21,7 +21,7 @@ from dataclasses import dataclass, fields
 from functools import cache
 from typing import Any, Literal
 
-from .algorithms import PAPER_ALGORITHMS, Algorithm, get_algorithm
+from .algorithms import ALGORITHMS, PAPER_ALGORITHMS, Algorithm, get_algorithm
 from .stepsizes import check_conventions
 from .validation import check_count, check_positive
 
@@ -65,6 +65,10 @@ class SimulationConfig:
     Not read by the scheme 'minimize' (INPO), whose pairs are π_t's by definition and whose exact minimiser does not depend on them."""
     magnet_period: int = 0
     """Refresh period K of the 'magnet' anchor (MPO's magnet, COMAL's reference): π_t replaces it every K updates (0: it stays π_ref)."""
+    history_length: int | None = None
+    """H: past policies mixed into the anchor of the algorithms that read a history (MNPO): log π_{t+1} ≐ ηβ log π_ref + (1 − ηβ) Σ_j λ_j log π_{t−j} + η P(·≻π_t) (None: each one's declared H; MNPO's is 2, its authors' trainer's)."""
+    history_weights: tuple[float, ...] | None = None
+    """Weights w_j of those H past policies, most recent first, λ_j = w_j/Σw (None: equal; given alone, H is their number)."""
     record_every: int = 1
     """Record the metrics every k-th update (and always the last)."""
     metrics: tuple[str, ...] = ("duality_gap",)
@@ -82,6 +86,19 @@ class SimulationConfig:
             object.__setattr__(self, name, value)
 
         set_field("algorithms", _algorithms(self.algorithms))
+        self._take_history_from_objects()
+        if self.history_weights is not None:
+            weights = _names("history_weights", self.history_weights)
+            if not all(isinstance(w, numbers.Real) and not isinstance(w, bool) for w in weights):
+                raise ValueError(f"history_weights must be numbers, got history_weights={self.history_weights!r}")
+            set_field("history_weights", tuple(float(w) for w in weights))
+            if self.history_length is None:
+                set_field("history_length", len(self.history_weights))
+        if self.history_length is not None:
+            set_field("history_length", check_count(self.history_length, "history_length", 1))
+            if not any(_reads_history(a) for a in self.algorithms):
+                raise ValueError(f"history_length={self.history_length}: no selected algorithm reads a history of past "
+                                 "policies (MNPO does)")
         set_field("beta", check_positive(self.beta, "beta"))
         if (self.lr is None) == (self.eta is None):
             raise ValueError(
@@ -122,8 +139,31 @@ class SimulationConfig:
         return dataclasses.replace(self, **changes)
 
     def algorithm_objects(self) -> list[Algorithm]:
-        """The algorithms as :class:`~egpo_core.algorithms.Algorithm` objects, in order."""
-        return [get_algorithm(a) for a in self.algorithms]
+        """The algorithms as :class:`~egpo_core.algorithms.Algorithm` objects, in order; those that read a
+        history of past policies with ``history_length``/``history_weights`` when given (ValueError, one line,
+        for weights that are not H non-negative numbers with a positive sum)."""
+        objects = [get_algorithm(a) for a in self.algorithms]
+        if self.history_length is None:
+            return objects
+        return [dataclasses.replace(a, history_length=self.history_length, history_weights=self.history_weights)
+                if _reads_history(a) else a for a in objects]
+
+    def _take_history_from_objects(self) -> None:
+        """An Algorithm object given with another history than its declaration's (``mnpo.with_history(3)``)
+        sets ``history_length``/``history_weights``, so that ``run.json`` (algorithms by name) keeps it."""
+        for a in self.algorithms:
+            if not isinstance(a, Algorithm):
+                continue
+            declared = ALGORITHMS.get(a.name, a)
+            if (a.history_length, a.history_weights) == (declared.history_length, declared.history_weights):
+                continue
+            given = (a.history_length, None if a.history_weights is None else tuple(float(w) for w in a.history_weights))
+            if self.history_length is not None and (self.history_length, self.history_weights) != given:
+                raise ValueError(f"algorithm {a.name!r} carries history_length={a.history_length}, history_weights="
+                                 f"{a.history_weights!r}, other than the given history_length={self.history_length}, "
+                                 f"history_weights={self.history_weights!r}: give one")
+            object.__setattr__(self, "history_length", given[0])
+            object.__setattr__(self, "history_weights", given[1])
 
     def to_dict(self) -> dict[str, Any]:
         """Plain JSON-ready values (algorithms by name, tuples as lists), the form ``run.json`` stores."""
@@ -137,6 +177,12 @@ class SimulationConfig:
         """Inverse of :meth:`to_dict`; keys that are not fields (e.g. ``runs`` in a saved result) are ignored."""
         names = {f.name for f in fields(cls)}
         return cls(**{k: v for k, v in values.items() if k in names})
+
+
+def _reads_history(algorithm: str | Algorithm) -> bool:
+    """Whether an algorithm mixes past policies into its anchor (declared with H > 1: MNPO)."""
+    algorithm = get_algorithm(algorithm)
+    return max(algorithm.history_length, ALGORITHMS.get(algorithm.name, algorithm).history_length) > 1
 
 
 def _unit_interval(name: str, value: Any) -> float:

@@ -135,10 +135,11 @@ class LastIterateRun:
     tabular updates from π_0 = π_ref.
 
     Attributes:
-        algorithm: a registered name; a closed-form-only one (MNPO) is iterated with its ``closed_form``.
+        algorithm: a registered name (every one runs in the simulator's exact tabular mode).
         eta, beta: the mirror-descent step and β (β also defines the duality gap and π*_β measured).
         magnet_period: K of the refreshed anchor (COMAL, MPO; 0: never refreshed).
-        history: MNPO's number of past policies H (equal weights, ratio ηβ; 1 is INPO).
+        history: MNPO's number of past policies H (equal weights, ratio ηβ; 1 is INPO; its declaration's
+            default is 2, the authors' trainer's, so give it here).
         label: the series' name in tables and legends (default: the algorithm's display name with η).
     """
 
@@ -170,32 +171,6 @@ def log_spaced_steps(iterations: int, points: int = 200) -> np.ndarray:
     return np.unique(np.concatenate([[0], np.round(np.geomspace(1, iterations, points)).astype(np.int64)]))
 
 
-def _closed_form_metrics(P: np.ndarray, ref_logits: np.ndarray, run: LastIterateRun, steps: np.ndarray) -> dict:
-    """The metrics of ``run`` at ``steps`` (increasing, from 0), iterated with its algorithm's numpy closed
-    form (MNPO: with the last ``history`` policies, most recent first; policies before π_0 are π_0)."""
-    from .algorithms import get_algorithm
-    from .equilibria import regularized_equilibrium
-    from .metrics import duality_gap, exploitability, kl_divergence
-
-    algorithm = get_algorithm(run.algorithm)
-    star = regularized_equilibrium(P, ref_logits, run.beta).logits
-    theta = np.array(ref_logits, dtype=np.float64)
-    history = [theta] * run.history
-    values = {m: np.empty((P.shape[0], len(steps))) for m in LAST_ITERATE_METRICS}
-    column = 0
-    for t in range(int(steps[-1]) + 1):
-        if t == steps[column]:
-            values["duality_gap"][:, column] = duality_gap(P, theta, ref_logits, run.beta)
-            values["exploitability"][:, column] = exploitability(P, theta)
-            values["kl_to_equilibrium"][:, column] = kl_divergence(star, theta)
-            column += 1
-        if t < steps[-1]:
-            extra = {"history_logits": history} if algorithm.name == "mnpo" else {}
-            theta = algorithm.closed_form(theta, ref_logits, P, run.eta, run.beta, **extra)
-            history = [theta] + history[:-1]
-    return values
-
-
 def last_iterate_curves(
     P: np.ndarray,
     ref_logits: np.ndarray,
@@ -214,10 +189,10 @@ def last_iterate_curves(
     history, run, step and the three metrics. ``rates``: one row per (series, run) with each metric's
     initial and final value and its measured log-slope per step over the recorded steps
     (:func:`egpo_core.rates.log_gap_slope` with ``floor``: the second half of the decay to the floor, or the
-    second half of the records), columns ``<metric>_initial``, ``<metric>_final`` and ``<metric>_slope``. Simulated algorithms run in
-    the simulator (one call per series); closed-form-only ones (MNPO) iterate their closed form.
+    second half of the records), columns ``<metric>_initial``, ``<metric>_final`` and ``<metric>_slope``. Each series is one
+    call of the simulator (MNPO with ``history`` past policies: :func:`egpo_core.algorithms.mnpo.with_history`).
     """
-    from .algorithms import get_algorithm
+    from .algorithms import get_algorithm, mnpo
     from .rates import log_gap_slope
     from .simulator import simulate
 
@@ -226,12 +201,12 @@ def last_iterate_curves(
     keep = np.union1d(log_spaced_steps(iterations, points), np.round(np.linspace(0, iterations, points)).astype(np.int64))
     curves, rates = [], []
     for run in series:
-        if get_algorithm(run.algorithm).simulated:
-            res = simulate(P, ref_logits, [run.algorithm], beta=run.beta, eta=run.eta, iterations=iterations,
-                           magnet_period=run.magnet_period, metrics=LAST_ITERATE_METRICS, progress=False)
-            values = {m: res.metric(m)[run.algorithm][:, keep] for m in LAST_ITERATE_METRICS}
-        else:
-            values = _closed_form_metrics(P, ref_logits, run, keep)
+        algorithm = get_algorithm(run.algorithm)
+        if algorithm.name == "mnpo":
+            algorithm = mnpo.with_history(run.history)
+        res = simulate(P, ref_logits, [algorithm], beta=run.beta, eta=run.eta, iterations=iterations,
+                       magnet_period=run.magnet_period, metrics=LAST_ITERATE_METRICS, progress=False)
+        values = {m: res.metric(m)[run.algorithm][:, keep] for m in LAST_ITERATE_METRICS}
         ids = {"label": run.label, "algorithm": run.algorithm, "eta": run.eta, "beta": run.beta,
                "magnet_period": run.magnet_period, "history": run.history}
         for r in range(P.shape[0]):

@@ -474,3 +474,5 @@ def test_mnpo_is_simulated_in_the_tabular_modes_only_and_listed_by_the_command_l
     listed = " ".join(capsys.readouterr().out.split())
     assert ("known: oipo1, oipo2, nash_md, nash_md_pg, egpo, mpo, sppo, omwu, comal, inpo (tabular/exact, "
             "tabular/sampled only), mnpo (tabular/exact, tabular/sampled only), nash_mp, onpo)") in listed
+    with pytest.raises(ValueError, match="'mnpo' reads a history of 2 past policies, which the torch losses do not keep"):
+        exact_loss("mnpo", torch.zeros(1, 3, dtype=F64), torch.zeros(1, 3, dtype=F64), np.full((1, 3, 3), 0.5), 0.1)

@@ -116,3 +116,44 @@ def test_the_history_changes_the_run(games, gradient):
     assert np.abs(gap[3, None] - gap[1, None]).max() > 1e-3
     np.testing.assert_allclose(gap[3, (1.0, 0.0, 0.0)], gap[1, None], rtol=1e-12, atol=0)
     assert np.abs(gap[3, (0.0, 0.0, 1.0)] - gap[1, None]).max() > 1e-3
+
+
+def test_the_history_is_a_setting_that_run_json_keeps_and_the_command_line_sets(games, tmp_path):
+    """``history_length``/``history_weights`` apply to the algorithms that read a history (MNPO) and are
+    refused in one line without one; an Algorithm object's own history becomes the setting, so the config's
+    dict (what run.json stores, algorithms by name) rebuilds the same run; ``--history-length`` and
+    ``--history-weights`` reach the kernel (the run equals the API's with that history, bit for bit)."""
+    import json
+
+    from egpo_core import cli
+    from egpo_core.config import SimulationConfig
+    from egpo_core.game_io import save_games
+
+    base = dict(beta=BETA, lr=LR, iterations=STEPS)
+    config = SimulationConfig(algorithms=[mnpo.with_history(3, (3.0, 1.0, 0.5)), "inpo"], **base)
+    assert (config.history_length, config.history_weights) == (3, (3.0, 1.0, 0.5))
+    again = SimulationConfig.from_dict(json.loads(json.dumps(config.to_dict())))
+    assert [(a.name, a.history_length, a.history_weights) for a in again.algorithm_objects()] == \
+        [("mnpo", 3, (3.0, 1.0, 0.5)), ("inpo", 1, None)]
+    assert SimulationConfig(algorithms=["mnpo"], history_weights=[1, 1, 1, 1], **base).history_length == 4
+    with pytest.raises(ValueError, match=r"^history_length=3: no selected algorithm reads a history of past policies"):
+        SimulationConfig(algorithms=["inpo", "egpo"], history_length=3, **base)
+    with pytest.raises(ValueError, match=r"history_weights must be 2 \(history_length\) non-negative numbers"):
+        SimulationConfig(algorithms=["mnpo"], history_length=2, history_weights=[1, 2, 3], **base)
+    with pytest.raises(ValueError, match="other than the given history_length=2"):
+        SimulationConfig(algorithms=[mnpo.with_history(3)], history_length=2, **base)
+
+    P, theta, ref = games
+    save_games(tmp_path / "games.npz", P, ref)
+    out = tmp_path / "run"
+    cli.main(["simulate", "--games", str(tmp_path / "games.npz"), "--algorithms", "mnpo", "--beta", str(BETA),
+              "--lr", str(LR), "--iterations", str(STEPS), "--history-length", "3", "--history-weights", "3,1,0.5",
+              "--out", str(out), "--no-progress", "--no-figures", "--format", "csv"])
+    saved = json.loads((out / "run.json").read_text())
+    assert (saved["config"]["history_length"], saved["config"]["history_weights"]) == (3, [3.0, 1.0, 0.5])
+    from egpo_core.results import load_result
+
+    api = simulate(P, ref, [mnpo.with_history(3, (3.0, 1.0, 0.5))], beta=BETA, lr=LR, iterations=STEPS, progress=False)
+    np.testing.assert_array_equal(load_result(out).duality_gap["mnpo"], api.duality_gap["mnpo"])
+    other = simulate(P, ref, ["mnpo"], beta=BETA, lr=LR, iterations=STEPS, progress=False)
+    assert np.abs(other.duality_gap["mnpo"] - api.duality_gap["mnpo"]).max() > 1e-3 * api.duality_gap["mnpo"].max()

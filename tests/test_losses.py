@@ -52,7 +52,7 @@ def _cases():
     """(algorithm name, case label) for every registered algorithm, with its options by field."""
     cases = []
     for name, alg in ALGORITHMS.items():
-        if not alg.simulated:  # a closed form only (MNPO): the losses refuse it
+        if not alg.simulated or alg.history_length > 1:  # MNPO reads past policies: the losses refuse it
             continue
         if alg.opponent == "mixture":
             cases += [(name, "explicit_mixture"), (name, "default_mixture")]

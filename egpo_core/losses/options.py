@@ -27,6 +27,10 @@ def _check_algorithm(algorithm: Algorithm | str) -> Algorithm:
     if not algorithm.simulated:
         raise ValueError(f"algorithm {algorithm.name!r} has a closed form only, no loss here "
                          f"(see egpo_core.algorithms.{algorithm.name})")
+    if algorithm.history_length > 1:
+        raise ValueError(f"algorithm {algorithm.name!r} reads a history of {algorithm.history_length} past policies, which "
+                         f"the torch losses do not keep (see egpo_core.algorithms.{algorithm.name}; its language-model "
+                         "form: lm_runs.rounds)")
     return algorithm
 
 
