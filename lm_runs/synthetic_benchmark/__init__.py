@@ -1,6 +1,6 @@
 """A CPU-scale language-model benchmark whose Nash equilibrium is known exactly.
 
-    python -m lm_runs.synthetic_benchmark --out DIR            # the full setting: 10 algorithms, 15 seeds (hours on one core)
+    python -m lm_runs.synthetic_benchmark --out DIR            # the full setting: 10 algorithms, 15 seeds (~80 min on one quiet core)
     python -m lm_runs.synthetic_benchmark --out DIR --reuse OLD  # the same, runs OLD holds (same settings, π_ref) copied
     python -m lm_runs.synthetic_benchmark --out DIR --short    # the five online algorithms, 3 seeds (under 10 min; decides no pair)
     python -m lm_runs.synthetic_benchmark --out DIR --fast     # seconds, for tests

@@ -3,8 +3,9 @@
 ``DEFAULT`` (the full setting): the paper's five online algorithms (:data:`ONLINE`) and the five round
 methods (:data:`ROUND_METHODS`) on 15 training seeds, enough for the exact paired test of
 :mod:`.verdicts` to decide a pair after Holm's correction over the 45 pairs (smallest p 2/2^15, times 45:
-0.0027 ≤ 0.05; 10 seeds, 0.088, could decide none); 150 runs, about 2 hours on one CPU core
-(``--reuse`` takes over the runs a previous folder holds).
+0.0027 ≤ 0.05; 10 seeds, 0.088, could decide none); 150 runs (159 with the length-normalized ones),
+about 30 s each on a quiet core — about 80 minutes, half that with ``--jobs 2`` on two cores (``--reuse``
+takes over the runs a previous folder holds).
 ``SHORT``: the five online algorithms of ``DEFAULT`` on its first 3 seeds (the same runs, bit for bit, on
 one machine): under 10 minutes, what ``make reproduce`` runs; 3 seeds cannot decide any pair (smallest p
 2/2^3 = 0.25) and its figures say so.
