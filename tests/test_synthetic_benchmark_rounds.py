@@ -153,4 +153,5 @@ def test_round_runs_keep_their_datasets_of_the_budgets_size_and_redraw(rounds_ru
         assert meta["alg"] == alg and meta["samples_per_prompt"] == 2 and meta["prompts"] == 8
         pairs = (folder / "rounds" / "round-1" / "dataset" / "pairs.jsonl").read_text().splitlines()
         assert len(pairs) == 8  # one pair per prompt at K = 2: two optimizer steps of B·S = 4 pairs
-        assert not (folder / "rounds" / "round-0" / "model").exists()  # round ends dropped without keep_checkpoints
+        assert not (folder / "epochs").exists()  # round ends dropped without keep_checkpoints
+        assert not (folder / "rounds" / "round-0" / "policy.pt").exists()

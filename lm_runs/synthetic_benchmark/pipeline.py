@@ -26,10 +26,10 @@ Outputs (in ``--out``)
 ``model/``, ``sft/``, ``runs/<run>/final``  the tiny model, π_ref and every run's final policy
                         (``runs/<run>/epochs/epoch-k`` too with ``keep_checkpoints``). A round method's run
                         folder is ``lm_runs.rounds``' output folder: the final policy in ``runs/<run>`` itself,
-                        every round's dataset in ``runs/<run>/rounds/round-r/dataset`` (the round ends' models
-                        too with ``keep_checkpoints``).
+                        every round's dataset in ``runs/<run>/rounds/round-r/dataset`` (the round ends' models,
+                        ``runs/<run>/epochs/epoch-k``, too with ``keep_checkpoints``).
 ``win_rates/``          :func:`win_rate_tables` on the first seed's epoch checkpoints (online algorithms only:
-                        the round methods save no epochs): the ``lm_runs.evaluate``
+                        a round's epoch is a round, not an update epoch): the ``lm_runs.evaluate``
                         output (win rates vs π_ref by epoch, the pairwise table, tidy CSV), oracle judge.
 
 How the simulation is compared (the LM's step is not η): :mod:`.simulation`.
@@ -229,9 +229,9 @@ def _train_rounds(
         run_rounds(config, judge=oracle, callbacks=[evaluation])
     if evaluation.done != s.updates:
         raise RuntimeError(f"{alg}: the rounds trained {evaluation.done} optimizer steps, the budget is {s.updates}")
-    if not s.keep_checkpoints:  # the round ends (a model and its parameters per round); the datasets stay
+    if not s.keep_checkpoints:  # the round ends (epochs/epoch-k and each round's parameters); the datasets stay
+        shutil.rmtree(run_dir / "epochs", ignore_errors=True)
         for folder in (run_dir / "rounds").glob("round-*"):
-            shutil.rmtree(folder / "model", ignore_errors=True)
             (folder / "policy.pt").unlink(missing_ok=True)
     for r in evaluation.records:
         r.update(algorithm=alg, seed=seed)
