@@ -876,6 +876,7 @@ class _KillIn(TrainerCallback):
         return control
 
 
+@pytest.mark.slow  # 17 s; make test keeps ONPO's replay and its tabular limit, the other methods' resumes
 def test_onpo_resumes_inside_and_between_its_phases_bit_for_bit(tiny, tmp_path):
     """ONPO, 2 rounds, 2 optimizer steps a phase, checkpoints every step. Interrupted (1) inside round 1's
     auxiliary phase after its step 1, (2) between round 1's phases (the auxiliary end published, the policy
