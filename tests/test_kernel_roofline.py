@@ -11,26 +11,12 @@ this machine sustains (issue 19).
 
 from __future__ import annotations
 
-import importlib.util
-from pathlib import Path
-
 import numba
 import numpy as np
 import pytest
 
 from egpo_core.games import random_games
-
-ROOT = Path(__file__).resolve().parents[1]
-
-
-def _load_bench():
-    spec = importlib.util.spec_from_file_location("bench_simulate", ROOT / "benchmarks" / "bench_simulate.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-BENCH = _load_bench()
+from test_analysis import BENCH  # benchmarks/bench_simulate.py, loaded once
 
 
 @pytest.mark.slow  # compiles the benchmark's parallel loops for both dtypes (about 10 s)
