@@ -52,6 +52,7 @@ def models(tmp_path_factory):
     return {"ref": build_tiny_lm(root / "ref"), "other": build_tiny_lm(root / "other", seed=1), "prompts": prompts}
 
 
+@pytest.mark.slow
 def test_a_judge_server_swapped_mid_evaluation_is_refused_in_one_line_and_the_rerun_completes(models, tmp_path, capsys):
     """Server A answers 0.25, server B 0.75 (another callable: another identity). After A's second call the
     test stops A and starts B on the same port; the client's requests meanwhile fail and are retried, B
