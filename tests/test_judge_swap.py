@@ -17,8 +17,9 @@ PROMPTS = ["tell me about the cat", "why is the sun big", "write a poem", "how f
 A_ANSWER, B_ANSWER = 0.25, 0.75  # every pair, either order: whose answer a saved judgement is shows at once
 
 
-class Counted:
-    """A judge answering ``value`` for every pair, counting its calls; ``swap_after`` calls set ``swap``."""
+class JudgeA:
+    """Judge A: ``value`` for every pair, counting its calls; its ``swap_after``-th call sets ``swap``. Served,
+    its identity is its class's (qualname ``JudgeA``, the module's source digest)."""
 
     def __init__(self, value: float, swap_after: int | None = None) -> None:
         self.value, self.swap_after, self.calls = value, swap_after, 0
@@ -31,17 +32,8 @@ class Counted:
         return [self.value] * len(completions)
 
 
-def judge_a(prompts, completions):
-    """Judge A (its qualname is its identity's, beside the module's source digest)."""
-    return A_ANSWER_JUDGE(prompts, completions)
-
-
-def judge_b(prompts, completions):
-    """Judge B: another qualname, so another identity."""
-    return B_ANSWER_JUDGE(prompts, completions)
-
-
-A_ANSWER_JUDGE, B_ANSWER_JUDGE = Counted(A_ANSWER), Counted(B_ANSWER)
+class JudgeB(JudgeA):
+    """Judge B: another class, so another identity (qualname ``JudgeB``)."""
 
 
 @pytest.fixture(scope="module")
@@ -55,20 +47,19 @@ def models(tmp_path_factory):
 @pytest.mark.slow
 def test_a_judge_server_swapped_mid_evaluation_is_refused_in_one_line_and_the_rerun_completes(models, tmp_path, capsys):
     """Server A answers 0.25, server B 0.75 (another callable: another identity). After A's second call the
-    test stops A and starts B on the same port; the client's requests meanwhile fail and are retried, B
-    answers, and the client's identity check after a call raises: exit 2, one stderr line naming the URL
-    and the change (qualname judge_a → judge_b); every saved judgement is A's (0.25 in both orders), none
+    test stops A and starts B on the same port (requests meanwhile fail and are retried); the client's
+    identity check after a call reaches B and raises: exit 2, one stderr line naming the URL
+    and the change (qualname JudgeA → JudgeB); every saved judgement is A's (0.25 in both orders), none
     is B's (0.75). Served A again, the same command completes (exit 0) from the saved judgements, every one
     of them A's."""
     out = tmp_path / "eval"
-    A_ANSWER_JUDGE.__init__(A_ANSWER, swap_after=2)
-    B_ANSWER_JUDGE.__init__(B_ANSWER)
+    judge_a, judge_b = JudgeA(A_ANSWER, swap_after=2), JudgeB(B_ANSWER)
     first = serve_in_thread(create_app(judge_a, name="a", max_wait_ms=0))
     url, port = first.url, first.port
     holder = {}
 
     def swap() -> None:
-        if A_ANSWER_JUDGE.swap.wait(300):
+        if judge_a.swap.wait(300):
             first.stop()
             holder["b"] = serve_in_thread(create_app(judge_b, name="b", max_wait_ms=0), port=port)
 
@@ -82,7 +73,7 @@ def test_a_judge_server_swapped_mid_evaluation_is_refused_in_one_line_and_the_re
         capsys.readouterr()
         code = main(argv)
     finally:
-        A_ANSWER_JUDGE.swap.set()
+        judge_a.swap.set()
         swapper.join()
         first.stop()
         if "b" in holder:
@@ -91,15 +82,15 @@ def test_a_judge_server_swapped_mid_evaluation_is_refused_in_one_line_and_the_re
     assert code == 2, err
     (line,) = [text for text in err.splitlines() if text.startswith("error: ")]
     assert line.startswith(f"error: judge server {url} now serves another judge than the one this run started with ("), line
-    assert "qualname: 'judge_a' → 'judge_b'" in line and "not kept" in line
-    assert A_ANSWER_JUDGE.calls >= 2 and "b" in holder  # the swap happened mid-run (B's judge may not be asked:
+    assert "qualname: 'JudgeA' → 'JudgeB'" in line and "not kept" in line
+    assert judge_a.calls >= 2 and "b" in holder  # the swap happened mid-run (B's judge may not be asked:
     # the check after A's last answered call may already reach B)
     saved = [json.loads(row) for f in (out / "judgements").glob("*.jsonl") for row in f.read_text().splitlines()]
     judged = [r for r in saved if not r.get("same")]
     assert len(judged) >= 4  # A's two calls: two pairs each, both orders in one call
     assert all(r["p_ab"] == A_ANSWER and r["p_ba"] == A_ANSWER for r in judged), judged
 
-    with serve_in_thread(create_app(judge_a, name="a", max_wait_ms=0), port=port):
+    with serve_in_thread(create_app(JudgeA(A_ANSWER), name="a", max_wait_ms=0), port=port):
         assert main(argv) == 0
     saved = [json.loads(row) for f in (out / "judgements").glob("*.jsonl") for row in f.read_text().splitlines()]
     assert len(saved) == 12 and all(r["p_ab"] == A_ANSWER for r in saved if not r.get("same"))
