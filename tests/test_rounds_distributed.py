@@ -23,7 +23,7 @@ import pytest
 import torch
 
 from lm_runs.cli import parse_config
-from lm_runs.rounds import RoundsConfig, prompt_shard, round_dir, shard_seed
+from lm_runs.rounds import RoundsConfig, epoch_dir, prompt_shard, round_dir, shard_seed
 from lm_runs.tiny import build_tiny_lm
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -241,9 +241,10 @@ def test_two_ranks_under_zero2_train_onpo_lora_rounds_as_ddp_with_loadable_auxil
     (the same AdamW steps, the gradients reduced by ZeRO-2 instead of DDP: measured 0, bit for bit, on one
     machine), and each rank saved its ZeRO-2 optimizer partition in both phases' checkpoints. Each saved π′_{r+1} loads back
     into a fresh LoRA-wrapped model (load_policy + load_state_dict) and gives its ``logp.jsonl`` within
-    1e-5 (recomputed in one process, float32), and differs from the round's policy end; the final model
-    folder is a peft adapter (adapter_config.json) that PeftModel.from_pretrained loads to the final
-    adapter bit for bit. Stopped after round 1's training and resumed (its policy phase from its last ZeRO-2
+    1e-5 (recomputed in one process, float32), and differs from the round's policy end; each round end's
+    model folder (epochs/epoch-r) and the final one are peft adapters (adapter_config.json) that
+    PeftModel.from_pretrained loads to that round's policy.pt bit for bit (π′ has no such folder: its
+    policy.pt is the adapter's parameters). Stopped after round 1's training and resumed (its policy phase from its last ZeRO-2
     checkpoint of the adapter): torch.equal to the uninterrupted run. (4 torchrun launches: about 4 minutes.)"""
     from peft import PeftModel
     from transformers import AutoModelForCausalLM
@@ -295,10 +296,12 @@ def test_two_ranks_under_zero2_train_onpo_lora_rounds_as_ddp_with_loadable_auxil
         end = torch.load(round_dir(zero2, r) / "policy.pt")
         assert gap(torch.load(round_dir(zero2, r) / "auxiliary" / "policy.pt"), end) > 1e-4  # π′_{r+1} is not π_{r+1}
 
-    assert (zero2 / "adapter_config.json").is_file()
-    loaded = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(tiny["model"]), str(zero2), is_trainable=True)
-    adapter = {n: p.detach() for n, p in loaded.named_parameters() if p.requires_grad}
-    assert adapter.keys() == rank0.keys() and all(torch.equal(adapter[k], rank0[k]) for k in rank0)
+    for folder, end in ((epoch_dir(zero2, 1), round_dir(zero2, 0) / "policy.pt"), (epoch_dir(zero2, 2), round_dir(zero2, 1) / "policy.pt"),
+                        (zero2, round_dir(zero2, 1) / "policy.pt")):
+        assert (folder / "adapter_config.json").is_file()
+        loaded = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(tiny["model"]), str(folder), is_trainable=True)
+        adapter, saved = {n: p.detach() for n, p in loaded.named_parameters() if p.requires_grad}, torch.load(end)
+        assert adapter.keys() == saved.keys() and all(torch.equal(adapter[k], saved[k]) for k in saved), folder
 
     launch(tmp_path / "cut_records", flags(tiny, cut, *zero2_flags), interrupt_round=1)
     assert (round_dir(cut, 1) / "auxiliary" / "policy.pt").is_file() and not (round_dir(cut, 1) / "policy.pt").exists()
