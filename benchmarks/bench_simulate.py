@@ -7,12 +7,14 @@
     python benchmarks/bench_simulate.py --roofline          # stream bandwidth and the N=1000 step's bytes/flops
     python benchmarks/bench_simulate.py --profile           # where each setting's time goes
     python benchmarks/bench_simulate.py --compare /tmp/old --repeats 5   # suite, old tree vs this one
+    NUMBA_NUM_THREADS=1 python benchmarks/bench_simulate.py --skip-scaling --compare /tmp/old   # ... one thread
 
 Prints seconds per setting (6 settings × 5 algorithms × 10 runs, the paper's work) and, for the
 scaling table, seconds per step and the time extrapolated to the requested runs × steps. The paper's
 reference implementation is timed beside egpo by ``benchmarks/bench_reference.py``.
 ``--compare`` times the suite in fresh processes, the other tree (e.g. ``git worktree add /tmp/old
-HEAD~1``) and this one alternately, and prints each setting's median and range over the repeats.
+HEAD~1``) and this one alternately, and prints each setting's median and range over the repeats, wall
+clock and CPU time.
 
 The timing functions (:func:`time_call`, :func:`time_presets`, :func:`time_scaling`) are also what the
 ``benchmarks`` notebook imports from this file.
@@ -325,9 +327,9 @@ PRESETS["exact-tabular-beta0.1"].run(conventions=conventions, iterations=2, prog
 PRESETS["exact-neural-beta0.01"].run(conventions=conventions, iterations=2, progress=False)
 seconds = {}
 for name, preset in PRESETS.items():
-    start = time.perf_counter()
+    start, cpu = time.perf_counter(), time.process_time()
     preset.run(conventions=conventions, progress=False)
-    seconds[name] = time.perf_counter() - start
+    seconds[name] = [time.perf_counter() - start, time.process_time() - cpu]
 print(json.dumps(seconds))
 """
 
@@ -335,8 +337,10 @@ print(json.dumps(seconds))
 def compare_trees(trees: Sequence[str], conventions: str = "reference", repeats: int = 3) -> pd.DataFrame:
     """Seconds of each paper setting for each source tree (a folder holding ``egpo_core``), each
     measured in a fresh process, the trees taking turns ``repeats`` times (so that a busy period of a
-    shared machine slows them alike). Columns: tree, repeat, preset, seconds (one row per measurement;
-    the preset "whole suite" sums a repeat's settings)."""
+    shared machine slows them alike). Columns: tree, repeat, preset, seconds (wall clock), cpu_seconds
+    (the process's CPU time, all threads: with ``NUMBA_NUM_THREADS=1`` in the environment, a measure that
+    other jobs on the machine disturb less); one row per measurement, the preset "whole suite" sums a
+    repeat's settings."""
     import json
     import subprocess
     import sys
@@ -347,8 +351,9 @@ def compare_trees(trees: Sequence[str], conventions: str = "reference", repeats:
             done = subprocess.run([sys.executable, "-c", _TIME_TREE, str(tree), conventions], check=True,
                                   capture_output=True, text=True)
             seconds = json.loads(done.stdout.strip().splitlines()[-1])
-            seconds["whole suite"] = sum(seconds.values())
-            rows += [{"tree": str(tree), "repeat": repeat, "preset": k, "seconds": v} for k, v in seconds.items()]
+            seconds["whole suite"] = [sum(wall for wall, _ in seconds.values()), sum(cpu for _, cpu in seconds.values())]
+            rows += [{"tree": str(tree), "repeat": repeat, "preset": k, "seconds": wall, "cpu_seconds": cpu}
+                     for k, (wall, cpu) in seconds.items()]
     return pd.DataFrame(rows)
 
 
@@ -394,9 +399,11 @@ def main() -> None:
     if args.compare:
         here = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
         table = compare_trees([*args.compare, here], args.conventions, args.repeats)
-        summary = table.groupby(["preset", "tree"], sort=False)["seconds"].agg(["median", "min", "max"]).unstack("tree")
-        print(f"\nsuite (conventions={args.conventions!r}), {args.repeats} alternating repeats, median [min, max] s:")
-        print(summary.to_string(float_format=lambda v: f"{v:.2f}"))
+        for column, what in (("seconds", "wall-clock"), ("cpu_seconds", "CPU")):
+            summary = table.groupby(["preset", "tree"], sort=False)[column].agg(["median", "min", "max"]).unstack("tree")
+            print(f"\nsuite (conventions={args.conventions!r}), {args.repeats} alternating repeats, {what} seconds, "
+                  "median [min, max]:")
+            print(summary.to_string(float_format=lambda v: f"{v:.2f}"))
 
 
 if __name__ == "__main__":

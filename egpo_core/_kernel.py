@@ -18,6 +18,14 @@ Interface. :func:`run_chunk` takes the steps of a chunk and the named tuples of 
 (Games, Trajectories, Groups, Policy, Gradient, Recording, State, Outputs; each field's dtype, shape
 and meaning are documented where the tuple is defined); ``egpo_core._kernel_inputs`` builds them.
 
+Speed. :func:`run_chunk` allocates each group's work arrays (:class:`_Scratch`) and hands the group to
+:func:`_advance_group`. That function and everything it calls are compiled without numba's reference
+counting (``_nrt=False``; only the sampled minimiser's solve allocates, and keeps it, ``_nrt=True``), so the
+array views taken at every step cost no atomic increments and decrements. The products Pσ stream the
+transposed games (vector instructions across the entries of Pσ); sampled gradients read single entries
+from the games as given (``Games.entries``). The draws keep the splitmix64 state in a local variable and
+index with unsigned integers (numba adds no negative-index fix-up for those).
+
 For every trajectory the kernel computes the gradient g = ∂L/∂z of the algorithm's loss with
 respect to the logits z (closed form for exact expectations, sample averages otherwise) and
 back-propagates it into the parameters; then plain SGD with rate lr. With exact gradients, with
@@ -98,8 +106,11 @@ class Games(NamedTuple):
 
     P: np.ndarray
     """float64 (G, N, N): each game's transpose, P[g, j, i] = P(i ≻ j) in game g, whose rows the products Pσ
-    stream (:func:`_matvec`) and whose entries the draws read (float32 with ``SimulationConfig.dtype``
-    'float32' and sampled gradients); with ``panels`` float32 (G, 1, S), each game's :func:`panel_layout`."""
+    stream (:func:`_matvec`; float32 with ``SimulationConfig.dtype`` 'float32' and sampled gradients); with
+    ``panels`` float32 (G, 1, S), each game's :func:`panel_layout`."""
+    entries: np.ndarray
+    """float64 (G, N, N): with sampled gradients each game itself, P[g, i, j] = P(i ≻ j), whose single entries
+    the draws read (float32 with ``SimulationConfig.dtype`` 'float32'); (G, 0, 0) with exact gradients."""
     logp_ref: np.ndarray
     """float64 (G, N): log π_ref of game g."""
     panels: bool
@@ -294,12 +305,12 @@ def _build_sampler(w, table, stack):
         q = w[i] * n / total
         table[0, i] = q
         table[1, i] = i
-        if q < 1.0:
-            stack[n_small] = i
-            n_small += 1
-        else:
-            n_large -= 1
-            stack[n_large] = i
+        # without a branch: i goes to both free slots (n_small ≤ n_large − 1), the counts decide which is kept
+        small = np.int64(q < 1.0)
+        stack[n_large - 1] = i
+        stack[n_small] = i
+        n_small += small
+        n_large -= 1 - small
     while n_small > 0 and n_large < n:
         n_small -= 1
         small = stack[n_small]
@@ -330,9 +341,9 @@ def _sample(table, u):
         return np.uint64(min(count, n - 1))
     x = u * n
     i = min(np.int64(x), n - 1)
-    if x - i < table[0, i]:
-        return np.uint64(i)
-    return np.uint64(table[1, i])
+    alias = np.uint64(table[1, i])
+    keep = np.uint64(x - i < table[0, i])
+    return alias + (np.uint64(i) - alias) * keep  # i if kept, else its alias, without a branch
 
 
 @njit(cache=CACHE, _nrt=False)
@@ -553,7 +564,9 @@ def _product(P, x, out, panels, x32, acc):
 # ---------------------------------------------------------------- policy parametrizations
 @njit(cache=CACHE, _nrt=False)
 def _forward(params, neural, d, n_hidden, n, acts, pre, z):
-    """Logits z of a parameter vector: the logits themselves, or the MLP's output."""
+    """Logits z of a parameter vector: the logits themselves, or the MLP's output (each unit's sum
+    bias + Σ_i w_i a_i in index order; each weight row read as its own view, whose indices need no
+    negative-index fix-up)."""
     if not neural:
         for y in range(n):
             z[y] = params[y]
@@ -562,23 +575,28 @@ def _forward(params, neural, d, n_hidden, n, acts, pre, z):
         acts[0, i] = params[i]
     off = d
     for layer in range(n_hidden):
+        a = acts[layer]
         for o in range(d):
+            w = params[off + o * d:off + o * d + d]
             acc = params[off + d * d + o]
             for i in range(d):
-                acc += params[off + o * d + i] * acts[layer, i]
+                acc += w[i] * a[i]
             pre[layer, o] = acc
             acts[layer + 1, o] = acc if acc > 0.0 else 0.0
         off += d * d + d
+    a = acts[n_hidden]
     for y in range(n):
+        w = params[off + y * d:off + y * d + d]
         acc = params[off + n * d + y]
         for i in range(d):
-            acc += params[off + y * d + i] * acts[n_hidden, i]
+            acc += w[i] * a[i]
         z[y] = acc
 
 
 @njit(cache=CACHE, _nrt=False)
 def _backward(params, neural, d, n_hidden, n, acts, pre, g, grad, delta, delta_next):
-    """grad = (∂z/∂params)ᵀ g: back-propagation of the logit gradient g."""
+    """grad = (∂z/∂params)ᵀ g: back-propagation of the logit gradient g (every δ_i summed over the units
+    in index order; weight rows as views, as in :func:`_forward`)."""
     if not neural:
         for y in range(n):
             grad[y] = g[y]
@@ -586,11 +604,15 @@ def _backward(params, neural, d, n_hidden, n, acts, pre, g, grad, delta, delta_n
     off = d + n_hidden * (d * d + d)
     for i in range(d):
         delta[i] = 0.0
+    a = acts[n_hidden]
     for y in range(n):
-        grad[off + n * d + y] = g[y]
+        gy = g[y]
+        grad[off + n * d + y] = gy
+        w = params[off + y * d:off + y * d + d]
+        gw = grad[off + y * d:off + y * d + d]
         for i in range(d):
-            grad[off + y * d + i] = g[y] * acts[n_hidden, i]
-            delta[i] += params[off + y * d + i] * g[y]
+            gw[i] = gy * a[i]
+            delta[i] += w[i] * gy
     for layer in range(n_hidden - 1, -1, -1):
         off = d + layer * (d * d + d)
         for o in range(d):
@@ -598,11 +620,15 @@ def _backward(params, neural, d, n_hidden, n, acts, pre, g, grad, delta, delta_n
                 delta[o] = 0.0
         for i in range(d):
             delta_next[i] = 0.0
+        a = acts[layer]
         for o in range(d):
-            grad[off + d * d + o] = delta[o]
+            do = delta[o]
+            grad[off + d * d + o] = do
+            w = params[off + o * d:off + o * d + d]
+            gw = grad[off + o * d:off + o * d + d]
             for i in range(d):
-                grad[off + o * d + i] = delta[o] * acts[layer, i]
-                delta_next[i] += params[off + o * d + i] * delta[o]
+                gw[i] = do * a[i]
+                delta_next[i] += w[i] * do
         for i in range(d):
             delta[i] = delta_next[i]
     for i in range(d):
@@ -641,13 +667,12 @@ def _exact_gradient(loss, policy_pairs, logp, pi, logp_anchor, target, target_me
 
 @njit(cache=CACHE, _nrt=False)
 def _sampled_gradient(
-    loss, pairwise, optimistic, policy_pairs, num_samples, PT, logp, pi, logp_anchor,
+    loss, pairwise, optimistic, policy_pairs, num_samples, P, logp, pi, logp_anchor,
     table_pi, table_sigma, table_prev, beta, weight, rng, k, g, ell,
 ):
     """∂L/∂z of the sampled loss (mean over ``num_samples`` draws), an unbiased estimate of the exact one.
 
-    ``PT`` is the game's transpose: P(y ≻ y′) = PT[y′, y]. Per draw, in this order from trajectory k's
-    stream: pg: y ~ π, y′ ~ σ (then y″ ~ π_{t−1} when ``optimistic``), advantage [P(y,y′) (optimistic:
+    Per draw, in this order from trajectory k's stream: pg: y ~ π, y′ ~ σ (then y″ ~ π_{t−1} when ``optimistic``), advantage [P(y,y′) (optimistic:
     2P(y,y′) − P(y,y″))] − β ℓ(y). Regression: y, y′ ~ π (``policy_pairs``) or uniform (one draw); target
     (P(y,y′) − ½)/β when ``pairwise``, else y″ ~ σ (then y‴ ~ π_{t−1} when ``optimistic``) and
     [P(y,y″) − P(y′,y″)]/β (optimistic: twice it minus [P(y,y‴) − P(y′,y‴)]/β). ℓ = log π − log π_anchor
@@ -669,11 +694,11 @@ def _sampled_gradient(
             y = _sample(table_pi, _uniform(z))
             state, z = _splitmix64(state)
             yp = _sample(table_sigma, _uniform(z))
-            wins = PT[yp, y]
+            wins = P[y, yp]
             if optimistic:
                 state, z = _splitmix64(state)
                 ypp = _sample(table_prev, _uniform(z))
-                wins = 2.0 * wins - PT[ypp, y]
+                wins = 2.0 * wins - P[y, ypp]
             adv = wins - beta * ell[y]
             g[y] -= adv * weighted_scale
             total += adv * weighted_scale
@@ -690,15 +715,15 @@ def _sampled_gradient(
         else:
             y, yp = _index_pair(z, n)
         if pairwise:
-            t = (PT[yp, y] - 0.5) * inv_beta
+            t = (P[y, yp] - 0.5) * inv_beta
         else:
             state, z = _splitmix64(state)
             ypp = _sample(table_sigma, _uniform(z))
-            t = (PT[ypp, y] - PT[ypp, yp]) * inv_beta
+            t = (P[y, ypp] - P[yp, ypp]) * inv_beta
             if optimistic:
                 state, z = _splitmix64(state)
                 yppp = _sample(table_prev, _uniform(z))
-                t = 2.0 * t - (PT[yppp, y] - PT[yppp, yp]) * inv_beta
+                t = 2.0 * t - (P[y, yppp] - P[yp, yppp]) * inv_beta
         r = coef * (ell[y] - ell[yp] - t)
         g[y] += r
         g[yp] -= r
@@ -715,7 +740,7 @@ def _component_root(parent, i):
     return i
 
 
-@njit(cache=CACHE)
+@njit(cache=CACHE, _nrt=True)
 def _ordered_pair_solve(winners, losers, half_eta, n):
     """The minimum-norm f ∈ ℝ^N minimising Σ_s (f(w_s) − f(l_s) − η/2)² over the pairs (w_s, l_s).
 
@@ -754,7 +779,7 @@ def _ordered_pair_solve(winners, losers, half_eta, n):
     return _cholesky_solve(matrix, rhs)
 
 
-@njit(cache=CACHE)
+@njit(cache=CACHE, _nrt=True)
 def _cholesky_solve(A, b):
     """x = A⁻¹ b for a symmetric positive definite A, by Cholesky A = C Cᵀ (C lower triangular),
 
@@ -815,15 +840,15 @@ def _history_logits(mixed, logp_anchor, s, eta, beta, out):
         out[y] -= mean
 
 
-@njit(cache=CACHE)
-def _ordered_pair_logits(k, PT, logp, pi, logp_anchor, eta, beta, num_samples, table_pi, stack, rng, winners,
+@njit(cache=CACHE, _nrt=True)
+def _ordered_pair_logits(k, P, logp, pi, logp_anchor, eta, beta, num_samples, table_pi, stack, rng, winners,
                          losers, out):
     """``out`` = centered logits of the sampled "minimize" update of trajectory k: S = ``num_samples``
     ordered pairs of π_t, drawn from k's stream in the order of ``algorithms.inpo.ordered_pairs`` (all y ~ π_t,
     all y′ ~ π_t, then one uniform u per pair, y wins when u < P(y ≻ y′)), then
     (1 − ηβ) log π_t + ηβ log π_anchor + f with f = :func:`_ordered_pair_solve`; ``logp`` is log π_t there, or
-    the history mixture Σ_j λ_j log π_{t−j} (the pairs are π_t's, ``pi``). ``PT``: the game's transpose,
-    P(y ≻ y′) = PT[y′, y]. ``winners``, ``losers``: int64 scratch of length S."""
+    the history mixture Σ_j λ_j log π_{t−j} (the pairs are π_t's, ``pi``). ``winners``, ``losers``: int64
+    scratch of length S. Allocates (the solve's arrays), so compiled with numba's reference counting."""
     n = logp.shape[0]
     _build_sampler(pi, table_pi, stack)
     for s in range(num_samples):
@@ -831,7 +856,7 @@ def _ordered_pair_logits(k, PT, logp, pi, logp_anchor, eta, beta, num_samples, t
     for s in range(num_samples):
         losers[s] = _sample(table_pi, _next_uniform(rng, k))
     for s in range(num_samples):
-        if not _next_uniform(rng, k) < PT[losers[s], winners[s]]:  # y′ won: swap
+        if not _next_uniform(rng, k) < P[winners[s], losers[s]]:  # y′ won: swap
             y = winners[s]
             winners[s] = losers[s]
             losers[s] = y
@@ -889,11 +914,128 @@ def run_chunk(
     the final policy (t = total_steps) in the last column. With ``with_average``, ``avg_sum``
     accumulates Σ_{s≤t} π_s and the gap and exploitability of the average iterate
     π̄_t = Σ_{s≤t} π_s / (t + 1) are recorded too. (A chunk's last step is recorded again, complete,
-    by the next chunk.)
+    by the next chunk.) Threads take the groups one at a time; each allocates its work arrays
+    (:class:`_Scratch`) and runs :func:`_advance_group`.
     """
-    # Every field is read once, here, before the parallel loop: numba (0.68 still) drops stores into an
-    # array reached through a named tuple inside prange (numba/numba#5872), so the loop sees only locals.
+    # The sizes are read here, before the parallel loop, which passes the tuples whole to _advance_group:
+    # numba (0.68 still) drops stores into an array reached through a named tuple in the prange body itself
+    # (numba/numba#5872); the stores in a function it calls are kept.
+    group_ptr = groups.group_ptr
+    members = groups.members
+    scheme = trajectories.scheme
+    history_length = trajectories.history_length
+    n = games.logp_ref.shape[1]
+    npar = state.params.shape[1]
+    d = policy.width
+    n_hidden = policy.n_hidden
+    shared = policy.shared
+    panels = games.panels
+    sampled = gradient.sampled
+    num_samples = gradient.num_samples
+    lanes = -(-n // _LANES) * _LANES if panels else 0  # _panel_product's scratch
+    weights = npar - d if shared else 0
+    layers = max(n_hidden, 1)
+    n_groups = group_ptr.shape[0] - 1
+    for gi in prange(n_groups):
+        g0 = group_ptr[gi]
+        size = group_ptr[gi + 1] - g0
+        minimize = scheme[members[g0]] == _SCHEME_MINIMIZE  # a group holds one algorithm
+        solve = minimize and sampled  # the sampled minimiser; the exact one is the uniform-pair step below
+        ring = minimize and history_length[members[g0]] > 1  # a history of policies in the anchor (MNPO)
+        ring_n = n if ring else 0
+        pairs = num_samples if solve else 0
+        scratch = _Scratch(
+            z=np.empty((size, n)), logp=np.empty((size, n)), pi=np.empty((size, n)), s=np.empty((size, n)),
+            target=np.empty((size, n)), sigma=np.empty((size, n)), table_pi=np.empty((size, 2, n)),
+            table_sigma=np.empty((size, 2, n)), table_prev=np.empty((size, 2, n)), stack=np.empty(n, dtype=np.int64),
+            logp_half=np.empty((size, n)), grad_logits=np.empty((size, n)), grads=np.empty((size, npar)),
+            half=np.empty((size, npar)), shared_sum=np.empty(weights),
+            acts=np.zeros((size, n_hidden + 1, d)), pre=np.zeros((size, layers, d)),
+            acts_h=np.zeros((size, n_hidden + 1, d)), pre_h=np.zeros((size, layers, d)),
+            delta=np.empty(d), delta_next=np.empty(d), work=np.empty(n), avg_pi=np.empty(n), avg_logp=np.empty(n),
+            avg_s=np.empty(n), x32=np.empty(lanes, dtype=np.float32), acc=np.empty(lanes),
+            mixed=np.empty((size, ring_n)), winners=np.empty(pairs, dtype=np.int64), losers=np.empty(pairs, dtype=np.int64),
+        )
+        _advance_group(t_start, t_end, g0, size, minimize, solve, ring, members, games, trajectories, policy, gradient,
+                       recording, state, outputs, scratch)
+
+
+class _Scratch(NamedTuple):
+    """A group's work arrays (``size`` members m, N actions, ``npar`` parameters), allocated by :func:`run_chunk`."""
+
+    z: np.ndarray
+    """(size, N) logits."""
+    logp: np.ndarray
+    """(size, N) log π_t."""
+    pi: np.ndarray
+    """(size, N) π_t."""
+    s: np.ndarray
+    """(size, N) Pπ_t."""
+    target: np.ndarray
+    """(size, N) the loss's target potential."""
+    sigma: np.ndarray
+    """(size, N) the opponent σ_t."""
+    table_pi: np.ndarray
+    """(size, 2, N) sampler of π_t."""
+    table_sigma: np.ndarray
+    """(size, 2, N) sampler of σ_t."""
+    table_prev: np.ndarray
+    """(size, 2, N) sampler of π_{t−1}."""
+    stack: np.ndarray
+    """int64 (N) the alias tables' scratch."""
+    logp_half: np.ndarray
+    """(size, N) log π_{t+½} (extragradient)."""
+    grad_logits: np.ndarray
+    """(size, N) ∂L/∂z, or the new logits of a direct update."""
+    grads: np.ndarray
+    """(size, npar) parameter gradients."""
+    half: np.ndarray
+    """(size, npar) θ_{t+½}."""
+    shared_sum: np.ndarray
+    """(npar − d) the summed weight gradients of a shared network (else empty)."""
+    acts: np.ndarray
+    """(size, hidden layers + 1, d) the network's activations."""
+    pre: np.ndarray
+    """(size, max(hidden layers, 1), d) its pre-activations."""
+    acts_h: np.ndarray
+    """``acts`` of θ_{t+½}."""
+    pre_h: np.ndarray
+    """``pre`` of θ_{t+½}."""
+    delta: np.ndarray
+    """(d) back-propagated gradient."""
+    delta_next: np.ndarray
+    """(d) back-propagated gradient."""
+    work: np.ndarray
+    """(N) scratch."""
+    avg_pi: np.ndarray
+    """(N) π̄_t."""
+    avg_logp: np.ndarray
+    """(N) log π̄_t."""
+    avg_s: np.ndarray
+    """(N) Pπ̄_t."""
+    x32: np.ndarray
+    """float32 (N̄) :func:`_panel_product`'s scratch (empty without panels)."""
+    acc: np.ndarray
+    """(N̄) :func:`_panel_product`'s scratch (empty without panels)."""
+    mixed: np.ndarray
+    """(size, N) the history mixture (MNPO; else (size, 0))."""
+    winners: np.ndarray
+    """int64 (S) the sampled minimiser's winners (else empty)."""
+    losers: np.ndarray
+    """int64 (S) the sampled minimiser's losers (else empty)."""
+
+
+@njit(cache=CACHE, _nrt=False)
+def _advance_group(t_start, t_end, g0, size, minimize, solve, ring, members, games, trajectories, policy, gradient,
+                   recording, state, outputs, scratch):
+    """:func:`run_chunk`'s steps for the group of ``size`` trajectories members[g0:g0 + size], in lockstep.
+
+    ``minimize``: the group's algorithm has the "minimize" scheme, ``solve``: sampled (the minimiser of the
+    drawn pairs), ``ring``: a history of policies (MNPO). Compiled without numba's reference counting (as
+    every function it calls but the sampled minimiser's): the views it takes of its arrays cost nothing.
+    """
     P = games.P
+    entries = games.entries
     logp_ref_games = games.logp_ref
     panels = games.panels
     game = trajectories.game
@@ -910,8 +1052,6 @@ def run_chunk(
     mixture_over_runs = trajectories.mixture_over_runs
     history_length = trajectories.history_length
     history_weights = trajectories.history_weights
-    group_ptr = groups.group_ptr
-    members = groups.members
     neural = policy.neural
     d = policy.width
     n_hidden = policy.n_hidden
@@ -935,141 +1075,133 @@ def run_chunk(
     out_kl = outputs.kl_to_equilibrium
     out_avg_gap = outputs.average_gap
     out_avg_expl = outputs.average_exploitability
+    z = scratch.z
+    logp = scratch.logp
+    pi = scratch.pi
+    s = scratch.s
+    target = scratch.target
+    sigma = scratch.sigma
+    table_pi = scratch.table_pi
+    table_sigma = scratch.table_sigma
+    table_prev = scratch.table_prev
+    stack = scratch.stack
+    logp_half = scratch.logp_half
+    grad_logits = scratch.grad_logits
+    grads = scratch.grads
+    half = scratch.half
+    shared_sum = scratch.shared_sum
+    acts = scratch.acts
+    pre = scratch.pre
+    acts_h = scratch.acts_h
+    pre_h = scratch.pre_h
+    delta = scratch.delta
+    delta_next = scratch.delta_next
+    work = scratch.work
+    avg_pi = scratch.avg_pi
+    avg_logp = scratch.avg_logp
+    avg_s = scratch.avg_s
+    x32 = scratch.x32
+    acc = scratch.acc
+    mixed = scratch.mixed
+    winners = scratch.winners
+    losers = scratch.losers
     n = logp_ref_games.shape[1]
     npar = params.shape[1]
-    padded = -(-n // _LANES) * _LANES
-    n_groups = group_ptr.shape[0] - 1
-    for gi in prange(n_groups):
-        g0 = group_ptr[gi]
-        size = group_ptr[gi + 1] - g0
-        z = np.empty((size, n))
-        logp = np.empty((size, n))
-        pi = np.empty((size, n))
-        s = np.empty((size, n))
-        target = np.empty((size, n))
-        sigma = np.empty((size, n))
-        table_pi = np.empty((size, 2, n))
-        table_sigma = np.empty((size, 2, n))
-        table_prev = np.empty((size, 2, n))
-        stack = np.empty(n, dtype=np.int64)
-        logp_half = np.empty((size, n))
-        grad_logits = np.empty((size, n))
-        grads = np.empty((size, npar))
-        half = np.empty((size, npar))
-        shared_sum = np.empty(npar - d if shared else 0)
-        acts = np.zeros((size, n_hidden + 1, d))
-        pre = np.zeros((size, max(n_hidden, 1), d))
-        acts_h = np.zeros((size, n_hidden + 1, d))
-        pre_h = np.zeros((size, max(n_hidden, 1), d))
-        delta = np.empty(d)
-        delta_next = np.empty(d)
-        work = np.empty(n)
-        avg_pi = np.empty(n)
-        avg_logp = np.empty(n)
-        avg_s = np.empty(n)
-        x32 = np.empty(padded if panels else 0, dtype=np.float32)  # _panel_product's scratch
-        acc = np.empty(padded if panels else 0)
-        minimize = scheme[members[g0]] == _SCHEME_MINIMIZE  # a group holds one algorithm
-        solve = minimize and sampled  # the sampled minimiser; the exact one is the uniform-pair step below
-        ring = minimize and history_length[members[g0]] > 1  # a history of policies in the anchor (MNPO)
-        direct = solve or ring  # the update writes the new logits themselves
-        mixed = np.empty((size, n if ring else 0))
-        winners = np.empty(num_samples if solve else 0, dtype=np.int64)
-        losers = np.empty(num_samples if solve else 0, dtype=np.int64)
-        for t in range(t_start, t_end + 1):
-            final = t == total_steps
-            # --- π_t, P(· ≻ π_t) and the metrics
+    direct = solve or ring  # the update writes the new logits themselves
+    for t in range(t_start, t_end + 1):
+        final = t == total_steps
+        # --- π_t, P(· ≻ π_t) and the metrics
+        for m in range(size):
+            k = members[g0 + m]
+            _forward(params[k], neural, d, n_hidden, n, acts[m], pre[m], z[m])
+            _softmax_pair(z[m], logp[m], pi[m])
+            _product(P[game[k]], pi[m], s[m], panels, x32, acc)
+            if with_average and (t < t_end or final):
+                for y in range(n):
+                    avg_sum[k, y] += pi[m, y]
+            if t % record_every == 0 or final:
+                col = out_gap.shape[1] - 1 if final else t // record_every
+                _record(logp[m], pi[m], s[m], logp_ref_games[game[k]], beta[k], star_logp,
+                        with_extra, out_gap, out_expl, out_kl, k, col, work)
+                if with_average:
+                    for y in range(n):
+                        avg_pi[y] = avg_sum[k, y] / (t + 1)
+                        avg_logp[y] = np.log(avg_pi[y])
+                    _product(P[game[k]], avg_pi, avg_s, panels, x32, acc)
+                    out_avg_gap[k, col] = _duality_gap(avg_logp, avg_pi, avg_s, logp_ref_games[game[k]],
+                                                       beta[k], work)
+                    out_avg_expl[k, col] = _max(avg_s) - 0.5
+            if t == 0:
+                for y in range(n):
+                    prev_logp[k, y] = logp[m, y]
+            if ring:  # log π_t into slot t mod H; at t = 0 into every slot (policies before π_0 are π_0)
+                for slot in range(history_length[k]):
+                    if t == 0 or slot == t % history_length[k]:
+                        for y in range(n):
+                            history_logp[k, slot, y] = logp[m, y]
+            if magnet_period[k] > 0 and t > 0 and t % magnet_period[k] == 0:
+                for y in range(n):
+                    magnet_logp[k, y] = logp[m, y]
+        if t == t_end:
+            break
+        # --- the opponent σ_t: π_t, or the geometric mixture π_t^{1−c} π_ref^c
+        for m in range(size):
+            k = members[g0 + m]
+            if opponent[k] != _OPP_MIXTURE:
+                for y in range(n):
+                    sigma[m, y] = pi[m, y]
+        if opponent[members[g0]] == _OPP_MIXTURE:  # a group holds one algorithm
+            _mixture_opponents(g0, size, members, game, mixture, mixture_over_runs, logp, logp_ref_games, sigma,
+                               target, work)
+        # --- gradient step(s); a group holds one algorithm, so its members share the scheme.
+        # Extragradient: θ_{t+½} = θ_t − lr·∇L(θ_t; σ(π_t)), then θ_{t+1} = θ_t − lr·∇L(θ_t; σ(π_{t+½})),
+        # σ(·) the declared opponent of that policy (itself, its mixture, optimistic against π_{t−1}).
+        passes = 2 if scheme[members[g0]] == _SCHEME_EXTRAGRADIENT else 1
+        for step_pass in range(passes):
+            final_pass = step_pass == passes - 1
             for m in range(size):
                 k = members[g0 + m]
-                _forward(params[k], neural, d, n_hidden, n, acts[m], pre[m], z[m])
-                _softmax_pair(z[m], logp[m], pi[m])
-                _product(P[game[k]], pi[m], s[m], panels, x32, acc)
-                if with_average and (t < t_end or final):
-                    for y in range(n):
-                        avg_sum[k, y] += pi[m, y]
-                if t % record_every == 0 or final:
-                    col = out_gap.shape[1] - 1 if final else t // record_every
-                    _record(logp[m], pi[m], s[m], logp_ref_games[game[k]], beta[k], star_logp,
-                            with_extra, out_gap, out_expl, out_kl, k, col, work)
-                    if with_average:
-                        for y in range(n):
-                            avg_pi[y] = avg_sum[k, y] / (t + 1)
-                            avg_logp[y] = np.log(avg_pi[y])
-                        _product(P[game[k]], avg_pi, avg_s, panels, x32, acc)
-                        out_avg_gap[k, col] = _duality_gap(avg_logp, avg_pi, avg_s, logp_ref_games[game[k]],
-                                                           beta[k], work)
-                        out_avg_expl[k, col] = _max(avg_s) - 0.5
-                if t == 0:
+                if direct:  # the new logits themselves, in grad_logits
+                    logp_anchor = _anchor_logp(anchor[k], logp[m], logp_ref_games[game[k]], magnet_logp[k])
+                    if ring:
+                        _history_mixture(history_logp[k], history_weights[k], history_length[k], t, mixed[m])
+                    if solve:
+                        _ordered_pair_logits(k, entries[game[k]], mixed[m] if ring else logp[m], pi[m], logp_anchor,
+                                             eta[k], beta[k], num_samples, table_pi[m], stack, rng, winners, losers,
+                                             grad_logits[m])
+                    else:
+                        _history_logits(mixed[m], logp_anchor, s[m], eta[k], beta[k], grad_logits[m])
+                    continue
+                _step_gradient(
+                    k, loss[k], opponent[k], anchor[k], P[game[k]], entries[game[k]],
+                    logp[m], pi[m], s[m], logp_ref_games[game[k]], magnet_logp[k], prev_logp[k], sigma[m],
+                    step_pass == 0 and opponent[k] != _OPP_MIXTURE, target[m], table_pi[m], table_sigma[m],
+                    table_prev[m], stack, beta[k], 1.0 if minimize else weight[k], sampled, num_samples,
+                    pair_from_policy and not minimize, rng, grad_logits[m], work, panels, x32, acc,
+                )
+                _backward(params[k], neural, d, n_hidden, n, acts[m], pre[m], grad_logits[m], grads[m],
+                          delta, delta_next)
+            _share(grads, size, shared, d, shared_sum)
+            for m in range(size):
+                k = members[g0 + m]
+                if direct:
+                    for p in range(npar):
+                        params[k, p] = grad_logits[m, p]
                     for y in range(n):
                         prev_logp[k, y] = logp[m, y]
-                if ring:  # log π_t into slot t mod H; at t = 0 into every slot (policies before π_0 are π_0)
-                    for slot in range(history_length[k]):
-                        if t == 0 or slot == t % history_length[k]:
-                            for y in range(n):
-                                history_logp[k, slot, y] = logp[m, y]
-                if magnet_period[k] > 0 and t > 0 and t % magnet_period[k] == 0:
+                elif final_pass:
+                    for p in range(npar):
+                        params[k, p] -= lr[k] * grads[m, p]
                     for y in range(n):
-                        magnet_logp[k, y] = logp[m, y]
-            if t == t_end:
-                break
-            # --- the opponent σ_t: π_t, or the geometric mixture π_t^{1−c} π_ref^c
-            for m in range(size):
-                k = members[g0 + m]
-                if opponent[k] != _OPP_MIXTURE:
-                    for y in range(n):
-                        sigma[m, y] = pi[m, y]
-            if opponent[members[g0]] == _OPP_MIXTURE:  # a group holds one algorithm
-                _mixture_opponents(g0, size, members, game, mixture, mixture_over_runs, logp, logp_ref_games, sigma,
-                                   target, work)
-            # --- gradient step(s); a group holds one algorithm, so its members share the scheme.
-            # Extragradient: θ_{t+½} = θ_t − lr·∇L(θ_t; σ(π_t)), then θ_{t+1} = θ_t − lr·∇L(θ_t; σ(π_{t+½})),
-            # σ(·) the declared opponent of that policy (itself, its mixture, optimistic against π_{t−1}).
-            passes = 2 if scheme[members[g0]] == _SCHEME_EXTRAGRADIENT else 1
-            for step_pass in range(passes):
-                final_pass = step_pass == passes - 1
-                for m in range(size):
-                    k = members[g0 + m]
-                    if direct:  # the new logits themselves, in grad_logits
-                        logp_anchor = _anchor_logp(anchor[k], logp[m], logp_ref_games[game[k]], magnet_logp[k])
-                        if ring:
-                            _history_mixture(history_logp[k], history_weights[k], history_length[k], t, mixed[m])
-                        if solve:
-                            _ordered_pair_logits(k, P[game[k]], mixed[m] if ring else logp[m], pi[m], logp_anchor,
-                                                 eta[k], beta[k], num_samples, table_pi[m], stack, rng, winners, losers,
-                                                 grad_logits[m])
-                        else:
-                            _history_logits(mixed[m], logp_anchor, s[m], eta[k], beta[k], grad_logits[m])
-                        continue
-                    _step_gradient(
-                        k, loss[k], opponent[k], anchor[k], P[game[k]],
-                        logp[m], pi[m], s[m], logp_ref_games[game[k]], magnet_logp[k], prev_logp[k], sigma[m],
-                        step_pass == 0 and opponent[k] != _OPP_MIXTURE, target[m], table_pi[m], table_sigma[m],
-                        table_prev[m], stack, beta[k], 1.0 if minimize else weight[k], sampled, num_samples,
-                        pair_from_policy and not minimize, rng, grad_logits[m], work, panels, x32, acc,
-                    )
-                    _backward(params[k], neural, d, n_hidden, n, acts[m], pre[m], grad_logits[m], grads[m],
-                              delta, delta_next)
-                _share(grads, size, shared, d, shared_sum)
-                for m in range(size):
-                    k = members[g0 + m]
-                    if direct:
-                        for p in range(npar):
-                            params[k, p] = grad_logits[m, p]
-                        for y in range(n):
-                            prev_logp[k, y] = logp[m, y]
-                    elif final_pass:
-                        for p in range(npar):
-                            params[k, p] -= lr[k] * grads[m, p]
-                        for y in range(n):
-                            prev_logp[k, y] = logp[m, y]
-                    else:  # the half step; its policy (or that policy's mixture) is the next pass's opponent
-                        for p in range(npar):
-                            half[m, p] = params[k, p] - lr[k] * grads[m, p]
-                        _forward(half[m], neural, d, n_hidden, n, acts_h[m], pre_h[m], z[m])
-                        _softmax_pair(z[m], logp_half[m], sigma[m])
-                if not final_pass and opponent[members[g0]] == _OPP_MIXTURE:
-                    _mixture_opponents(g0, size, members, game, mixture, mixture_over_runs, logp_half, logp_ref_games,
-                                       sigma, target, work)
+                        prev_logp[k, y] = logp[m, y]
+                else:  # the half step; its policy (or that policy's mixture) is the next pass's opponent
+                    for p in range(npar):
+                        half[m, p] = params[k, p] - lr[k] * grads[m, p]
+                    _forward(half[m], neural, d, n_hidden, n, acts_h[m], pre_h[m], z[m])
+                    _softmax_pair(z[m], logp_half[m], sigma[m])
+            if not final_pass and opponent[members[g0]] == _OPP_MIXTURE:
+                _mixture_opponents(g0, size, members, game, mixture, mixture_over_runs, logp_half, logp_ref_games,
+                                   sigma, target, work)
 
 
 @njit(cache=CACHE, inline="always")
@@ -1136,14 +1268,14 @@ def _anchor_logp(anchor, logp, logp_ref, magnet):
 
 @njit(cache=CACHE, _nrt=False)
 def _step_gradient(
-    k, loss, opponent, anchor, P, logp, pi, s, logp_ref, magnet, prev, sigma, sigma_is_pi, target,
+    k, loss, opponent, anchor, P, entries, logp, pi, s, logp_ref, magnet, prev, sigma, sigma_is_pi, target,
     table_pi, table_sigma, table_prev, stack, beta, weight, sampled, num_samples, pair_from_policy, rng, g, work,
     panels, x32, acc,
 ):
     """Logit gradient of trajectory k's loss against the opponent distribution ``sigma``
     (``sigma_is_pi``: σ = π_t, whose preference vector s = Pπ_t is already known). ``P`` holds the game's
     transpose Pᵀ, or with ``panels`` its float32 panels (exact gradients only, :func:`_product`; ``x32``,
-    ``acc`` its scratch); ``work`` (N) is overwritten."""
+    ``acc`` its scratch); ``entries`` the game P itself (sampled gradients); ``work`` (N) is overwritten."""
     n = logp.shape[0]
     logp_anchor = _anchor_logp(anchor, logp, logp_ref, magnet)
     optimistic = opponent == _OPP_OPTIMISTIC
@@ -1191,5 +1323,5 @@ def _step_gradient(
         for y in range(n):
             work[y] = np.exp(prev[y])
         _build_sampler(work, table_prev, stack)
-    _sampled_gradient(loss, pairwise, optimistic, policy_pairs, num_samples, P, logp, pi, logp_anchor,
+    _sampled_gradient(loss, pairwise, optimistic, policy_pairs, num_samples, entries, logp, pi, logp_anchor,
                       table_pi, table_sigma, table_prev, beta, weight, rng, k, g, work)

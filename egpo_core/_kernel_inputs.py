@@ -168,11 +168,14 @@ def build_kernel_inputs(
             eq = regularized_equilibrium(P, logp_ref, float(b))
             star[cfg_of == c] = log_softmax_rows(eq.logits)[game[cfg_of == c]]
 
+    # the draws' single entries P(y ≻ y′), in the games' own layout (sampled gradients only)
+    entries = np.ascontiguousarray(P if sampled else P[:, :0, :0], dtype=np.float32 if single else np.float64)
+
     def recorded(needed: bool) -> np.ndarray:
         return np.full((K, n_recorded) if needed else (1, 1), np.nan)
 
     return _kernel.KernelInputs(
-        games=_kernel.Games(P=_stored_games(P, sampled, single), logp_ref=logp_ref,
+        games=_kernel.Games(P=_stored_games(P, sampled, single), entries=entries, logp_ref=logp_ref,
                             panels=single and not sampled),
         trajectories=trajectories,
         groups=_groups(runs, shared | over_runs, trajectories.scheme),
@@ -196,9 +199,9 @@ def build_kernel_inputs(
 
 
 def _stored_games(P: np.ndarray, sampled: bool, single: bool) -> np.ndarray:
-    """The games as :class:`~egpo_core._kernel.Games` holds them: transposed (the products stream the rows of
-    Pᵀ; the draws read P(y ≻ y′) as Pᵀ[y′, y]), float32 with ``single`` and sampled gradients, or, with ``single``
-    and exact gradients, the float32 panels of A = P − ½ (:func:`~egpo_core._kernel.panel_layout`)."""
+    """The games as :attr:`~egpo_core._kernel.Games.P` holds them for the products Pσ: transposed (float32 with
+    ``single`` and sampled gradients), or, with ``single`` and exact gradients, the float32 panels of A = P − ½
+    (:func:`~egpo_core._kernel.panel_layout`)."""
     if single and not sampled:
         return _kernel.panel_layout(P)
     return np.ascontiguousarray(P.transpose(0, 2, 1), dtype=np.float32 if single else np.float64)

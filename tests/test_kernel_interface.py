@@ -4,8 +4,10 @@
 kernel and of the code that builds its inputs (``_kernel_inputs``) and check that
 
 * run_chunk's parameters are the steps and the fields of KernelInputs, each annotated with its type;
-* every field of every tuple is read exactly once, by name, in run_chunk, and the parallel loop sees
-  no tuple (numba drops stores into a named tuple's arrays inside prange, numba/numba#5872);
+* every field of every tuple is read by name, in run_chunk (sizes and flags, before its parallel loop) or
+  once in ``_advance_group`` (before its loop), and the parallel loop passes the tuples only whole to
+  ``_advance_group`` (numba drops stores into a named tuple's arrays written in the prange body itself,
+  numba/numba#5872; a call it keeps);
 * every tuple is built once, with every field named (no positional values);
 * every field has a docstring, and each array holds the dtype and shape its docstring states.
 
@@ -33,9 +35,26 @@ TUPLES = {name: getattr(_kernel, name) for name in
           ("Games", "Trajectories", "Groups", "Policy", "Gradient", "Recording", "State", "Outputs")}
 
 
-def _run_chunk_tree() -> ast.FunctionDef:
-    source = textwrap.dedent(inspect.getsource(_kernel.run_chunk.py_func))
+def _function_tree(dispatcher) -> ast.FunctionDef:
+    source = textwrap.dedent(inspect.getsource(dispatcher.py_func))
     return ast.parse(source).body[0]
+
+
+def _field_reads(tree: ast.FunctionDef, parameter_type: dict) -> tuple[dict, set]:
+    """(tuple, field) → how often ``tree`` reads tuple.field, and the ids of the Name nodes read so."""
+    reads, attribute_values = {}, set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name) and node.value.id in parameter_type:
+            key = (node.value.id, node.attr)
+            assert node.attr in parameter_type[node.value.id]._fields, \
+                f"{tree.name} reads {node.value.id}.{node.attr}, not a field of {parameter_type[node.value.id].__name__}"
+            reads[key] = reads.get(key, 0) + 1
+            attribute_values.add(id(node.value))
+    return reads, attribute_values
+
+
+def _first_loop(tree: ast.FunctionDef) -> int:
+    return next(i for i, stmt in enumerate(tree.body) if isinstance(stmt, ast.For))
 
 
 def _field_docs() -> dict[tuple[str, str], str]:
@@ -61,27 +80,38 @@ def test_run_chunk_takes_the_steps_then_the_kernel_inputs_by_type():
     assert sorted(t.__name__ for t in input_types.values()) == sorted(TUPLES), "each tuple type is one parameter"
 
 
-def test_every_field_is_read_once_by_name_before_the_parallel_loop():
-    tree = _run_chunk_tree()
+def test_every_field_is_read_by_name_before_the_loops():
     parameter_type = typing.get_type_hints(_kernel.KernelInputs)
-    reads = {(name, field): 0 for name, cls in parameter_type.items() for field in cls._fields}
-    attribute_values = set()
-    for node in ast.walk(tree):
-        if isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name) and node.value.id in parameter_type:
-            key = (node.value.id, node.attr)
-            assert key in reads, f"run_chunk reads {node.value.id}.{node.attr}, not a field of {parameter_type[node.value.id].__name__}"
-            reads[key] += 1
-            attribute_values.add(id(node.value))
-    assert [key for key, count in reads.items() if count != 1] == [], "fields not read exactly once"
-    # A tuple parameter appears only as tuple.field (no positional unpacking, not passed on whole) ...
-    for node in ast.walk(tree):
+    outer, inner = _function_tree(_kernel.run_chunk), _function_tree(_kernel._advance_group)
+    outer_reads, outer_values = _field_reads(outer, parameter_type)
+    inner_reads, inner_values = _field_reads(inner, parameter_type)
+    fields = {(name, field) for name, cls in parameter_type.items() for field in cls._fields}
+    assert fields - set(outer_reads) - set(inner_reads) == set(), "fields never read"
+    assert [key for key, count in inner_reads.items() if count != 1] == [], "fields read more than once in _advance_group"
+    assert [key for key, count in outer_reads.items() if count != 1] == [], "fields read more than once in run_chunk"
+    # run_chunk: tuple.field only before its parallel loop; in the loop the tuples only as whole arguments of
+    # the _advance_group call (in the order of KernelInputs, no positional unpacking)
+    loop = _first_loop(outer)
+    for stmt in outer.body[:loop]:
+        for node in ast.walk(stmt):
+            if isinstance(node, ast.Name) and node.id in parameter_type:
+                assert id(node) in outer_values, f"{node.id} used other than by field name (line {node.lineno})"
+    calls = [node for stmt in outer.body[loop:] for node in ast.walk(stmt)
+             if isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id == "_advance_group"]
+    assert len(calls) == 1
+    passed = [arg.id for arg in calls[0].args if isinstance(arg, ast.Name) and arg.id in parameter_type]
+    assert passed == [name for name in _kernel.KernelInputs._fields if name != "groups"]
+    in_loop = [n for stmt in outer.body[loop:] for n in ast.walk(stmt) if isinstance(n, ast.Name) and n.id in parameter_type]
+    assert len(in_loop) == len(passed), "a tuple read inside run_chunk's parallel loop"
+    # _advance_group: tuple.field only, before its loop over the steps
+    assert [a.arg for a in inner.args.args if a.arg in parameter_type] == passed
+    loop = _first_loop(inner)
+    for node in ast.walk(inner):
         if isinstance(node, ast.Name) and node.id in parameter_type:
-            assert id(node) in attribute_values, f"{node.id} used other than by field name (line {node.lineno})"
-    # ... and only in the statements before the first loop: the parallel loop sees locals.
-    first_loop = next(i for i, stmt in enumerate(tree.body) if isinstance(stmt, ast.For))
-    for stmt in tree.body[first_loop:]:
+            assert id(node) in inner_values, f"{node.id} used other than by field name (line {node.lineno})"
+    for stmt in inner.body[loop:]:
         names = {n.id for n in ast.walk(stmt) if isinstance(n, ast.Name)}
-        assert not names & set(parameter_type), f"line {stmt.lineno} reads a tuple inside the loop"
+        assert not names & set(parameter_type), f"_advance_group line {stmt.lineno} reads a tuple inside its loop"
 
 
 def test_each_tuple_is_built_once_with_every_field_named():
