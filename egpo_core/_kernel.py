@@ -1190,13 +1190,15 @@ def _advance_group(t_start, t_end, g0, size, minimize, solve, ring, members, gam
                     for y in range(n):
                         prev_logp[k, y] = logp[m, y]
                 elif final_pass:
+                    theta, grad, rate = params[k], grads[m], lr[k]  # rows as views: a loop that vectorizes
                     for p in range(npar):
-                        params[k, p] -= lr[k] * grads[m, p]
+                        theta[p] -= rate * grad[p]
                     for y in range(n):
                         prev_logp[k, y] = logp[m, y]
                 else:  # the half step; its policy (or that policy's mixture) is the next pass's opponent
+                    theta, grad, rate, theta_half = params[k], grads[m], lr[k], half[m]
                     for p in range(npar):
-                        half[m, p] = params[k, p] - lr[k] * grads[m, p]
+                        theta_half[p] = theta[p] - rate * grad[p]
                     _forward(half[m], neural, d, n_hidden, n, acts_h[m], pre_h[m], z[m])
                     _softmax_pair(z[m], logp_half[m], sigma[m])
             if not final_pass and opponent[members[g0]] == _OPP_MIXTURE:
