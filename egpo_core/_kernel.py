@@ -51,20 +51,20 @@ log π_{t+1} ≐ (1 − ηβ) Σ_j λ_j log π_{t−j} + ηβ log π_anchor + η
 the code above unchanged.
 
 Arithmetic. Every CPU computes the same bits: no function is compiled with fast-math flags, so each
-operation is rounded as written, in the order written, without fused multiply-adds; the long sums
-(the matrix–vector products Pσ) add their terms in index order (:func:`_matvec`; the games are stored
-transposed so that this order still runs as vector instructions, across the entries of Pσ); the minimiser's linear solve is a fixed-order Cholesky solve, not LAPACK. What the
-kernel does not control: ``np.exp``/``np.log`` call the C library's exp/log, which glibc picks per CPU
-at load time (its FMA variant on every x86-64 CPU with FMA, another on older ones, which gives other
-last bits). Its inputs are computed the same way outside it: log π_ref by
-``_kernel_inputs.log_softmax_rows`` (the C library's exp/log, a fixed summation order), the network's
-forward pass element by element in a fixed order; the paper presets' draws are stored data
+operation is rounded as written, in the order written, without fused multiply-adds; the long sums (the
+matrix–vector products Pσ) add their terms in index order (:func:`_matvec`; the games are stored transposed
+so that this order still runs as vector instructions, across the entries of Pσ); the minimiser's linear
+solve is a fixed-order Cholesky solve, not LAPACK. What the kernel does not control: ``np.exp``/``np.log``
+call the C library's exp/log, which glibc picks per CPU at load time (its FMA variant on every x86-64 CPU
+with FMA, another on older ones, which gives other last bits). Its inputs are computed the same way outside
+it: log π_ref by ``_kernel_inputs.log_softmax_rows`` (the C library's exp/log, a fixed summation order),
+the network's forward pass element by element in a fixed order; the paper presets' draws are stored data
 (``egpo_core/reference_data``), while other torch draws depend on torch's per-CPU ``normal_`` path. With
-``SimulationConfig.dtype`` 'float32': exact gradients store each game as float32 panels of its antisymmetric
-part A = P − ½ (upper triangle only: a quarter of float64's bytes per product) and compute
-Pσ = ½(Σσ)·1 + Aσ with σ rounded to float32, float32 products and short float32 sums accumulated in
-float64, in a fixed order written as explicit 8-wide vector operations (:func:`_panel_product`): the same
-bits on every CPU, other bits than float64's; sampled gradients read the games' entries in float32. Logits,
+``SimulationConfig.dtype`` 'float32': exact gradients store each game as float32 panels of its
+antisymmetric part A = P − ½ (upper triangle only: a quarter of float64's bytes per product) and compute Pσ
+= ½(Σσ)·1 + Aσ with σ rounded to float32, float32 products and short float32 sums accumulated in float64,
+in a fixed order written as explicit 8-wide vector operations (:func:`_panel_product`): the same bits on
+every CPU, other bits than float64's; sampled gradients read the games' entries in float32. Logits,
 gradients and metrics stay float64.
 """
 
@@ -672,11 +672,11 @@ def _sampled_gradient(
 ):
     """∂L/∂z of the sampled loss (mean over ``num_samples`` draws), an unbiased estimate of the exact one.
 
-    Per draw, in this order from trajectory k's stream: pg: y ~ π, y′ ~ σ (then y″ ~ π_{t−1} when ``optimistic``), advantage [P(y,y′) (optimistic:
-    2P(y,y′) − P(y,y″))] − β ℓ(y). Regression: y, y′ ~ π (``policy_pairs``) or uniform (one draw); target
-    (P(y,y′) − ½)/β when ``pairwise``, else y″ ~ σ (then y‴ ~ π_{t−1} when ``optimistic``) and
-    [P(y,y″) − P(y′,y″)]/β (optimistic: twice it minus [P(y,y‴) − P(y′,y‴)]/β). ℓ = log π − log π_anchor
-    is computed once into ``ell`` (N, overwritten).
+    Per draw, in this order from trajectory k's stream: pg: y ~ π, y′ ~ σ (then y″ ~ π_{t−1} when
+    ``optimistic``), advantage [P(y,y′) (optimistic: 2P(y,y′) − P(y,y″))] − β ℓ(y). Regression: y, y′ ~ π
+    (``policy_pairs``) or uniform (one draw); target (P(y,y′) − ½)/β when ``pairwise``, else y″ ~ σ (then y‴ ~
+    π_{t−1} when ``optimistic``) and [P(y,y″) − P(y′,y″)]/β (optimistic: twice it minus [P(y,y‴) −
+    P(y′,y‴)]/β). ℓ = log π − log π_anchor is computed once into ``ell`` (N, overwritten).
     """
     n = logp.shape[0]
     for i in range(n):
@@ -954,7 +954,8 @@ def run_chunk(
             acts_h=np.zeros((size, n_hidden + 1, d)), pre_h=np.zeros((size, layers, d)),
             delta=np.empty(d), delta_next=np.empty(d), work=np.empty(n), avg_pi=np.empty(n), avg_logp=np.empty(n),
             avg_s=np.empty(n), x32=np.empty(lanes, dtype=np.float32), acc=np.empty(lanes),
-            mixed=np.empty((size, ring_n)), winners=np.empty(pairs, dtype=np.int64), losers=np.empty(pairs, dtype=np.int64),
+            mixed=np.empty((size, ring_n)), winners=np.empty(pairs, dtype=np.int64),
+            losers=np.empty(pairs, dtype=np.int64),
         )
         _advance_group(t_start, t_end, g0, size, minimize, solve, ring, members, games, trajectories, policy, gradient,
                        recording, state, outputs, scratch)
