@@ -52,25 +52,37 @@ def test_float32_gap_curves_agree_with_float64_to_1e_4():
 
 def _numpy_panel_product(P: np.ndarray, x: np.ndarray) -> np.ndarray:
     """The order of ``_kernel._panel_product`` written with numpy's float32 and float64 element-wise
-    operations (each correctly rounded whatever numpy's SIMD): acc = ½Σx (index order); panel after panel
-    (rows 4p … 4p + 3, columns from ⌊4p/8⌋·8): acc_c −= f64(((a_0c y_0 + a_1c y_1) + (a_2c y_2 + a_3c y_3))) in
-    float32, then acc_{4p+r} += the lane tree of row r's dot product (float32 lanes over runs of 8 blocks,
-    widened into float64 lanes)."""
+    operations (each correctly rounded whatever numpy's SIMD): acc = ½Σx (four sums over j mod 4, combined
+    pairwise, then the rest); panel after panel (rows 4p … 4p + 3, columns from ⌊4p/8⌋·8): the column sums
+    t = ((a_0c y_0 + a_1c y_1) + (a_2c y_2 + a_3c y_3)) in float32, set (the first panel of a group of
+    PANEL_GROUP) or added in float32 into C; after the group's last panel acc_c −= f64(C_c) from the group's
+    first column; then acc_{4p+r} += the lane tree of row r's dot product (float32 lanes over runs of 8
+    blocks, widened into float64 lanes)."""
     n = x.shape[0]
     rows, cols = -(-n // 4) * 4, -(-n // 8) * 8
     A = np.zeros((rows, cols), dtype=np.float32)
     A[:n, :n] = np.triu(P - 0.5, 1)
     x32 = np.zeros(cols, dtype=np.float32)
     x32[:n] = np.where(x >= _kernel.TINY, x, 0.0).astype(np.float32)
-    total = 0.0
-    for value in x.tolist():
+    whole = n // 4 * 4
+    lanes = [0.0] * 4
+    for j, value in enumerate(x[:whole].tolist()):
+        lanes[j % 4] += value
+    total = (lanes[0] + lanes[1]) + (lanes[2] + lanes[3])
+    for value in x[whole:].tolist():
         total += value
     acc = np.zeros(cols)
     acc[:n] = 0.5 * total
+    sums = np.zeros(cols, dtype=np.float32)
+    group = _kernel.PANEL_GROUP
     for row in range(0, rows, 4):
-        first = row // 8 * 8
+        first, phase = row // 8 * 8, row // 4 % group
         a, y = A[row:row + 4, first:], x32[row:row + 4]
-        acc[first:] -= ((a[0] * y[0] + a[1] * y[1]) + (a[2] * y[2] + a[3] * y[3])).astype(np.float64)
+        lower = (a[0] * y[0] + a[1] * y[1]) + (a[2] * y[2] + a[3] * y[3])
+        sums[first:] = lower if phase == 0 else sums[first:] + lower
+        if phase == group - 1 or row + 4 == rows:
+            start = (row - 4 * phase) // 8 * 8
+            acc[start:] -= sums[start:].astype(np.float64)
         products = (a * x32[first:]).reshape(4, -1, 8)
         wide = np.zeros((4, 8))
         for start in range(0, products.shape[1], 8):
@@ -83,7 +95,7 @@ def _numpy_panel_product(P: np.ndarray, x: np.ndarray) -> np.ndarray:
     return acc[:n]
 
 
-@pytest.mark.parametrize("n", [1, 2, 3, 5, 8, 9, 13, 16, 17, 64, 65, 100, 257])
+@pytest.mark.parametrize("n", [1, 2, 3, 5, 8, 9, 13, 16, 17, 24, 45, 64, 65, 100, 257])
 def test_panel_product_is_its_documented_order_bit_for_bit_and_near_float64(n):
     rng = np.random.default_rng(40 + n)
     P = random_games(1, n, rng)
@@ -91,8 +103,8 @@ def test_panel_product_is_its_documented_order_bit_for_bit_and_near_float64(n):
         x = rng.dirichlet(np.full(n, concentration))
         padded = -(-n // 8) * 8
         out = np.empty(n)
-        _kernel._panel_product(_kernel.panel_layout(P)[0, 0], x, out, np.empty(padded, dtype=np.float32),
-                               np.empty(padded))
+        _kernel._panel_product(_kernel.panel_layout(P)[0, 0], x, out, np.full(2 * padded, np.nan, dtype=np.float32),
+                               np.full(padded, np.nan))
         assert out.tolist() == _numpy_panel_product(P[0], x).tolist()
         # each term rounded a few times at float32's 2⁻²⁴: within 16·2⁻²⁴ Σ_j |A_ij| x_j of the float64 product
         bound = 16 * 2.0 ** -24 * (np.abs(P[0] - 0.5) @ x) + 1e-300
