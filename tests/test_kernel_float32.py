@@ -2,21 +2,26 @@
 
 With exact gradients the games are stored as float32 panels of A = P − ½'s upper triangle
 (``_kernel.panel_layout``) and each product is ½Σσ + Aσ with σ rounded to float32, float32 products and
-short float32 sums accumulated in float64 (``_kernel._panel_product``); logits, gradients and metrics stay
-float64. Asserted here:
+short float32 sums accumulated in float64 (``_kernel._panel_product``); the policies' softmaxes and the gap
+take their exponentials from the kernel's own ``_exp_shifted``; logits, gradients and metrics stay float64.
+Asserted here:
 
 * the product is its documented order bit for bit (a numpy replica of it, float32/float64 element-wise
   operations) and within 16·2⁻²⁴·Σ_j |A_ij| σ_j of the float64 product P σ;
 * the layout holds A's upper triangle once (nothing else non-zero);
+* ``_exp_shifted`` is within 2 ulps of np.exp on [−708, 709] (observed: 1 ulp, 0.1 ulp on average), 0 below
+  −708 and at −inf, NaN at NaN, and returns its terms' sum in its documented lane order bit for bit;
 * (slow) gap curves agree with float64's to a relative 1e-4 wherever the gap exceeds 1e-6 (EGPO, OIPO1,
-  Nash-MD; observed 4.3e-5, 2.2e-5, 2.4e-5 at N = 40, β = 0.01, 3000 steps: the product's rounding varies
+  Nash-MD; observed 5.4e-5, 2.5e-5, 2.3e-5 at N = 40, β = 0.01, 3000 steps: the product's rounding varies
   with σ from step to step, unlike a rounded P's fixed perturbation of the game), and differ (the option acts).
+  (OIPO2, not asserted: 1.7e-4, at one step of one run where its gap falls 18 % per step; elsewhere ≤ 2e-6.)
 """
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
+from numba import njit
 
 from egpo_core import _kernel, simulate
 from egpo_core.config import SimulationConfig
@@ -122,3 +127,46 @@ def test_panel_layout_holds_the_upper_triangle_once():
     assert panels[0, 0, 64 + 8:64 + 16].tolist() == upper[0, 5, 0:8].tolist()
     assert panels[1, 0, 64 + 32 + 8 + 1] == upper[1, 5, 9]
     assert np.count_nonzero(panels[0]) == np.count_nonzero(upper[0])  # nothing else stored
+
+
+@njit
+def _exp_terms(x, shift, out):
+    return _kernel._exp_shifted(x, shift, out)
+
+
+@njit
+def _exp_total(x, shift):
+    return _kernel._exp_shifted_sum(x, shift)
+
+
+def test_own_exp_is_within_two_ulps_of_numpy_and_flushes_below_its_floor():
+    rng = np.random.default_rng(11)
+    x = np.concatenate([rng.uniform(-708.0, 709.0, 200_001), rng.uniform(-1.0, 1.0, 100_000),
+                        (np.arange(-1021, 1023) + 0.5) * np.log(2.0)])  # the rounding of k flips here
+    out = np.empty_like(x)
+    _exp_terms(x, 0.0, out)
+    ulps = np.abs(out - np.exp(x)) / np.spacing(np.exp(x))
+    assert ulps.max() <= 2 and ulps.mean() < 0.2
+    edges = np.array([-np.inf, -1000.0, np.nextafter(_kernel.EXP_FLOOR, -np.inf), _kernel.EXP_FLOOR, 0.0, np.nan])
+    out = np.empty_like(edges)
+    _exp_terms(edges, 0.0, out)
+    assert out[:3].tolist() == [0.0, 0.0, 0.0] and out[4] == 1.0
+    assert abs(out[3] - np.exp(_kernel.EXP_FLOOR)) <= 2 * np.spacing(np.exp(_kernel.EXP_FLOOR))
+    assert np.isnan(out[5])
+
+
+@pytest.mark.parametrize("n", [0, 1, 3, 4, 5, 8, 11])
+def test_own_exp_sum_is_its_documented_lane_order_bit_for_bit(n):
+    x = np.random.default_rng(20 + n).normal(size=n) * 3.0
+    out = np.full(n, np.nan)
+    total = _exp_terms(x, 0.7, out)
+    terms = out.tolist()
+    whole = n // 4 * 4
+    lanes = [0.0] * 4
+    for i, term in enumerate(terms[:whole]):
+        lanes[i % 4] += term
+    expected = (lanes[0] + lanes[1]) + (lanes[2] + lanes[3])
+    for term in terms[whole:]:
+        expected += term
+    assert total == expected and _exp_total(x, 0.7) == total
+    np.testing.assert_allclose(out, np.exp(x - 0.7), rtol=4e-16, atol=0)
