@@ -334,8 +334,9 @@ def _sample(table, u):
 
 
 # ---------------------------------------------------------------- the float32 path's exponential
-# exp(d) = 2^k · p(r): k = d·log₂e rounded to the nearest integer (adding and subtracting 1.5·2⁵², which also
-# leaves k in the sum's low bits), r = (d − k·ln2_hi) − k·ln2_lo (Cody–Waite: k·ln2_hi is exact, |r| ≤ ½ln2 + ε),
+# exp(d) = 2^k · p(r): k = d·log₂e rounded to the nearest integer (adding and subtracting 1.5·2⁵², which
+# also leaves k in the sum's low bits), r = (d − k·ln2_hi) − k·ln2_lo (Cody–Waite: k·ln2_hi is exact,
+# |r| ≤ ½ln2 + ε),
 # p = 1 + (r + r²·q(r)), q the rest of e^r's degree-13 Taylor polynomial by Estrin's scheme (pairs of terms in
 # r², r⁴, r⁸; truncation below 2⁻⁵⁷ relative), 2^k built from its bits; 0 below EXP_FLOOR, NaN gives NaN.
 _EXP_LANES = 4
@@ -379,8 +380,7 @@ def _exp_codegen(store):
     """The code of :func:`_exp_shifted` (``store``: also write the terms) or :func:`_exp_shifted_sum`."""
 
     def codegen(context, builder, signature, args):
-        x_type = signature.args[0]
-        x = context.make_array(x_type)(context, builder, args[0])
+        x = context.make_array(signature.args[0])(context, builder, args[0])
         shift = args[1]
         out = context.make_array(signature.args[2])(context, builder, args[2]) if store else None
         intp = context.get_value_type(types.intp)
@@ -392,8 +392,10 @@ def _exp_codegen(store):
         def pointer(arr, index, kind):
             return builder.bitcast(builder.gep(arr.data, [index]), kind.as_pointer())
 
-        splat = builder.shuffle_vector(builder.insert_element(ir.Constant(vec, ir.Undefined), shift, ir.Constant(ir.IntType(32), 0)),
-                                       ir.Constant(vec, ir.Undefined), ir.Constant(ir.VectorType(ir.IntType(32), _EXP_LANES), [0] * _EXP_LANES))
+        i32 = ir.IntType(32)
+        one = builder.insert_element(ir.Constant(vec, ir.Undefined), shift, ir.Constant(i32, 0))
+        splat = builder.shuffle_vector(one, ir.Constant(vec, ir.Undefined),
+                                       ir.Constant(ir.VectorType(i32, _EXP_LANES), [0] * _EXP_LANES))
         lanes = cgutils.alloca_once_value(builder, ir.Constant(vec, [0.0] * _EXP_LANES))
         with cgutils.for_range_slice(builder, ir.Constant(intp, 0), whole, ir.Constant(intp, _EXP_LANES)) as (i, _):
             e = _emit_exp(builder, builder.fsub(builder.load(pointer(x, i, vec), align=8), splat), vec, _EXP_LANES)
@@ -401,8 +403,9 @@ def _exp_codegen(store):
                 builder.store(e, pointer(out, i, vec), align=8)
             builder.store(builder.fadd(builder.load(lanes), e), lanes)
         total4 = builder.load(lanes)
-        lane = [builder.extract_element(total4, ir.Constant(ir.IntType(32), j)) for j in range(_EXP_LANES)]
-        total = cgutils.alloca_once_value(builder, builder.fadd(builder.fadd(lane[0], lane[1]), builder.fadd(lane[2], lane[3])))
+        lane = [builder.extract_element(total4, ir.Constant(i32, j)) for j in range(_EXP_LANES)]  # 4 lanes
+        total = cgutils.alloca_once_value(builder, builder.fadd(builder.fadd(lane[0], lane[1]),
+                                                                builder.fadd(lane[2], lane[3])))
         with cgutils.for_range_slice(builder, whole, n, ir.Constant(intp, 1)) as (i, _):
             e = _emit_exp(builder, builder.fsub(builder.load(pointer(x, i, f64)), shift), f64, 0)
             if store:
@@ -635,9 +638,9 @@ def _panel_product(F, x, out, x32, acc):
     then the rest in index order); then panel after panel (p = 0, 1, …, rows 4p … 4p + 3; :func:`_panel_rows`):
     the lower-triangle products A_{r,c}·x32_r of a group of :data:`PANEL_GROUP` panels (rows 16q … 16q + 15)
     are summed per column c in float32 (panel after panel) and −f64 of that sum is added to acc_c after the
-    blocks of the group's last panel; after each panel, row 4p + r gets + d_r, its upper-triangle dot product. A fixed order
-    of IEEE operations: the same bits on every CPU. ``x32`` float32 scratch of length 2N̄ (σ rounded, then the
-    group's column sums), ``acc`` float64 scratch of length N̄, N̄ = ⌈N/8⌉·8."""
+    blocks of the group's last panel; after each panel, row 4p + r gets + d_r, its upper-triangle dot
+    product. A fixed order of IEEE operations: the same bits on every CPU. ``x32`` float32 scratch of length
+    2N̄ (σ rounded, then the group's column sums), ``acc`` float64 scratch of length N̄, N̄ = ⌈N/8⌉·8."""
     n = out.shape[0]
     cols = acc.shape[0]
     s0 = s1 = s2 = s3 = 0.0
@@ -972,8 +975,8 @@ def _ordered_pair_logits(k, P, logp, pi, logp_anchor, eta, beta, num_samples, ta
 # ---------------------------------------------------------------- metrics
 @njit(cache=CACHE)
 def _duality_gap(logp, pi, s, logp_ref, beta, work, own_exp=False):
-    """Gap_β(π) = 2β KL(π ‖ BR_β(π)), BR_β(π) ∝ π_ref e^{Pπ/β}, given s = Pπ (its normaliser's exponentials as
-    in :func:`_softmax_pair`)."""
+    """Gap_β(π) = 2β KL(π ‖ BR_β(π)), BR_β(π) ∝ π_ref e^{Pπ/β}, given s = Pπ (its normaliser's
+    exponentials as in :func:`_softmax_pair`)."""
     n = logp.shape[0]
     for y in range(n):
         work[y] = logp_ref[y] + s[y] / beta
