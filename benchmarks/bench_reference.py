@@ -37,7 +37,6 @@ distribution only and are shown, not judged.
 
 from __future__ import annotations
 
-import argparse
 import json
 import math
 import os
@@ -54,6 +53,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from egpo_core.algorithms import PAPER_ALGORITHMS  # noqa: E402
+from egpo_core.cli import OneLineArgumentParser  # noqa: E402
 from egpo_core.presets import PRESETS, REFERENCE_MEDIANS, Preset  # noqa: E402
 
 #: Modules the reference's main script imports from its own folder.
@@ -128,18 +128,6 @@ with open(sys.argv[3], "w") as f:
     json.dump({"seconds": seconds, "warm": warm,
                "median_final": dict(zip(summary["algorithm"], map(float, summary["median_final"])))}, f)
 """
-
-
-class _Parser(argparse.ArgumentParser):
-    """Usage errors as one line on stderr and exit status 2 (argparse prints two); no abbreviations."""
-
-    def __init__(self, *args: object, **kwargs: object) -> None:
-        kwargs["allow_abbrev"] = False
-        super().__init__(*args, **kwargs)
-
-    def error(self, message: str) -> NoReturn:
-        print(f"{self.prog}: error: {message}", file=sys.stderr)
-        raise SystemExit(2)
 
 
 @dataclass(frozen=True)
@@ -272,7 +260,7 @@ def print_agreement(timings: Sequence[Timing], rtol: float) -> int:
 
 def _refuse(message: str) -> NoReturn:
     """Bad input: one line on stderr, exit status 2."""
-    print(f"bench_reference.py: error: {message}", file=sys.stderr)
+    print(f"error: {message}", file=sys.stderr)
     raise SystemExit(2)
 
 
@@ -299,7 +287,7 @@ def check_inputs(code: str, main: str, python: str) -> tuple[Path, str]:
 
 def main(argv: Sequence[str] | None = None) -> None:
     """Parse the arguments, time the settings and print the tables."""
-    parser = _Parser(prog="bench_reference.py", description=__doc__.split("\n")[0])
+    parser = OneLineArgumentParser(prog="bench_reference.py", description=__doc__.split("\n")[0])
     parser.add_argument("--reference-code", required=True, metavar="DIR",
                         help="a checkout of the paper's simulations/ folder")
     parser.add_argument("--reference-python", required=True, metavar="PATH",

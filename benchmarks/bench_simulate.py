@@ -210,7 +210,7 @@ def _products(games: np.ndarray, x: np.ndarray, out: np.ndarray, panels: bool, r
         x32 = np.empty(2 * padded, dtype=np.float32)
         acc = np.empty(padded)
         for _ in range(reps):
-            _kernel._product(games[g], x[g], out[g], True, panels, x32, acc)
+            _kernel._product(games[g], x[g], out[g], panels, x32, acc)
 
 
 def _with_threads(threads: int, fn: Callable[[], object], repeats: int) -> float:

@@ -44,9 +44,8 @@ the code above unchanged.
 
 Arithmetic. Every CPU computes the same bits: no function is compiled with fast-math flags, so each
 operation is rounded as written, in the order written, without fused multiply-adds; the long sums
-(the matrix–vector products Pσ) add their terms in index order (:func:`_matvec`; with exact gradients
-the games are stored transposed so that this order still runs as vector instructions, across the
-entries of Pσ); the minimiser's linear solve is a fixed-order Cholesky solve, not LAPACK. What the
+(the matrix–vector products Pσ) add their terms in index order (:func:`_matvec`; the games are stored
+transposed so that this order still runs as vector instructions, across the entries of Pσ); the minimiser's linear solve is a fixed-order Cholesky solve, not LAPACK. What the
 kernel does not control: ``np.exp``/``np.log`` call the C library's exp/log, which glibc picks per CPU
 at load time (its FMA variant on every x86-64 CPU with FMA, another on older ones, which gives other
 last bits). Its inputs are computed the same way outside it: log π_ref by
@@ -100,14 +99,11 @@ class Games(NamedTuple):
     """The preference games the trajectories play."""
 
     P: np.ndarray
-    """float64 (G, N, N): P[g, i, j] = P(i ≻ j) in game g, or with ``transposed`` P[g, j, i] (float32 with
-    ``SimulationConfig.dtype`` 'float32'); with ``panels`` float32 (G, 1, S), each game's
-    :func:`panel_layout`."""
+    """float64 (G, N, N): each game's transpose, P[g, j, i] = P(i ≻ j) in game g, whose rows the products Pσ
+    stream (:func:`_matvec`) and whose entries the draws read (float32 with ``SimulationConfig.dtype``
+    'float32' and sampled gradients); with ``panels`` float32 (G, 1, S), each game's :func:`panel_layout`."""
     logp_ref: np.ndarray
     """float64 (G, N): log π_ref of game g."""
-    transposed: bool
-    """``P`` holds each game's transpose Pᵀ, whose rows the products Pσ stream (:func:`_matvec`); set with
-    exact gradients, which read no single entry of P."""
     panels: bool
     """``P`` holds each game's antisymmetric part A = P − ½ as float32 panels (:func:`panel_layout`), whose
     products are :func:`_panel_product`; set with exact gradients and ``SimulationConfig.dtype`` 'float32'."""
@@ -243,36 +239,43 @@ class KernelInputs(NamedTuple):
 
 # ---------------------------------------------------------------- random numbers (splitmix64)
 @njit(cache=CACHE, inline="always")
-def _next_u64(state, k):
-    """The next 64-bit output of trajectory k's splitmix64 stream (deterministic, thread-independent)."""
-    s = state[k] + np.uint64(0x9E3779B97F4A7C15)
-    state[k] = s
+def _splitmix64(s):
+    """One step of splitmix64 from the state s: (the next state, its 64-bit output). Each trajectory owns a
+    stream (deterministic, thread-independent); hot loops keep the state in a local and store it back once."""
+    s = s + np.uint64(0x9E3779B97F4A7C15)
     z = s
     z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
     z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
-    return z ^ (z >> np.uint64(31))
+    return s, z ^ (z >> np.uint64(31))
 
 
-@njit(cache=CACHE)
-def _next_uniform(state, k):
-    """Uniform in [0, 1) from trajectory k's stream: the top 53 bits of one draw."""
-    return (_next_u64(state, k) >> np.uint64(11)) * (1.0 / 9007199254740992.0)
+@njit(cache=CACHE, inline="always")
+def _uniform(z):
+    """Uniform in [0, 1) from a 64-bit draw z: its top 53 bits."""
+    return (z >> np.uint64(11)) * (1.0 / 9007199254740992.0)
 
 
-@njit(cache=CACHE)
-def _next_pair(state, k, n):
-    """Two independent uniform integers in [0, n) from one 64-bit draw (multiply-shift on 32-bit halves)."""
-    z = _next_u64(state, k)
+@njit(cache=CACHE, inline="always")
+def _index_pair(z, n):
+    """Two independent uniform integers in [0, n) from one 64-bit draw z (multiply-shift on its 32-bit halves),
+    as uint64 indices (:func:`_sample`)."""
     hi = ((z >> np.uint64(32)) * np.uint64(n)) >> np.uint64(32)
     lo = ((z & np.uint64(0xFFFFFFFF)) * np.uint64(n)) >> np.uint64(32)
-    return np.int64(hi), np.int64(lo)
+    return hi, lo
+
+
+@njit(cache=CACHE, _nrt=False)
+def _next_uniform(state, k):
+    """:func:`_uniform` of the next draw of trajectory k's stream (``state[k]`` advanced in place)."""
+    state[k], z = _splitmix64(state[k])
+    return _uniform(z)
 
 
 # Below this many actions a branch-free scan of the cumulative sum beats building an alias table.
 _SCAN_MAX = 32
 
 
-@njit(cache=CACHE)
+@njit(cache=CACHE, _nrt=False)
 def _build_sampler(w, table, stack):
     """Prepare ``table`` (2, N) for drawing from the distribution ∝ w.
 
@@ -315,9 +318,10 @@ def _build_sampler(w, table, stack):
         table[0, stack[j]] = 1.0
 
 
-@njit(cache=CACHE)
+@njit(cache=CACHE, _nrt=False)
 def _sample(table, u):
-    """One draw with a uniform u ∈ [0, 1) from a table of :func:`_build_sampler`."""
+    """One draw with a uniform u ∈ [0, 1) from a table of :func:`_build_sampler`, as a uint64 index
+    (numba indexes with unsigned integers without its negative-index fix-up)."""
     n = table.shape[1]
     if n <= _SCAN_MAX:
         # The index of the first cumulative sum above u·total: count the ones at or below it.
@@ -325,12 +329,27 @@ def _sample(table, u):
         count = 0
         for i in range(n):
             count += np.int64(table[0, i] <= target)
-        return min(count, n - 1)
+        return np.uint64(min(count, n - 1))
     x = u * n
     i = min(np.int64(x), n - 1)
     if x - i < table[0, i]:
-        return i
-    return np.int64(table[1, i])
+        return np.uint64(i)
+    return np.uint64(table[1, i])
+
+
+@njit(cache=CACHE, _nrt=False)
+def _max(x):
+    """max(x) as numpy (and numba's ``ndarray.max``) defines it: the first NaN if any, else the first largest entry."""
+    m = x[0]
+    if np.isnan(m):
+        return m
+    for i in range(1, x.shape[0]):
+        v = x[i]
+        if np.isnan(v):
+            return v
+        if v > m:
+            m = v
+    return m
 
 
 # ---------------------------------------------------------------- the float32 path's exponential
@@ -437,11 +456,11 @@ def _exp_shifted_sum(typingctx, x, shift):
 
 
 # ---------------------------------------------------------------- small dense helpers
-@njit(cache=CACHE)
+@njit(cache=CACHE, _nrt=False)
 def _softmax_pair(z, logp, p, own_exp=False):
     """log_softmax(z) into ``logp`` and softmax(z) into ``p`` with one exponential per entry: np.exp, the terms
     added in index order, or with ``own_exp`` :func:`_exp_shifted` and its order (the float32 path)."""
-    m = z.max()
+    m = _max(z)
     if own_exp:
         acc = _exp_shifted(z, m, p)
     else:
@@ -456,51 +475,30 @@ def _softmax_pair(z, logp, p, own_exp=False):
         p[i] *= inv
 
 
-@njit(cache=CACHE)
-def _matvec(P, x, out, transposed):
-    """out = P x with every entry summed in one fixed order, the same on every CPU:
+@njit(cache=CACHE, _nrt=False)
+def _matvec(PT, x, out):
+    """out = P x from the transpose ``PT`` = Pᵀ, with every entry summed in one fixed order, the same on every CPU:
 
         out_i = (…((P_i0 x_0 + P_i1 x_1) + P_i2 x_2) + …) + P_{i,N−1} x_{N−1},
 
-    each product rounded before it is added (no fused multiply-add, no reordering). ``transposed``:
-    ``P`` holds Pᵀ and the sums run as out += (Pᵀ)_j· x_j for j = 0, 1, … (rows streamed four at a
-    time, every out_i in the order above, vectorized across i); else four rows of P at a time, each its
-    own sum. A float32
-    ``P`` is widened exactly (float64 products and sums)."""
+    each product rounded before it is added (no fused multiply-add, no reordering): the sums run as
+    out += (Pᵀ)_j· x_j for j = 0, 1, … (rows streamed four at a time, every out_i in the order above,
+    vectorized across i). A float32 ``PT`` is widened exactly (float64 products and sums)."""
     n = out.shape[0]
-    if transposed:  # four rows of Pᵀ per pass over out (a quarter of its loads and stores), same order
+    for i in range(n):
+        out[i] = 0.0
+    j = 0
+    while j + 4 <= n:  # four rows of Pᵀ per pass over out (a quarter of its loads and stores), same order
+        r0, r1, r2, r3 = PT[j], PT[j + 1], PT[j + 2], PT[j + 3]
+        x0, x1, x2, x3 = x[j], x[j + 1], x[j + 2], x[j + 3]
         for i in range(n):
-            out[i] = 0.0
-        j = 0
-        while j + 4 <= n:
-            r0, r1, r2, r3 = P[j], P[j + 1], P[j + 2], P[j + 3]
-            x0, x1, x2, x3 = x[j], x[j + 1], x[j + 2], x[j + 3]
-            for i in range(n):
-                out[i] = (((out[i] + r0[i] * x0) + r1[i] * x1) + r2[i] * x2) + r3[i] * x3
-            j += 4
-        for r in range(j, n):
-            row = P[r]
-            xr = x[r]
-            for i in range(n):
-                out[i] += row[i] * xr
-        return
-    i = 0
-    while i + 4 <= n:
-        r0, r1, r2, r3 = P[i], P[i + 1], P[i + 2], P[i + 3]
-        a0 = a1 = a2 = a3 = 0.0
-        for j in range(n):
-            xj = x[j]
-            a0 += r0[j] * xj
-            a1 += r1[j] * xj
-            a2 += r2[j] * xj
-            a3 += r3[j] * xj
-        out[i], out[i + 1], out[i + 2], out[i + 3] = a0, a1, a2, a3
-        i += 4
-    for r in range(i, n):
-        acc = 0.0
-        for j in range(n):
-            acc += P[r, j] * x[j]
-        out[r] = acc
+            out[i] = (((out[i] + r0[i] * x0) + r1[i] * x1) + r2[i] * x2) + r3[i] * x3
+        j += 4
+    for r in range(j, n):
+        row = PT[r]
+        xr = x[r]
+        for i in range(n):
+            out[i] += row[i] * xr
 
 
 # Panels: the float32 product through P = ½·1 1ᵀ + A, A = P − ½ antisymmetric (P + Pᵀ = 1), reading A's upper
@@ -629,7 +627,7 @@ def _panel_rows(typingctx, F, offset, row, first, blocks, x32, out, phase, widen
     return sig, codegen
 
 
-@njit(cache=CACHE)
+@njit(cache=CACHE, _nrt=False)
 def _panel_product(F, x, out, x32, acc):
     """out = P x = ½(Σ_j x_j)·1 + A x from the panels ``F`` of A (:func:`panel_layout`), float32 (S,).
 
@@ -678,18 +676,18 @@ def _panel_product(F, x, out, x32, acc):
         out[j] = acc[j]
 
 
-@njit(cache=CACHE)
-def _product(P, x, out, transposed, panels, x32, acc):
+@njit(cache=CACHE, _nrt=False)
+def _product(P, x, out, panels, x32, acc):
     """out = P x for a game as :class:`Games` stores it: :func:`_panel_product` with ``panels`` (``P`` (1, S)),
-    else :func:`_matvec`."""
+    else :func:`_matvec` (``P`` holds Pᵀ)."""
     if panels:
         _panel_product(P[0], x, out, x32, acc)
     else:
-        _matvec(P, x, out, transposed)
+        _matvec(P, x, out)
 
 
 # ---------------------------------------------------------------- policy parametrizations
-@njit(cache=CACHE)
+@njit(cache=CACHE, _nrt=False)
 def _forward(params, neural, d, n_hidden, n, acts, pre, z):
     """Logits z of a parameter vector: the logits themselves, or the MLP's output."""
     if not neural:
@@ -714,7 +712,7 @@ def _forward(params, neural, d, n_hidden, n, acts, pre, z):
         z[y] = acc
 
 
-@njit(cache=CACHE)
+@njit(cache=CACHE, _nrt=False)
 def _backward(params, neural, d, n_hidden, n, acts, pre, g, grad, delta, delta_next):
     """grad = (∂z/∂params)ᵀ g: back-propagation of the logit gradient g."""
     if not neural:
@@ -748,7 +746,7 @@ def _backward(params, neural, d, n_hidden, n, acts, pre, g, grad, delta, delta_n
 
 
 # ---------------------------------------------------------------- logit gradients of the losses
-@njit(cache=CACHE)
+@njit(cache=CACHE, _nrt=False)
 def _exact_gradient(loss, policy_pairs, logp, pi, logp_anchor, target, target_mean, beta, weight, g):
     """∂L/∂z of the exact loss against the target potential T = ``target`` (module docstring):
     the regression with uniform pairs or, with ``policy_pairs``, pairs ~ π (``target_mean`` = πᵀT),
@@ -777,62 +775,74 @@ def _exact_gradient(loss, policy_pairs, logp, pi, logp_anchor, target, target_me
             g[y] = weight * 4.0 / n * (g[y] - mean)
 
 
-@njit(cache=CACHE)
+@njit(cache=CACHE, _nrt=False)
 def _sampled_gradient(
-    loss, pairwise, optimistic, policy_pairs, num_samples, P, logp, pi, logp_anchor,
-    table_pi, table_sigma, table_prev, beta, weight, rng, k, g,
+    loss, pairwise, optimistic, policy_pairs, num_samples, PT, logp, pi, logp_anchor,
+    table_pi, table_sigma, table_prev, beta, weight, rng, k, g, ell,
 ):
     """∂L/∂z of the sampled loss (mean over ``num_samples`` draws), an unbiased estimate of the exact one.
 
-    Per draw, in this order from trajectory k's stream: pg: y ~ π, y′ ~ σ (then y″ ~ π_{t−1} when
-    ``optimistic``), advantage [P(y,y′) (optimistic: 2P(y,y′) − P(y,y″))] − β ℓ(y). Regression: y, y′
-    ~ π (``policy_pairs``) or uniform (one draw); target (P(y,y′) − ½)/β when ``pairwise``, else
-    y″ ~ σ (then y‴ ~ π_{t−1} when ``optimistic``) and [P(y,y″) − P(y′,y″)]/β (optimistic: twice it
-    minus [P(y,y‴) − P(y′,y‴)]/β).
+    ``PT`` is the game's transpose: P(y ≻ y′) = PT[y′, y]. Per draw, in this order from trajectory k's
+    stream: pg: y ~ π, y′ ~ σ (then y″ ~ π_{t−1} when ``optimistic``), advantage [P(y,y′) (optimistic:
+    2P(y,y′) − P(y,y″))] − β ℓ(y). Regression: y, y′ ~ π (``policy_pairs``) or uniform (one draw); target
+    (P(y,y′) − ½)/β when ``pairwise``, else y″ ~ σ (then y‴ ~ π_{t−1} when ``optimistic``) and
+    [P(y,y″) − P(y′,y″)]/β (optimistic: twice it minus [P(y,y‴) − P(y′,y‴)]/β). ℓ = log π − log π_anchor
+    is computed once into ``ell`` (N, overwritten).
     """
     n = logp.shape[0]
-    for y in range(n):
-        g[y] = 0.0
+    for i in range(n):
+        g[i] = 0.0
+        ell[i] = logp[i] - logp_anchor[i]
     scale = 1.0 / num_samples
     inv_beta = 1.0 / beta
     coef = 2.0 * weight * scale
+    state = rng[k]
     if loss == _LOSS_PG:
         weighted_scale = weight * scale
         total = 0.0
         for _ in range(num_samples):
-            y = _sample(table_pi, _next_uniform(rng, k))
-            yp = _sample(table_sigma, _next_uniform(rng, k))
-            wins = P[y, yp]
+            state, z = _splitmix64(state)
+            y = _sample(table_pi, _uniform(z))
+            state, z = _splitmix64(state)
+            yp = _sample(table_sigma, _uniform(z))
+            wins = PT[yp, y]
             if optimistic:
-                ypp = _sample(table_prev, _next_uniform(rng, k))
-                wins = 2.0 * wins - P[y, ypp]
-            adv = wins - beta * (logp[y] - logp_anchor[y])
+                state, z = _splitmix64(state)
+                ypp = _sample(table_prev, _uniform(z))
+                wins = 2.0 * wins - PT[ypp, y]
+            adv = wins - beta * ell[y]
             g[y] -= adv * weighted_scale
             total += adv * weighted_scale
-        for y in range(n):
-            g[y] += total * pi[y]
+        for i in range(n):
+            g[i] += total * pi[i]
+        rng[k] = state
         return
     for _ in range(num_samples):
+        state, z = _splitmix64(state)
         if policy_pairs:
-            y = _sample(table_pi, _next_uniform(rng, k))
-            yp = _sample(table_pi, _next_uniform(rng, k))
+            y = _sample(table_pi, _uniform(z))
+            state, z = _splitmix64(state)
+            yp = _sample(table_pi, _uniform(z))
         else:
-            y, yp = _next_pair(rng, k, n)
+            y, yp = _index_pair(z, n)
         if pairwise:
-            t = (P[y, yp] - 0.5) * inv_beta
+            t = (PT[yp, y] - 0.5) * inv_beta
         else:
-            ypp = _sample(table_sigma, _next_uniform(rng, k))
-            t = (P[y, ypp] - P[yp, ypp]) * inv_beta
+            state, z = _splitmix64(state)
+            ypp = _sample(table_sigma, _uniform(z))
+            t = (PT[ypp, y] - PT[ypp, yp]) * inv_beta
             if optimistic:
-                yppp = _sample(table_prev, _next_uniform(rng, k))
-                t = 2.0 * t - (P[y, yppp] - P[yp, yppp]) * inv_beta
-        r = coef * ((logp[y] - logp_anchor[y]) - (logp[yp] - logp_anchor[yp]) - t)
+                state, z = _splitmix64(state)
+                yppp = _sample(table_prev, _uniform(z))
+                t = 2.0 * t - (PT[yppp, y] - PT[yppp, yp]) * inv_beta
+        r = coef * (ell[y] - ell[yp] - t)
         g[y] += r
         g[yp] -= r
+    rng[k] = state
 
 
 # ---------------------------------------------------------------- the ordered-pair minimiser ("minimize")
-@njit(cache=CACHE)
+@njit(cache=CACHE, _nrt=False)
 def _component_root(parent, i):
     """The root of i in the union-find forest ``parent`` (paths halved on the way)."""
     while parent[i] != i:
@@ -914,7 +924,7 @@ def _cholesky_solve(A, b):
     return x
 
 
-@njit(cache=CACHE)
+@njit(cache=CACHE, _nrt=False)
 def _history_mixture(ring, weights, length, t, out):
     """``out`` = Σ_{j<H} λ_j log π_{t−j}, j in increasing order, from the ring (slot s mod H holds log π_s)."""
     n = out.shape[0]
@@ -926,7 +936,7 @@ def _history_mixture(ring, weights, length, t, out):
             out[y] += weights[j] * ring[slot, y]
 
 
-@njit(cache=CACHE)
+@njit(cache=CACHE, _nrt=False)
 def _history_logits(mixed, logp_anchor, s, eta, beta, out):
     """``out`` = centered (1 − ηβ) Σ_j λ_j log π_{t−j} + ηβ log π_anchor + η Pπ_t (``mixed`` the history
     mixture, ``s`` = Pπ_t): the exact "minimize" update with a history (MNPO's closed form)."""
@@ -942,14 +952,14 @@ def _history_logits(mixed, logp_anchor, s, eta, beta, out):
 
 
 @njit(cache=CACHE)
-def _ordered_pair_logits(k, P, logp, pi, logp_anchor, eta, beta, num_samples, table_pi, stack, rng, winners,
+def _ordered_pair_logits(k, PT, logp, pi, logp_anchor, eta, beta, num_samples, table_pi, stack, rng, winners,
                          losers, out):
     """``out`` = centered logits of the sampled "minimize" update of trajectory k: S = ``num_samples``
     ordered pairs of π_t, drawn from k's stream in the order of ``algorithms.inpo.ordered_pairs`` (all y ~ π_t,
     all y′ ~ π_t, then one uniform u per pair, y wins when u < P(y ≻ y′)), then
     (1 − ηβ) log π_t + ηβ log π_anchor + f with f = :func:`_ordered_pair_solve`; ``logp`` is log π_t there, or
-    the history mixture Σ_j λ_j log π_{t−j} (the pairs are π_t's, ``pi``). ``winners``, ``losers``: int64
-    scratch of length S."""
+    the history mixture Σ_j λ_j log π_{t−j} (the pairs are π_t's, ``pi``). ``PT``: the game's transpose,
+    P(y ≻ y′) = PT[y′, y]. ``winners``, ``losers``: int64 scratch of length S."""
     n = logp.shape[0]
     _build_sampler(pi, table_pi, stack)
     for s in range(num_samples):
@@ -957,7 +967,7 @@ def _ordered_pair_logits(k, P, logp, pi, logp_anchor, eta, beta, num_samples, ta
     for s in range(num_samples):
         losers[s] = _sample(table_pi, _next_uniform(rng, k))
     for s in range(num_samples):
-        if not _next_uniform(rng, k) < P[winners[s], losers[s]]:  # y′ won: swap
+        if not _next_uniform(rng, k) < PT[losers[s], winners[s]]:  # y′ won: swap
             y = winners[s]
             winners[s] = losers[s]
             losers[s] = y
@@ -973,14 +983,14 @@ def _ordered_pair_logits(k, P, logp, pi, logp_anchor, eta, beta, num_samples, ta
 
 
 # ---------------------------------------------------------------- metrics
-@njit(cache=CACHE)
+@njit(cache=CACHE, _nrt=False)
 def _duality_gap(logp, pi, s, logp_ref, beta, work, own_exp=False):
     """Gap_β(π) = 2β KL(π ‖ BR_β(π)), BR_β(π) ∝ π_ref e^{Pπ/β}, given s = Pπ (its normaliser's
     exponentials as in :func:`_softmax_pair`)."""
     n = logp.shape[0]
     for y in range(n):
         work[y] = logp_ref[y] + s[y] / beta
-    m = work.max()
+    m = _max(work)
     if own_exp:
         acc = _exp_shifted_sum(work, m)
     else:
@@ -994,13 +1004,13 @@ def _duality_gap(logp, pi, s, logp_ref, beta, work, own_exp=False):
     return max(2.0 * beta * kl, 0.0)  # ≥ 0 in exact arithmetic; clip rounding
 
 
-@njit(cache=CACHE)
+@njit(cache=CACHE, _nrt=False)
 def _record(logp, pi, s, logp_ref, beta, star_logp, with_extra, out_gap, out_expl, out_kl, k, r, work, own_exp=False):
     """The metrics of π_t: duality gap (``own_exp``: :func:`_duality_gap`'s); exploitability max Pπ − ½ and
     KL(π*_β‖π) with ``with_extra``."""
     out_gap[k, r] = _duality_gap(logp, pi, s, logp_ref, beta, work, own_exp)
     if with_extra:
-        out_expl[k, r] = s.max() - 0.5
+        out_expl[k, r] = _max(s) - 0.5
         kl_star = 0.0
         for y in range(logp.shape[0]):
             kl_star += np.exp(star_logp[k, y]) * (star_logp[k, y] - logp[y])
@@ -1026,7 +1036,6 @@ def run_chunk(
     # array reached through a named tuple inside prange (numba/numba#5872), so the loop sees only locals.
     P = games.P
     logp_ref_games = games.logp_ref
-    transposed = games.transposed
     panels = games.panels
     game = trajectories.game
     loss = trajectories.loss
@@ -1088,6 +1097,7 @@ def run_chunk(
         grad_logits = np.empty((size, n))
         grads = np.empty((size, npar))
         half = np.empty((size, npar))
+        shared_sum = np.empty(npar - d if shared else 0)
         acts = np.zeros((size, n_hidden + 1, d))
         pre = np.zeros((size, max(n_hidden, 1), d))
         acts_h = np.zeros((size, n_hidden + 1, d))
@@ -1114,7 +1124,7 @@ def run_chunk(
                 k = members[g0 + m]
                 _forward(params[k], neural, d, n_hidden, n, acts[m], pre[m], z[m])
                 _softmax_pair(z[m], logp[m], pi[m], panels)
-                _product(P[game[k]], pi[m], s[m], transposed, panels, x32, acc)
+                _product(P[game[k]], pi[m], s[m], panels, x32, acc)
                 if with_average and (t < t_end or final):
                     for y in range(n):
                         avg_sum[k, y] += pi[m, y]
@@ -1126,10 +1136,10 @@ def run_chunk(
                         for y in range(n):
                             avg_pi[y] = avg_sum[k, y] / (t + 1)
                             avg_logp[y] = np.log(avg_pi[y])
-                        _product(P[game[k]], avg_pi, avg_s, transposed, panels, x32, acc)
+                        _product(P[game[k]], avg_pi, avg_s, panels, x32, acc)
                         out_avg_gap[k, col] = _duality_gap(avg_logp, avg_pi, avg_s, logp_ref_games[game[k]],
                                                            beta[k], work, panels)
-                        out_avg_expl[k, col] = avg_s.max() - 0.5
+                        out_avg_expl[k, col] = _max(avg_s) - 0.5
                 if t == 0:
                     for y in range(n):
                         prev_logp[k, y] = logp[m, y]
@@ -1176,11 +1186,11 @@ def run_chunk(
                         logp[m], pi[m], s[m], logp_ref_games[game[k]], magnet_logp[k], prev_logp[k], sigma[m],
                         step_pass == 0 and opponent[k] != _OPP_MIXTURE, target[m], table_pi[m], table_sigma[m],
                         table_prev[m], stack, beta[k], 1.0 if minimize else weight[k], sampled, num_samples,
-                        pair_from_policy and not minimize, rng, grad_logits[m], work, transposed, panels, x32, acc,
+                        pair_from_policy and not minimize, rng, grad_logits[m], work, panels, x32, acc,
                     )
                     _backward(params[k], neural, d, n_hidden, n, acts[m], pre[m], grad_logits[m], grads[m],
                               delta, delta_next)
-                _share(grads, members, g0, size, shared, d)
+                _share(grads, size, shared, d, shared_sum)
                 for m in range(size):
                     k = members[g0 + m]
                     if direct:
@@ -1235,18 +1245,24 @@ def _mixture_opponents(g0, size, members, game, mixture, mixture_over_runs, logp
                 sigma[m, y] = np.exp(sigma[m, y] - col_max) / total
 
 
-@njit(cache=CACHE)
-def _share(grads, members, g0, size, shared, d):
+@njit(cache=CACHE, _nrt=False)
+def _share(grads, size, shared, d, total):
     """Shared network weights (reference conventions): every run gets the sum of the group's weight
-    gradients; the per-run input v (the first d entries) keeps its own gradient."""
+    gradients, Σ_m grads[m, p] = ((0 + grads[0, p]) + grads[1, p]) + … in member order (accumulated in
+    ``total`` (npar − d), vectorized across p); the per-run input v (the first d entries) keeps its own gradient."""
     if not shared or size == 1:
         return
-    for p in range(d, grads.shape[1]):
-        acc = 0.0
-        for m in range(size):
-            acc += grads[m, p]
-        for m in range(size):
-            grads[m, p] = acc
+    weights = total.shape[0]  # the npar − d shared entries, from 0 (loops that vectorize)
+    for p in range(weights):
+        total[p] = 0.0
+    for m in range(size):
+        row = grads[m, d:]
+        for p in range(weights):
+            total[p] += row[p]
+    for m in range(size):
+        row = grads[m, d:]
+        for p in range(weights):
+            row[p] = total[p]
 
 
 @njit(cache=CACHE, inline="always")
@@ -1259,15 +1275,16 @@ def _anchor_logp(anchor, logp, logp_ref, magnet):
     return magnet
 
 
-@njit(cache=CACHE)
+@njit(cache=CACHE, _nrt=False)
 def _step_gradient(
     k, loss, opponent, anchor, P, logp, pi, s, logp_ref, magnet, prev, sigma, sigma_is_pi, target,
     table_pi, table_sigma, table_prev, stack, beta, weight, sampled, num_samples, pair_from_policy, rng, g, work,
-    transposed, panels, x32, acc,
+    panels, x32, acc,
 ):
     """Logit gradient of trajectory k's loss against the opponent distribution ``sigma``
-    (``sigma_is_pi``: σ = π_t, whose preference vector s = Pπ_t is already known); ``transposed``,
-    ``panels``: how ``P`` holds the game (exact gradients only, :func:`_product`; ``x32``, ``acc`` its scratch)."""
+    (``sigma_is_pi``: σ = π_t, whose preference vector s = Pπ_t is already known). ``P`` holds the game's
+    transpose Pᵀ, or with ``panels`` its float32 panels (exact gradients only, :func:`_product`; ``x32``,
+    ``acc`` its scratch); ``work`` (N) is overwritten."""
     n = logp.shape[0]
     logp_anchor = _anchor_logp(anchor, logp, logp_ref, magnet)
     optimistic = opponent == _OPP_OPTIMISTIC
@@ -1282,29 +1299,22 @@ def _step_gradient(
                     work[y] = 1.0 / n
                 _panel_product(P[0], work, target, x32, acc)
             else:
-                if transposed:  # the same sums, in the same order, over the rows of Pᵀ
+                for y in range(n):  # row sums of P, in index order, over the rows of Pᵀ
+                    target[y] = 0.0
+                for j in range(n):
                     for y in range(n):
-                        target[y] = 0.0
-                    for j in range(n):
-                        for y in range(n):
-                            target[y] += P[j, y]
-                else:
-                    for y in range(n):
-                        row_sum = 0.0
-                        for j in range(n):
-                            row_sum += P[y, j]
-                        target[y] = row_sum
+                        target[y] += P[j, y]
                 for y in range(n):
                     target[y] /= n
         elif sigma_is_pi:
             for y in range(n):
                 target[y] = s[y]
         else:
-            _product(P, sigma, target, transposed, panels, x32, acc)
+            _product(P, sigma, target, panels, x32, acc)
         if optimistic:
             for y in range(n):
                 work[y] = np.exp(prev[y])
-            _product(P, work, g, transposed, panels, x32, acc)
+            _product(P, work, g, panels, x32, acc)
             for y in range(n):
                 target[y] = 2.0 * target[y] - g[y]
         target_mean = 0.5  # πᵀPπ = ½ for the pairwise target T = Pπ (P + Pᵀ = 1)
@@ -1323,4 +1333,4 @@ def _step_gradient(
             work[y] = np.exp(prev[y])
         _build_sampler(work, table_prev, stack)
     _sampled_gradient(loss, pairwise, optimistic, policy_pairs, num_samples, P, logp, pi, logp_anchor,
-                      table_pi, table_sigma, table_prev, beta, weight, rng, k, g)
+                      table_pi, table_sigma, table_prev, beta, weight, rng, k, g, work)

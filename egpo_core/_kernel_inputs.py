@@ -172,7 +172,7 @@ def build_kernel_inputs(
         return np.full((K, n_recorded) if needed else (1, 1), np.nan)
 
     return _kernel.KernelInputs(
-        games=_kernel.Games(P=_stored_games(P, sampled, single), logp_ref=logp_ref, transposed=not sampled,
+        games=_kernel.Games(P=_stored_games(P, sampled, single), logp_ref=logp_ref,
                             panels=single and not sampled),
         trajectories=trajectories,
         groups=_groups(runs, shared | over_runs, trajectories.scheme),
@@ -196,11 +196,9 @@ def build_kernel_inputs(
 
 
 def _stored_games(P: np.ndarray, sampled: bool, single: bool) -> np.ndarray:
-    """The games as :class:`~egpo_core._kernel.Games` holds them: as given with sampled gradients (entries
-    read one by one; float32 with ``single``), else transposed for the float64 products, or, with ``single``,
-    the float32 panels of A = P − ½ (:func:`~egpo_core._kernel.panel_layout`)."""
-    if sampled:
-        return np.ascontiguousarray(P, dtype=np.float32 if single else np.float64)
-    if single:
+    """The games as :class:`~egpo_core._kernel.Games` holds them: transposed (the products stream the rows of
+    Pᵀ; the draws read P(y ≻ y′) as Pᵀ[y′, y]), float32 with ``single`` and sampled gradients, or, with ``single``
+    and exact gradients, the float32 panels of A = P − ½ (:func:`~egpo_core._kernel.panel_layout`)."""
+    if single and not sampled:
         return _kernel.panel_layout(P)
-    return np.ascontiguousarray(P.transpose(0, 2, 1), dtype=np.float64)
+    return np.ascontiguousarray(P.transpose(0, 2, 1), dtype=np.float32 if single else np.float64)

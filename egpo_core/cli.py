@@ -68,15 +68,18 @@ class _Refused(Exception):
     """Bad command-line input: printed as one line, exit status 2."""
 
 
-class _Parser(argparse.ArgumentParser):
-    """Usage errors as one line (argparse prints the usage and the error on two); no abbreviated
-    options (``--bet`` is refused, not taken for ``--betas``). Sub-commands' parsers are of this class too."""
+class OneLineArgumentParser(argparse.ArgumentParser):
+    """An ``argparse.ArgumentParser`` whose usage errors are one line on stderr,
+    ``error: MESSAGE (see PROG --help)``, and exit status 2 (argparse prints the usage and the error on
+    two lines); no abbreviated options (``--bet`` is refused, not taken for ``--betas``). Sub-commands'
+    parsers are of this class too. The parser of ``python -m egpo_core`` and of the benchmarks' scripts."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         kwargs["allow_abbrev"] = False
         super().__init__(*args, **kwargs)
 
     def error(self, message: str) -> NoReturn:
+        """Print ``message`` as one line and exit with status 2."""
         print(f"error: {message} (see {self.prog} --help)", file=sys.stderr)
         raise SystemExit(2)
 
@@ -445,7 +448,7 @@ def build_parser() -> argparse.ArgumentParser:
     """The parser of ``python -m egpo_core``."""
     from .version import __version__
 
-    parser = _Parser(prog="python -m egpo_core", description=DESCRIPTION)
+    parser = OneLineArgumentParser(prog="python -m egpo_core", description=DESCRIPTION)
     parser.add_argument("--version", action="version", version=f"egpo {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
     sub.add_parser("presets", help="list the paper settings").set_defaults(func=cmd_presets)

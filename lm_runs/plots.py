@@ -50,10 +50,10 @@ OURS = "this repository"
 #: The colour of a series that is no algorithm of ``egpo_core.algorithms``.
 _OTHER_COLOR = "#808080"
 #: Hollow markers, one per algorithm of the paper (in ``PAPER_ALGORITHMS`` order), then one per round
-#: method (``lm_runs.rounds``, by registry name): ten algorithms, ten shapes, so curves that coincide stay
+#: method (``lm_runs.rounds``, by registry name): eleven algorithms, eleven shapes, so curves that coincide stay
 #: visible as overlapping distinct shapes.
 _MARKERS = ("s", "^", "D", "v", "o")
-_ROUND_MARKERS = {"inpo": "P", "comal": "<", "mpo": ">", "mnpo": "h", "sppo": "*"}
+_ROUND_MARKERS = {"inpo": "P", "comal": "<", "mpo": ">", "mnpo": "h", "sppo": "*", "onpo": "X"}
 #: π_ref and π*_β as rendered in every label (mathtext: subscripts, no literal underscores).
 REFERENCE_LABEL = r"$\pi_{\mathrm{ref}}$"
 EQUILIBRIUM_LABEL = r"$\pi^*_\beta$"
@@ -87,7 +87,7 @@ def colour(alg: str) -> str:
 def ordered(names) -> list[str]:
     """``names`` without repeats, the paper's algorithms first in the paper's order
     (``egpo_core.algorithms.PAPER_ALGORITHMS``, any name or alias), then the round methods (inpo, comal, mpo,
-    mnpo, sppo), then the others as given."""
+    mnpo, sppo, onpo), then the others as given."""
     names = list(dict.fromkeys(names))
     order = list(PAPER_ALGORITHMS) + list(_ROUND_MARKERS)
 

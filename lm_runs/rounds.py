@@ -133,6 +133,7 @@ from typing import Any, Callable, Sequence, Union
 import numpy as np
 import torch
 from transformers import Trainer, TrainerCallback
+from transformers.trainer_callback import CallbackHandler
 
 from egpo_core.algorithms import Algorithm, get_algorithm
 from egpo_core.files import atomic_write, fsync_directory, write_jsonl
@@ -145,7 +146,7 @@ from .generation import ReferenceModel, generate_completions
 from .logprobs import completion_logprobs
 
 __all__ = [
-    "RoundOptions", "RoundsConfig", "RoundLoss", "PAIR_SELECTIONS", "PHASES", "round_dir", "epoch_dir", "round_phases",
+    "RoundOptions", "RoundsConfig", "RoundLoss", "PAIR_SELECTIONS", "PHASES", "round_dir", "epoch_dir", "method_phases", "round_phases",
     "round_loss", "round_loss_terms",
     "build_round_dataset", "load_round_dataset", "RoundTrainer", "run_rounds", "main",
 ]
@@ -351,10 +352,15 @@ def magnet_source(r: int, period: int) -> Source:
     return "t" if refreshed == r else refreshed
 
 
+def method_phases(name: str) -> tuple[str, ...]:
+    """The training phases of a round of the method registered as ``name``, in order: :data:`PHASES` for ONPO
+    (its auxiliary policy, then the policy), ``("policy",)`` for every other method."""
+    return PHASES if name == "onpo" else ("policy",)
+
+
 def round_phases(config: RoundsConfig) -> tuple[str, ...]:
-    """The training phases of a round of ``config``'s method, in order: :data:`PHASES` for ONPO (its auxiliary
-    policy, then the policy), ``("policy",)`` for every other method."""
-    return PHASES if config.algorithm.name == "onpo" else ("policy",)
+    """The training phases of a round of ``config``'s method, in order (:func:`method_phases`)."""
+    return method_phases(config.algorithm.name)
 
 
 def round_loss(config: RoundsConfig, r: int, phase: str | None = None) -> RoundLoss:
@@ -734,14 +740,30 @@ class _StepLosses(TrainerCallback):
         return control
 
 
+class _RoundCallbacks(CallbackHandler):
+    """The Trainer's callback handler, whose every event also passes the trainer's ``round_index`` and
+    ``round_phase`` (:data:`PHASES`) to the callbacks as keyword arguments: how a callback given to
+    :func:`run_rounds` tells ONPO's auxiliary phase (the model holds π′) from the policy phase."""
+
+    def __init__(self, trainer: "RoundTrainer", handler: CallbackHandler):
+        super().__init__(handler.callbacks, handler.model, handler.processing_class, handler.optimizer, handler.lr_scheduler)
+        self.trainer = trainer
+
+    def call_event(self, event, args, state, control, **kwargs):
+        return super().call_event(event, args, state, control, round_index=self.trainer.round_index,
+                                  round_phase=self.trainer.round_phase, **kwargs)
+
+
 class RoundTrainer(AtomicCheckpoints, Trainer):
     """HF Trainer of one round: :func:`round_loss_terms` of ``round_loss`` (a :class:`RoundLoss`, a keyword
     argument) on the round's rows, the anchors' log-probs read from the saved dataset. ``step_losses`` holds each optimizer step's mean
     loss over its micro-batches' pairs; the logged ``loss`` is their mean since the last log (not
-    rounded, unlike the Trainer's own)."""
+    rounded, unlike the Trainer's own). Every callback event carries ``round_index`` and ``round_phase``
+    (keyword arguments, :class:`_RoundCallbacks`)."""
 
     def __init__(self, *args, round_loss: RoundLoss, **kwargs):
         super().__init__(*args, **kwargs)
+        self.callback_handler = _RoundCallbacks(self, self.callback_handler)
         self.round_loss = round_loss
         self.round_index = 0  # set by run_rounds; logged with every loss
         self.round_phase = "policy"  # set by run_rounds: ONPO's "auxiliary" phase trains π′, every other phase the policy
@@ -851,7 +873,8 @@ def run_rounds(
     its policy phase's). ``judge``: an in-process judge (else ``config.judge``'s spec, loaded and probed as in
     :func:`lm_runs.train_nlhf.build_trainer`). ``stop_after(r, trainer)`` is called after round r's
     training (tests interrupt there); ``callbacks``: ``TrainerCallback`` objects given to every round's trainer
-    (ONPO: to both phases' trainers; ``trainer.round_phase`` tells them apart)."""
+    (ONPO: to both phases' trainers; every event passes them ``round_phase``, "auxiliary" or "policy", and
+    ``round_index`` as keyword arguments)."""
     from transformers import set_seed
 
     from .checkpoints import MODEL_MARKERS, latest_checkpoint, save_model_atomically

@@ -38,7 +38,7 @@
 
 # %% tags=["parameters"]
 setting = "short"           # "short": the five online algorithms, 3 seeds, under 10 minutes (make reproduce), decides no pair;
-                            # "full": the ten algorithms (five online, five in rounds), 15 seeds (150 runs, hours), decides pairs
+                            # "full": the eleven algorithms (five online, six in rounds), 15 seeds (165 runs, hours), decides pairs
 fast = False                # True: the module's FAST settings (seconds; tests, quick looks), whatever `setting`
 seeds = None                # training seeds (None: the setting's own: 0 1 2 short, 0..14 full, 0 1 fast)
 updates = None              # NLHF updates per run (None: the settings' own, 80; 4 when fast)
@@ -140,10 +140,10 @@ display(final)
 # For every pair (A, B) and both metrics, the paired differences of the final values over the training
 # seeds, d_s = x_A,s − x_B,s: their mean with a 95 % bootstrap interval over seeds, and the two-sided exact
 # Wilcoxon signed-rank test, Holm-corrected over the K(K − 1)/2 pairs of a metric (α = 0.05; 10 pairs for
-# the five online algorithms, 45 for the full setting's ten). A pair is decided ("A lower than B") only when
+# the five online algorithms, 55 for the full setting's eleven). A pair is decided ("A lower than B") only when
 # the adjusted p is at most α; otherwise it is undecided at this n, which is no evidence that the two are
 # equal. With n seeds the smallest p the test can give is 2/2^n: 3 seeds (`SHORT`) cannot decide any pair,
-# the full setting's 15 can (2/2^15 · 45 = 0.0027; 10 seeds could not among 45 pairs). Every seed's final values are in
+# the full setting's 15 can (2/2^15 · 55 = 0.0034; 10 seeds could not among 55 pairs). Every seed's final values are in
 # `final_per_seed.csv`, every pair in `verdicts.csv` / `verdicts.json`, and `verdicts.png` draws both.
 
 # %%

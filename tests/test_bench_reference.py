@@ -90,6 +90,20 @@ def test_bad_values_are_refused(bench: ModuleType, capsys: pytest.CaptureFixture
     assert named in refusal(bench, capsys, base + argv)
 
 
+def test_usage_errors_are_egpo_cores_one_line_format(bench: ModuleType, capsys: pytest.CaptureFixture,
+                                                     reference_folder: Path) -> None:
+    """The script's parser is egpo_core.cli's: a usage error reads ``error: MESSAGE (see PROG --help)`` and an
+    abbreviated option (``--sett`` for ``--settings``) is refused, not expanded."""
+    from egpo_core.cli import OneLineArgumentParser
+
+    base = ["--reference-code", str(reference_folder), "--reference-python", sys.executable]
+    line = refusal(bench, capsys, base + ["--rtol", "x"])
+    assert line == "error: argument --rtol: invalid float value: 'x' (see bench_reference.py --help)"
+    line = refusal(bench, capsys, base + ["--sett", "exact-tabular-beta0.1"])
+    assert line == "error: unrecognized arguments: --sett exact-tabular-beta0.1 (see bench_reference.py --help)"
+    assert bench.OneLineArgumentParser is OneLineArgumentParser
+
+
 def test_agreement_verdicts(bench: ModuleType) -> None:
     assert bench.agreement(9.64e-5, 9.65e-5, 0.1) == "same"
     assert bench.agreement(0.13, 0.1349, 0.1) == "same"      # a recorded value with two digits

@@ -244,7 +244,8 @@ def _replay_draws(alg, pairs, pi, sigma, previous):
             if alg.loss is LossFamily.IPO2 or pairs == "policy":
                 drawn = [draw("pi"), draw("pi")]
             else:
-                drawn = list(_kernel._next_pair(state, 0, N))
+                state[0], z = _kernel._splitmix64(state[0])
+                drawn = list(_kernel._index_pair(np.uint64(z), N))
             if alg.opponent is not Opponent.PAIRWISE:
                 drawn += [draw("sigma")] + ([draw("previous")] if optimistic else [])
         columns.append(drawn)
@@ -267,9 +268,9 @@ def test_sampled_kernel_gradient_equals_sampled_loss_on_the_same_draws(alg, pair
     scratch = [np.empty((2, N)) for _ in range(3)]
     _kernel._step_gradient(
         0, _kernel.LOSS_CODES[alg.loss], _kernel.OPPONENT_CODES[alg.opponent], _kernel.ANCHOR_CODES[alg.anchor],
-        P, logp, pi, P @ pi, logp_ref, magnet, previous, sigma, not mixture_opponent, np.empty(N), *scratch,
-        np.empty(N, dtype=np.int64), BETA, weight, True, SAMPLES, pairs == "policy",
-        np.array([SEED], dtype=np.uint64), g, np.empty(N), False, False, np.empty(0, dtype=np.float32), np.empty(0),
+        np.ascontiguousarray(P.T), logp, pi, P @ pi, logp_ref, magnet, previous, sigma, not mixture_opponent,
+        np.empty(N), *scratch, np.empty(N, dtype=np.int64), BETA, weight, True, SAMPLES, pairs == "policy",
+        np.array([SEED], dtype=np.uint64), g, np.empty(N), False, np.empty(0, dtype=np.float32), np.empty(0),
     )
 
     draws = iter(_replay_draws(alg, pairs, pi, sigma, np.exp(previous)))

@@ -20,6 +20,7 @@ from lm_runs.judges import (
     CheckedJudge,
     JudgeError,
     Judgement,
+    JudgeUnavailable,
     check_judge_spec,
     load_judge,
 )
@@ -157,7 +158,8 @@ def test_http_and_openai_kinds_and_identities(monkeypatch, tmp_path):
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
     openai = load_judge("openai:some-model", retries=0)
     assert openai.kind == "openai" and openai.inner.retry.max_retries == 0
-    assert openai.identity()["base_url"] == "http://127.0.0.1:9/v1" and openai.identity()["model"] == "some-model"
+    with pytest.raises(JudgeUnavailable, match=r"openai:some-model@http://127\.0\.0\.1:9/v1 \(GET models/some-model\) failed after 1 attempts"):
+        openai.identity()  # nothing listens: what the endpoint serves cannot be told
 
 
 @pytest.mark.parametrize(

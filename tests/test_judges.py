@@ -358,3 +358,51 @@ def test_http_judge_identity_is_the_one_the_server_reports_else_its_url_with_one
             assert old.identity() == old.identity() == {"kind": "http", "url": "http://judge:1"}
             (warning,) = caplog.records  # once, though asked twice
             assert why in warning.getMessage() and "URL only" in warning.getMessage()
+
+
+def test_http_judge_refuses_a_server_that_reports_another_judge_after_a_call():
+    """Once /health pinned an identity, every call (pairs or scores) asks /health again after its answers:
+    the same identity passes (one GET a call), another one or none (404) raises JudgeChanged naming the
+    change, the call's answers discarded, and CheckedJudge.judge_or_missing lets it through instead of
+    counting missing pairs; a server known by its URL only, or a client whose identity was never asked,
+    makes no extra request."""
+    import httpx
+
+    from lm_runs.judges import JudgeChanged
+    from lm_runs.judges.http import HTTPJudge
+
+    a = {"kind": "callable", "module": "m", "qualname": "a", "source_sha256": "1"}
+    state = {"identity": a, "health_status": 200}
+    asked: list[str] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        asked.append(request.url.path)
+        if request.url.path == "/health":
+            return httpx.Response(state["health_status"], json={"status": "ok", "model": "m", "judge_kind": "callable",
+                                                                "temperature": 1.0, "identity": state["identity"]})
+        body = json.loads(request.content)
+        if request.url.path == "/v1/scores":
+            return httpx.Response(200, json={"scores": [0.5] * len(body["prompts"]), "model": "m"})
+        return httpx.Response(200, json={"results": [0.25] * len(body["prompts"]), "model": "m"})
+
+    judge = HTTPJudge("http://judge:1", max_retries=0, transport=httpx.MockTransport(handler))
+    assert judge(["p"], [["x", "y"]]) == [0.25] and asked == ["/v1/classifications"]  # nothing pinned yet: no check
+    assert judge.identity() == a
+    asked.clear()
+    assert judge(["p", "q"], [["x", "y"], ["y", "x"]]) == [0.25, 0.25] and judge.rewards(["p"], ["x"]) == [0.5]
+    assert asked == ["/v1/classifications", "/health", "/v1/scores", "/health"]
+    state["identity"] = {**a, "qualname": "b", "source_sha256": "2"}
+    for call in (lambda: judge(["p"], [["x", "y"]]), lambda: judge.rewards(["p"], ["x"]),
+                 lambda: CheckedJudge(judge).judge_or_missing(["p", "q"], [["x", "y"], ["y", "x"]])):
+        with pytest.raises(JudgeChanged) as changed:
+            call()
+        message = str(changed.value)
+        assert message.startswith("judge server http://judge:1 now serves another judge than the one this run started with ")
+        assert "qualname: 'a' → 'b'; source_sha256: '1' → '2'" in message and "\n" not in message
+    state["identity"], state["health_status"] = a, 404  # another server at the URL, reporting no identity
+    with pytest.raises(JudgeChanged, match=r"than the one this run started with \(it reports no identity now\)"):
+        judge(["p"], [["x", "y"]])
+    url_only = HTTPJudge("http://judge:1", max_retries=0, transport=httpx.MockTransport(handler))
+    assert url_only.identity() == {"kind": "http", "url": "http://judge:1"}
+    asked.clear()
+    assert url_only(["p"], [["x", "y"]]) == [0.25] and asked == ["/v1/classifications"]

@@ -56,6 +56,8 @@ class FakeChatServer:
             self.seen_per_question: dict[str, int] = {}
             self.in_flight = 0
             self.max_in_flight = 0
+            self.model_record: dict | None = None  # GET /v1/models/{model}'s answer; None: 404
+            self.model_asks = 0
 
     def _build_app(self) -> FastAPI:
         app = FastAPI()
@@ -73,6 +75,15 @@ class FakeChatServer:
             finally:
                 with self.lock:
                     self.in_flight -= 1
+
+        @app.get("/v1/models/{model}")
+        async def model(model: str) -> Any:
+            with self.lock:
+                self.model_asks += 1
+                record = self.model_record
+            if record is None:
+                return JSONResponse({"error": {"message": f"no model {model}"}}, status_code=404)
+            return {"id": model, "object": "model", "created": int(time.time() * 1e6), **record}  # created: vLLM's, the time of the request
 
         return app
 
@@ -489,3 +500,28 @@ def test_empty_call_makes_no_request(fake, tmp_path):
     judge, _ = make_judge(fake, tmp_path)
     assert judge([], []) == [] and judge.judge_or_missing([], []) == []
     assert fake.bodies == []
+
+
+# ------------------------------------------------------------------------------ identity
+
+
+def test_identity_holds_the_endpoints_stable_model_record_asked_once(fake, tmp_path):
+    """identity()["served"] is GET /v1/models/{model}'s id, owned_by and (vLLM's) root / max_model_len,
+    without ``created`` (stamped per request by vLLM: two asks differ), asked once per client; the same
+    served name on weights from another root is another judge (identity_changes names served.root); an
+    endpoint without the route (404) gives served None."""
+    from lm_runs.judges.base import identity_changes
+
+    fake.model_record = {"owned_by": "vllm", "root": "/weights/judge-a", "max_model_len": 4096}
+    judge, _ = make_judge(fake, tmp_path)
+    first = judge.identity()
+    assert first["served"] == {"id": "fake-model", "owned_by": "vllm", "root": "/weights/judge-a", "max_model_len": 4096}
+    assert judge.identity() == first and fake.model_asks == 1
+    assert make_judge(fake, tmp_path)[0].identity() == first  # a new client, the same server: the same judge
+    fake.model_record = {"owned_by": "vllm", "root": "/weights/judge-b", "max_model_len": 4096}
+    other = make_judge(fake, tmp_path)[0].identity()
+    assert identity_changes(first, other) == ["served.root: '/weights/judge-a' → '/weights/judge-b'"]
+    fake.model_record = None
+    assert make_judge(fake, tmp_path)[0].identity()["served"] is None
+    assert {k: v for k, v in first.items() if k != "served"} == {
+        "kind": "openai", "base_url": fake.url, "model": "fake-model", "templates": first["templates"], "seed": 0}

@@ -23,7 +23,7 @@ import pytest
 import torch
 
 from lm_runs.cli import parse_config
-from lm_runs.rounds import RoundsConfig, prompt_shard, round_dir, shard_seed
+from lm_runs.rounds import RoundsConfig, epoch_dir, prompt_shard, round_dir, shard_seed
 from lm_runs.tiny import build_tiny_lm
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -224,5 +224,87 @@ def test_two_ranks_under_zero2_train_onpo_rounds_as_ddp_and_resume_bit_for_bit(t
     assert gap <= 1e-6, gap
     launch(tmp_path / "cut_records", flags(tiny, cut, *zero2), interrupt_round=1)
     launch(tmp_path / "cut_records", flags(tiny, cut, *zero2, "--resume_from_checkpoint", "true"))
+    for resumed in finals(tmp_path / "cut_records"):
+        assert resumed.keys() == rank0.keys() and all(torch.equal(resumed[k], rank0[k]) for k in rank0)
+
+
+LORA = ("--use_peft", "true", "--lora_r", "4", "--lora_target_modules", "c_attn", "--learning_rate", "1e-2")
+
+
+@pytest.mark.slow
+def test_two_ranks_under_zero2_train_onpo_lora_rounds_as_ddp_with_loadable_auxiliary_adapters(tiny, tmp_path):
+    """ONPO with a LoRA adapter (--use_peft, r = 4 on c_attn) under --deepspeed zero2.json (ZeRO-2 on the CPU,
+    gloo, the Trainer's torch AdamW), 2 ranks, 2 rounds, against the same run under DDP. The trainable
+    parameters are the adapter's alone (every name holds ``lora_``) and both ZeRO-2 ranks end with equal
+    ones (torch.equal), the saved round end; round 0's dataset is byte for byte the DDP run's; each round's
+    auxiliary end π′_{r+1} (``auxiliary/policy.pt``) and the final adapter lie within 1e-6 of the DDP run's
+    (the same AdamW steps, the gradients reduced by ZeRO-2 instead of DDP: measured 0, bit for bit, on one
+    machine), and each rank saved its ZeRO-2 optimizer partition in both phases' checkpoints. Each saved π′_{r+1} loads back
+    into a fresh LoRA-wrapped model (load_policy + load_state_dict) and gives its ``logp.jsonl`` within
+    1e-5 (recomputed in one process, float32), and differs from the round's policy end; each round end's
+    model folder (epochs/epoch-r) and the final one are peft adapters (adapter_config.json) that
+    PeftModel.from_pretrained loads to that round's policy.pt bit for bit (π′ has no such folder: its
+    policy.pt is the adapter's parameters). Stopped after round 1's training and resumed (its policy phase from its last ZeRO-2
+    checkpoint of the adapter): torch.equal to the uninterrupted run. (4 torchrun launches: about 4 minutes.)"""
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM
+
+    from lm_runs.data import encode_prompt
+    from lm_runs.logprobs import completion_logprobs
+    from lm_runs.models import load_policy, load_tokenizer
+
+    onpo = ("--alg", "onpo", *LORA)
+    zero2_flags = (*onpo, "--save_strategy", "steps", "--save_steps", "1", "--deepspeed", str(ROOT / "lm_runs" / "configs" / "zero2.json"))
+    ddp, zero2, cut = tmp_path / "ddp", tmp_path / "zero2", tmp_path / "cut"
+    launch(tmp_path / "ddp_records", flags(tiny, ddp, *onpo))
+    launch(tmp_path / "zero2_records", flags(tiny, zero2, *zero2_flags))
+    rank0, rank1 = finals(tmp_path / "zero2_records")
+    assert rank0 and all("lora_" in k for k in rank0)
+    assert rank0.keys() == rank1.keys() and all(torch.equal(rank0[k], rank1[k]) for k in rank0)
+    assert all(torch.equal(rank0[k], v) for k, v in torch.load(round_dir(zero2, 1) / "policy.pt").items())
+    assert any(float(v.abs().max()) > 0 for k, v in rank0.items() if "lora_B" in k)  # the adapter trained (B starts at 0)
+    for name in ("responses.jsonl", "judgements.jsonl", "pairs.jsonl"):
+        assert (round_dir(zero2, 0) / "dataset" / name).read_bytes() == (round_dir(ddp, 0) / "dataset" / name).read_bytes()
+
+    def gap(a: dict, b: dict) -> float:
+        assert a.keys() == b.keys()
+        return max(float((a[k] - b[k]).abs().max()) for k in a)
+
+    gaps = [gap(rank0, finals(tmp_path / "ddp_records")[0])]
+    for r in range(2):
+        auxiliary = torch.load(round_dir(zero2, r) / "auxiliary" / "policy.pt")
+        assert auxiliary.keys() == rank0.keys()
+        gaps.append(gap(auxiliary, torch.load(round_dir(ddp, r) / "auxiliary" / "policy.pt")))
+    assert max(gaps) <= 1e-6, gaps  # measured 0 (bit for bit) on one machine
+    for phase in ("auxiliary-trainer", "trainer"):  # ZeRO-2 ran: each rank saved its optimizer partition
+        assert {p.name for p in round_dir(zero2, 1).glob(f"{phase}/checkpoint-*/global_step*/*optim_states.pt")} >= {
+            f"zero_pp_rank_{k}_mp_rank_00_optim_states.pt" for k in range(2)}
+
+    (config,) = parse_config([RoundsConfig], flags(tiny, tmp_path / "unused", *onpo))
+    tokenizer = load_tokenizer(tiny["model"], padding_side="left")
+    model = load_policy(tiny["model"], dtype=torch.float32, lora=config, seed=0).eval()
+    for r in range(2):
+        model.load_state_dict(torch.load(round_dir(zero2, r) / "auxiliary" / "policy.pt"), strict=False)
+        responses = read_jsonl(round_dir(zero2, r) / "dataset" / "responses.jsonl")
+        logged = read_jsonl(round_dir(zero2, r) / "auxiliary" / "logp.jsonl")
+        assert [(row["prompt_index"], row["sample"]) for row in logged] == [(row["prompt_index"], row["sample"]) for row in responses]
+        for row, saved in list(zip(responses, logged))[::4]:
+            ids, completion = torch.tensor([encode_prompt(tokenizer, row["prompt"])]), torch.tensor([row["token_ids"]])
+            with torch.no_grad():
+                value = float(completion_logprobs(model, ids, torch.ones_like(ids), completion, torch.ones_like(completion)))
+            assert abs(value - saved["logp"]) <= 1e-5 * abs(value) + 1e-5, (r, value, saved["logp"])
+        end = torch.load(round_dir(zero2, r) / "policy.pt")
+        assert gap(torch.load(round_dir(zero2, r) / "auxiliary" / "policy.pt"), end) > 1e-4  # π′_{r+1} is not π_{r+1}
+
+    for folder, end in ((epoch_dir(zero2, 1), round_dir(zero2, 0) / "policy.pt"), (epoch_dir(zero2, 2), round_dir(zero2, 1) / "policy.pt"),
+                        (zero2, round_dir(zero2, 1) / "policy.pt")):
+        assert (folder / "adapter_config.json").is_file()
+        loaded = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(tiny["model"]), str(folder), is_trainable=True)
+        adapter, saved = {n: p.detach() for n, p in loaded.named_parameters() if p.requires_grad}, torch.load(end)
+        assert adapter.keys() == saved.keys() and all(torch.equal(adapter[k], saved[k]) for k in saved), folder
+
+    launch(tmp_path / "cut_records", flags(tiny, cut, *zero2_flags), interrupt_round=1)
+    assert (round_dir(cut, 1) / "auxiliary" / "policy.pt").is_file() and not (round_dir(cut, 1) / "policy.pt").exists()
+    launch(tmp_path / "cut_records", flags(tiny, cut, *zero2_flags, "--resume_from_checkpoint", "true"))
     for resumed in finals(tmp_path / "cut_records"):
         assert resumed.keys() == rank0.keys() and all(torch.equal(resumed[k], rank0[k]) for k in rank0)

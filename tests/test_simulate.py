@@ -163,8 +163,9 @@ def test_sampled_kernel_gradient_is_unbiased(name, pair_from_policy):
     for table, dist in zip(tables, (pi, sigma, prev_pi)):
         _kernel._build_sampler(dist, table, np.empty(n, dtype=np.int64))
     for i in range(draws):
-        _kernel._sampled_gradient(loss_code, pairwise, optimistic, policy_pairs or pair_from_policy, samples, P, logp, pi, anchor,
-                                  *tables, beta, weight, state, 0, g)
+        _kernel._sampled_gradient(loss_code, pairwise, optimistic, policy_pairs or pair_from_policy, samples,
+                                  np.ascontiguousarray(P.T), logp, pi, anchor, *tables, beta, weight, state, 0, g,
+                                  np.empty(n))
         grads[i] = g
     mean, se = grads.mean(0), grads.std(0, ddof=1) / np.sqrt(draws)
     assert np.all(np.abs(mean - exact) <= 5 * se + 1e-12), (mean, exact, se)

@@ -32,8 +32,8 @@ def test_budget_rule_on_the_presets():
     assert wide.steps_per_round("mnpo") == 18 and wide.steps_per_round("sppo_rounds") == 2 * 3  # 192 responses / 64
     assert round_alg("sppo_rounds") == "sppo" and round_alg("iterative_nash") == "inpo" and round_alg("nmd") is None
     assert online_algorithms(["egpo", "inpo", "nashmd", "sppo_rounds"]) == ["egpo", "nashmd"]
-    assert set(ROUND_METHODS) == {"inpo", "comal", "mpo", "mnpo", "sppo_rounds"}
-    check_algorithms(["egpo", "inpo", "comal", "mpo", "mnpo", "sppo_rounds"])
+    assert set(ROUND_METHODS) == {"inpo", "comal", "mpo", "mnpo", "sppo_rounds", "onpo"}
+    check_algorithms(["egpo", "inpo", "comal", "mpo", "mnpo", "sppo_rounds", "onpo"])
     # SHORT and FAST keep the paper's five (their runs stay those committed); the full setting adds the round methods
     assert sb.SHORT.algorithms == sb.FAST.algorithms == sb.ONLINE == ("egpo", "oipo1", "oipo2", "nashmd", "nashmdpg")
     assert sb.DEFAULT.algorithms == sb.ONLINE + ROUND_METHODS
@@ -76,7 +76,7 @@ def test_round_methods_are_drawn_in_their_declared_colour_and_name():
     plt.close(fig)
     assert lines == {"EGPO": to_hex(algorithm_color("egpo")), "INPO": to_hex(algorithm_color("inpo")),
                      "SPPO (rounds)": to_hex(algorithm_color("sppo"))}
-    # the notebooks' seed bands name and colour them the same way; ten algorithms, ten hollow shapes, in the
+    # the notebooks' seed bands name and colour them the same way; eleven algorithms, eleven hollow shapes, in the
     # paper's order then the round methods'; the online SPPO keeps its own name
     from lm_runs import plots
 
@@ -85,9 +85,9 @@ def test_round_methods_are_drawn_in_their_declared_colour_and_name():
             if not line.get_label().startswith("_")} == lines
     plt.close(fig)
     assert plots.label("sppo") == "SPPO" and plots.label("nashmd") == "Nash-MD" and plots.label("x") == "x"
-    assert len({plots.marker(a) for a in sb.DEFAULT.algorithms}) == 10 and plots.marker("x") == "x"
-    assert plots.ordered(["sppo_rounds", "x", "egpo", "mnpo", "iterative_nash", "oipo1"]) == [
-        "oipo1", "egpo", "iterative_nash", "mnpo", "sppo_rounds", "x"]
+    assert len({plots.marker(a) for a in sb.DEFAULT.algorithms}) == 11 and plots.marker("x") == "x"
+    assert plots.ordered(["onpo", "sppo_rounds", "x", "egpo", "mnpo", "iterative_nash", "oipo1"]) == [
+        "oipo1", "egpo", "iterative_nash", "mnpo", "sppo_rounds", "onpo", "x"]
 
 
 @pytest.fixture(scope="module")

@@ -285,9 +285,9 @@ def test_full_setting_has_fifteen_seeds_and_short_is_its_online_runs_of_the_firs
         if f.name not in ("seeds", "algorithms"):
             assert getattr(sb.SHORT, f.name) == getattr(sb.DEFAULT, f.name), f.name  # the same runs, fewer of them
     pairs = len(sb.DEFAULT.algorithms) * (len(sb.DEFAULT.algorithms) - 1) // 2
-    assert pairs == 45
-    # the full setting can decide (2/2^15 · 45 = 0.0027); 10 seeds could not (2/2^10 · 45 = 0.088)
-    assert verdicts.smallest_p(len(sb.DEFAULT.seeds)) * pairs == pytest.approx(0.00275, abs=1e-5)
+    assert pairs == 55  # eleven algorithms: five online, six round methods
+    # the full setting can decide (2/2^15 · 55 = 0.0034); 10 seeds could not (2/2^10 · 55 = 0.107)
+    assert verdicts.smallest_p(len(sb.DEFAULT.seeds)) * pairs == pytest.approx(0.003357, abs=1e-6)
     assert verdicts.smallest_p(10) * pairs > 0.05
     assert verdicts.smallest_p(len(sb.SHORT.seeds)) * 10 > 0.05  # the short one cannot, and says so
 
@@ -301,9 +301,9 @@ def test_cli_short_and_fast_exclude_each_other(tmp_path, capsys):
     assert list(tmp_path.iterdir()) == []
 
 
-def test_ten_algorithms_keep_ten_colours_and_shapes_their_legend_below_and_say_what_fifteen_seeds_decide(tmp_path, monkeypatch):
+def test_eleven_algorithms_keep_eleven_colours_and_shapes_their_legend_below_and_say_what_fifteen_seeds_decide(tmp_path, monkeypatch):
     algs = list(sb.DEFAULT.algorithms)
-    assert len(algs) == 10
+    assert len(algs) == 11
     values = {a: [0.02 * (k + 1) + 0.001 * s for s in range(15)] for k, a in enumerate(algs)}
     values["mpo"] = list(values["comal"])  # identical runs: drawn on top of each other, and named
     captured = _draw_all(tmp_path, monkeypatch, values)
@@ -311,15 +311,15 @@ def test_ten_algorithms_keep_ten_colours_and_shapes_their_legend_below_and_say_w
     gap = fig.axes[0]
     lines = [line for line in gap.get_lines() if not line.get_label().startswith("_") and line.get_marker() != "None"]
     assert [line.get_label() for line in lines] == [plots.label(a) for a in algs]
-    assert len({line.get_color() for line in lines}) == 10 and len({line.get_marker() for line in lines}) == 10
+    assert len({line.get_color() for line in lines}) == 11 and len({line.get_marker() for line in lines}) == 11
     assert all(line.get_markerfacecolor() == "none" for line in lines)  # hollow: a hidden curve's shape shows
-    # the legend of ten curves sits below the panels, not over a panel
+    # the legend of eleven curves sits below the panels, not over a panel
     assert gap.get_legend() is None and len(fig.legends) == 1
-    assert [t.get_text() for t in fig.legends[0].get_texts()][:10] == [line.get_label() for line in lines]
+    assert [t.get_text() for t in fig.legends[0].get_texts()][:11] == [line.get_label() for line in lines]
     joined = "\n".join(texts)
     assert "COMAL = MPO" in joined
-    # 15 seeds, 45 pairs: every pair (0.02 apart on every seed but COMAL–MPO, equal) is decided but that one
-    assert "Decided: 44 of 45 pairs" in joined and "n = 15" in joined
+    # 15 seeds, 55 pairs: every pair (0.02 apart on every seed but COMAL–MPO, equal) is decided but that one
+    assert "Decided: 54 of 55 pairs" in joined and "n = 15" in joined
     texts, fig = captured["verdicts"]
-    assert fig.get_size_inches()[0] >= 2 * 1.3 * 10  # the pair matrix grows with K (1.3 in a column)
-    assert "Decided: 44 of 45 pairs" in "\n".join(texts)
+    assert fig.get_size_inches()[0] >= 2 * 1.3 * 11  # the pair matrix grows with K (1.3 in a column)
+    assert "Decided: 54 of 55 pairs" in "\n".join(texts)

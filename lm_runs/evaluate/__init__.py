@@ -74,8 +74,9 @@ Outputs under ``--output_dir``::
     settings.json                      the fingerprint of everything that changes a generation or a judgement,
                                        the judge by content (CheckedJudge.identity: a model folder's file
                                        digests, a callable's module source digest, a served judge's identity
-                                       from the server's /health — its URL only for an older server) and the
-                                       prompts' hash
+                                       from the server's /health — its URL only for an older server —, checked
+                                       again after every call to the server; an OpenAI-compatible endpoint's
+                                       URL, model and model record) and the prompts' hash
     generations/<model>.jsonl          {"prompt", "sample", "text", "truncated", "num_tokens"} per response
     generations/<model>.meta.json      which model (the digests of its weight, config and tokenizer files) made them
     judgements/<A>__vs__<B>.jsonl      {"prompt", "sample", "p_ab", "p_ba", "error"[, "same"]} per pair

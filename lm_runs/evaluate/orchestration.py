@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
 
 from ..checkpoints import SaveError
-from ..judges import CallableJudge, CheckedJudge, load_judge
+from ..judges import CallableJudge, CheckedJudge, JudgeChanged, load_judge
 from ..launcher import one_line
 from ..models import ModelRoleError, check_model_source, load_causal_lm
 from .folder import SEPARATOR, EvaluationFolder, file_stem, read_jsonl
@@ -177,7 +177,7 @@ class Evaluation:
                 done=self.folder.scores(name), on_batch=lambda rows: self.folder.write_rows(path, rows),
                 progress=self.progress, desc=f"score {name}",
             )
-        except SaveError:
+        except (SaveError, JudgeChanged):  # a judge server swapped mid-run: its own line
             raise
         except Exception as error:  # a pair could be missing; a score the tables need cannot
             raise EvaluationError(

@@ -7,7 +7,9 @@ generations to model weights (:func:`model_identity`), name a model's random str
 (:func:`sampling_stream`) and tie the whole folder to its prompts (:func:`prompts_hash`). The judge's
 identity is :meth:`lm_runs.judges.CheckedJudge.identity`: by content, for a judge behind a judge server
 too (the served judge's identity, from the server's ``/health``), so a folder refuses a server restarted
-with another model, τ or kind at the same URL and accepts the same judge served at another URL.
+with another model, τ or kind at the same URL and accepts the same judge served at another URL; a server
+swapped for another mid-run is refused after the first call it answers
+(:class:`~lm_runs.judges.JudgeChanged`, exit status 2), that call's answers unsaved.
 """
 
 from __future__ import annotations

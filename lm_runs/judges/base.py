@@ -32,6 +32,7 @@ __all__ = [
     "JudgeError",
     "InvalidJudgement",
     "JudgeUnavailable",
+    "JudgeChanged",
     "Judgement",
     "CallableJudge",
     "CheckedJudge",
@@ -64,6 +65,12 @@ class JudgeUnavailable(JudgeError):
     """A remote judge could not be reached or kept failing (connection errors, deadlines, 429, 5xx)
     through its whole retry budget: no pair of the call was judged, and asking again pair by pair
     would only repeat the wait."""
+
+
+class JudgeChanged(JudgeError):
+    """The judge behind a remote endpoint is no longer the one a run started with (a judge server swapped
+    for another mid-run): answers from the two must not mix, so this is never a missing pair but stops
+    the run (:meth:`CheckedJudge.judge_or_missing` lets it through; the commands exit with status 2)."""
 
 
 class Judgement(NamedTuple):
@@ -322,7 +329,8 @@ class CheckedJudge:
         for it. A call that raises :class:`JudgeError` (or answers the wrong number of values) is
         asked again pair by pair, so only the pairs that fail alone are missing, each with the error;
         except :class:`JudgeUnavailable` (a remote judge that stayed unreachable through its retries),
-        which makes every pair of the call missing at once instead of repeating the wait per pair.
+        which makes every pair of the call missing at once instead of repeating the wait per pair, and
+        :class:`JudgeChanged` (the judge behind a server was swapped), which propagates.
         A judge that reports missing pairs itself (a ``judge_or_missing`` method: the OpenAI judge) is
         asked through it. Any other exception (a bug, ``KeyboardInterrupt``) propagates.
         """
@@ -341,6 +349,8 @@ class CheckedJudge:
             values = list(values)
             if len(values) != len(prompts):
                 raise JudgeError(f"judge {self.name} returned {len(values)} values for {len(prompts)} pairs")
+        except JudgeChanged:
+            raise
         except JudgeUnavailable as error:
             return [Judgement(None, f"JudgeUnavailable: {one_line(error)}")] * len(prompts)
         except JudgeError as error:
@@ -355,7 +365,8 @@ class CheckedJudge:
     def identity(self) -> dict[str, Any]:
         """The judge by content (JSON-serialisable): the inner judge's ``identity()`` when it has one
         (a model folder: digests of its files; http: the served judge's own identity, as the server's
-        ``/health`` reports it, or its URL from a server too old to report one; openai: base URL and model), else
+        ``/health`` reports it, or its URL from a server too old to report one; openai: base URL, model
+        and what the endpoint reports of the model), else
         ``{"kind": "callable", **source_identity(inner)}``."""
         return judge_identity(self.inner, self.kind)
 

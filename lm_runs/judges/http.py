@@ -23,6 +23,14 @@ digests, a reward model's τ, a callable's source digest: the in-process judge's
 server restarted with another judge at the same URL, and accepts the same judge served at another URL.
 A server that does not report one (an older server, one whose ``/health`` is not answered) is known by
 its URL only, with one warning.
+
+Swapped servers: the first ``/health`` answer pins the served judge; once it reported an identity, every
+call (:meth:`HTTPJudge.__call__`, :meth:`HTTPJudge.rewards`) asks ``/health`` again after its answers came
+(one more GET per call, retried as the judging requests are) and raises
+:class:`~lm_runs.judges.base.JudgeChanged` — the call's answers discarded — when the server now reports
+another judge, or none: a server stopped and another started at the same URL mid-run is refused instead
+of mixing two judges' answers. What this cannot see: a swap and a swap back between two calls' checks,
+and a server known by its URL only (nothing to compare).
 """
 
 from __future__ import annotations
@@ -33,7 +41,7 @@ import os
 import time
 from typing import Any, Callable, Sequence
 
-from .base import JudgeError, check_judgements, check_pairs
+from .base import JudgeChanged, JudgeError, check_judgements, check_pairs, identity_changes
 from .deadline import Deadlines, deadline_transport
 from .protocol import CLASSIFICATIONS_PATH, SCORES_PATH, TOKEN_ENV, invalid_text
 from .retry import DEFAULT_RETRIES, RetryPolicy, TransientFailure, retry_after_seconds
@@ -175,6 +183,7 @@ class HTTPJudge:
             stop = start + self.chunk_size
             payload = {"prompts": prompts[start:stop], "completions": completions[start:stop], "shuffle_order": shuffle}
             out += check_judgements(self._post(payload), len(payload["prompts"]), f"server {self.url}")
+        self.check_same_judge()
         return out
 
     def _server_health(self) -> dict[str, Any]:
@@ -233,6 +242,7 @@ class HTTPJudge:
                 raise JudgeError(f"judge server {self.url} answered {len(payload['prompts'])} responses with scores that are not "
                                  f"one finite number each")
             out += [float(v) for v in scores]
+        self.check_same_judge()
         return out
 
     def identity(self) -> dict[str, Any]:
@@ -250,6 +260,43 @@ class HTTPJudge:
             logger.warning("judge server %s: the judge it serves is unknown (%s); it is known by its URL only, so a "
                            "restart with another judge at this URL goes unnoticed", self.url, why)
         return {"kind": self.kind, "url": self.url}
+
+    def check_same_judge(self) -> None:
+        """Raise :class:`~lm_runs.judges.base.JudgeChanged` (one line) when the server's ``GET /health`` now
+        reports another judge than the identity its first answer pinned (or reports none any more); nothing
+        to check for a server known by its URL only, or before the first ``/health`` (:meth:`identity`).
+        Asked with the retry policy: a ``/health`` that stays unreachable raises ``JudgeUnavailable``."""
+        pinned = (self._health or {}).get("identity")
+        if not (isinstance(pinned, dict) and isinstance(pinned.get("kind"), str)):
+            return
+        now = self.retry.run(self._reported_identity, f"judge server {self.url} (GET /health)")
+        if now != pinned:
+            changes = identity_changes(pinned, now) if isinstance(now, dict) else ["it reports no identity now"]
+            shown = "; ".join(changes[:3]) + ("; …" if len(changes) > 3 else "")
+            raise JudgeChanged(f"judge server {self.url} now serves another judge than the one this run started with "
+                               f"({shown}); its answers would mix two judges' and are not kept: serve the run's judge "
+                               "again and rerun, or start a new run with the new judge")
+
+    def _reported_identity(self) -> Any:
+        """One ``GET /health`` within the deadline: its ``identity`` (None when it reports none: an error
+        status, a body that is not a JSON object); :class:`TransientFailure` for a transport error, 429 or 5xx."""
+        import httpx
+
+        started = time.monotonic()
+        self._deadlines.set(started + self.timeout)
+        try:
+            response = self._client.get(self.url + "/health")
+        except httpx.TransportError as error:
+            raise TransientFailure(f"{type(error).__name__}: {error}" if str(error) else type(error).__name__) from None
+        finally:
+            self._deadlines.set(None)
+        if response.status_code == 429 or response.status_code >= 500:
+            raise TransientFailure(f"HTTP {response.status_code}: {_error_message(response)}")
+        try:
+            body = response.json() if response.status_code == 200 else None
+        except ValueError:
+            body = None
+        return body.get("identity") if isinstance(body, dict) else None
 
     def close(self) -> None:
         """Close the pooled connections."""

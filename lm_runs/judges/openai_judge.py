@@ -114,6 +114,7 @@ from .retry import DEFAULT_RETRIES, RetryPolicy, TransientFailure, retry_after_s
 __all__ = [
     "OpenAIJudge",
     "DetailedJudgement",
+    "SERVED_FIELDS",
     "SYSTEM_PROMPT",
     "USER_TEMPLATE",
     "default_cache_path",
@@ -138,7 +139,11 @@ USER_TEMPLATE = (
     "Which response is better? Answer with exactly one letter, A or B."
 )
 
+#: The fields of the endpoint's model record (``GET {base_url}/models/{model}``) that identify the judge.
+SERVED_FIELDS = ("id", "owned_by", "root", "parent", "max_model_len")
+
 _CACHE_FORMAT = 1
+_NOT_ASKED = object()
 _MAX_ERROR_CHARS = 300
 
 
@@ -378,6 +383,7 @@ class OpenAIJudge:
             http_client = httpx.Client(timeout=timeout, transport=deadline_transport(self._deadlines))
             client = openai.OpenAI(base_url=self.base_url, api_key=key, max_retries=0, timeout=timeout, http_client=http_client)
         self._client = client
+        self._served: Any = _NOT_ASKED  # served_model()'s answer, asked once
         self.requests_made = 0  # chat-completion requests sent, all calls together
         self._count_lock = threading.Lock()
 
@@ -410,9 +416,28 @@ class OpenAIJudge:
         return out
 
     def identity(self) -> dict[str, Any]:
-        """The judge by what answers: the endpoint, the model, the prompt templates' digest and the seed
-        of the order coins."""
-        return {"kind": self.kind, "base_url": self.server, "model": self.model, "templates": self._key_prefix[2], "seed": self.seed}
+        """The judge by what answers: the endpoint, the model name, the prompt templates' digest, the seed
+        of the order coins and ``served``, what the endpoint reports about the model (:meth:`served_model`).
+
+        What this cannot detect: other weights behind the same reported record (a vLLM server restarted
+        on a checkpoint rewritten at the same path, a provider updating a model behind a stable id or
+        alias), other server settings (quantization, sampling defaults), and any change after the
+        identity was taken (it is asked once per client, not per request); ``created`` is left out
+        (vLLM stamps it with each request's time) and so is ``system_fingerprint`` (a per-response
+        value that the provider changes as it redeploys, not asked before judging)."""
+        return {"kind": self.kind, "base_url": self.server, "model": self.model, "templates": self._key_prefix[2], "seed": self.seed,
+                "served": self.served_model()}
+
+    def served_model(self) -> dict[str, Any] | None:
+        """What ``GET {base_url}/models/{model}`` reports about the model, its stable fields only
+        (:data:`SERVED_FIELDS`: ``id`` and ``owned_by``, and from servers that report them ``root`` —
+        vLLM's weights path or hub name behind a ``--served-model-name`` —, ``parent`` and
+        ``max_model_len``); asked once per client, with the retry policy. ``None`` when the endpoint has no
+        such route (an HTTP 4xx) or the client none (an injected client without ``models``)."""
+        if self._served is _NOT_ASKED:
+            models = getattr(self._client, "models", None)
+            self._served = None if models is None else self.retry.run(lambda: self._model_record(models), f"judge {self.name} (GET models/{self.model})")
+        return self._served
 
     def judge_detailed(
         self, prompts: Sequence[str], completions: Sequence[Sequence[str]], *, shuffle_order: bool | None = None
@@ -510,6 +535,25 @@ class OpenAIJudge:
                 return p_first, source, answer, attempt
             reason = source
         return None, reason, answer, attempts
+
+    def _model_record(self, models: Any) -> dict[str, Any] | None:
+        """One ``models.retrieve`` attempt: the record's :data:`SERVED_FIELDS` that it has, ``None`` for a
+        4xx (no such route or model), a :class:`TransientFailure` for what may be retried."""
+        import openai
+
+        self._deadlines.set(time.monotonic() + self.timeout)
+        try:
+            record = models.retrieve(self.model)
+        except openai.APIStatusError as error:
+            if error.status_code != 429 and error.status_code < 500:
+                return None
+            raise TransientFailure(f"HTTP {error.status_code}: {_status_message(error)}") from None
+        except openai.APIConnectionError as error:
+            raise TransientFailure(f"{type(error).__name__}: {error}") from None
+        finally:
+            self._deadlines.set(None)
+        fields = record.model_dump() if hasattr(record, "model_dump") else dict(record)
+        return {key: fields[key] for key in SERVED_FIELDS if fields.get(key) is not None}
 
     def _request(self, messages: list[dict[str, str]]) -> Any:
         """One chat completion, with the retry policy; raises :class:`JudgeError` when it gives up."""

@@ -1,6 +1,6 @@
 """A CPU-scale language-model benchmark whose Nash equilibrium is known exactly.
 
-    python -m lm_runs.synthetic_benchmark --out DIR            # the full setting: 10 algorithms, 15 seeds (~80 min on one quiet core)
+    python -m lm_runs.synthetic_benchmark --out DIR            # the full setting: 11 algorithms, 15 seeds (~90 min on one quiet core)
     python -m lm_runs.synthetic_benchmark --out DIR --reuse OLD  # the same, runs OLD holds (same settings, π_ref) copied
     python -m lm_runs.synthetic_benchmark --out DIR --short    # the five online algorithms, 3 seeds (under 10 min; decides no pair)
     python -m lm_runs.synthetic_benchmark --out DIR --fast     # seconds, for tests
@@ -9,9 +9,10 @@ A real tiny causal LM (a local byte-level BPE tokenizer and a random-init 2-laye
 fine-tuned by ``lm_runs.sft``) answers prompts, and a programmatic, non-transitive oracle judges
 pairs of its responses. Every NLHF algorithm of ``lm_runs.trainer`` (egpo, oipo1, oipo2, nashmd,
 nashmdpg) is trained on it with the unchanged trainer, and the class-level duality gap is measured
-*exactly* during training. The round methods of ``lm_runs.rounds`` (inpo, comal, mpo, mnpo and
-``sppo_rounds``, SPPO in rounds) run beside them in the full setting (or when ``--algorithms`` names them),
-on the same budget of optimizer steps and pairs per step (``settings``), measured the same way. Which
+*exactly* during training. The round methods of ``lm_runs.rounds`` (inpo, comal, mpo, mnpo,
+``sppo_rounds``, SPPO in rounds, and onpo, whose rounds train π′ and then the policy) run beside them in
+the full setting (or when ``--algorithms`` names them), on the same budget of optimizer steps and pairs per
+step (``settings``; ONPO's two phases both counted), measured the same way (the policy, at round ends). Which
 algorithm ends lower is decided per pair over the training seeds by an exact paired test (``verdicts``): a
 statement that holds on any machine, where single runs do not.
 

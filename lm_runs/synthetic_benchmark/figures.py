@@ -61,7 +61,7 @@ def _draw(ax, metrics: pd.DataFrame, metric: str, algorithms, *, style: str = "-
 
 
 def _legend(fig, ax, algorithms, fontsize: int = 8) -> None:
-    """``ax``'s legend: inside the panel for up to 5 algorithms, below the panels for more (ten curves stay
+    """``ax``'s legend: inside the panel for up to 5 algorithms, below the panels for more (eleven curves stay
     visible, the legend covers none of them)."""
     if len(algorithms) <= 5:
         ax.legend(fontsize=fontsize)

@@ -13,7 +13,7 @@ Evaluation runs in a ``TrainerCallback`` (:class:`ExactEvaluation`) after every 
 step), one forward pass over the evaluation prompts (plus the samples for the conditional KL). The round
 methods (``lm_runs.rounds``: one Trainer per round, its step count restarting at 0) are measured by
 :class:`RoundEvaluation`, the same measurement at update 0 and at the round ends, their ``update`` the
-cumulative optimizer-step count u = Σ_{rounds so far} (steps of the round).
+cumulative optimizer-step count u = Σ_{rounds so far} (steps of the round, ONPO: of both its phases).
 """
 
 from __future__ import annotations
@@ -181,22 +181,25 @@ class ExactEvaluation(TrainerCallback):
 
 
 class RoundEvaluation(ExactEvaluation):
-    """:class:`ExactEvaluation` for ``lm_runs.rounds.run_rounds`` (given to every round's Trainer): records
-    update 0 at the first round's start (π_0 = π_ref), and at each round's end u = the optimizer steps of
-    every round so far, when ``eval_every`` divides u or u reaches ``max_updates``; ``progress`` advances one
-    per optimizer step. ``steps_per_update`` is 1 (an update of a round method is one optimizer step)."""
+    """:class:`ExactEvaluation` for ``lm_runs.rounds.run_rounds`` (given to every round's Trainer, whose events
+    carry ``round_phase``): records update 0 at the first phase's start (π_0 = π_ref; ONPO's first phase
+    trains π′ from π′_0 = π_0, the same parameters), and at the end of each round's policy phase u = the
+    optimizer steps of every phase so far (ONPO's auxiliary phases included), when ``eval_every`` divides u or
+    u reaches ``max_updates``. The end of ONPO's auxiliary phase is never measured: the model then holds π′_{t+1},
+    not the policy. ``progress`` advances one per optimizer step. ``steps_per_update`` is 1 (an update of a round
+    method is one optimizer step)."""
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, steps_per_update=1, **kwargs)
-        self.done = 0  # optimizer steps of the finished rounds
+        self.done = 0  # optimizer steps of the finished phases
 
     def on_step_end(self, args, state, control, model=None, **kwargs):
         if self.progress is not None:
             self.progress(1)
         return control
 
-    def on_train_end(self, args, state, control, model=None, **kwargs):
+    def on_train_end(self, args, state, control, model=None, *, round_phase: str, **kwargs):
         self.done += state.global_step
-        if self.done != self._last and (self.done % self.eval_every == 0 or self.done >= self.max_updates):
+        if round_phase == "policy" and self.done != self._last and (self.done % self.eval_every == 0 or self.done >= self.max_updates):
             self.evaluate(model, self.done)
         return control

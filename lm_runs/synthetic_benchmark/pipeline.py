@@ -26,8 +26,10 @@ Outputs (in ``--out``)
 ``model/``, ``sft/``, ``runs/<run>/final``  the tiny model, π_ref and every run's final policy
                         (``runs/<run>/epochs/epoch-k`` too with ``keep_checkpoints``). A round method's run
                         folder is ``lm_runs.rounds``' output folder: the final policy in ``runs/<run>`` itself,
-                        every round's dataset in ``runs/<run>/rounds/round-r/dataset`` (the round ends' models,
-                        ``runs/<run>/epochs/epoch-k``, too with ``keep_checkpoints``).
+                        every round's dataset in ``runs/<run>/rounds/round-r/dataset`` (ONPO: π′'s log-probabilities
+                        in ``rounds/round-r/auxiliary``; the round ends' models, ``runs/<run>/epochs/epoch-k``, and
+                        parameters, ``rounds/round-r/policy.pt`` and ONPO's ``auxiliary/policy.pt``, too with
+                        ``keep_checkpoints``).
 ``win_rates/``          :func:`win_rate_tables` on the first seed's epoch checkpoints (online algorithms only:
                         a round's epoch is a round, not an update epoch): the ``lm_runs.evaluate``
                         output (win rates vs π_ref by epoch, the pairwise table, tidy CSV), oracle judge.
@@ -195,8 +197,8 @@ def _train_rounds(
 ) -> tuple[list[dict[str, Any]], dict[int, np.ndarray]]:
     """One run of a round method with ``lm_runs.rounds.run_rounds`` (``oracle`` as its in-process judge),
     :meth:`BenchmarkSettings.rounds` rounds of ``s.round_epochs`` epochs, ``batch_size × samples_per_prompt``
-    pairs per optimizer step (SPPO: twice as many responses) — the budget rule of :mod:`.settings` — and
-    :class:`RoundEvaluation` as a callback; ``run_dir`` is the rounds' output folder (the last round's policy
+    pairs per optimizer step (SPPO: twice as many responses) — the budget rule of :mod:`.settings`, ONPO's two
+    phases per round counted — and :class:`RoundEvaluation` as a callback (the policy measured at the round ends); ``run_dir`` is the rounds' output folder (the last round's policy
     in it, every round's dataset in ``run_dir/rounds``). Returns its records and class probabilities per evaluation point."""
     from lm_runs.models import load_reference, load_tokenizer
     from lm_runs.rounds import RoundsConfig, run_rounds
@@ -213,7 +215,7 @@ def _train_rounds(
         optim=s.optimizer, adam_beta1=s.adam_beta1, max_grad_norm=s.max_grad_norm,
         logging_steps=10**6, disable_tqdm=True, save_strategy="no",
     )
-    if name != "sppo":  # SPPO's round loss has no β (lm_runs.rounds refuses one)
+    if name not in ("sppo", "onpo"):  # SPPO's and ONPO's round losses have no β (lm_runs.rounds refuses one)
         options["beta"] = s.beta
     if name in ("comal", "mpo"):
         options["magnet_period"] = s.round_magnet_period
@@ -229,10 +231,11 @@ def _train_rounds(
         run_rounds(config, judge=oracle, callbacks=[evaluation])
     if evaluation.done != s.updates:
         raise RuntimeError(f"{alg}: the rounds trained {evaluation.done} optimizer steps, the budget is {s.updates}")
-    if not s.keep_checkpoints:  # the round ends (epochs/epoch-k and each round's parameters); the datasets stay
+    if not s.keep_checkpoints:  # the round ends (epochs/epoch-k and each round's parameters, ONPO's π′ too); the datasets stay
         shutil.rmtree(run_dir / "epochs", ignore_errors=True)
         for folder in (run_dir / "rounds").glob("round-*"):
             (folder / "policy.pt").unlink(missing_ok=True)
+            (folder / "auxiliary" / "policy.pt").unlink(missing_ok=True)
     for r in evaluation.records:
         r.update(algorithm=alg, seed=seed)
     return evaluation.records, evaluation.class_probs

@@ -1,10 +1,10 @@
 """Sizes and hyper-parameters of one benchmark run: :class:`BenchmarkSettings` and its presets,
 
-``DEFAULT`` (the full setting): the paper's five online algorithms (:data:`ONLINE`) and the five round
+``DEFAULT`` (the full setting): the paper's five online algorithms (:data:`ONLINE`) and the six round
 methods (:data:`ROUND_METHODS`) on 15 training seeds, enough for the exact paired test of
-:mod:`.verdicts` to decide a pair after Holm's correction over the 45 pairs (smallest p 2/2^15, times 45:
-0.0027 ≤ 0.05; 10 seeds, 0.088, could decide none); 150 runs (159 with the length-normalized ones),
-about 30 s each on a quiet core — about 80 minutes, half that with ``--jobs 2`` on two cores (``--reuse``
+:mod:`.verdicts` to decide a pair after Holm's correction over the 55 pairs (smallest p 2/2^15, times 55:
+0.0034 ≤ 0.05; 10 seeds, 0.11, could decide none); 165 runs (176 with the length-normalized ones),
+about 30 s each on a quiet core — about 90 minutes, half that with ``--jobs 2`` on two cores (``--reuse``
 takes over the runs a previous folder holds).
 ``SHORT``: the five online algorithms of ``DEFAULT`` on its first 3 seeds (the same runs, bit for bit, on
 one machine): under 10 minutes, what ``make reproduce`` runs; 3 seeds cannot decide any pair (smallest p
@@ -13,7 +13,7 @@ one machine): under 10 minutes, what ``make reproduce`` runs; 3 seeds cannot dec
 
 The round methods. Beside the paper's five online algorithms the benchmark trains :data:`ROUND_METHODS`
 (``DEFAULT`` does; otherwise when ``algorithms`` names them) — ``inpo``, ``comal``,
-``mpo``, ``mnpo`` and ``sppo_rounds`` (SPPO in rounds; the bare name ``sppo`` is refused as ambiguous with
+``mpo``, ``mnpo``, ``onpo`` and ``sppo_rounds`` (SPPO in rounds; the bare name ``sppo`` is refused as ambiguous with
 the online SPPO of ``lm_runs.train_nlhf``) — through ``lm_runs.rounds`` with the same oracle judge, from the
 same π_ref, at the same learning rate, optimizer and schedule. The budget-matching rule: **the same number
 of optimizer steps on batches of the same size**. An online update is one optimizer step (EGPO: its two
@@ -21,16 +21,22 @@ half-steps count as one update) on B·S judged pairs (B = ``batch_size`` prompts
 a round method's optimizer step sees B·S ordered pairs (SPPO: 2·B·S single responses, the responses of B·S
 pairs). One round on N training prompts with K = ``round_samples_per_prompt`` samples each trains
 
-    steps_per_round = E · ⌈n_rows / rows_per_step⌉,   n_rows = N·K(K−1)/2 pairs (SPPO: N·K responses),
-    rows_per_step = B·S (SPPO: 2·B·S),   E = ``round_epochs``,
+    steps_per_round = P · E · ⌈n_rows / rows_per_step⌉,   n_rows = N·K(K−1)/2 pairs (SPPO: N·K responses),
+    rows_per_step = B·S (SPPO: 2·B·S),   E = ``round_epochs``,   P = the round's training phases,
 
 (``round_pair_selection = "all"``; ``best_vs_worst``: n_rows = N pairs, SPPO 2N responses; an epoch's last
 step may hold fewer rows), and ``rounds = updates / steps_per_round`` rounds, refused unless it divides
-exactly — so every method ends after ``updates`` optimizer steps. The judged pairs differ and are stated
-(a round judges N·K(K−1)/2 pairs and reuses them for E epochs; an online update judges B·S, EGPO 2·B·S).
+exactly — so every method ends after ``updates`` optimizer steps. P = 1 but for ONPO, P = 2: its round trains
+the auxiliary policy π′ and then the policy (``lm_runs.rounds``), each phase E epochs on the round's one dataset
+(the same N·K(K−1)/2 pairs), and both phases' optimizer steps count — the budget is the optimizer steps, not
+the rounds: ONPO runs half as many rounds as INPO (``DEFAULT``: 20 of 4 steps, INPO 40 of 2) and so judges and
+samples half as many pairs. The judged pairs differ and are stated (a round judges N·K(K−1)/2 pairs and reuses
+them for E epochs, ONPO's for 2E; an online update judges B·S, EGPO 2·B·S).
 A round method is measured (:class:`~.measurement.RoundEvaluation`) exactly as the online ones: at update 0
-(π_ref) and at each round end whose cumulative optimizer-step count is a multiple of ``eval_every``, and at
-the last; its records carry that count as ``update``.
+(π_ref) and at each round end whose cumulative optimizer-step count (ONPO: both phases' steps) is a multiple
+of ``eval_every``, and at the last; its records carry that count as ``update``. ONPO is measured at its round
+ends only, after the policy phase: during the auxiliary phase the trained model is π′, not the policy (whose
+parameters that phase leaves as they were).
 """
 
 from __future__ import annotations
@@ -53,7 +59,7 @@ __all__ = ["BenchmarkSettings", "DEFAULT", "SHORT", "FAST", "ONLINE", "ROUND_MET
 #: The paper's five online algorithms as the benchmark names them (``BenchmarkSettings``' default).
 ONLINE = ("egpo", "oipo1", "oipo2", "nashmd", "nashmdpg")
 #: The round methods as the benchmark names them (``lm_runs.rounds``' ``--alg`` but ``sppo_rounds`` → ``sppo``).
-ROUND_METHODS = ("inpo", "comal", "mpo", "mnpo", "sppo_rounds")
+ROUND_METHODS = ("inpo", "comal", "mpo", "mnpo", "sppo_rounds", "onpo")
 _SPPO_ROUNDS = "sppo_rounds"
 
 
@@ -153,8 +159,9 @@ class BenchmarkSettings:
     #: the round methods' K (responses sampled per prompt in a round), E (epochs on a round's dataset),
     #: pair selection, step η (``lm_runs.rounds``' ``--eta``), COMAL's and MPO's magnet period (rounds) and
     #: MNPO's history length; the round count follows from the budget rule (module docstring).
-    #: η = 1 for every round method, SPPO included: in the tabular theory each one's round is then the same
-    #: mirror-descent step log π ← log π + η P(· ≻ π) (SPPO without π_ref's anchor, the others with weight ηβ).
+    #: η = 1 for every round method, SPPO and ONPO included: in the tabular theory each one's round is then the same
+    #: mirror-descent step log π ← log π + η P(· ≻ π) (SPPO without π_ref's anchor, the others with weight ηβ;
+    #: ONPO, on the unregularized game as SPPO, its optimistic log π ← log π + η[2P(· ≻ π_t) − P(· ≻ π_{t−1})]).
     #: The magnet period 20 = 1/(ηβ): the tabular inner loop contracts toward the magnet's regularized
     #: equilibrium by (1 − ηβ) per round, so a shorter period refreshes the magnet before the inner problem
     #: is (approximately) solved; with 40 rounds the magnet is refreshed once (MPO: η/(1 + ηβ), nearly the same)
@@ -170,8 +177,8 @@ class BenchmarkSettings:
         return [a for a in self.algorithms if round_alg(a) is not None]
 
     def steps_per_round(self, algorithm: str) -> int:
-        """E · ⌈n_rows / rows_per_step⌉: the optimizer steps of one round of the round method ``algorithm``
-        (module docstring)."""
+        """P · E · ⌈n_rows / rows_per_step⌉: the optimizer steps of one round of the round method ``algorithm``,
+        every training phase's (P: ``lm_runs.rounds.method_phases``' count, 2 for ONPO; module docstring)."""
         n = len(make_prompts(TRAIN_NOUNS[: self.train_nouns]))  # N, the training prompts
         K = self.round_samples_per_prompt
         single = round_alg(algorithm) == "sppo"
@@ -180,7 +187,9 @@ class BenchmarkSettings:
         else:
             rows = 2 * n if single else n
         per_step = self.batch_size * self.samples_per_prompt * (2 if single else 1)
-        return self.round_epochs * -(-rows // per_step)
+        from lm_runs.rounds import method_phases
+
+        return len(method_phases(round_alg(algorithm))) * self.round_epochs * -(-rows // per_step)
 
     def rounds(self, algorithm: str) -> int:
         """updates / steps_per_round: the rounds of ``algorithm`` (a round method)."""
