@@ -57,9 +57,9 @@ part A = P − ½ (upper triangle only: a quarter of float64's bytes per product
 Pσ = ½(Σσ)·1 + Aσ with σ rounded to float32, float32 products and short float32 sums (at most 16 terms)
 accumulated in float64, in a fixed order written as explicit 8-wide vector operations (:func:`_panel_product`),
 and the softmaxes of the policies and the duality gap's normaliser take their exponentials from
-:func:`_exp_shifted` (the kernel's own, 4-wide, IEEE operations only, within 1 ulp of np.exp) instead of the
-C library: the same bits on every CPU, other bits than float64's; sampled gradients read the games' entries in
-float32. Logits, gradients and metrics stay float64.
+:func:`_exp_shifted` (the kernel's own, 4-wide, IEEE operations only; measured within 1 ulp of np.exp)
+instead of the C library: the same bits on every CPU, other bits than float64's; sampled gradients read the
+games' entries in float32. Logits, gradients and metrics stay float64.
 """
 
 from __future__ import annotations
