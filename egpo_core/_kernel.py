@@ -523,17 +523,19 @@ def panel_layout(P: np.ndarray) -> np.ndarray:
     Uses only A's upper triangle (P + Pᵀ = 1 gives the rest)."""
     games, n = P.shape[0], P.shape[1]
     rows, cols = -(-n // PANEL_ROWS) * PANEL_ROWS, -(-n // _LANES) * _LANES
-    starts = [row // _LANES * _LANES for row in range(0, rows, PANEL_ROWS)]
-    out = np.empty((games, 1, sum(PANEL_ROWS * (cols - first) for first in starts)), dtype=np.float32)
-    upper = np.zeros((rows, cols), dtype=np.float32)
+    row_of, column_of = [], []  # the (row, column) of A behind each stored entry, in storage order
+    for row in range(0, rows, PANEL_ROWS):
+        first = row // _LANES * _LANES
+        shape = ((cols - first) // _LANES, PANEL_ROWS, _LANES)  # blocks, rows, columns in a block
+        row_of.append(np.broadcast_to(row + np.arange(PANEL_ROWS)[:, None], shape).ravel())
+        columns = first + np.arange(shape[0] * _LANES).reshape(shape[0], 1, _LANES)
+        column_of.append(np.broadcast_to(columns, shape).ravel())
+    r, c = np.concatenate(row_of), np.concatenate(column_of)
+    upper = (r < c) & (c < n)  # strict upper triangle, inside the game
+    flat = np.where(upper, r * n + c, 0)
+    out = np.empty((games, 1, r.size), dtype=np.float32)
     for g in range(games):
-        upper[:n, :n] = np.triu(np.asarray(P[g], dtype=np.float64) - 0.5, 1)
-        at = 0
-        for row, first in zip(range(0, rows, PANEL_ROWS), starts):
-            size = PANEL_ROWS * (cols - first)
-            block = upper[row:row + PANEL_ROWS, first:].reshape(PANEL_ROWS, -1, _LANES)
-            out[g, 0, at:at + size] = block.transpose(1, 0, 2).ravel()
-            at += size
+        out[g, 0] = np.where(upper, np.asarray(P[g], dtype=np.float64).reshape(-1)[flat] - 0.5, 0.0)
     return out
 
 
