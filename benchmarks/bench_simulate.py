@@ -209,7 +209,7 @@ def _products(games: np.ndarray, x: np.ndarray, out: np.ndarray, panels: bool, r
     kernel stores them with exact gradients (float64: transposed; float32: ``panels``, :func:`_kernel.panel_layout`)."""
     padded = -(-x.shape[1] // 8) * 8
     for g in numba.prange(games.shape[0]):
-        x32 = np.empty(padded, dtype=np.float32)
+        x32 = np.empty(2 * padded, dtype=np.float32)
         acc = np.empty(padded)
         for _ in range(reps):
             _kernel._product(games[g], x[g], out[g], panels, x32, acc)

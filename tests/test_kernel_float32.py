@@ -2,21 +2,26 @@
 
 With exact gradients the games are stored as float32 panels of A = P − ½'s upper triangle
 (``_kernel.panel_layout``) and each product is ½Σσ + Aσ with σ rounded to float32, float32 products and
-short float32 sums accumulated in float64 (``_kernel._panel_product``); logits, gradients and metrics stay
-float64. Asserted here:
+short float32 sums accumulated in float64 (``_kernel._panel_product``); the policies' softmaxes and the gap
+take their exponentials from the kernel's own ``_exp_shifted``; logits, gradients and metrics stay float64.
+Asserted here:
 
 * the product is its documented order bit for bit (a numpy replica of it, float32/float64 element-wise
   operations) and within 16·2⁻²⁴·Σ_j |A_ij| σ_j of the float64 product P σ;
 * the layout holds A's upper triangle once (nothing else non-zero);
+* ``_exp_shifted`` is within 2 ulps of np.exp on [−708, 709] (observed: 1 ulp, 0.1 ulp on average), 0 below
+  −708 and at −inf, NaN at NaN, and returns its terms' sum in its documented lane order bit for bit;
 * (slow) gap curves agree with float64's to a relative 1e-4 wherever the gap exceeds 1e-6 (EGPO, OIPO1,
-  Nash-MD; observed 4.3e-5, 2.2e-5, 2.4e-5 at N = 40, β = 0.01, 3000 steps: the product's rounding varies
+  Nash-MD; observed 5.4e-5, 2.5e-5, 2.3e-5 at N = 40, β = 0.01, 3000 steps: the product's rounding varies
   with σ from step to step, unlike a rounded P's fixed perturbation of the game), and differ (the option acts).
+  (OIPO2, not asserted: 1.7e-4, at one step of one run where its gap falls 18 % per step; elsewhere ≤ 2e-6.)
 """
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
+from numba import njit
 
 from egpo_core import _kernel, simulate
 from egpo_core.config import SimulationConfig
@@ -52,25 +57,37 @@ def test_float32_gap_curves_agree_with_float64_to_1e_4():
 
 def _numpy_panel_product(P: np.ndarray, x: np.ndarray) -> np.ndarray:
     """The order of ``_kernel._panel_product`` written with numpy's float32 and float64 element-wise
-    operations (each correctly rounded whatever numpy's SIMD): acc = ½Σx (index order); panel after panel
-    (rows 4p … 4p + 3, columns from ⌊4p/8⌋·8): acc_c −= f64(((a_0c y_0 + a_1c y_1) + (a_2c y_2 + a_3c y_3))) in
-    float32, then acc_{4p+r} += the lane tree of row r's dot product (float32 lanes over runs of 8 blocks,
-    widened into float64 lanes)."""
+    operations (each correctly rounded whatever numpy's SIMD): acc = ½Σx (four sums over j mod 4, combined
+    pairwise, then the rest); panel after panel (rows 4p … 4p + 3, columns from ⌊4p/8⌋·8): the column sums
+    t = ((a_0c y_0 + a_1c y_1) + (a_2c y_2 + a_3c y_3)) in float32, set (the first panel of a group of
+    PANEL_GROUP) or added in float32 into C; after the group's last panel acc_c −= f64(C_c) from the group's
+    first column; then acc_{4p+r} += the lane tree of row r's dot product (float32 lanes over runs of 8
+    blocks, widened into float64 lanes)."""
     n = x.shape[0]
     rows, cols = -(-n // 4) * 4, -(-n // 8) * 8
     A = np.zeros((rows, cols), dtype=np.float32)
     A[:n, :n] = np.triu(P - 0.5, 1)
     x32 = np.zeros(cols, dtype=np.float32)
     x32[:n] = np.where(x >= _kernel.TINY, x, 0.0).astype(np.float32)
-    total = 0.0
-    for value in x.tolist():
+    whole = n // 4 * 4
+    lanes = [0.0] * 4
+    for j, value in enumerate(x[:whole].tolist()):
+        lanes[j % 4] += value
+    total = (lanes[0] + lanes[1]) + (lanes[2] + lanes[3])
+    for value in x[whole:].tolist():
         total += value
     acc = np.zeros(cols)
     acc[:n] = 0.5 * total
+    sums = np.zeros(cols, dtype=np.float32)
+    group = _kernel.PANEL_GROUP
     for row in range(0, rows, 4):
-        first = row // 8 * 8
+        first, phase = row // 8 * 8, row // 4 % group
         a, y = A[row:row + 4, first:], x32[row:row + 4]
-        acc[first:] -= ((a[0] * y[0] + a[1] * y[1]) + (a[2] * y[2] + a[3] * y[3])).astype(np.float64)
+        lower = (a[0] * y[0] + a[1] * y[1]) + (a[2] * y[2] + a[3] * y[3])
+        sums[first:] = lower if phase == 0 else sums[first:] + lower
+        if phase == group - 1 or row + 4 == rows:
+            start = (row - 4 * phase) // 8 * 8
+            acc[start:] -= sums[start:].astype(np.float64)
         products = (a * x32[first:]).reshape(4, -1, 8)
         wide = np.zeros((4, 8))
         for start in range(0, products.shape[1], 8):
@@ -83,7 +100,7 @@ def _numpy_panel_product(P: np.ndarray, x: np.ndarray) -> np.ndarray:
     return acc[:n]
 
 
-@pytest.mark.parametrize("n", [1, 2, 3, 5, 8, 9, 13, 16, 17, 64, 65, 100, 257])
+@pytest.mark.parametrize("n", [1, 2, 3, 5, 8, 9, 13, 16, 17, 24, 45, 64, 65, 100, 257])
 def test_panel_product_is_its_documented_order_bit_for_bit_and_near_float64(n):
     rng = np.random.default_rng(40 + n)
     P = random_games(1, n, rng)
@@ -91,8 +108,8 @@ def test_panel_product_is_its_documented_order_bit_for_bit_and_near_float64(n):
         x = rng.dirichlet(np.full(n, concentration))
         padded = -(-n // 8) * 8
         out = np.empty(n)
-        _kernel._panel_product(_kernel.panel_layout(P)[0, 0], x, out, np.empty(padded, dtype=np.float32),
-                               np.empty(padded))
+        _kernel._panel_product(_kernel.panel_layout(P)[0, 0], x, out, np.full(2 * padded, np.nan, dtype=np.float32),
+                               np.full(padded, np.nan))
         assert out.tolist() == _numpy_panel_product(P[0], x).tolist()
         # each term rounded a few times at float32's 2⁻²⁴: within 16·2⁻²⁴ Σ_j |A_ij| x_j of the float64 product
         bound = 16 * 2.0 ** -24 * (np.abs(P[0] - 0.5) @ x) + 1e-300
@@ -110,3 +127,46 @@ def test_panel_layout_holds_the_upper_triangle_once():
     assert panels[0, 0, 64 + 8:64 + 16].tolist() == upper[0, 5, 0:8].tolist()
     assert panels[1, 0, 64 + 32 + 8 + 1] == upper[1, 5, 9]
     assert np.count_nonzero(panels[0]) == np.count_nonzero(upper[0])  # nothing else stored
+
+
+@njit
+def _exp_terms(x, shift, out):
+    return _kernel._exp_shifted(x, shift, out)
+
+
+@njit
+def _exp_total(x, shift):
+    return _kernel._exp_shifted_sum(x, shift)
+
+
+def test_own_exp_is_within_two_ulps_of_numpy_and_flushes_below_its_floor():
+    rng = np.random.default_rng(11)
+    x = np.concatenate([rng.uniform(-708.0, 709.0, 200_001), rng.uniform(-1.0, 1.0, 100_000),
+                        (np.arange(-1021, 1023) + 0.5) * np.log(2.0)])  # the rounding of k flips here
+    out = np.empty_like(x)
+    _exp_terms(x, 0.0, out)
+    ulps = np.abs(out - np.exp(x)) / np.spacing(np.exp(x))
+    assert ulps.max() <= 2 and ulps.mean() < 0.2
+    edges = np.array([-np.inf, -1000.0, np.nextafter(_kernel.EXP_FLOOR, -np.inf), _kernel.EXP_FLOOR, 0.0, np.nan])
+    out = np.empty_like(edges)
+    _exp_terms(edges, 0.0, out)
+    assert out[:3].tolist() == [0.0, 0.0, 0.0] and out[4] == 1.0
+    assert abs(out[3] - np.exp(_kernel.EXP_FLOOR)) <= 2 * np.spacing(np.exp(_kernel.EXP_FLOOR))
+    assert np.isnan(out[5])
+
+
+@pytest.mark.parametrize("n", [0, 1, 3, 4, 5, 8, 11])
+def test_own_exp_sum_is_its_documented_lane_order_bit_for_bit(n):
+    x = np.random.default_rng(20 + n).normal(size=n) * 3.0
+    out = np.full(n, np.nan)
+    total = _exp_terms(x, 0.7, out)
+    terms = out.tolist()
+    whole = n // 4 * 4
+    lanes = [0.0] * 4
+    for i, term in enumerate(terms[:whole]):
+        lanes[i % 4] += term
+    expected = (lanes[0] + lanes[1]) + (lanes[2] + lanes[3])
+    for term in terms[whole:]:
+        expected += term
+    assert total == expected and _exp_total(x, 0.7) == total
+    np.testing.assert_allclose(out, np.exp(x - 0.7), rtol=4e-16, atol=0)
