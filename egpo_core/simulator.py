@@ -127,7 +127,7 @@ def _provenance(call: str, games: dict[str, Any]) -> dict[str, Any]:
 def _array_sha256(*arrays: np.ndarray) -> str:
     digest = hashlib.sha256()
     for a in arrays:
-        digest.update(np.ascontiguousarray(a, dtype=np.float64).tobytes())
+        digest.update(np.ascontiguousarray(a, dtype=np.float64))  # its buffer itself: no copy of the bytes
     return digest.hexdigest()
 
 
