@@ -18,8 +18,10 @@ A_ANSWER, B_ANSWER = 0.25, 0.75  # every pair, either order: whose answer a save
 
 
 class JudgeA:
-    """Judge A: ``value`` for every pair, counting its calls; its ``swap_after``-th call sets ``swap``. Served,
-    its identity is its class's (qualname ``JudgeA``, the module's source digest)."""
+    """Judge A: ``value`` for every pair, counting its calls; its ``swap_after``-th call sets ``swap``, and every
+    later call fails (the server answers 500, which the client retries), so no answer of A's can follow the
+    swap however slowly the test's thread stops A and starts B. Served, its identity is its class's (qualname
+    ``JudgeA``, the module's source digest)."""
 
     def __init__(self, value: float, swap_after: int | None = None) -> None:
         self.value, self.swap_after, self.calls = value, swap_after, 0
@@ -27,6 +29,8 @@ class JudgeA:
 
     def __call__(self, prompts, completions):
         self.calls += 1
+        if self.swap_after is not None and self.calls > self.swap_after:
+            raise RuntimeError("judge A is being replaced")
         if self.calls == self.swap_after:
             self.swap.set()
         return [self.value] * len(completions)
@@ -47,7 +51,8 @@ def models(tmp_path_factory):
 @pytest.mark.slow
 def test_a_judge_server_swapped_mid_evaluation_is_refused_in_one_line_and_the_rerun_completes(models, tmp_path, capsys):
     """Server A answers 0.25, server B 0.75 (another callable: another identity). After A's second call the
-    test stops A and starts B on the same port (requests meanwhile fail and are retried); the client's
+    test stops A and starts B on the same port (requests meanwhile fail, A's later calls too, and are retried:
+    without that the rest of the run could be answered by A before the swap, as happened once under load); the client's
     identity check after a call reaches B and raises: exit 2, one stderr line naming the URL
     and the change (qualname JudgeA → JudgeB); every saved judgement is A's (0.25 in both orders), none
     is B's (0.75). Served A again, the same command completes (exit 0) from the saved judgements, every one
