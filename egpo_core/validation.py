@@ -92,8 +92,8 @@ def validate_preference_matrix(P: np.ndarray, atol: float = 1e-9) -> np.ndarray:
         raise ValueError(f"{_entry(idx)} = {format_number(arr[idx])} is outside [0, 1]")
 
     # P + Pᵀ one game at a time: the sum stays in cache and no temporary the size of the batch is made
-    # (at N = 1000 and 100 games about three times faster than the batch's sum). total − 1 is exact for
-    # total ∈ [½, 2] (Sterbenz), so the test is |P_ij + P_ji − 1| > atol.
+    # (100 games of N = 1000: 0.25 s; the batch's sum 0.44 s warm, 0.96 s on fresh pages). total − 1 is
+    # exact for total ∈ [½, 2] (Sterbenz), so the test is |P_ij + P_ji − 1| > atol.
     total = np.empty(arr.shape[-2:])
     deviation = 0.0
     for game in arr.reshape((-1,) + arr.shape[-2:]):
