@@ -40,6 +40,8 @@ from typing import Any
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from egpo_core.cli import OneLineArgumentParser  # noqa: E402
+
 PROMPT_WORDS = "tell me about the cat why is the sun big write a poem how fast is the dog moon star".split()
 
 
@@ -52,7 +54,7 @@ def positive(text: str) -> int:
 
 
 def parse(argv: list[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = OneLineArgumentParser(prog="bench_evaluate_judges.py", description=__doc__.split("\n\n")[0])
     parser.add_argument("--models", type=positive, default=6, help="policies besides π_ref (default 6)")
     parser.add_argument("--prompts", type=positive, default=32, help="held-out prompts (default 32)")
     parser.add_argument("--samples", type=positive, default=4, help="responses per prompt and model, K (default 4)")

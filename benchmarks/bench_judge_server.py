@@ -18,7 +18,6 @@ Modes: ``batched`` = ``--max-batch-size 64 --max-wait-ms 5``; ``greedy`` = ``--m
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import platform
@@ -35,6 +34,8 @@ import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
+
+from egpo_core.cli import OneLineArgumentParser  # noqa: E402
 
 MODES = {"batched": (64, 5.0), "greedy": (64, 0.0), "unbatched": (1, 0.0)}
 
@@ -156,7 +157,7 @@ def batch_stats(url: str) -> dict:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = OneLineArgumentParser(prog="bench_judge_server.py", description=__doc__.split("\n\n")[0])
     parser.add_argument("--clients", type=int, nargs="+", default=[1, 8, 32])
     parser.add_argument("--seconds", type=float, default=4.0, help="measured seconds per (mode, clients)")
     parser.add_argument("--pairs-per-request", type=int, default=1)
@@ -166,6 +167,14 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--judge", default=None, help="judge spec to serve (default: the tiny preference model built here)")
     parser.add_argument("--json", type=Path, default=None, help="write the rows and settings here")
     args = parser.parse_args(argv)
+    for flag, value in (("--clients", min(args.clients)), ("--pairs-per-request", args.pairs_per_request),
+                        ("--server-threads", args.server_threads)):
+        if value < 1:
+            parser.error(f"{flag} must be at least 1, got {value}")
+    if not args.seconds > 0:
+        parser.error(f"--seconds must be > 0, got {args.seconds}")
+    if args.json is not None and args.json.is_dir():
+        parser.error(f"--json {args.json} is a folder; give a file name")
 
     from lm_runs.tiny import build_tiny_lm
 

@@ -58,6 +58,8 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from egpo_core.cli import OneLineArgumentParser  # noqa: E402
+
 ALGORITHMS = ("egpo", "oipo1", "oipo2", "nashmd", "nashmdpg")
 PLAIN_TRAINER = "plain-trainer"  # the worker measuring measure_plain_trainer
 ANCHORS = REPO / "benchmarks" / "lm_anchors.json"
@@ -307,7 +309,7 @@ def table(results: dict, anchors: dict) -> str:
 
 
 def main(argv=None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = OneLineArgumentParser(prog="bench_lm.py", description=__doc__.split("\n\n")[0])
     parser.add_argument("--model", help="causal LM directory (default: a tiny GPT-2 built here)")
     parser.add_argument("--prompts", help="prompt file for lm_runs.data.load_prompts (default: generated)")
     parser.add_argument("--algorithms", nargs="+", default=list(ALGORITHMS), choices=ALGORITHMS)
@@ -334,6 +336,11 @@ def main(argv=None) -> None:
     ns = parser.parse_args(argv)
     if ns.judge_layers < 1 or ns.judge_width < 2 or ns.judge_width % 2:
         parser.error(f"--judge-layers must be >= 1 and --judge-width an even number >= 2, got {ns.judge_layers} and {ns.judge_width}")
+    for flag, value, least in (("--warmup", ns.warmup, 0), ("--updates", ns.updates, 1), ("--batch", ns.batch, 1),
+                               ("--new-tokens", ns.new_tokens, 1), ("--num-prompts", ns.num_prompts, 1),
+                               ("--threads", ns.threads, 0)):
+        if value < least:
+            parser.error(f"{flag} must be at least {least}, got {value}")
 
     if ns.worker:
         if ns.threads:

@@ -12,11 +12,16 @@ per setup: seconds (best of ``--repeats``) and the speed-up over the plain 1-thr
 
 from __future__ import annotations
 
-import argparse
 import logging
+import sys
 import time
+from pathlib import Path
 
 import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from egpo_core.cli import OneLineArgumentParser  # noqa: E402
 
 GRID = dict(betas=[0.01, 0.02, 0.05, 0.1], lrs=[0.01, 0.02])
 
@@ -32,7 +37,7 @@ def best_seconds(run, repeats: int) -> tuple[float, object]:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], allow_abbrev=False)
+    parser = OneLineArgumentParser(prog="bench_sweep_workers.py", description=__doc__.split("\n\n")[0])
     parser.add_argument("--preset", default="exact-tabular-beta0.01", help="the paper setting whose games are swept")
     parser.add_argument("--iterations", type=int, default=10_000, help="steps per trajectory (default 10000)")
     parser.add_argument("--workers", type=int, nargs="+", default=[1, 2], help="cluster sizes to time (default 1 2)")
