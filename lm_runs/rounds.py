@@ -78,8 +78,11 @@ mirror-descent step log π_{t+1} ≐ (1 − η′β) log π_t + η′β log π_M
   anchor (π′_t, then π′_{t+1}), so a phase cut short by few epochs shrinks the learned step η P rather than
   adding an offset. The auxiliary phase's Hugging Face checkpoints go to ``rounds/round-r/auxiliary-trainer``;
   its end is published as one folder ``rounds/round-r/auxiliary`` (renamed into place: complete or absent)
-  holding ``policy.pt`` (π′_{t+1}'s trainable parameters, bit for bit) and ``logp.jsonl`` (every response's
-  summed log-probability under π′_{t+1}, the policy phase's anchor); the dataset holds the responses'
+  holding ``policy.pt`` (π′_{t+1}'s trainable parameters, bit for bit; what a resume reads), the same
+  parameters as a ``from_pretrained`` folder with the tokenizer (the layout of ``epochs/epoch-k``: with
+  ``--use_peft`` the LoRA adapter, ``PeftModel.from_pretrained(base, "rounds/round-r/auxiliary")``; else the
+  model, ``AutoModelForCausalLM.from_pretrained("rounds/round-r/auxiliary")``) and ``logp.jsonl`` (every
+  response's summed log-probability under π′_{t+1}, the policy phase's anchor); the dataset holds the responses'
   log-probabilities under π′_t (``logp_past["aux"]``). The policy phase checkpoints in ``rounds/round-r/trainer``
   and ends at ``policy.pt`` as every method does; a resume continues inside either phase or between them.
 
@@ -629,7 +632,10 @@ def _response_logprobs(policy: torch.nn.Module, tokenizer: Any, responses: Seque
 
 def _publish_auxiliary(config: RoundsConfig, folder: Path, policy: torch.nn.Module, tokenizer: Any) -> None:
     """ONPO: rank 0 publishes the auxiliary phase's end π′_{t+1} = ``policy`` as ``folder/auxiliary`` (staged in
-    ``.partial-auxiliary``, renamed into place): ``policy.pt`` (its trainable parameters, bit for bit) and
+    ``.partial-auxiliary``, renamed into place): ``policy.pt`` (its trainable parameters, bit for bit: what the
+    rounds read back), the same parameters as a ``from_pretrained`` folder with the tokenizer (``policy``'s
+    ``save_pretrained``: with ``--use_peft`` the LoRA adapter, ``PeftModel.from_pretrained(base, folder)``; else
+    the whole model, ``AutoModelForCausalLM.from_pretrained(folder)``; the layout of ``epochs/epoch-k``) and
     ``logp.jsonl`` (every response of the round's dataset, in its order, with its summed log-probability
     under π′_{t+1}: the policy phase's anchor); every rank waits for it."""
     if _rank_and_world()[0] == 0:
@@ -640,6 +646,8 @@ def _publish_auxiliary(config: RoundsConfig, folder: Path, policy: torch.nn.Modu
         shutil.rmtree(staging, ignore_errors=True)
         staging.mkdir()
         torch.save(_trainable_state(policy), staging / "policy.pt")
+        policy.save_pretrained(staging)
+        tokenizer.save_pretrained(staging)
         write_jsonl(staging / "logp.jsonl", [{"prompt_index": row["prompt_index"], "sample": row["sample"], "logp": v}
                                             for row, v in zip(responses, logps)])
         os.replace(staging, folder / "auxiliary")
