@@ -61,15 +61,18 @@ EQUILIBRIUM_LABEL = r"$\pi^*_\beta$"
 
 def _resolved(alg: str) -> tuple[str, str]:
     """The name ``egpo_core.algorithms`` knows ``alg`` by, and a label suffix: the synthetic benchmark's
-    ``sppo_rounds`` (SPPO trained in rounds, beside the online SPPO) → (``sppo``, " (rounds)"), an alias →
-    (its registry name, ""), any other name → (itself, "")."""
-    from lm_runs.synthetic_benchmark.settings import core_name, round_alg  # here: that package imports this module
+    ``sppo_rounds`` (SPPO trained in rounds, beside the online SPPO) → (``sppo``, " (rounds)"), a round method
+    at another step η (``onpo@eta=1``, ``--against``) → (``onpo``, " (η = 1)"), an alias → (its registry name,
+    ""), any other name → (itself, "")."""
+    from lm_runs.synthetic_benchmark.settings import core_name, round_alg, split_eta  # here: that package imports this module
 
+    base, eta = split_eta(alg)
     try:
-        core = core_name(alg)
+        core = core_name(base)
     except ValueError:
         return alg, ""
-    return core, " (rounds)" if alg != core and round_alg(alg) == "sppo" else ""
+    suffix = " (rounds)" if base != core and round_alg(base) == "sppo" else ""
+    return core, suffix + (f" (η = {eta:g})" if eta is not None else "")
 
 
 def label(alg: str) -> str:

@@ -2,8 +2,8 @@
 
 Checked: a folder that is not a finished run, whose settings differ in a field a run reads, or whose π_ref
 differs from the first source's is refused as one ``error:`` line, exit status 2, before anything is
-created; fields no run reads (seeds, algorithms, …) may differ; the ``round_*`` fields count only when both
-ran round methods; a π_ref fine-tuned here that differs stops the run; ``--jobs 0`` is refused the same way.
+created; fields no run reads (seeds, algorithms, …) may differ; the ``round_*`` fields decide only whether
+the source's round-method runs can be taken (tests/test_synthetic_benchmark_against.py takes its online runs); a π_ref fine-tuned here that differs stops the run; ``--jobs 0`` is refused the same way.
 End to end (``slow``, two FAST runs, about two minutes on shared cores): a second run with one more seed,
 trained with ``--jobs 2``, takes over the run the first holds complete — records, class probabilities and
 folder equal — trains the first seed again in a worker process (the first run kept no epoch checkpoints for
@@ -77,12 +77,13 @@ def test_sources_must_share_pi_ref_and_may_differ_only_where_no_run_reads(tmp_pa
     assert set(other) == set(NOT_READ_BY_A_RUN)
     c = _source(tmp_path / "c", sb.FAST, **other)
     assert [s.path for s in load_sources([a, c], sb.FAST)] == [a.resolve(), c.resolve()]
-    # the round methods' settings: compared when both ran round methods, else the source holds no round run
+    # the round methods' settings are read by their runs only: a source whose round_* fields differ (or that has
+    # none) is a source of online runs, its round-method runs are not taken (same_rounds: reused_runs skips them)
     rounds = replace(sb.FAST, algorithms=("egpo", "comal"))
-    assert len(load_sources([_source(tmp_path / "d", sb.FAST)], rounds)) == 1
-    with pytest.raises(ValueError, match="its round_magnet_period 3 differs from this run's 1"):
-        load_sources([_source(tmp_path / "e", rounds, round_magnet_period=3)], rounds)
-    assert len(load_sources([_source(tmp_path / "f", rounds, round_magnet_period=3)], sb.FAST)) == 1
+    assert [x.same_rounds for x in load_sources([_source(tmp_path / "d", sb.FAST)], rounds)] == [False]
+    assert [x.same_rounds for x in load_sources([_source(tmp_path / "e", rounds, round_magnet_period=3)], rounds)] == [False]
+    assert [x.same_rounds for x in load_sources([_source(tmp_path / "f", rounds)], rounds)] == [True]
+    assert [x.same_rounds for x in load_sources([_source(tmp_path / "g", rounds, round_eta=0.5)], rounds)] == [False]
 
 
 def test_a_pi_ref_fine_tuned_here_that_differs_stops_the_run(tmp_path):

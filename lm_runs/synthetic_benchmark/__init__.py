@@ -31,7 +31,8 @@ The package, one job per module (read them in this order):
 ``verdicts``     per pair of algorithms: paired per-seed differences of the final β-gap and exploitability,
                  bootstrap interval, exact signed-rank test, Holm; the verdict.
 ``figures``      the run's figures, in the colours ``egpo_core.algorithms`` declares; :func:`redraw`.
-``reuse``        the runs taken over from previous runs (``--reuse``): same settings, same π_ref, complete.
+``reuse``        the runs taken over from previous runs (``--reuse``): same settings, same π_ref, complete;
+                 the run at another round-method step η whose runs join the verdicts (``--against``).
 ``pipeline``     :func:`run_benchmark` (every stage, the output folder's rules, the files written) and
                  :func:`win_rate_tables`.
 ``cli``          the command line (``python -m lm_runs.synthetic_benchmark``).
@@ -61,10 +62,10 @@ from .game import (
 )
 from .measurement import ExactEvaluation, RoundEvaluation, class_log_probs, conditional_kl_estimate, encode_prompts, token_classes
 from .pipeline import check_out, run_benchmark, run_name, win_rate_tables
-from .reuse import load_sources
+from .reuse import load_against, load_sources
 from .settings import DEFAULT, FAST, ONLINE, ROUND_METHODS, SHORT, BenchmarkSettings
 from .simulation import compare_with_simulation, simulate_class_games
-from .verdicts import final_values, holm, pair_verdicts, signed_rank_test, smallest_p, write_verdicts
+from .verdicts import final_values, holm, pair_verdicts, signed_rank_test, smallest_p, verdict_inputs, write_verdicts
 
 __all__ = [
     "PROMPT_TYPES",
@@ -93,6 +94,7 @@ __all__ = [
     "ONLINE",
     "ROUND_METHODS",
     "load_sources",
+    "load_against",
     "FAST",
     "SHORT",
     "DEFAULT",
@@ -107,6 +109,7 @@ __all__ = [
     "smallest_p",
     "holm",
     "pair_verdicts",
+    "verdict_inputs",
     "write_verdicts",
     "redraw",
     "main",

@@ -1,8 +1,9 @@
 """The command line: ``python -m lm_runs.synthetic_benchmark --out DIR [--short | --fast] [--reuse DIR …] [options]``.
 
-Every option but ``--reuse`` and ``--jobs`` (runs trained at once) overrides one field of the preset (``DEFAULT``, the full setting; ``SHORT``
+Every option but ``--reuse``, ``--against`` and ``--jobs`` (runs trained at once) overrides one field of the preset (``DEFAULT``, the full setting; ``SHORT``
 with ``--short``; ``FAST`` with ``--fast``); ``--reuse`` names previous runs whose runs with these settings
-are taken over (:mod:`.reuse`). Bad values, an unusable ``--out`` and a ``--reuse`` folder that is no source
+are taken over (:mod:`.reuse`); ``--against`` names a finished run at another ``--round_eta`` whose round-method
+runs join this run's verdicts (:func:`.reuse.load_against`). Bad values, an unusable ``--out`` and a ``--reuse`` folder that is no source
 for these settings are one ``error:`` line with exit status 2, before anything is built. The command line
 is recorded in ``summary.json`` (``command``).
 """
@@ -18,7 +19,7 @@ from typing import Any, Sequence
 from lm_runs.launcher import inputs_checked
 
 from .pipeline import check_out, run_benchmark
-from .reuse import load_sources
+from .reuse import load_against, load_sources
 from .settings import DEFAULT, FAST, ONLINE, ROUND_METHODS, SHORT
 
 __all__ = ["main"]
@@ -39,6 +40,10 @@ def _parser() -> argparse.ArgumentParser:
                    help="Previous benchmark runs: a run (algorithm, seed, variant) one of them holds complete, with the "
                    "settings a run reads equal to these and the same π_ref, is copied from the first that holds it "
                    "instead of trained again (a folder whose settings differ is refused).")
+    p.add_argument("--against", metavar="DIR",
+                   help="A finished run with these settings but another --round_eta (the same π_ref): each round method "
+                   "of this run is compared, seed by seed, with that run's runs of it (named like onpo@eta=1) in the "
+                   "verdicts, with the same exact paired test (a folder that differs in anything else is refused).")
     p.add_argument("--jobs", type=int, default=1, help="Runs trained at once, each in a process of its own with "
                    "OMP_NUM_THREADS threads (default 1; the results do not depend on it).")
     p.add_argument("--overwrite", action="store_true",
@@ -51,6 +56,8 @@ def _parser() -> argparse.ArgumentParser:
                    f"the round methods {' '.join(ROUND_METHODS)}, lm_runs.rounds, on the same number of optimizer steps "
                    "on batches of the same size; --short and --fast: the five): any of them, a round method beside at "
                    "least one online algorithm.")
+    p.add_argument("--round_eta", type=float, help="The round methods' step η (lm_runs.rounds' --eta; default 1.0), "
+                   "> 0; refused when no round method is chosen.")
     p.add_argument("--updates", type=int, help="Updates per run (every algorithm gets the same number).")
     p.add_argument("--eval_every", type=int, help="Evaluate every n updates.")
     p.add_argument("--learning_rate", type=float, help="AdamW learning rate of the NLHF runs.")
@@ -71,7 +78,8 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     args = parser.parse_args(argv)
     base = FAST if args.fast else SHORT if args.short else DEFAULT
     overrides = {}
-    for name in ("num_classes", "beta", "updates", "eval_every", "learning_rate", "lr_scheduler", "adam_beta1", "length_bonus"):
+    for name in ("num_classes", "beta", "updates", "eval_every", "learning_rate", "lr_scheduler", "adam_beta1", "length_bonus",
+                 "round_eta"):
         if getattr(args, name) is not None:
             overrides[name] = getattr(args, name)
     if args.seeds is not None:
@@ -85,15 +93,20 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     settings = replace(base, **overrides)
     try:
         settings.check()
+        if args.round_eta is not None and not settings.round_methods():
+            raise ValueError(f"--round_eta {args.round_eta}: no round method is chosen (--algorithms names none of "
+                             f"{' '.join(ROUND_METHODS)})")
         check_out(args.out, args.overwrite)
-        load_sources(args.reuse, settings)
+        sources = load_sources(args.reuse, settings)
+        if args.against is not None:
+            load_against(args.against, settings, sources)
         if args.jobs < 1:
             raise ValueError(f"--jobs must be at least 1, got {args.jobs}")
     except ValueError as error:
         parser.error(str(error))
     inputs_checked()  # from here a ValueError is a bug and keeps its traceback
     summary = run_benchmark(args.out, settings, overwrite=args.overwrite, progress=not args.no_progress, reuse=args.reuse,
-                            jobs=args.jobs, command=shlex.join(["python", "-m", "lm_runs.synthetic_benchmark", *argv]))
+                            against=args.against, jobs=args.jobs, command=shlex.join(["python", "-m", "lm_runs.synthetic_benchmark", *argv]))
     print(f"results in {args.out}: metrics.csv, gap_curves.png, verdicts.csv, verdicts.png ({summary['timings']['total_s']:.0f} s)")
     print(summary["verdicts"]["what_n_decides"])
     for metric in ("duality_gap", "exploitability"):

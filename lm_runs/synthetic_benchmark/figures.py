@@ -254,9 +254,9 @@ def _settings(values: Mapping[str, Any]) -> BenchmarkSettings:
 def redraw(bench: str | Path, out: str | Path | None = None) -> dict[str, Any]:
     """Recompute the verdicts (``final_per_seed.csv``, ``verdicts.csv``, ``verdicts.json``) and redraw every
     figure of a finished run folder ``bench`` from its tidy files (``summary.json``, ``game.json``,
-    ``metrics*.csv``, ``simulation.csv``, ``comparison.csv``) into ``out`` (default ``bench``); returns the
+    ``metrics*.csv`` — ``metrics_against.csv`` too, when the run had ``--against`` —, ``simulation.csv``, ``comparison.csv``) into ``out`` (default ``bench``); returns the
     verdicts' JSON content."""
-    from .verdicts import write_verdicts
+    from .verdicts import verdict_inputs, write_verdicts
 
     bench = Path(bench)
     out = bench if out is None else Path(out)
@@ -267,7 +267,9 @@ def redraw(bench: str | Path, out: str | Path | None = None) -> dict[str, Any]:
     metrics = pd.read_csv(bench / "metrics.csv")
     ln_path = bench / "metrics_length_normalized.csv"
     metrics_ln = pd.read_csv(ln_path) if ln_path.is_file() and ln_path.stat().st_size > 1 else None
-    verdicts = write_verdicts(out, metrics, list(s.algorithms))
+    against_path = bench / "metrics_against.csv"
+    against = pd.read_csv(against_path) if against_path.is_file() else None
+    verdicts = write_verdicts(out, *verdict_inputs(metrics, s.algorithms, against))
     benchmark_figures(out, metrics, metrics_ln, pd.read_csv(bench / "simulation.csv"), pd.read_csv(bench / "comparison.csv"), s,
                       n_prompts=sum(p["split"] == "eval" for p in game["prompts"]), reference=summary["reference"],
                       verdicts=verdicts)

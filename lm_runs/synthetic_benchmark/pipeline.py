@@ -11,6 +11,8 @@ Outputs (in ``--out``)
 ``simulation.csv``      egpo_core's simulation of the same class games (tidy: algorithm, eta, update, metric, value).
 ``comparison.csv``      per algorithm: the LM's final gaps, the fitted η and the simulation's predictions.
 ``final_per_seed.csv``  tidy: metric (duality_gap, exploitability), algorithm, seed, the final value.
+``metrics_against.csv`` (with ``--against DIR``) DIR's records of this run's round methods, each named
+                        ``<method>@eta=<DIR's round_eta>``: they join the verdicts, paired seed by seed.
 ``verdicts.csv``, ``verdicts.json``  every pair of algorithms per metric: paired differences over seeds,
                         bootstrap interval, exact signed-rank test, Holm, the verdict (:mod:`.verdicts`).
 ``gap_curves.png/.pdf``, ``simulation.png/.pdf``, ``length_normalized.png/.pdf``, ``verdicts.png/.pdf``  figures.
@@ -22,7 +24,8 @@ Outputs (in ``--out``)
                         taken over from a previous one (``reuse``: :mod:`.reuse`) ``reused_from``, its
                         source folder. ``timings``: ``nlhf_s`` the runs trained here, ``reused_s`` (with
                         ``reuse``) the taken runs' seconds as their sources recorded them; ``judge_calls``
-                        counts the oracle's calls in this invocation.
+                        counts the oracle's calls in this invocation. With ``--against DIR``, ``against``:
+                        DIR, its round_eta and command, the names its runs carry here, their final medians.
 ``model/``, ``sft/``, ``runs/<run>/final``  the tiny model, π_ref and every run's final policy
                         (``runs/<run>/epochs/epoch-k`` too with ``keep_checkpoints``). A round method's run
                         folder is ``lm_runs.rounds``' output folder: the final policy in ``runs/<run>`` itself,
@@ -74,8 +77,8 @@ from egpo_core.files import atomic_write, write_jsonl
 from .corpus import EVAL_NOUNS, TRAIN_NOUNS, WORD_POOL, build_benchmark_model, make_prompts, make_sft_corpus, quiet, sft_reference
 from .game import ClassGame, ClassOracle, class_matrices, prompt_type
 from .measurement import ExactEvaluation, RoundEvaluation, class_log_probs, encode_prompts, token_classes
-from .reuse import Source, check_reference, load_sources, reused_runs, take_over
-from .settings import DEFAULT, BenchmarkSettings, core_name, online_algorithms, round_alg
+from .reuse import Source, against_metrics, check_reference, load_against, load_sources, reused_runs, take_over
+from .settings import DEFAULT, BenchmarkSettings, at_eta, core_name, online_algorithms, round_alg
 
 __all__ = ["check_out", "run_name", "run_benchmark", "win_rate_tables"]
 
@@ -294,25 +297,31 @@ def _threads() -> int:
 
 
 def run_benchmark(out: str | Path, settings: BenchmarkSettings = DEFAULT, *, overwrite: bool = False, progress: bool = True,
-                  reuse: Sequence[str | Path] = (), command: str | None = None, jobs: int = 1) -> dict[str, Any]:
+                  reuse: Sequence[str | Path] = (), command: str | None = None, jobs: int = 1,
+                  against: str | Path | None = None) -> dict[str, Any]:
     """Build tokenizer and model, SFT the reference, train every algorithm × seed (summed
     log-probabilities) and the length-normalized variant, measure, simulate, plot, evaluate win rates;
     the run is built aside and moved into ``out`` once complete (module docstring). Returns the summary.
 
     ``reuse``: previous benchmark folders whose runs with these settings are taken over instead of trained
     (:mod:`.reuse`). ``command``: the command line, recorded in ``summary.json``. ``jobs``: runs trained at
-    once, each in a process of its own (:func:`_train_all`; the results do not depend on it).
+    once, each in a process of its own (:func:`_train_all`; the results do not depend on it). ``against``: a
+    finished run with these settings but another ``round_eta`` (:func:`.reuse.load_against`): its runs of this
+    run's round methods join the verdicts as ``<method>@eta=<its η>`` (their records in ``metrics_against.csv``,
+    ``summary.json``'s ``against``), each paired seed by seed with this run's.
     ``ValueError`` before anything is computed for bad settings, ``jobs`` < 1, an unusable ``out``
-    (:func:`check_out`) or a ``reuse`` folder that is no source for these settings (:func:`.reuse.load_sources`).
+    (:func:`check_out`), a ``reuse`` folder that is no source for these settings (:func:`.reuse.load_sources`)
+    or an ``against`` folder that cannot be compared.
     """
     settings.check()
     if not (isinstance(jobs, int) and jobs >= 1):
         raise ValueError(f"jobs must be a whole number ≥ 1, got {jobs!r}")
     sources = load_sources(reuse, settings)
+    compared = None if against is None else load_against(against, settings, sources)
     out = check_out(out, overwrite).resolve()  # a symbolic link: the run replaces the folder it points to
     work = _work_folder(out)
     try:
-        summary = _run_into(work, settings, progress, sources, command, jobs)
+        summary = _run_into(work, settings, progress, sources, command, jobs, compared)
         _move_into_place(work, out)
     finally:
         shutil.rmtree(work, ignore_errors=True)  # still there only when the run failed
@@ -320,10 +329,11 @@ def run_benchmark(out: str | Path, settings: BenchmarkSettings = DEFAULT, *, ove
 
 
 def _run_into(out: Path, s: BenchmarkSettings, progress: bool, sources: Sequence[Source], command: str | None,
-              jobs: int = 1) -> dict[str, Any]:
+              jobs: int = 1, against: Source | None = None) -> dict[str, Any]:
     """Every stage of :func:`run_benchmark`, written into the (new, empty) folder ``out``: inputs and
-    π_ref (checked against the ``sources``' π_ref) → the class game → the NLHF runs (those the ``sources``
-    hold taken over) → simulation, comparison and figures → summary → win rates."""
+    π_ref (checked against the ``sources``' and ``against``'s π_ref) → the class game → the NLHF runs (those
+    the ``sources`` hold taken over) → simulation, comparison, verdicts (``against``'s round-method runs
+    beside) and figures → summary → win rates."""
     import torch
     from transformers.utils import logging as hf_logging
 
@@ -342,7 +352,7 @@ def _run_into(out: Path, s: BenchmarkSettings, progress: bool, sources: Sequence
         paths[key].mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
     train_prompts, eval_prompts = _inputs_and_reference(paths, s)
-    check_reference(sources, paths["sft"])
+    check_reference([*sources, *([against] if against is not None else [])], paths["sft"])
     timings["build_and_sft_s"] = time.perf_counter() - t0
     game, token_class = _class_game(out, paths, s, train_prompts, eval_prompts)
     oracle = ClassOracle(class_matrices(s.num_classes, s.strength), s.num_classes, s.length_bonus)
@@ -351,10 +361,16 @@ def _run_into(out: Path, s: BenchmarkSettings, progress: bool, sources: Sequence
     if sources:
         timings["reused_s"] = sum(r["seconds"] for r in runs if "reused_from" in r)
     t0 = time.perf_counter()
-    common_eta, verdicts = _simulate_compare_draw(out, s, game, metrics, metrics_ln)
+    extra = None
+    if against is not None:
+        extra = against_metrics(against, s)
+        atomic_write(out / "metrics_against.csv", extra.to_csv(index=False))
+    common_eta, verdicts = _simulate_compare_draw(out, s, game, metrics, metrics_ln, extra)
     timings["simulation_and_figures_s"] = time.perf_counter() - t0
     timings["total_s"] = time.perf_counter() - started
     summary = _summary(s, game, metrics, metrics_ln, timings, common_eta, oracle.calls, runs, command)
+    if against is not None:
+        summary["against"] = _against_summary(against, extra, s)
     summary["verdicts"] = {"test": verdicts["test"], "alpha": verdicts["alpha"], "n_seeds": verdicts["n_seeds"],
                            "what_n_decides": verdicts["what_n_decides"], **verdicts["verdicts"]}
     atomic_write(out / "summary.json", json.dumps(summary, indent=1))
@@ -519,16 +535,18 @@ def _train_all(out: Path, paths: dict[str, Path], s: BenchmarkSettings, game: Cl
     return listed, metrics, metrics_ln
 
 
-def _simulate_compare_draw(out: Path, s: BenchmarkSettings, game: ClassGame, metrics, metrics_ln) -> tuple[float, dict[str, Any]]:
+def _simulate_compare_draw(out: Path, s: BenchmarkSettings, game: ClassGame, metrics, metrics_ln, against=None
+                           ) -> tuple[float, dict[str, Any]]:
     """egpo_core's simulation of the same class games (``simulation.csv``), the fitted η
     (``comparison.csv``), the verdicts (``final_per_seed.csv``, ``verdicts.csv``, ``verdicts.json``:
-    :mod:`.verdicts`) and the figures, at the trainer's Nash-MD mixture coefficient; returns the common
+    :mod:`.verdicts`; with ``against``, :func:`.reuse.against_metrics`' records, their algorithms beside
+    this run's) and the figures, at the trainer's Nash-MD mixture coefficient; returns the common
     fitted η and the verdicts' JSON content."""
     from lm_runs.config import NLHFConfig
 
     from .figures import benchmark_figures
     from .simulation import compare_with_simulation, simulate_class_games
-    from .verdicts import write_verdicts
+    from .verdicts import verdict_inputs, write_verdicts
 
     mixture = NLHFConfig.__dataclass_fields__["mixture_coef"].default
     sim = simulate_class_games(game, s, mixture)
@@ -536,10 +554,23 @@ def _simulate_compare_draw(out: Path, s: BenchmarkSettings, game: ClassGame, met
     online = online_algorithms(s.algorithms)  # the simulation covers the online algorithms
     comparison, fits = compare_with_simulation(metrics[metrics.algorithm.isin(online)], sim, online)
     atomic_write(out / "comparison.csv", comparison.to_csv(index=False))
-    verdicts = write_verdicts(out, metrics, list(s.algorithms))
+    verdicts = write_verdicts(out, *verdict_inputs(metrics, s.algorithms, against))
     benchmark_figures(out, metrics, metrics_ln, sim, comparison, s, n_prompts=len(game.prompts),
                       reference=game.metrics(game.ref_logp), verdicts=verdicts)
     return fits["common_eta"], verdicts[2]
+
+
+def _against_summary(against: Source, records, s: BenchmarkSettings) -> dict[str, Any]:
+    """``summary.json``'s ``against``: the compared run's folder, its ``round_eta`` and command, which of its
+    algorithms stand in the verdicts under which name, and their final medians over this run's seeds."""
+    eta = float(against.summary["settings"]["round_eta"])
+    final = records[records["update"] == s.updates]
+    return {
+        "folder": str(against.path), "round_eta": eta, "command": against.summary.get("command"),
+        "algorithms": {at_eta(a, eta): a for a in s.round_methods()},
+        "final_median": {name: {m: float(g["value"].median()) for m, g in final[final.algorithm == name].groupby("metric")}
+                         for name in dict.fromkeys(records["algorithm"])},
+    }
 
 
 def _summary(s: BenchmarkSettings, game: ClassGame, metrics, metrics_ln, timings: dict[str, float], common_eta: float,

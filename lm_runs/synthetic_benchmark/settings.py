@@ -54,7 +54,7 @@ from .corpus import EVAL_NOUNS, TRAIN_NOUNS, make_prompts
 from .game import check_classes
 
 __all__ = ["BenchmarkSettings", "DEFAULT", "SHORT", "FAST", "ONLINE", "ROUND_METHODS", "check_algorithms", "core_name",
-           "round_alg", "online_algorithms"]
+           "round_alg", "online_algorithms", "at_eta", "split_eta"]
 
 #: The paper's five online algorithms as the benchmark names them (``BenchmarkSettings``' default).
 ONLINE = ("egpo", "oipo1", "oipo2", "nashmd", "nashmdpg")
@@ -76,6 +76,21 @@ def round_alg(algorithm: str) -> str | None:
         return "sppo"
     name = core_name(algorithm)
     return name if name in ROUND_METHODS else None
+
+
+_AT_ETA = "@eta="
+
+
+def at_eta(algorithm: str, eta: float) -> str:
+    """The name of the round method ``algorithm`` trained at another step η than the run's, in a verdict table
+    (``--against``): ``onpo`` at η = 1 → ``onpo@eta=1``."""
+    return f"{algorithm}{_AT_ETA}{eta:g}"
+
+
+def split_eta(name: str) -> tuple[str, float | None]:
+    """:func:`at_eta` undone: ``onpo@eta=1`` → (``onpo``, 1.0); any other name → (``name``, None)."""
+    algorithm, found, eta = name.partition(_AT_ETA)
+    return (algorithm, float(eta)) if found else (name, None)
 
 
 def online_algorithms(algorithms: Sequence[str]) -> list[str]:

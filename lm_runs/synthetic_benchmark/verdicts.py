@@ -51,6 +51,7 @@ __all__ = [
     "holm",
     "pair_verdicts",
     "decidable",
+    "verdict_inputs",
     "write_verdicts",
 ]
 
@@ -189,6 +190,17 @@ def pair_verdicts(
     columns = ["metric", "a", "b", "n_seeds", "a_lower", "b_lower", "ties", "mean_diff", "median_diff", "ci_low", "ci_high",
                "w_plus", "w_minus", "p", "p_holm", "decided", "lower", "verdict"]
     return pd.DataFrame(rows, columns=columns)
+
+
+def verdict_inputs(metrics: pd.DataFrame, algorithms: Sequence[str], against: pd.DataFrame | None = None
+                   ) -> tuple[pd.DataFrame, list[str]]:
+    """The tidy records and the algorithms a run's verdicts are given for: its own, and with ``against``
+    (another run's records at another step η, ``metrics_against.csv``: :func:`.reuse.against_metrics`) those
+    too, their algorithms after the run's — one table, so every pair, within the run or across the two, is
+    tested and Holm-corrected alike."""
+    if against is None or not len(against):
+        return metrics, list(algorithms)
+    return pd.concat([metrics, against[metrics.columns]], ignore_index=True), [*algorithms, *dict.fromkeys(against["algorithm"])]
 
 
 def write_verdicts(out: str | Path, metrics: pd.DataFrame, algorithms: Sequence[str], *, alpha: float = 0.05,
