@@ -81,7 +81,23 @@ up to ``max_retries`` times with jittered exponential backoff (sleep ~ U(c/2, c)
 backoff_base · 2^attempt), see :mod:`lm_runs.judges.retry`; a 429's ``Retry-After``, capped at ``backoff_max``, is used instead
 when given), and then one :class:`JudgeError` names the server and the last failure. Any other
 4xx raises :class:`JudgeError` at once with the server's message. Such a failure aborts the whole
-call (both in ``__call__`` and ``judge_or_missing``); pairs already answered are in the cache.
+call (both in ``__call__`` and ``judge_or_missing``); pairs already answered are kept in the cache once
+the endpoint is checked to serve the same model (*Swapped models* below).
+
+Swapped models
+--------------
+The endpoint's model record (``GET {base_url}/models/{model}``, its :data:`SERVED_FIELDS`) is pinned when
+it is first asked: by :meth:`OpenAIJudge.identity` (a run's start: evaluations and round datasets record
+it), else at the end of the first call that sent requests. After every later call that sent requests it
+is read again (with the retry policy), and when it differs (another ``root``, ``owned_by``,
+``max_model_len``, ``id``, or no record any more) the call raises
+:class:`~lm_runs.judges.base.JudgeChanged` — one line naming the change; the commands exit with status 2 —
+and its answers are neither returned nor cached: answers of two models must not mix. Once per call (one
+batch of pairs, answered by up to ``max_concurrency`` requests at once) rather than per request: the
+check is one small GET beside a batch of chat completions, not one per completion (which would double
+the requests a rate limit counts), and a call is what its caller keeps or drops whole, so no answer of a
+swapped model is kept. An endpoint without the route (an HTTP 4xx: ``served`` is None) is not checked,
+and neither is what the record cannot show (see :meth:`OpenAIJudge.identity`).
 
 Cache
 -----
@@ -107,7 +123,7 @@ import time
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
-from .base import JudgeError, Judgement, check_pairs, shown_flipped
+from .base import JudgeChanged, JudgeError, Judgement, check_pairs, identity_changes, shown_flipped
 from .deadline import Deadlines, deadline_transport
 from .retry import DEFAULT_RETRIES, RetryPolicy, TransientFailure, retry_after_seconds
 
@@ -421,10 +437,11 @@ class OpenAIJudge:
 
         What this cannot detect: other weights behind the same reported record (a vLLM server restarted
         on a checkpoint rewritten at the same path, a provider updating a model behind a stable id or
-        alias), other server settings (quantization, sampling defaults), and any change after the
-        identity was taken (it is asked once per client, not per request); ``created`` is left out
-        (vLLM stamps it with each request's time) and so is ``system_fingerprint`` (a per-response
-        value that the provider changes as it redeploys, not asked before judging)."""
+        alias) and other server settings (quantization, sampling defaults); a change of the record
+        after the identity was taken is caught after the call it happens in (:meth:`check_same_judge`).
+        ``created`` is left out (vLLM stamps it with each request's time) and so is
+        ``system_fingerprint`` (a per-response value that the provider changes as it redeploys, not
+        asked before judging)."""
         return {"kind": self.kind, "base_url": self.server, "model": self.model, "templates": self._key_prefix[2], "seed": self.seed,
                 "served": self.served_model()}
 
@@ -439,6 +456,23 @@ class OpenAIJudge:
             self._served = None if models is None else self.retry.run(lambda: self._model_record(models), f"judge {self.name} (GET models/{self.model})")
         return self._served
 
+    def check_same_judge(self) -> None:
+        """Raise :class:`~lm_runs.judges.base.JudgeChanged` (one line) when ``GET {base_url}/models/{model}``
+        now reports another record than the one pinned (:meth:`served_model`), or none any more; nothing to
+        check before the record was first asked or for an endpoint without the route (pinned None). Asked
+        with the retry policy: an endpoint that stays unreachable raises ``JudgeUnavailable``."""
+        pinned = self._served
+        if pinned is _NOT_ASKED or pinned is None:
+            return
+        now = self.retry.run(lambda: self._model_record(self._client.models), f"judge {self.name} (GET models/{self.model})")
+        if now != pinned:
+            changes = (identity_changes({"served": pinned}, {"served": now}) if now is not None
+                       else [f"GET models/{self.model} answers no record now"])
+            shown = "; ".join(changes[:3]) + ("; …" if len(changes) > 3 else "")
+            raise JudgeChanged(f"judge {self.name} now serves another model than the one this run started with ({shown}); "
+                               "its answers would mix two judges' and are not kept: serve the run's judge again and rerun, "
+                               "or start a new run with the new judge")
+
     def judge_detailed(
         self, prompts: Sequence[str], completions: Sequence[Sequence[str]], *, shuffle_order: bool | None = None
     ) -> list[DetailedJudgement]:
@@ -446,7 +480,9 @@ class OpenAIJudge:
 
         Cached pairs are answered from the cache; identical uncached pairs in one call share one
         request; the rest go out on up to ``max_concurrency`` threads. A transport or HTTP failure
-        that outlives the retries raises :class:`JudgeError` (remaining requests are cancelled).
+        that outlives the retries raises :class:`JudgeError` (remaining requests are cancelled). A call
+        that sent requests then checks the endpoint's model record (:meth:`check_same_judge`) before its
+        new answers are cached and returned (on such a failure: before the answers it got are cached).
         """
         prompts, completions = check_pairs(prompts, completions)
         shuffle = self.shuffle_order if shuffle_order is None else bool(shuffle_order)
@@ -466,8 +502,12 @@ class OpenAIJudge:
                 pending.setdefault(key, []).append(index)
                 shown[key] = (prompt, first, second)
 
+        answered: list[tuple[str, float, dict[str, str]]] = []  # cached once the model record is checked
+
         def finish(key: str, outcome: tuple[float | None, str, str, int]) -> None:
             p_first, source, answer, attempts = outcome
+            if p_first is not None:
+                answered.append((key, p_first, {"model": self.model, "source": source, "answer": answer}))
             for index in pending[key]:
                 flipped = flips[index]
                 if p_first is None:
@@ -476,19 +516,33 @@ class OpenAIJudge:
                     results[index] = DetailedJudgement(self._unflip(p_first, flipped), flipped, source, answer, attempts)
 
         keys = list(pending)
-        if len(keys) == 1 or (keys and self.max_concurrency == 1):
-            for key in keys:
-                finish(key, self._judge_shown(key, *shown[key]))
-        elif keys:
-            pool = concurrent.futures.ThreadPoolExecutor(
-                max_workers=min(self.max_concurrency, len(keys)), thread_name_prefix="openai-judge"
-            )
-            try:
-                futures = {pool.submit(self._judge_shown, key, *shown[key]): key for key in keys}
-                for future in concurrent.futures.as_completed(futures):
-                    finish(futures[future], future.result())
-            finally:
-                pool.shutdown(wait=True, cancel_futures=True)
+        if not keys:
+            return results  # type: ignore[return-value]
+        try:
+            if len(keys) == 1 or self.max_concurrency == 1:
+                for key in keys:
+                    finish(key, self._judge_shown(*shown[key]))
+            else:
+                pool = concurrent.futures.ThreadPoolExecutor(
+                    max_workers=min(self.max_concurrency, len(keys)), thread_name_prefix="openai-judge"
+                )
+                try:
+                    futures = {pool.submit(self._judge_shown, *shown[key]): key for key in keys}
+                    for future in concurrent.futures.as_completed(futures):
+                        finish(futures[future], future.result())
+                finally:
+                    pool.shutdown(wait=True, cancel_futures=True)
+        except JudgeChanged:
+            raise
+        except JudgeError:
+            try:  # keep what was answered before the failure, if the same model answered it
+                self._keep(answered, pin=False)
+            except JudgeChanged:
+                raise
+            except JudgeError:
+                pass  # the record cannot be read either: nothing is kept; the call's own failure is reported
+            raise
+        self._keep(answered, pin=True)
         return results  # type: ignore[return-value]
 
     def close(self) -> None:
@@ -520,8 +574,20 @@ class OpenAIJudge:
     def _unflip(p_first: float, flipped: bool) -> float:
         return 1.0 - p_first if flipped else p_first
 
-    def _judge_shown(self, key: str, prompt: str, first: str, second: str) -> tuple[float | None, str, str, int]:
-        """Ask about one pair as shown, retrying malformed answers; cache a valid one."""
+    def _keep(self, answered: Sequence[tuple[str, float, dict[str, str]]], pin: bool) -> None:
+        """After a call's requests: :meth:`check_same_judge` (or, with ``pin``, when the record was never
+        asked, pin it now: :meth:`served_model`), then append the call's valid answers to the cache."""
+        if self._served is _NOT_ASKED:
+            if pin:
+                self.served_model()
+        else:
+            self.check_same_judge()
+        if self.cache is not None:
+            for key, value, extra in answered:
+                self.cache.put(key, value, extra)
+
+    def _judge_shown(self, prompt: str, first: str, second: str) -> tuple[float | None, str, str, int]:
+        """Ask about one pair as shown, retrying malformed answers."""
         messages = render_messages(
             prompt, first, second, system_prompt=self.system_prompt, user_template=self.user_template
         )
@@ -530,8 +596,6 @@ class OpenAIJudge:
         for attempt in range(1, attempts + 1):
             p_first, source, answer = read_answer(self._request(messages))
             if p_first is not None:
-                if self.cache is not None:
-                    self.cache.put(key, p_first, {"model": self.model, "source": source, "answer": answer})
                 return p_first, source, answer, attempt
             reason = source
         return None, reason, answer, attempts
