@@ -2,6 +2,8 @@
 
     python -m lm_runs.synthetic_benchmark --out DIR            # the full setting: 11 algorithms, 15 seeds (~90 min on one quiet core)
     python -m lm_runs.synthetic_benchmark --out DIR --reuse OLD  # the same, runs OLD holds (same settings, π_ref) copied
+    python -m lm_runs.synthetic_benchmark --out NEW --algorithms egpo oipo1 oipo2 nashmd nashmdpg onpo --round_eta 0.125 \
+        --reuse OLD --against OLD                              # ONPO at η = 1/8, paired seed by seed with OLD's ONPO (η = 1)
     python -m lm_runs.synthetic_benchmark --out DIR --short    # the five online algorithms, 3 seeds (under 10 min; decides no pair)
     python -m lm_runs.synthetic_benchmark --out DIR --fast     # seconds, for tests
 

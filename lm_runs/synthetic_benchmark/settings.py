@@ -179,7 +179,8 @@ class BenchmarkSettings:
     #: ONPO, on the unregularized game as SPPO, its optimistic log π ← log π + η[2P(· ≻ π_t) − P(· ≻ π_{t−1})]).
     #: The magnet period 20 = 1/(ηβ): the tabular inner loop contracts toward the magnet's regularized
     #: equilibrium by (1 − ηβ) per round, so a shorter period refreshes the magnet before the inner problem
-    #: is (approximately) solved; with 40 rounds the magnet is refreshed once (MPO: η/(1 + ηβ), nearly the same)
+    #: is (approximately) solved; with 40 rounds the magnet is refreshed once (MPO: η/(1 + ηβ), nearly the same).
+    #: ``--round_eta`` sets η for the run's round methods; ``--against`` pairs them with a run at another η
     round_samples_per_prompt: int = 2
     round_epochs: int = 1
     round_pair_selection: str = "all"
