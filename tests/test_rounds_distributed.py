@@ -242,9 +242,9 @@ def test_two_ranks_under_zero2_train_onpo_lora_rounds_as_ddp_with_loadable_auxil
     machine), and each rank saved its ZeRO-2 optimizer partition in both phases' checkpoints. Each saved π′_{r+1} loads back
     into a fresh LoRA-wrapped model (load_policy + load_state_dict) and gives its ``logp.jsonl`` within
     1e-5 (recomputed in one process, float32), and differs from the round's policy end; each round end's
-    model folder (epochs/epoch-r) and the final one are peft adapters (adapter_config.json) that
-    PeftModel.from_pretrained loads to that round's policy.pt bit for bit (π′ has no such folder: its
-    policy.pt is the adapter's parameters). Stopped after round 1's training and resumed (its policy phase from its last ZeRO-2
+    model folder (epochs/epoch-r), the final one and each round's auxiliary end (rounds/round-r/auxiliary) are
+    peft adapters (adapter_config.json) that PeftModel.from_pretrained loads to that round's policy.pt
+    (auxiliary/policy.pt) bit for bit. Stopped after round 1's training and resumed (its policy phase from its last ZeRO-2
     checkpoint of the adapter): torch.equal to the uninterrupted run. (4 torchrun launches: about 4 minutes.)"""
     from peft import PeftModel
     from transformers import AutoModelForCausalLM
@@ -297,7 +297,8 @@ def test_two_ranks_under_zero2_train_onpo_lora_rounds_as_ddp_with_loadable_auxil
         assert gap(torch.load(round_dir(zero2, r) / "auxiliary" / "policy.pt"), end) > 1e-4  # π′_{r+1} is not π_{r+1}
 
     for folder, end in ((epoch_dir(zero2, 1), round_dir(zero2, 0) / "policy.pt"), (epoch_dir(zero2, 2), round_dir(zero2, 1) / "policy.pt"),
-                        (zero2, round_dir(zero2, 1) / "policy.pt")):
+                        (zero2, round_dir(zero2, 1) / "policy.pt"),
+                        *((round_dir(zero2, r) / "auxiliary", round_dir(zero2, r) / "auxiliary" / "policy.pt") for r in range(2))):
         assert (folder / "adapter_config.json").is_file()
         loaded = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(tiny["model"]), str(folder), is_trainable=True)
         adapter, saved = {n: p.detach() for n, p in loaded.named_parameters() if p.requires_grad}, torch.load(end)
