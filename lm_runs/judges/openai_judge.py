@@ -81,8 +81,8 @@ up to ``max_retries`` times with jittered exponential backoff (sleep ~ U(c/2, c)
 backoff_base · 2^attempt), see :mod:`lm_runs.judges.retry`; a 429's ``Retry-After``, capped at ``backoff_max``, is used instead
 when given), and then one :class:`JudgeError` names the server and the last failure. Any other
 4xx raises :class:`JudgeError` at once with the server's message. Such a failure aborts the whole
-call (both in ``__call__`` and ``judge_or_missing``); pairs already answered are kept in the cache once
-the endpoint is checked to serve the same model (*Swapped models* below).
+call (both in ``__call__`` and ``judge_or_missing``); pairs already answered are kept in the cache, unless
+the endpoint's pinned model record changed (*Swapped models* below).
 
 Swapped models
 --------------
