@@ -27,6 +27,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from egpo_core.cli import OneLineArgumentParser
+
 HERE = Path(__file__).resolve().parent
 
 #: Execution order, run name → (notebook source, parameters): the paper settings first, then the comparisons,
@@ -70,7 +72,7 @@ def write_notebook(source: Path, target: Path) -> Path:
 
 
 def _parse(argv: list[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser = OneLineArgumentParser(prog="run_all.py", description=__doc__.split("\n")[0])
     parser.add_argument("--fast", action="store_true", help="pass fast=True to every notebook")
     names = tuple(dict.fromkeys(list(RUNS) + list(NOTEBOOKS)))
     parser.add_argument("--only", action="append", metavar="NAME", choices=names,

@@ -654,3 +654,16 @@ def test_lm_winrates(executed):
     assert all(f"| {alg} |" in tables["vs_reference.md"] for alg in LM_ALGORITHMS)
     header = tables["pairwise.md"].splitlines()[0]
     assert all(f"{alg} (epoch {k})" in header for alg in LM_ALGORITHMS for k in (1, 2))  # best 2 of 2 epochs
+
+
+def test_run_all_help_and_one_line_refusals():
+    """``run_all.py --help`` runs; a bad run name and an abbreviated flag are each one error line naming
+    the value, exit status 2, before any notebook starts."""
+    script = str(NOTEBOOK_DIR / "run_all.py")
+    shown = subprocess.run([sys.executable, script, "--help"], capture_output=True, text=True, timeout=60)
+    assert shown.returncode == 0 and "--only NAME" in shown.stdout
+    for argv, named in ((["--only", "nope"], "'nope'"), (["--fa"], "--fa")):
+        done = subprocess.run([sys.executable, script, *argv], capture_output=True, text=True, timeout=60)
+        lines = done.stderr.strip().splitlines()
+        assert done.returncode == 2 and len(lines) == 1, done.stderr
+        assert lines[0].startswith("error:") and named in lines[0] and not done.stdout

@@ -9,7 +9,8 @@ identity is :meth:`lm_runs.judges.CheckedJudge.identity`: by content, for a judg
 too (the served judge's identity, from the server's ``/health``), so a folder refuses a server restarted
 with another model, τ or kind at the same URL and accepts the same judge served at another URL; a server
 swapped for another mid-run is refused after the first call it answers
-(:class:`~lm_runs.judges.JudgeChanged`, exit status 2), that call's answers unsaved.
+(:class:`~lm_runs.judges.JudgeChanged`, exit status 2), that call's answers unsaved; an
+OpenAI-compatible endpoint whose model record (``GET /models/{model}``) changes mid-run likewise.
 """
 
 from __future__ import annotations
