@@ -335,15 +335,16 @@ def _sample(table, u):
     (numba indexes with unsigned integers without its negative-index fix-up)."""
     n = table.shape[1]
     if n <= _SCAN_MAX:
-        # The index of the first cumulative sum above u·total: count the ones at or below it.
+        # The index of the first cumulative sum above u·total, capped at N − 1: the count of those at or below it
+        # among the first N − 1 (the sums never decrease, so the last one adds to the count only if all do).
         target = u * table[0, n - 1]
         count = 0
-        for i in range(n):
+        for i in range(n - 1):
             count += np.int64(table[0, i] <= target)
-        return np.uint64(min(count, n - 1))
+        return np.uint64(count)
     x = u * n
     i = min(np.int64(x), n - 1)
-    alias = np.uint64(table[1, i])
+    alias = np.uint64(np.int64(table[1, i]))  # through int64: x86-64 converts a double to int64 in one instruction
     keep = np.uint64(x - i < table[0, i])
     return alias + (np.uint64(i) - alias) * keep  # i if kept, else its alias, without a branch
 
@@ -1045,6 +1046,20 @@ def _record(logp, pi, s, logp_ref, beta, star_logp, with_extra, out_gap, out_exp
 
 
 # ---------------------------------------------------------------- the loop
+@intrinsic
+def _claim(typingctx, counter):
+    """counter[0] += 1 as one atomic operation; returns the value before (the index a thread claims). ``counter``
+    int64, shared by the threads of a prange."""
+    if not (isinstance(counter, types.Array) and counter.dtype == types.int64):
+        return None
+
+    def codegen(context, builder, signature, args):
+        data = context.make_array(signature.args[0])(context, builder, args[0]).data
+        return builder.atomic_rmw("add", data, ir.Constant(ir.IntType(64), 1), "monotonic")
+
+    return types.int64(counter), codegen
+
+
 @njit(cache=CACHE, parallel=True)
 def run_chunk(
     t_start: int, t_end: int, games: Games, trajectories: Trajectories, groups: Groups, policy: Policy,
@@ -1057,8 +1072,9 @@ def run_chunk(
     the final policy (t = total_steps) in the last column. With ``with_average``, ``avg_sum``
     accumulates Σ_{s≤t} π_s and the gap and exploitability of the average iterate
     π̄_t = Σ_{s≤t} π_s / (t + 1) are recorded too. (A chunk's last step is recorded again, complete,
-    by the next chunk.) Threads take the groups one at a time; each allocates its work arrays
-    (:class:`_Scratch`) and runs :func:`_advance_group`.
+    by the next chunk.) Each thread claims the next unclaimed group (:func:`_claim`) until none is left,
+    allocates its work arrays (:class:`_Scratch`) and runs :func:`_advance_group`; which thread runs a group
+    changes no number (a group's arithmetic and random streams are its own).
     """
     # The sizes are read here, before the parallel loop, which passes the tuples whole to _advance_group:
     # numba (0.68 still) drops stores into an array reached through a named tuple in the prange body itself
@@ -1079,29 +1095,38 @@ def run_chunk(
     weights = npar - d if shared else 0
     layers = max(n_hidden, 1)
     n_groups = group_ptr.shape[0] - 1
-    for gi in prange(n_groups):
-        g0 = group_ptr[gi]
-        size = group_ptr[gi + 1] - g0
-        minimize = scheme[members[g0]] == _SCHEME_MINIMIZE  # a group holds one algorithm
-        solve = minimize and sampled  # the sampled minimiser; the exact one is the uniform-pair step below
-        ring = minimize and history_length[members[g0]] > 1  # a history of policies in the anchor (MNPO)
-        ring_n = n if ring else 0
-        pairs = num_samples if solve else 0
-        scratch = _Scratch(
-            z=np.empty((size, n)), logp=np.empty((size, n)), pi=np.empty((size, n)), s=np.empty((size, n)),
-            target=np.empty((size, n)), sigma=np.empty((size, n)), table_pi=np.empty((size, 2, n)),
-            table_sigma=np.empty((size, 2, n)), table_prev=np.empty((size, 2, n)), stack=np.empty(n, dtype=np.int64),
-            logp_half=np.empty((size, n)), grad_logits=np.empty((size, n)), grads=np.empty((size, npar)),
-            half=np.empty((size, npar)), shared_sum=np.empty(weights),
-            acts=np.zeros((size, n_hidden + 1, d)), pre=np.zeros((size, layers, d)),
-            acts_h=np.zeros((size, n_hidden + 1, d)), pre_h=np.zeros((size, layers, d)),
-            delta=np.empty(d), delta_next=np.empty(d), work=np.empty(n), avg_pi=np.empty(n), avg_logp=np.empty(n),
-            avg_s=np.empty(n), x32=np.empty(2 * lanes, dtype=np.float32), acc=np.empty(lanes),
-            mixed=np.empty((size, ring_n)), winners=np.empty(pairs, dtype=np.int64),
-            losers=np.empty(pairs, dtype=np.int64),
-        )
-        _advance_group(t_start, t_end, g0, size, minimize, solve, ring, members, games, trajectories, policy, gradient,
-                       recording, state, outputs, scratch)
+    # numba's OpenMP layer gives each thread a contiguous block of a prange, which, the groups coming costliest
+    # first, gave one thread the costly groups. Here each thread's first iteration claims the next unclaimed group
+    # until none is left; its other iterations find none.
+    claimed = np.zeros(1, dtype=np.int64)
+    for _ in prange(n_groups):
+        while True:
+            gi = _claim(claimed)
+            if gi >= n_groups:
+                break
+            g0 = group_ptr[gi]
+            size = group_ptr[gi + 1] - g0
+            minimize = scheme[members[g0]] == _SCHEME_MINIMIZE  # a group holds one algorithm
+            solve = minimize and sampled  # the sampled minimiser; the exact one is the uniform-pair step below
+            ring = minimize and history_length[members[g0]] > 1  # a history of policies in the anchor (MNPO)
+            ring_n = n if ring else 0
+            pairs = num_samples if solve else 0
+            scratch = _Scratch(
+                z=np.empty((size, n)), logp=np.empty((size, n)), pi=np.empty((size, n)), s=np.empty((size, n)),
+                target=np.empty((size, n)), sigma=np.empty((size, n)), table_pi=np.empty((size, 2, n)),
+                table_sigma=np.empty((size, 2, n)), table_prev=np.empty((size, 2, n)),
+                stack=np.empty(n, dtype=np.int64),
+                logp_half=np.empty((size, n)), grad_logits=np.empty((size, n)), grads=np.empty((size, npar)),
+                half=np.empty((size, npar)), shared_sum=np.empty(weights),
+                acts=np.zeros((size, n_hidden + 1, d)), pre=np.zeros((size, layers, d)),
+                acts_h=np.zeros((size, n_hidden + 1, d)), pre_h=np.zeros((size, layers, d)),
+                delta=np.empty(d), delta_next=np.empty(d), work=np.empty(n), avg_pi=np.empty(n),
+                avg_logp=np.empty(n), avg_s=np.empty(n), x32=np.empty(2 * lanes, dtype=np.float32), acc=np.empty(lanes),
+                mixed=np.empty((size, ring_n)), winners=np.empty(pairs, dtype=np.int64),
+                losers=np.empty(pairs, dtype=np.int64),
+            )
+            _advance_group(t_start, t_end, g0, size, minimize, solve, ring, members, games, trajectories, policy,
+                           gradient, recording, state, outputs, scratch)
 
 
 class _Scratch(NamedTuple):

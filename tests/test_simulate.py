@@ -191,6 +191,46 @@ def test_categorical_sampler_draws_the_distribution(weights):
     assert np.all(counts[p == 0] == 0)
 
 
+@pytest.mark.parametrize("weights", [[0.2, 0.0, 0.5, 0.3], [0.0, 1.0, 0.0], [3.0, 1.0, 0.0, 0.0], [1.0] * 32, [0.5]])
+def test_scan_sampler_returns_the_first_cumulative_sum_above_the_target(weights):
+    """N ≤ 32: a draw with uniform u is the first index whose cumulative sum exceeds u·Σw, capped at N − 1,
+    i.e. searchsorted(cumsum, u·Σw, 'right') clipped; checked at random u, at u that land exactly on the sums
+    (ties go past the tied sum) and at u below 1 by one ulp (the cap)."""
+    w = np.array(weights)
+    table = np.empty((2, w.size))
+    _kernel._build_sampler(w, table, np.empty(w.size, dtype=np.int64))
+    cumsum = table[0].copy()
+    total = cumsum[-1]
+    exact = [c / total for c in cumsum if c < total and (c / total) * total == c]  # targets equal to a sum
+    us = np.concatenate([np.random.default_rng(2).random(2000), exact, [0.0, np.nextafter(1.0, 0.0)]])
+    drawn = np.array([_kernel._sample(table, u) for u in us])
+    expected = np.minimum(np.searchsorted(cumsum, us * total, side="right"), w.size - 1)
+    np.testing.assert_array_equal(drawn, expected)
+    assert np.all(w[drawn] > 0)
+
+
+def test_claim_hands_out_each_index_once_across_threads():
+    """run_chunk's threads claim groups with _claim (an atomic fetch-and-add): over a parallel loop every index
+    below the count is claimed exactly once, whichever thread claims it."""
+    import numba
+
+    @numba.njit(parallel=True)
+    def claim_all(count, owner, counter):
+        for _ in numba.prange(count):
+            while True:
+                i = _kernel._claim(counter)
+                if i >= count:
+                    break
+                owner[i] += 1
+        return counter[0]
+
+    count = 5000
+    owner = np.zeros(count, dtype=np.int64)
+    final = claim_all(count, owner, np.zeros(1, dtype=np.int64))
+    np.testing.assert_array_equal(owner, np.ones(count, dtype=np.int64))
+    assert final == 2 * count  # and each of the count iterations claimed one index past the end, then stopped
+
+
 def test_sampled_runs_are_deterministic_and_independent_of_other_algorithms(games):
     P, ref = games
     kw = dict(beta=0.1, lr=0.05, iterations=30, gradient="sampled", num_samples=20, progress=False)
