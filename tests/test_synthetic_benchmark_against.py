@@ -10,7 +10,8 @@ that lacks a seed, whose π_ref differs) is one ``error:`` line, exit status 2, 
 End to end (``slow``, two FAST runs, about a minute on two shared cores): a run at η = 1 and one at η = 1/8
 with ``--reuse`` and ``--against`` the first: EGPO's second seed taken over, ONPO trained again at 1/8 and
 ending elsewhere; the first run's ONPO final values stand in the second's verdicts, bit for bit, under
-``onpo@eta=1``, paired seed by seed; ``redraw`` gives the same verdicts.
+``onpo@eta=1``, paired seed by seed; ``redraw`` gives the same verdicts. The verdict figure then names this run's
+round methods by their η too (``onpo@eta=0.125``).
 """
 
 from __future__ import annotations
@@ -184,3 +185,17 @@ def test_a_run_at_another_eta_pairs_its_method_with_the_first_runs_seed_by_seed(
     before = (second / "verdicts.csv").read_text()
     sb.redraw(second, tmp_path / "redrawn")
     assert (tmp_path / "redrawn" / "verdicts.csv").read_text() == before
+
+
+def test_the_verdict_figure_names_this_runs_round_methods_by_their_eta_beside_another_runs():
+    from lm_runs.synthetic_benchmark.figures import _named_with_eta
+
+    s = replace(ROUNDS, round_eta=0.125)
+    final = pd.DataFrame({"metric": "duality_gap", "algorithm": ["egpo", "onpo", "onpo@eta=1"], "seed": 0, "value": 0.1})
+    table = pd.DataFrame({"a": ["egpo", "onpo"], "b": ["onpo", "onpo@eta=1"], "lower": ["egpo", "onpo"]})
+    f, t = _named_with_eta(final, table, s)
+    assert f["algorithm"].tolist() == ["egpo", "onpo@eta=0.125", "onpo@eta=1"]
+    assert t.to_dict("list") == {"a": ["egpo", "onpo@eta=0.125"], "b": ["onpo@eta=0.125", "onpo@eta=1"],
+                                 "lower": ["egpo", "onpo@eta=0.125"]}
+    alone = final[final.algorithm != "onpo@eta=1"]  # without --against: the names stay
+    assert _named_with_eta(alone, table, s)[0] is alone

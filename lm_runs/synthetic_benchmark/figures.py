@@ -38,7 +38,7 @@ from lm_runs.plots import (
     seed_bands,
 )
 
-from .settings import BenchmarkSettings
+from .settings import BenchmarkSettings, at_eta, split_eta
 
 __all__ = ["benchmark_figures", "verdict_figure", "decided_line", "rising_note", "redraw"]
 
@@ -239,9 +239,20 @@ def benchmark_figures(out: Path, metrics: pd.DataFrame, metrics_ln: pd.DataFrame
 
     if verdicts is not None:
         final, table, content = verdicts
-        fig = verdict_figure(final, table, content, reference)
+        fig = verdict_figure(*_named_with_eta(final, table, s), content, reference)
         save_figure(fig, out / "verdicts")
     plt.close("all")
+
+
+def _named_with_eta(final: pd.DataFrame, table: pd.DataFrame, s: BenchmarkSettings) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The verdicts' final values and table as the figure names them: when another run's round methods stand
+    there at another η (``--against``: ``onpo@eta=1``), this run's round methods carry their η too
+    (``onpo`` → ``onpo@eta=0.125``, drawn "ONPO (η = 0.125)"); otherwise unchanged."""
+    if not any(split_eta(a)[1] is not None for a in final["algorithm"]):
+        return final, table
+    names = {a: at_eta(a, s.round_eta) for a in s.round_methods()}
+    table = table.assign(**{c: table[c].replace(names) for c in ("a", "b", "lower")})
+    return final.assign(algorithm=final["algorithm"].replace(names)), table
 
 
 def _settings(values: Mapping[str, Any]) -> BenchmarkSettings:
