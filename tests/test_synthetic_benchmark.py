@@ -391,7 +391,7 @@ def fake_stages(monkeypatch):
     ``label``, or raises when ``fail`` (a run killed or failing half-way, after writing a file)."""
     calls = {"label": "new", "fail": False}
 
-    def stages(work, settings, progress, sources=(), command=None, jobs=1):
+    def stages(work, settings, progress, sources=(), command=None, jobs=1, against=None):
         (work / "metrics.csv").write_text(calls["label"])
         if calls["fail"]:
             raise RuntimeError("stage failed")

@@ -321,7 +321,7 @@ def run_benchmark(out: str | Path, settings: BenchmarkSettings = DEFAULT, *, ove
     out = check_out(out, overwrite).resolve()  # a symbolic link: the run replaces the folder it points to
     work = _work_folder(out)
     try:
-        summary = _run_into(work, settings, progress, sources, command, jobs, compared)
+        summary = _run_into(work, settings, progress, sources, command, jobs, against=compared)
         _move_into_place(work, out)
     finally:
         shutil.rmtree(work, ignore_errors=True)  # still there only when the run failed
