@@ -1402,9 +1402,10 @@ def _mixture_opponents(g0, size, members, game, mixture, mixture_over_runs, logp
                 col_max = max(col_max, sigma[m, y])
             total = 0.0
             for m in range(size):
-                total += np.exp(sigma[m, y] - col_max)
+                sigma[m, y] = np.exp(sigma[m, y] - col_max)
+                total += sigma[m, y]
             for m in range(size):
-                sigma[m, y] = np.exp(sigma[m, y] - col_max) / total
+                sigma[m, y] /= total
 
 
 @njit(cache=CACHE, _nrt=False)
