@@ -517,13 +517,14 @@ def test_bench_lm_help_and_one_timed_update(tmp_path):
     (["--length_bonus", "0.7"], "length_bonus must be in [0, 0.5], got 0.7"),
     (["--adam_beta1", "1"], "adam_beta1 must be in [0, 1), got 1.0"),
     (["--learning_rate", "0"], "learning_rate must be in (0, 1), got 0.0"),
+    (["--learn", "0.1"], "unrecognized arguments: --learn 0.1"),  # no abbreviation of --learning_rate
 ])
 def test_cli_refuses_each_bad_setting_in_one_line_before_anything(tmp_path, capsys, flags, message):
     with pytest.raises(SystemExit) as info:
         sb.main(["--out", str(tmp_path / "out"), "--fast", *flags])
     assert info.value.code == 2
     err = capsys.readouterr().err
-    assert message in err and "Traceback" not in err, err
+    assert message in err and "Traceback" not in err and len(err.strip().splitlines()) == 1, err
     assert list(tmp_path.iterdir()) == []
 
 

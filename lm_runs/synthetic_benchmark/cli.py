@@ -16,6 +16,7 @@ import sys
 from dataclasses import replace
 from typing import Any, Sequence
 
+from egpo_core.cli import OneLineArgumentParser
 from lm_runs.launcher import inputs_checked
 
 from .pipeline import check_out, run_benchmark
@@ -26,7 +27,7 @@ __all__ = ["main"]
 
 
 def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
+    p = OneLineArgumentParser(
         prog="python -m lm_runs.synthetic_benchmark",
         description="Tiny-LM NLHF benchmark with an exactly known (class-level) Nash equilibrium.",
     )
