@@ -8,6 +8,13 @@ the gap is quadratic in that distance (Gap_β = 2β KL(π‖BR_β(π))), a dista
 makes the gap contract like ρ^{2t}. The local (asymptotic) prediction is the spectral radius ρ of the
 Jacobian of one exact update at π*_β (:func:`linearized_rate`), giving slope 2·log ρ.
 
+What is measured (:func:`target_metric`): the curve of what the algorithm converges to. An algorithm that
+keeps a KL pull toward π_ref converges (if at all) to π*_β and is measured on Gap_β; one with no fixed pull
+toward π_ref — its anchor the current policy (SPPO, ONPO), or a magnet refreshed every K > 0 updates (COMAL,
+MPO with resets) — aims at a Nash equilibrium of the original game and is measured on its exploitability
+max_y P(y ≻ π_t) − ½ (:func:`egpo_core.metrics.exploitability`). The classes and slopes below read either
+curve the same way ("gap" stands for the measured curve).
+
 Convergence classes (:func:`classify_trajectories`), from the initial gap g_0, the tail median
 g_end (median of the last 10 % of the records) and the measured slope:
 
@@ -30,12 +37,14 @@ from typing import Sequence
 import numpy as np
 import pandas as pd
 
-from .algorithms import PAPER_ALGORITHMS, Opponent, get_algorithm
+from .algorithms import PAPER_ALGORITHMS, Algorithm, Anchor, Opponent, get_algorithm
 from .simulator import SimulationResult, sweep
 
 __all__ = [
     "CLASSES",
     "FLOOR",
+    "target_metric",
+    "ignores_beta",
     "DIVERGES_DEFINITION",
     "log_gap_slope",
     "classify_trajectories",
@@ -53,6 +62,26 @@ FLOOR = 1e-12
 
 #: The one definition of "diverges" (figures and notebooks quote it).
 DIVERGES_DEFINITION = "a non-finite gap (overflow), or a final gap at least 10× the initial one"
+
+def target_metric(algorithm: str | Algorithm, magnet_period: int = 0) -> str:
+    """The recorded metric that measures convergence to what ``algorithm`` converges to, from its declaration:
+    ``"exploitability"`` (a Nash equilibrium of the original game) when its anchor is the current policy
+    (log π_{t+1} ≐ log π_t + η·(opponent term): SPPO, ONPO) or a magnet refreshed every ``magnet_period`` = K > 0
+    updates (a proximal-point loop on the original game: COMAL, MPO with resets); ``"duality_gap"`` (π*_β, the
+    fixed point of every update that keeps the pull ηβ log π_ref: the others, MPO and COMAL with K = 0)."""
+    alg = get_algorithm(algorithm)
+    if alg.anchor is Anchor.CURRENT or (alg.anchor is Anchor.MAGNET and magnet_period > 0):
+        return "exploitability"
+    return "duality_gap"
+
+
+def ignores_beta(algorithm: str | Algorithm, metric: str) -> bool:
+    """True when neither the exact tabular update at a step η nor ``metric`` depends on β: the anchor is
+    the current policy (log π_{t+1} ≐ log π_t + η·(opponent term), no π_ref, no β; in the simulator β
+    only converts η to lr = ηβN/4) and the metric is the exploitability (β-free). A rate map's rows of
+    such an algorithm then differ only by the rounding of η = 4·lr/(Nβ)."""
+    return get_algorithm(algorithm).anchor is Anchor.CURRENT and metric == "exploitability"
+
 
 def _fit_window(log_g: np.ndarray, floor_index: int | None, log_floor: float, min_points: int) -> slice:
     """Records to fit: the second half (in log g) of a decay that reaches the floor at record
@@ -134,43 +163,56 @@ def classify_trajectories(
     return out.reshape(values.shape[:-1]).astype(str)
 
 
-def rate_table(result: SimulationResult, metric: str = "duality_gap", floor: float = FLOOR) -> pd.DataFrame:
-    """One row per (config, algorithm, run): the measured slope and class of its ``metric`` curve.
+def rate_table(result: SimulationResult, metric: str | None = "duality_gap", floor: float = FLOOR) -> pd.DataFrame:
+    """One row per (config, algorithm, run): the measured slope and class of its ``metric`` curve
+    (``None``: each algorithm's own, :func:`target_metric` at the result's ``magnet_period``).
 
-    Columns: config, beta, eta, lr, mixture, seed, algorithm, run, initial, final (last record),
-    slope (:func:`log_gap_slope`), rate = exp(slope) (measured per-step contraction of the gap),
-    theory_slope = log(1 − ηβ) (NaN where ηβ ≥ 1), slope_ratio = slope / theory_slope (≈ 2 means the
-    gap contracts like (1 − ηβ)^{2t}), class (:func:`classify_trajectories`).
+    Columns: config, beta, eta, lr, mixture, seed, algorithm, metric, run, initial, final (last record),
+    slope (:func:`log_gap_slope`), rate = exp(slope) (measured per-step contraction of the curve),
+    theory_slope = log(1 − ηβ) (NaN where ηβ ≥ 1, and for a curve other than the duality gap: the theory's
+    rate is about π*_β), slope_ratio = slope / theory_slope (≈ 2 means the gap contracts like
+    (1 − ηβ)^{2t}), class (:func:`classify_trajectories`).
     """
-    data = result.values[metric]
-    slopes = log_gap_slope(result.steps, data, floor)
-    classes = classify_trajectories(data, result.steps, floor)
+    period = int(result.settings.get("magnet_period", 0) or 0)
+    names = [metric if metric is not None else target_metric(alg, period) for alg in result.algorithms]
+    missing = sorted(set(names) - set(result.values))
+    if missing:
+        raise ValueError(f"metric {missing[0]!r} was not recorded (recorded: {', '.join(result.values)}); "
+                         f"simulate with metrics=(..., {missing[0]!r})")
+    slopes, classes = {}, {}
+    for name in set(names):
+        slopes[name] = log_gap_slope(result.steps, result.values[name], floor)
+        classes[name] = classify_trajectories(result.values[name], result.steps, floor)
     rows = []
     for c, cfg in result.configs.iterrows():
         eta = float(f"{cfg['eta']:.12g}")  # η recomputed from lr carries rounding noise: keep grid values equal
         eta_beta = eta * float(cfg["beta"])
         theory = math.log1p(-eta_beta) if eta_beta < 1 else math.nan
         for a, alg in enumerate(result.algorithms):
+            name = names[a]
+            data = result.values[name]
+            alg_theory = theory if name == "duality_gap" else math.nan
             for r in range(data.shape[2]):
-                slope = float(slopes[c, a, r])
+                slope = float(slopes[name][c, a, r])
                 rows.append(
                     {
                         "config": int(c), "beta": float(cfg["beta"]), "eta": eta, "lr": float(cfg["lr"]),
-                        "mixture": float(cfg["mixture"]), "seed": int(cfg["seed"]), "algorithm": alg, "run": r,
+                        "mixture": float(cfg["mixture"]), "seed": int(cfg["seed"]), "algorithm": alg,
+                        "metric": name, "run": r,
                         "initial": float(data[c, a, r, 0]), "final": float(data[c, a, r, -1]),
                         "slope": slope, "rate": math.exp(slope) if math.isfinite(slope) else math.nan,
-                        "theory_slope": theory,
-                        "slope_ratio": slope / theory if math.isfinite(theory) and theory != 0 else math.nan,
-                        "class": str(classes[c, a, r]),
+                        "theory_slope": alg_theory,
+                        "slope_ratio": slope / alg_theory if math.isfinite(alg_theory) and alg_theory != 0 else math.nan,
+                        "class": str(classes[name][c, a, r]),
                     }
                 )
     return pd.DataFrame(rows)
 
 
 def rate_map(table: pd.DataFrame) -> pd.DataFrame:
-    """Aggregate a :func:`rate_table` per (algorithm, β, η): median slope, slope_ratio and
-    predicted_slope (if present), the majority class (ties go to the worse class), the fraction of
-    runs in each class and the median final gap."""
+    """Aggregate a :func:`rate_table` per (algorithm, β, η): the metric measured (if present), median slope,
+    slope_ratio and predicted_slope (if present), the majority class (ties go to the worse class), the
+    fraction of runs in each class and the median final value."""
     rows = []
     for (alg, beta, eta), part in table.groupby(["algorithm", "beta", "eta"], sort=False):
         counts = part["class"].value_counts()
@@ -182,6 +224,8 @@ def rate_map(table: pd.DataFrame) -> pd.DataFrame:
             "theory_slope": float(part["theory_slope"].iloc[0]), "final": float(part["final"].median()),
             "class": majority, "runs": len(part),
         }
+        if "metric" in part:
+            row["metric"] = str(part["metric"].iloc[0])
         if "predicted_slope" in part:
             row["predicted_slope"] = float(part["predicted_slope"].median())
         for c in CLASSES:
@@ -198,13 +242,16 @@ def rate_sweep(
     etas: Sequence[float],
     betas: Sequence[float],
     iterations: int,
+    magnet_period: int = 0,
     predict: bool = True,
     unmeasurable: float = 0.01,
     progress: bool = False,
 ) -> pd.DataFrame:
     """:func:`rate_table` over the grid betas × etas (exact tabular, one :func:`~egpo_core.sweep` call
-    per β and side of ηβ = 1), plus the local prediction ``predicted_slope`` = 2·log ρ of
-    :func:`linearized_rate` per (algorithm, β, η, run) when ``predict``.
+    per β and side of ηβ = 1), each algorithm measured on its own :func:`target_metric` (column ``metric``),
+    plus the local prediction ``predicted_slope`` = 2·log ρ of :func:`linearized_rate` per (algorithm, β, η,
+    run) when ``predict`` (NaN where the linearization at π*_β does not apply, see there).
+    ``magnet_period`` K refreshes the "magnet" anchor (MPO, COMAL) every K updates (0: never).
 
     A prediction with |2·log ρ|·``iterations`` < ``unmeasurable`` (the log gap would change by less
     than 1 % over the whole horizon) is reported as exactly 0: ρ is then within the finite-difference
@@ -214,6 +261,7 @@ def rate_sweep(
     The Nash-MD mixture coefficient c = ηβ must lie in [0, 1]; cells with ηβ > 1 run with c = 1
     (the mixture is then π_ref itself). Runs that overflow give NaN gaps and are classed "diverges".
     """
+    metrics = tuple(dict.fromkeys(["duality_gap"] + [target_metric(a, magnet_period) for a in algorithms]))
     frames = []
     for beta in betas:
         low = [e for e in etas if e * beta <= 1.0]
@@ -226,9 +274,9 @@ def rate_sweep(
                 warnings.filterwarnings("ignore", message=".*diverged", category=RuntimeWarning)
                 res = sweep(
                     P, ref_logits, algorithms, betas=[beta], etas=group, iterations=iterations,
-                    mixture=mixture, progress=progress,
+                    mixture=mixture, progress=progress, metrics=metrics, magnet_period=magnet_period,
                 )
-            frames.append(rate_table(res))
+            frames.append(rate_table(res, metric=None))
     table = pd.concat(frames, ignore_index=True)
     if predict:
         P3 = P if P.ndim == 3 else P[None]
@@ -236,7 +284,7 @@ def rate_sweep(
         predicted = np.full(len(table), np.nan)
         for (alg, beta, eta), idx in table.groupby(["algorithm", "beta", "eta"], sort=False).groups.items():
             mixture = float(table.loc[idx[0], "mixture"])
-            rho = linearized_rate(P3, ref, alg, eta=eta, beta=beta, mixture=mixture)
+            rho = linearized_rate(P3, ref, alg, eta=eta, beta=beta, mixture=mixture, magnet_period=magnet_period)
             runs = table.loc[idx, "run"].to_numpy()
             with np.errstate(divide="ignore"):
                 predicted[np.asarray(idx)] = 2.0 * np.log(rho[runs])
@@ -253,6 +301,7 @@ def linearized_rate(
     eta: float,
     beta: float,
     mixture: float | None = None,
+    magnet_period: int = 0,
     step: float = 1e-5,
     fixed_point_tol: float = 1e-7,
 ) -> np.ndarray:
@@ -263,7 +312,12 @@ def linearized_rate(
     (step ``step``); ρ = max |eig J|. Near π*_β the distance contracts like ρ^t, so the log-gap slope
     tends to 2·log ρ. OMWU, whose update reads (θ_t, θ_{t−1}), is linearized on the pair:
     (θ_t, θ_{t−1}) ↦ (f(θ_t, θ_{t−1}), θ_t); so is every algorithm with the optimistic opponent (ONPO).
-    The "magnet" anchor (MPO, COMAL) is π_ref (no refresh).
+    MNPO, whose update reads its H last policies, is linearized on the stack (θ_t, …, θ_{t−H+1}) ↦
+    (f(θ_t, …, θ_{t−H+1}), θ_t, …, θ_{t−H+2}) the same way (NaN where ηβ > 1: its anchor's ratio ηβ must lie
+    in [0, 1]). The "magnet" anchor (MPO, COMAL) is π_ref
+    when ``magnet_period`` is 0; with refreshes (K > 0) the update is not one stationary map, and the
+    algorithm targets the original game's Nash equilibrium, not π*_β: all NaN, as for every algorithm
+    whose :func:`target_metric` is not the duality gap (SPPO, ONPO).
 
     Returns NaN for a game where π*_β is not a fixed point of the update: ‖f(θ*) − θ*‖_∞/(ηβ) >
     ``fixed_point_tol`` (for the mirror-descent family (f(θ) − θ)/(ηβ) is the residual θ_ref + Pσ/β − θ
@@ -278,6 +332,8 @@ def linearized_rate(
     ref = np.asarray(ref_logits, dtype=np.float64)
     if P.ndim == 2:
         P, ref = P[None], ref[None]
+    if target_metric(alg, magnet_period) != "duality_gap" or (alg.history_length > 1 and eta * beta > 1):
+        return np.full(P.shape[0], np.nan)
     star = regularized_equilibrium(P, ref, beta).logits
     kwargs = {}
     if alg.opponent is Opponent.MIXTURE and mixture is not None:
@@ -293,6 +349,14 @@ def linearized_rate(
                 return np.concatenate([new, cur - cur.mean(axis=-1, keepdims=True)], axis=-1)
 
             z0 = np.concatenate([theta, theta])
+        elif alg.history_length > 1:
+            def f(z, r=r, h=alg.history_length):
+                past = [z[..., j * n:(j + 1) * n] for j in range(h)]
+                new = alg.closed_form(past[0], ref[r], P[r], eta, beta, history_logits=past,
+                                      history_weights=alg.history_weights)
+                return np.concatenate([new] + [q - q.mean(axis=-1, keepdims=True) for q in past[:-1]], axis=-1)
+
+            z0 = np.concatenate([theta] * alg.history_length)
         else:
             def f(z, r=r):
                 return alg.closed_form(z, ref[r], P[r], eta, beta, **kwargs)

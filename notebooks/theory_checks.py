@@ -23,7 +23,9 @@
 #   (η, β) we measure the slope of log Gap_β(π_t) and classify the run as converging, plateauing at a biased
 #   point, slowly falling, oscillating or diverging — a map none of the papers draws. The measured slopes are
 #   compared with the theory's log(1 − ηβ) and with the exact local rate 2·log ρ, ρ the spectral radius of the
-#   linearized update at π*_β (the gap is quadratic in the distance to π*_β, hence the factor 2).
+#   linearized update at π*_β (the gap is quadratic in the distance to π*_β, hence the factor 2). The newer
+#   methods (COMAL, INPO, MNPO, Nash-MP, ONPO) are mapped too, each on what it converges to: π*_β (the gap), or
+#   the original game's Nash equilibrium (the exploitability: COMAL, ONPO, and SPPO).
 # - **(b) β → 0.** With β tuned to the horizon T, the last iterate should approach a Nash equilibrium of the
 #   original game; exploitability max_y (Pπ)_y − ½ measures how far (0 exactly at an equilibrium; the LP gives
 #   one).
@@ -50,7 +52,7 @@ beta_horizon = 5.0     # beta_T is beta_horizon over T
 # (c) extra algorithms
 extra_preset = "exact-tabular-beta0.1"
 extra_iterations = None  # None: 5000 (200 when fast)
-magnet_period = 50
+magnet_period = 50      # (c) MPO's magnet reset period; (a) COMAL's anchor refresh period K
 # (d) last-iterate claims of INPO, MNPO, COMAL, ONPO, MPO
 li_iterations = None   # None: 20000 (1000 when fast)
 li_beta = 0.1
@@ -78,6 +80,7 @@ from _setup import show, start
 out = start(NOTEBOOK, out_dir)
 
 ALL = list(PAPER_ALGORITHMS) + ["mpo", "sppo", "omwu"]
+NEWER = ["comal", "inpo", "mnpo", "nash_mp", "onpo"]  # (a) maps them too
 runs = runs or (3 if fast else 10)
 etas = etas or ([0.3, 3.0, 30.0] if fast else [0.1, 0.3, 1, 3, 10, 30, 100, 300, 1000])
 betas = betas or ([0.3, 0.03, 0.003] if fast else [1, 0.3, 0.1, 0.03, 0.01, 0.003, 0.001])
@@ -111,17 +114,34 @@ ref_logits = rng.normal(size=(runs, num_actions))
 # Each cell is coloured by the class of most of its runs (ties: the worse class) and shows how many runs are in
 # that class. Right of the black staircase ηβ > 1: the theory's step has no meaning there, Nash-MD's mixture is
 # capped at c = 1. The title counts, per algorithm, the cells where most runs converge.
+#
+# What a cell measures is what its algorithm converges to (`rates.target_metric`, read from the declaration):
+# π*_β, measured on the gap, for every update that keeps the pull ηβ log π_ref (INPO, MNPO with H = 2 past
+# policies, Nash-MP, and the eight above but SPPO); the original game's Nash equilibrium, measured on the
+# exploitability max_y P(y ≻ π_t) − ½, for the updates anchored at the current policy (SPPO, ONPO) and for COMAL,
+# whose anchor is refreshed every K = `magnet_period` updates (a proximal-point loop on the original game). Those
+# panels say "(exploitability)" in their titles; SPPO's and ONPO's say "β-free" too: at a given step η neither
+# their update nor the exploitability involves β, and their rows differ only by the rounding of η through the
+# simulator's lr = ηβN/4 (amplified where a run is chaotic). The linearized prediction is NaN for those three
+# (no fixed point at π*_β); MNPO's is the linearization on its history stack (π_t, π_{t−1}).
+# INPO's exact tabular update is the OMD step of Online IPO 1, computed by the same kernel code: its cells equal
+# Online IPO 1's (asserted below).
 
 # %%
-table = rates.rate_sweep(P, ref_logits, ALL, etas=etas, betas=betas, iterations=rate_iterations)
+table = pd.concat([rates.rate_sweep(P, ref_logits, ALL, etas=etas, betas=betas, iterations=rate_iterations),
+                   rates.rate_sweep(P, ref_logits, NEWER, etas=etas, betas=betas, iterations=rate_iterations,
+                                    magnet_period=magnet_period)], ignore_index=True)
+same = ["beta", "eta", "run", "metric", "initial", "final", "slope", "class", "predicted_slope"]
+assert (table.loc[table["algorithm"] == "inpo", same].reset_index(drop=True)
+        .equals(table.loc[table["algorithm"] == "oipo1", same].reset_index(drop=True))), "INPO ≠ Online IPO 1"
 table = summaries.round_significant(table, significant_digits)
 table.to_parquet(out / "rate_table.parquet", index=False)
 cells = summaries.round_significant(rates.rate_map(table), significant_digits)
 cells.to_csv(out / "rate_map.csv", index=False)
 converging = (cells[cells["class"] == "converges"].groupby("algorithm").size()
-              .reindex(ALL, fill_value=0).sort_values(ascending=False, kind="stable"))
+              .reindex(ALL + NEWER, fill_value=0).sort_values(ascending=False, kind="stable"))
 finding = ", ".join(f"{summaries.short_label(a)} {n}" for a, n in converging.items())
-fig = plotting.plot_rate_map(cells, ALL)
+fig = plotting.plot_rate_map(cells, ALL + NEWER)
 plotting.add_title(fig, f"Cells of the {len(betas)}×{len(etas)} (η, β) grid where most runs converge: {finding}",
                    fontsize=12)
 show(plotting.save_figure(fig, out / "rate_map", dpi=dpi))
@@ -132,21 +152,38 @@ show(plotting.save_figure(fig, out / "rate_map", dpi=dpi))
 # so the theory's rate holds as a bound with room to spare. Larger at small β, where the fit still catches the
 # faster nonlinear start; smaller where ηβ approaches 1 or the step is not a mirror-descent step (Online IPO
 # 2). EGPO and OMWU converge in a much larger region than OMD, Nash-MD and Online IPO 2 as β shrinks; Nash-MD
-# plateaus at its biased fixed point; MPO's proximal step never overflows; SPPO, unregularized, does not
-# converge to π*_β at all. "Oscillates" also covers runs too slow to tell at this horizon (tiny ηβ).
+# plateaus at its biased fixed point; MPO's proximal step never overflows; SPPO's last iterate, unregularized,
+# converges to no equilibrium (its exploitability cycles). "Oscillates" also covers runs too slow to tell at
+# this horizon (tiny ηβ).
 #
-# Measured against predicted slopes, cell by cell (median over runs):
+# The newer methods: INPO's cells are Online IPO 1's. MNPO (H = 2) converges to π*_β in a wider band than INPO
+# as β shrinks, with a slope about 1.3 × log(1 − ηβ) instead of 2 at small ηβ: averaging π_t and π_{t−1} in
+# its anchor slows the contraction, as the linearization on the pair (π_t, π_{t−1}) predicts. Nash-MP, EGPO at
+# the step η/(1 + ηβ), converges in the widest region (every η at β ≥ 0.3: its proximal step keeps the
+# effective ηβ below 1), slope ratio about 2 at small ηβ. On the exploitability, ONPO converges within this
+# horizon in one column of steps (η = 3), whatever β (β-free); smaller steps are too slow to tell, larger ones
+# cycle. COMAL with K = `magnet_period` converges in few cells: each outer round must first solve its
+# regularized game, which needs ηβ·K large, while a small β keeps the proximal steps short.
+#
+# Measured against predicted slopes, cell by cell (median over runs), for the eight methods above; the newer
+# ones' ratios are printed after the figure:
 
 # %%
 conv = cells[(cells["class"] == "converges") & (cells["predicted_slope"] < 0)]
-ratios = (conv.assign(measured_over_predicted=conv["slope"] / conv["predicted_slope"])
-          .groupby("algorithm")["measured_over_predicted"].describe()[["count", "min", "50%", "max"]])
-fig = plotting.plot_slope_comparison(cells)
+all_ratios = (conv.assign(measured_over_predicted=conv["slope"] / conv["predicted_slope"])
+              .groupby("algorithm")["measured_over_predicted"].describe()[["count", "min", "50%", "max"]])
+ratios = all_ratios[all_ratios.index.isin(ALL)]
+fig = plotting.plot_slope_comparison(cells[cells["algorithm"].isin(ALL)])
 medians = ", ".join(f"{summaries.short_label(a)} {r:.2f}" for a, r in ratios["50%"].items())
 plotting.add_title(fig, r"The measured decay matches the linearization at $\pi^*_\beta$" + "\n"
                         f"(median measured / predicted over the converging cells: {medians})", fontsize=11)
 show(plotting.save_figure(fig, out / "slopes_vs_theory", dpi=dpi))
 display(ratios)
+print("the newer methods, measured / predicted slope over their converging cells:")
+display(all_ratios[all_ratios.index.isin(NEWER)])
+print("their converging cells' median measured slope / log(1 − ηβ):")
+display(cells[cells["algorithm"].isin(NEWER) & (cells["class"] == "converges")]
+        .groupby("algorithm")["slope_ratio"].describe()[["count", "min", "50%", "max"]])
 
 # %% [markdown]
 # ## (b) β → 0: the original game's Nash equilibrium

@@ -12,7 +12,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 from matplotlib.lines import Line2D
 
-from ..rates import CLASSES, DIVERGES_DEFINITION
+from ..rates import CLASSES, DIVERGES_DEFINITION, ignores_beta
 from .style import (
     _GAP_TOP,
     GAP_CUTOFF,
@@ -119,8 +119,11 @@ def plot_rate_map(rate_map, algorithms: Sequence[str] | None = None, ncols: int 
     of most of its runs (ties: the worse class) and shows how many runs are in that class ("7/10");
     a converging cell also shows the measured log-gap slope divided by the theory's log(1 − ηβ) above
     it (2.0: the gap contracts like (1 − ηβ)^{2t}). The black staircase is ηβ = 1 (right of it the
-    theory's step makes no sense and Nash-MD's mixture is capped at 1). The caption under the panels
-    says all of this, and the one definition of "diverges".
+    theory's step makes no sense and Nash-MD's mixture is capped at 1). A panel whose cells were measured
+    on another curve than Gap_β (the map's ``metric`` column, :func:`egpo_core.rates.target_metric`) names it
+    in its title, "ONPO (exploitability)"; "β-free" is added where neither the update nor that curve depends
+    on β (:func:`egpo_core.rates.ignores_beta`). The caption under the panels says all of this, and the one
+    definition of "diverges".
     """
     from matplotlib.colors import ListedColormap
     from matplotlib.patches import Patch
@@ -132,8 +135,10 @@ def plot_rate_map(rate_map, algorithms: Sequence[str] | None = None, ncols: int 
     nrows = -(-len(algorithms) // ncols)
     fig, axes = plt.subplots(nrows, ncols, figsize=(0.5 * len(etas) * ncols + 1.0, 0.5 * len(betas) * nrows + 2.2),
                              squeeze=False, layout="constrained")
+    other_metrics, beta_free = set(), False
     for ax, alg in zip(axes.flat, algorithms):
         part = rate_map[rate_map["algorithm"] == alg]
+        metric = str(part["metric"].iloc[0]) if "metric" in part and len(part) else "duality_gap"
         codes = np.full((len(betas), len(etas)), np.nan)
         for _, cell in part.iterrows():
             i, j = np.searchsorted(betas, cell["beta"]), np.searchsorted(etas, cell["eta"])
@@ -156,7 +161,12 @@ def plot_rate_map(rate_map, algorithms: Sequence[str] | None = None, ncols: int 
         ax.plot(xs, ys, color="black", linewidth=1.6)
         ax.set_xticks(range(len(etas)), [f"{e:g}" for e in etas], fontsize=7.5, rotation=90)
         ax.set_yticks(range(len(betas)), [f"{b:g}" for b in betas], fontsize=7.5)
-        ax.set_title(_series_label(alg), fontsize=10, fontweight="bold" if alg == HIGHLIGHT else "normal")
+        title = _series_label(alg)
+        if metric != "duality_gap":
+            other_metrics.add(metric.replace("_", " "))
+            beta_free |= ignores_beta(alg, metric)
+            title += f" ({metric.replace('_', ' ')}{'; β-free' if ignores_beta(alg, metric) else ''})"
+        ax.set_title(title, fontsize=10, fontweight="bold" if alg == HIGHLIGHT else "normal")
     for k, ax in enumerate(axes.flat[: len(algorithms)]):
         if k // ncols == nrows - 1 or k + ncols >= len(algorithms):
             ax.set_xlabel(r"step $\eta$")
@@ -167,8 +177,15 @@ def plot_rate_map(rate_map, algorithms: Sequence[str] | None = None, ncols: int 
     runs = int(rate_map["runs"].max())
     handles = [Patch(color=CLASS_COLORS[c], label=c) for c in CLASSES]
     handles.append(Line2D([], [], color="black", linewidth=1.6, label=r"$\eta\beta = 1$ (right of it: $\eta\beta > 1$)"))
-    caption = (f"Colour: the class of most of the {runs} runs of a cell (ties: the worse class); \"k/{runs}\": the runs "
-               "in that class; above it, in converging cells: measured log-gap slope / log(1 − ηβ).\n"
+    measured = "Panels measure the duality gap Gap_β (convergence to π*_β)"
+    if other_metrics:
+        measured += (f"; those titled ({', '.join(sorted(other_metrics))}) the exploitability max_y P(y ≻ π_t) − ½ "
+                     "(convergence to the original game's Nash equilibrium; no theory ratio)")
+    if beta_free:
+        measured += (".\nβ-free: neither the update at step η nor the exploitability depends on β; the rows differ "
+                     "only by the rounding of η = 4·lr/(Nβ), which chaotic runs amplify")
+    caption = (f"{measured}.\nColour: the class of most of the {runs} runs of a cell (ties: the worse class); "
+               f"\"k/{runs}\": the runs in that class; above it, in converging cells: measured log-gap slope / log(1 − ηβ).\n"
                "converges: gap below 1e-12, or 100× down and still falling; plateaus: 100× down, no longer falling; "
                f"slow: still falling, less than 100× down; oscillates: neither; diverges: {DIVERGES_DEFINITION}.")
     fig.legend(handles=handles, loc="outside lower center", ncol=len(handles), fontsize=9, frameon=False,
