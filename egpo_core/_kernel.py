@@ -1047,17 +1047,17 @@ def _record(logp, pi, s, logp_ref, beta, star_logp, with_extra, out_gap, out_exp
 
 # ---------------------------------------------------------------- the loop
 @intrinsic
-def _claim(typingctx, counter):
-    """counter[0] += 1 as one atomic operation; returns the value before (the index a thread claims). ``counter``
-    int64, shared by the threads of a prange."""
-    if not (isinstance(counter, types.Array) and counter.dtype == types.int64):
+def _claim(typingctx, counter, increment):
+    """counter[0] += increment as one atomic operation; returns the value before. ``counter`` int64, shared by
+    the threads of a prange; ``increment`` int64."""
+    if not (isinstance(counter, types.Array) and counter.dtype == types.int64 and increment == types.int64):
         return None
 
     def codegen(context, builder, signature, args):
         data = context.make_array(signature.args[0])(context, builder, args[0]).data
-        return builder.atomic_rmw("add", data, ir.Constant(ir.IntType(64), 1), "monotonic")
+        return builder.atomic_rmw("add", data, args[1], "monotonic")
 
-    return types.int64(counter), codegen
+    return types.int64(counter, increment), codegen
 
 
 @njit(cache=CACHE, parallel=True)
@@ -1072,8 +1072,8 @@ def run_chunk(
     the final policy (t = total_steps) in the last column. With ``with_average``, ``avg_sum``
     accumulates Σ_{s≤t} π_s and the gap and exploitability of the average iterate
     π̄_t = Σ_{s≤t} π_s / (t + 1) are recorded too. (A chunk's last step is recorded again, complete,
-    by the next chunk.) Each thread claims the next unclaimed group (:func:`_claim`) until none is left,
-    allocates its work arrays (:class:`_Scratch`) and runs :func:`_advance_group`; which thread runs a group
+    by the next chunk.) The threads claim the groups (:func:`_claim`) one at a time until none is left, one
+    thread from the front, the others from the back; each allocates its work arrays (:class:`_Scratch`) and runs :func:`_advance_group`; which thread runs a group
     changes no number (a group's arithmetic and random streams are its own).
     """
     # The sizes are read here, before the parallel loop, which passes the tuples whole to _advance_group:
@@ -1096,14 +1096,21 @@ def run_chunk(
     layers = max(n_hidden, 1)
     n_groups = group_ptr.shape[0] - 1
     # numba's OpenMP layer gives each thread a contiguous block of a prange, which, the groups coming costliest
-    # first, gave one thread the costly groups. Here each thread's first iteration claims the next unclaimed group
-    # until none is left; its other iterations find none.
+    # first, gave one thread the costly groups. Here each thread's first iteration claims groups until none is
+    # left (its other iterations find none): the thread of iteration 0 from the front (costliest first), the
+    # others from the back, so that two threads work on distant trajectories (rows of the state that share a
+    # cache line, written at every step by two threads at once, cost more than the imbalance did). One counter
+    # holds both counts, the front's in its low 32 bits, the back's above: a claim is valid while their sum,
+    # before it, is below the number of groups.
     claimed = np.zeros(1, dtype=np.int64)
-    for _ in prange(n_groups):
+    for w in prange(n_groups):
+        front = w == 0
         while True:
-            gi = _claim(claimed)
-            if gi >= n_groups:
+            before = _claim(claimed, np.int64(1) if front else np.int64(1) << 32)
+            ahead, behind = before & 0xFFFFFFFF, before >> 32
+            if ahead + behind >= n_groups:
                 break
+            gi = ahead if front else n_groups - 1 - behind
             g0 = group_ptr[gi]
             size = group_ptr[gi + 1] - g0
             minimize = scheme[members[g0]] == _SCHEME_MINIMIZE  # a group holds one algorithm

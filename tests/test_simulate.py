@@ -210,25 +210,29 @@ def test_scan_sampler_returns_the_first_cumulative_sum_above_the_target(weights)
 
 
 def test_claim_hands_out_each_index_once_across_threads():
-    """run_chunk's threads claim groups with _claim (an atomic fetch-and-add): over a parallel loop every index
-    below the count is claimed exactly once, whichever thread claims it."""
+    """run_chunk's claims: _claim (an atomic fetch-and-add) on one counter holding a front count (low 32 bits)
+    and a back count (high 32 bits); over a parallel loop, iteration 0 claiming from the front and the others
+    from the back, every index below the count is claimed exactly once, whichever thread claims it."""
     import numba
 
     @numba.njit(parallel=True)
     def claim_all(count, owner, counter):
-        for _ in numba.prange(count):
+        for w in numba.prange(count):
+            front = w == 0
             while True:
-                i = _kernel._claim(counter)
-                if i >= count:
+                before = _kernel._claim(counter, np.int64(1) if front else np.int64(1) << 32)
+                ahead, behind = before & 0xFFFFFFFF, before >> 32
+                if ahead + behind >= count:
                     break
-                owner[i] += 1
-        return counter[0]
+                owner[ahead if front else count - 1 - behind] += 1
 
     count = 5000
     owner = np.zeros(count, dtype=np.int64)
-    final = claim_all(count, owner, np.zeros(1, dtype=np.int64))
+    counter = np.zeros(1, dtype=np.int64)
+    claim_all(count, owner, counter)
     np.testing.assert_array_equal(owner, np.ones(count, dtype=np.int64))
-    assert final == 2 * count  # and each of the count iterations claimed one index past the end, then stopped
+    # each of the count iterations ended with one claim past the end: count + count claims in all
+    assert (counter[0] & 0xFFFFFFFF) + (counter[0] >> 32) == 2 * count
 
 
 def test_sampled_runs_are_deterministic_and_independent_of_other_algorithms(games):
