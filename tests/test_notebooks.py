@@ -45,6 +45,8 @@ jupytext = pytest.importorskip("jupytext")
 ROOT = Path(__file__).resolve().parents[1]
 NOTEBOOK_DIR = ROOT / "notebooks"
 ALL_ALGORITHMS = list(PAPER_ALGORITHMS) + ["mpo", "sppo", "omwu"]
+#: theory_checks' rate map: the eight above and the methods published since, each on its target metric
+MAPPED_ALGORITHMS = ALL_ALGORITHMS + ["comal", "inpo", "mnpo", "nash_mp", "onpo"]
 TABULAR = [name for name, p in PRESETS.items() if p.policy == "tabular"]
 
 
@@ -283,10 +285,13 @@ def test_theory_checks(executed):
     _assert_quiet_imports(out, "theory_checks")
     _figures(out, ["rate_map", "slopes_vs_theory", "beta_to_zero", "extra_algorithms"])
     rates = pd.read_parquet(out / "rate_table.parquet")
-    assert set(rates["algorithm"]) == set(ALL_ALGORITHMS)
+    assert set(rates["algorithm"]) == set(MAPPED_ALGORITHMS)
     assert sorted(rates["run"].unique()) == [0, 1, 2]
     assert set(rates["eta"]) == {0.3, 3.0, 30.0} and set(rates["beta"]) == {0.3, 0.03, 0.003}
-    assert len(rates) == 3 * 3 * len(ALL_ALGORITHMS) * 3
+    assert len(rates) == 3 * 3 * len(MAPPED_ALGORITHMS) * 3
+    on_exploitability = {"sppo", "onpo", "comal"}  # anchored at π_t or at a magnet refreshed every K updates
+    assert set(rates.loc[rates["metric"] == "exploitability", "algorithm"]) == on_exploitability
+    assert rates.loc[rates["algorithm"].isin(on_exploitability), "predicted_slope"].isna().all()
     assert set(rates["class"]) <= set(CLASSES)
     assert rates.loc[rates["eta"] * rates["beta"] >= 1, "theory_slope"].isna().all()
     conv = rates[(rates["class"] == "converges") & rates["predicted_slope"].notna() & (rates["beta"] >= 0.03)]
@@ -301,7 +306,7 @@ def test_theory_checks(executed):
     floats = floats[np.isfinite(floats)]
     np.testing.assert_array_equal(floats, [float(f"{v:.6g}") for v in floats])
     cells = pd.read_csv(out / "rate_map.csv")
-    assert len(cells) == 3 * 3 * len(ALL_ALGORITHMS)
+    assert len(cells) == 3 * 3 * len(MAPPED_ALGORITHMS)
     # EGPO converges wherever OMD does on this grid
     by = cells.pivot_table(index=["beta", "eta"], columns="algorithm", values="class", aggfunc="first")
     assert (by.loc[by["oipo1"] == "converges", "egpo"] == "converges").all()
