@@ -1073,8 +1073,9 @@ def run_chunk(
     accumulates Σ_{s≤t} π_s and the gap and exploitability of the average iterate
     π̄_t = Σ_{s≤t} π_s / (t + 1) are recorded too. (A chunk's last step is recorded again, complete,
     by the next chunk.) The threads claim the groups (:func:`_claim`) one at a time until none is left, one
-    thread from the front, the others from the back; each allocates its work arrays (:class:`_Scratch`) and runs :func:`_advance_group`; which thread runs a group
-    changes no number (a group's arithmetic and random streams are its own).
+    thread from the front, the others from the back; each allocates a group's work arrays (:class:`_Scratch`)
+    and runs :func:`_advance_group`. Which thread runs a group changes no number (a group's arithmetic and
+    random streams are its own).
     """
     # The sizes are read here, before the parallel loop, which passes the tuples whole to _advance_group:
     # numba (0.68 still) drops stores into an array reached through a named tuple in the prange body itself
@@ -1128,7 +1129,8 @@ def run_chunk(
                 acts=np.zeros((size, n_hidden + 1, d)), pre=np.zeros((size, layers, d)),
                 acts_h=np.zeros((size, n_hidden + 1, d)), pre_h=np.zeros((size, layers, d)),
                 delta=np.empty(d), delta_next=np.empty(d), work=np.empty(n), avg_pi=np.empty(n),
-                avg_logp=np.empty(n), avg_s=np.empty(n), x32=np.empty(2 * lanes, dtype=np.float32), acc=np.empty(lanes),
+                avg_logp=np.empty(n), avg_s=np.empty(n), x32=np.empty(2 * lanes, dtype=np.float32),
+                acc=np.empty(lanes),
                 mixed=np.empty((size, ring_n)), winners=np.empty(pairs, dtype=np.int64),
                 losers=np.empty(pairs, dtype=np.int64),
             )
