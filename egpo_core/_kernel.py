@@ -51,7 +51,8 @@ log π_{t+1} ≐ (1 − ηβ) Σ_j λ_j log π_{t−j} + ηβ log π_anchor + η
 the code above unchanged.
 
 Arithmetic. Every CPU computes the same bits: no function is compiled with fast-math flags, so each
-operation is rounded as written, in the order written, without fused multiply-adds; the long sums (the
+operation is rounded as written, in the order written, without fused multiply-adds (but the float32 panels'
+explicit ones below, each rounded once as IEEE 754 defines it); the long sums (the
 matrix–vector products Pσ) add their terms in index order (:func:`_matvec`; the games are stored transposed
 so that this order still runs as vector instructions, across the entries of Pσ); the minimiser's linear
 solve is a fixed-order Cholesky solve, not LAPACK. What the kernel does not control: ``np.exp``/``np.log``
@@ -62,8 +63,10 @@ the network's forward pass element by element in a fixed order; the paper preset
 (``egpo_core/reference_data``), while other torch draws depend on torch's per-CPU ``normal_`` path. With
 ``SimulationConfig.dtype`` 'float32': exact gradients store each game as float32 panels of its antisymmetric
 part A = P − ½ (upper triangle only: a quarter of float64's bytes per product) and compute
-Pσ = ½(Σσ)·1 + Aσ with σ rounded to float32, float32 products and short float32 sums (at most 16 terms)
-accumulated in float64, in a fixed order written as explicit 8-wide vector operations (:func:`_panel_product`),
+Pσ = ½(Σσ)·1 + Aσ with σ rounded to float32, float32 fused multiply-adds and short float32 sums (at most 16
+terms) accumulated in float64, in a fixed order written as explicit 8-wide vector operations
+(:func:`_panel_product`; a fused multiply-add is exactly rounded, so its bits are the same with or without FMA
+hardware: LLVM calls the C library's fmaf where the CPU lacks it, far slower but the same bits),
 and the softmaxes of the policies and the duality gap's normaliser take their exponentials from
 :func:`_exp_shifted` (the kernel's own, 4-wide, IEEE operations only; measured within 1 ulp of np.exp)
 instead of the C library: the same bits on every CPU, other bits than float64's; sampled gradients read the
@@ -556,15 +559,16 @@ def _panel_rows(typingctx, F, offset, row, first, blocks, x32, out, phase, widen
     ``first``), with y_r = x32[row + r], C = x32[N̄:] (N̄ = len(x32)/2) the group's float32 column sums and every
     column c of the panel:
 
-        t_c = ((A_{row,c}·y_0 + A_{row+1,c}·y_1) + (A_{row+2,c}·y_2 + A_{row+3,c}·y_3))   (float32 ops)
+        t_c = fma(A_{row+1,c}, y_1, A_{row,c}·y_0) + fma(A_{row+3,c}, y_3, A_{row+2,c}·y_2)   (float32 ops)
         C_c = t_c (``phase`` 0, the group's first panel) or C_c + t_c (float32)
 
-    then out[c] −= f64(C_c) for c from ``widen`` to N̄ (the group's last panel: ``widen`` its first column; else
-    N̄, nothing), and returns (d_0, …, d_3), d_r = Σ_c A_{row+r,c}·x32[c]: the float32 product of column c goes to
-    lane (c − first) mod 8; each lane adds its products in float32 over runs of 8 blocks (column order), each
-    run's sum widened and added to the lane's float64 sum; then ((l_0 + l_1) + (l_2 + l_3)) + ((l_4 + l_5) +
-    (l_6 + l_7)). Written as explicit 8-wide vector operations (LLVM IR, no fast-math flags): every lane is
-    rounded as IEEE arithmetic says, whatever vector width the CPU has, so the bits do not depend on it.
+    (fma(a, b, c) = a·b + c rounded once to float32), then out[c] −= f64(C_c) for c from ``widen`` to N̄ (the
+    group's last panel: ``widen`` its first column; else N̄, nothing), and returns (d_0, …, d_3),
+    d_r = Σ_c A_{row+r,c}·x32[c]: column c goes to lane (c − first) mod 8; each lane accumulates in float32 over
+    runs of 8 blocks (column order), s ← fma(A_{row+r,c}, x32[c], s) from s = 0, each run's sum widened and
+    added to the lane's float64 sum; then ((l_0 + l_1) + (l_2 + l_3)) + ((l_4 + l_5) + (l_6 + l_7)). Written as
+    explicit 8-wide vector operations (LLVM IR, no fast-math flags): every lane is rounded as IEEE arithmetic
+    says, whatever vector width the CPU has, so the bits do not depend on it.
     ``F``, ``x32`` float32, ``out`` float64, all contiguous; (another dtype of ``F`` compiles to zeros, never run)."""
     sig = types.UniTuple(types.float64, PANEL_ROWS)(F, types.intp, types.intp, types.intp, types.intp, x32, out,
                                                     types.intp, types.intp)
@@ -596,6 +600,12 @@ def _panel_rows(typingctx, F, offset, row, first, blocks, x32, out, phase, widen
             one = builder.insert_element(ir.Constant(vec32, ir.Undefined), y, ir.Constant(i32, 0))
             ys.append(builder.shuffle_vector(one, ir.Constant(vec32, ir.Undefined),
                                              ir.Constant(ir.VectorType(i32, _LANES), [0] * _LANES)))
+        fused = cgutils.get_or_insert_function(builder.module, ir.FunctionType(vec32, [vec32] * 3),
+                                               f"llvm.fma.v{_LANES}f32")
+
+        def fma(a, b, c):  # a·b + c rounded once (IEEE 754 fusedMultiplyAdd; libm's fmaf on CPUs without FMA)
+            return builder.call(fused, [a, b, c])
+
         wide = [cgutils.alloca_once_value(builder, ir.Constant(vec64, [0.0] * _LANES)) for _ in range(PANEL_ROWS)]
         part = [cgutils.alloca_once_value(builder, ir.Constant(vec32, [0.0] * _LANES)) for _ in range(PANEL_ROWS)]
 
@@ -610,9 +620,9 @@ def _panel_rows(typingctx, F, offset, row, first, blocks, x32, out, phase, widen
                 a = [builder.load(address(0, builder.add(at, const(_LANES * r)), vec32), align=4)
                      for r in range(PANEL_ROWS)]
                 for r in range(PANEL_ROWS):
-                    builder.store(builder.fadd(builder.load(part[r]), builder.fmul(a[r], xs)), part[r])
-                lower = builder.fadd(builder.fadd(builder.fmul(a[0], ys[0]), builder.fmul(a[1], ys[1])),
-                                     builder.fadd(builder.fmul(a[2], ys[2]), builder.fmul(a[3], ys[3])))
+                    builder.store(fma(a[r], xs, builder.load(part[r])), part[r])
+                lower = builder.fadd(fma(a[1], ys[1], builder.fmul(a[0], ys[0])),
+                                     fma(a[3], ys[3], builder.fmul(a[2], ys[2])))
                 sums = address(1, builder.add(cols, column), vec32)
                 builder.store(lower if opens else builder.fadd(builder.load(sums, align=4), lower), sums, align=4)
             for r in range(PANEL_ROWS):
@@ -648,10 +658,11 @@ def _panel_product(F, x, out, x32, acc):
     (Σ in four float64 sums over j ≡ 0, 1, 2, 3 mod 4 up to the last multiple of 4, ((s_0 + s_1) + (s_2 + s_3)),
     then the rest in index order); then panel after panel (p = 0, 1, …, rows 4p … 4p + 3; :func:`_panel_rows`):
     the lower-triangle products A_{r,c}·x32_r of a group of :data:`PANEL_GROUP` panels (rows 16q … 16q + 15)
-    are summed per column c in float32 (panel after panel) and −f64 of that sum is added to acc_c after the
-    blocks of the group's last panel; after each panel, row 4p + r gets + d_r, its upper-triangle dot
-    product. A fixed order of IEEE operations: the same bits on every CPU. ``x32`` float32 scratch of length
-    2N̄ (σ rounded, then the group's column sums), ``acc`` float64 scratch of length N̄, N̄ = ⌈N/8⌉·8."""
+    are summed per column c in float32 (panel after panel, with fused multiply-adds) and −f64 of that sum is
+    added to acc_c after the blocks of the group's last panel; after each panel, row 4p + r gets + d_r, its
+    upper-triangle dot product. A fixed order of IEEE operations: the same bits on every CPU. ``x32`` float32
+    scratch of length 2N̄ (σ rounded, then the group's column sums), ``acc`` float64 scratch of length N̄,
+    N̄ = ⌈N/8⌉·8."""
     n = out.shape[0]
     cols = acc.shape[0]
     s0 = s1 = s2 = s3 = 0.0

@@ -7,7 +7,8 @@ take their exponentials from the kernel's own ``_exp_shifted``; logits, gradient
 Asserted here:
 
 * the product is its documented order bit for bit (a numpy replica of it, float32/float64 element-wise
-  operations) and within 16·2⁻²⁴·Σ_j |A_ij| σ_j of the float64 product P σ;
+  operations and an exact float32 fused multiply-add built from float64 ones, itself checked on cases where
+  fusing changes the rounding) and within 16·2⁻²⁴·Σ_j |A_ij| σ_j of the float64 product P σ;
 * the layout holds A's upper triangle once (nothing else non-zero);
 * ``_exp_shifted`` is within 2 ulps of np.exp on [−708, 709] (observed: 1 ulp, 0.1 ulp on average), 0 below
   −708 and at −inf, NaN at NaN, and returns its terms' sum in its documented lane order bit for bit;
@@ -55,14 +56,41 @@ def test_float32_gap_curves_agree_with_float64_to_1e_4():
         assert not np.array_equal(g32, g64)  # float32 games were used
 
 
+def _fma32(a: np.ndarray, b: np.ndarray, c: np.ndarray) -> np.ndarray:
+    """float32 a·b + c rounded once (IEEE 754 fusedMultiplyAdd, round to nearest even), from float64 operations:
+    a·b is exact in float64 (24 + 24 bits), s = a·b + c rounded and its error e (two-sum, exact) give the exact
+    value s + e; s rounded to float32 is the answer unless s lies halfway between two float32 numbers, where
+    the sign of e picks the side (no float32 midpoint lies strictly between s + e and s)."""
+    p = a.astype(np.float64) * b.astype(np.float64)
+    c64 = np.broadcast_to(c, p.shape).astype(np.float64)
+    s = p + c64
+    back = s - p
+    e = (p - (s - back)) + (c64 - back)
+    r = s.astype(np.float32)
+    d = s - r.astype(np.float64)
+    other = np.nextafter(r, np.where(d > 0, np.float32(np.inf), np.float32(-np.inf)))
+    tie = (d != 0) & ((r.astype(np.float64) + other.astype(np.float64)) * 0.5 == s) & (e != 0)
+    return np.where(tie & ((e > 0) == (d > 0)), other, r)
+
+
+def test_fma32_replica_rounds_once():
+    f = np.float32
+    # (1 + 2⁻¹²)² − 1 = 2⁻¹¹ + 2⁻²⁴ exactly; rounding the product first (a tie, to even) would lose the 2⁻²⁴
+    assert _fma32(f(1 + 2.0 ** -12), f(1 + 2.0 ** -12), f(-1.0)) == f(2.0 ** -11 + 2.0 ** -24)
+    # (1 + 2⁻²³) + (2⁻²⁴ − 2⁻⁷⁰): just below the midpoint 1 + 3·2⁻²⁴, so down to 1 + 2⁻²³; float64 rounds the sum
+    # onto the midpoint itself (ties to even would give 1 + 2⁻²²), the two-sum error decides
+    assert _fma32(f(1 + 2.0 ** -23), f(2.0 ** -24 * (1 - 2.0 ** -23)), f(1 + 2.0 ** -23)) == f(1 + 2.0 ** -23)
+    assert _fma32(f(2.0 ** -24), f(1.0), f(1.0)) == f(1.0)  # an exact tie: to even
+
+
 def _numpy_panel_product(P: np.ndarray, x: np.ndarray) -> np.ndarray:
     """The order of ``_kernel._panel_product`` written with numpy's float32 and float64 element-wise
-    operations (each correctly rounded whatever numpy's SIMD): acc = ½Σx (four sums over j mod 4, combined
-    pairwise, then the rest); panel after panel (rows 4p … 4p + 3, columns from ⌊4p/8⌋·8): the column sums
-    t = ((a_0c y_0 + a_1c y_1) + (a_2c y_2 + a_3c y_3)) in float32, set (the first panel of a group of
-    PANEL_GROUP) or added in float32 into C; after the group's last panel acc_c −= f64(C_c) from the group's
-    first column; then acc_{4p+r} += the lane tree of row r's dot product (float32 lanes over runs of 8
-    blocks, widened into float64 lanes)."""
+    operations (each correctly rounded whatever numpy's SIMD) and :func:`_fma32`: acc = ½Σx (four sums over
+    j mod 4, combined pairwise, then the rest); panel after panel (rows 4p … 4p + 3, columns from ⌊4p/8⌋·8): the
+    column sums t = fma(a_1c, y_1, a_0c y_0) + fma(a_3c, y_3, a_2c y_2) in float32, set (the first panel of a group
+    of PANEL_GROUP) or added in float32 into C; after the group's last panel acc_c −= f64(C_c) from the group's
+    first column; then acc_{4p+r} += the lane tree of row r's dot product (float32 lanes s ← fma(a, x, s) over
+    runs of 8 blocks, widened into float64 lanes)."""
     n = x.shape[0]
     rows, cols = -(-n // 4) * 4, -(-n // 8) * 8
     A = np.zeros((rows, cols), dtype=np.float32)
@@ -83,17 +111,17 @@ def _numpy_panel_product(P: np.ndarray, x: np.ndarray) -> np.ndarray:
     for row in range(0, rows, 4):
         first, phase = row // 8 * 8, row // 4 % group
         a, y = A[row:row + 4, first:], x32[row:row + 4]
-        lower = (a[0] * y[0] + a[1] * y[1]) + (a[2] * y[2] + a[3] * y[3])
+        lower = _fma32(a[1], y[1], a[0] * y[0]) + _fma32(a[3], y[3], a[2] * y[2])
         sums[first:] = lower if phase == 0 else sums[first:] + lower
         if phase == group - 1 or row + 4 == rows:
             start = (row - 4 * phase) // 8 * 8
             acc[start:] -= sums[start:].astype(np.float64)
-        products = (a * x32[first:]).reshape(4, -1, 8)
+        blocks, columns = a.reshape(4, -1, 8), x32[first:].reshape(-1, 8)
         wide = np.zeros((4, 8))
-        for start in range(0, products.shape[1], 8):
+        for start in range(0, blocks.shape[1], 8):
             part = np.zeros((4, 8), dtype=np.float32)
-            for block in range(start, min(start + 8, products.shape[1])):
-                part = part + products[:, block]
+            for block in range(start, min(start + 8, blocks.shape[1])):
+                part = _fma32(blocks[:, block], columns[block], part)
             wide = wide + part.astype(np.float64)
         acc[row:row + 4] += ((wide[:, 0] + wide[:, 1]) + (wide[:, 2] + wide[:, 3])) + ((wide[:, 4] + wide[:, 5])
                                                                                       + (wide[:, 6] + wide[:, 7]))
