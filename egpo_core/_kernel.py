@@ -68,7 +68,8 @@ terms) accumulated in float64, in a fixed order written as explicit 8-wide vecto
 (:func:`_panel_product`; a fused multiply-add is exactly rounded, so its bits are the same with or without FMA
 hardware: LLVM calls the C library's fmaf where the CPU lacks it, far slower but the same bits),
 and the softmaxes of the policies and the duality gap's normaliser take their exponentials from
-:func:`_exp_shifted` (the kernel's own, 4-wide, IEEE operations only; measured within 1 ulp of np.exp)
+:func:`_exp_shifted` (the kernel's own, 4-wide, IEEE operations and fused multiply-adds only; measured within
+1 ulp of np.exp)
 instead of the C library: the same bits on every CPU, other bits than float64's; sampled gradients read the
 games' entries in float32. Logits, gradients and metrics stay float64.
 """
@@ -367,11 +368,12 @@ def _max(x):
 
 
 # ---------------------------------------------------------------- the float32 path's exponential
-# exp(d) = 2^k · p(r): k = d·log₂e rounded to the nearest integer (adding and subtracting 1.5·2⁵², which
-# also leaves k in the sum's low bits), r = (d − k·ln2_hi) − k·ln2_lo (Cody–Waite: k·ln2_hi is exact,
-# |r| ≤ ½ln2 + ε),
-# p = 1 + (r + r²·q(r)), q the rest of e^r's degree-13 Taylor polynomial by Estrin's scheme (pairs of terms in
-# r², r⁴, r⁸; truncation below 2⁻⁵⁷ relative), 2^k built from its bits; 0 below EXP_FLOOR, NaN gives NaN.
+# exp(d) = 2^k · p(r), with fma(a, b, c) = a·b + c rounded once (IEEE 754 fusedMultiplyAdd): k = d·log₂e
+# rounded to the nearest integer (fma(d, log₂e, 1.5·2⁵²) − 1.5·2⁵², which also leaves k in the low bits),
+# r = fma(−k, ln2_lo, fma(−k, ln2_hi, d)) (Cody–Waite: k·ln2_hi is exact, |r| ≤ ½ln2 + ε),
+# p = 1 + fma(r², q(r), r), q the rest of e^r's degree-13 Taylor polynomial by Estrin's scheme (pairs
+# fma(c_{i+1}, r, c_i), then fma(upper, r^(2^j), lower) in r², r⁴, r⁸; truncation below 2⁻⁵⁷ relative), 2^k
+# built from its bits; 0 below EXP_FLOOR, NaN gives NaN.
 _EXP_LANES = 4
 _EXP_LOG2E = 1.4426950408889634
 _EXP_SHIFTER = 6755399441055744.0  # 1.5·2⁵²
@@ -383,25 +385,31 @@ EXP_FLOOR = -708.0
 
 
 def _emit_exp(builder, d, kind, lanes):
-    """LLVM IR for exp(d), d of ``kind`` (double or a vector of ``lanes`` doubles): IEEE operations only, in
-    the order of the comment above (no fused multiply-add), so every CPU gives the same bits."""
+    """LLVM IR for exp(d), d of ``kind`` (double or a vector of ``lanes`` doubles): IEEE operations and fused
+    multiply-adds only (each exactly rounded: the C library's fma where the CPU has no FMA instruction), in the
+    order of the comment above, so every CPU gives the same bits."""
     i64 = ir.IntType(64)
     int_kind = ir.VectorType(i64, lanes) if lanes else i64
+    fused = cgutils.get_or_insert_function(builder.module, ir.FunctionType(kind, [kind] * 3),
+                                           f"llvm.fma.v{lanes}f64" if lanes else "llvm.fma.f64")
 
     def const(value, of=kind):
         return ir.Constant(of, [value] * lanes if lanes else value)
 
-    shifted = builder.fadd(builder.fmul(d, const(_EXP_LOG2E)), const(_EXP_SHIFTER))
+    def fma(a, b, c):
+        return builder.call(fused, [a, b, c])
+
+    shifted = fma(d, const(_EXP_LOG2E), const(_EXP_SHIFTER))
     k = builder.fsub(shifted, const(_EXP_SHIFTER))
-    r = builder.fsub(builder.fsub(d, builder.fmul(k, const(_EXP_LN2_HI))), builder.fmul(k, const(_EXP_LN2_LO)))
+    r = fma(k, const(-_EXP_LN2_LO), fma(k, const(-_EXP_LN2_HI), d))
     r2 = builder.fmul(r, r)
-    terms = [builder.fadd(const(_EXP_TAYLOR[i]), builder.fmul(const(_EXP_TAYLOR[i + 1]), r)) for i in range(2, 14, 2)]
+    terms = [fma(const(_EXP_TAYLOR[i + 1]), r, const(_EXP_TAYLOR[i])) for i in range(2, 14, 2)]
     power = r2
     while len(terms) > 1:  # Estrin on c_2 … c_13: pairs of terms in powers r^2, r^4, r^8
-        terms = [builder.fadd(terms[i], builder.fmul(terms[i + 1], power)) if i + 1 < len(terms) else terms[i]
+        terms = [fma(terms[i + 1], power, terms[i]) if i + 1 < len(terms) else terms[i]
                  for i in range(0, len(terms), 2)]
         power = builder.fmul(power, power)
-    poly = builder.fadd(const(1.0), builder.fadd(r, builder.fmul(r2, terms[0])))
+    poly = builder.fadd(const(1.0), fma(r2, terms[0], r))
     shifter_bits = int(np.float64(_EXP_SHIFTER).view(np.int64))
     k_int = builder.sub(builder.bitcast(shifted, int_kind), const(shifter_bits, int_kind))
     scale = builder.bitcast(builder.shl(builder.add(k_int, const(1023, int_kind)), const(52, int_kind)), kind)
