@@ -13,9 +13,11 @@ Asserted here:
 * ``_exp_shifted`` is within 2 ulps of np.exp on [−708, 709] (observed: 1 ulp, 0.1 ulp on average), 0 below
   −708 and at −inf, NaN at NaN, and returns its terms' sum in its documented lane order bit for bit;
 * (slow) gap curves agree with float64's to a relative 1e-4 wherever the gap exceeds 1e-6 (EGPO, OIPO1,
-  Nash-MD; observed 5.4e-5, 2.5e-5, 2.3e-5 at N = 40, β = 0.01, 3000 steps: the product's rounding varies
-  with σ from step to step, unlike a rounded P's fixed perturbation of the game), and differ (the option acts).
-  (OIPO2, not asserted: 1.7e-4, at one step of one run where its gap falls 18 % per step; elsewhere ≤ 2e-6.)
+  Nash-MD; observed 4.6e-5, 2.4e-5, 2.0e-5 at N = 40, β = 0.01, 3000 steps), and differ (the option acts).
+  Online IPO 2 deviates 1.5e-4 at one step of one run (its oscillating gap at a turning point; elsewhere
+  ≤ 2e-6), and that is the game's rounding to float32, not the arithmetic: float64 arithmetic on the game the
+  panels hold (P − ½ rounded to float32) deviates 2.1e-4 there (asserted > 1e-4), and float32 agrees with that
+  run to 5.9e-5 (asserted < 1e-4).
 """
 
 from __future__ import annotations
@@ -38,22 +40,41 @@ def test_dtype_is_validated_and_stored():
         SimulationConfig(beta=0.1, lr=0.1, iterations=2, dtype="float16")
 
 
+def _float32_game(P: np.ndarray) -> np.ndarray:
+    """The game the float32 panels hold: ½ + A − Aᵀ, A = P − ½'s strict upper triangle rounded to float32."""
+    A = np.triu((P - 0.5).astype(np.float32).astype(np.float64), 1)
+    return 0.5 + A - A.transpose(0, 2, 1)
+
+
 @pytest.mark.slow  # compiles the kernel's float32 specialization once (about a minute), then seconds
 def test_float32_gap_curves_agree_with_float64_to_1e_4():
     rng = np.random.default_rng(3)
     runs, n = 3, 40
     P, ref = random_games(runs, n, rng), rng.normal(size=(runs, n))
-    options = dict(algorithms=["egpo", "oipo1", "nash_md"], beta=0.01, lr=0.02, iterations=3000, progress=False)
+    options = dict(algorithms=["egpo", "oipo1", "nash_md", "oipo2"], beta=0.01, lr=0.02, iterations=3000,
+                   progress=False)
     single = simulate(P, ref, dtype="float32", **options)
     double = simulate(P, ref, **options)
+    rounded = simulate(_float32_game(P), ref, **{**options, "algorithms": ["oipo2"]})  # float64, the float32 game
+
+    def deviation(gap, exact):
+        shown = exact > 1e-6
+        return np.max(np.abs(gap[shown] - exact[shown]) / exact[shown])
+
     for name in options["algorithms"]:
         g32, g64 = single.duality_gap[name], double.duality_gap[name]
         assert np.isfinite(g32).all()
         assert g64[:, -1].max() < 0.1 * g64[:, 0].min()  # the runs converged a long way
-        shown = g64 > 1e-6
-        assert shown.mean() > 0.9
-        np.testing.assert_allclose(g32[shown], g64[shown], rtol=1e-4, atol=0)
+        assert (g64 > 1e-6).mean() > 0.9
         assert not np.array_equal(g32, g64)  # float32 games were used
+        if name != "oipo2":
+            assert deviation(g32, g64) < 1e-4
+    # Online IPO 2: its gap, oscillating, is sensitive to the game itself at one step; float64 arithmetic on the
+    # game rounded to float32 moves as far from the float64 curve (observed 2.1e-4) as float32 does (1.5e-4),
+    # and float32 agrees with that float64 run (observed 5.9e-5): the rounding of the input, not the arithmetic
+    g32, g64, g64_rounded = single.duality_gap["oipo2"], double.duality_gap["oipo2"], rounded.duality_gap["oipo2"]
+    assert deviation(g32, g64_rounded) < 1e-4
+    assert deviation(g64_rounded, g64) > 1e-4
 
 
 def _fma32(a: np.ndarray, b: np.ndarray, c: np.ndarray) -> np.ndarray:
