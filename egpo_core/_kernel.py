@@ -63,7 +63,7 @@ the network's forward pass element by element in a fixed order; the paper preset
 (``egpo_core/reference_data``), while other torch draws depend on torch's per-CPU ``normal_`` path. With
 ``SimulationConfig.dtype`` 'float32': exact gradients store each game as float32 panels of its antisymmetric
 part A = P − ½ (upper triangle only: a quarter of float64's bytes per product) and compute
-Pσ = ½(Σσ)·1 + Aσ with σ rounded to float32, float32 fused multiply-adds and short float32 sums (at most 16
+Pσ = ½(Σσ)·1 + Aσ with σ rounded to float32, float32 fused multiply-adds and short float32 sums (at most 32
 terms) accumulated in float64, in a fixed order written as explicit 8-wide vector operations
 (:func:`_panel_product`; a fused multiply-add is exactly rounded, so its bits are the same with or without FMA
 hardware: LLVM calls the C library's fmaf where the CPU lacks it, far slower but the same bits),
@@ -528,8 +528,9 @@ def _matvec(PT, x, out):
 # multiple of 8 at or below its first row on, in blocks of 8 columns, stored block after block, the four rows'
 # 8 entries of a block one after another, zeros below the diagonal and past N: one stream, read once.
 PANEL_ROWS = 4
-PANEL_GROUP = 4
-"""Panels whose column sums are added in float32 before they are widened into the float64 product."""
+PANEL_GROUP = 8
+"""Panels whose column sums are added in float32 before they are widened into the float64 product (8: one
+widening pass over the columns per 32 rows, 7 % less time per product at N = 1000 than 4)."""
 _LANES = 8
 _FLUSH = 8  # blocks summed in float32 before a lane is widened into its float64 sum
 TINY = 2.0 ** -100
@@ -665,7 +666,7 @@ def _panel_product(F, x, out, x32, acc):
     x32[:N̄] = x rounded to float32 (entries below :data:`TINY` as 0), zero past N; acc_i starts at ½Σ_j x_j
     (Σ in four float64 sums over j ≡ 0, 1, 2, 3 mod 4 up to the last multiple of 4, ((s_0 + s_1) + (s_2 + s_3)),
     then the rest in index order); then panel after panel (p = 0, 1, …, rows 4p … 4p + 3; :func:`_panel_rows`):
-    the lower-triangle products A_{r,c}·x32_r of a group of :data:`PANEL_GROUP` panels (rows 16q … 16q + 15)
+    the lower-triangle products A_{r,c}·x32_r of a group of :data:`PANEL_GROUP` panels (rows 32q … 32q + 31)
     are summed per column c in float32 (panel after panel, with fused multiply-adds) and −f64 of that sum is
     added to acc_c after the blocks of the group's last panel; after each panel, row 4p + r gets + d_r, its
     upper-triangle dot product. A fixed order of IEEE operations: the same bits on every CPU. ``x32`` float32
