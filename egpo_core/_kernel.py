@@ -51,9 +51,9 @@ log π_{t+1} ≐ (1 − ηβ) Σ_j λ_j log π_{t−j} + ηβ log π_anchor + η
 the code above unchanged.
 
 Arithmetic. Every CPU computes the same bits: no function is compiled with fast-math flags, so each
-operation is rounded as written, in the order written, without fused multiply-adds (but the float32 panels'
-explicit ones below, each rounded once as IEEE 754 defines it); the long sums (the
-matrix–vector products Pσ) add their terms in index order (:func:`_matvec`; the games are stored transposed
+operation is rounded as written, in the order written, without fused multiply-adds (but for the float32
+path's explicit ones below, each rounded once as IEEE 754 defines it); the long sums (the matrix–vector
+products Pσ) add their terms in index order (:func:`_matvec`; the games are stored transposed
 so that this order still runs as vector instructions, across the entries of Pσ); the minimiser's linear
 solve is a fixed-order Cholesky solve, not LAPACK. What the kernel does not control: ``np.exp``/``np.log``
 call the C library's exp/log, which glibc picks per CPU at load time (its FMA variant on every x86-64 CPU
@@ -69,9 +69,8 @@ terms) accumulated in float64, in a fixed order written as explicit 8-wide vecto
 hardware: LLVM calls the C library's fmaf where the CPU lacks it, far slower but the same bits),
 and the softmaxes of the policies and the duality gap's normaliser take their exponentials from
 :func:`_exp_shifted` (the kernel's own, 4-wide, IEEE operations and fused multiply-adds only; measured within
-1 ulp of np.exp)
-instead of the C library: the same bits on every CPU, other bits than float64's; sampled gradients read the
-games' entries in float32. Logits, gradients and metrics stay float64.
+1 ulp of np.exp) instead of the C library: the same bits on every CPU, other bits than float64's; sampled
+gradients read the games' entries in float32. Logits, gradients and metrics stay float64.
 """
 
 from __future__ import annotations
