@@ -22,7 +22,6 @@ The timing functions (:func:`time_call`, :func:`time_presets`, :func:`time_scali
 
 from __future__ import annotations
 
-import argparse
 import math
 import os
 import time
@@ -34,6 +33,7 @@ import pandas as pd
 
 from egpo_core import _kernel, simulate
 from egpo_core.algorithms import PAPER_ALGORITHMS
+from egpo_core.cli import OneLineArgumentParser
 from egpo_core.games import random_games
 from egpo_core.presets import PRESETS
 
@@ -357,8 +357,8 @@ def compare_trees(trees: Sequence[str], conventions: str = "reference", repeats:
     return pd.DataFrame(rows)
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+def main(argv: list[str] | None = None) -> None:
+    parser = OneLineArgumentParser(prog="bench_simulate.py", description=__doc__.split("\n")[0])
     parser.add_argument("--conventions", default="reference", choices=["default", "reference"],
                         help="conventions of the paper presets (default: %(default)s)")
     parser.add_argument("--skip-scaling", action="store_true", help="time the paper presets only")
@@ -376,9 +376,10 @@ def main() -> None:
     parser.add_argument("--compare", metavar="TREE", action="append", default=[],
                         help="time the suite in this source tree and in this one alternately (repeatable)")
     parser.add_argument("--repeats", type=int, default=3, help="turns of --compare (default: %(default)s)")
-    args = parser.parse_args()
-    if args.repeats < 1 or args.scaling_runs < 1 or args.scaling_steps < 1:
-        parser.error("--repeats, --scaling-runs and --scaling-steps must be positive integers")
+    args = parser.parse_args(argv)
+    for flag in ("repeats", "scaling_runs", "scaling_steps"):
+        if getattr(args, flag) < 1:
+            parser.error(f"--{flag.replace('_', '-')} must be at least 1, got {getattr(args, flag)}")
     for tree in args.compare:
         if not os.path.isdir(os.path.join(tree, "egpo_core")):
             parser.error(f"--compare {tree}: no egpo_core folder there")

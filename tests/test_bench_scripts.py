@@ -1,5 +1,5 @@
 """The command lines of the benchmark scripts (benchmarks/bench_evaluate_judges.py, bench_judge_server.py,
-bench_lm.py, bench_sweep_workers.py): --help runs, a bad value is one line on stderr naming it with exit
+bench_lm.py, bench_simulate.py, bench_sweep_workers.py): --help runs, a bad value is one line on stderr naming it with exit
 status 2, and an abbreviated option is refused (egpo_core.cli.OneLineArgumentParser). Parsing only:
 every refusal comes before anything is built or timed."""
 
@@ -40,7 +40,7 @@ def refusal(script: str, argv: list[str], capsys: pytest.CaptureFixture) -> str:
 
 #: (script, an option its --help lists).
 HELP = [("bench_evaluate_judges", "--judge_batch_size"), ("bench_judge_server", "--pairs-per-request"),
-        ("bench_lm", "--memory-floor"), ("bench_sweep_workers", "--chunk-sizes")]
+        ("bench_lm", "--memory-floor"), ("bench_simulate", "--full-n1000"), ("bench_sweep_workers", "--chunk-sizes")]
 
 
 @pytest.mark.parametrize("script, option", HELP)
@@ -63,6 +63,9 @@ def test_help_runs(script: str, option: str, capsys: pytest.CaptureFixture) -> N
     ("bench_lm", ["--batch", "two"], "argument --batch: invalid int value: 'two'"),
     ("bench_lm", ["--judge-width", "63"], "--judge-width an even number >= 2, got 2 and 63"),
     ("bench_lm", ["--algorithms", "dpo"], "argument --algorithms: invalid choice: 'dpo'"),
+    ("bench_simulate", ["--scaling-steps", "0"], "--scaling-steps must be at least 1, got 0"),
+    ("bench_simulate", ["--dtype", "float16"], "argument --dtype: invalid choice: 'float16'"),
+    ("bench_simulate", ["--compare", "/nonexistent"], "--compare /nonexistent: no egpo_core folder there"),
     ("bench_sweep_workers", ["--repeats", "0"], "--repeats must be at least 1, got 0"),
     ("bench_sweep_workers", ["--workers", "1", "0"], "--workers and --chunk-sizes must be at least 1"),
     ("bench_sweep_workers", ["--iterations", "1e4"], "argument --iterations: invalid int value: '1e4'"),
@@ -78,6 +81,7 @@ def test_a_bad_value_is_one_line_naming_it(script: str, argv: list[str], named: 
     ("bench_evaluate_judges", "--rep", "--repeats"),
     ("bench_judge_server", "--pairs", "--pairs-per-request"),
     ("bench_lm", "--new", "--new-tokens"),
+    ("bench_simulate", "--rep", "--repeats"),
     ("bench_sweep_workers", "--rep", "--repeats"),
 ])
 def test_an_abbreviation_is_refused(script: str, abbreviation: str, option: str,
