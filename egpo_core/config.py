@@ -75,11 +75,12 @@ class SimulationConfig:
     """Metrics to record, from METRICS; duality_gap is always recorded; one string is one name."""
     dtype: Literal["float64", "float32"] = "float64"
     """Precision of the games P: 'float64', or 'float32' (exact gradients: the products Pσ = ½Σσ + (P − ½)σ from
-    P − ½'s upper triangle in float32, float32 products and short sums accumulated in float64, a quarter of
-    float64's bytes per product (``_kernel._panel_product``); sampled gradients: P's entries in float32; logits,
-    gradients and metrics stay float64). Gap curves agree with float64's to a relative 1e-4 where the gap
-    exceeds 1e-6 for EGPO, Online IPO 1 and Nash-MD (tests/test_kernel_float32.py, N = 40, β = 0.01; Online
-    IPO 2 there up to 1.6e-4; the N = 1000 benchmark's EGPO 8e-8)."""
+    P − ½'s upper triangle in float32, float32 fused multiply-adds and short float32 sums accumulated in
+    float64, a quarter of float64's bytes per product (``_kernel._panel_product``); sampled gradients: P's
+    entries in float32; logits, gradients and metrics stay float64). Gap curves agree with float64's to a
+    relative 1e-4 where the gap exceeds 1e-6 for EGPO, Online IPO 1 and Nash-MD (tests/test_kernel_float32.py,
+    N = 40, β = 0.01; Online IPO 2 there up to 1.6e-4, which is the game's rounding to float32: float64 on the
+    float32-rounded game deviates 2.1e-4; the N = 1000 benchmark's EGPO 5e-8)."""
 
     def __post_init__(self) -> None:
         def set_field(name: str, value: Any) -> None:  # frozen: normalized values go through object's setter
