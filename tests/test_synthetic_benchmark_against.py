@@ -116,8 +116,9 @@ def _refused(tmp_path, capsys, argv: list[str], message: str) -> None:
         sb.main(["--out", str(tmp_path / "new"), "--fast", *argv])
     assert info.value.code == 2
     err = capsys.readouterr().err
-    last = err.strip().splitlines()[-1]
-    assert message in last and last.startswith("python -m lm_runs.synthetic_benchmark: error:"), err
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and message in lines[0], err
+    assert lines[0].startswith("error:") and lines[0].endswith("(see python -m lm_runs.synthetic_benchmark --help)"), err
     assert "Traceback" not in err and not (tmp_path / "new").exists()
 
 

@@ -53,7 +53,9 @@ def test_bad_algorithms_are_one_line_exit_2_before_anything(tmp_path, capsys, fl
     assert info.value.code == 2
     err = capsys.readouterr().err
     assert message in err and "Traceback" not in err, err
-    assert err.strip().splitlines()[-1].startswith("python -m lm_runs.synthetic_benchmark: error:")
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error:"), err
+    assert lines[0].endswith("(see python -m lm_runs.synthetic_benchmark --help)"), err
     assert list(tmp_path.iterdir()) == []
 
 
