@@ -17,7 +17,7 @@ round methods by their η too (``onpo@eta=0.125``).
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, replace
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -28,6 +28,7 @@ from lm_runs import synthetic_benchmark as sb
 from lm_runs.synthetic_benchmark.reuse import against_metrics, load_against, load_sources, reused_runs
 from lm_runs.synthetic_benchmark.settings import at_eta, split_eta
 from lm_runs.synthetic_benchmark.verdicts import final_values, pair_verdicts, verdict_inputs
+from test_synthetic_benchmark_reuse import _source  # a fake finished run's settings, summary and π_ref
 
 ROUNDS = replace(sb.FAST, algorithms=("egpo", "onpo"))
 
@@ -38,12 +39,8 @@ def _run(folder: Path, settings: sb.BenchmarkSettings, runs: dict[tuple[str, int
     when it names a round method, as the pipeline writes them) holding ``runs`` complete: (algorithm, seed) → its
     final duality gap (exploitability: half of it; update 0: 0.38 and 0.3), each run's folder as the pipeline
     leaves it, π_ref's weights ``reference``."""
-    values = {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(settings).items()
-              if settings.round_methods() or not k.startswith("round_")}
-    values.update(changed)
-    values = {k: v for k, v in values.items() if v is not None}
-    (folder / "sft").mkdir(parents=True)
-    (folder / "sft" / "model.safetensors").write_bytes(reference)
+    _source(folder, settings, reference, **changed)
+    summary = json.loads((folder / "summary.json").read_text())
     metrics, probs, listed = [], [], []
     for (alg, seed), gap in runs.items():
         for update, (g, e) in ((0, (0.38, 0.3)), (settings.updates, (gap, gap / 2))):
@@ -57,7 +54,7 @@ def _run(folder: Path, settings: sb.BenchmarkSettings, runs: dict[tuple[str, int
     pd.DataFrame(metrics, columns=["algorithm", "seed", "update", "metric", "value"]).to_csv(folder / "metrics.csv", index=False)
     pd.DataFrame(probs, columns=["variant", "algorithm", "seed", "update", "prompt", "p0", "p1", "p2"]).to_csv(
         folder / "class_probs.csv", index=False)
-    (folder / "summary.json").write_text(json.dumps({"settings": values, "runs": listed, "command": "fake"}))
+    (folder / "summary.json").write_text(json.dumps({**summary, "runs": listed, "command": "fake"}))
     return folder
 
 
