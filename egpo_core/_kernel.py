@@ -22,8 +22,8 @@ Speed. :func:`run_chunk` allocates each group's work arrays (:class:`_Scratch`) 
 :func:`_advance_group`. That function and everything it calls are compiled without numba's reference
 counting (``_nrt=False``; only the sampled minimiser's solve allocates, and keeps it, ``_nrt=True``), so the
 array views taken at every step cost no atomic increments and decrements. The products Pσ stream the
-transposed games (vector instructions across the entries of Pσ); sampled gradients read single entries
-from the games as given (``Games.entries``). The draws keep the splitmix64 state in a local variable and
+transposed games (vector instructions across the entries of Pσ); sampled gradients read their single entries
+P(y ≻ y′) from the same array (at [y′, y]: no second copy of the games, half the cache). The draws keep the splitmix64 state in a local variable and
 index with unsigned integers (numba adds no negative-index fix-up for those).
 
 For every trajectory the kernel computes the gradient g = ∂L/∂z of the algorithm's loss with
@@ -111,11 +111,9 @@ class Games(NamedTuple):
 
     P: np.ndarray
     """float64 (G, N, N): each game's transpose, P[g, j, i] = P(i ≻ j) in game g, whose rows the products Pσ
-    stream (:func:`_matvec`; float32 with ``SimulationConfig.dtype`` 'float32' and sampled gradients); with
-    ``panels`` float32 (G, 1, S), each game's :func:`panel_layout`."""
-    entries: np.ndarray
-    """float64 (G, N, N): with sampled gradients each game itself, P[g, i, j] = P(i ≻ j), whose single entries
-    the draws read (float32 with ``SimulationConfig.dtype`` 'float32'); (G, 0, 0) with exact gradients."""
+    stream (:func:`_matvec`) and whose single entries the sampled gradients' draws read (float32 with
+    ``SimulationConfig.dtype`` 'float32' and sampled gradients); with ``panels`` float32 (G, 1, S), each game's
+    :func:`panel_layout` (exact gradients only)."""
     logp_ref: np.ndarray
     """float64 (G, N): log π_ref of game g."""
     panels: bool
@@ -825,7 +823,7 @@ def _exact_gradient(loss, policy_pairs, logp, pi, logp_anchor, target, target_me
 
 @njit(cache=CACHE, _nrt=False)
 def _sampled_gradient(
-    loss, pairwise, optimistic, policy_pairs, num_samples, P, logp, pi, logp_anchor,
+    loss, pairwise, optimistic, policy_pairs, num_samples, PT, logp, pi, logp_anchor,
     table_pi, table_sigma, table_prev, beta, weight, rng, k, g, ell,
 ):
     """∂L/∂z of the sampled loss (mean over ``num_samples`` draws), an unbiased estimate of the exact one.
@@ -834,7 +832,8 @@ def _sampled_gradient(
     ``optimistic``), advantage [P(y,y′) (optimistic: 2P(y,y′) − P(y,y″))] − β ℓ(y). Regression: y, y′ ~ π
     (``policy_pairs``) or uniform (one draw); target (P(y,y′) − ½)/β when ``pairwise``, else y″ ~ σ (then y‴ ~
     π_{t−1} when ``optimistic``) and [P(y,y″) − P(y′,y″)]/β (optimistic: twice it minus [P(y,y‴) −
-    P(y′,y‴)]/β). ℓ = log π − log π_anchor is computed once into ``ell`` (N, overwritten).
+    P(y′,y‴)]/β). ℓ = log π − log π_anchor is computed once into ``ell`` (N, overwritten). ``PT`` is the game's
+    transpose: P(y, y′) = PT[y′, y].
     """
     n = logp.shape[0]
     for i in range(n):
@@ -852,11 +851,11 @@ def _sampled_gradient(
             y = _sample(table_pi, _uniform(z))
             state, z = _splitmix64(state)
             yp = _sample(table_sigma, _uniform(z))
-            wins = P[y, yp]
+            wins = PT[yp, y]
             if optimistic:
                 state, z = _splitmix64(state)
                 ypp = _sample(table_prev, _uniform(z))
-                wins = 2.0 * wins - P[y, ypp]
+                wins = 2.0 * wins - PT[ypp, y]
             adv = wins - beta * ell[y]
             g[y] -= adv * weighted_scale
             total += adv * weighted_scale
@@ -873,15 +872,15 @@ def _sampled_gradient(
         else:
             y, yp = _index_pair(z, n)
         if pairwise:
-            t = (P[y, yp] - 0.5) * inv_beta
+            t = (PT[yp, y] - 0.5) * inv_beta
         else:
             state, z = _splitmix64(state)
             ypp = _sample(table_sigma, _uniform(z))
-            t = (P[y, ypp] - P[yp, ypp]) * inv_beta
+            t = (PT[ypp, y] - PT[ypp, yp]) * inv_beta
             if optimistic:
                 state, z = _splitmix64(state)
                 yppp = _sample(table_prev, _uniform(z))
-                t = 2.0 * t - (P[y, yppp] - P[yp, yppp]) * inv_beta
+                t = 2.0 * t - (PT[yppp, y] - PT[yppp, yp]) * inv_beta
         r = coef * (ell[y] - ell[yp] - t)
         g[y] += r
         g[yp] -= r
@@ -999,13 +998,14 @@ def _history_logits(mixed, logp_anchor, s, eta, beta, out):
 
 
 @njit(cache=CACHE, _nrt=True)
-def _ordered_pair_logits(k, P, logp, pi, logp_anchor, eta, beta, num_samples, table_pi, stack, rng, winners,
+def _ordered_pair_logits(k, PT, logp, pi, logp_anchor, eta, beta, num_samples, table_pi, stack, rng, winners,
                          losers, out):
     """``out`` = centered logits of the sampled "minimize" update of trajectory k: S = ``num_samples``
     ordered pairs of π_t, drawn from k's stream in the order of ``algorithms.inpo.ordered_pairs`` (all y ~ π_t,
     all y′ ~ π_t, then one uniform u per pair, y wins when u < P(y ≻ y′)), then
     (1 − ηβ) log π_t + ηβ log π_anchor + f with f = :func:`_ordered_pair_solve`; ``logp`` is log π_t there, or
-    the history mixture Σ_j λ_j log π_{t−j} (the pairs are π_t's, ``pi``). ``winners``, ``losers``: int64
+    the history mixture Σ_j λ_j log π_{t−j} (the pairs are π_t's, ``pi``); ``PT`` the game's transpose,
+    P(y ≻ y′) = PT[y′, y]. ``winners``, ``losers``: int64
     scratch of length S. Allocates (the solve's arrays), so compiled with numba's reference counting."""
     n = logp.shape[0]
     _build_sampler(pi, table_pi, stack)
@@ -1014,7 +1014,7 @@ def _ordered_pair_logits(k, P, logp, pi, logp_anchor, eta, beta, num_samples, ta
     for s in range(num_samples):
         losers[s] = _sample(table_pi, _next_uniform(rng, k))
     for s in range(num_samples):
-        if not _next_uniform(rng, k) < P[winners[s], losers[s]]:  # y′ won: swap
+        if not _next_uniform(rng, k) < PT[losers[s], winners[s]]:  # y′ won: swap
             y = winners[s]
             winners[s] = losers[s]
             losers[s] = y
@@ -1066,55 +1066,76 @@ def _record(logp, pi, s, logp_ref, beta, star_logp, with_extra, out_gap, out_exp
 
 # ---------------------------------------------------------------- the loop
 @intrinsic
-def _claim(typingctx, counter, increment):
-    """counter[0] += increment as one atomic operation; returns the value before. ``counter`` int64, shared by
-    the threads of a prange; ``increment`` int64."""
-    if not (isinstance(counter, types.Array) and counter.dtype == types.int64 and increment == types.int64):
+def _fetch_add(typingctx, counters, index, increment):
+    """counters[index] += increment as one atomic operation; returns the value before. ``counters`` int64,
+    shared by the threads of a prange. Ordered acquire-release: what a thread wrote before it adds is seen by
+    a thread that reads the sum after it (a group's state between the slices of :func:`run_chunk`)."""
+    if not (isinstance(counters, types.Array) and counters.dtype == types.int64 and index == types.int64
+            and increment == types.int64):
         return None
 
     def codegen(context, builder, signature, args):
-        data = context.make_array(signature.args[0])(context, builder, args[0]).data
-        return builder.atomic_rmw("add", data, args[1], "monotonic")
+        array = context.make_array(signature.args[0])(context, builder, args[0])
+        return builder.atomic_rmw("add", builder.gep(array.data, [args[1]]), args[2], "acq_rel")
 
-    return types.int64(counter, increment), codegen
+    return types.int64(counters, index, increment), codegen
+
+
+SLICED_BELOW = 4
+"""Groups per thread below which :func:`run_chunk` cuts each group's steps into slices that any thread can
+take: a few groups of unequal cost (the reference conventions' shared networks: one group per algorithm,
+extragradient's twice the others') otherwise leave a thread idle for the end of every chunk."""
+SLICES = 8
+"""Slices per group and chunk (fewer where a slice would have under :data:`MIN_SLICE_STEPS` steps)."""
+MIN_SLICE_STEPS = 16
+"""A slice recomputes π_t, Pπ_t and the metrics of its first step (the previous slice's last): at least this
+many steps keep that below a few per cent."""
 
 
 @njit(cache=CACHE, parallel=True)
 def run_chunk(
     t_start: int, t_end: int, games: Games, trajectories: Trajectories, groups: Groups, policy: Policy,
-    gradient: Gradient, recording: Recording, state: State, outputs: Outputs,
+    gradient: Gradient, recording: Recording, state: State, outputs: Outputs, threads: int,
 ) -> None:
     """Advance every trajectory from step ``t_start`` to ``t_end`` (``state`` and ``outputs`` are
-    updated in place); the arguments after the steps are the fields of :class:`KernelInputs`.
+    updated in place); the arguments after the steps are the fields of :class:`KernelInputs`, then the
+    caller's ``numba.get_num_threads()`` (read there: a compiled function that reads it cannot be cached).
 
     Metrics of π_t are stored at column t // record_every when t % record_every == 0, and those of
     the final policy (t = total_steps) in the last column. With ``with_average``, ``avg_sum``
     accumulates Σ_{s≤t} π_s and the gap and exploitability of the average iterate
     π̄_t = Σ_{s≤t} π_s / (t + 1) are recorded too. (A chunk's last step is recorded again, complete,
-    by the next chunk.) The threads claim the groups (:func:`_claim`) one at a time until none is left, one
-    thread from the front, the others from the back; each allocates a group's work arrays (:class:`_Scratch`)
-    and runs :func:`_advance_group`. Which thread runs a group changes no number (a group's arithmetic and
-    random streams are its own).
+    by the next chunk.)
+
+    The threads claim work (:func:`_fetch_add`) until none is left. With at least :data:`SLICED_BELOW`
+    groups per thread, a claim is a group: one thread from the front, the others from the back. With fewer,
+    each group's steps are cut into slices (:data:`SLICES`, :data:`MIN_SLICE_STEPS`), claimed from the front
+    slice after slice (the groups of slice s, costliest first, then those of slice s + 1); a thread that
+    claims a group's slice while another thread still runs its previous one waits for it. Which thread runs
+    a group or slice changes no number (a group's arithmetic and random streams are its own, and slices
+    are run in order as chunks are).
     """
-    # The sizes are read here, before the parallel loop, which passes the tuples whole to _advance_group:
-    # numba (0.68 still) drops stores into an array reached through a named tuple in the prange body itself
-    # (numba/numba#5872); the stores in a function it calls are kept.
-    group_ptr = groups.group_ptr
-    members = groups.members
-    scheme = trajectories.scheme
-    history_length = trajectories.history_length
-    n = games.logp_ref.shape[1]
-    npar = state.params.shape[1]
-    d = policy.width
-    n_hidden = policy.n_hidden
-    shared = policy.shared
-    panels = games.panels
-    sampled = gradient.sampled
-    num_samples = gradient.num_samples
-    lanes = -(-n // _LANES) * _LANES if panels else 0  # N̄: _panel_product's scratch x32 holds 2N̄, acc N̄
-    weights = npar - d if shared else 0
-    layers = max(n_hidden, 1)
-    n_groups = group_ptr.shape[0] - 1
+    n_groups = groups.group_ptr.shape[0] - 1
+    steps = t_end - t_start
+    claimed = np.zeros(1, dtype=np.int64)
+    slices = 1
+    if threads > 1 and 2 <= n_groups < SLICED_BELOW * threads:
+        slices = max(1, min(SLICES, steps // MIN_SLICE_STEPS))
+    if slices > 1:
+        done = np.zeros(n_groups, dtype=np.int64)  # slices finished, per group
+        items = slices * n_groups
+        for w in prange(n_groups):
+            while True:
+                item = _fetch_add(claimed, np.int64(0), np.int64(1))
+                if item >= items:
+                    break
+                piece, gi = item // n_groups, item % n_groups
+                while _fetch_add(done, gi, np.int64(0)) < piece:  # its previous slice runs on another thread
+                    pass
+                _run_group(gi, t_start + steps * piece // slices, t_start + steps * (piece + 1) // slices, games,
+                           trajectories, groups, policy, gradient, recording, state, outputs)
+                _fetch_add(done, gi, np.int64(1))
+        return
     # numba's OpenMP layer gives each thread a contiguous block of a prange, which, the groups coming costliest
     # first, gave one thread the costly groups. Here each thread's first iteration claims groups until none is
     # left (its other iterations find none): the thread of iteration 0 from the front (costliest first), the
@@ -1122,39 +1143,55 @@ def run_chunk(
     # cache line, written at every step by two threads at once, cost more than the imbalance did). One counter
     # holds both counts, the front's in its low 32 bits, the back's above: a claim is valid while their sum,
     # before it, is below the number of groups.
-    claimed = np.zeros(1, dtype=np.int64)
     for w in prange(n_groups):
         front = w == 0
         while True:
-            before = _claim(claimed, np.int64(1) if front else np.int64(1) << 32)
+            before = _fetch_add(claimed, np.int64(0), np.int64(1) if front else np.int64(1) << 32)
             ahead, behind = before & 0xFFFFFFFF, before >> 32
             if ahead + behind >= n_groups:
                 break
-            gi = ahead if front else n_groups - 1 - behind
-            g0 = group_ptr[gi]
-            size = group_ptr[gi + 1] - g0
-            minimize = scheme[members[g0]] == _SCHEME_MINIMIZE  # a group holds one algorithm
-            solve = minimize and sampled  # the sampled minimiser; the exact one is the uniform-pair step below
-            ring = minimize and history_length[members[g0]] > 1  # a history of policies in the anchor (MNPO)
-            ring_n = n if ring else 0
-            pairs = num_samples if solve else 0
-            scratch = _Scratch(
-                z=np.empty((size, n)), logp=np.empty((size, n)), pi=np.empty((size, n)), s=np.empty((size, n)),
-                target=np.empty((size, n)), sigma=np.empty((size, n)), table_pi=np.empty((size, 2, n)),
-                table_sigma=np.empty((size, 2, n)), table_prev=np.empty((size, 2, n)),
-                stack=np.empty(n, dtype=np.int64),
-                logp_half=np.empty((size, n)), grad_logits=np.empty((size, n)), grads=np.empty((size, npar)),
-                half=np.empty((size, npar)), shared_sum=np.empty(weights),
-                acts=np.zeros((size, n_hidden + 1, d)), pre=np.zeros((size, layers, d)),
-                acts_h=np.zeros((size, n_hidden + 1, d)), pre_h=np.zeros((size, layers, d)),
-                delta=np.empty(d), delta_next=np.empty(d), work=np.empty(n), avg_pi=np.empty(n),
-                avg_logp=np.empty(n), avg_s=np.empty(n), x32=np.empty(2 * lanes, dtype=np.float32),
-                acc=np.empty(lanes),
-                mixed=np.empty((size, ring_n)), winners=np.empty(pairs, dtype=np.int64),
-                losers=np.empty(pairs, dtype=np.int64),
-            )
-            _advance_group(t_start, t_end, g0, size, minimize, solve, ring, members, games, trajectories, policy,
-                           gradient, recording, state, outputs, scratch)
+            _run_group(ahead if front else n_groups - 1 - behind, t_start, t_end, games, trajectories, groups,
+                       policy, gradient, recording, state, outputs)
+
+
+@njit(cache=CACHE, _nrt=True)
+def _run_group(gi, t_start, t_end, games, trajectories, groups, policy, gradient, recording, state, outputs):
+    """Group ``gi``'s steps ``t_start`` … ``t_end`` (:func:`_advance_group`), with work arrays allocated here.
+    (The sizes are read here, not in :func:`run_chunk`'s parallel loop: numba (0.68 still) drops stores into an
+    array reached through a named tuple in a prange body itself (numba/numba#5872); those in a function it
+    calls are kept.)"""
+    g0 = groups.group_ptr[gi]
+    size = groups.group_ptr[gi + 1] - g0
+    members = groups.members
+    n = games.logp_ref.shape[1]
+    npar = state.params.shape[1]
+    d = policy.width
+    n_hidden = policy.n_hidden
+    lanes = -(-n // _LANES) * _LANES if games.panels else 0  # N̄: _panel_product's scratch x32 holds 2N̄, acc N̄
+    weights = npar - d if policy.shared else 0
+    layers = max(n_hidden, 1)
+    minimize = trajectories.scheme[members[g0]] == _SCHEME_MINIMIZE  # a group holds one algorithm
+    solve = minimize and gradient.sampled  # the sampled minimiser; the exact one is the uniform-pair step
+    ring = minimize and trajectories.history_length[members[g0]] > 1  # a history of policies in the anchor (MNPO)
+    ring_n = n if ring else 0
+    pairs = gradient.num_samples if solve else 0
+    scratch = _Scratch(
+        z=np.empty((size, n)), logp=np.empty((size, n)), pi=np.empty((size, n)), s=np.empty((size, n)),
+        target=np.empty((size, n)), sigma=np.empty((size, n)), table_pi=np.empty((size, 2, n)),
+        table_sigma=np.empty((size, 2, n)), table_prev=np.empty((size, 2, n)),
+        stack=np.empty(n, dtype=np.int64),
+        logp_half=np.empty((size, n)), grad_logits=np.empty((size, n)), grads=np.empty((size, npar)),
+        half=np.empty((size, npar)), shared_sum=np.empty(weights),
+        acts=np.zeros((size, n_hidden + 1, d)), pre=np.zeros((size, layers, d)),
+        acts_h=np.zeros((size, n_hidden + 1, d)), pre_h=np.zeros((size, layers, d)),
+        delta=np.empty(d), delta_next=np.empty(d), work=np.empty(n), avg_pi=np.empty(n),
+        avg_logp=np.empty(n), avg_s=np.empty(n), x32=np.empty(2 * lanes, dtype=np.float32),
+        acc=np.empty(lanes),
+        mixed=np.empty((size, ring_n)), winners=np.empty(pairs, dtype=np.int64),
+        losers=np.empty(pairs, dtype=np.int64),
+    )
+    _advance_group(t_start, t_end, g0, size, minimize, solve, ring, members, games, trajectories, policy,
+                   gradient, recording, state, outputs, scratch)
 
 
 class _Scratch(NamedTuple):
@@ -1232,7 +1269,6 @@ def _advance_group(t_start, t_end, g0, size, minimize, solve, ring, members, gam
     every function it calls but the sampled minimiser's): the views it takes of its arrays cost nothing.
     """
     P = games.P
-    entries = games.entries
     logp_ref_games = games.logp_ref
     panels = games.panels
     game = trajectories.game
@@ -1363,14 +1399,14 @@ def _advance_group(t_start, t_end, g0, size, minimize, solve, ring, members, gam
                     if ring:
                         _history_mixture(history_logp[k], history_weights[k], history_length[k], t, mixed[m])
                     if solve:
-                        _ordered_pair_logits(k, entries[game[k]], mixed[m] if ring else logp[m], pi[m], logp_anchor,
+                        _ordered_pair_logits(k, P[game[k]], mixed[m] if ring else logp[m], pi[m], logp_anchor,
                                              eta[k], beta[k], num_samples, table_pi[m], stack, rng, winners, losers,
                                              grad_logits[m])
                     else:
                         _history_logits(mixed[m], logp_anchor, s[m], eta[k], beta[k], grad_logits[m])
                     continue
                 _step_gradient(
-                    k, loss[k], opponent[k], anchor[k], P[game[k]], entries[game[k]],
+                    k, loss[k], opponent[k], anchor[k], P[game[k]],
                     logp[m], pi[m], s[m], logp_ref_games[game[k]], magnet_logp[k], prev_logp[k], sigma[m],
                     step_pass == 0 and opponent[k] != _OPP_MIXTURE, target[m], table_pi[m], table_sigma[m],
                     table_prev[m], stack, beta[k], 1.0 if minimize else weight[k], sampled, num_samples,
@@ -1468,14 +1504,14 @@ def _anchor_logp(anchor, logp, logp_ref, magnet):
 
 @njit(cache=CACHE, _nrt=False)
 def _step_gradient(
-    k, loss, opponent, anchor, P, entries, logp, pi, s, logp_ref, magnet, prev, sigma, sigma_is_pi, target,
+    k, loss, opponent, anchor, P, logp, pi, s, logp_ref, magnet, prev, sigma, sigma_is_pi, target,
     table_pi, table_sigma, table_prev, stack, beta, weight, sampled, num_samples, pair_from_policy, rng, g, work,
     panels, x32, acc,
 ):
     """Logit gradient of trajectory k's loss against the opponent distribution ``sigma``
     (``sigma_is_pi``: σ = π_t, whose preference vector s = Pπ_t is already known). ``P`` holds the game's
-    transpose Pᵀ, or with ``panels`` its float32 panels (exact gradients only, :func:`_product`; ``x32``,
-    ``acc`` its scratch); ``entries`` the game P itself (sampled gradients); ``work`` (N) is overwritten."""
+    transpose Pᵀ (the sampled gradients read P(y ≻ y′) at [y′, y]), or with ``panels`` its float32 panels (exact
+    gradients only, :func:`_product`; ``x32``, ``acc`` its scratch); ``work`` (N) is overwritten."""
     n = logp.shape[0]
     logp_anchor = _anchor_logp(anchor, logp, logp_ref, magnet)
     optimistic = opponent == _OPP_OPTIMISTIC
@@ -1523,5 +1559,5 @@ def _step_gradient(
         for y in range(n):
             work[y] = np.exp(prev[y])
         _build_sampler(work, table_prev, stack)
-    _sampled_gradient(loss, pairwise, optimistic, policy_pairs, num_samples, entries, logp, pi, logp_anchor,
+    _sampled_gradient(loss, pairwise, optimistic, policy_pairs, num_samples, P, logp, pi, logp_anchor,
                       table_pi, table_sigma, table_prev, beta, weight, rng, k, g, work)

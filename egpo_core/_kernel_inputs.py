@@ -168,14 +168,11 @@ def build_kernel_inputs(
             eq = regularized_equilibrium(P, logp_ref, float(b))
             star[cfg_of == c] = log_softmax_rows(eq.logits)[game[cfg_of == c]]
 
-    # the draws' single entries P(y ≻ y′), in the games' own layout (sampled gradients only)
-    entries = np.ascontiguousarray(P if sampled else P[:, :0, :0], dtype=np.float32 if single else np.float64)
-
     def recorded(needed: bool) -> np.ndarray:
         return np.full((K, n_recorded) if needed else (1, 1), np.nan)
 
     return _kernel.KernelInputs(
-        games=_kernel.Games(P=_stored_games(P, sampled, single), entries=entries, logp_ref=logp_ref,
+        games=_kernel.Games(P=_stored_games(P, sampled, single), logp_ref=logp_ref,
                             panels=single and not sampled),
         trajectories=trajectories,
         groups=_groups(runs, shared | over_runs, trajectories.scheme),

@@ -206,7 +206,7 @@ def _advance(inputs: _kernel.KernelInputs, iterations: int, done: Callable[[int,
     for t0 in range(0, iterations, chunk):
         t1 = min(iterations, t0 + chunk)
         with numba.parallel_chunksize(1):
-            _kernel.run_chunk(t0, t1, *inputs)
+            _kernel.run_chunk(t0, t1, *inputs, numba.get_num_threads())
         done(t0, t1)
 
 
@@ -235,7 +235,7 @@ def _compute_chunk(data: _GridData, chunk: Chunk) -> dict[str, np.ndarray]:
     inputs.state.rng[:] = [trajectory_seed(int(seed), a.name, r, int(index))
                            for index, seed in zip(configs.index, configs["seed"]) for a in algorithms for r in range(runs)]
     with kernel_threads(worker_threads()), numba.parallel_chunksize(1):  # one call: no progress bar to feed
-        _kernel.run_chunk(0, data.base.iterations, *inputs)
+        _kernel.run_chunk(0, data.base.iterations, *inputs, numba.get_num_threads())
     return _recorded(inputs, data.base.metrics, (len(configs), len(algorithms), runs, data.steps.size))
 
 

@@ -12,6 +12,7 @@ kernel's stream replayed by KernelStream): logits 1e-12, metrics of whole runs 1
 
 from __future__ import annotations
 
+import numba
 import numpy as np
 import pytest
 import torch
@@ -231,7 +232,7 @@ def test_kernel_ordered_pair_logits_are_numpys_minimiser_for_every_anchor(games,
     magnet = np.random.default_rng(9).normal(size=n)
     anchor_logits = {"reference": ref, "current": theta, "magnet": magnet}[anchor]
     out = np.empty(n)
-    _kernel._ordered_pair_logits(0, P, log_softmax(theta), softmax(theta), log_softmax(anchor_logits), eta, beta, samples,
+    _kernel._ordered_pair_logits(0, np.ascontiguousarray(P.T), log_softmax(theta), softmax(theta), log_softmax(anchor_logits), eta, beta, samples,
                                  np.empty((2, n)), np.empty(n, dtype=np.int64), np.array([seed], dtype=np.uint64),
                                  np.empty(samples, dtype=np.int64), np.empty(samples, dtype=np.int64), out)
     expected = ordered_pair_minimiser(theta, geometric_mixture_logits(theta, anchor_logits, eta * beta), P, eta, samples,
@@ -250,7 +251,7 @@ def _one_kernel_step(P, ref, theta, eta, beta, samples, copies, seed):
         np.repeat(P[None], copies, 0), np.repeat(log_softmax(ref)[None], copies, 0), np.repeat(theta[None], copies, 0),
         _config_table([config], n, config.algorithm_objects()), config.algorithm_objects(), config, width=1,
         n_hidden=0, shared=False, n_recorded=2)
-    _kernel.run_chunk(0, 1, *inputs)
+    _kernel.run_chunk(0, 1, *inputs, numba.get_num_threads())
     return center(inputs.state.params)
 
 

@@ -268,7 +268,7 @@ def test_sampled_kernel_gradient_equals_sampled_loss_on_the_same_draws(alg, pair
     scratch = [np.empty((2, N)) for _ in range(3)]
     _kernel._step_gradient(
         0, _kernel.LOSS_CODES[alg.loss], _kernel.OPPONENT_CODES[alg.opponent], _kernel.ANCHOR_CODES[alg.anchor],
-        np.ascontiguousarray(P.T), P, logp, pi, P @ pi, logp_ref, magnet, previous, sigma, not mixture_opponent,
+        np.ascontiguousarray(P.T), logp, pi, P @ pi, logp_ref, magnet, previous, sigma, not mixture_opponent,
         np.empty(N), *scratch, np.empty(N, dtype=np.int64), BETA, weight, True, SAMPLES, pairs == "policy",
         np.array([SEED], dtype=np.uint64), g, np.empty(N), False, np.empty(0, dtype=np.float32), np.empty(0),
     )

@@ -69,12 +69,13 @@ def test_no_kernel_function_is_compiled_with_fast_math():
 def test_the_steps_run_without_reference_counting():
     """_advance_group and every function outside run_chunk take views of their arrays at every step:
     compiled without numba's reference counting (``_nrt=False``) those cost no atomic increments. Only the
-    sampled minimiser's solve allocates, and says so (``_nrt=True``; the flag is inherited from the caller
-    otherwise); the functions inlined into their callers (``inline="always"``) take the callers'."""
+    sampled minimiser's solve and _run_group (a group's work arrays, once per chunk) allocate, and say so
+    (``_nrt=True``; the flag is inherited from the caller otherwise); the functions inlined into their callers
+    (``inline="always"``) take the callers'."""
     flags = {name: d.targetoptions.get("_nrt") for name, d in _dispatchers().items()
              if d.targetoptions.get("inline", "never") != "always"}
     counted = sorted(name for name, nrt in flags.items() if nrt is not False)
-    assert counted == ["_cholesky_solve", "_ordered_pair_logits", "_ordered_pair_solve", "run_chunk"]
+    assert counted == ["_cholesky_solve", "_ordered_pair_logits", "_ordered_pair_solve", "_run_group", "run_chunk"]
     assert [name for name in counted if name != "run_chunk" and flags[name] is not True] == []
     assert len(flags) >= 20
 

@@ -156,6 +156,7 @@ def test_sampled_kernel_gradient_is_unbiased(name, pair_from_policy):
         exact = weight * 4 * pi * (d - pi @ d)
 
     draws, samples = 400, 500
+    PT = np.ascontiguousarray(P.T)  # the kernel reads P(y ≻ y′) from the stored transpose, at [y′, y]
     state = np.array([np.uint64(12345)], dtype=np.uint64)
     grads = np.empty((draws, n))
     g = np.empty(n)
@@ -163,7 +164,7 @@ def test_sampled_kernel_gradient_is_unbiased(name, pair_from_policy):
     for table, dist in zip(tables, (pi, sigma, prev_pi)):
         _kernel._build_sampler(dist, table, np.empty(n, dtype=np.int64))
     for i in range(draws):
-        _kernel._sampled_gradient(loss_code, pairwise, optimistic, policy_pairs or pair_from_policy, samples, P, logp,
+        _kernel._sampled_gradient(loss_code, pairwise, optimistic, policy_pairs or pair_from_policy, samples, PT, logp,
                                   pi, anchor, *tables, beta, weight, state, 0, g, np.empty(n))
         grads[i] = g
     mean, se = grads.mean(0), grads.std(0, ddof=1) / np.sqrt(draws)
@@ -210,7 +211,7 @@ def test_scan_sampler_returns_the_first_cumulative_sum_above_the_target(weights)
 
 
 def test_claim_hands_out_each_index_once_across_threads():
-    """run_chunk's claims: _claim (an atomic fetch-and-add) on one counter holding a front count (low 32 bits)
+    """run_chunk's claims: _fetch_add (an atomic fetch-and-add) on one counter holding a front count (low 32 bits)
     and a back count (high 32 bits); over a parallel loop, iteration 0 claiming from the front and the others
     from the back, every index below the count is claimed exactly once, whichever thread claims it."""
     import numba
@@ -220,7 +221,7 @@ def test_claim_hands_out_each_index_once_across_threads():
         for w in numba.prange(count):
             front = w == 0
             while True:
-                before = _kernel._claim(counter, np.int64(1) if front else np.int64(1) << 32)
+                before = _kernel._fetch_add(counter, np.int64(0), np.int64(1) if front else np.int64(1) << 32)
                 ahead, behind = before & 0xFFFFFFFF, before >> 32
                 if ahead + behind >= count:
                     break
@@ -381,19 +382,31 @@ def test_paper_algorithms_are_registered():
     assert {"mpo", "sppo", "omwu"} <= set(ALGORITHMS)
 
 
-def test_results_do_not_depend_on_the_thread_count(tmp_path):
-    """Per-trajectory random streams: one thread and two threads give bit-identical sampled runs."""
+@pytest.mark.parametrize("case", ["tabular", "neural"])
+def test_results_do_not_depend_on_the_thread_count(tmp_path, case):
+    """Per-trajectory random streams: one thread and two threads give bit-identical sampled runs. Tabular:
+    13 groups, each claimed whole. Neural under the reference conventions: one group per algorithm (a shared
+    network), 3 groups for 2 threads, so run_chunk cuts each chunk's 35 steps into 2 slices that either
+    thread takes (kernel.SLICED_BELOW, MIN_SLICE_STEPS)."""
     import subprocess
     import sys
 
+    call = {
+        "tabular": "P, ref = random_games(6, 8, rng), rng.normal(size=(6, 8))\n"
+                   "r = simulate(P, ref, ['egpo', 'nash_md', 'oipo2'], beta=0.1, lr=0.05, iterations=50,\n"
+                   "             gradient='sampled', num_samples=30, conventions='reference', seed=3, progress=False)\n",
+        "neural": "from egpo_core.reference_draws import reference_instances\n"
+                  "inst = reference_instances(7, runs=3, num_actions=6, policy='neural', hidden_dim=4)\n"
+                  "r = simulate(inst.P, inst.ref_logits, ['egpo', 'nash_md', 'oipo2'], beta=0.1, lr=0.01,\n"
+                  "             iterations=3500, policy='neural', hidden_dim=4, network=inst.network,\n"
+                  "             gradient='sampled', num_samples=8, conventions='reference', seed=3, progress=False)\n",
+    }[case]
     script = (
         "import numpy as np, sys\n"
         "from egpo_core import simulate\n"
         "from egpo_core.games import random_games\n"
         "rng = np.random.default_rng(5)\n"
-        "P, ref = random_games(6, 8, rng), rng.normal(size=(6, 8))\n"
-        "r = simulate(P, ref, ['egpo', 'nash_md', 'oipo2'], beta=0.1, lr=0.05, iterations=50,\n"
-        "             gradient='sampled', num_samples=30, conventions='reference', seed=3, progress=False)\n"
+        + call +
         "np.save(sys.argv[1], r.values['duality_gap'])\n"
     )
     outputs = []
