@@ -9,7 +9,12 @@ main script takes ``--alg exact|empirical --type tabular|neural`` and runs every
 its ``configs.EXP_CONFIG`` lists). It is not part of egpo: give a checkout of it and the Python of a
 virtual environment where it runs (torch, numpy, scipy, matplotlib, tqdm; its ``utils.py`` imports
 ``torchvision.transforms`` and never uses it, so where torchvision is missing the harness puts an
-empty stand-in module in its place, and says so).
+empty stand-in module in its place, and says so). The public checkout (github.com/zhourunlong/EGPO_public)
+has ``run.py`` instead, whose settings are module constants (``ALG``, ``TYPE``, ``FILES``) and which reads
+its games from ``data/<type>/``: with ``--reference-main run.py`` the harness draws the games as the paper's
+main script does (the setting's seed, the reference policy's initialisation, then ``torch.rand`` for P, as
+``egpo_core.reference_draws`` documents), writes them there and runs the script with those constants set,
+its figure of one picked run per setting left out.
 
 For each setting (an ``egpo_core.presets`` name), the reference's run of that one β and then egpo's
 (``preset.run`` with ``conventions="reference"``, all five paper algorithms, 10 runs), each in a fresh
@@ -65,12 +70,13 @@ REFERENCE_ALGORITHMS = {"Online IPO 1 (OMD)": "oipo1", "Online IPO 2": "oipo2", 
 GAP_FLOOR = 1e-6
 
 # Runs in the reference's Python: argv = folder, main script, alg, type, beta, output json, torch
-# threads ("default": torch's own choice). It keeps only the β asked for in EXP_CONFIG, wraps
-# plot_multi_exps to time it and to read the final gaps it is handed (one entry per run:
-# {algorithm: {"Dual Gap": curve}}), and runs the main script as __main__ with --alg/--type.
+# threads ("default": torch's own choice), then the preset's seed, runs, N, hidden width and depth. It keeps
+# only the β asked for in EXP_CONFIG, wraps plot_multi_exps to time it and to read the final gaps it is handed
+# (one entry per run: {algorithm: {"Dual Gap": curve}}), and runs the main script as __main__ with
+# --alg/--type, or, a script whose settings are constants (the public checkout's run.py), with them set.
 _REFERENCE_DRIVER = r"""
-import json, runpy, sys, time, types
-code, main, alg, kind, beta, out, threads = sys.argv[1:8]
+import json, os, re, runpy, sys, time, types
+code, main, alg, kind, beta, out, threads, seed, runs, n, hidden, depth = sys.argv[1:13]
 beta = float(beta)
 sys.path.insert(0, code)
 try:
@@ -100,9 +106,37 @@ def timed_plot(experiments, *args, **kwargs):
     plot(experiments, *args, **kwargs)
     plotting[0] += time.perf_counter() - start
 utils.plot_multi_exps = timed_plot
+source = open(main).read()
+constants = re.search(r"^ALG = ", source, re.M) is not None  # the public checkout's run.py
+if constants:
+    # Its settings are module constants and it reads its games from data/<type>/<file>: draw them as the
+    # paper's main script does (the seed, the reference policy's initialisation, then torch.rand for P),
+    # write them there and run the script with ALG, TYPE, FILES and the seed set.
+    import policies
+    runs, n, hidden, depth = map(int, (runs, n, hidden, depth))
+    utils.set_random_seed(int(seed))
+    drawn = (policies.TabularPolicy(runs, n, "cpu") if kind == "tabular"
+             else policies.NeuralPolicy(runs, n, depth, hidden, "cpu"))
+    drawn.random_init()
+    games = utils.gen_preference_matrix(runs, n, "random").double().numpy()
+    os.makedirs(f"data/{kind}", exist_ok=True)
+    utils.write_data(games, beta, f"data/{kind}/beta_{beta}.txt")
+    source = source.replace('ALG = "empirical"', f'ALG = "{alg}"').replace('TYPE = "tabular"', f'TYPE = "{kind}"')
+    source = re.sub(r"^FILES = \[.*?\]", f'FILES = ["beta_{beta}.txt"]', source, count=1, flags=re.S | re.M)
+    source = source.replace("run(file, 42)", f"run(file, {int(seed)})")
+    titled = utils.plot_multi_exps
+    def plot_with_titles(experiments, *args, **kwargs):
+        if kwargs.get("name_suffix") == "picked":  # one run per setting again (and it fails for one setting)
+            return None
+        # this version's plot_multi_exps wants each experiment's title as its first entry
+        return titled({key: {"latex_key": key, **curves} for key, curves in experiments.items()}, *args, **kwargs)
+    utils.plot_multi_exps = plot_with_titles
 sys.argv = [main, "--alg", alg, "--type", kind]
 start = time.perf_counter()
-runpy.run_path(main, run_name="__main__")
+if constants:
+    exec(compile(source, main, "exec"), {"__name__": "__main__", "__file__": main})
+else:
+    runpy.run_path(main, run_name="__main__")
 seconds = time.perf_counter() - start
 with open(out, "w") as f:
     json.dump({"seconds": seconds, "plotting": plotting[0], "final_gaps": finals, "iters": chosen[0]["iters"],
@@ -212,8 +246,11 @@ def time_setting(name: str, code: Path, main: str, python: str, threads: int | N
         ref_dir.mkdir()
         egpo_dir.mkdir()
         torch_threads = "default" if threads is None else str(threads)
+        preset = PRESETS[name]
+        games = [str(v) for v in (preset.seed, preset.runs, preset.num_actions, preset.config.hidden_dim,
+                                  preset.config.depth)]
         ref = _run([python, "-c", _REFERENCE_DRIVER, str(code), str(code / main), alg, kind, repr(beta),
-                    str(ref_dir / "result.json"), torch_threads], ref_dir, f"reference, {name}")
+                    str(ref_dir / "result.json"), torch_threads, *games], ref_dir, f"reference, {name}")
         ours = _run([sys.executable, "-c", _EGPO_DRIVER, str(ROOT), name, str(egpo_dir / "result.json")],
                     egpo_dir, f"egpo, {name}")
     medians = {REFERENCE_ALGORITHMS[k.removesuffix(" Empirical")]: median_final(v)
@@ -293,7 +330,9 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--reference-python", required=True, metavar="PATH",
                         help="the Python of a virtual environment where the reference code runs")
     parser.add_argument("--reference-main", default="main.py", metavar="FILE",
-                        help="its main script (the one with --alg and --type) in DIR (default: %(default)s)")
+                        help="its main script in DIR: one with --alg and --type, or one whose settings are "
+                             "constants (ALG = ..., the public checkout's run.py: the games are then drawn "
+                             "with the setting's seed and written where it reads them) (default: %(default)s)")
     parser.add_argument("--settings", nargs="+", choices=list(PRESETS), default=list(PRESETS), metavar="NAME",
                         help=f"settings to time, egpo preset names (default: all: {', '.join(PRESETS)})")
     parser.add_argument("--reference-threads", type=int, default=None, metavar="N",

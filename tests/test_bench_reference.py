@@ -6,6 +6,7 @@ from __future__ import annotations
 import importlib.util
 import math
 import sys
+import textwrap
 from pathlib import Path
 from types import ModuleType
 
@@ -121,3 +122,90 @@ def test_median_final_leaves_diverged_runs_out(bench: ModuleType) -> None:
 def test_reference_arguments_follow_the_presets(bench: ModuleType) -> None:
     assert bench.reference_arguments(bench.PRESETS["exact-tabular-beta0.01"]) == ("exact", "tabular", 0.01)
     assert bench.reference_arguments(bench.PRESETS["sampled-neural-beta0.1"]) == ("empirical", "neural", 0.1)
+
+
+# A stand-in for the public checkout's layout: run.py with its settings as constants, reading its games from
+# data/<type>/; its "algorithms" report an entry of each game and its first reference logit as final gaps, so that
+# the harness's drawn games can be checked against egpo_core.reference_draws.
+_STAND_IN = {
+    "configs.py": 'EXP_CONFIG = {"exact": {"tabular": [{"beta": 0.1, "iters": 3, "lr": 0.1}]}}\n',
+    "loss_funcs.py": "",
+    "policies.py": textwrap.dedent("""
+        import torch
+        class TabularPolicy(torch.nn.Module):
+            def __init__(self, runs, num_actions, device):
+                super().__init__()
+                self.thetas = torch.nn.Parameter(torch.zeros((runs, num_actions, 1)))
+            def random_init(self):
+                torch.nn.init.normal_(self.thetas, 0, 1)
+        """),
+    "utils.py": textwrap.dedent("""
+        import numpy as np, torch
+        def set_random_seed(seed):
+            torch.manual_seed(seed)
+        def gen_preference_matrix(runs, n, type):
+            P = 0.5 * torch.stack([torch.eye(n) for _ in range(runs)])
+            lower = torch.rand((runs, n, n))
+            for i in range(1, n):
+                P[:, i, :i] = lower[:, i, :i]
+                P[:, :i, i] = 1 - lower[:, i, :i]
+            return P
+        def write_data(P, beta, file_name):
+            with open(file_name, "w") as f:
+                f.write(f"{P.shape[0]} {P.shape[1]} {beta}\\n")
+                for run in P:
+                    f.write("Run\\n" + "\\n".join(" ".join(str(v) for v in row) for row in run) + "\\n")
+        def read_data(file_name):
+            with open(file_name) as f:
+                runs, n, beta = f.readline().split()
+                rows = [line for line in f.read().splitlines() if line != "Run"]
+            P = np.array([[float(v) for v in row.split()] for row in rows]).reshape(int(runs), int(n), int(n))
+            return P, float(beta)
+        def plot_multi_exps(experiments, path, name_suffix=""):
+            assert all(list(e)[0] == "latex_key" for e in experiments.values())  # this version's titles
+        """),
+    "run.py": textwrap.dedent("""
+        import torch, utils
+        from configs import EXP_CONFIG
+        from policies import TabularPolicy
+        ALG = "empirical"
+        TYPE = "tabular"
+        FILES = [
+            # "beta_0.01.txt",
+            "beta_0.5.txt",
+        ]
+        def run(file, seed):
+            P, beta = utils.read_data(f"data/{TYPE}/{file}")
+            assert EXP_CONFIG[ALG][TYPE][0]["beta"] == beta
+            torch.manual_seed(seed)
+            ref = TabularPolicy(P.shape[0], P.shape[1], "cpu")
+            ref.random_init()
+            experiments = {f"run {r}": {"Online IPO 2": {"Dual Gap": [0.0, P[r, 1, 0]]},
+                                        "EGPO": {"Dual Gap": [0.0, float(ref.thetas[r, 0, 0])]}}
+                           for r in range(P.shape[0])}
+            utils.plot_multi_exps(experiments, path="figures", name_suffix=file)
+            utils.plot_multi_exps(experiments, path="figures", one_row=True, name_suffix="picked")
+        if __name__ == "__main__":
+            for file in FILES:
+                run(file, 42)
+        """),
+}
+
+
+def test_the_public_checkouts_run_script_gets_the_presets_games(bench: ModuleType, tmp_path: Path) -> None:
+    """--reference-main run.py (settings as constants, games read from data/<type>/): the harness draws the
+    games with the setting's seed as egpo_core.reference_draws documents them, writes them where the script
+    reads them, sets ALG/TYPE/FILES and the seed, and reads the final gaps from its plots (the picked-run
+    figure left out): the games' entries and the reference logits it sees are egpo's preset's."""
+    pytest.importorskip("torch")
+    import numpy as np
+
+    for name, text in _STAND_IN.items():
+        (tmp_path / name).write_text(text)
+    timing = bench.time_setting("exact-tabular-beta0.1", tmp_path, "run.py", sys.executable, threads=1)
+    instances = bench.PRESETS["exact-tabular-beta0.1"].instances()
+    assert timing.reference_setting == (3, 0.1)
+    # the median over runs of P(1 ≻ 0), a torch.rand draw (the same on every CPU)
+    assert timing.reference_medians["oipo2"] == pytest.approx(float(np.median(instances.P[:, 1, 0])), abs=1e-7)
+    # tabular: π_ref's logits are the drawn θ_ref (torch's normal_ path may move them by ~1e-6 on another CPU)
+    assert timing.reference_medians["egpo"] == pytest.approx(float(np.median(instances.ref_logits[:, 0])), abs=1e-5)
