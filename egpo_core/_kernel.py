@@ -14,17 +14,19 @@ Trajectories are processed in *groups* that advance in lockstep; a group is one 
 under the reference implementation's conventions, where all runs of an algorithm form a group
 because they share the network weights or normalize the Nash-MD mixture over runs.
 
-Interface. :func:`run_chunk` takes the steps of a chunk and the named tuples of :class:`KernelInputs`
+Interface. :func:`run_chunk` takes the steps of a chunk, the named tuples of :class:`KernelInputs`
 (Games, Trajectories, Groups, Policy, Gradient, Recording, State, Outputs; each field's dtype, shape
-and meaning are documented where the tuple is defined); ``egpo_core._kernel_inputs`` builds them.
+and meaning are documented where the tuple is defined; ``egpo_core._kernel_inputs`` builds them) and the
+caller's thread count.
 
-Speed. :func:`run_chunk` allocates each group's work arrays (:class:`_Scratch`) and hands the group to
-:func:`_advance_group`. That function and everything it calls are compiled without numba's reference
-counting (``_nrt=False``; only the sampled minimiser's solve allocates, and keeps it, ``_nrt=True``), so the
-array views taken at every step cost no atomic increments and decrements. The products Pσ stream the
-transposed games (vector instructions across the entries of Pσ); sampled gradients read their single entries
-P(y ≻ y′) from the same array (at [y′, y]: no second copy of the games, half the cache). The draws keep the splitmix64 state in a local variable and
-index with unsigned integers (numba adds no negative-index fix-up for those).
+Speed. :func:`run_chunk`'s threads claim groups (or, where there are few, slices of a group's steps);
+:func:`_run_group` allocates a group's work arrays (:class:`_Scratch`) and hands it to :func:`_advance_group`.
+That function and everything it calls are compiled without numba's reference counting (``_nrt=False``; only
+the sampled minimiser's solve allocates, and keeps it, ``_nrt=True``), so the array views taken at every step
+cost no atomic increments and decrements. The products Pσ stream the transposed games (vector instructions
+across the entries of Pσ); sampled gradients read their single entries P(y ≻ y′) from the same array (at
+[y′, y]: no second copy of the games, half the cache). The draws keep the splitmix64 state in a local
+variable and index with unsigned integers (numba adds no negative-index fix-up for those).
 
 For every trajectory the kernel computes the gradient g = ∂L/∂z of the algorithm's loss with
 respect to the logits z (closed form for exact expectations, sample averages otherwise) and
