@@ -1162,9 +1162,10 @@ def _run_group(gi, t_start, t_end, games, trajectories, groups, policy, gradient
     (The sizes are read here, not in :func:`run_chunk`'s parallel loop: numba (0.68 still) drops stores into an
     array reached through a named tuple in a prange body itself (numba/numba#5872); those in a function it
     calls are kept.)"""
-    g0 = groups.group_ptr[gi]
-    size = groups.group_ptr[gi + 1] - g0
+    group_ptr = groups.group_ptr
     members = groups.members
+    g0 = group_ptr[gi]
+    size = group_ptr[gi + 1] - g0
     n = games.logp_ref.shape[1]
     npar = state.params.shape[1]
     d = policy.width

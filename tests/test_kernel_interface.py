@@ -4,10 +4,10 @@
 kernel and of the code that builds its inputs (``_kernel_inputs``) and check that
 
 * run_chunk's parameters are the steps and the fields of KernelInputs, each annotated with its type;
-* every field of every tuple is read by name, in run_chunk (sizes and flags, before its parallel loop) or
-  once in ``_advance_group`` (before its loop), and the parallel loop passes the tuples only whole to
-  ``_advance_group`` (numba drops stores into a named tuple's arrays written in the prange body itself,
-  numba/numba#5872; a call it keeps);
+* every field of every tuple is read by name, in run_chunk (sizes, before its parallel loops), in
+  ``_run_group`` (a group's sizes and flags) or once in ``_advance_group`` (before its loop), and the parallel
+  loops pass the tuples only whole to ``_run_group`` (numba drops stores into a named tuple's arrays written in
+  the prange body itself, numba/numba#5872; a call it keeps);
 * every tuple is built once, with every field named (no positional values);
 * every field has a docstring, and each array holds the dtype and shape its docstring states.
 
@@ -73,42 +73,61 @@ def _field_docs() -> dict[tuple[str, str], str]:
 
 def test_run_chunk_takes_the_steps_then_the_kernel_inputs_by_type():
     parameters = list(inspect.signature(_kernel.run_chunk.py_func).parameters)
-    assert parameters == ["t_start", "t_end", *_kernel.KernelInputs._fields]
+    assert parameters == ["t_start", "t_end", *_kernel.KernelInputs._fields, "threads"]
     kernel_hints = typing.get_type_hints(_kernel.run_chunk.py_func)
     input_types = typing.get_type_hints(_kernel.KernelInputs)
     assert {field: kernel_hints[field] for field in input_types} == input_types
+    assert kernel_hints["threads"] is int
     assert sorted(t.__name__ for t in input_types.values()) == sorted(TUPLES), "each tuple type is one parameter"
 
 
+def _calls(statements, name: str) -> list[ast.Call]:
+    return [node for stmt in statements for node in ast.walk(stmt)
+            if isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id == name]
+
+
 def test_every_field_is_read_by_name_before_the_loops():
+    """run_chunk reads sizes before its parallel loops and passes the tuples only whole, in their order, to
+    _run_group; _run_group reads a group's sizes and flags and passes them whole to _advance_group, which
+    reads each field once before its loop over the steps."""
     parameter_type = typing.get_type_hints(_kernel.KernelInputs)
-    outer, inner = _function_tree(_kernel.run_chunk), _function_tree(_kernel._advance_group)
-    outer_reads, outer_values = _field_reads(outer, parameter_type)
-    inner_reads, inner_values = _field_reads(inner, parameter_type)
+    outer, middle, inner = (_function_tree(f) for f in (_kernel.run_chunk, _kernel._run_group, _kernel._advance_group))
+    reads = {tree.name: _field_reads(tree, parameter_type) for tree in (outer, middle, inner)}
     fields = {(name, field) for name, cls in parameter_type.items() for field in cls._fields}
-    assert fields - set(outer_reads) - set(inner_reads) == set(), "fields never read"
-    assert [key for key, count in inner_reads.items() if count != 1] == [], "fields read more than once in _advance_group"
-    assert [key for key, count in outer_reads.items() if count != 1] == [], "fields read more than once in run_chunk"
-    # run_chunk: tuple.field only before its parallel loop; in the loop the tuples only as whole arguments of
-    # the _advance_group call (in the order of KernelInputs, no positional unpacking)
-    loop = _first_loop(outer)
+    assert fields - {key for counted, _ in reads.values() for key in counted} == set(), "fields never read"
+    for name, (counted, _) in reads.items():
+        assert [key for key, count in counted.items() if count != 1] == [], f"fields read more than once in {name}"
+    order = list(_kernel.KernelInputs._fields)
+    # run_chunk: tuple.field only before the first statement that holds a loop; in the loops the tuples only as
+    # whole arguments of the _run_group calls (in the order of KernelInputs, no positional unpacking)
+    loop = next(i for i, stmt in enumerate(outer.body) if any(isinstance(n, ast.For) for n in ast.walk(stmt)))
     for stmt in outer.body[:loop]:
         for node in ast.walk(stmt):
             if isinstance(node, ast.Name) and node.id in parameter_type:
-                assert id(node) in outer_values, f"{node.id} used other than by field name (line {node.lineno})"
-    calls = [node for stmt in outer.body[loop:] for node in ast.walk(stmt)
-             if isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id == "_advance_group"]
-    assert len(calls) == 1
-    passed = [arg.id for arg in calls[0].args if isinstance(arg, ast.Name) and arg.id in parameter_type]
-    assert passed == [name for name in _kernel.KernelInputs._fields if name != "groups"]
+                assert id(node) in reads["run_chunk"][1], f"{node.id} used other than by field name (line {node.lineno})"
+    calls = _calls(outer.body[loop:], "_run_group")
+    assert len(calls) == 2  # a whole group, a slice of one
+    for call in calls:
+        assert [arg.id for arg in call.args if isinstance(arg, ast.Name) and arg.id in parameter_type] == order
     in_loop = [n for stmt in outer.body[loop:] for n in ast.walk(stmt) if isinstance(n, ast.Name) and n.id in parameter_type]
-    assert len(in_loop) == len(passed), "a tuple read inside run_chunk's parallel loop"
+    assert len(in_loop) == len(order) * len(calls), "a tuple read inside run_chunk's parallel loops"
+    # _run_group: tuple.field, or the tuples whole as the arguments of its one _advance_group call
+    assert [a.arg for a in middle.args.args if a.arg in parameter_type] == order
+    call = _calls(middle.body, "_advance_group")
+    assert len(call) == 1
+    passed = [arg.id for arg in call[0].args if isinstance(arg, ast.Name) and arg.id in parameter_type]
+    assert passed == [name for name in order if name != "groups"]
+    whole = {id(arg) for arg in call[0].args}
+    for node in ast.walk(middle):
+        if isinstance(node, ast.Name) and node.id in parameter_type and not isinstance(node.ctx, ast.Param):
+            assert id(node) in reads["_run_group"][1] or id(node) in whole, \
+                f"{node.id} used other than by field name (line {node.lineno})"
     # _advance_group: tuple.field only, before its loop over the steps
     assert [a.arg for a in inner.args.args if a.arg in parameter_type] == passed
     loop = _first_loop(inner)
     for node in ast.walk(inner):
         if isinstance(node, ast.Name) and node.id in parameter_type:
-            assert id(node) in inner_values, f"{node.id} used other than by field name (line {node.lineno})"
+            assert id(node) in reads["_advance_group"][1], f"{node.id} used other than by field name (line {node.lineno})"
     for stmt in inner.body[loop:]:
         names = {n.id for n in ast.walk(stmt) if isinstance(n, ast.Name)}
         assert not names & set(parameter_type), f"_advance_group line {stmt.lineno} reads a tuple inside its loop"
