@@ -121,9 +121,12 @@ if constants:
     games = utils.gen_preference_matrix(runs, n, "random").double().numpy()
     os.makedirs(f"data/{kind}", exist_ok=True)
     utils.write_data(games, beta, f"data/{kind}/beta_{beta}.txt")
-    source = source.replace('ALG = "empirical"', f'ALG = "{alg}"').replace('TYPE = "tabular"', f'TYPE = "{kind}"')
-    source = re.sub(r"^FILES = \[.*?\]", f'FILES = ["beta_{beta}.txt"]', source, count=1, flags=re.S | re.M)
-    source = source.replace("run(file, 42)", f"run(file, {int(seed)})")
+    for pattern, value in ((r"^ALG = [^\n]*", f'ALG = "{alg}"'), (r"^TYPE = [^\n]*", f'TYPE = "{kind}"'),
+                           (r"^FILES = \[.*?\]", f'FILES = ["beta_{beta}.txt"]'),
+                           (r"run\(file, \d+\)", f"run(file, {int(seed)})")):
+        source, found = re.subn(pattern, value, source, count=1, flags=re.S | re.M)
+        if not found:  # a script of another shape would run other settings than the ones timed
+            sys.exit(f"{main}: no line matching {pattern!r} to set")
     titled = utils.plot_multi_exps
     def plot_with_titles(experiments, *args, **kwargs):
         if kwargs.get("name_suffix") == "picked":  # one run per setting again (and it fails for one setting)

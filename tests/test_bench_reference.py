@@ -209,3 +209,14 @@ def test_the_public_checkouts_run_script_gets_the_presets_games(bench: ModuleTyp
     assert timing.reference_medians["oipo2"] == pytest.approx(float(np.median(instances.P[:, 1, 0])), abs=1e-7)
     # tabular: π_ref's logits are the drawn θ_ref (torch's normal_ path may move them by ~1e-6 on another CPU)
     assert timing.reference_medians["egpo"] == pytest.approx(float(np.median(instances.ref_logits[:, 0])), abs=1e-5)
+
+
+def test_a_run_script_without_a_constant_to_set_is_refused(bench: ModuleType, tmp_path: Path) -> None:
+    """A script of another shape (here without its TYPE line) would run other settings than the ones timed:
+    the harness stops, naming the script and the line it did not find."""
+    pytest.importorskip("torch")
+    for name, text in _STAND_IN.items():
+        (tmp_path / name).write_text(text.replace('TYPE = "tabular"', 'KIND = "tabular"') if name == "run.py" else text)
+    with pytest.raises(SystemExit) as stop:
+        bench.time_setting("exact-tabular-beta0.1", tmp_path, "run.py", sys.executable, threads=1)
+    assert f"{tmp_path / 'run.py'}: no line matching '^TYPE = " in str(stop.value)

@@ -391,6 +391,8 @@ def test_results_do_not_depend_on_the_thread_count(tmp_path, case):
     import subprocess
     import sys
 
+    if case == "neural":  # the neural run is sliced: 3 groups < SLICED_BELOW·2, a chunk of 35 steps ≥ 2 slices
+        assert 3 < _kernel.SLICED_BELOW * 2 and 35 // _kernel.MIN_SLICE_STEPS >= 2
     call = {
         "tabular": "P, ref = random_games(6, 8, rng), rng.normal(size=(6, 8))\n"
                    "r = simulate(P, ref, ['egpo', 'nash_md', 'oipo2'], beta=0.1, lr=0.05, iterations=50,\n"
